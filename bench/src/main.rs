@@ -1,0 +1,5 @@
+//! `bench`: the bench binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {}

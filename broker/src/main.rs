@@ -1,0 +1,5 @@
+//! `broker`: the broker binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Storage engine of one partition: segments of Kafka RecordBatch v2.
