@@ -2,3 +2,7 @@
 //! coordinated-omission-free tail latency (HdrHistogram), always beside a limit of this host
 //! measured in the same run. It drives servers only through their public protocols (Kafka,
 //! ZooKeeper), so it measures peers the same way it measures ours.
+
+pub mod engine;
+pub mod record_batch;
+pub mod report;

@@ -1,0 +1,412 @@
+//! The open-loop produce engine of one connection, independent of any socket or clock.
+//!
+//! Message `i` of a connection has an intended send time `i / rate` after the start; it joins
+//! the open batch at that time, the batch closes when it holds `records_per_batch` messages or
+//! `linger` after its first message was due, and closed batches go out as soon as fewer than
+//! `max_in_flight` requests are unanswered (several partitions' batches share one request).
+//! A message's latency is its ack time minus its *intended* time, so a stall of the broker (or
+//! of the generator) is charged to every message that should have been sent during it: no
+//! coordinated omission. Without a rate the engine runs flat out and a message's intended time
+//! is the moment its batch was built.
+//!
+//! The engine talks to a [`Transport`] and reads a [`Clock`]; the real ones are a Kafka TCP
+//! connection and the monotonic clock, the tests' are a fake broker with an injected stall and
+//! a simulated clock, so the latency correction is checked exactly.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::report::LatencyHistogram;
+
+/// Time since the run started.
+pub trait Clock {
+    fn now(&self) -> Duration;
+}
+
+/// The monotonic clock.
+pub struct SystemClock {
+    start: Instant,
+}
+
+impl SystemClock {
+    pub fn starting_now() -> SystemClock {
+        SystemClock {
+            start: Instant::now(),
+        }
+    }
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// The answer to one produce request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// Partitions of the request that came back with an error.
+    pub failed_partitions: u32,
+    /// The first non-zero Kafka error code, for the report.
+    pub error_code: i16,
+    /// When it arrived, in [`Clock`] time.
+    pub at: Duration,
+}
+
+/// Where produce requests go.
+pub trait Transport {
+    /// Sends one produce request holding one batch for each listed partition. May block (a
+    /// full socket buffer is the broker's back-pressure).
+    fn send(&mut self, batches: &[(i32, Bytes)]) -> io::Result<()>;
+    /// Waits until at least one answer arrives or `deadline` (clock time) passes; appends the
+    /// answers in request order.
+    fn poll_acks(&mut self, deadline: Duration, acks: &mut Vec<Ack>) -> io::Result<()>;
+    /// False for acks=0: no answer comes, a request is done once sent.
+    fn acks_expected(&self) -> bool;
+}
+
+/// Builds the record bytes of a batch. Templates make this a reference-count bump; `--verify`
+/// and `e2e` encode each batch (they carry sequence numbers or send times).
+pub trait BatchSource {
+    /// The batch of `count` messages `first_index ..` (connection-local) for `partition`,
+    /// whose first message was intended at `first_intended`.
+    fn batch(
+        &mut self,
+        partition: i32,
+        first_index: u64,
+        count: u32,
+        first_intended: Duration,
+    ) -> Bytes;
+    /// Payload bytes of one message (for MB/s).
+    fn message_bytes(&self) -> usize;
+}
+
+/// What one connection does.
+#[derive(Debug, Clone)]
+pub struct EnginePlan {
+    /// Messages per second on this connection; None runs flat out.
+    pub rate_per_s: Option<f64>,
+    /// How long to offer load.
+    pub duration: Duration,
+    /// The partitions this connection writes, used round-robin batch by batch.
+    pub partitions: Vec<i32>,
+    pub records_per_batch: u32,
+    pub linger: Duration,
+    pub max_in_flight: usize,
+    /// Batches of distinct partitions packed into one request, at most.
+    pub max_batches_per_request: usize,
+    /// How long to wait for the last answers after the load stops.
+    pub drain_timeout: Duration,
+}
+
+/// Counters shared with the progress printer; updated once per answered request.
+#[derive(Default)]
+pub struct Progress {
+    pub acked_msgs: AtomicU64,
+    pub acked_bytes: AtomicU64,
+    pub errors: AtomicU64,
+    pub histogram: Mutex<LatencyHistogram>,
+}
+
+/// What one connection measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOutcome {
+    pub offered_msgs: u64,
+    pub acked_msgs: u64,
+    pub error_msgs: u64,
+    pub first_error_code: i16,
+    /// When the last message was handed to the transport.
+    pub offered_until: Duration,
+    /// When the last answer arrived.
+    pub finished_at: Duration,
+    /// Requests still unanswered when the drain timeout expired.
+    pub unanswered_requests: usize,
+}
+
+impl EngineOutcome {
+    /// True when the load was offered at the planned pace: every planned message handed over
+    /// within 5% (+100 ms) of the planned duration.
+    pub fn schedule_kept(&self, plan: &EnginePlan) -> bool {
+        plan.rate_per_s.is_none()
+            || self.offered_until <= plan.duration.mul_f64(1.05) + Duration::from_millis(100)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BatchDescriptor {
+    partition: i32,
+    first_index: u64,
+    count: u32,
+    /// Intended time of the first message; flat out, the time the batch was built.
+    first_intended: Duration,
+}
+
+struct InFlight {
+    batches: Vec<BatchDescriptor>,
+    sent_at: Duration,
+}
+
+/// Runs one connection's load to the end and drains its answers.
+pub fn run(
+    plan: &EnginePlan,
+    clock: &impl Clock,
+    transport: &mut impl Transport,
+    source: &mut impl BatchSource,
+    progress: &Progress,
+) -> io::Result<EngineOutcome> {
+    assert!(!plan.partitions.is_empty() && plan.records_per_batch > 0 && plan.max_in_flight > 0);
+    let interval_ns = plan.rate_per_s.map(|rate| 1e9 / rate);
+    let intended = |index: u64| -> Duration {
+        Duration::from_nanos((index as f64 * interval_ns.unwrap_or(0.0)) as u64)
+    };
+    let total_msgs = plan
+        .rate_per_s
+        .map(|rate| (rate * plan.duration.as_secs_f64()).round() as u64);
+    let message_bytes = source.message_bytes() as u64;
+
+    let mut next_index = 0u64;
+    let mut batch_sequence = 0usize;
+    let mut open: Option<BatchDescriptor> = None;
+    let mut ready: VecDeque<BatchDescriptor> = VecDeque::new();
+    let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(plan.max_in_flight);
+    let mut request: Vec<(i32, Bytes)> = Vec::with_capacity(plan.max_batches_per_request);
+    let mut request_batches: Vec<BatchDescriptor> = Vec::new();
+    let mut acks: Vec<Ack> = Vec::new();
+    let mut local = LatencyHistogram::default();
+    let mut outcome = EngineOutcome {
+        offered_msgs: 0,
+        acked_msgs: 0,
+        error_msgs: 0,
+        first_error_code: 0,
+        offered_until: Duration::ZERO,
+        finished_at: Duration::ZERO,
+        unanswered_requests: 0,
+    };
+    let mut next_partition = |sequence: &mut usize| {
+        let partition = plan.partitions[*sequence % plan.partitions.len()];
+        *sequence += 1;
+        partition
+    };
+    let mut drain_deadline: Option<Duration> = None;
+
+    loop {
+        let now = clock.now();
+        let generating = match total_msgs {
+            Some(total) => next_index < total,
+            None => now < plan.duration,
+        };
+
+        // 1. Messages that are due join the open batch.
+        if let Some(total) = total_msgs {
+            while next_index < total && intended(next_index) <= now {
+                let batch = open.get_or_insert_with(|| BatchDescriptor {
+                    partition: next_partition(&mut batch_sequence),
+                    first_index: next_index,
+                    count: 0,
+                    first_intended: intended(next_index),
+                });
+                batch.count += 1;
+                next_index += 1;
+                if batch.count == plan.records_per_batch {
+                    ready.extend(open.take());
+                }
+            }
+            let linger_over = open
+                .as_ref()
+                .is_some_and(|batch| now >= batch.first_intended + plan.linger);
+            if linger_over || next_index == total {
+                ready.extend(open.take());
+            }
+        } else if generating && ready.is_empty() && in_flight.len() < plan.max_in_flight {
+            // Flat out: build as many full batches as one request carries.
+            for _ in 0..plan.max_batches_per_request.min(plan.partitions.len()) {
+                ready.push_back(BatchDescriptor {
+                    partition: next_partition(&mut batch_sequence),
+                    first_index: next_index,
+                    count: plan.records_per_batch,
+                    first_intended: now,
+                });
+                next_index += plan.records_per_batch as u64;
+            }
+        }
+
+        // 2. Closed batches go out while the in-flight window has room.
+        if !ready.is_empty() && in_flight.len() < plan.max_in_flight {
+            request.clear();
+            request_batches.clear();
+            while request.len() < plan.max_batches_per_request {
+                let Some(batch) = ready.front().copied() else {
+                    break;
+                };
+                if request
+                    .iter()
+                    .any(|(partition, _)| *partition == batch.partition)
+                {
+                    break;
+                }
+                ready.pop_front();
+                let bytes = source.batch(
+                    batch.partition,
+                    batch.first_index,
+                    batch.count,
+                    batch.first_intended,
+                );
+                request.push((batch.partition, bytes));
+                request_batches.push(batch);
+            }
+            transport.send(&request)?;
+            let sent_at = clock.now();
+            let messages: u64 = request_batches.iter().map(|batch| batch.count as u64).sum();
+            outcome.offered_msgs += messages;
+            outcome.offered_until = sent_at;
+            let flight = InFlight {
+                batches: std::mem::take(&mut request_batches),
+                sent_at,
+            };
+            if transport.acks_expected() {
+                in_flight.push_back(flight);
+            } else {
+                let ack = Ack {
+                    failed_partitions: 0,
+                    error_code: 0,
+                    at: sent_at,
+                };
+                complete(
+                    &flight,
+                    &ack,
+                    &intended,
+                    interval_ns.is_some(),
+                    &mut local,
+                    &mut outcome,
+                );
+                account(progress, &mut local, messages, message_bytes, 0);
+                request_batches = flight.batches;
+            }
+            continue;
+        }
+
+        // 3. Done when everything planned was sent and answered (or the drain timed out).
+        let idle = !generating && open.is_none() && ready.is_empty();
+        if idle && in_flight.is_empty() {
+            break;
+        }
+        if idle {
+            let deadline = *drain_deadline.get_or_insert(now + plan.drain_timeout);
+            if now >= deadline {
+                outcome.unanswered_requests = in_flight.len();
+                break;
+            }
+        }
+
+        // 4. Wait for an answer, the next due message, or the open batch's linger.
+        let mut deadline = drain_deadline.unwrap_or(plan.duration + plan.drain_timeout);
+        if in_flight.len() < plan.max_in_flight {
+            if let Some(total) = total_msgs {
+                if next_index < total {
+                    deadline = deadline.min(intended(next_index));
+                }
+            }
+            if let Some(batch) = &open {
+                deadline = deadline.min(batch.first_intended + plan.linger);
+            }
+            if total_msgs.is_none() && generating {
+                deadline = now;
+            }
+        }
+        acks.clear();
+        transport.poll_acks(deadline.max(now), &mut acks)?;
+        for ack in &acks {
+            let Some(flight) = in_flight.pop_front() else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "an answer arrived for no outstanding request",
+                ));
+            };
+            debug_assert!(ack.at >= flight.sent_at);
+            let messages: u64 = flight.batches.iter().map(|batch| batch.count as u64).sum();
+            let failed = complete(
+                &flight,
+                ack,
+                &intended,
+                interval_ns.is_some(),
+                &mut local,
+                &mut outcome,
+            );
+            account(
+                progress,
+                &mut local,
+                messages - failed,
+                (messages - failed) * message_bytes,
+                failed,
+            );
+        }
+    }
+    outcome.finished_at = clock.now();
+    Ok(outcome)
+}
+
+/// Records the latency of every message of an answered request; returns how many failed.
+fn complete(
+    flight: &InFlight,
+    ack: &Ack,
+    intended: &impl Fn(u64) -> Duration,
+    open_loop: bool,
+    histogram: &mut LatencyHistogram,
+    outcome: &mut EngineOutcome,
+) -> u64 {
+    let mut failed = 0u64;
+    // Without per-partition detail in `Ack`, the failed partitions are charged from the end
+    // of the request; counts are what the report needs.
+    let failed_from = flight
+        .batches
+        .len()
+        .saturating_sub(ack.failed_partitions as usize);
+    for (position, batch) in flight.batches.iter().enumerate() {
+        if position >= failed_from {
+            failed += batch.count as u64;
+            continue;
+        }
+        if open_loop {
+            for index in batch.first_index..batch.first_index + batch.count as u64 {
+                histogram.record(ack.at.saturating_sub(intended(index)));
+            }
+        } else {
+            let latency_us = ack.at.saturating_sub(batch.first_intended).as_micros() as u64;
+            histogram.record_us(latency_us, batch.count as u64);
+        }
+    }
+    if failed > 0 && outcome.first_error_code == 0 {
+        outcome.first_error_code = ack.error_code;
+    }
+    outcome.acked_msgs += flight.batches.iter().map(|b| b.count as u64).sum::<u64>() - failed;
+    outcome.error_msgs += failed;
+    outcome.finished_at = ack.at;
+    failed
+}
+
+/// Publishes a request's counts and moves the local histogram into the shared one.
+fn account(progress: &Progress, local: &mut LatencyHistogram, msgs: u64, bytes: u64, errors: u64) {
+    progress.acked_msgs.fetch_add(msgs, Ordering::Relaxed);
+    progress.acked_bytes.fetch_add(bytes, Ordering::Relaxed);
+    if errors > 0 {
+        progress.errors.fetch_add(errors, Ordering::Relaxed);
+    }
+    if let Ok(mut shared) = progress.histogram.lock() {
+        shared.add(local);
+    }
+    local.reset();
+}
+
+/// Shares one [`Progress`] between connection threads and the printer.
+pub type SharedProgress = Arc<Progress>;
+
+#[cfg(test)]
+mod tests;
