@@ -4,5 +4,7 @@
 //! ZooKeeper), so it measures peers the same way it measures ours.
 
 pub mod engine;
+pub mod kafka_client;
+pub mod produce;
 pub mod record_batch;
 pub mod report;

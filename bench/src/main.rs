@@ -1,5 +1,150 @@
-//! `bench`: the bench binary.
+//! `bench`: load generators and benchmarks. Parses the command line and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use bench::produce::{self, ProduceOptions};
+use bench::record_batch::Codec;
+use bench::report;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {}
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "Load generators and benchmarks for Kafka-API brokers and ZooKeeper-protocol servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open-loop produce load with coordinated-omission-free latency.
+    Produce(ProduceArgs),
+}
+
+#[derive(clap::Args)]
+struct ProduceArgs {
+    /// Messages per second over all connections; omit to run flat out.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Message value size, bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Partitions of the topic if it has to be created.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// How long to offer load, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// 0, 1 or all.
+    #[arg(long, default_value = "1")]
+    acks: String,
+    /// Target size of one record batch, bytes.
+    #[arg(long, default_value_t = 65536)]
+    batch_bytes: usize,
+    /// Longest wait for a batch to fill, microseconds.
+    #[arg(long, default_value_t = 1000)]
+    linger_us: u64,
+    /// TCP connections (each its own thread).
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Unanswered requests per connection.
+    #[arg(long, default_value_t = 8)]
+    max_in_flight: usize,
+    /// Broker address; without it an embedded single node is started.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// Distinct message keys; omit for unkeyed messages.
+    #[arg(long)]
+    keys: Option<u64>,
+    #[arg(long, value_enum, default_value = "none")]
+    compression: Codec,
+    /// Write the summary as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the latency distribution (.hgrm) here.
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+    /// Tuning profile: bench threads are pinned to its `bench` cores.
+    #[arg(long)]
+    tuning: Option<PathBuf>,
+}
+
+fn parse_acks(text: &str) -> Result<i16, String> {
+    match text {
+        "0" => Ok(0),
+        "1" => Ok(1),
+        "all" | "-1" => Ok(-1),
+        other => Err(format!("--acks {other}: expected 0, 1 or all")),
+    }
+}
+
+fn produce(args: ProduceArgs) -> Result<(), String> {
+    let profile = match &args.tuning {
+        Some(path) => tuning::Profile::load(path).map_err(|err| err.to_string())?,
+        None => tuning::Profile::builtin("dev-2core")
+            .or_else(|| tuning::Profile::builtin("default"))
+            .ok_or("no builtin profile")?,
+    };
+    let Some(bootstrap) = args.bootstrap.clone() else {
+        return Err("no --bootstrap given and the embedded node is not available yet".into());
+    };
+    let options = ProduceOptions {
+        bootstrap,
+        topic: args.topic,
+        partitions: args.partitions,
+        rate_per_s: args.rate,
+        message_bytes: args.size,
+        duration: Duration::from_secs_f64(args.duration),
+        acks: parse_acks(&args.acks)?,
+        batch_bytes: args.batch_bytes,
+        linger: Duration::from_micros(args.linger_us),
+        connections: args.connections,
+        max_in_flight: args.max_in_flight,
+        keys: args.keys,
+        codec: args.compression,
+        numbered: false,
+        cpus: profile.bench_cores(),
+        progress: true,
+        topic_configs: Vec::new(),
+    };
+    let result = produce::run(&options)?;
+    println!("{}", result.summary.render());
+    if let Some(path) = &args.json {
+        report::write_json(path, &result.summary)?;
+    }
+    if let Some(path) = &args.hgrm {
+        report::write_hgrm(path, &result.histogram)?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Produce(args) => produce(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -141,17 +141,29 @@ pub struct Summary {
     pub target_msgs_per_s: Option<f64>,
 }
 
+/// The counts of a run, before percentiles are read from its histogram.
+#[derive(Debug, Clone)]
+pub struct RunCounts<'a> {
+    pub workload: &'a str,
+    pub msgs: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub errors: u64,
+    pub schedule_kept: bool,
+    pub target_msgs_per_s: Option<f64>,
+}
+
 impl Summary {
-    pub fn new(
-        workload: &str,
-        msgs: u64,
-        bytes: u64,
-        elapsed: Duration,
-        histogram: &LatencyHistogram,
-        errors: u64,
-        schedule_kept: bool,
-        target_msgs_per_s: Option<f64>,
-    ) -> Summary {
+    pub fn new(counts: RunCounts<'_>, histogram: &LatencyHistogram) -> Summary {
+        let RunCounts {
+            workload,
+            msgs,
+            bytes,
+            elapsed,
+            errors,
+            schedule_kept,
+            target_msgs_per_s,
+        } = counts;
         let elapsed_s = elapsed.as_secs_f64().max(1e-9);
         let quantile = |q| {
             if histogram.is_empty() {
@@ -230,14 +242,16 @@ mod tests {
             histogram.record_us(us * 1000, 1);
         }
         let summary = Summary::new(
-            "produce",
-            2_000,
-            200_000,
-            Duration::from_secs(2),
+            RunCounts {
+                workload: "produce",
+                msgs: 2_000,
+                bytes: 200_000,
+                elapsed: Duration::from_secs(2),
+                errors: 3,
+                schedule_kept: true,
+                target_msgs_per_s: Some(1000.0),
+            },
             &histogram,
-            3,
-            true,
-            Some(1000.0),
         );
         let json: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&summary).unwrap()).unwrap();

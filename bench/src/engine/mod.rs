@@ -190,7 +190,7 @@ pub fn run(
         finished_at: Duration::ZERO,
         unanswered_requests: 0,
     };
-    let mut next_partition = |sequence: &mut usize| {
+    let next_partition = |sequence: &mut usize| {
         let partition = plan.partitions[*sequence % plan.partitions.len()];
         *sequence += 1;
         partition

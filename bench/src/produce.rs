@@ -1,0 +1,393 @@
+//! `bench produce`: open-loop (or flat-out) load against a Kafka-API broker.
+//!
+//! Each connection runs on its own thread (pinned to the profile's bench cores when there are
+//! some) and drives [`engine::run`] over a [`ProduceTransport`]. Record batches are built once
+//! per (partition, record count) as templates and reused by reference, so the generator does
+//! no per-message work beyond latency bookkeeping; `--verify` instead numbers every message
+//! (one encode per batch) so the run can be read back and checked.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::engine::{self, BatchSource, EnginePlan, Progress, SystemClock};
+use crate::kafka_client::{KafkaConnection, ProduceTransport};
+use crate::record_batch::{
+    encode_with_codec, record_bytes, BatchWriter, Codec, BATCH_HEADER_BYTES,
+};
+use crate::report::{LatencyHistogram, RunCounts, Summary};
+
+/// Everything `bench produce` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ProduceOptions {
+    pub bootstrap: String,
+    pub topic: String,
+    pub partitions: i32,
+    /// Messages per second over all connections; None runs flat out.
+    pub rate_per_s: Option<f64>,
+    pub message_bytes: usize,
+    pub duration: Duration,
+    /// -1 (all), 0 or 1.
+    pub acks: i16,
+    pub batch_bytes: usize,
+    pub linger: Duration,
+    pub connections: usize,
+    pub max_in_flight: usize,
+    /// Distinct keys; None sends no keys.
+    pub keys: Option<u64>,
+    pub codec: Codec,
+    /// Number each message so `verify` can read the run back.
+    pub numbered: bool,
+    /// Cores to pin connection threads to (round-robin); empty: no pinning.
+    pub cpus: Vec<usize>,
+    /// Print a progress line every second.
+    pub progress: bool,
+    /// Topic configs used if the topic is created (e.g. flush policy).
+    pub topic_configs: Vec<(String, String)>,
+}
+
+/// What a produce run measured.
+pub struct ProduceResult {
+    pub summary: Summary,
+    pub histogram: LatencyHistogram,
+    /// Per connection: messages acknowledged, for `--verify`.
+    pub acked_per_connection: Vec<u64>,
+    pub unanswered_requests: usize,
+}
+
+/// Bytes of the numbered prefix of a `--verify` message: connection u32 + sequence u64.
+pub const NUMBERED_PREFIX_BYTES: usize = 12;
+
+/// Deterministic filler so payloads don't compress to nothing.
+fn fill_payload(out: &mut BytesMut, len: usize, seed: u64) {
+    let mut state = seed | 1;
+    let mut written = 0;
+    while written < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let chunk = state.to_le_bytes();
+        let take = chunk.len().min(len - written);
+        out.extend_from_slice(&chunk[..take]);
+        written += take;
+    }
+}
+
+fn key_for(partition: i32, partitions: i32, slot: u64, keys: u64) -> [u8; 16] {
+    // Keys k with k % partitions == partition all land on `partition` (the bench's own
+    // partitioner), so sticky batches can carry keys.
+    let per_partition = (keys / partitions as u64).max(1);
+    let key = (slot % per_partition) * partitions as u64 + partition as u64;
+    let mut text = [b'0'; 16];
+    let digits = key.to_string();
+    text[16 - digits.len()..].copy_from_slice(digits.as_bytes());
+    text
+}
+
+/// Reused batches: one per (partition, record count), built on first use.
+struct TemplateSource {
+    options: ProduceOptions,
+    templates: HashMap<(i32, u32), Bytes>,
+    timestamp_ms: i64,
+}
+
+impl BatchSource for TemplateSource {
+    fn batch(&mut self, partition: i32, _first: u64, count: u32, _at: Duration) -> Bytes {
+        let options = &self.options;
+        let timestamp_ms = self.timestamp_ms;
+        self.templates
+            .entry((partition, count))
+            .or_insert_with(|| {
+                let records: Vec<(Option<Bytes>, Bytes)> = (0..count as u64)
+                    .map(|slot| {
+                        let key = options.keys.map(|keys| {
+                            Bytes::copy_from_slice(&key_for(
+                                partition,
+                                options.partitions,
+                                slot,
+                                keys,
+                            ))
+                        });
+                        let mut value = BytesMut::with_capacity(options.message_bytes);
+                        fill_payload(&mut value, options.message_bytes, slot + 1);
+                        (key, value.freeze())
+                    })
+                    .collect();
+                encode_with_codec(options.codec, timestamp_ms, &records)
+            })
+            .clone()
+    }
+    fn message_bytes(&self) -> usize {
+        self.options.message_bytes
+    }
+}
+
+/// Numbered messages: value = connection (u32 BE) + sequence (u64 BE) + filler.
+struct NumberedSource {
+    options: ProduceOptions,
+    connection: u32,
+    buffer: BytesMut,
+}
+
+impl BatchSource for NumberedSource {
+    fn batch(&mut self, partition: i32, first: u64, count: u32, _at: Duration) -> Bytes {
+        let timestamp_ms = now_ms();
+        let size = self.options.message_bytes;
+        if self.options.codec != Codec::None {
+            let records: Vec<(Option<Bytes>, Bytes)> = (first..first + count as u64)
+                .map(|sequence| {
+                    let mut value = BytesMut::with_capacity(size);
+                    value.extend_from_slice(&self.connection.to_be_bytes());
+                    value.extend_from_slice(&sequence.to_be_bytes());
+                    fill_payload(&mut value, size - NUMBERED_PREFIX_BYTES, sequence);
+                    let key = self.options.keys.map(|keys| {
+                        Bytes::copy_from_slice(&key_for(
+                            partition,
+                            self.options.partitions,
+                            sequence,
+                            keys,
+                        ))
+                    });
+                    (key, value.freeze())
+                })
+                .collect();
+            return encode_with_codec(self.options.codec, timestamp_ms, &records);
+        }
+        self.buffer.clear();
+        let mut writer = BatchWriter::begin(&mut self.buffer, timestamp_ms);
+        for sequence in first..first + count as u64 {
+            let key = self
+                .options
+                .keys
+                .map(|keys| key_for(partition, self.options.partitions, sequence, keys));
+            let connection = self.connection;
+            writer.push(
+                &mut self.buffer,
+                key.as_ref().map(|k| &k[..]),
+                size,
+                |out| {
+                    out.extend_from_slice(&connection.to_be_bytes());
+                    out.extend_from_slice(&sequence.to_be_bytes());
+                    fill_payload(out, size - NUMBERED_PREFIX_BYTES, sequence);
+                },
+            );
+        }
+        writer.finish(&mut self.buffer);
+        self.buffer.split().freeze()
+    }
+    fn message_bytes(&self) -> usize {
+        self.options.message_bytes
+    }
+}
+
+/// Wall-clock milliseconds since the epoch: a record's CreateTime.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
+/// Messages per batch so a batch is about `batch_bytes`.
+pub fn records_per_batch(options: &ProduceOptions) -> u32 {
+    let key = options.keys.map(|_| [0u8; 16]);
+    let per_record = record_bytes(64, key.as_ref().map(|k| &k[..]), options.message_bytes);
+    let room = options.batch_bytes.saturating_sub(BATCH_HEADER_BYTES);
+    (room / per_record).clamp(1, 100_000) as u32
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(cpu, "could not pin the bench thread");
+        }
+    }
+}
+
+/// Runs the load and returns what it measured.
+pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
+    if options.numbered && options.message_bytes < NUMBERED_PREFIX_BYTES {
+        return Err(format!(
+            "--verify needs --size >= {NUMBERED_PREFIX_BYTES} (the message number)"
+        ));
+    }
+    let mut admin = KafkaConnection::connect(&options.bootstrap, Duration::from_secs(10))
+        .map_err(|err| format!("connect {}: {err}", options.bootstrap))?;
+    let configs: Vec<(&str, &str)> = options
+        .topic_configs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let partitions = admin
+        .ensure_topic(&options.topic, options.partitions, &configs)
+        .map_err(|err| format!("topic {}: {err}", options.topic))?;
+    let mut options = options.clone();
+    options.partitions = partitions;
+    let connections = options.connections.clamp(1, partitions as usize);
+    let per_batch = records_per_batch(&options);
+    let progress = Arc::new(Progress::default());
+    let clock = Arc::new(SystemClock::starting_now());
+    let started = Instant::now();
+
+    let mut threads = Vec::new();
+    for connection in 0..connections {
+        let plan = EnginePlan {
+            rate_per_s: options.rate_per_s.map(|rate| rate / connections as f64),
+            duration: options.duration,
+            partitions: (0..partitions)
+                .filter(|p| *p as usize % connections == connection)
+                .collect(),
+            records_per_batch: per_batch,
+            linger: options.linger,
+            max_in_flight: options.max_in_flight,
+            max_batches_per_request: 8,
+            drain_timeout: Duration::from_secs(30),
+        };
+        let options = options.clone();
+        let progress = progress.clone();
+        let clock = clock.clone();
+        let cpu = (!options.cpus.is_empty()).then(|| options.cpus[connection % options.cpus.len()]);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("produce-{connection}"))
+                .spawn(move || -> Result<engine::EngineOutcome, String> {
+                    if let Some(cpu) = cpu {
+                        pin_to_cpu(cpu);
+                    }
+                    let kafka =
+                        KafkaConnection::connect(&options.bootstrap, Duration::from_secs(10))
+                            .map_err(|err| format!("connect {}: {err}", options.bootstrap))?;
+                    let mut transport =
+                        ProduceTransport::new(kafka, &clock, &options.topic, options.acks)
+                            .map_err(|err| err.to_string())?;
+                    let outcome = if options.numbered {
+                        let mut source = NumberedSource {
+                            options: options.clone(),
+                            connection: connection as u32,
+                            buffer: BytesMut::with_capacity(options.batch_bytes * 2),
+                        };
+                        engine::run(&plan, &*clock, &mut transport, &mut source, &progress)
+                    } else {
+                        let mut source = TemplateSource {
+                            options: options.clone(),
+                            templates: HashMap::new(),
+                            timestamp_ms: now_ms(),
+                        };
+                        engine::run(&plan, &*clock, &mut transport, &mut source, &progress)
+                    };
+                    outcome.map_err(|err| format!("connection {connection}: {err}"))
+                })
+                .map_err(|err| err.to_string())?,
+        );
+    }
+
+    if options.progress {
+        print_progress_until_done(&progress, &threads, started);
+    }
+    let mut outcomes = Vec::new();
+    for thread in threads {
+        outcomes.push(
+            thread
+                .join()
+                .map_err(|_| "a connection thread panicked".to_string())??,
+        );
+    }
+    let elapsed = outcomes
+        .iter()
+        .map(|outcome| outcome.finished_at)
+        .max()
+        .unwrap_or_default();
+    let histogram = progress
+        .histogram
+        .lock()
+        .map_err(|_| "histogram lock poisoned")?
+        .clone();
+    let acked: u64 = outcomes.iter().map(|o| o.acked_msgs).sum();
+    let errors: u64 = outcomes.iter().map(|o| o.error_msgs).sum();
+    let unanswered: usize = outcomes.iter().map(|o| o.unanswered_requests).sum();
+    let plan_for_check = EnginePlan {
+        rate_per_s: options.rate_per_s,
+        duration: options.duration,
+        partitions: vec![0],
+        records_per_batch: 1,
+        linger: options.linger,
+        max_in_flight: 1,
+        max_batches_per_request: 1,
+        drain_timeout: Duration::ZERO,
+    };
+    let schedule_kept = outcomes.iter().all(|o| o.schedule_kept(&plan_for_check));
+    if let Some(code) = outcomes
+        .iter()
+        .map(|o| o.first_error_code)
+        .find(|c| *c != 0)
+    {
+        eprintln!("errors: first Kafka error code {code}");
+    }
+    let summary = Summary::new(
+        RunCounts {
+            workload: "produce",
+            msgs: acked,
+            bytes: acked * options.message_bytes as u64,
+            elapsed,
+            errors: errors + unanswered as u64,
+            schedule_kept,
+            target_msgs_per_s: options.rate_per_s,
+        },
+        &histogram,
+    );
+    Ok(ProduceResult {
+        summary,
+        histogram,
+        acked_per_connection: outcomes.iter().map(|o| o.acked_msgs).collect(),
+        unanswered_requests: unanswered,
+    })
+}
+
+fn print_progress_until_done<T>(
+    progress: &Progress,
+    threads: &[std::thread::JoinHandle<T>],
+    started: Instant,
+) {
+    let mut last_msgs = 0;
+    let mut last_bytes = 0;
+    let mut next = started + Duration::from_secs(1);
+    while !threads.iter().all(|thread| thread.is_finished()) {
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep((next - now).min(Duration::from_millis(50)));
+            continue;
+        }
+        next += Duration::from_secs(1);
+        let msgs = progress.acked_msgs.load(Ordering::Relaxed);
+        let bytes = progress.acked_bytes.load(Ordering::Relaxed);
+        let (p50, p99) = progress
+            .histogram
+            .lock()
+            .map(|h| {
+                if h.is_empty() {
+                    (0.0, 0.0)
+                } else {
+                    (h.quantile_ms(0.5), h.quantile_ms(0.99))
+                }
+            })
+            .unwrap_or((0.0, 0.0));
+        println!(
+            "{:>6.1} s  {:>10} msgs/s  {:>8.1} MB/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
+            started.elapsed().as_secs_f64(),
+            msgs - last_msgs,
+            (bytes - last_bytes) as f64 / 1e6,
+            p50,
+            p99,
+            progress.errors.load(Ordering::Relaxed)
+        );
+        last_msgs = msgs;
+        last_bytes = bytes;
+    }
+}
