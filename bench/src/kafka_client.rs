@@ -12,9 +12,12 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest, FetchRequest,
+    FetchResponse, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
@@ -309,6 +312,84 @@ impl KafkaConnection {
             .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic) && t.error_code == 0)
             .map(|t| t.partitions.len() as i32)
             .filter(|count| *count > 0))
+    }
+}
+
+impl KafkaConnection {
+    /// One Fetch for `partitions` (partition, fetch offset) of `topic`.
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partitions: &[(i32, i64)],
+        max_wait_ms: i32,
+        min_bytes: i32,
+        max_bytes: i32,
+        partition_max_bytes: i32,
+    ) -> io::Result<FetchResponse> {
+        // v4 is the first with RecordBatch v2; v12 is the last that names topics (13+ use ids).
+        let version = self.version(ApiKey::Fetch, 4, 12)?;
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(min_bytes)
+            .with_max_bytes(max_bytes)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|(partition, offset)| {
+                            FetchPartition::default()
+                                .with_partition(*partition)
+                                .with_fetch_offset(*offset)
+                                .with_current_leader_epoch(-1)
+                                .with_log_start_offset(-1)
+                                .with_partition_max_bytes(partition_max_bytes)
+                        })
+                        .collect(),
+                )]);
+        self.call(&request, version)
+    }
+
+    /// ListOffsets of every partition of `topic` at `timestamp` (-2 earliest, -1 latest);
+    /// returns (partition, offset) in partition order.
+    pub fn list_offsets(
+        &mut self,
+        topic: &str,
+        partitions: i32,
+        timestamp: i64,
+    ) -> io::Result<Vec<(i32, i64)>> {
+        let version = self.version(ApiKey::ListOffsets, 1, 7)?;
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(
+                    (0..partitions)
+                        .map(|partition| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(partition)
+                                .with_current_leader_epoch(-1)
+                                .with_timestamp(timestamp)
+                        })
+                        .collect(),
+                )]);
+        let response = self.call(&request, version)?;
+        let mut offsets = Vec::new();
+        for topic_response in &response.topics {
+            for partition in &topic_response.partitions {
+                if partition.error_code != 0 {
+                    return Err(invalid(format!(
+                        "{}: ListOffsets {topic}/{}: error {}",
+                        self.peer, partition.partition_index, partition.error_code
+                    )));
+                }
+                offsets.push((partition.partition_index, partition.offset));
+            }
+        }
+        offsets.sort_unstable();
+        Ok(offsets)
     }
 }
 

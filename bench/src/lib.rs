@@ -3,8 +3,11 @@
 //! measured in the same run. It drives servers only through their public protocols (Kafka,
 //! ZooKeeper), so it measures peers the same way it measures ours.
 
+pub mod consume;
 pub mod engine;
 pub mod kafka_client;
+pub mod limits;
 pub mod produce;
 pub mod record_batch;
 pub mod report;
+pub mod verify;

@@ -27,6 +27,32 @@ struct Cli {
 enum Command {
     /// Open-loop produce load with coordinated-omission-free latency.
     Produce(ProduceArgs),
+    /// Consume a topic from earliest to its current end: msgs/s, MB/s, fetch latency.
+    Consume(ConsumeArgs),
+    /// This host's limits now: O_DIRECT write, fdatasync latency, loopback TCP, memcpy.
+    Limits(LimitsArgs),
+}
+
+#[derive(clap::Args)]
+struct ConsumeArgs {
+    #[arg(long)]
+    bootstrap: String,
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300.0)]
+    timeout: f64,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct LimitsArgs {
+    /// Directory on the disk to measure.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -77,6 +103,10 @@ struct ProduceArgs {
     /// Tuning profile: bench threads are pinned to its `bench` cores.
     #[arg(long)]
     tuning: Option<PathBuf>,
+    /// Number every message and read the whole run back: count, no gaps, no duplicates,
+    /// per-partition order.
+    #[arg(long)]
+    verify: bool,
 }
 
 fn parse_acks(text: &str) -> Result<i16, String> {
@@ -112,7 +142,7 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         max_in_flight: args.max_in_flight,
         keys: args.keys,
         codec: args.compression,
-        numbered: false,
+        numbered: args.verify,
         cpus: profile.bench_cores(),
         progress: true,
         topic_configs: Vec::new(),
@@ -124,6 +154,42 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
     }
     if let Some(path) = &args.hgrm {
         report::write_hgrm(path, &result.histogram)?;
+    }
+    if args.verify {
+        let report = produce::verify_run(&options, &result)?;
+        println!(
+            "verify: {} messages read back, {} missing, {} duplicates, {} out of order",
+            report.messages_read, report.missing, report.duplicates, report.out_of_order
+        );
+        for example in &report.examples {
+            println!("  {example}");
+        }
+        if !report.ok() {
+            return Err("verify failed".into());
+        }
+    }
+    Ok(())
+}
+
+fn consume(args: ConsumeArgs) -> Result<(), String> {
+    let summary = bench::consume::consume_existing(
+        &args.bootstrap,
+        &args.topic,
+        Duration::from_secs_f64(args.timeout),
+    )?;
+    println!("{}", summary.render());
+    if let Some(path) = &args.json {
+        report::write_json(path, &summary)?;
+    }
+    Ok(())
+}
+
+fn limits(args: LimitsArgs) -> Result<(), String> {
+    let limits = bench::limits::measure(&args.dir)
+        .map_err(|err| format!("{}: {err}", args.dir.display()))?;
+    println!("{}", limits.render());
+    if let Some(path) = &args.json {
+        report::write_json(path, &limits)?;
     }
     Ok(())
 }
@@ -139,6 +205,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Produce(args) => produce(args),
+        Command::Consume(args) => consume(args),
+        Command::Limits(args) => limits(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::consume::{numbered_messages, read_range};
 use crate::engine::{self, BatchSource, EnginePlan, Progress, SystemClock};
 use crate::kafka_client::{KafkaConnection, ProduceTransport};
 use crate::record_batch::{
     encode_with_codec, record_bytes, BatchWriter, Codec, BATCH_HEADER_BYTES,
 };
 use crate::report::{LatencyHistogram, RunCounts, Summary};
+use crate::verify::{verify, VerifyReport};
 
 /// Everything `bench produce` was asked to do.
 #[derive(Debug, Clone)]
@@ -56,6 +58,8 @@ pub struct ProduceResult {
     /// Per connection: messages acknowledged, for `--verify`.
     pub acked_per_connection: Vec<u64>,
     pub unanswered_requests: usize,
+    /// Each partition's end offset before the run: where `--verify` starts reading.
+    pub start_offsets: Vec<(i32, i64)>,
 }
 
 /// Bytes of the numbered prefix of a `--verify` message: connection u32 + sequence u64.
@@ -230,6 +234,9 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
         .map_err(|err| format!("topic {}: {err}", options.topic))?;
     let mut options = options.clone();
     options.partitions = partitions;
+    let start_offsets = admin
+        .list_offsets(&options.topic, partitions, -1)
+        .map_err(|err| format!("topic {}: {err}", options.topic))?;
     let connections = options.connections.clamp(1, partitions as usize);
     let per_batch = records_per_batch(&options);
     let progress = Arc::new(Progress::default());
@@ -347,6 +354,7 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
         histogram,
         acked_per_connection: outcomes.iter().map(|o| o.acked_msgs).collect(),
         unanswered_requests: unanswered,
+        start_offsets,
     })
 }
 
@@ -390,4 +398,37 @@ fn print_progress_until_done<T>(
         last_msgs = msgs;
         last_bytes = bytes;
     }
+}
+
+/// Reads a `--verify` run back from the offsets the topic had before it (`start_offsets`) to
+/// its end, and checks every acknowledged message is there once, in order.
+pub fn verify_run(
+    options: &ProduceOptions,
+    result: &ProduceResult,
+) -> Result<VerifyReport, String> {
+    if result.unanswered_requests > 0 || result.summary.errors > 0 {
+        return Err(format!(
+            "verify needs a run without errors ({} errors, {} unanswered requests)",
+            result.summary.errors, result.unanswered_requests
+        ));
+    }
+    let mut connection = KafkaConnection::connect(&options.bootstrap, Duration::from_secs(10))
+        .map_err(|err| format!("connect {}: {err}", options.bootstrap))?;
+    let partitions = result.start_offsets.len() as i32;
+    let end = connection
+        .list_offsets(&options.topic, partitions, -1)
+        .map_err(|err| err.to_string())?;
+    let mut messages = Vec::new();
+    let mut latency = LatencyHistogram::default();
+    read_range(
+        &mut connection,
+        &options.topic,
+        &result.start_offsets,
+        &end,
+        Instant::now() + Duration::from_secs(300),
+        &mut latency,
+        |partition, _, batch| numbered_messages(partition, batch, &mut messages),
+    )
+    .map_err(|err| err.to_string())?;
+    Ok(verify(&result.acked_per_connection, messages))
 }
