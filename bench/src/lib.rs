@@ -10,4 +10,5 @@ pub mod limits;
 pub mod produce;
 pub mod record_batch;
 pub mod report;
+pub mod sink;
 pub mod verify;

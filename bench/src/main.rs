@@ -103,6 +103,10 @@ struct ProduceArgs {
     /// Tuning profile: bench threads are pinned to its `bench` cores.
     #[arg(long)]
     tuning: Option<PathBuf>,
+    /// Send to an in-process sink that acknowledges and discards everything: measures the
+    /// generator's own ceiling.
+    #[arg(long, conflicts_with = "bootstrap")]
+    sink: bool,
     /// Number every message and read the whole run back: count, no gaps, no duplicates,
     /// per-partition order.
     #[arg(long)]
@@ -125,8 +129,17 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
             .or_else(|| tuning::Profile::builtin("default"))
             .ok_or("no builtin profile")?,
     };
-    let Some(bootstrap) = args.bootstrap.clone() else {
-        return Err("no --bootstrap given and the embedded node is not available yet".into());
+    let sink = if args.sink {
+        Some(bench::sink::Sink::start().map_err(|err| format!("sink: {err}"))?)
+    } else {
+        None
+    };
+    let bootstrap = match (&sink, &args.bootstrap) {
+        (Some(sink), _) => sink.address().to_string(),
+        (None, Some(bootstrap)) => bootstrap.clone(),
+        (None, None) => {
+            return Err("no --bootstrap given and the embedded node is not available yet".into())
+        }
     };
     let options = ProduceOptions {
         bootstrap,
