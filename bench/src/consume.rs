@@ -121,8 +121,13 @@ pub fn read_range(
     }
 }
 
-/// Decodes the numbered messages of one batch (see `produce --verify`).
-pub fn numbered_messages(partition: i32, batch: &[u8], out: &mut Vec<ReadBack>) -> io::Result<()> {
+/// Decodes the numbered messages of one batch (see `produce --verify`); calls `on_message`
+/// with each and its intended send time (ns since the Unix epoch).
+pub fn numbered_messages(
+    partition: i32,
+    batch: &[u8],
+    mut on_message: impl FnMut(ReadBack, u64),
+) -> io::Result<()> {
     let mut bytes = Bytes::copy_from_slice(batch);
     let set = RecordBatchDecoder::decode(&mut bytes).map_err(|err| {
         io::Error::new(
@@ -142,12 +147,13 @@ pub fn numbered_messages(partition: i32, batch: &[u8], out: &mut Vec<ReadBack>) 
             ));
         }
         let mut prefix = &value[..NUMBERED_PREFIX_BYTES];
-        out.push(ReadBack {
+        let message = ReadBack {
             partition,
             offset: record.offset,
             connection: prefix.get_u32(),
             sequence: prefix.get_u64(),
-        });
+        };
+        on_message(message, prefix.get_u64());
     }
     Ok(())
 }

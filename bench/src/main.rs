@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Open-loop produce load with coordinated-omission-free latency.
     Produce(ProduceArgs),
+    /// Produce and consume at once: latency from intended send time to consumption.
+    E2e(ProduceArgs),
     /// Consume a topic from earliest to its current end: msgs/s, MB/s, fetch latency.
     Consume(ConsumeArgs),
     /// This host's limits now: O_DIRECT write, fdatasync latency, loopback TCP, memcpy.
@@ -122,28 +124,32 @@ fn parse_acks(text: &str) -> Result<i16, String> {
     }
 }
 
-fn produce(args: ProduceArgs) -> Result<(), String> {
+/// The load target: a sink, an address, or (later) an embedded node; kept alive by the caller.
+enum Target {
+    Sink(bench::sink::Sink),
+    Remote,
+}
+
+fn produce_options(args: &ProduceArgs) -> Result<(ProduceOptions, Target), String> {
     let profile = match &args.tuning {
         Some(path) => tuning::Profile::load(path).map_err(|err| err.to_string())?,
         None => tuning::Profile::builtin("dev-2core")
             .or_else(|| tuning::Profile::builtin("default"))
             .ok_or("no builtin profile")?,
     };
-    let sink = if args.sink {
-        Some(bench::sink::Sink::start().map_err(|err| format!("sink: {err}"))?)
-    } else {
-        None
-    };
-    let bootstrap = match (&sink, &args.bootstrap) {
-        (Some(sink), _) => sink.address().to_string(),
-        (None, Some(bootstrap)) => bootstrap.clone(),
-        (None, None) => {
+    let (bootstrap, target) = match (args.sink, &args.bootstrap) {
+        (true, _) => {
+            let sink = bench::sink::Sink::start().map_err(|err| format!("sink: {err}"))?;
+            (sink.address().to_string(), Target::Sink(sink))
+        }
+        (false, Some(bootstrap)) => (bootstrap.clone(), Target::Remote),
+        (false, None) => {
             return Err("no --bootstrap given and the embedded node is not available yet".into())
         }
     };
     let options = ProduceOptions {
         bootstrap,
-        topic: args.topic,
+        topic: args.topic.clone(),
         partitions: args.partitions,
         rate_per_s: args.rate,
         message_bytes: args.size,
@@ -160,14 +166,28 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         progress: true,
         topic_configs: Vec::new(),
     };
-    let result = produce::run(&options)?;
-    println!("{}", result.summary.render());
+    Ok((options, target))
+}
+
+fn write_outputs(
+    args: &ProduceArgs,
+    summary: &report::Summary,
+    histogram: &report::LatencyHistogram,
+) -> Result<(), String> {
+    println!("{}", summary.render());
     if let Some(path) = &args.json {
-        report::write_json(path, &result.summary)?;
+        report::write_json(path, summary)?;
     }
     if let Some(path) = &args.hgrm {
-        report::write_hgrm(path, &result.histogram)?;
+        report::write_hgrm(path, histogram)?;
     }
+    Ok(())
+}
+
+fn produce(args: ProduceArgs) -> Result<(), String> {
+    let (options, _target) = produce_options(&args)?;
+    let result = produce::run(&options)?;
+    write_outputs(&args, &result.summary, &result.histogram)?;
     if args.verify {
         let report = produce::verify_run(&options, &result)?;
         println!(
@@ -182,6 +202,16 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn e2e(args: ProduceArgs) -> Result<(), String> {
+    let (options, target) = produce_options(&args)?;
+    if matches!(target, Target::Sink(_)) {
+        return Err("e2e needs a broker that serves Fetch; the sink does not".into());
+    }
+    let result = bench::e2e::run(&options)?;
+    println!("producer: {}", result.produce.render());
+    write_outputs(&args, &result.summary, &result.histogram)
 }
 
 fn consume(args: ConsumeArgs) -> Result<(), String> {
@@ -219,6 +249,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Produce(args) => produce(args),
         Command::Consume(args) => consume(args),
+        Command::E2e(args) => e2e(args),
         Command::Limits(args) => limits(args),
     };
     match result {

@@ -62,8 +62,9 @@ pub struct ProduceResult {
     pub start_offsets: Vec<(i32, i64)>,
 }
 
-/// Bytes of the numbered prefix of a `--verify` message: connection u32 + sequence u64.
-pub const NUMBERED_PREFIX_BYTES: usize = 12;
+/// Bytes of the numbered prefix of a `--verify` / `e2e` message: connection u32 + sequence
+/// u64 + intended send time u64.
+pub const NUMBERED_PREFIX_BYTES: usize = 20;
 
 /// Deterministic filler so payloads don't compress to nothing.
 fn fill_payload(out: &mut BytesMut, len: usize, seed: u64) {
@@ -129,62 +130,93 @@ impl BatchSource for TemplateSource {
     }
 }
 
-/// Numbered messages: value = connection (u32 BE) + sequence (u64 BE) + filler.
+/// Numbered messages: value = connection (u32 BE) + sequence (u64 BE) + intended send time
+/// (u64 BE, ns since the Unix epoch) + filler. `--verify` checks the numbers, `e2e` reads
+/// the time.
 struct NumberedSource {
     options: ProduceOptions,
     connection: u32,
     buffer: BytesMut,
+    /// Wall-clock ns of the engine clock's zero.
+    wall_start_ns: u64,
+    /// Spacing of intended send times on this connection; 0 flat out.
+    interval_ns: f64,
+}
+
+/// Writes a numbered value of `size` bytes.
+fn write_numbered_value(
+    out: &mut BytesMut,
+    connection: u32,
+    sequence: u64,
+    intended_ns: u64,
+    size: usize,
+) {
+    out.extend_from_slice(&connection.to_be_bytes());
+    out.extend_from_slice(&sequence.to_be_bytes());
+    out.extend_from_slice(&intended_ns.to_be_bytes());
+    fill_payload(out, size - NUMBERED_PREFIX_BYTES, sequence);
+}
+
+impl NumberedSource {
+    fn intended_ns(&self, first: u64, first_intended: Duration, sequence: u64) -> u64 {
+        self.wall_start_ns
+            + first_intended.as_nanos() as u64
+            + ((sequence - first) as f64 * self.interval_ns) as u64
+    }
 }
 
 impl BatchSource for NumberedSource {
-    fn batch(&mut self, partition: i32, first: u64, count: u32, _at: Duration) -> Bytes {
+    fn batch(&mut self, partition: i32, first: u64, count: u32, first_intended: Duration) -> Bytes {
         let timestamp_ms = now_ms();
         let size = self.options.message_bytes;
+        let key = |sequence| {
+            self.options
+                .keys
+                .map(|keys| key_for(partition, self.options.partitions, sequence, keys))
+        };
         if self.options.codec != Codec::None {
             let records: Vec<(Option<Bytes>, Bytes)> = (first..first + count as u64)
                 .map(|sequence| {
                     let mut value = BytesMut::with_capacity(size);
-                    value.extend_from_slice(&self.connection.to_be_bytes());
-                    value.extend_from_slice(&sequence.to_be_bytes());
-                    fill_payload(&mut value, size - NUMBERED_PREFIX_BYTES, sequence);
-                    let key = self.options.keys.map(|keys| {
-                        Bytes::copy_from_slice(&key_for(
-                            partition,
-                            self.options.partitions,
-                            sequence,
-                            keys,
-                        ))
-                    });
-                    (key, value.freeze())
+                    let intended_ns = self.intended_ns(first, first_intended, sequence);
+                    write_numbered_value(&mut value, self.connection, sequence, intended_ns, size);
+                    (
+                        key(sequence).map(|k| Bytes::copy_from_slice(&k)),
+                        value.freeze(),
+                    )
                 })
                 .collect();
             return encode_with_codec(self.options.codec, timestamp_ms, &records);
         }
-        self.buffer.clear();
-        let mut writer = BatchWriter::begin(&mut self.buffer, timestamp_ms);
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        let mut writer = BatchWriter::begin(&mut buffer, timestamp_ms);
         for sequence in first..first + count as u64 {
-            let key = self
-                .options
-                .keys
-                .map(|keys| key_for(partition, self.options.partitions, sequence, keys));
+            let intended_ns = self.intended_ns(first, first_intended, sequence);
             let connection = self.connection;
             writer.push(
-                &mut self.buffer,
-                key.as_ref().map(|k| &k[..]),
+                &mut buffer,
+                key(sequence).as_ref().map(|k| &k[..]),
                 size,
-                |out| {
-                    out.extend_from_slice(&connection.to_be_bytes());
-                    out.extend_from_slice(&sequence.to_be_bytes());
-                    fill_payload(out, size - NUMBERED_PREFIX_BYTES, sequence);
-                },
+                |out| write_numbered_value(out, connection, sequence, intended_ns, size),
             );
         }
-        writer.finish(&mut self.buffer);
-        self.buffer.split().freeze()
+        writer.finish(&mut buffer);
+        let batch = buffer.split().freeze();
+        self.buffer = buffer;
+        batch
     }
     fn message_bytes(&self) -> usize {
         self.options.message_bytes
     }
+}
+
+/// Wall-clock nanoseconds since the epoch.
+pub fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
 }
 
 /// Wall-clock milliseconds since the epoch: a record's CreateTime.
@@ -241,6 +273,7 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
     let per_batch = records_per_batch(&options);
     let progress = Arc::new(Progress::default());
     let clock = Arc::new(SystemClock::starting_now());
+    let wall_start_ns = unix_ns();
     let started = Instant::now();
 
     let mut threads = Vec::new();
@@ -279,6 +312,8 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
                             options: options.clone(),
                             connection: connection as u32,
                             buffer: BytesMut::with_capacity(options.batch_bytes * 2),
+                            wall_start_ns,
+                            interval_ns: plan.rate_per_s.map_or(0.0, |rate| 1e9 / rate),
                         };
                         engine::run(&plan, &*clock, &mut transport, &mut source, &progress)
                     } else {
@@ -427,7 +462,9 @@ pub fn verify_run(
         &end,
         Instant::now() + Duration::from_secs(300),
         &mut latency,
-        |partition, _, batch| numbered_messages(partition, batch, &mut messages),
+        |partition, _, batch| {
+            numbered_messages(partition, batch, |message, _| messages.push(message))
+        },
     )
     .map_err(|err| err.to_string())?;
     Ok(verify(&result.acked_per_connection, messages))
