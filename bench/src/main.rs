@@ -126,7 +126,10 @@ fn parse_acks(text: &str) -> Result<i16, String> {
 
 /// The load target: a sink, an address, or (later) an embedded node; kept alive by the caller.
 enum Target {
-    Sink(bench::sink::Sink),
+    /// Held for its Drop, which stops the sink.
+    Sink {
+        _running: bench::sink::Sink,
+    },
     Remote,
 }
 
@@ -140,7 +143,7 @@ fn produce_options(args: &ProduceArgs) -> Result<(ProduceOptions, Target), Strin
     let (bootstrap, target) = match (args.sink, &args.bootstrap) {
         (true, _) => {
             let sink = bench::sink::Sink::start().map_err(|err| format!("sink: {err}"))?;
-            (sink.address().to_string(), Target::Sink(sink))
+            (sink.address().to_string(), Target::Sink { _running: sink })
         }
         (false, Some(bootstrap)) => (bootstrap.clone(), Target::Remote),
         (false, None) => {
@@ -206,7 +209,7 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
 
 fn e2e(args: ProduceArgs) -> Result<(), String> {
     let (options, target) = produce_options(&args)?;
-    if matches!(target, Target::Sink(_)) {
+    if matches!(target, Target::Sink { .. }) {
         return Err("e2e needs a broker that serves Fetch; the sink does not".into());
     }
     let result = bench::e2e::run(&options)?;
