@@ -4,6 +4,7 @@
 //! ZooKeeper), so it measures peers the same way it measures ours.
 
 pub mod consume;
+pub mod coordinator;
 pub mod e2e;
 pub mod engine;
 pub mod kafka_client;

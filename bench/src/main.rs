@@ -31,6 +31,8 @@ enum Command {
     E2e(ProduceArgs),
     /// Consume a topic from earliest to its current end: msgs/s, MB/s, fetch latency.
     Consume(ConsumeArgs),
+    /// create / setData / getData load against a ZooKeeper-protocol ensemble.
+    Coordinator(CoordinatorArgs),
     /// This host's limits now: O_DIRECT write, fdatasync latency, loopback TCP, memcpy.
     Limits(LimitsArgs),
 }
@@ -46,6 +48,43 @@ struct ConsumeArgs {
     timeout: f64,
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CoordinatorArgs {
+    /// Comma-separated server addresses (host:port); clients are spread over them.
+    #[arg(long)]
+    connect: String,
+    #[arg(long, value_enum, default_value = "create")]
+    op: bench::coordinator::CoordinatorOp,
+    /// Sessions, each its own thread.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Requests in flight per session (1 = synchronous).
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop each client after this many requests (e.g. to load N znodes).
+    #[arg(long)]
+    requests_per_client: Option<u64>,
+    /// Znode data size, bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Parent znode of the load.
+    #[arg(long, default_value = "/bench")]
+    root: String,
+    /// Znodes pre-created for set and get.
+    #[arg(long, default_value_t = 1000)]
+    keys: u64,
+    /// Report the resident memory of these server processes after the run.
+    #[arg(long)]
+    server_pid: Vec<u32>,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -230,6 +269,39 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn coordinator(args: CoordinatorArgs) -> Result<(), String> {
+    let options = bench::coordinator::CoordinatorOptions {
+        servers: args.connect.split(',').map(str::to_string).collect(),
+        op: args.op,
+        clients: args.clients,
+        in_flight: args.in_flight,
+        duration: Duration::from_secs_f64(args.duration),
+        requests_per_client: args.requests_per_client,
+        data_bytes: args.size,
+        root: args.root.clone(),
+        keys: args.keys,
+        session_timeout_ms: 30_000,
+    };
+    let result = bench::coordinator::run(&options)?;
+    println!("{}", result.summary.render());
+    for pid in &args.server_pid {
+        match bench::coordinator::rss_bytes(*pid) {
+            Ok(bytes) => println!(
+                "  server pid {pid}: RSS {:.1} MiB",
+                bytes as f64 / (1 << 20) as f64
+            ),
+            Err(err) => println!("  server pid {pid}: {err}"),
+        }
+    }
+    if let Some(path) = &args.json {
+        report::write_json(path, &result.summary)?;
+    }
+    if let Some(path) = &args.hgrm {
+        report::write_hgrm(path, &result.histogram)?;
+    }
+    Ok(())
+}
+
 fn limits(args: LimitsArgs) -> Result<(), String> {
     let limits = bench::limits::measure(&args.dir)
         .map_err(|err| format!("{}: {err}", args.dir.display()))?;
@@ -254,6 +326,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => consume(args),
         Command::E2e(args) => e2e(args),
         Command::Limits(args) => limits(args),
+        Command::Coordinator(args) => coordinator(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
