@@ -41,6 +41,19 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Counters of one log since it was opened (for benchmarks, metrics and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Successful append calls.
+    pub appends: u64,
+    /// O_DIRECT write rounds (each one write of one or more appends).
+    pub write_rounds: u64,
+    /// fdatasync calls on segment files from the append path (rolls and close included).
+    pub syncs: u64,
+    /// Bytes handed to O_DIRECT writes, padding and rewritten tail pages included.
+    pub bytes_written: u64,
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -112,6 +125,7 @@ pub(crate) struct LogInner {
     /// The log end offset moved (or the log closed): long-polling fetches wake on it.
     pub new_data: Signal,
     pub recovery: RecoveryReport,
+    pub stats: Cell<LogStats>,
 }
 
 /// The log of one partition. See the module documentation.
@@ -166,6 +180,7 @@ impl PartitionLog {
                 progress: Signal::default(),
                 new_data: Signal::default(),
                 recovery: report,
+                stats: Cell::new(LogStats::default()),
             }),
         })
     }
@@ -238,6 +253,7 @@ impl PartitionLog {
         inner
             .wait_persisted(end_offset, config.flush == FlushPolicy::Always)
             .await?;
+        inner.bump(|s| s.appends += 1);
         Ok(AppendInfo {
             base_offset,
             last_offset: end_offset - 1,
@@ -349,6 +365,11 @@ impl PartitionLog {
         &self.inner.recovery
     }
 
+    /// Counters since open.
+    pub fn stats(&self) -> LogStats {
+        self.inner.stats.get()
+    }
+
     /// Base offsets of the segments, oldest first (the last is the active segment).
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         let st = self.inner.state.borrow();
@@ -363,6 +384,12 @@ impl PartitionLog {
 }
 
 impl LogInner {
+    fn bump(&self, f: impl FnOnce(&mut LogStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
     pub(crate) fn check_open(&self) -> Result<(), LogError> {
         if self.state.borrow().closed {
             return Err(LogError::Closed);
@@ -538,6 +565,10 @@ impl LogInner {
             if let Some(a) = segment.appender.as_mut() {
                 a.finish_write(&job);
             }
+            self.bump(|s| {
+                s.write_rounds += 1;
+                s.bytes_written += expected as u64;
+            });
             let index_result = segment
                 .index
                 .write_pending()
@@ -573,6 +604,7 @@ impl LogInner {
                 let path = self.state.borrow().active().log_path.clone();
                 return Err(self.fail(LogError::io(path, "fdatasync of the log", e.into())));
             }
+            self.bump(|s| s.syncs += 1);
             let mut st = self.state.borrow_mut();
             st.synced_offset = st.synced_offset.max(target);
             st.last_sync = Instant::now();
@@ -641,6 +673,7 @@ impl LogInner {
         dma.fdatasync()
             .await
             .map_err(|e| self.fail(LogError::io(&path, "fdatasync of the log", e.into())))?;
+        self.bump(|s| s.syncs += 1);
         Ok(())
     }
 

@@ -19,7 +19,7 @@ pub mod segment_appender;
 pub mod time_index;
 
 pub use error::{kafka_code, BatchError, LogError};
-pub use log::{now_ms, AppendInfo, PartitionLog};
+pub use log::{now_ms, AppendInfo, LogStats, PartitionLog, CLEAN_SHUTDOWN_FILE};
 pub use log_config::{LogConfig, LogOverrides};
 pub use log_reader::{FileRange, LogReadResult, ReadChunk, TimestampOffset};
 pub use recovery::{RecoveryReport, Truncation};
