@@ -122,13 +122,7 @@ fn check_case(seed: u64, batches: usize, where_frac: f64, damage: Damage, clean:
 
         // Batches that end at or before the damage survive (a cut exactly at a batch end
         // keeps that batch; a flip or zeroing inside a batch loses it).
-        let kept_active = active
-            .iter()
-            .take_while(|(_, end, _)| match damage {
-                Damage::Truncate => *end <= at,
-                _ => *end <= at,
-            })
-            .count();
+        let kept_active = active.iter().take_while(|(_, end, _)| *end <= at).count();
         let first_active = active.first().map_or(stored.len(), |a| a.2);
         let expected: Vec<Vec<u8>> = stored[..first_active + kept_active].to_vec();
         let expected_end = expected

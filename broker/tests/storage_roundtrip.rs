@@ -13,6 +13,9 @@ use kafka_protocol::records::Compression;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// An appended batch as sent, its values, and the base offset the log assigned.
+type Appended = (Vec<u8>, Vec<Vec<u8>>, i64);
+
 /// A value size spread log-uniformly over 1 B .. 1 MiB.
 fn value_size(rng: &mut StdRng) -> usize {
     let exp = rng.gen_range(0.0..20.0f64);
@@ -58,7 +61,7 @@ fn randomized_batches_round_trip_across_rolls_and_reopens() {
         config.max_batch_bytes = (1 << 20) + 4096;
         let log = Rc::new(PartitionLog::open(&path, config).await.unwrap());
         // (appended batch, its values, assigned base offset)
-        let appended: Rc<RefCell<Vec<(Vec<u8>, Vec<Vec<u8>>, i64)>>> = Rc::default();
+        let appended: Rc<RefCell<Vec<Appended>>> = Rc::default();
         let mut tasks = Vec::new();
         for t in 0..4u64 {
             let log = log.clone();
@@ -86,7 +89,7 @@ fn randomized_batches_round_trip_across_rolls_and_reopens() {
             "expected several rolls, got {segments:?}"
         );
 
-        let check = |batches: &[Vec<u8>], appended: &[(Vec<u8>, Vec<Vec<u8>>, i64)]| {
+        let check = |batches: &[Vec<u8>], appended: &[Appended]| {
             assert_eq!(batches.len(), appended.len());
             for (got, (sent, values, base)) in batches.iter().zip(appended) {
                 assert_eq!(i64::from_be_bytes(got[..8].try_into().unwrap()), *base);
