@@ -44,6 +44,82 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         default_partitions: i32,
     },
+    /// Create, list, describe or delete topics on a running broker.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Produce stdin lines as records (`key<sep>value` with --key-separator).
+    Produce {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        key_separator: Option<String>,
+        /// Send every record to this partition.
+        #[arg(long)]
+        partition: Option<i32>,
+    },
+    /// Print records of a topic, one value per line.
+    Consume {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        /// Start at the earliest offset (else only new records).
+        #[arg(long)]
+        from_beginning: bool,
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Exit after this many records.
+        #[arg(long)]
+        max_messages: Option<u64>,
+        /// Exit after this long without a record, milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        idle_timeout_ms: u64,
+        /// Print `key<sep>value`.
+        #[arg(long)]
+        key_separator: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    Create {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Topic config override, `key=value` (repeatable).
+        #[arg(long = "config")]
+        configs: Vec<String>,
+    },
+    List {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+    Describe {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        name: String,
+    },
+    Delete {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        name: String,
+    },
+}
+
+fn client_result<T>(result: Result<T, broker::cli::client::ClientError>) -> ExitCode {
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn parse_host_port(text: &str) -> Option<(String, u16)> {
@@ -104,6 +180,74 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Topics { action } => match action {
+            TopicsAction::Create {
+                bootstrap,
+                name,
+                partitions,
+                configs,
+            } => {
+                let mut pairs = Vec::new();
+                for config in configs {
+                    match config.split_once('=') {
+                        Some((key, value)) => pairs.push((key.to_string(), value.to_string())),
+                        None => {
+                            eprintln!("error: --config takes key=value, got `{config}`");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                client_result(broker::cli::topics_create(
+                    &bootstrap, &name, partitions, &pairs,
+                ))
+            }
+            TopicsAction::List { bootstrap } => client_result(broker::cli::topics_list(&bootstrap)),
+            TopicsAction::Describe { bootstrap, name } => {
+                client_result(broker::cli::topics_describe(&bootstrap, &name))
+            }
+            TopicsAction::Delete { bootstrap, name } => {
+                client_result(broker::cli::topics_delete(&bootstrap, &name))
+            }
+        },
+        Command::Produce {
+            bootstrap,
+            topic,
+            key_separator,
+            partition,
+        } => {
+            let stdin = std::io::stdin().lock();
+            let result = broker::cli::produce(
+                &bootstrap,
+                &topic,
+                key_separator.as_deref(),
+                partition,
+                stdin,
+            );
+            if let Ok(count) = &result {
+                eprintln!("produced {count} records");
+            }
+            client_result(result)
+        }
+        Command::Consume {
+            bootstrap,
+            topic,
+            from_beginning,
+            partition,
+            max_messages,
+            idle_timeout_ms,
+            key_separator,
+        } => {
+            let options = broker::cli::ConsumeOptions {
+                topic: &topic,
+                from_beginning,
+                partition,
+                max_messages,
+                idle_timeout: std::time::Duration::from_millis(idle_timeout_ms),
+                key_separator: key_separator.as_deref(),
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            client_result(broker::cli::consume(&bootstrap, &options, &mut out))
         }
     }
 }

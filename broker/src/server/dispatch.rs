@@ -6,7 +6,8 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, MetadataRequest,
+    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -14,9 +15,9 @@ use crate::kafka::frame::{self, Request};
 use crate::kafka::response::{self, Response};
 use crate::kafka::{produce_legacy, versions};
 
-use super::metadata;
 use super::shard::Shard;
 use super::topic_admin;
+use super::{fetch, list_offsets, metadata, produce};
 
 /// Why a connection is closed after a request.
 #[derive(Debug)]
@@ -69,6 +70,24 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
                 Some(Err(())) => Err(Close(format!("malformed Produce v{version} request"))),
             }
         }
+        ApiKey::Produce => {
+            let body: ProduceRequest = decode(&mut request)?;
+            match produce::handle(&shard, body, version).await {
+                Some(reply) => answer(&request, &reply),
+                None => Ok(None),
+            }
+        }
+        ApiKey::Fetch => {
+            let body: FetchRequest = decode(&mut request)?;
+            Ok(Some(
+                fetch::handle(&shard, body, version, request.correlation_id).await,
+            ))
+        }
+        ApiKey::ListOffsets => {
+            let body: ListOffsetsRequest = decode(&mut request)?;
+            let reply = list_offsets::handle(&shard, body).await;
+            answer(&request, &reply)
+        }
         ApiKey::Metadata => {
             let body: MetadataRequest = decode(&mut request)?;
             let reply = metadata::handle(&shard, body, version).await;
@@ -76,7 +95,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
         }
         ApiKey::CreateTopics => {
             let body: CreateTopicsRequest = decode(&mut request)?;
-            let reply = topic_admin::create_topics(&shard, body).await;
+            let reply = topic_admin::create_topics(&shard, body, version).await;
             answer(&request, &reply)
         }
         ApiKey::DeleteTopics => {
@@ -86,7 +105,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
         }
         ApiKey::DescribeConfigs => {
             let body: DescribeConfigsRequest = decode(&mut request)?;
-            let reply = topic_admin::describe_configs(&shard, body);
+            let reply = topic_admin::describe_configs(&shard, body, version);
             answer(&request, &reply)
         }
         _ => Err(Close(format!("api {key:?} is not served yet"))),

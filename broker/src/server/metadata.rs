@@ -20,19 +20,24 @@ use super::shard::Shard;
 /// A client-visible cluster id (Metadata v2+).
 pub const CLUSTER_ID: &str = "kbroker-single-node";
 
-fn topic_entry(shard: &Shard, topic: &Topic) -> MetadataResponseTopic {
+fn topic_entry(shard: &Shard, topic: &Topic, version: i16) -> MetadataResponseTopic {
     let node = BrokerId(shard.config.node_id);
     MetadataResponseTopic::default()
         .with_error_code(codes::NONE)
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
-        .with_topic_id(uuid::Uuid::from_bytes(topic.id))
+        // Fields are only set from the version that has them (the codec refuses others).
+        .with_topic_id(if version >= 10 {
+            uuid::Uuid::from_bytes(topic.id)
+        } else {
+            uuid::Uuid::nil()
+        })
         .with_partitions(
             (0..topic.partition_count())
                 .map(|partition| {
                     MetadataResponsePartition::default()
                         .with_partition_index(partition)
                         .with_leader_id(node)
-                        .with_leader_epoch(0)
+                        .with_leader_epoch(if version >= 7 { 0 } else { -1 })
                         .with_replica_nodes(vec![node])
                         .with_isr_nodes(vec![node])
                 })
@@ -56,7 +61,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
     };
     if all {
         for topic in shard.topics.borrow().values() {
-            topics.push(topic_entry(shard, topic));
+            topics.push(topic_entry(shard, topic, version));
         }
     } else {
         let wanted = request.topics.unwrap_or_default();
@@ -87,7 +92,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
         for entry in wanted {
             match entry.name {
                 Some(name) => match shard.topic(name.0.as_str()) {
-                    Some(topic) => topics.push(topic_entry(shard, &topic)),
+                    Some(topic) => topics.push(topic_entry(shard, &topic, version)),
                     None => {
                         let code = if crate::topics::validate_name(name.0.as_str()).is_err() {
                             codes::INVALID_TOPIC_EXCEPTION
@@ -98,7 +103,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
                     }
                 },
                 None => match shard.topic_by_id(entry.topic_id.as_bytes()) {
-                    Some(topic) => topics.push(topic_entry(shard, &topic)),
+                    Some(topic) => topics.push(topic_entry(shard, &topic, version)),
                     None => topics.push(missing(None, entry.topic_id, codes::UNKNOWN_TOPIC_ID)),
                 },
             }
@@ -110,8 +115,12 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
             .with_node_id(BrokerId(shard.config.node_id))
             .with_host(StrBytes::from_string(host.clone()))
             .with_port(*port)])
-        .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
-        .with_controller_id(BrokerId(shard.config.node_id))
+        .with_cluster_id((version >= 2).then(|| StrBytes::from_static_str(CLUSTER_ID)))
+        .with_controller_id(BrokerId(if version >= 1 {
+            shard.config.node_id
+        } else {
+            -1
+        }))
         .with_topics(topics)
 }
 

@@ -5,11 +5,15 @@
 
 pub mod connection;
 pub mod dispatch;
+pub mod fetch;
+pub mod list_offsets;
 pub mod mesh;
 pub mod metadata;
 pub mod metrics;
 pub mod oneshot;
 pub mod partition_ops;
+pub mod partitions;
+pub mod produce;
 pub mod shard;
 pub mod splice;
 pub mod topic_admin;
@@ -291,6 +295,7 @@ async fn shard_main(start: ShardStart) {
         store: store.map(|store| RefCell::new(store as Box<dyn TopicStore>)),
         mesh: Mesh::new(id, shard_count, senders),
         metrics,
+        partitions: Default::default(),
         splicer: splicer.clone(),
         connections,
         stop: stop.clone(),
@@ -300,6 +305,16 @@ async fn shard_main(start: ShardStart) {
         return;
     }
     let drainer = glommio::spawn_local(splicer.clone().drain()).detach();
+    let retention_interval =
+        Duration::from_millis(config.profile.storage.retention_check_interval_ms);
+    let retention_shard = shard.clone();
+    let retention = glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(retention_interval).await;
+            retention_shard.apply_retention().await;
+        }
+    })
+    .detach();
     if let Some(receivers) = receivers.as_mut() {
         for (peer, receiver) in receivers.streams() {
             let shard = shard.clone();
@@ -367,6 +382,7 @@ async fn shard_main(start: ShardStart) {
         glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
     }
     drop(listener);
+    retention.cancel();
     if let Err(err) = shard.close_partitions().await {
         tracing::error!("shard {id}: closing partitions: {err}");
     }

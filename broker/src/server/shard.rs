@@ -18,6 +18,7 @@ use crate::topics::{self, Topic, TopicError, TopicStore};
 use super::mesh::Mesh;
 use super::metrics::ShardMetrics;
 use super::partition_ops::{CreateSpec, ShardReply, ShardRequest};
+use super::partitions::OwnedPartitions;
 use super::splice::Splicer;
 
 /// How the server was asked to run.
@@ -47,6 +48,8 @@ pub struct Shard {
     pub store: Option<RefCell<Box<dyn TopicStore>>>,
     pub mesh: Mesh,
     pub metrics: Arc<ShardMetrics>,
+    /// The partition logs this shard owns.
+    pub partitions: OwnedPartitions,
     pub splicer: Rc<Splicer>,
     /// Open connections of the whole process (bounded by the profile).
     pub connections: Arc<AtomicU32>,
@@ -220,7 +223,10 @@ impl Shard {
             ShardRequest::DeleteTopics(names) => {
                 ShardReply::Topics(self.delete_topics_here(names).await)
             }
-            change => self.apply_change(change).await,
+            change @ (ShardRequest::TopicAdded(_) | ShardRequest::TopicRemoved(_)) => {
+                self.apply_change(change).await
+            }
+            data => self.handle_data_request(data).await,
         }
     }
 
@@ -240,6 +246,9 @@ impl Shard {
     }
 
     async fn topic_added(self: &Rc<Self>, topic: Topic) {
+        if let Err(err) = self.open_topic(&topic).await {
+            tracing::error!("shard {}: topic {}: {err}", self.id, topic.name);
+        }
         self.topics
             .borrow_mut()
             .insert(topic.name.clone(), Rc::new(topic));
@@ -247,17 +256,6 @@ impl Shard {
 
     async fn topic_removed(self: &Rc<Self>, name: &str) {
         self.topics.borrow_mut().remove(name);
-    }
-}
-
-impl Shard {
-    /// Opens the partitions this shard owns (after a restart, the same ones as before).
-    pub async fn open_partitions(self: &Rc<Self>) -> Result<(), String> {
-        Ok(())
-    }
-
-    /// Flushes and closes every partition this shard owns.
-    pub async fn close_partitions(self: &Rc<Self>) -> Result<(), String> {
-        Ok(())
+        self.remove_topic_logs(name).await;
     }
 }

@@ -23,6 +23,7 @@ use super::shard::Shard;
 pub async fn create_topics(
     shard: &Rc<Shard>,
     request: CreateTopicsRequest,
+    version: i16,
 ) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     let mut specs = Vec::with_capacity(request.topics.len());
@@ -59,15 +60,19 @@ pub async fn create_topics(
         let entry =
             CreatableTopicResult::default().with_name(TopicName(StrBytes::from_string(name)));
         results.push(match result {
-            Ok(topic) => entry
-                .with_topic_id(uuid::Uuid::from_bytes(topic.id))
+            // topic_id exists from v7, partition counts from v5.
+            Ok(topic) if version >= 5 => entry
+                .with_topic_id(if version >= 7 {
+                    uuid::Uuid::from_bytes(topic.id)
+                } else {
+                    uuid::Uuid::nil()
+                })
                 .with_num_partitions(topic.partition_count())
                 .with_replication_factor(1),
+            Ok(_) => entry,
             Err(err) => entry
                 .with_error_code(err.code())
-                .with_error_message(Some(StrBytes::from_string(err.to_string())))
-                .with_num_partitions(-1)
-                .with_replication_factor(-1),
+                .with_error_message(Some(StrBytes::from_string(err.to_string()))),
         });
     }
     CreateTopicsResponse::default().with_topics(results)
@@ -88,6 +93,7 @@ pub async fn delete_topics(
                     Some(topic) => names.push(topic.name.clone()),
                     None => results.push(
                         DeletableTopicResult::default()
+                            .with_name(None)
                             .with_topic_id(state.topic_id)
                             .with_error_code(codes::UNKNOWN_TOPIC_ID),
                     ),
@@ -106,10 +112,11 @@ pub async fn delete_topics(
         let entry =
             DeletableTopicResult::default().with_name(Some(TopicName(StrBytes::from_string(name))));
         results.push(match result {
-            Ok(topic) => entry.with_topic_id(uuid::Uuid::from_bytes(topic.id)),
+            Ok(topic) if version >= 6 => entry.with_topic_id(uuid::Uuid::from_bytes(topic.id)),
+            Ok(_) => entry,
             Err(err) => entry
                 .with_error_code(err.code())
-                .with_error_message(Some(StrBytes::from_string(err.to_string()))),
+                .with_error_message((version >= 5).then(|| StrBytes::from_string(err.to_string()))),
         });
     }
     DeleteTopicsResponse::default().with_responses(results)
@@ -144,7 +151,11 @@ const TYPE_LONG: i8 = 5;
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
-pub fn describe_configs(shard: &Shard, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn describe_configs(
+    shard: &Shard,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let mut results = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let entry = DescribeConfigsResult::default()
@@ -189,7 +200,7 @@ pub fn describe_configs(shard: &Shard, request: DescribeConfigsRequest) -> Descr
                     } else {
                         SOURCE_TOPIC
                     })
-                    .with_config_type(config_type)
+                    .with_config_type(if version >= 3 { config_type } else { 0 })
             })
             .collect();
         results.push(entry.with_configs(configs));
