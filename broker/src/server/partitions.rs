@@ -115,9 +115,17 @@ impl Shard {
     /// Opens the partitions this shard owns (after a restart, the same ones as before).
     pub async fn open_partitions(self: &Rc<Self>) -> Result<(), String> {
         let topics: Vec<Rc<Topic>> = self.topics.borrow().values().cloned().collect();
+        let mut opened = Vec::new();
         for topic in topics {
             self.open_topic(&topic).await?;
+            for (partition, &owner) in topic.shards.iter().enumerate() {
+                if owner as usize == self.id {
+                    opened.push(format!("{}-{partition}", topic.name));
+                }
+            }
         }
+        // Operators (and the restart tests) read this line to see placement is stable.
+        tracing::info!("shard {} opened partitions [{}]", self.id, opened.join(","));
         Ok(())
     }
 
