@@ -43,6 +43,9 @@ enum Command {
         /// Partitions of auto-created topics and of CreateTopics with num_partitions = -1.
         #[arg(long, default_value_t = 1)]
         default_partitions: i32,
+        /// Copy fetched file bytes through user space instead of splicing them (benchmarks).
+        #[arg(long)]
+        no_splice: bool,
     },
     /// Create, list, describe or delete topics on a running broker.
     Topics {
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
             id,
             auto_create_topics,
             default_partitions,
+            no_splice,
         } => {
             let profile = match tuning::Profile::load_or_default(tuning.as_deref()) {
                 Ok(profile) => profile,
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
                 node_id: id,
                 auto_create_topics,
                 default_partitions,
+                fetch_by_splice: !no_splice,
             };
             match broker::server::serve(config) {
                 Ok(()) => ExitCode::SUCCESS,

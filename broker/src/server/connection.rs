@@ -165,6 +165,23 @@ async fn send(
                 writer.write_all(&bytes).await?;
                 ShardMetrics::add(&shard.metrics.bytes_sent, bytes.len() as u64);
             }
+            Part::File(range) if !shard.config.fetch_by_splice => {
+                let mut copy = vec![0u8; range.len as usize];
+                // SAFETY: pread into a buffer of exactly `len` bytes we own.
+                let n = unsafe {
+                    libc::pread(
+                        range.file.raw_fd(),
+                        copy.as_mut_ptr().cast(),
+                        copy.len(),
+                        range.position as libc::off_t,
+                    )
+                };
+                if n != copy.len() as isize {
+                    return Err(std::io::Error::other("short read of a segment file"));
+                }
+                writer.write_all(&copy).await?;
+                ShardMetrics::add(&shard.metrics.bytes_sent, range.len as u64);
+            }
             Part::File(range) => {
                 shard
                     .splicer

@@ -95,3 +95,41 @@ pub async fn handle(
     }
     Some(ProduceResponse::default().with_responses(responses))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Proves the Produce path does not copy record bytes while decoding: the records field
+    //! kafka-protocol returns points into the frame buffer, checked by pointer range.
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    #[test]
+    fn records_are_slices_of_the_receive_buffer() {
+        for version in [3i16, 9, 10] {
+            let records = Bytes::from(vec![0xAB; 4096]);
+            let request = ProduceRequest::default()
+                .with_acks(-1)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records))])]);
+            let mut buf = BytesMut::new();
+            request.encode(&mut buf, version).unwrap();
+            let frame = buf.freeze();
+            let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+            let decoded = ProduceRequest::decode(&mut frame.clone(), version).unwrap();
+            let got = decoded.topic_data[0].partition_data[0]
+                .records
+                .clone()
+                .unwrap();
+            assert_eq!(got.len(), 4096);
+            assert!(
+                range.contains(&(got.as_ptr() as usize)),
+                "v{version}: records copied"
+            );
+        }
+    }
+}

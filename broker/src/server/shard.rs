@@ -33,6 +33,9 @@ pub struct ServeConfig {
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic or a CreateTopics with num_partitions = -1.
     pub default_partitions: i32,
+    /// Send segment file bytes by splice (true, the default) or copy them through user space
+    /// with pread + write (false: only to measure what splice saves).
+    pub fetch_by_splice: bool,
 }
 
 /// The state of one shard; lives on its executor only.

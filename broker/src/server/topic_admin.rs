@@ -181,8 +181,10 @@ pub fn describe_configs(
         };
         let configs = TOPIC_CONFIG_KEYS
             .iter()
+            // Null (and, leniently, an empty list) asks for every config.
             .filter(|key| match &resource.configuration_keys {
                 None => true,
+                Some(keys) if keys.is_empty() => true,
                 Some(keys) => keys.iter().any(|wanted| wanted.as_str() == **key),
             })
             .map(|key| {

@@ -31,14 +31,23 @@ pub fn all_cores_profile() -> tuning::Profile {
 }
 
 pub fn start(profile: tuning::Profile, data_dir: &Path) -> ServerHandle {
+    start_with(profile, data_dir, false)
+}
+
+pub fn start_with(
+    profile: tuning::Profile,
+    data_dir: &Path,
+    auto_create_topics: bool,
+) -> ServerHandle {
     server::start(ServeConfig {
         profile,
         data_dir: data_dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
         node_id: 0,
-        auto_create_topics: false,
+        auto_create_topics,
         default_partitions: 1,
+        fetch_by_splice: true,
     })
     .expect("server starts")
 }
