@@ -270,8 +270,8 @@ async fn shard_main(start: ShardStart) {
         },
         None => (None, None),
     };
-    let splicer = match Splicer::new(depth) {
-        Ok(splicer) => splicer,
+    let (splicer, doorbell) = match Splicer::new(depth) {
+        Ok(pair) => pair,
         Err(err) => {
             let _ = ready.send(Err(format!("shard {id}: io_uring: {err}")));
             return;
@@ -304,7 +304,7 @@ async fn shard_main(start: ShardStart) {
         let _ = ready.send(Err(format!("shard {id}: {err}")));
         return;
     }
-    let drainer = glommio::spawn_local(splicer.clone().drain()).detach();
+    let drainer = glommio::spawn_local(splicer.clone().drain(doorbell)).detach();
     let retention_interval =
         Duration::from_millis(config.profile.storage.retention_check_interval_ms);
     let retention_shard = shard.clone();

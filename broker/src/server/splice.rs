@@ -2,10 +2,9 @@
 //! io_uring ring that belongs to the shard (the `io-uring` crate, one ring per shard), so the
 //! record bytes are never copied through user space.
 //!
-//! Each splice is submitted at once (most complete inside the submit call); a task of the
-//! shard's executor drains the rest: while operations are in flight it polls the completion
-//! queue with short backoff sleeps, so other tasks keep running and a splice blocked on a full
-//! socket costs no CPU.
+//! Each splice is submitted at once, hard-linked to a one-byte send on a socketpair (the
+//! doorbell); a task of the shard's executor sleeps in an ordinary glommio read of the other
+//! end and reaps the ring when it rings, so waiting splices cost no CPU and no polling.
 //! Pipes are pooled per shard; a pipe left non-empty by a failed transfer is closed, not reused.
 
 use std::cell::{Cell, RefCell};
@@ -15,7 +14,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
-use io_uring::{opcode, types, IoUring};
+use futures_lite::AsyncReadExt;
+use glommio::net::UnixStream;
+use io_uring::{opcode, squeue, types, IoUring};
 
 use super::oneshot;
 
@@ -54,53 +55,68 @@ pub struct Splicer {
     ring: RefCell<IoUring>,
     next_id: Cell<u64>,
     pending: RefCell<HashMap<u64, oneshot::Sender<i32>>>,
-    /// Entries waiting for room in the submission queue.
-    backlog: RefCell<Vec<io_uring::squeue::Entry>>,
+    /// (splice, notify) entry pairs waiting for room in the submission queue, oldest last.
+    backlog: RefCell<Vec<[io_uring::squeue::Entry; 2]>>,
     pipes: RefCell<Vec<Pipe>>,
-    drainer: RefCell<Option<std::task::Waker>>,
+    /// Write end of the completion doorbell: every splice is hard-linked to a one-byte send
+    /// here, so the drain task sleeps in an ordinary (glommio) socket read until a splice ends.
+    doorbell: std::os::unix::net::UnixStream,
     stopped: Cell<bool>,
 }
 
+/// The byte the doorbell sends; static so its address outlives every submission.
+static DOORBELL_BYTE: [u8; 1] = [1];
+/// `user_data` of doorbell sends (their completions are ignored).
+const DOORBELL_ID: u64 = 0;
+
 impl Splicer {
-    pub fn new(depth: u32) -> io::Result<Rc<Splicer>> {
-        Ok(Rc::new(Splicer {
+    /// The splicer and the read end of its doorbell, for [`Splicer::drain`].
+    pub fn new(depth: u32) -> io::Result<(Rc<Splicer>, UnixStream)> {
+        let (bell_rx, doorbell) = std::os::unix::net::UnixStream::pair()?;
+        bell_rx.set_nonblocking(true)?;
+        doorbell.set_nonblocking(true)?;
+        // SAFETY: the descriptor comes from into_raw_fd, so the glommio stream owns it alone.
+        let bell_rx =
+            unsafe { UnixStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(bell_rx)) };
+        let splicer = Rc::new(Splicer {
             ring: RefCell::new(IoUring::new(depth)?),
             next_id: Cell::new(1),
             pending: RefCell::new(HashMap::with_capacity(depth as usize)),
             backlog: RefCell::new(Vec::new()),
             pipes: RefCell::new(Vec::new()),
-            drainer: RefCell::new(None),
+            doorbell,
             stopped: Cell::new(false),
-        }))
+        });
+        Ok((splicer, bell_rx))
     }
 
-    /// Runs until [`Splicer::stop`]: submits and reaps the ring while operations are in
-    /// flight, sleeping between polls with a backoff (10 us doubling to 200 us) so a splice
-    /// waiting on a full socket costs no CPU; most splices complete at submit time and never
-    /// reach this loop (see [`Splicer::run`]).
-    pub async fn drain(self: Rc<Self>) {
-        let mut backoff_us = 10u64;
+    /// Runs until [`Splicer::stop`]: waits for the doorbell (a splice completed), then reaps
+    /// the ring and submits what waited for room. No polling: an idle or blocked splice costs
+    /// no CPU. Most splices complete inside the submit call and are reaped by [`Splicer::run`].
+    pub async fn drain(self: Rc<Self>, mut bell: UnixStream) {
+        let mut rung = [0u8; 512];
         while !self.stopped.get() {
-            if self.pending.borrow().is_empty() {
-                backoff_us = 10;
-                WaitForWork(&self).await;
-                continue;
-            }
-            if self.poll_ring() > 0 {
-                backoff_us = 10;
-                glommio::yield_if_needed().await;
-            } else {
-                glommio::timer::sleep(Duration::from_micros(backoff_us)).await;
-                backoff_us = (backoff_us * 2).min(200);
+            match bell.read(&mut rung).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    self.poll_ring();
+                }
             }
         }
     }
 
     pub fn stop(&self) {
         self.stopped.set(true);
-        if let Some(waker) = self.drainer.borrow_mut().take() {
-            waker.wake();
-        }
+        // Ring the bell ourselves so the drain task sees the flag.
+        // SAFETY: a one-byte write from a static buffer to a socket we own.
+        unsafe {
+            libc::send(
+                self.doorbell.as_raw_fd(),
+                DOORBELL_BYTE.as_ptr().cast(),
+                1,
+                libc::MSG_DONTWAIT,
+            )
+        };
     }
 
     fn poll_ring(&self) -> usize {
@@ -108,11 +124,17 @@ impl Splicer {
         {
             let mut backlog = self.backlog.borrow_mut();
             let mut sq = ring.submission();
-            while let Some(entry) = backlog.last() {
-                // SAFETY: the fds in the entry stay open until its completion is reaped: the
-                // awaiting task holds the pipe and the file/socket owners.
-                if unsafe { sq.push(entry) }.is_err() {
+            while let Some(pair) = backlog.last() {
+                // A linked pair must go in one submission: wait for room for both.
+                if sq.capacity() - sq.len() < 2 {
                     break;
+                }
+                // SAFETY: the fds in the entries stay open until the splice's completion is
+                // reaped (the awaiting task holds the pipe, the file and the socket), and the
+                // doorbell send reads from a static buffer.
+                unsafe {
+                    let _ = sq.push(&pair[0]);
+                    let _ = sq.push(&pair[1]);
                 }
                 backlog.pop();
             }
@@ -125,6 +147,9 @@ impl Splicer {
         let mut completed = 0;
         let mut pending = self.pending.borrow_mut();
         for cqe in ring.completion() {
+            if cqe.user_data() == DOORBELL_ID {
+                continue;
+            }
             if let Some(tx) = pending.remove(&cqe.user_data()) {
                 tx.send(cqe.result());
             }
@@ -138,15 +163,19 @@ impl Splicer {
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
-        self.backlog.borrow_mut().insert(0, entry.user_data(id));
-        // Submit now: a splice from the page cache, or into a socket with room, completes
-        // during the submit call and is reaped here without a trip through the drain task.
+        // Hard link: the doorbell rings whether the splice succeeded or failed.
+        let splice = entry.user_data(id).flags(squeue::Flags::IO_HARDLINK);
+        let bell = opcode::Send::new(
+            types::Fd(self.doorbell.as_raw_fd()),
+            DOORBELL_BYTE.as_ptr(),
+            1,
+        )
+        .flags(libc::MSG_DONTWAIT)
+        .build()
+        .user_data(DOORBELL_ID);
+        self.backlog.borrow_mut().insert(0, [splice, bell]);
+        // Submit now: a splice that completes during the submit call is reaped here.
         self.poll_ring();
-        if !self.pending.borrow().is_empty() {
-            if let Some(waker) = self.drainer.borrow_mut().take() {
-                waker.wake();
-            }
-        }
         match rx.await {
             Some(result) if result >= 0 => Ok(result as usize),
             Some(result) => Err(io::Error::from_raw_os_error(-result)),
@@ -216,22 +245,5 @@ impl Splicer {
             pipes.push(pipe);
         }
         Ok(())
-    }
-}
-
-/// Resolves when the splicer has work or is stopped.
-struct WaitForWork<'a>(&'a Splicer);
-
-impl std::future::Future for WaitForWork<'_> {
-    type Output = ();
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if !self.0.pending.borrow().is_empty() || self.0.stopped.get() {
-            return std::task::Poll::Ready(());
-        }
-        *self.0.drainer.borrow_mut() = Some(cx.waker().clone());
-        std::task::Poll::Pending
     }
 }
