@@ -176,6 +176,7 @@ impl Splicer {
         self.backlog.borrow_mut().insert(0, [splice, bell]);
         // Submit now: a splice that completes during the submit call is reaped here.
         self.poll_ring();
+        let _unsubmitted = Unsubmitted { splicer: self, id };
         match rx.await {
             Some(result) if result >= 0 => Ok(result as usize),
             Some(result) => Err(io::Error::from_raw_os_error(-result)),
@@ -245,5 +246,23 @@ impl Splicer {
             pipes.push(pipe);
         }
         Ok(())
+    }
+}
+
+/// Dropped with the awaiting future: if its entry never reached the kernel (it waited for room
+/// in the submission queue), it is withdrawn, because the descriptors it names are being
+/// closed with the future and their numbers may be reused.
+struct Unsubmitted<'a> {
+    splicer: &'a Splicer,
+    id: u64,
+}
+
+impl Drop for Unsubmitted<'_> {
+    fn drop(&mut self) {
+        self.splicer
+            .backlog
+            .borrow_mut()
+            .retain(|pair| pair[0].get_user_data() != self.id);
+        self.splicer.pending.borrow_mut().remove(&self.id);
     }
 }
