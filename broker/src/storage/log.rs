@@ -31,6 +31,10 @@ use super::segment::{segment_file, Segment};
 use super::segment_appender::SegmentAppender;
 use super::time_index::TimeIndex;
 
+/// A task that runs write rounds hands the role on after this many back-to-back rounds, so
+/// its own append does not wait behind an endless stream of others.
+const MAX_ROUNDS_PER_WRITER: usize = 16;
+
 /// Name of the marker file a clean [`PartitionLog::close`] leaves in the log directory.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
 
@@ -52,6 +56,10 @@ pub struct LogStats {
     pub syncs: u64,
     /// Bytes handed to O_DIRECT writes, padding and rewritten tail pages included.
     pub bytes_written: u64,
+    /// Time spent waiting for O_DIRECT writes and for fdatasyncs of the append path,
+    /// microseconds (what the disk took, as opposed to copying and bookkeeping).
+    pub write_us: u64,
+    pub sync_us: u64,
 }
 
 /// What an append did.
@@ -131,6 +139,14 @@ pub(crate) struct LogInner {
 /// The log of one partition. See the module documentation.
 pub struct PartitionLog {
     pub(crate) inner: Rc<LogInner>,
+}
+
+/// An fdatasync running while the next round is written.
+struct PendingSync {
+    task: glommio::Task<std::io::Result<u64>>,
+    /// Every offset below was written before the sync started.
+    target_offset: i64,
+    path: PathBuf,
 }
 
 /// Clears `writer_busy` and wakes waiters when a write round or roll ends, however it ends.
@@ -521,6 +537,91 @@ impl LogInner {
         let _writer = self.acquire_writer().await;
         // Let appenders that are ready to run copy their batches into this round.
         glommio::executor().yield_now().await;
+        // Then keep the disk busy: what was appended during a write goes out in the next one
+        // at once, while the appenders just released copy their next batches. The fdatasync
+        // of a round runs while the next round is written (the next write only rewrites the
+        // shared tail page with identical leading bytes, so the synced bytes stay valid).
+        let mut syncing: Option<PendingSync> = None;
+        let mut rounds = 0;
+        loop {
+            if rounds < MAX_ROUNDS_PER_WRITER {
+                self.write_one().await?;
+                rounds += 1;
+            }
+            if let Some(pending) = syncing.take() {
+                self.finish_sync(pending).await?;
+            }
+            self.progress.notify();
+            let more = rounds < MAX_ROUNDS_PER_WRITER && {
+                let st = self.state.borrow();
+                st.active()
+                    .appender
+                    .as_ref()
+                    .is_some_and(|a| a.end() > a.written_end())
+            };
+            if let Some(pending) = self.start_sync_if_needed(sync) {
+                if more {
+                    syncing = Some(pending);
+                    continue;
+                }
+                self.finish_sync(pending).await?;
+                self.progress.notify();
+                return Ok(());
+            }
+            if let FlushPolicy::IntervalMs(ms) = self.config.get().flush {
+                self.arm_sync_timer(ms);
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Starts an fdatasync of the active segment if written data is not synced and `sync`,
+    /// the policy or a due interval asks for it.
+    fn start_sync_if_needed(&self, sync: bool) -> Option<PendingSync> {
+        let st = self.state.borrow();
+        let due = match self.config.get().flush {
+            FlushPolicy::Always => true,
+            FlushPolicy::IntervalMs(ms) => st.last_sync.elapsed() >= Duration::from_millis(ms),
+            FlushPolicy::Never => false,
+        };
+        if st.synced_offset >= st.written_offset || !(sync || due) {
+            return None;
+        }
+        let file = st.active().dma.clone();
+        let task = glommio::spawn_local(async move {
+            let started = Instant::now();
+            file.fdatasync()
+                .await
+                .map(|_| started.elapsed().as_micros() as u64)
+                .map_err(std::io::Error::from)
+        });
+        Some(PendingSync {
+            task,
+            target_offset: st.written_offset,
+            path: st.active().log_path.clone(),
+        })
+    }
+
+    async fn finish_sync(&self, pending: PendingSync) -> Result<(), LogError> {
+        match pending.task.await {
+            Ok(sync_us) => {
+                self.bump(|s| {
+                    s.syncs += 1;
+                    s.sync_us += sync_us;
+                });
+                let mut st = self.state.borrow_mut();
+                st.synced_offset = st.synced_offset.max(pending.target_offset);
+                st.last_sync = Instant::now();
+                Ok(())
+            }
+            Err(e) => Err(self.fail(LogError::io(pending.path, "fdatasync of the log", e))),
+        }
+    }
+
+    /// Writes everything appended and not yet written in one O_DIRECT write (if anything).
+    async fn write_one(self: &Rc<Self>) -> Result<(), LogError> {
         let started = {
             let mut st = self.state.borrow_mut();
             let end_offset = st.next_offset;
@@ -535,7 +636,10 @@ impl LogInner {
         };
         if let Some((job, prealloc, end_offset, path)) = started {
             if let Some(to) = prealloc {
-                if let Err(e) = job.file.pre_allocate(to, false).await {
+                // FALLOC_FL_KEEP_SIZE: blocks are reserved but the file size follows the
+                // writes. Measured on ext4 here, extending the size instead (unwritten extents
+                // inside i_size) cost ~40% of the O_DIRECT write bandwidth.
+                if let Err(e) = job.file.pre_allocate(to, true).await {
                     // Preallocation is an optimisation: a full disk shows up in the write.
                     tracing::warn!(file = %path.display(), error = %e, "preallocation failed");
                 } else if let Some(a) = self.state.borrow_mut().active_mut().appender.as_mut() {
@@ -543,7 +647,9 @@ impl LogInner {
                 }
             }
             let expected = job.buffer.len();
+            let write_started = Instant::now();
             let result = job.file.write_rc_at(job.buffer.clone(), job.start).await;
+            let write_us = write_started.elapsed().as_micros() as u64;
             let result = match result {
                 Ok(n) if n == expected => Ok(()),
                 Ok(n) => Err(std::io::Error::new(
@@ -568,6 +674,7 @@ impl LogInner {
             self.bump(|s| {
                 s.write_rounds += 1;
                 s.bytes_written += expected as u64;
+                s.write_us += write_us;
             });
             let index_result = segment
                 .index
@@ -583,33 +690,6 @@ impl LogInner {
                 drop(job);
                 return Err(self.fail(e));
             }
-        }
-        let policy = self.config.get().flush;
-        let (need_sync, file, target) = {
-            let st = self.state.borrow();
-            let due = match policy {
-                FlushPolicy::Always => true,
-                FlushPolicy::IntervalMs(ms) => st.last_sync.elapsed() >= Duration::from_millis(ms),
-                FlushPolicy::Never => false,
-            };
-            let pending = st.synced_offset < st.written_offset;
-            (
-                pending && (sync || due),
-                st.active().dma.clone(),
-                st.written_offset,
-            )
-        };
-        if need_sync {
-            if let Err(e) = file.fdatasync().await {
-                let path = self.state.borrow().active().log_path.clone();
-                return Err(self.fail(LogError::io(path, "fdatasync of the log", e.into())));
-            }
-            self.bump(|s| s.syncs += 1);
-            let mut st = self.state.borrow_mut();
-            st.synced_offset = st.synced_offset.max(target);
-            st.last_sync = Instant::now();
-        } else if let FlushPolicy::IntervalMs(ms) = policy {
-            self.arm_sync_timer(ms);
         }
         Ok(())
     }
