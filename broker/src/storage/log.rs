@@ -232,11 +232,17 @@ impl PartitionLog {
         for info in &infos {
             let bytes = &batches[info.position..info.position + info.total_bytes()];
             loop {
-                let free = {
-                    let st = inner.state.borrow();
-                    st.active().appender.as_ref().map_or(0, |a| a.free_bytes())
+                let fits = {
+                    let mut st = inner.state.borrow_mut();
+                    match st.active_mut().appender.as_mut() {
+                        Some(a) => {
+                            a.set_max_buffer_bytes(config.write_buffer_bytes as usize);
+                            a.free_bytes() >= bytes.len() || a.grow(bytes.len())
+                        }
+                        None => false,
+                    }
                 };
-                if free >= bytes.len() {
+                if fits {
                     break;
                 }
                 inner.make_room().await?;
@@ -479,6 +485,19 @@ impl LogInner {
             if st.writer_busy {
                 Some(self.progress.wait())
             } else {
+                let pending = st
+                    .active()
+                    .appender
+                    .as_ref()
+                    .is_some_and(|a| a.end() > a.written_end());
+                if !pending {
+                    // Nothing to write would free room: the batch cannot fit the buffer.
+                    debug_assert!(false, "a validated batch must fit an emptied write buffer");
+                    return Err(LogError::Failed {
+                        dir: self.dir.clone(),
+                        reason: "a batch does not fit the write buffer".into(),
+                    });
+                }
                 None
             }
         };
