@@ -6,10 +6,12 @@
 //! Appends: validate every batch ([`super::record_batch`]), then under the append gate (FIFO,
 //! so offsets follow arrival order) roll the segment if needed, assign offsets, copy the
 //! batches into the appender's aligned buffer and rewrite `baseOffset` and
-//! `partitionLeaderEpoch` there. After the gate, the caller waits for its bytes to be written
-//! (and fdatasync'ed under [`FlushPolicy::Always`]). Whichever waiting task finds no write in
-//! flight runs the next write round for everyone pending: group commit with no background task.
-//! Under [`FlushPolicy::IntervalMs`] a timer task syncs written data at most that much later.
+//! `partitionLeaderEpoch` there. Under [`FlushPolicy::Always`] the caller then waits for its
+//! bytes to be written and fdatasync'ed: whichever waiting task finds no write in flight runs
+//! the next write round for everyone pending (group commit). Under `never` and `interval_ms`
+//! the append returns after the copy and a background task (spawned when the disk is idle)
+//! writes back to back while data is pending; under [`FlushPolicy::IntervalMs`] a timer task
+//! syncs written data at most that much later.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -90,6 +92,8 @@ pub(crate) struct LogState {
     /// Every offset below was fdatasync'ed.
     pub synced_offset: i64,
     pub writer_busy: bool,
+    /// A background writer task was spawned and has not started yet.
+    pub write_kicked: bool,
     pub failed: Option<String>,
     pub closed: bool,
     pub last_sync: Instant,
@@ -134,6 +138,8 @@ pub(crate) struct LogInner {
     pub new_data: Signal,
     pub recovery: RecoveryReport,
     pub stats: Cell<LogStats>,
+    /// Background syncs of rolled segments take turns here, so they finish in roll order.
+    pub segment_sync_gate: Rc<Semaphore>,
 }
 
 /// The log of one partition. See the module documentation.
@@ -182,6 +188,7 @@ impl PartitionLog {
             written_offset: next_offset,
             synced_offset: next_offset,
             writer_busy: false,
+            write_kicked: false,
             failed: None,
             closed: false,
             last_sync: Instant::now(),
@@ -197,6 +204,7 @@ impl PartitionLog {
                 new_data: Signal::default(),
                 recovery: report,
                 stats: Cell::new(LogStats::default()),
+                segment_sync_gate: Rc::new(Semaphore::new(1)),
             }),
         })
     }
@@ -204,8 +212,10 @@ impl PartitionLog {
     /// Appends the concatenated RecordBatch v2 `batches` (the records field of a Produce
     /// request for this partition) atomically: all batches or none. Offsets are assigned
     /// consecutively from the log end offset; `baseOffset` and `partitionLeaderEpoch` are
-    /// rewritten, nothing else. Returns once the bytes are in the file, and fdatasync'ed if
-    /// the flush policy is [`FlushPolicy::Always`].
+    /// rewritten, nothing else. Under [`FlushPolicy::Always`] it returns once the bytes are
+    /// written and fdatasync'ed (group commit); under `never` and `interval_ms` once they are
+    /// in the write buffer (readable at once), a background write putting them in the file
+    /// right after ([`PartitionLog::written_end_offset`] follows it).
     ///
     /// Errors: [`LogError::Batch`] (with CORRUPT_MESSAGE / INVALID_RECORD / MESSAGE_TOO_LARGE)
     /// for bad input, [`LogError::Io`] / [`LogError::Failed`] / [`LogError::Closed`] (all
@@ -272,9 +282,11 @@ impl PartitionLog {
         let end_offset = inner.state.borrow().next_offset;
         drop(permit);
         inner.new_data.notify();
-        inner
-            .wait_persisted(end_offset, config.flush == FlushPolicy::Always)
-            .await?;
+        if config.flush == FlushPolicy::Always {
+            inner.wait_persisted(end_offset, true).await?;
+        } else {
+            inner.kick_writer();
+        }
         inner.bump(|s| s.appends += 1);
         Ok(AppendInfo {
             base_offset,
@@ -313,7 +325,16 @@ impl PartitionLog {
         {
             let _writer = inner.acquire_writer().await;
             if result.is_ok() && !failed {
-                result = inner.seal_active().await;
+                result = inner.seal_active(true).await.map(|_| ());
+            }
+            if result.is_ok() && !failed {
+                // Wait for background segment syncs, then record that everything is durable.
+                let end = inner.state.borrow().next_offset;
+                result = match inner.segment_sync_gate.acquire_permit(1).await {
+                    Ok(_turn) => recovery::write_recovery_point(&inner.dir, end)
+                        .map_err(|e| LogError::io(&inner.dir, "writing the recovery point", e)),
+                    Err(_) => Err(LogError::Closed),
+                };
             }
             if result.is_ok() && !failed {
                 let marker = inner.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -508,7 +529,7 @@ impl LogInner {
             }
             None => {
                 let sync = self.config.get().flush == FlushPolicy::Always;
-                self.write_round(sync).await
+                self.write_round(sync, MAX_ROUNDS_PER_WRITER).await
             }
         }
     }
@@ -545,15 +566,50 @@ impl LogInner {
             };
             match wait {
                 Some(w) => w.await,
-                None => self.write_round(sync).await?,
+                None => self.write_round(sync, MAX_ROUNDS_PER_WRITER).await?,
             }
         }
     }
 
     /// One group-commit round: write everything appended so far in one O_DIRECT write, then
     /// fdatasync if `sync`, the policy or a due interval asks.
-    async fn write_round(self: &Rc<Self>, sync: bool) -> Result<(), LogError> {
-        let _writer = self.acquire_writer().await;
+    async fn write_round(self: &Rc<Self>, sync: bool, max_rounds: usize) -> Result<(), LogError> {
+        let writer = self.acquire_writer().await;
+        self.state.borrow_mut().write_kicked = false;
+        let result = self.write_rounds(sync, max_rounds).await;
+        drop(writer);
+        // Appends that do not wait for their write (`never`, `interval_ms`) rely on a writer
+        // running while data is pending: hand on to a background one if this one stopped early.
+        if result.is_ok() {
+            self.kick_writer();
+        }
+        result
+    }
+
+    /// Under `never` and `interval_ms` an append returns once its bytes are in the write
+    /// buffer; this makes sure a task writes them (at once if the disk is idle).
+    pub(crate) fn kick_writer(self: &Rc<Self>) {
+        {
+            let mut st = self.state.borrow_mut();
+            let pending = st
+                .active()
+                .appender
+                .as_ref()
+                .is_some_and(|a| a.end() > a.written_end());
+            if !pending || st.writer_busy || st.write_kicked || st.closed || st.failed.is_some() {
+                return;
+            }
+            st.write_kicked = true;
+        }
+        let inner = self.clone();
+        glommio::spawn_local(async move {
+            // Errors already failed the log (appends see them); nothing else to report here.
+            let _ = inner.write_round(false, usize::MAX).await;
+        })
+        .detach();
+    }
+
+    async fn write_rounds(self: &Rc<Self>, sync: bool, max_rounds: usize) -> Result<(), LogError> {
         // Let appenders that are ready to run copy their batches into this round.
         glommio::executor().yield_now().await;
         // Then keep the disk busy: what was appended during a write goes out in the next one
@@ -563,7 +619,7 @@ impl LogInner {
         let mut syncing: Option<PendingSync> = None;
         let mut rounds = 0;
         loop {
-            if rounds < MAX_ROUNDS_PER_WRITER {
+            if rounds < max_rounds {
                 self.write_one().await?;
                 rounds += 1;
             }
@@ -571,7 +627,7 @@ impl LogInner {
                 self.finish_sync(pending).await?;
             }
             self.progress.notify();
-            let more = rounds < MAX_ROUNDS_PER_WRITER && {
+            let more = rounds < max_rounds && {
                 let st = self.state.borrow();
                 st.active()
                     .appender
@@ -743,23 +799,52 @@ impl LogInner {
     }
 
     /// Seals the active segment (everything already written and synced; writer held).
-    async fn seal_active(&self) -> Result<(), LogError> {
-        let (dma, size, path) = {
+    async fn seal_active(&self, sync_now: bool) -> Result<Option<SegmentSync>, LogError> {
+        let (dma, size, path, index_handles) = {
             let mut st = self.state.borrow_mut();
             let segment = st.active_mut();
             segment.seal_time_index();
-            segment
-                .index
-                .sync()
-                .map_err(|e| LogError::io(segment.index.path(), "syncing the index", e))?;
-            segment.time_index.sync().map_err(|e| {
-                LogError::io(segment.time_index.path(), "syncing the time index", e)
-            })?;
+            let io_err = |path: &Path, e| LogError::io(path, "writing an index", e);
+            let index_path = segment.index.path().to_path_buf();
+            let time_path = segment.time_index.path().to_path_buf();
+            if sync_now {
+                segment.index.sync().map_err(|e| io_err(&index_path, e))?;
+                segment
+                    .time_index
+                    .sync()
+                    .map_err(|e| io_err(&time_path, e))?;
+            } else {
+                segment
+                    .index
+                    .write_pending()
+                    .map_err(|e| io_err(&index_path, e))?;
+                segment
+                    .time_index
+                    .write_pending()
+                    .map_err(|e| io_err(&time_path, e))?;
+            }
+            let handles = if sync_now {
+                Vec::new()
+            } else {
+                vec![
+                    segment
+                        .index
+                        .file()
+                        .handle()
+                        .map_err(|e| io_err(&index_path, e))?,
+                    segment
+                        .time_index
+                        .file()
+                        .handle()
+                        .map_err(|e| io_err(&time_path, e))?,
+                ]
+            };
             segment.appender = None;
             (
                 segment.dma.clone(),
                 segment.size_bytes,
                 segment.log_path.clone(),
+                handles,
             )
         };
         dma.truncate(size).await.map_err(|e| {
@@ -769,20 +854,75 @@ impl LogInner {
                 e.into(),
             ))
         })?;
+        if !sync_now {
+            return Ok(Some(SegmentSync {
+                dma,
+                index_handles,
+                path,
+            }));
+        }
         dma.fdatasync()
             .await
             .map_err(|e| self.fail(LogError::io(&path, "fdatasync of the log", e.into())))?;
         self.bump(|s| s.syncs += 1);
-        Ok(())
+        Ok(None)
+    }
+
+    /// Syncs a sealed segment in the background (under `never` and `interval_ms`, as Kafka
+    /// flushes a rolled segment asynchronously), in roll order, then records that every
+    /// offset below `end_offset` is durable in the recovery point file.
+    fn spawn_segment_sync(self: &Rc<Self>, sync: SegmentSync, end_offset: i64) {
+        let inner = self.clone();
+        glommio::spawn_local(async move {
+            let Ok(_turn) = inner.segment_sync_gate.acquire_static_permit(1).await else {
+                return;
+            };
+            let path = sync.path.clone();
+            let result = async {
+                sync.dma.fdatasync().await.map_err(std::io::Error::from)?;
+                let dir = inner.dir.clone();
+                let handles = sync.index_handles;
+                glommio::executor()
+                    .spawn_blocking(move || {
+                        for h in handles {
+                            h.sync_data()?;
+                        }
+                        recovery::write_recovery_point(&dir, end_offset)
+                    })
+                    .await
+            }
+            .await;
+            match result {
+                Ok(()) => inner.bump(|s| s.syncs += 1),
+                Err(e) => {
+                    inner.fail(LogError::io(path, "syncing a rolled segment", e));
+                }
+            }
+        })
+        .detach();
     }
 
     /// Closes the active segment and starts a new one at the log end offset. Called under
     /// the append gate.
     async fn roll(self: &Rc<Self>) -> Result<(), LogError> {
         let end = self.state.borrow().next_offset;
-        self.wait_persisted(end, true).await?;
+        let always = self.config.get().flush == FlushPolicy::Always;
+        self.wait_persisted(end, always).await?;
         let _writer = self.acquire_writer().await;
-        self.seal_active().await?;
+        match self.seal_active(always).await? {
+            Some(sync) => self.spawn_segment_sync(sync, end),
+            None => {
+                // Everything below `end` is synced (earlier background syncs may still run;
+                // this file only moves forward once they are done, through the same gate).
+                let _turn = self
+                    .segment_sync_gate
+                    .acquire_permit(1)
+                    .await
+                    .map_err(|_| LogError::Closed)?;
+                recovery::write_recovery_point(&self.dir, end)
+                    .map_err(|e| LogError::io(&self.dir, "writing the recovery point", e))?;
+            }
+        }
         let config = self.config.get();
         let segment = create_segment(&self.dir, end, &config)
             .await
@@ -791,6 +931,13 @@ impl LogInner {
         self.state.borrow_mut().segments.push_back(segment);
         Ok(())
     }
+}
+
+/// A sealed segment whose data and indexes still need an fdatasync.
+struct SegmentSync {
+    dma: Rc<glommio::io::DmaFile>,
+    index_handles: Vec<std::fs::File>,
+    path: PathBuf,
 }
 
 /// Creates the files of a new, empty active segment at `base_offset`.
