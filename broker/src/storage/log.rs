@@ -23,6 +23,7 @@ use glommio::io::{BufferedFile, OpenOptions as DmaOpenOptions};
 use glommio::sync::Semaphore;
 use tuning::FlushPolicy;
 
+use super::append_gate::AppendGate;
 use super::error::LogError;
 use super::log_config::LogConfig;
 use super::notify::Signal;
@@ -131,7 +132,7 @@ pub(crate) struct LogInner {
     pub config: Cell<LogConfig>,
     pub state: RefCell<LogState>,
     /// One appender at a time copies into the buffer (FIFO), rolls happen under it too.
-    pub append_gate: Semaphore,
+    pub append_gate: AppendGate,
     /// Write rounds and rolls finished.
     pub progress: Signal,
     /// The log end offset moved (or the log closed): long-polling fetches wake on it.
@@ -199,7 +200,7 @@ impl PartitionLog {
                 dir,
                 config: Cell::new(config),
                 state: RefCell::new(state),
-                append_gate: Semaphore::new(1),
+                append_gate: AppendGate::default(),
                 progress: Signal::default(),
                 new_data: Signal::default(),
                 recovery: report,
@@ -229,7 +230,7 @@ impl PartitionLog {
         let total_records: u64 = infos.iter().map(|b| b.header.records_count as u64).sum();
         let permit = inner
             .append_gate
-            .acquire_permit(1)
+            .acquire()
             .await
             .map_err(|_| LogError::Closed)?;
         inner.check_writable()?;
@@ -313,7 +314,7 @@ impl PartitionLog {
         let inner = &self.inner;
         let permit = inner
             .append_gate
-            .acquire_permit(1)
+            .acquire()
             .await
             .map_err(|_| LogError::Closed)?;
         let failed = inner.state.borrow().failed.is_some();
@@ -919,7 +920,10 @@ impl LogInner {
                     .acquire_permit(1)
                     .await
                     .map_err(|_| LogError::Closed)?;
-                recovery::write_recovery_point(&self.dir, end)
+                let dir = self.dir.clone();
+                glommio::executor()
+                    .spawn_blocking(move || recovery::write_recovery_point(&dir, end))
+                    .await
                     .map_err(|e| LogError::io(&self.dir, "writing the recovery point", e))?;
             }
         }
@@ -967,7 +971,14 @@ pub(crate) async fn create_segment(
     let time_path = segment_file(dir, base_offset, "timeindex");
     let time_index = TimeIndex::create(&time_path)
         .map_err(|e| LogError::io(&time_path, "creating the time index", e))?;
-    sync_dir(dir).map_err(|e| LogError::io(dir, "syncing the directory", e))?;
+    // The new name must be durable before anything in the file is acknowledged as synced.
+    // A directory fsync commits the file system journal, which can take long while other
+    // data is being flushed: run it off the shard's thread.
+    let dir_owned = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || sync_dir(&dir_owned))
+        .await
+        .map_err(|e| LogError::io(dir, "syncing the directory", e))?;
     let appender = SegmentAppender::open(
         dma.clone(),
         &scan,
