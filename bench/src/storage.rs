@@ -78,6 +78,12 @@ pub struct StorageBenchReport {
     pub always_ratio: f64,
     /// Records appended per second under `never` (one shard).
     pub records_per_s: f64,
+    /// The disk with a sync per write: 1 MiB O_DIRECT writes each followed by fdatasync,
+    /// measured right before the `always` phase. What `always` is bounded by when fdatasync
+    /// dominates.
+    pub sync_limit_mb_s: f64,
+    /// `always_mb_s / sync_limit_mb_s` (above 1 means group commit beat one sync per MiB).
+    pub always_to_sync_limit: f64,
     pub batch_bytes: usize,
     pub records_per_batch: usize,
     pub appenders: usize,
@@ -106,12 +112,14 @@ impl StorageBenchReport {
         };
         format!(
             "storage: {} B batches of {} records, {} appenders, one shard\n  \
-             limit   {:>8.1} MB/s  (O_DIRECT sequential 1 MiB writes)\n{}\n{}\n  \
+             limit   {:>8.1} MB/s  (O_DIRECT sequential 1 MiB writes)\n  \
+             synced  {:>8.1} MB/s  (the same, fdatasync after each write)\n{}\n{}\n  \
              goals: never_ratio >= 0.8 [{}], always_ratio >= 0.5 [{}], records_per_s >= 4e6 [{}]",
             self.batch_bytes,
             self.records_per_batch,
             self.appenders,
             self.limit_mb_s,
+            self.sync_limit_mb_s,
             phase(&self.never, self.never_ratio),
             phase(&self.always, self.always_ratio),
             ok(self.never_ratio >= 0.8),
@@ -197,7 +205,8 @@ pub fn run(opts: &StorageBenchOptions) -> Result<StorageBenchReport, String> {
         .name("bench-storage")
         .io_memory(16 << 20)
         .spawn(move || async move {
-            let limit = measure_limit(&dir.join("limit.bin"), &opts2).await?;
+            let limit =
+                measure_limit(&dir.join("limit.bin"), &opts2, opts2.limit_bytes, false).await?;
             eprintln!("limit: {limit:.1} MB/s");
             let batch = Rc::new(batch);
             let never = append_phase(
@@ -209,6 +218,14 @@ pub fn run(opts: &StorageBenchOptions) -> Result<StorageBenchReport, String> {
             )
             .await?;
             eprintln!("never: {:.1} MB/s", never.mb_s);
+            let sync_limit = measure_limit(
+                &dir.join("sync-limit.bin"),
+                &opts2,
+                opts2.limit_bytes / 4,
+                true,
+            )
+            .await?;
+            eprintln!("synced limit: {sync_limit:.1} MB/s");
             let always = append_phase(
                 &dir.join("always"),
                 FlushPolicy::Always,
@@ -218,12 +235,12 @@ pub fn run(opts: &StorageBenchOptions) -> Result<StorageBenchReport, String> {
             )
             .await?;
             eprintln!("always: {:.1} MB/s", always.mb_s);
-            Ok::<_, String>((limit, never, always, batch.len()))
+            Ok::<_, String>((limit, sync_limit, never, always, batch.len()))
         })
         .map_err(|e| format!("starting the executor: {e}"))?
         .join()
         .map_err(|e| format!("executor: {e}"))?;
-    let (limit_mb_s, never, always, batch_len) = result?;
+    let (limit_mb_s, sync_limit_mb_s, never, always, batch_len) = result?;
     Ok(StorageBenchReport {
         limit_mb_s,
         never_mb_s: never.mb_s,
@@ -231,6 +248,8 @@ pub fn run(opts: &StorageBenchOptions) -> Result<StorageBenchReport, String> {
         never_ratio: never.mb_s / limit_mb_s,
         always_ratio: always.mb_s / limit_mb_s,
         records_per_s: never.records_per_s,
+        sync_limit_mb_s,
+        always_to_sync_limit: always.mb_s / sync_limit_mb_s,
         batch_bytes: batch_len,
         records_per_batch,
         appenders: opts.appenders,
@@ -239,8 +258,14 @@ pub fn run(opts: &StorageBenchOptions) -> Result<StorageBenchReport, String> {
     })
 }
 
-/// `dd oflag=direct bs=1M`: sequential O_DIRECT writes, one at a time, to a new file.
-async fn measure_limit(path: &Path, opts: &StorageBenchOptions) -> Result<f64, String> {
+/// `dd oflag=direct bs=1M`: sequential O_DIRECT writes, one at a time, to a new file
+/// (`sync`: each followed by fdatasync, like `oflag=direct,dsync`).
+async fn measure_limit(
+    path: &Path,
+    opts: &StorageBenchOptions,
+    total_bytes: u64,
+    sync: bool,
+) -> Result<f64, String> {
     let err = |e: glommio::GlommioError<()>| format!("{}: {e}", path.display());
     let file = OpenOptions::new()
         .write(true)
@@ -256,10 +281,13 @@ async fn measure_limit(path: &Path, opts: &StorageBenchOptions) -> Result<f64, S
     let buffer = Rc::new(buffer);
     let start = Instant::now();
     let mut pos = 0;
-    while pos < opts.limit_bytes {
+    while pos < total_bytes {
         let n = file.write_rc_at(buffer.clone(), pos).await.map_err(err)?;
         if n != opts.limit_write_bytes {
             return Err(format!("{}: short write of {n} bytes", path.display()));
+        }
+        if sync {
+            file.fdatasync().await.map_err(err)?;
         }
         pos += n as u64;
     }

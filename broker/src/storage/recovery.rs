@@ -76,9 +76,10 @@ pub struct RecoveryReport {
     pub deleted_segments: Vec<i64>,
 }
 
-/// Largest batch recovery accepts: segments may hold batches written under a larger
-/// `max_batch_bytes` than today's.
-const RECOVERY_MAX_BATCH_BYTES: u32 = i32::MAX as u32;
+/// Recovery accepts batches up to the larger of this and `max_batch_bytes`: segments may hold
+/// batches written under a larger limit than today's, but a corrupt length field must not
+/// make recovery read a whole segment into memory.
+const RECOVERY_MIN_BATCH_LIMIT_BYTES: u32 = 128 << 20;
 const SCAN_READ_BYTES: usize = 1 << 20;
 
 /// Reads a segment file sequentially in large chunks.
@@ -120,6 +121,7 @@ struct ScanEnd {
 async fn scan(
     file: &BufferedFile,
     path: &Path,
+    max_batch_bytes: u32,
     file_len: u64,
     mut pos: u64,
     mut expected_offset: i64,
@@ -153,10 +155,18 @@ async fn scan(
         }
         let mut length = [0u8; 4];
         length.copy_from_slice(&head[8..12]);
-        let total = (i32::from_be_bytes(length).max(0) as u64 + LOG_OVERHEAD as u64)
-            .min(RECOVERY_MAX_BATCH_BYTES as u64) as usize;
-        let bytes = window.get(pos, total).await?;
-        let header = match validate_batch(bytes, pos as usize, RECOVERY_MAX_BATCH_BYTES) {
+        let total = i32::from_be_bytes(length).max(0) as u64 + LOG_OVERHEAD as u64;
+        if total > max_batch_bytes as u64 || pos + total > file_len {
+            return Ok(ScanEnd {
+                valid_end: pos,
+                problem: Some(format!(
+                    "batch at byte {pos} claims {total} bytes: past the file end ({file_len}) \
+                     or the recovery limit ({max_batch_bytes})"
+                )),
+            });
+        }
+        let bytes = window.get(pos, total as usize).await?;
+        let header = match validate_batch(bytes, pos as usize, max_batch_bytes) {
             Ok(h) => h,
             Err(e) => {
                 return Ok(ScanEnd {
@@ -405,9 +415,11 @@ async fn recover_segment(
     let interval = config.index_interval_bytes;
     let mut first_max_timestamp = None;
     let scan_file = segment.scan.clone();
+    let limit = config.max_batch_bytes.max(RECOVERY_MIN_BATCH_LIMIT_BYTES);
     let end = scan(
         &scan_file,
         &log_path,
+        limit,
         file_len,
         scan_from,
         expect,
