@@ -300,11 +300,28 @@ impl PartitionLog {
         })
     }
 
-    /// Writes and fdatasyncs everything appended so far, whatever the flush policy.
+    /// Writes and fdatasyncs everything appended so far, whatever the flush policy, including
+    /// rolled segments whose background sync is still running.
     pub async fn flush(&self) -> Result<(), LogError> {
         let end = self.inner.state.borrow().next_offset;
         self.inner.check_open()?;
-        self.inner.wait_persisted(end, true).await
+        self.inner.wait_persisted(end, true).await?;
+        // Background syncs of rolled segments take turns on this gate: one turn here means
+        // every sync queued before it finished.
+        let _turn = self
+            .inner
+            .segment_sync_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed)?;
+        let failed = self.inner.state.borrow().failed.clone();
+        match failed {
+            Some(reason) => Err(LogError::Failed {
+                dir: self.inner.dir.clone(),
+                reason,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Flushes, seals the active segment's files (exact size, indexes synced) and leaves the
@@ -366,7 +383,9 @@ impl PartitionLog {
         self.inner.state.borrow().written_offset
     }
 
-    /// Every offset below this was fdatasync'ed.
+    /// Every offset of the active segment below this was fdatasync'ed (under `never` and
+    /// `interval_ms`, rolled segments are synced in the background; [`PartitionLog::flush`]
+    /// waits for those too).
     pub fn durable_end_offset(&self) -> i64 {
         self.inner.state.borrow().synced_offset
     }
