@@ -138,13 +138,24 @@ fn reads_follow_kafka_fetch_rules() {
             0
         );
         assert!(log.offset_for_timestamp(6000).await.unwrap().is_none());
+        // Inside an uncompressed batch the exact record is found; a compressed batch answers
+        // with its base offset and max timestamp.
+        let values: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; 10]).collect();
+        let plain = support::encode_batch(&values, 7000, Compression::None);
+        assert_eq!(log.append(&plain, 0).await.unwrap().base_offset, 5);
+        let t = log.offset_for_timestamp(7002).await.unwrap().unwrap();
+        assert_eq!((t.offset, t.timestamp_ms), (7, 7002));
+        let zipped = support::encode_batch(&values, 8000, Compression::Gzip);
+        assert_eq!(log.append(&zipped, 0).await.unwrap().base_offset, 10);
+        let t = log.offset_for_timestamp(8002).await.unwrap().unwrap();
+        assert_eq!((t.offset, t.timestamp_ms), (10, 8004));
 
         // Long poll: a waiting fetch wakes when data arrives.
         let waiter = {
             let log = log.clone();
             glommio::spawn_local(async move {
-                log.wait_for_data(5).await;
-                log.read(5, 1000, None).await.unwrap().total_bytes()
+                log.wait_for_data(15).await;
+                log.read(15, 1000, None).await.unwrap().total_bytes()
             })
         };
         glommio::timer::sleep(Duration::from_millis(20)).await;
