@@ -1,4 +1,7 @@
 //! The bench harness: load generators and benchmarks that report throughput and
 //! coordinated-omission-free tail latency (HdrHistogram), always beside a limit of this host
 //! measured in the same run. It drives servers only through their public protocols (Kafka,
-//! ZooKeeper), so it measures peers the same way it measures ours.
+//! ZooKeeper), so it measures peers the same way it measures ours; the one exception is
+//! [`storage`], which drives the broker's storage engine directly to compare it with the disk.
+
+pub mod storage;

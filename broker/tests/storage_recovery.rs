@@ -231,3 +231,91 @@ fn missing_or_corrupt_sealed_indexes_are_rebuilt() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn damage_in_an_unsynced_sealed_segment_cuts_it_and_drops_later_segments() {
+    // Without a recovery point covering them, sealed segments are verified like the active
+    // one; a bad batch cuts its segment and every later segment goes (Kafka's rule), so the
+    // log stays contiguous.
+    let dir = support::scratch_dir();
+    let path = dir.path().to_path_buf();
+    support::run(move || async move {
+        let log = PartitionLog::open(&path, config()).await.unwrap();
+        fill(&log, 11, 120).await;
+        let stored = support::read_all(&log, 0, 1 << 20).await;
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() >= 4, "{bases:?}");
+        log.flush().await.unwrap();
+        drop(log);
+        std::fs::remove_file(path.join(broker::storage::recovery::RECOVERY_POINT_FILE)).ok();
+        // Flip a byte in the middle of the second segment's third batch.
+        let second: Vec<&Vec<u8>> = stored
+            .iter()
+            .filter(|b| {
+                let o = i64::from_be_bytes(b[..8].try_into().unwrap());
+                o >= bases[1] && o < bases[2]
+            })
+            .collect();
+        assert!(second.len() >= 3);
+        let at = (second[0].len() + second[1].len() + second[2].len() / 2) as u64;
+        apply(
+            &segment_file(&path, bases[1], "log"),
+            at,
+            0,
+            Damage::Flip(0x40),
+        );
+        let log = PartitionLog::open(&path, config()).await.unwrap();
+        let report = log.recovery_report().clone();
+        assert_eq!(report.deleted_segments, bases[2..].to_vec(), "{report:?}");
+        assert_eq!(report.truncations.len(), 1);
+        assert_eq!(log.segment_base_offsets(), bases[..2].to_vec());
+        let kept = support::read_all(&log, 0, 1 << 20).await;
+        let first_count = stored.len()
+            - stored
+                .iter()
+                .filter(|b| i64::from_be_bytes(b[..8].try_into().unwrap()) >= bases[1])
+                .count();
+        assert_eq!(kept.len(), first_count + 2);
+        assert!(kept[..] == stored[..first_count + 2]);
+        for b in &bases[2..] {
+            assert!(!segment_file(&path, *b, "log").exists());
+        }
+        // Appends continue in the cut segment.
+        let next = log.log_end_offset();
+        let batch = support::encode_batch(&[b"x".to_vec()], 5, Compression::None);
+        assert_eq!(log.append(&batch, 0).await.unwrap().base_offset, next);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn damage_in_a_synced_sealed_segment_is_reported_not_repaired() {
+    // Below the recovery point a sealed segment is trusted; a bad batch after its last index
+    // entry is an error naming the file and position rather than a silent loss of the
+    // segments after it.
+    let dir = support::scratch_dir();
+    let path = dir.path().to_path_buf();
+    support::run(move || async move {
+        let log = PartitionLog::open(&path, config()).await.unwrap();
+        fill(&log, 12, 120).await;
+        let bases = log.segment_base_offsets();
+        log.close().await.unwrap();
+        drop(log);
+        let file = segment_file(&path, bases[0], "log");
+        let len = std::fs::metadata(&file).unwrap().len();
+        apply(&file, len - 10, len, Damage::Flip(1));
+        let e = PartitionLog::open(&path, config())
+            .await
+            .err()
+            .expect("refuses to open");
+        assert!(
+            matches!(e, broker::storage::LogError::Corrupt { .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("00000000000000000000.log"), "{e}");
+        assert_eq!(
+            e.error_code(),
+            broker::storage::kafka_code::KAFKA_STORAGE_ERROR
+        );
+    });
+}

@@ -5,6 +5,7 @@
 //! `docs/storage.md`. Everything here is single-shard (`!Send`): a log is owned by the shard
 //! whose executor opened it.
 
+pub mod append_gate;
 pub mod error;
 pub mod log;
 pub mod log_config;

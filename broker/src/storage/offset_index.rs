@@ -86,6 +86,11 @@ impl IndexFile {
         self.file.sync_data()
     }
 
+    /// A second handle of the file, to fdatasync it from another thread.
+    pub(crate) fn handle(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Cuts the file to its first `bytes` bytes and drops pending entries beyond them.
     pub(crate) fn truncate(&mut self, bytes: u64) -> io::Result<()> {
         if bytes < self.written_bytes {
@@ -215,5 +220,9 @@ impl OffsetIndex {
 
     pub fn sync(&mut self) -> io::Result<()> {
         self.file.sync()
+    }
+
+    pub(crate) fn file(&self) -> &IndexFile {
+        &self.file
     }
 }

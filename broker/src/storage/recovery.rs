@@ -1,13 +1,16 @@
 //! Recovery when a partition log opens.
 //!
-//! Sealed segments were fdatasync'ed and truncated to their size when they rolled, so their
-//! indexes are trusted after a sanity check (whole entries, increasing, inside the log); a
-//! missing or corrupt index is rebuilt by scanning the segment. The active (last) segment may
-//! end in a torn write: after a clean shutdown (marker file present) its indexes are trusted
-//! and only the batches after the last index entry are verified; otherwise every batch is
-//! verified (length, magic, CRC-32C, record count, consecutive offsets) and both indexes are
-//! rebuilt. The file is cut at the first batch that fails; cut bytes that were not all zeros
-//! (zeros are padding or preallocation) are logged with the file and position.
+//! The `recovery-point` file holds an offset below which every segment was fdatasync'ed (it
+//! moves when a rolled segment's sync completes, and at close). Segments wholly below it
+//! trust their indexes after a sanity check (whole entries, increasing, inside the log), and
+//! only the batches after the last index entry are verified; a missing or corrupt index is
+//! rebuilt by scanning the segment. After a clean shutdown (marker file present) every
+//! segment is treated so. Otherwise the segments at or above the recovery point, the active
+//! one included, have every batch verified (length, magic, CRC-32C, record count, consecutive
+//! offsets) and their indexes rebuilt. A segment is cut at the first batch that fails; cut
+//! bytes that were not all zeros (zeros are padding or preallocation) are logged with the file
+//! and position. If a sealed segment is cut or ends before the next one starts, the segments
+//! after it are deleted (as Kafka does): the log must stay contiguous.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,28 @@ use super::record_batch::{validate_batch, BatchHeader, LOG_OVERHEAD};
 use super::segment::{parse_segment_file, segment_file, Segment};
 use super::segment_appender::SegmentAppender;
 use super::time_index::TimeIndex;
+
+/// Name of the file holding the recovery point (decimal offset).
+pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+
+/// Reads the recovery point; `None` if the file is missing or unreadable (then every segment
+/// is verified after an unclean shutdown).
+pub(crate) fn read_recovery_point(dir: &Path) -> Option<i64> {
+    let text = std::fs::read_to_string(dir.join(RECOVERY_POINT_FILE)).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Replaces the recovery point durably (temporary file, fsync, rename, directory fsync).
+pub(crate) fn write_recovery_point(dir: &Path, offset: i64) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{RECOVERY_POINT_FILE}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("{offset}\n").as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(RECOVERY_POINT_FILE))?;
+    sync_dir(dir)
+}
 
 /// A cut made by recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +72,14 @@ pub struct RecoveryReport {
     pub rebuilt_indexes: Vec<PathBuf>,
     /// Segments found on disk.
     pub segments: usize,
+    /// Segments deleted because an earlier one was cut (base offsets).
+    pub deleted_segments: Vec<i64>,
 }
 
-/// Largest batch recovery accepts: segments may hold batches written under a larger
-/// `max_batch_bytes` than today's.
-const RECOVERY_MAX_BATCH_BYTES: u32 = i32::MAX as u32;
+/// Recovery accepts batches up to the larger of this and `max_batch_bytes`: segments may hold
+/// batches written under a larger limit than today's, but a corrupt length field must not
+/// make recovery read a whole segment into memory.
+const RECOVERY_MIN_BATCH_LIMIT_BYTES: u32 = 128 << 20;
 const SCAN_READ_BYTES: usize = 1 << 20;
 
 /// Reads a segment file sequentially in large chunks.
@@ -93,6 +121,7 @@ struct ScanEnd {
 async fn scan(
     file: &BufferedFile,
     path: &Path,
+    max_batch_bytes: u32,
     file_len: u64,
     mut pos: u64,
     mut expected_offset: i64,
@@ -126,10 +155,18 @@ async fn scan(
         }
         let mut length = [0u8; 4];
         length.copy_from_slice(&head[8..12]);
-        let total = (i32::from_be_bytes(length).max(0) as u64 + LOG_OVERHEAD as u64)
-            .min(RECOVERY_MAX_BATCH_BYTES as u64) as usize;
-        let bytes = window.get(pos, total).await?;
-        let header = match validate_batch(bytes, pos as usize, RECOVERY_MAX_BATCH_BYTES) {
+        let total = i32::from_be_bytes(length).max(0) as u64 + LOG_OVERHEAD as u64;
+        if total > max_batch_bytes as u64 || pos + total > file_len {
+            return Ok(ScanEnd {
+                valid_end: pos,
+                problem: Some(format!(
+                    "batch at byte {pos} claims {total} bytes: past the file end ({file_len}) \
+                     or the recovery limit ({max_batch_bytes})"
+                )),
+            });
+        }
+        let bytes = window.get(pos, total as usize).await?;
+        let header = match validate_batch(bytes, pos as usize, max_batch_bytes) {
             Ok(h) => h,
             Err(e) => {
                 return Ok(ScanEnd {
@@ -218,18 +255,17 @@ pub(crate) async fn recover(
         segments.push_back(create_segment(dir, 0, config).await?);
         return Ok((segments, report));
     }
+    let recovery_point = read_recovery_point(dir);
     let mut expected_next: Option<i64> = None;
     for (i, base) in bases.iter().copied().enumerate() {
-        let active = i + 1 == bases.len();
-        let segment = recover_segment(
-            dir,
-            base,
-            active,
-            report.clean_shutdown,
-            config,
-            &mut report,
-        )
-        .await?;
+        let next_base = bases.get(i + 1).copied();
+        let active = next_base.is_none();
+        // Every offset of this segment is below `next_base`; it was synced if that is at or
+        // below the recovery point.
+        let synced = next_base.is_some_and(|nb| recovery_point.is_some_and(|rp| nb <= rp));
+        let verify_all = !report.clean_shutdown && !synced;
+        let (mut segment, cut) =
+            recover_segment(dir, base, active, verify_all, config, &mut report).await?;
         if let Some(expected) = expected_next {
             if segment.base_offset < expected {
                 return Err(LogError::Corrupt {
@@ -243,19 +279,57 @@ pub(crate) async fn recover(
             }
         }
         expected_next = Some(segment.next_offset);
+        let broken = !active && (cut || next_base.is_some_and(|nb| segment.next_offset != nb));
+        if broken {
+            for later in &bases[i + 1..] {
+                for ext in ["log", "index", "timeindex"] {
+                    let path = segment_file(dir, *later, ext);
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            return Err(LogError::io(path, "deleting a segment after a cut", e));
+                        }
+                    }
+                }
+                tracing::warn!(
+                    file = %segment_file(dir, *later, "log").display(),
+                    "deleting a segment that follows a cut one"
+                );
+                report.deleted_segments.push(*later);
+            }
+            sync_dir(dir).map_err(|e| LogError::io(dir, "syncing the directory", e))?;
+        }
+        if active || broken {
+            segment.appender = Some(open_appender(&segment, config).await?);
+            segments.push_back(segment);
+            break;
+        }
         segments.push_back(segment);
     }
     Ok((segments, report))
+}
+
+async fn open_appender(segment: &Segment, config: &LogConfig) -> Result<SegmentAppender, LogError> {
+    SegmentAppender::open(
+        segment.dma.clone(),
+        &segment.scan,
+        &segment.log_path,
+        segment.size_bytes,
+        config.write_buffer_bytes as usize,
+        config.preallocate_bytes,
+        config.segment_bytes,
+    )
+    .await
+    .map_err(|e| LogError::io(&segment.log_path, "starting the appender", e))
 }
 
 async fn recover_segment(
     dir: &Path,
     base: i64,
     active: bool,
-    clean: bool,
+    verify_all: bool,
     config: &LogConfig,
     report: &mut RecoveryReport,
-) -> Result<Segment, LogError> {
+) -> Result<(Segment, bool), LogError> {
     let log_path = segment_file(dir, base, "log");
     let index_path = segment_file(dir, base, "index");
     let time_path = segment_file(dir, base, "timeindex");
@@ -276,7 +350,7 @@ async fn recover_segment(
         .len();
 
     // Trust the indexes of sealed segments, and of the active one after a clean close.
-    let trust = !active || clean;
+    let trust = !verify_all;
     let loaded = if trust {
         let index = OffsetIndex::load(&index_path, file_len)
             .map_err(|e| LogError::io(&index_path, "reading the index", e))?;
@@ -304,7 +378,7 @@ async fn recover_segment(
                 .map_err(|e| LogError::io(&index_path, "creating the index", e))?;
             let t = TimeIndex::create(&time_path)
                 .map_err(|e| LogError::io(&time_path, "creating the time index", e))?;
-            if !active || clean {
+            if trust {
                 report.rebuilt_indexes.push(index_path.clone());
             }
             (i, t)
@@ -341,9 +415,11 @@ async fn recover_segment(
     let interval = config.index_interval_bytes;
     let mut first_max_timestamp = None;
     let scan_file = segment.scan.clone();
+    let limit = config.max_batch_bytes.max(RECOVERY_MIN_BATCH_LIMIT_BYTES);
     let end = scan(
         &scan_file,
         &log_path,
+        limit,
         file_len,
         scan_from,
         expect,
@@ -377,10 +453,11 @@ async fn recover_segment(
             reason: "scan and segment size disagree".into(),
         });
     }
+    let mut cut = false;
     if end.valid_end < file_len {
         let zeros = end.problem.is_none()
             && only_zeros(&scan_file, &log_path, end.valid_end, file_len).await?;
-        if !active && !zeros {
+        if !active && !zeros && trust {
             return Err(LogError::Corrupt {
                 file: log_path,
                 position: end.valid_end,
@@ -392,6 +469,7 @@ async fn recover_segment(
             });
         }
         if !zeros {
+            cut = true;
             let reason = end
                 .problem
                 .unwrap_or_else(|| "non-zero bytes after the last batch".into());
@@ -428,22 +506,8 @@ async fn recover_segment(
         .sync()
         .map_err(|e| LogError::io(&time_path, "writing the time index", e))?;
     segment.rolling_timestamp_ms = first_max_timestamp.or(segment.rolling_timestamp_ms);
-    if active {
-        if segment.rolling_timestamp_ms.is_none() && !segment.is_empty() {
-            segment.rolling_timestamp_ms = Some(super::log::now_ms());
-        }
-        let appender = SegmentAppender::open(
-            dma,
-            &scan_file,
-            &log_path,
-            segment.size_bytes,
-            config.write_buffer_bytes as usize,
-            config.preallocate_bytes,
-            config.segment_bytes,
-        )
-        .await
-        .map_err(|e| LogError::io(&log_path, "starting the appender", e))?;
-        segment.appender = Some(appender);
+    if segment.rolling_timestamp_ms.is_none() && !segment.is_empty() {
+        segment.rolling_timestamp_ms = Some(super::log::now_ms());
     }
-    Ok(segment)
+    Ok((segment, cut))
 }

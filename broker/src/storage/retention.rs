@@ -88,24 +88,34 @@ impl PartitionLog {
             log_start_offset: self.log_start_offset(),
             ..RetentionOutcome::default()
         };
+        let mut paths = Vec::new();
         for seg in removed {
             outcome.deleted_base_offsets.push(seg.base_offset);
             outcome.deleted_bytes += seg.size_bytes;
             for ext in ["log", "index", "timeindex"] {
-                let path = segment_file(&inner.dir, seg.base_offset, ext);
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(LogError::io(path, "deleting an expired segment", e)),
-                }
+                paths.push(segment_file(&inner.dir, seg.base_offset, ext));
             }
             tracing::info!(
                 dir = %inner.dir.display(),
                 base_offset = seg.base_offset,
                 bytes = seg.size_bytes,
-                "retention deleted a segment"
+                "retention deletes a segment"
             );
         }
+        // Unlinking a large file frees its extents synchronously (tens of ms for a GiB on
+        // ext4): do it on glommio's blocking thread pool, not on the shard's thread.
+        glommio::executor()
+            .spawn_blocking(move || {
+                for path in paths {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(LogError::io(path, "deleting an expired segment", e)),
+                    }
+                }
+                Ok(())
+            })
+            .await?;
         if !outcome.deleted_base_offsets.is_empty() {
             sync_dir(&inner.dir)
                 .map_err(|e| LogError::io(&inner.dir, "syncing the directory", e))?;

@@ -16,6 +16,9 @@ use std::rc::Rc;
 
 use glommio::io::{BufferedFile, DmaBuffer, DmaFile};
 
+/// Smallest fill buffer, bytes.
+const MIN_BUFFER_BYTES: usize = 64 * 1024;
+
 /// O_DIRECT alignment used for positions and lengths (the page size; also a multiple of
 /// every logical block size Linux supports).
 pub const PAGE_BYTES: u64 = 4096;
@@ -46,7 +49,11 @@ struct InFlight {
 pub(crate) struct SegmentAppender {
     file: Rc<DmaFile>,
     path: PathBuf,
-    buffer_bytes: usize,
+    /// Largest fill buffer (`write_buffer_bytes`).
+    max_buffer_bytes: usize,
+    /// Size of the current fill buffer: it starts small and follows the load (twice the last
+    /// round, or what one append needs), so an idle partition holds little memory.
+    fill_capacity: usize,
     fill: DmaBuffer,
     /// Page-aligned file position of `fill[0]`.
     fill_start: u64,
@@ -72,9 +79,10 @@ impl SegmentAppender {
         preallocate_bytes: u64,
         segment_bytes: u64,
     ) -> io::Result<SegmentAppender> {
-        let mut fill = file.alloc_dma_buffer(buffer_bytes);
         let fill_start = align_down(logical_end);
         let fill_len = (logical_end - fill_start) as usize;
+        let fill_capacity = MIN_BUFFER_BYTES.min(buffer_bytes);
+        let mut fill = file.alloc_dma_buffer(fill_capacity);
         if fill_len > 0 {
             let page = scan.read_at(fill_start, fill_len).await?;
             if page.len() < fill_len {
@@ -92,7 +100,8 @@ impl SegmentAppender {
         Ok(SegmentAppender {
             file,
             path: path.to_path_buf(),
-            buffer_bytes,
+            max_buffer_bytes: buffer_bytes,
+            fill_capacity,
             fill,
             fill_start,
             fill_len,
@@ -116,14 +125,38 @@ impl SegmentAppender {
 
     /// Room left in the fill buffer.
     pub(crate) fn free_bytes(&self) -> usize {
-        self.buffer_bytes - self.fill_len
+        self.fill_capacity - self.fill_len
+    }
+
+    /// Makes room for `extra` more bytes by moving the fill buffer to a larger one, if the
+    /// maximum allows; `false` if it is already at its maximum (a write round must free it).
+    pub(crate) fn grow(&mut self, extra: usize) -> bool {
+        let need = align_up((self.fill_len + extra) as u64) as usize;
+        if need > self.max_buffer_bytes || self.fill_capacity >= self.max_buffer_bytes {
+            return false;
+        }
+        let capacity = (self.fill_capacity * 2)
+            .max(need)
+            .min(self.max_buffer_bytes);
+        let mut bigger = self.file.alloc_dma_buffer(capacity);
+        bigger.as_bytes_mut()[..self.fill_len]
+            .copy_from_slice(&self.fill.as_bytes()[..self.fill_len]);
+        self.fill = bigger;
+        self.fill_capacity = capacity;
+        true
+    }
+
+    /// Changes the largest fill buffer (a new `write_buffer_bytes`); applies from the next
+    /// buffer on.
+    pub(crate) fn set_max_buffer_bytes(&mut self, bytes: usize) {
+        self.max_buffer_bytes = bytes.max(2 * PAGE_BYTES as usize);
     }
 
     /// Copies `bytes` after the current end and returns them in the buffer, for in-place
     /// rewrites. The caller checked [`SegmentAppender::free_bytes`].
     pub(crate) fn push(&mut self, bytes: &[u8]) -> &mut [u8] {
         let at = self.fill_len;
-        debug_assert!(at + bytes.len() <= self.buffer_bytes);
+        debug_assert!(at + bytes.len() <= self.fill_capacity);
         let dst = &mut self.fill.as_bytes_mut()[at..at + bytes.len()];
         dst.copy_from_slice(bytes);
         self.fill_len += bytes.len();
@@ -139,8 +172,12 @@ impl SegmentAppender {
             return None;
         }
         let tail_start = align_down(end);
-        let mut next = self.file.alloc_dma_buffer(self.buffer_bytes);
         let tail_len = (end - tail_start) as usize;
+        let next_capacity = (align_up(2 * self.fill_len as u64) as usize).clamp(
+            MIN_BUFFER_BYTES,
+            self.max_buffer_bytes.max(MIN_BUFFER_BYTES),
+        );
+        let mut next = self.file.alloc_dma_buffer(next_capacity);
         let tail_from = (tail_start - self.fill_start) as usize;
         next.as_bytes_mut()[..tail_len]
             .copy_from_slice(&self.fill.as_bytes()[tail_from..tail_from + tail_len]);
@@ -159,6 +196,7 @@ impl SegmentAppender {
         });
         self.fill_start = tail_start;
         self.fill_len = tail_len;
+        self.fill_capacity = next_capacity;
         Some(WriteJob {
             file: self.file.clone(),
             buffer,

@@ -130,4 +130,8 @@ impl TimeIndex {
     pub fn sync(&mut self) -> io::Result<()> {
         self.file.sync()
     }
+
+    pub(crate) fn file(&self) -> &IndexFile {
+        &self.file
+    }
 }
