@@ -1,7 +1,8 @@
 //! The bench harness: load generators and benchmarks that report throughput and
 //! coordinated-omission-free tail latency (HdrHistogram), always beside a limit of this host
 //! measured in the same run. It drives servers only through their public protocols (Kafka,
-//! ZooKeeper), so it measures peers the same way it measures ours.
+//! ZooKeeper), so it measures peers the same way it measures ours; the one exception is
+//! [`storage`], which drives the broker's storage engine directly to compare it with the disk.
 
 pub mod consume;
 pub mod coordinator;
@@ -13,4 +14,5 @@ pub mod produce;
 pub mod record_batch;
 pub mod report;
 pub mod sink;
+pub mod storage;
 pub mod verify;

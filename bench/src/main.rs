@@ -33,6 +33,9 @@ enum Command {
     Consume(ConsumeArgs),
     /// create / setData / getData load against a ZooKeeper-protocol ensemble.
     Coordinator(CoordinatorArgs),
+    /// Storage engine vs this disk: appends 16 KiB batches of 100-byte records with flush
+    /// policy `never`, then `always`, beside the disk's O_DIRECT sequential write bandwidth.
+    Storage(StorageArgs),
     /// This host's limits now: O_DIRECT write, fdatasync latency, loopback TCP, memcpy.
     Limits(LimitsArgs),
 }
@@ -85,6 +88,85 @@ struct CoordinatorArgs {
     json: Option<PathBuf>,
     #[arg(long)]
     hgrm: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct StorageArgs {
+    /// Seconds each append phase (`never`, then `always`) runs.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Directory for the scratch files (must be on the disk to measure, not tmpfs); a
+    /// temporary directory inside it is created and removed.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    dir: PathBuf,
+    /// Concurrent appending tasks on the one shard.
+    #[arg(long, default_value_t = 64)]
+    appenders: usize,
+    /// Size of one record batch, bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    batch_bytes: usize,
+    /// Value size of one record, bytes.
+    #[arg(long, default_value_t = 100)]
+    record_bytes: usize,
+    /// Bytes written by the O_DIRECT bandwidth probe (in 1 MiB writes).
+    #[arg(long, default_value_t = 1 << 30)]
+    limit_bytes: u64,
+    /// Tuning profile whose `[storage]` settings the log uses (default: built-in defaults).
+    #[arg(long)]
+    tuning: Option<PathBuf>,
+    /// Override the profile's `storage.write_buffer_bytes`.
+    #[arg(long)]
+    write_buffer_bytes: Option<u32>,
+    /// Override the profile's `storage.preallocate_bytes`.
+    #[arg(long)]
+    preallocate_bytes: Option<u64>,
+    /// Override the profile's `storage.segment_bytes`.
+    #[arg(long)]
+    segment_bytes: Option<u64>,
+}
+
+/// The `[storage]` settings: the profile's (or the defaults), then the command-line overrides.
+fn storage_limits(a: &StorageArgs) -> Result<tuning::StorageLimits, String> {
+    let mut limits = match &a.tuning {
+        Some(path) => {
+            tuning::Profile::load(path)
+                .map_err(|e| e.to_string())?
+                .storage
+        }
+        None => tuning::StorageLimits::default(),
+    };
+    if let Some(v) = a.write_buffer_bytes {
+        limits.write_buffer_bytes = v;
+    }
+    if let Some(v) = a.preallocate_bytes {
+        limits.preallocate_bytes = v;
+    }
+    if let Some(v) = a.segment_bytes {
+        limits.segment_bytes = v;
+    }
+    Ok(limits)
+}
+
+fn storage(a: StorageArgs) -> Result<(), String> {
+    let storage = storage_limits(&a)?;
+    let report = bench::storage::run(&bench::storage::StorageBenchOptions {
+        phase_seconds: a.duration,
+        dir: a.dir,
+        appenders: a.appenders,
+        batch_bytes: a.batch_bytes,
+        record_bytes: a.record_bytes,
+        limit_bytes: a.limit_bytes,
+        limit_write_bytes: 1 << 20,
+        storage,
+    })?;
+    println!("{}", report.summary());
+    match &a.json {
+        Some(path) => report.write_json(path),
+        None => Ok(()),
+    }
 }
 
 #[derive(clap::Args)]
@@ -326,6 +408,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => consume(args),
         Command::E2e(args) => e2e(args),
         Command::Limits(args) => limits(args),
+        Command::Storage(args) => storage(args),
         Command::Coordinator(args) => coordinator(args),
     };
     match result {

@@ -1,5 +1,259 @@
-//! `broker`: the broker binary.
+//! `broker`: the broker binary. Parses the command line and calls the library.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "broker",
+    about = "Thread-per-core broker speaking the Kafka wire protocol"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker until SIGTERM/SIGINT.
+    Serve {
+        /// Tuning profile (TOML); the builtin `default` when absent.
+        #[arg(long)]
+        tuning: Option<PathBuf>,
+        /// Directory holding topic metadata and partition logs.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Address to listen on (port 0 picks a free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        listen: SocketAddr,
+        /// host:port clients are told to connect to; the listen address when absent.
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Broker (node) id.
+        #[arg(long, default_value_t = 0)]
+        id: i32,
+        /// Create unknown topics when a client asks for their metadata (off, as Kafka advises).
+        #[arg(long)]
+        auto_create_topics: bool,
+        /// Partitions of auto-created topics and of CreateTopics with num_partitions = -1.
+        #[arg(long, default_value_t = 1)]
+        default_partitions: i32,
+        /// Copy fetched file bytes through user space instead of splicing them (benchmarks).
+        #[arg(long)]
+        no_splice: bool,
+    },
+    /// Create, list, describe or delete topics on a running broker.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Produce stdin lines as records (`key<sep>value` with --key-separator).
+    Produce {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        key_separator: Option<String>,
+        /// Send every record to this partition.
+        #[arg(long)]
+        partition: Option<i32>,
+    },
+    /// Print records of a topic, one value per line.
+    Consume {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        /// Start at the earliest offset (else only new records).
+        #[arg(long)]
+        from_beginning: bool,
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Exit after this many records.
+        #[arg(long)]
+        max_messages: Option<u64>,
+        /// Exit after this long without a record, milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        idle_timeout_ms: u64,
+        /// Print `key<sep>value`.
+        #[arg(long)]
+        key_separator: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    Create {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Topic config override, `key=value` (repeatable).
+        #[arg(long = "config")]
+        configs: Vec<String>,
+    },
+    List {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+    Describe {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        name: String,
+    },
+    Delete {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        name: String,
+    },
+}
+
+fn client_result<T>(result: Result<T, broker::cli::client::ClientError>) -> ExitCode {
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    Some((
+        host.trim_matches(['[', ']']).to_string(),
+        port.parse().ok()?,
+    ))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            tuning,
+            data_dir,
+            listen,
+            advertise,
+            id,
+            auto_create_topics,
+            default_partitions,
+            no_splice,
+        } => {
+            let profile = match tuning::Profile::load_or_default(tuning.as_deref()) {
+                Ok(profile) => profile,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            let advertise = match advertise.as_deref().map(parse_host_port) {
+                None => None,
+                Some(Some(pair)) => Some(pair),
+                Some(None) => {
+                    eprintln!("error: --advertise must be host:port");
+                    return ExitCode::from(2);
+                }
+            };
+            let config = broker::server::ServeConfig {
+                profile,
+                data_dir,
+                listen,
+                advertise,
+                node_id: id,
+                auto_create_topics,
+                default_partitions,
+                fetch_by_splice: !no_splice,
+            };
+            match broker::server::serve(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Topics { action } => match action {
+            TopicsAction::Create {
+                bootstrap,
+                name,
+                partitions,
+                configs,
+            } => {
+                let mut pairs = Vec::new();
+                for config in configs {
+                    match config.split_once('=') {
+                        Some((key, value)) => pairs.push((key.to_string(), value.to_string())),
+                        None => {
+                            eprintln!("error: --config takes key=value, got `{config}`");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                client_result(broker::cli::topics_create(
+                    &bootstrap, &name, partitions, &pairs,
+                ))
+            }
+            TopicsAction::List { bootstrap } => client_result(broker::cli::topics_list(&bootstrap)),
+            TopicsAction::Describe { bootstrap, name } => {
+                client_result(broker::cli::topics_describe(&bootstrap, &name))
+            }
+            TopicsAction::Delete { bootstrap, name } => {
+                client_result(broker::cli::topics_delete(&bootstrap, &name))
+            }
+        },
+        Command::Produce {
+            bootstrap,
+            topic,
+            key_separator,
+            partition,
+        } => {
+            let stdin = std::io::stdin().lock();
+            let result = broker::cli::produce(
+                &bootstrap,
+                &topic,
+                key_separator.as_deref(),
+                partition,
+                stdin,
+            );
+            if let Ok(count) = &result {
+                eprintln!("produced {count} records");
+            }
+            client_result(result)
+        }
+        Command::Consume {
+            bootstrap,
+            topic,
+            from_beginning,
+            partition,
+            max_messages,
+            idle_timeout_ms,
+            key_separator,
+        } => {
+            let options = broker::cli::ConsumeOptions {
+                topic: &topic,
+                from_beginning,
+                partition,
+                max_messages,
+                idle_timeout: std::time::Duration::from_millis(idle_timeout_ms),
+                key_separator: key_separator.as_deref(),
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            client_result(broker::cli::consume(&bootstrap, &options, &mut out))
+        }
+    }
+}

@@ -1,1 +1,27 @@
-//! Storage engine of one partition: segments of Kafka RecordBatch v2.
+//! Storage engine of one partition: segments of Kafka RecordBatch v2, written as produced.
+//!
+//! Entry point: [`PartitionLog`] (open / append / read / offsets / retention / close). The
+//! on-disk format, group commit, flush policies and recovery are described in
+//! `docs/storage.md`. Everything here is single-shard (`!Send`): a log is owned by the shard
+//! whose executor opened it.
+
+pub mod append_gate;
+pub mod error;
+pub mod log;
+pub mod log_config;
+pub mod log_reader;
+pub mod notify;
+pub mod offset_index;
+pub mod record_batch;
+pub mod recovery;
+pub mod retention;
+pub mod segment;
+pub mod segment_appender;
+pub mod time_index;
+
+pub use error::{kafka_code, BatchError, LogError};
+pub use log::{now_ms, AppendInfo, LogStats, PartitionLog, CLEAN_SHUTDOWN_FILE};
+pub use log_config::{LogConfig, LogOverrides};
+pub use log_reader::{FileRange, LogReadResult, ReadChunk, TimestampOffset};
+pub use recovery::{RecoveryReport, Truncation};
+pub use retention::RetentionOutcome;

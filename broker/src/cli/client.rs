@@ -1,0 +1,108 @@
+//! A small blocking Kafka client for the operator commands and tests: one TCP connection,
+//! one request at a time, messages encoded and decoded with `kafka-protocol`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+
+/// What went wrong talking to the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connecting to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Kafka(String),
+}
+
+/// Largest response this client accepts, bytes.
+const RESPONSE_BYTES_MAX: usize = 256 << 20;
+
+pub struct Client {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Client {
+    pub fn connect(bootstrap: &str) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(bootstrap)
+            .map_err(|err| ClientError::Connect(bootstrap.to_string(), err))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        Ok(Client {
+            stream,
+            correlation_id: 0,
+        })
+    }
+
+    /// Sends one request and waits for its response.
+    pub fn call<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let api_key = ApiKey::try_from(R::KEY)
+            .map_err(|_| ClientError::Protocol(format!("unknown api key {}", R::KEY)))?;
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("broker-cli")));
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, api_key.request_header_version(version))
+            .map_err(|err| ClientError::Protocol(err.to_string()))?;
+        request
+            .encode(&mut buf, version)
+            .map_err(|err| ClientError::Protocol(err.to_string()))?;
+        let size = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        self.stream.write_all(&buf)?;
+        let mut frame = self.read_frame()?;
+        let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
+            .map_err(|err| ClientError::Protocol(err.to_string()))?;
+        if header.correlation_id != self.correlation_id {
+            return Err(ClientError::Protocol(format!(
+                "correlation id {} answered, {} expected",
+                header.correlation_id, self.correlation_id
+            )));
+        }
+        R::Response::decode(&mut frame, version)
+            .map_err(|err| ClientError::Protocol(err.to_string()))
+    }
+
+    fn read_frame(&mut self) -> Result<Bytes, ClientError> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size)?;
+        let size = i32::from_be_bytes(size);
+        if size < 4 || size as usize > RESPONSE_BYTES_MAX {
+            return Err(ClientError::Protocol(format!("bad response size {size}")));
+        }
+        let mut frame = vec![0u8; size as usize];
+        self.stream.read_exact(&mut frame)?;
+        Ok(Bytes::from(frame))
+    }
+}
+
+/// Splits `bytes` (a Fetch response's records) into complete RecordBatch v2 frames; a partial
+/// batch at the end (cut by max_bytes) is dropped, as clients do.
+pub fn complete_batches(mut bytes: Bytes) -> Vec<Bytes> {
+    let mut batches = Vec::new();
+    while bytes.len() >= 12 {
+        let len = (&bytes[8..12]).get_i32();
+        if len < 0 || bytes.len() < 12 + len as usize {
+            break;
+        }
+        batches.push(bytes.split_to(12 + len as usize));
+    }
+    batches
+}

@@ -1,0 +1,434 @@
+//! The `broker` binary's operator commands: `topics create|list|describe|delete`, `produce`
+//! (lines from stdin) and `consume`, as thin Kafka-protocol clients of a running broker. They
+//! use only the public protocol, so they work against any Kafka-API broker.
+
+pub mod client;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
+    ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use client::{complete_batches, Client, ClientError};
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn kafka_error(what: &str, code: i16, message: Option<&StrBytes>) -> ClientError {
+    let detail = message.map(|m| m.as_str().to_string()).unwrap_or_default();
+    ClientError::Kafka(format!("{what}: error code {code} {detail}"))
+}
+
+/// `topics create`.
+pub fn topics_create(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    configs: &[(String, String)],
+) -> Result<(), ClientError> {
+    let mut client = Client::connect(bootstrap)?;
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(key, value)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(key.clone()))
+                            .with_value(Some(StrBytes::from_string(value.clone())))
+                    })
+                    .collect(),
+            )]);
+    let response = client.call(&request, 7)?;
+    for topic in response.topics {
+        if topic.error_code != 0 {
+            return Err(kafka_error(
+                &format!("create {}", topic.name.0.as_str()),
+                topic.error_code,
+                topic.error_message.as_ref(),
+            ));
+        }
+        println!(
+            "created topic {} with {} partitions",
+            topic.name.0.as_str(),
+            topic.num_partitions
+        );
+    }
+    Ok(())
+}
+
+fn metadata(client: &mut Client, topics: Option<&[&str]>) -> Result<MetadataResponse, ClientError> {
+    let request = MetadataRequest::default().with_topics(topics.map(|names| {
+        names
+            .iter()
+            .map(|name| MetadataRequestTopic::default().with_name(Some(topic_name(name))))
+            .collect()
+    }));
+    client.call(&request, 12)
+}
+
+/// `topics list`.
+pub fn topics_list(bootstrap: &str) -> Result<(), ClientError> {
+    let mut client = Client::connect(bootstrap)?;
+    let response = metadata(&mut client, None)?;
+    let mut names: Vec<String> = response
+        .topics
+        .iter()
+        .filter_map(|topic| topic.name.as_ref().map(|n| n.0.as_str().to_string()))
+        .collect();
+    names.sort();
+    for name in names {
+        println!("{name}");
+    }
+    Ok(())
+}
+
+/// `topics describe`: partitions, leaders and configs.
+pub fn topics_describe(bootstrap: &str, name: &str) -> Result<(), ClientError> {
+    let mut client = Client::connect(bootstrap)?;
+    let response = metadata(&mut client, Some(&[name]))?;
+    for topic in &response.topics {
+        if topic.error_code != 0 {
+            return Err(kafka_error(
+                &format!("describe {name}"),
+                topic.error_code,
+                None,
+            ));
+        }
+        println!(
+            "topic {name} id {} partitions {}",
+            topic.topic_id,
+            topic.partitions.len()
+        );
+        let mut partitions: Vec<_> = topic.partitions.iter().collect();
+        partitions.sort_by_key(|p| p.partition_index);
+        for partition in partitions {
+            println!(
+                "  partition {} leader {} replicas {:?}",
+                partition.partition_index,
+                partition.leader_id.0,
+                partition
+                    .replica_nodes
+                    .iter()
+                    .map(|b| b.0)
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(name.to_string()))]);
+    let response = client.call(&request, 4)?;
+    for result in response.results {
+        if result.error_code != 0 {
+            return Err(kafka_error(
+                "describe configs",
+                result.error_code,
+                result.error_message.as_ref(),
+            ));
+        }
+        for config in result.configs {
+            println!(
+                "  config {}={}{}",
+                config.name.as_str(),
+                config.value.as_ref().map(|v| v.as_str()).unwrap_or(""),
+                if config.config_source == 5 {
+                    " (default)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `topics delete`.
+pub fn topics_delete(bootstrap: &str, name: &str) -> Result<(), ClientError> {
+    let mut client = Client::connect(bootstrap)?;
+    let request = DeleteTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topic_names(vec![topic_name(name)]);
+    let response = client.call(&request, 5)?;
+    for result in response.responses {
+        if result.error_code != 0 {
+            return Err(kafka_error(
+                &format!("delete {name}"),
+                result.error_code,
+                result.error_message.as_ref(),
+            ));
+        }
+    }
+    println!("deleted topic {name}");
+    Ok(())
+}
+
+fn partition_count(client: &mut Client, topic: &str) -> Result<i32, ClientError> {
+    let response = metadata(client, Some(&[topic]))?;
+    let entry = response
+        .topics
+        .first()
+        .ok_or_else(|| ClientError::Protocol("metadata names no topic".into()))?;
+    if entry.error_code != 0 {
+        return Err(kafka_error(
+            &format!("topic {topic}"),
+            entry.error_code,
+            None,
+        ));
+    }
+    Ok(entry.partitions.len() as i32)
+}
+
+/// Records sent per Produce request by `produce`.
+const PRODUCE_BATCH_RECORDS: usize = 1000;
+
+/// `produce`: one record per stdin line; with `key_separator`, `key<sep>value`. Keyed records
+/// go to crc32c(key) % partitions, others round-robin (or all to `partition` when given).
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    key_separator: Option<&str>,
+    partition: Option<i32>,
+    input: impl BufRead,
+) -> Result<u64, ClientError> {
+    let mut client = Client::connect(bootstrap)?;
+    let partitions = partition_count(&mut client, topic)?;
+    let mut pending: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    let mut pending_count = 0usize;
+    let mut next = 0i32;
+    let mut sent = 0u64;
+    for line in input.lines() {
+        let line = line?;
+        let (key, value) = match key_separator.and_then(|sep| line.split_once(sep)) {
+            Some((key, value)) => (
+                Some(Bytes::from(key.to_string())),
+                Bytes::from(value.to_string()),
+            ),
+            None => (None, Bytes::from(line)),
+        };
+        let target = match (partition, &key) {
+            (Some(p), _) => p,
+            (None, Some(key)) => (crc32c::crc32c(key) % partitions as u32) as i32,
+            (None, None) => {
+                next = (next + 1) % partitions;
+                next
+            }
+        };
+        let records = pending.entry(target).or_default();
+        records.push(Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: records.len() as i64,
+            sequence: -1,
+            timestamp: now_ms(),
+            key,
+            value: Some(value),
+            headers: IndexMap::new(),
+        });
+        pending_count += 1;
+        if pending_count >= PRODUCE_BATCH_RECORDS {
+            sent += send_batches(&mut client, topic, &mut pending)?;
+            pending_count = 0;
+        }
+    }
+    sent += send_batches(&mut client, topic, &mut pending)?;
+    Ok(sent)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn send_batches(
+    client: &mut Client,
+    topic: &str,
+    pending: &mut BTreeMap<i32, Vec<Record>>,
+) -> Result<u64, ClientError> {
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let mut partitions = Vec::new();
+    let mut count = 0u64;
+    for (partition, records) in std::mem::take(pending) {
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|err| ClientError::Protocol(err.to_string()))?;
+        count += records.len() as u64;
+        partitions.push(
+            PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(buf.freeze())),
+        );
+    }
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(partitions)]);
+    let response = client.call(&request, 9)?;
+    for topic in response.responses {
+        for partition in topic.partition_responses {
+            if partition.error_code != 0 {
+                return Err(kafka_error(
+                    &format!("produce to partition {}", partition.index),
+                    partition.error_code,
+                    partition.error_message.as_ref(),
+                ));
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Options of `consume`.
+pub struct ConsumeOptions<'a> {
+    pub topic: &'a str,
+    pub from_beginning: bool,
+    pub partition: Option<i32>,
+    /// Stop after this many records.
+    pub max_messages: Option<u64>,
+    /// Stop when no record arrived for this long.
+    pub idle_timeout: Duration,
+    /// Print `key<sep>value` instead of the value.
+    pub key_separator: Option<&'a str>,
+}
+
+/// `consume`: prints each record's value (or key and value) on its own line.
+pub fn consume(
+    bootstrap: &str,
+    options: &ConsumeOptions,
+    out: &mut impl Write,
+) -> Result<u64, ClientError> {
+    let mut client = Client::connect(bootstrap)?;
+    let partitions: Vec<i32> = match options.partition {
+        Some(p) => vec![p],
+        None => (0..partition_count(&mut client, options.topic)?).collect(),
+    };
+    let timestamp = if options.from_beginning { -2 } else { -1 };
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(options.topic))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(p)
+                            .with_timestamp(timestamp)
+                    })
+                    .collect(),
+            )]);
+    let response = client.call(&request, 7)?;
+    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
+    for topic in response.topics {
+        for partition in topic.partitions {
+            if partition.error_code != 0 {
+                return Err(kafka_error("list offsets", partition.error_code, None));
+            }
+            positions.insert(partition.partition_index, partition.offset);
+        }
+    }
+    let mut consumed = 0u64;
+    let mut last_record = Instant::now();
+    loop {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(500)
+            .with_min_bytes(1)
+            .with_max_bytes(16 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic_name(options.topic))
+                .with_partitions(
+                    positions
+                        .iter()
+                        .map(|(&p, &offset)| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(offset)
+                                .with_partition_max_bytes(4 << 20)
+                        })
+                        .collect(),
+                )]);
+        let response = client.call(&request, 12)?;
+        let mut got_any = false;
+        for topic in response.responses {
+            for partition in topic.partitions {
+                if partition.error_code != 0 {
+                    return Err(kafka_error("fetch", partition.error_code, None));
+                }
+                let Some(records) = partition.records else {
+                    continue;
+                };
+                let position = positions.entry(partition.partition_index).or_insert(0);
+                for batch in complete_batches(records) {
+                    let mut batch = batch;
+                    let set = RecordBatchDecoder::decode(&mut batch)
+                        .map_err(|err| ClientError::Protocol(err.to_string()))?;
+                    for record in set.records {
+                        if record.offset < *position || record.control {
+                            continue;
+                        }
+                        *position = record.offset + 1;
+                        got_any = true;
+                        if let (Some(sep), Some(key)) = (options.key_separator, &record.key) {
+                            out.write_all(key)?;
+                            out.write_all(sep.as_bytes())?;
+                        }
+                        out.write_all(record.value.as_deref().unwrap_or(&[]))?;
+                        out.write_all(b"\n")?;
+                        consumed += 1;
+                        if options.max_messages.is_some_and(|max| consumed >= max) {
+                            out.flush()?;
+                            return Ok(consumed);
+                        }
+                    }
+                }
+            }
+        }
+        if got_any {
+            last_record = Instant::now();
+        } else if last_record.elapsed() >= options.idle_timeout {
+            out.flush()?;
+            return Ok(consumed);
+        }
+    }
+}

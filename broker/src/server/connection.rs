@@ -1,0 +1,201 @@
+//! One client connection: a reader that cuts the byte stream into request frames and starts a
+//! handler task per request, and a writer that sends the answers back in request order.
+//!
+//! At most `max_in_flight_requests` requests are read ahead of their answers; beyond that the
+//! reader stops reading, so a client that does not read its answers is slowed by TCP instead of
+//! growing the broker. Frames larger than `max_request_bytes` and malformed requests close the
+//! connection; other connections are unaffected.
+
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+use glommio::task::JoinHandle;
+
+use crate::kafka::frame;
+use crate::kafka::response::{Part, Response};
+
+use super::dispatch::{self, Close};
+use super::metrics::ShardMetrics;
+use super::shard::Shard;
+
+type Answer = Result<Option<Response>, Close>;
+
+enum InFlight {
+    Task(JoinHandle<Answer>),
+    Close(String),
+}
+
+/// Serves one accepted connection until the client leaves or breaks the protocol.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let limits = &shard.config.profile.network;
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(limits.idle_timeout_ms)));
+    // The writer gets its own descriptor of the same socket, so reading and writing proceed
+    // independently without sharing (or locking) one stream object.
+    // SAFETY: dup of a valid fd we own; the new fd is owned by the new TcpStream.
+    let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if write_fd < 0 {
+        shard.connections.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    // SAFETY: write_fd is a fresh, owned, connected socket descriptor.
+    let writer = unsafe { TcpStream::from_raw_fd(write_fd) };
+    let (tx, rx) = local_channel::new_bounded::<InFlight>(limits.max_in_flight_requests as usize);
+    let writer_task = glommio::spawn_local(write_answers(shard.clone(), writer, rx)).detach();
+    read_requests(&shard, stream, tx).await;
+    let _ = writer_task.await;
+    shard.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn read_requests(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+    tx: local_channel::LocalSender<InFlight>,
+) {
+    let limits = &shard.config.profile.network;
+    let chunk_bytes = limits.connection_buffer_bytes as usize;
+    let mut buf = BytesMut::with_capacity(chunk_bytes);
+    loop {
+        if !fill(&mut stream, &mut buf, 4, chunk_bytes, shard).await {
+            return;
+        }
+        let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let body_len = match frame::check_size(size, limits.max_request_bytes) {
+            Ok(len) => len,
+            Err(err) => {
+                let _ = tx.send(InFlight::Close(err.to_string())).await;
+                return;
+            }
+        };
+        if !fill(&mut stream, &mut buf, 4 + body_len, chunk_bytes, shard).await {
+            return;
+        }
+        let mut frame = buf.split_to(4 + body_len).freeze();
+        frame.advance(4);
+        ShardMetrics::add(&shard.metrics.requests, 1);
+        let task = glommio::spawn_local(dispatch::handle(shard.clone(), frame)).detach();
+        if tx.send(InFlight::Task(task)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads until `buf` holds at least `want` bytes; false on EOF, error or timeout.
+async fn fill(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    want: usize,
+    chunk_bytes: usize,
+    shard: &Shard,
+) -> bool {
+    while buf.len() < want {
+        let room = want.max(buf.len() + chunk_bytes);
+        if buf.capacity() < room {
+            buf.reserve(room - buf.len());
+        }
+        let start = buf.len();
+        let end = buf.capacity().min(start + (want - start).max(chunk_bytes));
+        buf.resize(end, 0);
+        match stream.read(&mut buf[start..end]).await {
+            Ok(0) | Err(_) => {
+                buf.truncate(start);
+                return false;
+            }
+            Ok(n) => {
+                buf.truncate(start + n);
+                ShardMetrics::add(&shard.metrics.bytes_received, n as u64);
+            }
+        }
+    }
+    true
+}
+
+async fn write_answers(
+    shard: Rc<Shard>,
+    mut writer: TcpStream,
+    rx: local_channel::LocalReceiver<InFlight>,
+) {
+    let socket = writer.as_raw_fd();
+    while let Some(item) = rx.recv().await {
+        let answer = match item {
+            InFlight::Task(task) => match task.await {
+                Some(answer) => answer,
+                None => Err(Close("request task was cancelled".into())),
+            },
+            InFlight::Close(reason) => Err(Close(reason)),
+        };
+        match answer {
+            Ok(None) => {}
+            Ok(Some(response)) => {
+                if let Err(err) = send(&shard, &mut writer, socket, response).await {
+                    tracing::debug!("shard {}: send failed: {err}", shard.id);
+                    break;
+                }
+            }
+            Err(Close(reason)) => {
+                tracing::info!("shard {}: closing connection: {reason}", shard.id);
+                break;
+            }
+        }
+    }
+    shutdown(socket);
+}
+
+fn shutdown(socket: RawFd) {
+    // Wakes the reader (it sees EOF) so both halves finish.
+    // SAFETY: shutdown on a socket fd we still own.
+    unsafe { libc::shutdown(socket, libc::SHUT_RDWR) };
+}
+
+async fn send(
+    shard: &Shard,
+    writer: &mut TcpStream,
+    socket: RawFd,
+    response: Response,
+) -> std::io::Result<()> {
+    for part in response.parts {
+        match part {
+            Part::Memory(bytes) => {
+                writer.write_all(&bytes).await?;
+                ShardMetrics::add(&shard.metrics.bytes_sent, bytes.len() as u64);
+            }
+            Part::File(range) if !shard.config.fetch_by_splice => {
+                let mut copy = vec![0u8; range.len as usize];
+                // SAFETY: pread into a buffer of exactly `len` bytes we own.
+                let n = unsafe {
+                    libc::pread(
+                        range.file.raw_fd(),
+                        copy.as_mut_ptr().cast(),
+                        copy.len(),
+                        range.position as libc::off_t,
+                    )
+                };
+                if n != copy.len() as isize {
+                    return Err(std::io::Error::other("short read of a segment file"));
+                }
+                writer.write_all(&copy).await?;
+                ShardMetrics::add(&shard.metrics.bytes_sent, range.len as u64);
+            }
+            Part::File(range) => {
+                shard
+                    .splicer
+                    .send(
+                        range.file.raw_fd(),
+                        range.position,
+                        range.len as usize,
+                        socket,
+                    )
+                    .await?;
+                ShardMetrics::add(&shard.metrics.bytes_sent, range.len as u64);
+                ShardMetrics::add(&shard.metrics.bytes_spliced, range.len as u64);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Routes one request frame to its API handler and encodes the answer. A frame that cannot be
+//! served (unknown API, unsupported version, malformed body) closes the connection, as Kafka
+//! brokers do; ApiVersions and old Produce versions get their protocol-defined error answers.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::kafka::frame::{self, Request};
+use crate::kafka::response::{self, Response};
+use crate::kafka::{produce_legacy, versions};
+
+use super::shard::Shard;
+use super::topic_admin;
+use super::{fetch, list_offsets, metadata, produce};
+
+/// Why a connection is closed after a request.
+#[derive(Debug)]
+pub struct Close(pub String);
+
+type Outcome = Result<Option<Response>, Close>;
+
+fn decode<T: Decodable>(request: &mut Request) -> Result<T, Close> {
+    T::decode(&mut request.body, request.api_version).map_err(|err| {
+        Close(format!(
+            "malformed {:?} v{} request: {err}",
+            request.api_key, request.api_version
+        ))
+    })
+}
+
+fn answer<T: Encodable>(request: &Request, body: &T) -> Outcome {
+    let header_version = request.api_key.response_header_version(request.api_version);
+    Ok(Some(Response::memory(response::encode(
+        request.correlation_id,
+        header_version,
+        body,
+        request.api_version,
+    ))))
+}
+
+/// Serves one frame (size prefix already removed).
+pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
+    let mut request = frame::parse(frame).map_err(|err| Close(err.to_string()))?;
+    let key = request.api_key;
+    let version = request.api_version;
+    if key == ApiKey::ApiVersions {
+        return Ok(Some(Response::memory(versions::api_versions_response(
+            request.correlation_id,
+            version,
+        ))));
+    }
+    let (min, max) = versions::range(key)
+        .ok_or_else(|| Close(format!("unsupported api {key:?} (key {})", key as i16)))?;
+    if version < min || version > max {
+        return Err(Close(format!(
+            "unsupported version {version} of {key:?} (supported {min}..={max})"
+        )));
+    }
+    match key {
+        ApiKey::Produce if version < versions::PRODUCE_VERSION_MIN_ACCEPTED => {
+            match produce_legacy::refuse(request.correlation_id, version, request.body) {
+                None => Ok(None),
+                Some(Ok(frame)) => Ok(Some(Response::memory(frame))),
+                Some(Err(())) => Err(Close(format!("malformed Produce v{version} request"))),
+            }
+        }
+        ApiKey::Produce => {
+            let body: ProduceRequest = decode(&mut request)?;
+            match produce::handle(&shard, body, version).await {
+                Some(reply) => answer(&request, &reply),
+                None => Ok(None),
+            }
+        }
+        ApiKey::Fetch => {
+            let body: FetchRequest = decode(&mut request)?;
+            Ok(Some(
+                fetch::handle(&shard, body, version, request.correlation_id).await,
+            ))
+        }
+        ApiKey::ListOffsets => {
+            let body: ListOffsetsRequest = decode(&mut request)?;
+            let reply = list_offsets::handle(&shard, body).await;
+            answer(&request, &reply)
+        }
+        ApiKey::Metadata => {
+            let body: MetadataRequest = decode(&mut request)?;
+            let reply = metadata::handle(&shard, body, version).await;
+            answer(&request, &reply)
+        }
+        ApiKey::CreateTopics => {
+            let body: CreateTopicsRequest = decode(&mut request)?;
+            let reply = topic_admin::create_topics(&shard, body, version).await;
+            answer(&request, &reply)
+        }
+        ApiKey::DeleteTopics => {
+            let body: DeleteTopicsRequest = decode(&mut request)?;
+            let reply = topic_admin::delete_topics(&shard, body, version).await;
+            answer(&request, &reply)
+        }
+        ApiKey::DescribeConfigs => {
+            let body: DescribeConfigsRequest = decode(&mut request)?;
+            let reply = topic_admin::describe_configs(&shard, body, version);
+            answer(&request, &reply)
+        }
+        _ => Err(Close(format!("api {key:?} is not served yet"))),
+    }
+}

@@ -1,0 +1,158 @@
+//! The Fetch API (v4-v16): reads each asked partition from its owner (file ranges plus the
+//! in-memory tail), long-polls up to `max_wait_ms` while fewer than `min_bytes` are
+//! available, honours `max_bytes` and per-partition max bytes, and encodes the answer with
+//! the record bytes as parts that the connection splices from the segment files.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::FetchRequest;
+
+use crate::kafka::codes;
+use crate::kafka::fetch_response::{self, PartitionData, TopicData};
+use crate::kafka::response::Response;
+use crate::topics::Topic;
+
+use super::shard::Shard;
+
+/// Longest long-poll honoured, whatever the client asks (bounds a connection's idle hold).
+const MAX_WAIT_MS_LIMIT: i32 = 30_000;
+
+struct Wanted {
+    topic: Option<Rc<Topic>>,
+    name: Bytes,
+    id: [u8; 16],
+    partitions: Vec<(i32, i64, i32)>,
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: FetchRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Response {
+    let wanted: Vec<Wanted> = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let found = if version >= 13 {
+                shard.topic_by_id(topic.topic_id.as_bytes())
+            } else {
+                shard.topic(topic.topic.0.as_str())
+            };
+            Wanted {
+                topic: found,
+                name: topic.topic.0.into_bytes(),
+                id: *topic.topic_id.as_bytes(),
+                partitions: topic
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition, p.fetch_offset, p.partition_max_bytes.max(0)))
+                    .collect(),
+            }
+        })
+        .collect();
+    let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if request.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        request.max_bytes as usize
+    };
+    let mut waited = false;
+    loop {
+        let (topics, total, any_error) = read_all(shard, &wanted, max_bytes, version).await;
+        let now = Instant::now();
+        if total >= min_bytes || any_error || waited || now >= deadline {
+            return fetch_response::encode(correlation_id, version, codes::NONE, 0, topics);
+        }
+        drop(topics);
+        let waits = wanted
+            .iter()
+            .filter_map(|w| w.topic.as_ref().map(|t| (t, &w.partitions)))
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .iter()
+                    .map(move |&(partition, offset, _)| (topic.clone(), partition, offset))
+            })
+            .collect();
+        shard.wait_any(waits, deadline - now).await;
+        waited = true;
+    }
+}
+
+async fn read_all(
+    shard: &Rc<Shard>,
+    wanted: &[Wanted],
+    max_bytes: usize,
+    version: i16,
+) -> (Vec<TopicData>, usize, bool) {
+    let mut remaining = max_bytes;
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut topics = Vec::with_capacity(wanted.len());
+    for want in wanted {
+        let mut partitions = Vec::with_capacity(want.partitions.len());
+        for &(partition, offset, partition_max) in &want.partitions {
+            let data = match &want.topic {
+                None => {
+                    any_error = true;
+                    PartitionData {
+                        partition,
+                        error_code: if version >= 13 {
+                            codes::UNKNOWN_TOPIC_ID
+                        } else {
+                            codes::UNKNOWN_TOPIC_OR_PARTITION
+                        },
+                        high_watermark: -1,
+                        last_stable_offset: -1,
+                        log_start_offset: -1,
+                        records: Vec::new(),
+                    }
+                }
+                Some(topic) => {
+                    let budget = (partition_max as usize).min(remaining);
+                    let read = if budget == 0 && total > 0 {
+                        // The response is full: report offsets without records.
+                        shard.read(topic, partition, offset, 0).await
+                    } else {
+                        shard.read(topic, partition, offset, budget.max(1)).await
+                    };
+                    if read.error_code != codes::NONE {
+                        any_error = true;
+                    }
+                    let mut records = read.chunks;
+                    if budget == 0 && total > 0 {
+                        records.clear();
+                    }
+                    let len: usize = records
+                        .iter()
+                        .map(|part| match part {
+                            crate::kafka::response::Part::Memory(bytes) => bytes.len(),
+                            crate::kafka::response::Part::File(range) => range.len as usize,
+                        })
+                        .sum();
+                    total += len;
+                    remaining = remaining.saturating_sub(len);
+                    PartitionData {
+                        partition,
+                        error_code: read.error_code,
+                        high_watermark: read.high_watermark,
+                        last_stable_offset: read.high_watermark,
+                        log_start_offset: read.log_start_offset,
+                        records,
+                    }
+                }
+            };
+            partitions.push(data);
+        }
+        topics.push(TopicData {
+            name: want.name.clone(),
+            id: want.id,
+            partitions,
+        });
+    }
+    (topics, total, any_error)
+}

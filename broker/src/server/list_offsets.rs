@@ -1,0 +1,46 @@
+//! The ListOffsets API (v1-v7): earliest (-2), latest (-1) and by timestamp, per partition,
+//! asked of the shard that owns it.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::kafka::codes;
+
+use super::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic_request in request.topics {
+        let topic = shard.topic(topic_request.name.0.as_str());
+        let mut partitions = Vec::with_capacity(topic_request.partitions.len());
+        for partition in topic_request.partitions {
+            let entry = ListOffsetsPartitionResponse::default()
+                .with_partition_index(partition.partition_index);
+            let result = match &topic {
+                None => Err((codes::UNKNOWN_TOPIC_OR_PARTITION, String::new())),
+                Some(topic) => {
+                    shard
+                        .list_offset(topic, partition.partition_index, partition.timestamp)
+                        .await
+                }
+            };
+            partitions.push(match result {
+                Ok((timestamp, offset)) => entry.with_timestamp(timestamp).with_offset(offset),
+                Err((code, _)) => entry
+                    .with_error_code(code)
+                    .with_timestamp(-1)
+                    .with_offset(-1),
+            });
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic_request.name)
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}

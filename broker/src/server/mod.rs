@@ -1,0 +1,426 @@
+//! The shard-per-core Kafka server: one glommio executor per shard core of the tuning profile,
+//! pinned to it, each with its own SO_REUSEPORT listener, its partitions, its splice ring and
+//! its end of the channel mesh. [`start`] runs it in the background and returns a handle;
+//! [`serve`] runs it until SIGTERM/SIGINT, for the `broker serve` command.
+
+pub mod connection;
+pub mod dispatch;
+pub mod fetch;
+pub mod list_offsets;
+pub mod mesh;
+pub mod metadata;
+pub mod metrics;
+pub mod oneshot;
+pub mod partition_ops;
+pub mod partitions;
+pub mod produce;
+pub mod shard;
+pub mod splice;
+pub mod topic_admin;
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::topics::{FileTopicStore, Topic, TopicStore};
+
+use mesh::{Envelope, Mesh};
+use metrics::ShardMetrics;
+pub use shard::{ServeConfig, Shard};
+use splice::Splicer;
+
+/// A running server.
+pub struct ServerHandle {
+    /// The address the listeners are bound to.
+    pub addr: SocketAddr,
+    /// Each shard's counters, by shard index.
+    pub metrics: Vec<Arc<ShardMetrics>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, lets each shard flush and close its partitions, and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Topics(#[from] crate::topics::TopicError),
+    #[error("data dir {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("shard {0}: {1}")]
+    Shard(usize, String),
+}
+
+/// Binds a probe socket to learn the port when `port` is 0, so every shard can bind the same
+/// one with SO_REUSEPORT. The probe is closed once the shards are listening.
+fn resolve_listen(addr: SocketAddr) -> Result<(SocketAddr, Option<StdListener>), StartError> {
+    if addr.port() != 0 {
+        return Ok((addr, None));
+    }
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket syscalls on an fd we own; the std listener takes ownership.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(StartError::Listen(addr, std::io::Error::last_os_error()));
+        }
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+        let probe: StdListener = std::os::fd::FromRawFd::from_raw_fd(fd);
+        let sock = socket_addr_bytes(addr);
+        if libc::bind(fd, sock.0.as_ptr().cast(), sock.1) != 0 {
+            return Err(StartError::Listen(addr, std::io::Error::last_os_error()));
+        }
+        let bound = probe
+            .local_addr()
+            .map_err(|err| StartError::Listen(addr, err))?;
+        Ok((bound, Some(probe)))
+    }
+}
+
+fn socket_addr_bytes(addr: SocketAddr) -> (Vec<u8>, libc::socklen_t) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            let size = std::mem::size_of::<libc::sockaddr_in>();
+            // SAFETY: sockaddr_in is plain old data of `size` bytes.
+            let bytes = unsafe {
+                std::slice::from_raw_parts((&sin as *const libc::sockaddr_in).cast::<u8>(), size)
+            };
+            (bytes.to_vec(), size as libc::socklen_t)
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            let size = std::mem::size_of::<libc::sockaddr_in6>();
+            // SAFETY: sockaddr_in6 is plain old data of `size` bytes.
+            let bytes = unsafe {
+                std::slice::from_raw_parts((&sin6 as *const libc::sockaddr_in6).cast::<u8>(), size)
+            };
+            (bytes.to_vec(), size as libc::socklen_t)
+        }
+    }
+}
+
+struct ShardStart {
+    id: usize,
+    config: Arc<ServeConfig>,
+    listen: SocketAddr,
+    topics: Vec<Topic>,
+    store: Option<Box<dyn TopicStore + Send>>,
+    mesh: Option<MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>>,
+    metrics: Arc<ShardMetrics>,
+    connections: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<Result<(), String>>,
+}
+
+/// Starts the server in the background; returns once every shard listens.
+pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|err| StartError::DataDir(config.data_dir.display().to_string(), err))?;
+    let store = FileTopicStore::open(&config.data_dir)?;
+    let topics: Vec<Topic> = store.topics().values().cloned().collect();
+    let shard_cores: Vec<(usize, u32)> = config
+        .profile
+        .shard_cores()
+        .iter()
+        .map(|core| (core.cpu, core.io_uring_depth))
+        .collect();
+    let shard_count = shard_cores.len();
+    for topic in &topics {
+        if let Some(&shard) = topic.shards.iter().find(|&&s| s as usize >= shard_count) {
+            return Err(StartError::Shard(
+                shard as usize,
+                format!(
+                    "topic `{}` has a partition on shard {shard} but the profile has {shard_count} shards",
+                    topic.name
+                ),
+            ));
+        }
+    }
+    let (listen, probe) = resolve_listen(config.listen)?;
+    let config = Arc::new(config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let connections = Arc::new(AtomicU32::new(0));
+    let mesh = (shard_count > 1).then(|| MeshBuilder::full(shard_count, mesh::LINK_CAPACITY));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut store: Option<Box<dyn TopicStore + Send>> = Some(Box::new(store));
+    let mut threads = Vec::with_capacity(shard_count);
+    let mut all_metrics = Vec::with_capacity(shard_count);
+    for (id, &(cpu, _depth)) in shard_cores.iter().enumerate() {
+        let metrics = Arc::new(ShardMetrics::default());
+        all_metrics.push(metrics.clone());
+        let start = ShardStart {
+            id,
+            config: config.clone(),
+            listen,
+            topics: topics.clone(),
+            store: if id == 0 { store.take() } else { None },
+            mesh: mesh.clone(),
+            metrics,
+            connections: connections.clone(),
+            stop: stop.clone(),
+            ready: ready_tx.clone(),
+        };
+        let thread = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{id}"))
+            .spawn(move || shard_main(start))
+            .map_err(|err| StartError::Shard(id, err.to_string()))?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    let mut handle = ServerHandle {
+        addr: listen,
+        metrics: all_metrics,
+        stop,
+        threads,
+    };
+    for _ in 0..shard_count {
+        match ready_rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                handle.stop.store(true, Ordering::SeqCst);
+                return Err(StartError::Shard(0, err));
+            }
+            Err(_) => {
+                handle.stop.store(true, Ordering::SeqCst);
+                return Err(StartError::Shard(0, "a shard did not start".into()));
+            }
+        }
+    }
+    drop(probe);
+    handle.addr = listen;
+    Ok(handle)
+}
+
+async fn shard_main(start: ShardStart) {
+    let ShardStart {
+        id,
+        config,
+        listen,
+        topics,
+        store,
+        mesh,
+        metrics,
+        connections,
+        stop,
+        ready,
+    } = start;
+    let shard_count = config.profile.shard_cores().len();
+    let depth = config.profile.shard_cores()[id].io_uring_depth;
+    let (senders, mut receivers) = match mesh {
+        Some(builder) => match builder.join().await {
+            Ok((senders, receivers)) => (Some(senders), Some(receivers)),
+            Err(err) => {
+                let _ = ready.send(Err(format!("shard {id}: mesh: {err}")));
+                return;
+            }
+        },
+        None => (None, None),
+    };
+    let (splicer, doorbell) = match Splicer::new(depth) {
+        Ok(pair) => pair,
+        Err(err) => {
+            let _ = ready.send(Err(format!("shard {id}: io_uring: {err}")));
+            return;
+        }
+    };
+    let advertised = match &config.advertise {
+        Some((host, port)) => (host.clone(), *port as i32),
+        None => (listen.ip().to_string(), listen.port() as i32),
+    };
+    let shard = Rc::new(Shard {
+        id,
+        shard_count,
+        config: config.clone(),
+        advertised,
+        topics: RefCell::new(
+            topics
+                .into_iter()
+                .map(|topic| (topic.name.clone(), Rc::new(topic)))
+                .collect(),
+        ),
+        store: store.map(|store| RefCell::new(store as Box<dyn TopicStore>)),
+        mesh: Mesh::new(id, shard_count, senders),
+        metrics,
+        partitions: Default::default(),
+        splicer: splicer.clone(),
+        connections,
+        stop: stop.clone(),
+    });
+    if let Err(err) = shard.open_partitions().await {
+        let _ = ready.send(Err(format!("shard {id}: {err}")));
+        return;
+    }
+    let drainer = glommio::spawn_local(splicer.clone().drain(doorbell)).detach();
+    let retention_interval =
+        Duration::from_millis(config.profile.storage.retention_check_interval_ms);
+    let retention_shard = shard.clone();
+    let retention = glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(retention_interval).await;
+            retention_shard.apply_retention().await;
+        }
+    })
+    .detach();
+    if let Some(receivers) = receivers.as_mut() {
+        for (peer, receiver) in receivers.streams() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(envelope) = receiver.recv().await {
+                    match envelope {
+                        Envelope::Hello { shard: from } => shard.mesh.hello(peer, from),
+                        Envelope::Reply { id, body } => shard.mesh.deliver(id, body),
+                        Envelope::Request {
+                            from_shard,
+                            id,
+                            body,
+                        } => {
+                            let shard = shard.clone();
+                            ShardMetrics::add(&shard.metrics.requests_forwarded_in, 1);
+                            glommio::spawn_local(async move {
+                                let reply = shard.handle_request(body).await;
+                                shard.mesh.reply(from_shard, id, reply).await;
+                            })
+                            .detach();
+                        }
+                    }
+                }
+            })
+            .detach();
+        }
+        shard.mesh.introduce().await;
+        while !shard.mesh.all_introduced() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let listener = match TcpListener::bind(listen) {
+        Ok(listener) => listener,
+        Err(err) => {
+            let _ = ready.send(Err(format!("shard {id}: bind {listen}: {err}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let max_connections = config.profile.network.max_connections;
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            while !stop.load(Ordering::Relaxed) {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(err)) => {
+                tracing::warn!("shard {id}: accept: {err}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        ShardMetrics::add(&shard.metrics.connections_accepted, 1);
+        if shard.connections.fetch_add(1, Ordering::Relaxed) >= max_connections {
+            shard.connections.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!("shard {id}: connection limit {max_connections} reached; closing");
+            drop(stream);
+            continue;
+        }
+        glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
+    }
+    drop(listener);
+    retention.cancel();
+    if let Err(err) = shard.close_partitions().await {
+        tracing::error!("shard {id}: closing partitions: {err}");
+    }
+    splicer.stop();
+    let _ = drainer.await;
+    // Let the other shards finish their shutdown before the mesh goes away.
+    glommio::timer::sleep(Duration::from_millis(50)).await;
+}
+
+/// Runs the server until SIGTERM or SIGINT, then shuts it down cleanly.
+pub fn serve(config: ServeConfig) -> Result<(), StartError> {
+    // Block the signals in every thread (shards inherit the mask) and wait for them here.
+    // SAFETY: sigset manipulation on a local set; pthread_sigmask on the calling thread.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let handle = start(config)?;
+    println!("listening on {}", handle.addr);
+    let mut signal: libc::c_int = 0;
+    // SAFETY: sigwait on the set built above.
+    unsafe { libc::sigwait(&set, &mut signal) };
+    tracing::info!("signal {signal}: shutting down");
+    let metrics = handle.metrics.clone();
+    handle.shutdown();
+    for (shard, m) in metrics.iter().enumerate() {
+        tracing::info!(
+            "shard {shard}: received {} B, sent {} B ({} B by splice), {} requests",
+            ShardMetrics::get(&m.bytes_received),
+            ShardMetrics::get(&m.bytes_sent),
+            ShardMetrics::get(&m.bytes_spliced),
+            ShardMetrics::get(&m.requests),
+        );
+    }
+    println!("stopped");
+    Ok(())
+}

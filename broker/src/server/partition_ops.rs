@@ -1,0 +1,98 @@
+//! What one shard asks another: the control shard (shard 0) creates and deletes topics and
+//! broadcasts the result; data requests go to the shard that owns the partition.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::storage::AppendInfo;
+use crate::topics::{Topic, TopicError};
+
+/// One topic of a CreateTopics request, as the control shard needs it.
+#[derive(Debug, Clone)]
+pub struct CreateSpec {
+    pub name: String,
+    /// -1 means the broker default.
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    pub configs: Vec<(String, String)>,
+    pub validate_only: bool,
+}
+
+/// A request sent over the mesh.
+pub enum ShardRequest {
+    /// To shard 0: create these topics.
+    CreateTopics(Vec<CreateSpec>),
+    /// To shard 0: delete these topics.
+    DeleteTopics(Vec<String>),
+    /// From shard 0 to every shard: a topic now exists; open the partitions you own.
+    TopicAdded(Topic),
+    /// From shard 0 to every shard: a topic is gone; close and remove your partitions.
+    TopicRemoved(String),
+    /// To the owner: append these record batches (a slice of the client's request buffer).
+    Append {
+        topic: String,
+        partition: i32,
+        records: Bytes,
+    },
+    /// To the owner: read from `offset`, at most `max_bytes`.
+    Read {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    },
+    /// To the owner: ListOffsets for one partition (-2 earliest, -1 latest, or a time).
+    ListOffset {
+        topic: String,
+        partition: i32,
+        timestamp: i64,
+    },
+    /// To the owner: answer when any of these (topic, partition, offset) has data, or after
+    /// `max_wait` (Fetch long-poll).
+    WaitForData {
+        wanted: Vec<(String, i32, i64)>,
+        max_wait: Duration,
+    },
+}
+
+/// A piece of read data that can cross shards: memory, or a file range with its own
+/// descriptor (so the receiving shard can splice it).
+pub enum SendChunk {
+    Memory(Bytes),
+    File {
+        file: std::fs::File,
+        position: u64,
+        len: u32,
+    },
+}
+
+/// The result of reading one partition; `C` is a response part or a [`SendChunk`].
+pub struct PartitionRead<C> {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub chunks: Vec<C>,
+}
+
+impl<C> PartitionRead<C> {
+    pub fn error(error_code: i16) -> Self {
+        PartitionRead {
+            error_code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            chunks: Vec::new(),
+        }
+    }
+}
+
+/// The answer to a [`ShardRequest`].
+pub enum ShardReply {
+    /// Per topic, in request order: partitions created, or why not.
+    Topics(Vec<(String, Result<Topic, TopicError>)>),
+    Done,
+    Appended(Result<AppendInfo, (i16, String)>),
+    Read(PartitionRead<SendChunk>),
+    /// `(timestamp, offset)` or why not.
+    Offset(Result<(i64, i64), (i16, String)>),
+}

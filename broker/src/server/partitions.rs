@@ -1,0 +1,483 @@
+//! The partitions a shard owns, and the data operations on them: append, read, offsets,
+//! wait-for-data. Each operation has a local form (the partition is here) and a routed form
+//! that forwards to the owning shard over the mesh when it is not.
+//!
+//! Partition directories are `<data dir>/<topic>-<partition>` (Kafka's layout). Which shard
+//! owns a partition is in the topic metadata, so a restart reopens each on the same shard.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::kafka::codes;
+use crate::kafka::response::{FileRange, Part};
+use crate::storage::{self, LogConfig, LogError, LogOverrides, PartitionLog, ReadChunk};
+use crate::topics::Topic;
+
+use super::partition_ops::{PartitionRead, SendChunk, ShardReply, ShardRequest};
+use super::shard::Shard;
+
+/// The logs this shard owns, by topic name then partition index.
+#[derive(Default)]
+pub struct OwnedPartitions {
+    logs: RefCell<HashMap<String, Vec<Option<Rc<PartitionLog>>>>>,
+}
+
+impl OwnedPartitions {
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
+        let logs = self.logs.borrow();
+        let list = logs.get(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| list.get(p))
+            .and_then(|log| log.clone())
+    }
+
+    pub fn all(&self) -> Vec<Rc<PartitionLog>> {
+        self.logs
+            .borrow()
+            .values()
+            .flat_map(|list| list.iter().flatten().cloned())
+            .collect()
+    }
+}
+
+/// Storage settings of a topic: the profile's, with the topic's overrides.
+pub fn log_config(shard: &Shard, topic: &Topic) -> LogConfig {
+    let base = LogConfig::from_limits(&shard.config.profile.storage);
+    let int = |key: &str| {
+        topic
+            .configs
+            .get(key)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    let overrides = LogOverrides {
+        segment_bytes: int("segment.bytes").map(|v| v as u64),
+        segment_ms: int("segment.ms").map(|v| v as u64),
+        retention_ms: int("retention.ms"),
+        retention_bytes: int("retention.bytes"),
+        flush: topic
+            .configs
+            .get("flush.policy")
+            .and_then(|v| tuning::FlushPolicy::parse(v)),
+        index_interval_bytes: None,
+        max_batch_bytes: int("max.message.bytes").map(|v| v as u32),
+    };
+    base.with_overrides(&overrides)
+}
+
+fn partition_dir(shard: &Shard, topic: &str, partition: usize) -> std::path::PathBuf {
+    shard.config.data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// Per-partition failure: a Kafka error code and a message.
+pub type PartitionError = (i16, String);
+
+fn log_error(err: LogError) -> PartitionError {
+    (err.error_code(), err.to_string())
+}
+
+fn unknown(topic: &str, partition: i32) -> PartitionError {
+    (
+        codes::UNKNOWN_TOPIC_OR_PARTITION,
+        format!("{topic}-{partition} is not hosted here"),
+    )
+}
+
+impl Shard {
+    /// Opens the logs of `topic` that this shard owns.
+    pub async fn open_topic(&self, topic: &Topic) -> Result<(), String> {
+        let config = log_config(self, topic);
+        let mut list: Vec<Option<Rc<PartitionLog>>> = vec![None; topic.shards.len()];
+        for (partition, &owner) in topic.shards.iter().enumerate() {
+            if owner as usize != self.id {
+                continue;
+            }
+            let dir = partition_dir(self, &topic.name, partition);
+            let log = PartitionLog::open(dir.clone(), config)
+                .await
+                .map_err(|err| format!("opening {}: {err}", dir.display()))?;
+            list[partition] = Some(Rc::new(log));
+        }
+        self.partitions
+            .logs
+            .borrow_mut()
+            .insert(topic.name.clone(), list);
+        Ok(())
+    }
+
+    /// Opens the partitions this shard owns (after a restart, the same ones as before).
+    pub async fn open_partitions(self: &Rc<Self>) -> Result<(), String> {
+        let topics: Vec<Rc<Topic>> = self.topics.borrow().values().cloned().collect();
+        let mut opened = Vec::new();
+        for topic in topics {
+            self.open_topic(&topic).await?;
+            for (partition, &owner) in topic.shards.iter().enumerate() {
+                if owner as usize == self.id {
+                    opened.push(format!("{}-{partition}", topic.name));
+                }
+            }
+        }
+        // Operators (and the restart tests) read this line to see placement is stable.
+        tracing::info!("shard {} opened partitions [{}]", self.id, opened.join(","));
+        Ok(())
+    }
+
+    /// Closes (flushing) and deletes this shard's partitions of a deleted topic.
+    pub async fn remove_topic_logs(&self, name: &str) {
+        let list = self.partitions.logs.borrow_mut().remove(name);
+        for (partition, log) in list.into_iter().flatten().enumerate() {
+            if let Some(log) = log {
+                if let Err(err) = log.close().await {
+                    tracing::warn!("closing {name}-{partition}: {err}");
+                }
+                let dir = log.dir().to_path_buf();
+                if let Err(err) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!("removing {}: {err}", dir.display());
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every partition this shard owns.
+    pub async fn close_partitions(self: &Rc<Self>) -> Result<(), String> {
+        let mut first_error = None;
+        for log in self.partitions.all() {
+            if let Err(err) = log.close().await {
+                tracing::error!("shard {}: closing {}: {err}", self.id, log.dir().display());
+                first_error.get_or_insert(err.to_string());
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Applies retention to every owned partition; runs periodically.
+    pub async fn apply_retention(&self) {
+        let now = storage::now_ms();
+        for log in self.partitions.all() {
+            if let Err(err) = log.apply_retention(now).await {
+                tracing::warn!("retention of {}: {err}", log.dir().display());
+            }
+        }
+    }
+
+    // ---- local operations (the partition is on this shard) ----
+
+    pub async fn append_local(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+    ) -> Result<storage::AppendInfo, PartitionError> {
+        let log = self
+            .partitions
+            .get(topic, partition)
+            .ok_or_else(|| unknown(topic, partition))?;
+        log.append(records, 0).await.map_err(log_error)
+    }
+
+    pub async fn read_local(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> PartitionRead<Part> {
+        let Some(log) = self.partitions.get(topic, partition) else {
+            return PartitionRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION);
+        };
+        match log.read(offset, max_bytes, None).await {
+            Ok(result) => PartitionRead {
+                error_code: codes::NONE,
+                high_watermark: result.log_end_offset,
+                log_start_offset: result.log_start_offset,
+                chunks: result
+                    .chunks
+                    .into_iter()
+                    .map(|chunk| match chunk {
+                        ReadChunk::File(range) => Part::File(FileRange {
+                            position: range.position,
+                            len: range.length as u32,
+                            file: range.file,
+                        }),
+                        ReadChunk::Memory(bytes) => Part::Memory(bytes),
+                    })
+                    .collect(),
+            },
+            Err(err) => PartitionRead {
+                error_code: {
+                    if !matches!(err, LogError::OffsetOutOfRange { .. }) {
+                        tracing::warn!(
+                            "shard {}: read {topic}-{partition}@{offset}: {err}",
+                            self.id
+                        );
+                    }
+                    err.error_code()
+                },
+                high_watermark: log.log_end_offset(),
+                log_start_offset: log.log_start_offset(),
+                chunks: Vec::new(),
+            },
+        }
+    }
+
+    pub async fn list_offset_local(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), PartitionError> {
+        let log = self
+            .partitions
+            .get(topic, partition)
+            .ok_or_else(|| unknown(topic, partition))?;
+        match timestamp {
+            -2 => Ok((-1, log.log_start_offset())),
+            -1 => Ok((-1, log.log_end_offset())),
+            ts if ts >= 0 => match log.offset_for_timestamp(ts).await.map_err(log_error)? {
+                Some(found) => Ok((found.timestamp_ms, found.offset)),
+                None => Ok((-1, -1)),
+            },
+            _ => Err((
+                codes::UNSUPPORTED_VERSION,
+                format!("timestamp {timestamp} is not supported"),
+            )),
+        }
+    }
+
+    /// Resolves when any of the local partitions has data at or after its offset.
+    pub async fn wait_local(&self, wanted: &[(String, i32, i64)], max_wait: Duration) {
+        let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
+        for (topic, partition, offset) in wanted {
+            if let Some(log) = self.partitions.get(topic, *partition) {
+                let offset = *offset;
+                waits.push(Box::pin(async move { log.wait_for_data(offset).await }));
+            }
+        }
+        waits.push(Box::pin(glommio::timer::sleep(max_wait)));
+        FirstOf(waits).await
+    }
+
+    // ---- routed operations (forward to the owner when it is another shard) ----
+
+    fn owner(&self, topic: &Topic, partition: i32) -> Option<usize> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| topic.shards.get(p))
+            .map(|&s| s as usize)
+    }
+
+    pub async fn append(
+        self: &Rc<Self>,
+        topic: &Topic,
+        partition: i32,
+        records: Bytes,
+    ) -> Result<storage::AppendInfo, PartitionError> {
+        let owner = self
+            .owner(topic, partition)
+            .ok_or_else(|| unknown(&topic.name, partition))?;
+        if owner == self.id {
+            return self.append_local(&topic.name, partition, &records).await;
+        }
+        let request = ShardRequest::Append {
+            topic: topic.name.clone(),
+            partition,
+            records,
+        };
+        match self.mesh.call(owner, request).await {
+            Some(ShardReply::Appended(result)) => result,
+            _ => Err((
+                codes::KAFKA_STORAGE_ERROR,
+                format!("shard {owner} did not answer"),
+            )),
+        }
+    }
+
+    pub async fn read(
+        self: &Rc<Self>,
+        topic: &Topic,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> PartitionRead<Part> {
+        let Some(owner) = self.owner(topic, partition) else {
+            return PartitionRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION);
+        };
+        if owner == self.id {
+            return self
+                .read_local(&topic.name, partition, offset, max_bytes)
+                .await;
+        }
+        let request = ShardRequest::Read {
+            topic: topic.name.clone(),
+            partition,
+            offset,
+            max_bytes,
+        };
+        match self.mesh.call(owner, request).await {
+            Some(ShardReply::Read(read)) => PartitionRead {
+                error_code: read.error_code,
+                high_watermark: read.high_watermark,
+                log_start_offset: read.log_start_offset,
+                chunks: read
+                    .chunks
+                    .into_iter()
+                    .map(|chunk| match chunk {
+                        SendChunk::Memory(bytes) => Part::Memory(bytes),
+                        SendChunk::File {
+                            file,
+                            position,
+                            len,
+                        } => Part::File(FileRange {
+                            file: Rc::new(file),
+                            position,
+                            len,
+                        }),
+                    })
+                    .collect(),
+            },
+            _ => PartitionRead::error(codes::KAFKA_STORAGE_ERROR),
+        }
+    }
+
+    pub async fn list_offset(
+        self: &Rc<Self>,
+        topic: &Topic,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), PartitionError> {
+        let owner = self
+            .owner(topic, partition)
+            .ok_or_else(|| unknown(&topic.name, partition))?;
+        if owner == self.id {
+            return self
+                .list_offset_local(&topic.name, partition, timestamp)
+                .await;
+        }
+        let request = ShardRequest::ListOffset {
+            topic: topic.name.clone(),
+            partition,
+            timestamp,
+        };
+        match self.mesh.call(owner, request).await {
+            Some(ShardReply::Offset(result)) => result,
+            _ => Err((
+                codes::KAFKA_STORAGE_ERROR,
+                format!("shard {owner} did not answer"),
+            )),
+        }
+    }
+
+    /// Waits until one of `wanted` (topic, partition, offset) has data, on whichever shards
+    /// own them, or `max_wait` passes.
+    pub async fn wait_any(self: &Rc<Self>, wanted: Vec<(Rc<Topic>, i32, i64)>, max_wait: Duration) {
+        let mut by_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); self.shard_count];
+        for (topic, partition, offset) in &wanted {
+            if let Some(owner) = self.owner(topic, *partition) {
+                by_shard[owner].push((topic.name.clone(), *partition, *offset));
+            }
+        }
+        let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
+        for (owner, list) in by_shard.into_iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            let shard = self.clone();
+            if owner == self.id {
+                waits.push(Box::pin(
+                    async move { shard.wait_local(&list, max_wait).await },
+                ));
+            } else {
+                waits.push(Box::pin(async move {
+                    let request = ShardRequest::WaitForData {
+                        wanted: list,
+                        max_wait,
+                    };
+                    let _ = shard.mesh.call(owner, request).await;
+                }));
+            }
+        }
+        waits.push(Box::pin(glommio::timer::sleep(max_wait)));
+        FirstOf(waits).await
+    }
+
+    /// Serves a data request forwarded by another shard.
+    pub async fn handle_data_request(self: &Rc<Self>, request: ShardRequest) -> ShardReply {
+        match request {
+            ShardRequest::Append {
+                topic,
+                partition,
+                records,
+            } => ShardReply::Appended(self.append_local(&topic, partition, &records).await),
+            ShardRequest::Read {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+            } => {
+                let read = self.read_local(&topic, partition, offset, max_bytes).await;
+                let mut chunks = Vec::with_capacity(read.chunks.len());
+                let mut error_code = read.error_code;
+                for part in read.chunks {
+                    match part {
+                        Part::Memory(bytes) => chunks.push(SendChunk::Memory(bytes)),
+                        Part::File(range) => {
+                            // The receiving shard splices from its own descriptor of the file.
+                            // SAFETY: dup of a descriptor kept open by `range.file`.
+                            let fd = unsafe { libc::dup(range.file.raw_fd()) };
+                            if fd < 0 {
+                                error_code = codes::KAFKA_STORAGE_ERROR;
+                                chunks.clear();
+                                break;
+                            }
+                            // SAFETY: fd is a fresh descriptor owned by nobody else.
+                            let file = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+                            chunks.push(SendChunk::File {
+                                file,
+                                position: range.position,
+                                len: range.len,
+                            });
+                        }
+                    }
+                }
+                ShardReply::Read(PartitionRead {
+                    error_code,
+                    high_watermark: read.high_watermark,
+                    log_start_offset: read.log_start_offset,
+                    chunks,
+                })
+            }
+            ShardRequest::ListOffset {
+                topic,
+                partition,
+                timestamp,
+            } => ShardReply::Offset(self.list_offset_local(&topic, partition, timestamp).await),
+            ShardRequest::WaitForData { wanted, max_wait } => {
+                self.wait_local(&wanted, max_wait).await;
+                ShardReply::Done
+            }
+            _ => ShardReply::Done,
+        }
+    }
+}
+
+/// Resolves when the first of its futures does.
+struct FirstOf(Vec<Pin<Box<dyn Future<Output = ()>>>>);
+
+impl Future for FirstOf {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        for future in self.0.iter_mut() {
+            if future.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,135 @@
+//! The Produce API (v3-v10): each partition's records field is a slice of the receive buffer
+//! (kafka-protocol decodes `Bytes` fields by slicing, not copying) and goes to the owning
+//! partition log as it came; the log validates it and only rewrites the base offset. The
+//! partitions of one request are appended concurrently, so they share group commits.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::kafka::codes;
+
+use super::partitions::PartitionError;
+use super::shard::Shard;
+
+type Outcome = Result<crate::storage::AppendInfo, PartitionError>;
+
+/// Appends everything in the request; `None` when acks = 0 (no response is sent).
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let acks_valid = (-1..=1).contains(&acks);
+    let mut pending = Vec::with_capacity(request.topic_data.len());
+    for topic_data in request.topic_data {
+        let topic = shard.topic(topic_data.name.0.as_str());
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        for data in topic_data.partition_data {
+            let index = data.index;
+            let task = match (&topic, data.records, acks_valid) {
+                (_, _, false) => Err(codes::INVALID_REQUIRED_ACKS),
+                (None, _, _) => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
+                (Some(_), None, _) => Err(codes::CORRUPT_MESSAGE),
+                (Some(topic), Some(records), true) => {
+                    let shard = shard.clone();
+                    let topic = topic.clone();
+                    Ok(glommio::spawn_local(
+                        async move { shard.append(&topic, index, records).await },
+                    )
+                    .detach())
+                }
+            };
+            partitions.push((index, task));
+        }
+        pending.push((topic_data.name, partitions));
+    }
+    let mut responses = Vec::with_capacity(pending.len());
+    for (name, partitions) in pending {
+        let mut results = Vec::with_capacity(partitions.len());
+        for (index, task) in partitions {
+            let outcome: Outcome = match task {
+                Err(code) => Err((code, String::new())),
+                Ok(task) => task.await.unwrap_or_else(|| {
+                    Err((codes::KAFKA_STORAGE_ERROR, "append was cancelled".into()))
+                }),
+            };
+            let entry = PartitionProduceResponse::default()
+                .with_index(index)
+                .with_log_append_time_ms(-1);
+            results.push(match outcome {
+                // log_start_offset exists from v5, error_message from v8.
+                Ok(info) => entry
+                    .with_base_offset(info.base_offset)
+                    .with_log_start_offset(if version >= 5 {
+                        info.log_start_offset
+                    } else {
+                        -1
+                    }),
+                Err((code, message)) => {
+                    if code == codes::CORRUPT_MESSAGE || code == codes::INVALID_RECORD {
+                        tracing::info!("produce to {}-{index} refused: {message}", name.0.as_str());
+                    }
+                    entry
+                        .with_error_code(code)
+                        .with_base_offset(-1)
+                        .with_log_start_offset(-1)
+                        .with_error_message(
+                            (version >= 8 && !message.is_empty())
+                                .then(|| StrBytes::from_string(message)),
+                        )
+                }
+            });
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(results),
+        );
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Proves the Produce path does not copy record bytes while decoding: the records field
+    //! kafka-protocol returns points into the frame buffer, checked by pointer range.
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    #[test]
+    fn records_are_slices_of_the_receive_buffer() {
+        for version in [3i16, 9, 10] {
+            let records = Bytes::from(vec![0xAB; 4096]);
+            let request = ProduceRequest::default()
+                .with_acks(-1)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records))])]);
+            let mut buf = BytesMut::new();
+            request.encode(&mut buf, version).unwrap();
+            let frame = buf.freeze();
+            let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+            let decoded = ProduceRequest::decode(&mut frame.clone(), version).unwrap();
+            let got = decoded.topic_data[0].partition_data[0]
+                .records
+                .clone()
+                .unwrap();
+            assert_eq!(got.len(), 4096);
+            assert!(
+                range.contains(&(got.as_ptr() as usize)),
+                "v{version}: records copied"
+            );
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! One shard: the state a glommio executor owns (its topic view, its partitions, its end of the
+//! mesh, its counters) and the control-plane operations on it.
+//!
+//! Shard 0 is the control shard: it alone writes the [`TopicStore`] and broadcasts topic
+//! changes to every shard, which keep their own read-only copy of the topic map, so the data
+//! path never takes a lock to look a topic up.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::Arc;
+
+use crate::topics::{self, Topic, TopicError, TopicStore};
+
+use super::mesh::Mesh;
+use super::metrics::ShardMetrics;
+use super::partition_ops::{CreateSpec, ShardReply, ShardRequest};
+use super::partitions::OwnedPartitions;
+use super::splice::Splicer;
+
+/// How the server was asked to run.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub profile: tuning::Profile,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Host and port clients are told to connect to; the bound address when absent.
+    pub advertise: Option<(String, u16)>,
+    pub node_id: i32,
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic or a CreateTopics with num_partitions = -1.
+    pub default_partitions: i32,
+    /// Send segment file bytes by splice (true, the default) or copy them through user space
+    /// with pread + write (false: only to measure what splice saves).
+    pub fetch_by_splice: bool,
+}
+
+/// The state of one shard; lives on its executor only.
+pub struct Shard {
+    pub id: usize,
+    pub shard_count: usize,
+    pub config: Arc<ServeConfig>,
+    /// Host and port in Metadata responses.
+    pub advertised: (String, i32),
+    /// This shard's copy of the topic map, updated by broadcasts from shard 0.
+    pub topics: RefCell<BTreeMap<String, Rc<Topic>>>,
+    /// The durable store; only on shard 0.
+    pub store: Option<RefCell<Box<dyn TopicStore>>>,
+    pub mesh: Mesh,
+    pub metrics: Arc<ShardMetrics>,
+    /// The partition logs this shard owns.
+    pub partitions: OwnedPartitions,
+    pub splicer: Rc<Splicer>,
+    /// Open connections of the whole process (bounded by the profile).
+    pub connections: Arc<AtomicU32>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Shard {
+    /// Looks a topic up in this shard's view.
+    pub fn topic(&self, name: &str) -> Option<Rc<Topic>> {
+        self.topics.borrow().get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<Rc<Topic>> {
+        self.topics
+            .borrow()
+            .values()
+            .find(|topic| &topic.id == id)
+            .cloned()
+    }
+
+    /// Creates topics via the control shard; per topic the result, in order.
+    pub async fn create_topics(
+        self: &Rc<Self>,
+        specs: Vec<CreateSpec>,
+    ) -> Vec<(String, Result<Topic, TopicError>)> {
+        if self.id == 0 {
+            return self.create_topics_here(specs).await;
+        }
+        let names: Vec<String> = specs.iter().map(|spec| spec.name.clone()).collect();
+        match self.mesh.call(0, ShardRequest::CreateTopics(specs)).await {
+            Some(ShardReply::Topics(results)) => results,
+            _ => names
+                .into_iter()
+                .map(|name| {
+                    (
+                        name,
+                        Err(TopicError::Storage("control shard unavailable".into())),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Deletes topics via the control shard.
+    pub async fn delete_topics(
+        self: &Rc<Self>,
+        names: Vec<String>,
+    ) -> Vec<(String, Result<Topic, TopicError>)> {
+        if self.id == 0 {
+            return self.delete_topics_here(names).await;
+        }
+        let asked = names.clone();
+        match self.mesh.call(0, ShardRequest::DeleteTopics(names)).await {
+            Some(ShardReply::Topics(results)) => results,
+            _ => asked
+                .into_iter()
+                .map(|name| {
+                    (
+                        name,
+                        Err(TopicError::Storage("control shard unavailable".into())),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn validate_spec(&self, spec: &CreateSpec) -> Result<Topic, TopicError> {
+        topics::validate_name(&spec.name)?;
+        let partitions = if spec.num_partitions == -1 {
+            self.config.default_partitions
+        } else {
+            spec.num_partitions
+        };
+        if !(1..=topics::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return Err(TopicError::InvalidPartitions(partitions));
+        }
+        if spec.replication_factor != -1 && spec.replication_factor != 1 {
+            return Err(TopicError::InvalidReplicationFactor(
+                spec.replication_factor,
+            ));
+        }
+        let mut configs = BTreeMap::new();
+        for (key, value) in &spec.configs {
+            topics::validate_config(key, value)?;
+            configs.insert(key.clone(), value.clone());
+        }
+        Ok(Topic {
+            name: spec.name.clone(),
+            id: topics::new_topic_id(),
+            shards: vec![0; partitions as usize],
+            configs,
+        })
+    }
+
+    async fn create_topics_here(
+        self: &Rc<Self>,
+        specs: Vec<CreateSpec>,
+    ) -> Vec<(String, Result<Topic, TopicError>)> {
+        let mut results = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let result = match self.validate_spec(&spec) {
+                Err(err) => Err(err),
+                Ok(mut topic) => {
+                    let store = self.store.as_ref().expect("shard 0 holds the store");
+                    if store.borrow().topics().contains_key(&topic.name) {
+                        Err(TopicError::AlreadyExists(topic.name))
+                    } else if spec.validate_only {
+                        Ok(topic)
+                    } else {
+                        let mut owned = vec![0usize; self.shard_count];
+                        for existing in store.borrow().topics().values() {
+                            for &shard in &existing.shards {
+                                if let Some(count) = owned.get_mut(shard as usize) {
+                                    *count += 1;
+                                }
+                            }
+                        }
+                        topic.shards = topics::place_partitions(&mut owned, topic.shards.len());
+                        let created = store.borrow_mut().create(topic.clone());
+                        match created {
+                            Ok(()) => {
+                                self.broadcast(|| ShardRequest::TopicAdded(topic.clone()))
+                                    .await;
+                                Ok(topic)
+                            }
+                            Err(err) => Err(err),
+                        }
+                    }
+                }
+            };
+            results.push((spec.name, result));
+        }
+        results
+    }
+
+    async fn delete_topics_here(
+        self: &Rc<Self>,
+        names: Vec<String>,
+    ) -> Vec<(String, Result<Topic, TopicError>)> {
+        let mut results = Vec::with_capacity(names.len());
+        for name in names {
+            let store = self.store.as_ref().expect("shard 0 holds the store");
+            let result = store.borrow_mut().delete(&name);
+            if result.is_ok() {
+                self.broadcast(|| ShardRequest::TopicRemoved(name.clone()))
+                    .await;
+            }
+            results.push((name, result));
+        }
+        results
+    }
+
+    /// Applies a topic change on every shard (this one directly, the others over the mesh)
+    /// and returns when all have applied it.
+    async fn broadcast(self: &Rc<Self>, request: impl Fn() -> ShardRequest) {
+        for shard in 0..self.shard_count {
+            if shard == self.id {
+                self.apply_change(request()).await;
+            } else if self.mesh.call(shard, request()).await.is_none() {
+                tracing::error!("shard {shard} did not apply a topic change");
+            }
+        }
+    }
+
+    /// Serves a request from another shard (or from this one, for broadcasts).
+    pub async fn handle_request(self: &Rc<Self>, request: ShardRequest) -> ShardReply {
+        match request {
+            ShardRequest::CreateTopics(specs) => {
+                ShardReply::Topics(self.create_topics_here(specs).await)
+            }
+            ShardRequest::DeleteTopics(names) => {
+                ShardReply::Topics(self.delete_topics_here(names).await)
+            }
+            change @ (ShardRequest::TopicAdded(_) | ShardRequest::TopicRemoved(_)) => {
+                self.apply_change(change).await
+            }
+            data => self.handle_data_request(data).await,
+        }
+    }
+
+    /// Applies a topic change broadcast by the control shard.
+    async fn apply_change(self: &Rc<Self>, change: ShardRequest) -> ShardReply {
+        match change {
+            ShardRequest::TopicAdded(topic) => {
+                self.topic_added(topic).await;
+                ShardReply::Done
+            }
+            ShardRequest::TopicRemoved(name) => {
+                self.topic_removed(&name).await;
+                ShardReply::Done
+            }
+            _ => ShardReply::Done,
+        }
+    }
+
+    async fn topic_added(self: &Rc<Self>, topic: Topic) {
+        if let Err(err) = self.open_topic(&topic).await {
+            tracing::error!("shard {}: topic {}: {err}", self.id, topic.name);
+        }
+        self.topics
+            .borrow_mut()
+            .insert(topic.name.clone(), Rc::new(topic));
+    }
+
+    async fn topic_removed(self: &Rc<Self>, name: &str) {
+        self.topics.borrow_mut().remove(name);
+        self.remove_topic_logs(name).await;
+    }
+}

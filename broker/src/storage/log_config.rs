@@ -1,0 +1,95 @@
+//! Settings of one partition log: the profile's [`tuning::StorageLimits`] with per-log
+//! (later: per-topic) overrides applied.
+
+use tuning::{FlushPolicy, StorageLimits};
+
+/// Effective settings of one partition log. Build with [`LogConfig::from_limits`] and
+/// [`LogConfig::with_overrides`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll when the active segment would grow past this, bytes.
+    pub segment_bytes: u64,
+    /// Roll when the active segment's first batch is older than this, milliseconds.
+    pub segment_ms: u64,
+    /// Delete sealed segments whose newest batch is older than this, milliseconds; -1 never.
+    pub retention_ms: i64,
+    /// Delete oldest sealed segments while the log is larger than this, bytes; -1 no limit.
+    pub retention_bytes: i64,
+    /// When appends are fdatasync'ed.
+    pub flush: FlushPolicy,
+    /// One sparse index entry per this many bytes of log.
+    pub index_interval_bytes: u32,
+    /// Largest accepted batch, bytes (header included).
+    pub max_batch_bytes: u32,
+    /// Size of the appender's aligned fill buffer, bytes (multiple of 4096, at least
+    /// `max_batch_bytes + 4096`).
+    pub write_buffer_bytes: u32,
+    /// Preallocation ahead of the write position, bytes; 0 disables it.
+    pub preallocate_bytes: u64,
+}
+
+impl LogConfig {
+    /// The profile's defaults.
+    pub fn from_limits(limits: &StorageLimits) -> LogConfig {
+        LogConfig {
+            segment_bytes: limits.segment_bytes,
+            segment_ms: limits.segment_ms,
+            retention_ms: limits.retention_ms,
+            retention_bytes: limits.retention_bytes,
+            flush: limits.flush(),
+            index_interval_bytes: limits.index_interval_bytes,
+            max_batch_bytes: limits.max_batch_bytes,
+            write_buffer_bytes: limits.write_buffer_bytes,
+            preallocate_bytes: limits.preallocate_bytes,
+        }
+    }
+
+    /// These settings with every `Some` field of `overrides` taking precedence. The write
+    /// buffer grows if needed so one batch and the tail page always fit.
+    pub fn with_overrides(mut self, overrides: &LogOverrides) -> LogConfig {
+        if let Some(v) = overrides.segment_bytes {
+            self.segment_bytes = v;
+        }
+        if let Some(v) = overrides.segment_ms {
+            self.segment_ms = v;
+        }
+        if let Some(v) = overrides.retention_ms {
+            self.retention_ms = v;
+        }
+        if let Some(v) = overrides.retention_bytes {
+            self.retention_bytes = v;
+        }
+        if let Some(v) = overrides.flush {
+            self.flush = v;
+        }
+        if let Some(v) = overrides.index_interval_bytes {
+            self.index_interval_bytes = v;
+        }
+        if let Some(v) = overrides.max_batch_bytes {
+            self.max_batch_bytes = v;
+        }
+        self.write_buffer_bytes = self.effective_write_buffer_bytes();
+        self
+    }
+
+    pub(crate) fn effective_write_buffer_bytes(&self) -> u32 {
+        let need = (self.max_batch_bytes as u64 + 2 * 4096).div_ceil(4096) * 4096;
+        (self.write_buffer_bytes as u64)
+            .max(need)
+            .min(u32::MAX as u64) as u32
+    }
+}
+
+/// Per-log overrides of the profile (Kafka topic configs `segment.bytes`, `segment.ms`,
+/// `retention.ms`, `retention.bytes`, `flush.*`, `index.interval.bytes`,
+/// `max.message.bytes`). `None` keeps the profile's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogOverrides {
+    pub segment_bytes: Option<u64>,
+    pub segment_ms: Option<u64>,
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<i64>,
+    pub flush: Option<FlushPolicy>,
+    pub index_interval_bytes: Option<u32>,
+    pub max_batch_bytes: Option<u32>,
+}

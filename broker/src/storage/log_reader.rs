@@ -1,0 +1,449 @@
+//! Reads of a partition log: Fetch (offset -> segment -> sparse index -> batch header scan)
+//! and ListOffsets by timestamp.
+//!
+//! A read returns byte ranges of a segment file for data already written there (to be
+//! spliced or sent to a socket without passing through user space) and a copy of the bytes
+//! still only in the appender's memory. Like Kafka, the result starts at the batch holding
+//! the fetch offset and is cut at `max_bytes`, so its last batch may be partial (clients
+//! discard a partial trailing batch and fetch it again); if the first batch alone is larger
+//! than `max_bytes` it is returned whole.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::io::BufferedFile;
+
+use super::error::LogError;
+use super::log::{LogInner, PartitionLog};
+use super::record_batch::{BatchHeader, HEADER_BYTES, MIN_BATCH_LENGTH};
+
+/// A byte range of a segment file: `length` bytes at `position` of `file`.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    /// Read-only (buffered) handle of the segment's `.log`; stays valid even if retention
+    /// deletes the segment meanwhile.
+    pub file: Rc<File>,
+    pub position: u64,
+    pub length: u64,
+}
+
+impl FileRange {
+    /// The file descriptor, for splice/sendfile.
+    pub fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Copies the range into `out` with pread (for callers that cannot splice, and tests).
+    pub fn read_into(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        let at = out.len();
+        out.resize(at + self.length as usize, 0);
+        self.file.read_exact_at(&mut out[at..], self.position)
+    }
+}
+
+/// One piece of a read result; the pieces concatenated are the fetched bytes.
+#[derive(Debug, Clone)]
+pub enum ReadChunk {
+    /// Bytes already in a segment file.
+    File(FileRange),
+    /// Bytes appended but not yet written to the file (copied out of the write buffer).
+    Memory(Bytes),
+}
+
+impl ReadChunk {
+    pub fn len(&self) -> u64 {
+        match self {
+            ReadChunk::File(r) => r.length,
+            ReadChunk::Memory(b) => b.len() as u64,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a read found.
+#[derive(Debug, Clone, Default)]
+pub struct LogReadResult {
+    /// The record batches, in order (possibly a partial last batch, see the module doc).
+    pub chunks: Vec<ReadChunk>,
+    /// Base offset of the first batch returned (may be below the fetch offset: the batch
+    /// holding it is returned whole); `None` if nothing was returned.
+    pub first_batch_offset: Option<i64>,
+    /// Log start and end offsets when the read was made.
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+impl LogReadResult {
+    pub fn total_bytes(&self) -> u64 {
+        self.chunks.iter().map(ReadChunk::len).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.total_bytes() == 0
+    }
+    /// All bytes in one buffer (pread for file ranges).
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.total_bytes() as usize);
+        for c in &self.chunks {
+            match c {
+                ReadChunk::File(r) => r.read_into(&mut out)?,
+                ReadChunk::Memory(b) => out.extend_from_slice(b),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A record found by [`PartitionLog::offset_for_timestamp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+}
+
+/// What the reader captured about a segment before awaiting file reads.
+struct SegmentView {
+    base_offset: i64,
+    scan: Rc<BufferedFile>,
+    reader: Rc<File>,
+    size_bytes: u64,
+    next_offset: i64,
+    path: std::path::PathBuf,
+}
+
+const SCAN_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Walks batch headers of one segment from a position, reading chunks of the file (or of
+/// the appender's memory for the unwritten tail).
+struct HeaderScanner<'a> {
+    inner: &'a LogInner,
+    view: &'a SegmentView,
+    chunk_pos: u64,
+    chunk: Vec<u8>,
+}
+
+impl<'a> HeaderScanner<'a> {
+    fn new(inner: &'a LogInner, view: &'a SegmentView) -> Self {
+        HeaderScanner {
+            inner,
+            view,
+            chunk_pos: 0,
+            chunk: Vec::new(),
+        }
+    }
+
+    /// The header at `pos`, `None` at the end of the segment.
+    async fn header_at(&mut self, pos: u64) -> Result<Option<BatchHeader>, LogError> {
+        if pos >= self.view.size_bytes {
+            return Ok(None);
+        }
+        let in_chunk = pos >= self.chunk_pos
+            && pos + HEADER_BYTES as u64 <= self.chunk_pos + self.chunk.len() as u64;
+        if !in_chunk {
+            let want = SCAN_CHUNK_BYTES.min((self.view.size_bytes - pos) as usize);
+            self.chunk = self
+                .inner
+                .read_segment_bytes(self.view, pos, want.max(HEADER_BYTES))
+                .await?;
+            self.chunk_pos = pos;
+        }
+        let at = (pos - self.chunk_pos) as usize;
+        let header = BatchHeader::parse(&self.chunk[at..]).filter(|h| {
+            h.batch_length >= MIN_BATCH_LENGTH
+                && pos + h.total_bytes() <= self.view.size_bytes
+                && h.last_offset_delta >= 0
+        });
+        match header {
+            Some(h) => Ok(Some(h)),
+            None => Err(LogError::Corrupt {
+                file: self.view.path.clone(),
+                position: pos,
+                reason: "no valid batch header where one must be".into(),
+            }),
+        }
+    }
+}
+
+impl LogInner {
+    /// `len` bytes of a segment from `pos` (fewer at its end): from the file below the
+    /// written end, from the appender's memory above it.
+    async fn read_segment_bytes(
+        &self,
+        view: &SegmentView,
+        pos: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, LogError> {
+        let mut out = Vec::with_capacity(len);
+        let mut p = pos;
+        while out.len() < len {
+            let want = len - out.len();
+            let from_file = {
+                let st = self.state.borrow();
+                match st.segment_by_base(view.base_offset) {
+                    Some(seg) if p >= seg.file_end() => {
+                        if let Some(a) = &seg.appender {
+                            a.copy_from_memory(p, want, &mut out);
+                        }
+                        None
+                    }
+                    Some(seg) => Some(want.min((seg.file_end() - p) as usize)),
+                    None => Some(want),
+                }
+            };
+            let Some(n) = from_file else { break };
+            let got = view
+                .scan
+                .read_at(p, n)
+                .await
+                .map_err(|e| LogError::io(&view.path, "reading the log", e.into()))?;
+            out.extend_from_slice(&got[..]);
+            if got.len() < n {
+                break;
+            }
+            p += n as u64;
+        }
+        Ok(out)
+    }
+}
+
+impl PartitionLog {
+    fn segment_view(&self, index: usize) -> Option<SegmentView> {
+        let st = self.inner.state.borrow();
+        st.segments.get(index).map(|s| SegmentView {
+            base_offset: s.base_offset,
+            scan: s.scan.clone(),
+            reader: s.reader.clone(),
+            size_bytes: s.size_bytes,
+            next_offset: s.next_offset,
+            path: s.log_path.clone(),
+        })
+    }
+
+    /// Reads from `fetch_offset`: at most `max_bytes` (but at least the first batch whole),
+    /// only batches entirely below `max_offset` (exclusive; e.g. the high watermark; `None`
+    /// means the log end offset). `fetch_offset == log_end_offset` gives an empty result;
+    /// outside `[log_start_offset, log_end_offset]` is [`LogError::OffsetOutOfRange`].
+    pub async fn read(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        max_offset: Option<i64>,
+    ) -> Result<LogReadResult, LogError> {
+        let inner = &self.inner;
+        let (mut index, start_pos, log_start_offset, log_end_offset, upper) = {
+            let st = inner.state.borrow();
+            if st.closed {
+                return Err(LogError::Closed);
+            }
+            if fetch_offset < st.log_start_offset || fetch_offset > st.next_offset {
+                return Err(LogError::OffsetOutOfRange {
+                    offset: fetch_offset,
+                    log_start_offset: st.log_start_offset,
+                    log_end_offset: st.next_offset,
+                });
+            }
+            let i = st.segment_index_for(fetch_offset);
+            let seg = &st.segments[i];
+            let pos = if fetch_offset >= seg.base_offset {
+                seg.index
+                    .lookup(seg.relative(fetch_offset.min(seg.next_offset)))
+                    .map_or(0, |e| e.position as u64)
+            } else {
+                0
+            };
+            let upper = max_offset.map_or(st.next_offset, |m| m.min(st.next_offset));
+            (i, pos, st.log_start_offset, st.next_offset, upper)
+        };
+        let mut result = LogReadResult {
+            chunks: Vec::new(),
+            first_batch_offset: None,
+            log_start_offset,
+            log_end_offset,
+        };
+        if fetch_offset >= upper {
+            return Ok(result);
+        }
+        let mut pos = start_pos;
+        // Find the batch holding fetch_offset; move on to the next segment if this one ends
+        // before it.
+        let (view, first_pos, first) = loop {
+            let Some(view) = self.segment_view(index) else {
+                return Ok(result);
+            };
+            let mut scanner = HeaderScanner::new(inner, &view);
+            let mut found = None;
+            while let Some(h) = scanner.header_at(pos).await? {
+                if h.next_offset() > fetch_offset {
+                    found = Some(h);
+                    break;
+                }
+                pos += h.total_bytes();
+            }
+            match found {
+                Some(h) => break (view, pos, h),
+                None => {
+                    index += 1;
+                    pos = 0;
+                }
+            }
+        };
+        if first.next_offset() > upper {
+            return Ok(result);
+        }
+        // Where the returned bytes stop: the segment end, or the first batch reaching
+        // `upper` when that bound falls inside this segment.
+        let mut stop = view.size_bytes;
+        if upper < view.next_offset {
+            let mut scanner = HeaderScanner::new(inner, &view);
+            let mut p = first_pos;
+            while let Some(h) = scanner.header_at(p).await? {
+                if h.next_offset() > upper {
+                    break;
+                }
+                p += h.total_bytes();
+            }
+            stop = p;
+        }
+        let first_len = first.total_bytes();
+        let len = if first_len > max_bytes as u64 {
+            first_len
+        } else {
+            (stop - first_pos).min(max_bytes as u64)
+        };
+        let end = first_pos + len;
+        let (file_end, memory) = {
+            let st = inner.state.borrow();
+            match st.segment_by_base(view.base_offset) {
+                Some(seg) => {
+                    let file_end = seg.file_end().min(end);
+                    let mut mem = Vec::new();
+                    if end > file_end.max(first_pos) {
+                        let from = file_end.max(first_pos);
+                        if let Some(a) = &seg.appender {
+                            a.copy_from_memory(from, (end - from) as usize, &mut mem);
+                        }
+                    }
+                    (file_end, mem)
+                }
+                None => (end, Vec::new()),
+            }
+        };
+        if file_end > first_pos {
+            result.chunks.push(ReadChunk::File(FileRange {
+                file: view.reader.clone(),
+                position: first_pos,
+                length: file_end - first_pos,
+            }));
+        }
+        if !memory.is_empty() {
+            result.chunks.push(ReadChunk::Memory(Bytes::from(memory)));
+        }
+        result.first_batch_offset = Some(first.base_offset);
+        Ok(result)
+    }
+
+    /// ListOffsets by time: the first record whose timestamp is >= `timestamp_ms`, or `None`
+    /// if every record is older. For an uncompressed batch the records are walked to find the
+    /// exact record; for a compressed batch (never decompressed here) the answer is the
+    /// batch's base offset with its maxTimestamp.
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<TimestampOffset>, LogError> {
+        let inner = &self.inner;
+        let (index, start_pos) = {
+            let st = inner.state.borrow();
+            if st.closed {
+                return Err(LogError::Closed);
+            }
+            let found = st
+                .segments
+                .iter()
+                .position(|s| !s.is_empty() && s.max_timestamp_ms >= timestamp_ms);
+            let Some(i) = found else { return Ok(None) };
+            let seg = &st.segments[i];
+            let pos = seg
+                .time_index
+                .lookup(timestamp_ms)
+                .and_then(|rel| seg.index.lookup(rel))
+                .map_or(0, |e| e.position as u64);
+            (i, pos)
+        };
+        let Some(view) = self.segment_view(index) else {
+            return Ok(None);
+        };
+        let log_start = self.log_start_offset();
+        let mut scanner = HeaderScanner::new(inner, &view);
+        let mut pos = start_pos;
+        while let Some(h) = scanner.header_at(pos).await? {
+            if h.max_timestamp >= timestamp_ms && h.next_offset() > log_start {
+                if h.compression() != 0 || h.is_log_append_time() {
+                    return Ok(Some(TimestampOffset {
+                        offset: h.base_offset.max(log_start),
+                        timestamp_ms: h.max_timestamp,
+                    }));
+                }
+                let batch = inner
+                    .read_segment_bytes(&view, pos, h.total_bytes() as usize)
+                    .await?;
+                let found = first_record_at_or_after(&batch, &h, timestamp_ms, log_start);
+                return Ok(Some(found.unwrap_or(TimestampOffset {
+                    offset: h.base_offset.max(log_start),
+                    timestamp_ms: h.max_timestamp,
+                })));
+            }
+            pos += h.total_bytes();
+        }
+        Ok(None)
+    }
+}
+
+/// Reads a zigzag varint (Kafka's record encoding) at `*at`.
+fn read_varlong(buf: &[u8], at: &mut usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let b = *buf.get(*at)?;
+        *at += 1;
+        value |= ((b & 0x7f) as u64) << shift;
+        if b & 0x80 == 0 {
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// In an uncompressed batch, the first record with timestamp >= `target` (and offset >=
+/// `min_offset`). `None` if the records cannot be walked.
+fn first_record_at_or_after(
+    batch: &[u8],
+    header: &BatchHeader,
+    target: i64,
+    min_offset: i64,
+) -> Option<TimestampOffset> {
+    let mut at = HEADER_BYTES;
+    for _ in 0..header.records_count {
+        let len = read_varlong(batch, &mut at)?;
+        let record_end = at.checked_add(usize::try_from(len).ok()?)?;
+        if record_end > batch.len() {
+            return None;
+        }
+        let mut p = at + 1; // attributes
+        let ts_delta = read_varlong(batch, &mut p)?;
+        let offset_delta = read_varlong(batch, &mut p)?;
+        let ts = header.base_timestamp.checked_add(ts_delta)?;
+        let offset = header.base_offset.checked_add(offset_delta)?;
+        if ts >= target && offset >= min_offset {
+            return Some(TimestampOffset {
+                offset,
+                timestamp_ms: ts,
+            });
+        }
+        at = record_end;
+    }
+    None
+}

@@ -1,0 +1,228 @@
+//! The sparse offset index of one segment (`<base>.index`): relative offset -> byte position.
+//!
+//! Kafka's format: 8-byte entries, relative offset u32 then position u32, big-endian, in
+//! increasing order of both. An entry is added every `index_interval_bytes` of log, pointing at
+//! the start of a batch, so a lookup lands at most that many bytes before the wanted batch.
+//! The entries live in memory; new entries reach the file after the log bytes they point at
+//! were written (so a crash leaves an index that points at most at data that was written),
+//! and the file is fdatasync'ed when the segment rolls or the log closes.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Append-only file of fixed-size entries shared by the offset and the time index.
+#[derive(Debug)]
+pub(crate) struct IndexFile {
+    path: PathBuf,
+    file: File,
+    /// Bytes of entries already in the file.
+    written_bytes: u64,
+    /// Encoded entries not yet in the file.
+    pending: Vec<u8>,
+}
+
+impl IndexFile {
+    /// Opens (creating if needed) `path` and returns it with its whole content.
+    pub(crate) fn open(path: &Path) -> io::Result<(IndexFile, Vec<u8>)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        let mut content = vec![0u8; len as usize];
+        file.read_exact_at(&mut content, 0)?;
+        Ok((
+            IndexFile {
+                path: path.to_path_buf(),
+                file,
+                written_bytes: len,
+                pending: Vec::new(),
+            },
+            content,
+        ))
+    }
+
+    /// Creates `path` empty (replacing an existing file).
+    pub(crate) fn create(path: &Path) -> io::Result<IndexFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(IndexFile {
+            path: path.to_path_buf(),
+            file,
+            written_bytes: 0,
+            pending: Vec::new(),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn push(&mut self, entry: &[u8]) {
+        self.pending.extend_from_slice(entry);
+    }
+
+    /// Writes the pending entries to the file (page cache; see [`IndexFile::sync`]).
+    pub(crate) fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all_at(&self.pending, self.written_bytes)?;
+        self.written_bytes += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        self.write_pending()?;
+        self.file.sync_data()
+    }
+
+    /// A second handle of the file, to fdatasync it from another thread.
+    pub(crate) fn handle(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Cuts the file to its first `bytes` bytes and drops pending entries beyond them.
+    pub(crate) fn truncate(&mut self, bytes: u64) -> io::Result<()> {
+        if bytes < self.written_bytes {
+            self.file.set_len(bytes)?;
+            self.written_bytes = bytes;
+            self.pending.clear();
+        } else {
+            self.pending.truncate((bytes - self.written_bytes) as usize);
+        }
+        Ok(())
+    }
+}
+
+/// One offset index entry, relative to the segment's base offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetEntry {
+    pub relative_offset: u32,
+    pub position: u32,
+}
+
+/// Bytes per offset index entry.
+pub const OFFSET_ENTRY_BYTES: usize = 8;
+
+/// The offset index of one segment.
+#[derive(Debug)]
+pub struct OffsetIndex {
+    file: IndexFile,
+    entries: Vec<OffsetEntry>,
+}
+
+impl OffsetIndex {
+    /// Creates an empty index at `path` (replacing any file there).
+    pub fn create(path: &Path) -> io::Result<OffsetIndex> {
+        Ok(OffsetIndex {
+            file: IndexFile::create(path)?,
+            entries: Vec::new(),
+        })
+    }
+
+    /// Loads `path` and checks it against the segment: a whole number of entries, offsets and
+    /// positions strictly increasing, positions below `log_bytes`. `Ok(Err(reason))` means the
+    /// file is corrupt and must be rebuilt; a missing file loads as corrupt too.
+    pub fn load(path: &Path, log_bytes: u64) -> io::Result<Result<OffsetIndex, String>> {
+        if !path.exists() {
+            return Ok(Err("missing".into()));
+        }
+        let (file, content) = IndexFile::open(path)?;
+        if content.len() % OFFSET_ENTRY_BYTES != 0 {
+            return Ok(Err(format!(
+                "{} bytes is not a whole number of {OFFSET_ENTRY_BYTES}-byte entries",
+                content.len()
+            )));
+        }
+        let mut entries = Vec::with_capacity(content.len() / OFFSET_ENTRY_BYTES);
+        for (i, chunk) in content.chunks_exact(OFFSET_ENTRY_BYTES).enumerate() {
+            let entry = OffsetEntry {
+                relative_offset: u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+                position: u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]),
+            };
+            if let Some(prev) = entries.last() {
+                let prev: &OffsetEntry = prev;
+                if entry.relative_offset <= prev.relative_offset || entry.position <= prev.position
+                {
+                    return Ok(Err(format!("entry {i} at byte {} is out of order", i * 8)));
+                }
+            }
+            if entry.position as u64 >= log_bytes {
+                return Ok(Err(format!(
+                    "entry {i} points at byte {} past the log's {log_bytes} bytes",
+                    entry.position
+                )));
+            }
+            entries.push(entry);
+        }
+        Ok(Ok(OffsetIndex { file, entries }))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    pub fn entries(&self) -> &[OffsetEntry] {
+        &self.entries
+    }
+
+    pub fn last(&self) -> Option<OffsetEntry> {
+        self.entries.last().copied()
+    }
+
+    /// Adds an entry (in memory; [`OffsetIndex::write_pending`] puts it in the file).
+    pub fn append(&mut self, relative_offset: u32, position: u32) {
+        debug_assert!(self
+            .entries
+            .last()
+            .is_none_or(|l| l.relative_offset < relative_offset && l.position < position));
+        self.entries.push(OffsetEntry {
+            relative_offset,
+            position,
+        });
+        let mut raw = [0u8; OFFSET_ENTRY_BYTES];
+        raw[..4].copy_from_slice(&relative_offset.to_be_bytes());
+        raw[4..].copy_from_slice(&position.to_be_bytes());
+        self.file.push(&raw);
+    }
+
+    /// The last entry whose relative offset is <= `relative_offset`: where a scan for that
+    /// offset starts. `None` means "scan from the segment's start".
+    pub fn lookup(&self, relative_offset: u32) -> Option<OffsetEntry> {
+        let n = self
+            .entries
+            .partition_point(|e| e.relative_offset <= relative_offset);
+        n.checked_sub(1).map(|i| self.entries[i])
+    }
+
+    /// Drops the entries pointing at or past `position` (used when the log is truncated).
+    pub fn truncate_to_position(&mut self, position: u64) -> io::Result<()> {
+        let keep = self
+            .entries
+            .partition_point(|e| (e.position as u64) < position);
+        self.entries.truncate(keep);
+        self.file.truncate((keep * OFFSET_ENTRY_BYTES) as u64)
+    }
+
+    pub fn write_pending(&mut self) -> io::Result<()> {
+        self.file.write_pending()
+    }
+
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync()
+    }
+
+    pub(crate) fn file(&self) -> &IndexFile {
+        &self.file
+    }
+}

@@ -1,0 +1,112 @@
+//! One segment of a partition log: `<base>.log` with its `<base>.index` and `<base>.timeindex`,
+//! named by the 20-digit, zero-padded base offset as Kafka names them.
+//!
+//! A segment knows its size, its next offset and its largest timestamp; it keeps the sparse
+//! indexes up to date as batches are added. Only the last (active) segment has an appender;
+//! the others are sealed: their `.log` was truncated to its logical size and everything was
+//! fdatasync'ed when they rolled.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{BufferedFile, DmaFile};
+
+use super::offset_index::OffsetIndex;
+use super::record_batch::BatchHeader;
+use super::segment_appender::SegmentAppender;
+use super::time_index::TimeIndex;
+
+/// File name of a segment file: `{base_offset:020}.{extension}`.
+pub fn segment_file(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{extension}"))
+}
+
+/// The base offset named by a segment file name such as `00000000000000001234.log`.
+pub fn parse_segment_file(name: &str, extension: &str) -> Option<i64> {
+    let stem = name.strip_suffix(extension)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// One segment. Fields are the log's bookkeeping; files are owned here.
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub log_path: PathBuf,
+    /// O_DIRECT handle: appends of the active segment, truncation, fdatasync.
+    pub dma: Rc<DmaFile>,
+    /// io_uring buffered handle for the engine's own reads (header scans, recovery): glommio's
+    /// O_DIRECT reads fail with EOPNOTSUPP on this kernel (6.18, virtio disk) while its
+    /// O_DIRECT writes work, so reads go through the page cache, which direct writes keep
+    /// coherent.
+    pub scan: Rc<BufferedFile>,
+    /// Buffered read-only handle handed out in [`super::FileRange`]s for splice/sendfile.
+    pub reader: Rc<File>,
+    pub index: OffsetIndex,
+    pub time_index: TimeIndex,
+    /// Logical size in bytes, including appended bytes not yet written.
+    pub size_bytes: u64,
+    /// Offset after the last batch (== base offset while empty).
+    pub next_offset: i64,
+    /// Largest batch maxTimestamp seen, and the base offset of that batch (-1 while empty).
+    pub max_timestamp_ms: i64,
+    pub max_timestamp_offset: i64,
+    /// Time the segment's age is counted from for `segment_ms`: wall clock of its first
+    /// append, or the first batch's maxTimestamp for a segment found on disk.
+    pub rolling_timestamp_ms: Option<i64>,
+    pub bytes_since_index: u64,
+    pub appender: Option<SegmentAppender>,
+}
+
+impl Segment {
+    pub fn is_empty(&self) -> bool {
+        self.size_bytes == 0
+    }
+
+    /// Offset relative to the base, as indexes store it.
+    pub fn relative(&self, offset: i64) -> u32 {
+        debug_assert!(offset >= self.base_offset && offset - self.base_offset <= u32::MAX as i64);
+        (offset - self.base_offset) as u32
+    }
+
+    /// Everything below this position can be read from the file.
+    pub fn file_end(&self) -> u64 {
+        self.appender
+            .as_ref()
+            .map_or(self.size_bytes, |a| a.written_end())
+    }
+
+    /// Books a batch that now sits at `position` (its header already carries the assigned
+    /// offsets): sparse index entries every `index_interval_bytes`, largest timestamp, size.
+    pub fn add_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u32) {
+        debug_assert_eq!(position, self.size_bytes);
+        if header.max_timestamp > self.max_timestamp_ms || self.max_timestamp_offset < 0 {
+            self.max_timestamp_ms = header.max_timestamp;
+            self.max_timestamp_offset = header.base_offset;
+        }
+        if self.bytes_since_index > index_interval_bytes as u64 {
+            let rel = self.relative(header.base_offset);
+            self.index.append(rel, position as u32);
+            let rel_ts = self.relative(self.max_timestamp_offset);
+            self.time_index.maybe_append(self.max_timestamp_ms, rel_ts);
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += header.total_bytes();
+        self.size_bytes = position + header.total_bytes();
+        self.next_offset = header.next_offset();
+        if self.rolling_timestamp_ms.is_none() {
+            self.rolling_timestamp_ms = Some(header.max_timestamp);
+        }
+    }
+
+    /// Records the final largest timestamp in the time index (as Kafka does when a segment
+    /// becomes inactive), so a sealed segment's max timestamp can be read back from it.
+    pub fn seal_time_index(&mut self) {
+        if self.max_timestamp_offset >= 0 {
+            let rel = self.relative(self.max_timestamp_offset);
+            self.time_index.maybe_append(self.max_timestamp_ms, rel);
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Sequential O_DIRECT writer of the active segment's `.log` file.
+//!
+//! Appended batches are copied once, from the caller's buffer into an aligned DMA buffer (the
+//! "fill" buffer). A write round takes the fill buffer whole, pads it to the page size with
+//! zeros and writes it at its page-aligned file position; meanwhile a fresh fill buffer starts
+//! with a copy of the partial last page, so the next round rewrites that page with more data
+//! after it. Every append copied before a round starts goes into that round's one write (and
+//! one fdatasync if the policy asks): this is the group commit. The bytes of the round in
+//! flight stay readable from memory until the write completes.
+//!
+//! This type only moves bytes; the log decides when rounds run (see `log.rs`).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{BufferedFile, DmaBuffer, DmaFile};
+
+/// Smallest fill buffer, bytes.
+const MIN_BUFFER_BYTES: usize = 64 * 1024;
+
+/// O_DIRECT alignment used for positions and lengths (the page size; also a multiple of
+/// every logical block size Linux supports).
+pub const PAGE_BYTES: u64 = 4096;
+
+pub(crate) fn align_down(v: u64) -> u64 {
+    v & !(PAGE_BYTES - 1)
+}
+pub(crate) fn align_up(v: u64) -> u64 {
+    (v + PAGE_BYTES - 1) & !(PAGE_BYTES - 1)
+}
+
+/// One write round: the buffer to write at `start` (page aligned), and the logical end of the
+/// segment once it is written.
+pub(crate) struct WriteJob {
+    pub file: Rc<DmaFile>,
+    pub buffer: Rc<DmaBuffer>,
+    pub start: u64,
+    pub end: u64,
+}
+
+struct InFlight {
+    buffer: Rc<DmaBuffer>,
+    start: u64,
+    len: usize,
+}
+
+/// The writer of one active segment.
+pub(crate) struct SegmentAppender {
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    /// Largest fill buffer (`write_buffer_bytes`).
+    max_buffer_bytes: usize,
+    /// Size of the current fill buffer: it starts small and follows the load (twice the last
+    /// round, or what one append needs), so an idle partition holds little memory.
+    fill_capacity: usize,
+    fill: DmaBuffer,
+    /// Page-aligned file position of `fill[0]`.
+    fill_start: u64,
+    fill_len: usize,
+    in_flight: Option<InFlight>,
+    written_end: u64,
+    preallocated_end: u64,
+    preallocate_bytes: u64,
+    /// Preallocation never goes past this (the segment size limit, page aligned), unless one
+    /// write itself does.
+    preallocate_limit: u64,
+}
+
+impl SegmentAppender {
+    /// Continues the segment whose intact data ends at `logical_end`; reads the partial last
+    /// page back so the first round rewrites it.
+    pub(crate) async fn open(
+        file: Rc<DmaFile>,
+        scan: &BufferedFile,
+        path: &Path,
+        logical_end: u64,
+        buffer_bytes: usize,
+        preallocate_bytes: u64,
+        segment_bytes: u64,
+    ) -> io::Result<SegmentAppender> {
+        let fill_start = align_down(logical_end);
+        let fill_len = (logical_end - fill_start) as usize;
+        let fill_capacity = MIN_BUFFER_BYTES.min(buffer_bytes);
+        let mut fill = file.alloc_dma_buffer(fill_capacity);
+        if fill_len > 0 {
+            let page = scan.read_at(fill_start, fill_len).await?;
+            if page.len() < fill_len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "{}: last page at byte {fill_start} is shorter than the log",
+                        path.display()
+                    ),
+                ));
+            }
+            fill.as_bytes_mut()[..fill_len].copy_from_slice(&page[..fill_len]);
+        }
+        let preallocated_end = file.file_size().await?;
+        Ok(SegmentAppender {
+            file,
+            path: path.to_path_buf(),
+            max_buffer_bytes: buffer_bytes,
+            fill_capacity,
+            fill,
+            fill_start,
+            fill_len,
+            in_flight: None,
+            written_end: logical_end,
+            preallocated_end,
+            preallocate_bytes,
+            preallocate_limit: align_up(segment_bytes),
+        })
+    }
+
+    /// Logical end: everything appended, written or not.
+    pub(crate) fn end(&self) -> u64 {
+        self.fill_start + self.fill_len as u64
+    }
+
+    /// Everything below this position is in the file.
+    pub(crate) fn written_end(&self) -> u64 {
+        self.written_end
+    }
+
+    /// Room left in the fill buffer.
+    pub(crate) fn free_bytes(&self) -> usize {
+        self.fill_capacity - self.fill_len
+    }
+
+    /// Makes room for `extra` more bytes by moving the fill buffer to a larger one, if the
+    /// maximum allows; `false` if it is already at its maximum (a write round must free it).
+    pub(crate) fn grow(&mut self, extra: usize) -> bool {
+        let need = align_up((self.fill_len + extra) as u64) as usize;
+        if need > self.max_buffer_bytes || self.fill_capacity >= self.max_buffer_bytes {
+            return false;
+        }
+        let capacity = (self.fill_capacity * 2)
+            .max(need)
+            .min(self.max_buffer_bytes);
+        let mut bigger = self.file.alloc_dma_buffer(capacity);
+        bigger.as_bytes_mut()[..self.fill_len]
+            .copy_from_slice(&self.fill.as_bytes()[..self.fill_len]);
+        self.fill = bigger;
+        self.fill_capacity = capacity;
+        true
+    }
+
+    /// Changes the largest fill buffer (a new `write_buffer_bytes`); applies from the next
+    /// buffer on.
+    pub(crate) fn set_max_buffer_bytes(&mut self, bytes: usize) {
+        self.max_buffer_bytes = bytes.max(2 * PAGE_BYTES as usize);
+    }
+
+    /// Copies `bytes` after the current end and returns them in the buffer, for in-place
+    /// rewrites. The caller checked [`SegmentAppender::free_bytes`].
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> &mut [u8] {
+        let at = self.fill_len;
+        debug_assert!(at + bytes.len() <= self.fill_capacity);
+        let dst = &mut self.fill.as_bytes_mut()[at..at + bytes.len()];
+        dst.copy_from_slice(bytes);
+        self.fill_len += bytes.len();
+        dst
+    }
+
+    /// Starts a write round with everything appended so far, or `None` if nothing is new.
+    /// Only one round may be in flight.
+    pub(crate) fn start_write(&mut self) -> Option<WriteJob> {
+        debug_assert!(self.in_flight.is_none());
+        let end = self.end();
+        if end == self.written_end {
+            return None;
+        }
+        let tail_start = align_down(end);
+        let tail_len = (end - tail_start) as usize;
+        let next_capacity = (align_up(2 * self.fill_len as u64) as usize).clamp(
+            MIN_BUFFER_BYTES,
+            self.max_buffer_bytes.max(MIN_BUFFER_BYTES),
+        );
+        let mut next = self.file.alloc_dma_buffer(next_capacity);
+        let tail_from = (tail_start - self.fill_start) as usize;
+        next.as_bytes_mut()[..tail_len]
+            .copy_from_slice(&self.fill.as_bytes()[tail_from..tail_from + tail_len]);
+        let mut buffer = std::mem::replace(&mut self.fill, next);
+        let len = self.fill_len;
+        let write_len = align_up(len as u64) as usize;
+        // Zero padding past the logical end: recovery reads zeros there as "no more batches".
+        buffer.as_bytes_mut()[len..write_len].fill(0);
+        buffer.trim_to_size(write_len);
+        let buffer = Rc::new(buffer);
+        let start = self.fill_start;
+        self.in_flight = Some(InFlight {
+            buffer: buffer.clone(),
+            start,
+            len,
+        });
+        self.fill_start = tail_start;
+        self.fill_len = tail_len;
+        self.fill_capacity = next_capacity;
+        Some(WriteJob {
+            file: self.file.clone(),
+            buffer,
+            start,
+            end,
+        })
+    }
+
+    /// How far the file must be preallocated before `job` is written, if further than now.
+    pub(crate) fn preallocation_for(&self, job: &WriteJob) -> Option<u64> {
+        if self.preallocate_bytes == 0 {
+            return None;
+        }
+        let write_end = job.start + job.buffer.len() as u64;
+        if write_end <= self.preallocated_end {
+            return None;
+        }
+        let want = (align_up(write_end) + self.preallocate_bytes)
+            .min(self.preallocate_limit)
+            .max(write_end);
+        Some(want)
+    }
+
+    pub(crate) fn set_preallocated(&mut self, end: u64) {
+        self.preallocated_end = self.preallocated_end.max(end);
+    }
+
+    /// Marks the round done: its bytes are in the file.
+    pub(crate) fn finish_write(&mut self, job: &WriteJob) {
+        self.written_end = job.end;
+        self.in_flight = None;
+    }
+
+    /// Forgets the failed round (the log refuses appends after a failed write).
+    pub(crate) fn abandon_write(&mut self) {
+        self.in_flight = None;
+    }
+
+    /// Copies up to `max` bytes from memory starting at `pos` (at or above the written end).
+    pub(crate) fn copy_from_memory(&self, pos: u64, max: usize, out: &mut Vec<u8>) {
+        let end = self.end();
+        let mut pos = pos;
+        let stop = end.min(pos + max as u64);
+        while pos < stop {
+            if pos >= self.fill_start {
+                let from = (pos - self.fill_start) as usize;
+                let to = (stop - self.fill_start) as usize;
+                out.extend_from_slice(&self.fill.as_bytes()[from..to]);
+                pos = stop;
+            } else if let Some(f) = self.in_flight.as_ref().filter(|f| pos >= f.start) {
+                let from = (pos - f.start) as usize;
+                let to = ((stop.min(self.fill_start)) - f.start) as usize;
+                out.extend_from_slice(&f.buffer.as_bytes()[from..to.min(f.len)]);
+                pos = f.start + to as u64;
+            } else {
+                debug_assert!(false, "position {pos} is not in memory");
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,87 @@
+//! Shared helpers of the Kafka integration tests: start a server in-process on a free port
+//! with a temp data dir, and build record batches.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use broker::server::{self, ServeConfig, ServerHandle};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+pub fn profile_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tuning/profiles")
+        .join(name)
+}
+
+/// The one-shard development profile.
+pub fn dev_profile() -> tuning::Profile {
+    tuning::Profile::load(&profile_path("dev-2core.toml")).expect("dev profile loads")
+}
+
+/// Every online core runs a shard (2 on the development box), small buffers.
+pub fn all_cores_profile() -> tuning::Profile {
+    let text = "cores = \"all\"\n[core_defaults]\nmemory_budget_bytes = 67108864\n[storage]\nsegment_bytes = 8388608\npreallocate_bytes = 0\nbatch_cache_bytes = 1048576\n";
+    tuning::Profile::parse(text, Path::new("<test:all-cores>"), tuning::online_cpus())
+        .expect("all-cores profile parses")
+}
+
+pub fn start(profile: tuning::Profile, data_dir: &Path) -> ServerHandle {
+    start_with(profile, data_dir, false)
+}
+
+pub fn start_with(
+    profile: tuning::Profile,
+    data_dir: &Path,
+    auto_create_topics: bool,
+) -> ServerHandle {
+    server::start(ServeConfig {
+        profile,
+        data_dir: data_dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+        node_id: 0,
+        auto_create_topics,
+        default_partitions: 1,
+        fetch_by_splice: true,
+    })
+    .expect("server starts")
+}
+
+/// One uncompressed RecordBatch v2 holding `values`.
+pub fn batch(values: &[&[u8]]) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: None,
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}

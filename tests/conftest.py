@@ -1,0 +1,117 @@
+"""Fixtures for the real-client tests: start the `broker` binary on a free port with a temp
+data dir, stop it (SIGTERM, or kill -9 when a test asks), and locate or build the binary."""
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PROFILES = ROOT / "tuning" / "profiles"
+
+
+def broker_bin():
+    """The newest built `broker` binary (release or debug), building debug if there is none."""
+    if os.environ.get("BROKER_BIN"):
+        return os.environ["BROKER_BIN"]
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    built = [target / p / "broker" for p in ("release", "debug")]
+    built = [p for p in built if p.exists()]
+    if not built:
+        subprocess.run(["cargo", "build", "-p", "broker", "--bin", "broker"], cwd=ROOT, check=True)
+        return str(target / "debug" / "broker")
+    return str(max(built, key=lambda p: p.stat().st_mtime))
+
+
+class Broker:
+    """One broker process."""
+
+    def __init__(self, data_dir, profile="dev-2core.toml", extra=()):
+        self.data_dir = pathlib.Path(data_dir)
+        self.profile = profile if os.path.isabs(str(profile)) else str(PROFILES / profile)
+        self.extra = list(extra)
+        self.proc = None
+        self.port = None
+        self.stderr_path = self.data_dir.parent / (self.data_dir.name + ".stderr")
+
+    def start(self, port=0):
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(
+            [broker_bin(), "serve", "--tuning", self.profile, "--data-dir", str(self.data_dir),
+             "--listen", f"127.0.0.1:{port}", *self.extra],
+            stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        line = b""
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            match = re.match(rb"listening on [^:]+:(\d+)", line)
+            if match:
+                self.port = int(match.group(1))
+                return self
+        self.kill()
+        raise RuntimeError(f"broker did not start: {line!r}; see {self.stderr_path}")
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, timeout=30):
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        self.stderr.close()
+        return code
+
+    def kill(self):
+        """kill -9, as a crash."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+        self.stderr.close()
+
+    def log(self):
+        return self.stderr_path.read_text(errors="replace")
+
+    def cli(self, *args, input=None, timeout=120):
+        return subprocess.run([broker_bin(), *args], input=input, capture_output=True,
+                              timeout=timeout, check=True)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "data").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def module_broker(tmp_path_factory):
+    b = Broker(tmp_path_factory.mktemp("broker") / "data").start()
+    yield b
+    b.stop()
+
+
+def all_cores_profile(path):
+    """A profile with a shard on every core (2 shards on the 2-core development box)."""
+    path = pathlib.Path(path)
+    path.write_text(
+        'description = "test: a shard per core"\ncores = "all"\n'
+        "[core_defaults]\nmemory_budget_bytes = 134217728\n"
+        '[storage]\nsegment_bytes = 16777216\npreallocate_bytes = 0\nflush_policy = "always"\n')
+    return str(path)
