@@ -153,6 +153,10 @@ fn reads_follow_kafka_fetch_rules() {
         assert_eq!(log.append(&plain, 0).await.unwrap().base_offset, 5);
         let t = log.offset_for_timestamp(7002).await.unwrap().unwrap();
         assert_eq!((t.offset, t.timestamp_ms), (7, 7002));
+        // Fetching from inside a batch returns that whole batch.
+        let r = log.read(7, 1 << 20, None).await.unwrap();
+        assert_eq!(r.first_batch_offset, Some(5));
+        assert_eq!(r.to_vec().unwrap()[16..], plain[16..]);
         let zipped = support::encode_batch(&values, 8000, Compression::Gzip);
         assert_eq!(log.append(&zipped, 0).await.unwrap().base_offset, 10);
         let t = log.offset_for_timestamp(8002).await.unwrap().unwrap();

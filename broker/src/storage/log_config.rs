@@ -93,3 +93,30 @@ pub struct LogOverrides {
     pub index_interval_bytes: Option<u32>,
     pub max_batch_bytes: Option<u32>,
 }
+
+#[cfg(test)]
+mod tests {
+    //! Overrides replace exactly the fields they set, and the write buffer follows a larger
+    //! batch limit so one batch and the tail page always fit.
+    use super::*;
+
+    #[test]
+    fn overrides_replace_only_what_they_set() {
+        let base = LogConfig::from_limits(&StorageLimits::default());
+        assert_eq!(base.flush, FlushPolicy::Always);
+        let same = base.with_overrides(&LogOverrides::default());
+        assert_eq!(same, base);
+        let o = LogOverrides {
+            flush: Some(FlushPolicy::Never),
+            retention_ms: Some(1000),
+            max_batch_bytes: Some(8 << 20),
+            ..LogOverrides::default()
+        };
+        let c = base.with_overrides(&o);
+        assert_eq!(c.flush, FlushPolicy::Never);
+        assert_eq!(c.retention_ms, 1000);
+        assert_eq!(c.segment_bytes, base.segment_bytes);
+        assert!(c.write_buffer_bytes as u64 >= (8 << 20) + 4096);
+        assert_eq!(c.write_buffer_bytes % 4096, 0);
+    }
+}
