@@ -5,4 +5,5 @@
 //! Kafka RecordBatch v2 exactly as produced) and, in later modules, the Kafka front end and the
 //! cluster logic. It is not the coordinator (see the `coordinator` crate) and not a client.
 
+pub mod group;
 pub mod storage;
