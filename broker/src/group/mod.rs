@@ -20,6 +20,8 @@ pub mod requests;
 
 #[cfg(test)]
 mod coordinator_tests;
+#[cfg(test)]
+mod simulation_tests;
 
 pub use config::GroupConfig;
 pub use coordinator::{Append, AppendId, CoordinatorStatus, GroupCoordinator, Outputs};
