@@ -378,10 +378,9 @@ impl GroupCoordinator {
             }
             None => GroupMetadata::new(&req.group_id, now_ms),
         };
-        let known = g
-            .members
-            .get(&req.member_id)
-            .is_some_and(|m| m.awaiting_join.is_some())
+        // Kafka's acceptJoiningMember: members already in the group (or holding a handed-out
+        // id) are always let back in; newcomers only below the limit.
+        let known = g.members.contains_key(&req.member_id)
             || g.pending_members.contains_key(&req.member_id)
             || req
                 .group_instance_id
@@ -1706,11 +1705,13 @@ impl GroupCoordinator {
             && g.members.is_empty()
             && g.pending_members.is_empty()
             && g.offsets.is_empty();
-        let referenced = self.pending_appends.values().any(|p| match p {
-            PendingAppend::OffsetCommit { group_id, .. } => *group_id == g.group_id,
-            _ => false,
-        });
-        if !forgettable || referenced {
+        let referenced = || {
+            self.pending_appends.values().any(|p| match p {
+                PendingAppend::OffsetCommit { group_id, .. } => *group_id == g.group_id,
+                _ => false,
+            })
+        };
+        if !forgettable || referenced() {
             self.groups.insert(g.group_id.clone(), g);
         }
     }

@@ -1047,8 +1047,17 @@ fn group_size_is_bounded() {
         max_members_per_group: 2,
         ..config(3000)
     });
-    s.join_new();
-    s.join_new();
+    let (ids, leader, generation) = s.stable_group(2);
     let t = s.join(join_req("", None));
     assert_eq!(s.join_result(t).error_code, ec::GROUP_MAX_SIZE_REACHED);
+    // Members of the full group may still rejoin.
+    let t = s.join(join_req(&leader, None));
+    assert!(
+        s.take(t).is_none(),
+        "leader's rejoin parked for the rebalance"
+    );
+    let other = ids.iter().find(|m| **m != leader).unwrap().clone();
+    let t2 = s.join(join_req(&other, None));
+    assert_eq!(s.join_result(t).generation_id, generation + 1);
+    assert_eq!(s.join_result(t2).generation_id, generation + 1);
 }
