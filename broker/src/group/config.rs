@@ -28,6 +28,13 @@ pub struct GroupConfig {
     /// Kafka's `offset.metadata.max.bytes`; longer commit metadata gets
     /// OFFSET_METADATA_TOO_LARGE. Default 4096.
     pub max_offset_metadata_bytes: usize,
+    /// Kafka's `offsets.retention.minutes` (KIP-211), in ms: offsets of a group empty for
+    /// this long (or, for groups that never had members, committed this long ago) are
+    /// deleted. Default 7 days, as Kafka.
+    pub offsets_retention_ms: u64,
+    /// Kafka's `offsets.retention.check.interval.ms`: how often expired offsets are looked
+    /// for. Default 600 000 ms.
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -40,6 +47,8 @@ impl Default for GroupConfig {
             max_members_per_group: 1000,
             max_groups: 100_000,
             max_offset_metadata_bytes: 4096,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }

@@ -124,6 +124,8 @@ pub struct GroupCoordinator {
     member_id_seed: u64,
     member_id_counter: u64,
     load: LoadState,
+    /// When expired offsets are next looked for.
+    retention_check_at_ms: Option<u64>,
 }
 
 /// Which API is checking the group id: the offset APIs and the admin ones accept the empty
@@ -151,6 +153,7 @@ impl GroupCoordinator {
             member_id_seed,
             member_id_counter: 0,
             load: LoadState::default(),
+            retention_check_at_ms: None,
         }
     }
 
@@ -164,7 +167,17 @@ impl GroupCoordinator {
 
     /// The earliest time at which [`Self::tick`] has work; `None` if no timer runs.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.timers.first().map(|(at, _)| *at)
+        let timer = self.timers.first().map(|(at, _)| *at);
+        match (timer, self.retention_check_at_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// How many group timers (sessions, join and sync phases, handed-out ids) are running;
+    /// for metrics and tests.
+    pub fn group_timer_count(&self) -> usize {
+        self.timers.len()
     }
 
     // ---------------------------------------------------------------- loading
@@ -272,6 +285,8 @@ impl GroupCoordinator {
             self.groups.insert(group_id, g);
         }
         self.status = CoordinatorStatus::Active;
+        self.retention_check_at_ms =
+            Some(now_ms + self.config.offsets_retention_check_interval_ms.max(1));
     }
 
     /// This broker stopped leading the partition: every parked request is answered
@@ -342,6 +357,7 @@ impl GroupCoordinator {
         }
         self.groups.clear();
         self.timers.clear();
+        self.retention_check_at_ms = None;
         self.status = CoordinatorStatus::Resigned;
     }
 
@@ -941,6 +957,11 @@ impl GroupCoordinator {
     /// Runs every timer due at `now_ms`: session expiries, the end of a rebalance's join
     /// phase, members that never sent SyncGroup, handed-out member ids never used.
     pub fn tick(&mut self, now_ms: u64, out: &mut Outputs) {
+        if self.retention_check_at_ms.is_some_and(|at| at <= now_ms) {
+            self.expire_offsets(now_ms, out);
+            self.retention_check_at_ms =
+                Some(now_ms + self.config.offsets_retention_check_interval_ms.max(1));
+        }
         // Handlers schedule new timers at least 1 ms ahead, so this loop ends.
         while let Some((at, key)) = self.timers.first().cloned() {
             if at > now_ms {
@@ -1149,6 +1170,57 @@ impl GroupCoordinator {
                     Response::DeleteGroups(DeleteGroupsResponse { results }),
                 ));
             }
+        }
+    }
+
+    /// Offset retention (Kafka's `offsets.retention.minutes`, KIP-211): an Empty group that
+    /// used group management loses all its offsets once it has been empty for the retention
+    /// time; a group that never did (commits with generation -1) loses each offset that
+    /// many milliseconds after it was committed. A group left with nothing is deleted.
+    /// Groups with members keep their offsets (the consumer protocol's subscriptions would be
+    /// needed to tell which are stale). Tombstones go to the log like any deletion.
+    fn expire_offsets(&mut self, now_ms: u64, out: &mut Outputs) {
+        let retention_ms = self.config.offsets_retention_ms;
+        let now = ms_i64(now_ms);
+        let busy: BTreeSet<String> = self
+            .pending_appends
+            .values()
+            .filter_map(|p| match p {
+                PendingAppend::OffsetCommit { group_id, .. } => Some(group_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut records = Vec::new();
+        let mut emptied = Vec::new();
+        for g in self.groups.values_mut() {
+            // A commit still in flight would land after our tombstones in memory but before
+            // them in the log: leave such groups for the next check.
+            if g.state != GroupState::Empty || busy.contains(&g.group_id) {
+                continue;
+            }
+            let expired = |base_ms: i64| base_ms.saturating_add(ms_i64(retention_ms)) <= now;
+            let group_expired = g.protocol_type.is_some() && expired(g.state_timestamp_ms);
+            let gone: Vec<(String, i32)> = g
+                .offsets
+                .iter()
+                .filter(|(_, c)| group_expired || expired(c.commit_timestamp_ms))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in gone {
+                records.push(offset_tombstone(&g.group_id, &key.0, key.1));
+                g.offsets.remove(&key);
+            }
+            if g.offsets.is_empty() && g.members.is_empty() && g.pending_members.is_empty() {
+                emptied.push(g.group_id.clone());
+            }
+        }
+        for group_id in emptied {
+            if self.groups.remove(&group_id).is_some() {
+                records.push(group_tombstone(&group_id));
+            }
+        }
+        if !records.is_empty() {
+            self.append(records, PendingAppend::GroupMetadata, out);
         }
     }
 

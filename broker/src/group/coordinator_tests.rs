@@ -1061,3 +1061,56 @@ fn group_size_is_bounded() {
     assert_eq!(s.join_result(t).generation_id, generation + 1);
     assert_eq!(s.join_result(t2).generation_id, generation + 1);
 }
+
+#[test]
+fn offsets_expire_after_retention_and_empty_groups_disappear() {
+    let day_ms = 24 * 3600 * 1000;
+    let mut s = Shell::new(GroupConfig {
+        offsets_retention_ms: day_ms,
+        offsets_retention_check_interval_ms: 60_000,
+        ..config(0)
+    });
+    // A group of a consumer that used group management, then left.
+    let a = s.lone_stable_member_no_delay();
+    assert_eq!(s.commit_codes(&a, 1, &[("t", 0, 5)]), vec![ec::NONE]);
+    s.leave(&[(a.as_str(), None)]);
+    assert_eq!(s.state().0, GroupState::Empty);
+    // Half the retention later a manual-assignment client commits to another partition.
+    s.now_ms += day_ms / 2;
+    assert_eq!(s.commit_codes("", -1, &[("t", 1, 6)]), vec![ec::NONE]);
+    // The group has been empty for a full retention period: every offset goes, even the
+    // recent one, as in Kafka (KIP-211).
+    for _ in 0..(day_ms / 2 / 60_000 + 2) {
+        s.advance(60_000);
+    }
+    assert!(
+        s.c.group_state(GROUP).is_none(),
+        "expired empty group deleted"
+    );
+    assert_eq!(s.fetched("t", 0), -1);
+    let mut c = GroupCoordinator::new(config(0), 0, 1, 9);
+    for r in &s.log {
+        c.replay(&r.key, r.value.as_deref()).unwrap();
+    }
+    c.finish_loading(s.now_ms);
+    assert!(
+        c.group_state(GROUP).is_none(),
+        "deletion survives a restart"
+    );
+}
+
+#[test]
+fn offsets_of_groups_without_members_expire_one_by_one() {
+    let mut s = Shell::new(GroupConfig {
+        offsets_retention_ms: 100_000,
+        offsets_retention_check_interval_ms: 10_000,
+        ..config(0)
+    });
+    assert_eq!(s.commit_codes("", -1, &[("t", 0, 5)]), vec![ec::NONE]);
+    s.advance(50_000);
+    assert_eq!(s.commit_codes("", -1, &[("t", 1, 6)]), vec![ec::NONE]);
+    s.advance(60_000);
+    assert_eq!((s.fetched("t", 0), s.fetched("t", 1)), (-1, 6));
+    s.advance(50_000);
+    assert!(s.c.group_state(GROUP).is_none());
+}
