@@ -286,7 +286,7 @@ impl GroupCoordinator {
         }
         self.status = CoordinatorStatus::Active;
         self.retention_check_at_ms =
-            Some(now_ms + self.config.offsets_retention_check_interval_ms.max(1));
+            Some(now_ms.saturating_add(self.config.offsets_retention_check_interval_ms.max(1)));
     }
 
     /// This broker stopped leading the partition: every parked request is answered
@@ -960,7 +960,7 @@ impl GroupCoordinator {
         if self.retention_check_at_ms.is_some_and(|at| at <= now_ms) {
             self.expire_offsets(now_ms, out);
             self.retention_check_at_ms =
-                Some(now_ms + self.config.offsets_retention_check_interval_ms.max(1));
+                Some(now_ms.saturating_add(self.config.offsets_retention_check_interval_ms.max(1)));
         }
         // Handlers schedule new timers at least 1 ms ahead, so this loop ends.
         while let Some((at, key)) = self.timers.first().cloned() {
@@ -1256,7 +1256,7 @@ impl GroupCoordinator {
             None if req.require_known_member_id => {
                 // KIP-394: hand out the id; the member must come back with it, so a client
                 // that times out and retries does not leave defunct members behind.
-                let deadline = now_ms + timeout_ms(req.session_timeout_ms);
+                let deadline = now_ms.saturating_add(timeout_ms(req.session_timeout_ms));
                 g.pending_members.insert(new_id.clone(), deadline);
                 self.schedule(
                     &g.group_id,
@@ -1362,7 +1362,7 @@ impl GroupCoordinator {
             is_new: true,
             session_deadline_ms: None,
         });
-        let deadline = now_ms + self.config.new_member_join_timeout_ms.max(1);
+        let deadline = now_ms.saturating_add(self.config.new_member_join_timeout_ms.max(1));
         self.set_session_deadline(g, &member_id, deadline);
         self.maybe_prepare_rebalance(g, now_ms, out);
     }
@@ -1530,10 +1530,10 @@ impl GroupCoordinator {
         if g.state == GroupState::Empty && delay_ms > 0 {
             g.initial_join_remaining_ms = Some(rebalance_timeout_ms.saturating_sub(delay_ms));
             g.new_member_added = false;
-            self.set_join_deadline(g, Some(now_ms + delay_ms));
+            self.set_join_deadline(g, Some(now_ms.saturating_add(delay_ms)));
         } else {
             g.initial_join_remaining_ms = None;
-            self.set_join_deadline(g, Some(now_ms + rebalance_timeout_ms.max(1)));
+            self.set_join_deadline(g, Some(now_ms.saturating_add(rebalance_timeout_ms.max(1))));
         }
         g.state = GroupState::PreparingRebalance;
         g.state_timestamp_ms = ms_i64(now_ms);
@@ -1561,7 +1561,7 @@ impl GroupCoordinator {
                 g.new_member_added = false;
                 let delay_ms = self.config.initial_rebalance_delay_ms.min(remaining_ms);
                 g.initial_join_remaining_ms = Some(remaining_ms - delay_ms);
-                self.set_join_deadline(g, Some(now_ms + delay_ms.max(1)));
+                self.set_join_deadline(g, Some(now_ms.saturating_add(delay_ms.max(1))));
                 return;
             }
         }
@@ -1585,7 +1585,7 @@ impl GroupCoordinator {
         if !g.members.is_empty() && !g.elect_joined_leader() {
             // Nobody rejoined: wait another rebalance timeout for sessions to expire.
             let timeout = g.rebalance_timeout_ms().max(1);
-            self.set_join_deadline(g, Some(now_ms + timeout));
+            self.set_join_deadline(g, Some(now_ms.saturating_add(timeout)));
             return;
         }
         g.init_next_generation(now_ms);
@@ -1607,7 +1607,7 @@ impl GroupCoordinator {
             g.pending_sync.insert(id.clone());
         }
         let timeout = g.rebalance_timeout_ms().max(1);
-        self.set_sync_deadline(g, Some(now_ms + timeout));
+        self.set_sync_deadline(g, Some(now_ms.saturating_add(timeout)));
     }
 
     fn on_sync_deadline(&mut self, g: &mut GroupMetadata, now_ms: u64, out: &mut Outputs) {
@@ -1846,7 +1846,7 @@ impl GroupCoordinator {
         let Some(m) = g.members.get(member_id) else {
             return;
         };
-        let at = now_ms + timeout_ms(m.session_timeout_ms);
+        let at = now_ms.saturating_add(timeout_ms(m.session_timeout_ms));
         self.set_session_deadline(g, member_id, at);
     }
 
