@@ -34,6 +34,8 @@ pub type AppendId = u64;
 /// Records to append, in order, to this coordinator's partition of `__consumer_offsets`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Append {
+    /// The partition of `__consumer_offsets` to append to (this coordinator's).
+    pub partition: i32,
     pub id: AppendId,
     pub records: Vec<OffsetsRecord>,
 }
@@ -1792,7 +1794,11 @@ impl GroupCoordinator {
         let id = self.next_append_id;
         self.next_append_id += 1;
         self.pending_appends.insert(id, pending);
-        out.appends.push(Append { id, records });
+        out.appends.push(Append {
+            partition: self.partition,
+            id,
+            records,
+        });
     }
 
     fn generate_member_id(&mut self, prefix: &str) -> String {

@@ -56,6 +56,7 @@
 
 pub mod config;
 pub mod coordinator;
+pub mod coordinator_set;
 pub mod error_code;
 mod member;
 pub mod metadata;
@@ -70,6 +71,7 @@ mod simulation_tests;
 
 pub use config::GroupConfig;
 pub use coordinator::{Append, AppendId, CoordinatorStatus, GroupCoordinator, Outputs};
+pub use coordinator_set::CoordinatorSet;
 pub use error_code::ErrorCode;
 pub use metadata::{CommittedOffset, GroupState};
 pub use placement::{partition_for_group, DEFAULT_OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC};
