@@ -1423,6 +1423,8 @@ impl GroupCoordinator {
                 ));
             }
         }
+        let protocol = g.protocol_name.clone().unwrap_or_default();
+        let old_metadata = g.members.get(old_id).map(|m| m.metadata(&protocol));
         self.rekey_member(g, instance, old_id, new_id, now_ms);
         let mut rejoin = req;
         rejoin.member_id = new_id.to_owned();
@@ -1430,9 +1432,12 @@ impl GroupCoordinator {
         match g.state {
             GroupState::Stable => {
                 let selected = g.select_protocol();
-                if selected.is_some() && selected == g.protocol_name {
-                    // Same protocol: no rebalance. Persist the new member id, then answer with
-                    // the current generation; the member gets its old assignment in SyncGroup.
+                let new_metadata = g.members.get(new_id).map(|m| m.metadata(&protocol));
+                if selected.is_some() && selected == g.protocol_name && new_metadata == old_metadata
+                {
+                    // Same protocol and subscription: no rebalance. Persist the new member id,
+                    // then answer with the current generation; the member gets its old
+                    // assignment in SyncGroup. A changed subscription needs a new assignment.
                     let value = g.to_record_value(None);
                     let record = group_metadata_record(&g.group_id, &value);
                     self.append(

@@ -1114,3 +1114,21 @@ fn offsets_of_groups_without_members_expire_one_by_one() {
     s.advance(50_000);
     assert!(s.c.group_state(GROUP).is_none());
 }
+
+#[test]
+fn static_member_with_a_changed_subscription_triggers_a_rebalance() {
+    let mut s = Shell::new(config(0));
+    let t = s.join(join_req("", Some("inst-a")));
+    let a = s.join_result(t).member_id;
+    s.sync_all(std::slice::from_ref(&a), &a, 1);
+    let mut req = join_req("", Some("inst-a"));
+    req.protocols[0].metadata = Bytes::from_static(b"new-topics");
+    let t = s.join(req);
+    let r = s.join_result(t);
+    assert_eq!(
+        (r.error_code, r.generation_id),
+        (ec::NONE, 2),
+        "a new generation"
+    );
+    assert_eq!(r.members[0].metadata, Bytes::from_static(b"new-topics"));
+}
