@@ -7,6 +7,7 @@
 //! ([`cli`]). It is not the coordinator (see the `coordinator` crate).
 
 pub mod cli;
+pub mod group;
 pub mod kafka;
 pub mod server;
 pub mod storage;
