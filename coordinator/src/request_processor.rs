@@ -1,0 +1,1030 @@
+//! The sans-IO server core: client requests and committed transactions in, frames to send,
+//! connections to close and transactions to replicate out.
+//!
+//! It owns the data tree, the outstanding-changes overlay, session liveness and watches, and
+//! decides everything a ZooKeeper server decides; the IO shell only moves bytes and time.
+//!
+//! * A read is answered from the committed tree, but only after every earlier request of the
+//!   same connection has been answered (each connection has a FIFO queue), so a client always
+//!   reads its own writes.
+//! * A write is validated (see [`crate::pending_changes`]), turned into a [`Txn`] with the next
+//!   zxid and handed out as [`Effect::Propose`]. Whatever replicates it (the local transaction
+//!   log when standalone, ZAB in an ensemble) calls [`RequestProcessor::commit`] in zxid order;
+//!   the processor applies it, sends the watch notifications it triggers, then the reply.
+//!   Because notifications and replies leave through the same per-connection frame stream, a
+//!   client sees a watch event before any later response.
+//! * Session expiry runs on [`RequestProcessor::tick`] and is itself a transaction
+//!   (close-session), so every replica deletes the same ephemerals at the same zxid.
+//!
+//! Time comes in as [`Now`]: a monotonic clock for expiry and latency, a wall clock for znode
+//! timestamps (which travel inside the transaction).
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::data_tree::{create_returns_stat, validate_path, DataTree, TxnResult};
+use crate::jute::codes::{err, event, op, perms, watcher_type, xid};
+use crate::jute::records::{
+    write_multi_header, Acl, ConnectRequest, ConnectResponse, ReplyHeader, Request, RequestHeader,
+    SetWatches, WatcherEvent,
+};
+use crate::jute::{Reader, Writer};
+use crate::pending_changes::{PendingChanges, WriteRequest};
+use crate::session::{negotiate_timeout_ms, SessionIdGenerator, SessionTracker};
+use crate::txn::{Txn, TxnBody, TxnHeader};
+use crate::watch::{ConnId, WatchKind, WatchManager};
+
+/// The clock readings an event happened at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic milliseconds (expiry, latency).
+    pub mono_ms: u64,
+    /// Wall-clock milliseconds since the Unix epoch (znode ctime/mtime).
+    pub wall_ms: i64,
+}
+
+/// What the IO shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Write a complete frame (length prefix included) to the connection.
+    Send { conn: ConnId, frame: Vec<u8> },
+    /// Close the connection after the frames already handed out for it are written.
+    Close { conn: ConnId },
+    /// Replicate and make durable; call [`RequestProcessor::commit`] when committed.
+    Propose { zxid: i64, payload: Vec<u8> },
+    /// Enough transactions were applied since the last snapshot: persist `bytes` (the tree
+    /// serialized at `zxid`).
+    Snapshot { zxid: i64, bytes: Vec<u8> },
+}
+
+/// Settings of the core (from zoo.cfg).
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    pub server_id: u8,
+    pub tick_ms: u32,
+    pub min_session_timeout_ms: u32,
+    pub max_session_timeout_ms: u32,
+    /// Applied transactions between snapshots (ZooKeeper's `snapCount`).
+    pub snap_count: u64,
+    /// Proposed-but-uncommitted writes past which new writes wait (backpressure hint to the
+    /// shell via [`RequestProcessor::outstanding`]).
+    pub max_outstanding_requests: usize,
+}
+
+impl ProcessorConfig {
+    pub fn for_tick(server_id: u8, tick_ms: u32) -> Self {
+        ProcessorConfig {
+            server_id,
+            tick_ms,
+            min_session_timeout_ms: tick_ms * 2,
+            max_session_timeout_ms: tick_ms * 20,
+            snap_count: 100_000,
+            max_outstanding_requests: 1000,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Queued {
+    /// A write whose transaction `zxid` is not applied yet.
+    Write {
+        xid: i32,
+        zxid: i64,
+        received_ms: u64,
+    },
+    /// A read (or control request) waiting for earlier writes of the connection.
+    Read { xid: i32, request: Request },
+}
+
+#[derive(Debug)]
+struct Conn {
+    remote: String,
+    session_id: Option<i64>,
+    queue: VecDeque<Queued>,
+    closing: bool,
+    packets_received: u64,
+    packets_sent: u64,
+}
+
+/// Counters for the four-letter words.
+#[derive(Debug, Default, Clone)]
+pub struct ServerStats {
+    pub packets_received: u64,
+    pub packets_sent: u64,
+    pub latency_min_ms: u64,
+    pub latency_max_ms: u64,
+    pub latency_total_ms: u64,
+    pub latency_count: u64,
+}
+
+impl ServerStats {
+    fn record_latency(&mut self, ms: u64) {
+        if self.latency_count == 0 || ms < self.latency_min_ms {
+            self.latency_min_ms = ms;
+        }
+        self.latency_max_ms = self.latency_max_ms.max(ms);
+        self.latency_total_ms += ms;
+        self.latency_count += 1;
+    }
+
+    pub fn latency_avg_ms(&self) -> f64 {
+        if self.latency_count == 0 {
+            0.0
+        } else {
+            self.latency_total_ms as f64 / self.latency_count as f64
+        }
+    }
+}
+
+pub struct RequestProcessor {
+    cfg: ProcessorConfig,
+    tree: DataTree,
+    pending: PendingChanges,
+    sessions: SessionTracker,
+    watches: WatchManager,
+    id_gen: SessionIdGenerator,
+    conns: HashMap<ConnId, Conn>,
+    /// Which connection currently carries a session.
+    session_conn: HashMap<i64, ConnId>,
+    /// Connections waiting for their create-session transaction, by session id.
+    connecting: HashMap<i64, (ConnId, bool)>,
+    last_proposed_zxid: i64,
+    applied_since_snapshot: u64,
+    stats: ServerStats,
+    out: Vec<Effect>,
+}
+
+fn frame(header: ReplyHeader, body: impl FnOnce(&mut Writer)) -> Vec<u8> {
+    let mut w = Writer::frame();
+    header.encode(&mut w);
+    if header.err == err::OK {
+        body(&mut w);
+    }
+    w.finish_frame()
+}
+
+impl RequestProcessor {
+    /// A processor over `tree` (fresh, or recovered from snapshot + log). Sessions found in
+    /// the tree get a full timeout from `now`, as ZooKeeper does after a restart.
+    pub fn new(cfg: ProcessorConfig, tree: DataTree, now: Now) -> Self {
+        let mut sessions = SessionTracker::new(cfg.tick_ms as u64);
+        for (id, s) in tree.sessions() {
+            sessions.add(id, s.timeout_ms as u64, now.mono_ms);
+        }
+        RequestProcessor {
+            id_gen: SessionIdGenerator::new(cfg.server_id, now.wall_ms.max(0) as u64),
+            last_proposed_zxid: tree.last_zxid(),
+            cfg,
+            tree,
+            pending: PendingChanges::default(),
+            sessions,
+            watches: WatchManager::default(),
+            conns: HashMap::new(),
+            session_conn: HashMap::new(),
+            connecting: HashMap::new(),
+            applied_since_snapshot: 0,
+            stats: ServerStats::default(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Takes the effects produced since the last call, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn tree(&self) -> &DataTree {
+        &self.tree
+    }
+
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// Proposed transactions not yet committed.
+    pub fn outstanding(&self) -> usize {
+        (self.last_proposed_zxid - self.tree.last_zxid()).max(0) as usize
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn watch_count(&self) -> usize {
+        self.watches.count()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Per-connection lines for the `stat`/`cons` words: remote, packets in/out, queued.
+    pub fn connection_lines(&self) -> Vec<String> {
+        let mut lines: Vec<_> = self
+            .conns
+            .values()
+            .map(|c| {
+                format!(
+                    " /{}[1](queued={},recved={},sent={})",
+                    c.remote,
+                    c.queue.len(),
+                    c.packets_received,
+                    c.packets_sent
+                )
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    fn send(&mut self, conn: ConnId, frame: Vec<u8>) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.packets_sent += 1;
+            self.stats.packets_sent += 1;
+            self.out.push(Effect::Send { conn, frame });
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.closing {
+                c.closing = true;
+                self.out.push(Effect::Close { conn });
+            }
+        }
+    }
+
+    /// A connection was accepted.
+    pub fn open(&mut self, conn: ConnId, remote: String) {
+        self.conns.insert(
+            conn,
+            Conn {
+                remote,
+                session_id: None,
+                queue: VecDeque::new(),
+                closing: false,
+                packets_received: 0,
+                packets_sent: 0,
+            },
+        );
+    }
+
+    /// The connection is gone (socket closed by either side). Its session lives on until it
+    /// expires or a client reconnects to it.
+    pub fn closed(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            if let Some(sid) = c.session_id {
+                if self.session_conn.get(&sid) == Some(&conn) {
+                    self.session_conn.remove(&sid);
+                }
+            }
+        }
+        self.connecting.retain(|_, (c, _)| *c != conn);
+        self.watches.remove_conn(conn);
+    }
+
+    fn next_zxid(&mut self) -> i64 {
+        self.last_proposed_zxid += 1;
+        self.last_proposed_zxid
+    }
+
+    fn propose(&mut self, zxid: i64, txn: Txn) {
+        self.out.push(Effect::Propose {
+            zxid,
+            payload: txn.encode(),
+        });
+    }
+
+    /// The first frame of a connection.
+    pub fn connect(&mut self, conn: ConnId, body: &[u8], now: Now) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.packets_received += 1;
+        self.stats.packets_received += 1;
+        let req = match ConnectRequest::decode(body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(conn, "bad connect request: {e}");
+                self.close(conn);
+                return;
+            }
+        };
+        if req.last_zxid_seen > self.tree.last_zxid() {
+            // The client saw a newer state than ours (it was on a more up-to-date server);
+            // ZooKeeper refuses so the client tries another server.
+            tracing::info!(
+                conn,
+                "refusing session: client has seen zxid {:#x}, ours is {:#x}",
+                req.last_zxid_seen,
+                self.tree.last_zxid()
+            );
+            self.close(conn);
+            return;
+        }
+        let read_only = req.read_only.is_some();
+        if req.session_id == 0 {
+            let timeout_ms = negotiate_timeout_ms(
+                req.timeout_ms,
+                self.cfg.min_session_timeout_ms,
+                self.cfg.max_session_timeout_ms,
+            );
+            let session_id = self.id_gen.next_id();
+            let passwd: [u8; 16] = rand::random();
+            let zxid = self.next_zxid();
+            self.connecting.insert(session_id, (conn, read_only));
+            self.propose(
+                zxid,
+                Txn {
+                    header: TxnHeader {
+                        session_id,
+                        cxid: 0,
+                        time_ms: now.wall_ms,
+                    },
+                    body: TxnBody::CreateSession { timeout_ms, passwd },
+                },
+            );
+            return;
+        }
+        let valid = match self.tree.session(req.session_id) {
+            Some(s) => {
+                s.passwd[..] == req.passwd[..] && self.sessions.touch(req.session_id, now.mono_ms)
+            }
+            None => false,
+        };
+        if !valid {
+            self.send_connect_response(conn, 0, 0, [0; 16], read_only);
+            self.close(conn);
+            return;
+        }
+        let Some(s) = self.tree.session(req.session_id).copied() else {
+            return;
+        };
+        if let Some(old) = self.session_conn.insert(req.session_id, conn) {
+            if old != conn {
+                // The session moved to this connection; the old one must not act for it.
+                if let Some(c) = self.conns.get_mut(&old) {
+                    c.session_id = None;
+                }
+                self.close(old);
+            }
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session_id = Some(req.session_id);
+        }
+        self.send_connect_response(conn, s.timeout_ms, req.session_id, s.passwd, read_only);
+    }
+
+    fn send_connect_response(
+        &mut self,
+        conn: ConnId,
+        timeout_ms: i32,
+        session_id: i64,
+        passwd: [u8; 16],
+        read_only: bool,
+    ) {
+        let mut w = Writer::frame();
+        ConnectResponse {
+            protocol_version: 0,
+            timeout_ms,
+            session_id,
+            passwd: passwd.to_vec(),
+            read_only: read_only.then_some(false),
+        }
+        .encode(&mut w);
+        self.send(conn, w.finish_frame());
+    }
+
+    /// A request frame (header + body) on an established connection.
+    pub fn request(&mut self, conn: ConnId, frame_body: &[u8], now: Now) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.packets_received += 1;
+        self.stats.packets_received += 1;
+        let Some(session_id) = c.session_id else {
+            // A request before the session is established: ZooKeeper drops the connection.
+            self.close(conn);
+            return;
+        };
+        let mut r = Reader::new(frame_body);
+        let Ok(header) = RequestHeader::decode(&mut r) else {
+            self.close(conn);
+            return;
+        };
+        if !self.sessions.touch(session_id, now.mono_ms) {
+            let f = frame(
+                ReplyHeader {
+                    xid: header.xid,
+                    zxid: self.tree.last_zxid(),
+                    err: err::SESSION_EXPIRED,
+                },
+                |_| {},
+            );
+            self.send(conn, f);
+            self.close(conn);
+            return;
+        }
+        let request = match Request::decode(header.op, r.rest()) {
+            Ok(req) => req,
+            Err(e) => {
+                tracing::debug!(conn, op = header.op, "undecodable request: {e}");
+                self.queue_read(
+                    conn,
+                    header.xid,
+                    Request::Unimplemented {
+                        op: MARSHALLING_ERROR_MARK,
+                    },
+                );
+                return;
+            }
+        };
+        let write = match &request {
+            Request::Create { op, request } => Some(WriteRequest::Create { op: *op, request }),
+            Request::Delete { path, version } => Some(WriteRequest::Delete {
+                path,
+                version: *version,
+            }),
+            Request::SetData {
+                path,
+                data,
+                version,
+            } => Some(WriteRequest::SetData {
+                path,
+                data,
+                version: *version,
+            }),
+            Request::SetAcl { path, acl, version } => Some(WriteRequest::SetAcl {
+                path,
+                acl,
+                version: *version,
+            }),
+            Request::Multi(ops) => Some(WriteRequest::Multi(ops)),
+            _ => None,
+        };
+        if let Some(write) = write {
+            let zxid = self.next_zxid();
+            let body = self.pending.prepare(&self.tree, session_id, zxid, write);
+            self.queue_write(conn, header.xid, zxid, now);
+            self.propose(
+                zxid,
+                Txn {
+                    header: TxnHeader {
+                        session_id,
+                        cxid: header.xid,
+                        time_ms: now.wall_ms,
+                    },
+                    body,
+                },
+            );
+            return;
+        }
+        match request {
+            Request::CloseSession => {
+                self.sessions.set_closing(session_id);
+                let zxid = self.next_zxid();
+                self.queue_write(conn, header.xid, zxid, now);
+                self.propose(
+                    zxid,
+                    Txn {
+                        header: TxnHeader {
+                            session_id,
+                            cxid: header.xid,
+                            time_ms: now.wall_ms,
+                        },
+                        body: TxnBody::CloseSession,
+                    },
+                );
+            }
+            Request::Auth { .. } => {
+                // Only world:anyone is supported: every auth scheme fails, and ZooKeeper
+                // closes the connection after an auth failure.
+                let f = frame(
+                    ReplyHeader {
+                        xid: xid::AUTH,
+                        zxid: self.tree.last_zxid(),
+                        err: err::AUTH_FAILED,
+                    },
+                    |_| {},
+                );
+                self.send(conn, f);
+                self.close(conn);
+            }
+            other => self.queue_read(conn, header.xid, other),
+        }
+    }
+
+    fn queue_write(&mut self, conn: ConnId, xid: i32, zxid: i64, now: Now) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.queue.push_back(Queued::Write {
+                xid,
+                zxid,
+                received_ms: now.mono_ms,
+            });
+        }
+    }
+
+    fn queue_read(&mut self, conn: ConnId, xid: i32, request: Request) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.queue.push_back(Queued::Read { xid, request });
+        }
+        self.drain(conn);
+    }
+
+    /// Answers the reads at the head of the connection's queue, up to its first pending
+    /// write.
+    fn drain(&mut self, conn: ConnId) {
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if !matches!(c.queue.front(), Some(Queued::Read { .. })) {
+                return;
+            }
+            let Some(Queued::Read { xid, request }) = c.queue.pop_front() else {
+                return;
+            };
+            self.answer_read(conn, xid, request);
+        }
+    }
+
+    fn reply(&mut self, conn: ConnId, xid: i32, error: i32, body: impl FnOnce(&mut Writer)) {
+        let f = frame(
+            ReplyHeader {
+                xid,
+                zxid: self.tree.last_zxid(),
+                err: error,
+            },
+            body,
+        );
+        self.send(conn, f);
+    }
+
+    fn readable(&self, path: &str) -> Result<&crate::data_tree::Node, i32> {
+        validate_path(path).map_err(|_| err::BAD_ARGUMENTS)?;
+        let node = self.tree.get(path).ok_or(err::NO_NODE)?;
+        if node.perms & perms::READ == 0 {
+            return Err(err::NO_AUTH);
+        }
+        Ok(node)
+    }
+
+    fn answer_read(&mut self, conn: ConnId, xid: i32, request: Request) {
+        match request {
+            Request::Ping => self.reply(conn, xid::PING, err::OK, |_| {}),
+            Request::Exists { path, watch } => {
+                if validate_path(&path).is_err() {
+                    return self.reply(conn, xid, err::BAD_ARGUMENTS, |_| {});
+                }
+                if watch {
+                    self.watches.add(&path, WatchKind::Data, conn);
+                }
+                match self.tree.get(&path).map(|n| n.stat()) {
+                    Some(stat) => self.reply(conn, xid, err::OK, |w| stat.encode(w)),
+                    None => self.reply(conn, xid, err::NO_NODE, |_| {}),
+                }
+            }
+            Request::GetData { path, watch } => match self.readable(&path) {
+                Ok(node) => {
+                    let mut body = Writer::new();
+                    body.buffer(&node.data);
+                    node.stat().encode(&mut body);
+                    if watch {
+                        self.watches.add(&path, WatchKind::Data, conn);
+                    }
+                    self.reply(conn, xid, err::OK, |w| {
+                        w.bytes.extend_from_slice(&body.bytes)
+                    });
+                }
+                Err(e) => self.reply(conn, xid, e, |_| {}),
+            },
+            Request::GetChildren { path, watch } => {
+                self.answer_children(conn, xid, &path, watch, false)
+            }
+            Request::GetChildren2 { path, watch } => {
+                self.answer_children(conn, xid, &path, watch, true)
+            }
+            Request::GetAcl { path } => match validate_path(&path)
+                .map_err(|_| err::BAD_ARGUMENTS)
+                .and_then(|_| self.tree.get(&path).ok_or(err::NO_NODE))
+            {
+                Ok(node) => {
+                    let perms = node.perms;
+                    let stat = node.stat();
+                    self.reply(conn, xid, err::OK, |w| {
+                        w.i32(1);
+                        Acl::world_anyone(perms).encode(w);
+                        stat.encode(w);
+                    })
+                }
+                Err(e) => self.reply(conn, xid, e, |_| {}),
+            },
+            Request::Check { path, version } => {
+                let result = validate_path(&path)
+                    .map_err(|_| err::BAD_ARGUMENTS)
+                    .and_then(|_| self.tree.get(&path).ok_or(err::NO_NODE))
+                    .and_then(|n| {
+                        if version == -1 || version == n.version {
+                            Ok(())
+                        } else {
+                            Err(err::BAD_VERSION)
+                        }
+                    });
+                self.reply(conn, xid, result.err().unwrap_or(err::OK), |_| {});
+            }
+            Request::Sync { path } => {
+                self.reply(conn, xid, err::OK, |w| {
+                    w.string(&path);
+                });
+            }
+            Request::MultiRead(ops) => {
+                let mut body = Writer::new();
+                for (kind, path, watch) in ops {
+                    match self.readable(&path) {
+                        Ok(node) => {
+                            write_multi_header(&mut body, kind, false, err::OK);
+                            if kind == op::GET_DATA {
+                                body.buffer(&node.data);
+                                node.stat().encode(&mut body);
+                                if watch {
+                                    self.watches.add(&path, WatchKind::Data, conn);
+                                }
+                            } else {
+                                let children: Vec<&str> = node.children().collect();
+                                body.string_vec(&children);
+                                if watch {
+                                    self.watches.add(&path, WatchKind::Child, conn);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            write_multi_header(&mut body, op::ERROR, false, e);
+                            body.i32(e);
+                        }
+                    }
+                }
+                write_multi_header(&mut body, -1, true, -1);
+                self.reply(conn, xid, err::OK, |w| {
+                    w.bytes.extend_from_slice(&body.bytes)
+                });
+            }
+            Request::SetWatches { watches, v2 } => self.set_watches(conn, xid, watches, v2),
+            Request::CheckWatches { path, kind } | Request::RemoveWatches { path, kind }
+                if !matches!(
+                    kind,
+                    watcher_type::CHILDREN | watcher_type::DATA | watcher_type::ANY
+                ) =>
+            {
+                let _ = path;
+                self.reply(conn, xid, err::BAD_ARGUMENTS, |_| {});
+            }
+            Request::CheckWatches { path, kind } => {
+                let found = self
+                    .watch_kinds(kind)
+                    .iter()
+                    .any(|k| self.watches.contains(&path, *k, conn));
+                let code = if found { err::OK } else { err::NO_WATCHER };
+                self.reply(conn, xid, code, |_| {});
+            }
+            Request::RemoveWatches { path, kind } => {
+                let mut found = false;
+                for k in self.watch_kinds(kind) {
+                    found |= self.watches.remove(&path, k, conn);
+                }
+                let code = if found { err::OK } else { err::NO_WATCHER };
+                self.reply(conn, xid, code, |_| {});
+            }
+            Request::GetEphemerals { prefix } => {
+                let session_id = self
+                    .conns
+                    .get(&conn)
+                    .and_then(|c| c.session_id)
+                    .unwrap_or(0);
+                let paths: Vec<String> = self
+                    .tree
+                    .ephemerals_of(session_id)
+                    .filter(|p| prefix.is_empty() || prefix == "/" || p.starts_with(&prefix))
+                    .map(str::to_owned)
+                    .collect();
+                self.reply(conn, xid, err::OK, |w| {
+                    w.string_vec(&paths);
+                });
+            }
+            Request::GetAllChildrenNumber { path } => match self.readable(&path) {
+                Ok(_) => {
+                    let n = self.tree.descendant_count(&path) as i32;
+                    self.reply(conn, xid, err::OK, |w| {
+                        w.i32(n);
+                    })
+                }
+                Err(e) => self.reply(conn, xid, e, |_| {}),
+            },
+            Request::WhoAmI => {
+                let ip = self
+                    .conns
+                    .get(&conn)
+                    .map(|c| {
+                        c.remote
+                            .rsplit_once(':')
+                            .map_or(c.remote.clone(), |(h, _)| h.to_owned())
+                    })
+                    .unwrap_or_default();
+                self.reply(conn, xid, err::OK, |w| {
+                    w.i32(1).string("ip").string(&ip);
+                });
+            }
+            Request::Unimplemented { op } => {
+                let code = if op == MARSHALLING_ERROR_MARK {
+                    err::MARSHALLING_ERROR
+                } else {
+                    err::UNIMPLEMENTED
+                };
+                self.reply(conn, xid, code, |_| {});
+            }
+            // Writes, closeSession and auth never reach the read queue.
+            Request::Create { .. }
+            | Request::Delete { .. }
+            | Request::SetData { .. }
+            | Request::SetAcl { .. }
+            | Request::Multi(_)
+            | Request::CloseSession
+            | Request::Auth { .. } => {
+                self.reply(conn, xid, err::SYSTEM_ERROR, |_| {});
+            }
+        }
+    }
+
+    fn watch_kinds(&self, kind: i32) -> Vec<WatchKind> {
+        match kind {
+            watcher_type::CHILDREN => vec![WatchKind::Child],
+            watcher_type::DATA => vec![WatchKind::Data],
+            _ => vec![WatchKind::Data, WatchKind::Child],
+        }
+    }
+
+    fn answer_children(
+        &mut self,
+        conn: ConnId,
+        xid: i32,
+        path: &str,
+        watch: bool,
+        with_stat: bool,
+    ) {
+        match self.readable(path) {
+            Ok(node) => {
+                let mut body = Writer::new();
+                let children: Vec<&str> = node.children().collect();
+                body.string_vec(&children);
+                if with_stat {
+                    node.stat().encode(&mut body);
+                }
+                if watch {
+                    self.watches.add(path, WatchKind::Child, conn);
+                }
+                self.reply(conn, xid, err::OK, |w| {
+                    w.bytes.extend_from_slice(&body.bytes)
+                });
+            }
+            Err(e) => self.reply(conn, xid, e, |_| {}),
+        }
+    }
+}
+
+impl RequestProcessor {
+    /// setWatches after a reconnect: watches on paths that changed since `relative_zxid`
+    /// (the last zxid the client saw) fire at once, the others are registered.
+    fn set_watches(&mut self, conn: ConnId, xid: i32, w: SetWatches, v2: bool) {
+        if v2 && !(w.persistent.is_empty() && w.persistent_recursive.is_empty()) {
+            // Persistent watches (addWatch) are not implemented.
+            return self.reply(conn, xid, err::UNIMPLEMENTED, |_| {});
+        }
+        let rel = w.relative_zxid;
+        let mut fire: Vec<(i32, String)> = Vec::new();
+        for path in w.data {
+            match self.tree.get(&path) {
+                None => fire.push((event::NODE_DELETED, path)),
+                Some(n) if n.mzxid > rel => fire.push((event::NODE_DATA_CHANGED, path)),
+                Some(_) => self.watches.add(&path, WatchKind::Data, conn),
+            }
+        }
+        for path in w.exist {
+            match self.tree.get(&path) {
+                Some(_) => fire.push((event::NODE_CREATED, path)),
+                None => self.watches.add(&path, WatchKind::Data, conn),
+            }
+        }
+        for path in w.child {
+            match self.tree.get(&path) {
+                None => fire.push((event::NODE_DELETED, path)),
+                Some(n) if n.pzxid > rel => fire.push((event::NODE_CHILDREN_CHANGED, path)),
+                Some(_) => self.watches.add(&path, WatchKind::Child, conn),
+            }
+        }
+        for (kind, path) in fire {
+            let f = notification(self.tree.last_zxid(), kind, &path);
+            self.send(conn, f);
+        }
+        self.reply(conn, xid, err::OK, |_| {});
+    }
+
+    /// A transaction was committed (by the local log or by ZAB), in zxid order: apply it,
+    /// notify watchers, answer the client that asked (if connected here).
+    pub fn commit(&mut self, zxid: i64, payload: &[u8], now: Now) {
+        let txn = match Txn::decode(payload) {
+            Ok(t) => t,
+            Err(e) => {
+                // Replication delivered bytes this server cannot read: the replicas would
+                // diverge if we skipped it silently.
+                tracing::error!("committed transaction {zxid:#x} does not decode: {e}");
+                return;
+            }
+        };
+        if zxid <= self.tree.last_zxid() {
+            tracing::warn!("transaction {zxid:#x} already applied, skipped");
+            return;
+        }
+        let mut triggers = Vec::new();
+        let result = self.tree.apply(zxid, &txn, &mut triggers);
+        self.pending.applied(zxid);
+        self.last_proposed_zxid = self.last_proposed_zxid.max(zxid);
+        let mut events = Vec::new();
+        for (path, kind) in triggers {
+            self.watches.trigger(&path, kind, &mut events);
+        }
+        for (conn, kind, path) in events {
+            let f = notification(zxid, kind, &path);
+            self.send(conn, f);
+        }
+        let session_id = txn.header.session_id;
+        match (&txn.body, &result) {
+            (TxnBody::CreateSession { timeout_ms, passwd }, _) => {
+                self.sessions
+                    .add(session_id, (*timeout_ms).max(0) as u64, now.mono_ms);
+                if let Some((conn, read_only)) = self.connecting.remove(&session_id) {
+                    if self.conns.contains_key(&conn) {
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.session_id = Some(session_id);
+                        }
+                        self.session_conn.insert(session_id, conn);
+                        self.send_connect_response(
+                            conn,
+                            *timeout_ms,
+                            session_id,
+                            *passwd,
+                            read_only,
+                        );
+                    }
+                }
+            }
+            (TxnBody::CloseSession, _) => {
+                self.sessions.remove(session_id);
+                if let Some(conn) = self.session_conn.remove(&session_id) {
+                    self.finish_write(conn, zxid, &result, now);
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.session_id = None;
+                    }
+                    self.close(conn);
+                }
+            }
+            _ => {
+                if let Some(conn) = self.session_conn.get(&session_id).copied() {
+                    self.finish_write(conn, zxid, &result, now);
+                }
+            }
+        }
+        self.applied_since_snapshot += 1;
+        if self.applied_since_snapshot >= self.cfg.snap_count {
+            self.applied_since_snapshot = 0;
+            self.out.push(Effect::Snapshot {
+                zxid,
+                bytes: self.tree.serialize(),
+            });
+        }
+    }
+
+    /// Answers the connection's head write if it is transaction `zxid`, then the reads
+    /// queued behind it.
+    fn finish_write(&mut self, conn: ConnId, zxid: i64, result: &TxnResult, now: Now) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(Queued::Write {
+            xid,
+            zxid: queued_zxid,
+            received_ms,
+        }) = c.queue.front()
+        else {
+            return;
+        };
+        if *queued_zxid != zxid {
+            return;
+        }
+        let (xid, received_ms) = (*xid, *received_ms);
+        c.queue.pop_front();
+        self.stats
+            .record_latency(now.mono_ms.saturating_sub(received_ms));
+        let f = write_reply(xid, zxid, result);
+        self.send(conn, f);
+        self.drain(conn);
+    }
+
+    /// Periodic work: expire sessions whose clients went quiet (each becomes a
+    /// close-session transaction).
+    pub fn tick(&mut self, now: Now) {
+        for session_id in self.sessions.expire(now.mono_ms) {
+            tracing::info!("session {session_id:#x} expired");
+            let zxid = self.next_zxid();
+            self.propose(
+                zxid,
+                Txn {
+                    header: TxnHeader {
+                        session_id,
+                        cxid: 0,
+                        time_ms: now.wall_ms,
+                    },
+                    body: TxnBody::CloseSession,
+                },
+            );
+        }
+    }
+}
+
+fn notification(zxid: i64, kind: i32, path: &str) -> Vec<u8> {
+    let mut w = Writer::frame();
+    ReplyHeader {
+        xid: xid::NOTIFICATION,
+        zxid,
+        err: err::OK,
+    }
+    .encode(&mut w);
+    WatcherEvent {
+        kind,
+        state: event::STATE_SYNC_CONNECTED,
+        path: path.to_owned(),
+    }
+    .encode(&mut w);
+    w.finish_frame()
+}
+
+fn write_result(w: &mut Writer, result: &TxnResult) {
+    match result {
+        TxnResult::Created { path, stat, op } => {
+            w.string(path);
+            if create_returns_stat(*op) {
+                stat.encode(w);
+            }
+        }
+        TxnResult::DataSet { stat } | TxnResult::AclSet { stat } => stat.encode(w),
+        TxnResult::Multi(results) => {
+            for r in results {
+                match r {
+                    TxnResult::Created { op, .. } => write_multi_header(w, *op, false, err::OK),
+                    TxnResult::Deleted => write_multi_header(w, op::DELETE, false, err::OK),
+                    TxnResult::DataSet { .. } => {
+                        write_multi_header(w, op::SET_DATA, false, err::OK)
+                    }
+                    TxnResult::Checked => write_multi_header(w, op::CHECK, false, err::OK),
+                    TxnResult::Error(e) => {
+                        write_multi_header(w, op::ERROR, false, *e);
+                        w.i32(*e);
+                        continue;
+                    }
+                    other => {
+                        tracing::error!("unexpected result inside multi: {other:?}");
+                        write_multi_header(w, op::ERROR, false, err::RUNTIME_INCONSISTENCY);
+                        w.i32(err::RUNTIME_INCONSISTENCY);
+                        continue;
+                    }
+                }
+                write_result(w, r);
+            }
+            write_multi_header(w, -1, true, -1);
+        }
+        TxnResult::SessionCreated
+        | TxnResult::SessionClosed
+        | TxnResult::Deleted
+        | TxnResult::Checked
+        | TxnResult::Error(_) => {}
+    }
+}
+
+fn write_reply(xid: i32, zxid: i64, result: &TxnResult) -> Vec<u8> {
+    let code = match result {
+        TxnResult::Error(e) => *e,
+        _ => err::OK,
+    };
+    frame(
+        ReplyHeader {
+            xid,
+            zxid,
+            err: code,
+        },
+        |w| write_result(w, result),
+    )
+}
+
+/// An opcode no client sends, used to carry "the body did not decode" through the read queue
+/// so the MARSHALLING_ERROR answer keeps its place in the connection's order.
+const MARSHALLING_ERROR_MARK: i32 = i32::MIN;
