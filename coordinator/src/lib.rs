@@ -11,10 +11,16 @@
 //! sans-IO server core), [`txn_log`] and [`snapshot`] (durability), [`replicator`] (the seam
 //! to ZAB), [`four_letter`] (ruok/srvr/stat/mntr), [`server`] (the IO shell).
 
+pub mod config;
 pub mod data_tree;
+pub mod four_letter;
 pub mod jute;
 pub mod pending_changes;
+pub mod replicator;
 pub mod request_processor;
+pub mod server;
 pub mod session;
+pub mod snapshot;
 pub mod txn;
+pub mod txn_log;
 pub mod watch;
