@@ -515,3 +515,27 @@ def test_restart_recovers_tree_sessions_and_watches(tmp_path):
                 c.stop()
                 c.close()
         srv.stop()
+
+
+def test_max_client_cnxns_per_ip_is_enforced(tmp_path):
+    """maxClientCnxns=3: three connections from 127.0.0.1 are served, a fourth is closed at
+    once, and a slot frees up when one of the three goes away."""
+    srv = Coordinator(tmp_path, extra="maxClientCnxns=3\n")
+    socks = []
+    try:
+        for _ in range(3):
+            s, negotiated, _, _ = raw_connect(srv.port)
+            assert negotiated > 0
+            socks.append(s)
+        extra = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        assert is_closed(extra, timeout=3)
+        extra.close()
+        socks.pop().close()
+        time.sleep(0.3)
+        s, negotiated, _, _ = raw_connect(srv.port)
+        assert negotiated > 0
+        socks.append(s)
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()

@@ -65,8 +65,8 @@ pub struct ProcessorConfig {
     pub max_session_timeout_ms: u32,
     /// Applied transactions between snapshots (ZooKeeper's `snapCount`).
     pub snap_count: u64,
-    /// Proposed-but-uncommitted writes past which new writes wait (backpressure hint to the
-    /// shell via [`RequestProcessor::outstanding`]).
+    /// Proposed-but-uncommitted transactions past which the shell stops reading requests
+    /// ([`RequestProcessor::accepting_requests`]; ZooKeeper's `globalOutstandingLimit`).
     pub max_outstanding_requests: usize,
 }
 
@@ -205,6 +205,12 @@ impl RequestProcessor {
         (self.last_proposed_zxid - self.tree.last_zxid()).max(0) as usize
     }
 
+    /// False while too many proposals wait for commit: the shell should feed only commits
+    /// (and timers) until this turns true, leaving client bytes in the socket buffers.
+    pub fn accepting_requests(&self) -> bool {
+        self.outstanding() < self.cfg.max_outstanding_requests
+    }
+
     pub fn connection_count(&self) -> usize {
         self.conns.len()
     }
@@ -280,6 +286,17 @@ impl RequestProcessor {
         }
         self.connecting.retain(|_, (c, _)| *c != conn);
         self.watches.remove_conn(conn);
+    }
+
+    /// A new ZAB epoch begins on this (leading) server: the next proposal is
+    /// `epoch << 32 | 1`, and validation forgets proposals of the old epoch that were never
+    /// committed (ZAB discards them). Ignored unless the epoch is newer than the last zxid.
+    pub fn start_epoch(&mut self, epoch: u32) {
+        let base = (epoch as i64) << 32;
+        if base > self.last_proposed_zxid {
+            self.last_proposed_zxid = base;
+            self.pending.clear();
+        }
     }
 
     fn next_zxid(&mut self) -> i64 {

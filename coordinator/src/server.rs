@@ -460,14 +460,22 @@ impl Core {
     fn run(mut self, events: Receiver<CoreEvent>, commits: Receiver<Committed>) {
         let check_every = Duration::from_millis((self.zoo.tick_ms as u64 / 2).clamp(10, 500));
         let mut next_check = Instant::now() + check_every;
+        let never = crossbeam_channel::never();
         loop {
             let timeout = next_check.saturating_duration_since(Instant::now());
+            // While too many proposals are uncommitted, take only commits: readers then block
+            // on the full event channel and clients feel TCP back-pressure.
+            let events_or_never = if self.processor.accepting_requests() {
+                &events
+            } else {
+                &never
+            };
             select! {
                 recv(commits) -> c => match c {
                     Ok(c) => {
                         let now = self.now();
                         self.processor.commit(c.zxid, &c.payload, now);
-                        // Drain what else is committed before flushing effects.
+                        // Apply everything already committed before dispatching effects.
                         while let Ok(c) = commits.try_recv() {
                             self.processor.commit(c.zxid, &c.payload, now);
                         }
@@ -477,7 +485,7 @@ impl Core {
                         break;
                     }
                 },
-                recv(events) -> e => match e {
+                recv(events_or_never) -> e => match e {
                     Ok(CoreEvent::Shutdown) | Err(_) => break,
                     Ok(e) => self.handle(e),
                 },

@@ -251,10 +251,7 @@ mod tests {
         w.append(2, &[1; 10]);
         w.flush(true).unwrap();
         let logs = list_logs(dir.path()).unwrap();
-        assert_eq!(
-            logs.iter().map(|(z, _)| *z).collect::<Vec<_>>(),
-            vec![1, 2]
-        );
+        assert_eq!(logs.iter().map(|(z, _)| *z).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(
             read_log_file(&logs[1].1).unwrap().records,
             vec![(2, vec![1; 10])]

@@ -603,3 +603,20 @@ fn garbage_bodies_get_marshalling_error_and_unknown_ops_unimplemented() {
     );
     assert!(h.closed.is_empty());
 }
+
+#[test]
+fn a_new_epoch_moves_zxids_to_its_high_half() {
+    let mut h = Harness::new();
+    h.connect(1, 0, vec![0; 16]);
+    h.create(1, "/e1", 0).unwrap();
+    h.p.start_epoch(3);
+    h.create(1, "/e2", 0).unwrap();
+    assert_eq!(h.stat(1, "/e2").unwrap().czxid, (3i64 << 32) | 1);
+    h.p.start_epoch(2);
+    h.create(1, "/e3", 0).unwrap();
+    assert_eq!(
+        h.stat(1, "/e3").unwrap().czxid,
+        (3i64 << 32) | 2,
+        "older epochs are ignored"
+    );
+}
