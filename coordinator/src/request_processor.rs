@@ -19,7 +19,7 @@
 //! Time comes in as [`Now`]: a monotonic clock for expiry and latency, a wall clock for znode
 //! timestamps (which travel inside the transaction).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::data_tree::{create_returns_stat, validate_path, DataTree, TxnResult};
 use crate::jute::codes::{err, event, op, perms, watcher_type, xid};
@@ -30,7 +30,7 @@ use crate::jute::records::{
 use crate::jute::{Reader, Writer};
 use crate::pending_changes::{PendingChanges, WriteRequest};
 use crate::session::{negotiate_timeout_ms, SessionIdGenerator, SessionTracker};
-use crate::txn::{Txn, TxnBody, TxnHeader};
+use crate::txn::{ForwardedRequest, Txn, TxnBody, TxnHeader};
 use crate::watch::{ConnId, WatchKind, WatchManager};
 
 /// The clock readings an event happened at.
@@ -49,8 +49,11 @@ pub enum Effect {
     Send { conn: ConnId, frame: Vec<u8> },
     /// Close the connection after the frames already handed out for it are written.
     Close { conn: ConnId },
-    /// Replicate and make durable; call [`RequestProcessor::commit`] when committed.
+    /// Standalone: make durable; call [`RequestProcessor::commit`] when it is.
     Propose { zxid: i64, payload: Vec<u8> },
+    /// Ensemble: hand to the ZAB leader, whose processor turns it into a transaction with
+    /// [`RequestProcessor::forwarded`]; ZAB then commits it on every server.
+    Forward { payload: Vec<u8> },
     /// Enough transactions were applied since the last snapshot: persist `bytes` (the tree
     /// serialized at `zxid`).
     Snapshot { zxid: i64, bytes: Vec<u8> },
@@ -68,6 +71,9 @@ pub struct ProcessorConfig {
     /// Proposed-but-uncommitted transactions past which the shell stops reading requests
     /// ([`RequestProcessor::accepting_requests`]; ZooKeeper's `globalOutstandingLimit`).
     pub max_outstanding_requests: usize,
+    /// Part of a ZAB ensemble: writes leave as [`Effect::Forward`] and only the leader
+    /// expires sessions. False: standalone, this processor is its own proposer.
+    pub ensemble: bool,
 }
 
 impl ProcessorConfig {
@@ -79,16 +85,20 @@ impl ProcessorConfig {
             max_session_timeout_ms: tick_ms * 20,
             snap_count: 100_000,
             max_outstanding_requests: 1000,
+            ensemble: false,
         }
     }
 }
 
 #[derive(Debug)]
 enum Queued {
-    /// A write whose transaction `zxid` is not applied yet.
+    /// A write (or closeSession, or an ensemble sync) whose transaction is not applied
+    /// yet; matched with it by xid and opcode.
     Write {
         xid: i32,
-        zxid: i64,
+        op: i32,
+        /// The path to echo when the write is a sync.
+        sync_path: Option<String>,
         received_ms: u64,
     },
     /// A read (or control request) waiting for earlier writes of the connection.
@@ -148,6 +158,10 @@ pub struct RequestProcessor {
     /// Connections waiting for their create-session transaction, by session id.
     connecting: HashMap<i64, (ConnId, bool)>,
     last_proposed_zxid: i64,
+    /// Ensemble: this server leads (it expires sessions and prepares forwarded writes).
+    is_leader: bool,
+    /// Ensemble follower: sessions with activity since the last touch report.
+    touched: BTreeSet<i64>,
     applied_since_snapshot: u64,
     stats: ServerStats,
     out: Vec<Effect>,
@@ -181,6 +195,8 @@ impl RequestProcessor {
             conns: HashMap::new(),
             session_conn: HashMap::new(),
             connecting: HashMap::new(),
+            is_leader: false,
+            touched: BTreeSet::new(),
             applied_since_snapshot: 0,
             stats: ServerStats::default(),
             out: Vec::new(),
@@ -304,11 +320,110 @@ impl RequestProcessor {
         self.last_proposed_zxid
     }
 
-    fn propose(&mut self, zxid: i64, txn: Txn) {
-        self.out.push(Effect::Propose {
-            zxid,
-            payload: txn.encode(),
-        });
+    /// Sends a state change to the proposer: this processor when standalone, the leader
+    /// (through ZAB) in an ensemble.
+    fn submit(&mut self, request: ForwardedRequest, now: Now) {
+        if self.cfg.ensemble {
+            self.out.push(Effect::Forward {
+                payload: request.encode(),
+            });
+        } else if let Some(payload) = self.prepare_forwarded(request, now) {
+            self.out.push(Effect::Propose {
+                zxid: self.last_proposed_zxid,
+                payload,
+            });
+        }
+    }
+
+    /// Ensemble: ZAB changed this server's role. A new leader gives every session a full
+    /// timeout from now (its view of their activity is stale) and forgets validation
+    /// records of proposals that may never commit; see also [`Self::start_epoch`].
+    pub fn set_leader(&mut self, leader: bool, now: Now) {
+        if leader && !self.is_leader {
+            let sessions: Vec<(i64, i32)> = self
+                .tree
+                .sessions()
+                .map(|(id, s)| (id, s.timeout_ms))
+                .collect();
+            for (id, timeout_ms) in sessions {
+                self.sessions.add(id, timeout_ms.max(0) as u64, now.mono_ms);
+            }
+            self.pending.clear();
+        }
+        self.is_leader = leader;
+    }
+
+    /// On the proposer (standalone server, ZAB leader): turns a forwarded request into the
+    /// transaction payload to propose next, or `None` when there is nothing to propose
+    /// (session touches, undecodable input). The transaction gets zxid
+    /// `last proposed + 1`; the ZAB leader must propose the returned payloads in order.
+    pub fn forwarded(&mut self, payload: &[u8], now: Now) -> Option<Vec<u8>> {
+        match ForwardedRequest::decode(payload) {
+            Ok(request) => self.prepare_forwarded(request, now),
+            Err(e) => {
+                tracing::warn!("undecodable forwarded request dropped: {e}");
+                None
+            }
+        }
+    }
+
+    fn prepare_forwarded(&mut self, request: ForwardedRequest, now: Now) -> Option<Vec<u8>> {
+        match request {
+            ForwardedRequest::Prepared(txn) => {
+                if matches!(txn.body, TxnBody::CloseSession) {
+                    self.sessions.set_closing(txn.header.session_id);
+                }
+                self.next_zxid();
+                Some(txn.encode())
+            }
+            ForwardedRequest::Touch { session_ids } => {
+                for id in session_ids {
+                    self.sessions.touch(id, now.mono_ms);
+                }
+                None
+            }
+            ForwardedRequest::Write {
+                session_id,
+                cxid,
+                op: op_code,
+                body,
+            } => {
+                let zxid = self.next_zxid();
+                let body = if !self.sessions.touch(session_id, now.mono_ms) {
+                    TxnBody::Error {
+                        err: err::SESSION_EXPIRED,
+                    }
+                } else {
+                    match Request::decode(op_code, &body) {
+                        Ok(request) => match write_request(&request) {
+                            Some(write) => {
+                                self.pending.prepare(&self.tree, session_id, zxid, write)
+                            }
+                            // A forwarded sync: an empty transaction whose commit tells the
+                            // origin it has seen everything before it.
+                            None if op_code == op::SYNC => TxnBody::Error { err: err::OK },
+                            None => TxnBody::Error {
+                                err: err::BAD_ARGUMENTS,
+                            },
+                        },
+                        Err(_) => TxnBody::Error {
+                            err: err::MARSHALLING_ERROR,
+                        },
+                    }
+                };
+                Some(
+                    Txn {
+                        header: TxnHeader {
+                            session_id,
+                            cxid,
+                            time_ms: now.wall_ms,
+                        },
+                        body,
+                    }
+                    .encode(),
+                )
+            }
+        }
     }
 
     /// The first frame of a connection.
@@ -347,18 +462,17 @@ impl RequestProcessor {
             );
             let session_id = self.id_gen.next_id();
             let passwd: [u8; 16] = rand::random();
-            let zxid = self.next_zxid();
             self.connecting.insert(session_id, (conn, read_only));
-            self.propose(
-                zxid,
-                Txn {
+            self.submit(
+                ForwardedRequest::Prepared(Txn {
                     header: TxnHeader {
                         session_id,
                         cxid: 0,
                         time_ms: now.wall_ms,
                     },
                     body: TxnBody::CreateSession { timeout_ms, passwd },
-                },
+                }),
+                now,
             );
             return;
         }
@@ -388,6 +502,7 @@ impl RequestProcessor {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session_id = Some(req.session_id);
         }
+        self.note_activity(req.session_id);
         self.send_connect_response(conn, s.timeout_ms, req.session_id, s.passwd, read_only);
     }
 
@@ -458,61 +573,40 @@ impl RequestProcessor {
                 return;
             }
         };
-        let write = match &request {
-            Request::Create { op, request } => Some(WriteRequest::Create { op: *op, request }),
-            Request::Delete { path, version } => Some(WriteRequest::Delete {
-                path,
-                version: *version,
-            }),
-            Request::SetData {
-                path,
-                data,
-                version,
-            } => Some(WriteRequest::SetData {
-                path,
-                data,
-                version: *version,
-            }),
-            Request::SetAcl { path, acl, version } => Some(WriteRequest::SetAcl {
-                path,
-                acl,
-                version: *version,
-            }),
-            Request::Multi(ops) => Some(WriteRequest::Multi(ops)),
-            _ => None,
-        };
-        if let Some(write) = write {
-            let zxid = self.next_zxid();
-            let body = self.pending.prepare(&self.tree, session_id, zxid, write);
-            self.queue_write(conn, header.xid, zxid, now);
-            self.propose(
-                zxid,
-                Txn {
-                    header: TxnHeader {
-                        session_id,
-                        cxid: header.xid,
-                        time_ms: now.wall_ms,
-                    },
-                    body,
+        self.note_activity(session_id);
+        if write_request(&request).is_some()
+            || (self.cfg.ensemble && matches!(request, Request::Sync { .. }))
+        {
+            let sync_path = match &request {
+                Request::Sync { path } => Some(path.clone()),
+                _ => None,
+            };
+            self.queue_write(conn, header.xid, header.op, sync_path, now);
+            self.submit(
+                ForwardedRequest::Write {
+                    session_id,
+                    cxid: header.xid,
+                    op: header.op,
+                    body: r.rest().to_vec(),
                 },
+                now,
             );
             return;
         }
         match request {
             Request::CloseSession => {
                 self.sessions.set_closing(session_id);
-                let zxid = self.next_zxid();
-                self.queue_write(conn, header.xid, zxid, now);
-                self.propose(
-                    zxid,
-                    Txn {
+                self.queue_write(conn, header.xid, op::CLOSE_SESSION, None, now);
+                self.submit(
+                    ForwardedRequest::Prepared(Txn {
                         header: TxnHeader {
                             session_id,
                             cxid: header.xid,
                             time_ms: now.wall_ms,
                         },
                         body: TxnBody::CloseSession,
-                    },
+                    }),
+                    now,
                 );
             }
             Request::Auth { .. } => {
@@ -533,13 +627,28 @@ impl RequestProcessor {
         }
     }
 
-    fn queue_write(&mut self, conn: ConnId, xid: i32, zxid: i64, now: Now) {
+    fn queue_write(
+        &mut self,
+        conn: ConnId,
+        xid: i32,
+        op: i32,
+        sync_path: Option<String>,
+        now: Now,
+    ) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.queue.push_back(Queued::Write {
                 xid,
-                zxid,
+                op,
+                sync_path,
                 received_ms: now.mono_ms,
             });
+        }
+    }
+
+    /// An ensemble follower reports client activity to the leader, which expires sessions.
+    fn note_activity(&mut self, session_id: i64) {
+        if self.cfg.ensemble && !self.is_leader {
+            self.touched.insert(session_id);
         }
     }
 
@@ -897,8 +1006,9 @@ impl RequestProcessor {
             }
             (TxnBody::CloseSession, _) => {
                 self.sessions.remove(session_id);
+                self.touched.remove(&session_id);
                 if let Some(conn) = self.session_conn.remove(&session_id) {
-                    self.finish_write(conn, zxid, &result, now);
+                    self.finish_write(conn, zxid, &txn, &result, now);
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.session_id = None;
                     }
@@ -907,7 +1017,7 @@ impl RequestProcessor {
             }
             _ => {
                 if let Some(conn) = self.session_conn.get(&session_id).copied() {
-                    self.finish_write(conn, zxid, &result, now);
+                    self.finish_write(conn, zxid, &txn, &result, now);
                 }
             }
         }
@@ -921,51 +1031,102 @@ impl RequestProcessor {
         }
     }
 
-    /// Answers the connection's head write if it is transaction `zxid`, then the reads
-    /// queued behind it.
-    fn finish_write(&mut self, conn: ConnId, zxid: i64, result: &TxnResult, now: Now) {
+    /// Answers the connection's head write if `txn` is its transaction (same xid, and a
+    /// close-session only for a closeSession request), then the reads queued behind it.
+    fn finish_write(&mut self, conn: ConnId, zxid: i64, txn: &Txn, result: &TxnResult, now: Now) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let Some(Queued::Write {
             xid,
-            zxid: queued_zxid,
+            op: queued_op,
             received_ms,
+            ..
         }) = c.queue.front()
         else {
             return;
         };
-        if *queued_zxid != zxid {
+        let closing = matches!(txn.body, TxnBody::CloseSession);
+        if *xid != txn.header.cxid || closing != (*queued_op == op::CLOSE_SESSION) {
             return;
         }
-        let (xid, received_ms) = (*xid, *received_ms);
-        c.queue.pop_front();
+        let received_ms = *received_ms;
+        let Some(Queued::Write { xid, sync_path, .. }) = c.queue.pop_front() else {
+            return;
+        };
         self.stats
             .record_latency(now.mono_ms.saturating_sub(received_ms));
-        let f = write_reply(xid, zxid, result);
+        let f = match (sync_path, result) {
+            (Some(path), TxnResult::Error(err::OK)) => frame(
+                ReplyHeader {
+                    xid,
+                    zxid,
+                    err: err::OK,
+                },
+                |w| {
+                    w.string(&path);
+                },
+            ),
+            _ => write_reply(xid, zxid, result),
+        };
         self.send(conn, f);
         self.drain(conn);
     }
 
-    /// Periodic work: expire sessions whose clients went quiet (each becomes a
-    /// close-session transaction).
+    /// Periodic work: the proposer expires sessions whose clients went quiet (each becomes
+    /// a close-session transaction); an ensemble follower reports its clients' activity.
     pub fn tick(&mut self, now: Now) {
+        if self.cfg.ensemble && !self.is_leader {
+            if !self.touched.is_empty() {
+                let session_ids = std::mem::take(&mut self.touched).into_iter().collect();
+                self.out.push(Effect::Forward {
+                    payload: ForwardedRequest::Touch { session_ids }.encode(),
+                });
+            }
+            return;
+        }
         for session_id in self.sessions.expire(now.mono_ms) {
             tracing::info!("session {session_id:#x} expired");
-            let zxid = self.next_zxid();
-            self.propose(
-                zxid,
-                Txn {
+            self.submit(
+                ForwardedRequest::Prepared(Txn {
                     header: TxnHeader {
                         session_id,
                         cxid: 0,
                         time_ms: now.wall_ms,
                     },
                     body: TxnBody::CloseSession,
-                },
+                }),
+                now,
             );
         }
     }
+}
+
+/// The validation shape of a write request; `None` for everything else.
+fn write_request(request: &Request) -> Option<WriteRequest<'_>> {
+    Some(match request {
+        Request::Create { op, request } => WriteRequest::Create { op: *op, request },
+        Request::Delete { path, version } => WriteRequest::Delete {
+            path,
+            version: *version,
+        },
+        Request::SetData {
+            path,
+            data,
+            version,
+        } => WriteRequest::SetData {
+            path,
+            data,
+            version: *version,
+        },
+        Request::SetAcl { path, acl, version } => WriteRequest::SetAcl {
+            path,
+            acl,
+            version: *version,
+        },
+        Request::Multi(ops) => WriteRequest::Multi(ops),
+        _ => return None,
+    })
 }
 
 fn notification(zxid: i64, kind: i32, path: &str) -> Vec<u8> {

@@ -564,6 +564,11 @@ impl Core {
                     }
                 }
                 Effect::Propose { zxid, payload } => self.replicator.propose(zxid, payload)?,
+                Effect::Forward { .. } => {
+                    // Only an ensemble processor forwards; this shell runs it standalone.
+                    debug_assert!(false, "forward effect from a standalone processor");
+                    tracing::error!("forward effect from a standalone processor dropped");
+                }
                 Effect::Snapshot { zxid, bytes } => {
                     if self.snapshots.submit(
                         snapshot_dir(&self.zoo.data_dir),

@@ -241,6 +241,102 @@ impl TxnBody {
     }
 }
 
+/// What a server hands the proposer (itself when standalone, the ZAB leader in an ensemble)
+/// for a state change one of its clients asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardedRequest {
+    /// A transaction the origin built itself: session create and close need no validation
+    /// against the tree.
+    Prepared(Txn),
+    /// A client write (or sync) to validate against the proposer's view: the jute body that
+    /// followed the request header.
+    Write {
+        session_id: i64,
+        cxid: i32,
+        op: i32,
+        body: Vec<u8>,
+    },
+    /// Sessions with client activity on the origin since its last report (ZooKeeper's
+    /// session touches carried in follower pings): they must not expire.
+    Touch { session_ids: Vec<i64> },
+}
+
+const FORWARD_PREPARED: u8 = 1;
+const FORWARD_WRITE: u8 = 2;
+const FORWARD_TOUCH: u8 = 3;
+
+impl ForwardedRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            ForwardedRequest::Prepared(txn) => {
+                w.bytes.push(FORWARD_PREPARED);
+                w.bytes.extend_from_slice(&txn.encode());
+            }
+            ForwardedRequest::Write {
+                session_id,
+                cxid,
+                op,
+                body,
+            } => {
+                w.bytes.push(FORWARD_WRITE);
+                w.i64(*session_id).i32(*cxid).i32(*op).buffer(body);
+            }
+            ForwardedRequest::Touch { session_ids } => {
+                w.bytes.push(FORWARD_TOUCH);
+                w.i32(session_ids.len() as i32);
+                for id in session_ids {
+                    w.i64(*id);
+                }
+            }
+        }
+        w.bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let Some((&tag, rest)) = bytes.split_first() else {
+            return Err(DecodeError::Truncated {
+                offset: 0,
+                needed: 1,
+                available: 0,
+            });
+        };
+        let mut r = Reader::new(rest);
+        let out = match tag {
+            FORWARD_PREPARED => return Ok(ForwardedRequest::Prepared(Txn::decode(rest)?)),
+            FORWARD_WRITE => ForwardedRequest::Write {
+                session_id: r.read_i64()?,
+                cxid: r.read_i32()?,
+                op: r.read_i32()?,
+                body: r.read_buffer()?.to_vec(),
+            },
+            FORWARD_TOUCH => {
+                let n = r.read_vec_len(8)?;
+                let mut session_ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    session_ids.push(r.read_i64()?);
+                }
+                ForwardedRequest::Touch { session_ids }
+            }
+            other => {
+                return Err(DecodeError::BadValue {
+                    field: "forwarded request kind",
+                    value: other as i64,
+                    offset: 0,
+                })
+            }
+        };
+        if r.remaining() != 0 {
+            return Err(DecodeError::BadValue {
+                field: "forwarded request trailing bytes",
+                value: r.remaining() as i64,
+                offset: r.offset() + 1,
+            });
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Proves every transaction kind round-trips through its byte encoding and that damaged
@@ -302,6 +398,31 @@ mod tests {
             let mut longer = bytes.clone();
             longer.push(0);
             assert!(Txn::decode(&longer).is_err());
+        }
+    }
+
+    #[test]
+    fn forwarded_requests_round_trip() {
+        for req in [
+            ForwardedRequest::Prepared(Txn {
+                header: header(),
+                body: TxnBody::CloseSession,
+            }),
+            ForwardedRequest::Write {
+                session_id: 5,
+                cxid: 9,
+                op: op::SET_DATA,
+                body: vec![1, 2, 3],
+            },
+            ForwardedRequest::Touch {
+                session_ids: vec![1, 2, 3],
+            },
+        ] {
+            let bytes = req.encode();
+            assert_eq!(ForwardedRequest::decode(&bytes).unwrap(), req);
+            for cut in 0..bytes.len() {
+                assert!(ForwardedRequest::decode(&bytes[..cut]).is_err());
+            }
         }
     }
 

@@ -67,6 +67,7 @@ impl Harness {
                             self.held.push((zxid, payload));
                         }
                     }
+                    Effect::Forward { .. } => panic!("a standalone processor never forwards"),
                     Effect::Snapshot { bytes, .. } => {
                         let copy = DataTree::deserialize(&bytes).expect("snapshot reloads");
                         assert_eq!(copy.digest(), self.p.tree().digest());
