@@ -363,6 +363,10 @@ fn spawn_connection(
     Ok(())
 }
 
+/// How long a new connection may take to send its connect request (or four-letter word);
+/// after that, session expiry is what closes idle connections.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn read_loop(
     conn: ConnId,
     mut stream: TcpStream,
@@ -370,6 +374,7 @@ fn read_loop(
     max_frame_bytes: usize,
 ) {
     let mut first = true;
+    let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
     loop {
         let mut len_bytes = [0u8; 4];
         if stream.read_exact(&mut len_bytes).is_err() {
@@ -391,6 +396,9 @@ fn read_loop(
         let mut body = vec![0u8; len as usize];
         if stream.read_exact(&mut body).is_err() {
             return;
+        }
+        if first {
+            let _ = stream.set_read_timeout(None);
         }
         let event = if first {
             CoreEvent::Connect { conn, body }

@@ -63,4 +63,16 @@ fn a_million_100_byte_znodes_fit_in_memory() {
         used / NODES as u64
     );
     assert!(used < 700 << 20, "tree used {} MiB", used >> 20);
+    // The snapshot is serialized on the core thread: report the pause it costs.
+    let started = std::time::Instant::now();
+    let bytes = tree.serialize();
+    println!(
+        "serialize: {} MiB in {} ms",
+        bytes.len() >> 20,
+        started.elapsed().as_millis()
+    );
+    assert_eq!(
+        DataTree::deserialize(&bytes).unwrap().digest(),
+        tree.digest()
+    );
 }
