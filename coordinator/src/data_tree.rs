@@ -21,7 +21,8 @@ use crate::txn::{CreateTxn, Txn, TxnBody};
 /// One znode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    pub data: Box<[u8]>,
+    /// `None`: the node was given null data (answered as null, not as empty).
+    pub data: Option<Box<[u8]>>,
     // Boxed on purpose: most znodes are leaves, and 8 bytes for "no children" instead of
     // the 24 of an empty set saves 16 MB per million nodes.
     #[allow(clippy::box_collection)]
@@ -40,7 +41,13 @@ pub struct Node {
 }
 
 impl Node {
-    fn new(data: Box<[u8]>, zxid: i64, time_ms: i64, ephemeral_owner: i64, perms: i32) -> Self {
+    fn new(
+        data: Option<Box<[u8]>>,
+        zxid: i64,
+        time_ms: i64,
+        ephemeral_owner: i64,
+        perms: i32,
+    ) -> Self {
         Node {
             data,
             children: None,
@@ -55,6 +62,10 @@ impl Node {
             aversion: 0,
             perms,
         }
+    }
+
+    pub fn data_len(&self) -> usize {
+        self.data.as_ref().map_or(0, |d| d.len())
     }
 
     pub fn num_children(&self) -> usize {
@@ -76,7 +87,7 @@ impl Node {
             cversion: self.cversion,
             aversion: self.aversion,
             ephemeral_owner: self.ephemeral_owner,
-            data_length: self.data.len() as i32,
+            data_length: self.data_len() as i32,
             num_children: self.num_children() as i32,
             pzxid: self.pzxid,
         }
@@ -84,7 +95,11 @@ impl Node {
 
     fn digest(&self, path: &str) -> u64 {
         let mut crc = crc32c::crc32c(path.as_bytes());
-        crc = crc32c::crc32c_append(crc, &self.data);
+        crc = match &self.data {
+            Some(d) => crc32c::crc32c_append(crc, d),
+            // Null and empty data are different states: hash a marker for null.
+            None => crc32c::crc32c_append(crc, &[0xff, 0xfe]),
+        };
         for v in [
             self.czxid,
             self.mzxid,
@@ -214,10 +229,10 @@ impl DataTree {
             data_size_bytes: 0,
             digest: 0,
         };
-        tree.insert_node("/", Node::new(Box::default(), 0, 0, 0, perms::ALL));
+        tree.insert_node("/", Node::new(Some(Box::default()), 0, 0, 0, perms::ALL));
         for path in ["/zookeeper", "/zookeeper/quota", "/zookeeper/config"] {
             tree.link_child(path);
-            tree.insert_node(path, Node::new(Box::default(), 0, 0, 0, perms::ALL));
+            tree.insert_node(path, Node::new(Some(Box::default()), 0, 0, 0, perms::ALL));
         }
         tree
     }
@@ -277,7 +292,7 @@ impl DataTree {
     }
 
     fn insert_node(&mut self, path: &str, node: Node) {
-        self.data_size_bytes += (path.len() + node.data.len()) as u64;
+        self.data_size_bytes += (path.len() + node.data_len()) as u64;
         self.digest = self.digest.wrapping_add(node.digest(path));
         if node.ephemeral_owner != 0 {
             self.ephemerals
@@ -291,7 +306,7 @@ impl DataTree {
 
     fn remove_node(&mut self, path: &str) -> Option<Node> {
         let node = self.nodes.remove(path)?;
-        self.data_size_bytes -= (path.len() + node.data.len()) as u64;
+        self.data_size_bytes -= (path.len() + node.data_len()) as u64;
         self.digest = self.digest.wrapping_sub(node.digest(path));
         if node.ephemeral_owner != 0 {
             if let Some(set) = self.ephemerals.get_mut(&node.ephemeral_owner) {
@@ -308,10 +323,10 @@ impl DataTree {
     fn modify<R>(&mut self, path: &str, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
         let node = self.nodes.get_mut(path)?;
         let before_digest = node.digest(path);
-        let before_len = node.data.len() as u64;
+        let before_len = node.data_len() as u64;
         let out = f(node);
         let after_digest = node.digest(path);
-        let after_len = node.data.len() as u64;
+        let after_len = node.data_len() as u64;
         self.digest = self
             .digest
             .wrapping_sub(before_digest)
@@ -389,7 +404,7 @@ impl DataTree {
                 version,
             } => {
                 let stat = self.modify(path, |n| {
-                    n.data = data.clone().into_boxed_slice();
+                    n.data = data.clone().map(Vec::into_boxed_slice);
                     n.version = *version;
                     n.mzxid = zxid;
                     n.mtime = time_ms;
@@ -444,7 +459,7 @@ impl DataTree {
             p.pzxid = zxid;
         });
         let node = Node::new(
-            c.data.clone().into_boxed_slice(),
+            c.data.clone().map(Vec::into_boxed_slice),
             zxid,
             time_ms,
             c.ephemeral_owner,
@@ -505,7 +520,7 @@ impl DataTree {
                 continue;
             };
             w.string(&path)
-                .buffer(&node.data)
+                .opt_buffer(node.data.as_deref())
                 .i64(node.czxid)
                 .i64(node.mzxid)
                 .i64(node.pzxid)
@@ -565,7 +580,7 @@ impl DataTree {
         };
         for i in 0..n_nodes {
             let path = r.read_string()?;
-            let data: Box<[u8]> = r.read_buffer()?.into();
+            let data: Option<Box<[u8]>> = r.read_opt_buffer()?.map(Into::into);
             let node = Node {
                 data,
                 children: None,

@@ -51,7 +51,7 @@ pub enum WriteRequest<'a> {
     },
     SetData {
         path: &'a str,
-        data: &'a [u8],
+        data: Option<&'a [u8]>,
         version: i32,
     },
     SetAcl {
@@ -226,7 +226,7 @@ impl Prep<'_> {
                 path,
                 data,
                 version,
-            } => self.set_data(path, data, *version),
+            } => self.set_data(path, data.as_deref(), *version),
             MultiOp::Check { path, version } => {
                 validate_path(path).map_err(|_| err::BAD_ARGUMENTS)?;
                 let rec = self.get(path).ok_or(err::NO_NODE)?;
@@ -333,7 +333,7 @@ impl Prep<'_> {
         })
     }
 
-    fn set_data(&mut self, path: &str, data: &[u8], version: i32) -> Result<TxnBody, i32> {
+    fn set_data(&mut self, path: &str, data: Option<&[u8]>, version: i32) -> Result<TxnBody, i32> {
         validate_path(path).map_err(|_| err::BAD_ARGUMENTS)?;
         let mut node = self.get(path).ok_or(err::NO_NODE)?;
         if node.perms & perms::WRITE == 0 {
@@ -344,7 +344,7 @@ impl Prep<'_> {
         self.put(path, node);
         Ok(TxnBody::SetData {
             path: path.to_owned(),
-            data: data.to_vec(),
+            data: data.map(<[u8]>::to_vec),
             version: node.version,
         })
     }

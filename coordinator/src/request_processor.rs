@@ -103,6 +103,9 @@ enum Queued {
     },
     /// A read (or control request) waiting for earlier writes of the connection.
     Read { xid: i32, request: Request },
+    /// An error answer that must keep its place in the connection's order; `close` ends
+    /// the connection after it (an expired session).
+    Fail { xid: i32, err: i32, close: bool },
 }
 
 #[derive(Debug)]
@@ -111,6 +114,9 @@ struct Conn {
     session_id: Option<i64>,
     queue: VecDeque<Queued>,
     closing: bool,
+    /// closeSession was sent: later requests on this connection are ignored, as ZooKeeper
+    /// closes the connection right after answering it.
+    close_requested: bool,
     packets_received: u64,
     packets_sent: u64,
 }
@@ -284,6 +290,7 @@ impl RequestProcessor {
                 session_id: None,
                 queue: VecDeque::new(),
                 closing: false,
+                close_requested: false,
                 packets_received: 0,
                 packets_sent: 0,
             },
@@ -536,6 +543,9 @@ impl RequestProcessor {
         }
         c.packets_received += 1;
         self.stats.packets_received += 1;
+        if c.close_requested {
+            return;
+        }
         let Some(session_id) = c.session_id else {
             // A request before the session is established: ZooKeeper drops the connection.
             self.close(conn);
@@ -547,29 +557,14 @@ impl RequestProcessor {
             return;
         };
         if !self.sessions.touch(session_id, now.mono_ms) {
-            let f = frame(
-                ReplyHeader {
-                    xid: header.xid,
-                    zxid: self.tree.last_zxid(),
-                    err: err::SESSION_EXPIRED,
-                },
-                |_| {},
-            );
-            self.send(conn, f);
-            self.close(conn);
+            self.queue_fail(conn, header.xid, err::SESSION_EXPIRED, true);
             return;
         }
         let request = match Request::decode(header.op, r.rest()) {
             Ok(req) => req,
             Err(e) => {
                 tracing::debug!(conn, op = header.op, "undecodable request: {e}");
-                self.queue_read(
-                    conn,
-                    header.xid,
-                    Request::Unimplemented {
-                        op: MARSHALLING_ERROR_MARK,
-                    },
-                );
+                self.queue_fail(conn, header.xid, err::MARSHALLING_ERROR, false);
                 return;
             }
         };
@@ -595,6 +590,9 @@ impl RequestProcessor {
         }
         match request {
             Request::CloseSession => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.close_requested = true;
+                }
                 self.sessions.set_closing(session_id);
                 self.queue_write(conn, header.xid, op::CLOSE_SESSION, None, now);
                 self.submit(
@@ -666,14 +664,32 @@ impl RequestProcessor {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
-            if !matches!(c.queue.front(), Some(Queued::Read { .. })) {
-                return;
+            match c.queue.front() {
+                Some(Queued::Read { .. }) | Some(Queued::Fail { .. }) => {}
+                _ => return,
             }
-            let Some(Queued::Read { xid, request }) = c.queue.pop_front() else {
-                return;
-            };
-            self.answer_read(conn, xid, request);
+            match c.queue.pop_front() {
+                Some(Queued::Read { xid, request }) => self.answer_read(conn, xid, request),
+                Some(Queued::Fail { xid, err, close }) => {
+                    self.reply(conn, xid, err, |_| {});
+                    if close {
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.queue.clear();
+                        }
+                        self.close(conn);
+                        return;
+                    }
+                }
+                _ => return,
+            }
         }
+    }
+
+    fn queue_fail(&mut self, conn: ConnId, xid: i32, err: i32, close: bool) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.queue.push_back(Queued::Fail { xid, err, close });
+        }
+        self.drain(conn);
     }
 
     fn reply(&mut self, conn: ConnId, xid: i32, error: i32, body: impl FnOnce(&mut Writer)) {
@@ -715,7 +731,7 @@ impl RequestProcessor {
             Request::GetData { path, watch } => match self.readable(&path) {
                 Ok(node) => {
                     let mut body = Writer::new();
-                    body.buffer(&node.data);
+                    body.opt_buffer(node.data.as_deref());
                     node.stat().encode(&mut body);
                     if watch {
                         self.watches.add(&path, WatchKind::Data, conn);
@@ -772,7 +788,7 @@ impl RequestProcessor {
                         Ok(node) => {
                             write_multi_header(&mut body, kind, false, err::OK);
                             if kind == op::GET_DATA {
-                                body.buffer(&node.data);
+                                body.opt_buffer(node.data.as_deref());
                                 node.stat().encode(&mut body);
                                 if watch {
                                     self.watches.add(&path, WatchKind::Data, conn);
@@ -861,14 +877,7 @@ impl RequestProcessor {
                     w.i32(1).string("ip").string(&ip);
                 });
             }
-            Request::Unimplemented { op } => {
-                let code = if op == MARSHALLING_ERROR_MARK {
-                    err::MARSHALLING_ERROR
-                } else {
-                    err::UNIMPLEMENTED
-                };
-                self.reply(conn, xid, code, |_| {});
-            }
+            Request::Unimplemented { .. } => self.reply(conn, xid, err::UNIMPLEMENTED, |_| {}),
             // Writes, closeSession and auth never reach the read queue.
             Request::Create { .. }
             | Request::Delete { .. }
@@ -1116,7 +1125,7 @@ fn write_request(request: &Request) -> Option<WriteRequest<'_>> {
             version,
         } => WriteRequest::SetData {
             path,
-            data,
+            data: data.as_deref(),
             version: *version,
         },
         Request::SetAcl { path, acl, version } => WriteRequest::SetAcl {
@@ -1202,7 +1211,3 @@ fn write_reply(xid: i32, zxid: i64, result: &TxnResult) -> Vec<u8> {
         |w| write_result(w, result),
     )
 }
-
-/// An opcode no client sends, used to carry "the body did not decode" through the read queue
-/// so the MARSHALLING_ERROR answer keeps its place in the connection's order.
-const MARSHALLING_ERROR_MARK: i32 = i32::MIN;

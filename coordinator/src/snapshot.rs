@@ -189,7 +189,7 @@ mod tests {
             },
             body: TxnBody::Create(CreateTxn {
                 path: format!("/n{i}"),
-                data: vec![i as u8; 10],
+                data: Some(vec![i as u8; 10]),
                 perms: perms::ALL,
                 ephemeral_owner: 0,
                 parent_cversion: i as i32,

@@ -46,7 +46,8 @@ pub enum TxnBody {
     },
     SetData {
         path: String,
-        data: Vec<u8>,
+        /// `None`: null data.
+        data: Option<Vec<u8>>,
         /// The node's version after this change.
         version: i32,
     },
@@ -72,7 +73,8 @@ pub enum TxnBody {
 pub struct CreateTxn {
     /// The final path, with the sequential suffix if any.
     pub path: String,
-    pub data: Vec<u8>,
+    /// `None`: null data.
+    pub data: Option<Vec<u8>>,
     /// Permission bits of the node's single `world:anyone` ACL entry.
     pub perms: i32,
     /// The owning session for ephemeral nodes, 0 otherwise.
@@ -146,7 +148,7 @@ impl TxnBody {
             TxnBody::CloseSession => {}
             TxnBody::Create(c) => {
                 w.string(&c.path)
-                    .buffer(&c.data)
+                    .opt_buffer(c.data.as_deref())
                     .i32(c.perms)
                     .i64(c.ephemeral_owner)
                     .i32(c.parent_cversion)
@@ -160,7 +162,7 @@ impl TxnBody {
                 data,
                 version,
             } => {
-                w.string(path).buffer(data).i32(*version);
+                w.string(path).opt_buffer(data.as_deref()).i32(*version);
             }
             TxnBody::SetAcl {
                 path,
@@ -198,7 +200,7 @@ impl TxnBody {
             op::CLOSE_SESSION => TxnBody::CloseSession,
             op::CREATE => TxnBody::Create(CreateTxn {
                 path: r.read_string()?.to_owned(),
-                data: r.read_buffer()?.to_vec(),
+                data: r.read_opt_buffer()?.map(<[u8]>::to_vec),
                 perms: r.read_i32()?,
                 ephemeral_owner: r.read_i64()?,
                 parent_cversion: r.read_i32()?,
@@ -212,7 +214,7 @@ impl TxnBody {
             },
             op::SET_DATA => TxnBody::SetData {
                 path: r.read_string()?.to_owned(),
-                data: r.read_buffer()?.to_vec(),
+                data: r.read_opt_buffer()?.map(<[u8]>::to_vec),
                 version: r.read_i32()?,
             },
             op::SET_ACL => TxnBody::SetAcl {
@@ -361,7 +363,7 @@ mod tests {
             TxnBody::CloseSession,
             TxnBody::Create(CreateTxn {
                 path: "/q/item-0000000004".into(),
-                data: b"x".to_vec(),
+                data: Some(b"x".to_vec()),
                 perms: 31,
                 ephemeral_owner: 5,
                 parent_cversion: 5,
@@ -370,7 +372,7 @@ mod tests {
             TxnBody::Delete { path: "/a".into() },
             TxnBody::SetData {
                 path: "/a".into(),
-                data: vec![0; 100],
+                data: None,
                 version: 3,
             },
             TxnBody::SetAcl {

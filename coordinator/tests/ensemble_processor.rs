@@ -137,7 +137,7 @@ fn create(path: &str, flags: i32) -> Request {
         op: op::CREATE,
         request: CreateRequest {
             path: path.into(),
-            data: b"d".to_vec(),
+            data: Some(b"d".to_vec()),
             acl: vec![Acl::world_anyone(perms::ALL)],
             flags,
             ttl_ms: None,

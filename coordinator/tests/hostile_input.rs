@@ -41,7 +41,7 @@ fn samples() -> Vec<(i32, Vec<u8>)> {
     let mut out = Vec::new();
     let create = CreateRequest {
         path: "/a/b".into(),
-        data: b"data".to_vec(),
+        data: Some(b"data".to_vec()),
         acl: vec![Acl::world_anyone(31)],
         flags: 2,
         ttl_ms: None,
@@ -67,7 +67,7 @@ fn samples() -> Vec<(i32, Vec<u8>)> {
                 },
                 MultiOp::SetData {
                     path: "/s".into(),
-                    data: vec![1; 8],
+                    data: Some(vec![1; 8]),
                     version: -1,
                 },
             ]),

@@ -32,7 +32,7 @@ fn a_million_100_byte_znodes_fit_in_memory() {
             },
             body: TxnBody::Create(CreateTxn {
                 path,
-                data: vec![b'x'; 100],
+                data: Some(vec![b'x'; 100]),
                 perms: perms::ALL,
                 ephemeral_owner: 0,
                 parent_cversion,

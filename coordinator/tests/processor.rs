@@ -165,7 +165,7 @@ fn create_req(path: &str, data: &[u8], flags: i32) -> Request {
         op: op::CREATE,
         request: CreateRequest {
             path: path.into(),
-            data: data.to_vec(),
+            data: Some(data.to_vec()),
             acl: vec![Acl::world_anyone(perms::ALL)],
             flags,
             ttl_ms: None,
@@ -204,7 +204,7 @@ fn versions_and_errors_follow_zookeeper() {
     );
     let set = |v| Request::SetData {
         path: "/a".into(),
-        data: b"new".to_vec(),
+        data: Some(b"new".to_vec()),
         version: v,
     };
     assert_eq!(h.call(1, set(5)).0.err, err::BAD_VERSION);
@@ -340,7 +340,7 @@ fn multi_is_all_or_nothing() {
                 op: op::CREATE,
                 request: CreateRequest {
                     path: "/m/1".into(),
-                    data: vec![],
+                    data: Some(vec![]),
                     acl: vec![Acl::world_anyone(perms::ALL)],
                     flags: 0,
                     ttl_ms: None,
@@ -384,7 +384,7 @@ fn multi_is_all_or_nothing() {
                 op: op::CREATE,
                 request: CreateRequest {
                     path: "/m/1".into(),
-                    data: vec![],
+                    data: Some(vec![]),
                     acl: vec![Acl::world_anyone(perms::ALL)],
                     flags: 0,
                     ttl_ms: None,
@@ -396,7 +396,7 @@ fn multi_is_all_or_nothing() {
             },
             MultiOp::SetData {
                 path: "/m/1".into(),
-                data: b"x".to_vec(),
+                data: Some(b"x".to_vec()),
                 version: 0,
             },
         ]),
@@ -476,7 +476,7 @@ fn watches_fire_once_and_before_the_writers_reply() {
         10,
         &Request::SetData {
             path: "/w".into(),
-            data: vec![],
+            data: Some(vec![]),
             version: -1,
         },
     );
@@ -489,7 +489,7 @@ fn watches_fire_once_and_before_the_writers_reply() {
         11,
         &Request::SetData {
             path: "/w".into(),
-            data: vec![],
+            data: Some(vec![]),
             version: -1,
         },
     );
@@ -534,7 +534,7 @@ fn set_watches_fires_for_changes_since_relative_zxid() {
         5,
         &Request::SetData {
             path: "/s".into(),
-            data: vec![1],
+            data: Some(vec![1]),
             version: -1,
         },
     );
@@ -620,4 +620,93 @@ fn a_new_epoch_moves_zxids_to_its_high_half() {
         (3i64 << 32) | 2,
         "older epochs are ignored"
     );
+}
+
+#[test]
+fn requests_after_close_session_are_ignored_and_expired_answers_keep_order() {
+    let mut h = Harness::new();
+    let s1 = h.connect(1, 0, vec![0; 16]);
+    h.create(1, "/o", 0).unwrap();
+    h.auto_commit = false;
+    // closeSession then a read pipelined behind it: only the close is answered.
+    h.send(1, 5, &Request::CloseSession);
+    h.send(
+        1,
+        6,
+        &Request::GetData {
+            path: "/o".into(),
+            watch: true,
+        },
+    );
+    h.release();
+    let frames = h.take(1);
+    let got: Vec<i32> = frames
+        .iter()
+        .map(|f| ReplyHeader::decode(&mut Reader::new(f)).unwrap().xid)
+        .collect();
+    assert_eq!(got, vec![5]);
+    assert!(h.closed.contains(&1));
+    assert!(h.p.tree().session(s1.session_id).is_none());
+
+    // A write in flight, then the session expires: the write's answer and the
+    // SESSION_EXPIRED for the next request come in request order.
+    h.auto_commit = true;
+    let s2 = h.connect(2, 0, vec![0; 16]);
+    h.auto_commit = false;
+    h.send(2, 1, &create_req("/o/x", b"", 0));
+    h.now.mono_ms += 10_000;
+    h.p.tick(h.now);
+    h.pump();
+    h.send(
+        2,
+        2,
+        &Request::Exists {
+            path: "/o".into(),
+            watch: false,
+        },
+    );
+    h.release();
+    let got: Vec<(i32, i32)> = h
+        .take(2)
+        .iter()
+        .map(|f| {
+            let hd = ReplyHeader::decode(&mut Reader::new(f)).unwrap();
+            (hd.xid, hd.err)
+        })
+        .collect();
+    assert_eq!(got, vec![(1, 0), (2, err::SESSION_EXPIRED)]);
+    assert!(h.p.tree().session(s2.session_id).is_none());
+}
+
+#[test]
+fn null_data_stays_null_and_differs_from_empty() {
+    let mut h = Harness::new();
+    h.connect(1, 0, vec![0; 16]);
+    let mut req = create_req("/null", b"", 0);
+    if let Request::Create { request, .. } = &mut req {
+        request.data = None;
+    }
+    assert_eq!(h.call(1, req).0.err, 0);
+    h.create(1, "/empty", 0).unwrap();
+    let get = |h: &mut Harness, path: &str| {
+        let (rh, body) = h.call(
+            1,
+            Request::GetData {
+                path: path.into(),
+                watch: false,
+            },
+        );
+        assert_eq!(rh.err, 0);
+        i32::from_be_bytes(body[..4].try_into().unwrap())
+    };
+    assert_eq!(
+        get(&mut h, "/null"),
+        -1,
+        "null data is answered as a null buffer"
+    );
+    assert_eq!(get(&mut h, "/empty"), 1, "b\"d\" has length 1");
+    let digest = h.p.tree().digest();
+    let copy = DataTree::deserialize(&h.p.tree().serialize()).unwrap();
+    assert_eq!(copy.digest(), digest);
+    assert!(copy.get("/null").unwrap().data.is_none());
 }

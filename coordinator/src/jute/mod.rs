@@ -112,6 +112,14 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A jute `buffer` that keeps null (length -1) apart from empty, for znode data.
+    pub fn read_opt_buffer(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
+        match self.read_len(1)? {
+            None => Ok(None),
+            Some(n) => self.take(n).map(Some),
+        }
+    }
+
     /// A jute `ustring`; null decodes as empty.
     pub fn read_string(&mut self) -> Result<&'a str, DecodeError> {
         let offset = self.offset;
@@ -178,6 +186,14 @@ impl Writer {
         self.i32(v.len() as i32);
         self.bytes.extend_from_slice(v);
         self
+    }
+
+    /// A `buffer` that may be null (written as length -1).
+    pub fn opt_buffer(&mut self, v: Option<&[u8]>) -> &mut Self {
+        match v {
+            Some(v) => self.buffer(v),
+            None => self.i32(-1),
+        }
     }
 
     pub fn string(&mut self, v: &str) -> &mut Self {

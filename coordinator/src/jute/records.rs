@@ -229,7 +229,8 @@ pub fn write_acl_vec(w: &mut Writer, acl: &[Acl]) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateRequest {
     pub path: String,
-    pub data: Vec<u8>,
+    /// `None` when the client sent null data (kept apart from empty, as ZooKeeper does).
+    pub data: Option<Vec<u8>>,
     pub acl: Vec<Acl>,
     pub flags: i32,
     pub ttl_ms: Option<i64>,
@@ -239,7 +240,7 @@ impl CreateRequest {
     fn decode(r: &mut Reader<'_>, with_ttl: bool) -> Result<Self, DecodeError> {
         Ok(CreateRequest {
             path: r.read_string()?.to_owned(),
-            data: r.read_buffer()?.to_vec(),
+            data: r.read_opt_buffer()?.map(<[u8]>::to_vec),
             acl: read_acl_vec(r)?,
             flags: r.read_i32()?,
             ttl_ms: if with_ttl { Some(r.read_i64()?) } else { None },
@@ -247,7 +248,7 @@ impl CreateRequest {
     }
 
     pub fn encode(&self, w: &mut Writer) {
-        w.string(&self.path).buffer(&self.data);
+        w.string(&self.path).opt_buffer(self.data.as_deref());
         write_acl_vec(w, &self.acl);
         w.i32(self.flags);
         if let Some(ttl) = self.ttl_ms {
@@ -271,7 +272,7 @@ pub enum MultiOp {
     },
     SetData {
         path: String,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         version: i32,
     },
     Check {
@@ -301,7 +302,7 @@ impl MultiOp {
                 data,
                 version,
             } => {
-                w.string(path).buffer(data).i32(*version);
+                w.string(path).opt_buffer(data.as_deref()).i32(*version);
             }
         }
     }
@@ -333,7 +334,7 @@ pub fn decode_multi(r: &mut Reader<'_>) -> Result<Vec<MultiOp>, DecodeError> {
             },
             op::SET_DATA => MultiOp::SetData {
                 path: r.read_string()?.to_owned(),
-                data: r.read_buffer()?.to_vec(),
+                data: r.read_opt_buffer()?.map(<[u8]>::to_vec),
                 version: r.read_i32()?,
             },
             op::CHECK => MultiOp::Check {
@@ -439,7 +440,7 @@ pub enum Request {
     },
     SetData {
         path: String,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         version: i32,
     },
     GetAcl {
@@ -528,7 +529,7 @@ impl Request {
             },
             op::SET_DATA => Request::SetData {
                 path: r.read_string()?.to_owned(),
-                data: r.read_buffer()?.to_vec(),
+                data: r.read_opt_buffer()?.map(<[u8]>::to_vec),
                 version: r.read_i32()?,
             },
             op::GET_ACL => Request::GetAcl {
@@ -609,7 +610,7 @@ impl Request {
                 data,
                 version,
             } => {
-                w.string(path).buffer(data).i32(*version);
+                w.string(path).opt_buffer(data.as_deref()).i32(*version);
             }
             Request::GetAcl { path }
             | Request::Sync { path }
@@ -683,7 +684,7 @@ mod tests {
     fn sample_requests() -> Vec<(i32, Request)> {
         let create = CreateRequest {
             path: "/a/b".into(),
-            data: b"hello".to_vec(),
+            data: Some(b"hello".to_vec()),
             acl: vec![Acl::world_anyone(31)],
             flags: 3,
             ttl_ms: None,
@@ -724,7 +725,7 @@ mod tests {
                 op::SET_DATA,
                 Request::SetData {
                     path: "/x".into(),
-                    data: vec![1, 2, 3],
+                    data: Some(vec![1, 2, 3]),
                     version: 7,
                 },
             ),
@@ -749,7 +750,7 @@ mod tests {
                     },
                     MultiOp::SetData {
                         path: "/s".into(),
-                        data: vec![9],
+                        data: None,
                         version: -1,
                     },
                     MultiOp::Delete {
