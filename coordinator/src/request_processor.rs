@@ -74,6 +74,9 @@ pub struct ProcessorConfig {
     /// Part of a ZAB ensemble: writes leave as [`Effect::Forward`] and only the leader
     /// expires sessions. False: standalone, this processor is its own proposer.
     pub ensemble: bool,
+    /// Requests one connection may have waiting (behind its uncommitted writes) before it
+    /// is closed; bounds the memory a client that pipelines without limit can take.
+    pub max_queued_per_connection: usize,
 }
 
 impl ProcessorConfig {
@@ -86,6 +89,7 @@ impl ProcessorConfig {
             snap_count: 100_000,
             max_outstanding_requests: 1000,
             ensemble: false,
+            max_queued_per_connection: 10_000,
         }
     }
 }
@@ -546,6 +550,15 @@ impl RequestProcessor {
         if c.close_requested {
             return;
         }
+        if c.queue.len() >= self.cfg.max_queued_per_connection {
+            tracing::warn!(
+                conn,
+                "more than {} requests waiting on one connection; closing it",
+                self.cfg.max_queued_per_connection
+            );
+            self.close(conn);
+            return;
+        }
         let Some(session_id) = c.session_id else {
             // A request before the session is established: ZooKeeper drops the connection.
             self.close(conn);
@@ -813,13 +826,12 @@ impl RequestProcessor {
                 });
             }
             Request::SetWatches { watches, v2 } => self.set_watches(conn, xid, watches, v2),
-            Request::CheckWatches { path, kind } | Request::RemoveWatches { path, kind }
+            Request::CheckWatches { kind, .. } | Request::RemoveWatches { kind, .. }
                 if !matches!(
                     kind,
                     watcher_type::CHILDREN | watcher_type::DATA | watcher_type::ANY
                 ) =>
             {
-                let _ = path;
                 self.reply(conn, xid, err::BAD_ARGUMENTS, |_| {});
             }
             Request::CheckWatches { path, kind } => {

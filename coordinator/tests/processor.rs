@@ -710,3 +710,25 @@ fn null_data_stays_null_and_differs_from_empty() {
     assert_eq!(copy.digest(), digest);
     assert!(copy.get("/null").unwrap().data.is_none());
 }
+
+#[test]
+fn a_connection_that_pipelines_without_limit_is_closed() {
+    let mut h = Harness::new();
+    h.connect(1, 0, vec![0; 16]);
+    h.auto_commit = false;
+    h.send(1, 1, &create_req("/flood", b"", 0));
+    for xid in 2..10_010 {
+        h.send(
+            1,
+            xid,
+            &Request::Exists {
+                path: "/".into(),
+                watch: false,
+            },
+        );
+    }
+    assert!(
+        h.closed.contains(&1),
+        "closed past max_queued_per_connection"
+    );
+}
