@@ -22,7 +22,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::data_tree::{create_returns_stat, validate_path, DataTree, TxnResult};
-use crate::jute::codes::{err, event, op, perms, watcher_type, xid};
+use crate::jute::codes::{add_watch_mode, err, event, op, perms, watcher_type, xid};
 use crate::jute::records::{
     write_multi_header, Acl, ConnectRequest, ConnectResponse, ReplyHeader, Request, RequestHeader,
     SetWatches, WatcherEvent,
@@ -825,11 +825,15 @@ impl RequestProcessor {
                     w.bytes.extend_from_slice(&body.bytes)
                 });
             }
-            Request::SetWatches { watches, v2 } => self.set_watches(conn, xid, watches, v2),
+            Request::SetWatches { watches, .. } => self.set_watches(conn, xid, watches),
             Request::CheckWatches { kind, .. } | Request::RemoveWatches { kind, .. }
                 if !matches!(
                     kind,
-                    watcher_type::CHILDREN | watcher_type::DATA | watcher_type::ANY
+                    watcher_type::CHILDREN
+                        | watcher_type::DATA
+                        | watcher_type::ANY
+                        | watcher_type::PERSISTENT
+                        | watcher_type::PERSISTENT_RECURSIVE
                 ) =>
             {
                 self.reply(conn, xid, err::BAD_ARGUMENTS, |_| {});
@@ -889,6 +893,18 @@ impl RequestProcessor {
                     w.i32(1).string("ip").string(&ip);
                 });
             }
+            Request::AddWatch { path, mode } => {
+                let kind = match mode {
+                    add_watch_mode::PERSISTENT => WatchKind::Persistent,
+                    add_watch_mode::PERSISTENT_RECURSIVE => WatchKind::PersistentRecursive,
+                    _ => return self.reply(conn, xid, err::BAD_ARGUMENTS, |_| {}),
+                };
+                if validate_path(&path).is_err() {
+                    return self.reply(conn, xid, err::BAD_ARGUMENTS, |_| {});
+                }
+                self.watches.add(&path, kind, conn);
+                self.reply(conn, xid, err::OK, |_| {});
+            }
             Request::Unimplemented { .. } => self.reply(conn, xid, err::UNIMPLEMENTED, |_| {}),
             // Writes, closeSession and auth never reach the read queue.
             Request::Create { .. }
@@ -907,7 +923,14 @@ impl RequestProcessor {
         match kind {
             watcher_type::CHILDREN => vec![WatchKind::Child],
             watcher_type::DATA => vec![WatchKind::Data],
-            _ => vec![WatchKind::Data, WatchKind::Child],
+            watcher_type::PERSISTENT => vec![WatchKind::Persistent],
+            watcher_type::PERSISTENT_RECURSIVE => vec![WatchKind::PersistentRecursive],
+            _ => vec![
+                WatchKind::Data,
+                WatchKind::Child,
+                WatchKind::Persistent,
+                WatchKind::PersistentRecursive,
+            ],
         }
     }
 
@@ -942,10 +965,14 @@ impl RequestProcessor {
 impl RequestProcessor {
     /// setWatches after a reconnect: watches on paths that changed since `relative_zxid`
     /// (the last zxid the client saw) fire at once, the others are registered.
-    fn set_watches(&mut self, conn: ConnId, xid: i32, w: SetWatches, v2: bool) {
-        if v2 && !(w.persistent.is_empty() && w.persistent_recursive.is_empty()) {
-            // Persistent watches (addWatch) are not implemented.
-            return self.reply(conn, xid, err::UNIMPLEMENTED, |_| {});
+    fn set_watches(&mut self, conn: ConnId, xid: i32, w: SetWatches) {
+        // Persistent watches are re-registered without firing, as ZooKeeper does: the
+        // client re-reads what it watches after a reconnect anyway.
+        for path in &w.persistent {
+            self.watches.add(path, WatchKind::Persistent, conn);
+        }
+        for path in &w.persistent_recursive {
+            self.watches.add(path, WatchKind::PersistentRecursive, conn);
         }
         let rel = w.relative_zxid;
         let mut fire: Vec<(i32, String)> = Vec::new();

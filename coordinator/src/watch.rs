@@ -1,10 +1,14 @@
-//! One-shot watches, sans-IO: who asked to hear about which path.
+//! Watches, sans-IO: who asked to hear about which path.
 //!
 //! Data watches (set by getData, and by exists on an existing or missing node) fire on
 //! NodeCreated, NodeDeleted and NodeDataChanged; child watches (set by getChildren) fire on
-//! NodeChildrenChanged and NodeDeleted. A watch fires once and is then forgotten. Watches
-//! belong to a connection (ZooKeeper's `ServerCnxn`): they are dropped when it closes and a
-//! reconnecting client re-registers them with setWatches.
+//! NodeChildrenChanged and NodeDeleted. Those fire once and are then forgotten. Persistent
+//! watches (addWatch, ZooKeeper 3.6) stay: a persistent watch hears every event of its path,
+//! a persistent recursive one hears NodeCreated, NodeDeleted and NodeDataChanged of its path
+//! and every path below it (not NodeChildrenChanged, as in ZooKeeper). A connection hears an
+//! event once even when several of its watches match. Watches belong to a connection
+//! (ZooKeeper's `ServerCnxn`): they are dropped when it closes and a reconnecting client
+//! re-registers them with setWatches / setWatches2.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,12 +21,16 @@ pub type ConnId = u64;
 pub enum WatchKind {
     Data,
     Child,
+    Persistent,
+    PersistentRecursive,
 }
 
 #[derive(Debug, Default)]
 pub struct WatchManager {
     data: HashMap<Box<str>, HashSet<ConnId>>,
     child: HashMap<Box<str>, HashSet<ConnId>>,
+    persistent: HashMap<Box<str>, HashSet<ConnId>>,
+    recursive: HashMap<Box<str>, HashSet<ConnId>>,
     by_conn: HashMap<ConnId, HashSet<(Box<str>, WatchKind)>>,
 }
 
@@ -31,6 +39,8 @@ impl WatchManager {
         match kind {
             WatchKind::Data => &mut self.data,
             WatchKind::Child => &mut self.child,
+            WatchKind::Persistent => &mut self.persistent,
+            WatchKind::PersistentRecursive => &mut self.recursive,
         }
     }
 
@@ -49,6 +59,8 @@ impl WatchManager {
         let table = match kind {
             WatchKind::Data => &self.data,
             WatchKind::Child => &self.child,
+            WatchKind::Persistent => &self.persistent,
+            WatchKind::PersistentRecursive => &self.recursive,
         };
         table.get(path).is_some_and(|s| s.contains(&conn))
     }
@@ -104,6 +116,26 @@ impl WatchManager {
                 }
             }
         }
+        if let Some(set) = self.persistent.get(path) {
+            conns.extend(set.iter().copied());
+        }
+        if !self.recursive.is_empty() && event_type != event::NODE_CHILDREN_CHANGED {
+            // The path itself and each ancestor up to the root.
+            let mut at = path;
+            loop {
+                if let Some(set) = self.recursive.get(at) {
+                    conns.extend(set.iter().copied());
+                }
+                if at == "/" {
+                    break;
+                }
+                at = match at.rfind('/') {
+                    Some(0) => "/",
+                    Some(i) => &at[..i],
+                    None => break,
+                };
+            }
+        }
         conns.sort_unstable();
         // A connection with both a data and a child watch on a deleted node hears it once.
         conns.dedup();
@@ -112,8 +144,10 @@ impl WatchManager {
 
     /// The number of (path, connection) watches registered.
     pub fn count(&self) -> usize {
-        self.data.values().map(HashSet::len).sum::<usize>()
-            + self.child.values().map(HashSet::len).sum::<usize>()
+        [&self.data, &self.child, &self.persistent, &self.recursive]
+            .iter()
+            .map(|t| t.values().map(HashSet::len).sum::<usize>())
+            .sum()
     }
 }
 
@@ -152,6 +186,33 @@ mod tests {
         let mut out = Vec::new();
         w.trigger("/a", event::NODE_DELETED, &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn persistent_watches_stay_and_recursive_ones_cover_descendants() {
+        let mut w = WatchManager::default();
+        w.add("/p", WatchKind::Persistent, 1);
+        w.add("/r", WatchKind::PersistentRecursive, 2);
+        w.add("/r/a", WatchKind::Data, 2);
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            w.trigger("/p", event::NODE_DATA_CHANGED, &mut out);
+        }
+        assert_eq!(out.len(), 2, "persistent: fires every time");
+        out.clear();
+        w.trigger("/r/a", event::NODE_DATA_CHANGED, &mut out);
+        assert_eq!(
+            out,
+            vec![(2, event::NODE_DATA_CHANGED, "/r/a".to_string())],
+            "once per connection"
+        );
+        out.clear();
+        w.trigger("/r/a/b/c", event::NODE_CREATED, &mut out);
+        w.trigger("/r", event::NODE_CHILDREN_CHANGED, &mut out);
+        w.trigger("/rx", event::NODE_CREATED, &mut out);
+        assert_eq!(out, vec![(2, event::NODE_CREATED, "/r/a/b/c".to_string())]);
+        assert!(w.remove("/r", WatchKind::PersistentRecursive, 2));
+        assert_eq!(w.count(), 1);
     }
 
     #[test]

@@ -121,6 +121,8 @@ impl Harness {
             Request::CloseSession => op::CLOSE_SESSION,
             Request::SetWatches { .. } => op::SET_WATCHES,
             Request::Ping => op::PING,
+            Request::AddWatch { .. } => op::ADD_WATCH,
+            Request::RemoveWatches { .. } => op::REMOVE_WATCHES,
             other => panic!("harness does not send {other:?}"),
         };
         let mut w = Writer::new();
@@ -730,5 +732,69 @@ fn a_connection_that_pipelines_without_limit_is_closed() {
     assert!(
         h.closed.contains(&1),
         "closed past max_queued_per_connection"
+    );
+}
+
+#[test]
+fn persistent_and_recursive_watches_keep_firing() {
+    let mut h = Harness::new();
+    h.connect(1, 0, vec![0; 16]);
+    h.connect(2, 0, vec![0; 16]);
+    h.create(1, "/pw", 0).unwrap();
+    for (path, mode) in [("/pw", 0), ("/pw", 1)] {
+        let (rh, _) = h.call(
+            2,
+            Request::AddWatch {
+                path: path.into(),
+                mode,
+            },
+        );
+        assert_eq!(rh.err, 0);
+    }
+    h.create(1, "/pw/a", 0).unwrap();
+    h.create(1, "/pw/a/b", 0).unwrap();
+    for _ in 0..2 {
+        h.call(
+            1,
+            Request::SetData {
+                path: "/pw/a/b".into(),
+                data: Some(vec![1]),
+                version: -1,
+            },
+        );
+    }
+    h.call(
+        1,
+        Request::SetData {
+            path: "/pw".into(),
+            data: None,
+            version: -1,
+        },
+    );
+    let got = events(&h.take(2));
+    assert_eq!(
+        got,
+        vec![
+            (event::NODE_CREATED, "/pw/a".to_string()),
+            (event::NODE_CHILDREN_CHANGED, "/pw".to_string()),
+            (event::NODE_CREATED, "/pw/a/b".to_string()),
+            (event::NODE_DATA_CHANGED, "/pw/a/b".to_string()),
+            (event::NODE_DATA_CHANGED, "/pw/a/b".to_string()),
+            (event::NODE_DATA_CHANGED, "/pw".to_string()),
+        ]
+    );
+    let (rh, _) = h.call(
+        2,
+        Request::RemoveWatches {
+            path: "/pw".into(),
+            kind: 5,
+        },
+    );
+    assert_eq!(rh.err, 0);
+    h.create(1, "/pw/c", 0).unwrap();
+    assert_eq!(
+        events(&h.take(2)),
+        vec![(event::NODE_CHILDREN_CHANGED, "/pw".to_string())],
+        "only the plain persistent watch is left"
     );
 }

@@ -156,6 +156,26 @@ async fn crud_children_sequential_ephemeral_multi_and_watches() {
         assert_eq!(ev.event_type, zk::EventType::NodeDeleted);
         assert!(client.check_stat("/app/member").await.unwrap().is_none());
 
+        // A persistent recursive watch (addWatch) hears every change below its path.
+        let mut recursive = watcher_client
+            .watch("/app", zk::AddWatchMode::PersistentRecursive)
+            .await
+            .unwrap();
+        client.create("/app/r", b"", &persistent()).await.unwrap();
+        client.set_data("/app/r", b"1", None).await.unwrap();
+        client.set_data("/app/r", b"2", None).await.unwrap();
+        for expected in [
+            zk::EventType::NodeCreated,
+            zk::EventType::NodeDataChanged,
+            zk::EventType::NodeDataChanged,
+        ] {
+            let ev = tokio::time::timeout(Duration::from_secs(5), recursive.changed())
+                .await
+                .unwrap();
+            assert_eq!((ev.event_type, ev.path.as_str()), (expected, "/app/r"));
+        }
+        drop(recursive); // sends removeWatches
+
         // multi: atomic failure leaves nothing, success applies everything.
         let mut txn = client.new_multi_writer();
         txn.add_create("/app/m1", b"", &persistent()).unwrap();

@@ -112,4 +112,12 @@ pub mod watcher_type {
     pub const CHILDREN: i32 = 1;
     pub const DATA: i32 = 2;
     pub const ANY: i32 = 3;
+    pub const PERSISTENT: i32 = 4;
+    pub const PERSISTENT_RECURSIVE: i32 = 5;
+}
+
+/// `AddWatchMode` of addWatch.
+pub mod add_watch_mode {
+    pub const PERSISTENT: i32 = 0;
+    pub const PERSISTENT_RECURSIVE: i32 = 1;
 }

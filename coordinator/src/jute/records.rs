@@ -490,6 +490,11 @@ pub enum Request {
         path: String,
     },
     WhoAmI,
+    /// addWatch: mode 0 persistent, 1 persistent recursive.
+    AddWatch {
+        path: String,
+        mode: i32,
+    },
     Auth {
         kind: i32,
         scheme: String,
@@ -582,6 +587,10 @@ impl Request {
                 path: r.read_string()?.to_owned(),
             },
             op::WHO_AM_I => Request::WhoAmI,
+            op::ADD_WATCH => Request::AddWatch {
+                path: r.read_string()?.to_owned(),
+                mode: r.read_i32()?,
+            },
             op::AUTH => Request::Auth {
                 kind: r.read_i32()?,
                 scheme: r.read_string()?.to_owned(),
@@ -642,6 +651,9 @@ impl Request {
             Request::SetWatches { watches, v2 } => watches.encode(w, *v2),
             Request::CheckWatches { path, kind } | Request::RemoveWatches { path, kind } => {
                 w.string(path).i32(*kind);
+            }
+            Request::AddWatch { path, mode } => {
+                w.string(path).i32(*mode);
             }
             Request::Auth { kind, scheme, auth } => {
                 w.i32(*kind).string(scheme).buffer(auth);
@@ -785,6 +797,13 @@ mod tests {
                 Request::RemoveWatches {
                     path: "/r".into(),
                     kind: 3,
+                },
+            ),
+            (
+                op::ADD_WATCH,
+                Request::AddWatch {
+                    path: "/w".into(),
+                    mode: 1,
                 },
             ),
             (
