@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, NoNodeError, NodeExistsError
+from kazoo.exceptions import BadVersionError, ConnectionClosedError, NoNodeError, NodeExistsError
 from kazoo.recipe.barrier import Barrier
 from kazoo.recipe.election import Election
 from kazoo.recipe.lock import Lock
@@ -210,26 +210,39 @@ def test_lock_is_exclusive_and_passes_on_release(client_factory):
 def test_election_fails_over_when_leader_session_closes(client_factory):
     a, b = client_factory(), client_factory()
     leaders = []
-    a_elected, b_elected = threading.Event(), threading.Event()
+    a_elected, b_elected, done = threading.Event(), threading.Event(), threading.Event()
 
     def lead(name, event):
         def run():
             leaders.append(name)
             event.set()
-            time.sleep(30)  # hold leadership until the session goes away
+            done.wait(30)  # hold leadership until the test ends or the session goes away
 
         return run
 
+    def campaign(election, name, event):
+        try:
+            election.run(lead(name, event))
+        except ConnectionClosedError:
+            pass  # the leader's client was stopped under it: expected for "a"
+
     ea, eb = Election(a, "/recipes/election", "a"), Election(b, "/recipes/election", "b")
-    threading.Thread(target=ea.run, args=(lead("a", a_elected),), daemon=True).start()
+    ta = threading.Thread(target=campaign, args=(ea, "a", a_elected))
+    ta.start()
     assert a_elected.wait(5)
-    threading.Thread(target=eb.run, args=(lead("b", b_elected),), daemon=True).start()
-    time.sleep(0.3)
-    assert not b_elected.is_set()
-    assert eb.contenders() == ["a", "b"]
-    a.stop()  # closing the session deletes the leader's ephemeral node
-    assert b_elected.wait(10)
-    assert leaders == ["a", "b"]
+    tb = threading.Thread(target=campaign, args=(eb, "b", b_elected))
+    tb.start()
+    try:
+        time.sleep(0.3)
+        assert not b_elected.is_set()
+        assert eb.contenders() == ["a", "b"]
+        a.stop()  # closing the session deletes the leader's ephemeral node
+        assert b_elected.wait(10)
+        assert leaders == ["a", "b"]
+    finally:
+        done.set()
+        ta.join(10)
+        tb.join(10)
 
 
 def test_queue_and_locking_queue_keep_priority_and_fifo_order(client_factory):
