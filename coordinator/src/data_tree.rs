@@ -335,16 +335,21 @@ impl DataTree {
         Some(out)
     }
 
+    /// Adds `path`'s name to its parent's children; false if there is no parent. Children
+    /// are not part of a node's digest or size, so this bypasses [`Self::modify`].
     fn link_child(&mut self, path: &str) -> bool {
         let Some((parent, name)) = split_path(path) else {
             return false;
         };
-        self.modify(parent, |p| {
-            p.children
-                .get_or_insert_with(Default::default)
-                .insert(name.into());
-        })
-        .is_some()
+        match self.nodes.get_mut(parent) {
+            Some(p) => {
+                p.children
+                    .get_or_insert_with(Default::default)
+                    .insert(name.into());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Applies one committed transaction. Transactions were validated when proposed; a
@@ -514,12 +519,10 @@ impl DataTree {
             w.i64(*id).i32(s.timeout_ms).buffer(&s.passwd);
         }
         w.i64(self.nodes.len() as i64);
-        let mut stack = vec!["/".to_owned()];
-        while let Some(path) = stack.pop() {
-            let Some(node) = self.nodes.get(path.as_str()) else {
-                continue;
-            };
-            w.string(&path)
+        // Map order: no per-node lookups or path building (this runs on the core thread);
+        // the reader links children once every node is in.
+        for (path, node) in &self.nodes {
+            w.string(path)
                 .opt_buffer(node.data.as_deref())
                 .i64(node.czxid)
                 .i64(node.mzxid)
@@ -531,15 +534,12 @@ impl DataTree {
                 .i32(node.cversion)
                 .i32(node.aversion)
                 .i32(node.perms);
-            for child in node.children() {
-                stack.push(join(&path, child));
-            }
         }
         w.bytes
     }
 
     /// Rebuilds a tree from [`DataTree::serialize`] output; every structural problem is an
-    /// error (a node whose parent was not seen before it, duplicates, truncation).
+    /// error (a node without its parent, no root, duplicates, bad paths, truncation).
     pub fn deserialize(bytes: &[u8]) -> Result<Self, SnapshotFormatError> {
         if bytes.len() < SNAPSHOT_MAGIC.len() || &bytes[..8] != SNAPSHOT_MAGIC {
             return Err(SnapshotFormatError::Magic);
@@ -578,7 +578,7 @@ impl DataTree {
             data_size_bytes: 0,
             digest: 0,
         };
-        for i in 0..n_nodes {
+        for _ in 0..n_nodes {
             let path = r.read_string()?;
             let data: Option<Box<[u8]>> = r.read_opt_buffer()?.map(Into::into);
             let node = Node {
@@ -598,14 +598,26 @@ impl DataTree {
             if tree.nodes.contains_key(path) {
                 return Err(SnapshotFormatError::Duplicate { path: path.into() });
             }
-            if i == 0 {
-                if path != "/" {
-                    return Err(SnapshotFormatError::Orphan { path: path.into() });
-                }
-            } else if validate_path(path).is_err() || !tree.link_child(path) {
+            if validate_path(path).is_err() {
                 return Err(SnapshotFormatError::Orphan { path: path.into() });
             }
             tree.insert_node(path, node);
+        }
+        if !tree.nodes.contains_key("/") {
+            return Err(SnapshotFormatError::Orphan { path: "/".into() });
+        }
+        let paths: Vec<Box<str>> = tree
+            .nodes
+            .keys()
+            .filter(|p| &***p != "/")
+            .cloned()
+            .collect();
+        for path in paths {
+            if !tree.link_child(&path) {
+                return Err(SnapshotFormatError::Orphan {
+                    path: path.into_string(),
+                });
+            }
         }
         if r.remaining() != 0 {
             return Err(DecodeError::BadValue {
