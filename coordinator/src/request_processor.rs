@@ -364,6 +364,18 @@ impl RequestProcessor {
         self.is_leader = leader;
     }
 
+    /// Ensemble: this server lost its leader (or its quorum). Forwarded writes may never
+    /// commit, so, like a ZooKeeper follower that stops serving, close every client
+    /// connection; clients reconnect (here or elsewhere) with their session and retry.
+    pub fn close_all_connections(&mut self) {
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort_unstable();
+        for conn in conns {
+            self.close(conn);
+        }
+        self.pending.clear();
+    }
+
     /// On the proposer (standalone server, ZAB leader): turns a forwarded request into the
     /// transaction payload to propose next, or `None` when there is nothing to propose
     /// (session touches, undecodable input). The transaction gets zxid

@@ -187,6 +187,10 @@ fn follower_writes_are_prepared_by_the_leader_and_answered_locally() {
     );
     let digests: Vec<u64> = c.servers.iter().map(|s| s.tree().digest()).collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "replicas agree");
+    // Losing the leader: the follower drops its clients so they retry elsewhere.
+    c.servers[1].close_all_connections();
+    c.pump();
+    assert!(c.closed.contains(&(1, 10)));
 }
 
 #[test]
