@@ -4,3 +4,23 @@
 //! client (zkCli, kazoo, Curator) can use it for the usual recipes. The ZAB core and the
 //! session/watch logic are sans-IO state machines; this crate also holds the IO shell that
 //! drives them. It is not a Kafka component and knows nothing of topics.
+//!
+//! Map of the crate: [`config`] (zoo.cfg), [`jute`] (wire codec), [`txn`] (replicated
+//! transactions), [`data_tree`] (znodes), [`pending_changes`] (write validation),
+//! [`session`] and [`watch`] (liveness and notifications), [`request_processor`] (the
+//! sans-IO server core), [`txn_log`] and [`snapshot`] (durability), [`replicator`] (the seam
+//! to ZAB), [`four_letter`] (ruok/srvr/stat/mntr), [`server`] (the IO shell).
+
+pub mod config;
+pub mod data_tree;
+pub mod four_letter;
+pub mod jute;
+pub mod pending_changes;
+pub mod replicator;
+pub mod request_processor;
+pub mod server;
+pub mod session;
+pub mod snapshot;
+pub mod txn;
+pub mod txn_log;
+pub mod watch;

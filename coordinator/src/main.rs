@@ -1,5 +1,75 @@
 //! `coordinator`: the coordinator binary.
+//!
+//! `coordinator --config zoo.cfg [--tuning profile.toml|default|dev-2core]` loads the
+//! ZooKeeper configuration file and the host profile and serves until killed. Log verbosity
+//! follows `RUST_LOG` (default `info`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use coordinator::config::ZooConfig;
+use coordinator::server::{self, ServerOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "A ZooKeeper-protocol coordinator (standalone; ZAB ensemble planned)"
+)]
+struct Args {
+    /// ZooKeeper configuration file (zoo.cfg format).
+    #[arg(long)]
+    config: PathBuf,
+    /// Host tuning profile: a TOML file or a built-in name (`default`, `dev-2core`).
+    #[arg(long)]
+    tuning: Option<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let zoo = match ZooConfig::load(&args.config) {
+        Ok(z) => z,
+        Err(e) => {
+            eprintln!("coordinator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let profile = match args.tuning.as_deref() {
+        None => tuning::Profile::load_or_default(None),
+        Some(name) => match tuning::Profile::builtin(name) {
+            Some(p) => Ok(p),
+            None => tuning::Profile::load(std::path::Path::new(name)),
+        },
+    };
+    let profile = match profile {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("coordinator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut opts = ServerOptions::new(zoo);
+    opts.max_connections = profile.network.max_connections;
+    // The profile may relax durability for benchmarks on throwaway disks; zoo.cfg's
+    // forceSync=no does the same, as in ZooKeeper.
+    opts.sync_log &= profile.storage.flush() != tuning::FlushPolicy::Never;
+    match server::start(opts) {
+        Ok(handle) => {
+            handle.wait();
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("coordinator: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! The zoo.cfg parser: ZooKeeper's configuration file, so an existing file works unchanged.
+//!
+//! The format is Java properties: `key=value` lines, `#`/`!` comments. Known keys are
+//! checked and converted (a bad value is an error naming the key and the line); keys this
+//! server does not use are accepted with a warning, so a real ZooKeeper file still loads.
+//! The server id comes from the `myid` file in `dataDir` when the file lists servers. With
+//! no `server.N` lines (or a single one, like ZooKeeper's `standaloneEnabled=true`) the
+//! server runs standalone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Why the configuration could not be loaded; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: key `{key}`: {reason}")]
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        key: String,
+        reason: String,
+    },
+    #[error("{file}:{line}: not a `key=value` line")]
+    Syntax { file: PathBuf, line: usize },
+    #[error("{file}: {reason}")]
+    Missing { file: PathBuf, reason: String },
+}
+
+/// Whether a quorum member votes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    Participant,
+    Observer,
+}
+
+/// One `server.N=host:peerPort:electionPort[:role][;[clientAddress:]clientPort]` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddress {
+    pub host: String,
+    pub peer_port: u16,
+    pub election_port: u16,
+    pub role: PeerRole,
+    /// The client address given after `;`, if any.
+    pub client: Option<(Option<String>, u16)>,
+}
+
+/// The settings this server understands, with ZooKeeper's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZooConfig {
+    pub source: PathBuf,
+    /// `tickTime`, milliseconds. Default 3000.
+    pub tick_ms: u32,
+    /// `initLimit`, ticks a follower may take to connect and sync. Default 10.
+    pub init_limit_ticks: u32,
+    /// `syncLimit`, ticks a follower may lag. Default 5.
+    pub sync_limit_ticks: u32,
+    /// `dataDir`: snapshots and `myid`. Required.
+    pub data_dir: PathBuf,
+    /// `dataLogDir`: the transaction log. Default `dataDir`.
+    pub data_log_dir: PathBuf,
+    /// `clientPort`. Default 2181.
+    pub client_port: u16,
+    /// `clientPortAddress`. Default all interfaces.
+    pub client_port_address: IpAddr,
+    /// `maxClientCnxns`: connections per client IP; 0 = unlimited. Default 60.
+    pub max_client_cnxns: u32,
+    /// `minSessionTimeout`, ms. Default 2 * tickTime.
+    pub min_session_timeout_ms: u32,
+    /// `maxSessionTimeout`, ms. Default 20 * tickTime.
+    pub max_session_timeout_ms: u32,
+    /// `snapCount`: transactions between snapshots. Default 100000.
+    pub snap_count: u64,
+    /// `autopurge.snapRetainCount`: snapshots (and the logs they need) kept. Default 3.
+    pub snap_retain_count: u32,
+    /// `jute.maxbuffer`: largest request/response record, bytes. Default 0xfffff.
+    pub jute_max_buffer_bytes: u32,
+    /// `globalOutstandingLimit`: writes in flight before new ones wait. Default 1000.
+    pub global_outstanding_limit: u32,
+    /// `4lw.commands.whitelist`: enabled four-letter words; `*` = all. Default `srvr`.
+    pub four_letter_whitelist: BTreeSet<String>,
+    /// `forceSync`: fdatasync the transaction log before acknowledging. Default yes.
+    pub force_sync: bool,
+    /// The `server.N` lines.
+    pub servers: BTreeMap<u64, PeerAddress>,
+    /// From `dataDir/myid`, when servers are listed.
+    pub my_id: Option<u64>,
+}
+
+/// Every four-letter word ZooKeeper knows (for `*` in the whitelist).
+pub const FOUR_LETTER_WORDS: &[&str] = &[
+    "conf", "cons", "crst", "dump", "envi", "gtmk", "ruok", "stmk", "srst", "srvr", "stat", "wchc",
+    "wchp", "wchs", "mntr", "isro", "hash", "dirs",
+];
+
+/// Keys ZooKeeper accepts that this server reads but does not act on (no admin HTTP server,
+/// no SASL, no dynamic reconfig), so they are accepted without complaint.
+const ACCEPTED_UNUSED: &[&str] = &[
+    "admin.enableServer",
+    "admin.serverAddress",
+    "admin.serverPort",
+    "admin.idleTimeout",
+    "admin.commandURL",
+    "autopurge.purgeInterval",
+    "standaloneEnabled",
+    "reconfigEnabled",
+    "preAllocSize",
+    "quorumListenOnAllIPs",
+    "electionAlg",
+    "leaderServes",
+    "cnxTimeout",
+    "syncEnabled",
+    "metricsProvider.className",
+    "audit.enable",
+];
+
+impl ZooConfig {
+    pub fn load(path: &Path) -> Result<ZooConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = ZooConfig::parse(&text, path)?;
+        cfg.load_my_id()?;
+        Ok(cfg)
+    }
+
+    /// Parses the text of a zoo.cfg; `source` is only used in messages. Does not read
+    /// `myid` (see [`ZooConfig::load`]).
+    pub fn parse(text: &str, source: &Path) -> Result<ZooConfig, ConfigError> {
+        let file = source.to_owned();
+        let mut tick_ms = 3000u32;
+        let mut init_limit_ticks = 10u32;
+        let mut sync_limit_ticks = 5u32;
+        let mut data_dir: Option<PathBuf> = None;
+        let mut data_log_dir: Option<PathBuf> = None;
+        let mut client_port = 2181u16;
+        let mut client_port_address: IpAddr = IpAddr::from([0, 0, 0, 0]);
+        let mut max_client_cnxns = 60u32;
+        let mut min_timeout: Option<(u32, usize)> = None;
+        let mut max_timeout: Option<(u32, usize)> = None;
+        let mut snap_count = 100_000u64;
+        let mut snap_retain_count = 3u32;
+        let mut jute_max_buffer_bytes = 0xfffffu32;
+        let mut global_outstanding_limit = 1000u32;
+        let mut four_letter_whitelist: BTreeSet<String> = ["srvr".to_string()].into();
+        let mut force_sync = true;
+        let mut servers = BTreeMap::new();
+
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('!') {
+                continue;
+            }
+            let Some((key, value)) = trimmed.split_once('=') else {
+                return Err(ConfigError::Syntax { file, line });
+            };
+            let (key, value) = (key.trim(), value.trim());
+            let bad = |reason: String| ConfigError::Invalid {
+                file: file.clone(),
+                line,
+                key: key.to_owned(),
+                reason,
+            };
+            let num = |min: u64, max: u64| -> Result<u64, ConfigError> {
+                value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|v| (min..=max).contains(v))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "expected an integer in {min}..={max}, got `{value}`"
+                        ))
+                    })
+            };
+            match key {
+                "tickTime" => tick_ms = num(1, 3_600_000)? as u32,
+                "initLimit" => init_limit_ticks = num(1, 1_000_000)? as u32,
+                "syncLimit" => sync_limit_ticks = num(1, 1_000_000)? as u32,
+                "dataDir" => {
+                    data_dir = Some(non_empty_path(value).ok_or_else(|| bad("empty path".into()))?)
+                }
+                "dataLogDir" => {
+                    data_log_dir =
+                        Some(non_empty_path(value).ok_or_else(|| bad("empty path".into()))?)
+                }
+                "clientPort" => client_port = num(0, 65535)? as u16,
+                "clientPortAddress" => {
+                    client_port_address = value
+                        .parse()
+                        .map_err(|_| bad(format!("expected an IP address, got `{value}`")))?
+                }
+                "maxClientCnxns" => max_client_cnxns = num(0, 1_000_000)? as u32,
+                "minSessionTimeout" => min_timeout = Some((num(1, i32::MAX as u64)? as u32, line)),
+                "maxSessionTimeout" => max_timeout = Some((num(1, i32::MAX as u64)? as u32, line)),
+                "snapCount" => snap_count = num(2, u32::MAX as u64)?,
+                "autopurge.snapRetainCount" => snap_retain_count = num(1, 10_000)? as u32,
+                "jute.maxbuffer" => jute_max_buffer_bytes = num(1024, 256 << 20)? as u32,
+                "globalOutstandingLimit" => global_outstanding_limit = num(1, 1_000_000)? as u32,
+                "forceSync" => {
+                    force_sync = match value {
+                        "yes" | "true" => true,
+                        "no" | "false" => false,
+                        _ => return Err(bad(format!("expected yes or no, got `{value}`"))),
+                    }
+                }
+                "4lw.commands.whitelist" => {
+                    let mut set = BTreeSet::new();
+                    for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+                        if word == "*" {
+                            set.extend(FOUR_LETTER_WORDS.iter().map(|w| w.to_string()));
+                        } else if FOUR_LETTER_WORDS.contains(&word) {
+                            set.insert(word.to_owned());
+                        } else {
+                            return Err(bad(format!("unknown four-letter word `{word}`")));
+                        }
+                    }
+                    four_letter_whitelist = set;
+                }
+                _ if key.starts_with("server.") => {
+                    let id = key["server.".len()..]
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|id| (1..=255).contains(id))
+                        .ok_or_else(|| bad("server id must be an integer in 1..=255".into()))?;
+                    let peer = parse_peer(value).map_err(bad)?;
+                    if servers.insert(id, peer).is_some() {
+                        return Err(bad("server listed twice".into()));
+                    }
+                }
+                _ if ACCEPTED_UNUSED.contains(&key) => {
+                    tracing::info!(
+                        "{}:{line}: `{key}` is accepted but has no effect here",
+                        file.display()
+                    );
+                }
+                _ => tracing::warn!("{}:{line}: unknown key `{key}` ignored", file.display()),
+            }
+        }
+        let data_dir = data_dir.ok_or_else(|| ConfigError::Missing {
+            file: file.clone(),
+            reason: "dataDir is required".into(),
+        })?;
+        let min_session_timeout_ms = min_timeout.map_or(tick_ms.saturating_mul(2), |(v, _)| v);
+        let max_session_timeout_ms = max_timeout.map_or(tick_ms.saturating_mul(20), |(v, _)| v);
+        if min_session_timeout_ms > max_session_timeout_ms {
+            let line = max_timeout.or(min_timeout).map_or(0, |(_, l)| l);
+            return Err(ConfigError::Invalid {
+                file,
+                line,
+                key: "maxSessionTimeout".into(),
+                reason: format!(
+                    "minSessionTimeout {min_session_timeout_ms} is above maxSessionTimeout {max_session_timeout_ms}"
+                ),
+            });
+        }
+        Ok(ZooConfig {
+            source: file,
+            tick_ms,
+            init_limit_ticks,
+            sync_limit_ticks,
+            data_log_dir: data_log_dir.unwrap_or_else(|| data_dir.clone()),
+            data_dir,
+            client_port,
+            client_port_address,
+            max_client_cnxns,
+            min_session_timeout_ms,
+            max_session_timeout_ms,
+            snap_count,
+            snap_retain_count,
+            jute_max_buffer_bytes,
+            global_outstanding_limit,
+            four_letter_whitelist,
+            force_sync,
+            servers,
+            my_id: None,
+        })
+    }
+
+    /// Reads `dataDir/myid` when the file lists more than one server.
+    fn load_my_id(&mut self) -> Result<(), ConfigError> {
+        if self.is_standalone() {
+            return Ok(());
+        }
+        let path = self.data_dir.join("myid");
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            file: path.clone(),
+            source,
+        })?;
+        let id = text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|id| self.servers.contains_key(id));
+        match id {
+            Some(id) => {
+                self.my_id = Some(id);
+                Ok(())
+            }
+            None => Err(ConfigError::Missing {
+                file: path,
+                reason: format!(
+                    "myid `{}` is not one of the server.N ids {:?}",
+                    text.trim(),
+                    self.servers.keys().collect::<Vec<_>>()
+                ),
+            }),
+        }
+    }
+
+    /// No quorum to form: zero or one `server.N` line.
+    pub fn is_standalone(&self) -> bool {
+        self.servers.len() <= 1
+    }
+
+    /// The id stamped into session ids (the top byte): `myid`, or 0 standalone.
+    pub fn server_id(&self) -> u8 {
+        self.my_id.unwrap_or(0) as u8
+    }
+
+    /// The `conf` four-letter word's text.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("clientPort={}\n", self.client_port));
+        out.push_str(&format!("clientPortAddress={}\n", self.client_port_address));
+        out.push_str(&format!("dataDir={}\n", self.data_dir.display()));
+        out.push_str(&format!("dataLogDir={}\n", self.data_log_dir.display()));
+        out.push_str(&format!("tickTime={}\n", self.tick_ms));
+        out.push_str(&format!("maxClientCnxns={}\n", self.max_client_cnxns));
+        out.push_str(&format!(
+            "minSessionTimeout={}\n",
+            self.min_session_timeout_ms
+        ));
+        out.push_str(&format!(
+            "maxSessionTimeout={}\n",
+            self.max_session_timeout_ms
+        ));
+        out.push_str(&format!("serverId={}\n", self.my_id.unwrap_or(0)));
+        out.push_str(&format!("initLimit={}\n", self.init_limit_ticks));
+        out.push_str(&format!("syncLimit={}\n", self.sync_limit_ticks));
+        for (id, p) in &self.servers {
+            out.push_str(&format!(
+                "server.{id}={}:{}:{}:{}\n",
+                p.host,
+                p.peer_port,
+                p.election_port,
+                if p.role == PeerRole::Observer {
+                    "observer"
+                } else {
+                    "participant"
+                }
+            ));
+        }
+        out
+    }
+}
+
+fn non_empty_path(value: &str) -> Option<PathBuf> {
+    (!value.is_empty()).then(|| PathBuf::from(value))
+}
+
+fn parse_port(text: &str, what: &str) -> Result<u16, String> {
+    text.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{what} `{text}` is not a port in 1..=65535"))
+}
+
+fn parse_peer(value: &str) -> Result<PeerAddress, String> {
+    let (quorum, client) = match value.split_once(';') {
+        Some((q, c)) => (q, Some(c)),
+        None => (value, None),
+    };
+    // host may be an IPv6 literal in brackets.
+    let (host, rest) = if let Some(stripped) = quorum.strip_prefix('[') {
+        let (h, r) = stripped
+            .split_once(']')
+            .ok_or_else(|| "unclosed [ in IPv6 address".to_string())?;
+        (h.to_owned(), r.strip_prefix(':').unwrap_or(r))
+    } else {
+        let (h, r) = quorum
+            .split_once(':')
+            .ok_or_else(|| "expected host:peerPort:electionPort".to_string())?;
+        (h.to_owned(), r)
+    };
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    let parts: Vec<&str> = rest.split(':').collect();
+    if parts.len() < 2 || parts.len() > 3 {
+        return Err("expected host:peerPort:electionPort[:participant|observer]".into());
+    }
+    let role = match parts.get(2) {
+        None | Some(&"participant") => PeerRole::Participant,
+        Some(&"observer") => PeerRole::Observer,
+        Some(other) => return Err(format!("unknown role `{other}`")),
+    };
+    let client = match client {
+        None => None,
+        Some(c) => Some(match c.rsplit_once(':') {
+            Some((addr, port)) => (Some(addr.to_owned()), parse_port(port, "client port")?),
+            None => (None, parse_port(c, "client port")?),
+        }),
+    };
+    Ok(PeerAddress {
+        host,
+        peer_port: parse_port(parts[0], "peer port")?,
+        election_port: parse_port(parts[1], "election port")?,
+        role,
+        client,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Proves a real-world zoo.cfg parses with ZooKeeper's defaults, server lines in all
+    //! their forms are understood, and bad values are rejected naming the key.
+    use super::*;
+
+    fn parse(text: &str) -> Result<ZooConfig, ConfigError> {
+        ZooConfig::parse(text, Path::new("zoo.cfg"))
+    }
+
+    #[test]
+    fn defaults_follow_zookeeper() {
+        let c = parse("tickTime=2000\ndataDir=/tmp/zk\nclientPort=2181\n# comment\n").unwrap();
+        assert_eq!(c.min_session_timeout_ms, 4000);
+        assert_eq!(c.max_session_timeout_ms, 40000);
+        assert_eq!(c.data_log_dir, PathBuf::from("/tmp/zk"));
+        assert_eq!(c.max_client_cnxns, 60);
+        assert!(c.is_standalone());
+        assert!(c.four_letter_whitelist.contains("srvr"));
+        assert!(!c.four_letter_whitelist.contains("ruok"));
+    }
+
+    #[test]
+    fn ensemble_lines_parse() {
+        let c = parse(
+            "dataDir=/d\nserver.1=127.0.0.1:2888:3888\nserver.2=[::1]:2889:3889:observer\n\
+             server.3=h3:2890:3890;127.0.0.1:2183\n4lw.commands.whitelist=*\nadmin.enableServer=false\n",
+        )
+        .unwrap();
+        assert_eq!(c.servers.len(), 3);
+        assert_eq!(c.servers[&2].host, "::1");
+        assert_eq!(c.servers[&2].role, PeerRole::Observer);
+        assert_eq!(c.servers[&3].client, Some((Some("127.0.0.1".into()), 2183)));
+        assert!(!c.is_standalone());
+        assert!(c.four_letter_whitelist.contains("mntr"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, key) in [
+            ("dataDir=/d\ntickTime=abc", "tickTime"),
+            ("dataDir=/d\nclientPort=70000", "clientPort"),
+            ("dataDir=/d\nserver.1=host:1", "server.1"),
+            ("dataDir=/d\nclientPortAddress=nowhere", "clientPortAddress"),
+            (
+                "dataDir=/d\nminSessionTimeout=9000\nmaxSessionTimeout=100",
+                "maxSessionTimeout",
+            ),
+            (
+                "dataDir=/d\n4lw.commands.whitelist=ruok,xyzw",
+                "4lw.commands.whitelist",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{e}");
+        }
+        assert!(parse("tickTime=2000").is_err(), "dataDir is required");
+        assert!(matches!(
+            parse("dataDir=/d\njunk line"),
+            Err(ConfigError::Syntax { line: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn myid_is_required_and_checked_for_ensembles() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "dataDir={}\nserver.1=a:1:2\nserver.2=b:1:2\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        assert!(ZooConfig::load(&cfg).is_err(), "missing myid");
+        std::fs::write(dir.path().join("myid"), "7\n").unwrap();
+        assert!(ZooConfig::load(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("myid"));
+        std::fs::write(dir.path().join("myid"), "2\n").unwrap();
+        assert_eq!(ZooConfig::load(&cfg).unwrap().my_id, Some(2));
+    }
+}

@@ -1,0 +1,652 @@
+//! The IO shell of a standalone server: sockets, threads, clocks and files around the
+//! sans-IO [`RequestProcessor`].
+//!
+//! Why plain threads and not glommio here: the coordinator is a control-plane service with
+//! at most a few thousand connections and small requests; its cost is dominated by the
+//! fdatasync of the transaction log, which group commit amortises. Blocking std IO keeps
+//! this shell small and obviously correct, and leaves the one state machine on one thread:
+//!
+//! * an acceptor thread enforces `maxClientCnxns` per IP and the profile's total connection
+//!   limit;
+//! * per connection, a reader thread cuts frames (length checked against `jute.maxbuffer`)
+//!   and a writer thread coalesces outgoing frames into one `write` per burst;
+//! * the core thread owns the [`RequestProcessor`]: it takes connection events (a bounded
+//!   channel: a busy core slows readers down, which is TCP back-pressure for clients) and
+//!   commits (from the replicator), and runs session expiry on a timer;
+//! * the replicator ([`LocalLog`] standalone) group-commits proposals to the log;
+//! * a snapshot thread writes snapshots and purges old files.
+//!
+//! A connection whose outgoing queue is full (a client that does not read) is closed.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{select, Receiver, Sender, TrySendError};
+
+use crate::config::ZooConfig;
+use crate::four_letter;
+use crate::replicator::{Committed, LocalLog, Replicator};
+use crate::request_processor::{Effect, Now, ProcessorConfig, RequestProcessor};
+use crate::snapshot::{purge, recover, snapshot_dir, write_snapshot, RecoveryError};
+use crate::watch::ConnId;
+
+/// What the shell needs besides zoo.cfg (from the tuning profile).
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub zoo: ZooConfig,
+    /// Total client connections; more are accepted and closed at once.
+    pub max_connections: u32,
+    /// fdatasync the log before acknowledging (zoo.cfg `forceSync` and the profile's flush
+    /// policy must both allow skipping it).
+    pub sync_log: bool,
+    /// Frames queued towards one connection before it is considered stuck and closed.
+    pub connection_queue_frames: usize,
+}
+
+impl ServerOptions {
+    pub fn new(zoo: ZooConfig) -> Self {
+        ServerOptions {
+            sync_log: zoo.force_sync,
+            zoo,
+            max_connections: 10_000,
+            connection_queue_frames: 16_384,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("recovery failed: {0}")]
+    Recovery(#[from] RecoveryError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "ensemble mode ({0} servers) needs the ZAB peer, which this build does not include yet"
+    )]
+    Ensemble(usize),
+}
+
+enum CoreEvent {
+    Open {
+        conn: ConnId,
+        remote: SocketAddr,
+        out: Sender<Outbound>,
+        stream: TcpStream,
+    },
+    Connect {
+        conn: ConnId,
+        body: Vec<u8>,
+    },
+    Frame {
+        conn: ConnId,
+        body: Vec<u8>,
+    },
+    FourLetter {
+        conn: ConnId,
+        word: &'static str,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    Shutdown,
+}
+
+enum Outbound {
+    Frame(Vec<u8>),
+    Close,
+}
+
+/// A running server; dropping it does not stop it, call [`ServerHandle::shutdown`].
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    events: Sender<CoreEvent>,
+    core: Option<JoinHandle<()>>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, closes every connection, flushes the log and joins the threads.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.events.send(CoreEvent::Shutdown);
+        // Wake the acceptor blocked in accept().
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.core.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Blocks until the core thread ends (it ends only on shutdown or a fatal log error).
+    pub fn wait(mut self) {
+        if let Some(t) = self.core.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Recovers the data dir, binds the client port and starts serving.
+pub fn start(opts: ServerOptions) -> Result<ServerHandle, StartError> {
+    let zoo = opts.zoo.clone();
+    if !zoo.is_standalone() {
+        return Err(StartError::Ensemble(zoo.servers.len()));
+    }
+    std::fs::create_dir_all(&zoo.data_dir).map_err(io_err(zoo.data_dir.display().to_string()))?;
+    std::fs::create_dir_all(&zoo.data_log_dir)
+        .map_err(io_err(zoo.data_log_dir.display().to_string()))?;
+    let recovered = recover(&zoo.data_dir, &zoo.data_log_dir)?;
+    tracing::info!(
+        snapshot_zxid = format!("{:#x}", recovered.snapshot_zxid),
+        replayed = recovered.replayed,
+        nodes = recovered.tree.node_count(),
+        "recovered data tree"
+    );
+    let next_zxid = recovered.tree.last_zxid() + 1;
+    let listener =
+        TcpListener::bind((zoo.client_port_address, zoo.client_port)).map_err(io_err(format!(
+            "bind {}:{}",
+            zoo.client_port_address, zoo.client_port
+        )))?;
+    let addr = listener.local_addr().map_err(io_err("local_addr"))?;
+    let (commit_tx, commit_rx) = crossbeam_channel::unbounded();
+    let log_dir = crate::txn_log::log_dir(&zoo.data_log_dir);
+    let log = LocalLog::start(
+        &log_dir,
+        next_zxid,
+        opts.sync_log,
+        zoo.global_outstanding_limit as usize * 4,
+        commit_tx,
+    )
+    .map_err(io_err(format!(
+        "open transaction log in {}",
+        log_dir.display()
+    )))?;
+
+    let started = Instant::now();
+    let mut pcfg = ProcessorConfig::for_tick(zoo.server_id(), zoo.tick_ms);
+    pcfg.min_session_timeout_ms = zoo.min_session_timeout_ms;
+    pcfg.max_session_timeout_ms = zoo.max_session_timeout_ms;
+    pcfg.snap_count = zoo.snap_count;
+    pcfg.max_outstanding_requests = zoo.global_outstanding_limit as usize;
+    let now = Now {
+        mono_ms: 0,
+        wall_ms: wall_ms(),
+    };
+    let processor = RequestProcessor::new(pcfg, recovered.tree, now);
+
+    let (event_tx, event_rx) = crossbeam_channel::bounded(4096);
+    let stop = Arc::new(AtomicBool::new(false));
+    let core = {
+        let zoo = zoo.clone();
+        let connection_queue_frames = opts.connection_queue_frames;
+        std::thread::Builder::new()
+            .name("coordinator-core".into())
+            .spawn(move || {
+                Core {
+                    processor,
+                    replicator: Box::new(log),
+                    conns: HashMap::new(),
+                    zoo,
+                    started,
+                    connection_queue_frames,
+                    snapshots: SnapshotWriter::new(),
+                }
+                .run(event_rx, commit_rx)
+            })
+            .map_err(io_err("spawn core thread"))?
+    };
+    let acceptor = {
+        let stop = stop.clone();
+        let events = event_tx.clone();
+        let limits = AcceptLimits {
+            per_ip_max: zoo.max_client_cnxns,
+            total_max: opts.max_connections,
+            max_frame_bytes: zoo.jute_max_buffer_bytes as usize + 1024,
+            per_ip: Arc::new(Mutex::new(HashMap::new())),
+            total: Arc::new(AtomicUsize::new(0)),
+        };
+        std::thread::Builder::new()
+            .name("coordinator-accept".into())
+            .spawn(move || accept_loop(listener, stop, events, limits))
+            .map_err(io_err("spawn acceptor thread"))?
+    };
+    tracing::info!("serving ZooKeeper clients on {addr} (standalone)");
+    Ok(ServerHandle {
+        addr,
+        stop,
+        events: event_tx,
+        core: Some(core),
+        acceptor: Some(acceptor),
+    })
+}
+
+#[derive(Clone)]
+struct AcceptLimits {
+    per_ip_max: u32,
+    total_max: u32,
+    max_frame_bytes: usize,
+    per_ip: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    total: Arc<AtomicUsize>,
+}
+
+impl AcceptLimits {
+    fn admit(&self, ip: IpAddr) -> bool {
+        if self.total.load(Ordering::SeqCst) >= self.total_max as usize {
+            return false;
+        }
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if self.per_ip_max != 0 && *count >= self.per_ip_max {
+            return false;
+        }
+        *count += 1;
+        self.total.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = per_ip.get_mut(&ip) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+        self.total.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    events: Sender<CoreEvent>,
+    limits: AcceptLimits,
+) {
+    let mut next_conn: ConnId = 1;
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let Ok(remote) = stream.peer_addr() else {
+            continue;
+        };
+        if !limits.admit(remote.ip()) {
+            tracing::warn!(
+                "too many connections from {} (max {} per IP, {} total); closing",
+                remote.ip(),
+                limits.per_ip_max,
+                limits.total_max
+            );
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
+        }
+        let conn = next_conn;
+        next_conn += 1;
+        if let Err(e) = spawn_connection(conn, stream, remote, &events, &limits) {
+            tracing::warn!("connection {remote}: {e}");
+            limits.release(remote.ip());
+        }
+    }
+}
+
+fn spawn_connection(
+    conn: ConnId,
+    stream: TcpStream,
+    remote: SocketAddr,
+    events: &Sender<CoreEvent>,
+    limits: &AcceptLimits,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let (out_tx, out_rx) = crossbeam_channel::unbounded::<Outbound>();
+    let reader = stream.try_clone()?;
+    let writer = stream.try_clone()?;
+    if events
+        .send(CoreEvent::Open {
+            conn,
+            remote,
+            out: out_tx,
+            stream,
+        })
+        .is_err()
+    {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name(format!("zk-conn-{conn}-w"))
+        .stack_size(128 << 10)
+        .spawn(move || write_loop(writer, out_rx))?;
+    let events = events.clone();
+    let limits = limits.clone();
+    std::thread::Builder::new()
+        .name(format!("zk-conn-{conn}-r"))
+        .stack_size(128 << 10)
+        .spawn(move || {
+            read_loop(conn, reader, &events, limits.max_frame_bytes);
+            limits.release(remote.ip());
+            let _ = events.send(CoreEvent::Closed { conn });
+        })?;
+    Ok(())
+}
+
+/// How long a new connection may take to send its connect request (or four-letter word);
+/// after that, session expiry is what closes idle connections.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn read_loop(
+    conn: ConnId,
+    mut stream: TcpStream,
+    events: &Sender<CoreEvent>,
+    max_frame_bytes: usize,
+) {
+    let mut first = true;
+    let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
+    loop {
+        let mut len_bytes = [0u8; 4];
+        if stream.read_exact(&mut len_bytes).is_err() {
+            return;
+        }
+        if first {
+            if let Some(word) = four_letter::detect(len_bytes) {
+                let _ = events.send(CoreEvent::FourLetter { conn, word });
+                return;
+            }
+        }
+        let len = i32::from_be_bytes(len_bytes);
+        if len < 0 || len as usize > max_frame_bytes {
+            // ZooKeeper's "Len error": the connection is dropped.
+            tracing::info!(conn, len, "frame length out of range; closing connection");
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        let mut body = vec![0u8; len as usize];
+        if stream.read_exact(&mut body).is_err() {
+            return;
+        }
+        if first {
+            let _ = stream.set_read_timeout(None);
+        }
+        let event = if first {
+            CoreEvent::Connect { conn, body }
+        } else {
+            CoreEvent::Frame { conn, body }
+        };
+        first = false;
+        if events.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+fn write_loop(mut stream: TcpStream, rx: Receiver<Outbound>) {
+    let mut buf = Vec::with_capacity(64 << 10);
+    'outer: while let Ok(first) = rx.recv() {
+        buf.clear();
+        let mut close = false;
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            match msg {
+                Outbound::Frame(f) => buf.extend_from_slice(&f),
+                Outbound::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            next = if buf.len() < (1 << 20) {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !buf.is_empty() && stream.write_all(&buf).is_err() {
+            break 'outer;
+        }
+        if close {
+            break;
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+struct ConnHandle {
+    out: Sender<Outbound>,
+    stream: TcpStream,
+}
+
+struct Core {
+    processor: RequestProcessor,
+    replicator: Box<dyn Replicator>,
+    conns: HashMap<ConnId, ConnHandle>,
+    zoo: ZooConfig,
+    started: Instant,
+    connection_queue_frames: usize,
+    snapshots: SnapshotWriter,
+}
+
+impl Core {
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: self.started.elapsed().as_millis() as u64,
+            wall_ms: wall_ms(),
+        }
+    }
+
+    fn run(mut self, events: Receiver<CoreEvent>, commits: Receiver<Committed>) {
+        let check_every = Duration::from_millis((self.zoo.tick_ms as u64 / 2).clamp(10, 500));
+        let mut next_check = Instant::now() + check_every;
+        let never = crossbeam_channel::never();
+        loop {
+            let timeout = next_check.saturating_duration_since(Instant::now());
+            // While too many proposals are uncommitted, take only commits: readers then block
+            // on the full event channel and clients feel TCP back-pressure.
+            let events_or_never = if self.processor.accepting_requests() {
+                &events
+            } else {
+                &never
+            };
+            select! {
+                recv(commits) -> c => match c {
+                    Ok(c) => {
+                        let now = self.now();
+                        self.processor.commit(c.zxid, &c.payload, now);
+                        // Apply everything already committed before dispatching effects.
+                        while let Ok(c) = commits.try_recv() {
+                            self.processor.commit(c.zxid, &c.payload, now);
+                        }
+                    }
+                    Err(_) => {
+                        tracing::error!("the transaction log stopped; shutting down");
+                        break;
+                    }
+                },
+                recv(events_or_never) -> e => match e {
+                    Ok(CoreEvent::Shutdown) | Err(_) => break,
+                    Ok(e) => self.handle(e),
+                },
+                default(timeout) => {}
+            }
+            if Instant::now() >= next_check {
+                next_check = Instant::now() + check_every;
+                let now = self.now();
+                self.processor.tick(now);
+            }
+            if self.dispatch().is_err() {
+                tracing::error!("the transaction log stopped; shutting down");
+                break;
+            }
+        }
+        for (_, c) in self.conns.drain() {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+        self.snapshots.finish();
+    }
+
+    fn handle(&mut self, e: CoreEvent) {
+        let now = self.now();
+        match e {
+            CoreEvent::Open {
+                conn,
+                remote,
+                out,
+                stream,
+            } => {
+                self.conns.insert(conn, ConnHandle { out, stream });
+                self.processor.open(conn, remote.to_string());
+            }
+            CoreEvent::Connect { conn, body } => self.processor.connect(conn, &body, now),
+            CoreEvent::Frame { conn, body } => self.processor.request(conn, &body, now),
+            CoreEvent::FourLetter { conn, word } => {
+                let mode = "standalone";
+                let text = four_letter::answer(word, &self.processor, &self.zoo, mode);
+                if let Some(c) = self.conns.get(&conn) {
+                    let _ = c.out.send(Outbound::Frame(text.into_bytes()));
+                    let _ = c.out.send(Outbound::Close);
+                }
+            }
+            CoreEvent::Closed { conn } => {
+                self.processor.closed(conn);
+                self.conns.remove(&conn);
+            }
+            CoreEvent::Shutdown => {}
+        }
+    }
+
+    fn dispatch(&mut self) -> Result<(), crate::replicator::ReplicatorStopped> {
+        for effect in self.processor.take_effects() {
+            match effect {
+                Effect::Send { conn, frame } => {
+                    let stuck = match self.conns.get(&conn) {
+                        Some(c) => {
+                            c.out.len() >= self.connection_queue_frames
+                                || matches!(
+                                    c.out.try_send(Outbound::Frame(frame)),
+                                    Err(TrySendError::Disconnected(_))
+                                )
+                        }
+                        None => false,
+                    };
+                    if stuck {
+                        tracing::warn!(conn, "client is not reading its responses; closing");
+                        if let Some(c) = self.conns.get(&conn) {
+                            let _ = c.stream.shutdown(Shutdown::Both);
+                        }
+                    }
+                }
+                Effect::Close { conn } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.out.send(Outbound::Close);
+                    }
+                }
+                Effect::Propose { zxid, payload } => self.replicator.propose(zxid, payload)?,
+                Effect::Forward { .. } => {
+                    // Only an ensemble processor forwards; this shell runs it standalone.
+                    debug_assert!(false, "forward effect from a standalone processor");
+                    tracing::error!("forward effect from a standalone processor dropped");
+                }
+                Effect::Snapshot { zxid, bytes } => {
+                    if self.snapshots.submit(
+                        snapshot_dir(&self.zoo.data_dir),
+                        crate::txn_log::log_dir(&self.zoo.data_log_dir),
+                        self.zoo.snap_retain_count as usize,
+                        zxid,
+                        bytes,
+                    ) {
+                        self.replicator.snapshot_taken(zxid);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes snapshots on their own thread, one at a time.
+struct SnapshotWriter {
+    running: Option<JoinHandle<()>>,
+}
+
+impl SnapshotWriter {
+    fn new() -> Self {
+        SnapshotWriter { running: None }
+    }
+
+    /// Starts writing unless a snapshot is still being written (then this one is skipped:
+    /// the next will cover it). Returns whether it started.
+    fn submit(
+        &mut self,
+        snap_dir: PathBuf,
+        log_dir: PathBuf,
+        keep: usize,
+        zxid: i64,
+        bytes: Vec<u8>,
+    ) -> bool {
+        if self.running.as_ref().is_some_and(|t| !t.is_finished()) {
+            tracing::warn!("snapshot {zxid:#x} skipped: the previous one is still being written");
+            return false;
+        }
+        if let Some(t) = self.running.take() {
+            let _ = t.join();
+        }
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || match write_snapshot(&snap_dir, zxid, &bytes) {
+                Ok(path) => {
+                    tracing::info!("snapshot written: {}", path.display());
+                    if let Err(e) = purge(&snap_dir, &log_dir, keep) {
+                        tracing::warn!("purging old snapshots and logs: {e}");
+                    }
+                }
+                Err(e) => tracing::error!("snapshot {zxid:#x} in {}: {e}", snap_dir.display()),
+            });
+        match spawned {
+            Ok(t) => {
+                self.running = Some(t);
+                true
+            }
+            Err(e) => {
+                tracing::error!("cannot start snapshot thread: {e}");
+                false
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(t) = self.running.take() {
+            let _ = t.join();
+        }
+    }
+}
