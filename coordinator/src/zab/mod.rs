@@ -6,9 +6,14 @@
 //! ([`peer::Peer`]); the design and the on-disk format are described in `docs/zab.md`.
 
 pub mod config;
+pub mod epoch_file;
 pub mod history;
 pub mod message;
 pub mod peer;
+pub mod recovery;
+pub mod snapshot_file;
+pub mod storage;
+pub mod txn_log;
 pub mod zxid;
 
 pub use config::PeerConfig;
