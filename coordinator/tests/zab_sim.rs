@@ -17,6 +17,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
+use coordinator::zab::frame::{decode_message, encode_frame};
 use coordinator::zab::{
     HardState, Message, Outputs, Peer, PeerConfig, Restored, Role, ServerId, Status, SyncKind, Txn,
     Zxid,
@@ -305,6 +306,9 @@ impl Sim {
         if self.link_down[from][to] || !self.alive(to) {
             return;
         }
+        // Every message crosses the real wire codec (rkyv archive, validated on receipt).
+        let frame = encode_frame(&msg).unwrap_or_else(|e| self.fail(format!("encode: {e}")));
+        let msg = decode_message(&frame[4..]).unwrap_or_else(|e| self.fail(format!("decode: {e}")));
         if self.faults && self.rng.chance(1500) {
             // A lost message is a broken connection: TCP never drops silently.
             self.break_link(from, to);
