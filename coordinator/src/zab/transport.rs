@@ -14,7 +14,7 @@
 
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -105,6 +105,10 @@ pub struct Transport {
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
+/// Handshakes in progress at once; more connections are closed at once (an unauthenticated
+/// flood must not create unbounded threads).
+const HANDSHAKES_MAX: usize = 32;
+
 impl Transport {
     /// Starts accepting on `listener` and dialing every peer with a smaller myid.
     pub fn start(
@@ -168,18 +172,29 @@ fn accept_loop(
     stop: Arc<AtomicBool>,
     sink: EventSink,
 ) {
+    let pending = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, addr)) => {
-                let (cfg2, sink2) = (cfg.clone(), sink.clone());
+                if pending.fetch_add(1, Ordering::SeqCst) >= HANDSHAKES_MAX {
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!(%addr, "too many peer handshakes in progress; closing");
+                    let _ = stream.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let (cfg2, sink2, pending2) = (cfg.clone(), sink.clone(), pending.clone());
                 // The handshake may stall; do it off the accept thread.
-                let _ = thread::Builder::new()
-                    .name("zab-handshake".into())
-                    .spawn(move || {
-                        if let Err(e) = accept_one(stream, &cfg2, sink2) {
-                            tracing::warn!(%addr, error = %e, "rejected a peer connection");
-                        }
-                    });
+                let spawned =
+                    thread::Builder::new()
+                        .name("zab-handshake".into())
+                        .spawn(move || {
+                            if let Err(e) = accept_one(stream, &cfg2, sink2, &pending2) {
+                                tracing::warn!(%addr, error = %e, "rejected a peer connection");
+                            }
+                        });
+                if spawned.is_err() {
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 thread::sleep(Duration::from_millis(10));
@@ -192,19 +207,36 @@ fn accept_loop(
     }
 }
 
-fn accept_one(mut stream: TcpStream, cfg: &TransportConfig, sink: EventSink) -> Result<(), String> {
+fn accept_one(
+    stream: TcpStream,
+    cfg: &TransportConfig,
+    sink: EventSink,
+    pending: &AtomicUsize,
+) -> Result<(), String> {
+    let shaken = handshake(&stream, cfg);
+    pending.fetch_sub(1, Ordering::SeqCst);
+    let peer = match shaken {
+        Ok(peer) => peer,
+        Err(e) => {
+            let _ = stream.shutdown(Shutdown::Both);
+            return Err(e);
+        }
+    };
+    run_connection(peer, stream, cfg, &sink);
+    Ok(())
+}
+
+fn handshake(mut stream: &TcpStream, cfg: &TransportConfig) -> Result<ServerId, String> {
     stream.set_nonblocking(false).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
     let peer = read_handshake(&mut stream, cfg.my_id).map_err(|e| e.to_string())?;
     if peer <= cfg.my_id || !cfg.peers.iter().any(|&(id, _)| id == peer) {
-        let _ = stream.shutdown(Shutdown::Both);
         return Err(format!("server {peer} may not dial server {}", cfg.my_id));
     }
     stream.set_read_timeout(None).map_err(|e| e.to_string())?;
-    run_connection(peer, stream, cfg, &sink);
-    Ok(())
+    Ok(peer)
 }
 
 fn dial_loop(
