@@ -167,6 +167,21 @@ enum Event {
     Shutdown,
 }
 
+/// The outcome of a [`ZabNode::submit`], available once the transaction is committed and
+/// applied on this server.
+#[derive(Debug)]
+pub struct Ticket(Receiver<Result<Zxid, ZabError>>);
+
+impl Ticket {
+    /// Waits for the outcome.
+    pub fn wait(self, timeout: Duration) -> Result<Zxid, ZabError> {
+        self.0.recv_timeout(timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => ZabError::Timeout,
+            RecvTimeoutError::Disconnected => ZabError::Stopped("driver gone".into()),
+        })?
+    }
+}
+
 /// A running ensemble member.
 pub struct ZabNode {
     id: ServerId,
@@ -280,7 +295,22 @@ impl ZabNode {
 
     /// Proposes and waits until the transaction is committed and applied on this server.
     pub fn propose_and_wait(&self, payload: Vec<u8>, timeout: Duration) -> Result<Zxid, ZabError> {
-        self.call_propose(payload, true, timeout)
+        self.submit(payload)?.wait(timeout)
+    }
+
+    /// Queues a proposal without waiting: many submitted back to back share one PROPOSAL
+    /// message per follower and one fsync per server. The ticket resolves when the
+    /// transaction is committed and applied here (or cannot be).
+    pub fn submit(&self, payload: Vec<u8>) -> Result<Ticket, ZabError> {
+        let (reply, rx) = mpsc::channel();
+        self.tx
+            .send(Event::Propose {
+                payload,
+                wait_commit: true,
+                reply,
+            })
+            .map_err(|_| ZabError::Stopped("driver gone".into()))?;
+        Ok(Ticket(rx))
     }
 
     fn call_propose(
@@ -433,6 +463,9 @@ impl<A: Application> Driver<A> {
                     return End::Failed(e.to_string());
                 }
             }
+            if let Err(e) = self.drain() {
+                return End::Failed(e.to_string());
+            }
             let now = self.now_ms();
             self.peer.tick(now);
             if let Err(e) = self.drain() {
@@ -476,6 +509,27 @@ impl<A: Application> Driver<A> {
     }
 
     fn handle(&mut self, ev: Event) -> Result<(), StorageError> {
+        // Consecutive proposals only append to the leader's log, so their effects are taken
+        // together: one PROPOSAL message per follower for the whole run. Any other event
+        // first flushes them, keeping the per-call order the core's contract requires.
+        if let Event::Propose {
+            payload,
+            wait_commit,
+            reply,
+        } = ev
+        {
+            match self.peer.propose(payload) {
+                Ok(z) if wait_commit => self.waiters.entry(z).or_default().push(reply),
+                Ok(z) => {
+                    let _ = reply.send(Ok(z));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(ZabError::NotLeader { leader: e.leader }));
+                }
+            }
+            return Ok(());
+        }
+        self.drain()?;
         match ev {
             Event::Net(NetEvent::Connected { peer, conn, link }) => {
                 if let Some((_, old)) = self.links.insert(peer, (conn, link)) {
@@ -514,19 +568,7 @@ impl<A: Application> Driver<A> {
                     self.peer.peer_disconnected(peer);
                 }
             }
-            Event::Propose {
-                payload,
-                wait_commit,
-                reply,
-            } => match self.peer.propose(payload) {
-                Ok(z) if wait_commit => self.waiters.entry(z).or_default().push(reply),
-                Ok(z) => {
-                    let _ = reply.send(Ok(z));
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(ZabError::NotLeader { leader: e.leader }));
-                }
-            },
+            Event::Propose { .. } => {}
             Event::Forward {
                 request_id,
                 payload,
