@@ -312,6 +312,11 @@ fn zab_cluster_batches_many_proposals_per_fsync() {
     }
     let leader = c.wait_leader(Duration::from_secs(10));
     c.write(b"warm-up", Duration::from_secs(5));
+    // Every follower synchronized first, so each one appends the burst itself.
+    for (node, _) in c.nodes.values() {
+        node.wait_for(Duration::from_secs(10), |s| s.serving)
+            .expect("every server serves");
+    }
     let count = 20_000u64;
     let payload = vec![0x5au8; 100];
     let t0 = Instant::now();
