@@ -254,6 +254,10 @@ pub struct Peer {
     role: RoleState,
     out: Outputs,
     reported: Option<Status>,
+    /// FOLLOWERINFO that arrived while this server was still finishing its own election
+    /// (a follower may decide first): replayed if this server becomes the leader, instead
+    /// of waiting for the follower's re-send.
+    early_follower_info: BTreeMap<ServerId, Message>,
 }
 
 impl Peer {
@@ -291,6 +295,7 @@ impl Peer {
             role: RoleState::Transient,
             out: Outputs::default(),
             reported: None,
+            early_follower_info: BTreeMap::new(),
         };
         peer.start_looking();
         Ok(peer)
@@ -436,8 +441,11 @@ impl Peer {
         }
         match std::mem::replace(&mut self.role, RoleState::Transient) {
             RoleState::Looking(e) => {
-                // Stale traffic from a former leader or follower: the notification exchange
-                // will bring both sides back together.
+                if let Message::FollowerInfo { .. } = msg {
+                    self.early_follower_info.insert(from, msg);
+                }
+                // Anything else is stale traffic from a former leader or follower: the
+                // notification exchange will bring both sides back together.
                 self.role = RoleState::Looking(e);
                 Ok(())
             }
@@ -594,6 +602,7 @@ impl Peer {
 
     fn start_looking(&mut self) {
         self.round += 1;
+        self.early_follower_info.clear();
         let vote = self.own_vote();
         let mut recv = BTreeMap::new();
         recv.insert(self.cfg.my_id, vote);
@@ -762,7 +771,7 @@ impl Peer {
         let now = self.now_ms;
         if vote.leader == self.cfg.my_id {
             tracing::info!(round = self.round, "elected leader; starting discovery");
-            let l = Leader {
+            let mut l = Leader {
                 phase: LeaderPhase::Discovery,
                 epoch: 0,
                 started_ms: now,
@@ -770,7 +779,13 @@ impl Peer {
                 next_ping_ms: now + self.cfg.tick_ms / 2,
                 learners: BTreeMap::new(),
             };
-            self.finish_leader(l, Next::Stay);
+            let mut next = Next::Stay;
+            for (from, msg) in std::mem::take(&mut self.early_follower_info) {
+                if let Ok(Next::Look) = self.leader_step(&mut l, from, msg) {
+                    next = Next::Look;
+                }
+            }
+            self.finish_leader(l, next);
         } else {
             tracing::info!(leader = vote.leader, round = self.round, "following");
             let f = Follower {
