@@ -69,6 +69,25 @@ pub fn write_snapshot(dir: &Path, zxid: Zxid, data: &[u8]) -> Result<PathBuf, St
     Ok(path)
 }
 
+/// Deletes snapshots newer than `zxid` (before installing the leader's older one, so the
+/// newest snapshot on disk is always the one the log continues).
+pub fn remove_snapshots_after(dir: &Path, zxid: Zxid) -> Result<usize, StorageError> {
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for (z, path) in list(dir)? {
+        if z > zxid {
+            fs::remove_file(&path).map_err(io_err(&path))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
 /// Reads and verifies one snapshot file.
 pub fn read_snapshot(path: &Path) -> Result<(Zxid, Vec<u8>), StorageError> {
     let bytes = fs::read(path).map_err(io_err(path))?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::epoch_file::write_epochs;
 use super::message::Txn;
 use super::peer::HardState;
-use super::snapshot_file::write_snapshot;
+use super::snapshot_file::{remove_snapshots_after, write_snapshot};
 use super::txn_log::{StorageError, TxnLog};
 use super::zxid::Zxid;
 
@@ -44,6 +44,7 @@ impl Storage {
     /// the snapshot.
     pub fn install_snapshot(&mut self, zxid: Zxid, data: &[u8]) -> Result<(), StorageError> {
         self.log.clear()?;
+        remove_snapshots_after(&self.paths.snapshot_dir, zxid)?;
         write_snapshot(&self.paths.snapshot_dir, zxid, data)?;
         self.snapshot_zxid = zxid;
         Ok(())
