@@ -168,5 +168,10 @@ mod tests {
             .expect("read")
             .expect("some");
         assert_eq!(z, 4);
+        assert_eq!(remove_snapshots_after(dir.path(), 3).expect("remove"), 2);
+        let (z, _) = newest_valid_snapshot(dir.path())
+            .expect("read")
+            .expect("some");
+        assert_eq!(z, 3);
     }
 }
