@@ -222,13 +222,16 @@ impl ZabNode {
         let paths = StoragePaths::new(&cfg.data_dir, &cfg.data_log_dir);
         let (storage, restored) = recover(&paths, cfg.segment_bytes_max)?;
         app.restore(restored.snapshot_zxid, &restored.snapshot);
+        let restored_snapshot_zxid = restored.snapshot_zxid;
         let start = Instant::now();
         let peer = Peer::new(cfg.peer.clone(), restored, 0).map_err(ZabError::Config)?;
-        let status = peer.status();
+        // What the application holds now; the core may already have effects queued (a
+        // one-server ensemble leads and commits inside `Peer::new`), which count only once
+        // the driver has carried them out.
         let shared = Arc::new(Shared {
-            status: Mutex::new((status, None)),
+            status: Mutex::new((STOPPED, None)),
             changed: Condvar::new(),
-            applied: AtomicU64::new(peer.applied_zxid()),
+            applied: AtomicU64::new(restored_snapshot_zxid),
             stats: NodeStats::default(),
         });
         let (tx, rx) = mpsc::sync_channel::<Event>(cfg.event_queue.max(16));

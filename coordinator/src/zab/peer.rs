@@ -1504,6 +1504,35 @@ mod tests {
     }
 
     #[test]
+    fn single_server_restart_commits_its_restored_log() {
+        let log: Vec<Txn> = (51..=75)
+            .map(|c| Txn {
+                zxid: make_zxid(1, c),
+                payload: vec![c as u8],
+            })
+            .collect();
+        let restored = Restored {
+            hard_state: HardState {
+                accepted_epoch: 1,
+                accepted_leader: 1,
+                current_epoch: 1,
+            },
+            snapshot_zxid: make_zxid(1, 50),
+            snapshot: Arc::new(vec![1]),
+            log,
+        };
+        let mut p = Peer::new(PeerConfig::new(1, vec![1]), restored, 0).expect("peer");
+        p.tick(1);
+        let out = p.take_outputs();
+        assert_eq!(
+            out.committed.len(),
+            25,
+            "the restored log commits once leading"
+        );
+        assert_eq!(p.applied_zxid(), make_zxid(1, 75));
+    }
+
+    #[test]
     fn looking_refuses_writes_and_rejects_bad_input() {
         let mut p =
             Peer::new(PeerConfig::new(1, vec![1, 2, 3]), Restored::default(), 0).expect("peer");
