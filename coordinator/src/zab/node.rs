@@ -22,6 +22,7 @@ use super::frame::encode_frame;
 use super::message::{Message, SyncKind};
 use super::peer::{Forwarded, Outputs, Peer, Role, Status};
 use super::recovery::recover;
+use super::snapshot_file::write_snapshot;
 use super::storage::{Storage, StoragePaths};
 use super::transport::{EventSink, Link, NetEvent, Transport, TransportConfig};
 use super::txn_log::StorageError;
@@ -263,6 +264,7 @@ impl ZabNode {
                     waiters: BTreeMap::new(),
                     since_snapshot: 0,
                     snap_count,
+                    snapshot_job: None,
                     start,
                 };
                 let end = d.run(rx);
@@ -422,7 +424,17 @@ struct Driver<A: Application> {
     waiters: BTreeMap<Zxid, Vec<Sender<Result<Zxid, ZabError>>>>,
     since_snapshot: u64,
     snap_count: u64,
+    /// A snapshot being written by a background thread (at most one).
+    snapshot_job: Option<SnapshotJob>,
     start: Instant,
+}
+
+/// A snapshot file written off the driver thread: serializing needs the application (on the
+/// driver), writing and fsyncing hundreds of megabytes need not stall the pipeline.
+struct SnapshotJob {
+    zxid: Zxid,
+    data: Arc<Vec<u8>>,
+    handle: JoinHandle<Result<(), StorageError>>,
 }
 
 enum End {
@@ -486,10 +498,43 @@ impl<A: Application> Driver<A> {
                     return End::Failed(e.to_string());
                 }
             }
+            if let Err(e) = self.finish_snapshot(false) {
+                return End::Failed(e.to_string());
+            }
         }
     }
 
+    /// Completes a background snapshot once written (or waits for it when `wait`): the log
+    /// segments it covers are deleted and the core drops the entries it covers.
+    fn finish_snapshot(&mut self, wait: bool) -> Result<(), StorageError> {
+        let done = self
+            .snapshot_job
+            .as_ref()
+            .is_some_and(|j| wait || j.handle.is_finished());
+        if !done {
+            return Ok(());
+        }
+        let Some(job) = self.snapshot_job.take() else {
+            return Ok(());
+        };
+        let result = job.handle.join().unwrap_or_else(|_| {
+            Err(StorageError::Corrupt {
+                path: self.storage.snapshot_dir().to_path_buf(),
+                offset: 0,
+                reason: "snapshot writer panicked".into(),
+            })
+        });
+        result?;
+        self.storage.snapshot_written(job.zxid)?;
+        self.peer.snapshot_taken(job.zxid, job.data);
+        tracing::info!(zxid = format_args!("{:#x}", job.zxid), "snapshot taken");
+        self.drain()
+    }
+
     fn finish(&mut self, end: End) {
+        if let Some(job) = self.snapshot_job.take() {
+            let _ = job.handle.join();
+        }
         for (_, (_, link)) in std::mem::take(&mut self.links) {
             link.close();
         }
@@ -601,6 +646,11 @@ impl<A: Application> Driver<A> {
 
     fn execute(&mut self, out: Outputs) -> Result<(), StorageError> {
         if let Some((z, data)) = out.install_snapshot {
+            // A local snapshot still being written must land before the leader's replaces
+            // it (install removes newer snapshots, so the log always continues the newest).
+            if let Some(job) = self.snapshot_job.take() {
+                let _ = job.handle.join();
+            }
             self.storage.install_snapshot(z, &data)?;
             self.app.restore(z, &data);
             self.shared.applied.store(z, Ordering::SeqCst);
@@ -658,13 +708,20 @@ impl<A: Application> Driver<A> {
                 }
             }
         }
-        if self.since_snapshot >= self.snap_count {
-            let z = self.shared.applied.load(Ordering::SeqCst);
-            let data = self.app.snapshot();
-            self.storage.save_snapshot(z, &data)?;
-            self.peer.snapshot_taken(z, Arc::new(data));
+        if self.since_snapshot >= self.snap_count && self.snapshot_job.is_none() {
+            let zxid = self.shared.applied.load(Ordering::SeqCst);
+            let data = Arc::new(self.app.snapshot());
+            let dir = self.storage.snapshot_dir().to_path_buf();
+            let bytes = data.clone();
+            let handle = thread::Builder::new()
+                .name("zab-snapshot".into())
+                .spawn(move || write_snapshot(&dir, zxid, &bytes).map(|_| ()))
+                .map_err(|e| StorageError::Io {
+                    path: self.storage.snapshot_dir().to_path_buf(),
+                    source: e,
+                })?;
+            self.snapshot_job = Some(SnapshotJob { zxid, data, handle });
             self.since_snapshot = 0;
-            tracing::info!(zxid = format_args!("{z:#x}"), "snapshot taken");
         }
         for f in out.forwarded {
             if let Some(payload) = self.app.forwarded(f) {

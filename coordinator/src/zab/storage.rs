@@ -78,9 +78,22 @@ impl Storage {
     /// Persists an application snapshot taken at `zxid` and drops log segments it covers.
     pub fn save_snapshot(&mut self, zxid: Zxid, data: &[u8]) -> Result<(), StorageError> {
         write_snapshot(&self.paths.snapshot_dir, zxid, data)?;
-        self.snapshot_zxid = zxid;
-        self.log.purge_through(zxid)?;
+        self.snapshot_written(zxid)
+    }
+
+    /// A snapshot at `zxid` was written (possibly by another thread): drop the log segments
+    /// it covers.
+    pub fn snapshot_written(&mut self, zxid: Zxid) -> Result<(), StorageError> {
+        if zxid > self.snapshot_zxid {
+            self.snapshot_zxid = zxid;
+            self.log.purge_through(zxid)?;
+        }
         Ok(())
+    }
+
+    /// Where snapshots and the epoch file live.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.paths.snapshot_dir
     }
 
     /// The newest snapshot's zxid.
