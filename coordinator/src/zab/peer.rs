@@ -19,6 +19,10 @@ use super::history::{GapError, History};
 use super::message::{EpochRange, Message, PeerState, SyncKind, Txn, Vote};
 use super::zxid::{counter_of, epoch_of, fmt_zxid, make_zxid, ServerId, Zxid};
 
+/// Most epoch ranges accepted in one ACKEPOCH, whatever this server's own
+/// `max_epoch_ranges` (servers may be configured differently).
+const EPOCH_RANGES_ACCEPTED_MAX: usize = 1024;
+
 /// What must survive a crash besides the log and the snapshot (ZooKeeper's `acceptedEpoch`
 /// and `currentEpoch` files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1210,7 +1214,7 @@ impl Peer {
                     );
                     return Ok(Next::Look);
                 }
-                if epoch_ranges.is_empty() || epoch_ranges.len() > self.cfg.max_epoch_ranges {
+                if epoch_ranges.is_empty() || epoch_ranges.len() > EPOCH_RANGES_ACCEPTED_MAX {
                     return Err(format!("{} epoch ranges", epoch_ranges.len()));
                 }
                 learner.acked_epoch = Some((last_zxid, epoch_ranges));
