@@ -677,39 +677,32 @@ impl Peer {
     }
 
     fn on_notification(&mut self, from: ServerId, vote: Vote, round: u64, state: PeerState) {
-        if !matches!(self.role, RoleState::Looking(_)) {
-            // Not electing: tell a looking peer whom we follow or lead.
-            if state == PeerState::Looking {
-                let reply = Message::Notification {
-                    vote: self.decided,
-                    round: self.round,
-                    state: self.my_state(),
-                };
-                self.out.messages.push((from, reply));
+        let mut e = match std::mem::replace(&mut self.role, RoleState::Transient) {
+            RoleState::Looking(e) => e,
+            other => {
+                self.role = other;
+                // Not electing: tell a looking peer whom we follow or lead.
+                if state == PeerState::Looking {
+                    let reply = Message::Notification {
+                        vote: self.decided,
+                        round: self.round,
+                        state: self.my_state(),
+                    };
+                    self.out.messages.push((from, reply));
+                }
+                return;
             }
-            return;
-        }
-        let RoleState::Looking(mut e) = std::mem::replace(&mut self.role, RoleState::Transient)
-        else {
-            unreachable!("checked above")
         };
         let own = self.own_vote();
         if state == PeerState::Looking {
+            let mut rebroadcast = None;
             if round > self.round {
                 self.round = round;
                 e.recv.clear();
                 e.vote = if vote.beats(&own) { vote } else { own };
                 e.recv.insert(self.cfg.my_id, e.vote);
                 e.decide_at_ms = None;
-                let v = e.vote;
-                self.role = RoleState::Looking(e);
-                self.broadcast_vote(v, PeerState::Looking);
-                let RoleState::Looking(back) =
-                    std::mem::replace(&mut self.role, RoleState::Transient)
-                else {
-                    unreachable!()
-                };
-                e = back;
+                rebroadcast = Some(e.vote);
             } else if round < self.round {
                 self.out.messages.push((
                     from,
@@ -725,17 +718,13 @@ impl Peer {
                 e.vote = vote;
                 e.recv.insert(self.cfg.my_id, vote);
                 e.decide_at_ms = None;
-                self.role = RoleState::Looking(e);
-                self.broadcast_vote(vote, PeerState::Looking);
-                let RoleState::Looking(back) =
-                    std::mem::replace(&mut self.role, RoleState::Transient)
-                else {
-                    unreachable!()
-                };
-                e = back;
+                rebroadcast = Some(vote);
             }
             e.recv.insert(from, vote);
             self.role = RoleState::Looking(e);
+            if let Some(v) = rebroadcast {
+                self.broadcast_vote(v, PeerState::Looking);
+            }
             self.maybe_schedule_decision();
             return;
         }
