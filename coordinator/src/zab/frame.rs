@@ -12,6 +12,9 @@ use super::zxid::ServerId;
 
 /// Handshake magic: protocol name and version.
 pub const HANDSHAKE_MAGIC: &[u8; 8] = b"ZABPEER1";
+/// Frames are read in pieces of at most this size.
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
 /// Handshake length: magic + dialer myid + the myid it meant to reach.
 pub const HANDSHAKE_BYTES: usize = 8 + 8 + 8;
 
@@ -79,9 +82,15 @@ pub fn read_frame(
             max: max_frame_bytes,
         });
     }
+    // Grow the buffer with the bytes that actually arrive, so a peer announcing a huge
+    // frame and sending nothing does not make us allocate it.
     buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf.as_mut_slice())?;
+    while buf.len() < len {
+        let start = buf.len();
+        let chunk = (len - start).min(READ_CHUNK_BYTES);
+        buf.resize(start + chunk, 0);
+        r.read_exact(&mut buf.as_mut_slice()[start..])?;
+    }
     rkyv::from_bytes::<Message, rancor::Error>(buf).map_err(|e| FrameError::Invalid(e.to_string()))
 }
 
@@ -201,6 +210,17 @@ mod tests {
                 assert!(read_frame(&mut &frame[..cut], &mut buf, 1 << 20).is_err());
             }
         }
+        // A frame larger than one read chunk (a big SNAP) arrives whole.
+        let big_snap = Message::Sync {
+            kind: SyncKind::Snap {
+                zxid: 5,
+                data: (0..3 * READ_CHUNK_BYTES + 17).map(|i| i as u8).collect(),
+            },
+        };
+        let frame = encode_frame(&big_snap).expect("encode");
+        let mut buf = AlignedVec::new();
+        let got = read_frame(&mut frame.as_slice(), &mut buf, 64 << 20).expect("decode");
+        assert_eq!(got, big_snap);
         // Oversized length prefix.
         let mut buf = AlignedVec::new();
         let big = [0xffu8, 0xff, 0xff, 0xff];
