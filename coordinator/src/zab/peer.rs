@@ -224,6 +224,7 @@ struct Leader {
     phase: LeaderPhase,
     epoch: u32,
     started_ms: u64,
+    epoch_proposed_ms: u64,
     self_epoch_persisted: bool,
     next_ping_ms: u64,
     learners: BTreeMap<ServerId, Learner>,
@@ -261,7 +262,7 @@ pub struct Peer {
     /// FOLLOWERINFO that arrived while this server was still finishing its own election
     /// (a follower may decide first): replayed if this server becomes the leader, instead
     /// of waiting for the follower's re-send.
-    early_follower_info: BTreeMap<ServerId, Message>,
+    early_follower_info: BTreeMap<ServerId, (u64, Message)>,
 }
 
 impl Peer {
@@ -384,7 +385,9 @@ impl Peer {
                 FollowerPhase::Connecting => f.resend_at_ms,
                 _ => base + self.cfg.tick_ms / 2,
             },
-            RoleState::Leading(l) => l.next_ping_ms,
+            RoleState::Leading(l) if l.phase == LeaderPhase::Established => l.next_ping_ms,
+            // Phase timeouts are in election timeouts, much shorter than the ping interval.
+            RoleState::Leading(l) => l.next_ping_ms.min(base + self.cfg.election_timeout_ms / 4),
             RoleState::Transient => base,
         }
     }
@@ -446,7 +449,7 @@ impl Peer {
         match std::mem::replace(&mut self.role, RoleState::Transient) {
             RoleState::Looking(e) => {
                 if let Message::FollowerInfo { .. } = msg {
-                    self.early_follower_info.insert(from, msg);
+                    self.early_follower_info.insert(from, (self.now_ms, msg));
                 }
                 // Anything else is stale traffic from a former leader or follower: the
                 // notification exchange will bring both sides back together.
@@ -768,12 +771,19 @@ impl Peer {
                 phase: LeaderPhase::Discovery,
                 epoch: 0,
                 started_ms: now,
+                epoch_proposed_ms: now,
                 self_epoch_persisted: false,
                 next_ping_ms: now + self.cfg.tick_ms / 2,
                 learners: BTreeMap::new(),
             };
             let mut next = Next::Stay;
-            for (from, msg) in std::mem::take(&mut self.early_follower_info) {
+            // A follower gives up on an unresponsive leader after five election timeouts;
+            // older announcements are stale and must not count towards the quorum.
+            let fresh_ms = 5 * self.cfg.election_timeout_ms;
+            for (from, (at_ms, msg)) in std::mem::take(&mut self.early_follower_info) {
+                if now.saturating_sub(at_ms) > fresh_ms {
+                    continue;
+                }
                 if let Ok(Next::Look) = self.leader_step(&mut l, from, msg) {
                     next = Next::Look;
                 }
@@ -1110,6 +1120,17 @@ impl Peer {
                 tracing::info!("no quorum of followers connected; electing again");
                 Next::Look
             }
+            LeaderPhase::EpochProposed
+                if now.saturating_sub(l.epoch_proposed_ms) > 5 * self.cfg.election_timeout_ms =>
+            {
+                // LEADERINFO/ACKEPOCH is one round trip and an fsync: a quorum that does not
+                // answer soon is not coming (a follower changed its mind), elect again.
+                tracing::info!(
+                    epoch = l.epoch,
+                    "no quorum acknowledged the epoch; electing again"
+                );
+                Next::Look
+            }
             LeaderPhase::EpochProposed | LeaderPhase::Sync
                 if age > self.cfg.init_limit * self.cfg.tick_ms =>
             {
@@ -1284,6 +1305,7 @@ impl Peer {
             };
             l.epoch = epoch;
             l.phase = LeaderPhase::EpochProposed;
+            l.epoch_proposed_ms = self.now_ms;
             self.hard.accepted_epoch = epoch;
             self.hard.accepted_leader = self.cfg.my_id;
             self.out.hard_state = Some(self.hard);
