@@ -1,6 +1,7 @@
 //! Proves ZAB's safety and liveness properties on the real sans-IO core, under a
 //! deterministic simulator: one seed drives 3- and 5-server clusters through message delay,
-//! connection loss, partitions, crashes and restarts that keep only what was fsynced, with
+//! connection loss, partitions (resetting and silent), crashes, power failures and restarts
+//! that keep only what was fsynced, with
 //! clients doing versioned (compare-and-set) writes on a few keys. It checks, as it runs and
 //! at the end: at most one established leader per epoch; every committed transaction is in
 //! every later leader's log; every server applies the same sequence (prefix agreement, also
@@ -202,6 +203,10 @@ struct Sim {
     link_gen: Vec<Vec<u64>>,
     link_last_ms: Vec<Vec<u64>>,
     link_down: Vec<Vec<bool>>,
+    /// A silent partition: TCP neither delivers nor resets; messages wait (with the link
+    /// generation they were sent on) until the partition heals.
+    link_stalled: Vec<Vec<bool>>,
+    stalled: Vec<Vec<Vec<(u64, Message)>>>,
     /// The agreed, applied sequence: zxid -> payload.
     canonical: BTreeMap<Zxid, Vec<u8>>,
     established: BTreeMap<u32, ServerId>,
@@ -246,6 +251,8 @@ impl Sim {
             link_gen: vec![vec![0; n]; n],
             link_last_ms: vec![vec![0; n]; n],
             link_down: vec![vec![false; n]; n],
+            link_stalled: vec![vec![false; n]; n],
+            stalled: vec![vec![Vec::new(); n]; n],
             canonical: BTreeMap::new(),
             established: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -309,6 +316,11 @@ impl Sim {
         // Every message crosses the real wire codec (rkyv archive, validated on receipt).
         let frame = encode_frame(&msg).unwrap_or_else(|e| self.fail(format!("encode: {e}")));
         let msg = decode_message(&frame[4..]).unwrap_or_else(|e| self.fail(format!("decode: {e}")));
+        if self.link_stalled[from][to] {
+            let gen = self.link_gen[from][to];
+            self.stalled[from][to].push((gen, msg));
+            return;
+        }
         if self.faults && self.rng.chance(1500) {
             // A lost message is a broken connection: TCP never drops silently.
             self.break_link(from, to);
@@ -690,7 +702,7 @@ impl Sim {
             return;
         }
         let n = self.servers.len();
-        match self.rng.below(11) {
+        match self.rng.below(12) {
             0 | 1 => {
                 let s = self.rng.below(n as u64) as usize;
                 if self.alive(s) {
@@ -732,6 +744,20 @@ impl Sim {
                     self.crash(s);
                 }
             }
+            10 => {
+                // A silent partition: no resets, so only the timers can notice it.
+                let side: Vec<bool> = (0..n).map(|_| self.rng.chance(500_000)).collect();
+                if self.trace {
+                    eprintln!("{:>6} silent partition {side:?}", self.now);
+                }
+                for a in 0..n {
+                    for b in 0..n {
+                        if side[a] != side[b] {
+                            self.link_stalled[a][b] = true;
+                        }
+                    }
+                }
+            }
             9 => {
                 // A power failure: every server loses what it had not fsynced.
                 if self.trace {
@@ -754,6 +780,41 @@ impl Sim {
         for a in 0..n {
             for b in 0..n {
                 self.link_down[a][b] = false;
+            }
+        }
+        for a in 0..n {
+            for b in a + 1..n {
+                if !self.link_stalled[a][b] && !self.link_stalled[b][a] {
+                    continue;
+                }
+                self.link_stalled[a][b] = false;
+                self.link_stalled[b][a] = false;
+                if self.rng.chance(500_000) {
+                    // TCP gave up meanwhile: the connection resets, the backlog is lost.
+                    self.stalled[a][b].clear();
+                    self.stalled[b][a].clear();
+                    self.break_link(a, b);
+                    continue;
+                }
+                // TCP retransmits: the backlog arrives in order.
+                for (x, y) in [(a, b), (b, a)] {
+                    for (gen, msg) in std::mem::take(&mut self.stalled[x][y]) {
+                        if gen != self.link_gen[x][y] || !self.alive(y) {
+                            continue;
+                        }
+                        let at = (self.now + self.rng.range(1, 8)).max(self.link_last_ms[x][y]);
+                        self.link_last_ms[x][y] = at;
+                        self.schedule_at(
+                            at,
+                            Event::Deliver {
+                                from: x,
+                                to: y,
+                                gen,
+                                msg: Some(msg),
+                            },
+                        );
+                    }
+                }
             }
         }
     }
