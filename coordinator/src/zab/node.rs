@@ -112,6 +112,10 @@ pub enum ZabError {
     /// The proposal was superseded by a new leader's history; it did not commit.
     #[error("proposal {0:#x} was not committed")]
     NotCommitted(Zxid),
+    /// This server replaced its state with the leader's snapshot while the proposal was
+    /// pending: it may or may not be part of it.
+    #[error("outcome of proposal {0:#x} unknown (state replaced by a snapshot)")]
+    OutcomeUnknown(Zxid),
     /// No answer in time.
     #[error("timed out")]
     Timeout,
@@ -658,7 +662,7 @@ impl<A: Application> Driver<A> {
             let stale: Vec<Zxid> = self.waiters.range(..=z).map(|(&k, _)| k).collect();
             for k in stale {
                 for w in self.waiters.remove(&k).unwrap_or_default() {
-                    let _ = w.send(Err(ZabError::NotCommitted(k)));
+                    let _ = w.send(Err(ZabError::OutcomeUnknown(k)));
                 }
             }
         }
