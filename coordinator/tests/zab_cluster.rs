@@ -123,7 +123,10 @@ impl Cluster {
                         return z;
                     }
                     Err(
-                        ZabError::NotLeader { .. } | ZabError::Timeout | ZabError::NotCommitted(_),
+                        ZabError::NotLeader { .. }
+                        | ZabError::Timeout
+                        | ZabError::NotCommitted(_)
+                        | ZabError::OutcomeUnknown(_),
                     ) => {}
                     Err(e) => panic!("write failed: {e}"),
                 }
