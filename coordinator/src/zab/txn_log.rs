@@ -234,6 +234,13 @@ impl TxnLog {
                 f.sync_all().map_err(io_err(&path))?;
                 seg.len = offset;
             }
+            if seg.index.is_empty() {
+                // A segment rolled just before a crash holds only its header; its name
+                // promises a first zxid that may never be written, so drop it.
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                sync_dir(dir)?;
+                continue;
+            }
             segments.push(seg);
         }
         let last_zxid = txns.last().map_or(0, |t| t.zxid);
@@ -505,6 +512,17 @@ mod tests {
         drop(f);
         let (_log, got) = TxnLog::open(dir.path(), 4096).expect("reopen torn");
         assert_eq!(got.last().expect("entries").zxid, make_zxid(2, 299));
+        // A header-only segment (rolled, then a crash) is dropped, and the log continues.
+        let empty = dir.path().join(segment_name(make_zxid(9, 1)));
+        fs::write(&empty, LOG_MAGIC).expect("write");
+        let (mut log, got) = TxnLog::open(dir.path(), 4096).expect("reopen with empty");
+        assert!(!empty.exists());
+        assert_eq!(got.last().expect("entries").zxid, make_zxid(2, 299));
+        log.append(&txn(3, 1)).expect("append");
+        log.sync().expect("sync");
+        drop(log);
+        let (_log, got) = TxnLog::open(dir.path(), 4096).expect("reopen");
+        assert_eq!(got.last().expect("entries").zxid, make_zxid(3, 1));
         // Corruption in an older segment is an error naming the file.
         let (log, _) = TxnLog::open(dir.path(), 4096).expect("reopen");
         let first_seg = log.segment_paths()[0].clone();
