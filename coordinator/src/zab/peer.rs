@@ -6,8 +6,9 @@
 //! so the same code runs under the TCP shell (`node.rs`) and under the deterministic
 //! simulator (`tests/zab_sim.rs`).
 //!
-//! The shell must call `take_outputs` after every call into the core and carry the effects
-//! out in the order documented on [`Outputs`]. Channels between two peers are assumed FIFO;
+//! The shell must call `take_outputs` after every call into the core (consecutive `propose`
+//! calls may share one: they only append, and that is what batches them into one PROPOSAL)
+//! and carry the effects out in the order documented on [`Outputs`]. Channels between two peers are assumed FIFO;
 //! when one breaks the shell reports it with `peer_disconnected` before delivering anything
 //! sent later.
 
