@@ -9,7 +9,8 @@
 //! transactions), [`data_tree`] (znodes), [`pending_changes`] (write validation),
 //! [`session`] and [`watch`] (liveness and notifications), [`request_processor`] (the
 //! sans-IO server core), [`txn_log`] and [`snapshot`] (durability), [`replicator`] (the seam
-//! to ZAB), [`four_letter`] (ruok/srvr/stat/mntr), [`server`] (the IO shell).
+//! to ZAB), [`zab`] (the replication protocol between servers), [`four_letter`]
+//! (ruok/srvr/stat/mntr), [`server`] (the IO shell).
 
 pub mod config;
 pub mod data_tree;
@@ -24,3 +25,4 @@ pub mod snapshot;
 pub mod txn;
 pub mod txn_log;
 pub mod watch;
+pub mod zab;

@@ -1,0 +1,103 @@
+//! A server's durable state as one object: the transaction log (`dataLogDir/zab/log.*`),
+//! snapshots and the epoch file (`dataDir/zab/`). It carries out the storage effects of the
+//! core's [`Outputs`](super::peer::Outputs) in the order the core requires.
+
+use std::path::{Path, PathBuf};
+
+use super::epoch_file::write_epochs;
+use super::message::Txn;
+use super::peer::HardState;
+use super::snapshot_file::{remove_snapshots_after, write_snapshot};
+use super::txn_log::{StorageError, TxnLog};
+use super::zxid::Zxid;
+
+/// Where a server keeps its files.
+#[derive(Debug, Clone)]
+pub struct StoragePaths {
+    /// Snapshots and the epoch file (`dataDir/zab`).
+    pub snapshot_dir: PathBuf,
+    /// Transaction log segments (`dataLogDir/zab`).
+    pub log_dir: PathBuf,
+}
+
+impl StoragePaths {
+    /// The `zab` subdirectories of ZooKeeper's `dataDir` and `dataLogDir`.
+    pub fn new(data_dir: &Path, data_log_dir: &Path) -> StoragePaths {
+        StoragePaths {
+            snapshot_dir: data_dir.join("zab"),
+            log_dir: data_log_dir.join("zab"),
+        }
+    }
+}
+
+/// Open log plus the snapshot and epoch locations.
+#[derive(Debug)]
+pub struct Storage {
+    pub(crate) paths: StoragePaths,
+    pub(crate) log: TxnLog,
+    pub(crate) snapshot_zxid: Zxid,
+}
+
+impl Storage {
+    /// Replaces everything with a snapshot from the leader: the log goes first, so a crash
+    /// in between leaves an older consistent state rather than a log that does not continue
+    /// the snapshot.
+    pub fn install_snapshot(&mut self, zxid: Zxid, data: &[u8]) -> Result<(), StorageError> {
+        self.log.clear()?;
+        remove_snapshots_after(&self.paths.snapshot_dir, zxid)?;
+        write_snapshot(&self.paths.snapshot_dir, zxid, data)?;
+        self.snapshot_zxid = zxid;
+        Ok(())
+    }
+
+    /// TRUNC: drops entries above `zxid`; the rest is durable afterwards.
+    pub fn truncate_after(&mut self, zxid: Zxid) -> Result<(), StorageError> {
+        self.log.truncate_after(zxid)
+    }
+
+    /// Buffers an entry for the next [`Storage::sync`].
+    pub fn append(&mut self, txn: &Txn) -> Result<(), StorageError> {
+        self.log.append(txn)
+    }
+
+    /// One write + fdatasync for everything appended since the last call.
+    pub fn sync(&mut self) -> Result<Zxid, StorageError> {
+        self.log.sync()
+    }
+
+    /// True when appended entries wait for [`Storage::sync`].
+    pub fn has_unsynced(&self) -> bool {
+        self.log.last_zxid() > self.log.synced_zxid()
+    }
+
+    /// Persists the epochs (before any message that depends on them is sent).
+    pub fn write_hard_state(&mut self, h: &HardState) -> Result<(), StorageError> {
+        write_epochs(&self.paths.snapshot_dir, h)
+    }
+
+    /// Persists an application snapshot taken at `zxid` and drops log segments it covers.
+    pub fn save_snapshot(&mut self, zxid: Zxid, data: &[u8]) -> Result<(), StorageError> {
+        write_snapshot(&self.paths.snapshot_dir, zxid, data)?;
+        self.snapshot_written(zxid)
+    }
+
+    /// A snapshot at `zxid` was written (possibly by another thread): drop the log segments
+    /// it covers.
+    pub fn snapshot_written(&mut self, zxid: Zxid) -> Result<(), StorageError> {
+        if zxid > self.snapshot_zxid {
+            self.snapshot_zxid = zxid;
+            self.log.purge_through(zxid)?;
+        }
+        Ok(())
+    }
+
+    /// Where snapshots and the epoch file live.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.paths.snapshot_dir
+    }
+
+    /// The newest snapshot's zxid.
+    pub fn snapshot_zxid(&self) -> Zxid {
+        self.snapshot_zxid
+    }
+}

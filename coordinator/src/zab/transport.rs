@@ -1,0 +1,344 @@
+//! TCP transport between ensemble members: one connection per pair of servers.
+//!
+//! The server with the larger myid dials (with a handshake carrying both ids); the smaller
+//! one accepts, which keeps exactly one connection per pair without a tie-break protocol.
+//! Each connection has a reader thread (frames in, validated, handed to the node as events)
+//! and a writer thread (a bounded queue of encoded frames out, written in batches). A
+//! dialer reconnects with exponential backoff (50 ms up to 1 s). Every connection has an id;
+//! the node ignores traffic from a connection it has replaced, which gives the core the
+//! FIFO-or-disconnect channel it assumes.
+//!
+//! Std threads, not glommio: a ZAB ensemble has a handful of peer connections carrying
+//! batched messages, the log's fdatasync blocks anyway, and blocking sockets keep this
+//! shell small and independent of whichever runtime the client-protocol layer uses.
+
+use std::io::{BufWriter, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use rkyv::util::AlignedVec;
+
+use super::frame::{read_frame, read_handshake, write_handshake};
+use super::message::Message;
+use super::zxid::ServerId;
+
+/// What the transport reports to the node.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A new connection with `peer`; it replaces any earlier one.
+    Connected {
+        /// The other server.
+        peer: ServerId,
+        /// Connection id.
+        conn: u64,
+        /// Where to send frames.
+        link: Link,
+    },
+    /// The connection ended (closed, failed, or sent a bad frame).
+    Closed {
+        /// The other server.
+        peer: ServerId,
+        /// Connection id.
+        conn: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A validated message.
+    Inbound {
+        /// The sender.
+        peer: ServerId,
+        /// Connection id.
+        conn: u64,
+        /// The message.
+        msg: Message,
+    },
+}
+
+/// The sending half of a connection.
+#[derive(Debug)]
+pub struct Link {
+    tx: SyncSender<Vec<u8>>,
+    stream: TcpStream,
+}
+
+impl Link {
+    /// Queues a frame; false when the queue is full or the connection is gone (the caller
+    /// then closes the link: a dropped message must look like a broken connection).
+    pub fn send(&self, frame: Vec<u8>) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Closes the connection in both directions.
+    pub fn close(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Where the transport delivers events; returns false once the node is gone.
+pub type EventSink = Arc<dyn Fn(NetEvent) -> bool + Send + Sync>;
+
+/// Transport limits.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// This server.
+    pub my_id: ServerId,
+    /// Every other server's peer address.
+    pub peers: Vec<(ServerId, SocketAddr)>,
+    /// Largest frame accepted.
+    pub max_frame_bytes: usize,
+    /// Frames queued per connection before the connection is declared broken.
+    pub send_queue_frames: usize,
+}
+
+/// The running transport threads (acceptor and dialers).
+pub struct Transport {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Handshakes in progress at once; more connections are closed at once (an unauthenticated
+/// flood must not create unbounded threads).
+const HANDSHAKES_MAX: usize = 32;
+
+impl Transport {
+    /// Starts accepting on `listener` and dialing every peer with a smaller myid.
+    pub fn start(
+        cfg: TransportConfig,
+        listener: TcpListener,
+        sink: EventSink,
+    ) -> std::io::Result<Transport> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        listener.set_nonblocking(true)?;
+        {
+            let (stop, sink, cfg) = (stop.clone(), sink.clone(), cfg.clone());
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("zab-accept-{}", cfg.my_id))
+                    .spawn(move || accept_loop(listener, cfg, stop, sink))?,
+            );
+        }
+        for &(peer, addr) in &cfg.peers {
+            if peer >= cfg.my_id {
+                continue;
+            }
+            let (stop, sink, cfg) = (stop.clone(), sink.clone(), cfg.clone());
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("zab-dial-{}-{}", cfg.my_id, peer))
+                    .spawn(move || dial_loop(peer, addr, cfg, stop, sink))?,
+            );
+        }
+        Ok(Transport { stop, threads })
+    }
+
+    /// Stops accepting and dialing and waits for those threads. Connections end when the
+    /// node closes its links.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) {
+    let step = Duration::from_millis(10);
+    let mut slept = Duration::ZERO;
+    while slept < total && !stop.load(Ordering::SeqCst) {
+        thread::sleep(step);
+        slept += step;
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    cfg: TransportConfig,
+    stop: Arc<AtomicBool>,
+    sink: EventSink,
+) {
+    let pending = Arc::new(AtomicUsize::new(0));
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, addr)) => {
+                if pending.fetch_add(1, Ordering::SeqCst) >= HANDSHAKES_MAX {
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!(%addr, "too many peer handshakes in progress; closing");
+                    let _ = stream.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let (cfg2, sink2, pending2) = (cfg.clone(), sink.clone(), pending.clone());
+                // The handshake may stall; do it off the accept thread.
+                let spawned =
+                    thread::Builder::new()
+                        .name("zab-handshake".into())
+                        .spawn(move || {
+                            if let Err(e) = accept_one(stream, &cfg2, sink2, &pending2) {
+                                tracing::warn!(%addr, error = %e, "rejected a peer connection");
+                            }
+                        });
+                if spawned.is_err() {
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn accept_one(
+    stream: TcpStream,
+    cfg: &TransportConfig,
+    sink: EventSink,
+    pending: &AtomicUsize,
+) -> Result<(), String> {
+    let shaken = handshake(&stream, cfg);
+    pending.fetch_sub(1, Ordering::SeqCst);
+    let peer = match shaken {
+        Ok(peer) => peer,
+        Err(e) => {
+            let _ = stream.shutdown(Shutdown::Both);
+            return Err(e);
+        }
+    };
+    run_connection(peer, stream, cfg, &sink);
+    Ok(())
+}
+
+fn handshake(mut stream: &TcpStream, cfg: &TransportConfig) -> Result<ServerId, String> {
+    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    let peer = read_handshake(&mut stream, cfg.my_id).map_err(|e| e.to_string())?;
+    if peer <= cfg.my_id || !cfg.peers.iter().any(|&(id, _)| id == peer) {
+        return Err(format!("server {peer} may not dial server {}", cfg.my_id));
+    }
+    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    Ok(peer)
+}
+
+fn dial_loop(
+    peer: ServerId,
+    addr: SocketAddr,
+    cfg: TransportConfig,
+    stop: Arc<AtomicBool>,
+    sink: EventSink,
+) {
+    let mut backoff = Duration::from_millis(50);
+    while !stop.load(Ordering::SeqCst) {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(mut stream) => {
+                if write_handshake(&mut stream, cfg.my_id, peer).is_ok() {
+                    backoff = Duration::from_millis(50);
+                    if let Some(reader) = run_connection(peer, stream, &cfg, &sink) {
+                        let _ = reader.join();
+                    }
+                }
+                sleep_unless_stopped(&stop, Duration::from_millis(50));
+            }
+            Err(_) => {
+                sleep_unless_stopped(&stop, backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Registers a connection with the node and starts its reader and writer threads; returns
+/// the reader's handle (it ends when the connection does).
+fn run_connection(
+    peer: ServerId,
+    stream: TcpStream,
+    cfg: &TransportConfig,
+    sink: &EventSink,
+) -> Option<JoinHandle<()>> {
+    let _ = stream.set_nodelay(true);
+    let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(cfg.send_queue_frames.max(1));
+    let (Ok(for_link), Ok(for_writer)) = (stream.try_clone(), stream.try_clone()) else {
+        let _ = stream.shutdown(Shutdown::Both);
+        return None;
+    };
+    let link = Link {
+        tx,
+        stream: for_link,
+    };
+    if !sink(NetEvent::Connected { peer, conn, link }) {
+        let _ = stream.shutdown(Shutdown::Both);
+        return None;
+    }
+    tracing::debug!(peer, conn, "peer connected");
+    let _ = thread::Builder::new()
+        .name(format!("zab-write-{peer}"))
+        .spawn(move || write_loop(for_writer, rx));
+    let max = cfg.max_frame_bytes;
+    let sink = sink.clone();
+    thread::Builder::new()
+        .name(format!("zab-read-{peer}"))
+        .spawn(move || read_loop(peer, conn, stream, max, sink))
+        .ok()
+}
+
+fn write_loop(stream: TcpStream, rx: Receiver<Vec<u8>>) {
+    let mut w = BufWriter::with_capacity(64 * 1024, &stream);
+    while let Ok(frame) = rx.recv() {
+        let mut ok = w.write_all(&frame).is_ok();
+        // Batch whatever else is queued into the same flush.
+        while ok {
+            match rx.try_recv() {
+                Ok(more) => ok = w.write_all(&more).is_ok(),
+                Err(_) => break,
+            }
+        }
+        if !ok || w.flush().is_err() {
+            break;
+        }
+    }
+    // The node dropped the link or the socket failed: end the connection either way.
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn read_loop(
+    peer: ServerId,
+    conn: u64,
+    stream: TcpStream,
+    max_frame_bytes: usize,
+    sink: EventSink,
+) {
+    let mut r = std::io::BufReader::with_capacity(64 * 1024, &stream);
+    let mut buf: AlignedVec<16> = AlignedVec::new();
+    let reason = loop {
+        match read_frame(&mut r, &mut buf, max_frame_bytes) {
+            Ok(msg) => {
+                if !sink(NetEvent::Inbound { peer, conn, msg }) {
+                    break "node stopped".to_string();
+                }
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    let _ = stream.shutdown(Shutdown::Both);
+    sink(NetEvent::Closed { peer, conn, reason });
+}
