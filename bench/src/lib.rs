@@ -7,6 +7,7 @@
 pub mod consume;
 pub mod coordinator;
 pub mod e2e;
+pub mod embedded;
 pub mod engine;
 pub mod kafka_client;
 pub mod limits;

@@ -245,8 +245,12 @@ fn parse_acks(text: &str) -> Result<i16, String> {
     }
 }
 
-/// The load target: a sink, an address, or (later) an embedded node; kept alive by the caller.
+/// The load target: a sink, an address, or an embedded node; kept alive by the caller.
 enum Target {
+    /// Held for its Drop, which stops the broker and removes its data.
+    Embedded {
+        _node: bench::embedded::EmbeddedNode,
+    },
     /// Held for its Drop, which stops the sink.
     Sink {
         _running: bench::sink::Sink,
@@ -257,9 +261,11 @@ enum Target {
 fn produce_options(args: &ProduceArgs) -> Result<(ProduceOptions, Target), String> {
     let profile = match &args.tuning {
         Some(path) => tuning::Profile::load(path).map_err(|err| err.to_string())?,
-        None => tuning::Profile::builtin("dev-2core")
-            .or_else(|| tuning::Profile::builtin("default"))
-            .ok_or("no builtin profile")?,
+        // The dev profile leaves a core for the bench; it needs two.
+        None if tuning::online_cpus() >= 2 => {
+            tuning::Profile::builtin("dev-2core").ok_or("no builtin profile dev-2core")?
+        }
+        None => tuning::Profile::builtin("default").ok_or("no builtin profile default")?,
     };
     let (bootstrap, target) = match (args.sink, &args.bootstrap) {
         (true, _) => {
@@ -268,7 +274,14 @@ fn produce_options(args: &ProduceArgs) -> Result<(ProduceOptions, Target), Strin
         }
         (false, Some(bootstrap)) => (bootstrap.clone(), Target::Remote),
         (false, None) => {
-            return Err("no --bootstrap given and the embedded node is not available yet".into())
+            let node = bench::embedded::EmbeddedNode::start(profile.clone())?;
+            println!(
+                "embedded single node: broker at {} (profile {}), data in {}",
+                node.address(),
+                profile.source.display(),
+                node.data_dir().display()
+            );
+            (node.address().to_string(), Target::Embedded { _node: node })
         }
     };
     let options = ProduceOptions {
