@@ -92,33 +92,45 @@ pub fn read_range(
         let started = Instant::now();
         let response = connection.fetch(topic, &wanted, 500, 1, 64 << 20, 8 << 20)?;
         latency.record(started.elapsed());
-        for topic_response in &response.responses {
-            for data in &topic_response.partitions {
-                if data.error_code != 0 {
-                    return Err(io::Error::other(format!(
-                        "fetch {topic}/{}: error {}",
-                        data.partition_index, data.error_code
-                    )));
+        advance(&response, topic, &mut positions, &mut on_batch)?;
+    }
+}
+
+/// Walks the whole batches of a fetch `response` that start at or after each partition's
+/// position, calls `on_batch` with each, and moves the positions past them.
+pub fn advance(
+    response: &kafka_protocol::messages::FetchResponse,
+    topic: &str,
+    positions: &mut [(i32, i64)],
+    on_batch: &mut impl FnMut(i32, BatchHeader, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    for topic_response in &response.responses {
+        for data in &topic_response.partitions {
+            if data.error_code != 0 {
+                return Err(io::Error::other(format!(
+                    "fetch {topic}/{}: error {}",
+                    data.partition_index, data.error_code
+                )));
+            }
+            let Some(records) = &data.records else {
+                continue;
+            };
+            let Some(position) = positions
+                .iter_mut()
+                .find(|(p, _)| *p == data.partition_index)
+            else {
+                continue;
+            };
+            for (header, batch) in batch_headers(records) {
+                if header.last_offset < position.1 {
+                    continue; // a batch that starts before the fetch offset
                 }
-                let Some(records) = &data.records else {
-                    continue;
-                };
-                let Some(position) = positions
-                    .iter_mut()
-                    .find(|(p, _)| *p == data.partition_index)
-                else {
-                    continue;
-                };
-                for (header, batch) in batch_headers(records) {
-                    if header.last_offset < position.1 {
-                        continue; // a batch that starts before the fetch offset
-                    }
-                    on_batch(data.partition_index, header, batch)?;
-                    position.1 = header.last_offset + 1;
-                }
+                on_batch(data.partition_index, header, batch)?;
+                position.1 = header.last_offset + 1;
             }
         }
     }
+    Ok(())
 }
 
 /// Decodes the numbered messages of one batch (see `produce --verify`); calls `on_message`

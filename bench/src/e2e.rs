@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::consume::{batch_headers, numbered_messages};
+use crate::consume::{advance, numbered_messages};
 use crate::kafka_client::KafkaConnection;
 use crate::produce::{self, unix_ns, ProduceOptions};
 use crate::report::{LatencyHistogram, RunCounts, Summary};
@@ -100,36 +100,18 @@ fn consume_tail(
             .fetch(topic, &positions, 100, 1, 64 << 20, 8 << 20)
             .map_err(|err| err.to_string())?;
         let now_ns = unix_ns();
-        for topic_response in &response.responses {
-            for data in &topic_response.partitions {
-                if data.error_code != 0 {
-                    return Err(format!(
-                        "fetch {topic}/{}: error {}",
-                        data.partition_index, data.error_code
-                    ));
-                }
-                let Some(records) = &data.records else {
-                    continue;
-                };
-                let Some(position) = positions
-                    .iter_mut()
-                    .find(|(p, _)| *p == data.partition_index)
-                else {
-                    continue;
-                };
-                for (header, batch) in batch_headers(records) {
-                    if header.last_offset < position.1 {
-                        continue;
-                    }
-                    numbered_messages(data.partition_index, batch, |_, intended_ns| {
-                        histogram.record_us(now_ns.saturating_sub(intended_ns) / 1000, 1);
-                        seen += 1;
-                    })
-                    .map_err(|err| err.to_string())?;
-                    position.1 = header.last_offset + 1;
-                }
-            }
-        }
+        advance(
+            &response,
+            topic,
+            &mut positions,
+            &mut |partition, _, batch| {
+                numbered_messages(partition, batch, |_, intended_ns| {
+                    histogram.record_us(now_ns.saturating_sub(intended_ns) / 1000, 1);
+                    seen += 1;
+                })
+            },
+        )
+        .map_err(|err| err.to_string())?;
     }
     Ok((histogram, seen, started.elapsed()))
 }
