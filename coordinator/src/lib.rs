@@ -9,11 +9,12 @@
 //! transactions), [`data_tree`] (znodes), [`pending_changes`] (write validation),
 //! [`session`] and [`watch`] (liveness and notifications), [`request_processor`] (the
 //! sans-IO server core), [`txn_log`] and [`snapshot`] (durability), [`replicator`] (the seam
-//! to ZAB), [`zab`] (the replication protocol between servers), [`four_letter`]
+//! to ZAB), [`ensemble`] (the processor as ZAB's application), [`zab`] (the replication protocol between servers), [`four_letter`]
 //! (ruok/srvr/stat/mntr), [`server`] (the IO shell).
 
 pub mod config;
 pub mod data_tree;
+pub mod ensemble;
 pub mod four_letter;
 pub mod jute;
 pub mod pending_changes;

@@ -16,7 +16,7 @@ use coordinator::server::{self, ServerOptions};
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "A ZooKeeper-protocol coordinator (standalone; ZAB ensemble planned)"
+    about = "A ZooKeeper-protocol coordinator (standalone, or a ZAB ensemble with server.N lines)"
 )]
 struct Args {
     /// ZooKeeper configuration file (zoo.cfg format).

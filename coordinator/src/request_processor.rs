@@ -228,7 +228,13 @@ impl RequestProcessor {
 
     /// Proposed transactions not yet committed.
     pub fn outstanding(&self) -> usize {
-        (self.last_proposed_zxid - self.tree.last_zxid()).max(0) as usize
+        let (proposed, applied) = (self.last_proposed_zxid, self.tree.last_zxid());
+        if proposed >> 32 != applied >> 32 {
+            // A new ZAB epoch started (`start_epoch`): its proposals count from 1.
+            (proposed & 0xffff_ffff) as usize
+        } else {
+            (proposed - applied).max(0) as usize
+        }
     }
 
     /// False while too many proposals wait for commit: the shell should feed only commits
@@ -361,6 +367,12 @@ impl RequestProcessor {
             }
             self.pending.clear();
         }
+        if !leader && self.is_leader {
+            // Proposals this server made as leader and that never committed are gone; the
+            // outstanding count must not keep counting them.
+            self.last_proposed_zxid = self.tree.last_zxid();
+            self.pending.clear();
+        }
         self.is_leader = leader;
     }
 
@@ -374,6 +386,23 @@ impl RequestProcessor {
             self.close(conn);
         }
         self.pending.clear();
+    }
+
+    /// Ensemble: ZAB replaced this server's state with a snapshot (start-up, or SNAP from
+    /// the leader). Connections are closed (their view of the tree moves), sessions found in
+    /// the snapshot get a full timeout from `now`, and validation starts over.
+    pub fn restore(&mut self, tree: DataTree, now: Now) {
+        self.close_all_connections();
+        let mut sessions = SessionTracker::new(self.cfg.tick_ms as u64);
+        for (id, s) in tree.sessions() {
+            sessions.add(id, s.timeout_ms.max(0) as u64, now.mono_ms);
+        }
+        self.sessions = sessions;
+        self.last_proposed_zxid = tree.last_zxid();
+        self.tree = tree;
+        self.pending.clear();
+        self.touched.clear();
+        self.applied_since_snapshot = 0;
     }
 
     /// On the proposer (standalone server, ZAB leader): turns a forwarded request into the

@@ -1,5 +1,5 @@
-//! The IO shell of a standalone server: sockets, threads, clocks and files around the
-//! sans-IO [`RequestProcessor`].
+//! The IO shell of a server (standalone, or one member of a ZAB ensemble): sockets,
+//! threads, clocks and files around the sans-IO [`RequestProcessor`].
 //!
 //! Why plain threads and not glommio here: the coordinator is a control-plane service with
 //! at most a few thousand connections and small requests; its cost is dominated by the
@@ -13,8 +13,11 @@
 //! * the core thread owns the [`RequestProcessor`]: it takes connection events (a bounded
 //!   channel: a busy core slows readers down, which is TCP back-pressure for clients) and
 //!   commits (from the replicator), and runs session expiry on a timer;
-//! * the replicator ([`LocalLog`] standalone) group-commits proposals to the log;
-//! * a snapshot thread writes snapshots and purges old files.
+//! * standalone, the replicator ([`LocalLog`]) group-commits proposals to the log and a
+//!   snapshot thread writes snapshots and purges old files;
+//! * in an ensemble ([`crate::ensemble`]) the ZAB node keeps its own log and snapshots and
+//!   applies commits to the processor on its driver thread, so the processor sits behind a
+//!   mutex shared by both threads.
 //!
 //! A connection whose outgoing queue is full (a client that does not read) is closed.
 
@@ -30,6 +33,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
 use crate::config::ZooConfig;
+use crate::data_tree::DataTree;
+use crate::ensemble::{lock, Ensemble, SharedProcessor};
 use crate::four_letter;
 use crate::replicator::{Committed, LocalLog, Replicator};
 use crate::request_processor::{Effect, Now, ProcessorConfig, RequestProcessor};
@@ -69,10 +74,8 @@ pub enum StartError {
         what: String,
         source: std::io::Error,
     },
-    #[error(
-        "ensemble mode ({0} servers) needs the ZAB peer, which this build does not include yet"
-    )]
-    Ensemble(usize),
+    #[error("ensemble: {0}")]
+    Ensemble(String),
 }
 
 enum CoreEvent {
@@ -155,12 +158,12 @@ fn wall_ms() -> i64 {
 /// Recovers the data dir, binds the client port and starts serving.
 pub fn start(opts: ServerOptions) -> Result<ServerHandle, StartError> {
     let zoo = opts.zoo.clone();
-    if !zoo.is_standalone() {
-        return Err(StartError::Ensemble(zoo.servers.len()));
-    }
     std::fs::create_dir_all(&zoo.data_dir).map_err(io_err(zoo.data_dir.display().to_string()))?;
     std::fs::create_dir_all(&zoo.data_log_dir)
         .map_err(io_err(zoo.data_log_dir.display().to_string()))?;
+    if !zoo.is_standalone() {
+        return start_ensemble(opts);
+    }
     let recovered = recover(&zoo.data_dir, &zoo.data_log_dir)?;
     tracing::info!(
         snapshot_zxid = format!("{:#x}", recovered.snapshot_zxid),
@@ -174,7 +177,6 @@ pub fn start(opts: ServerOptions) -> Result<ServerHandle, StartError> {
             "bind {}:{}",
             zoo.client_port_address, zoo.client_port
         )))?;
-    let addr = listener.local_addr().map_err(io_err("local_addr"))?;
     let (commit_tx, commit_rx) = crossbeam_channel::unbounded();
     let log_dir = crate::txn_log::log_dir(&zoo.data_log_dir);
     let log = LocalLog::start(
@@ -190,17 +192,88 @@ pub fn start(opts: ServerOptions) -> Result<ServerHandle, StartError> {
     )))?;
 
     let started = Instant::now();
+    let pcfg = processor_config(&zoo);
+    let now = Now {
+        mono_ms: 0,
+        wall_ms: wall_ms(),
+    };
+    let processor = Arc::new(Mutex::new(RequestProcessor::new(pcfg, recovered.tree, now)));
+    let backend = Backend::Local(Box::new(log));
+    let (_wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+    serve(
+        &opts,
+        listener,
+        processor,
+        backend,
+        started,
+        commit_rx,
+        wake_rx,
+        "standalone",
+    )
+}
+
+fn processor_config(zoo: &ZooConfig) -> ProcessorConfig {
     let mut pcfg = ProcessorConfig::for_tick(zoo.server_id(), zoo.tick_ms);
     pcfg.min_session_timeout_ms = zoo.min_session_timeout_ms;
     pcfg.max_session_timeout_ms = zoo.max_session_timeout_ms;
     pcfg.snap_count = zoo.snap_count;
     pcfg.max_outstanding_requests = zoo.global_outstanding_limit as usize;
+    pcfg
+}
+
+/// One member of a ZAB ensemble: ZAB recovers the state (its own files under `dataDir/zab`)
+/// and restores it into the processor before the client port opens.
+fn start_ensemble(opts: ServerOptions) -> Result<ServerHandle, StartError> {
+    let zoo = opts.zoo.clone();
+    let listener =
+        TcpListener::bind((zoo.client_port_address, zoo.client_port)).map_err(io_err(format!(
+            "bind {}:{}",
+            zoo.client_port_address, zoo.client_port
+        )))?;
+    let started = Instant::now();
+    let mut pcfg = processor_config(&zoo);
+    pcfg.ensemble = true;
+    // ZAB takes the snapshots; the processor must not serialize the tree for nothing.
+    pcfg.snap_count = u64::MAX;
     let now = Now {
         mono_ms: 0,
         wall_ms: wall_ms(),
     };
-    let processor = RequestProcessor::new(pcfg, recovered.tree, now);
+    let processor = Arc::new(Mutex::new(RequestProcessor::new(
+        pcfg,
+        DataTree::new(),
+        now,
+    )));
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+    let ensemble =
+        Ensemble::start(&zoo, processor.clone(), started, wake_tx).map_err(StartError::Ensemble)?;
+    // Commits reach the processor on the ZAB driver thread, not through this channel.
+    let commit_rx = crossbeam_channel::never();
+    serve(
+        &opts,
+        listener,
+        processor,
+        Backend::Zab(ensemble),
+        started,
+        commit_rx,
+        wake_rx,
+        "ensemble",
+    )
+}
 
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    opts: &ServerOptions,
+    listener: TcpListener,
+    processor: SharedProcessor,
+    backend: Backend,
+    started: Instant,
+    commit_rx: Receiver<Committed>,
+    wake_rx: Receiver<()>,
+    what: &str,
+) -> Result<ServerHandle, StartError> {
+    let zoo = opts.zoo.clone();
+    let addr = listener.local_addr().map_err(io_err("local_addr"))?;
     let (event_tx, event_rx) = crossbeam_channel::bounded(4096);
     let stop = Arc::new(AtomicBool::new(false));
     let core = {
@@ -211,14 +284,14 @@ pub fn start(opts: ServerOptions) -> Result<ServerHandle, StartError> {
             .spawn(move || {
                 Core {
                     processor,
-                    replicator: Box::new(log),
+                    backend,
                     conns: HashMap::new(),
                     zoo,
                     started,
                     connection_queue_frames,
                     snapshots: SnapshotWriter::new(),
                 }
-                .run(event_rx, commit_rx)
+                .run(event_rx, commit_rx, wake_rx)
             })
             .map_err(io_err("spawn core thread"))?
     };
@@ -237,7 +310,7 @@ pub fn start(opts: ServerOptions) -> Result<ServerHandle, StartError> {
             .spawn(move || accept_loop(listener, stop, events, limits))
             .map_err(io_err("spawn acceptor thread"))?
     };
-    tracing::info!("serving ZooKeeper clients on {addr} (standalone)");
+    tracing::info!("serving ZooKeeper clients on {addr} ({what})");
     Ok(ServerHandle {
         addr,
         stop,
@@ -447,9 +520,15 @@ struct ConnHandle {
     stream: TcpStream,
 }
 
+/// Where state changes go: the local log, or the ZAB ensemble.
+enum Backend {
+    Local(Box<dyn Replicator>),
+    Zab(Ensemble),
+}
+
 struct Core {
-    processor: RequestProcessor,
-    replicator: Box<dyn Replicator>,
+    processor: SharedProcessor,
+    backend: Backend,
     conns: HashMap<ConnId, ConnHandle>,
     zoo: ZooConfig,
     started: Instant,
@@ -465,7 +544,12 @@ impl Core {
         }
     }
 
-    fn run(mut self, events: Receiver<CoreEvent>, commits: Receiver<Committed>) {
+    fn run(
+        mut self,
+        events: Receiver<CoreEvent>,
+        commits: Receiver<Committed>,
+        wake: Receiver<()>,
+    ) {
         let check_every = Duration::from_millis((self.zoo.tick_ms as u64 / 2).clamp(10, 500));
         let mut next_check = Instant::now() + check_every;
         let never = crossbeam_channel::never();
@@ -473,7 +557,7 @@ impl Core {
             let timeout = next_check.saturating_duration_since(Instant::now());
             // While too many proposals are uncommitted, take only commits: readers then block
             // on the full event channel and clients feel TCP back-pressure.
-            let events_or_never = if self.processor.accepting_requests() {
+            let events_or_never = if lock(&self.processor).accepting_requests() {
                 &events
             } else {
                 &never
@@ -482,10 +566,11 @@ impl Core {
                 recv(commits) -> c => match c {
                     Ok(c) => {
                         let now = self.now();
-                        self.processor.commit(c.zxid, &c.payload, now);
+                        let mut p = lock(&self.processor);
+                        p.commit(c.zxid, &c.payload, now);
                         // Apply everything already committed before dispatching effects.
                         while let Ok(c) = commits.try_recv() {
-                            self.processor.commit(c.zxid, &c.payload, now);
+                            p.commit(c.zxid, &c.payload, now);
                         }
                     }
                     Err(_) => {
@@ -493,6 +578,8 @@ impl Core {
                         break;
                     }
                 },
+                // The ZAB driver changed the processor: its effects wait for dispatch.
+                recv(wake) -> _ => {}
                 recv(events_or_never) -> e => match e {
                     Ok(CoreEvent::Shutdown) | Err(_) => break,
                     Ok(e) => self.handle(e),
@@ -502,7 +589,7 @@ impl Core {
             if Instant::now() >= next_check {
                 next_check = Instant::now() + check_every;
                 let now = self.now();
-                self.processor.tick(now);
+                lock(&self.processor).tick(now);
             }
             if self.dispatch().is_err() {
                 tracing::error!("the transaction log stopped; shutting down");
@@ -513,6 +600,9 @@ impl Core {
             let _ = c.stream.shutdown(Shutdown::Both);
         }
         self.snapshots.finish();
+        if let Backend::Zab(ensemble) = self.backend {
+            ensemble.shutdown();
+        }
     }
 
     fn handle(&mut self, e: CoreEvent) {
@@ -525,20 +615,35 @@ impl Core {
                 stream,
             } => {
                 self.conns.insert(conn, ConnHandle { out, stream });
-                self.processor.open(conn, remote.to_string());
+                lock(&self.processor).open(conn, remote.to_string());
             }
-            CoreEvent::Connect { conn, body } => self.processor.connect(conn, &body, now),
-            CoreEvent::Frame { conn, body } => self.processor.request(conn, &body, now),
+            CoreEvent::Connect { conn, body } => {
+                if let Backend::Zab(e) = &self.backend {
+                    if !e.state.serving.load(Ordering::SeqCst) {
+                        // Like a ZooKeeper server in election: no sessions until a leader
+                        // is established; the client tries the next server.
+                        if let Some(c) = self.conns.get(&conn) {
+                            let _ = c.out.send(Outbound::Close);
+                        }
+                        return;
+                    }
+                }
+                lock(&self.processor).connect(conn, &body, now)
+            }
+            CoreEvent::Frame { conn, body } => lock(&self.processor).request(conn, &body, now),
             CoreEvent::FourLetter { conn, word } => {
-                let mode = "standalone";
-                let text = four_letter::answer(word, &self.processor, &self.zoo, mode);
+                let mode = match &self.backend {
+                    Backend::Local(_) => "standalone",
+                    Backend::Zab(e) => e.state.mode_name(),
+                };
+                let text = four_letter::answer(word, &lock(&self.processor), &self.zoo, mode);
                 if let Some(c) = self.conns.get(&conn) {
                     let _ = c.out.send(Outbound::Frame(text.into_bytes()));
                     let _ = c.out.send(Outbound::Close);
                 }
             }
             CoreEvent::Closed { conn } => {
-                self.processor.closed(conn);
+                lock(&self.processor).closed(conn);
                 self.conns.remove(&conn);
             }
             CoreEvent::Shutdown => {}
@@ -546,7 +651,10 @@ impl Core {
     }
 
     fn dispatch(&mut self) -> Result<(), crate::replicator::ReplicatorStopped> {
-        for effect in self.processor.take_effects() {
+        // Taken under the lock, carried out without it: forwarding may block, and the ZAB
+        // driver may be waiting for the lock meanwhile.
+        let effects = lock(&self.processor).take_effects();
+        for effect in effects {
             match effect {
                 Effect::Send { conn, frame } => {
                     let stuck = match self.conns.get(&conn) {
@@ -571,13 +679,27 @@ impl Core {
                         let _ = c.out.send(Outbound::Close);
                     }
                 }
-                Effect::Propose { zxid, payload } => self.replicator.propose(zxid, payload)?,
-                Effect::Forward { .. } => {
-                    // Only an ensemble processor forwards; this shell runs it standalone.
-                    debug_assert!(false, "forward effect from a standalone processor");
-                    tracing::error!("forward effect from a standalone processor dropped");
-                }
+                Effect::Propose { zxid, payload } => match &mut self.backend {
+                    Backend::Local(r) => r.propose(zxid, payload)?,
+                    Backend::Zab(_) => {
+                        tracing::error!("proposal from an ensemble processor dropped");
+                    }
+                },
+                Effect::Forward { payload } => match &self.backend {
+                    Backend::Zab(e) => {
+                        if !e.forward(payload) {
+                            return Err(crate::replicator::ReplicatorStopped);
+                        }
+                    }
+                    Backend::Local(_) => {
+                        tracing::error!("forward effect from a standalone processor dropped");
+                    }
+                },
                 Effect::Snapshot { zxid, bytes } => {
+                    let Backend::Local(replicator) = &mut self.backend else {
+                        // ZAB snapshots on its own.
+                        continue;
+                    };
                     if self.snapshots.submit(
                         snapshot_dir(&self.zoo.data_dir),
                         crate::txn_log::log_dir(&self.zoo.data_log_dir),
@@ -585,7 +707,7 @@ impl Core {
                         zxid,
                         bytes,
                     ) {
-                        self.replicator.snapshot_taken(zxid);
+                        replicator.snapshot_taken(zxid);
                     }
                 }
             }

@@ -1,0 +1,346 @@
+"""Proves three `coordinator` processes configured with server.N lines form a ZAB ensemble
+that kazoo uses unchanged: its recipes (Lock, Election, Queue, Barrier, DataWatch,
+ChildrenWatch) with clients spread over different servers, ephemerals vanishing, sequential
+names and transactions; that the leader expires a silent session held by a follower but not
+one that pings; that kill -9 of the leader while a client writes loses no
+acknowledged write and writes resume within 2 s; that the killed server rejoins and catches
+up; and that a follower restarted with an empty data dir catches up by snapshot. How: start
+the binaries on free loopback ports in temp dirs, drive them with kazoo, stop them at the end."""
+
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionLoss, NodeExistsError, SessionExpiredError
+from kazoo.recipe.barrier import Barrier
+from kazoo.recipe.election import Election
+from kazoo.recipe.lock import Lock
+from kazoo.recipe.queue import Queue
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+
+from test_coordinator_kazoo import coordinator_binary, four_letter, free_port, is_closed, raw_connect, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Ensemble:
+    """Three coordinator processes on loopback, each with its own dataDir and myid."""
+
+    def __init__(self, tmp, n=3, extra=""):
+        self.dir = Path(tmp)
+        self.extra = extra
+        self.client_ports = [free_port() for _ in range(n)]
+        self.peer_ports = [free_port() for _ in range(n)]
+        self.election_ports = [free_port() for _ in range(n)]
+        self.procs = [None] * n
+        self.logs = [None] * n
+        for i in range(n):
+            self.start(i)
+        self.wait_serving()
+
+    def data_dir(self, i):
+        return self.dir / f"server{i + 1}" / "data"
+
+    def start(self, i):
+        d = self.dir / f"server{i + 1}"
+        self.data_dir(i).mkdir(parents=True, exist_ok=True)
+        (self.data_dir(i) / "myid").write_text(f"{i + 1}\n")
+        servers = "".join(
+            f"server.{j + 1}=127.0.0.1:{self.peer_ports[j]}:{self.election_ports[j]}\n"
+            for j in range(len(self.procs))
+        )
+        cfg = d / "zoo.cfg"
+        cfg.write_text(
+            "tickTime=200\ninitLimit=10\nsyncLimit=5\n"
+            f"dataDir={self.data_dir(i)}\n"
+            f"clientPort={self.client_ports[i]}\n"
+            "clientPortAddress=127.0.0.1\n"
+            "4lw.commands.whitelist=*\n" + servers + self.extra
+        )
+        self.logs[i] = open(d / "coordinator.log", "ab")
+        self.procs[i] = subprocess.Popen(
+            [str(coordinator_binary()), "--config", str(cfg)], stdout=self.logs[i], stderr=self.logs[i]
+        )
+
+    def mode(self, i):
+        try:
+            text = four_letter(self.client_ports[i], "srvr")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("Mode: "):
+                return line[len("Mode: ") :]
+        return None
+
+    def running(self):
+        return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is None]
+
+    def leader(self):
+        for i in self.running():
+            if self.mode(i) == "leader":
+                return i
+        return None
+
+    def wait_serving(self, timeout=20.0):
+        wait_until(
+            lambda: all(self.mode(i) in ("leader", "follower") for i in self.running())
+            and self.leader() is not None,
+            timeout,
+            "every running server to serve under one leader",
+        )
+
+    def hosts(self, servers=None):
+        servers = range(len(self.procs)) if servers is None else servers
+        return ",".join(f"127.0.0.1:{self.client_ports[i]}" for i in servers)
+
+    def kill9(self, i):
+        self.procs[i].send_signal(signal.SIGKILL)
+        self.procs[i].wait()
+        self.logs[i].close()
+
+    def stop(self):
+        for i, p in enumerate(self.procs):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            if self.logs[i] is not None:
+                self.logs[i].close()
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    ens = Ensemble(tmp_path_factory.mktemp("ensemble"))
+    yield ens
+    ens.stop()
+
+
+@pytest.fixture
+def clients(ensemble):
+    """make(i) connects a kazoo client to server i only, so tests span servers."""
+    made = []
+
+    def make(i=None):
+        c = KazooClient(hosts=ensemble.hosts(None if i is None else [i]), timeout=4.0)
+        c.start(timeout=15)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        try:
+            c.stop()
+            c.close()
+        except Exception:
+            pass
+
+
+def test_lock_across_servers(clients):
+    a, b = clients(0), clients(1)
+    lock_a, lock_b = Lock(a, "/ens/lock", "a"), Lock(b, "/ens/lock", "b")
+    assert lock_a.acquire(timeout=5)
+    assert not lock_b.acquire(blocking=False)
+    got = threading.Event()
+    t = threading.Thread(target=lambda: lock_b.acquire(timeout=10) and got.set())
+    t.start()
+    time.sleep(0.3)
+    assert not got.is_set()
+    lock_a.release()
+    t.join(10)
+    assert got.is_set()
+    lock_b.release()
+
+
+def test_election_fails_over_between_servers(clients):
+    a, b = clients(0), clients(2)
+    leaders, done = [], threading.Event()
+
+    def lead(name):
+        leaders.append(name)
+        done.wait(10)  # leadership lasts while this runs
+
+    ea, eb = Election(a, "/ens/election", "a"), Election(b, "/ens/election", "b")
+    ta = threading.Thread(target=lambda: ea.run(lead, "a"), daemon=True)
+    ta.start()
+    wait_until(lambda: leaders == ["a"], 10, "a to lead")
+    tb = threading.Thread(target=lambda: eb.run(lead, "b"), daemon=True)
+    tb.start()
+    time.sleep(0.3)
+    assert leaders == ["a"]
+    a.stop()  # closes a's session: its ephemeral vote vanishes on every server
+    wait_until(lambda: leaders == ["a", "b"], 10, "b to lead")
+    done.set()
+
+
+def test_queue_and_barrier_across_servers(clients):
+    a, b, c = clients(0), clients(1), clients(2)
+    q_producer, q_consumer = Queue(a, "/ens/queue"), Queue(b, "/ens/queue")
+    for item in (b"1", b"2", b"3"):
+        q_producer.put(item)
+    b.sync("/ens/queue")
+    assert [q_consumer.get() for _ in range(3)] == [b"1", b"2", b"3"]
+    barrier = Barrier(c, "/ens/barrier")
+    barrier.create()
+    passed = threading.Event()
+    t = threading.Thread(target=lambda: Barrier(a, "/ens/barrier").wait(10) and passed.set())
+    t.start()
+    time.sleep(0.3)
+    assert not passed.is_set()
+    barrier.remove()
+    t.join(10)
+    assert passed.is_set()
+
+
+def test_watches_fire_for_writes_through_other_servers(clients):
+    a, b = clients(0), clients(1)
+    a.ensure_path("/ens/watched")
+    b.sync("/ens/watched")
+    data_seen, children_seen = [], []
+    DataWatch(b, "/ens/watched", lambda data, stat: data_seen.append(data))
+    ChildrenWatch(b, "/ens/watched", lambda children: children_seen.append(sorted(children)))
+    a.set("/ens/watched", b"x")
+    a.create("/ens/watched/c1")
+    a.create("/ens/watched/c2")
+    wait_until(lambda: data_seen and data_seen[-1] == b"x", 10, "data watch")
+    wait_until(lambda: children_seen and children_seen[-1] == ["c1", "c2"], 10, "children watch")
+
+
+def test_ephemeral_sequential_and_transactions(clients):
+    a, b, c = clients(0), clients(1), clients(2)
+    a.ensure_path("/ens/members")
+    short = clients(2)
+    short.create("/ens/members/m", b"", ephemeral=True)
+    b.sync("/ens/members")
+    assert b.exists("/ens/members/m")
+    short.stop()
+    b.sync("/ens/members")
+    assert b.exists("/ens/members/m") is None
+    names = [x.create("/ens/members/job-", b"", sequence=True) for x in (a, b, c, a, b, c)]
+    assert len(set(names)) == 6 and all(n[-10:].isdigit() for n in names)
+    t = b.transaction()
+    t.create("/ens/tx1", b"1")
+    t.create("/ens/tx1", b"dup")  # fails: the whole transaction must leave nothing
+    assert any(isinstance(r, Exception) for r in t.commit())
+    c.sync("/ens")
+    assert c.exists("/ens/tx1") is None
+    t = b.transaction()
+    t.create("/ens/tx2", b"2")
+    t.set_data("/ens/tx2", b"3")
+    t.commit()
+    c.sync("/ens/tx2")
+    assert c.get("/ens/tx2")[0] == b"3"
+
+
+def test_leader_expires_silent_follower_sessions_and_keeps_pinging_ones(ensemble, clients):
+    follower = next(i for i in ensemble.running() if ensemble.mode(i) == "follower")
+    port = ensemble.client_ports[follower]
+    # A kazoo client on the follower pings; its activity reaches the leader, which must not
+    # expire it although the timeout is much shorter than the wait.
+    alive = KazooClient(hosts=ensemble.hosts([follower]), timeout=1.0)
+    alive.start(timeout=15)
+    try:
+        alive.create("/ens/alive", b"", ephemeral=True)
+        # A raw session that never pings: the leader expires it and the follower closes it.
+        sock, negotiated, sid, passwd = raw_connect(port, timeout_ms=800)
+        assert negotiated > 0
+        assert is_closed(sock, timeout=10), "silent session was not expired"
+        sock.close()
+        again, negotiated, _, _ = raw_connect(port, session_id=sid, passwd=passwd)
+        again.close()
+        assert negotiated == 0, "an expired session must not be resumed"
+        time.sleep(2.0)
+        assert alive.exists("/ens/alive") is not None
+    finally:
+        alive.stop()
+        alive.close()
+
+
+def test_leader_kill9_loses_no_acknowledged_write_and_rejoins(tmp_path):
+    # A small snapCount makes the leader snapshot and drop old log, so the wiped follower
+    # needs a SNAP.
+    ens = Ensemble(tmp_path, extra="snapCount=20\n")
+    writer = KazooClient(hosts=ens.hosts(), timeout=6.0)
+    try:
+        writer.start(timeout=15)
+        writer.ensure_path("/w")
+        acked, ack_times, stop = [], [], threading.Event()
+
+        def write_loop():
+            n = 0
+            while not stop.is_set():
+                path = f"/w/n{n:06d}"
+                try:
+                    writer.create(path, b"v")
+                except NodeExistsError:
+                    pass  # the retry of a write that committed before the connection broke
+                except (ConnectionLoss, SessionExpiredError):
+                    time.sleep(0.02)
+                    continue
+                acked.append(path)
+                ack_times.append(time.time())
+                n += 1
+
+        t = threading.Thread(target=write_loop, daemon=True)
+        t.start()
+        wait_until(lambda: len(acked) >= 50, 20, "writes before the kill")
+        victim = ens.leader()
+        assert victim is not None
+        killed_at = time.time()
+        ens.kill9(victim)
+        wait_until(lambda: ack_times and ack_times[-1] > killed_at, 10, "writes to resume")
+        resumed_s = next(x for x in ack_times if x > killed_at) - killed_at
+        print(f"writes resumed {resumed_s * 1000:.0f} ms after kill -9 of the leader")
+        assert resumed_s < 2.0, f"writes resumed only after {resumed_s:.2f} s"
+        wait_until(lambda: len(acked) >= 20 + len([x for x in ack_times if x <= killed_at]), 10, "more writes")
+        stop.set()
+        t.join(10)
+
+        # Every acknowledged write is on the survivors and, after rejoining, on the victim.
+        ens.start(victim)
+        ens.wait_serving()
+        for i in range(3):
+            reader = KazooClient(hosts=ens.hosts([i]), timeout=4.0)
+            reader.start(timeout=15)
+            try:
+                reader.sync("/w")
+                present = set(reader.get_children("/w"))
+                missing = [p for p in acked if p.rsplit("/", 1)[1] not in present]
+                assert not missing, f"server {i + 1} lacks acknowledged writes {missing[:5]}"
+            finally:
+                reader.stop()
+                reader.close()
+
+        # A follower restarted with an empty data dir catches up (SNAP from the leader).
+        follower = next(i for i in ens.running() if ens.mode(i) == "follower")
+        ens.kill9(follower)
+        shutil.rmtree(ens.data_dir(follower))
+        writer.create("/w/after-wipe", b"")
+        ens.start(follower)
+        ens.wait_serving()
+        reader = KazooClient(hosts=ens.hosts([follower]), timeout=4.0)
+        reader.start(timeout=15)
+        try:
+            reader.sync("/w")
+            present = set(reader.get_children("/w"))
+            assert "after-wipe" in present
+            assert all(p.rsplit("/", 1)[1] in present for p in acked)
+            logs = "".join((tmp_path / f"server{i + 1}" / "coordinator.log").read_text() for i in range(3))
+            assert "SNAP" in logs, "the wiped follower was expected to be synchronized by SNAP"
+        finally:
+            reader.stop()
+            reader.close()
+    finally:
+        try:
+            writer.stop()
+            writer.close()
+        except Exception:
+            pass
+        ens.stop()
