@@ -58,8 +58,10 @@ def consume(bootstrap, topic, partitions):
 
 
 def placement(log):
-    """Every `shard N opened partitions [...]` line, in start order."""
-    return re.findall(r"shard (\d+) opened partitions \[([^\]]*)\]", log)
+    """Every `shard N opened partitions [...]` line, in start order, without the partitions of
+    the internal `__consumer_offsets` topic (created by every broker)."""
+    return [(shard, ",".join(p for p in parts.split(",") if not p.startswith("__consumer_offsets")))
+            for shard, parts in re.findall(r"shard (\d+) opened partitions \[([^\]]*)\]", log)]
 
 
 def test_sigterm_restart_keeps_data_and_placement_two_shards(tmp_path):

@@ -31,6 +31,8 @@ impl EmbeddedNode {
             auto_create_topics: false,
             default_partitions: 1,
             fetch_by_splice: true,
+            group: broker::group::GroupConfig::default(),
+            offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
         };
         let handle = server::start(config).map_err(|err| format!("embedded broker: {err}"))?;
         Ok(EmbeddedNode {

@@ -46,11 +46,23 @@ enum Command {
         /// Copy fetched file bytes through user space instead of splicing them (benchmarks).
         #[arg(long)]
         no_splice: bool,
+        /// Kafka's group.initial.rebalance.delay.ms: how long the first rebalance of an empty
+        /// group waits for more members (each arrival extends it, up to the rebalance timeout).
+        #[arg(long, default_value_t = 3000)]
+        group_initial_rebalance_delay_ms: u64,
+        /// Kafka's group.min.session.timeout.ms: JoinGroups asking for less are refused.
+        #[arg(long, default_value_t = 6000)]
+        group_min_session_timeout_ms: i32,
     },
     /// Create, list, describe or delete topics on a running broker.
     Topics {
         #[command(subcommand)]
         action: TopicsAction,
+    },
+    /// Consumer groups: list them, or describe one (members, assignments, offsets, lag).
+    Groups {
+        #[command(subcommand)]
+        action: GroupsAction,
     },
     /// Produce stdin lines as records (`key<sep>value` with --key-separator).
     Produce {
@@ -84,6 +96,19 @@ enum Command {
         /// Print `key<sep>value`.
         #[arg(long)]
         key_separator: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupsAction {
+    List {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+    Describe {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        group: String,
     },
 }
 
@@ -153,6 +178,8 @@ fn main() -> ExitCode {
             auto_create_topics,
             default_partitions,
             no_splice,
+            group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms,
         } => {
             let profile = match tuning::Profile::load_or_default(tuning.as_deref()) {
                 Ok(profile) => profile,
@@ -178,6 +205,12 @@ fn main() -> ExitCode {
                 auto_create_topics,
                 default_partitions,
                 fetch_by_splice: !no_splice,
+                group: broker::group::GroupConfig {
+                    initial_rebalance_delay_ms: group_initial_rebalance_delay_ms,
+                    min_session_timeout_ms: group_min_session_timeout_ms,
+                    ..Default::default()
+                },
+                offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
             };
             match broker::server::serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -187,6 +220,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Groups { action } => match action {
+            GroupsAction::List { bootstrap } => {
+                client_result(broker::cli::groups::groups_list(&bootstrap))
+            }
+            GroupsAction::Describe { bootstrap, group } => {
+                client_result(broker::cli::groups::groups_describe(&bootstrap, &group))
+            }
+        },
         Command::Topics { action } => match action {
             TopicsAction::Create {
                 bootstrap,

@@ -1,8 +1,10 @@
 //! The `broker` binary's operator commands: `topics create|list|describe|delete`, `produce`
-//! (lines from stdin) and `consume`, as thin Kafka-protocol clients of a running broker. They
-//! use only the public protocol, so they work against any Kafka-API broker.
+//! (lines from stdin), `consume` and `groups list|describe`, as thin Kafka-protocol clients
+//! of a running broker. They use only the public protocol, so they work against any
+//! Kafka-API broker.
 
 pub mod client;
+pub mod groups;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};

@@ -1596,6 +1596,12 @@ impl GroupCoordinator {
             return;
         }
         g.init_next_generation(now_ms);
+        tracing::info!(
+            "group {}: generation {} with {} members",
+            g.group_id,
+            g.generation_id,
+            g.members.len()
+        );
         if g.state == GroupState::Empty {
             let record = group_metadata_record(&g.group_id, &g.to_record_value(None));
             self.append(vec![record], PendingAppend::GroupMetadata, out);
@@ -1677,6 +1683,12 @@ impl GroupCoordinator {
         let Some(m) = g.remove(member_id) else {
             return;
         };
+        // Operators read these lines to see why a consumer was rebalanced out.
+        tracing::info!(
+            "group {}: member {member_id} removed (state {:?})",
+            g.group_id,
+            g.state
+        );
         if let Some(deadline) = m.session_deadline_ms {
             self.cancel_timer(
                 &g.group_id,

@@ -37,6 +37,8 @@ pub struct Request {
     pub api_key: ApiKey,
     pub api_version: i16,
     pub correlation_id: i32,
+    /// The header's client id (empty when absent).
+    pub client_id: String,
     pub body: Bytes,
 }
 
@@ -62,6 +64,7 @@ pub fn parse(mut frame: Bytes) -> Result<Request, FrameError> {
             api_key,
             api_version: version,
             correlation_id,
+            client_id: String::new(),
             body: Bytes::new(),
         });
     }
@@ -73,12 +76,16 @@ pub fn parse(mut frame: Bytes) -> Result<Request, FrameError> {
         // id, no tagged fields) is enough for the handler to refuse the version.
         1
     };
-    RequestHeader::decode(&mut frame, header_version)
+    let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|_| FrameError::BadHeader(key, version))?;
     Ok(Request {
         api_key,
         api_version: version,
         correlation_id,
+        client_id: header
+            .client_id
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_default(),
         body: frame,
     })
 }

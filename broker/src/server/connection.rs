@@ -61,6 +61,11 @@ async fn read_requests(
     let limits = &shard.config.profile.network;
     let chunk_bytes = limits.connection_buffer_bytes as usize;
     let mut buf = BytesMut::with_capacity(chunk_bytes);
+    // Kafka's client host format, shown by DescribeGroups.
+    let peer: Rc<str> = match stream.peer_addr() {
+        Ok(addr) => format!("/{}", addr.ip()).into(),
+        Err(_) => "/unknown".into(),
+    };
     loop {
         if !fill(&mut stream, &mut buf, 4, chunk_bytes, shard).await {
             return;
@@ -79,7 +84,8 @@ async fn read_requests(
         let mut frame = buf.split_to(4 + body_len).freeze();
         frame.advance(4);
         ShardMetrics::add(&shard.metrics.requests, 1);
-        let task = glommio::spawn_local(dispatch::handle(shard.clone(), frame)).detach();
+        let task =
+            glommio::spawn_local(dispatch::handle(shard.clone(), frame, peer.clone())).detach();
         if tx.send(InFlight::Task(task)).await.is_err() {
             return;
         }

@@ -17,7 +17,7 @@ use crate::kafka::{produce_legacy, versions};
 
 use super::shard::Shard;
 use super::topic_admin;
-use super::{fetch, list_offsets, metadata, produce};
+use super::{fetch, group_api, list_offsets, metadata, produce};
 
 /// Why a connection is closed after a request.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ fn answer<T: Encodable>(request: &Request, body: &T) -> Outcome {
 }
 
 /// Serves one frame (size prefix already removed).
-pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
+pub async fn handle(shard: Rc<Shard>, frame: Bytes, peer: Rc<str>) -> Outcome {
     let mut request = frame::parse(frame).map_err(|err| Close(err.to_string()))?;
     let key = request.api_key;
     let version = request.api_version;
@@ -107,6 +107,69 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
             let body: DescribeConfigsRequest = decode(&mut request)?;
             let reply = topic_admin::describe_configs(&shard, body, version);
             answer(&request, &reply)
+        }
+        ApiKey::FindCoordinator => {
+            let body = decode(&mut request)?;
+            answer(
+                &request,
+                &group_api::find_coordinator(&shard, body, version),
+            )
+        }
+        ApiKey::JoinGroup => {
+            let body = decode(&mut request)?;
+            let client_id = std::mem::take(&mut request.client_id);
+            let reply = group_api::join_group(&shard, body, version, &client_id, &peer).await;
+            answer(&request, &reply)
+        }
+        ApiKey::SyncGroup => {
+            let body = decode(&mut request)?;
+            answer(
+                &request,
+                &group_api::sync_group(&shard, body, version).await,
+            )
+        }
+        ApiKey::Heartbeat => {
+            let body = decode(&mut request)?;
+            answer(&request, &group_api::heartbeat(&shard, body).await)
+        }
+        ApiKey::LeaveGroup => {
+            let body = decode(&mut request)?;
+            answer(
+                &request,
+                &group_api::leave_group(&shard, body, version).await,
+            )
+        }
+        ApiKey::OffsetCommit => {
+            let body = decode(&mut request)?;
+            answer(
+                &request,
+                &group_api::offset_commit(&shard, body, version).await,
+            )
+        }
+        ApiKey::OffsetFetch => {
+            let body = decode(&mut request)?;
+            answer(
+                &request,
+                &group_api::offset_fetch(&shard, body, version).await,
+            )
+        }
+        ApiKey::ListGroups => {
+            let body = decode(&mut request)?;
+            answer(
+                &request,
+                &group_api::list_groups(&shard, body, version).await,
+            )
+        }
+        ApiKey::DescribeGroups => {
+            let body = decode(&mut request)?;
+            answer(
+                &request,
+                &group_api::describe_groups(&shard, body, version).await,
+            )
+        }
+        ApiKey::DeleteGroups => {
+            let body = decode(&mut request)?;
+            answer(&request, &group_api::delete_groups(&shard, body).await)
         }
         _ => Err(Close(format!("api {key:?} is not served yet"))),
     }

@@ -25,6 +25,8 @@ fn topic_entry(shard: &Shard, topic: &Topic, version: i16) -> MetadataResponseTo
     MetadataResponseTopic::default()
         .with_error_code(codes::NONE)
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        // Clients leave internal topics out of pattern subscriptions.
+        .with_is_internal(version >= 1 && topic.name == crate::group::OFFSETS_TOPIC)
         // Fields are only set from the version that has them (the codec refuses others).
         .with_topic_id(if version >= 10 {
             uuid::Uuid::from_bytes(topic.id)

@@ -6,6 +6,8 @@
 pub mod connection;
 pub mod dispatch;
 pub mod fetch;
+pub mod group_api;
+pub mod groups;
 pub mod list_offsets;
 pub mod mesh;
 pub mod metadata;
@@ -297,6 +299,7 @@ async fn shard_main(start: ShardStart) {
         metrics,
         partitions: Default::default(),
         splicer: splicer.clone(),
+        groups: groups::ShardGroups::new(config.group.clone(), id),
         connections,
         stop: stop.clone(),
     });
@@ -346,6 +349,10 @@ async fn shard_main(start: ShardStart) {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
     }
+    if id == 0 {
+        shard.ensure_offsets_topic().await;
+    }
+    let group_timers = glommio::spawn_local(shard.clone().run_group_timers()).detach();
     let listener = match TcpListener::bind(listen) {
         Ok(listener) => listener,
         Err(err) => {
@@ -383,6 +390,7 @@ async fn shard_main(start: ShardStart) {
     }
     drop(listener);
     retention.cancel();
+    group_timers.cancel();
     if let Err(err) = shard.close_partitions().await {
         tracing::error!("shard {id}: closing partitions: {err}");
     }

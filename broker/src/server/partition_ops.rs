@@ -54,6 +54,8 @@ pub enum ShardRequest {
         wanted: Vec<(String, i32, i64)>,
         max_wait: Duration,
     },
+    /// To the shard owning the group's partition of `__consumer_offsets`.
+    Group(super::groups::GroupCall),
 }
 
 /// A piece of read data that can cross shards: memory, or a file range with its own
@@ -95,4 +97,5 @@ pub enum ShardReply {
     Read(PartitionRead<SendChunk>),
     /// `(timestamp, offset)` or why not.
     Offset(Result<(i64, i64), (i16, String)>),
+    Group(super::groups::GroupAnswer),
 }

@@ -109,6 +109,9 @@ impl Shard {
             .logs
             .borrow_mut()
             .insert(topic.name.clone(), list);
+        if topic.name == crate::group::OFFSETS_TOPIC {
+            self.load_offsets_partitions(topic).await;
+        }
         Ok(())
     }
 

@@ -33,6 +33,10 @@ pub async fn handle(
             let task = match (&topic, data.records, acks_valid) {
                 (_, _, false) => Err(codes::INVALID_REQUIRED_ACKS),
                 (None, _, _) => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
+                // Only the group coordinators write `__consumer_offsets`, as in Kafka.
+                (Some(t), _, _) if t.name == crate::group::OFFSETS_TOPIC => {
+                    Err(codes::INVALID_TOPIC_EXCEPTION)
+                }
                 (Some(_), None, _) => Err(codes::CORRUPT_MESSAGE),
                 (Some(topic), Some(records), true) => {
                     let shard = shard.clone();

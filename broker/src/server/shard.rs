@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::topics::{self, Topic, TopicError, TopicStore};
 
+use super::groups::ShardGroups;
 use super::mesh::Mesh;
 use super::metrics::ShardMetrics;
 use super::partition_ops::{CreateSpec, ShardReply, ShardRequest};
@@ -36,6 +37,11 @@ pub struct ServeConfig {
     /// Send segment file bytes by splice (true, the default) or copy them through user space
     /// with pread + write (false: only to measure what splice saves).
     pub fetch_by_splice: bool,
+    /// Settings of the group coordinators (initial rebalance delay, session bounds...).
+    pub group: crate::group::GroupConfig,
+    /// Partitions of `__consumer_offsets` when the broker creates it (Kafka's
+    /// `offsets.topic.num.partitions`, default 16); an existing topic keeps its count.
+    pub offsets_topic_partitions: i32,
 }
 
 /// The state of one shard; lives on its executor only.
@@ -54,6 +60,8 @@ pub struct Shard {
     /// The partition logs this shard owns.
     pub partitions: OwnedPartitions,
     pub splicer: Rc<Splicer>,
+    /// The group coordinators of the `__consumer_offsets` partitions this shard owns.
+    pub groups: ShardGroups,
     /// Open connections of the whole process (bounded by the profile).
     pub connections: Arc<AtomicU32>,
     pub stop: Arc<AtomicBool>,
@@ -229,6 +237,7 @@ impl Shard {
             change @ (ShardRequest::TopicAdded(_) | ShardRequest::TopicRemoved(_)) => {
                 self.apply_change(change).await
             }
+            ShardRequest::Group(call) => ShardReply::Group(self.group_local(call).await),
             data => self.handle_data_request(data).await,
         }
     }

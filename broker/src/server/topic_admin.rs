@@ -108,6 +108,20 @@ pub async fn delete_topics(
                 .map(|name| name.0.as_str().to_string()),
         );
     }
+    // The group coordinators own `__consumer_offsets`: deleting it would lose every group.
+    if let Some(at) = names.iter().position(|n| n == crate::group::OFFSETS_TOPIC) {
+        let name = names.remove(at);
+        results.push(
+            DeletableTopicResult::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name))))
+                .with_error_code(codes::INVALID_TOPIC_EXCEPTION)
+                .with_error_message((version >= 5).then(|| {
+                    StrBytes::from_static_str(
+                        "the internal topic __consumer_offsets cannot be deleted",
+                    )
+                })),
+        );
+    }
     for (name, result) in shard.delete_topics(names).await {
         let entry =
             DeletableTopicResult::default().with_name(Some(TopicName(StrBytes::from_string(name))));

@@ -48,6 +48,8 @@ pub fn start_with(
         auto_create_topics,
         default_partitions: 1,
         fetch_by_splice: true,
+        group: broker::group::GroupConfig::default(),
+        offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
     })
     .expect("server starts")
 }

@@ -1,0 +1,523 @@
+//! The Kafka group APIs on the wire: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups. Each
+//! handler decodes the request of whatever version came into the coordinator's typed request,
+//! routes it to the group's coordinator (see [`super::groups`]) and encodes the answer in the
+//! version asked for, leaving out fields the version does not have.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{
+    DescribedGroup as WireGroup, DescribedGroupMember,
+};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    self as wire, BrokerId, GroupId, ListGroupsResponse as WireListGroupsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::group::error_code as ec;
+use crate::group::{
+    FetchedOffset, HeartbeatRequest, JoinGroupRequest, JoinProtocol, LeaveGroupRequest,
+    LeavingMember, ListGroupsRequest, OffsetCommitPartition, OffsetCommitRequest,
+    OffsetFetchRequest, Response, SyncAssignment, SyncGroupRequest,
+};
+
+use super::groups::{GroupAnswer, GroupCall};
+use super::shard::Shard;
+
+fn s(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_owned())
+}
+
+fn opt(text: &Option<String>) -> Option<StrBytes> {
+    text.as_deref().map(s)
+}
+
+fn own(text: &StrBytes) -> String {
+    text.as_str().to_owned()
+}
+
+fn own_opt(text: &Option<StrBytes>) -> Option<String> {
+    text.as_ref().map(own)
+}
+
+/// Answers a `Done` response of the expected kind, or the call's error when the answer is of
+/// another kind (never expected; kept instead of a panic).
+async fn done(shard: &Rc<Shard>, call: GroupCall) -> Response {
+    let fallback = call.error(ec::UNKNOWN_SERVER_ERROR);
+    match shard.group_call(call).await {
+        GroupAnswer::Done(response) => response,
+        _ => match fallback {
+            GroupAnswer::Done(response) => response,
+            _ => Response::Heartbeat(crate::group::HeartbeatResponse {
+                error_code: ec::UNKNOWN_SERVER_ERROR,
+            }),
+        },
+    }
+}
+
+/// FindCoordinator v0-4: this broker coordinates every group (each shard serves the groups of
+/// its partitions of `__consumer_offsets` behind the same listener). v4 batches keys.
+pub fn find_coordinator(
+    shard: &Shard,
+    req: wire::FindCoordinatorRequest,
+    version: i16,
+) -> wire::FindCoordinatorResponse {
+    let (host, port) = &shard.advertised;
+    let node = BrokerId(shard.config.node_id);
+    // Key type 0 is a group; 1 (transactions) is not served by this broker.
+    let code = if req.key_type == 0 {
+        ec::NONE
+    } else {
+        ec::COORDINATOR_NOT_AVAILABLE
+    };
+    let ok = code == ec::NONE;
+    if version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                Coordinator::default()
+                    .with_key(key.clone())
+                    .with_node_id(if ok { node } else { BrokerId(-1) })
+                    .with_host(if ok { s(host) } else { s("") })
+                    .with_port(if ok { *port } else { -1 })
+                    .with_error_code(code)
+            })
+            .collect();
+        return wire::FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    wire::FindCoordinatorResponse::default()
+        .with_error_code(code)
+        .with_node_id(if ok { node } else { BrokerId(-1) })
+        .with_host(if ok { s(host) } else { s("") })
+        .with_port(if ok { *port } else { -1 })
+}
+
+pub async fn join_group(
+    shard: &Rc<Shard>,
+    req: wire::JoinGroupRequest,
+    version: i16,
+    client_id: &str,
+    client_host: &str,
+) -> wire::JoinGroupResponse {
+    let call = GroupCall::Join(JoinGroupRequest {
+        group_id: own(&req.group_id.0),
+        member_id: own(&req.member_id),
+        group_instance_id: own_opt(&req.group_instance_id),
+        protocol_type: own(&req.protocol_type),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| JoinProtocol {
+                name: own(&p.name),
+                metadata: p.metadata.clone(),
+            })
+            .collect(),
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms: if version >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
+        client_id: client_id.to_owned(),
+        client_host: client_host.to_owned(),
+        reason: own_opt(&req.reason),
+        require_known_member_id: version >= 4,
+    });
+    let Response::JoinGroup(r) = done(shard, call).await else {
+        return wire::JoinGroupResponse::default().with_error_code(ec::UNKNOWN_SERVER_ERROR);
+    };
+    let members = r
+        .members
+        .iter()
+        .map(|m| {
+            JoinGroupResponseMember::default()
+                .with_member_id(s(&m.member_id))
+                .with_group_instance_id(if version >= 5 {
+                    opt(&m.group_instance_id)
+                } else {
+                    None
+                })
+                .with_metadata(m.metadata.clone())
+        })
+        .collect();
+    wire::JoinGroupResponse::default()
+        .with_error_code(r.error_code)
+        .with_generation_id(r.generation_id)
+        .with_protocol_type(if version >= 7 {
+            opt(&r.protocol_type)
+        } else {
+            None
+        })
+        .with_protocol_name(opt(&r.protocol_name).or(if version >= 7 { None } else { Some(s("")) }))
+        .with_leader(s(&r.leader))
+        .with_skip_assignment(version >= 9 && r.skip_assignment)
+        .with_member_id(s(&r.member_id))
+        .with_members(members)
+}
+
+pub async fn sync_group(
+    shard: &Rc<Shard>,
+    req: wire::SyncGroupRequest,
+    version: i16,
+) -> wire::SyncGroupResponse {
+    let call = GroupCall::Sync(SyncGroupRequest {
+        group_id: own(&req.group_id.0),
+        generation_id: req.generation_id,
+        member_id: own(&req.member_id),
+        group_instance_id: own_opt(&req.group_instance_id),
+        protocol_type: own_opt(&req.protocol_type),
+        protocol_name: own_opt(&req.protocol_name),
+        assignments: req
+            .assignments
+            .iter()
+            .map(|a| SyncAssignment {
+                member_id: own(&a.member_id),
+                assignment: a.assignment.clone(),
+            })
+            .collect(),
+    });
+    let Response::SyncGroup(r) = done(shard, call).await else {
+        return wire::SyncGroupResponse::default().with_error_code(ec::UNKNOWN_SERVER_ERROR);
+    };
+    let v5 = version >= 5;
+    wire::SyncGroupResponse::default()
+        .with_error_code(r.error_code)
+        .with_protocol_type(if v5 { opt(&r.protocol_type) } else { None })
+        .with_protocol_name(if v5 { opt(&r.protocol_name) } else { None })
+        .with_assignment(r.assignment)
+}
+
+pub async fn heartbeat(shard: &Rc<Shard>, req: wire::HeartbeatRequest) -> wire::HeartbeatResponse {
+    let call = GroupCall::Heartbeat(HeartbeatRequest {
+        group_id: own(&req.group_id.0),
+        generation_id: req.generation_id,
+        member_id: own(&req.member_id),
+        group_instance_id: own_opt(&req.group_instance_id),
+    });
+    let code = match done(shard, call).await {
+        Response::Heartbeat(r) => r.error_code,
+        _ => ec::UNKNOWN_SERVER_ERROR,
+    };
+    wire::HeartbeatResponse::default().with_error_code(code)
+}
+
+pub async fn leave_group(
+    shard: &Rc<Shard>,
+    req: wire::LeaveGroupRequest,
+    version: i16,
+) -> wire::LeaveGroupResponse {
+    let members = if version >= 3 {
+        req.members
+            .iter()
+            .map(|m| LeavingMember {
+                member_id: own(&m.member_id),
+                group_instance_id: own_opt(&m.group_instance_id),
+                reason: own_opt(&m.reason),
+            })
+            .collect()
+    } else {
+        vec![LeavingMember {
+            member_id: own(&req.member_id),
+            group_instance_id: None,
+            reason: None,
+        }]
+    };
+    let call = GroupCall::Leave(LeaveGroupRequest {
+        group_id: own(&req.group_id.0),
+        members,
+    });
+    let Response::LeaveGroup(r) = done(shard, call).await else {
+        return wire::LeaveGroupResponse::default().with_error_code(ec::UNKNOWN_SERVER_ERROR);
+    };
+    if version < 3 {
+        let code = if r.error_code != ec::NONE {
+            r.error_code
+        } else {
+            r.members.first().map_or(ec::NONE, |m| m.error_code)
+        };
+        return wire::LeaveGroupResponse::default().with_error_code(code);
+    }
+    wire::LeaveGroupResponse::default()
+        .with_error_code(r.error_code)
+        .with_members(
+            r.members
+                .iter()
+                .map(|m| {
+                    MemberResponse::default()
+                        .with_member_id(s(&m.member_id))
+                        .with_group_instance_id(opt(&m.group_instance_id))
+                        .with_error_code(m.error_code)
+                })
+                .collect(),
+        )
+}
+
+pub async fn offset_commit(
+    shard: &Rc<Shard>,
+    req: wire::OffsetCommitRequest,
+    version: i16,
+) -> wire::OffsetCommitResponse {
+    let mut partitions = Vec::new();
+    for topic in &req.topics {
+        let name = own(&topic.name.0);
+        let known = shard.topic(&name).map_or(0, |t| t.shards.len() as i32);
+        for p in &topic.partitions {
+            partitions.push(OffsetCommitPartition {
+                topic: name.clone(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: own_opt(&p.committed_metadata),
+                partition_exists: (0..known).contains(&p.partition_index),
+            });
+        }
+    }
+    let call = GroupCall::Commit(OffsetCommitRequest {
+        group_id: own(&req.group_id.0),
+        generation_id: req.generation_id_or_member_epoch,
+        member_id: own(&req.member_id),
+        group_instance_id: own_opt(&req.group_instance_id),
+        partitions,
+    });
+    let results = match done(shard, call).await {
+        Response::OffsetCommit(r) => r.partitions,
+        _ => Vec::new(),
+    };
+    let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
+    for result in results {
+        let partition = OffsetCommitResponsePartition::default()
+            .with_partition_index(result.partition)
+            .with_error_code(result.error_code);
+        match topics.last_mut() {
+            Some(last) if last.name.0.as_str() == result.topic => last.partitions.push(partition),
+            _ => topics.push(
+                OffsetCommitResponseTopic::default()
+                    .with_name(TopicName(s(&result.topic)))
+                    .with_partitions(vec![partition]),
+            ),
+        }
+    }
+    wire::OffsetCommitResponse::default().with_topics(topics)
+}
+
+async fn fetch_one(
+    shard: &Rc<Shard>,
+    group_id: String,
+    partitions: Option<Vec<(String, i32)>>,
+) -> (i16, Vec<FetchedOffset>) {
+    let call = GroupCall::Fetch(OffsetFetchRequest {
+        group_id,
+        partitions,
+    });
+    match shard.group_call(call).await {
+        GroupAnswer::Fetched(r) => (r.error_code, r.partitions),
+        _ => (ec::UNKNOWN_SERVER_ERROR, Vec::new()),
+    }
+}
+
+/// Groups fetched offsets by topic, keeping first-seen order.
+fn by_topic(partitions: Vec<FetchedOffset>) -> Vec<(String, Vec<FetchedOffset>)> {
+    let mut topics: Vec<(String, Vec<FetchedOffset>)> = Vec::new();
+    for p in partitions {
+        match topics.iter_mut().find(|(name, _)| *name == p.topic) {
+            Some((_, list)) => list.push(p),
+            None => topics.push((p.topic.clone(), vec![p])),
+        }
+    }
+    topics
+}
+
+pub async fn offset_fetch(
+    shard: &Rc<Shard>,
+    req: wire::OffsetFetchRequest,
+    version: i16,
+) -> wire::OffsetFetchResponse {
+    let epochs = version >= 5;
+    if version >= 8 {
+        let mut groups = Vec::with_capacity(req.groups.len());
+        for group in &req.groups {
+            let wanted = group.topics.as_ref().map(|topics| {
+                topics
+                    .iter()
+                    .flat_map(|t| t.partition_indexes.iter().map(|&p| (own(&t.name.0), p)))
+                    .collect()
+            });
+            let (code, fetched) = fetch_one(shard, own(&group.group_id.0), wanted).await;
+            let topics = by_topic(fetched)
+                .into_iter()
+                .map(|(name, list)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(s(&name)))
+                        .with_partitions(
+                            list.iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p.partition)
+                                        .with_committed_offset(p.offset)
+                                        .with_committed_leader_epoch(p.leader_epoch)
+                                        .with_metadata(Some(s(&p.metadata)))
+                                        .with_error_code(p.error_code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            groups.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(group.group_id.clone())
+                    .with_topics(topics)
+                    .with_error_code(code),
+            );
+        }
+        return wire::OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted = req.topics.as_ref().map(|topics| {
+        topics
+            .iter()
+            .flat_map(|t| t.partition_indexes.iter().map(|&p| (own(&t.name.0), p)))
+            .collect()
+    });
+    let (code, fetched) = fetch_one(shard, own(&req.group_id.0), wanted).await;
+    let topics = by_topic(fetched)
+        .into_iter()
+        .map(|(name, list)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(s(&name)))
+                .with_partitions(
+                    list.iter()
+                        .map(|p| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p.partition)
+                                .with_committed_offset(p.offset)
+                                .with_committed_leader_epoch(if epochs {
+                                    p.leader_epoch
+                                } else {
+                                    -1
+                                })
+                                .with_metadata(Some(s(&p.metadata)))
+                                // v0-1 have no top-level error: it goes on every partition.
+                                .with_error_code(if version < 2 && code != ec::NONE {
+                                    code
+                                } else {
+                                    p.error_code
+                                })
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    wire::OffsetFetchResponse::default()
+        .with_topics(topics)
+        .with_error_code(if version >= 2 { code } else { ec::NONE })
+}
+
+pub async fn list_groups(
+    shard: &Rc<Shard>,
+    req: wire::ListGroupsRequest,
+    version: i16,
+) -> WireListGroupsResponse {
+    let listed = shard
+        .list_all_groups(ListGroupsRequest {
+            states_filter: req.states_filter.iter().map(own).collect(),
+            types_filter: req.types_filter.iter().map(own).collect(),
+        })
+        .await;
+    WireListGroupsResponse::default()
+        .with_error_code(listed.error_code)
+        .with_groups(
+            listed
+                .groups
+                .iter()
+                .map(|g| {
+                    ListedGroup::default()
+                        .with_group_id(GroupId(s(&g.group_id)))
+                        .with_protocol_type(s(&g.protocol_type))
+                        .with_group_state(if version >= 4 { s(g.state) } else { s("") })
+                        .with_group_type(if version >= 5 { s("classic") } else { s("") })
+                })
+                .collect(),
+        )
+}
+
+pub async fn describe_groups(
+    shard: &Rc<Shard>,
+    req: wire::DescribeGroupsRequest,
+    version: i16,
+) -> wire::DescribeGroupsResponse {
+    let mut groups = Vec::with_capacity(req.groups.len());
+    for id in &req.groups {
+        let call = GroupCall::Describe(own(&id.0));
+        let GroupAnswer::Described(g) = shard.group_call(call).await else {
+            groups.push(
+                WireGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(ec::UNKNOWN_SERVER_ERROR),
+            );
+            continue;
+        };
+        let members = g
+            .members
+            .iter()
+            .map(|m| {
+                DescribedGroupMember::default()
+                    .with_member_id(s(&m.member_id))
+                    .with_group_instance_id(if version >= 4 {
+                        opt(&m.group_instance_id)
+                    } else {
+                        None
+                    })
+                    .with_client_id(s(&m.client_id))
+                    .with_client_host(s(&m.client_host))
+                    .with_member_metadata(m.metadata.clone())
+                    .with_member_assignment(m.assignment.clone())
+            })
+            .collect();
+        groups.push(
+            WireGroup::default()
+                .with_error_code(g.error_code)
+                .with_group_id(GroupId(s(&g.group_id)))
+                .with_group_state(s(g.state))
+                .with_protocol_type(s(&g.protocol_type))
+                .with_protocol_data(s(&g.protocol_data))
+                .with_members(members)
+                .with_authorized_operations(i32::MIN),
+        );
+    }
+    wire::DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn delete_groups(
+    shard: &Rc<Shard>,
+    req: wire::DeleteGroupsRequest,
+) -> wire::DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for id in &req.groups_names {
+        let code = match done(shard, GroupCall::Delete(own(&id.0))).await {
+            Response::DeleteGroups(r) => r.results.first().map_or(ec::NONE, |(_, c)| *c),
+            _ => ec::UNKNOWN_SERVER_ERROR,
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(id.clone())
+                .with_error_code(code),
+        );
+    }
+    wire::DeleteGroupsResponse::default().with_results(results)
+}

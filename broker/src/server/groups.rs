@@ -1,0 +1,485 @@
+//! The shard side of consumer groups: each shard runs the group coordinators of the
+//! `__consumer_offsets` partitions it owns, parks deferred requests (JoinGroup, SyncGroup,
+//! commits waiting for their records) until the coordinator answers them, writes the
+//! coordinator's records to the partition's log, replays that log when the partition opens,
+//! and drives the coordinator's timers. Requests for a group are routed to the shard owning
+//! the group's partition over the mesh, as Produce is routed to a partition's owner.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::group::error_code as ec;
+use crate::group::{
+    partition_for_group, CoordinatorSet, DeleteGroupsResponse, DescribedGroup, ErrorCode,
+    GroupConfig, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    OffsetsRecord, Outputs, PartitionResult, RequestToken, Response, SyncGroupRequest,
+    SyncGroupResponse, OFFSETS_TOPIC,
+};
+use crate::storage::{self, PartitionLog, ReadChunk};
+use crate::topics::Topic;
+
+use super::oneshot;
+use super::partition_ops::{ShardReply, ShardRequest};
+use super::shard::Shard;
+
+/// Longest the timer task sleeps between looks at the coordinators' deadlines: a deadline
+/// armed while it sleeps is served at most this late.
+const TIMER_POLL_MS: u64 = 50;
+
+/// Bytes read per step when replaying a partition of `__consumer_offsets`.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+/// A group request on its way to the group's coordinator (possibly on another shard).
+#[derive(Debug, Clone)]
+pub enum GroupCall {
+    Join(JoinGroupRequest),
+    Sync(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    Leave(LeaveGroupRequest),
+    Commit(OffsetCommitRequest),
+    Fetch(OffsetFetchRequest),
+    /// Answered by every shard for its own coordinators.
+    List(ListGroupsRequest),
+    Describe(String),
+    Delete(String),
+}
+
+/// The coordinator's answer to a [`GroupCall`].
+#[derive(Debug)]
+pub enum GroupAnswer {
+    Done(Response),
+    Fetched(OffsetFetchResponse),
+    Listed(ListGroupsResponse),
+    Described(DescribedGroup),
+}
+
+impl GroupCall {
+    fn group_id(&self) -> &str {
+        match self {
+            GroupCall::Join(r) => &r.group_id,
+            GroupCall::Sync(r) => &r.group_id,
+            GroupCall::Heartbeat(r) => &r.group_id,
+            GroupCall::Leave(r) => &r.group_id,
+            GroupCall::Commit(r) => &r.group_id,
+            GroupCall::Fetch(r) => &r.group_id,
+            GroupCall::List(_) => "",
+            GroupCall::Describe(g) | GroupCall::Delete(g) => g,
+        }
+    }
+
+    /// The answer when the call cannot reach a coordinator.
+    pub fn error(&self, code: ErrorCode) -> GroupAnswer {
+        let done = |r| GroupAnswer::Done(r);
+        match self {
+            GroupCall::Join(r) => done(Response::JoinGroup(JoinGroupResponse::error(
+                code,
+                &r.member_id,
+            ))),
+            GroupCall::Sync(_) => done(Response::SyncGroup(SyncGroupResponse::error(code))),
+            GroupCall::Heartbeat(_) => {
+                done(Response::Heartbeat(HeartbeatResponse { error_code: code }))
+            }
+            GroupCall::Leave(_) => done(Response::LeaveGroup(LeaveGroupResponse {
+                error_code: code,
+                members: Vec::new(),
+            })),
+            GroupCall::Commit(r) => done(Response::OffsetCommit(OffsetCommitResponse {
+                partitions: r
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionResult {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        error_code: code,
+                    })
+                    .collect(),
+            })),
+            GroupCall::Fetch(_) => GroupAnswer::Fetched(OffsetFetchResponse {
+                error_code: code,
+                partitions: Vec::new(),
+            }),
+            GroupCall::List(_) => GroupAnswer::Listed(ListGroupsResponse {
+                error_code: code,
+                groups: Vec::new(),
+            }),
+            GroupCall::Describe(g) => GroupAnswer::Described(DescribedGroup {
+                error_code: code,
+                group_id: g.clone(),
+                state: "",
+                protocol_type: String::new(),
+                protocol_data: String::new(),
+                members: Vec::new(),
+            }),
+            GroupCall::Delete(g) => done(Response::DeleteGroups(DeleteGroupsResponse {
+                results: vec![(g.clone(), code)],
+            })),
+        }
+    }
+}
+
+/// One shard's group coordinators and the requests parked on them.
+pub struct ShardGroups {
+    config: GroupConfig,
+    set: RefCell<Option<CoordinatorSet>>,
+    parked: RefCell<HashMap<RequestToken, oneshot::Sender<Response>>>,
+    next_token: Cell<RequestToken>,
+    /// Seeds member ids; different on every start so an id handed out before a restart is
+    /// never handed to another member after it.
+    seed: u64,
+}
+
+impl ShardGroups {
+    pub fn new(config: GroupConfig, shard: usize) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let seed = nanos ^ (u64::from(std::process::id()) << 32) ^ ((shard as u64) << 56);
+        ShardGroups {
+            seed,
+            config,
+            set: RefCell::new(None),
+            parked: RefCell::new(HashMap::new()),
+            next_token: Cell::new(1),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    storage::now_ms().max(0) as u64
+}
+
+/// Encodes a coordinator's records as one uncompressed RecordBatch v2.
+fn encode_batch(records: &[OffsetsRecord], now: i64) -> Result<Bytes, String> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now,
+            key: Some(r.key.clone()),
+            value: r.value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|err| err.to_string())?;
+    Ok(buf.freeze())
+}
+
+/// Every (key, value) record of a log, in offset order.
+async fn read_records(log: &PartitionLog) -> Result<Vec<(Bytes, Option<Bytes>)>, String> {
+    let mut records = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let read = log
+            .read(offset, REPLAY_READ_BYTES, None)
+            .await
+            .map_err(|err| format!("reading offset {offset}: {err}"))?;
+        let mut bytes = BytesMut::new();
+        for chunk in read.chunks {
+            match chunk {
+                ReadChunk::Memory(b) => bytes.extend_from_slice(&b),
+                ReadChunk::File(range) => {
+                    let mut copy = vec![0u8; range.length as usize];
+                    range
+                        .file
+                        .read_exact_at(&mut copy, range.position)
+                        .map_err(|err| format!("reading offset {offset}: {err}"))?;
+                    bytes.extend_from_slice(&copy);
+                }
+            }
+        }
+        let mut rest = bytes.freeze();
+        let before = offset;
+        // Whole batches only: a read may end inside the last one.
+        while rest.len() >= 12 {
+            let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+            let total = 12 + usize::try_from(len).map_err(|_| format!("batch at {offset}"))?;
+            if rest.len() < total {
+                break;
+            }
+            let mut batch = rest.split_to(total);
+            let set = RecordBatchDecoder::decode(&mut batch)
+                .map_err(|err| format!("batch near offset {offset}: {err}"))?;
+            for record in set.records {
+                offset = offset.max(record.offset + 1);
+                if record.control {
+                    continue;
+                }
+                if let Some(key) = record.key {
+                    records.push((key, record.value));
+                }
+            }
+        }
+        if offset == before {
+            return Err(format!("no progress reading at offset {offset}"));
+        }
+    }
+    Ok(records)
+}
+
+impl Shard {
+    fn offsets_topic(&self) -> Option<Rc<Topic>> {
+        self.topic(OFFSETS_TOPIC)
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist yet (called on the control shard at
+    /// start, so the topic exists before the server accepts connections).
+    pub async fn ensure_offsets_topic(self: &Rc<Self>) {
+        if self.offsets_topic().is_some() {
+            return;
+        }
+        let spec = super::partition_ops::CreateSpec {
+            name: OFFSETS_TOPIC.to_string(),
+            num_partitions: self.config.offsets_topic_partitions,
+            replication_factor: -1,
+            configs: Vec::new(),
+            validate_only: false,
+        };
+        for (name, result) in self.create_topics(vec![spec]).await {
+            if let Err(err) = result {
+                tracing::error!("creating {name}: {err}");
+            }
+        }
+    }
+
+    /// The partition of `__consumer_offsets` was opened on this shard: replay it into a
+    /// fresh coordinator, which then serves its groups.
+    pub async fn load_offsets_partitions(&self, topic: &Topic) {
+        let partitions = topic.shards.len() as i32;
+        for (partition, &owner) in topic.shards.iter().enumerate() {
+            if owner as usize != self.id {
+                continue;
+            }
+            let partition = partition as i32;
+            let Some(log) = self.partitions.get(OFFSETS_TOPIC, partition) else {
+                continue;
+            };
+            let records = match read_records(&log).await {
+                Ok(records) => records,
+                Err(err) => {
+                    tracing::error!(
+                        "shard {}: {OFFSETS_TOPIC}-{partition} in {}: {err}; groups of this partition are not served",
+                        self.id,
+                        log.dir().display()
+                    );
+                    continue;
+                }
+            };
+            let mut set = self.groups.set.borrow_mut();
+            let set = set.get_or_insert_with(|| {
+                CoordinatorSet::new(self.groups.config.clone(), partitions, self.groups.seed)
+            });
+            let coordinator = set.lead(partition);
+            let mut bad = 0usize;
+            for (key, value) in &records {
+                if coordinator.replay(key, value.as_deref()).is_err() {
+                    bad += 1;
+                }
+            }
+            coordinator.finish_loading(now_ms());
+            if bad > 0 {
+                tracing::warn!("{OFFSETS_TOPIC}-{partition}: skipped {bad} unreadable records");
+            }
+            tracing::info!(
+                "shard {}: loaded {OFFSETS_TOPIC}-{partition} ({} records)",
+                self.id,
+                records.len()
+            );
+        }
+    }
+
+    /// Sends a group request to its coordinator's shard and waits for the answer.
+    pub async fn group_call(self: &Rc<Self>, call: GroupCall) -> GroupAnswer {
+        let Some(topic) = self.offsets_topic() else {
+            return call.error(ec::COORDINATOR_NOT_AVAILABLE);
+        };
+        let partition = partition_for_group(call.group_id(), topic.shards.len() as i32);
+        let Some(&owner) = topic.shards.get(partition as usize) else {
+            return call.error(ec::COORDINATOR_NOT_AVAILABLE);
+        };
+        self.group_call_on(owner as usize, call).await
+    }
+
+    /// ListGroups over every shard's coordinators.
+    pub async fn list_all_groups(self: &Rc<Self>, req: ListGroupsRequest) -> ListGroupsResponse {
+        let mut merged = ListGroupsResponse {
+            error_code: ec::NONE,
+            groups: Vec::new(),
+        };
+        for shard in 0..self.shard_count {
+            if let GroupAnswer::Listed(listed) = self
+                .group_call_on(shard, GroupCall::List(req.clone()))
+                .await
+            {
+                if listed.error_code != ec::NONE {
+                    merged.error_code = listed.error_code;
+                }
+                merged.groups.extend(listed.groups);
+            }
+        }
+        merged
+    }
+
+    async fn group_call_on(self: &Rc<Self>, owner: usize, call: GroupCall) -> GroupAnswer {
+        if owner == self.id {
+            return self.group_local(call).await;
+        }
+        let fallback = call.error(ec::COORDINATOR_NOT_AVAILABLE);
+        match self.mesh.call(owner, ShardRequest::Group(call)).await {
+            Some(ShardReply::Group(answer)) => answer,
+            _ => fallback,
+        }
+    }
+
+    /// Serves a group request on this shard (the coordinator's).
+    pub async fn group_local(self: &Rc<Self>, call: GroupCall) -> GroupAnswer {
+        let now = now_ms();
+        let mut out = Outputs::default();
+        let token = self.groups.next_token.get();
+        self.groups.next_token.set(token + 1);
+        let (tx, rx) = oneshot::channel();
+        let immediate = {
+            let mut set = self.groups.set.borrow_mut();
+            let Some(set) = set.as_mut() else {
+                return call.error(ec::COORDINATOR_NOT_AVAILABLE);
+            };
+            if let GroupCall::List(req) = &call {
+                return GroupAnswer::Listed(set.list_groups(req));
+            }
+            let coordinator = match set.for_group(call.group_id()) {
+                Ok(c) => c,
+                Err(code) => return call.error(code),
+            };
+            match &call {
+                GroupCall::Fetch(req) => Some(GroupAnswer::Fetched(coordinator.offset_fetch(req))),
+                GroupCall::Describe(g) => coordinator
+                    .describe_groups(std::slice::from_ref(g))
+                    .pop()
+                    .map(GroupAnswer::Described),
+                _ => {
+                    self.groups.parked.borrow_mut().insert(token, tx);
+                    match call.clone() {
+                        GroupCall::Join(r) => coordinator.join_group(token, r, now, &mut out),
+                        GroupCall::Sync(r) => coordinator.sync_group(token, r, now, &mut out),
+                        GroupCall::Heartbeat(r) => coordinator.heartbeat(token, r, now, &mut out),
+                        GroupCall::Leave(r) => coordinator.leave_group(token, r, now, &mut out),
+                        GroupCall::Commit(r) => coordinator.offset_commit(token, r, now, &mut out),
+                        GroupCall::Delete(g) => {
+                            coordinator.delete_groups(token, vec![g], now, &mut out)
+                        }
+                        GroupCall::Fetch(_) | GroupCall::Describe(_) | GroupCall::List(_) => {}
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(answer) = immediate {
+            return answer;
+        }
+        self.drive_groups(out);
+        match rx.await {
+            Some(response) => GroupAnswer::Done(response),
+            // The coordinator went away (partition resigned) without answering.
+            None => call.error(ec::NOT_COORDINATOR),
+        }
+    }
+
+    /// Delivers a coordinator's answers to the parked requests and writes its records.
+    fn drive_groups(self: &Rc<Self>, out: Outputs) {
+        for (token, response) in out.responses {
+            if let Some(tx) = self.groups.parked.borrow_mut().remove(&token) {
+                tx.send(response);
+            }
+        }
+        for append in out.appends {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                let result = match encode_batch(&append.records, storage::now_ms()) {
+                    Err(err) => {
+                        tracing::error!("encoding group records: {err}");
+                        Err(ec::UNKNOWN_SERVER_ERROR)
+                    }
+                    Ok(batch) if append.records.is_empty() => {
+                        drop(batch);
+                        Ok(())
+                    }
+                    Ok(batch) => shard
+                        .append_local(OFFSETS_TOPIC, append.partition, &batch)
+                        .await
+                        .map(|_| ())
+                        .map_err(|(code, message)| {
+                            tracing::warn!(
+                                "{OFFSETS_TOPIC}-{}: append failed: {message}",
+                                append.partition
+                            );
+                            code
+                        }),
+                };
+                let mut out = Outputs::default();
+                if let Some(set) = shard.groups.set.borrow_mut().as_mut() {
+                    set.append_completed(append.partition, append.id, result, now_ms(), &mut out);
+                }
+                shard.drive_groups(out);
+            })
+            .detach();
+        }
+    }
+
+    /// Runs the coordinators' timers (session expiry, rebalance and join delays, offset
+    /// retention) until the shard stops.
+    pub async fn run_group_timers(self: Rc<Self>) {
+        loop {
+            let now = now_ms();
+            let next = self
+                .groups
+                .set
+                .borrow()
+                .as_ref()
+                .and_then(CoordinatorSet::next_deadline_ms);
+            let wait_ms = match next {
+                Some(at) if at <= now => 0,
+                Some(at) => (at - now).min(TIMER_POLL_MS),
+                None => TIMER_POLL_MS,
+            };
+            if wait_ms > 0 {
+                glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
+                continue;
+            }
+            let mut out = Outputs::default();
+            if let Some(set) = self.groups.set.borrow_mut().as_mut() {
+                set.tick(now, &mut out);
+            }
+            self.drive_groups(out);
+            // Let the tasks just spawned run before looking at the deadlines again.
+            glommio::yield_if_needed().await;
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
