@@ -12,13 +12,11 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::record_batch::{encode_with_codec, Codec};
 use broker::storage::{now_ms, LogConfig, LogStats, PartitionLog};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use glommio::io::OpenOptions;
 use hdrhistogram::Histogram;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use serde::Serialize;
 use tuning::{FlushPolicy, StorageLimits};
 
@@ -153,52 +151,27 @@ fn ok(b: bool) -> &'static str {
 }
 
 /// Encodes one batch of `record_bytes`-byte values, as many as fit in `batch_bytes`.
-pub fn build_batch(batch_bytes: usize, record_bytes: usize) -> Result<(Vec<u8>, usize), String> {
-    let encode = |n: usize| -> Result<Vec<u8>, String> {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // offset - sequence constant keeps every record in one batch.
-                sequence: i as i32 - 1,
-                timestamp: now_ms(),
-                key: None,
-                value: Some(Bytes::from(
-                    (0..record_bytes)
-                        .map(|j| (i + j) as u8)
-                        .collect::<Vec<u8>>(),
-                )),
-                headers: Default::default(),
+pub fn build_batch(batch_bytes: usize, record_bytes: usize) -> (Vec<u8>, usize) {
+    // The bench's own RecordBatch writer (record_batch.rs) builds it.
+    let encode = |n: usize| -> Vec<u8> {
+        let records: Vec<(Option<Bytes>, Bytes)> = (0..n)
+            .map(|i| {
+                let value: Vec<u8> = (0..record_bytes).map(|j| (i + j) as u8).collect();
+                (None, Bytes::from(value))
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| format!("encoding the batch: {e}"))?;
-        Ok(buf.to_vec())
+        encode_with_codec(Codec::None, now_ms(), &records).to_vec()
     };
-    let one = encode(1)?.len();
-    let two = encode(2)?.len();
+    let one = encode(1).len();
+    let two = encode(2).len();
     let per_record = (two - one).max(1);
     let mut n = (batch_bytes.saturating_sub(one) / per_record + 1).max(1);
-    let mut batch = encode(n)?;
+    let mut batch = encode(n);
     while batch.len() > batch_bytes && n > 1 {
         n -= 1;
-        batch = encode(n)?;
+        batch = encode(n);
     }
-    Ok((batch, n))
+    (batch, n)
 }
 
 /// Runs the three measurements; see the module doc.
@@ -208,7 +181,7 @@ pub fn run(opts: &StorageBenchOptions) -> Result<StorageBenchReport, String> {
         .tempdir_in(&opts.dir)
         .map_err(|e| format!("{}: {e}", opts.dir.display()))?;
     let dir = scratch.path().to_path_buf();
-    let (batch, records_per_batch) = build_batch(opts.batch_bytes, opts.record_bytes)?;
+    let (batch, records_per_batch) = build_batch(opts.batch_bytes, opts.record_bytes);
     let opts2 = opts.clone();
     let result = glommio::LocalExecutorBuilder::default()
         .name("bench-storage")
