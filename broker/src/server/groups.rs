@@ -172,7 +172,9 @@ fn encode_batch(records: &[OffsetsRecord], now: i64) -> Result<Bytes, String> {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder starts a new batch whenever offset - sequence changes; keeping it
+            // constant writes one batch per append (baseSequence -1: no idempotence).
+            sequence: i as i32 - 1,
             timestamp: now,
             key: Some(r.key.clone()),
             value: r.value.clone(),
@@ -481,5 +483,36 @@ impl Shard {
             glommio::yield_if_needed().await;
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Proves an append of several `__consumer_offsets` records is one RecordBatch, not one
+    //! batch per record, and that every record survives the round trip.
+    use super::*;
+    use crate::storage::record_batch::validate_batches;
+
+    #[test]
+    fn records_of_one_append_share_one_batch() {
+        let records: Vec<OffsetsRecord> = (0..5u8)
+            .map(|i| OffsetsRecord {
+                key: Bytes::from(vec![i; 8]),
+                value: (i != 3).then(|| Bytes::from(vec![i; 20])),
+            })
+            .collect();
+        let batch = encode_batch(&records, 1_700_000_000_000).unwrap();
+        let mut bytes = batch.clone();
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes).unwrap();
+        assert_eq!(sets.len(), 1, "one batch per append");
+        assert_eq!(sets[0].records.len(), 5);
+        for (record, original) in sets[0].records.iter().zip(&records) {
+            assert_eq!(record.key.as_ref(), Some(&original.key));
+            assert_eq!(record.value, original.value);
+        }
+        // The storage engine's own validator agrees: one batch, the whole buffer.
+        let infos = validate_batches(&batch, 1 << 20).unwrap();
+        assert_eq!(infos.len(), 1);
+        assert_eq!(infos[0].total_bytes(), batch.len());
     }
 }
