@@ -248,7 +248,9 @@ pub fn produce(
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: records.len() as i64,
-            sequence: -1,
+            // Constant offset - sequence keeps a partition's pending records in one batch
+            // (the encoder splits otherwise); baseSequence -1: no idempotence.
+            sequence: records.len() as i32 - 1,
             timestamp: now_ms(),
             key,
             value: Some(value),
