@@ -7,6 +7,7 @@ acknowledged write and writes resume within 2 s; that the killed server rejoins 
 up; and that a follower restarted with an empty data dir catches up by snapshot. How: start
 the binaries on free loopback ports in temp dirs, drive them with kazoo, stop them at the end."""
 
+import json
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from kazoo.recipe.lock import Lock
 from kazoo.recipe.queue import Queue
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
-from test_coordinator_kazoo import coordinator_binary, four_letter, free_port, is_closed, raw_connect, wait_until
+from test_coordinator_kazoo import built_binary, coordinator_binary, four_letter, free_port, is_closed, raw_connect, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,9 +32,10 @@ pytestmark = pytest.mark.timeout(120)
 class Ensemble:
     """Three coordinator processes on loopback, each with its own dataDir and myid."""
 
-    def __init__(self, tmp, n=3, extra=""):
+    def __init__(self, tmp, n=3, extra="", tick_ms=200):
         self.dir = Path(tmp)
         self.extra = extra
+        self.tick_ms = tick_ms
         self.client_ports = [free_port() for _ in range(n)]
         self.peer_ports = [free_port() for _ in range(n)]
         self.election_ports = [free_port() for _ in range(n)]
@@ -56,7 +58,7 @@ class Ensemble:
         )
         cfg = d / "zoo.cfg"
         cfg.write_text(
-            "tickTime=200\ninitLimit=10\nsyncLimit=5\n"
+            f"tickTime={self.tick_ms}\ninitLimit=10\nsyncLimit=5\n"
             f"dataDir={self.data_dir(i)}\n"
             f"clientPort={self.client_ports[i]}\n"
             "clientPortAddress=127.0.0.1\n"
@@ -264,9 +266,9 @@ def test_leader_expires_silent_follower_sessions_and_keeps_pinging_ones(ensemble
 
 
 def test_leader_kill9_loses_no_acknowledged_write_and_rejoins(tmp_path):
-    # A small snapCount makes the leader snapshot and drop old log, so the wiped follower
-    # needs a SNAP.
-    ens = Ensemble(tmp_path, extra="snapCount=20\n")
+    # ZooKeeper's default timing (tickTime=2000), as the acceptance asks. A small snapCount
+    # makes the leader snapshot and drop old log, so the wiped follower needs a SNAP.
+    ens = Ensemble(tmp_path, extra="snapCount=20\n", tick_ms=2000)
     writer = KazooClient(hosts=ens.hosts(), timeout=6.0)
     try:
         writer.start(timeout=15)
@@ -343,4 +345,31 @@ def test_leader_kill9_loses_no_acknowledged_write_and_rejoins(tmp_path):
             writer.close()
         except Exception:
             pass
+        ens.stop()
+
+
+def test_bench_failover_with_default_timing(tmp_path):
+    """A second, independent client (the bench's own jute client, which resumes its session on
+    another server as ZooKeeper clients do) measures kill -9 of the leader with ZooKeeper's
+    default timing: the first write sent after the kill is answered within 2 s and every
+    acknowledged create is still there."""
+    ens = Ensemble(tmp_path, tick_ms=2000)
+    try:
+        out = tmp_path / "failover.json"
+        pids = ",".join(str(p.pid) for p in ens.procs)
+        done = subprocess.run(
+            [str(built_binary("bench")), "coordinator-failover", "--connect", ens.hosts(), "--server-pid", pids,
+             "--kill-after", "1.5", "--give-up-after", "20", "--json", str(out)],
+            capture_output=True, text=True, timeout=90,
+        )
+        print(done.stdout, done.stderr)
+        assert done.returncode == 0, done.stdout + done.stderr
+        result = json.loads(out.read_text())
+        assert result["lost"] == 0
+        assert result["refused"] == 0
+        assert result["acknowledged_before_kill"] > 0 and result["acknowledged_after_kill"] > 0
+        assert result["reconnects"] >= 1
+        assert result["kill_to_first_write_ms"] < 2000, result
+        assert sum(p.poll() is None for p in ens.procs) == 2, "exactly the leader was killed"
+    finally:
         ens.stop()

@@ -28,14 +28,19 @@ pytestmark = pytest.mark.timeout(60)
 REPO = Path(__file__).resolve().parent.parent
 
 
-def coordinator_binary():
-    """The newest built coordinator binary (release or debug); builds debug if none."""
+def built_binary(name):
+    """The newest built binary `name` of the crate of the same name (release or debug);
+    builds debug if none."""
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    candidates = [p for p in (target / "release" / "coordinator", target / "debug" / "coordinator") if p.exists()]
+    candidates = [p for p in (target / "release" / name, target / "debug" / name) if p.exists()]
     if not candidates:
-        subprocess.run(["cargo", "build", "-p", "coordinator", "--bin", "coordinator"], cwd=REPO, check=True)
-        candidates = [target / "debug" / "coordinator"]
+        subprocess.run(["cargo", "build", "-p", name, "--bin", name], cwd=REPO, check=True)
+        candidates = [target / "debug" / name]
     return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def coordinator_binary():
+    return built_binary("coordinator")
 
 
 def free_port():

@@ -18,7 +18,9 @@ use serde::Serialize;
 
 use crate::report::{LatencyHistogram, RunCounts, Summary};
 
-const OP_CREATE: i32 = 1;
+pub const OP_CREATE: i32 = 1;
+/// exists: the failover check reads back every acknowledged create with it.
+pub const OP_EXISTS: i32 = 3;
 const OP_GET_DATA: i32 = 4;
 const OP_SET_DATA: i32 = 5;
 const OP_PING: i32 = 11;
@@ -27,6 +29,8 @@ const XID_PING: i32 = -2;
 const XID_WATCH_EVENT: i32 = -1;
 /// ZooKeeper's NODEEXISTS.
 pub const ERROR_NODE_EXISTS: i32 = -110;
+/// ZooKeeper's NONODE.
+pub const ERROR_NO_NODE: i32 = -101;
 /// Largest reply the client reads, bytes (ZooKeeper's jute.maxbuffer default + slack).
 const MAX_REPLY_BYTES: usize = (1 << 20) + 1024;
 
@@ -85,47 +89,86 @@ pub struct ZkClient {
     send: Vec<u8>,
     next_xid: i32,
     pub session_id: i64,
+    /// The session's password, for resuming it on another server.
+    pub password: Vec<u8>,
     pub negotiated_timeout_ms: i32,
+    /// The highest zxid in any reply: a server further behind refuses to resume the session.
+    pub last_zxid_seen: i64,
     last_sent: Instant,
 }
 
 impl ZkClient {
     /// Opens a session.
     pub fn connect(address: &str, session_timeout_ms: i32) -> io::Result<ZkClient> {
+        Self::resume(
+            address,
+            session_timeout_ms,
+            0,
+            &[0; 16],
+            0,
+            Duration::from_secs(10),
+        )
+    }
+
+    /// Opens a connection that resumes session `session_id` (0: a new session), as a client
+    /// does after its server went away; `connect_timeout` bounds the TCP connect and the
+    /// ConnectResponse wait.
+    pub fn resume(
+        address: &str,
+        session_timeout_ms: i32,
+        session_id: i64,
+        password: &[u8],
+        last_zxid_seen: i64,
+        connect_timeout: Duration,
+    ) -> io::Result<ZkClient> {
         let socket_address = address
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| invalid(format!("{address}: no address")))?;
-        let stream = TcpStream::connect_timeout(&socket_address, Duration::from_secs(10))?;
+        let stream = TcpStream::connect_timeout(&socket_address, connect_timeout)?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+        stream.set_read_timeout(Some(connect_timeout))?;
         let mut client = ZkClient {
             stream,
             receive: Vec::with_capacity(1 << 16),
             send: Vec::with_capacity(1 << 16),
             next_xid: 1,
             session_id: 0,
+            password: Vec::new(),
             negotiated_timeout_ms: 0,
+            last_zxid_seen,
             last_sent: Instant::now(),
         };
         let mut body = Vec::new();
         put_i32(&mut body, 0); // protocolVersion
-        put_i64(&mut body, 0); // lastZxidSeen
+        put_i64(&mut body, last_zxid_seen);
         put_i32(&mut body, session_timeout_ms);
-        put_i64(&mut body, 0); // sessionId: new session
-        put_buffer(&mut body, &[0; 16]); // passwd
+        put_i64(&mut body, session_id);
+        put_buffer(&mut body, password);
         body.push(0); // readOnly = false
         client.write_frame(&body)?;
         client.flush()?;
         let reply = client.read_frame()?;
+        // protocolVersion, timeOut, sessionId, passwd (length-prefixed).
         if reply.len() < 4 + 4 + 8 + 4 {
             return Err(invalid(format!("{address}: short ConnectResponse")));
         }
         client.negotiated_timeout_ms = i32::from_be_bytes(reply[4..8].try_into().expect("4"));
         client.session_id = i64::from_be_bytes(reply[8..16].try_into().expect("8"));
+        let password_len = i32::from_be_bytes(reply[16..20].try_into().expect("4"));
+        client.password = usize::try_from(password_len)
+            .ok()
+            .and_then(|n| reply.get(20..20 + n))
+            .ok_or_else(|| invalid(format!("{address}: bad password in ConnectResponse")))?
+            .to_vec();
         if client.negotiated_timeout_ms <= 0 {
-            return Err(invalid(format!("{address}: session refused (timeout 0)")));
+            return Err(invalid(format!(
+                "{address}: session refused (expired or unknown)"
+            )));
         }
+        client
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(15)))?;
         Ok(client)
     }
 
@@ -135,7 +178,8 @@ impl ZkClient {
         Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    /// Sends the queued requests.
+    pub fn flush(&mut self) -> io::Result<()> {
         if !self.send.is_empty() {
             self.stream.write_all(&self.send)?;
             self.send.clear();
@@ -191,7 +235,7 @@ impl ZkClient {
                 put_buffer(&mut body, data);
                 put_i32(&mut body, -1);
             }
-            OP_GET_DATA => body.push(0), // no watch
+            OP_GET_DATA | OP_EXISTS => body.push(0), // no watch
             _ => return Err(invalid(format!("op {op} is not used by the bench"))),
         }
         self.write_frame(&body)?;
@@ -207,7 +251,9 @@ impl ZkClient {
                 return Err(invalid(format!("short reply of {} bytes", frame.len())));
             }
             let xid = i32::from_be_bytes(frame[0..4].try_into().expect("4"));
+            let zxid = i64::from_be_bytes(frame[4..12].try_into().expect("8"));
             let err = i32::from_be_bytes(frame[12..16].try_into().expect("4"));
+            self.last_zxid_seen = self.last_zxid_seen.max(zxid);
             if xid == XID_PING || xid == XID_WATCH_EVENT {
                 continue;
             }

@@ -6,6 +6,7 @@
 
 pub mod consume;
 pub mod coordinator;
+pub mod coordinator_failover;
 pub mod e2e;
 pub mod embedded;
 pub mod engine;

@@ -33,6 +33,9 @@ enum Command {
     Consume(ConsumeArgs),
     /// create / setData / getData load against a ZooKeeper-protocol ensemble.
     Coordinator(CoordinatorArgs),
+    /// kill -9 of a ZooKeeper-protocol ensemble's leader while a client writes: time to the
+    /// first write after it, and every acknowledged write read back.
+    CoordinatorFailover(CoordinatorFailoverArgs),
     /// Storage engine vs this disk: appends 16 KiB batches of 100-byte records with flush
     /// policy `never`, then `always`, beside the disk's O_DIRECT sequential write bandwidth.
     Storage(StorageArgs),
@@ -88,6 +91,33 @@ struct CoordinatorArgs {
     json: Option<PathBuf>,
     #[arg(long)]
     hgrm: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CoordinatorFailoverArgs {
+    /// Comma-separated client addresses of every server of the ensemble.
+    #[arg(long)]
+    connect: String,
+    /// The process id of each server, in the order of --connect (the leader's gets SIGKILL).
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Seconds of writing before the kill.
+    #[arg(long, default_value_t = 3.0)]
+    kill_after: f64,
+    /// Seconds of writing after the first write that succeeded after the kill.
+    #[arg(long, default_value_t = 1.0)]
+    write_after: f64,
+    /// Fail when no write succeeded this many seconds after the kill.
+    #[arg(long, default_value_t = 60.0)]
+    give_up_after: f64,
+    /// Session timeout asked for, ms (the session must survive the failover).
+    #[arg(long, default_value_t = 30_000)]
+    session_timeout_ms: i32,
+    /// Parent znode of the writes.
+    #[arg(long, default_value = "/failover")]
+    root: String,
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -397,6 +427,28 @@ fn coordinator(args: CoordinatorArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn coordinator_failover(args: CoordinatorFailoverArgs) -> Result<(), String> {
+    let options = bench::coordinator_failover::FailoverOptions {
+        servers: args.connect.split(',').map(str::to_string).collect(),
+        pids: args.server_pid,
+        kill_after: Duration::from_secs_f64(args.kill_after),
+        write_after: Duration::from_secs_f64(args.write_after),
+        give_up_after: Duration::from_secs_f64(args.give_up_after),
+        session_timeout_ms: args.session_timeout_ms,
+        data_bytes: 100,
+        root: args.root,
+    };
+    let result = bench::coordinator_failover::run(&options)?;
+    println!("{}", result.render());
+    if let Some(path) = &args.json {
+        report::write_json(path, &result)?;
+    }
+    if result.lost > 0 {
+        return Err(format!("{} acknowledged writes were lost", result.lost));
+    }
+    Ok(())
+}
+
 fn limits(args: LimitsArgs) -> Result<(), String> {
     let limits = bench::limits::measure(&args.dir)
         .map_err(|err| format!("{}: {err}", args.dir.display()))?;
@@ -423,6 +475,7 @@ fn main() -> ExitCode {
         Command::Limits(args) => limits(args),
         Command::Storage(args) => storage(args),
         Command::Coordinator(args) => coordinator(args),
+        Command::CoordinatorFailover(args) => coordinator_failover(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -172,6 +172,8 @@ pub struct Ensemble {
 
 /// Forwards queued by the core before it stops reading clients (bounded: back-pressure).
 const FORWARD_QUEUE: usize = 8192;
+/// Forwards handed to the ZAB driver at once.
+const FORWARD_BATCH: usize = 1024;
 
 impl Ensemble {
     /// Starts the ZAB node for `zoo` (with `server.N` lines and `myid`) driving `processor`.
@@ -268,10 +270,20 @@ fn forward_loop(
     processor: &SharedProcessor,
     wake: Sender<()>,
 ) {
-    let mut request_id: u64 = 0;
-    while let Ok(payload) = rx.recv() {
-        request_id += 1;
-        if let Err(e) = node.forward(request_id, payload) {
+    let mut next_request_id: u64 = 1;
+    while let Ok(first) = rx.recv() {
+        // Everything queued meanwhile goes in the same hand-over: under load the wait for
+        // the driver is paid once per batch, not once per write.
+        let mut payloads = vec![first];
+        while payloads.len() < FORWARD_BATCH {
+            match rx.try_recv() {
+                Ok(p) => payloads.push(p),
+                Err(_) => break,
+            }
+        }
+        let first_request_id = next_request_id;
+        next_request_id += payloads.len() as u64;
+        if let Err(e) = node.forward_batch(first_request_id, payloads) {
             // The request may never reach a leader; like a ZooKeeper server that stops
             // serving, drop every client so they reconnect and retry elsewhere.
             tracing::info!("forward to the leader failed ({e}); closing client connections");

@@ -165,8 +165,8 @@ enum Event {
         reply: Sender<Result<Zxid, ZabError>>,
     },
     Forward {
-        request_id: u64,
-        payload: Vec<u8>,
+        first_request_id: u64,
+        payloads: Vec<Vec<u8>>,
         reply: Sender<Result<(), ZabError>>,
     },
     Shutdown,
@@ -345,11 +345,22 @@ impl ZabNode {
     /// Sends a client write to the leader's [`Application::forwarded`] (on the leader
     /// itself, hands it to the local application the same way).
     pub fn forward(&self, request_id: u64, payload: Vec<u8>) -> Result<(), ZabError> {
+        self.forward_batch(request_id, vec![payload])
+    }
+
+    /// [`ZabNode::forward`] for many writes at once (request ids `first_request_id..`): one
+    /// hand-over to the driver and one wait, however many there are, so a busy server's
+    /// forwarding keeps up with its clients.
+    pub fn forward_batch(
+        &self,
+        first_request_id: u64,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<(), ZabError> {
         let (reply, rx) = mpsc::channel();
         self.tx
             .send(Event::Forward {
-                request_id,
-                payload,
+                first_request_id,
+                payloads,
                 reply,
             })
             .map_err(|_| ZabError::Stopped("driver gone".into()))?;
@@ -622,14 +633,17 @@ impl<A: Application> Driver<A> {
             }
             Event::Propose { .. } => {}
             Event::Forward {
-                request_id,
-                payload,
+                first_request_id,
+                payloads,
                 reply,
             } => {
-                let r = self
-                    .peer
-                    .forward(request_id, payload)
-                    .map_err(|e| ZabError::NotLeader { leader: e.leader });
+                let mut r = Ok(());
+                for (request_id, payload) in (first_request_id..).zip(payloads) {
+                    if let Err(e) = self.peer.forward(request_id, payload) {
+                        r = Err(ZabError::NotLeader { leader: e.leader });
+                        break;
+                    }
+                }
                 let _ = reply.send(r);
             }
             Event::Shutdown => {}
