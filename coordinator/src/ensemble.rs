@@ -22,7 +22,9 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::config::{PeerRole, ZooConfig};
 use crate::data_tree::DataTree;
 use crate::request_processor::{Now, RequestProcessor};
-use crate::zab::{Application, Forwarded, NodeConfig, Role, Status, ZabError, ZabNode, Zxid};
+use crate::zab::{
+    Application, Forwarded, NodeConfig, Role, SnapshotSource, Status, ZabError, ZabNode, Zxid,
+};
 
 /// The processor shared by the core thread and the ZAB driver thread.
 pub type SharedProcessor = Arc<Mutex<RequestProcessor>>;
@@ -90,6 +92,12 @@ impl Application for ProcessorApp {
 
     fn snapshot(&self) -> Vec<u8> {
         lock(&self.processor).tree().serialize()
+    }
+
+    fn snapshot_source(&self) -> SnapshotSource {
+        // The lock is held only to copy the node map's pointers, not to serialize.
+        let image = lock(&self.processor).tree().image();
+        Box::new(move || image.serialize())
     }
 
     fn restore(&mut self, zxid: Zxid, snapshot: &[u8]) {

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use crate::data_tree::{create_returns_stat, validate_path, DataTree, TxnResult};
+use crate::data_tree::{create_returns_stat, validate_path, DataTree, TreeImage, TxnResult};
 use crate::jute::codes::{add_watch_mode, err, event, op, perms, watcher_type, xid};
 use crate::jute::records::{
     write_multi_header, Acl, ConnectRequest, ConnectResponse, ReplyHeader, Request, RequestHeader,
@@ -54,9 +54,9 @@ pub enum Effect {
     /// Ensemble: hand to the ZAB leader, whose processor turns it into a transaction with
     /// [`RequestProcessor::forwarded`]; ZAB then commits it on every server.
     Forward { payload: Vec<u8> },
-    /// Enough transactions were applied since the last snapshot: persist `bytes` (the tree
-    /// serialized at `zxid`).
-    Snapshot { zxid: i64, bytes: Vec<u8> },
+    /// Enough transactions were applied since the last snapshot: persist `image` (the tree
+    /// frozen at `zxid`; serialize it off the core thread).
+    Snapshot { zxid: i64, image: TreeImage },
 }
 
 /// Settings of the core (from zoo.cfg).
@@ -848,7 +848,7 @@ impl RequestProcessor {
                                     self.watches.add(&path, WatchKind::Data, conn);
                                 }
                             } else {
-                                let children: Vec<&str> = node.children().collect();
+                                let children: Vec<&str> = self.tree.children(&path).collect();
                                 body.string_vec(&children);
                                 if watch {
                                     self.watches.add(&path, WatchKind::Child, conn);
@@ -986,7 +986,7 @@ impl RequestProcessor {
         match self.readable(path) {
             Ok(node) => {
                 let mut body = Writer::new();
-                let children: Vec<&str> = node.children().collect();
+                let children: Vec<&str> = self.tree.children(path).collect();
                 body.string_vec(&children);
                 if with_stat {
                     node.stat().encode(&mut body);
@@ -1115,7 +1115,7 @@ impl RequestProcessor {
             self.applied_since_snapshot = 0;
             self.out.push(Effect::Snapshot {
                 zxid,
-                bytes: self.tree.serialize(),
+                image: self.tree.image(),
             });
         }
     }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
 use crate::config::ZooConfig;
-use crate::data_tree::DataTree;
+use crate::data_tree::{DataTree, TreeImage};
 use crate::ensemble::{lock, Ensemble, SharedProcessor};
 use crate::four_letter;
 use crate::replicator::{Committed, LocalLog, Replicator};
@@ -695,7 +695,7 @@ impl Core {
                         tracing::error!("forward effect from a standalone processor dropped");
                     }
                 },
-                Effect::Snapshot { zxid, bytes } => {
+                Effect::Snapshot { zxid, image } => {
                     let Backend::Local(replicator) = &mut self.backend else {
                         // ZAB snapshots on its own.
                         continue;
@@ -705,7 +705,7 @@ impl Core {
                         crate::txn_log::log_dir(&self.zoo.data_log_dir),
                         self.zoo.snap_retain_count as usize,
                         zxid,
-                        bytes,
+                        image,
                     ) {
                         replicator.snapshot_taken(zxid);
                     }
@@ -734,7 +734,7 @@ impl SnapshotWriter {
         log_dir: PathBuf,
         keep: usize,
         zxid: i64,
-        bytes: Vec<u8>,
+        image: TreeImage,
     ) -> bool {
         if self.running.as_ref().is_some_and(|t| !t.is_finished()) {
             tracing::warn!("snapshot {zxid:#x} skipped: the previous one is still being written");
@@ -743,17 +743,18 @@ impl SnapshotWriter {
         if let Some(t) = self.running.take() {
             let _ = t.join();
         }
-        let spawned = std::thread::Builder::new()
-            .name("snapshot".into())
-            .spawn(move || match write_snapshot(&snap_dir, zxid, &bytes) {
-                Ok(path) => {
-                    tracing::info!("snapshot written: {}", path.display());
-                    if let Err(e) = purge(&snap_dir, &log_dir, keep) {
-                        tracing::warn!("purging old snapshots and logs: {e}");
+        let spawned =
+            std::thread::Builder::new().name("snapshot".into()).spawn(
+                move || match write_snapshot(&snap_dir, zxid, &image.serialize()) {
+                    Ok(path) => {
+                        tracing::info!("snapshot written: {}", path.display());
+                        if let Err(e) = purge(&snap_dir, &log_dir, keep) {
+                            tracing::warn!("purging old snapshots and logs: {e}");
+                        }
                     }
-                }
-                Err(e) => tracing::error!("snapshot {zxid:#x} in {}: {e}", snap_dir.display()),
-            });
+                    Err(e) => tracing::error!("snapshot {zxid:#x} in {}: {e}", snap_dir.display()),
+                },
+            );
         match spawned {
             Ok(t) => {
                 self.running = Some(t);

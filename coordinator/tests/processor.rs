@@ -68,8 +68,9 @@ impl Harness {
                         }
                     }
                     Effect::Forward { .. } => panic!("a standalone processor never forwards"),
-                    Effect::Snapshot { bytes, .. } => {
-                        let copy = DataTree::deserialize(&bytes).expect("snapshot reloads");
+                    Effect::Snapshot { image, .. } => {
+                        let copy =
+                            DataTree::deserialize(&image.serialize()).expect("snapshot reloads");
                         assert_eq!(copy.digest(), self.p.tree().digest());
                         self.snapshots += 1;
                     }
@@ -576,7 +577,10 @@ fn snapshot_round_trips_the_tree() {
     for path in ["/", "/snap", "/zookeeper"] {
         let (a, b) = (copy.get(path).unwrap(), h.p.tree().get(path).unwrap());
         assert_eq!(a.stat(), b.stat(), "{path}");
-        assert!(a.children().eq(b.children()), "{path} children");
+        assert!(
+            copy.children(path).eq(h.p.tree().children(path)),
+            "{path} children"
+        );
     }
     for cut in [0, 8, 20, bytes.len() / 2, bytes.len() - 1] {
         assert!(DataTree::deserialize(&bytes[..cut]).is_err());
@@ -805,4 +809,53 @@ fn persistent_and_recursive_watches_keep_firing() {
         vec![(event::NODE_CHILDREN_CHANGED, "/pw".to_string())],
         "only the plain persistent watch is left"
     );
+}
+
+/// An image taken before later writes serializes the tree as it was when taken, however the
+/// live tree changed meanwhile (copy on write of shared nodes), and the live tree is intact.
+#[test]
+fn tree_image_is_frozen_while_the_tree_changes() {
+    let mut h = Harness::new();
+    h.connect(1, 0, vec![0; 16]);
+    h.create(1, "/img", 0).unwrap();
+    for i in 0..10 {
+        h.create(1, &format!("/img/n{i}"), 0).unwrap();
+    }
+    let image = h.p.tree().image();
+    let digest_then = h.p.tree().digest();
+    let count_then = h.p.tree().node_count();
+    // Change the data of a shared node, add children to a shared parent, delete a node.
+    h.send(
+        1,
+        100,
+        &Request::SetData {
+            path: "/img/n0".into(),
+            data: Some(vec![7; 32]),
+            version: -1,
+        },
+    );
+    h.take(1);
+    for i in 10..20 {
+        h.create(1, &format!("/img/n{i}"), 0).unwrap();
+    }
+    h.send(
+        1,
+        101,
+        &Request::Delete {
+            path: "/img/n1".into(),
+            version: -1,
+        },
+    );
+    h.take(1);
+    assert_ne!(h.p.tree().digest(), digest_then);
+    let then = DataTree::deserialize(&image.serialize()).unwrap();
+    assert_eq!(then.digest(), digest_then);
+    assert_eq!(then.node_count(), count_then);
+    assert_eq!(then.get("/img").unwrap().num_children(), 10);
+    assert!(then.get("/img/n1").is_some() && then.get("/img/n15").is_none());
+    let now = DataTree::deserialize(&h.p.tree().serialize()).unwrap();
+    assert_eq!(now.digest(), h.p.tree().digest());
+    assert_eq!(h.p.tree().get("/img").unwrap().num_children(), 19);
+    assert_eq!(h.p.tree().children("/img").count(), 19);
+    assert_eq!(h.p.tree().get("/img/n0").unwrap().data_len(), 32);
 }

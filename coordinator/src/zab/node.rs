@@ -30,6 +30,9 @@ use super::zxid::{ServerId, Zxid};
 
 const EVENTS_PER_BATCH: usize = 512;
 
+/// Produces a snapshot's bytes on the snapshot thread ([`Application::snapshot_source`]).
+pub type SnapshotSource = Box<dyn FnOnce() -> Vec<u8> + Send>;
+
 /// The replicated state machine ZAB drives. Called on the node's driver thread only.
 pub trait Application: Send + 'static {
     /// Applies a committed transaction; zxids arrive in increasing order, each once per
@@ -37,6 +40,14 @@ pub trait Application: Send + 'static {
     fn apply(&mut self, zxid: Zxid, payload: &[u8]);
     /// Serializes the state reflecting everything applied so far.
     fn snapshot(&self) -> Vec<u8>;
+    /// The same bytes, produced later on the snapshot thread: an application that can
+    /// freeze its state cheaply returns a closure over the frozen copy, so the driver (and
+    /// whoever shares the state with it) does not wait while a large state is serialized.
+    /// The default serializes at once.
+    fn snapshot_source(&self) -> SnapshotSource {
+        let bytes = self.snapshot();
+        Box::new(move || bytes)
+    }
     /// Replaces the state with a snapshot taken at `zxid`. At start-up it is called with the
     /// newest local snapshot (zxid 0 and empty bytes: the initial empty state); during SNAP
     /// synchronization with the leader's. State may move back in time here, before the
@@ -444,12 +455,11 @@ struct Driver<A: Application> {
     start: Instant,
 }
 
-/// A snapshot file written off the driver thread: serializing needs the application (on the
-/// driver), writing and fsyncing hundreds of megabytes need not stall the pipeline.
+/// A snapshot made off the driver thread: the application hands over a frozen source;
+/// serializing, writing and fsyncing hundreds of megabytes need not stall the pipeline.
 struct SnapshotJob {
     zxid: Zxid,
-    data: Arc<Vec<u8>>,
-    handle: JoinHandle<Result<(), StorageError>>,
+    handle: JoinHandle<Result<Arc<Vec<u8>>, StorageError>>,
 }
 
 enum End {
@@ -539,9 +549,9 @@ impl<A: Application> Driver<A> {
                 reason: "snapshot writer panicked".into(),
             })
         });
-        result?;
+        let data = result?;
         self.storage.snapshot_written(job.zxid)?;
-        self.peer.snapshot_taken(job.zxid, job.data);
+        self.peer.snapshot_taken(job.zxid, data);
         tracing::info!(zxid = format_args!("{:#x}", job.zxid), "snapshot taken");
         self.drain()
     }
@@ -728,17 +738,19 @@ impl<A: Application> Driver<A> {
         }
         if self.since_snapshot >= self.snap_count && self.snapshot_job.is_none() {
             let zxid = self.shared.applied.load(Ordering::SeqCst);
-            let data = Arc::new(self.app.snapshot());
+            let source = self.app.snapshot_source();
             let dir = self.storage.snapshot_dir().to_path_buf();
-            let bytes = data.clone();
             let handle = thread::Builder::new()
                 .name("zab-snapshot".into())
-                .spawn(move || write_snapshot(&dir, zxid, &bytes).map(|_| ()))
+                .spawn(move || {
+                    let data = Arc::new(source());
+                    write_snapshot(&dir, zxid, &data).map(|_| data)
+                })
                 .map_err(|e| StorageError::Io {
                     path: self.storage.snapshot_dir().to_path_buf(),
                     source: e,
                 })?;
-            self.snapshot_job = Some(SnapshotJob { zxid, data, handle });
+            self.snapshot_job = Some(SnapshotJob { zxid, handle });
             self.since_snapshot = 0;
         }
         for f in out.forwarded {

@@ -627,6 +627,18 @@ impl Peer {
         self.maybe_schedule_decision();
     }
 
+    /// Sends our current (looking) vote of this round to one peer.
+    fn tell_vote(&mut self, to: ServerId, vote: Vote) {
+        self.out.messages.push((
+            to,
+            Message::Notification {
+                vote,
+                round: self.round,
+                state: PeerState::Looking,
+            },
+        ));
+    }
+
     fn broadcast_vote(&mut self, vote: Vote, state: PeerState) {
         for &p in &self.cfg.voters {
             if p != self.cfg.my_id {
@@ -708,14 +720,7 @@ impl Peer {
                 e.decide_at_ms = None;
                 rebroadcast = Some(e.vote);
             } else if round < self.round {
-                self.out.messages.push((
-                    from,
-                    Message::Notification {
-                        vote: e.vote,
-                        round: self.round,
-                        state: PeerState::Looking,
-                    },
-                ));
+                self.tell_vote(from, e.vote);
                 self.role = RoleState::Looking(e);
                 return;
             } else if vote.beats(&e.vote) {
@@ -723,6 +728,12 @@ impl Peer {
                 e.recv.insert(self.cfg.my_id, vote);
                 e.decide_at_ms = None;
                 rebroadcast = Some(vote);
+            } else if vote != e.vote {
+                // Ours is better and the sender has not adopted it: it was probably still
+                // following when we broadcast (it noticed the leader's death later). Tell
+                // it now instead of at the next resend, election_timeout_ms away. No echo
+                // loop: it adopts our vote, and an equal vote gets no answer.
+                self.tell_vote(from, e.vote);
             }
             e.recv.insert(from, vote);
             self.role = RoleState::Looking(e);
@@ -1546,6 +1557,39 @@ mod tests {
             "the restored log commits once leading"
         );
         assert_eq!(p.applied_zxid(), make_zxid(1, 75));
+    }
+
+    /// A peer that was still following when we broadcast our (better) vote, and now looks
+    /// with its own, hears ours at once rather than at the next resend: the election after
+    /// a leader's death then takes the finalize wait, not election_timeout_ms more.
+    #[test]
+    fn looking_answers_a_worse_vote_at_once_and_an_equal_one_not_at_all() {
+        let mut p =
+            Peer::new(PeerConfig::new(3, vec![1, 2, 3]), Restored::default(), 0).expect("peer");
+        p.take_outputs();
+        let vote = |leader| Vote {
+            leader,
+            zxid: 0,
+            epoch: 0,
+        };
+        let looking = |v| Message::Notification {
+            vote: v,
+            round: 1,
+            state: PeerState::Looking,
+        };
+        p.step(2, looking(vote(2))).expect("step");
+        let out = p.take_outputs();
+        assert_eq!(
+            out.messages,
+            vec![(2, looking(vote(3)))],
+            "our better vote goes straight back to the sender"
+        );
+        p.step(2, looking(vote(3))).expect("step");
+        let out = p.take_outputs();
+        assert!(
+            out.messages.iter().all(|(to, _)| *to != 2),
+            "no echo once the sender agrees"
+        );
     }
 
     #[test]
