@@ -21,10 +21,10 @@ from kazoo.exceptions import ConnectionLoss, NodeExistsError, SessionExpiredErro
 from kazoo.recipe.barrier import Barrier
 from kazoo.recipe.election import Election
 from kazoo.recipe.lock import Lock
-from kazoo.recipe.queue import Queue
+from kazoo.recipe.queue import LockingQueue, Queue
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
-from test_coordinator_kazoo import built_binary, coordinator_binary, four_letter, free_port, is_closed, raw_connect, wait_until
+from test_coordinator_kazoo import built_binary, coordinator_binary, raw_create_ephemeral, send_malformed_frames, four_letter, free_port, is_closed, raw_connect, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -201,6 +201,24 @@ def test_queue_and_barrier_across_servers(clients):
     assert passed.is_set()
 
 
+def test_locking_queue_across_servers(clients):
+    a, b, c = clients(0), clients(1), clients(2)
+    producer = LockingQueue(a, "/ens/lqueue")
+    producer.put(b"low", priority=100)
+    producer.put(b"high", priority=1)
+    producer.put_all([b"x", b"y"], priority=50)
+    b.sync("/ens/lqueue")
+    first = LockingQueue(b, "/ens/lqueue")
+    assert first.get(timeout=5) == b"high"
+    # Taken but not consumed: another consumer on another server cannot take it too.
+    second = LockingQueue(c, "/ens/lqueue")
+    assert second.get(timeout=5) == b"x"
+    assert first.consume() and second.consume()
+    assert first.get(timeout=5) == b"y" and first.consume()
+    assert first.get(timeout=5) == b"low" and first.consume()
+    assert len(LockingQueue(a, "/ens/lqueue")) == 0
+
+
 def test_watches_fire_for_writes_through_other_servers(clients):
     a, b = clients(0), clients(1)
     a.ensure_path("/ens/watched")
@@ -248,12 +266,21 @@ def test_leader_expires_silent_follower_sessions_and_keeps_pinging_ones(ensemble
     # expire it although the timeout is much shorter than the wait.
     alive = KazooClient(hosts=ensemble.hosts([follower]), timeout=1.0)
     alive.start(timeout=15)
+    observers = [clients(i) for i in range(3)]
     try:
         alive.create("/ens/alive", b"", ephemeral=True)
-        # A raw session that never pings: the leader expires it and the follower closes it.
+        # A raw session that creates an ephemeral and never pings: the leader expires it, the
+        # ephemeral vanishes on every server and the follower closes the connection.
         sock, negotiated, sid, passwd = raw_connect(port, timeout_ms=800)
         assert negotiated > 0
+        assert raw_create_ephemeral(sock, 1, "/ens/silent-ephemeral") == 0
+        for o in observers:
+            o.sync("/ens")
+            assert o.exists("/ens/silent-ephemeral").ephemeralOwner == sid
         assert is_closed(sock, timeout=10), "silent session was not expired"
+        for o in observers:
+            o.sync("/ens")
+            assert o.exists("/ens/silent-ephemeral") is None
         sock.close()
         again, negotiated, _, _ = raw_connect(port, session_id=sid, passwd=passwd)
         again.close()
@@ -373,3 +400,21 @@ def test_bench_failover_with_default_timing(tmp_path):
         assert sum(p.poll() is None for p in ens.procs) == 2, "exactly the leader was killed"
     finally:
         ens.stop()
+
+
+def test_malformed_frames_on_every_server_leave_the_ensemble_serving(ensemble, clients):
+    """Every kind of malformed input, sent to each server, gets ZooKeeper's answer or a closed
+    connection; afterwards all three still serve, replicate and answer four-letter words."""
+    a = clients(0)
+    a.ensure_path("/ens/malformed")
+    for i in range(3):
+        send_malformed_frames(ensemble.client_ports[i], "/ens")
+    assert len(ensemble.running()) == 3
+    for i in range(3):
+        c = clients(i)
+        c.set("/ens/malformed", f"after {i}".encode())
+        for j in range(3):
+            reader = clients(j)
+            reader.sync("/ens/malformed")
+            assert reader.get("/ens/malformed")[0] == f"after {i}".encode()
+        assert four_letter(ensemble.client_ports[i], "ruok") == "imok"

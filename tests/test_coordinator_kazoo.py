@@ -327,18 +327,24 @@ def test_ephemeral_vanishes_when_session_closes(client_factory):
     assert observer.exists("/eph/closing") is None
 
 
+def raw_create_ephemeral(sock, xid, path):
+    """Creates `path` as an ephemeral node of the raw session on `sock`; returns the error code."""
+    create = struct.pack(">ii", xid, 1) + jstring(path) + struct.pack(">i", 0)
+    create += struct.pack(">i", 1) + struct.pack(">i", 31) + jstring("world") + jstring("anyone")
+    create += struct.pack(">i", 1)  # EPHEMERAL
+    sock.sendall(frame(create))
+    reply_xid, _zxid, err = struct.unpack_from(">iqi", recv_frame(sock))
+    assert reply_xid == xid
+    return err
+
+
 def test_ephemeral_vanishes_when_session_expires(server, client_factory):
     observer = client_factory()
     observer.ensure_path("/eph")
     # A raw client that creates an ephemeral node and then goes silent (no pings).
     sock, negotiated, sid, _ = raw_connect(server.port, timeout_ms=400)
     assert negotiated == 400  # minSessionTimeout = 2 * tickTime
-    create = struct.pack(">ii", 1, 1) + jstring("/eph/silent") + struct.pack(">i", 0)
-    create += struct.pack(">i", 1) + struct.pack(">i", 31) + jstring("world") + jstring("anyone")
-    create += struct.pack(">i", 1)  # EPHEMERAL
-    sock.sendall(frame(create))
-    xid, zxid, err = struct.unpack_from(">iqi", recv_frame(sock))
-    assert (xid, err) == (1, 0)
+    assert raw_create_ephemeral(sock, 1, "/eph/silent") == 0
     owner = observer.get("/eph/silent")[1].ephemeralOwner
     assert owner == sid
     started = time.time()
@@ -396,42 +402,48 @@ def test_transactions_are_atomic(client_factory):
 
 # --- malformed input ----------------------------------------------------------------------
 
-def test_malformed_frames_are_answered_or_closed_and_others_keep_working(server, client_factory):
-    healthy = client_factory()
-    healthy.ensure_path("/malformed")
-
+def send_malformed_frames(port, existing_path):
+    """Sends one server every kind of malformed input and checks each gets ZooKeeper's answer
+    or a closed connection; `existing_path` must exist (a valid request checks the session
+    still works after the bad ones)."""
     # Negative and oversized lengths: the connection is closed.
     for length in (-1, 2**31 - 1, 1_048_575 + 4096):
-        s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
         s.sendall(struct.pack(">i", length) + b"\0" * 16)
         assert is_closed(s), f"length {length}"
         s.close()
 
     # A connect request that is garbage: closed.
-    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(frame(b"\x01\x02\x03"))
     assert is_closed(s)
     s.close()
 
     # Other protocols' bytes (their first 4 bytes read as a negative or huge length): closed.
     for junk in (b"\xde\xad\xbe\xef" + os.urandom(64), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"):
-        s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
         s.sendall(junk)
         assert is_closed(s)
         s.close()
 
     # After a good connect: unknown opcode -> UNIMPLEMENTED, bad body -> MARSHALLINGERROR,
     # and the session keeps working; a header shorter than 8 bytes -> closed.
-    s, _, _, _ = raw_connect(server.port)
+    s, _, _, _ = raw_connect(port)
     s.sendall(frame(struct.pack(">ii", 5, 9999)))
     assert struct.unpack_from(">iqi", recv_frame(s))[::2] == (5, -6)
     s.sendall(frame(struct.pack(">ii", 6, 4) + b"\xff\xff\xff\x00"))
     assert struct.unpack_from(">iqi", recv_frame(s))[::2] == (6, -5)
-    s.sendall(frame(struct.pack(">ii", 7, 3) + jstring("/malformed") + b"\0"))
+    s.sendall(frame(struct.pack(">ii", 7, 3) + jstring(existing_path) + b"\0"))
     assert struct.unpack_from(">iqi", recv_frame(s))[::2] == (7, 0)
     s.sendall(frame(b"\x00\x01"))
     assert is_closed(s)
     s.close()
+
+
+def test_malformed_frames_are_answered_or_closed_and_others_keep_working(server, client_factory):
+    healthy = client_factory()
+    healthy.ensure_path("/malformed")
+    send_malformed_frames(server.port, "/malformed")
 
     # The server still serves everyone else.
     assert four_letter(server.port, "ruok") == "imok"

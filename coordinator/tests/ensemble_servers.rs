@@ -3,7 +3,9 @@
 //! through one server are read (after sync) through the others, watches registered on one
 //! server fire for writes made through another, an ephemeral node vanishes everywhere when
 //! its session closes, sequential names are unique across servers, and a stopped leader is
-//! replaced while the data survives; and an observer line is refused with a clear error. Servers bind free loopback ports in temp dirs and are
+//! replaced while the data survives; that the seeds' recipes (lock, election, queue,
+//! barrier) work with their clients on different servers; and an observer line is refused
+//! with a clear error. Servers bind free loopback ports in temp dirs and are
 //! shut down at the end, also when an assertion fails.
 
 use std::net::TcpListener;
@@ -213,6 +215,104 @@ async fn three_servers_replicate_writes_watches_and_ephemerals() {
         back.sync("/after").await.unwrap();
         assert!(back.check_stat("/after").await.unwrap().is_some());
         assert_eq!(back.get_data("/app/m1").await.unwrap().0, b"y");
+    })
+    .await;
+    drop(ens);
+    result.expect("test timed out");
+}
+
+/// The recipes of the seeds from Rust, each with its clients on different servers: a lock
+/// (the crate's own recipe), a leader election and a queue built from ephemeral and
+/// sequential nodes with watches, and a barrier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipes_work_with_clients_on_different_servers() {
+    let ens = Ensemble::start(3);
+    let result = tokio::time::timeout(Duration::from_secs(90), async {
+        let a = connect(&ens.addr(0)).await;
+        let b = connect(&ens.addr(1)).await;
+        let c = connect(&ens.addr(2)).await;
+        let acls = || {
+            zk::LockOptions::new(zk::Acls::anyone_all())
+                .with_ancestor_options(persistent())
+                .unwrap()
+        };
+
+        // Lock: b waits while a holds it, and gets it once a releases.
+        let prefix = || zk::LockPrefix::new_curator("/locks/l", "lock-").unwrap();
+        let held = a.lock(prefix(), b"a", acls()).await.unwrap();
+        let waiter = tokio::spawn(async move {
+            let lock = b.lock(prefix(), b"b", acls()).await.unwrap();
+            drop(lock); // releases it
+            b
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiter.is_finished(), "b got the lock while a held it");
+        drop(held); // releases it
+        let b = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("b never got the lock")
+            .unwrap();
+
+        // Election: the lowest ephemeral-sequential candidate leads; the next one watches
+        // its predecessor and leads when that session ends.
+        a.create("/election", b"", &persistent()).await.unwrap();
+        let candidate = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+        let first = connect(&ens.addr(0)).await;
+        let (_, s1) = first
+            .create("/election/n-", b"first", &candidate)
+            .await
+            .unwrap();
+        let (_, s2) = c.create("/election/n-", b"c", &candidate).await.unwrap();
+        assert!(s1.into_i64() < s2.into_i64());
+        c.sync("/election").await.unwrap();
+        let predecessor = format!("/election/n-{s1}");
+        let (stat, leader_gone) = c.check_and_watch_stat(&predecessor).await.unwrap();
+        assert!(stat.is_some(), "c sees the current leader");
+        drop(first);
+        let ev = tokio::time::timeout(Duration::from_secs(10), leader_gone.changed())
+            .await
+            .unwrap();
+        assert_eq!(ev.event_type, zk::EventType::NodeDeleted);
+        let mut candidates = c.list_children("/election").await.unwrap();
+        candidates.sort();
+        assert_eq!(candidates, vec![format!("n-{s2}")], "c now leads");
+
+        // Queue: a producer on server 1, a consumer on server 3, FIFO by sequence number.
+        a.create("/queue", b"", &persistent()).await.unwrap();
+        let item = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+        for payload in [b"1", b"2", b"3"] {
+            a.create("/queue/item-", payload, &item).await.unwrap();
+        }
+        c.sync("/queue").await.unwrap();
+        let mut items = c.list_children("/queue").await.unwrap();
+        items.sort();
+        let mut consumed = Vec::new();
+        for name in items {
+            let path = format!("/queue/{name}");
+            let (data, stat) = c.get_data(&path).await.unwrap();
+            c.delete(&path, Some(stat.version)).await.unwrap();
+            consumed.push(data);
+        }
+        assert_eq!(consumed, vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
+        b.sync("/queue").await.unwrap();
+        assert!(b.list_children("/queue").await.unwrap().is_empty());
+
+        // Barrier: waiters on servers 2 and 3 pass when it is removed through server 1.
+        a.create("/barrier", b"", &persistent()).await.unwrap();
+        let mut watches = Vec::new();
+        for waiter in [&b, &c] {
+            waiter.sync("/barrier").await.unwrap();
+            let (stat, watch) = waiter.check_and_watch_stat("/barrier").await.unwrap();
+            assert!(stat.is_some(), "the barrier is up");
+            watches.push(watch);
+        }
+        a.delete("/barrier", None).await.unwrap();
+        for watch in watches {
+            let ev = tokio::time::timeout(Duration::from_secs(5), watch.changed())
+                .await
+                .unwrap();
+            assert_eq!(ev.event_type, zk::EventType::NodeDeleted);
+        }
     })
     .await;
     drop(ens);
