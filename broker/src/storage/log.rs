@@ -970,6 +970,7 @@ pub(crate) async fn create_segment(
     config: &LogConfig,
 ) -> Result<Segment, LogError> {
     let log_path = segment_file(dir, base_offset, "log");
+    super::iopoll_probe::prepare(dir).await;
     let dma = DmaOpenOptions::new()
         .read(true)
         .write(true)

@@ -333,6 +333,7 @@ async fn recover_segment(
     let log_path = segment_file(dir, base, "log");
     let index_path = segment_file(dir, base, "index");
     let time_path = segment_file(dir, base, "timeindex");
+    super::iopoll_probe::prepare(dir).await;
     let dma = DmaOpenOptions::new()
         .read(true)
         .write(true)

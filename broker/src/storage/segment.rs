@@ -37,10 +37,8 @@ pub(crate) struct Segment {
     pub log_path: PathBuf,
     /// O_DIRECT handle: appends of the active segment, truncation, fdatasync.
     pub dma: Rc<DmaFile>,
-    /// io_uring buffered handle for the engine's own reads (header scans, recovery): glommio's
-    /// O_DIRECT reads fail with EOPNOTSUPP on this kernel (6.18, virtio disk) while its
-    /// O_DIRECT writes work, so reads go through the page cache, which direct writes keep
-    /// coherent.
+    /// io_uring buffered handle for the engine's own reads (header scans, recovery): they go
+    /// through the page cache, which direct writes keep coherent, as fetches do.
     pub scan: Rc<BufferedFile>,
     /// Buffered read-only handle handed out in [`super::FileRange`]s for splice/sendfile.
     pub reader: Rc<File>,
