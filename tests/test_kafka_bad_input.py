@@ -1,7 +1,8 @@
 """Proves the broker binary survives each kind of bad input with the right Kafka error code or
 a closed connection, and still serves a good client (kafka-python admin + confluent-kafka
 produce/consume) afterwards: oversize, negative and truncated frames, a client vanishing
-mid-request, unknown API keys and versions, a corrupt CRC, unknown topics and partitions."""
+mid-request, unknown API keys and versions, arrays declaring billions of elements, a corrupt
+CRC, unknown topics and partitions."""
 
 import socket
 import struct
@@ -91,6 +92,27 @@ def test_malformed_body(broker):
     sock = connect(broker)
     sock.sendall(frame(3, 1, 7, struct.pack(">i", 1000)))  # claims 1000 topics, has none
     assert closed(sock)
+    good_client_works(broker)
+
+
+def test_huge_declared_array_counts(broker):
+    """Tiny frames whose arrays claim up to 2^31-1 elements (found by `scripts/fuzz`): the
+    decoder reserves memory by the declared count before reading elements, which aborts a
+    process whose allocator refuses such a reservation; the broker must close the connection
+    and keep serving, many times over."""
+    huge = struct.pack(">i", 0x7FFFFFFF)
+    frames = [
+        frame(3, 0, 1, huge),  # Metadata v0: topics
+        frame(15, 0, 2, huge),  # DescribeGroups v0: groups
+        frame(1, 4, 3, struct.pack(">ii", -1, 500) + huge),  # Fetch v4: topics
+        frame(0, 3, 4, struct.pack(">hhi", -1, 1, 1000) + huge),  # Produce v3: topic data
+    ]
+    for _ in range(20):
+        for f in frames:
+            sock = connect(broker)
+            sock.sendall(f)
+            assert closed(sock)
+            sock.close()
     good_client_works(broker)
 
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod data_tree;
 pub mod ensemble;
 pub mod four_letter;
+pub mod hostile_client;
 pub mod jute;
 pub mod pending_changes;
 pub mod replicator;

@@ -4,35 +4,11 @@
 //! proptest generates the inputs.
 
 use coordinator::data_tree::DataTree;
+use coordinator::hostile_client::{HostileClient, OPCODES as OPS};
 use coordinator::jute::codes::op;
 use coordinator::jute::records::{ConnectRequest, Request};
-use coordinator::request_processor::{Now, ProcessorConfig, RequestProcessor};
 use coordinator::txn::{ForwardedRequest, Txn};
 use proptest::prelude::*;
-
-const OPS: &[i32] = &[
-    op::CREATE,
-    op::DELETE,
-    op::EXISTS,
-    op::GET_DATA,
-    op::SET_DATA,
-    op::GET_ACL,
-    op::SET_ACL,
-    op::GET_CHILDREN,
-    op::SYNC,
-    op::PING,
-    op::GET_CHILDREN2,
-    op::CHECK,
-    op::MULTI,
-    op::CREATE2,
-    op::CREATE_TTL,
-    op::MULTI_READ,
-    op::SET_WATCHES,
-    op::SET_WATCHES2,
-    op::REMOVE_WATCHES,
-    op::AUTH,
-    op::CLOSE_SESSION,
-];
 
 /// Valid encodings to mutate: a snapshot of a small tree, transactions and requests.
 fn samples() -> Vec<(i32, Vec<u8>)> {
@@ -59,7 +35,7 @@ fn samples() -> Vec<(i32, Vec<u8>)> {
             Request::Multi(vec![
                 MultiOp::Create {
                     op: op::CREATE2,
-                    request: create,
+                    request: create.clone(),
                 },
                 MultiOp::Check {
                     path: "/c".into(),
@@ -88,30 +64,25 @@ fn samples() -> Vec<(i32, Vec<u8>)> {
         req.encode(&mut w);
         out.push((code, w.bytes));
     }
-    let now = Now {
-        mono_ms: 0,
-        wall_ms: 0,
-    };
-    let mut p = RequestProcessor::new(ProcessorConfig::for_tick(1, 100), DataTree::new(), now);
-    p.open(1, "127.0.0.1:1".into());
     let mut w = Writer::new();
-    ConnectRequest {
-        protocol_version: 0,
-        last_zxid_seen: 0,
-        timeout_ms: 1000,
-        session_id: 0,
-        passwd: vec![0; 16],
-        read_only: None,
-    }
-    .encode(&mut w);
-    out.push((-1, w.bytes.clone()));
-    p.connect(1, &w.bytes, now);
-    for e in p.take_effects() {
-        if let coordinator::request_processor::Effect::Propose { zxid, payload } = e {
-            out.push((-2, payload.clone()));
-            p.commit(zxid, &payload, now);
-        }
-    }
+    HostileClient::connect_request().encode(&mut w);
+    out.push((-1, w.bytes));
+    let mut client = HostileClient::new();
+    client.send_request(op::CREATE, &{
+        let mut w = Writer::new();
+        create.encode(&mut w);
+        w.bytes
+    });
+    let txn = coordinator::txn::Txn {
+        header: coordinator::txn::TxnHeader {
+            session_id: 1,
+            cxid: 7,
+            time_ms: 0,
+        },
+        body: coordinator::txn::TxnBody::Delete { path: "/a".into() },
+    };
+    out.push((-2, txn.encode()));
+    let p = &client.processor;
     out.push((-3, p.tree().serialize()));
     out
 }
@@ -161,36 +132,10 @@ proptest! {
     #[test]
     fn processor_survives_arbitrary_frames(frames in proptest::collection::vec(
         (0..OPS.len(), proptest::collection::vec(any::<u8>(), 0..64)), 1..20)) {
-        let now = Now { mono_ms: 0, wall_ms: 0 };
-        let mut p = RequestProcessor::new(ProcessorConfig::for_tick(1, 100), DataTree::new(), now);
-        p.open(1, "127.0.0.1:1".into());
-        let mut w = coordinator::jute::Writer::new();
-        ConnectRequest {
-            protocol_version: 0,
-            last_zxid_seen: 0,
-            timeout_ms: 1000,
-            session_id: 0,
-            passwd: vec![0; 16],
-            read_only: None,
-        }
-        .encode(&mut w);
-        p.connect(1, &w.bytes, now);
-        let mut zxid_payloads = Vec::new();
+        let mut client = HostileClient::new();
         for (op_index, body) in frames {
-            for e in p.take_effects() {
-                if let coordinator::request_processor::Effect::Propose { zxid, payload } = e {
-                    zxid_payloads.push((zxid, payload));
-                }
-            }
-            for (zxid, payload) in zxid_payloads.drain(..) {
-                p.commit(zxid, &payload, now);
-            }
-            let mut frame = Vec::new();
-            frame.extend_from_slice(&7i32.to_be_bytes());
-            frame.extend_from_slice(&OPS[op_index].to_be_bytes());
-            frame.extend_from_slice(&body);
-            p.request(1, &frame, now);
+            client.send_request(OPS[op_index], &body);
         }
-        let _ = p.take_effects();
+        client.close();
     }
 }
