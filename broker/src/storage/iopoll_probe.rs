@@ -44,11 +44,17 @@ pub async fn prepare(dir: &Path) {
     }
     PROBED.with(|p| p.borrow_mut().insert(dev));
     let path = dir.join(PROBE_FILE);
-    let written = std::fs::File::create(&path).and_then(|mut f| {
-        f.write_all(&[0u8; PROBE_BYTES])?;
-        // On disk, so the O_DIRECT read goes to the device rather than stopping short.
-        f.sync_all()
-    });
+    let to_write = path.clone();
+    // Off the shard's thread: an fsync can take seconds while the disk is busy.
+    let written = glommio::executor()
+        .spawn_blocking(move || {
+            std::fs::File::create(&to_write).and_then(|mut f| {
+                f.write_all(&[0u8; PROBE_BYTES])?;
+                // On disk, so the O_DIRECT read goes to the device rather than stopping short.
+                f.sync_all()
+            })
+        })
+        .await;
     if written.is_ok() {
         if let Ok(file) = DmaOpenOptions::new().read(true).dma_open(&path).await {
             let _ = file.close().await;
