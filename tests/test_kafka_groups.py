@@ -389,3 +389,81 @@ def test_kcat_group_consumes_and_commits(tmp_path):
         admin.close()
     finally:
         broker.stop()
+
+
+def raw_call(bootstrap, api_key, version, body, correlation_id=7):
+    """Sends one request on a fresh connection; returns the response body (after the
+    correlation id), or None if the broker closed the connection instead."""
+    import socket
+    import struct
+    host, port = bootstrap.split(":")
+    client_id = b"old-client"
+    header = struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+    assert struct.unpack(">i", data[4:8])[0] == correlation_id
+    return data[8:]
+
+
+def test_offset_commit_v0_v1_and_fetch_v0_share_the_group_offsets(tmp_path):
+    """OffsetCommit v0-1 and OffsetFetch v0 (dropped by Kafka 4, hand-coded in the broker)
+    answer kafka-python's own encoders/decoders of those versions; what they commit is what
+    OffsetFetch v0, v1 and confluent-kafka's v9 read, and a truncated v0 body closes the
+    connection as Kafka does."""
+    import io
+    from confluent_kafka import Consumer, TopicPartition
+    from kafka.protocol.old.commit import (OffsetCommitRequest, OffsetCommitResponse,
+                                           OffsetFetchRequest, OffsetFetchResponse)
+    broker = Broker(tmp_path / "data").start()
+    try:
+        broker.cli("topics", "create", "--bootstrap", broker.bootstrap, "old",
+                   "--partitions", "2")
+
+        def commit(version, request):
+            body = raw_call(broker.bootstrap, 8, version, request.encode())
+            return {(t, p): code for t, parts in
+                    OffsetCommitResponse[version].decode(io.BytesIO(body)).topics
+                    for p, code in parts}
+
+        def fetch(version, partitions):
+            request = OffsetFetchRequest[version](group_id="legacy",
+                                                  topics=[("old", partitions)])
+            body = raw_call(broker.bootstrap, 9, version, request.encode())
+            return {p: (offset, meta, code) for _, parts in
+                    OffsetFetchResponse[version].decode(io.BytesIO(body)).topics
+                    for p, offset, meta, code in parts}
+
+        got = commit(0, OffsetCommitRequest[0](
+            group_id="legacy", topics=[("old", [(0, 5, "m0"), (1, 7, None), (9, 1, "")])]))
+        assert got == {("old", 0): 0, ("old", 1): 0, ("old", 9): 3}
+        assert fetch(0, [0, 1, 9]) == {0: (5, "m0", 0), 1: (7, "", 0), 9: (-1, "", 0)}
+        # v1 without group management (generation -1) moves partition 0 on; with a member id
+        # the group does not know it is refused UNKNOWN_MEMBER_ID, as Kafka does.
+        got = commit(1, OffsetCommitRequest[1](
+            group_id="legacy", generation_id_or_member_epoch=-1, member_id="",
+            topics=[("old", [(0, 11, 1_700_000_000_000, "m1")])]))
+        assert got == {("old", 0): 0}
+        got = commit(1, OffsetCommitRequest[1](
+            group_id="legacy", generation_id_or_member_epoch=3, member_id="ghost",
+            topics=[("old", [(1, 99, -1, None)])]))
+        assert got == {("old", 1): 25}
+        assert fetch(0, [0, 1]) == {0: (11, "m1", 0), 1: (7, "", 0)}
+        assert fetch(1, [0, 1]) == {0: (11, "m1", 0), 1: (7, "", 0)}
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "legacy"})
+        committed = c.committed([TopicPartition("old", 0), TopicPartition("old", 1)],
+                                timeout=10)
+        c.close()
+        assert [(tp.partition, tp.offset) for tp in committed] == [(0, 11), (1, 7)]
+        # A body cut inside a partition entry: the broker closes the connection.
+        whole = OffsetCommitRequest[0](group_id="legacy",
+                                       topics=[("old", [(0, 5, "m0")])]).encode()
+        assert raw_call(broker.bootstrap, 8, 0, whole[:-4]) is None
+        assert fetch(0, [0]) == {0: (11, "m1", 0)}, "the broker still serves after it"
+    finally:
+        broker.stop()

@@ -726,7 +726,7 @@ impl GroupCoordinator {
                     offset: p.offset,
                     leader_epoch: p.leader_epoch,
                     metadata: metadata.clone(),
-                    commit_timestamp_ms: ms_i64(now_ms),
+                    commit_timestamp_ms: p.commit_timestamp_ms.unwrap_or(ms_i64(now_ms)),
                     expire_timestamp_ms: None,
                 };
                 records.push(offset_commit_record(

@@ -214,6 +214,7 @@ impl Shell {
                     leader_epoch: 3,
                     metadata: Some("m".to_owned()),
                     partition_exists: *topic != "missing",
+                    commit_timestamp_ms: None,
                 })
                 .collect(),
         };
@@ -751,6 +752,7 @@ fn offset_commit_checks_generation_and_membership() {
                 leader_epoch: -1,
                 metadata: Some("x".repeat(5000)),
                 partition_exists: true,
+                commit_timestamp_ms: None,
             }],
         },
         s.now_ms,
@@ -1176,6 +1178,40 @@ fn offsets_of_groups_without_members_expire_one_by_one() {
     assert_eq!((s.fetched("t", 0), s.fetched("t", 1)), (-1, 6));
     s.advance(50_000);
     assert!(s.c.group_state(GROUP).is_none());
+}
+
+/// OffsetCommit v1 may carry its own commit time: retention counts from it, as Kafka does.
+#[test]
+fn explicit_v1_commit_timestamp_is_what_retention_counts_from() {
+    let mut s = Shell::new(GroupConfig {
+        offsets_retention_ms: 100_000,
+        offsets_retention_check_interval_ms: 10_000,
+        ..config(0)
+    });
+    s.advance(200_000);
+    let partition = |p: i32, offset: i64, at: Option<i64>| OffsetCommitPartition {
+        topic: "t".to_owned(),
+        partition: p,
+        offset,
+        leader_epoch: -1,
+        metadata: None,
+        partition_exists: true,
+        commit_timestamp_ms: at,
+    };
+    let t = s.token();
+    let req = OffsetCommitRequest {
+        group_id: GROUP.to_owned(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        partitions: vec![partition(0, 5, Some(150_000)), partition(1, 6, None)],
+    };
+    let mut out = Outputs::default();
+    s.c.offset_commit(t, req, s.now_ms, &mut out);
+    s.absorb(out);
+    assert!(s.take(t).is_some());
+    s.advance(60_000);
+    assert_eq!((s.fetched("t", 0), s.fetched("t", 1)), (-1, 6));
 }
 
 #[test]
