@@ -8,7 +8,7 @@ succeed: only REBALANCE_IN_PROGRESS / ILLEGAL_GENERATION (Kafka's answers while 
 rebalances) are retried; anything else, UNKNOWN_MEMBER_ID above all, fails the test.
 `kcat -G` consumes and commits; `broker groups list|describe` show the group and its lag; the
 kafka-python and confluent admin clients list, describe, read the offsets of and delete it.
-Bounded by a 6 s session timeout and a 1 s initial rebalance delay
+Bounded by a 10 s session timeout and a 1 s initial rebalance delay
 (`--group-initial-rebalance-delay-ms`)."""
 
 import collections
@@ -24,7 +24,11 @@ from confluent_kafka import KafkaError, KafkaException
 from conftest import Broker
 
 PARTITIONS = 6
-SESSION_MS = 6000
+# 10 s, not the broker's 6 s minimum: the shared 2-core development VM was seen to stop the
+# broker's (pinned) shard for up to 7 s (logged as "group timers woke N ms late"), and then
+# both the coordinator and librdkafka rightly end every session, which is not what this
+# test is about. A stall of the broker does not depend on the group code.
+SESSION_MS = 10000
 DELAY_ARGS = ("--group-initial-rebalance-delay-ms", "1000")
 # What Kafka answers a live member's commit while its group rebalances.
 REBALANCE_REFUSALS = {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION}
