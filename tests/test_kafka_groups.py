@@ -3,9 +3,12 @@ consumers in one group share a 6-partition topic 2 partitions each, a member kil
 SIGKILL (confluent) or closed (kafka-python) has its partitions taken over by the others within
 the session timeout, every produced message is consumed at least once with none skipped, and
 after every consumer and the broker restart a new consumer resumes from the committed offsets.
+The confluent consumers commit every message synchronously and a live member's commit must
+succeed: only REBALANCE_IN_PROGRESS / ILLEGAL_GENERATION (Kafka's answers while a group
+rebalances) are retried; anything else, UNKNOWN_MEMBER_ID above all, fails the test.
 `kcat -G` consumes and commits; `broker groups list|describe` show the group and its lag; the
 kafka-python and confluent admin clients list, describe, read the offsets of and delete it.
-Bounded by a 6 s session timeout and a 1 s initial rebalance delay
+Bounded by a 10 s session timeout and a 1 s initial rebalance delay
 (`--group-initial-rebalance-delay-ms`)."""
 
 import collections
@@ -16,13 +19,19 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from conftest import Broker
 
 PARTITIONS = 6
-SESSION_MS = 6000
+# 10 s, not the broker's 6 s minimum: the shared 2-core development VM was seen to stop the
+# broker's (pinned) shard for up to 7 s (logged as "group timers woke N ms late"), and then
+# both the coordinator and librdkafka rightly end every session, which is not what this
+# test is about. A stall of the broker does not depend on the group code.
+SESSION_MS = 10000
 DELAY_ARGS = ("--group-initial-rebalance-delay-ms", "1000")
+# What Kafka answers a live member's commit while its group rebalances.
+REBALANCE_REFUSALS = {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION}
 
 
 def produce(bootstrap, topic, start, count):
@@ -51,7 +60,7 @@ def check_all_consumed(seen, ends):
 
 CHILD = r"""
 import json, sys
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaError, KafkaException
 c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2],
               "session.timeout.ms": %d, "heartbeat.interval.ms": 1000,
               "auto.offset.reset": "earliest", "enable.auto.commit": False})
@@ -61,7 +70,13 @@ while True:
     m = c.poll(0.2)
     if m is not None and not m.error():
         print(json.dumps(["msg", m.partition(), m.offset()]), flush=True)
-        c.commit(message=m, asynchronous=False)
+        try:
+            c.commit(message=m, asynchronous=False)
+        except KafkaException as err:
+            # Refused while the group rebalances: the partition's next owner re-reads it.
+            code = err.args[0].code()
+            ok = code in (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION)
+            print(json.dumps(["refused" if ok else "error", code, str(err)]), flush=True)
     a = sorted(tp.partition for tp in c.assignment())
     if a != last:
         last = a
@@ -78,19 +93,42 @@ def confluent_consumer(bootstrap, group, topic):
     return c
 
 
-def poll_confluent(consumers, seen, duration_s):
-    end = time.time() + duration_s
-    while time.time() < end:
-        for c in consumers:
-            m = c.poll(0.05)
-            if m is not None and not m.error():
-                seen.add((m.partition(), m.offset()))
-                try:
-                    c.commit(message=m, asynchronous=False)
-                except KafkaException as err:
-                    # As with Kafka, a commit racing a rebalance can be refused; the
-                    # message is then consumed again by the partition's next owner.
-                    print(f"commit refused: {err}")
+class Committer:
+    """Commits each consumer's newest message per partition synchronously. A commit refused
+    with REBALANCE_IN_PROGRESS or ILLEGAL_GENERATION is retried on the next round while the
+    consumer still owns the partition (once it moved, its next owner re-reads from the last
+    commit); any other refusal fails the test at once."""
+
+    def __init__(self):
+        self.pending = {}  # (consumer index, partition) -> newest message not yet committed
+        self.refusals = collections.Counter()
+
+    def poll(self, consumers, seen, duration_s):
+        end = time.time() + duration_s
+        while time.time() < end:
+            for i, c in enumerate(consumers):
+                m = c.poll(0.05)
+                if m is not None and not m.error():
+                    seen.add((m.partition(), m.offset()))
+                    self.pending[(i, m.partition())] = m
+                self.commit(i, c)
+
+    def commit(self, i, c):
+        owned = {tp.partition for tp in c.assignment()}
+        for (j, partition), m in list(self.pending.items()):
+            if j != i:
+                continue
+            if partition not in owned:
+                del self.pending[(j, partition)]
+                continue
+            try:
+                c.commit(message=m, asynchronous=False)
+                del self.pending[(j, partition)]
+            except KafkaException as err:
+                code = err.args[0].code()
+                assert code in REBALANCE_REFUSALS, \
+                    f"live member's commit of {partition}@{m.offset()} refused: {err}"
+                self.refusals[err.args[0].name()] += 1
 
 
 def test_confluent_group_shares_survives_kill_and_resumes(tmp_path):
@@ -105,6 +143,7 @@ def test_confluent_group_shares_survives_kill_and_resumes(tmp_path):
         child = subprocess.Popen([sys.executable, "-c", CHILD, broker.bootstrap, group, topic],
                                  stdout=subprocess.PIPE, text=True)
         child_assignment = []
+        child_errors = []
         child_lock = threading.Lock()
 
         def read_child():
@@ -113,13 +152,16 @@ def test_confluent_group_shares_survives_kill_and_resumes(tmp_path):
                 with child_lock:
                     if kind == "msg":
                         seen.add((rest[0], rest[1]))
-                    else:
+                    elif kind == "assigned":
                         child_assignment[:] = rest[0]
+                    elif kind == "error":
+                        child_errors.append(rest)
         threading.Thread(target=read_child, daemon=True).start()
         consumers = [confluent_consumer(broker.bootstrap, group, topic) for _ in range(2)]
+        committer = Committer()
         deadline = time.time() + 40
         while time.time() < deadline:
-            poll_confluent(consumers, seen, 0.5)
+            committer.poll(consumers, seen, 0.5)
             sizes = [len(c.assignment()) for c in consumers]
             with child_lock:
                 sizes.append(len(child_assignment))
@@ -127,13 +169,15 @@ def test_confluent_group_shares_survives_kill_and_resumes(tmp_path):
                 break
         assert sizes == [2, 2, 2], f"assignment sizes {sizes}"
         owned = set(child_assignment)
+        with child_lock:
+            assert child_errors == [], f"the third member's commits were refused: {child_errors}"
 
         child.kill()
         child.wait()
         killed_at = time.time()
         produce(broker.bootstrap, topic, 600, 600)
         while time.time() < killed_at + SESSION_MS / 1000 + 10:
-            poll_confluent(consumers, seen, 0.3)
+            committer.poll(consumers, seen, 0.3)
             together = set()
             for c in consumers:
                 together |= {tp.partition for tp in c.assignment()}
@@ -145,10 +189,11 @@ def test_confluent_group_shares_survives_kill_and_resumes(tmp_path):
         assert took <= SESSION_MS / 1000 + 5
         ends = end_offsets(broker.bootstrap, topic)
         deadline = time.time() + 30
-        while time.time() < deadline and not all(
-                (p, e - 1) in seen for p, e in ends.items()):
-            poll_confluent(consumers, seen, 0.5)
+        while time.time() < deadline and (committer.pending or not all(
+                (p, e - 1) in seen for p, e in ends.items())):
+            committer.poll(consumers, seen, 0.5)
         check_all_consumed(seen, ends)
+        print(f"commits refused during rebalances (retried): {dict(committer.refusals)}")
         committed = {tp.partition: tp.offset
                      for tp in consumers[0].committed(
                          [__import__("confluent_kafka").TopicPartition(topic, p)
@@ -193,6 +238,8 @@ class PythonMember(threading.Thread):
         self.seen, self.lock = seen, lock
         self.stopping = threading.Event()
         self.assigned = set()
+        self.refused = []  # commits refused while the group rebalanced (retried next poll)
+        self.unexpected = []  # any other refusal: the test fails on it
         self.start()
 
     def run(self):
@@ -203,11 +250,21 @@ class PythonMember(threading.Thread):
                     for r in records:
                         self.seen.append((r.partition, r.offset))
             if batch:
-                try:
-                    self.consumer.commit()
-                except Exception as err:  # a commit racing a rebalance, as with Kafka
-                    print(f"commit refused: {err!r}")
+                self.commit()
             self.assigned = {tp.partition for tp in self.consumer.assignment()}
+
+    def commit(self):
+        from kafka import errors
+        try:
+            self.consumer.commit()
+        except Exception as err:
+            # kafka-python wraps the coordinator's answer in CommitFailedError; only the
+            # rebalance ones are expected from a live member (the next poll rejoins and the
+            # commit is redone with the next batch). "Kicked out of the group" or
+            # UNKNOWN_MEMBER_ID is not.
+            cause = err.args[0] if isinstance(err, errors.CommitFailedError) and err.args else err
+            rebalance = (errors.RebalanceInProgressError, errors.IllegalGenerationError)
+            (self.refused if isinstance(cause, rebalance) else self.unexpected).append(repr(cause))
 
     def close(self):
         self.stopping.set()
@@ -256,6 +313,10 @@ def test_kafka_python_group_shares_and_resumes(tmp_path):
         for m in members:
             m.stopping.set()
             m.join(10)
+        for m in members:
+            m.commit()
+        assert [m.unexpected for m in members] == [[], []], "a live member's commit was refused"
+        print(f"commits refused during rebalances: {[m.refused for m in members]}")
         committed = {p: members[0].consumer.committed(TopicPartition(topic, p))
                      for p in range(PARTITIONS)}
         assert committed == ends
@@ -330,5 +391,83 @@ def test_kcat_group_consumes_and_commits(tmp_path):
         assert admin.delete_groups(["kg"]) == {"kg": "OK"}
         assert admin.list_groups() == []
         admin.close()
+    finally:
+        broker.stop()
+
+
+def raw_call(bootstrap, api_key, version, body, correlation_id=7):
+    """Sends one request on a fresh connection; returns the response body (after the
+    correlation id), or None if the broker closed the connection instead."""
+    import socket
+    import struct
+    host, port = bootstrap.split(":")
+    client_id = b"old-client"
+    header = struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+    assert struct.unpack(">i", data[4:8])[0] == correlation_id
+    return data[8:]
+
+
+def test_offset_commit_v0_v1_and_fetch_v0_share_the_group_offsets(tmp_path):
+    """OffsetCommit v0-1 and OffsetFetch v0 (dropped by Kafka 4, hand-coded in the broker)
+    answer kafka-python's own encoders/decoders of those versions; what they commit is what
+    OffsetFetch v0, v1 and confluent-kafka's v9 read, and a truncated v0 body closes the
+    connection as Kafka does."""
+    import io
+    from confluent_kafka import Consumer, TopicPartition
+    from kafka.protocol.old.commit import (OffsetCommitRequest, OffsetCommitResponse,
+                                           OffsetFetchRequest, OffsetFetchResponse)
+    broker = Broker(tmp_path / "data").start()
+    try:
+        broker.cli("topics", "create", "--bootstrap", broker.bootstrap, "old",
+                   "--partitions", "2")
+
+        def commit(version, request):
+            body = raw_call(broker.bootstrap, 8, version, request.encode())
+            return {(t, p): code for t, parts in
+                    OffsetCommitResponse[version].decode(io.BytesIO(body)).topics
+                    for p, code in parts}
+
+        def fetch(version, partitions):
+            request = OffsetFetchRequest[version](group_id="legacy",
+                                                  topics=[("old", partitions)])
+            body = raw_call(broker.bootstrap, 9, version, request.encode())
+            return {p: (offset, meta, code) for _, parts in
+                    OffsetFetchResponse[version].decode(io.BytesIO(body)).topics
+                    for p, offset, meta, code in parts}
+
+        got = commit(0, OffsetCommitRequest[0](
+            group_id="legacy", topics=[("old", [(0, 5, "m0"), (1, 7, None), (9, 1, "")])]))
+        assert got == {("old", 0): 0, ("old", 1): 0, ("old", 9): 3}
+        assert fetch(0, [0, 1, 9]) == {0: (5, "m0", 0), 1: (7, "", 0), 9: (-1, "", 0)}
+        # v1 without group management (generation -1) moves partition 0 on; with a member id
+        # the group does not know it is refused UNKNOWN_MEMBER_ID, as Kafka does.
+        got = commit(1, OffsetCommitRequest[1](
+            group_id="legacy", generation_id_or_member_epoch=-1, member_id="",
+            topics=[("old", [(0, 11, 1_700_000_000_000, "m1")])]))
+        assert got == {("old", 0): 0}
+        got = commit(1, OffsetCommitRequest[1](
+            group_id="legacy", generation_id_or_member_epoch=3, member_id="ghost",
+            topics=[("old", [(1, 99, -1, None)])]))
+        assert got == {("old", 1): 25}
+        assert fetch(0, [0, 1]) == {0: (11, "m1", 0), 1: (7, "", 0)}
+        assert fetch(1, [0, 1]) == {0: (11, "m1", 0), 1: (7, "", 0)}
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "legacy"})
+        committed = c.committed([TopicPartition("old", 0), TopicPartition("old", 1)],
+                                timeout=10)
+        c.close()
+        assert [(tp.partition, tp.offset) for tp in committed] == [(0, 11), (1, 7)]
+        # A body cut inside a partition entry: the broker closes the connection.
+        whole = OffsetCommitRequest[0](group_id="legacy",
+                                       topics=[("old", [(0, 5, "m0")])]).encode()
+        assert raw_call(broker.bootstrap, 8, 0, whole[:-4]) is None
+        assert fetch(0, [0]) == {0: (11, "m1", 0)}, "the broker still serves after it"
     finally:
         broker.stop()

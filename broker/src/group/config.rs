@@ -35,6 +35,13 @@ pub struct GroupConfig {
     /// Kafka's `offsets.retention.check.interval.ms`: how often expired offsets are looked
     /// for. Default 600 000 ms.
     pub offsets_retention_check_interval_ms: u64,
+    /// Kafka's `offsets.commit.timeout.ms`: longest an OffsetCommit waits for its records to
+    /// be stored before it is answered REQUEST_TIMED_OUT (the records still count if they
+    /// land later). A member's commit waits at most half its session timeout: answers on a
+    /// connection go in request order, so a parked commit holds back the member's heartbeat
+    /// answers, and librdkafka gives up its own membership when it sees no heartbeat answer
+    /// for a session timeout. Default 5000 ms, as Kafka.
+    pub offsets_commit_timeout_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -49,6 +56,7 @@ impl Default for GroupConfig {
             max_offset_metadata_bytes: 4096,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_interval_ms: 600_000,
+            offsets_commit_timeout_ms: 5000,
         }
     }
 }

@@ -64,6 +64,8 @@ enum TimerKind {
     PendingMember(String),
     Join,
     Sync,
+    /// An OffsetCommit waiting for its append is answered REQUEST_TIMED_OUT.
+    Commit(AppendId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,11 +78,15 @@ struct TimerKey {
 #[derive(Debug)]
 enum PendingAppend {
     OffsetCommit {
-        token: RequestToken,
+        /// `None` once the commit was answered REQUEST_TIMED_OUT; the records still count
+        /// when they land.
+        token: Option<RequestToken>,
         group_id: String,
         results: Vec<PartitionResult>,
         /// Index into `results`, and the offset to apply once durable.
         stored: Vec<(usize, CommittedOffset)>,
+        /// When the commit is answered REQUEST_TIMED_OUT if the append has not completed.
+        timeout_at_ms: u64,
     },
     SyncAssignment {
         group_id: String,
@@ -318,7 +324,9 @@ impl GroupCoordinator {
         for (_, p) in pending {
             match p {
                 PendingAppend::OffsetCommit {
-                    token, mut results, ..
+                    token: Some(token),
+                    mut results,
+                    ..
                 } => {
                     for r in &mut results {
                         r.error_code = ec::NOT_COORDINATOR;
@@ -330,6 +338,7 @@ impl GroupCoordinator {
                         }),
                     ));
                 }
+                PendingAppend::OffsetCommit { token: None, .. } => {}
                 PendingAppend::StaticRejoin {
                     token,
                     new_member_id,
@@ -717,7 +726,7 @@ impl GroupCoordinator {
                     offset: p.offset,
                     leader_epoch: p.leader_epoch,
                     metadata: metadata.clone(),
-                    commit_timestamp_ms: ms_i64(now_ms),
+                    commit_timestamp_ms: p.commit_timestamp_ms.unwrap_or(ms_i64(now_ms)),
                     expire_timestamp_ms: None,
                 };
                 records.push(offset_commit_record(
@@ -751,16 +760,25 @@ impl GroupCoordinator {
                 }),
             ));
         } else {
-            self.append(
+            let session_ms = g
+                .members
+                .get(&req.member_id)
+                .map(|m| timeout_ms(m.session_timeout_ms));
+            let wait_ms = self.config.offsets_commit_timeout_ms.max(1);
+            let wait_ms = session_ms.map_or(wait_ms, |s| wait_ms.min((s / 2).max(1)));
+            let timeout_at_ms = now_ms.saturating_add(wait_ms);
+            let id = self.append(
                 records,
                 PendingAppend::OffsetCommit {
-                    token,
+                    token: Some(token),
                     group_id: g.group_id.clone(),
                     results,
                     stored,
+                    timeout_at_ms,
                 },
                 out,
             );
+            self.schedule(&g.group_id, TimerKind::Commit(id), timeout_at_ms);
         }
         self.put_back(g);
     }
@@ -970,6 +988,10 @@ impl GroupCoordinator {
                 break;
             }
             self.timers.remove(&(at, key.clone()));
+            if let TimerKind::Commit(id) = key.kind {
+                self.on_commit_timeout(id, out);
+                continue;
+            }
             let Some(mut g) = self.groups.remove(&key.group_id) else {
                 continue;
             };
@@ -997,6 +1019,7 @@ impl GroupCoordinator {
                         self.on_sync_deadline(&mut g, now_ms, out);
                     }
                 }
+                TimerKind::Commit(_) => {}
             }
             self.put_back(g);
         }
@@ -1021,7 +1044,9 @@ impl GroupCoordinator {
                 group_id,
                 mut results,
                 stored,
+                timeout_at_ms,
             } => {
+                self.cancel_timer(&group_id, TimerKind::Commit(id), timeout_at_ms);
                 match result {
                     Ok(()) => {
                         // The log now holds these offsets, so memory does too, even if the
@@ -1043,12 +1068,14 @@ impl GroupCoordinator {
                         }
                     }
                 }
-                out.responses.push((
-                    token,
-                    Response::OffsetCommit(OffsetCommitResponse {
-                        partitions: results,
-                    }),
-                ));
+                if let Some(token) = token {
+                    out.responses.push((
+                        token,
+                        Response::OffsetCommit(OffsetCommitResponse {
+                            partitions: results,
+                        }),
+                    ));
+                }
             }
             PendingAppend::SyncAssignment {
                 group_id,
@@ -1640,6 +1667,37 @@ impl GroupCoordinator {
         self.maybe_prepare_rebalance(g, now_ms, out);
     }
 
+    /// Answers a commit whose records are still not stored (Kafka's
+    /// `offsets.commit.timeout.ms`): stored partitions get REQUEST_TIMED_OUT, the others keep
+    /// their own error. The append stays pending, so the offsets count once it lands.
+    fn on_commit_timeout(&mut self, id: AppendId, out: &mut Outputs) {
+        let Some(PendingAppend::OffsetCommit {
+            token,
+            results,
+            stored,
+            ..
+        }) = self.pending_appends.get_mut(&id)
+        else {
+            return;
+        };
+        let Some(token) = token.take() else {
+            return;
+        };
+        let mut partitions = results.clone();
+        for (i, _) in stored.iter() {
+            partitions[*i].error_code = ec::REQUEST_TIMED_OUT;
+        }
+        tracing::warn!(
+            "OffsetCommit answered REQUEST_TIMED_OUT: its append is still not done (partition {} of {})",
+            self.partition,
+            super::placement::OFFSETS_TOPIC
+        );
+        out.responses.push((
+            token,
+            Response::OffsetCommit(OffsetCommitResponse { partitions }),
+        ));
+    }
+
     fn on_session_expired(
         &mut self,
         g: &mut GroupMetadata,
@@ -1807,7 +1865,12 @@ impl GroupCoordinator {
         }
     }
 
-    fn append(&mut self, records: Vec<OffsetsRecord>, pending: PendingAppend, out: &mut Outputs) {
+    fn append(
+        &mut self,
+        records: Vec<OffsetsRecord>,
+        pending: PendingAppend,
+        out: &mut Outputs,
+    ) -> AppendId {
         let id = self.next_append_id;
         self.next_append_id += 1;
         self.pending_appends.insert(id, pending);
@@ -1816,6 +1879,7 @@ impl GroupCoordinator {
             id,
             records,
         });
+        id
     }
 
     fn generate_member_id(&mut self, prefix: &str) -> String {

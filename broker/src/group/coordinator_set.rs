@@ -133,6 +133,7 @@ mod tests {
                 leader_epoch: -1,
                 metadata: None,
                 partition_exists: true,
+                commit_timestamp_ms: None,
             }],
         }
     }

@@ -214,6 +214,7 @@ impl Shell {
                     leader_epoch: 3,
                     metadata: Some("m".to_owned()),
                     partition_exists: *topic != "missing",
+                    commit_timestamp_ms: None,
                 })
                 .collect(),
         };
@@ -751,6 +752,7 @@ fn offset_commit_checks_generation_and_membership() {
                 leader_epoch: -1,
                 metadata: Some("x".repeat(5000)),
                 partition_exists: true,
+                commit_timestamp_ms: None,
             }],
         },
         s.now_ms,
@@ -790,6 +792,69 @@ fn offset_commit_is_answered_only_when_durable() {
         matches!(s.take(t), Some(Response::OffsetCommit(r)) if r.partitions[0].error_code == ec::NOT_COORDINATOR)
     );
     assert_eq!(s.fetched("t", 0), 42);
+}
+
+/// The cause of the UNKNOWN_MEMBER_ID a surviving confluent-kafka consumer once got on a
+/// commit: the commit before it waited on a stalled append for longer than the member's
+/// session. Answers on a connection go in request order, so its heartbeat answers waited too;
+/// librdkafka then gave up its membership on its own (SESSTMOUT), dropped its member id, and
+/// its next commit went out with an empty one. A member's commit is now answered
+/// REQUEST_TIMED_OUT after half its session at most, and its offsets still count when the
+/// append lands.
+#[test]
+fn commit_stuck_on_a_slow_append_is_answered_within_half_the_session() {
+    let mut s = Shell::new(config(3000));
+    let a = s.lone_stable_member();
+    s.hold_appends = true;
+    let t = s.commit(&a, 1, &[("t", 0, 7), ("missing", 0, 1)]);
+    s.advance_heartbeating(SESSION_MS as u64 / 2 - 1, &[&a], 1);
+    assert!(s.take(t).is_none(), "answered before the commit timeout");
+    s.advance(1);
+    match s.take(t) {
+        Some(Response::OffsetCommit(r)) => {
+            let codes: Vec<i16> = r.partitions.iter().map(|p| p.error_code).collect();
+            assert_eq!(
+                codes,
+                vec![ec::REQUEST_TIMED_OUT, ec::UNKNOWN_TOPIC_OR_PARTITION]
+            );
+        }
+        other => panic!("commit answered with {other:?}"),
+    }
+    assert_eq!(s.heartbeat(&a, 1), ec::NONE);
+    // The append lands later: the offset counts and the commit is not answered again.
+    let app = s.held.remove(0);
+    let mut out = Outputs::default();
+    s.c.append_completed(app.id, Ok(()), s.now_ms, &mut out);
+    assert!(
+        out.responses.is_empty(),
+        "answered twice: {:?}",
+        out.responses
+    );
+    assert_eq!(s.fetched("t", 0), 7);
+    assert_eq!(s.c.group_timer_count(), 1, "only the session timer is left");
+}
+
+/// A commit from a client outside group management waits `offsets_commit_timeout_ms`.
+#[test]
+fn commit_timeout_without_a_member_is_the_configured_one() {
+    let mut s = Shell::new(GroupConfig {
+        offsets_commit_timeout_ms: 2000,
+        ..config(3000)
+    });
+    s.hold_appends = true;
+    let t = s.commit("", -1, &[("t", 0, 5)]);
+    s.advance(1999);
+    assert!(s.take(t).is_none());
+    s.advance(1);
+    assert!(
+        matches!(s.take(t), Some(Response::OffsetCommit(r)) if r.partitions[0].error_code == ec::REQUEST_TIMED_OUT)
+    );
+    // A failed append after the timeout changes nothing and answers nobody.
+    let app = s.held.remove(0);
+    let mut out = Outputs::default();
+    s.c.append_completed(app.id, Err(ec::KAFKA_STORAGE_ERROR), s.now_ms, &mut out);
+    assert!(out.responses.is_empty());
+    assert_eq!(s.fetched("t", 0), -1);
 }
 
 #[test]
@@ -1113,6 +1178,40 @@ fn offsets_of_groups_without_members_expire_one_by_one() {
     assert_eq!((s.fetched("t", 0), s.fetched("t", 1)), (-1, 6));
     s.advance(50_000);
     assert!(s.c.group_state(GROUP).is_none());
+}
+
+/// OffsetCommit v1 may carry its own commit time: retention counts from it, as Kafka does.
+#[test]
+fn explicit_v1_commit_timestamp_is_what_retention_counts_from() {
+    let mut s = Shell::new(GroupConfig {
+        offsets_retention_ms: 100_000,
+        offsets_retention_check_interval_ms: 10_000,
+        ..config(0)
+    });
+    s.advance(200_000);
+    let partition = |p: i32, offset: i64, at: Option<i64>| OffsetCommitPartition {
+        topic: "t".to_owned(),
+        partition: p,
+        offset,
+        leader_epoch: -1,
+        metadata: None,
+        partition_exists: true,
+        commit_timestamp_ms: at,
+    };
+    let t = s.token();
+    let req = OffsetCommitRequest {
+        group_id: GROUP.to_owned(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        partitions: vec![partition(0, 5, Some(150_000)), partition(1, 6, None)],
+    };
+    let mut out = Outputs::default();
+    s.c.offset_commit(t, req, s.now_ms, &mut out);
+    s.absorb(out);
+    assert!(s.take(t).is_some());
+    s.advance(60_000);
+    assert_eq!((s.fetched("t", 0), s.fetched("t", 1)), (-1, 6));
 }
 
 #[test]

@@ -178,6 +178,9 @@ pub struct OffsetCommitPartition {
     /// see topic metadata; unknown partitions are answered UNKNOWN_TOPIC_OR_PARTITION and not
     /// stored.
     pub partition_exists: bool,
+    /// OffsetCommit v1's explicit commit time; `None` (and every later version) stores the
+    /// coordinator's clock. It only matters to retention of offsets of groups without members.
+    pub commit_timestamp_ms: Option<i64>,
 }
 
 /// OffsetCommit (API 8), all versions. Generation -1 with an empty member id is a commit from

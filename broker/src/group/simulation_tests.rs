@@ -306,6 +306,7 @@ impl Sim {
                             leader_epoch: -1,
                             metadata: None,
                             partition_exists: true,
+                            commit_timestamp_ms: None,
                         }],
                     };
                     let mut out = Outputs::default();

@@ -9,6 +9,7 @@
 pub mod codes;
 pub mod fetch_response;
 pub mod frame;
+pub mod offsets_legacy;
 pub mod produce_legacy;
 pub mod response;
 pub mod versions;

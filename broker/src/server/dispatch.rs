@@ -13,7 +13,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::kafka::frame::{self, Request};
 use crate::kafka::response::{self, Response};
-use crate::kafka::{produce_legacy, versions};
+use crate::kafka::{offsets_legacy, produce_legacy, versions};
 
 use super::shard::Shard;
 use super::topic_admin;
@@ -138,6 +138,33 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, peer: Rc<str>) -> Outcome {
                 &request,
                 &group_api::leave_group(&shard, body, version).await,
             )
+        }
+        ApiKey::OffsetCommit if version < 2 => {
+            let legacy = offsets_legacy::decode_offset_commit(&mut request.body, version).map_err(
+                |err| Close(format!("malformed OffsetCommit v{version} request: {err}")),
+            )?;
+            let reply = group_api::offset_commit_at(
+                &shard,
+                legacy.request,
+                version,
+                &legacy.commit_timestamps_ms,
+            )
+            .await;
+            let body = offsets_legacy::encode_offset_commit_response(&reply);
+            Ok(Some(Response::memory(offsets_legacy::frame(
+                request.correlation_id,
+                &body,
+            ))))
+        }
+        ApiKey::OffsetFetch if version == 0 => {
+            let body = offsets_legacy::decode_offset_fetch_v0(&mut request.body)
+                .map_err(|err| Close(format!("malformed OffsetFetch v0 request: {err}")))?;
+            let reply = group_api::offset_fetch(&shard, body, version).await;
+            let body = offsets_legacy::encode_offset_fetch_v0_response(&reply);
+            Ok(Some(Response::memory(offsets_legacy::frame(
+                request.correlation_id,
+                &body,
+            ))))
         }
         ApiKey::OffsetCommit => {
             let body = decode(&mut request)?;

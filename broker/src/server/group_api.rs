@@ -270,7 +270,19 @@ pub async fn offset_commit(
     req: wire::OffsetCommitRequest,
     version: i16,
 ) -> wire::OffsetCommitResponse {
+    offset_commit_at(shard, req, version, &[]).await
+}
+
+/// OffsetCommit with v1's per-partition commit timestamps, in request order (-1 or absent:
+/// the coordinator's clock, as for every later version).
+pub async fn offset_commit_at(
+    shard: &Rc<Shard>,
+    req: wire::OffsetCommitRequest,
+    version: i16,
+    commit_timestamps_ms: &[i64],
+) -> wire::OffsetCommitResponse {
     let mut partitions = Vec::new();
+    let mut timestamps = commit_timestamps_ms.iter();
     for topic in &req.topics {
         let name = own(&topic.name.0);
         let known = shard.topic(&name).map_or(0, |t| t.shards.len() as i32);
@@ -286,6 +298,7 @@ pub async fn offset_commit(
                 },
                 metadata: own_opt(&p.committed_metadata),
                 partition_exists: (0..known).contains(&p.partition_index),
+                commit_timestamp_ms: timestamps.next().copied().filter(|t| *t >= 0),
             });
         }
     }

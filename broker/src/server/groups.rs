@@ -36,6 +36,11 @@ use super::shard::Shard;
 /// armed while it sleeps is served at most this late.
 const TIMER_POLL_MS: u64 = 50;
 
+/// A timer sleep that ends this much later than asked means the shard (or the whole host) did
+/// not run meanwhile; it is logged, because sessions may then run out at once (the members'
+/// heartbeats were not read either, and clients time their own sessions out as well).
+const TIMER_LATE_WARN_MS: u64 = 1000;
+
 /// Bytes read per step when replaying a partition of `__consumer_offsets`.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 
@@ -472,6 +477,13 @@ impl Shard {
             };
             if wait_ms > 0 {
                 glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
+                let late_ms = now_ms().saturating_sub(now + wait_ms);
+                if late_ms >= TIMER_LATE_WARN_MS {
+                    tracing::warn!(
+                        "shard {}: group timers woke {late_ms} ms late: the shard did not run; sessions may expire together",
+                        self.id
+                    );
+                }
                 continue;
             }
             let mut out = Outputs::default();
