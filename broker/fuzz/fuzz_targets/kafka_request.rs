@@ -12,7 +12,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use broker::kafka::{frame, produce_legacy, versions};
+use broker::kafka::{frame, offsets_legacy, produce_legacy, versions};
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Decodable;
@@ -51,7 +51,13 @@ fuzz_target!(|data: &[u8]| {
         ApiKey::SyncGroup => decode::<SyncGroupRequest>(body, version),
         ApiKey::Heartbeat => decode::<HeartbeatRequest>(body, version),
         ApiKey::LeaveGroup => decode::<LeaveGroupRequest>(body, version),
+        ApiKey::OffsetCommit if version < 2 => {
+            let _ = offsets_legacy::decode_offset_commit(&mut body.clone(), version);
+        }
         ApiKey::OffsetCommit => decode::<OffsetCommitRequest>(body, version),
+        ApiKey::OffsetFetch if version == 0 => {
+            let _ = offsets_legacy::decode_offset_fetch_v0(&mut body.clone());
+        }
         ApiKey::OffsetFetch => decode::<OffsetFetchRequest>(body, version),
         ApiKey::ListGroups => decode::<ListGroupsRequest>(body, version),
         ApiKey::DescribeGroups => decode::<DescribeGroupsRequest>(body, version),
