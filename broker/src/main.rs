@@ -53,6 +53,10 @@ enum Command {
         /// Kafka's group.min.session.timeout.ms: JoinGroups asking for less are refused.
         #[arg(long, default_value_t = 6000)]
         group_min_session_timeout_ms: i32,
+        /// Kafka's offsets.commit.timeout.ms: an OffsetCommit whose append is not done by then
+        /// is answered REQUEST_TIMED_OUT (for a group member, at most half its session).
+        #[arg(long, default_value_t = 5000)]
+        offsets_commit_timeout_ms: u64,
     },
     /// Create, list, describe or delete topics on a running broker.
     Topics {
@@ -180,6 +184,7 @@ fn main() -> ExitCode {
             no_splice,
             group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms,
+            offsets_commit_timeout_ms,
         } => {
             let profile = match tuning::Profile::load_or_default(tuning.as_deref()) {
                 Ok(profile) => profile,
@@ -208,6 +213,7 @@ fn main() -> ExitCode {
                 group: broker::group::GroupConfig {
                     initial_rebalance_delay_ms: group_initial_rebalance_delay_ms,
                     min_session_timeout_ms: group_min_session_timeout_ms,
+                    offsets_commit_timeout_ms,
                     ..Default::default()
                 },
                 offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
