@@ -160,6 +160,9 @@ pub struct NodeStats {
     pub log_appends: AtomicU64,
     /// Peer messages rejected as protocol violations or bad frames.
     pub bad_messages: AtomicU64,
+    /// SNAPs not sent as a leader because the named snapshot file was gone, damaged or too
+    /// large for a frame (the learner's connection was dropped instead).
+    pub snapshots_unsendable: AtomicU64,
 }
 
 struct Shared {
@@ -733,6 +736,10 @@ impl<A: Application> Driver<A> {
             (Ok(_), None) => false,
             (Err(e), _) => {
                 tracing::warn!(follower = s.to, error = %e, "cannot send a snapshot; dropping the connection");
+                self.shared
+                    .stats
+                    .snapshots_unsendable
+                    .fetch_add(1, Ordering::Relaxed);
                 false
             }
         };
