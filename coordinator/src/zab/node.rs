@@ -711,7 +711,7 @@ impl<A: Application> Driver<A> {
                 let msg = Message::Sync {
                     kind: SyncKind::Snap { zxid: s.zxid, data },
                 };
-                encode_archive(&msg, bytes + 64).map_err(|e| e.to_string())
+                encode_archive(&msg, bytes + 256).map_err(|e| e.to_string())
             }
             Ok(None) => Err(format!("snapshot {:#x} is no longer on disk", s.zxid)),
             Err(e) => Err(e.to_string()),
