@@ -3,7 +3,8 @@
 //! writes; when the leader is killed (dropped: its sockets close, as with kill -9) a new
 //! leader commits a write within 2 s; the killed server restarts from its files and catches
 //! up by DIFF; a server restarted with empty data directories catches up by SNAP; every
-//! server ends with the same applied sequence.
+//! server ends with the same applied sequence. A leader whose snapshot file disappeared
+//! refuses the SNAP (drops the connection) until its next snapshot, then sends that one.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -166,8 +167,8 @@ impl Cluster {
     }
 }
 
-#[test]
-fn zab_cluster_failover_diff_and_snap_catch_up() {
+/// Three nodes on free loopback ports, started.
+fn three_nodes() -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut listeners = BTreeMap::new();
     let mut addrs = BTreeMap::new();
@@ -185,6 +186,12 @@ fn zab_cluster_failover_diff_and_snap_catch_up() {
     for (id, l) in listeners {
         c.start(id, Some(l));
     }
+    c
+}
+
+#[test]
+fn zab_cluster_failover_diff_and_snap_catch_up() {
+    let mut c = three_nodes();
     let first_leader = c.wait_leader(Duration::from_secs(10));
 
     // Replicate enough to take a snapshot (snap_count 50) on every server.
@@ -291,6 +298,77 @@ fn zab_cluster_failover_diff_and_snap_catch_up() {
             w.0
         );
     }
+}
+
+/// The SNAP bytes come from the leader's snapshot file, read when sent: with the file gone
+/// the leader drops the learner's connection (counted) instead of sending anything, and the
+/// learner gets the next snapshot once the leader has taken one.
+#[test]
+fn zab_cluster_snap_reads_the_snapshot_file_and_survives_its_loss() {
+    let mut c = three_nodes();
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let mut last = 0;
+    for i in 0..60 {
+        last = c.write(format!("a{i}").as_bytes(), Duration::from_secs(5));
+    }
+    c.wait_applied(last, Duration::from_secs(5));
+    let victim = *c
+        .nodes
+        .keys()
+        .find(|&&id| id != leader)
+        .expect("a follower");
+    let (node, _) = c.nodes.remove(&victim).expect("victim");
+    node.shutdown();
+    std::fs::remove_dir_all(c.dir.path().join(format!("server{victim}"))).expect("wipe");
+    let snapshots = c.dir.path().join(format!("server{leader}/data/zab"));
+    let mut removed = 0;
+    for e in std::fs::read_dir(&snapshots).expect("snapshot dir") {
+        let path = e.expect("entry").path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("snapshot."))
+        {
+            std::fs::remove_file(&path).expect("remove snapshot");
+            removed += 1;
+        }
+    }
+    assert!(
+        removed >= 1,
+        "the leader had taken a snapshot (snap_count 50)"
+    );
+    c.start(victim, None);
+    let end = Instant::now() + Duration::from_secs(10);
+    while c.nodes[&leader]
+        .0
+        .stats()
+        .snapshots_unsendable
+        .load(Ordering::Relaxed)
+        == 0
+    {
+        assert!(Instant::now() < end, "the leader never tried the SNAP");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        c.nodes[&victim].0.applied_zxid(),
+        0,
+        "nothing may reach the learner without its snapshot"
+    );
+    // The next snapshot (50 more writes) is on disk and gets sent.
+    for i in 0..55 {
+        last = c.write(format!("b{i}").as_bytes(), Duration::from_secs(5));
+    }
+    c.wait_applied(last, Duration::from_secs(15));
+    assert!(
+        c.nodes[&victim]
+            .0
+            .stats()
+            .snap_syncs
+            .load(Ordering::Relaxed)
+            >= 1,
+        "expected a SNAP sync"
+    );
+    c.assert_same_sequences();
 }
 
 #[test]

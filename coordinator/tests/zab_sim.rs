@@ -10,19 +10,25 @@
 //! result equals the result of replaying the agreed sequence); and after healing, the
 //! cluster converges and commits again.
 //!
+//! The simulated disk keeps the newest few snapshots by zxid, like the snapshot files: a
+//! leader's SNAP reads its bytes from there (the core only names the snapshot), and with
+//! faults on such a read sometimes fails, which must look like a broken connection.
+//!
 //! `cargo test -p coordinator zab_sim` runs a few hundred seeds; `ZAB_SIM_SEEDS=100000 cargo
 //! test --release -p coordinator --test zab_sim` is a long run; a failure prints the seed and
 //! `ZAB_SIM_SEED=<n>` replays exactly that seed.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use coordinator::zab::frame::{decode_message, encode_frame};
 use coordinator::zab::{
-    HardState, Message, Outputs, Peer, PeerConfig, Restored, Role, ServerId, Status, SyncKind, Txn,
-    Zxid,
+    HardState, Message, Outputs, Peer, PeerConfig, Restored, Role, ServerId, SnapshotSend, Status,
+    SyncKind, Txn, Zxid,
 };
+
+/// Snapshots the simulated disk keeps (as `snapshot_file.rs` keeps files).
+const SNAPSHOTS_KEPT: usize = 3;
 
 // ----- deterministic randomness -----------------------------------------------------------
 
@@ -134,8 +140,10 @@ impl KvApp {
 #[derive(Default)]
 struct Disk {
     hard: HardState,
+    /// The newest snapshot's zxid (0: none, the initial empty state).
     snapshot_zxid: Zxid,
-    snapshot: Arc<Vec<u8>>,
+    /// Snapshot bytes by zxid, the newest `SNAPSHOTS_KEPT`.
+    snapshots: BTreeMap<Zxid, Vec<u8>>,
     log: Vec<Txn>,
     unsynced: Vec<Txn>,
 }
@@ -216,8 +224,9 @@ struct Sim {
     next_op: u64,
     faults: bool,
     clients_active: bool,
-    /// DIFF, TRUNC, SNAP headers sent: proof the run exercised every sync mode.
-    sync_kinds: [u64; 3],
+    /// DIFF, TRUNC, SNAP headers sent, and SNAPs whose snapshot could not be read: proof the
+    /// run exercised every sync mode and the re-plan after a failed read.
+    sync_kinds: [u64; 4],
     trace: bool,
 }
 
@@ -262,7 +271,7 @@ impl Sim {
             next_op: 1,
             faults: true,
             clients_active: true,
-            sync_kinds: [0; 3],
+            sync_kinds: [0; 4],
             trace: std::env::var("ZAB_SIM_TRACE").is_ok(),
         };
         for &id in ids.iter() {
@@ -371,10 +380,10 @@ impl Sim {
         let restored = Restored {
             hard_state: d.hard,
             snapshot_zxid: d.snapshot_zxid,
-            snapshot: d.snapshot.clone(),
             log: d.log.clone(),
         };
-        let (sz, sdata) = (d.snapshot_zxid, d.snapshot.clone());
+        let sz = d.snapshot_zxid;
+        let sdata = d.snapshots.get(&sz).cloned().unwrap_or_default();
         let peer = Peer::new(self.cfgs[s].clone(), restored, self.now)
             .unwrap_or_else(|e| self.fail(format!("server {s} cannot restart: {e}")));
         self.servers[s].peer = Some(peer);
@@ -446,8 +455,9 @@ impl Sim {
             srv.disk.unsynced.clear();
             srv.fsync_gen += 1;
             srv.fsync_in_flight = false;
+            srv.disk.snapshots.retain(|&k, _| k < z);
             srv.disk.snapshot_zxid = z;
-            srv.disk.snapshot = data.clone();
+            srv.disk.snapshots.insert(z, data.clone());
             self.restore_app(s, z, &data);
         }
         if let Some(t) = out.truncate_after {
@@ -465,24 +475,32 @@ impl Sim {
         if let Some(h) = out.hard_state {
             self.servers[s].disk.hard = h;
         }
-        for (to, msg) in out.messages {
-            if let Message::Sync { kind } = &msg {
-                self.sync_kinds[match kind {
-                    SyncKind::Diff => 0,
-                    SyncKind::Trunc { .. } => 1,
-                    SyncKind::Snap { .. } => 2,
-                }] += 1;
+        let mut snapshot_sends = out.snapshot_sends.into_iter().peekable();
+        // Learners whose SNAP could not be read: the shell drops the connection, so nothing
+        // else from these outputs reaches them.
+        let mut dropped: BTreeSet<ServerId> = BTreeSet::new();
+        let mut messages = out.messages.into_iter().enumerate().peekable();
+        loop {
+            let next = messages.peek().map_or(usize::MAX, |(i, _)| *i);
+            if let Some(snap) = snapshot_sends.next_if(|x| x.before_message <= next) {
+                if let Some(msg) = self.snapshot_message(s, snap) {
+                    self.route(s, snap.to, msg);
+                } else {
+                    self.sync_kinds[3] += 1;
+                    dropped.insert(snap.to);
+                    self.break_link(s, (snap.to - 1) as usize);
+                    if let Some(p) = self.servers[s].peer.as_mut() {
+                        p.peer_disconnected(snap.to);
+                    }
+                }
+                continue;
             }
-            if self.trace {
-                eprintln!(
-                    "{:>6} {} -> {}: {:?}",
-                    self.now,
-                    self.servers[s].id,
-                    to,
-                    short(&msg)
-                );
+            let Some((_, (to, msg))) = messages.next() else {
+                break;
+            };
+            if !dropped.contains(&to) {
+                self.route(s, to, msg);
             }
-            self.send(s, (to - 1) as usize, msg);
         }
         for txn in out.committed {
             self.apply(s, txn);
@@ -530,10 +548,56 @@ impl Sim {
                 },
             );
         }
-        // Proposals made for forwarded writes produce more output.
-        if had_forwarded {
+        // Proposals made for forwarded writes, and dropped connections, produce more output.
+        if had_forwarded || !dropped.is_empty() {
             self.process(s);
         }
+    }
+
+    /// Sends one message from server `s` (counted and traced) through the simulated network.
+    fn route(&mut self, s: usize, to: ServerId, msg: Message) {
+        if let Message::Sync { kind } = &msg {
+            self.sync_kinds[match kind {
+                SyncKind::Diff => 0,
+                SyncKind::Trunc { .. } => 1,
+                SyncKind::Snap { .. } => 2,
+            }] += 1;
+        }
+        if self.trace {
+            eprintln!(
+                "{:>6} {} -> {}: {:?}",
+                self.now,
+                self.servers[s].id,
+                to,
+                short(&msg)
+            );
+        }
+        self.send(s, (to - 1) as usize, msg);
+    }
+
+    /// What the shell does for a [`SnapshotSend`]: reads the named snapshot from the disk.
+    /// `None` when it is gone or (with faults, now and then) cannot be read.
+    fn snapshot_message(&mut self, s: usize, snap: SnapshotSend) -> Option<Message> {
+        if self.faults && self.rng.chance(50_000) {
+            if self.trace {
+                eprintln!(
+                    "{:>6} server {} cannot read snapshot {:#x}",
+                    self.now, self.servers[s].id, snap.zxid
+                );
+            }
+            return None;
+        }
+        let data = match self.servers[s].disk.snapshots.get(&snap.zxid) {
+            Some(d) => d.clone(),
+            None if snap.zxid == 0 => Vec::new(),
+            None => return None,
+        };
+        Some(Message::Sync {
+            kind: SyncKind::Snap {
+                zxid: snap.zxid,
+                data,
+            },
+        })
     }
 
     fn apply(&mut self, s: usize, txn: Txn) {
@@ -587,13 +651,15 @@ impl Sim {
             return;
         }
         srv.applied_since_snapshot = 0;
-        let data = Arc::new(srv.app.snapshot());
         let z = srv.applied;
         srv.disk.snapshot_zxid = z;
-        srv.disk.snapshot = data.clone();
+        srv.disk.snapshots.insert(z, srv.app.snapshot());
+        while srv.disk.snapshots.len() > SNAPSHOTS_KEPT {
+            srv.disk.snapshots.pop_first();
+        }
         srv.disk.log.retain(|t| t.zxid > z);
         if let Some(p) = srv.peer.as_mut() {
-            p.snapshot_taken(z, data);
+            p.snapshot_taken(z);
         }
     }
 
@@ -969,7 +1035,7 @@ fn short(m: &Message) -> String {
     }
 }
 
-fn run_seed(seed: u64, n: usize) -> (usize, usize, [u64; 3]) {
+fn run_seed(seed: u64, n: usize) -> (usize, usize, [u64; 4]) {
     let mut sim = Sim::new(seed, n);
     sim.run_until(8_000, |_| false);
     // Heal: no more faults, everybody up, then the cluster must converge and commit.
@@ -1045,7 +1111,7 @@ fn seeds() -> Vec<u64> {
 fn run_many(n: usize) {
     let mut writes = 0;
     let mut epochs = 0;
-    let mut kinds = [0u64; 3];
+    let mut kinds = [0u64; 4];
     let list = seeds();
     for &seed in &list {
         let r = std::panic::catch_unwind(|| run_seed(seed, n));
@@ -1053,7 +1119,7 @@ fn run_many(n: usize) {
             Ok((w, e, k)) => {
                 writes += w;
                 epochs += e;
-                for i in 0..3 {
+                for i in 0..4 {
                     kinds[i] += k[i];
                 }
             }
@@ -1074,7 +1140,7 @@ fn run_many(n: usize) {
     }
     eprintln!(
         "zab_sim: {n} servers, {} seeds, {writes} acknowledged writes, {epochs} established \
-         epochs, syncs DIFF/TRUNC/SNAP {kinds:?}",
+         epochs, syncs DIFF/TRUNC/SNAP and unreadable SNAPs {kinds:?}",
         list.len()
     );
     assert!(writes > 0 && epochs > 0, "the simulation made no progress");

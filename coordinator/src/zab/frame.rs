@@ -54,6 +54,24 @@ pub fn encode_frame(msg: &Message) -> Result<Vec<u8>, FrameError> {
     Ok(frame)
 }
 
+/// Serializes a message into its archive only, in a buffer of `capacity_hint` bytes; the
+/// caller writes the 4-byte big-endian length first. For very large messages (SNAP): the
+/// archive is not copied again into a frame buffer.
+pub fn encode_archive(msg: &Message, capacity_hint: usize) -> Result<Vec<u8>, FrameError> {
+    let archive = rkyv::api::high::to_bytes_in::<Vec<u8>, rancor::Error>(
+        msg,
+        Vec::with_capacity(capacity_hint),
+    )
+    .map_err(|e| FrameError::Invalid(e.to_string()))?;
+    if u32::try_from(archive.len()).is_err() {
+        return Err(FrameError::TooLarge {
+            len: archive.len(),
+            max: u32::MAX as usize,
+        });
+    }
+    Ok(archive)
+}
+
 /// Validates and deserializes one archive.
 pub fn decode_message(archive: &[u8]) -> Result<Message, FrameError> {
     // rkyv needs its input aligned; a received buffer is copied into an aligned one if not.
@@ -205,6 +223,10 @@ mod tests {
             let mut buf = AlignedVec::new();
             let got = read_frame(&mut frame.as_slice(), &mut buf, 1 << 20).expect("decode");
             assert_eq!(got, m);
+            // The archive alone, behind its length, is the same frame.
+            let archive = encode_archive(&m, 0).expect("encode archive");
+            assert_eq!(&frame[4..], archive.as_slice());
+            assert_eq!(&frame[..4], (archive.len() as u32).to_be_bytes().as_slice());
             // Every truncation is an error.
             for cut in [0, 3, 4, frame.len() / 2, frame.len() - 1] {
                 assert!(read_frame(&mut &frame[..cut], &mut buf, 1 << 20).is_err());

@@ -4,19 +4,18 @@
 //! The core keeps the log tail in memory because a leader must be able to send any part of
 //! it to a follower (DIFF) and because elections compare its end. Entries at or below the
 //! snapshot point are dropped when the application takes a snapshot; a follower that is
-//! further behind than that gets the snapshot (SNAP).
+//! further behind than that gets the snapshot (SNAP). The snapshot's bytes are not kept
+//! here: the plan names its zxid and the shell reads them from its storage when it sends.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
-use super::message::{EpochRange, SyncKind, Txn};
+use super::message::{EpochRange, Txn};
 use super::zxid::{epoch_of, follows, make_zxid, Zxid};
 
 /// A contiguous log after a snapshot point.
 #[derive(Debug, Clone)]
 pub struct History {
     snapshot_zxid: Zxid,
-    snapshot: Arc<Vec<u8>>,
     entries: VecDeque<Txn>,
 }
 
@@ -30,21 +29,37 @@ pub struct GapError {
     pub next: Zxid,
 }
 
+/// How a follower's log is repaired before the entries after [`SyncPlan::from`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// The follower's log is a prefix of ours.
+    Diff,
+    /// The follower drops its entries after `zxid`.
+    Trunc {
+        /// The last zxid both logs share.
+        zxid: Zxid,
+    },
+    /// The follower replaces its state with our snapshot at `zxid` (0: the initial state).
+    Snap {
+        /// Our newest snapshot point.
+        zxid: Zxid,
+    },
+}
+
 /// What the leader sends a follower: how to repair its log, then entries after `from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncPlan {
-    /// DIFF, TRUNC or SNAP (SNAP carries the snapshot).
-    pub kind: SyncKind,
+    /// DIFF, TRUNC or SNAP.
+    pub kind: Repair,
     /// Entries with a zxid above this follow the header.
     pub from: Zxid,
 }
 
 impl History {
     /// A history that starts at `snapshot_zxid` (0 with empty data: the initial state).
-    pub fn new(snapshot_zxid: Zxid, snapshot: Arc<Vec<u8>>) -> History {
+    pub fn new(snapshot_zxid: Zxid) -> History {
         History {
             snapshot_zxid,
-            snapshot,
             entries: VecDeque::new(),
         }
     }
@@ -52,11 +67,6 @@ impl History {
     /// The newest snapshot point.
     pub fn snapshot_zxid(&self) -> Zxid {
         self.snapshot_zxid
-    }
-
-    /// The newest snapshot's bytes.
-    pub fn snapshot(&self) -> &Arc<Vec<u8>> {
-        &self.snapshot
     }
 
     /// The last zxid held (the snapshot point when the log is empty).
@@ -120,14 +130,13 @@ impl History {
     }
 
     /// Replaces everything with a snapshot received from the leader.
-    pub fn install_snapshot(&mut self, zxid: Zxid, data: Arc<Vec<u8>>) {
+    pub fn install_snapshot(&mut self, zxid: Zxid) {
         self.entries.clear();
         self.snapshot_zxid = zxid;
-        self.snapshot = data;
     }
 
     /// The application took a snapshot at `zxid`: entries up to it are no longer needed.
-    pub fn compact(&mut self, zxid: Zxid, data: Arc<Vec<u8>>) {
+    pub fn compact(&mut self, zxid: Zxid) {
         debug_assert!(zxid >= self.snapshot_zxid && zxid <= self.last_zxid());
         let drop = match self.index_of(zxid) {
             Ok(i) => i + 1,
@@ -135,7 +144,6 @@ impl History {
         };
         self.entries.drain(..drop);
         self.snapshot_zxid = zxid;
-        self.snapshot = data;
     }
 
     /// The greatest zxid of `epoch` this history knows (entry or snapshot point).
@@ -202,16 +210,15 @@ impl History {
                 break;
             }
             let kind = if common == follower_last {
-                SyncKind::Diff
+                Repair::Diff
             } else {
-                SyncKind::Trunc { zxid: common }
+                Repair::Trunc { zxid: common }
             };
             return SyncPlan { kind, from: common };
         }
         SyncPlan {
-            kind: SyncKind::Snap {
+            kind: Repair::Snap {
                 zxid: self.snapshot_zxid,
-                data: self.snapshot.as_ref().clone(),
             },
             from: self.snapshot_zxid,
         }
@@ -224,7 +231,7 @@ mod tests {
     use super::*;
 
     fn hist(snap: Zxid, zxids: &[(u32, u32)]) -> History {
-        let mut h = History::new(snap, Arc::new(vec![7]));
+        let mut h = History::new(snap);
         for &(e, c) in zxids {
             h.append(Txn {
                 zxid: make_zxid(e, c),
@@ -244,7 +251,7 @@ mod tests {
         assert_eq!(
             p,
             SyncPlan {
-                kind: SyncKind::Diff,
+                kind: Repair::Diff,
                 from: make_zxid(1, 1)
             }
         );
@@ -253,7 +260,7 @@ mod tests {
         let p = leader.plan_sync(f.last_zxid(), &f.epoch_ranges(8));
         assert_eq!(
             p.kind,
-            SyncKind::Trunc {
+            Repair::Trunc {
                 zxid: make_zxid(1, 1)
             }
         );
@@ -262,7 +269,7 @@ mod tests {
         let p = leader.plan_sync(f.last_zxid(), &f.epoch_ranges(8));
         assert_eq!(
             p.kind,
-            SyncKind::Trunc {
+            Repair::Trunc {
                 zxid: make_zxid(3, 2)
             }
         );
@@ -272,23 +279,23 @@ mod tests {
         assert_eq!(
             p,
             SyncPlan {
-                kind: SyncKind::Diff,
+                kind: Repair::Diff,
                 from: 0
             }
         );
         // A leader that compacted its log past the common point: SNAP.
         let mut compacted = leader.clone();
-        compacted.compact(make_zxid(3, 1), Arc::new(vec![9]));
+        compacted.compact(make_zxid(3, 1));
         let f = hist(0, &[(1, 1), (2, 1)]);
         let p = compacted.plan_sync(f.last_zxid(), &f.epoch_ranges(8));
-        assert!(matches!(p.kind, SyncKind::Snap { zxid, .. } if zxid == make_zxid(3, 1)));
+        assert!(matches!(p.kind, Repair::Snap { zxid } if zxid == make_zxid(3, 1)));
         // A follower whose snapshot point is inside the leader's log: DIFF after it.
         let f = hist(make_zxid(3, 1), &[]);
         let p = leader.plan_sync(f.last_zxid(), &f.epoch_ranges(8));
         assert_eq!(
             p,
             SyncPlan {
-                kind: SyncKind::Diff,
+                kind: Repair::Diff,
                 from: make_zxid(3, 1)
             }
         );

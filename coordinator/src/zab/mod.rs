@@ -58,5 +58,7 @@ pub use config::PeerConfig;
 pub use history::History;
 pub use message::{EpochRange, Message, PeerState, SyncKind, Txn, Vote};
 pub use node::{Application, NodeConfig, NodeStats, SnapshotSource, Ticket, ZabError, ZabNode};
-pub use peer::{Forwarded, HardState, NotLeader, Outputs, Peer, Restored, Role, Status, StepError};
+pub use peer::{
+    Forwarded, HardState, NotLeader, Outputs, Peer, Restored, Role, SnapshotSend, Status, StepError,
+};
 pub use zxid::{counter_of, epoch_of, make_zxid, ServerId, Zxid};

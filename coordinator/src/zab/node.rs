@@ -18,9 +18,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::config::PeerConfig;
-use super::frame::encode_frame;
+use super::frame::{encode_archive, encode_frame};
 use super::message::{Message, SyncKind};
-use super::peer::{Forwarded, Outputs, Peer, Role, Status};
+use super::peer::{Forwarded, Outputs, Peer, Role, SnapshotSend, Status};
 use super::recovery::recover;
 use super::snapshot_file::write_snapshot;
 use super::storage::{Storage, StoragePaths};
@@ -79,7 +79,8 @@ pub struct NodeConfig {
     pub snap_count: u64,
     /// Transaction log segment size.
     pub segment_bytes_max: u64,
-    /// Largest peer frame accepted (SNAP frames carry a whole snapshot).
+    /// Largest peer frame accepted (SNAP frames carry a whole snapshot: a leader does not
+    /// send a snapshot larger than this, and says so in its log).
     pub max_frame_bytes: usize,
     /// Frames queued per peer connection before it is declared broken.
     pub send_queue_frames: usize,
@@ -159,6 +160,9 @@ pub struct NodeStats {
     pub log_appends: AtomicU64,
     /// Peer messages rejected as protocol violations or bad frames.
     pub bad_messages: AtomicU64,
+    /// SNAPs not sent as a leader because the named snapshot file was gone, damaged or too
+    /// large for a frame (the learner's connection was dropped instead).
+    pub snapshots_unsendable: AtomicU64,
 }
 
 struct Shared {
@@ -236,8 +240,10 @@ impl ZabNode {
             ));
         }
         let paths = StoragePaths::new(&cfg.data_dir, &cfg.data_log_dir);
-        let (storage, restored) = recover(&paths, cfg.segment_bytes_max)?;
-        app.restore(restored.snapshot_zxid, &restored.snapshot);
+        let (storage, restored, snapshot) = recover(&paths, cfg.segment_bytes_max)?;
+        app.restore(restored.snapshot_zxid, &snapshot);
+        // Only the file keeps the snapshot from here on (a SNAP reads it again).
+        drop(snapshot);
         let restored_snapshot_zxid = restored.snapshot_zxid;
         let start = Instant::now();
         let peer = Peer::new(cfg.peer.clone(), restored, 0).map_err(ZabError::Config)?;
@@ -267,6 +273,7 @@ impl ZabNode {
         let id = cfg.peer.my_id;
         let driver_shared = shared.clone();
         let snap_count = cfg.snap_count.max(1);
+        let max_frame_bytes = cfg.max_frame_bytes;
         let driver = thread::Builder::new()
             .name(format!("zab-node-{id}"))
             .spawn(move || {
@@ -280,6 +287,7 @@ impl ZabNode {
                     since_snapshot: 0,
                     snap_count,
                     snapshot_job: None,
+                    max_frame_bytes,
                     start,
                 };
                 let end = d.run(rx);
@@ -452,6 +460,8 @@ struct Driver<A: Application> {
     snap_count: u64,
     /// A snapshot being written by a background thread (at most one).
     snapshot_job: Option<SnapshotJob>,
+    /// The peers' frame limit: a larger SNAP would be refused by the learner.
+    max_frame_bytes: usize,
     start: Instant,
 }
 
@@ -459,7 +469,7 @@ struct Driver<A: Application> {
 /// serializing, writing and fsyncing hundreds of megabytes need not stall the pipeline.
 struct SnapshotJob {
     zxid: Zxid,
-    handle: JoinHandle<Result<Arc<Vec<u8>>, StorageError>>,
+    handle: JoinHandle<Result<(), StorageError>>,
 }
 
 enum End {
@@ -549,9 +559,9 @@ impl<A: Application> Driver<A> {
                 reason: "snapshot writer panicked".into(),
             })
         });
-        let data = result?;
+        result?;
         self.storage.snapshot_written(job.zxid)?;
-        self.peer.snapshot_taken(job.zxid, data);
+        self.peer.snapshot_taken(job.zxid);
         tracing::info!(zxid = format_args!("{:#x}", job.zxid), "snapshot taken");
         self.drain()
     }
@@ -672,6 +682,72 @@ impl<A: Application> Driver<A> {
         }
     }
 
+    /// A message we cannot deliver must look like a broken connection: nothing later in
+    /// these outputs reaches that peer, and the core forgets its state with it.
+    fn drop_link(&mut self, to: ServerId) {
+        if let Some((_, link)) = self.links.remove(&to) {
+            link.close();
+        }
+        self.peer.peer_disconnected(to);
+    }
+
+    /// Sends a SNAP: reads the snapshot file named by the core, archives it and queues it,
+    /// then lets the bytes go (the send queue holds the archive until it is written). When
+    /// the file is gone or unreadable, or too large for the learner's frame limit, the
+    /// connection is dropped so the learner reconnects and the core plans again.
+    fn send_snapshot(&mut self, s: SnapshotSend) {
+        if !self.links.contains_key(&s.to) {
+            return;
+        }
+        let archive = match self.storage.read_snapshot(s.zxid) {
+            Ok(Some(data)) => {
+                let bytes = data.len();
+                tracing::info!(
+                    follower = s.to,
+                    zxid = format_args!("{:#x}", s.zxid),
+                    bytes,
+                    "sending snapshot"
+                );
+                let msg = Message::Sync {
+                    kind: SyncKind::Snap { zxid: s.zxid, data },
+                };
+                encode_archive(&msg, bytes + 256).map_err(|e| e.to_string())
+            }
+            Ok(None) => Err(format!("snapshot {:#x} is no longer on disk", s.zxid)),
+            Err(e) => Err(e.to_string()),
+        };
+        let archive = archive.and_then(|a| {
+            if a.len() > self.max_frame_bytes {
+                Err(format!(
+                    "snapshot frame of {} bytes exceeds max_frame_bytes {}; raise it on every server",
+                    a.len(),
+                    self.max_frame_bytes
+                ))
+            } else {
+                Ok(a)
+            }
+        });
+        let sent = match (archive, self.links.get(&s.to)) {
+            (Ok(a), Some((_, link))) => {
+                // Length and archive go as two writes in order: no copy of the archive
+                // into a frame buffer.
+                link.send((a.len() as u32).to_be_bytes().to_vec()) && link.send(a)
+            }
+            (Ok(_), None) => false,
+            (Err(e), _) => {
+                tracing::warn!(follower = s.to, error = %e, "cannot send a snapshot; dropping the connection");
+                self.shared
+                    .stats
+                    .snapshots_unsendable
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        };
+        if !sent {
+            self.drop_link(s.to);
+        }
+    }
+
     fn execute(&mut self, out: Outputs) -> Result<(), StorageError> {
         if let Some((z, data)) = out.install_snapshot {
             // A local snapshot still being written must land before the leader's replaces
@@ -703,7 +779,11 @@ impl<A: Application> Driver<A> {
         if let Some(h) = out.hard_state {
             self.storage.write_hard_state(&h)?;
         }
-        for (to, msg) in out.messages {
+        let mut snapshot_sends = out.snapshot_sends.into_iter().peekable();
+        for (i, (to, msg)) in out.messages.into_iter().enumerate() {
+            while let Some(s) = snapshot_sends.next_if(|s| s.before_message <= i) {
+                self.send_snapshot(s);
+            }
             let sent = match (self.links.get(&to), encode_frame(&msg)) {
                 (Some((_, link)), Ok(frame)) => link.send(frame),
                 (None, _) => continue,
@@ -713,12 +793,11 @@ impl<A: Application> Driver<A> {
                 }
             };
             if !sent {
-                // A message we cannot deliver must look like a broken connection.
-                if let Some((_, link)) = self.links.remove(&to) {
-                    link.close();
-                }
-                self.peer.peer_disconnected(to);
+                self.drop_link(to);
             }
+        }
+        for s in snapshot_sends {
+            self.send_snapshot(s);
         }
         for txn in &out.committed {
             self.app.apply(txn.zxid, &txn.payload);
@@ -743,8 +822,8 @@ impl<A: Application> Driver<A> {
             let handle = thread::Builder::new()
                 .name("zab-snapshot".into())
                 .spawn(move || {
-                    let data = Arc::new(source());
-                    write_snapshot(&dir, zxid, &data).map(|_| data)
+                    let data = source();
+                    write_snapshot(&dir, zxid, &data).map(|_| ())
                 })
                 .map_err(|e| StorageError::Io {
                     path: self.storage.snapshot_dir().to_path_buf(),

@@ -13,10 +13,9 @@
 //! sent later.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use super::config::PeerConfig;
-use super::history::{GapError, History};
+use super::history::{GapError, History, Repair};
 use super::message::{EpochRange, Message, PeerState, SyncKind, Txn, Vote};
 use super::zxid::{counter_of, epoch_of, fmt_zxid, make_zxid, ServerId, Zxid};
 
@@ -43,10 +42,10 @@ pub struct HardState {
 pub struct Restored {
     /// The epoch files.
     pub hard_state: HardState,
-    /// Zxid of the newest valid snapshot (0 when none).
+    /// Zxid of the newest valid snapshot (0 when none). Its bytes stay with the shell: the
+    /// application is restored from them, and a SNAP to a learner reads them again
+    /// ([`SnapshotSend`]).
     pub snapshot_zxid: Zxid,
-    /// Its bytes (empty when none).
-    pub snapshot: Arc<Vec<u8>>,
     /// Every durable log entry after the snapshot, in order.
     pub log: Vec<Txn>,
 }
@@ -96,13 +95,14 @@ pub struct Forwarded {
 /// 3. `append`: write these entries to the log; fsync later (batch across calls) and report
 ///    with [`Peer::log_synced`].
 /// 4. `hard_state`: persist durably (write + fsync) before any message below is sent.
-/// 5. `messages`: send, each to its peer, in order.
+/// 5. `messages`: send, each to its peer, in order; `snapshot_sends` are SNAP messages that
+///    slot in between them (see [`SnapshotSend`]).
 /// 6. `committed`: apply to the application in order.
 /// 7. `forwarded`, `status`: hand to the application.
 #[derive(Debug, Default)]
 pub struct Outputs {
     /// A snapshot to install (SNAP sync).
-    pub install_snapshot: Option<(Zxid, Arc<Vec<u8>>)>,
+    pub install_snapshot: Option<(Zxid, Vec<u8>)>,
     /// Drop log entries above this zxid (TRUNC sync).
     pub truncate_after: Option<Zxid>,
     /// Entries to append to the log.
@@ -111,6 +111,9 @@ pub struct Outputs {
     pub hard_state: Option<HardState>,
     /// Messages to peers.
     pub messages: Vec<(ServerId, Message)>,
+    /// SNAP messages to peers, whose bytes the shell reads from its newest snapshot, in
+    /// `before_message` order.
+    pub snapshot_sends: Vec<SnapshotSend>,
     /// Newly committed entries, in zxid order.
     pub committed: Vec<Txn>,
     /// Client writes forwarded to this leader.
@@ -127,10 +130,34 @@ impl Outputs {
             && self.append.is_empty()
             && self.hard_state.is_none()
             && self.messages.is_empty()
+            && self.snapshot_sends.is_empty()
             && self.committed.is_empty()
             && self.forwarded.is_empty()
             && self.status.is_none()
     }
+}
+
+/// A SNAP sync header the shell builds and sends: `Message::Sync` with
+/// `SyncKind::Snap { zxid, data }`, `data` being the bytes of the snapshot at `zxid` from
+/// the shell's storage (empty for zxid 0 without a snapshot file: the initial state).
+///
+/// The core keeps no snapshot bytes in memory (they can be hundreds of megabytes); it only
+/// names the snapshot. The message goes to `to` just before `messages[before_message]`
+/// (after all of them when `before_message == messages.len()`), because the proposals and
+/// NEWLEADER that follow it in `messages` continue that snapshot.
+///
+/// If the shell cannot read that snapshot (pruned, damaged), it must treat the connection
+/// to `to` as broken: send nothing more to `to` from these outputs and report
+/// [`Peer::peer_disconnected`]. The learner reconnects and the core plans its sync again
+/// from its then newest snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotSend {
+    /// The learner.
+    pub to: ServerId,
+    /// The snapshot to send (the core's snapshot point when it planned the sync).
+    pub zxid: Zxid,
+    /// Index in [`Outputs::messages`] the SNAP goes before.
+    pub before_message: usize,
 }
 
 /// `propose` or `forward` on a server that cannot take writes now.
@@ -273,7 +300,7 @@ impl Peer {
     /// snapshot); the leader tells which entries are.
     pub fn new(cfg: PeerConfig, restored: Restored, now_ms: u64) -> Result<Peer, String> {
         cfg.validate()?;
-        let mut history = History::new(restored.snapshot_zxid, restored.snapshot);
+        let mut history = History::new(restored.snapshot_zxid);
         for txn in restored.log {
             if txn.zxid <= restored.snapshot_zxid {
                 continue;
@@ -571,12 +598,13 @@ impl Peer {
     }
 
     /// The application persisted a snapshot of its state at `zxid` (which it has applied);
-    /// log entries up to it are no longer kept in memory.
-    pub fn snapshot_taken(&mut self, zxid: Zxid, data: Arc<Vec<u8>>) {
+    /// log entries up to it are no longer kept in memory, and a SNAP sends this snapshot
+    /// from now on, so the shell must be able to read it back by zxid.
+    pub fn snapshot_taken(&mut self, zxid: Zxid) {
         if zxid > self.applied_zxid || zxid <= self.history.snapshot_zxid() {
             return;
         }
-        self.history.compact(zxid, data);
+        self.history.compact(zxid);
     }
 
     /// The connection with `peer` broke; anything it sent later comes on a new connection.
@@ -1021,8 +1049,7 @@ impl Peer {
             }
             SyncKind::Snap { zxid, data } => {
                 tracing::info!(zxid = %fmt_zxid(zxid), bytes = data.len(), "installing snapshot");
-                let data = Arc::new(data);
-                self.history.install_snapshot(zxid, data.clone());
+                self.history.install_snapshot(zxid);
                 // Applied entries of this output would be ordered after the install; there
                 // are none because commits are applied as soon as they are learnt.
                 debug_assert!(self.out.committed.is_empty());
@@ -1385,16 +1412,37 @@ impl Peer {
             return;
         };
         let plan = self.history.plan_sync(*last, ranges);
+        let kind = match plan.kind {
+            Repair::Diff => "DIFF",
+            Repair::Trunc { .. } => "TRUNC",
+            Repair::Snap { .. } => "SNAP",
+        };
         tracing::info!(
             follower = id,
-            kind = Message::Sync { kind: plan.kind.clone() }.kind(),
+            kind,
             from = %fmt_zxid(plan.from),
             to = %fmt_zxid(self.history.last_zxid()),
             "synchronizing follower"
         );
-        self.out
-            .messages
-            .push((id, Message::Sync { kind: plan.kind }));
+        match plan.kind {
+            Repair::Diff => self.out.messages.push((
+                id,
+                Message::Sync {
+                    kind: SyncKind::Diff,
+                },
+            )),
+            Repair::Trunc { zxid } => self.out.messages.push((
+                id,
+                Message::Sync {
+                    kind: SyncKind::Trunc { zxid },
+                },
+            )),
+            Repair::Snap { zxid } => self.out.snapshot_sends.push(SnapshotSend {
+                to: id,
+                zxid,
+                before_message: self.out.messages.len(),
+            }),
+        }
         let leader_last = self.history.last_zxid();
         push_proposals(
             &mut self.out.messages,
@@ -1545,7 +1593,6 @@ mod tests {
                 current_epoch: 1,
             },
             snapshot_zxid: make_zxid(1, 50),
-            snapshot: Arc::new(vec![1]),
             log,
         };
         let mut p = Peer::new(PeerConfig::new(1, vec![1]), restored, 0).expect("peer");

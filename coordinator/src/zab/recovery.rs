@@ -6,8 +6,6 @@
 //! the application is restored from the snapshot alone, because log entries are applied
 //! only once the leader says they are committed.
 
-use std::sync::Arc;
-
 use super::epoch_file::read_epochs;
 use super::peer::Restored;
 use super::snapshot_file::newest_valid_snapshot;
@@ -15,11 +13,12 @@ use super::storage::{Storage, StoragePaths};
 use super::txn_log::{StorageError, TxnLog};
 use super::zxid::{fmt_zxid, follows};
 
-/// Opens a server's storage and returns it with the state to start the core from.
+/// Opens a server's storage and returns it with the state to start the core from and the
+/// newest snapshot's bytes (empty when there is none), to restore the application from.
 pub fn recover(
     paths: &StoragePaths,
     segment_bytes_max: u64,
-) -> Result<(Storage, Restored), StorageError> {
+) -> Result<(Storage, Restored, Vec<u8>), StorageError> {
     std::fs::create_dir_all(&paths.snapshot_dir)
         .map_err(super::txn_log::io_err(&paths.snapshot_dir))?;
     let hard_state = read_epochs(&paths.snapshot_dir)?;
@@ -58,10 +57,9 @@ pub fn recover(
     let restored = Restored {
         hard_state,
         snapshot_zxid,
-        snapshot: Arc::new(snapshot),
         log: log_entries,
     };
-    Ok((storage, restored))
+    Ok((storage, restored, snapshot))
 }
 
 #[cfg(test)]
@@ -76,7 +74,8 @@ mod tests {
     fn restart_sees_snapshot_log_and_epochs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = StoragePaths::new(&dir.path().join("data"), &dir.path().join("log"));
-        let (mut st, r) = recover(&paths, 1 << 20).expect("fresh");
+        let (mut st, r, snapshot) = recover(&paths, 1 << 20).expect("fresh");
+        assert!(snapshot.is_empty());
         assert_eq!((r.snapshot_zxid, r.log.len()), (0, 0));
         for c in 1..=20 {
             st.append(&Txn {
@@ -95,10 +94,10 @@ mod tests {
         };
         st.write_hard_state(&h).expect("epochs");
         drop(st);
-        let (_st, r) = recover(&paths, 1 << 20).expect("restart");
+        let (_st, r, snapshot) = recover(&paths, 1 << 20).expect("restart");
         assert_eq!(r.hard_state, h);
         assert_eq!(r.snapshot_zxid, make_zxid(1, 12));
-        assert_eq!(r.snapshot.as_slice(), b"app@12");
+        assert_eq!(snapshot.as_slice(), b"app@12");
         let zxids: Vec<_> = r.log.iter().map(|t| t.zxid).collect();
         assert_eq!(
             zxids,

@@ -122,6 +122,28 @@ pub fn read_snapshot(path: &Path) -> Result<(Zxid, Vec<u8>), StorageError> {
     Ok((zxid, data.to_vec()))
 }
 
+/// The snapshot taken at `zxid`, read and verified; `None` when there is no such file (it
+/// was pruned or replaced). Zxid 0 without a file is the initial empty state.
+pub fn read_snapshot_at(dir: &Path, zxid: Zxid) -> Result<Option<Vec<u8>>, StorageError> {
+    let path = dir.join(snapshot_name(zxid));
+    if !path.exists() {
+        return Ok((zxid == 0).then(Vec::new));
+    }
+    let (inner, data) = read_snapshot(&path)?;
+    if inner != zxid {
+        return Err(StorageError::Corrupt {
+            path,
+            offset: 8,
+            reason: format!(
+                "holds zxid {}, its name says {}",
+                fmt_zxid(inner),
+                fmt_zxid(zxid)
+            ),
+        });
+    }
+    Ok(Some(data))
+}
+
 /// The newest valid snapshot in `dir`, skipping (and logging) damaged ones.
 pub fn newest_valid_snapshot(dir: &Path) -> Result<Option<(Zxid, Vec<u8>)>, StorageError> {
     if !dir.exists() {
@@ -173,5 +195,11 @@ mod tests {
             .expect("read")
             .expect("some");
         assert_eq!(z, 3);
+        assert_eq!(
+            read_snapshot_at(dir.path(), 3).expect("read"),
+            Some(b"state 3".to_vec())
+        );
+        assert_eq!(read_snapshot_at(dir.path(), 5).expect("read"), None);
+        assert_eq!(read_snapshot_at(dir.path(), 0).expect("read"), Some(vec![]));
     }
 }

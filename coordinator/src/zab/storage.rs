@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::epoch_file::write_epochs;
 use super::message::Txn;
 use super::peer::HardState;
-use super::snapshot_file::{remove_snapshots_after, write_snapshot};
+use super::snapshot_file::{read_snapshot_at, remove_snapshots_after, write_snapshot};
 use super::txn_log::{StorageError, TxnLog};
 use super::zxid::Zxid;
 
@@ -89,6 +89,12 @@ impl Storage {
             self.log.purge_through(zxid)?;
         }
         Ok(())
+    }
+
+    /// The bytes of the snapshot taken at `zxid`, read from its file for a SNAP (nothing keeps
+    /// them in memory); `None` when that file is gone. Zxid 0 is the initial empty state.
+    pub fn read_snapshot(&self, zxid: Zxid) -> Result<Option<Vec<u8>>, StorageError> {
+        read_snapshot_at(&self.paths.snapshot_dir, zxid)
     }
 
     /// Where snapshots and the epoch file live.

@@ -320,6 +320,10 @@ fn write_loop(stream: TcpStream, rx: Receiver<Vec<u8>>) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
+/// A read buffer grown past this (by a SNAP frame, as large as a whole snapshot) is let go
+/// after its message, instead of staying allocated for the life of the connection.
+const READ_BUF_KEPT_BYTES: usize = 8 << 20;
+
 fn read_loop(
     peer: ServerId,
     conn: u64,
@@ -332,6 +336,9 @@ fn read_loop(
     let reason = loop {
         match read_frame(&mut r, &mut buf, max_frame_bytes) {
             Ok(msg) => {
+                if buf.capacity() > READ_BUF_KEPT_BYTES {
+                    buf = AlignedVec::new();
+                }
                 if !sink(NetEvent::Inbound { peer, conn, msg }) {
                     break "node stopped".to_string();
                 }
