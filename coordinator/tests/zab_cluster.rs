@@ -374,23 +374,7 @@ fn zab_cluster_snap_reads_the_snapshot_file_and_survives_its_loss() {
 #[test]
 fn zab_cluster_batches_many_proposals_per_fsync() {
     // Pipelined proposals on the leader must share fsyncs (group commit) on every server.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut listeners = BTreeMap::new();
-    let mut addrs = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        addrs.insert(id, l.local_addr().expect("addr"));
-        listeners.insert(id, l);
-    }
-    let mut c = Cluster {
-        dir,
-        addrs,
-        nodes: BTreeMap::new(),
-        acked: Vec::new(),
-    };
-    for (id, l) in listeners {
-        c.start(id, Some(l));
-    }
+    let mut c = three_nodes();
     let leader = c.wait_leader(Duration::from_secs(10));
     c.write(b"warm-up", Duration::from_secs(5));
     // Every follower synchronized first, so each one appends the burst itself.

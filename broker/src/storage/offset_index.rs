@@ -104,6 +104,53 @@ impl IndexFile {
     }
 }
 
+/// An entry of an index file: its fixed size, its decoding and the checks a load applies.
+pub(crate) trait IndexEntry: Copy {
+    /// Bytes per entry in the file.
+    const BYTES: usize;
+    /// Decodes one entry from exactly [`Self::BYTES`] bytes.
+    fn decode(bytes: &[u8]) -> Self;
+    /// True when `self` may not follow `prev` in the file.
+    fn out_of_order(&self, prev: &Self) -> bool;
+    /// Why `self` does not fit a segment bounded by `bound`, if it does not.
+    fn misfit(&self, i: usize, bound: u64) -> Option<String>;
+}
+
+/// Opens `path` and decodes its entries, checking a whole number of entries, their order and
+/// that each fits `bound`. `Ok(Err(reason))`: the file is missing or corrupt and must be
+/// rebuilt.
+pub(crate) fn load_entries<E: IndexEntry>(
+    path: &Path,
+    bound: u64,
+) -> io::Result<Result<(IndexFile, Vec<E>), String>> {
+    if !path.exists() {
+        return Ok(Err("missing".into()));
+    }
+    let (file, content) = IndexFile::open(path)?;
+    if content.len() % E::BYTES != 0 {
+        return Ok(Err(format!(
+            "{} bytes is not a whole number of {}-byte entries",
+            content.len(),
+            E::BYTES
+        )));
+    }
+    let mut entries: Vec<E> = Vec::with_capacity(content.len() / E::BYTES);
+    for (i, chunk) in content.chunks_exact(E::BYTES).enumerate() {
+        let entry = E::decode(chunk);
+        if entries.last().is_some_and(|prev| entry.out_of_order(prev)) {
+            return Ok(Err(format!(
+                "entry {i} at byte {} is out of order",
+                i * E::BYTES
+            )));
+        }
+        if let Some(reason) = entry.misfit(i, bound) {
+            return Ok(Err(reason));
+        }
+        entries.push(entry);
+    }
+    Ok(Ok((file, entries)))
+}
+
 /// One offset index entry, relative to the segment's base offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffsetEntry {
@@ -113,6 +160,30 @@ pub struct OffsetEntry {
 
 /// Bytes per offset index entry.
 pub const OFFSET_ENTRY_BYTES: usize = 8;
+
+impl IndexEntry for OffsetEntry {
+    const BYTES: usize = OFFSET_ENTRY_BYTES;
+
+    fn decode(b: &[u8]) -> Self {
+        OffsetEntry {
+            relative_offset: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            position: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        }
+    }
+
+    fn out_of_order(&self, prev: &Self) -> bool {
+        self.relative_offset <= prev.relative_offset || self.position <= prev.position
+    }
+
+    fn misfit(&self, i: usize, log_bytes: u64) -> Option<String> {
+        (self.position as u64 >= log_bytes).then(|| {
+            format!(
+                "entry {i} points at byte {} past the log's {log_bytes} bytes",
+                self.position
+            )
+        })
+    }
+}
 
 /// The offset index of one segment.
 #[derive(Debug)]
@@ -134,38 +205,7 @@ impl OffsetIndex {
     /// positions strictly increasing, positions below `log_bytes`. `Ok(Err(reason))` means the
     /// file is corrupt and must be rebuilt; a missing file loads as corrupt too.
     pub fn load(path: &Path, log_bytes: u64) -> io::Result<Result<OffsetIndex, String>> {
-        if !path.exists() {
-            return Ok(Err("missing".into()));
-        }
-        let (file, content) = IndexFile::open(path)?;
-        if content.len() % OFFSET_ENTRY_BYTES != 0 {
-            return Ok(Err(format!(
-                "{} bytes is not a whole number of {OFFSET_ENTRY_BYTES}-byte entries",
-                content.len()
-            )));
-        }
-        let mut entries = Vec::with_capacity(content.len() / OFFSET_ENTRY_BYTES);
-        for (i, chunk) in content.chunks_exact(OFFSET_ENTRY_BYTES).enumerate() {
-            let entry = OffsetEntry {
-                relative_offset: u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
-                position: u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]),
-            };
-            if let Some(prev) = entries.last() {
-                let prev: &OffsetEntry = prev;
-                if entry.relative_offset <= prev.relative_offset || entry.position <= prev.position
-                {
-                    return Ok(Err(format!("entry {i} at byte {} is out of order", i * 8)));
-                }
-            }
-            if entry.position as u64 >= log_bytes {
-                return Ok(Err(format!(
-                    "entry {i} points at byte {} past the log's {log_bytes} bytes",
-                    entry.position
-                )));
-            }
-            entries.push(entry);
-        }
-        Ok(Ok(OffsetIndex { file, entries }))
+        Ok(load_entries(path, log_bytes)?.map(|(file, entries)| OffsetIndex { file, entries }))
     }
 
     pub fn path(&self) -> &Path {

@@ -10,7 +10,7 @@
 use std::io;
 use std::path::Path;
 
-use super::offset_index::IndexFile;
+use super::offset_index::{load_entries, IndexEntry, IndexFile};
 
 /// Bytes per time index entry.
 pub const TIME_ENTRY_BYTES: usize = 12;
@@ -20,6 +20,32 @@ pub const TIME_ENTRY_BYTES: usize = 12;
 pub struct TimeEntry {
     pub timestamp_ms: i64,
     pub relative_offset: u32,
+}
+
+impl IndexEntry for TimeEntry {
+    const BYTES: usize = TIME_ENTRY_BYTES;
+
+    fn decode(b: &[u8]) -> Self {
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&b[..8]);
+        TimeEntry {
+            timestamp_ms: i64::from_be_bytes(ts),
+            relative_offset: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+        }
+    }
+
+    fn out_of_order(&self, prev: &Self) -> bool {
+        self.timestamp_ms < prev.timestamp_ms || self.relative_offset < prev.relative_offset
+    }
+
+    fn misfit(&self, i: usize, max_relative_offset_exclusive: u64) -> Option<String> {
+        (self.relative_offset as u64 >= max_relative_offset_exclusive).then(|| {
+            format!(
+                "entry {i} names relative offset {} past the segment",
+                self.relative_offset
+            )
+        })
+    }
 }
 
 /// The time index of one segment.
@@ -44,40 +70,8 @@ impl TimeIndex {
         path: &Path,
         max_relative_offset_exclusive: u64,
     ) -> io::Result<Result<TimeIndex, String>> {
-        if !path.exists() {
-            return Ok(Err("missing".into()));
-        }
-        let (file, content) = IndexFile::open(path)?;
-        if content.len() % TIME_ENTRY_BYTES != 0 {
-            return Ok(Err(format!(
-                "{} bytes is not a whole number of {TIME_ENTRY_BYTES}-byte entries",
-                content.len()
-            )));
-        }
-        let mut entries: Vec<TimeEntry> = Vec::with_capacity(content.len() / TIME_ENTRY_BYTES);
-        for (i, c) in content.chunks_exact(TIME_ENTRY_BYTES).enumerate() {
-            let mut ts = [0u8; 8];
-            ts.copy_from_slice(&c[..8]);
-            let entry = TimeEntry {
-                timestamp_ms: i64::from_be_bytes(ts),
-                relative_offset: u32::from_be_bytes([c[8], c[9], c[10], c[11]]),
-            };
-            if let Some(prev) = entries.last() {
-                if entry.timestamp_ms < prev.timestamp_ms
-                    || entry.relative_offset < prev.relative_offset
-                {
-                    return Ok(Err(format!("entry {i} at byte {} is out of order", i * 12)));
-                }
-            }
-            if entry.relative_offset as u64 >= max_relative_offset_exclusive {
-                return Ok(Err(format!(
-                    "entry {i} names relative offset {} past the segment",
-                    entry.relative_offset
-                )));
-            }
-            entries.push(entry);
-        }
-        Ok(Ok(TimeIndex { file, entries }))
+        Ok(load_entries(path, max_relative_offset_exclusive)?
+            .map(|(file, entries)| TimeIndex { file, entries }))
     }
 
     pub fn path(&self) -> &Path {
