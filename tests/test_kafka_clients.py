@@ -1,5 +1,6 @@
 """Proves confluent-kafka (librdkafka 2.16) and kafka-python each work end to end against the
-broker for every compression codec: create a topic, produce 50,000 keyed messages, consume
+broker for every compression codec (confluent-kafka also as an idempotent producer, which
+needs InitProducerId and sequence checks): create a topic, produce 50,000 keyed messages, consume
 them from the beginning (partitions assigned, no group), check every message arrived once
 with its exact bytes and each partition's messages in produce order, and check ListOffsets
 earliest/latest against what was produced."""
@@ -41,19 +42,21 @@ def check(codec, consumed, latest_offsets, earliest_offsets):
     assert all(len(ps) == 1 for ps in key_partitions.values())
 
 
-@pytest.mark.parametrize("codec", CODECS)
-def test_confluent_kafka(module_broker, codec):
+@pytest.mark.parametrize(
+    "codec,idempotent", [(c, False) for c in CODECS] + [("none", True), ("zstd", True)]
+)
+def test_confluent_kafka(module_broker, codec, idempotent):
     from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    topic = f"ck-{codec}"
+    topic = f"ck-{codec}" + ("-idempotent" if idempotent else "")
     admin = AdminClient({"bootstrap.servers": module_broker.bootstrap})
     for future in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
         future.result(30)
     errors = []
     producer = Producer({"bootstrap.servers": module_broker.bootstrap, "acks": "all",
                          "compression.type": codec, "linger.ms": 5,
-                         "enable.idempotence": False})
+                         "enable.idempotence": idempotent})
     for i in range(COUNT):
         while True:
             try:

@@ -62,6 +62,7 @@ fuzz_target!(|data: &[u8]| {
         ApiKey::ListGroups => decode::<ListGroupsRequest>(body, version),
         ApiKey::DescribeGroups => decode::<DescribeGroupsRequest>(body, version),
         ApiKey::DeleteGroups => decode::<DeleteGroupsRequest>(body, version),
+        ApiKey::InitProducerId => decode::<InitProducerIdRequest>(body, version),
         _ => {}
     }
 });

@@ -7,13 +7,14 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::kafka::frame::{self, Request};
 use crate::kafka::response::{self, Response};
-use crate::kafka::{offsets_legacy, produce_legacy, versions};
+use crate::kafka::{codes, offsets_legacy, produce_legacy, versions};
 
 use super::shard::Shard;
 use super::topic_admin;
@@ -198,6 +199,38 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, peer: Rc<str>) -> Outcome {
             let body = decode(&mut request)?;
             answer(&request, &group_api::delete_groups(&shard, body).await)
         }
+        ApiKey::InitProducerId => {
+            let body: InitProducerIdRequest = decode(&mut request)?;
+            answer(&request, &init_producer_id(&shard, &body))
+        }
         _ => Err(Close(format!("api {key:?} is not served yet"))),
+    }
+}
+
+/// InitProducerId for idempotent producers: as Kafka does without a transactional id, a new
+/// producer id at epoch 0 every time (the id and epoch a v3+ client sends are not reused). A
+/// transactional id is answered INVALID_REQUEST: there is no transaction coordinator.
+fn init_producer_id(shard: &Shard, body: &InitProducerIdRequest) -> InitProducerIdResponse {
+    if body
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.is_empty())
+    {
+        return InitProducerIdResponse::default()
+            .with_error_code(codes::INVALID_REQUEST)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1);
+    }
+    match shard.producer_ids.allocate() {
+        Ok(id) => InitProducerIdResponse::default()
+            .with_producer_id(id.into())
+            .with_producer_epoch(0),
+        Err(err) => {
+            tracing::error!("shard {}: allocating a producer id: {err}", shard.id);
+            InitProducerIdResponse::default()
+                .with_error_code(codes::KAFKA_STORAGE_ERROR)
+                .with_producer_id((-1).into())
+                .with_producer_epoch(-1)
+        }
     }
 }

@@ -16,6 +16,7 @@ pub mod oneshot;
 pub mod partition_ops;
 pub mod partitions;
 pub mod produce;
+pub mod producer_ids;
 pub mod shard;
 pub mod splice;
 pub mod topic_admin;
@@ -78,6 +79,8 @@ pub enum StartError {
     Listen(SocketAddr, std::io::Error),
     #[error("shard {0}: {1}")]
     Shard(usize, String),
+    #[error("{0}")]
+    ProducerIds(String),
 }
 
 /// Binds a probe socket to learn the port when `port` is 0, so every shard can bind the same
@@ -164,6 +167,7 @@ struct ShardStart {
     mesh: Option<MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>>,
     metrics: Arc<ShardMetrics>,
     connections: Arc<AtomicU32>,
+    producer_ids: Arc<producer_ids::ProducerIdAllocator>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
 }
@@ -173,6 +177,10 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|err| StartError::DataDir(config.data_dir.display().to_string(), err))?;
     let store = FileTopicStore::open(&config.data_dir)?;
+    let producer_ids = Arc::new(
+        producer_ids::ProducerIdAllocator::open(&config.data_dir)
+            .map_err(StartError::ProducerIds)?,
+    );
     let topics: Vec<Topic> = store.topics().values().cloned().collect();
     let shard_cores: Vec<(usize, u32)> = config
         .profile
@@ -213,6 +221,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             mesh: mesh.clone(),
             metrics,
             connections: connections.clone(),
+            producer_ids: producer_ids.clone(),
             stop: stop.clone(),
             ready: ready_tx.clone(),
         };
@@ -257,6 +266,7 @@ async fn shard_main(start: ShardStart) {
         mesh,
         metrics,
         connections,
+        producer_ids,
         stop,
         ready,
     } = start;
@@ -301,6 +311,7 @@ async fn shard_main(start: ShardStart) {
         splicer: splicer.clone(),
         groups: groups::ShardGroups::new(config.group.clone(), id),
         connections,
+        producer_ids,
         stop: stop.clone(),
     });
     if let Err(err) = shard.open_partitions().await {

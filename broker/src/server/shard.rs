@@ -64,6 +64,8 @@ pub struct Shard {
     pub groups: ShardGroups,
     /// Open connections of the whole process (bounded by the profile).
     pub connections: Arc<AtomicU32>,
+    /// InitProducerId's ids, shared by every shard.
+    pub producer_ids: Arc<super::producer_ids::ProducerIdAllocator>,
     pub stop: Arc<AtomicBool>,
 }
 

@@ -98,6 +98,10 @@ pub enum LogError {
     /// The log was closed.
     #[error("partition log is closed")]
     Closed,
+    /// An idempotent producer's batch does not follow its last one (a gap, a stale epoch):
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH or DUPLICATE_SEQUENCE_NUMBER.
+    #[error("{reason}")]
+    Producer { code: i16, reason: String },
 }
 
 impl LogError {
@@ -105,6 +109,7 @@ impl LogError {
     pub fn error_code(&self) -> i16 {
         match self {
             LogError::Batch(e) => e.error_code(),
+            LogError::Producer { code, .. } => *code,
             LogError::OffsetOutOfRange { .. } => kafka_code::OFFSET_OUT_OF_RANGE,
             LogError::Io { .. }
             | LogError::Corrupt { .. }

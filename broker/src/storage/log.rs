@@ -28,6 +28,7 @@ use super::error::LogError;
 use super::log_config::LogConfig;
 use super::notify::Signal;
 use super::offset_index::OffsetIndex;
+use super::producer_state::{ProducerTable, Refusal, Verdict};
 use super::record_batch::{set_base_offset, set_partition_leader_epoch, validate_batches};
 use super::recovery::{self, RecoveryReport};
 use super::segment::{segment_file, Segment};
@@ -141,6 +142,8 @@ pub(crate) struct LogInner {
     pub stats: Cell<LogStats>,
     /// Background syncs of rolled segments take turns here, so they finish in roll order.
     pub segment_sync_gate: Rc<Semaphore>,
+    /// Idempotent producers' recent batches (changed under the append gate).
+    pub producers: RefCell<ProducerTable>,
 }
 
 /// The log of one partition. See the module documentation.
@@ -206,6 +209,7 @@ impl PartitionLog {
                 recovery: report,
                 stats: Cell::new(LogStats::default()),
                 segment_sync_gate: Rc::new(Semaphore::new(1)),
+                producers: RefCell::new(ProducerTable::default()),
             }),
         })
     }
@@ -234,6 +238,31 @@ impl PartitionLog {
             .await
             .map_err(|_| LogError::Closed)?;
         inner.check_writable()?;
+        if infos.iter().any(|b| b.header.producer_id >= 0) {
+            let headers: Vec<_> = infos.iter().map(|b| b.header).collect();
+            let verdict = inner.producers.borrow().check(&headers);
+            match verdict {
+                Ok(Verdict::Append) => {}
+                Ok(Verdict::Duplicate(done)) => {
+                    // A retry of a batch appended before: its offsets, once it is as durable
+                    // as a fresh append would be.
+                    drop(permit);
+                    if config.flush == FlushPolicy::Always {
+                        inner.wait_persisted(done.last_offset + 1, true).await?;
+                    }
+                    return Ok(AppendInfo {
+                        base_offset: done.first_offset,
+                        last_offset: done.last_offset,
+                        batches: 0,
+                        records: 0,
+                        bytes: 0,
+                        max_timestamp_ms: -1,
+                        log_start_offset: inner.state.borrow().log_start_offset,
+                    });
+                }
+                Err(Refusal { code, reason }) => return Err(LogError::Producer { code, reason }),
+            }
+        }
         let now = now_ms();
         if inner.should_roll(total_bytes, total_records, now, &config) {
             inner.roll().await?;
@@ -277,6 +306,7 @@ impl PartitionLog {
                 segment.rolling_timestamp_ms = Some(now);
             }
             segment.add_batch(&header, position, config.index_interval_bytes);
+            inner.producers.borrow_mut().record(&header);
             max_timestamp_ms = max_timestamp_ms.max(header.max_timestamp);
             st.next_offset = header.next_offset();
         }

@@ -57,6 +57,17 @@ pub fn small_config() -> LogConfig {
 /// One batch encoded by kafka-protocol: `values.len()` records, timestamps from
 /// `timestamp_ms`, the given codec.
 pub fn encode_batch(values: &[Vec<u8>], timestamp_ms: i64, compression: Compression) -> Vec<u8> {
+    encode_producer_batch(values, timestamp_ms, compression, (-1, -1, -1))
+}
+
+/// [`encode_batch`] from an idempotent producer: `(producer_id, producer_epoch,
+/// base_sequence)`; `(-1, -1, -1)` for none.
+pub fn encode_producer_batch(
+    values: &[Vec<u8>],
+    timestamp_ms: i64,
+    compression: Compression,
+    (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
+) -> Vec<u8> {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -65,13 +76,13 @@ pub fn encode_batch(values: &[Vec<u8>], timestamp_ms: i64, compression: Compress
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder starts a new batch unless offset - sequence stays constant; this
-            // keeps all records in one batch with baseSequence -1 (no idempotence).
-            sequence: i as i32 - 1,
+            // keeps all records in one batch with baseSequence `base_sequence`.
+            sequence: base_sequence + i as i32,
             timestamp: timestamp_ms + i as i64,
             key: Some(Bytes::from(format!("k{i}"))),
             value: Some(Bytes::copy_from_slice(v)),
