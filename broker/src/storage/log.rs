@@ -239,8 +239,10 @@ impl PartitionLog {
             .map_err(|_| LogError::Closed)?;
         inner.check_writable()?;
         if infos.iter().any(|b| b.header.producer_id >= 0) {
-            let headers: Vec<_> = infos.iter().map(|b| b.header).collect();
-            let verdict = inner.producers.borrow().check(&headers);
+            let verdict = inner
+                .producers
+                .borrow()
+                .check(infos.iter().map(|b| &b.header));
             match verdict {
                 Ok(Verdict::Append) => {}
                 Ok(Verdict::Duplicate(done)) => {

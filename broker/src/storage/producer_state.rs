@@ -95,28 +95,41 @@ impl ProducerTable {
     }
 
     /// Judges the batches of one append (in order). Batches without a producer id pass.
-    pub fn check(&self, headers: &[BatchHeader]) -> Result<Verdict, Refusal> {
-        // The producers as they would be after each batch of this request.
-        let mut pending: HashMap<i64, (i16, i32)> = HashMap::new();
-        for (i, h) in headers.iter().enumerate() {
+    pub fn check<'a>(
+        &self,
+        headers: impl ExactSizeIterator<Item = &'a BatchHeader>,
+    ) -> Result<Verdict, Refusal> {
+        let single = headers.len() == 1;
+        // (producer id, epoch, last sequence) as they would be after the batches so far of
+        // this append; a request carries one or a few producers, so a list will do.
+        let mut pending: Vec<(i64, i16, i32)> = Vec::new();
+        let pending_of = |pending: &[(i64, i16, i32)], id: i64| {
+            pending
+                .iter()
+                .rev()
+                .find(|(p, _, _)| *p == id)
+                .map(|&(_, e, s)| (e, s))
+        };
+        for (i, h) in headers.enumerate() {
             if h.producer_id < 0 {
                 continue;
             }
             let first = h.base_sequence;
             let last = last_sequence(first, h.records_count);
-            let known = pending.get(&h.producer_id).copied().or_else(|| {
+            let in_request = pending_of(&pending, h.producer_id);
+            let known = in_request.or_else(|| {
                 self.producers
                     .get(&h.producer_id)
                     .and_then(|p| p.batches.last().map(|b| (p.epoch, b.last_sequence)))
             });
             if let Some(p) = self.producers.get(&h.producer_id) {
-                if h.producer_epoch == p.epoch && !pending.contains_key(&h.producer_id) {
+                if h.producer_epoch == p.epoch && in_request.is_none() {
                     if let Some(done) = p
                         .batches
                         .iter()
                         .find(|b| b.first_sequence == first && b.last_sequence == last)
                     {
-                        if headers.len() == 1 {
+                        if single {
                             return Ok(Verdict::Duplicate(*done));
                         }
                         return Err(Refusal {
@@ -154,7 +167,7 @@ impl ProducerTable {
                     });
                 }
             }
-            pending.insert(h.producer_id, (h.producer_epoch, last));
+            pending.push((h.producer_id, h.producer_epoch, last));
         }
         Ok(Verdict::Append)
     }
@@ -216,6 +229,10 @@ mod tests {
     //! is refused, a new epoch starts at sequence 0, sequences wrap after i32::MAX.
     use super::*;
 
+    fn check(t: &ProducerTable, headers: &[BatchHeader]) -> Result<Verdict, Refusal> {
+        t.check(headers.iter())
+    }
+
     fn batch(pid: i64, epoch: i16, seq: i32, count: i32, offset: i64) -> BatchHeader {
         BatchHeader {
             base_offset: offset,
@@ -238,14 +255,14 @@ mod tests {
     fn retries_are_duplicates_and_gaps_are_refused() {
         let mut t = ProducerTable::default();
         let b0 = batch(7, 0, 0, 10, 100);
-        assert_eq!(t.check(&[b0]), Ok(Verdict::Append));
+        assert_eq!(check(&t, &[b0]), Ok(Verdict::Append));
         t.record(&b0);
         let b1 = batch(7, 0, 10, 5, 110);
-        assert_eq!(t.check(&[b1]), Ok(Verdict::Append));
+        assert_eq!(check(&t, &[b1]), Ok(Verdict::Append));
         t.record(&b1);
         // The first batch again (a retry after a lost answer): its offsets.
         assert_eq!(
-            t.check(&[batch(7, 0, 0, 10, -1)]),
+            check(&t, &[batch(7, 0, 0, 10, -1)]),
             Ok(Verdict::Duplicate(AppendedBatch {
                 first_sequence: 0,
                 last_sequence: 9,
@@ -254,26 +271,24 @@ mod tests {
             }))
         );
         // A gap.
-        let gap = t.check(&[batch(7, 0, 16, 1, -1)]).unwrap_err();
+        let gap = check(&t, &[batch(7, 0, 16, 1, -1)]).unwrap_err();
         assert_eq!(gap.code, OUT_OF_ORDER_SEQUENCE_NUMBER);
         // A retry together with a new batch.
-        let mixed = t
-            .check(&[batch(7, 0, 10, 5, -1), batch(7, 0, 15, 1, -1)])
-            .unwrap_err();
+        let mixed = check(&t, &[batch(7, 0, 10, 5, -1), batch(7, 0, 15, 1, -1)]).unwrap_err();
         assert_eq!(mixed.code, DUPLICATE_SEQUENCE_NUMBER);
         // Two new batches in one append follow each other.
         assert_eq!(
-            t.check(&[batch(7, 0, 15, 2, -1), batch(7, 0, 17, 3, -1)]),
+            check(&t, &[batch(7, 0, 15, 2, -1), batch(7, 0, 17, 3, -1)]),
             Ok(Verdict::Append)
         );
         assert_eq!(
-            t.check(&[batch(7, 0, 15, 2, -1), batch(7, 0, 18, 3, -1)])
+            check(&t, &[batch(7, 0, 15, 2, -1), batch(7, 0, 18, 3, -1)])
                 .unwrap_err()
                 .code,
             OUT_OF_ORDER_SEQUENCE_NUMBER
         );
         // Batches without a producer id are not judged.
-        assert_eq!(t.check(&[batch(-1, -1, -1, 3, -1)]), Ok(Verdict::Append));
+        assert_eq!(check(&t, &[batch(-1, -1, -1, 3, -1)]), Ok(Verdict::Append));
     }
 
     #[test]
@@ -281,18 +296,18 @@ mod tests {
         let mut t = ProducerTable::default();
         t.record(&batch(7, 1, 0, 3, 0));
         assert_eq!(
-            t.check(&[batch(7, 0, 3, 1, -1)]).unwrap_err().code,
+            check(&t, &[batch(7, 0, 3, 1, -1)]).unwrap_err().code,
             INVALID_PRODUCER_EPOCH
         );
         assert_eq!(
-            t.check(&[batch(7, 2, 3, 1, -1)]).unwrap_err().code,
+            check(&t, &[batch(7, 2, 3, 1, -1)]).unwrap_err().code,
             OUT_OF_ORDER_SEQUENCE_NUMBER
         );
-        assert_eq!(t.check(&[batch(7, 2, 0, 1, -1)]), Ok(Verdict::Append));
+        assert_eq!(check(&t, &[batch(7, 2, 0, 1, -1)]), Ok(Verdict::Append));
         t.record(&batch(7, 2, 0, 1, 3));
         // The old epoch's batch is no longer a duplicate: it is fenced.
         assert_eq!(
-            t.check(&[batch(7, 1, 0, 3, -1)]).unwrap_err().code,
+            check(&t, &[batch(7, 1, 0, 3, -1)]).unwrap_err().code,
             INVALID_PRODUCER_EPOCH
         );
     }
@@ -303,17 +318,17 @@ mod tests {
         assert_eq!(last_sequence(5, 1), 5);
         let mut t = ProducerTable::default();
         t.record(&batch(9, 0, i32::MAX - 1, 3, 0));
-        assert_eq!(t.check(&[batch(9, 0, 1, 1, -1)]), Ok(Verdict::Append));
+        assert_eq!(check(&t, &[batch(9, 0, 1, 1, -1)]), Ok(Verdict::Append));
         for i in 0..KEPT_BATCHES as i32 + 1 {
             t.record(&batch(9, 0, 1 + i, 1, 3 + i as i64));
         }
         // The batch at sequence 1 fell out of the window: a retry of it is now a gap.
         assert_eq!(
-            t.check(&[batch(9, 0, 1, 1, -1)]).unwrap_err().code,
+            check(&t, &[batch(9, 0, 1, 1, -1)]).unwrap_err().code,
             OUT_OF_ORDER_SEQUENCE_NUMBER
         );
         assert!(matches!(
-            t.check(&[batch(9, 0, 2, 1, -1)]),
+            check(&t, &[batch(9, 0, 2, 1, -1)]),
             Ok(Verdict::Duplicate(_))
         ));
     }
@@ -326,6 +341,6 @@ mod tests {
         }
         assert_eq!(t.len(), MAX_PRODUCERS);
         // The oldest ones went.
-        assert_eq!(t.check(&[batch(0, 0, 5, 1, -1)]), Ok(Verdict::Append));
+        assert_eq!(check(&t, &[batch(0, 0, 5, 1, -1)]), Ok(Verdict::Append));
     }
 }
