@@ -65,6 +65,24 @@ pub struct CoordinatorOptions {
     pub session_timeout_ms: i32,
 }
 
+/// The server answered a ConnectRequest with a zero timeout: the session is expired or
+/// unknown (a new connection, not a retry, is then needed).
+#[derive(Debug)]
+pub struct SessionRefused(pub String);
+
+impl std::fmt::Display for SessionRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: session refused (expired or unknown)", self.0)
+    }
+}
+
+impl std::error::Error for SessionRefused {}
+
+/// True when `err` is a [`SessionRefused`].
+pub fn is_session_refused(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|e| e.is::<SessionRefused>())
+}
+
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
@@ -162,9 +180,7 @@ impl ZkClient {
             .ok_or_else(|| invalid(format!("{address}: bad password in ConnectResponse")))?
             .to_vec();
         if client.negotiated_timeout_ms <= 0 {
-            return Err(invalid(format!(
-                "{address}: session refused (expired or unknown)"
-            )));
+            return Err(io::Error::other(SessionRefused(address.to_string())));
         }
         client
             .stream

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::coordinator::{ZkClient, ERROR_NODE_EXISTS, ERROR_NO_NODE, OP_CREATE, OP_EXISTS};
+use crate::coordinator::{
+    is_session_refused, ZkClient, ERROR_NODE_EXISTS, ERROR_NO_NODE, OP_CREATE, OP_EXISTS,
+};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -138,9 +140,7 @@ impl Writer<'_> {
                     self.reconnects += 1;
                     return Ok(());
                 }
-                Err(err) if err.to_string().contains("session refused") => {
-                    return Err(format!("{address}: {err}"));
-                }
+                Err(err) if is_session_refused(&err) => return Err(err.to_string()),
                 Err(_) if Instant::now() >= deadline => {
                     return Err("no server accepted the session before the deadline".into());
                 }

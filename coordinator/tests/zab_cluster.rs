@@ -140,6 +140,15 @@ impl Cluster {
         }
     }
 
+    /// Writes `prefix0`, `prefix1`, ... (`count` of them); returns the last zxid.
+    fn write_many(&mut self, prefix: &str, count: usize) -> Zxid {
+        let mut last = 0;
+        for i in 0..count {
+            last = self.write(format!("{prefix}{i}").as_bytes(), Duration::from_secs(5));
+        }
+        last
+    }
+
     fn wait_applied(&self, zxid: Zxid, timeout: Duration) {
         let end = Instant::now() + timeout;
         while self.nodes.values().any(|(n, _)| n.applied_zxid() < zxid) {
@@ -195,10 +204,7 @@ fn zab_cluster_failover_diff_and_snap_catch_up() {
     let first_leader = c.wait_leader(Duration::from_secs(10));
 
     // Replicate enough to take a snapshot (snap_count 50) on every server.
-    let mut last = 0;
-    for i in 0..60 {
-        last = c.write(format!("w{i}").as_bytes(), Duration::from_secs(5));
-    }
+    let last = c.write_many("w", 60);
     c.wait_applied(last, Duration::from_secs(5));
     c.assert_same_sequences();
 
@@ -232,7 +238,7 @@ fn zab_cluster_failover_diff_and_snap_catch_up() {
     let (killed, _) = c.nodes.remove(&first_leader).expect("leader");
     let t0 = Instant::now();
     drop(killed);
-    let z = c.write(b"after-failover", Duration::from_secs(10));
+    c.write(b"after-failover", Duration::from_secs(10));
     let failover = t0.elapsed();
     eprintln!(
         "zab_cluster: leader {first_leader} killed; first write committed after {failover:?}"
@@ -242,10 +248,7 @@ fn zab_cluster_failover_diff_and_snap_catch_up() {
         "failover took {failover:?}"
     );
     assert_ne!(c.leader(), Some(first_leader));
-    let mut last = z;
-    for i in 0..9 {
-        last = c.write(format!("x{i}").as_bytes(), Duration::from_secs(5));
-    }
+    let last = c.write_many("x", 9);
 
     // The killed server restarts from its files and catches up by DIFF.
     c.start(first_leader, None);
@@ -307,10 +310,7 @@ fn zab_cluster_failover_diff_and_snap_catch_up() {
 fn zab_cluster_snap_reads_the_snapshot_file_and_survives_its_loss() {
     let mut c = three_nodes();
     let leader = c.wait_leader(Duration::from_secs(10));
-    let mut last = 0;
-    for i in 0..60 {
-        last = c.write(format!("a{i}").as_bytes(), Duration::from_secs(5));
-    }
+    let last = c.write_many("a", 60);
     c.wait_applied(last, Duration::from_secs(5));
     let victim = *c
         .nodes
@@ -355,9 +355,7 @@ fn zab_cluster_snap_reads_the_snapshot_file_and_survives_its_loss() {
         "nothing may reach the learner without its snapshot"
     );
     // The next snapshot (50 more writes) is on disk and gets sent.
-    for i in 0..55 {
-        last = c.write(format!("b{i}").as_bytes(), Duration::from_secs(5));
-    }
+    let last = c.write_many("b", 55);
     c.wait_applied(last, Duration::from_secs(15));
     assert!(
         c.nodes[&victim]
