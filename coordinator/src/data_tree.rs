@@ -355,19 +355,11 @@ impl DataTree {
         let Some((parent, name)) = split_path(path) else {
             return false;
         };
-        let Some((key, node)) = self.nodes.get_key_value(parent) else {
+        // The children map shares the parent's path allocation as its key.
+        let Some(key) = self.nodes.get_key_value(parent).map(|(k, _)| k.clone()) else {
             return false;
         };
-        let key = key.clone();
-        let added = match self.children.get_mut(parent) {
-            Some(set) => set.insert(name.into()),
-            None => {
-                self.children.insert(key, BTreeSet::from([name.into()]));
-                true
-            }
-        };
-        if added {
-            debug_assert!(node.child_count < u32::MAX);
+        if self.children.entry(key).or_default().insert(name.into()) {
             if let Some(p) = self.nodes.get_mut(parent) {
                 Arc::make_mut(p).child_count += 1;
             }
