@@ -33,6 +33,7 @@ impl EmbeddedNode {
             fetch_by_splice: true,
             group: broker::group::GroupConfig::default(),
             offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
+            cluster: None,
         };
         let handle = server::start(config).map_err(|err| format!("embedded broker: {err}"))?;
         Ok(EmbeddedNode {

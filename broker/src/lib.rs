@@ -3,10 +3,12 @@
 //! Each configured core runs one glommio shard that owns its partitions, memory and io_uring
 //! rings. This crate holds the storage engine ([`storage`]: partition logs of segments holding
 //! Kafka RecordBatch v2 exactly as produced), the Kafka protocol pieces ([`kafka`]), the
-//! shard-per-core server ([`server`]), topic metadata ([`topics`]) and the operator commands
-//! ([`cli`]). It is not the coordinator (see the `coordinator` crate).
+//! shard-per-core server ([`server`]), topic metadata ([`topics`]), cluster mode ([`cluster`]:
+//! registration, controller and metadata in a ZooKeeper-protocol coordinator) and the operator
+//! commands ([`cli`]). It is not the coordinator (see the `coordinator` crate).
 
 pub mod cli;
+pub mod cluster;
 pub mod group;
 pub mod kafka;
 pub mod server;

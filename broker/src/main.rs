@@ -57,6 +57,31 @@ enum Command {
         /// is answered REQUEST_TIMED_OUT (for a group member, at most half its session).
         #[arg(long, default_value_t = 5000)]
         offsets_commit_timeout_ms: u64,
+        /// Join a cluster: Kafka's zookeeper.connect, `host:port[,host:port...][/chroot]`, of
+        /// our coordinator ensemble or an Apache ZooKeeper (the chroot is created if missing).
+        /// Without it the broker is a single node.
+        #[arg(long)]
+        coordinator: Option<String>,
+        /// Coordinator session timeout (Kafka's zookeeper.session.timeout.ms): a broker that
+        /// stops answering for this long loses its registration and its leaderships.
+        #[arg(long, default_value_t = 6000)]
+        session_timeout_ms: u64,
+        /// The broker's rack (Kafka's broker.rack): new topics spread replicas over racks.
+        #[arg(long)]
+        rack: Option<String>,
+        /// Kafka's unclean.leader.election.enable: elect a replica outside the ISR when no ISR
+        /// member is alive (may lose acknowledged records). Topics may override it.
+        #[arg(long)]
+        unclean_leader_election: bool,
+        /// Kafka's default.replication.factor: replicas of topics created without a factor
+        /// (auto-created topics, `__consumer_offsets`).
+        #[arg(long, default_value_t = 1)]
+        default_replication_factor: i16,
+    },
+    /// The cluster: its id, the controller and the live brokers.
+    Cluster {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
     },
     /// Create, list, describe or delete topics on a running broker.
     Topics {
@@ -124,6 +149,9 @@ enum TopicsAction {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: i32,
+        /// Replicas per partition (-1: the brokers' default.replication.factor).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i16,
         /// Topic config override, `key=value` (repeatable).
         #[arg(long = "config")]
         configs: Vec<String>,
@@ -185,6 +213,11 @@ fn main() -> ExitCode {
             group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms,
             offsets_commit_timeout_ms,
+            coordinator,
+            session_timeout_ms,
+            rack,
+            unclean_leader_election,
+            default_replication_factor,
         } => {
             let profile = match tuning::Profile::load_or_default(tuning.as_deref()) {
                 Ok(profile) => profile,
@@ -217,6 +250,14 @@ fn main() -> ExitCode {
                     ..Default::default()
                 },
                 offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
+                cluster: coordinator.map(|connect| broker::cluster::ClusterConfig {
+                    broker_id: id,
+                    connect,
+                    session_timeout_ms,
+                    rack,
+                    unclean_leader_election,
+                    default_replication_factor,
+                }),
             };
             match broker::server::serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -226,6 +267,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Cluster { bootstrap } => client_result(broker::cli::cluster(&bootstrap)),
         Command::Groups { action } => match action {
             GroupsAction::List { bootstrap } => {
                 client_result(broker::cli::groups::groups_list(&bootstrap))
@@ -239,6 +281,7 @@ fn main() -> ExitCode {
                 bootstrap,
                 name,
                 partitions,
+                replication_factor,
                 configs,
             } => {
                 let mut pairs = Vec::new();
@@ -252,7 +295,11 @@ fn main() -> ExitCode {
                     }
                 }
                 client_result(broker::cli::topics_create(
-                    &bootstrap, &name, partitions, &pairs,
+                    &bootstrap,
+                    &name,
+                    partitions,
+                    replication_factor,
+                    &pairs,
                 ))
             }
             TopicsAction::List { bootstrap } => client_result(broker::cli::topics_list(&bootstrap)),

@@ -27,11 +27,24 @@ pub struct Topic {
     pub shards: Vec<u32>,
     /// Config overrides set at creation (`retention.ms` ...), as Kafka names them.
     pub configs: BTreeMap<String, String>,
+    /// Cluster mode: `replicas[p]` lists the brokers holding partition `p` (from the
+    /// coordinator). Empty on a single node, which holds every partition.
+    #[serde(default)]
+    pub replicas: Vec<Vec<i32>>,
 }
 
 impl Topic {
     pub fn partition_count(&self) -> i32 {
         self.shards.len() as i32
+    }
+
+    /// Whether broker `node` keeps a log of `partition` (always, on a single node).
+    pub fn is_replica(&self, partition: usize, node: i32) -> bool {
+        self.replicas.is_empty()
+            || self
+                .replicas
+                .get(partition)
+                .is_some_and(|replicas| replicas.contains(&node))
     }
 }
 
@@ -46,8 +59,12 @@ pub enum TopicError {
     InvalidName(String, &'static str),
     #[error("invalid partition count {0}: must be 1 ..= {PARTITIONS_PER_TOPIC_MAX}")]
     InvalidPartitions(i32),
-    #[error("invalid replication factor {0}: this single-node broker supports 1")]
-    InvalidReplicationFactor(i16),
+    #[error("invalid replication factor {0}: {1}")]
+    InvalidReplicationFactor(i16, String),
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    TimedOut(String),
     #[error("invalid config `{0}`: {1}")]
     InvalidConfig(String, String),
     #[error("topic store: {0}")]
@@ -62,7 +79,9 @@ impl TopicError {
             TopicError::UnknownTopic(_) => 3,
             TopicError::InvalidName(..) => 17,
             TopicError::InvalidPartitions(_) => 37,
-            TopicError::InvalidReplicationFactor(_) => 38,
+            TopicError::InvalidReplicationFactor(..) => 38,
+            TopicError::InvalidReplicaAssignment(_) => 39,
+            TopicError::TimedOut(_) => 7,
             TopicError::InvalidConfig(..) => 40,
             TopicError::Storage(_) => -1,
         }
@@ -78,6 +97,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "segment.ms",
     "max.message.bytes",
     "flush.policy",
+    "unclean.leader.election.enable",
 ];
 
 /// Checks a topic name the way Kafka does.
@@ -124,6 +144,8 @@ pub fn validate_config(key: &str, value: &str) -> Result<(), TopicError> {
             Some(v) if (61..=i32::MAX as i64).contains(&v) => Ok(()),
             _ => bad("must be an integer >= 61"),
         },
+        "unclean.leader.election.enable" if value == "true" || value == "false" => Ok(()),
+        "unclean.leader.election.enable" => bad("must be `true` or `false`"),
         "flush.policy" => match tuning::FlushPolicy::parse(value) {
             Some(_) => Ok(()),
             None => bad("must be `always`, `never` or `interval_ms=N`"),
@@ -169,6 +191,8 @@ pub trait TopicStore {
     fn create(&mut self, topic: Topic) -> Result<(), TopicError>;
     /// Removes a topic durably and returns it.
     fn delete(&mut self, name: &str) -> Result<Topic, TopicError>;
+    /// Adds or replaces a topic durably (cluster mode: the coordinator decided it).
+    fn put(&mut self, topic: Topic) -> Result<(), TopicError>;
 }
 
 /// The single-node [`TopicStore`]: `topics.json` in the data dir.
@@ -252,6 +276,19 @@ impl TopicStore for FileTopicStore {
         Ok(())
     }
 
+    fn put(&mut self, topic: Topic) -> Result<(), TopicError> {
+        let name = topic.name.clone();
+        let before = self.topics.insert(name.clone(), topic);
+        if let Err(err) = self.persist() {
+            match before {
+                Some(before) => self.topics.insert(name, before),
+                None => self.topics.remove(&name),
+            };
+            return Err(err);
+        }
+        Ok(())
+    }
+
     fn delete(&mut self, name: &str) -> Result<Topic, TopicError> {
         let topic = self
             .topics
@@ -305,6 +342,7 @@ mod tests {
             id: new_topic_id(),
             shards: vec![0, 1],
             configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+            replicas: Vec::new(),
         };
         store.create(topic.clone()).unwrap();
         assert_eq!(store.create(topic.clone()).unwrap_err().code(), 36);

@@ -42,6 +42,7 @@ fn create_describe_delete_and_restart() {
             &addr,
             "orders",
             3,
+            -1,
             &[("retention.ms".into(), "60000".into())],
         )
         .unwrap();
@@ -98,7 +99,7 @@ fn create_describe_delete_and_restart() {
         assert_eq!(metadata_error(&mut client, "orders", true), (0, 3));
         // Auto-create is off by default.
         assert_eq!(metadata_error(&mut client, "ghost", true), (3, 0));
-        broker::cli::topics_create(&addr, "doomed", 2, &[]).unwrap();
+        broker::cli::topics_create(&addr, "doomed", 2, -1, &[]).unwrap();
         server.shutdown();
     }
     let server = kafka_support::start(kafka_support::dev_profile(), dir.path());

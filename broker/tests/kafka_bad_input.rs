@@ -57,7 +57,7 @@ fn good_client_works(addr: std::net::SocketAddr) {
 }
 
 fn topic(addr: std::net::SocketAddr, name: &str, partitions: i32) {
-    broker::cli::topics_create(&addr.to_string(), name, partitions, &[]).unwrap();
+    broker::cli::topics_create(&addr.to_string(), name, partitions, -1, &[]).unwrap();
 }
 
 fn produce(client: &mut Client, topic: &str, partition: i32, records: bytes::Bytes) -> i16 {

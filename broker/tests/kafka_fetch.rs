@@ -91,7 +91,7 @@ fn spliced(server: &broker::server::ServerHandle) -> u64 {
 fn produced_batches_come_back_byte_identical_in_every_fetch_version() {
     let dir = tempfile::tempdir().unwrap();
     let server = kafka_support::start(kafka_support::dev_profile(), dir.path());
-    broker::cli::topics_create(&server.addr.to_string(), "f", 1, &[]).unwrap();
+    broker::cli::topics_create(&server.addr.to_string(), "f", 1, -1, &[]).unwrap();
     let mut client = Client::connect(&server.addr.to_string()).unwrap();
     let first = kafka_support::batch(&[b"a", b"bb", b"ccc"]);
     let second = kafka_support::batch(&[b"dddd"]);
@@ -155,7 +155,7 @@ fn cold_fetch_of_a_large_range_goes_by_splice() {
     let batches = 40;
     {
         let server = kafka_support::start(kafka_support::dev_profile(), dir.path());
-        broker::cli::topics_create(&server.addr.to_string(), "big", 1, &[]).unwrap();
+        broker::cli::topics_create(&server.addr.to_string(), "big", 1, -1, &[]).unwrap();
         let mut client = Client::connect(&server.addr.to_string()).unwrap();
         for _ in 0..batches {
             produce(&mut client, "big", 0, batch.clone());
@@ -201,7 +201,7 @@ fn two_shards_forward_over_the_mesh() {
     }
     let dir = tempfile::tempdir().unwrap();
     let server = kafka_support::start(profile, dir.path());
-    broker::cli::topics_create(&server.addr.to_string(), "m", 4, &[]).unwrap();
+    broker::cli::topics_create(&server.addr.to_string(), "m", 4, -1, &[]).unwrap();
     let forwarded = |server: &broker::server::ServerHandle| -> u64 {
         server
             .metrics

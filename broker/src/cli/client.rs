@@ -31,9 +31,33 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects to the first reachable of a comma-separated `host:port` list.
     pub fn connect(bootstrap: &str) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect(bootstrap)
-            .map_err(|err| ClientError::Connect(bootstrap.to_string(), err))?;
+        let mut last = None;
+        let mut stream = None;
+        for address in bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match TcpStream::connect(address) {
+                Ok(connected) => {
+                    stream = Some(connected);
+                    break;
+                }
+                Err(err) => last = Some(ClientError::Connect(address.to_string(), err)),
+            }
+        }
+        let stream = match (stream, last) {
+            (Some(stream), _) => stream,
+            (None, Some(err)) => return Err(err),
+            (None, None) => {
+                return Err(ClientError::Connect(
+                    bootstrap.to_string(),
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address given"),
+                ))
+            }
+        };
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         Ok(Client {

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod groups;
+pub mod leaders;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -28,6 +29,7 @@ use kafka_protocol::records::{
 };
 
 use client::{complete_batches, Client, ClientError};
+use leaders::Leaders;
 
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
@@ -43,6 +45,7 @@ pub fn topics_create(
     bootstrap: &str,
     name: &str,
     partitions: i32,
+    replication_factor: i16,
     configs: &[(String, String)],
 ) -> Result<(), ClientError> {
     let mut client = Client::connect(bootstrap)?;
@@ -51,7 +54,7 @@ pub fn topics_create(
         .with_topics(vec![CreatableTopic::default()
             .with_name(topic_name(name))
             .with_num_partitions(partitions)
-            .with_replication_factor(1)
+            .with_replication_factor(replication_factor)
             .with_configs(
                 configs
                     .iter()
@@ -72,9 +75,10 @@ pub fn topics_create(
             ));
         }
         println!(
-            "created topic {} with {} partitions",
+            "created topic {} with {} partitions, replication factor {}",
             topic.name.0.as_str(),
-            topic.num_partitions
+            topic.num_partitions,
+            topic.replication_factor
         );
     }
     Ok(())
@@ -88,6 +92,41 @@ fn metadata(client: &mut Client, topics: Option<&[&str]>) -> Result<MetadataResp
             .collect()
     }));
     client.call(&request, 12)
+}
+
+/// `cluster`: the cluster id, the controller and the live brokers, from Metadata.
+pub fn cluster(bootstrap: &str) -> Result<(), ClientError> {
+    let mut client = Client::connect(bootstrap)?;
+    let response = metadata(&mut client, Some(&[]))?;
+    println!(
+        "cluster id: {}",
+        response
+            .cluster_id
+            .as_ref()
+            .map(|id| id.as_str())
+            .unwrap_or("")
+    );
+    println!("controller: {}", response.controller_id.0);
+    let mut brokers: Vec<_> = response.brokers.iter().collect();
+    brokers.sort_by_key(|b| b.node_id.0);
+    for broker in brokers {
+        match &broker.rack {
+            Some(rack) => println!(
+                "broker {} {}:{} rack {}",
+                broker.node_id.0,
+                broker.host.as_str(),
+                broker.port,
+                rack.as_str()
+            ),
+            None => println!(
+                "broker {} {}:{}",
+                broker.node_id.0,
+                broker.host.as_str(),
+                broker.port
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// `topics list`.
@@ -125,16 +164,25 @@ pub fn topics_describe(bootstrap: &str, name: &str) -> Result<(), ClientError> {
         );
         let mut partitions: Vec<_> = topic.partitions.iter().collect();
         partitions.sort_by_key(|p| p.partition_index);
+        let list = |ids: &[kafka_protocol::messages::BrokerId]| {
+            ids.iter()
+                .map(|b| b.0.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         for partition in partitions {
             println!(
-                "  partition {} leader {} replicas {:?}",
+                "  partition {} leader {} epoch {} replicas {} isr {}{}",
                 partition.partition_index,
                 partition.leader_id.0,
-                partition
-                    .replica_nodes
-                    .iter()
-                    .map(|b| b.0)
-                    .collect::<Vec<_>>()
+                partition.leader_epoch,
+                list(&partition.replica_nodes),
+                list(&partition.isr_nodes),
+                if partition.leader_id.0 < 0 {
+                    " offline"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -187,22 +235,6 @@ pub fn topics_delete(bootstrap: &str, name: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn partition_count(client: &mut Client, topic: &str) -> Result<i32, ClientError> {
-    let response = metadata(client, Some(&[topic]))?;
-    let entry = response
-        .topics
-        .first()
-        .ok_or_else(|| ClientError::Protocol("metadata names no topic".into()))?;
-    if entry.error_code != 0 {
-        return Err(kafka_error(
-            &format!("topic {topic}"),
-            entry.error_code,
-            None,
-        ));
-    }
-    Ok(entry.partitions.len() as i32)
-}
-
 /// Records sent per Produce request by `produce`.
 const PRODUCE_BATCH_RECORDS: usize = 1000;
 
@@ -215,8 +247,8 @@ pub fn produce(
     partition: Option<i32>,
     input: impl BufRead,
 ) -> Result<u64, ClientError> {
-    let mut client = Client::connect(bootstrap)?;
-    let partitions = partition_count(&mut client, topic)?;
+    let mut leaders = Leaders::discover(bootstrap, topic)?;
+    let partitions = leaders.partition_count();
     let mut pending: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     let mut pending_count = 0usize;
     let mut next = 0i32;
@@ -258,11 +290,11 @@ pub fn produce(
         });
         pending_count += 1;
         if pending_count >= PRODUCE_BATCH_RECORDS {
-            sent += send_batches(&mut client, topic, &mut pending)?;
+            sent += send_batches(&mut leaders, topic, &mut pending)?;
             pending_count = 0;
         }
     }
-    sent += send_batches(&mut client, topic, &mut pending)?;
+    sent += send_batches(&mut leaders, topic, &mut pending)?;
     Ok(sent)
 }
 
@@ -273,49 +305,54 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Sends each partition's pending records to its leader, one request per leader.
 fn send_batches(
-    client: &mut Client,
+    leaders: &mut Leaders,
     topic: &str,
     pending: &mut BTreeMap<i32, Vec<Record>>,
 ) -> Result<u64, ClientError> {
     if pending.is_empty() {
         return Ok(0);
     }
-    let mut partitions = Vec::new();
+    let mut pending = std::mem::take(pending);
     let mut count = 0u64;
-    for (partition, records) in std::mem::take(pending) {
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|err| ClientError::Protocol(err.to_string()))?;
-        count += records.len() as u64;
-        partitions.push(
-            PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(buf.freeze())),
-        );
-    }
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name(topic))
-            .with_partition_data(partitions)]);
-    let response = client.call(&request, 9)?;
-    for topic in response.responses {
-        for partition in topic.partition_responses {
-            if partition.error_code != 0 {
-                return Err(kafka_error(
-                    &format!("produce to partition {}", partition.index),
-                    partition.error_code,
-                    partition.error_message.as_ref(),
-                ));
+    for (leader, partitions) in leaders.by_leader(pending.keys().copied())? {
+        let mut data = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            let records = pending.remove(&partition).unwrap_or_default();
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &records,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: Compression::None,
+                },
+            )
+            .map_err(|err| ClientError::Protocol(err.to_string()))?;
+            count += records.len() as u64;
+            data.push(
+                PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(buf.freeze())),
+            );
+        }
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name(topic))
+                .with_partition_data(data)]);
+        let response = leaders.client(leader)?.call(&request, 9)?;
+        for topic in response.responses {
+            for partition in topic.partition_responses {
+                if partition.error_code != 0 {
+                    return Err(kafka_error(
+                        &format!("produce to partition {}", partition.index),
+                        partition.error_code,
+                        partition.error_message.as_ref(),
+                    ));
+                }
             }
         }
     }
@@ -341,88 +378,96 @@ pub fn consume(
     options: &ConsumeOptions,
     out: &mut impl Write,
 ) -> Result<u64, ClientError> {
-    let mut client = Client::connect(bootstrap)?;
+    let mut leaders = Leaders::discover(bootstrap, options.topic)?;
     let partitions: Vec<i32> = match options.partition {
         Some(p) => vec![p],
-        None => (0..partition_count(&mut client, options.topic)?).collect(),
+        None => (0..leaders.partition_count()).collect(),
     };
+    let by_leader = leaders.by_leader(partitions)?;
     let timestamp = if options.from_beginning { -2 } else { -1 };
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(topic_name(options.topic))
-            .with_partitions(
-                partitions
-                    .iter()
-                    .map(|&p| {
-                        ListOffsetsPartition::default()
-                            .with_partition_index(p)
-                            .with_timestamp(timestamp)
-                    })
-                    .collect(),
-            )]);
-    let response = client.call(&request, 7)?;
     let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
-    for topic in response.topics {
-        for partition in topic.partitions {
-            if partition.error_code != 0 {
-                return Err(kafka_error("list offsets", partition.error_code, None));
-            }
-            positions.insert(partition.partition_index, partition.offset);
-        }
-    }
-    let mut consumed = 0u64;
-    let mut last_record = Instant::now();
-    loop {
-        let request = FetchRequest::default()
+    for (&leader, partitions) in &by_leader {
+        let request = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(500)
-            .with_min_bytes(1)
-            .with_max_bytes(16 << 20)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(topic_name(options.topic))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic_name(options.topic))
                 .with_partitions(
-                    positions
+                    partitions
                         .iter()
-                        .map(|(&p, &offset)| {
-                            FetchPartition::default()
-                                .with_partition(p)
-                                .with_fetch_offset(offset)
-                                .with_partition_max_bytes(4 << 20)
+                        .map(|&p| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(p)
+                                .with_timestamp(timestamp)
                         })
                         .collect(),
                 )]);
-        let response = client.call(&request, 12)?;
-        let mut got_any = false;
-        for topic in response.responses {
+        let response = leaders.client(leader)?.call(&request, 7)?;
+        for topic in response.topics {
             for partition in topic.partitions {
                 if partition.error_code != 0 {
-                    return Err(kafka_error("fetch", partition.error_code, None));
+                    return Err(kafka_error("list offsets", partition.error_code, None));
                 }
-                let Some(records) = partition.records else {
-                    continue;
-                };
-                let position = positions.entry(partition.partition_index).or_insert(0);
-                for batch in complete_batches(records) {
-                    let mut batch = batch;
-                    let set = RecordBatchDecoder::decode(&mut batch)
-                        .map_err(|err| ClientError::Protocol(err.to_string()))?;
-                    for record in set.records {
-                        if record.offset < *position || record.control {
-                            continue;
-                        }
-                        *position = record.offset + 1;
-                        got_any = true;
-                        if let (Some(sep), Some(key)) = (options.key_separator, &record.key) {
-                            out.write_all(key)?;
-                            out.write_all(sep.as_bytes())?;
-                        }
-                        out.write_all(record.value.as_deref().unwrap_or(&[]))?;
-                        out.write_all(b"\n")?;
-                        consumed += 1;
-                        if options.max_messages.is_some_and(|max| consumed >= max) {
-                            out.flush()?;
-                            return Ok(consumed);
+                positions.insert(partition.partition_index, partition.offset);
+            }
+        }
+    }
+    // With several leaders each long-poll is short, so one quiet leader does not hold up
+    // the others' records.
+    let max_wait_ms = if by_leader.len() > 1 { 100 } else { 500 };
+    let mut consumed = 0u64;
+    let mut last_record = Instant::now();
+    loop {
+        let mut got_any = false;
+        for (&leader, partitions) in &by_leader {
+            let request = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(max_wait_ms)
+                .with_min_bytes(1)
+                .with_max_bytes(16 << 20)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(topic_name(options.topic))
+                    .with_partitions(
+                        partitions
+                            .iter()
+                            .map(|p| {
+                                FetchPartition::default()
+                                    .with_partition(*p)
+                                    .with_fetch_offset(positions.get(p).copied().unwrap_or(0))
+                                    .with_partition_max_bytes(4 << 20)
+                            })
+                            .collect(),
+                    )]);
+            let response = leaders.client(leader)?.call(&request, 12)?;
+            for topic in response.responses {
+                for partition in topic.partitions {
+                    if partition.error_code != 0 {
+                        return Err(kafka_error("fetch", partition.error_code, None));
+                    }
+                    let Some(records) = partition.records else {
+                        continue;
+                    };
+                    let position = positions.entry(partition.partition_index).or_insert(0);
+                    for batch in complete_batches(records) {
+                        let mut batch = batch;
+                        let set = RecordBatchDecoder::decode(&mut batch)
+                            .map_err(|err| ClientError::Protocol(err.to_string()))?;
+                        for record in set.records {
+                            if record.offset < *position || record.control {
+                                continue;
+                            }
+                            *position = record.offset + 1;
+                            got_any = true;
+                            if let (Some(sep), Some(key)) = (options.key_separator, &record.key) {
+                                out.write_all(key)?;
+                                out.write_all(sep.as_bytes())?;
+                            }
+                            out.write_all(record.value.as_deref().unwrap_or(&[]))?;
+                            out.write_all(b"\n")?;
+                            consumed += 1;
+                            if options.max_messages.is_some_and(|max| consumed >= max) {
+                                out.flush()?;
+                                return Ok(consumed);
+                            }
                         }
                     }
                 }

@@ -34,6 +34,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     // Idempotent producers only: a transactional id is refused (no transaction coordinator).
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// Produce versions below this are advertised but refused (no RecordBatch v2 before v3).

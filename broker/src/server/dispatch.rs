@@ -6,9 +6,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
-    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, MetadataRequest,
-    ProduceRequest,
+    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -198,6 +198,10 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, peer: Rc<str>) -> Outcome {
         ApiKey::DeleteGroups => {
             let body = decode(&mut request)?;
             answer(&request, &group_api::delete_groups(&shard, body).await)
+        }
+        ApiKey::DescribeCluster => {
+            let body: DescribeClusterRequest = decode(&mut request)?;
+            answer(&request, &metadata::describe_cluster(&shard, &body))
         }
         ApiKey::InitProducerId => {
             let body: InitProducerIdRequest = decode(&mut request)?;

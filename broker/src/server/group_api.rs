@@ -67,42 +67,52 @@ async fn done(shard: &Rc<Shard>, call: GroupCall) -> Response {
     }
 }
 
-/// FindCoordinator v0-4: this broker coordinates every group (each shard serves the groups of
-/// its partitions of `__consumer_offsets` behind the same listener). v4 batches keys.
+/// FindCoordinator v0-4: the leader of the group's partition of `__consumer_offsets` (on a
+/// single node, this broker: each shard serves the groups of its partitions behind the same
+/// listener). v4 batches keys.
 pub fn find_coordinator(
     shard: &Shard,
     req: wire::FindCoordinatorRequest,
     version: i16,
 ) -> wire::FindCoordinatorResponse {
-    let (host, port) = &shard.advertised;
-    let node = BrokerId(shard.config.node_id);
     // Key type 0 is a group; 1 (transactions) is not served by this broker.
-    let code = if req.key_type == 0 {
-        ec::NONE
-    } else {
-        ec::COORDINATOR_NOT_AVAILABLE
+    let locate = |key: &str| -> Result<(BrokerId, String, i32), i16> {
+        if req.key_type != 0 {
+            return Err(ec::COORDINATOR_NOT_AVAILABLE);
+        }
+        shard.group_coordinator_node(key)
     };
-    let ok = code == ec::NONE;
     if version >= 4 {
         let coordinators = req
             .coordinator_keys
             .iter()
-            .map(|key| {
-                Coordinator::default()
+            .map(|key| match locate(key.as_str()) {
+                Ok((node, host, port)) => Coordinator::default()
                     .with_key(key.clone())
-                    .with_node_id(if ok { node } else { BrokerId(-1) })
-                    .with_host(if ok { s(host) } else { s("") })
-                    .with_port(if ok { *port } else { -1 })
-                    .with_error_code(code)
+                    .with_node_id(node)
+                    .with_host(s(&host))
+                    .with_port(port),
+                Err(code) => Coordinator::default()
+                    .with_key(key.clone())
+                    .with_node_id(BrokerId(-1))
+                    .with_host(s(""))
+                    .with_port(-1)
+                    .with_error_code(code),
             })
             .collect();
         return wire::FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    wire::FindCoordinatorResponse::default()
-        .with_error_code(code)
-        .with_node_id(if ok { node } else { BrokerId(-1) })
-        .with_host(if ok { s(host) } else { s("") })
-        .with_port(if ok { *port } else { -1 })
+    match locate(req.key.as_str()) {
+        Ok((node, host, port)) => wire::FindCoordinatorResponse::default()
+            .with_node_id(node)
+            .with_host(s(&host))
+            .with_port(port),
+        Err(code) => wire::FindCoordinatorResponse::default()
+            .with_error_code(code)
+            .with_node_id(BrokerId(-1))
+            .with_host(s(""))
+            .with_port(-1),
+    }
 }
 
 pub async fn join_group(

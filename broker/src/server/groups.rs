@@ -268,10 +268,14 @@ impl Shard {
             replication_factor: -1,
             configs: Vec::new(),
             validate_only: false,
+            assignments: Vec::new(),
         };
         for (name, result) in self.create_topics(vec![spec]).await {
-            if let Err(err) = result {
-                tracing::error!("creating {name}: {err}");
+            match result {
+                Ok(_) => {}
+                // Another broker of the cluster created it first.
+                Err(crate::topics::TopicError::AlreadyExists(_)) => {}
+                Err(err) => tracing::error!("creating {name}: {err}"),
             }
         }
     }

@@ -1,16 +1,24 @@
-//! The Metadata API (v0-v12): this node as the only broker, the topics a client asks for with
-//! this node leading every partition. Unknown topics are auto-created only when the server was
-//! started with `--auto-create-topics` and the client allows it.
+//! The Metadata API (v0-v12). On a single node: this node as the only broker, leading every
+//! partition. In cluster mode: the live brokers, the controller, the cluster id and every
+//! partition's leader, epoch, replicas and ISR from this shard's cluster view (an offline
+//! partition answers LEADER_NOT_AVAILABLE with leader -1). Unknown topics are auto-created
+//! only when the server was started with `--auto-create-topics` and the client allows it.
 
 use std::rc::Rc;
 
 use bytes::Bytes;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::cluster::controller::NO_LEADER;
+use crate::cluster::ClusterView;
 use crate::kafka::codes;
 use crate::topics::Topic;
 
@@ -21,7 +29,10 @@ use super::shard::Shard;
 pub const CLUSTER_ID: &str = "kbroker-single-node";
 
 fn topic_entry(shard: &Shard, topic: &Topic, version: i16) -> MetadataResponseTopic {
-    let node = BrokerId(shard.config.node_id);
+    let partitions = match shard.cluster_view() {
+        Some(view) => cluster_partitions(&view, topic, version),
+        None => single_node_partitions(shard, topic, version),
+    };
     MetadataResponseTopic::default()
         .with_error_code(codes::NONE)
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
@@ -33,18 +44,81 @@ fn topic_entry(shard: &Shard, topic: &Topic, version: i16) -> MetadataResponseTo
         } else {
             uuid::Uuid::nil()
         })
-        .with_partitions(
-            (0..topic.partition_count())
-                .map(|partition| {
-                    MetadataResponsePartition::default()
-                        .with_partition_index(partition)
-                        .with_leader_id(node)
-                        .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                        .with_replica_nodes(vec![node])
-                        .with_isr_nodes(vec![node])
-                })
-                .collect(),
-        )
+        .with_partitions(partitions)
+}
+
+/// A single node leads every partition.
+fn single_node_partitions(
+    shard: &Shard,
+    topic: &Topic,
+    version: i16,
+) -> Vec<MetadataResponsePartition> {
+    let node = BrokerId(shard.config.node_id);
+    (0..topic.partition_count())
+        .map(|partition| {
+            MetadataResponsePartition::default()
+                .with_partition_index(partition)
+                .with_leader_id(node)
+                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect()
+}
+
+fn ids(list: &[i32]) -> Vec<BrokerId> {
+    list.iter().copied().map(BrokerId).collect()
+}
+
+/// Leaders, epochs, replicas and ISRs from the cluster view.
+fn cluster_partitions(
+    view: &ClusterView,
+    topic: &Topic,
+    version: i16,
+) -> Vec<MetadataResponsePartition> {
+    match view.topics.get(&topic.name) {
+        Some(t) => t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(index, partition)| {
+                let (code, leader, epoch, isr) = match &partition.state {
+                    Some(state) if state.leader != NO_LEADER => (
+                        codes::NONE,
+                        state.leader,
+                        state.leader_epoch,
+                        state.isr.clone(),
+                    ),
+                    Some(state) => (
+                        codes::LEADER_NOT_AVAILABLE,
+                        NO_LEADER,
+                        state.leader_epoch,
+                        state.isr.clone(),
+                    ),
+                    None => (codes::LEADER_NOT_AVAILABLE, NO_LEADER, -1, Vec::new()),
+                };
+                let offline: Vec<i32> = partition
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|id| !view.brokers.contains_key(id))
+                    .collect();
+                MetadataResponsePartition::default()
+                    .with_error_code(code)
+                    .with_partition_index(index as i32)
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(if version >= 7 { epoch } else { -1 })
+                    .with_replica_nodes(ids(&partition.replicas))
+                    .with_isr_nodes(ids(&isr))
+                    .with_offline_replicas(if version >= 5 {
+                        ids(&offline)
+                    } else {
+                        Vec::new()
+                    })
+            })
+            .collect(),
+        None => Vec::new(),
+    }
 }
 
 fn missing(name: Option<TopicName>, id: uuid::Uuid, code: i16) -> MetadataResponseTopic {
@@ -80,6 +154,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
                         replication_factor: -1,
                         configs: Vec::new(),
                         validate_only: false,
+                        assignments: Vec::new(),
                     });
                 }
             }
@@ -111,6 +186,28 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
             }
         }
     }
+    if let Some(view) = shard.cluster_view() {
+        return MetadataResponse::default()
+            .with_brokers(
+                view.brokers
+                    .values()
+                    .map(|broker| {
+                        MetadataResponseBroker::default()
+                            .with_node_id(BrokerId(broker.id))
+                            .with_host(StrBytes::from_string(broker.host.clone()))
+                            .with_port(broker.port)
+                            .with_rack(
+                                (version >= 1)
+                                    .then(|| broker.rack.clone().map(StrBytes::from_string))
+                                    .flatten(),
+                            )
+                    })
+                    .collect(),
+            )
+            .with_cluster_id((version >= 2).then(|| StrBytes::from_string(view.cluster_id.clone())))
+            .with_controller_id(BrokerId(if version >= 1 { view.controller } else { -1 }))
+            .with_topics(topics);
+    }
     let (host, port) = &shard.advertised;
     MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
@@ -129,4 +226,44 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
 /// Topic names as bytes for responses that name topics.
 pub fn name_bytes(name: &str) -> Bytes {
     Bytes::copy_from_slice(name.as_bytes())
+}
+
+/// DescribeCluster v0-1: the same brokers, controller and cluster id as Metadata (v1's
+/// endpoint type 1 is brokers; controllers are KRaft's and not served).
+pub fn describe_cluster(
+    shard: &Shard,
+    request: &DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    if request.endpoint_type != 1 {
+        return DescribeClusterResponse::default()
+            .with_error_code(codes::UNSUPPORTED_ENDPOINT_TYPE)
+            .with_controller_id(BrokerId(-1));
+    }
+    let broker = |id: i32, host: &str, port: i32, rack: Option<&String>| {
+        DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(id))
+            .with_host(StrBytes::from_string(host.to_string()))
+            .with_port(port)
+            .with_rack(rack.cloned().map(StrBytes::from_string))
+    };
+    match shard.cluster_view() {
+        Some(view) => DescribeClusterResponse::default()
+            .with_cluster_id(StrBytes::from_string(view.cluster_id.clone()))
+            .with_controller_id(BrokerId(view.controller))
+            .with_endpoint_type(1)
+            .with_brokers(
+                view.brokers
+                    .values()
+                    .map(|b| broker(b.id, &b.host, b.port, b.rack.as_ref()))
+                    .collect(),
+            ),
+        None => {
+            let (host, port) = &shard.advertised;
+            DescribeClusterResponse::default()
+                .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
+                .with_controller_id(BrokerId(shard.config.node_id))
+                .with_endpoint_type(1)
+                .with_brokers(vec![broker(shard.config.node_id, host, *port, None)])
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! its end of the channel mesh. [`start`] runs it in the background and returns a handle;
 //! [`serve`] runs it until SIGTERM/SIGINT, for the `broker serve` command.
 
+pub mod cluster;
 pub mod connection;
 pub mod dispatch;
 pub mod fetch;
@@ -32,6 +33,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::cluster::ClusterView;
 use crate::topics::{FileTopicStore, Topic, TopicStore};
 
 use mesh::{Envelope, Mesh};
@@ -47,24 +49,31 @@ pub struct ServerHandle {
     pub metrics: Vec<Arc<ShardMetrics>>,
     stop: Arc<AtomicBool>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// Cluster mode: the coordinator session, closed after the shards stop.
+    agent: Option<crate::cluster::AgentHandle>,
 }
 
 impl ServerHandle {
-    /// Stops accepting, lets each shard flush and close its partitions, and waits for them.
+    /// Stops accepting, lets each shard flush and close its partitions, and waits for them;
+    /// in cluster mode then closes the coordinator session (the registration goes at once).
     pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        if let Some(mut agent) = self.agent.take() {
+            agent.shutdown();
         }
     }
 }
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
+        self.stop_and_join();
     }
 }
 
@@ -81,6 +90,8 @@ pub enum StartError {
     Shard(usize, String),
     #[error("{0}")]
     ProducerIds(String),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Binds a probe socket to learn the port when `port` is 0, so every shard can bind the same
@@ -170,18 +181,24 @@ struct ShardStart {
     producer_ids: Arc<producer_ids::ProducerIdAllocator>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
+    /// Cluster mode: the first view and the agent's command queue.
+    cluster: Option<(
+        Arc<ClusterView>,
+        async_channel::Sender<crate::cluster::Command>,
+    )>,
+    /// Cluster mode, shard 0 only: the agent's view snapshots.
+    views: Option<async_channel::Receiver<Arc<ClusterView>>>,
 }
 
 /// Starts the server in the background; returns once every shard listens.
 pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|err| StartError::DataDir(config.data_dir.display().to_string(), err))?;
-    let store = FileTopicStore::open(&config.data_dir)?;
+    let mut store = FileTopicStore::open(&config.data_dir)?;
     let producer_ids = Arc::new(
         producer_ids::ProducerIdAllocator::open(&config.data_dir)
             .map_err(StartError::ProducerIds)?,
     );
-    let topics: Vec<Topic> = store.topics().values().cloned().collect();
     let shard_cores: Vec<(usize, u32)> = config
         .profile
         .shard_cores()
@@ -189,6 +206,27 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
         .map(|core| (core.cpu, core.io_uring_depth))
         .collect();
     let shard_count = shard_cores.len();
+    let (listen, probe) = resolve_listen(config.listen)?;
+    let agent = match &config.cluster {
+        None => None,
+        Some(cluster) => {
+            let advertised = match &config.advertise {
+                Some((host, port)) => (host.clone(), *port),
+                None if listen.ip().is_unspecified() => {
+                    return Err(StartError::Cluster(format!(
+                        "listening on {listen}: give --advertise host:port, the address other \
+                         brokers and clients reach this one at"
+                    )))
+                }
+                None => (listen.ip().to_string(), listen.port()),
+            };
+            let agent = crate::cluster::agent::start(cluster.clone(), advertised)
+                .map_err(StartError::Cluster)?;
+            cluster::reconcile(&mut store, &agent.initial, shard_count, &config.data_dir)?;
+            Some(agent)
+        }
+    };
+    let topics: Vec<Topic> = store.topics().values().cloned().collect();
     for topic in &topics {
         if let Some(&shard) = topic.shards.iter().find(|&&s| s as usize >= shard_count) {
             return Err(StartError::Shard(
@@ -200,7 +238,6 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             ));
         }
     }
-    let (listen, probe) = resolve_listen(config.listen)?;
     let config = Arc::new(config);
     let stop = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(AtomicU32::new(0));
@@ -224,6 +261,14 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             producer_ids: producer_ids.clone(),
             stop: stop.clone(),
             ready: ready_tx.clone(),
+            cluster: agent
+                .as_ref()
+                .map(|agent| (agent.initial.clone(), agent.commands.clone())),
+            views: if id == 0 {
+                agent.as_ref().map(|agent| agent.views.clone())
+            } else {
+                None
+            },
         };
         let thread = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
@@ -237,6 +282,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
         metrics: all_metrics,
         stop,
         threads,
+        agent,
     };
     for _ in 0..shard_count {
         match ready_rx.recv_timeout(Duration::from_secs(120)) {
@@ -269,6 +315,8 @@ async fn shard_main(start: ShardStart) {
         producer_ids,
         stop,
         ready,
+        cluster,
+        views,
     } = start;
     let shard_count = config.profile.shard_cores().len();
     let depth = config.profile.shard_cores()[id].io_uring_depth;
@@ -313,6 +361,14 @@ async fn shard_main(start: ShardStart) {
         connections,
         producer_ids,
         stop: stop.clone(),
+        cluster: cluster.map(|(view, commands)| cluster::ShardCluster {
+            view: RefCell::new(view),
+            commands,
+            default_replication_factor: config
+                .cluster
+                .as_ref()
+                .map_or(1, |c| c.default_replication_factor),
+        }),
     });
     if let Err(err) = shard.open_partitions().await {
         let _ = ready.send(Err(format!("shard {id}: {err}")));
@@ -360,8 +416,23 @@ async fn shard_main(start: ShardStart) {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
     }
+    let views_task = views.map(|views| {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Ok(view) = views.recv().await {
+                shard.apply_view(view).await;
+            }
+        })
+        .detach()
+    });
     if id == 0 {
-        shard.ensure_offsets_topic().await;
+        if shard.cluster.is_some() {
+            // Waits for the controller (maybe another broker): not before listening.
+            let shard = shard.clone();
+            glommio::spawn_local(async move { shard.ensure_offsets_topic().await }).detach();
+        } else {
+            shard.ensure_offsets_topic().await;
+        }
     }
     let group_timers = glommio::spawn_local(shard.clone().run_group_timers()).detach();
     let listener = match TcpListener::bind(listen) {
@@ -402,6 +473,9 @@ async fn shard_main(start: ShardStart) {
     drop(listener);
     retention.cancel();
     group_timers.cancel();
+    if let Some(task) = views_task {
+        task.cancel();
+    }
     if let Err(err) = shard.close_partitions().await {
         tracing::error!("shard {id}: closing partitions: {err}");
     }

@@ -17,6 +17,8 @@ pub struct CreateSpec {
     pub replication_factor: i16,
     pub configs: Vec<(String, String)>,
     pub validate_only: bool,
+    /// Explicit replica assignment (partition, brokers); cluster mode only.
+    pub assignments: Vec<(i32, Vec<i32>)>,
 }
 
 /// A request sent over the mesh.
@@ -29,6 +31,10 @@ pub enum ShardRequest {
     TopicAdded(Topic),
     /// From shard 0 to every shard: a topic is gone; close and remove your partitions.
     TopicRemoved(String),
+    /// From shard 0 to every shard: a known topic's metadata changed (cluster mode).
+    TopicUpdated(Topic),
+    /// From shard 0 to every shard: the newest cluster view (cluster mode).
+    ClusterView(std::sync::Arc<crate::cluster::ClusterView>),
     /// To the owner: append these record batches (a slice of the client's request buffer).
     Append {
         topic: String,

@@ -96,7 +96,7 @@ impl Shard {
         let config = log_config(self, topic);
         let mut list: Vec<Option<Rc<PartitionLog>>> = vec![None; topic.shards.len()];
         for (partition, &owner) in topic.shards.iter().enumerate() {
-            if owner as usize != self.id {
+            if owner as usize != self.id || !topic.is_replica(partition, self.config.node_id) {
                 continue;
             }
             let dir = partition_dir(self, &topic.name, partition);
@@ -122,7 +122,7 @@ impl Shard {
         for topic in topics {
             self.open_topic(&topic).await?;
             for (partition, &owner) in topic.shards.iter().enumerate() {
-                if owner as usize == self.id {
+                if owner as usize == self.id && topic.is_replica(partition, self.config.node_id) {
                     opened.push(format!("{}-{partition}", topic.name));
                 }
             }
@@ -285,6 +285,7 @@ impl Shard {
         let owner = self
             .owner(topic, partition)
             .ok_or_else(|| unknown(&topic.name, partition))?;
+        self.check_leader(&topic.name, partition)?;
         if owner == self.id {
             return self.append_local(&topic.name, partition, &records).await;
         }
@@ -312,6 +313,9 @@ impl Shard {
         let Some(owner) = self.owner(topic, partition) else {
             return PartitionRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION);
         };
+        if let Err((code, _)) = self.check_leader(&topic.name, partition) {
+            return PartitionRead::error(code);
+        }
         if owner == self.id {
             return self
                 .read_local(&topic.name, partition, offset, max_bytes)
@@ -358,6 +362,7 @@ impl Shard {
         let owner = self
             .owner(topic, partition)
             .ok_or_else(|| unknown(&topic.name, partition))?;
+        self.check_leader(&topic.name, partition)?;
         if owner == self.id {
             return self
                 .list_offset_local(&topic.name, partition, timestamp)

@@ -42,6 +42,8 @@ pub struct ServeConfig {
     /// Partitions of `__consumer_offsets` when the broker creates it (Kafka's
     /// `offsets.topic.num.partitions`, default 16); an existing topic keeps its count.
     pub offsets_topic_partitions: i32,
+    /// Cluster mode (`--coordinator`); a single node when absent.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// The state of one shard; lives on its executor only.
@@ -67,6 +69,8 @@ pub struct Shard {
     /// InitProducerId's ids, shared by every shard.
     pub producer_ids: Arc<super::producer_ids::ProducerIdAllocator>,
     pub stop: Arc<AtomicBool>,
+    /// Cluster mode: the view and the way to the cluster agent.
+    pub cluster: Option<super::cluster::ShardCluster>,
 }
 
 impl Shard {
@@ -88,6 +92,9 @@ impl Shard {
         self: &Rc<Self>,
         specs: Vec<CreateSpec>,
     ) -> Vec<(String, Result<Topic, TopicError>)> {
+        if self.cluster.is_some() {
+            return self.create_topics_in_cluster(specs).await;
+        }
         if self.id == 0 {
             return self.create_topics_here(specs).await;
         }
@@ -111,6 +118,9 @@ impl Shard {
         self: &Rc<Self>,
         names: Vec<String>,
     ) -> Vec<(String, Result<Topic, TopicError>)> {
+        if self.cluster.is_some() {
+            return self.delete_topics_in_cluster(names).await;
+        }
         if self.id == 0 {
             return self.delete_topics_here(names).await;
         }
@@ -129,7 +139,9 @@ impl Shard {
         }
     }
 
-    fn validate_spec(&self, spec: &CreateSpec) -> Result<Topic, TopicError> {
+    /// Checks name, partition count and configs (and, on a single node, the replication
+    /// factor; cluster mode checks it against the live brokers).
+    pub(super) fn validate_spec(&self, spec: &CreateSpec) -> Result<Topic, TopicError> {
         topics::validate_name(&spec.name)?;
         let partitions = if spec.num_partitions == -1 {
             self.config.default_partitions
@@ -139,10 +151,18 @@ impl Shard {
         if !(1..=topics::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
             return Err(TopicError::InvalidPartitions(partitions));
         }
-        if spec.replication_factor != -1 && spec.replication_factor != 1 {
-            return Err(TopicError::InvalidReplicationFactor(
-                spec.replication_factor,
-            ));
+        if self.cluster.is_none() {
+            if spec.replication_factor != -1 && spec.replication_factor != 1 {
+                return Err(TopicError::InvalidReplicationFactor(
+                    spec.replication_factor,
+                    "a single-node broker keeps one replica".into(),
+                ));
+            }
+            if !spec.assignments.is_empty() {
+                return Err(TopicError::InvalidReplicaAssignment(
+                    "a single-node broker places partitions itself".into(),
+                ));
+            }
         }
         let mut configs = BTreeMap::new();
         for (key, value) in &spec.configs {
@@ -154,6 +174,7 @@ impl Shard {
             id: topics::new_topic_id(),
             shards: vec![0; partitions as usize],
             configs,
+            replicas: Vec::new(),
         })
     }
 
@@ -217,7 +238,7 @@ impl Shard {
 
     /// Applies a topic change on every shard (this one directly, the others over the mesh)
     /// and returns when all have applied it.
-    async fn broadcast(self: &Rc<Self>, request: impl Fn() -> ShardRequest) {
+    pub(super) async fn broadcast(self: &Rc<Self>, request: impl Fn() -> ShardRequest) {
         for shard in 0..self.shard_count {
             if shard == self.id {
                 self.apply_change(request()).await;
@@ -236,9 +257,10 @@ impl Shard {
             ShardRequest::DeleteTopics(names) => {
                 ShardReply::Topics(self.delete_topics_here(names).await)
             }
-            change @ (ShardRequest::TopicAdded(_) | ShardRequest::TopicRemoved(_)) => {
-                self.apply_change(change).await
-            }
+            change @ (ShardRequest::TopicAdded(_)
+            | ShardRequest::TopicRemoved(_)
+            | ShardRequest::TopicUpdated(_)
+            | ShardRequest::ClusterView(_)) => self.apply_change(change).await,
             ShardRequest::Group(call) => ShardReply::Group(self.group_local(call).await),
             data => self.handle_data_request(data).await,
         }
@@ -253,6 +275,18 @@ impl Shard {
             }
             ShardRequest::TopicRemoved(name) => {
                 self.topic_removed(&name).await;
+                ShardReply::Done
+            }
+            ShardRequest::TopicUpdated(topic) => {
+                // Only configs and ISR-independent metadata change today (no reassignment):
+                // the open logs stay as they are.
+                self.topics
+                    .borrow_mut()
+                    .insert(topic.name.clone(), Rc::new(topic));
+                ShardReply::Done
+            }
+            ShardRequest::ClusterView(view) => {
+                self.set_view(view);
                 ShardReply::Done
             }
             _ => ShardReply::Done,

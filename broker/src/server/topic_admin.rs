@@ -29,17 +29,6 @@ pub async fn create_topics(
     let mut specs = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.as_str().to_string();
-        if !topic.assignments.is_empty() {
-            results.push(
-                CreatableTopicResult::default()
-                    .with_name(topic.name)
-                    .with_error_code(codes::INVALID_REQUEST)
-                    .with_error_message(Some(StrBytes::from_static_str(
-                        "manual replica assignment is not supported",
-                    ))),
-            );
-            continue;
-        }
         specs.push(CreateSpec {
             name,
             num_partitions: topic.num_partitions,
@@ -54,6 +43,16 @@ pub async fn create_topics(
                 })
                 .collect(),
             validate_only: request.validate_only,
+            assignments: topic
+                .assignments
+                .into_iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.into_iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect(),
         });
     }
     for (name, result) in shard.create_topics(specs).await {
@@ -68,7 +67,7 @@ pub async fn create_topics(
                     uuid::Uuid::nil()
                 })
                 .with_num_partitions(topic.partition_count())
-                .with_replication_factor(1),
+                .with_replication_factor(topic.replicas.first().map_or(1, |r| r.len() as i16)),
             Ok(_) => entry,
             Err(err) => entry
                 .with_error_code(err.code())

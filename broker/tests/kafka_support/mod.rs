@@ -50,6 +50,7 @@ pub fn start_with(
         fetch_by_splice: true,
         group: broker::group::GroupConfig::default(),
         offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
+        cluster: None,
     })
     .expect("server starts")
 }

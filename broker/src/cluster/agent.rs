@@ -1,0 +1,1234 @@
+//! The cluster agent: the broker's one ZooKeeper session, on a thread of its own (a
+//! current-thread tokio runtime for the `zookeeper-client` crate), off the shards' hot path.
+//!
+//! It registers the broker (`/brokers/ids/<id>`, ephemeral), keeps the [`ClusterView`] fresh
+//! through one-shot watches (re-armed on every fire, one per path), runs for the controller
+//! seat, and while it holds it drives the sans-IO [`Controller`] core: every core output is
+//! one ZooKeeper write fenced by the controller epoch (`multi` with a `check` of
+//! `/controller_epoch`'s version), its result fed back as an event. Shards talk to it through
+//! two channels: [`Command`]s in (create or delete a topic) and view snapshots out (the
+//! latest one wins; a slow shard never holds the agent up).
+//!
+//! It works the same against our coordinator and Apache ZooKeeper: plain ZooKeeper calls
+//! only (create, delete, getData, exists, getChildren2, setData, multi with check).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zookeeper_client as zk;
+
+use super::assignment::Candidate;
+use super::controller::{ControllerConfig, Event, Output, TopicPartition};
+use super::view::{BrokerInfo, ClusterView, PartitionView, TopicView};
+use super::znodes::{self, BrokerRegistration, ControllerZnode, TopicAssignment};
+use super::Controller;
+use crate::topics::TopicError;
+
+/// How a broker joins a cluster (`broker serve --id --coordinator ...`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub broker_id: i32,
+    /// Kafka's `zookeeper.connect`: `host:port[,host:port...][/chroot]`.
+    pub connect: String,
+    pub session_timeout_ms: u64,
+    pub rack: Option<String>,
+    /// Kafka's `unclean.leader.election.enable` (topics may override it).
+    pub unclean_leader_election: bool,
+    /// Replicas of a topic created with replication_factor -1 (Kafka's
+    /// `default.replication.factor`).
+    pub default_replication_factor: i16,
+}
+
+/// What a shard asks of the agent.
+pub enum Command {
+    /// Write a new topic's config and assignment (Kafka's `AdminZkClient.createTopic`).
+    CreateTopic {
+        name: String,
+        assignment: TopicAssignment,
+        configs: BTreeMap<String, String>,
+        reply: async_channel::Sender<Result<(), TopicError>>,
+    },
+    /// Mark a topic for deletion (`/admin/delete_topics/<t>`); the controller deletes it.
+    DeleteTopic {
+        name: String,
+        reply: async_channel::Sender<Result<(), TopicError>>,
+    },
+}
+
+/// The shards' end of a running agent.
+pub struct AgentHandle {
+    pub commands: async_channel::Sender<Command>,
+    /// Snapshots of the view; holds only the newest.
+    pub views: async_channel::Receiver<Arc<ClusterView>>,
+    /// The view when the broker finished registering.
+    pub initial: Arc<ClusterView>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    /// Closes the session (the registration vanishes at once, not after the session timeout)
+    /// and waits for the thread.
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+const COMMAND_QUEUE: usize = 1024;
+/// How long start-up keeps trying to reach the coordinator.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Starts the agent; returns once the broker is registered and the view loaded.
+pub fn start(config: ClusterConfig, advertised: (String, u16)) -> Result<AgentHandle, String> {
+    let (commands_tx, commands_rx) = async_channel::bounded(COMMAND_QUEUE);
+    let (views_tx, views_rx) = async_channel::bounded(1);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("cluster-agent".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    let _ = ready_tx.send(Err(format!("cluster agent runtime: {err}")));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let agent = match Agent::start(config, advertised, views_tx).await {
+                    Ok(agent) => agent,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(agent.snapshot()));
+                agent.run(commands_rx, stop_rx).await;
+                // The session closes when its last client handle is gone (dropped with the
+                // agent); give the session task a moment to send the close.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            });
+        })
+        .map_err(|err| format!("cluster agent thread: {err}"))?;
+    match ready_rx.recv() {
+        Ok(Ok(initial)) => Ok(AgentHandle {
+            commands: commands_tx,
+            views: views_rx,
+            initial,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        Ok(Err(err)) => {
+            let _ = thread.join();
+            Err(err)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err("cluster agent stopped while starting".into())
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn persistent() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+fn ephemeral() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())
+}
+
+/// Splits Kafka's connect string into hosts and chroot.
+pub fn split_connect(connect: &str) -> (&str, Option<&str>) {
+    match connect.find('/') {
+        Some(at) if at + 1 < connect.len() => (&connect[..at], Some(&connect[at..])),
+        Some(at) => (&connect[..at], None),
+        None => (connect, None),
+    }
+}
+
+/// Which watch fired; one armed at a time per key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum WatchKey {
+    BrokerIds,
+    Broker(i32),
+    Topics,
+    Topic(String),
+    State(String, i32),
+    Controller,
+    DeleteTopics,
+}
+
+struct Fired {
+    generation: u64,
+    key: WatchKey,
+}
+
+/// The controller seat while this broker holds it.
+struct Seat {
+    core: Controller,
+    /// `/controller_epoch`'s Stat.version after our election write: every write checks it.
+    epoch_version: i32,
+}
+
+struct Agent {
+    config: ClusterConfig,
+    advertised: (String, u16),
+    client: zk::Client,
+    /// Bumped with every new session: watches of older sessions are ignored.
+    generation: u64,
+    armed: HashSet<WatchKey>,
+    fired_tx: tokio::sync::mpsc::UnboundedSender<Fired>,
+    fired_rx: tokio::sync::mpsc::UnboundedReceiver<Fired>,
+    view: ClusterView,
+    views: async_channel::Sender<Arc<ClusterView>>,
+    seat: Option<Seat>,
+    /// Core outputs whose ZooKeeper call failed for a connection reason; retried on a timer.
+    retry: Vec<Output>,
+}
+
+fn zk_err(context: &str, err: zk::Error) -> String {
+    format!("{context}: {err}")
+}
+
+impl Agent {
+    async fn start(
+        config: ClusterConfig,
+        advertised: (String, u16),
+        views: async_channel::Sender<Arc<ClusterView>>,
+    ) -> Result<Agent, String> {
+        let client = connect(&config).await?;
+        let (fired_tx, fired_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut agent = Agent {
+            config,
+            advertised,
+            client,
+            generation: 0,
+            armed: HashSet::new(),
+            fired_tx,
+            fired_rx,
+            view: ClusterView::default(),
+            views,
+            seat: None,
+            retry: Vec::new(),
+        };
+        agent.establish().await?;
+        Ok(agent)
+    }
+
+    fn snapshot(&self) -> Arc<ClusterView> {
+        Arc::new(self.view.clone())
+    }
+
+    fn publish(&self) {
+        let _ = self.views.force_send(self.snapshot());
+    }
+
+    /// Everything a new session needs: top-level paths, the cluster id, the registration,
+    /// the whole view with fresh watches, and a run for the controller seat.
+    async fn establish(&mut self) -> Result<(), String> {
+        self.generation += 1;
+        self.armed.clear();
+        self.seat = None;
+        self.retry.clear();
+        for path in znodes::PERSISTENT_PATHS {
+            ensure_path(&self.client, path).await?;
+        }
+        let cluster_id = ensure_cluster_id(&self.client).await?;
+        let epoch = register(&self.client, &self.config, &self.advertised).await?;
+        tracing::info!(
+            "broker {} registered (broker epoch {epoch}) in cluster {cluster_id}",
+            self.config.broker_id
+        );
+        self.view = ClusterView {
+            cluster_id,
+            controller: -1,
+            ..ClusterView::default()
+        };
+        self.on_broker_ids().await?;
+        self.on_topics().await?;
+        self.on_controller().await?;
+        self.publish();
+        Ok(())
+    }
+
+    async fn run(
+        mut self,
+        commands: async_channel::Receiver<Command>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let mut state = self.client.state_watcher();
+        let mut retry_tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                Some(fired) = self.fired_rx.recv() => {
+                    if fired.generation == self.generation {
+                        self.armed.remove(&fired.key);
+                        if let Err(err) = self.on_fired(fired.key).await {
+                            tracing::warn!("cluster agent: {err}");
+                        }
+                        self.publish();
+                    }
+                }
+                Ok(command) = commands.recv() => self.on_command(command).await,
+                session = state.changed() => {
+                    if session.is_terminated() {
+                        tracing::warn!(
+                            "broker {}: coordinator session {session:?}; registering again",
+                            self.config.broker_id
+                        );
+                        self.reconnect().await;
+                        state = self.client.state_watcher();
+                    }
+                }
+                _ = retry_tick.tick() => {
+                    if !self.retry.is_empty() {
+                        let retry = std::mem::take(&mut self.retry);
+                        self.drive(retry).await;
+                        self.publish();
+                    }
+                }
+            }
+        }
+        // Dropping the last client closes the session, which deletes the registration and,
+        // if we held it, /controller at once instead of after the session timeout.
+        drop(self);
+    }
+
+    /// A new session after the old one expired (or closed): Kafka's broker does the same.
+    async fn reconnect(&mut self) {
+        loop {
+            match connect(&self.config).await {
+                Ok(client) => {
+                    self.client = client;
+                    match self.establish().await {
+                        Ok(()) => return,
+                        Err(err) => tracing::warn!("re-registering: {err}"),
+                    }
+                }
+                Err(err) => tracing::warn!("reconnecting: {err}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn arm(&mut self, key: WatchKey, watcher: zk::OneshotWatcher) {
+        self.armed.insert(key.clone());
+        let tx = self.fired_tx.clone();
+        let generation = self.generation;
+        tokio::spawn(async move {
+            let _ = watcher.changed().await;
+            let _ = tx.send(Fired { generation, key });
+        });
+    }
+
+    /// Reads a znode, arming its watch unless one is armed (a missing znode is watched for
+    /// creation, so a state the controller writes later is seen).
+    async fn read_watched(
+        &mut self,
+        key: WatchKey,
+        path: &str,
+    ) -> Result<Option<(Vec<u8>, zk::Stat)>, String> {
+        if self.armed.contains(&key) {
+            return match self.client.get_data(path).await {
+                Ok(found) => Ok(Some(found)),
+                Err(zk::Error::NoNode) => Ok(None),
+                Err(err) => Err(zk_err(path, err)),
+            };
+        }
+        match self.client.get_and_watch_data(path).await {
+            Ok((data, stat, watcher)) => {
+                self.arm(key, watcher);
+                Ok(Some((data, stat)))
+            }
+            Err(zk::Error::NoNode) => match self.client.check_and_watch_stat(path).await {
+                Ok((None, watcher)) => {
+                    self.arm(key, watcher);
+                    Ok(None)
+                }
+                Ok((Some(_), watcher)) => {
+                    // Created in between: the watch fires on its next change; read it now.
+                    self.arm(key, watcher);
+                    match self.client.get_data(path).await {
+                        Ok(found) => Ok(Some(found)),
+                        Err(zk::Error::NoNode) => Ok(None),
+                        Err(err) => Err(zk_err(path, err)),
+                    }
+                }
+                Err(err) => Err(zk_err(path, err)),
+            },
+            Err(err) => Err(zk_err(path, err)),
+        }
+    }
+
+    async fn children_watched(&mut self, key: WatchKey, path: &str) -> Result<Vec<String>, String> {
+        if self.armed.contains(&key) {
+            return self
+                .client
+                .list_children(path)
+                .await
+                .map_err(|err| zk_err(path, err));
+        }
+        let (children, watcher) = self
+            .client
+            .list_and_watch_children(path)
+            .await
+            .map_err(|err| zk_err(path, err))?;
+        self.arm(key, watcher);
+        Ok(children)
+    }
+
+    async fn on_fired(&mut self, key: WatchKey) -> Result<(), String> {
+        match key {
+            WatchKey::BrokerIds => self.on_broker_ids().await,
+            WatchKey::Broker(id) => self.read_broker(id).await,
+            WatchKey::Topics => self.on_topics().await,
+            WatchKey::Topic(topic) => self.read_topic(&topic).await,
+            WatchKey::State(topic, partition) => {
+                let read = self.read_state(&topic, partition).await?;
+                self.feed(vec![Event::StateRead {
+                    tp: TopicPartition { topic, partition },
+                    state: read,
+                }])
+                .await;
+                Ok(())
+            }
+            WatchKey::Controller => self.on_controller().await,
+            WatchKey::DeleteTopics => self.on_delete_topics().await,
+        }
+    }
+
+    // ---- the view ----
+
+    async fn on_broker_ids(&mut self) -> Result<(), String> {
+        let children = self
+            .children_watched(WatchKey::BrokerIds, znodes::BROKER_IDS)
+            .await?;
+        let live: BTreeSet<i32> = children.iter().filter_map(|c| c.parse().ok()).collect();
+        self.view.brokers.retain(|id, _| live.contains(id));
+        for &id in &live {
+            if !self.view.brokers.contains_key(&id) {
+                self.read_broker(id).await?;
+            }
+        }
+        self.feed(vec![Event::LiveBrokers(live)]).await;
+        Ok(())
+    }
+
+    /// (Re)reads one registration. A registration with a new czxid is a broker that
+    /// restarted between two reads (KIP-380's bounced broker): the controller sees it leave
+    /// and come back, so its leaderships move on to a new epoch as after any failure.
+    async fn read_broker(&mut self, id: i32) -> Result<(), String> {
+        let path = znodes::broker_path(id);
+        let before = self.view.brokers.get(&id).map(|b| b.epoch);
+        match self.read_watched(WatchKey::Broker(id), &path).await? {
+            None => {
+                if self.view.brokers.remove(&id).is_some() {
+                    let live = self.view.brokers.keys().copied().collect();
+                    self.feed(vec![Event::LiveBrokers(live)]).await;
+                }
+            }
+            Some((data, stat)) => match BrokerRegistration::decode(&path, &data) {
+                Ok(registration) => {
+                    let (host, port) = registration.plaintext_endpoint();
+                    self.view.brokers.insert(
+                        id,
+                        BrokerInfo {
+                            id,
+                            host,
+                            port,
+                            rack: registration.rack,
+                            epoch: stat.czxid,
+                        },
+                    );
+                    if before.is_some_and(|epoch| epoch != stat.czxid) {
+                        tracing::info!("broker {id} restarted (broker epoch {})", stat.czxid);
+                        let live: BTreeSet<i32> = self.view.brokers.keys().copied().collect();
+                        let mut without = live.clone();
+                        without.remove(&id);
+                        self.feed(vec![Event::LiveBrokers(without), Event::LiveBrokers(live)])
+                            .await;
+                    }
+                }
+                Err(err) => tracing::warn!("{err}"),
+            },
+        }
+        Ok(())
+    }
+
+    async fn on_topics(&mut self) -> Result<(), String> {
+        let children = self
+            .children_watched(WatchKey::Topics, znodes::TOPICS)
+            .await?;
+        let names: BTreeSet<String> = children.into_iter().collect();
+        let gone: Vec<String> = self
+            .view
+            .topics
+            .keys()
+            .filter(|name| !names.contains(*name))
+            .cloned()
+            .collect();
+        let mut events = Vec::new();
+        for topic in gone {
+            self.view.topics.remove(&topic);
+            events.push(Event::TopicRemoved { topic });
+        }
+        self.feed(events).await;
+        for name in names {
+            if !self.view.topics.contains_key(&name) {
+                self.read_topic(&name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// (Re)reads a topic's assignment, its config and the states of partitions not yet known.
+    async fn read_topic(&mut self, name: &str) -> Result<(), String> {
+        let path = znodes::topic_path(name);
+        let Some((data, _)) = self
+            .read_watched(WatchKey::Topic(name.to_string()), &path)
+            .await?
+        else {
+            if self.view.topics.remove(name).is_some() {
+                self.feed(vec![Event::TopicRemoved {
+                    topic: name.to_string(),
+                }])
+                .await;
+            }
+            return Ok(());
+        };
+        let assignment = match TopicAssignment::decode(&path, &data) {
+            Ok(assignment) => assignment,
+            Err(err) => {
+                tracing::warn!("{err}");
+                return Ok(());
+            }
+        };
+        let config_path = znodes::config_path(name);
+        let configs = match self.client.get_data(&config_path).await {
+            Ok((data, _)) => znodes::decode_config(&config_path, &data).unwrap_or_else(|err| {
+                tracing::warn!("{err}");
+                BTreeMap::new()
+            }),
+            Err(zk::Error::NoNode) => BTreeMap::new(),
+            Err(err) => return Err(zk_err(&config_path, err)),
+        };
+        let known = self
+            .view
+            .topics
+            .get(name)
+            .filter(|topic| topic.id == assignment.id)
+            .map(|topic| topic.partitions.clone())
+            .unwrap_or_default();
+        let mut partitions = Vec::with_capacity(assignment.replicas.len());
+        for (index, replicas) in assignment.replicas.iter().enumerate() {
+            let mut partition = known.get(index).cloned().unwrap_or(PartitionView {
+                replicas: replicas.clone(),
+                state: None,
+                state_version: -1,
+            });
+            partition.replicas = replicas.clone();
+            partitions.push(partition);
+        }
+        let unclean = configs
+            .get("unclean.leader.election.enable")
+            .map(|v| v.trim() == "true");
+        self.view.topics.insert(
+            name.to_string(),
+            TopicView {
+                id: assignment.id,
+                partitions,
+                configs,
+            },
+        );
+        let mut events = vec![Event::TopicAssigned {
+            topic: name.to_string(),
+            replicas: assignment
+                .replicas
+                .iter()
+                .enumerate()
+                .map(|(p, r)| (p as i32, r.clone()))
+                .collect(),
+            unclean_leader_election: unclean,
+        }];
+        for index in known.len()..assignment.replicas.len() {
+            let partition = index as i32;
+            let state = self.read_state(name, partition).await?;
+            events.push(Event::StateRead {
+                tp: TopicPartition {
+                    topic: name.to_string(),
+                    partition,
+                },
+                state,
+            });
+        }
+        self.feed(events).await;
+        Ok(())
+    }
+
+    /// Reads a state znode (watched) into the view.
+    async fn read_state(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<(super::LeaderAndIsr, i32)>, String> {
+        let path = znodes::state_path(topic, partition);
+        let read = self
+            .read_watched(WatchKey::State(topic.to_string(), partition), &path)
+            .await?;
+        let state = match read {
+            None => None,
+            Some((data, stat)) => match znodes::decode_state(&path, &data) {
+                Ok(state) => Some((state, stat.version)),
+                Err(err) => {
+                    tracing::warn!("{err}");
+                    None
+                }
+            },
+        };
+        if let Some(view) = self
+            .view
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(partition as usize))
+        {
+            match &state {
+                Some((leader_and_isr, version)) if *version >= view.state_version => {
+                    view.state = Some(leader_and_isr.clone());
+                    view.state_version = *version;
+                }
+                Some(_) => {}
+                None => {
+                    view.state = None;
+                    view.state_version = -1;
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    async fn on_controller(&mut self) -> Result<(), String> {
+        match self
+            .read_watched(WatchKey::Controller, znodes::CONTROLLER)
+            .await?
+        {
+            Some((data, _)) => {
+                self.view.controller = match ControllerZnode::decode(&data) {
+                    Ok(znode) => znode.brokerid,
+                    Err(err) => {
+                        tracing::warn!("{err}");
+                        -1
+                    }
+                };
+                if self.view.controller != self.config.broker_id && self.seat.is_some() {
+                    tracing::warn!(
+                        "broker {}: /controller names broker {}; resigning",
+                        self.config.broker_id,
+                        self.view.controller
+                    );
+                    self.seat = None;
+                }
+            }
+            None => {
+                self.view.controller = -1;
+                self.seat = None;
+                self.elect().await?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- the controller seat ----
+
+    /// Kafka's election: one multi creates `/controller` and moves `/controller_epoch` on from
+    /// the version just read, so two brokers can never both win one epoch.
+    async fn elect(&mut self) -> Result<(), String> {
+        let (epoch, version) = loop {
+            match self.client.get_data(znodes::CONTROLLER_EPOCH).await {
+                Ok((data, stat)) => match znodes::decode_controller_epoch(&data) {
+                    Ok(epoch) => break (epoch, stat.version),
+                    Err(err) => return Err(err.to_string()),
+                },
+                Err(zk::Error::NoNode) => {
+                    match self
+                        .client
+                        .create(znodes::CONTROLLER_EPOCH, b"0", &persistent())
+                        .await
+                    {
+                        Ok(_) | Err(zk::Error::NodeExists) => continue,
+                        Err(err) => return Err(zk_err(znodes::CONTROLLER_EPOCH, err)),
+                    }
+                }
+                Err(err) => return Err(zk_err(znodes::CONTROLLER_EPOCH, err)),
+            }
+        };
+        let next = epoch + 1;
+        let me = self.config.broker_id;
+        let mut writer = self.client.new_multi_writer();
+        let controller = ControllerZnode::encode(me, now_ms());
+        writer
+            .add_create(znodes::CONTROLLER, &controller, &ephemeral())
+            .map_err(|err| zk_err("election", err))?;
+        writer
+            .add_set_data(
+                znodes::CONTROLLER_EPOCH,
+                next.to_string().as_bytes(),
+                Some(version),
+            )
+            .map_err(|err| zk_err("election", err))?;
+        match writer.commit().await {
+            Ok(results) => {
+                let epoch_version = match results.get(1) {
+                    Some(zk::MultiWriteResult::SetData { stat }) => stat.version,
+                    _ => version + 1,
+                };
+                tracing::info!("broker {me} is the controller (controller epoch {next})");
+                self.view.controller = me;
+                self.seat = Some(Seat {
+                    core: Controller::new(
+                        next,
+                        ControllerConfig {
+                            unclean_leader_election: self.config.unclean_leader_election,
+                        },
+                    ),
+                    epoch_version,
+                });
+                self.take_seat().await
+            }
+            Err(err) => {
+                // Lost the race (NodeExists) or the epoch moved under us: whoever won is
+                // in /controller; the armed watch tells us when it goes.
+                tracing::debug!("broker {me} lost the controller election: {err}");
+                if !self.armed.contains(&WatchKey::Controller) {
+                    return Box::pin(self.on_controller()).await;
+                }
+                if let Ok((data, _)) = self.client.get_data(znodes::CONTROLLER).await {
+                    if let Ok(znode) = ControllerZnode::decode(&data) {
+                        self.view.controller = znode.brokerid;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A new controller learns the whole state: live brokers, every topic's assignment and
+    /// state, and the topics waiting for deletion.
+    async fn take_seat(&mut self) -> Result<(), String> {
+        let mut events = vec![Event::LiveBrokers(
+            self.view.brokers.keys().copied().collect(),
+        )];
+        let topics: Vec<(String, TopicView)> = self
+            .view
+            .topics
+            .iter()
+            .map(|(name, topic)| (name.clone(), topic.clone()))
+            .collect();
+        for (name, topic) in topics {
+            events.push(Event::TopicAssigned {
+                topic: name.clone(),
+                replicas: topic
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(p, view)| (p as i32, view.replicas.clone()))
+                    .collect(),
+                unclean_leader_election: topic
+                    .configs
+                    .get("unclean.leader.election.enable")
+                    .map(|v| v.trim() == "true"),
+            });
+        }
+        self.feed(events).await;
+        self.on_delete_topics().await
+    }
+
+    /// Steps the core with `events` (only while seated) and carries out what it asks.
+    async fn feed(&mut self, events: Vec<Event>) {
+        let mut outputs = Vec::new();
+        let Some(seat) = self.seat.as_mut() else {
+            return;
+        };
+        for event in events {
+            outputs.extend(seat.core.step(event));
+        }
+        self.drive(outputs).await;
+    }
+
+    /// Carries out core outputs one by one, feeding each result back, until the core is
+    /// quiet. Writes that fail for a connection reason wait for the retry timer.
+    async fn drive(&mut self, outputs: Vec<Output>) {
+        let mut queue: VecDeque<Output> = outputs.into();
+        while let Some(output) = queue.pop_front() {
+            let Some(epoch_version) = self.seat.as_ref().map(|s| s.epoch_version) else {
+                return;
+            };
+            let event = match output {
+                Output::CreateState { tp, state } => {
+                    match self.write_state(&tp, &state, None, epoch_version).await {
+                        Ok(event) => event,
+                        Err(err) => {
+                            tracing::warn!("controller: creating {tp:?}: {err}");
+                            self.retry.push(Output::CreateState { tp, state });
+                            continue;
+                        }
+                    }
+                }
+                Output::UpdateState {
+                    tp,
+                    state,
+                    expected_version,
+                } => {
+                    match self
+                        .write_state(&tp, &state, Some(expected_version), epoch_version)
+                        .await
+                    {
+                        Ok(event) => event,
+                        Err(err) => {
+                            tracing::warn!("controller: updating {tp:?}: {err}");
+                            self.retry.push(Output::UpdateState {
+                                tp,
+                                state,
+                                expected_version,
+                            });
+                            continue;
+                        }
+                    }
+                }
+                Output::ReadState { tp } => match self.read_state(&tp.topic, tp.partition).await {
+                    Ok(state) => Event::StateRead { tp, state },
+                    Err(err) => {
+                        tracing::warn!("controller: reading {tp:?}: {err}");
+                        self.retry.push(Output::ReadState { tp });
+                        continue;
+                    }
+                },
+                Output::ShutdownProgress {
+                    broker,
+                    partitions_remaining,
+                } => {
+                    tracing::info!(
+                        "controller: broker {broker} shutting down, {partitions_remaining} leaderships left"
+                    );
+                    continue;
+                }
+                Output::Resigned => {
+                    tracing::warn!(
+                        "broker {}: controller epoch moved on; resigning",
+                        self.config.broker_id
+                    );
+                    self.seat = None;
+                    return;
+                }
+            };
+            let Some(seat) = self.seat.as_mut() else {
+                return;
+            };
+            queue.extend(seat.core.step(event));
+        }
+    }
+
+    fn apply_written(&mut self, tp: &TopicPartition, state: &super::LeaderAndIsr, version: i32) {
+        if let Some(view) = self
+            .view
+            .topics
+            .get_mut(&tp.topic)
+            .and_then(|t| t.partitions.get_mut(tp.partition as usize))
+        {
+            if version >= view.state_version {
+                view.state = Some(state.clone());
+                view.state_version = version;
+            }
+        }
+    }
+
+    /// One fenced state write: `expected_version` None creates the znode (and its parents),
+    /// Some sets it at that version. The result is the event the core gets back.
+    async fn write_state(
+        &mut self,
+        tp: &TopicPartition,
+        state: &super::LeaderAndIsr,
+        expected_version: Option<i32>,
+        epoch_version: i32,
+    ) -> Result<Event, String> {
+        if expected_version.is_none() {
+            for path in [
+                znodes::partitions_path(&tp.topic),
+                znodes::partition_path(&tp.topic, tp.partition),
+            ] {
+                match self.client.create(&path, b"", &persistent()).await {
+                    Ok(_) | Err(zk::Error::NodeExists) => {}
+                    // The topic was deleted under us.
+                    Err(zk::Error::NoNode) => {
+                        return Ok(Event::TopicRemoved {
+                            topic: tp.topic.clone(),
+                        })
+                    }
+                    Err(err) => return Err(zk_err(&path, err)),
+                }
+            }
+        }
+        let path = znodes::state_path(&tp.topic, tp.partition);
+        let data = znodes::encode_state(state);
+        let mut writer = self.client.new_multi_writer();
+        writer
+            .add_check_version(znodes::CONTROLLER_EPOCH, epoch_version)
+            .map_err(|err| zk_err(&path, err))?;
+        match expected_version {
+            None => writer.add_create(&path, &data, &persistent()),
+            Some(version) => writer.add_set_data(&path, &data, Some(version)),
+        }
+        .map_err(|err| zk_err(&path, err))?;
+        match writer.commit().await {
+            Ok(results) => {
+                let new_version = match results.get(1) {
+                    Some(zk::MultiWriteResult::SetData { stat }) => stat.version,
+                    _ => expected_version.map_or(0, |v| v + 1),
+                };
+                self.apply_written(tp, state, new_version);
+                Ok(Event::WriteDone {
+                    tp: tp.clone(),
+                    new_version,
+                })
+            }
+            // The check of /controller_epoch failed: another controller was elected.
+            Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => Ok(Event::Fenced),
+            Err(zk::MultiWriteError::OperationFailed { .. }) => {
+                Ok(Event::WriteConflict { tp: tp.clone() })
+            }
+            Err(zk::MultiWriteError::RequestFailed { source }) => Err(zk_err(&path, source)),
+        }
+    }
+
+    /// The controller deletes every topic marked under `/admin/delete_topics` in one fenced
+    /// multi per topic: states, partitions, the topic, its config, then the mark.
+    async fn on_delete_topics(&mut self) -> Result<(), String> {
+        let Some(epoch_version) = self.seat.as_ref().map(|s| s.epoch_version) else {
+            return Ok(());
+        };
+        let marked = self
+            .children_watched(WatchKey::DeleteTopics, znodes::DELETE_TOPICS)
+            .await?;
+        for topic in marked {
+            let mut paths = Vec::new();
+            let partitions = match self
+                .client
+                .list_children(&znodes::partitions_path(&topic))
+                .await
+            {
+                Ok(children) => children,
+                Err(zk::Error::NoNode) => Vec::new(),
+                Err(err) => return Err(zk_err(&topic, err)),
+            };
+            for partition in &partitions {
+                let dir = format!("{}/{partition}", znodes::partitions_path(&topic));
+                if let Ok(children) = self.client.list_children(&dir).await {
+                    for child in children {
+                        paths.push(format!("{dir}/{child}"));
+                    }
+                }
+                paths.push(dir);
+            }
+            for path in [
+                znodes::partitions_path(&topic),
+                znodes::topic_path(&topic),
+                znodes::config_path(&topic),
+            ] {
+                if matches!(self.client.check_stat(&path).await, Ok(Some(_))) {
+                    paths.push(path);
+                }
+            }
+            paths.push(znodes::delete_path(&topic));
+            let mut writer = self.client.new_multi_writer();
+            writer
+                .add_check_version(znodes::CONTROLLER_EPOCH, epoch_version)
+                .map_err(|err| zk_err(&topic, err))?;
+            for path in &paths {
+                writer
+                    .add_delete(path, None)
+                    .map_err(|err| zk_err(path, err))?;
+            }
+            match writer.commit().await {
+                Ok(_) => {
+                    tracing::info!("controller: deleted topic {topic}");
+                    self.view.topics.remove(&topic);
+                    self.feed(vec![Event::TopicRemoved { topic }]).await;
+                }
+                Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => {
+                    self.feed(vec![Event::Fenced]).await;
+                    return Ok(());
+                }
+                // Something changed under us (a child appeared): the next fire retries.
+                Err(err) => tracing::warn!("controller: deleting topic {topic}: {err}"),
+            }
+        }
+        Ok(())
+    }
+
+    // ---- commands from the shards ----
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::CreateTopic {
+                name,
+                assignment,
+                configs,
+                reply,
+            } => {
+                let result = self.create_topic(&name, &assignment, &configs).await;
+                let _ = reply.send(result).await;
+            }
+            Command::DeleteTopic { name, reply } => {
+                let result = self.delete_topic(&name).await;
+                let _ = reply.send(result).await;
+            }
+        }
+    }
+
+    async fn create_topic(
+        &mut self,
+        name: &str,
+        assignment: &TopicAssignment,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        let storage = |err: zk::Error| TopicError::Storage(format!("coordinator: {err}"));
+        if matches!(
+            self.client.check_stat(&znodes::delete_path(name)).await,
+            Ok(Some(_))
+        ) {
+            return Err(TopicError::AlreadyExists(format!(
+                "{name}` is marked for deletion; try again once it is gone, `{name}"
+            )));
+        }
+        if self
+            .client
+            .check_stat(&znodes::topic_path(name))
+            .await
+            .map_err(storage)?
+            .is_some()
+        {
+            return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        // Config first, then the topic: the controller reads the config when the topic
+        // appears. Both in one multi so neither exists without the other.
+        let config_path = znodes::config_path(name);
+        let config_data = znodes::encode_config(configs);
+        let mut writer = self.client.new_multi_writer();
+        let stale_config = matches!(self.client.check_stat(&config_path).await, Ok(Some(_)));
+        let added = if stale_config {
+            writer.add_set_data(&config_path, &config_data, None)
+        } else {
+            writer.add_create(&config_path, &config_data, &persistent())
+        };
+        added.map_err(storage)?;
+        writer
+            .add_create(
+                &znodes::topic_path(name),
+                &assignment.encode(),
+                &persistent(),
+            )
+            .map_err(storage)?;
+        match writer.commit().await {
+            Ok(_) => Ok(()),
+            Err(zk::MultiWriteError::OperationFailed {
+                source: zk::Error::NodeExists,
+                ..
+            }) => Err(TopicError::AlreadyExists(name.to_string())),
+            Err(err) => Err(TopicError::Storage(format!("coordinator: {err}"))),
+        }
+    }
+
+    async fn delete_topic(&mut self, name: &str) -> Result<(), TopicError> {
+        let storage = |err: zk::Error| TopicError::Storage(format!("coordinator: {err}"));
+        if self
+            .client
+            .check_stat(&znodes::topic_path(name))
+            .await
+            .map_err(storage)?
+            .is_none()
+        {
+            return Err(TopicError::UnknownTopic(name.to_string()));
+        }
+        match self
+            .client
+            .create(&znodes::delete_path(name), b"", &persistent())
+            .await
+        {
+            Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
+            Err(err) => Err(storage(err)),
+        }
+    }
+}
+
+/// Connects (creating the chroot if missing), retrying until [`CONNECT_DEADLINE`].
+async fn connect(config: &ClusterConfig) -> Result<zk::Client, String> {
+    let (hosts, chroot) = split_connect(&config.connect);
+    let deadline = Instant::now() + CONNECT_DEADLINE;
+    let timeout = Duration::from_millis(config.session_timeout_ms);
+    let client = loop {
+        match zk::Client::connector()
+            .with_session_timeout(timeout)
+            .with_connection_timeout(timeout.min(Duration::from_secs(5)))
+            .connect(hosts)
+            .await
+        {
+            Ok(client) => break client,
+            Err(err) if Instant::now() < deadline => {
+                tracing::info!("coordinator {hosts}: {err}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(format!("cannot reach the coordinator at {hosts}: {err}")),
+        }
+    };
+    let Some(chroot) = chroot else {
+        return Ok(client);
+    };
+    ensure_path(&client, chroot).await?;
+    client
+        .chroot(chroot.to_string())
+        .map_err(|_| format!("invalid chroot `{chroot}` in `{}`", config.connect))
+}
+
+/// Creates a persistent path and its missing parents.
+async fn ensure_path(client: &zk::Client, path: &str) -> Result<(), String> {
+    let mut prefix = String::with_capacity(path.len());
+    for part in path.split('/').filter(|part| !part.is_empty()) {
+        prefix.push('/');
+        prefix.push_str(part);
+        match client.create(&prefix, b"", &persistent()).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(err) => return Err(zk_err(&prefix, err)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads `/cluster/id`, creating it with a fresh id the first time (the first broker wins).
+async fn ensure_cluster_id(client: &zk::Client) -> Result<String, String> {
+    loop {
+        match client.get_data(znodes::CLUSTER_ID).await {
+            Ok((data, _)) => {
+                return znodes::ClusterIdZnode::decode(&data).map_err(|err| err.to_string())
+            }
+            Err(zk::Error::NoNode) => {
+                let id = znodes::uuid_text(&crate::topics::new_topic_id());
+                match client
+                    .create(
+                        znodes::CLUSTER_ID,
+                        &znodes::ClusterIdZnode::encode(&id),
+                        &persistent(),
+                    )
+                    .await
+                {
+                    Ok(_) | Err(zk::Error::NodeExists) => continue,
+                    Err(err) => return Err(zk_err(znodes::CLUSTER_ID, err)),
+                }
+            }
+            Err(err) => return Err(zk_err(znodes::CLUSTER_ID, err)),
+        }
+    }
+}
+
+/// Registers the broker; returns its broker epoch (the registration's czxid). A registration
+/// left by a dead process of the same id vanishes within its session timeout, so that long is
+/// waited out; one still there afterwards belongs to a live broker and is refused.
+async fn register(
+    client: &zk::Client,
+    config: &ClusterConfig,
+    advertised: &(String, u16),
+) -> Result<i64, String> {
+    let id = config.broker_id;
+    let path = znodes::broker_path(id);
+    let data = BrokerRegistration::new(
+        &advertised.0,
+        advertised.1,
+        config.rack.as_deref(),
+        now_ms(),
+    )
+    .encode();
+    let deadline = Instant::now() + Duration::from_millis(config.session_timeout_ms + 3000);
+    let mut waited = false;
+    loop {
+        match client.create(&path, &data, &ephemeral()).await {
+            Ok((stat, _)) => return Ok(stat.czxid),
+            Err(zk::Error::NodeExists) => {}
+            Err(err) => return Err(zk_err(&path, err)),
+        }
+        let (owner, czxid) = match client.get_data(&path).await {
+            Ok((_, stat)) => (stat.ephemeral_owner, stat.czxid),
+            Err(zk::Error::NoNode) => continue,
+            Err(err) => return Err(zk_err(&path, err)),
+        };
+        if owner == client.session_id().0 {
+            return Ok(czxid);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "broker id {id} is already registered by a live broker (session 0x{owner:x} \
+                 holds {path}); pick another --id or stop that broker"
+            ));
+        }
+        if !waited {
+            tracing::info!(
+                "broker id {id} is still registered by session 0x{owner:x}; waiting up to the \
+                 session timeout for it to expire"
+            );
+            waited = true;
+        }
+        match client.check_and_watch_stat(&path).await {
+            Ok((None, _)) => continue,
+            Ok((Some(_), watcher)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = tokio::time::timeout(left, watcher.changed()).await;
+            }
+            Err(err) => return Err(zk_err(&path, err)),
+        }
+    }
+}
+
+/// The live brokers as candidates for a new topic's replicas.
+pub fn candidates(view: &ClusterView) -> Vec<Candidate> {
+    view.brokers
+        .values()
+        .map(|b| Candidate {
+            id: b.id,
+            rack: b.rack.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Proves the connect string splits as Kafka's `zookeeper.connect` does.
+    use super::*;
+
+    #[test]
+    fn connect_string_and_chroot() {
+        assert_eq!(split_connect("a:1,b:2"), ("a:1,b:2", None));
+        assert_eq!(split_connect("a:1,b:2/kafka"), ("a:1,b:2", Some("/kafka")));
+        assert_eq!(split_connect("a:1/x/y"), ("a:1", Some("/x/y")));
+        assert_eq!(split_connect("a:1/"), ("a:1", None));
+    }
+}

@@ -1,0 +1,1017 @@
+//! The cluster controller's decisions, as a sans-IO state machine.
+//!
+//! One broker at a time is the controller: it won the `/controller` election and wrote its
+//! epoch to `/controller_epoch`. [`Controller`] decides, for every partition, who leads and
+//! which replicas stay in sync, with Kafka's ZooKeeper-mode rules: a leader comes from the
+//! ISR only (unless unclean election is enabled for the topic); a dead broker leaves every
+//! ISR at once; a partition without a live ISR member goes offline and keeps its last ISR
+//! member, the one replica known to hold every acknowledged record; a broker that shuts
+//! down cleanly hands its leaderships over first.
+//!
+//! It takes [`Event`]s (what the shell read from ZooKeeper, the results of the writes it asked
+//! for, controlled-shutdown requests) and returns [`Output`]s (conditional writes and reads of
+//! the partition state znodes, answers). It is not the IO: the ZooKeeper client, watches, the
+//! controller election, the epoch-fenced `multi` and telling brokers about new states all
+//! belong to the shell (`agent.rs`). No clock and no randomness either: the same events give
+//! the same outputs, which is what lets the simulator (`controller_sim.rs`, included below as
+//! `sim`) replay a failing seed exactly.
+//!
+//! What the core relies on from the shell:
+//! - Every write it asks for is conditional (create-if-absent, or set-at-version) and fenced
+//!   by the controller epoch. Results for one partition come back in the order ZooKeeper
+//!   executed the operations (a session is FIFO); across partitions any order is fine. The
+//!   shell may add reads of its own (a state watch fired): any `StateRead` counts as the
+//!   answer to the core's pending read, and older versions are ignored.
+//! - The first [`Event::LiveBrokers`] comes before the core can decide anything: until then it
+//!   only reads, because with an empty live set it would take every partition offline. After
+//!   that, again whenever the children of `/brokers/ids` change. Notifications may be
+//!   coalesced, but a broker that restarted in between (same id, new czxid, i.e. a new broker
+//!   epoch) must be reported as leaving and then joining: two events.
+//! - A [`Event::ControlledShutdown`] is passed on only from a broker in the last live set
+//!   delivered, with the broker epoch registered then (Kafka answers others with
+//!   `STALE_BROKER_EPOCH` and the broker retries). The core marks only brokers it sees as
+//!   live: a mark taken from an older process could outlive it and keep its successor from
+//!   ever leading. A request whose broker is missing from a later live set is dropped
+//!   unanswered: the broker is gone, and one that still runs retries, as Kafka brokers do.
+//! - A `NoNode` on a write (the topic is being deleted) is reported as
+//!   [`Event::WriteConflict`] or [`Event::TopicRemoved`].
+//!
+//! Not handled here: partition reassignment (the first replica list seen for a partition is
+//! kept), preferred-leader election, the topic deletion protocol.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// A broker's id (`broker.id`).
+pub type BrokerId = i32;
+
+/// The `leader` of a partition that has none (offline).
+pub const NO_LEADER: BrokerId = -1;
+
+/// The data of `/brokers/topics/<t>/partitions/<p>/state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderAndIsr {
+    /// The leader, or [`NO_LEADER`] when the partition is offline.
+    pub leader: BrokerId,
+    /// Bumped on every leader change (going offline included). Batches are stamped with it
+    /// and replicas use it to fence a deposed leader, so one epoch must name one leader.
+    pub leader_epoch: i32,
+    /// The in-sync replicas. Never empty: an offline partition keeps its last member.
+    pub isr: Vec<BrokerId>,
+    /// The epoch of the controller that wrote this state (leaders changing their ISR carry
+    /// it over unchanged).
+    pub controller_epoch: i32,
+}
+
+/// A partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// `topic`-`partition`.
+    pub fn new(topic: impl Into<String>, partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// Cluster-wide controller settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// `unclean.leader.election.enable`: elect a replica outside the ISR when no ISR member
+    /// is live, trading acknowledged records for availability. Topics may override it.
+    pub unclean_leader_election: bool,
+}
+
+/// What the shell feeds the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Children of /brokers/ids as just read (the full live set).
+    LiveBrokers(BTreeSet<BrokerId>),
+    /// /brokers/topics/<topic> as read: partition -> replica list (assignment order).
+    TopicAssigned {
+        /// Topic name.
+        topic: String,
+        /// Partition -> replicas in assignment order.
+        replicas: BTreeMap<i32, Vec<BrokerId>>,
+        /// The topic's `unclean.leader.election.enable`, when set.
+        unclean_leader_election: Option<bool>,
+    },
+    /// The topic's znode is gone (deleted).
+    TopicRemoved {
+        /// Topic name.
+        topic: String,
+    },
+    /// A state znode as read: None when the znode does not exist; Some((state, zk_version)).
+    StateRead {
+        /// The partition.
+        tp: TopicPartition,
+        /// The state and its znode version, or None when absent.
+        state: Option<(LeaderAndIsr, i32)>,
+    },
+    /// A write this core asked for succeeded; the znode's new version.
+    WriteDone {
+        /// The partition.
+        tp: TopicPartition,
+        /// The znode's version after the write (0 after a create).
+        new_version: i32,
+    },
+    /// A conditional write failed because the znode's version moved (BadVersion) or it
+    /// already existed (NodeExists on create): the core must re-read, not retry blindly.
+    WriteConflict {
+        /// The partition.
+        tp: TopicPartition,
+    },
+    /// The controller-epoch fence failed: another controller was elected. The core stops.
+    Fenced,
+    /// Broker `id` asks to shut down cleanly: move every leadership it holds to another
+    /// live ISR member (and drop it from the ISRs) before it goes.
+    ControlledShutdown {
+        /// The broker shutting down.
+        broker: BrokerId,
+    },
+}
+
+/// What the core asks the shell to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Create the state znode (must not exist yet), fenced by the controller epoch.
+    CreateState {
+        /// The partition.
+        tp: TopicPartition,
+        /// Its first state.
+        state: LeaderAndIsr,
+    },
+    /// Set the state znode if its version is still `expected_version`, fenced.
+    UpdateState {
+        /// The partition.
+        tp: TopicPartition,
+        /// The new state.
+        state: LeaderAndIsr,
+        /// The znode version the decision was made from.
+        expected_version: i32,
+    },
+    /// Read the state znode (and feed back a StateRead).
+    ReadState {
+        /// The partition.
+        tp: TopicPartition,
+    },
+    /// Answer to ControlledShutdown: how many partitions the broker still leads that could
+    /// not be moved (no other live ISR member). 0 = safe to go. One per request, once all
+    /// the moves this core issued for it are acknowledged (WriteDone) or abandoned.
+    ShutdownProgress {
+        /// The broker that asked.
+        broker: BrokerId,
+        /// Partitions it still leads.
+        partitions_remaining: usize,
+    },
+    /// The core was fenced; the shell must resign (stop acting as controller).
+    Resigned,
+}
+
+/// What the core knows of a partition's state znode.
+#[derive(Debug)]
+enum Known {
+    /// Not read yet (the first read is in flight).
+    Unread,
+    /// The znode does not exist.
+    Absent,
+    /// The znode as last read or written, with its version.
+    Present { state: LeaderAndIsr, version: i32 },
+    /// The znode existed and then read as absent: the topic is being deleted. Creating it
+    /// again would resurrect half a topic, so nothing is decided until `TopicRemoved` or a
+    /// newer read.
+    Gone,
+}
+
+/// What the core has in flight for a partition: one operation at most.
+#[derive(Debug, PartialEq, Eq)]
+enum Op {
+    Idle,
+    Reading,
+    Writing(LeaderAndIsr),
+}
+
+#[derive(Debug)]
+struct Partition {
+    /// Replicas in assignment order, without duplicates.
+    replicas: Vec<BrokerId>,
+    known: Known,
+    op: Op,
+    /// Something changed while `op` was in flight: decide again when it completes.
+    dirty: bool,
+}
+
+/// A write the decision rules want.
+#[derive(Debug)]
+enum Write {
+    Create(LeaderAndIsr),
+    Update {
+        state: LeaderAndIsr,
+        expected_version: i32,
+    },
+}
+
+/// Controlled-shutdown requests of one broker that are not answered yet.
+#[derive(Debug, Default)]
+struct ShutdownRequest {
+    answers_owed: usize,
+    /// Partitions that had an operation in flight once the request was taken in; the answer
+    /// waits until each has been idle.
+    pending: BTreeSet<TopicPartition>,
+}
+
+/// Everything the decision rules read besides the partition itself (split from the
+/// partitions so that one can be borrowed mutably while the other is read).
+#[derive(Debug)]
+struct Cluster {
+    controller_epoch: i32,
+    config: ControllerConfig,
+    /// False until the first `LiveBrokers`: no decisions before it.
+    live_known: bool,
+    live: BTreeSet<BrokerId>,
+    /// Brokers that asked to shut down and have not left the live set since.
+    shutting_down: BTreeSet<BrokerId>,
+    /// Topic -> its unclean-election override.
+    unclean_overrides: BTreeMap<String, Option<bool>>,
+}
+
+impl Cluster {
+    /// May lead: live and not on its way out.
+    fn electable(&self, b: BrokerId) -> bool {
+        self.live.contains(&b) && !self.shutting_down.contains(&b)
+    }
+
+    fn unclean(&self, topic: &str) -> bool {
+        self.unclean_overrides
+            .get(topic)
+            .copied()
+            .flatten()
+            .unwrap_or(self.config.unclean_leader_election)
+    }
+}
+
+/// The controller core. See the module doc.
+#[derive(Debug)]
+pub struct Controller {
+    cluster: Cluster,
+    partitions: BTreeMap<TopicPartition, Partition>,
+    shutdowns: BTreeMap<BrokerId, ShutdownRequest>,
+    resigned: bool,
+}
+
+impl Controller {
+    /// A newly elected controller with its epoch (the value it wrote to /controller_epoch).
+    pub fn new(controller_epoch: i32, config: ControllerConfig) -> Controller {
+        Controller {
+            cluster: Cluster {
+                controller_epoch,
+                config,
+                live_known: false,
+                live: BTreeSet::new(),
+                shutting_down: BTreeSet::new(),
+                unclean_overrides: BTreeMap::new(),
+            },
+            partitions: BTreeMap::new(),
+            shutdowns: BTreeMap::new(),
+            resigned: false,
+        }
+    }
+
+    /// Takes one event in; returns what the shell must do, in order.
+    pub fn step(&mut self, event: Event) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.resigned {
+            return out;
+        }
+        match event {
+            Event::LiveBrokers(live) => self.on_live_brokers(live, &mut out),
+            Event::TopicAssigned {
+                topic,
+                replicas,
+                unclean_leader_election,
+            } => self.on_topic_assigned(topic, replicas, unclean_leader_election, &mut out),
+            Event::TopicRemoved { topic } => {
+                self.cluster.unclean_overrides.remove(&topic);
+                // Late results for these partitions find nothing and are ignored.
+                self.partitions.retain(|tp, _| tp.topic != topic);
+            }
+            Event::StateRead { tp, state } => self.on_state_read(tp, state, &mut out),
+            Event::WriteDone { tp, new_version } => self.on_write_done(&tp, new_version, &mut out),
+            Event::WriteConflict { tp } => {
+                if let Some(p) = self.partitions.get_mut(&tp) {
+                    if matches!(p.op, Op::Writing(_)) {
+                        // The znode moved under us (a leader changed its ISR, or it was
+                        // created meanwhile): what we decided was decided from a stale state.
+                        p.op = Op::Reading;
+                        out.push(Output::ReadState { tp });
+                    }
+                }
+            }
+            Event::Fenced => self.resign(&mut out),
+            Event::ControlledShutdown { broker } => self.on_controlled_shutdown(broker, &mut out),
+        }
+        if !self.resigned {
+            self.answer_settled_shutdowns(&mut out);
+        }
+        out
+    }
+
+    /// The epoch this controller was elected with.
+    pub fn controller_epoch(&self) -> i32 {
+        self.cluster.controller_epoch
+    }
+
+    /// What the core believes each partition's state is (for the shell and tests).
+    pub fn partition_state(&self, tp: &TopicPartition) -> Option<&LeaderAndIsr> {
+        match &self.partitions.get(tp)?.known {
+            Known::Present { state, .. } => Some(state),
+            _ => None,
+        }
+    }
+
+    /// True once fenced: every later step returns nothing.
+    pub fn is_resigned(&self) -> bool {
+        self.resigned
+    }
+
+    fn resign(&mut self, out: &mut Vec<Output>) {
+        // Whatever this step decided was decided by a deposed controller: drop it.
+        out.clear();
+        out.push(Output::Resigned);
+        self.resigned = true;
+        self.partitions.clear();
+        self.shutdowns.clear();
+    }
+
+    fn on_live_brokers(&mut self, live: BTreeSet<BrokerId>, out: &mut Vec<Output>) {
+        if self.cluster.live_known && live == self.cluster.live {
+            return;
+        }
+        self.cluster.live_known = true;
+        self.cluster.live = live;
+        // A broker that left is no longer shutting down: if it comes back it is a new
+        // process that has not asked. Its unanswered request went with its connection.
+        let live = &self.cluster.live;
+        self.cluster.shutting_down.retain(|b| live.contains(b));
+        self.shutdowns.retain(|b, _| live.contains(b));
+        for (tp, p) in &mut self.partitions {
+            reconcile(&self.cluster, tp, p, out);
+        }
+    }
+
+    fn on_topic_assigned(
+        &mut self,
+        topic: String,
+        replicas: BTreeMap<i32, Vec<BrokerId>>,
+        unclean: Option<bool>,
+        out: &mut Vec<Output>,
+    ) {
+        self.cluster
+            .unclean_overrides
+            .insert(topic.clone(), unclean);
+        for (partition, assigned) in replicas {
+            let tp = TopicPartition {
+                topic: topic.clone(),
+                partition,
+            };
+            match self.partitions.entry(tp) {
+                // Known already (a config change or a repeated read): the unclean setting
+                // may have changed, so decide again. A changed replica list would be a
+                // reassignment, which this core does not do: the first one stays.
+                Entry::Occupied(mut e) => {
+                    let (tp, p) = (e.key().clone(), e.get_mut());
+                    reconcile(&self.cluster, &tp, p, out);
+                }
+                // Never decide on an unread state: the znode may hold a newer controller's
+                // or a leader's write.
+                Entry::Vacant(e) => {
+                    out.push(Output::ReadState {
+                        tp: e.key().clone(),
+                    });
+                    let mut deduplicated = Vec::with_capacity(assigned.len());
+                    for b in assigned {
+                        if !deduplicated.contains(&b) {
+                            deduplicated.push(b);
+                        }
+                    }
+                    e.insert(Partition {
+                        replicas: deduplicated,
+                        known: Known::Unread,
+                        op: Op::Reading,
+                        dirty: false,
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_state_read(
+        &mut self,
+        tp: TopicPartition,
+        state: Option<(LeaderAndIsr, i32)>,
+        out: &mut Vec<Output>,
+    ) {
+        if let Some((s, _)) = &state {
+            if s.controller_epoch > self.cluster.controller_epoch {
+                // A newer controller has written: we are deposed, and every write of ours
+                // would fail its fence anyway.
+                self.resign(out);
+                return;
+            }
+        }
+        // A partition of a topic we do not know (never assigned, or removed): nothing to do.
+        let Some(p) = self.partitions.get_mut(&tp) else {
+            return;
+        };
+        // Any read answers ours: results of one partition arrive in execution order, so it
+        // is at least as new as the state our write conflicted with. A stale one only costs
+        // another conditional write that fails.
+        if p.op == Op::Reading {
+            p.op = Op::Idle;
+        }
+        p.known = match (std::mem::replace(&mut p.known, Known::Unread), state) {
+            // Versions only grow: an older or equal one tells nothing new.
+            (Known::Present { state, version }, Some((_, v))) if v <= version => {
+                Known::Present { state, version }
+            }
+            (_, Some((state, version))) => Known::Present { state, version },
+            (Known::Present { .. } | Known::Gone, None) => Known::Gone,
+            (Known::Unread | Known::Absent, None) => Known::Absent,
+        };
+        reconcile(&self.cluster, &tp, p, out);
+    }
+
+    fn on_write_done(&mut self, tp: &TopicPartition, new_version: i32, out: &mut Vec<Output>) {
+        let Some(p) = self.partitions.get_mut(tp) else {
+            return;
+        };
+        let written = match std::mem::replace(&mut p.op, Op::Idle) {
+            Op::Writing(written) => written,
+            other => {
+                // No write of ours in flight: a late duplicate.
+                p.op = other;
+                return;
+            }
+        };
+        let newer = match &p.known {
+            Known::Present { state, version } => {
+                debug_assert!(
+                    written.leader_epoch >= state.leader_epoch,
+                    "{tp}: a write lowered the leader epoch: {state:?} -> {written:?}"
+                );
+                new_version > *version
+            }
+            _ => true,
+        };
+        if newer {
+            p.known = Known::Present {
+                state: written,
+                version: new_version,
+            };
+        }
+        if p.dirty {
+            reconcile(&self.cluster, tp, p, out);
+        } else {
+            // Nothing changed since the decision, and decisions are stable.
+            debug_assert!(
+                decide(&self.cluster, tp, p).is_none(),
+                "{tp}: clean partition still wants a write"
+            );
+        }
+    }
+
+    fn on_controlled_shutdown(&mut self, broker: BrokerId, out: &mut Vec<Output>) {
+        // A broker we do not see as live is never elected anyway; it is still answered, once
+        // what is in flight (its dead-broker moves, first reads) has come back.
+        if self.cluster.live.contains(&broker) {
+            self.cluster.shutting_down.insert(broker);
+            for (tp, p) in &mut self.partitions {
+                reconcile(&self.cluster, tp, p, out);
+            }
+        }
+        let request = self.shutdowns.entry(broker).or_default();
+        request.answers_owed += 1;
+        // Every operation in flight may be one that makes or keeps `broker` a leader (a
+        // write decided before it asked); the answer waits until each has come back and the
+        // partition has been decided again without it.
+        for (tp, p) in &self.partitions {
+            if p.op != Op::Idle {
+                request.pending.insert(tp.clone());
+            }
+        }
+    }
+
+    fn answer_settled_shutdowns(&mut self, out: &mut Vec<Output>) {
+        let partitions = &self.partitions;
+        let mut settled = Vec::new();
+        for (broker, request) in &mut self.shutdowns {
+            request
+                .pending
+                .retain(|tp| partitions.get(tp).is_some_and(|p| p.op != Op::Idle));
+            if request.pending.is_empty() {
+                settled.push(*broker);
+            }
+        }
+        for broker in settled {
+            let Some(request) = self.shutdowns.remove(&broker) else {
+                continue;
+            };
+            let partitions_remaining = self
+                .partitions
+                .values()
+                .filter(
+                    |p| matches!(&p.known, Known::Present { state, .. } if state.leader == broker),
+                )
+                .count();
+            for _ in 0..request.answers_owed {
+                out.push(Output::ShutdownProgress {
+                    broker,
+                    partitions_remaining,
+                });
+            }
+        }
+    }
+}
+
+/// Issues the write the rules want for `p`, unless an operation is in flight (then marks it
+/// dirty: one write at a time, each decided from the newest known state).
+fn reconcile(cluster: &Cluster, tp: &TopicPartition, p: &mut Partition, out: &mut Vec<Output>) {
+    if p.op != Op::Idle {
+        p.dirty = true;
+        return;
+    }
+    p.dirty = false;
+    match decide(cluster, tp, p) {
+        None => {}
+        Some(Write::Create(state)) => {
+            out.push(Output::CreateState {
+                tp: tp.clone(),
+                state: state.clone(),
+            });
+            p.op = Op::Writing(state);
+        }
+        Some(Write::Update {
+            state,
+            expected_version,
+        }) => {
+            out.push(Output::UpdateState {
+                tp: tp.clone(),
+                state: state.clone(),
+                expected_version,
+            });
+            p.op = Op::Writing(state);
+        }
+    }
+}
+
+/// The write the rules want for `p` given what is known, if any.
+fn decide(cluster: &Cluster, tp: &TopicPartition, p: &Partition) -> Option<Write> {
+    if !cluster.live_known {
+        return None;
+    }
+    let unclean = cluster.unclean(&tp.topic);
+    match &p.known {
+        Known::Unread | Known::Gone => None,
+        Known::Absent => {
+            let state = initial_state(cluster, &p.replicas)?;
+            debug_assert!(
+                next_state(cluster, &state, &p.replicas, unclean).is_none(),
+                "{tp}: unstable initial state {state:?}"
+            );
+            Some(Write::Create(state))
+        }
+        Known::Present { state, version } => {
+            let next = next_state(cluster, state, &p.replicas, unclean)?;
+            // Stable: deciding again from the result must want nothing, or one event could
+            // cause an endless chain of writes.
+            debug_assert!(
+                next_state(cluster, &next, &p.replicas, unclean).is_none(),
+                "{tp}: unstable decision {state:?} -> {next:?}"
+            );
+            Some(Write::Update {
+                state: next,
+                expected_version: *version,
+            })
+        }
+    }
+}
+
+/// A new partition's first state: the electable replicas in assignment order, the first of
+/// them leading. None while no replica is electable.
+fn initial_state(cluster: &Cluster, replicas: &[BrokerId]) -> Option<LeaderAndIsr> {
+    // Shutting-down brokers are left out of the ISR too: they would be dropped at once.
+    let isr: Vec<BrokerId> = replicas
+        .iter()
+        .copied()
+        .filter(|&b| cluster.electable(b))
+        .collect();
+    let leader = *isr.first()?;
+    Some(LeaderAndIsr {
+        leader,
+        leader_epoch: 0,
+        isr,
+        controller_epoch: cluster.controller_epoch,
+    })
+}
+
+/// The state the rules want after `cur`, or None when `cur` is already right.
+fn next_state(
+    cluster: &Cluster,
+    cur: &LeaderAndIsr,
+    replicas: &[BrokerId],
+    unclean: bool,
+) -> Option<LeaderAndIsr> {
+    // Dead brokers leave the ISR at once: a dead follower acknowledges nothing, and keeping
+    // it would hold back the high watermark and make it electable with a stale log.
+    let live_isr: Vec<BrokerId> = cur
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| cluster.live.contains(b))
+        .collect();
+    let leader_holds = cur.leader != NO_LEADER && live_isr.contains(&cur.leader);
+    // Assignment order, not ISR order: the first replica is the preferred leader.
+    let successor = replicas
+        .iter()
+        .copied()
+        .find(|&b| live_isr.contains(&b) && cluster.electable(b));
+    let mut unclean_pick = None;
+    let leader = if leader_holds && !cluster.shutting_down.contains(&cur.leader) {
+        cur.leader
+    } else if let Some(s) = successor {
+        s
+    } else if leader_holds {
+        // A shutting-down leader with nobody in sync to take over keeps leading: moving
+        // leadership out of the ISR would lose acknowledged records.
+        cur.leader
+    } else if live_isr.is_empty() && unclean {
+        unclean_pick = replicas.iter().copied().find(|&b| cluster.electable(b));
+        unclean_pick.unwrap_or(NO_LEADER)
+    } else {
+        NO_LEADER
+    };
+
+    let isr = if let Some(u) = unclean_pick {
+        vec![u]
+    } else if live_isr.is_empty() {
+        // Offline. The ISR keeps the member most likely to hold every acknowledged record,
+        // so that only it can bring the partition back cleanly. An empty ISR read from the
+        // znode is not ours to repair: leave it.
+        let last = if cur.isr.contains(&cur.leader) {
+            cur.leader
+        } else {
+            *cur.isr.first()?
+        };
+        vec![last]
+    } else if leader == NO_LEADER {
+        // Live ISR members, all shutting down: keep them, they are the clean ones.
+        live_isr
+    } else {
+        // Shutting-down followers leave the ISR so that acks=all stops waiting on them.
+        live_isr
+            .into_iter()
+            .filter(|&b| b == leader || !cluster.shutting_down.contains(&b))
+            .collect()
+    };
+    if leader == cur.leader && isr == cur.isr {
+        return None;
+    }
+    let leader_epoch = if leader == cur.leader {
+        cur.leader_epoch
+    } else {
+        cur.leader_epoch.checked_add(1)?
+    };
+    let next = LeaderAndIsr {
+        leader,
+        leader_epoch,
+        isr,
+        controller_epoch: cluster.controller_epoch,
+    };
+    debug_assert!(!next.isr.is_empty(), "empty ISR: {cur:?} -> {next:?}");
+    debug_assert!(
+        next.leader == NO_LEADER || next.isr.contains(&next.leader),
+        "leader outside the ISR: {cur:?} -> {next:?}"
+    );
+    debug_assert!(next.leader_epoch >= cur.leader_epoch);
+    debug_assert!(
+        unclean_pick.is_some() || next.isr.iter().all(|b| cur.isr.contains(b)),
+        "the controller added to an ISR: {cur:?} -> {next:?}"
+    );
+    debug_assert!(
+        !cur.isr.iter().all(|b| replicas.contains(b))
+            || next.isr.iter().all(|b| replicas.contains(b)),
+        "ISR outside the replicas {replicas:?}: {cur:?} -> {next:?}"
+    );
+    Some(next)
+}
+
+#[cfg(test)]
+#[path = "controller_sim.rs"]
+mod sim;
+
+#[cfg(test)]
+mod tests {
+    //! The decision rules one at a time, on hand-made event sequences (the randomised
+    //! simulator in `sim` covers their interleavings).
+
+    use super::*;
+
+    const EPOCH: i32 = 7;
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition::new("t", p)
+    }
+
+    fn live(ids: &[BrokerId]) -> Event {
+        Event::LiveBrokers(ids.iter().copied().collect())
+    }
+
+    fn assign(parts: &[(i32, &[BrokerId])], unclean: Option<bool>) -> Event {
+        Event::TopicAssigned {
+            topic: "t".into(),
+            replicas: parts.iter().map(|(p, r)| (*p, r.to_vec())).collect(),
+            unclean_leader_election: unclean,
+        }
+    }
+
+    fn st(leader: BrokerId, leader_epoch: i32, isr: &[BrokerId]) -> LeaderAndIsr {
+        LeaderAndIsr {
+            leader,
+            leader_epoch,
+            isr: isr.to_vec(),
+            controller_epoch: EPOCH,
+        }
+    }
+
+    fn read(p: i32, s: LeaderAndIsr, version: i32) -> Event {
+        Event::StateRead {
+            tp: tp(p),
+            state: Some((s, version)),
+        }
+    }
+
+    fn update(p: i32, state: LeaderAndIsr, expected_version: i32) -> Vec<Output> {
+        vec![Output::UpdateState {
+            tp: tp(p),
+            state,
+            expected_version,
+        }]
+    }
+
+    /// A controller that knows partition 0 of "t" (replicas as given) in `state` at version 3.
+    fn loaded(replicas: &[BrokerId], alive: &[BrokerId], state: LeaderAndIsr) -> Controller {
+        let mut c = Controller::new(EPOCH, ControllerConfig::default());
+        assert!(c.step(live(alive)).is_empty());
+        assert_eq!(
+            c.step(assign(&[(0, replicas)], None)),
+            vec![Output::ReadState { tp: tp(0) }]
+        );
+        assert!(c.step(read(0, state, 3)).is_empty());
+        c
+    }
+
+    #[test]
+    fn creates_an_absent_state_from_the_live_replicas_in_assignment_order() {
+        let mut c = Controller::new(EPOCH, ControllerConfig::default());
+        c.step(live(&[2, 3]));
+        assert_eq!(
+            c.step(assign(&[(0, &[1, 3, 2])], None)),
+            vec![Output::ReadState { tp: tp(0) }]
+        );
+        let out = c.step(Event::StateRead {
+            tp: tp(0),
+            state: None,
+        });
+        assert_eq!(
+            out,
+            vec![Output::CreateState {
+                tp: tp(0),
+                state: st(3, 0, &[3, 2])
+            }]
+        );
+        assert!(c
+            .step(Event::WriteDone {
+                tp: tp(0),
+                new_version: 0
+            })
+            .is_empty());
+        assert_eq!(c.partition_state(&tp(0)), Some(&st(3, 0, &[3, 2])));
+    }
+
+    #[test]
+    fn decides_nothing_before_the_first_live_set() {
+        let mut c = Controller::new(EPOCH, ControllerConfig::default());
+        c.step(assign(&[(0, &[1, 2])], None));
+        assert!(c.step(read(0, st(1, 4, &[1, 2]), 3)).is_empty());
+        assert_eq!(c.step(live(&[2])), update(0, st(2, 5, &[2]), 3));
+    }
+
+    #[test]
+    fn a_dead_follower_leaves_the_isr_and_the_epoch_stays() {
+        let mut c = loaded(&[1, 2, 3], &[1, 2, 3], st(1, 4, &[1, 2, 3]));
+        assert_eq!(c.step(live(&[1, 3])), update(0, st(1, 4, &[1, 3]), 3));
+    }
+
+    #[test]
+    fn a_dead_leader_is_replaced_by_the_first_live_isr_member_in_assignment_order() {
+        let mut c = loaded(&[3, 1, 2], &[1, 2, 3], st(1, 4, &[1, 2, 3]));
+        assert_eq!(c.step(live(&[2, 3])), update(0, st(3, 5, &[2, 3]), 3));
+    }
+
+    #[test]
+    fn the_last_isr_member_keeps_the_partition_until_it_returns() {
+        let mut c = loaded(&[1, 2], &[1, 2], st(1, 4, &[1]));
+        assert_eq!(c.step(live(&[2])), update(0, st(NO_LEADER, 5, &[1]), 3));
+        c.step(Event::WriteDone {
+            tp: tp(0),
+            new_version: 4,
+        });
+        // Broker 2 is live but out of sync: no election.
+        assert!(c.step(live(&[2, 3])).is_empty());
+        assert_eq!(c.step(live(&[1, 2])), update(0, st(1, 6, &[1]), 4));
+    }
+
+    #[test]
+    fn unclean_election_takes_a_live_replica_only_when_enabled() {
+        let mut c = loaded(&[1, 2], &[2], st(NO_LEADER, 5, &[1]));
+        assert!(c.step(assign(&[(0, &[1, 2])], Some(false))).is_empty());
+        assert_eq!(
+            c.step(assign(&[(0, &[1, 2])], Some(true))),
+            update(0, st(2, 6, &[2]), 3)
+        );
+    }
+
+    #[test]
+    fn one_write_in_flight_and_the_next_is_decided_from_its_result() {
+        let mut c = loaded(&[1, 2, 3], &[1, 2, 3], st(1, 4, &[1, 2, 3]));
+        assert_eq!(c.step(live(&[2, 3])), update(0, st(2, 5, &[2, 3]), 3));
+        assert!(
+            c.step(live(&[3])).is_empty(),
+            "a second write while one is in flight"
+        );
+        assert_eq!(
+            c.step(Event::WriteDone {
+                tp: tp(0),
+                new_version: 4
+            }),
+            update(0, st(3, 6, &[3]), 4)
+        );
+    }
+
+    #[test]
+    fn a_conflict_is_read_again_and_decided_from_the_fresh_state() {
+        let mut c = loaded(&[1, 2, 3], &[1, 2, 3], st(1, 4, &[1, 2, 3]));
+        assert_eq!(c.step(live(&[2, 3])), update(0, st(2, 5, &[2, 3]), 3));
+        assert_eq!(
+            c.step(Event::WriteConflict { tp: tp(0) }),
+            vec![Output::ReadState { tp: tp(0) }]
+        );
+        // Meanwhile leader 1 had dropped 2 from its ISR: 3 is the only clean successor.
+        assert_eq!(
+            c.step(read(0, st(1, 4, &[1, 3]), 4)),
+            update(0, st(3, 5, &[3]), 4)
+        );
+    }
+
+    #[test]
+    fn stale_reads_and_late_results_change_nothing() {
+        let mut c = loaded(&[1, 2], &[1, 2], st(1, 4, &[1, 2]));
+        assert!(c.step(read(0, st(2, 3, &[2]), 2)).is_empty());
+        assert!(c
+            .step(Event::WriteDone {
+                tp: tp(0),
+                new_version: 9
+            })
+            .is_empty());
+        assert_eq!(c.partition_state(&tp(0)), Some(&st(1, 4, &[1, 2])));
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leadership_and_answers_once_written() {
+        let mut c = Controller::new(EPOCH, ControllerConfig::default());
+        c.step(live(&[1, 2, 3]));
+        c.step(assign(&[(0, &[1, 2]), (1, &[2, 1]), (2, &[1])], None));
+        c.step(read(0, st(1, 4, &[1, 2]), 3));
+        c.step(read(1, st(2, 4, &[2, 1]), 3));
+        c.step(read(2, st(1, 4, &[1]), 3));
+        let out = c.step(Event::ControlledShutdown { broker: 1 });
+        assert_eq!(
+            out,
+            vec![
+                Output::UpdateState {
+                    tp: tp(0),
+                    state: st(2, 5, &[2]),
+                    expected_version: 3
+                },
+                Output::UpdateState {
+                    tp: tp(1),
+                    state: st(2, 4, &[2]),
+                    expected_version: 3
+                },
+            ]
+        );
+        assert!(c
+            .step(Event::WriteDone {
+                tp: tp(0),
+                new_version: 4
+            })
+            .is_empty());
+        assert_eq!(
+            c.step(Event::WriteDone {
+                tp: tp(1),
+                new_version: 4
+            }),
+            vec![Output::ShutdownProgress {
+                broker: 1,
+                partitions_remaining: 1
+            }]
+        );
+        // Broker 2 dies: broker 1, still shutting down, is not in those ISRs any more, so
+        // both partitions go offline rather than back to it.
+        assert_eq!(
+            c.step(live(&[1, 3])),
+            vec![
+                Output::UpdateState {
+                    tp: tp(0),
+                    state: st(NO_LEADER, 6, &[2]),
+                    expected_version: 4
+                },
+                Output::UpdateState {
+                    tp: tp(1),
+                    state: st(NO_LEADER, 5, &[2]),
+                    expected_version: 4
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn fenced_or_outranked_controllers_resign_and_go_quiet() {
+        let mut c = loaded(&[1, 2], &[1, 2], st(1, 4, &[1, 2]));
+        assert_eq!(c.step(Event::Fenced), vec![Output::Resigned]);
+        assert!(c.is_resigned());
+        assert!(c.step(live(&[2])).is_empty());
+
+        let mut c = loaded(&[1, 2], &[1, 2], st(1, 4, &[1, 2]));
+        let mut newer = st(2, 5, &[2]);
+        newer.controller_epoch = EPOCH + 1;
+        assert_eq!(c.step(read(0, newer, 4)), vec![Output::Resigned]);
+    }
+
+    #[test]
+    fn a_state_that_disappears_is_not_created_again() {
+        // Topic deletion removes the state znodes before the topic's: recreating one would
+        // resurrect part of a deleted topic.
+        let mut c = loaded(&[1, 2], &[1, 2], st(1, 4, &[1, 2]));
+        let gone = Event::StateRead {
+            tp: tp(0),
+            state: None,
+        };
+        assert!(c.step(gone).is_empty());
+        assert!(c.step(live(&[2])).is_empty());
+        assert!(c.partition_state(&tp(0)).is_none());
+    }
+
+    #[test]
+    fn a_shutdown_request_from_a_broker_not_seen_live_is_answered_without_a_mark() {
+        let mut c = Controller::new(EPOCH, ControllerConfig::default());
+        c.step(live(&[1]));
+        c.step(assign(&[(0, &[1, 2])], None));
+        // The answer waits for the first read: "0 remaining" must not come from ignorance.
+        assert!(c.step(Event::ControlledShutdown { broker: 2 }).is_empty());
+        assert!(c.step(live(&[1, 2])).is_empty());
+        assert_eq!(
+            c.step(read(0, st(1, 4, &[1, 2]), 3)),
+            vec![Output::ShutdownProgress {
+                broker: 2,
+                partitions_remaining: 0
+            }]
+        );
+        // No mark was taken (it could have belonged to an older process): 2 may lead.
+        assert_eq!(c.step(live(&[2])), update(0, st(2, 5, &[2]), 3));
+    }
+
+    #[test]
+    fn a_removed_topic_ignores_late_results() {
+        let mut c = loaded(&[1, 2], &[1, 2], st(1, 4, &[1, 2]));
+        assert_eq!(c.step(live(&[2])), update(0, st(2, 5, &[2]), 3));
+        c.step(Event::TopicRemoved { topic: "t".into() });
+        assert!(c.step(Event::WriteConflict { tp: tp(0) }).is_empty());
+        assert!(c.partition_state(&tp(0)).is_none());
+    }
+}

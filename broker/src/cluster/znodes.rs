@@ -1,0 +1,410 @@
+//! The znodes of Kafka's ZooKeeper mode and their JSON, exactly as Kafka 2.x/3.x writes them,
+//! so that operators' tools and habits carry over (`zkCli get /brokers/ids/1` reads the same).
+//!
+//! Encoders write what Kafka writes; decoders accept what Kafka writes, ignoring fields they
+//! do not know (a newer Kafka's extra keys), and refuse the rest with a message naming the
+//! path. Nothing here talks to ZooKeeper.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::controller::LeaderAndIsr;
+
+pub const BROKER_IDS: &str = "/brokers/ids";
+pub const TOPICS: &str = "/brokers/topics";
+pub const CONFIG_TOPICS: &str = "/config/topics";
+pub const DELETE_TOPICS: &str = "/admin/delete_topics";
+pub const CONTROLLER: &str = "/controller";
+pub const CONTROLLER_EPOCH: &str = "/controller_epoch";
+pub const CLUSTER_ID: &str = "/cluster/id";
+
+/// The persistent parents every broker makes sure exist at start (Kafka's
+/// `KafkaZkClient.createTopLevelPaths`).
+pub const PERSISTENT_PATHS: &[&str] = &[
+    "/brokers/ids",
+    "/brokers/topics",
+    "/config/topics",
+    "/config/changes",
+    "/admin/delete_topics",
+    "/isr_change_notification",
+    "/cluster",
+];
+
+pub fn broker_path(id: i32) -> String {
+    format!("{BROKER_IDS}/{id}")
+}
+
+pub fn topic_path(topic: &str) -> String {
+    format!("{TOPICS}/{topic}")
+}
+
+pub fn partitions_path(topic: &str) -> String {
+    format!("{TOPICS}/{topic}/partitions")
+}
+
+pub fn partition_path(topic: &str, partition: i32) -> String {
+    format!("{TOPICS}/{topic}/partitions/{partition}")
+}
+
+pub fn state_path(topic: &str, partition: i32) -> String {
+    format!("{TOPICS}/{topic}/partitions/{partition}/state")
+}
+
+pub fn config_path(topic: &str) -> String {
+    format!("{CONFIG_TOPICS}/{topic}")
+}
+
+pub fn delete_path(topic: &str) -> String {
+    format!("{DELETE_TOPICS}/{topic}")
+}
+
+/// A znode's data did not decode; names the path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ZnodeError {
+    pub path: String,
+    pub reason: String,
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(path: &str, data: &[u8]) -> Result<T, ZnodeError> {
+    serde_json::from_slice(data).map_err(|err| ZnodeError {
+        path: path.to_string(),
+        reason: format!("not the JSON Kafka writes here: {err}"),
+    })
+}
+
+/// Kafka's UUID text form: 16 bytes in URL-safe base64 without padding (22 characters).
+pub fn uuid_text(id: &[u8; 16]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+pub fn parse_uuid_text(text: &str) -> Option<[u8; 16]> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    bytes.try_into().ok()
+}
+
+/// `/brokers/ids/<id>`, version 5.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    #[serde(default)]
+    pub features: BTreeMap<String, serde_json::Value>,
+    pub listener_security_protocol_map: BTreeMap<String, String>,
+    pub endpoints: Vec<String>,
+    #[serde(default = "minus_one")]
+    pub jmx_port: i32,
+    pub port: i32,
+    pub host: String,
+    pub version: i32,
+    /// Milliseconds since the epoch, as a string (Kafka writes it so).
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+}
+
+fn minus_one() -> i32 {
+    -1
+}
+
+impl BrokerRegistration {
+    pub fn new(host: &str, port: u16, rack: Option<&str>, now_ms: u64) -> BrokerRegistration {
+        BrokerRegistration {
+            features: BTreeMap::new(),
+            listener_security_protocol_map: [("PLAINTEXT".to_string(), "PLAINTEXT".to_string())]
+                .into(),
+            endpoints: vec![format!("PLAINTEXT://{host}:{port}")],
+            jmx_port: -1,
+            port: i32::from(port),
+            host: host.to_string(),
+            version: 5,
+            timestamp: now_ms.to_string(),
+            rack: rack.map(str::to_string),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("plain JSON")
+    }
+
+    pub fn decode(path: &str, data: &[u8]) -> Result<BrokerRegistration, ZnodeError> {
+        decode(path, data)
+    }
+
+    /// The PLAINTEXT endpoint's host and port (clients' address), else the legacy fields.
+    pub fn plaintext_endpoint(&self) -> (String, i32) {
+        for endpoint in &self.endpoints {
+            if let Some(rest) = endpoint.strip_prefix("PLAINTEXT://") {
+                if let Some((host, port)) = rest.rsplit_once(':') {
+                    if let Ok(port) = port.parse::<i32>() {
+                        let host = host.trim_start_matches('[').trim_end_matches(']');
+                        return (host.to_string(), port);
+                    }
+                }
+            }
+        }
+        (self.host.clone(), self.port)
+    }
+}
+
+/// `/controller`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerZnode {
+    pub version: i32,
+    pub brokerid: i32,
+    pub timestamp: String,
+}
+
+impl ControllerZnode {
+    pub fn encode(broker: i32, now_ms: u64) -> Vec<u8> {
+        serde_json::to_vec(&ControllerZnode {
+            version: 1,
+            brokerid: broker,
+            timestamp: now_ms.to_string(),
+        })
+        .expect("plain JSON")
+    }
+
+    pub fn decode(data: &[u8]) -> Result<ControllerZnode, ZnodeError> {
+        decode(CONTROLLER, data)
+    }
+}
+
+/// `/controller_epoch` holds a plain integer as text.
+pub fn decode_controller_epoch(data: &[u8]) -> Result<i32, ZnodeError> {
+    std::str::from_utf8(data)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .ok_or_else(|| ZnodeError {
+            path: CONTROLLER_EPOCH.to_string(),
+            reason: "not an integer".to_string(),
+        })
+}
+
+/// `/cluster/id`: note Kafka writes `version` as a string here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdZnode {
+    pub version: String,
+    pub id: String,
+}
+
+impl ClusterIdZnode {
+    pub fn encode(id: &str) -> Vec<u8> {
+        serde_json::to_vec(&ClusterIdZnode {
+            version: "1".to_string(),
+            id: id.to_string(),
+        })
+        .expect("plain JSON")
+    }
+
+    pub fn decode(data: &[u8]) -> Result<String, ZnodeError> {
+        decode::<ClusterIdZnode>(CLUSTER_ID, data).map(|znode| znode.id)
+    }
+}
+
+/// `/brokers/topics/<t>`, version 3: the replica assignment and the topic id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicZnode {
+    pub version: i32,
+    /// Partition index (as a string key) -> replicas, preferred leader first.
+    pub partitions: BTreeMap<String, Vec<i32>>,
+    #[serde(default)]
+    pub adding_replicas: BTreeMap<String, Vec<i32>>,
+    #[serde(default)]
+    pub removing_replicas: BTreeMap<String, Vec<i32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<String>,
+}
+
+/// A topic's assignment as the broker uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicAssignment {
+    pub id: [u8; 16],
+    /// `replicas[p]` for every partition 0..n.
+    pub replicas: Vec<Vec<i32>>,
+}
+
+impl TopicAssignment {
+    pub fn encode(&self) -> Vec<u8> {
+        let znode = TopicZnode {
+            version: 3,
+            partitions: self
+                .replicas
+                .iter()
+                .enumerate()
+                .map(|(p, replicas)| (p.to_string(), replicas.clone()))
+                .collect(),
+            adding_replicas: BTreeMap::new(),
+            removing_replicas: BTreeMap::new(),
+            topic_id: Some(uuid_text(&self.id)),
+        };
+        serde_json::to_vec(&znode).expect("plain JSON")
+    }
+
+    /// Decodes a topic znode; partitions must be exactly 0..n. A topic written by a Kafka
+    /// without topic ids gets an all-zero id (Metadata then reports none).
+    pub fn decode(path: &str, data: &[u8]) -> Result<TopicAssignment, ZnodeError> {
+        let znode: TopicZnode = decode(path, data)?;
+        let bad = |reason: String| ZnodeError {
+            path: path.to_string(),
+            reason,
+        };
+        let mut by_index = BTreeMap::new();
+        for (key, replicas) in znode.partitions {
+            let index: usize = key
+                .parse()
+                .map_err(|_| bad(format!("partition key `{key}` is not a number")))?;
+            if replicas.is_empty() {
+                return Err(bad(format!("partition {index} has no replicas")));
+            }
+            by_index.insert(index, replicas);
+        }
+        if by_index.keys().enumerate().any(|(i, &index)| i != index) {
+            return Err(bad("partitions are not numbered 0..n".to_string()));
+        }
+        let id = match &znode.topic_id {
+            Some(text) => parse_uuid_text(text)
+                .ok_or_else(|| bad(format!("topic_id `{text}` is not a uuid")))?,
+            None => [0; 16],
+        };
+        Ok(TopicAssignment {
+            id,
+            replicas: by_index.into_values().collect(),
+        })
+    }
+}
+
+/// `/brokers/topics/<t>/partitions/<p>/state`, version 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StateZnode {
+    controller_epoch: i32,
+    leader: i32,
+    version: i32,
+    leader_epoch: i32,
+    isr: Vec<i32>,
+}
+
+pub fn encode_state(state: &LeaderAndIsr) -> Vec<u8> {
+    serde_json::to_vec(&StateZnode {
+        controller_epoch: state.controller_epoch,
+        leader: state.leader,
+        version: 1,
+        leader_epoch: state.leader_epoch,
+        isr: state.isr.clone(),
+    })
+    .expect("plain JSON")
+}
+
+pub fn decode_state(path: &str, data: &[u8]) -> Result<LeaderAndIsr, ZnodeError> {
+    let znode: StateZnode = decode(path, data)?;
+    Ok(LeaderAndIsr {
+        leader: znode.leader,
+        leader_epoch: znode.leader_epoch,
+        isr: znode.isr,
+        controller_epoch: znode.controller_epoch,
+    })
+}
+
+/// `/config/topics/<t>`: the topic's config overrides, values as strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ConfigZnode {
+    version: i32,
+    config: BTreeMap<String, String>,
+}
+
+pub fn encode_config(config: &BTreeMap<String, String>) -> Vec<u8> {
+    serde_json::to_vec(&ConfigZnode {
+        version: 1,
+        config: config.clone(),
+    })
+    .expect("plain JSON")
+}
+
+pub fn decode_config(path: &str, data: &[u8]) -> Result<BTreeMap<String, String>, ZnodeError> {
+    decode::<ConfigZnode>(path, data).map(|znode| znode.config)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Proves the JSON matches what Kafka writes (field names, string-typed timestamps and
+    //! versions, rack only when set) by decoding texts in Kafka's form and re-encoding ours.
+    use super::*;
+
+    #[test]
+    fn broker_registration_is_kafkas_v5() {
+        let ours = BrokerRegistration::new("127.0.0.1", 9092, None, 1_600_000_000_000);
+        let json: serde_json::Value = serde_json::from_slice(&ours.encode()).unwrap();
+        assert_eq!(json["version"], 5);
+        assert_eq!(json["timestamp"], "1600000000000");
+        assert_eq!(json["endpoints"][0], "PLAINTEXT://127.0.0.1:9092");
+        assert_eq!(
+            json["listener_security_protocol_map"]["PLAINTEXT"],
+            "PLAINTEXT"
+        );
+        assert!(json.get("rack").is_none());
+        let racked = BrokerRegistration::new("h", 1, Some("r1"), 0);
+        let json: serde_json::Value = serde_json::from_slice(&racked.encode()).unwrap();
+        assert_eq!(json["rack"], "r1");
+        // As a Kafka 3.x broker writes it.
+        let kafka = br#"{"features":{},"listener_security_protocol_map":{"PLAINTEXT":"PLAINTEXT"},"endpoints":["PLAINTEXT://kafka-1:29092"],"jmx_port":-1,"port":29092,"host":"kafka-1","version":5,"timestamp":"1700000000000"}"#;
+        let parsed = BrokerRegistration::decode("/brokers/ids/1", kafka).unwrap();
+        assert_eq!(parsed.plaintext_endpoint(), ("kafka-1".to_string(), 29092));
+    }
+
+    #[test]
+    fn topic_znode_round_trips_and_rejects_gaps() {
+        let assignment = TopicAssignment {
+            id: [7; 16],
+            replicas: vec![vec![1, 2], vec![2, 3], vec![3, 1]],
+        };
+        let bytes = assignment.encode();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["version"], 3);
+        assert_eq!(json["partitions"]["1"], serde_json::json!([2, 3]));
+        assert_eq!(json["topic_id"].as_str().unwrap().len(), 22);
+        assert_eq!(TopicAssignment::decode("/t", &bytes).unwrap(), assignment);
+        let gap = br#"{"version":3,"partitions":{"0":[1],"2":[1]}}"#;
+        assert!(TopicAssignment::decode("/t", gap).is_err());
+        let garbage = b"{";
+        assert!(TopicAssignment::decode("/t", garbage)
+            .unwrap_err()
+            .to_string()
+            .starts_with("/t: "));
+    }
+
+    #[test]
+    fn state_and_small_znodes() {
+        let kafka =
+            br#"{"controller_epoch":3,"leader":1,"version":1,"leader_epoch":4,"isr":[1,2]}"#;
+        let state = decode_state("/s", kafka).unwrap();
+        assert_eq!(
+            state,
+            LeaderAndIsr {
+                leader: 1,
+                leader_epoch: 4,
+                isr: vec![1, 2],
+                controller_epoch: 3
+            }
+        );
+        assert_eq!(decode_state("/s", &encode_state(&state)).unwrap(), state);
+        assert_eq!(decode_controller_epoch(b"12").unwrap(), 12);
+        assert!(decode_controller_epoch(b"x").is_err());
+        let cluster = ClusterIdZnode::encode("abc");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&cluster).unwrap()["version"],
+            "1"
+        );
+        assert_eq!(ClusterIdZnode::decode(&cluster).unwrap(), "abc");
+        let config: BTreeMap<String, String> =
+            [("min.insync.replicas".to_string(), "2".to_string())].into();
+        assert_eq!(
+            decode_config("/c", &encode_config(&config)).unwrap(),
+            config
+        );
+        let controller = ControllerZnode::decode(&ControllerZnode::encode(3, 5)).unwrap();
+        assert_eq!((controller.version, controller.brokerid), (1, 3));
+        assert_eq!(parse_uuid_text(&uuid_text(&[9; 16])), Some([9; 16]));
+    }
+}

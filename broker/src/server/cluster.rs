@@ -1,0 +1,412 @@
+//! The shard side of cluster mode: topic creation and deletion through the cluster agent,
+//! the view snapshots the agent publishes (applied on the control shard, then broadcast), and
+//! the leadership check in front of every partition operation.
+//!
+//! The local topic store stays: it keeps which shard holds each partition this broker
+//! replicates, so a restart reopens every log on the same shard. The coordinator is the truth
+//! for which topics exist and who holds them; [`reconcile`] brings the store in line with it
+//! at start and [`Shard::apply_view`] as it changes.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cluster::agent::{self, Command};
+use crate::cluster::assignment::{self, AssignmentError};
+use crate::cluster::view::TopicView;
+use crate::cluster::znodes::TopicAssignment;
+use crate::cluster::ClusterView;
+use crate::kafka::codes;
+use crate::topics::{self, Topic, TopicError, TopicStore};
+
+use super::partition_ops::{CreateSpec, ShardRequest};
+use super::partitions::PartitionError;
+use super::shard::Shard;
+
+/// How long CreateTopics/DeleteTopics wait for the controller's work to reach this broker.
+const ADMIN_WAIT: Duration = Duration::from_secs(30);
+
+/// Cluster mode's share of a shard.
+pub struct ShardCluster {
+    /// The newest view this shard was given.
+    pub view: std::cell::RefCell<Arc<ClusterView>>,
+    pub commands: async_channel::Sender<Command>,
+    pub default_replication_factor: i16,
+}
+
+/// The local [`Topic`] for a topic of the view: an existing one keeps its shard placement
+/// (same id, same partition count), a new one is placed on the least loaded shards.
+pub fn local_topic(
+    name: &str,
+    view: &TopicView,
+    existing: Option<&Topic>,
+    owned: &mut [usize],
+) -> Topic {
+    let shards = match existing {
+        Some(topic) if topic.id == view.id && topic.shards.len() == view.partitions.len() => {
+            topic.shards.clone()
+        }
+        _ => topics::place_partitions(owned, view.partitions.len()),
+    };
+    Topic {
+        name: name.to_string(),
+        id: view.id,
+        shards,
+        configs: view.configs.clone(),
+        replicas: view.partitions.iter().map(|p| p.replicas.clone()).collect(),
+    }
+}
+
+fn shard_loads(store: &dyn TopicStore, shard_count: usize) -> Vec<usize> {
+    let mut owned = vec![0usize; shard_count];
+    for topic in store.topics().values() {
+        for &shard in &topic.shards {
+            if let Some(count) = owned.get_mut(shard as usize) {
+                *count += 1;
+            }
+        }
+    }
+    owned
+}
+
+/// What differs between the store and the view: topics to drop locally (gone, or recreated
+/// under another id) and topics to add or refresh.
+fn diff(store: &dyn TopicStore, view: &ClusterView) -> (Vec<String>, Vec<String>) {
+    let removed = store
+        .topics()
+        .iter()
+        .filter(|(name, topic)| view.topics.get(*name).is_none_or(|t| t.id != topic.id))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let added = view
+        .topics
+        .iter()
+        .filter(|(name, t)| {
+            store.topics().get(*name).is_none_or(|topic| {
+                topic.id != t.id
+                    || topic.replicas.len() != t.partitions.len()
+                    || topic
+                        .replicas
+                        .iter()
+                        .zip(&t.partitions)
+                        .any(|(r, p)| *r != p.replicas)
+                    || topic.configs != t.configs
+            })
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    (removed, added)
+}
+
+/// At start, before any shard opens a log: drops topics deleted while the broker was down
+/// (with their directories) and records the ones created meanwhile.
+pub fn reconcile(
+    store: &mut dyn TopicStore,
+    view: &ClusterView,
+    shard_count: usize,
+    data_dir: &std::path::Path,
+) -> Result<(), TopicError> {
+    let (removed, added) = diff(store, view);
+    for name in removed {
+        let topic = store.delete(&name)?;
+        for partition in 0..topic.shards.len() {
+            let dir = data_dir.join(format!("{name}-{partition}"));
+            if dir.exists() {
+                tracing::info!("{name} was deleted while this broker was down: removing {dir:?}");
+                if let Err(err) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!("removing {}: {err}", dir.display());
+                }
+            }
+        }
+    }
+    for name in added {
+        let mut owned = shard_loads(store, shard_count);
+        let existing = store.topics().get(&name).cloned();
+        let topic = local_topic(&name, &view.topics[&name], existing.as_ref(), &mut owned);
+        store.put(topic)?;
+    }
+    Ok(())
+}
+
+fn random_usize() -> usize {
+    let bytes = topics::new_topic_id();
+    usize::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
+}
+
+impl Shard {
+    /// This shard's newest cluster view (cluster mode only).
+    pub fn cluster_view(&self) -> Option<Arc<ClusterView>> {
+        self.cluster.as_ref().map(|c| c.view.borrow().clone())
+    }
+
+    /// In cluster mode only the partition's leader serves produce, fetch and offsets.
+    pub fn check_leader(&self, topic: &str, partition: i32) -> Result<(), PartitionError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let node = self.config.node_id;
+        match cluster.view.borrow().leader(topic, partition) {
+            Some((leader, _)) if leader == node => Ok(()),
+            Some((leader, _)) => Err((
+                codes::NOT_LEADER_OR_FOLLOWER,
+                format!("{topic}-{partition} is led by broker {leader}"),
+            )),
+            None => Err((
+                codes::NOT_LEADER_OR_FOLLOWER,
+                format!("{topic}-{partition} has no leader"),
+            )),
+        }
+    }
+
+    /// The broker coordinating `group`: the leader of its `__consumer_offsets` partition
+    /// (this broker on a single node). COORDINATOR_NOT_AVAILABLE while there is none.
+    pub fn group_coordinator_node(
+        &self,
+        group: &str,
+    ) -> Result<(kafka_protocol::messages::BrokerId, String, i32), i16> {
+        use crate::group::{partition_for_group, OFFSETS_TOPIC};
+        use kafka_protocol::messages::BrokerId;
+        let Some(view) = self.cluster_view() else {
+            let (host, port) = &self.advertised;
+            return Ok((BrokerId(self.config.node_id), host.clone(), *port));
+        };
+        let topic = view
+            .topics
+            .get(OFFSETS_TOPIC)
+            .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
+        let partition = partition_for_group(group, topic.partitions.len() as i32);
+        let (leader, _) = view
+            .leader(OFFSETS_TOPIC, partition)
+            .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
+        let broker = view
+            .brokers
+            .get(&leader)
+            .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
+        Ok((BrokerId(leader), broker.host.clone(), broker.port))
+    }
+
+    /// Waits (bounded) until this shard's view and topic map satisfy `done`.
+    async fn wait_for_view(&self, done: impl Fn(&Shard, &ClusterView) -> bool) -> bool {
+        let deadline = Instant::now() + ADMIN_WAIT;
+        loop {
+            if let Some(view) = self.cluster_view() {
+                if done(self, &view) {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn ask_agent(
+        &self,
+        make: impl FnOnce(async_channel::Sender<Result<(), TopicError>>) -> Command,
+    ) -> Result<(), TopicError> {
+        let cluster = self.cluster.as_ref().expect("cluster mode");
+        let (tx, rx) = async_channel::bounded(1);
+        if cluster.commands.send(make(tx)).await.is_err() {
+            return Err(TopicError::Storage("the cluster agent stopped".into()));
+        }
+        rx.recv()
+            .await
+            .unwrap_or_else(|_| Err(TopicError::Storage("the cluster agent stopped".into())))
+    }
+
+    /// The replica assignment of a new topic: the explicit one, or Kafka's spread over the
+    /// live brokers.
+    fn assign(
+        &self,
+        spec: &CreateSpec,
+        partitions: i32,
+        view: &ClusterView,
+    ) -> Result<Vec<Vec<i32>>, TopicError> {
+        let cluster = self.cluster.as_ref().expect("cluster mode");
+        let result = if spec.assignments.is_empty() {
+            let factor = if spec.replication_factor == -1 {
+                cluster.default_replication_factor
+            } else {
+                spec.replication_factor
+            };
+            if factor < 1 {
+                return Err(TopicError::InvalidReplicationFactor(
+                    factor,
+                    "must be at least 1".into(),
+                ));
+            }
+            assignment::assign(
+                &agent::candidates(view),
+                partitions as usize,
+                factor as usize,
+                random_usize(),
+                random_usize(),
+            )
+        } else {
+            assignment::check_explicit(&spec.assignments, &view.brokers.keys().copied().collect())
+        };
+        let replicas = result.map_err(|err| match err {
+            AssignmentError::ReplicationFactor(why) => {
+                TopicError::InvalidReplicationFactor(spec.replication_factor, why)
+            }
+            AssignmentError::Assignment(why) => TopicError::InvalidReplicaAssignment(why),
+        })?;
+        // Partitions are not replicated yet: a second replica would be listed in the ISR
+        // without holding the data.
+        if let Some(list) = replicas.iter().find(|r| r.len() > 1) {
+            return Err(TopicError::InvalidReplicationFactor(
+                list.len() as i16,
+                "this broker keeps one replica per partition until replication lands".into(),
+            ));
+        }
+        Ok(replicas)
+    }
+
+    /// CreateTopics in cluster mode: the topic's znodes are written through the agent, then
+    /// the answer waits until the controller gave every partition a leader and this shard
+    /// knows the topic (so a client's next Produce finds it).
+    pub(super) async fn create_topics_in_cluster(
+        self: &Rc<Self>,
+        specs: Vec<CreateSpec>,
+    ) -> Vec<(String, Result<Topic, TopicError>)> {
+        let mut results = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let name = spec.name.clone();
+            results.push((name, self.create_one_in_cluster(spec).await));
+        }
+        results
+    }
+
+    async fn create_one_in_cluster(self: &Rc<Self>, spec: CreateSpec) -> Result<Topic, TopicError> {
+        let mut topic = self.validate_spec(&spec)?;
+        let view = self.cluster_view().expect("cluster mode");
+        if view.topics.contains_key(&topic.name) {
+            return Err(TopicError::AlreadyExists(topic.name));
+        }
+        let partitions = if spec.assignments.is_empty() {
+            topic.partition_count()
+        } else {
+            spec.assignments.len() as i32
+        };
+        topic.replicas = self.assign(&spec, partitions, &view)?;
+        topic.shards = vec![0; topic.replicas.len()];
+        if spec.validate_only {
+            return Ok(topic);
+        }
+        let assignment = TopicAssignment {
+            id: topic.id,
+            replicas: topic.replicas.clone(),
+        };
+        let configs: BTreeMap<String, String> = topic.configs.clone();
+        let name = topic.name.clone();
+        self.ask_agent(|reply| Command::CreateTopic {
+            name: name.clone(),
+            assignment,
+            configs,
+            reply,
+        })
+        .await?;
+        let online = self
+            .wait_for_view(|shard, view| view.topic_online(&name) && shard.topic(&name).is_some())
+            .await;
+        match self.topic(&name) {
+            Some(local) if online => Ok((*local).clone()),
+            _ => Err(TopicError::TimedOut(format!(
+                "topic `{name}` was created but not every partition had a leader within {} s",
+                ADMIN_WAIT.as_secs()
+            ))),
+        }
+    }
+
+    /// DeleteTopics in cluster mode: marks the topic for the controller and waits until it
+    /// is gone from this shard.
+    pub(super) async fn delete_topics_in_cluster(
+        self: &Rc<Self>,
+        names: Vec<String>,
+    ) -> Vec<(String, Result<Topic, TopicError>)> {
+        let mut results = Vec::with_capacity(names.len());
+        for name in names {
+            let before = self.topic(&name).map(|t| (*t).clone());
+            let asked = self
+                .ask_agent(|reply| Command::DeleteTopic {
+                    name: name.clone(),
+                    reply,
+                })
+                .await;
+            let result = match (asked, before) {
+                (Err(err), _) => Err(err),
+                (Ok(()), None) => Err(TopicError::UnknownTopic(name.clone())),
+                (Ok(()), Some(topic)) => {
+                    let gone = self
+                        .wait_for_view(|shard, view| {
+                            !view.topics.contains_key(&name) && shard.topic(&name).is_none()
+                        })
+                        .await;
+                    if gone {
+                        Ok(topic)
+                    } else {
+                        Err(TopicError::TimedOut(format!(
+                            "topic `{name}` is marked for deletion but still exists after {} s",
+                            ADMIN_WAIT.as_secs()
+                        )))
+                    }
+                }
+            };
+            results.push((name, result));
+        }
+        results
+    }
+
+    /// On the control shard: a new view from the agent. Topics gone are closed and removed,
+    /// new ones placed and opened, on every shard; then every shard gets the view.
+    pub async fn apply_view(self: &Rc<Self>, view: Arc<ClusterView>) {
+        let store = self.store.as_ref().expect("shard 0 holds the store");
+        let (removed, added) = diff(&**store.borrow(), &view);
+        for name in removed {
+            let deleted = store.borrow_mut().delete(&name);
+            match deleted {
+                Ok(_) => {
+                    self.broadcast(|| ShardRequest::TopicRemoved(name.clone()))
+                        .await
+                }
+                Err(err) => tracing::error!("removing topic {name}: {err}"),
+            }
+        }
+        for name in added {
+            let topic = {
+                let store = store.borrow();
+                let mut owned = shard_loads(&**store, self.shard_count);
+                local_topic(
+                    &name,
+                    &view.topics[&name],
+                    store.topics().get(&name),
+                    &mut owned,
+                )
+            };
+            let known = store.borrow().topics().contains_key(&name);
+            let put = store.borrow_mut().put(topic.clone());
+            match put {
+                Ok(()) if known => {
+                    self.broadcast(|| ShardRequest::TopicUpdated(topic.clone()))
+                        .await
+                }
+                Ok(()) => {
+                    self.broadcast(|| ShardRequest::TopicAdded(topic.clone()))
+                        .await
+                }
+                Err(err) => tracing::error!("recording topic {name}: {err}"),
+            }
+        }
+        self.broadcast(|| ShardRequest::ClusterView(view.clone()))
+            .await;
+    }
+
+    /// Any shard: take the view the control shard broadcast.
+    pub fn set_view(&self, view: Arc<ClusterView>) {
+        if let Some(cluster) = &self.cluster {
+            *cluster.view.borrow_mut() = view;
+        }
+    }
+}
