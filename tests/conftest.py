@@ -4,6 +4,7 @@ data dir, stop it (SIGTERM, or kill -9 when a test asks), and locate or build th
 import os
 import pathlib
 import re
+import select
 import signal
 import subprocess
 import time
@@ -38,25 +39,36 @@ class Broker:
         self.port = None
         self.stderr_path = self.data_dir.parent / (self.data_dir.name + ".stderr")
 
-    def start(self, port=0):
+    def start(self, port=0, timeout=60):
+        """Starts the process and waits (at most `timeout` s) for `listening on HOST:PORT`."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
             [broker_bin(), "serve", "--tuning", self.profile, "--data-dir", str(self.data_dir),
              "--listen", f"127.0.0.1:{port}", *self.extra],
             stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        line = b""
+        # Read stdout unbuffered with select so that a broker that never prints cannot block
+        # the wait past the deadline.
+        deadline = time.time() + timeout
+        fd = self.proc.stdout.fileno()
+        out = b""
         while time.time() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
+            ready, _, _ = select.select([fd], [], [], min(0.5, max(0.0, deadline - time.time())))
+            if not ready:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
                 break
-            match = re.match(rb"listening on [^:]+:(\d+)", line)
+            out += chunk
+            match = re.search(rb"(?m)^listening on [^:\n]+:(\d+)\r?\n", out)
             if match:
                 self.port = int(match.group(1))
                 return self
         self.kill()
-        raise RuntimeError(f"broker did not start: {line!r}; see {self.stderr_path}")
+        tail = "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-20:])
+        raise RuntimeError(f"broker did not start: stdout {out[-500:]!r}; {self.stderr_path}:\n{tail}")
 
     @property
     def bootstrap(self):

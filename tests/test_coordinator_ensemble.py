@@ -9,11 +9,9 @@ the binaries on free loopback ports in temp dirs, drive them with kazoo, stop th
 
 import json
 import shutil
-import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
@@ -24,98 +22,10 @@ from kazoo.recipe.lock import Lock
 from kazoo.recipe.queue import LockingQueue, Queue
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
-from test_coordinator_kazoo import built_binary, coordinator_binary, raw_create_ephemeral, send_malformed_frames, four_letter, free_port, is_closed, raw_connect, wait_until
+from cluster import Ensemble
+from test_coordinator_kazoo import built_binary, raw_create_ephemeral, send_malformed_frames, four_letter, is_closed, raw_connect, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Ensemble:
-    """Three coordinator processes on loopback, each with its own dataDir and myid."""
-
-    def __init__(self, tmp, n=3, extra="", tick_ms=200):
-        self.dir = Path(tmp)
-        self.extra = extra
-        self.tick_ms = tick_ms
-        self.client_ports = [free_port() for _ in range(n)]
-        self.peer_ports = [free_port() for _ in range(n)]
-        self.election_ports = [free_port() for _ in range(n)]
-        self.procs = [None] * n
-        self.logs = [None] * n
-        for i in range(n):
-            self.start(i)
-        self.wait_serving()
-
-    def data_dir(self, i):
-        return self.dir / f"server{i + 1}" / "data"
-
-    def start(self, i):
-        d = self.dir / f"server{i + 1}"
-        self.data_dir(i).mkdir(parents=True, exist_ok=True)
-        (self.data_dir(i) / "myid").write_text(f"{i + 1}\n")
-        servers = "".join(
-            f"server.{j + 1}=127.0.0.1:{self.peer_ports[j]}:{self.election_ports[j]}\n"
-            for j in range(len(self.procs))
-        )
-        cfg = d / "zoo.cfg"
-        cfg.write_text(
-            f"tickTime={self.tick_ms}\ninitLimit=10\nsyncLimit=5\n"
-            f"dataDir={self.data_dir(i)}\n"
-            f"clientPort={self.client_ports[i]}\n"
-            "clientPortAddress=127.0.0.1\n"
-            "4lw.commands.whitelist=*\n" + servers + self.extra
-        )
-        self.logs[i] = open(d / "coordinator.log", "ab")
-        self.procs[i] = subprocess.Popen(
-            [str(coordinator_binary()), "--config", str(cfg)], stdout=self.logs[i], stderr=self.logs[i]
-        )
-
-    def mode(self, i):
-        try:
-            text = four_letter(self.client_ports[i], "srvr")
-        except OSError:
-            return None
-        for line in text.splitlines():
-            if line.startswith("Mode: "):
-                return line[len("Mode: ") :]
-        return None
-
-    def running(self):
-        return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is None]
-
-    def leader(self):
-        for i in self.running():
-            if self.mode(i) == "leader":
-                return i
-        return None
-
-    def wait_serving(self, timeout=20.0):
-        wait_until(
-            lambda: all(self.mode(i) in ("leader", "follower") for i in self.running())
-            and self.leader() is not None,
-            timeout,
-            "every running server to serve under one leader",
-        )
-
-    def hosts(self, servers=None):
-        servers = range(len(self.procs)) if servers is None else servers
-        return ",".join(f"127.0.0.1:{self.client_ports[i]}" for i in servers)
-
-    def kill9(self, i):
-        self.procs[i].send_signal(signal.SIGKILL)
-        self.procs[i].wait()
-        self.logs[i].close()
-
-    def stop(self):
-        for i, p in enumerate(self.procs):
-            if p is not None and p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-            if self.logs[i] is not None:
-                self.logs[i].close()
 
 
 @pytest.fixture(scope="module")

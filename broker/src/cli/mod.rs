@@ -159,7 +159,7 @@ pub fn topics_describe(bootstrap: &str, name: &str) -> Result<(), ClientError> {
         }
         println!(
             "topic {name} id {} partitions {}",
-            topic.topic_id,
+            crate::cluster::znodes::uuid_text(topic.topic_id.as_bytes()),
             topic.partitions.len()
         );
         let mut partitions: Vec<_> = topic.partitions.iter().collect();

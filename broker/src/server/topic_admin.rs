@@ -149,6 +149,12 @@ pub fn config_value(shard: &Shard, topic: &Topic, key: &str) -> (String, bool) {
         "segment.ms" => storage.segment_ms.to_string(),
         "max.message.bytes" => storage.max_batch_bytes.to_string(),
         "flush.policy" => storage.flush().to_string(),
+        "unclean.leader.election.enable" => shard
+            .config
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.unclean_leader_election)
+            .to_string(),
         _ => String::new(),
     };
     (value, true)
@@ -158,6 +164,7 @@ pub fn config_value(shard: &Shard, topic: &Topic, key: &str) -> (String, bool) {
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
 /// Kafka's ConfigType numbers.
+const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
@@ -204,6 +211,7 @@ pub fn describe_configs(
                 let (value, is_default) = config_value(shard, &topic, key);
                 let config_type = match *key {
                     "cleanup.policy" | "flush.policy" => TYPE_STRING,
+                    "unclean.leader.election.enable" => TYPE_BOOLEAN,
                     "max.message.bytes" | "segment.bytes" => TYPE_INT,
                     _ => TYPE_LONG,
                 };

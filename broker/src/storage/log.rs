@@ -24,7 +24,7 @@ use glommio::sync::Semaphore;
 use tuning::FlushPolicy;
 
 use super::append_gate::AppendGate;
-use super::error::LogError;
+use super::error::{BatchError, LogError};
 use super::log_config::LogConfig;
 use super::notify::Signal;
 use super::offset_index::OffsetIndex;
@@ -226,6 +226,26 @@ impl PartitionLog {
     /// for bad input, [`LogError::Io`] / [`LogError::Failed`] / [`LogError::Closed`] (all
     /// KAFKA_STORAGE_ERROR) for the disk.
     pub async fn append(&self, batches: &[u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        self.append_as(batches, Some(leader_epoch)).await
+    }
+
+    /// Appends batches fetched from the partition's leader, as a follower: they keep the
+    /// offsets and leader epochs the leader gave them (the first must start at this log's
+    /// end, each the next), idempotent producers are recorded but not judged (the leader
+    /// did), and it returns only once the bytes are in the file (fdatasync'ed too under
+    /// [`FlushPolicy::Always`]): a follower reports an offset to its leader only after its
+    /// own write of it, so an acknowledged record is on every ISR member's storage.
+    pub async fn append_replica(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        self.append_as(batches, None).await
+    }
+
+    /// `leader_epoch`: Some for a leader's append (offsets and epoch assigned here), None for
+    /// a follower's (kept as they came).
+    async fn append_as(
+        &self,
+        batches: &[u8],
+        leader_epoch: Option<i32>,
+    ) -> Result<AppendInfo, LogError> {
         let inner = &self.inner;
         let config = inner.config.get();
         let infos = validate_batches(batches, config.max_batch_bytes)?;
@@ -238,7 +258,22 @@ impl PartitionLog {
             .await
             .map_err(|_| LogError::Closed)?;
         inner.check_writable()?;
-        if infos.iter().any(|b| b.header.producer_id >= 0) {
+        if leader_epoch.is_none() {
+            let mut expected = inner.state.borrow().next_offset;
+            for info in &infos {
+                if info.header.base_offset != expected {
+                    return Err(LogError::Batch(BatchError::Corrupt {
+                        position: info.position,
+                        reason: format!(
+                            "replicated batch starts at offset {}, the log continues at {expected}",
+                            info.header.base_offset
+                        ),
+                    }));
+                }
+                expected = info.header.next_offset();
+            }
+        }
+        if leader_epoch.is_some() && infos.iter().any(|b| b.header.producer_id >= 0) {
             let verdict = inner
                 .producers
                 .borrow()
@@ -299,11 +334,14 @@ impl PartitionLog {
                 reason: "the active segment has no appender".into(),
             })?;
             let dst = appender.push(bytes);
-            set_base_offset(dst, offset);
-            set_partition_leader_epoch(dst, leader_epoch);
             let mut header = info.header;
-            header.base_offset = offset;
-            header.partition_leader_epoch = leader_epoch;
+            if let Some(leader_epoch) = leader_epoch {
+                set_base_offset(dst, offset);
+                set_partition_leader_epoch(dst, leader_epoch);
+                header.base_offset = offset;
+                header.partition_leader_epoch = leader_epoch;
+            }
+            debug_assert_eq!(header.base_offset, offset);
             if segment.rolling_timestamp_ms.is_none() {
                 segment.rolling_timestamp_ms = Some(now);
             }
@@ -317,6 +355,8 @@ impl PartitionLog {
         inner.new_data.notify();
         if config.flush == FlushPolicy::Always {
             inner.wait_persisted(end_offset, true).await?;
+        } else if leader_epoch.is_none() {
+            inner.wait_persisted(end_offset, false).await?;
         } else {
             inner.kick_writer();
         }

@@ -20,6 +20,7 @@ pub mod retention;
 pub mod segment;
 pub mod segment_appender;
 pub mod time_index;
+pub mod truncation;
 
 pub use error::{kafka_code, BatchError, LogError};
 pub use log::{now_ms, AppendInfo, LogStats, PartitionLog, CLEAN_SHUTDOWN_FILE};
