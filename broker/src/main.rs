@@ -77,6 +77,14 @@ enum Command {
         /// (auto-created topics, `__consumer_offsets`).
         #[arg(long, default_value_t = 1)]
         default_replication_factor: i16,
+        /// Kafka's min.insync.replicas: an acks=all produce is refused with
+        /// NOT_ENOUGH_REPLICAS while the ISR is smaller (topics may override it).
+        #[arg(long, default_value_t = 1)]
+        min_insync_replicas: usize,
+        /// Kafka's replica.lag.time.max.ms: a follower that has not caught up for this long
+        /// leaves the ISR.
+        #[arg(long, default_value_t = 30000)]
+        replica_lag_time_max_ms: u64,
     },
     /// The cluster: its id, the controller and the live brokers.
     Cluster {
@@ -218,6 +226,8 @@ fn main() -> ExitCode {
             rack,
             unclean_leader_election,
             default_replication_factor,
+            min_insync_replicas,
+            replica_lag_time_max_ms,
         } => {
             let profile = match tuning::Profile::load_or_default(tuning.as_deref()) {
                 Ok(profile) => profile,
@@ -257,6 +267,8 @@ fn main() -> ExitCode {
                     rack,
                     unclean_leader_election,
                     default_replication_factor,
+                    min_insync_replicas,
+                    replica_lag_time_max_ms,
                 }),
             };
             match broker::server::serve(config) {

@@ -98,6 +98,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "max.message.bytes",
     "flush.policy",
     "unclean.leader.election.enable",
+    "min.insync.replicas",
 ];
 
 /// Checks a topic name the way Kafka does.
@@ -143,6 +144,10 @@ pub fn validate_config(key: &str, value: &str) -> Result<(), TopicError> {
         "max.message.bytes" => match int() {
             Some(v) if (61..=i32::MAX as i64).contains(&v) => Ok(()),
             _ => bad("must be an integer >= 61"),
+        },
+        "min.insync.replicas" => match int() {
+            Some(v) if v >= 1 => Ok(()),
+            _ => bad("must be a positive integer"),
         },
         "unclean.leader.election.enable" if value == "true" || value == "false" => Ok(()),
         "unclean.leader.election.enable" => bad("must be `true` or `false`"),

@@ -77,6 +77,8 @@ fn config(id: i32, coordinator: &str, data_dir: &Path) -> ServeConfig {
             rack: (id == 1).then(|| "r1".to_string()),
             unclean_leader_election: false,
             default_replication_factor: 1,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 2000,
         }),
     }
 }
@@ -326,8 +328,8 @@ fn three_brokers_register_elect_assign_fail_over_and_delete() {
         assert_eq!(meta.controller_id.0, controller);
         assert_eq!(meta.brokers.len(), 3);
     }
-    // More replicas than partitions are replicated yet: refused.
-    let refused = broker::cli::topics_create(&brokers.addr(1), "wide", 1, 2, &[]);
+    // More replicas than live brokers: refused.
+    let refused = broker::cli::topics_create(&brokers.addr(1), "wide", 1, 4, &[]);
     assert!(format!("{:?}", refused.unwrap_err()).contains("38"));
 
     // Only a partition's leader takes produce.

@@ -1,5 +1,7 @@
 //! A small blocking Kafka client for the operator commands and tests: one TCP connection,
-//! one request at a time, messages encoded and decoded with `kafka-protocol`.
+//! one request at a time, messages encoded and decoded with `kafka-protocol`. The framing
+//! functions ([`encode_request`], [`decode_response`], [`response_size`]) are shared with the
+//! brokers' replica fetchers, which send the same frames over glommio sockets.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -72,49 +74,76 @@ impl Client {
         request: &R,
         version: i16,
     ) -> Result<R::Response, ClientError> {
-        let api_key = ApiKey::try_from(R::KEY)
-            .map_err(|_| ClientError::Protocol(format!("unknown api key {}", R::KEY)))?;
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("broker-cli")));
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        header
-            .encode(&mut buf, api_key.request_header_version(version))
-            .map_err(|err| ClientError::Protocol(err.to_string()))?;
-        request
-            .encode(&mut buf, version)
-            .map_err(|err| ClientError::Protocol(err.to_string()))?;
-        let size = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&buf)?;
-        let mut frame = self.read_frame()?;
-        let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
-            .map_err(|err| ClientError::Protocol(err.to_string()))?;
-        if header.correlation_id != self.correlation_id {
-            return Err(ClientError::Protocol(format!(
-                "correlation id {} answered, {} expected",
-                header.correlation_id, self.correlation_id
-            )));
-        }
-        R::Response::decode(&mut frame, version)
-            .map_err(|err| ClientError::Protocol(err.to_string()))
+        let frame = encode_request(request, version, self.correlation_id, "broker-cli")?;
+        self.stream.write_all(&frame)?;
+        let frame = self.read_frame()?;
+        decode_response::<R>(frame, version, self.correlation_id)
     }
 
     fn read_frame(&mut self) -> Result<Bytes, ClientError> {
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size)?;
-        let size = i32::from_be_bytes(size);
-        if size < 4 || size as usize > RESPONSE_BYTES_MAX {
-            return Err(ClientError::Protocol(format!("bad response size {size}")));
-        }
-        let mut frame = vec![0u8; size as usize];
+        let mut frame = vec![0u8; response_size(size)?];
         self.stream.read_exact(&mut frame)?;
         Ok(Bytes::from(frame))
     }
+}
+
+/// One request frame, size prefix included: the header for `version` and the body.
+pub fn encode_request<R: Request>(
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &'static str,
+) -> Result<BytesMut, ClientError> {
+    let api_key = ApiKey::try_from(R::KEY)
+        .map_err(|_| ClientError::Protocol(format!("unknown api key {}", R::KEY)))?;
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(client_id)));
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    header
+        .encode(&mut buf, api_key.request_header_version(version))
+        .map_err(|err| ClientError::Protocol(err.to_string()))?;
+    request
+        .encode(&mut buf, version)
+        .map_err(|err| ClientError::Protocol(err.to_string()))?;
+    let size = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf)
+}
+
+/// Decodes a response frame (size prefix removed) to request `R` of `version`, checking it
+/// answers `correlation_id`.
+pub fn decode_response<R: Request>(
+    mut frame: Bytes,
+    version: i16,
+    correlation_id: i32,
+) -> Result<R::Response, ClientError> {
+    let api_key = ApiKey::try_from(R::KEY)
+        .map_err(|_| ClientError::Protocol(format!("unknown api key {}", R::KEY)))?;
+    let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
+        .map_err(|err| ClientError::Protocol(err.to_string()))?;
+    if header.correlation_id != correlation_id {
+        return Err(ClientError::Protocol(format!(
+            "correlation id {} answered, {correlation_id} expected",
+            header.correlation_id
+        )));
+    }
+    R::Response::decode(&mut frame, version).map_err(|err| ClientError::Protocol(err.to_string()))
+}
+
+/// A response's size prefix, checked against the largest response accepted.
+pub fn response_size(prefix: [u8; 4]) -> Result<usize, ClientError> {
+    let size = i32::from_be_bytes(prefix);
+    if size < 4 || size as usize > RESPONSE_BYTES_MAX {
+        return Err(ClientError::Protocol(format!("bad response size {size}")));
+    }
+    Ok(size as usize)
 }
 
 /// Splits `bytes` (a Fetch response's records) into complete RecordBatch v2 frames; a partial

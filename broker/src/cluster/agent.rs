@@ -38,6 +38,12 @@ pub struct ClusterConfig {
     /// Replicas of a topic created with replication_factor -1 (Kafka's
     /// `default.replication.factor`).
     pub default_replication_factor: i16,
+    /// Kafka's `min.insync.replicas`: an acks=all produce needs an ISR this big (topics may
+    /// override it).
+    pub min_insync_replicas: usize,
+    /// Kafka's `replica.lag.time.max.ms`: a follower not caught up for this long leaves the
+    /// ISR.
+    pub replica_lag_time_max_ms: u64,
 }
 
 /// What a shard asks of the agent.
@@ -53,6 +59,16 @@ pub enum Command {
     DeleteTopic {
         name: String,
         reply: async_channel::Sender<Result<(), TopicError>>,
+    },
+    /// A leader changes its partition's ISR: a set of the state znode at `expected_version`
+    /// (Kafka's ZooKeeper-mode leader writes it so). The answer is the new version, or
+    /// `Err(true)` when the version moved (the leader's view is stale), `Err(false)` when the
+    /// coordinator could not be asked.
+    WriteIsr {
+        tp: TopicPartition,
+        state: super::LeaderAndIsr,
+        expected_version: i32,
+        reply: async_channel::Sender<Result<i32, bool>>,
     },
 }
 
@@ -1002,6 +1018,31 @@ impl Agent {
             }
             Command::DeleteTopic { name, reply } => {
                 let result = self.delete_topic(&name).await;
+                let _ = reply.send(result).await;
+            }
+            Command::WriteIsr {
+                tp,
+                state,
+                expected_version,
+                reply,
+            } => {
+                let path = znodes::state_path(&tp.topic, tp.partition);
+                let result = match self
+                    .client
+                    .set_data(&path, &znodes::encode_state(&state), Some(expected_version))
+                    .await
+                {
+                    Ok(stat) => {
+                        self.apply_written(&tp, &state, stat.version);
+                        self.publish();
+                        Ok(stat.version)
+                    }
+                    Err(zk::Error::BadVersion | zk::Error::NoNode) => Err(true),
+                    Err(err) => {
+                        tracing::warn!("{path}: ISR change: {err}");
+                        Err(false)
+                    }
+                };
                 let _ = reply.send(result).await;
             }
         }

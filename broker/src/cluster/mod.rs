@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod assignment;
 pub mod controller;
+pub mod replica;
 pub mod view;
 pub mod znodes;
 

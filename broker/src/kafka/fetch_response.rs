@@ -15,6 +15,8 @@ pub struct PartitionData {
     pub log_start_offset: i64,
     /// The records, in order; empty when there are none.
     pub records: Vec<Part>,
+    /// v12+: tell a follower its log diverged: `(epoch, end_offset)` (KIP-320).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 /// One topic of the answer: by name before v13, by id from v13.
@@ -121,8 +123,18 @@ pub fn encode(
                     }
                 }
             }
-            if flexible {
-                buf.put_u8(0); // partition tagged fields
+            match (flexible, partition.diverging_epoch) {
+                (true, Some((epoch, end_offset))) => {
+                    // One tagged field, tag 0: EpochEndOffset {epoch, end_offset, no tags}.
+                    put_unsigned_varint(&mut buf, 1);
+                    put_unsigned_varint(&mut buf, 0);
+                    put_unsigned_varint(&mut buf, 13);
+                    buf.put_i32(epoch);
+                    buf.put_i64(end_offset);
+                    buf.put_u8(0);
+                }
+                (true, None) => buf.put_u8(0), // partition tagged fields
+                (false, _) => {}
             }
         }
         if flexible {
@@ -167,6 +179,7 @@ mod tests {
                     Part::Memory(Bytes::from_static(b"abc")),
                     Part::Memory(records.clone()),
                 ],
+                diverging_epoch: (version >= 12).then_some((5, 77)),
             }],
         }];
         let response = encode(11, version, 0, 0, topics);
@@ -191,6 +204,10 @@ mod tests {
         let got = partition.records.clone().unwrap();
         assert_eq!(got.len(), 603);
         assert_eq!(&got[3..], &records[..]);
+        if version >= 12 {
+            assert_eq!(partition.diverging_epoch.epoch, 5);
+            assert_eq!(partition.diverging_epoch.end_offset, 77);
+        }
         if version >= 13 {
             assert_eq!(body.responses[0].topic_id.as_bytes(), &[9; 16]);
         } else {

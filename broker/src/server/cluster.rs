@@ -33,6 +33,10 @@ pub struct ShardCluster {
     pub view: std::cell::RefCell<Arc<ClusterView>>,
     pub commands: async_channel::Sender<Command>,
     pub default_replication_factor: i16,
+    /// Leaders this shard runs a replica fetcher for.
+    pub fetchers: std::cell::RefCell<std::collections::BTreeSet<i32>>,
+    /// A creation of `__consumer_offsets` asked for by FindCoordinator is running.
+    pub creating_offsets_topic: std::cell::Cell<bool>,
 }
 
 /// The local [`Topic`] for a topic of the view: an existing one keeps its shard placement
@@ -162,7 +166,7 @@ impl Shard {
     /// The broker coordinating `group`: the leader of its `__consumer_offsets` partition
     /// (this broker on a single node). COORDINATOR_NOT_AVAILABLE while there is none.
     pub fn group_coordinator_node(
-        &self,
+        self: &Rc<Self>,
         group: &str,
     ) -> Result<(kafka_protocol::messages::BrokerId, String, i32), i16> {
         use crate::group::{partition_for_group, OFFSETS_TOPIC};
@@ -171,10 +175,21 @@ impl Shard {
             let (host, port) = &self.advertised;
             return Ok((BrokerId(self.config.node_id), host.clone(), *port));
         };
-        let topic = view
-            .topics
-            .get(OFFSETS_TOPIC)
-            .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
+        let Some(topic) = view.topics.get(OFFSETS_TOPIC) else {
+            // The first group: create the topic (once) and let the client ask again.
+            let cluster = self.cluster.as_ref().expect("cluster mode");
+            if !cluster.creating_offsets_topic.replace(true) {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    shard.ensure_offsets_topic().await;
+                    if let Some(cluster) = &shard.cluster {
+                        cluster.creating_offsets_topic.set(false);
+                    }
+                })
+                .detach();
+            }
+            return Err(codes::COORDINATOR_NOT_AVAILABLE);
+        };
         let partition = partition_for_group(group, topic.partitions.len() as i32);
         let (leader, _) = view
             .leader(OFFSETS_TOPIC, partition)
@@ -253,14 +268,6 @@ impl Shard {
             }
             AssignmentError::Assignment(why) => TopicError::InvalidReplicaAssignment(why),
         })?;
-        // Partitions are not replicated yet: a second replica would be listed in the ISR
-        // without holding the data.
-        if let Some(list) = replicas.iter().find(|r| r.len() > 1) {
-            return Err(TopicError::InvalidReplicationFactor(
-                list.len() as i16,
-                "this broker keeps one replica per partition until replication lands".into(),
-            ));
-        }
         Ok(replicas)
     }
 
@@ -403,10 +410,12 @@ impl Shard {
             .await;
     }
 
-    /// Any shard: take the view the control shard broadcast.
-    pub fn set_view(&self, view: Arc<ClusterView>) {
+    /// Any shard: take the view the control shard broadcast, and the roles it gives the
+    /// replicas here.
+    pub fn set_view(self: &Rc<Self>, view: Arc<ClusterView>) {
         if let Some(cluster) = &self.cluster {
-            *cluster.view.borrow_mut() = view;
+            *cluster.view.borrow_mut() = view.clone();
+            self.apply_roles(&view);
         }
     }
 }

@@ -23,7 +23,16 @@ struct Wanted {
     topic: Option<Rc<Topic>>,
     name: Bytes,
     id: [u8; 16],
-    partitions: Vec<(i32, i64, i32)>,
+    partitions: Vec<WantedPartition>,
+}
+
+#[derive(Clone, Copy)]
+struct WantedPartition {
+    partition: i32,
+    offset: i64,
+    max_bytes: i32,
+    current_leader_epoch: i32,
+    last_fetched_epoch: i32,
 }
 
 pub async fn handle(
@@ -48,7 +57,13 @@ pub async fn handle(
                 partitions: topic
                     .partitions
                     .iter()
-                    .map(|p| (p.partition, p.fetch_offset, p.partition_max_bytes.max(0)))
+                    .map(|p| WantedPartition {
+                        partition: p.partition,
+                        offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes.max(0),
+                        current_leader_epoch: p.current_leader_epoch,
+                        last_fetched_epoch: p.last_fetched_epoch,
+                    })
                     .collect(),
             }
         })
@@ -61,9 +76,17 @@ pub async fn handle(
     } else {
         request.max_bytes as usize
     };
+    // A broker replicating (v15+ carries its id in replica_state); -1 for consumers.
+    let replica_id = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let follower = (replica_id >= 0 && shard.cluster.is_some()).then_some(replica_id);
     let mut waited = false;
     loop {
-        let (topics, total, any_error) = read_all(shard, &wanted, max_bytes, version).await;
+        let (topics, total, any_error) =
+            read_all(shard, &wanted, max_bytes, version, follower).await;
         let now = Instant::now();
         if total >= min_bytes || any_error || waited || now >= deadline {
             return fetch_response::encode(correlation_id, version, codes::NONE, 0, topics);
@@ -75,7 +98,7 @@ pub async fn handle(
             .flat_map(|(topic, partitions)| {
                 partitions
                     .iter()
-                    .map(move |&(partition, offset, _)| (topic.clone(), partition, offset))
+                    .map(move |p| (topic.clone(), p.partition, p.offset))
             })
             .collect();
         shard.wait_any(waits, deadline - now).await;
@@ -88,6 +111,7 @@ async fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     version: i16,
+    follower: Option<i32>,
 ) -> (Vec<TopicData>, usize, bool) {
     let mut remaining = max_bytes;
     let mut total = 0usize;
@@ -95,7 +119,10 @@ async fn read_all(
     let mut topics = Vec::with_capacity(wanted.len());
     for want in wanted {
         let mut partitions = Vec::with_capacity(want.partitions.len());
-        for &(partition, offset, partition_max) in &want.partitions {
+        for want_partition in &want.partitions {
+            let partition = want_partition.partition;
+            let offset = want_partition.offset;
+            let partition_max = want_partition.max_bytes;
             let data = match &want.topic {
                 None => {
                     any_error = true;
@@ -110,16 +137,47 @@ async fn read_all(
                         last_stable_offset: -1,
                         log_start_offset: -1,
                         records: Vec::new(),
+                        diverging_epoch: None,
                     }
                 }
                 Some(topic) => {
                     let budget = (partition_max as usize).min(remaining);
-                    let read = if budget == 0 && total > 0 {
-                        // The response is full: report offsets without records.
-                        shard.read(topic, partition, offset, 0).await
+                    // The response is full: report offsets without records.
+                    let asked = if budget == 0 && total > 0 {
+                        0
                     } else {
-                        shard.read(topic, partition, offset, budget.max(1)).await
+                        budget.max(1)
                     };
+                    let (read, diverging_epoch) = match follower {
+                        Some(follower) => {
+                            shard
+                                .follower_read(
+                                    topic,
+                                    partition,
+                                    follower,
+                                    offset,
+                                    want_partition.current_leader_epoch,
+                                    want_partition.last_fetched_epoch,
+                                    asked,
+                                )
+                                .await
+                        }
+                        None => (
+                            shard
+                                .read(
+                                    topic,
+                                    partition,
+                                    offset,
+                                    asked,
+                                    want_partition.current_leader_epoch,
+                                )
+                                .await,
+                            None,
+                        ),
+                    };
+                    if diverging_epoch.is_some() {
+                        any_error = true;
+                    }
                     if read.error_code != codes::NONE {
                         any_error = true;
                     }
@@ -143,6 +201,7 @@ async fn read_all(
                         last_stable_offset: read.high_watermark,
                         log_start_offset: read.log_start_offset,
                         records,
+                        diverging_epoch: diverging_epoch.filter(|_| version >= 12),
                     }
                 }
             };

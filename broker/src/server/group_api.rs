@@ -71,7 +71,7 @@ async fn done(shard: &Rc<Shard>, call: GroupCall) -> Response {
 /// single node, this broker: each shard serves the groups of its partitions behind the same
 /// listener). v4 batches keys.
 pub fn find_coordinator(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     req: wire::FindCoordinatorRequest,
     version: i16,
 ) -> wire::FindCoordinatorResponse {

@@ -262,10 +262,15 @@ impl Shard {
         if self.offsets_topic().is_some() {
             return;
         }
+        // Kafka's offsets.topic.replication.factor is 3; a smaller cluster gets all it has.
+        let replication_factor = match self.cluster_view() {
+            Some(view) => view.brokers.len().clamp(1, 3) as i16,
+            None => -1,
+        };
         let spec = super::partition_ops::CreateSpec {
             name: OFFSETS_TOPIC.to_string(),
             num_partitions: self.config.offsets_topic_partitions,
-            replication_factor: -1,
+            replication_factor,
             configs: Vec::new(),
             validate_only: false,
             assignments: Vec::new(),
@@ -280,50 +285,69 @@ impl Shard {
         }
     }
 
-    /// The partition of `__consumer_offsets` was opened on this shard: replay it into a
-    /// fresh coordinator, which then serves its groups.
+    /// The partitions of `__consumer_offsets` were opened on this shard (a single node: it
+    /// leads them all): replay each into a fresh coordinator, which then serves its groups.
     pub async fn load_offsets_partitions(&self, topic: &Topic) {
-        let partitions = topic.shards.len() as i32;
-        for (partition, &owner) in topic.shards.iter().enumerate() {
-            if owner as usize != self.id {
-                continue;
-            }
-            let partition = partition as i32;
-            let Some(log) = self.partitions.get(OFFSETS_TOPIC, partition) else {
-                continue;
-            };
-            let records = match read_records(&log).await {
-                Ok(records) => records,
-                Err(err) => {
-                    tracing::error!(
-                        "shard {}: {OFFSETS_TOPIC}-{partition} in {}: {err}; groups of this partition are not served",
-                        self.id,
-                        log.dir().display()
-                    );
-                    continue;
-                }
-            };
-            let mut set = self.groups.set.borrow_mut();
-            let set = set.get_or_insert_with(|| {
-                CoordinatorSet::new(self.groups.config.clone(), partitions, self.groups.seed)
-            });
-            let coordinator = set.lead(partition);
-            let mut bad = 0usize;
-            for (key, value) in &records {
-                if coordinator.replay(key, value.as_deref()).is_err() {
-                    bad += 1;
-                }
-            }
-            coordinator.finish_loading(now_ms());
-            if bad > 0 {
-                tracing::warn!("{OFFSETS_TOPIC}-{partition}: skipped {bad} unreadable records");
-            }
-            tracing::info!(
-                "shard {}: loaded {OFFSETS_TOPIC}-{partition} ({} records)",
-                self.id,
-                records.len()
-            );
+        if self.cluster.is_some() {
+            // In a cluster a coordinator follows the partition's leadership (`apply_roles`).
+            return;
         }
+        for (partition, &owner) in topic.shards.iter().enumerate() {
+            if owner as usize == self.id {
+                self.load_offsets_partition(partition as i32, topic.shards.len() as i32)
+                    .await;
+            }
+        }
+    }
+
+    /// Replays one partition of `__consumer_offsets` (of `partitions`) into a fresh
+    /// coordinator for its groups: on a single node at open, in a cluster when this broker
+    /// becomes the partition's leader.
+    pub async fn load_offsets_partition(&self, partition: i32, partitions: i32) {
+        let Some(log) = self.partitions.get(OFFSETS_TOPIC, partition) else {
+            return;
+        };
+        let records = match read_records(&log).await {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::error!(
+                    "shard {}: {OFFSETS_TOPIC}-{partition} in {}: {err}; groups of this partition are not served",
+                    self.id,
+                    log.dir().display()
+                );
+                return;
+            }
+        };
+        let mut set = self.groups.set.borrow_mut();
+        let set = set.get_or_insert_with(|| {
+            CoordinatorSet::new(self.groups.config.clone(), partitions, self.groups.seed)
+        });
+        let coordinator = set.lead(partition);
+        let mut bad = 0usize;
+        for (key, value) in &records {
+            if coordinator.replay(key, value.as_deref()).is_err() {
+                bad += 1;
+            }
+        }
+        coordinator.finish_loading(now_ms());
+        if bad > 0 {
+            tracing::warn!("{OFFSETS_TOPIC}-{partition}: skipped {bad} unreadable records");
+        }
+        tracing::info!(
+            "shard {}: loaded {OFFSETS_TOPIC}-{partition} ({} records)",
+            self.id,
+            records.len()
+        );
+    }
+
+    /// This broker no longer leads a partition of `__consumer_offsets`: its groups go (their
+    /// waiting requests are answered NOT_COORDINATOR; clients find the new leader).
+    pub fn resign_offsets_partition(self: &Rc<Self>, partition: i32) {
+        let mut out = Outputs::default();
+        if let Some(set) = self.groups.set.borrow_mut().as_mut() {
+            set.resign(partition, &mut out);
+        }
+        self.drive_groups(out);
     }
 
     /// Sends a group request to its coordinator's shard and waits for the answer.
@@ -442,7 +466,13 @@ impl Shard {
                         Ok(())
                     }
                     Ok(batch) => shard
-                        .append_local(OFFSETS_TOPIC, append.partition, &batch)
+                        .append_local(
+                            OFFSETS_TOPIC,
+                            append.partition,
+                            &batch,
+                            -1,
+                            shard.config.group.offsets_commit_timeout_ms as i32,
+                        )
                         .await
                         .map(|_| ())
                         .map_err(|(code, message)| {

@@ -18,6 +18,8 @@ pub mod partition_ops;
 pub mod partitions;
 pub mod produce;
 pub mod producer_ids;
+pub mod replica_fetcher;
+pub mod replication;
 pub mod shard;
 pub mod splice;
 pub mod topic_admin;
@@ -368,6 +370,8 @@ async fn shard_main(start: ShardStart) {
                 .cluster
                 .as_ref()
                 .map_or(1, |c| c.default_replication_factor),
+            fetchers: Default::default(),
+            creating_offsets_topic: Default::default(),
         }),
     });
     if let Err(err) = shard.open_partitions().await {
@@ -425,16 +429,20 @@ async fn shard_main(start: ShardStart) {
         })
         .detach()
     });
-    if id == 0 {
-        if shard.cluster.is_some() {
-            // Waits for the controller (maybe another broker): not before listening.
-            let shard = shard.clone();
-            glommio::spawn_local(async move { shard.ensure_offsets_topic().await }).detach();
-        } else {
-            shard.ensure_offsets_topic().await;
-        }
+    // In a cluster the first FindCoordinator creates it, once brokers have joined (its
+    // replicas are spread over those alive then), as Kafka does.
+    if id == 0 && shard.cluster.is_none() {
+        shard.ensure_offsets_topic().await;
     }
     let group_timers = glommio::spawn_local(shard.clone().run_group_timers()).detach();
+    let isr_checks = shard
+        .cluster
+        .is_some()
+        .then(|| glommio::spawn_local(shard.clone().run_isr_checks()).detach());
+    // The first view's roles (later views come through `set_view`).
+    if let Some(view) = shard.cluster_view() {
+        shard.apply_roles(&view);
+    }
     let listener = match TcpListener::bind(listen) {
         Ok(listener) => listener,
         Err(err) => {
@@ -474,6 +482,9 @@ async fn shard_main(start: ShardStart) {
     retention.cancel();
     group_timers.cancel();
     if let Some(task) = views_task {
+        task.cancel();
+    }
+    if let Some(task) = isr_checks {
         task.cancel();
     }
     if let Err(err) = shard.close_partitions().await {

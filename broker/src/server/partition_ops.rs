@@ -40,12 +40,24 @@ pub enum ShardRequest {
         topic: String,
         partition: i32,
         records: Bytes,
+        acks: i16,
+        timeout_ms: i32,
     },
-    /// To the owner: read from `offset`, at most `max_bytes`.
+    /// To the owner: read from `offset`, at most `max_bytes` (a consumer's read).
     Read {
         topic: String,
         partition: i32,
         offset: i64,
+        max_bytes: usize,
+        current_leader_epoch: i32,
+    },
+    /// To the owner: a follower's Fetch of one partition (cluster mode).
+    FollowerRead {
+        tp: crate::cluster::controller::TopicPartition,
+        follower: i32,
+        fetch_offset: i64,
+        current_leader_epoch: i32,
+        last_fetched_epoch: i32,
         max_bytes: usize,
     },
     /// To the owner: ListOffsets for one partition (-2 earliest, -1 latest, or a time).
@@ -101,6 +113,8 @@ pub enum ShardReply {
     Done,
     Appended(Result<AppendInfo, (i16, String)>),
     Read(PartitionRead<SendChunk>),
+    /// A follower's read and, when its log diverged, `(epoch, end_offset)`.
+    FollowerRead(PartitionRead<SendChunk>, Option<(i32, i64)>),
     /// `(timestamp, offset)` or why not.
     Offset(Result<(i64, i64), (i16, String)>),
     Group(super::groups::GroupAnswer),

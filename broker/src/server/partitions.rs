@@ -21,15 +21,42 @@ use crate::storage::{self, LogConfig, LogError, LogOverrides, PartitionLog, Read
 use crate::topics::Topic;
 
 use super::partition_ops::{PartitionRead, SendChunk, ShardReply, ShardRequest};
+use super::replication::Replica;
 use super::shard::Shard;
+use crate::cluster::controller::TopicPartition;
 
-/// The logs this shard owns, by topic name then partition index.
+/// The logs this shard owns, by topic name then partition index, and in cluster mode their
+/// replicas.
 #[derive(Default)]
 pub struct OwnedPartitions {
     logs: RefCell<HashMap<String, Vec<Option<Rc<PartitionLog>>>>>,
+    replicas: RefCell<HashMap<(String, i32), Rc<Replica>>>,
 }
 
 impl OwnedPartitions {
+    pub fn replica(&self, topic: &str, partition: i32) -> Option<Rc<Replica>> {
+        self.replicas
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    pub fn replicas(&self) -> Vec<Rc<Replica>> {
+        self.replicas.borrow().values().cloned().collect()
+    }
+
+    /// Puts a reopened log (after a truncation) in place of the old one.
+    pub fn replace(&self, topic: &str, partition: i32, log: Rc<PartitionLog>) {
+        if let Some(slot) = self
+            .logs
+            .borrow_mut()
+            .get_mut(topic)
+            .and_then(|list| list.get_mut(partition as usize))
+        {
+            *slot = Some(log);
+        }
+    }
+
     pub fn get(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
         let logs = self.logs.borrow();
         let list = logs.get(topic)?;
@@ -103,6 +130,15 @@ impl Shard {
             let log = PartitionLog::open(dir.clone(), config)
                 .await
                 .map_err(|err| format!("opening {}: {err}", dir.display()))?;
+            if self.cluster.is_some() {
+                let tp = TopicPartition::new(topic.name.clone(), partition as i32);
+                let replica = Replica::open(tp, &log)
+                    .map_err(|err| format!("opening {}: {err}", dir.display()))?;
+                self.partitions
+                    .replicas
+                    .borrow_mut()
+                    .insert((topic.name.clone(), partition as i32), Rc::new(replica));
+            }
             list[partition] = Some(Rc::new(log));
         }
         self.partitions
@@ -134,6 +170,10 @@ impl Shard {
 
     /// Closes (flushing) and deletes this shard's partitions of a deleted topic.
     pub async fn remove_topic_logs(&self, name: &str) {
+        self.partitions
+            .replicas
+            .borrow_mut()
+            .retain(|(topic, _), _| topic != name);
         let list = self.partitions.logs.borrow_mut().remove(name);
         for (partition, log) in list.into_iter().flatten().enumerate() {
             if let Some(log) = log {
@@ -172,12 +212,24 @@ impl Shard {
 
     // ---- local operations (the partition is on this shard) ----
 
+    /// Appends to a partition of this shard: on a single node straight to its log; in cluster
+    /// mode as its leader, with `acks` and `timeout_ms` as the produce asked.
     pub async fn append_local(
-        &self,
+        self: &Rc<Self>,
         topic: &str,
         partition: i32,
         records: &[u8],
+        acks: i16,
+        timeout_ms: i32,
     ) -> Result<storage::AppendInfo, PartitionError> {
+        if self.cluster.is_some() {
+            let Some(found) = self.topic(topic) else {
+                return Err(unknown(topic, partition));
+            };
+            return self
+                .append_as_leader(&found, partition, records, acks, timeout_ms)
+                .await;
+        }
         let log = self
             .partitions
             .get(topic, partition)
@@ -185,17 +237,65 @@ impl Shard {
         log.append(records, 0).await.map_err(log_error)
     }
 
+    /// A consumer's read; in cluster mode only at the leader and only below the high
+    /// watermark (`current_leader_epoch` -1: not checked).
     pub async fn read_local(
         &self,
         topic: &str,
         partition: i32,
         offset: i64,
         max_bytes: usize,
+        current_leader_epoch: i32,
     ) -> PartitionRead<Part> {
         let Some(log) = self.partitions.get(topic, partition) else {
             return PartitionRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION);
         };
-        match log.read(offset, max_bytes, None).await {
+        if self.cluster.is_none() {
+            return self
+                .read_log(&log, topic, partition, offset, max_bytes, None)
+                .await;
+        }
+        match self.consumer_bounds(topic, partition, current_leader_epoch) {
+            Err(code) => PartitionRead::error(code),
+            // Between the high watermark and the log end: nothing to read yet.
+            Ok(high_watermark) if offset >= high_watermark && offset <= log.log_end_offset() => {
+                PartitionRead {
+                    error_code: codes::NONE,
+                    high_watermark,
+                    log_start_offset: log.log_start_offset(),
+                    chunks: Vec::new(),
+                }
+            }
+            Ok(high_watermark) => {
+                let mut read = self
+                    .read_log(
+                        &log,
+                        topic,
+                        partition,
+                        offset,
+                        max_bytes,
+                        Some(high_watermark),
+                    )
+                    .await;
+                if read.error_code == codes::NONE {
+                    read.high_watermark = high_watermark;
+                }
+                read
+            }
+        }
+    }
+
+    /// Reads `log` from `offset`, below `max_offset` when given.
+    pub async fn read_log(
+        &self,
+        log: &PartitionLog,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: Option<i64>,
+    ) -> PartitionRead<Part> {
+        match log.read(offset, max_bytes, max_offset).await {
             Ok(result) => PartitionRead {
                 error_code: codes::NONE,
                 high_watermark: result.log_end_offset,
@@ -242,6 +342,10 @@ impl Shard {
             .ok_or_else(|| unknown(topic, partition))?;
         match timestamp {
             -2 => Ok((-1, log.log_start_offset())),
+            -1 if self.cluster.is_some() => self
+                .consumer_bounds(topic, partition, -1)
+                .map(|high_watermark| (-1, high_watermark))
+                .map_err(|code| (code, format!("{topic}-{partition}"))),
             -1 => Ok((-1, log.log_end_offset())),
             ts if ts >= 0 => match log.offset_for_timestamp(ts).await.map_err(log_error)? {
                 Some(found) => Ok((found.timestamp_ms, found.offset)),
@@ -281,18 +385,24 @@ impl Shard {
         topic: &Topic,
         partition: i32,
         records: Bytes,
+        acks: i16,
+        timeout_ms: i32,
     ) -> Result<storage::AppendInfo, PartitionError> {
         let owner = self
             .owner(topic, partition)
             .ok_or_else(|| unknown(&topic.name, partition))?;
         self.check_leader(&topic.name, partition)?;
         if owner == self.id {
-            return self.append_local(&topic.name, partition, &records).await;
+            return self
+                .append_local(&topic.name, partition, &records, acks, timeout_ms)
+                .await;
         }
         let request = ShardRequest::Append {
             topic: topic.name.clone(),
             partition,
             records,
+            acks,
+            timeout_ms,
         };
         match self.mesh.call(owner, request).await {
             Some(ShardReply::Appended(result)) => result,
@@ -309,6 +419,7 @@ impl Shard {
         partition: i32,
         offset: i64,
         max_bytes: usize,
+        current_leader_epoch: i32,
     ) -> PartitionRead<Part> {
         let Some(owner) = self.owner(topic, partition) else {
             return PartitionRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION);
@@ -318,7 +429,13 @@ impl Shard {
         }
         if owner == self.id {
             return self
-                .read_local(&topic.name, partition, offset, max_bytes)
+                .read_local(
+                    &topic.name,
+                    partition,
+                    offset,
+                    max_bytes,
+                    current_leader_epoch,
+                )
                 .await;
         }
         let request = ShardRequest::Read {
@@ -326,30 +443,56 @@ impl Shard {
             partition,
             offset,
             max_bytes,
+            current_leader_epoch,
         };
         match self.mesh.call(owner, request).await {
-            Some(ShardReply::Read(read)) => PartitionRead {
-                error_code: read.error_code,
-                high_watermark: read.high_watermark,
-                log_start_offset: read.log_start_offset,
-                chunks: read
-                    .chunks
-                    .into_iter()
-                    .map(|chunk| match chunk {
-                        SendChunk::Memory(bytes) => Part::Memory(bytes),
-                        SendChunk::File {
-                            file,
-                            position,
-                            len,
-                        } => Part::File(FileRange {
-                            file: Rc::new(file),
-                            position,
-                            len,
-                        }),
-                    })
-                    .collect(),
-            },
+            Some(ShardReply::Read(read)) => from_send_chunks(read),
             _ => PartitionRead::error(codes::KAFKA_STORAGE_ERROR),
+        }
+    }
+
+    /// A follower's Fetch of one partition, at the shard owning it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn follower_read(
+        self: &Rc<Self>,
+        topic: &Topic,
+        partition: i32,
+        follower: i32,
+        fetch_offset: i64,
+        current_leader_epoch: i32,
+        last_fetched_epoch: i32,
+        max_bytes: usize,
+    ) -> (PartitionRead<Part>, Option<(i32, i64)>) {
+        let Some(owner) = self.owner(topic, partition) else {
+            return (
+                PartitionRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION),
+                None,
+            );
+        };
+        let tp = TopicPartition::new(topic.name.clone(), partition);
+        if owner == self.id {
+            return self
+                .follower_read_local(
+                    &tp,
+                    follower,
+                    fetch_offset,
+                    current_leader_epoch,
+                    last_fetched_epoch,
+                    max_bytes,
+                )
+                .await;
+        }
+        let request = ShardRequest::FollowerRead {
+            tp,
+            follower,
+            fetch_offset,
+            current_leader_epoch,
+            last_fetched_epoch,
+            max_bytes,
+        };
+        match self.mesh.call(owner, request).await {
+            Some(ShardReply::FollowerRead(read, diverging)) => (from_send_chunks(read), diverging),
+            _ => (PartitionRead::error(codes::KAFKA_STORAGE_ERROR), None),
         }
     }
 
@@ -422,44 +565,43 @@ impl Shard {
                 topic,
                 partition,
                 records,
-            } => ShardReply::Appended(self.append_local(&topic, partition, &records).await),
+                acks,
+                timeout_ms,
+            } => ShardReply::Appended(
+                self.append_local(&topic, partition, &records, acks, timeout_ms)
+                    .await,
+            ),
             ShardRequest::Read {
                 topic,
                 partition,
                 offset,
                 max_bytes,
+                current_leader_epoch,
             } => {
-                let read = self.read_local(&topic, partition, offset, max_bytes).await;
-                let mut chunks = Vec::with_capacity(read.chunks.len());
-                let mut error_code = read.error_code;
-                for part in read.chunks {
-                    match part {
-                        Part::Memory(bytes) => chunks.push(SendChunk::Memory(bytes)),
-                        Part::File(range) => {
-                            // The receiving shard splices from its own descriptor of the file.
-                            // SAFETY: dup of a descriptor kept open by `range.file`.
-                            let fd = unsafe { libc::dup(range.file.raw_fd()) };
-                            if fd < 0 {
-                                error_code = codes::KAFKA_STORAGE_ERROR;
-                                chunks.clear();
-                                break;
-                            }
-                            // SAFETY: fd is a fresh descriptor owned by nobody else.
-                            let file = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
-                            chunks.push(SendChunk::File {
-                                file,
-                                position: range.position,
-                                len: range.len,
-                            });
-                        }
-                    }
-                }
-                ShardReply::Read(PartitionRead {
-                    error_code,
-                    high_watermark: read.high_watermark,
-                    log_start_offset: read.log_start_offset,
-                    chunks,
-                })
+                let read = self
+                    .read_local(&topic, partition, offset, max_bytes, current_leader_epoch)
+                    .await;
+                ShardReply::Read(to_send_chunks(read))
+            }
+            ShardRequest::FollowerRead {
+                tp,
+                follower,
+                fetch_offset,
+                current_leader_epoch,
+                last_fetched_epoch,
+                max_bytes,
+            } => {
+                let (read, diverging) = self
+                    .follower_read_local(
+                        &tp,
+                        follower,
+                        fetch_offset,
+                        current_leader_epoch,
+                        last_fetched_epoch,
+                        max_bytes,
+                    )
+                    .await;
+                ShardReply::FollowerRead(to_send_chunks(read), diverging)
             }
             ShardRequest::ListOffset {
                 topic,
@@ -472,6 +614,65 @@ impl Shard {
             }
             _ => ShardReply::Done,
         }
+    }
+}
+
+/// A read made sendable to another shard: file ranges travel as their own descriptors, so
+/// the receiving shard splices from them.
+fn to_send_chunks(read: PartitionRead<Part>) -> PartitionRead<SendChunk> {
+    let mut chunks = Vec::with_capacity(read.chunks.len());
+    let mut error_code = read.error_code;
+    for part in read.chunks {
+        match part {
+            Part::Memory(bytes) => chunks.push(SendChunk::Memory(bytes)),
+            Part::File(range) => {
+                // SAFETY: dup of a descriptor kept open by `range.file`.
+                let fd = unsafe { libc::dup(range.file.raw_fd()) };
+                if fd < 0 {
+                    error_code = codes::KAFKA_STORAGE_ERROR;
+                    chunks.clear();
+                    break;
+                }
+                // SAFETY: fd is a fresh descriptor owned by nobody else.
+                let file = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+                chunks.push(SendChunk::File {
+                    file,
+                    position: range.position,
+                    len: range.len,
+                });
+            }
+        }
+    }
+    PartitionRead {
+        error_code,
+        high_watermark: read.high_watermark,
+        log_start_offset: read.log_start_offset,
+        chunks,
+    }
+}
+
+/// The other side of [`to_send_chunks`].
+fn from_send_chunks(read: PartitionRead<SendChunk>) -> PartitionRead<Part> {
+    PartitionRead {
+        error_code: read.error_code,
+        high_watermark: read.high_watermark,
+        log_start_offset: read.log_start_offset,
+        chunks: read
+            .chunks
+            .into_iter()
+            .map(|chunk| match chunk {
+                SendChunk::Memory(bytes) => Part::Memory(bytes),
+                SendChunk::File {
+                    file,
+                    position,
+                    len,
+                } => Part::File(FileRange {
+                    file: Rc::new(file),
+                    position,
+                    len,
+                }),
+            })
+            .collect(),
     }
 }
 

@@ -23,6 +23,7 @@ pub async fn handle(
     version: i16,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
+    let timeout_ms = request.timeout_ms;
     let acks_valid = (-1..=1).contains(&acks);
     let mut pending = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
@@ -41,9 +42,9 @@ pub async fn handle(
                 (Some(topic), Some(records), true) => {
                     let shard = shard.clone();
                     let topic = topic.clone();
-                    Ok(glommio::spawn_local(
-                        async move { shard.append(&topic, index, records).await },
-                    )
+                    Ok(glommio::spawn_local(async move {
+                        shard.append(&topic, index, records, acks, timeout_ms).await
+                    })
                     .detach())
                 }
             };

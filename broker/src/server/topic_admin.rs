@@ -149,6 +149,12 @@ pub fn config_value(shard: &Shard, topic: &Topic, key: &str) -> (String, bool) {
         "segment.ms" => storage.segment_ms.to_string(),
         "max.message.bytes" => storage.max_batch_bytes.to_string(),
         "flush.policy" => storage.flush().to_string(),
+        "min.insync.replicas" => shard
+            .config
+            .cluster
+            .as_ref()
+            .map_or(1, |c| c.min_insync_replicas)
+            .to_string(),
         "unclean.leader.election.enable" => shard
             .config
             .cluster
@@ -212,7 +218,7 @@ pub fn describe_configs(
                 let config_type = match *key {
                     "cleanup.policy" | "flush.policy" => TYPE_STRING,
                     "unclean.leader.election.enable" => TYPE_BOOLEAN,
-                    "max.message.bytes" | "segment.bytes" => TYPE_INT,
+                    "max.message.bytes" | "segment.bytes" | "min.insync.replicas" => TYPE_INT,
                     _ => TYPE_LONG,
                 };
                 DescribeConfigsResourceResult::default()

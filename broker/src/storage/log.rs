@@ -455,6 +455,13 @@ impl PartitionLog {
         self.inner.state.borrow().written_offset
     }
 
+    /// Resolves once every offset below `end_offset` is in the segment files (`sync`: and
+    /// fdatasync'ed), writing them itself when no write is running. A leader counts its own
+    /// log end for the high watermark only from here.
+    pub async fn wait_written(&self, end_offset: i64, sync: bool) -> Result<(), LogError> {
+        self.inner.wait_persisted(end_offset, sync).await
+    }
+
     /// Every offset of the active segment below this was fdatasync'ed (under `never` and
     /// `interval_ms`, rolled segments are synced in the background; [`PartitionLog::flush`]
     /// waits for those too).

@@ -8,6 +8,7 @@
 pub mod append_gate;
 pub mod error;
 pub mod iopoll_probe;
+pub mod leader_epoch_checkpoint;
 pub mod log;
 pub mod log_config;
 pub mod log_reader;

@@ -1,0 +1,272 @@
+//! Replica fetchers: on each shard, one task per leader broker that this shard follows
+//! partitions of. It sends that leader Fetch requests (v12, with this broker's replica id,
+//! each partition's log end, its current leader epoch and the epoch of its last batch) for
+//! all of them at once, over one connection, and for each partition of the answer:
+//! truncates where the leader says the logs diverged, or appends the records as they came
+//! (offsets and epochs kept) and takes the leader's high watermark. The next request goes
+//! out only after those appends were written, so the offsets it reports are on this
+//! broker's storage. A fetcher ends when its leader leads nothing this shard follows.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::cli::client::{complete_batches, decode_response, encode_request, response_size};
+use crate::kafka::codes;
+
+use super::replication::{Replica, Role};
+use super::shard::Shard;
+
+const FETCH_VERSION: i16 = 12;
+const FETCH_MAX_WAIT_MS: i32 = 500;
+const FETCH_MAX_BYTES: i32 = 16 << 20;
+const PARTITION_MAX_BYTES: i32 = 1 << 20;
+/// How long a fetcher waits before trying again after an error.
+const BACKOFF: Duration = Duration::from_millis(100);
+/// An answer later than this (plus the long-poll) means the connection is gone.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A followed partition as the next request asks for it.
+struct Followed {
+    replica: Rc<Replica>,
+    epoch: i32,
+}
+
+impl Shard {
+    /// Starts the fetcher for `leader` unless one runs.
+    pub fn ensure_fetcher(self: &Rc<Self>, leader: i32) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if !cluster.fetchers.borrow_mut().insert(leader) {
+            return;
+        }
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            shard.clone().run_fetcher(leader).await;
+            if let Some(cluster) = &shard.cluster {
+                cluster.fetchers.borrow_mut().remove(&leader);
+            }
+        })
+        .detach();
+    }
+
+    /// The partitions this shard follows from `leader`, by topic.
+    fn followed_from(&self, leader: i32) -> BTreeMap<String, Vec<Followed>> {
+        let mut by_topic: BTreeMap<String, Vec<Followed>> = BTreeMap::new();
+        for replica in self.partitions.replicas() {
+            let epoch = match &*replica.role.borrow() {
+                Role::Follower {
+                    leader: l, epoch, ..
+                } if *l == leader => *epoch,
+                _ => continue,
+            };
+            by_topic
+                .entry(replica.tp.topic.clone())
+                .or_default()
+                .push(Followed { replica, epoch });
+        }
+        by_topic
+    }
+
+    async fn run_fetcher(self: Rc<Self>, leader: i32) {
+        let me = self.config.node_id;
+        let mut connection: Option<TcpStream> = None;
+        let mut correlation_id = 0i32;
+        tracing::info!("shard {}: fetching from broker {leader}", self.id);
+        loop {
+            if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let followed = self.followed_from(leader);
+            if followed.is_empty() {
+                tracing::info!(
+                    "shard {}: no partition follows broker {leader} now",
+                    self.id
+                );
+                return;
+            }
+            let address = self.cluster_view().and_then(|view| {
+                view.brokers
+                    .get(&leader)
+                    .map(|b| format!("{}:{}", b.host, b.port))
+            });
+            let Some(address) = address else {
+                glommio::timer::sleep(BACKOFF).await;
+                continue;
+            };
+            if connection.is_none() {
+                match TcpStream::connect(address.as_str()).await {
+                    Ok(stream) => {
+                        let _ = stream.set_nodelay(true);
+                        connection = Some(stream);
+                    }
+                    Err(err) => {
+                        tracing::debug!("connecting to broker {leader} at {address}: {err}");
+                        glommio::timer::sleep(BACKOFF).await;
+                        continue;
+                    }
+                }
+            }
+            let request = FetchRequest::default()
+                .with_replica_id(BrokerId(me))
+                .with_max_wait_ms(FETCH_MAX_WAIT_MS)
+                .with_min_bytes(1)
+                .with_max_bytes(FETCH_MAX_BYTES)
+                .with_session_epoch(-1)
+                .with_topics(
+                    followed
+                        .iter()
+                        .map(|(topic, partitions)| {
+                            FetchTopic::default()
+                                .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+                                .with_partitions(
+                                    partitions
+                                        .iter()
+                                        .filter_map(|f| self.fetch_partition(f))
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                );
+            correlation_id = correlation_id.wrapping_add(1);
+            let stream = connection.as_mut().expect("connected above");
+            let response = futures_lite::future::or(
+                async { Some(exchange(stream, &request, correlation_id).await) },
+                async {
+                    glommio::timer::sleep(RESPONSE_TIMEOUT).await;
+                    None
+                },
+            )
+            .await;
+            let response = match response {
+                Some(Ok(response)) => response,
+                Some(Err(err)) => {
+                    tracing::debug!("fetching from broker {leader}: {err}");
+                    connection = None;
+                    glommio::timer::sleep(BACKOFF).await;
+                    continue;
+                }
+                None => {
+                    tracing::warn!("broker {leader} did not answer a fetch; reconnecting");
+                    connection = None;
+                    continue;
+                }
+            };
+            let mut backoff = false;
+            for topic in response.responses {
+                let Some(partitions) = followed.get(topic.topic.0.as_str()) else {
+                    continue;
+                };
+                for answer in topic.partitions {
+                    let Some(f) = partitions
+                        .iter()
+                        .find(|f| f.replica.tp.partition == answer.partition_index)
+                    else {
+                        continue;
+                    };
+                    // Leadership moved while the request was out: drop the answer.
+                    let still = matches!(&*f.replica.role.borrow(),
+                        Role::Follower { leader: l, epoch, .. } if *l == leader && *epoch == f.epoch);
+                    if !still {
+                        continue;
+                    }
+                    if answer.error_code != codes::NONE {
+                        tracing::debug!(
+                            "{}: broker {leader} answered error {}",
+                            f.replica.tp,
+                            answer.error_code
+                        );
+                        backoff = true;
+                        continue;
+                    }
+                    let diverging = &answer.diverging_epoch;
+                    let result = if diverging.end_offset >= 0 {
+                        let log_end = self
+                            .partitions
+                            .get(&f.replica.tp.topic, f.replica.tp.partition)
+                            .map_or(0, |log| log.log_end_offset());
+                        let offset = crate::cluster::replica::truncation_offset(
+                            &f.replica.cache.borrow(),
+                            diverging.epoch,
+                            diverging.end_offset,
+                            log_end,
+                        );
+                        self.truncate_follower(&f.replica, offset).await
+                    } else {
+                        let records = answer.records.unwrap_or_default();
+                        let whole = whole_batches(records);
+                        self.append_as_follower(&f.replica, &whole, answer.high_watermark)
+                            .await
+                    };
+                    if let Err(err) = result {
+                        tracing::warn!("{}: replicating from broker {leader}: {err}", f.replica.tp);
+                        backoff = true;
+                    }
+                }
+            }
+            if backoff {
+                glommio::timer::sleep(BACKOFF).await;
+            }
+        }
+    }
+
+    fn fetch_partition(&self, f: &Followed) -> Option<FetchPartition> {
+        let log = self
+            .partitions
+            .get(&f.replica.tp.topic, f.replica.tp.partition)?;
+        Some(
+            FetchPartition::default()
+                .with_partition(f.replica.tp.partition)
+                .with_current_leader_epoch(f.epoch)
+                .with_fetch_offset(log.log_end_offset())
+                .with_last_fetched_epoch(f.replica.cache.borrow().latest_epoch().unwrap_or(-1))
+                .with_log_start_offset(log.log_start_offset())
+                .with_partition_max_bytes(PARTITION_MAX_BYTES),
+        )
+    }
+}
+
+/// The complete batches at the front of a Fetch answer's records (a batch cut by the size
+/// limit comes again in the next fetch).
+fn whole_batches(records: Bytes) -> Bytes {
+    let total: usize = complete_batches(records.clone())
+        .iter()
+        .map(|b| b.len())
+        .sum();
+    records.slice(..total)
+}
+
+/// One request and its answer on `stream`.
+async fn exchange(
+    stream: &mut TcpStream,
+    request: &FetchRequest,
+    correlation_id: i32,
+) -> Result<FetchResponse, String> {
+    let frame = encode_request(request, FETCH_VERSION, correlation_id, "replica-fetcher")
+        .map_err(|err| err.to_string())?;
+    stream
+        .write_all(&frame)
+        .await
+        .map_err(|err| err.to_string())?;
+    let mut size = [0u8; 4];
+    stream
+        .read_exact(&mut size)
+        .await
+        .map_err(|err| err.to_string())?;
+    let size = response_size(size).map_err(|err| err.to_string())?;
+    let mut frame = vec![0u8; size];
+    stream
+        .read_exact(&mut frame)
+        .await
+        .map_err(|err| err.to_string())?;
+    decode_response::<FetchRequest>(Bytes::from(frame), FETCH_VERSION, correlation_id)
+        .map_err(|err| err.to_string())
+}

@@ -1,0 +1,281 @@
+//! Proves replication end to end in one process: a coordinator and three brokers, a topic
+//! with replication factor 3 and min.insync.replicas=2. acks=all produces are acknowledged
+//! once the ISR has them; when the leader stops, a follower from the ISR leads at a new epoch
+//! and serves every acknowledged record at the offset it was acknowledged with; with one
+//! broker of three left, acks=all is refused with NOT_ENOUGH_REPLICAS; stopped brokers come
+//! back, catch up and rejoin the ISR by themselves, and their logs equal the leader's.
+//! Read back through the Kafka protocol (the CLI's client) and the state znodes
+//! (`zookeeper-client`); every server is stopped when the test ends, also on failure.
+
+mod kafka_support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use broker::cli::client::{complete_batches, Client};
+use broker::cluster::ClusterConfig;
+use broker::server::{self, ServeConfig, ServerHandle};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use zookeeper_client as zk;
+
+const CHROOT: &str = "/replication-test";
+const TOPIC: &str = "replicated";
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Coordinator {
+    handle: Option<coordinator::server::ServerHandle>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown();
+        }
+    }
+}
+
+fn start_coordinator() -> (Coordinator, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "tickTime=200\ndataDir={}\nclientPort=0\nclientPortAddress=127.0.0.1\n",
+        dir.path().display()
+    );
+    let zoo = coordinator::config::ZooConfig::parse(&text, Path::new("test.cfg")).unwrap();
+    let handle = coordinator::server::start(coordinator::server::ServerOptions::new(zoo)).unwrap();
+    let addr = handle.local_addr().to_string();
+    (
+        Coordinator {
+            handle: Some(handle),
+            _dir: dir,
+        },
+        addr,
+    )
+}
+
+fn config(id: i32, coordinator: &str, data_dir: &Path) -> ServeConfig {
+    ServeConfig {
+        profile: kafka_support::dev_profile(),
+        data_dir: data_dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+        node_id: id,
+        auto_create_topics: false,
+        default_partitions: 1,
+        fetch_by_splice: true,
+        group: broker::group::GroupConfig::default(),
+        offsets_topic_partitions: 3,
+        cluster: Some(ClusterConfig {
+            broker_id: id,
+            connect: format!("{coordinator}{CHROOT}"),
+            session_timeout_ms: 2000,
+            rack: None,
+            unclean_leader_election: false,
+            default_replication_factor: 3,
+            min_insync_replicas: 2,
+            replica_lag_time_max_ms: 1500,
+        }),
+    }
+}
+
+struct Brokers {
+    handles: BTreeMap<i32, ServerHandle>,
+    dirs: BTreeMap<i32, PathBuf>,
+    coordinator: String,
+    _root: tempfile::TempDir,
+}
+
+impl Brokers {
+    fn addr(&self, id: i32) -> String {
+        self.handles[&id].addr.to_string()
+    }
+
+    fn stop(&mut self, id: i32) {
+        if let Some(handle) = self.handles.remove(&id) {
+            handle.shutdown();
+        }
+    }
+
+    fn start(&mut self, id: i32) {
+        let handle = server::start(config(id, &self.coordinator, &self.dirs[&id])).unwrap();
+        self.handles.insert(id, handle);
+    }
+}
+
+impl Drop for Brokers {
+    fn drop(&mut self) {
+        for (_, handle) in std::mem::take(&mut self.handles) {
+            handle.shutdown();
+        }
+    }
+}
+
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `(leader, leader_epoch, isr)` from the state znode.
+fn state(
+    zk: &(tokio::runtime::Runtime, zk::Client),
+    partition: i32,
+) -> Option<(i32, i32, Vec<i32>)> {
+    let path = format!("/brokers/topics/{TOPIC}/partitions/{partition}/state");
+    let (data, _) = zk.0.block_on(zk.1.get_data(&path)).ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&data).ok()?;
+    Some((
+        json["leader"].as_i64()? as i32,
+        json["leader_epoch"].as_i64()? as i32,
+        json["isr"]
+            .as_array()?
+            .iter()
+            .filter_map(|v| v.as_i64().map(|v| v as i32))
+            .collect(),
+    ))
+}
+
+/// Produces one record (acks=all) and returns (error code, base offset).
+fn produce(addr: &str, value: &[u8]) -> (i16, i64) {
+    let mut client = Client::connect(addr).unwrap();
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(kafka_support::batch(&[value])))])]);
+    let response = client.call(&request, 9).unwrap();
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
+
+/// Every record a consumer can read from `addr`: offset -> value.
+fn consume(addr: &str) -> BTreeMap<i64, Vec<u8>> {
+    let mut client = Client::connect(addr).unwrap();
+    let mut out = BTreeMap::new();
+    let mut offset = 0;
+    loop {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let response = client.call(&request, 12).unwrap();
+        let partition = &response.responses[0].partitions[0];
+        assert_eq!(partition.error_code, 0, "fetch from {addr}");
+        let records = partition.records.clone().unwrap_or_default();
+        let before = out.len();
+        for mut batch in complete_batches(records) {
+            for record in RecordBatchDecoder::decode(&mut batch).unwrap().records {
+                if record.offset >= offset {
+                    out.insert(record.offset, record.value.unwrap().to_vec());
+                    offset = record.offset + 1;
+                }
+            }
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn acknowledged_records_survive_leader_loss_and_replicas_rejoin() {
+    let (_coordinator, coordinator) = start_coordinator();
+    let root = tempfile::tempdir().unwrap();
+    let mut brokers = Brokers {
+        handles: BTreeMap::new(),
+        dirs: (1..=3)
+            .map(|id| (id, root.path().join(format!("b{id}"))))
+            .collect(),
+        coordinator: coordinator.clone(),
+        _root: root,
+    };
+    for id in 1..=3 {
+        brokers.start(id);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = runtime
+        .block_on(zk::Client::connect(&format!("{coordinator}{CHROOT}")))
+        .unwrap();
+    let zk = (runtime, client);
+
+    broker::cli::topics_create(&brokers.addr(1), TOPIC, 1, 3, &[]).unwrap();
+    let (leader, epoch, isr) = state(&zk, 0).unwrap();
+    assert_eq!(isr.len(), 3, "all replicas start in the ISR");
+
+    // acks=all: each acknowledged record is at its offset.
+    let mut acked = BTreeMap::new();
+    for i in 0..50u32 {
+        let value = format!("before-{i}").into_bytes();
+        let (code, offset) = produce(&brokers.addr(leader), &value);
+        assert_eq!(code, 0, "produce {i}");
+        acked.insert(offset, value);
+    }
+    assert_eq!(consume(&brokers.addr(leader)), acked);
+
+    // The leader stops: an ISR member leads at a new epoch with every acknowledged record.
+    brokers.stop(leader);
+    let (next, next_epoch, _) = eventually("a new leader", || {
+        state(&zk, 0).filter(|s| s.0 >= 0 && s.0 != leader)
+    });
+    assert!(next_epoch > epoch);
+    eventually("the new leader serves", || {
+        (consume(&brokers.addr(next)) == acked).then_some(())
+    });
+    for i in 0..20u32 {
+        let value = format!("after-{i}").into_bytes();
+        let (code, offset) = eventually("acks=all with two brokers", || {
+            let (code, offset) = produce(&brokers.addr(next), &value);
+            (code == 0).then_some((code, offset))
+        });
+        assert_eq!(code, 0);
+        acked.insert(offset, value);
+    }
+
+    // One broker of three: the ISR shrinks to it and acks=all is refused.
+    let other = (1..=3).find(|&id| id != leader && id != next).unwrap();
+    brokers.stop(other);
+    eventually("the ISR shrinks to the leader", || {
+        state(&zk, 0).filter(|s| s.0 == next && s.2 == vec![next])
+    });
+    let (code, _) = produce(&brokers.addr(next), b"refused");
+    assert_eq!(code, 19, "NOT_ENOUGH_REPLICAS");
+
+    // Both come back, catch up, rejoin the ISR; every replica then serves the same log.
+    brokers.start(other);
+    brokers.start(leader);
+    eventually("the ISR is whole again", || {
+        state(&zk, 0).filter(|s| s.2.len() == 3)
+    });
+    let (final_leader, _, _) = state(&zk, 0).unwrap();
+    assert_eq!(consume(&brokers.addr(final_leader)), acked);
+    // Move leadership once more: the third replica serves the same records.
+    brokers.stop(final_leader);
+    let (last, _, _) = eventually("another leader", || {
+        state(&zk, 0).filter(|s| s.0 >= 0 && s.0 != final_leader)
+    });
+    eventually("the last leader serves", || {
+        (consume(&brokers.addr(last)) == acked).then_some(())
+    });
+}
