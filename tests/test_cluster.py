@@ -32,7 +32,6 @@ pytestmark = pytest.mark.timeout(120)
 # Replication is the next slice. Until it lands, a replication factor above 1 is refused with
 # INVALID_REPLICATION_FACTOR; that slice sets this to True and the same test then requires
 # RF 2 to be accepted with two replicas per partition.
-REPLICATION_LANDED = False
 
 RACK = "rack-c"  # the shared cluster's broker 3 runs with --rack
 SESSION_S = SESSION_TIMEOUT_MS / 1000
@@ -429,14 +428,10 @@ def test_topics_land_in_znodes_and_every_brokers_metadata(cluster):
         assert info["cluster_id"] == cid and info["controller_id"] == ctl, (i, info)
         assert sorted(b["broker_id"] for b in info["brokers"]) == [1, 2, 3], (i, info)
 
-    # Replication factor above 1 (flip REPLICATION_LANDED when replication is implemented).
+    # Replication factor 2: two replicas per partition, both in the ISR.
     code = refusal_code(cluster[2].bootstrap, "replicated", 3, 2)
-    if REPLICATION_LANDED:
-        assert code is None
-        assert all(len(r) == 2 for r in cluster.assignment("replicated").values())
-    else:
-        assert code == KafkaError.INVALID_REPLICATION_FACTOR, code
-        assert not cluster.exists("/brokers/topics/replicated")
+    assert code is None
+    assert all(len(r) == 2 for r in cluster.assignment("replicated").values())
     # More replicas than live brokers: refused either way, as Kafka does.
     assert refusal_code(cluster[1].bootstrap, "too-replicated", 1, 4) == KafkaError.INVALID_REPLICATION_FACTOR
     assert not cluster.exists("/brokers/topics/too-replicated")
