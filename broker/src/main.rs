@@ -85,6 +85,10 @@ enum Command {
         /// leaves the ISR.
         #[arg(long, default_value_t = 30000)]
         replica_lag_time_max_ms: u64,
+        /// On SIGTERM, how long to wait for the controller to move this broker's leaderships
+        /// to other ISR members before stopping (0: stop at once).
+        #[arg(long, default_value_t = 10000)]
+        controlled_shutdown_timeout_ms: u64,
     },
     /// The cluster: its id, the controller and the live brokers.
     Cluster {
@@ -228,6 +232,7 @@ fn main() -> ExitCode {
             default_replication_factor,
             min_insync_replicas,
             replica_lag_time_max_ms,
+            controlled_shutdown_timeout_ms,
         } => {
             let profile = match tuning::Profile::load_or_default(tuning.as_deref()) {
                 Ok(profile) => profile,
@@ -269,6 +274,7 @@ fn main() -> ExitCode {
                     default_replication_factor,
                     min_insync_replicas,
                     replica_lag_time_max_ms,
+                    controlled_shutdown_timeout_ms,
                 }),
             };
             match broker::server::serve(config) {

@@ -79,6 +79,7 @@ fn config(id: i32, coordinator: &str, data_dir: &Path) -> ServeConfig {
             default_replication_factor: 1,
             min_insync_replicas: 1,
             replica_lag_time_max_ms: 2000,
+            controlled_shutdown_timeout_ms: 5000,
         }),
     }
 }

@@ -44,6 +44,9 @@ pub struct ClusterConfig {
     /// Kafka's `replica.lag.time.max.ms`: a follower not caught up for this long leaves the
     /// ISR.
     pub replica_lag_time_max_ms: u64,
+    /// How long a clean stop waits for the controller to move this broker's leaderships
+    /// (0: stop at once, as a kill would).
+    pub controlled_shutdown_timeout_ms: u64,
 }
 
 /// What a shard asks of the agent.
@@ -70,6 +73,13 @@ pub enum Command {
         expected_version: i32,
         reply: async_channel::Sender<Result<i32, bool>>,
     },
+    /// This broker stops cleanly: ask the controller to move its leaderships away and answer
+    /// once it leads nothing another live ISR member could lead (true), or at the deadline
+    /// (false).
+    ShutdownSelf {
+        deadline: Instant,
+        reply: async_channel::Sender<bool>,
+    },
 }
 
 /// The shards' end of a running agent.
@@ -84,6 +94,21 @@ pub struct AgentHandle {
 }
 
 impl AgentHandle {
+    /// Controlled shutdown: asks the controller to move this broker's leaderships to other
+    /// ISR members and waits (at most `timeout`) until they moved. Call before stopping the
+    /// shards, so clients find the new leaders while this broker still answers.
+    pub fn controlled_shutdown(&self, timeout: Duration) -> bool {
+        let (tx, rx) = async_channel::bounded(1);
+        let command = Command::ShutdownSelf {
+            deadline: Instant::now() + timeout,
+            reply: tx,
+        };
+        if self.commands.send_blocking(command).is_err() {
+            return false;
+        }
+        rx.recv_blocking().unwrap_or(false)
+    }
+
     /// Closes the session (the registration vanishes at once, not after the session timeout)
     /// and waits for the thread.
     pub fn shutdown(&mut self) {
@@ -194,6 +219,7 @@ enum WatchKey {
     State(String, i32),
     Controller,
     DeleteTopics,
+    ControlledShutdown,
 }
 
 struct Fired {
@@ -206,6 +232,8 @@ struct Seat {
     core: Controller,
     /// `/controller_epoch`'s Stat.version after our election write: every write checks it.
     epoch_version: i32,
+    /// Brokers whose controlled shutdown was handed to the core.
+    shutting_down: BTreeSet<i32>,
 }
 
 struct Agent {
@@ -222,6 +250,8 @@ struct Agent {
     seat: Option<Seat>,
     /// Core outputs whose ZooKeeper call failed for a connection reason; retried on a timer.
     retry: Vec<Output>,
+    /// This broker's own controlled shutdown, waiting for its leaderships to move.
+    shutting_down: Option<(Instant, async_channel::Sender<bool>)>,
 }
 
 fn zk_err(context: &str, err: zk::Error) -> String {
@@ -248,6 +278,7 @@ impl Agent {
             views,
             seat: None,
             retry: Vec::new(),
+            shutting_down: None,
         };
         agent.establish().await?;
         Ok(agent)
@@ -306,6 +337,7 @@ impl Agent {
                             tracing::warn!("cluster agent: {err}");
                         }
                         self.publish();
+                        self.check_shutdown();
                     }
                 }
                 Ok(command) = commands.recv() => self.on_command(command).await,
@@ -325,6 +357,7 @@ impl Agent {
                         self.drive(retry).await;
                         self.publish();
                     }
+                    self.check_shutdown();
                 }
             }
         }
@@ -433,6 +466,64 @@ impl Agent {
             }
             WatchKey::Controller => self.on_controller().await,
             WatchKey::DeleteTopics => self.on_delete_topics().await,
+            WatchKey::ControlledShutdown => self.on_controlled_shutdown().await,
+        }
+    }
+
+    /// The controller hands each live broker that asked for a controlled shutdown to the
+    /// core once per seat.
+    async fn on_controlled_shutdown(&mut self) -> Result<(), String> {
+        if self.seat.is_none() {
+            return Ok(());
+        }
+        let asking = self
+            .children_watched(WatchKey::ControlledShutdown, znodes::CONTROLLED_SHUTDOWN)
+            .await?;
+        let mut events = Vec::new();
+        if let Some(seat) = self.seat.as_mut() {
+            let asking: BTreeSet<i32> = asking.iter().filter_map(|c| c.parse().ok()).collect();
+            seat.shutting_down.retain(|b| asking.contains(b));
+            for broker in asking {
+                if self.view.brokers.contains_key(&broker) && seat.shutting_down.insert(broker) {
+                    tracing::info!("controller: broker {broker} asks for a controlled shutdown");
+                    events.push(Event::ControlledShutdown { broker });
+                }
+            }
+        }
+        self.feed(events).await;
+        Ok(())
+    }
+
+    /// Answers this broker's controlled shutdown once no partition it leads has another live
+    /// ISR member to move to, or at its deadline.
+    fn check_shutdown(&mut self) {
+        let Some((deadline, _)) = &self.shutting_down else {
+            return;
+        };
+        let me = self.config.broker_id;
+        let movable = self
+            .view
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter_map(|p| p.state.as_ref())
+            .filter(|s| s.leader == me)
+            .filter(|s| {
+                s.isr
+                    .iter()
+                    .any(|&b| b != me && self.view.brokers.contains_key(&b))
+            })
+            .count();
+        let done = movable == 0;
+        if done || Instant::now() >= *deadline {
+            if !done {
+                tracing::warn!(
+                    "broker {me}: controlled shutdown timed out with {movable} leaderships left"
+                );
+            }
+            if let Some((_, reply)) = self.shutting_down.take() {
+                let _ = reply.force_send(done);
+            }
         }
     }
 
@@ -730,6 +821,7 @@ impl Agent {
                         },
                     ),
                     epoch_version,
+                    shutting_down: BTreeSet::new(),
                 });
                 self.take_seat().await
             }
@@ -778,7 +870,8 @@ impl Agent {
             });
         }
         self.feed(events).await;
-        self.on_delete_topics().await
+        self.on_delete_topics().await?;
+        self.on_controlled_shutdown().await
     }
 
     /// Steps the core with `events` (only while seated) and carries out what it asks.
@@ -1019,6 +1112,23 @@ impl Agent {
             Command::DeleteTopic { name, reply } => {
                 let result = self.delete_topic(&name).await;
                 let _ = reply.send(result).await;
+            }
+            Command::ShutdownSelf { deadline, reply } => {
+                let path = znodes::controlled_shutdown_path(self.config.broker_id);
+                match self.client.create(&path, b"", &ephemeral()).await {
+                    Ok(_) | Err(zk::Error::NodeExists) => {
+                        tracing::info!(
+                            "broker {}: controlled shutdown: moving leaderships away",
+                            self.config.broker_id
+                        );
+                        self.shutting_down = Some((deadline, reply));
+                        self.check_shutdown();
+                    }
+                    Err(err) => {
+                        tracing::warn!("{path}: {err}; stopping without moving leaderships");
+                        let _ = reply.send(false).await;
+                    }
+                }
             }
             Command::WriteIsr {
                 tp,

@@ -31,11 +31,11 @@
 //!   previous process led (a controller write decided before the controller saw it go, or
 //!   not yet replaced); leading that epoch again would put two different batches at one
 //!   (offset, epoch) in different logs, which no epoch check can see. So the shell keeps
-//!   the highest epoch it led per partition durably (written before the Leader answers
-//!   anything; the epoch checkpoint will do if recovery keeps an entry that has no batch)
-//!   and stays idle on a state with an epoch not above it: the controller, seeing the broker
-//!   leave and join, moves the leadership to a newer epoch. (Kafka fences this with broker
-//!   epochs in LeaderAndIsr, KIP-380.)
+//!   the highest epoch it led per partition durably, written before the Leader answers
+//!   anything (the epoch checkpoint is not enough: recovery drops an epoch whose batches a
+//!   crash lost, and one without batches), and stays idle on a state whose epoch is not
+//!   above it: the controller, seeing the broker leave and join, moves the leadership to a
+//!   newer epoch. (Kafka fences this with broker epochs in LeaderAndIsr, KIP-380.)
 //! - Right after [`Leader::new`] the shell reports its written end with
 //!   [`Leader::local_written`]: the core takes nothing above the high watermark as written
 //!   until told, since appends may still be in flight.
@@ -534,7 +534,8 @@ impl Leader {
         )
     }
 
-    /// Periodic: shrink the ISR of followers not caught up for `replica_lag_time_max_ms`.
+    /// Periodic: shrink the ISR of followers not caught up for `replica_lag_time_max_ms`
+    /// (and make the proposals a read or a settled write left waiting).
     pub fn tick(&mut self, now_ms: u64) -> Vec<LeaderOutput> {
         let mut out = std::mem::take(&mut self.deferred);
         self.maybe_propose(now_ms, &mut out);

@@ -19,6 +19,10 @@ pub const DELETE_TOPICS: &str = "/admin/delete_topics";
 pub const CONTROLLER: &str = "/controller";
 pub const CONTROLLER_EPOCH: &str = "/controller_epoch";
 pub const CLUSTER_ID: &str = "/cluster/id";
+/// Ours, not Kafka's: a broker stopping cleanly creates `/controlled_shutdown/<id>`
+/// (ephemeral) and the controller moves its leaderships away (Kafka asks with the
+/// ControlledShutdown RPC, which kafka-protocol 0.18 no longer carries).
+pub const CONTROLLED_SHUTDOWN: &str = "/controlled_shutdown";
 
 /// The persistent parents every broker makes sure exist at start (Kafka's
 /// `KafkaZkClient.createTopLevelPaths`).
@@ -30,6 +34,7 @@ pub const PERSISTENT_PATHS: &[&str] = &[
     "/admin/delete_topics",
     "/isr_change_notification",
     "/cluster",
+    "/controlled_shutdown",
 ];
 
 pub fn broker_path(id: i32) -> String {
@@ -54,6 +59,10 @@ pub fn state_path(topic: &str, partition: i32) -> String {
 
 pub fn config_path(topic: &str) -> String {
     format!("{CONFIG_TOPICS}/{topic}")
+}
+
+pub fn controlled_shutdown_path(broker: i32) -> String {
+    format!("{CONTROLLED_SHUTDOWN}/{broker}")
 }
 
 pub fn delete_path(topic: &str) -> String {

@@ -53,12 +53,21 @@ pub struct ServerHandle {
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Cluster mode: the coordinator session, closed after the shards stop.
     agent: Option<crate::cluster::AgentHandle>,
+    controlled_shutdown_timeout_ms: u64,
 }
 
 impl ServerHandle {
-    /// Stops accepting, lets each shard flush and close its partitions, and waits for them;
-    /// in cluster mode then closes the coordinator session (the registration goes at once).
+    /// In cluster mode first a controlled shutdown (the controller moves this broker's
+    /// leaderships to other ISR members while it still answers); then stops accepting, lets
+    /// each shard flush and close its partitions, waits for them, and closes the coordinator
+    /// session (the registration goes at once). Dropping the handle skips the first step.
     pub fn shutdown(mut self) {
+        if let Some(agent) = &self.agent {
+            let timeout_ms = self.controlled_shutdown_timeout_ms;
+            if timeout_ms > 0 {
+                agent.controlled_shutdown(Duration::from_millis(timeout_ms));
+            }
+        }
         self.stop_and_join();
     }
 
@@ -285,6 +294,10 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
         stop,
         threads,
         agent,
+        controlled_shutdown_timeout_ms: config
+            .cluster
+            .as_ref()
+            .map_or(0, |c| c.controlled_shutdown_timeout_ms),
     };
     for _ in 0..shard_count {
         match ready_rx.recv_timeout(Duration::from_secs(120)) {

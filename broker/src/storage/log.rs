@@ -28,6 +28,7 @@ use super::error::{BatchError, LogError};
 use super::log_config::LogConfig;
 use super::notify::Signal;
 use super::offset_index::OffsetIndex;
+use super::producer_rebuild;
 use super::producer_state::{ProducerTable, Refusal, Verdict};
 use super::record_batch::{set_base_offset, set_partition_leader_epoch, validate_batches};
 use super::recovery::{self, RecoveryReport};
@@ -174,7 +175,8 @@ impl Drop for WriterGuard<'_> {
 impl PartitionLog {
     /// Opens the log in `dir` (created if missing), recovering it as described in
     /// [`super::recovery`]: the active segment is verified and a torn or corrupt tail is cut
-    /// off; missing or corrupt indexes are rebuilt.
+    /// off; missing or corrupt indexes are rebuilt. Then the idempotent producers' table is
+    /// rebuilt from the batch headers at the end of the log ([`super::producer_rebuild`]).
     pub async fn open(
         dir: impl Into<PathBuf>,
         config: LogConfig,
@@ -183,6 +185,8 @@ impl PartitionLog {
         let mut config = config;
         config.write_buffer_bytes = config.effective_write_buffer_bytes();
         let (segments, report) = recovery::recover(&dir, &config).await?;
+        // Idempotent producers' recent batches, from the newest batch headers of the log.
+        let producers = producer_rebuild::rebuild(&dir, &segments).await;
         let log_start_offset = segments.front().map_or(0, |s| s.base_offset);
         let next_offset = segments.back().map_or(0, |s| s.next_offset);
         let state = LogState {
@@ -209,7 +213,7 @@ impl PartitionLog {
                 recovery: report,
                 stats: Cell::new(LogStats::default()),
                 segment_sync_gate: Rc::new(Semaphore::new(1)),
-                producers: RefCell::new(ProducerTable::default()),
+                producers: RefCell::new(producers),
             }),
         })
     }

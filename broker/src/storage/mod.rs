@@ -14,6 +14,7 @@ pub mod log_config;
 pub mod log_reader;
 pub mod notify;
 pub mod offset_index;
+pub mod producer_rebuild;
 pub mod producer_state;
 pub mod record_batch;
 pub mod recovery;

@@ -6,7 +6,8 @@
 //! take the sequences `base_sequence ..= last_sequence` (wrapping after `i32::MAX`). Per producer
 //! the table keeps the epoch and the last [`KEPT_BATCHES`] batches (the most a client has in
 //! flight per partition). Sans-IO: [`ProducerTable::check`] judges the batches of one append
-//! before offsets are assigned, [`ProducerTable::record`] notes them after.
+//! before offsets are assigned, [`ProducerTable::record`] notes them after. When a log opens,
+//! [`super::producer_rebuild`] replays the newest batch headers of the log into a new table.
 
 use std::collections::HashMap;
 
@@ -36,7 +37,7 @@ pub struct AppendedBatch {
     pub last_offset: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Producer {
     epoch: i16,
     /// Oldest first.
@@ -79,7 +80,7 @@ pub fn last_sequence(base: i32, records: i32) -> i32 {
 }
 
 /// The idempotent producers of one partition.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct ProducerTable {
     producers: HashMap<i64, Producer>,
 }
