@@ -199,7 +199,10 @@ pub fn start(opts: ServerOptions) -> Result<ServerHandle, StartError> {
     };
     let processor = Arc::new(Mutex::new(RequestProcessor::new(pcfg, recovered.tree, now)));
     let backend = Backend::Local(Box::new(log));
-    let (_wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+    // Nothing but the core thread changes a standalone processor: no wake-ups. (A channel
+    // whose sender is dropped would not do: a disconnected receiver is always ready, and
+    // the core loop would spin.)
+    let wake_rx = crossbeam_channel::never();
     serve(
         &opts,
         listener,
@@ -548,7 +551,7 @@ impl Core {
         mut self,
         events: Receiver<CoreEvent>,
         commits: Receiver<Committed>,
-        wake: Receiver<()>,
+        mut wake: Receiver<()>,
     ) {
         let check_every = Duration::from_millis((self.zoo.tick_ms as u64 / 2).clamp(10, 500));
         let mut next_check = Instant::now() + check_every;
@@ -579,7 +582,13 @@ impl Core {
                     }
                 },
                 // The ZAB driver changed the processor: its effects wait for dispatch.
-                recv(wake) -> _ => {}
+                recv(wake) -> w => {
+                    if w.is_err() {
+                        // Every waker is gone (a disconnected receiver is always ready):
+                        // stop selecting on it, or this loop never sleeps again.
+                        wake = crossbeam_channel::never();
+                    }
+                }
                 recv(events_or_never) -> e => match e {
                     Ok(CoreEvent::Shutdown) | Err(_) => break,
                     Ok(e) => self.handle(e),
