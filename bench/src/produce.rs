@@ -247,6 +247,76 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
+/// Which partitions each connection sends, and to which broker: the partitions are grouped
+/// by leader (one broker on a single node; a cluster's leaders otherwise) and each leader gets
+/// its share of `connections` (at least one), partitions dealt round-robin among them.
+fn connection_plans(
+    admin: &mut KafkaConnection,
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    connections: usize,
+) -> Result<Vec<(String, Vec<i32>)>, String> {
+    let metadata = admin
+        .metadata(Some(&[topic]))
+        .map_err(|err| format!("topic {topic}: {err}"))?;
+    let addresses: HashMap<i32, String> = metadata
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+        .collect();
+    let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+    if let Some(entry) = metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+    {
+        for p in &entry.partitions {
+            by_leader
+                .entry(p.leader_id.0)
+                .or_default()
+                .push(p.partition_index);
+        }
+    }
+    if let Some(offline) = by_leader.get(&-1) {
+        return Err(format!(
+            "topic {topic}: partitions {offline:?} have no leader"
+        ));
+    }
+    // One broker: keep the address the user gave (it may differ from the advertised one).
+    if by_leader.len() <= 1 {
+        let connections = connections.clamp(1, partitions as usize);
+        return Ok((0..connections)
+            .map(|c| {
+                let assigned = (0..partitions)
+                    .filter(|p| *p as usize % connections == c)
+                    .collect();
+                (bootstrap.to_string(), assigned)
+            })
+            .collect());
+    }
+    let per_leader = (connections / by_leader.len()).max(1);
+    let mut plans = Vec::new();
+    for (leader, mut owned) in by_leader {
+        owned.sort_unstable();
+        let address = addresses
+            .get(&leader)
+            .cloned()
+            .ok_or_else(|| format!("leader {leader} is not in the metadata's brokers"))?;
+        let n = per_leader.min(owned.len());
+        for c in 0..n {
+            let assigned = owned
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % n == c)
+                .map(|(_, p)| *p)
+                .collect();
+            plans.push((address.clone(), assigned));
+        }
+    }
+    Ok(plans)
+}
+
 /// Runs the load and returns what it measured.
 pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
     if options.numbered && options.message_bytes < NUMBERED_PREFIX_BYTES {
@@ -269,7 +339,13 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
     let start_offsets = admin
         .list_offsets(&options.topic, partitions, -1)
         .map_err(|err| format!("topic {}: {err}", options.topic))?;
-    let connections = options.connections.clamp(1, partitions as usize);
+    let plans = connection_plans(
+        &mut admin,
+        &options.bootstrap,
+        &options.topic,
+        partitions,
+        options.connections,
+    )?;
     let per_batch = records_per_batch(&options);
     let progress = Arc::new(Progress::default());
     let clock = Arc::new(SystemClock::starting_now());
@@ -277,13 +353,14 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
     let started = Instant::now();
 
     let mut threads = Vec::new();
-    for connection in 0..connections {
+    for (connection, (address, assigned)) in plans.into_iter().enumerate() {
         let plan = EnginePlan {
-            rate_per_s: options.rate_per_s.map(|rate| rate / connections as f64),
+            // Each connection carries its share of the partitions' load.
+            rate_per_s: options
+                .rate_per_s
+                .map(|rate| rate * assigned.len() as f64 / partitions as f64),
             duration: options.duration,
-            partitions: (0..partitions)
-                .filter(|p| *p as usize % connections == connection)
-                .collect(),
+            partitions: assigned,
             records_per_batch: per_batch,
             linger: options.linger,
             max_in_flight: options.max_in_flight,
@@ -301,9 +378,8 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
                     if let Some(cpu) = cpu {
                         pin_to_cpu(cpu);
                     }
-                    let kafka =
-                        KafkaConnection::connect(&options.bootstrap, Duration::from_secs(10))
-                            .map_err(|err| format!("connect {}: {err}", options.bootstrap))?;
+                    let kafka = KafkaConnection::connect(&address, Duration::from_secs(10))
+                        .map_err(|err| format!("connect {address}: {err}"))?;
                     let mut transport =
                         ProduceTransport::new(kafka, &clock, &options.topic, options.acks)
                             .map_err(|err| err.to_string())?;
