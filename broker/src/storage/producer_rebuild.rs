@@ -277,7 +277,11 @@ impl HeaderReader<'_> {
         if !have {
             let left = range.to - pos;
             if left < HEADER_BYTES as u64 {
-                return Err(corrupt(range, pos, format!("{left} bytes left for a header")));
+                return Err(corrupt(
+                    range,
+                    pos,
+                    format!("{left} bytes left for a header"),
+                ));
             }
             let want = if previous_total >= CHUNK_BYTES as u64 {
                 HEADER_BYTES
@@ -286,7 +290,11 @@ impl HeaderReader<'_> {
             };
             let n = (want as u64).min(left) as usize;
             let got = range.file.read_at(pos, n).await.map_err(|e| {
-                LogError::io(&range.path, "reading batch headers", std::io::Error::from(e))
+                LogError::io(
+                    &range.path,
+                    "reading batch headers",
+                    std::io::Error::from(e),
+                )
             })?;
             if got.len() < HEADER_BYTES {
                 return Err(corrupt(
