@@ -333,6 +333,29 @@ fn three_brokers_register_elect_assign_fail_over_and_delete() {
     let refused = broker::cli::topics_create(&brokers.addr(1), "wide", 1, 4, &[]);
     assert!(format!("{:?}", refused.unwrap_err()).contains("38"));
 
+    // Producer ids come from blocks reserved in the coordinator: unique over the brokers.
+    let mut ids = Vec::new();
+    for id in 1..=3 {
+        let mut client = Client::connect(&brokers.addr(id)).unwrap();
+        for _ in 0..2 {
+            let response = client
+                .call(
+                    &kafka_protocol::messages::InitProducerIdRequest::default(),
+                    4,
+                )
+                .unwrap();
+            assert_eq!(response.error_code, 0);
+            ids.push(response.producer_id.0);
+        }
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "producer ids given twice: {ids:?}");
+    let (block, _) = zk.get("/latest_producer_id_block").unwrap();
+    assert_eq!(block["version"], 1);
+    assert!(block["block_end"].is_string());
+
     // Only a partition's leader takes produce.
     for (partition, &leader) in from_zk.iter().enumerate() {
         let other = leader % 3 + 1;

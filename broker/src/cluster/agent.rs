@@ -73,6 +73,11 @@ pub enum Command {
         expected_version: i32,
         reply: async_channel::Sender<Result<i32, bool>>,
     },
+    /// Reserve the next block of producer ids for this broker: `start..end`.
+    ProducerIdBlock {
+        size: i64,
+        reply: async_channel::Sender<Result<(i64, i64), String>>,
+    },
     /// This broker stops cleanly: ask the controller to move its leaderships away and answer
     /// once it leads nothing another live ISR member could lead (true), or at the deadline
     /// (false).
@@ -1113,6 +1118,10 @@ impl Agent {
                 let result = self.delete_topic(&name).await;
                 let _ = reply.send(result).await;
             }
+            Command::ProducerIdBlock { size, reply } => {
+                let result = self.producer_id_block(size).await;
+                let _ = reply.send(result).await;
+            }
             Command::ShutdownSelf { deadline, reply } => {
                 let path = znodes::controlled_shutdown_path(self.config.broker_id);
                 match self.client.create(&path, b"", &ephemeral()).await {
@@ -1209,6 +1218,43 @@ impl Agent {
             }) => Err(TopicError::AlreadyExists(name.to_string())),
             Err(err) => Err(TopicError::Storage(format!("coordinator: {err}"))),
         }
+    }
+
+    /// Moves `/latest_producer_id_block` on by `size` ids with a conditional write (retried
+    /// when another broker moved it first) and returns the ids reserved, `start..end`.
+    async fn producer_id_block(&mut self, size: i64) -> Result<(i64, i64), String> {
+        let path = znodes::PRODUCER_ID_BLOCK;
+        for _ in 0..100 {
+            let (start, version) = match self.client.get_data(path).await {
+                Ok((data, stat)) => {
+                    let end = znodes::ProducerIdBlock::decode_end(&data)
+                        .map_err(|err| err.to_string())?;
+                    (end + 1, Some(stat.version))
+                }
+                Err(zk::Error::NoNode) => (0, None),
+                Err(err) => return Err(zk_err(path, err)),
+            };
+            let data =
+                znodes::ProducerIdBlock::encode(self.config.broker_id, start, start + size - 1);
+            let written = match version {
+                Some(version) => self
+                    .client
+                    .set_data(path, &data, Some(version))
+                    .await
+                    .map(drop),
+                None => self
+                    .client
+                    .create(path, &data, &persistent())
+                    .await
+                    .map(drop),
+            };
+            match written {
+                Ok(()) => return Ok((start, start + size)),
+                Err(zk::Error::BadVersion | zk::Error::NodeExists) => continue,
+                Err(err) => return Err(zk_err(path, err)),
+            }
+        }
+        Err(format!("{path}: moved by other brokers 100 times in a row"))
     }
 
     async fn delete_topic(&mut self, name: &str) -> Result<(), TopicError> {

@@ -19,6 +19,8 @@ pub const DELETE_TOPICS: &str = "/admin/delete_topics";
 pub const CONTROLLER: &str = "/controller";
 pub const CONTROLLER_EPOCH: &str = "/controller_epoch";
 pub const CLUSTER_ID: &str = "/cluster/id";
+/// The last block of producer ids handed to a broker.
+pub const PRODUCER_ID_BLOCK: &str = "/latest_producer_id_block";
 /// Ours, not Kafka's: a broker stopping cleanly creates `/controlled_shutdown/<id>`
 /// (ephemeral) and the controller moves its leaderships away (Kafka asks with the
 /// ControlledShutdown RPC, which kafka-protocol 0.18 no longer carries).
@@ -155,6 +157,37 @@ impl BrokerRegistration {
             }
         }
         (self.host.clone(), self.port)
+    }
+}
+
+/// `/latest_producer_id_block`: `{"version":1,"broker":N,"block_start":"S","block_end":"E"}`,
+/// an inclusive range, numbers as strings (as Kafka writes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdBlock {
+    pub version: i32,
+    pub broker: i32,
+    pub block_start: String,
+    pub block_end: String,
+}
+
+impl ProducerIdBlock {
+    pub fn encode(broker: i32, start: i64, end_inclusive: i64) -> Vec<u8> {
+        serde_json::to_vec(&ProducerIdBlock {
+            version: 1,
+            broker,
+            block_start: start.to_string(),
+            block_end: end_inclusive.to_string(),
+        })
+        .expect("plain JSON")
+    }
+
+    /// The block's last id.
+    pub fn decode_end(data: &[u8]) -> Result<i64, ZnodeError> {
+        let block: ProducerIdBlock = decode(PRODUCER_ID_BLOCK, data)?;
+        block.block_end.parse().map_err(|_| ZnodeError {
+            path: PRODUCER_ID_BLOCK.to_string(),
+            reason: format!("block_end `{}` is not a number", block.block_end),
+        })
     }
 }
 

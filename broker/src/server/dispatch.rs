@@ -205,16 +205,42 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, peer: Rc<str>) -> Outcome {
         }
         ApiKey::InitProducerId => {
             let body: InitProducerIdRequest = decode(&mut request)?;
-            answer(&request, &init_producer_id(&shard, &body))
+            answer(&request, &init_producer_id(&shard, &body).await)
         }
         _ => Err(Close(format!("api {key:?} is not served yet"))),
     }
 }
 
+/// Cluster mode: an id from this broker's block, reserving the next block in the coordinator
+/// when it is used up.
+async fn cluster_producer_id(shard: &Shard) -> Result<i64, String> {
+    for _ in 0..3 {
+        if let Some(id) = shard.producer_ids.try_allocate() {
+            return Ok(id);
+        }
+        let cluster = shard.cluster.as_ref().ok_or("not in a cluster")?;
+        let (tx, rx) = async_channel::bounded(1);
+        cluster
+            .commands
+            .send(crate::cluster::Command::ProducerIdBlock {
+                size: super::producer_ids::BLOCK,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| "the cluster agent stopped".to_string())?;
+        let (start, end) = rx
+            .recv()
+            .await
+            .map_err(|_| "the cluster agent stopped".to_string())??;
+        shard.producer_ids.install_block(start, end);
+    }
+    Err("other shards used up three blocks in a row".into())
+}
+
 /// InitProducerId for idempotent producers: as Kafka does without a transactional id, a new
 /// producer id at epoch 0 every time (the id and epoch a v3+ client sends are not reused). A
 /// transactional id is answered INVALID_REQUEST: there is no transaction coordinator.
-fn init_producer_id(shard: &Shard, body: &InitProducerIdRequest) -> InitProducerIdResponse {
+async fn init_producer_id(shard: &Shard, body: &InitProducerIdRequest) -> InitProducerIdResponse {
     if body
         .transactional_id
         .as_ref()
@@ -224,6 +250,20 @@ fn init_producer_id(shard: &Shard, body: &InitProducerIdRequest) -> InitProducer
             .with_error_code(codes::INVALID_REQUEST)
             .with_producer_id((-1).into())
             .with_producer_epoch(-1);
+    }
+    if shard.producer_ids.uses_coordinator() {
+        return match cluster_producer_id(shard).await {
+            Ok(id) => InitProducerIdResponse::default()
+                .with_producer_id(id.into())
+                .with_producer_epoch(0),
+            Err(err) => {
+                tracing::warn!("shard {}: reserving producer ids: {err}", shard.id);
+                InitProducerIdResponse::default()
+                    .with_error_code(codes::COORDINATOR_NOT_AVAILABLE)
+                    .with_producer_id((-1).into())
+                    .with_producer_epoch(-1)
+            }
+        };
     }
     match shard.producer_ids.allocate() {
         Ok(id) => InitProducerIdResponse::default()

@@ -206,10 +206,12 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|err| StartError::DataDir(config.data_dir.display().to_string(), err))?;
     let mut store = FileTopicStore::open(&config.data_dir)?;
-    let producer_ids = Arc::new(
+    let producer_ids = Arc::new(if config.cluster.is_some() {
+        producer_ids::ProducerIdAllocator::from_coordinator()
+    } else {
         producer_ids::ProducerIdAllocator::open(&config.data_dir)
-            .map_err(StartError::ProducerIds)?,
-    );
+            .map_err(StartError::ProducerIds)?
+    });
     let shard_cores: Vec<(usize, u32)> = config
         .profile
         .shard_cores()

@@ -7,6 +7,11 @@
 //! id of it is given out, so after a crash the next block starts beyond every id ever given.
 //! The write happens once per [`BLOCK`] ids and blocks the calling shard for that fsync;
 //! InitProducerId is a once-per-producer call, never on the produce path.
+//!
+//! In cluster mode ids must be unique over every broker, since a producer's id meets other
+//! producers' on every leader it writes to: blocks then come from the coordinator
+//! (`/latest_producer_id_block`, moved on by a conditional set, as Kafka's ZooKeeper mode
+//! does) through [`ProducerIdAllocator::install_block`], and no file is used.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +32,8 @@ struct Reserved {
 /// Shared by every shard of the process.
 #[derive(Debug)]
 pub struct ProducerIdAllocator {
-    dir: PathBuf,
+    /// The block file's directory; None when blocks come from the coordinator.
+    dir: Option<PathBuf>,
     reserved: Mutex<Reserved>,
 }
 
@@ -47,7 +53,7 @@ impl ProducerIdAllocator {
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         Ok(ProducerIdAllocator {
-            dir: data_dir.to_path_buf(),
+            dir: Some(data_dir.to_path_buf()),
             reserved: Mutex::new(Reserved {
                 next: block_end,
                 block_end,
@@ -55,12 +61,48 @@ impl ProducerIdAllocator {
         })
     }
 
-    /// A producer id never given out before.
-    pub fn allocate(&self) -> std::io::Result<i64> {
-        let mut r = self
-            .reserved
+    /// Cluster mode: ids only from blocks the coordinator handed out.
+    pub fn from_coordinator() -> Self {
+        ProducerIdAllocator {
+            dir: None,
+            reserved: Mutex::new(Reserved {
+                next: 0,
+                block_end: 0,
+            }),
+        }
+    }
+
+    pub fn uses_coordinator(&self) -> bool {
+        self.dir.is_none()
+    }
+
+    fn reserved(&self) -> std::sync::MutexGuard<'_, Reserved> {
+        self.reserved
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Cluster mode: the next id of the current block, None when it is used up.
+    pub fn try_allocate(&self) -> Option<i64> {
+        let mut r = self.reserved();
+        (r.next < r.block_end).then(|| {
+            r.next += 1;
+            r.next - 1
+        })
+    }
+
+    /// Cluster mode: ids `start..end` were reserved in the coordinator for this broker.
+    pub fn install_block(&self, start: i64, end: i64) {
+        let mut r = self.reserved();
+        if r.next >= r.block_end {
+            r.next = start;
+            r.block_end = end;
+        }
+    }
+
+    /// A producer id never given out before (single node).
+    pub fn allocate(&self) -> std::io::Result<i64> {
+        let mut r = self.reserved();
         if r.next >= r.block_end {
             let end = r.next + BLOCK;
             self.write_block_end(end)?;
@@ -72,14 +114,19 @@ impl ProducerIdAllocator {
     }
 
     fn write_block_end(&self, end: i64) -> std::io::Result<()> {
-        let tmp = self.dir.join(format!("{BLOCK_FILE}.tmp"));
+        let Some(dir) = &self.dir else {
+            return Err(std::io::Error::other(
+                "producer ids come from the coordinator in cluster mode",
+            ));
+        };
+        let tmp = dir.join(format!("{BLOCK_FILE}.tmp"));
         {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(format!("{end}\n").as_bytes())?;
             f.sync_all()?;
         }
-        std::fs::rename(&tmp, self.dir.join(BLOCK_FILE))?;
-        std::fs::File::open(&self.dir)?.sync_all()
+        std::fs::rename(&tmp, dir.join(BLOCK_FILE))?;
+        std::fs::File::open(dir)?.sync_all()
     }
 }
 
