@@ -225,8 +225,14 @@ fn acknowledged_records_survive_leader_loss_and_replicas_rejoin() {
     let (leader, epoch, isr) = state(&zk, 0).unwrap();
     assert_eq!(isr.len(), 3, "all replicas start in the ISR");
 
-    // acks=all: each acknowledged record is at its offset.
+    // acks=all: each acknowledged record is at its offset. (The leader may learn of the new
+    // topic a moment after the broker that created it.)
+    eventually("the leader knows the topic", || {
+        let (code, offset) = produce(&brokers.addr(leader), b"first");
+        (code == 0).then_some(offset)
+    });
     let mut acked = BTreeMap::new();
+    acked.insert(0, b"first".to_vec());
     for i in 0..50u32 {
         let value = format!("before-{i}").into_bytes();
         let (code, offset) = produce(&brokers.addr(leader), &value);

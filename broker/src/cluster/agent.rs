@@ -660,6 +660,7 @@ impl Agent {
                 replicas: replicas.clone(),
                 state: None,
                 state_version: -1,
+                state_mzxid: -1,
             });
             partition.replicas = replicas.clone();
             partitions.push(partition);
@@ -710,10 +711,14 @@ impl Agent {
         let read = self
             .read_watched(WatchKey::State(topic.to_string(), partition), &path)
             .await?;
+        let mut mzxid = -1;
         let state = match read {
             None => None,
             Some((data, stat)) => match znodes::decode_state(&path, &data) {
-                Ok(state) => Some((state, stat.version)),
+                Ok(state) => {
+                    mzxid = stat.mzxid;
+                    Some((state, stat.version))
+                }
                 Err(err) => {
                     tracing::warn!("{err}");
                     None
@@ -730,11 +735,13 @@ impl Agent {
                 Some((leader_and_isr, version)) if *version >= view.state_version => {
                     view.state = Some(leader_and_isr.clone());
                     view.state_version = *version;
+                    view.state_mzxid = mzxid;
                 }
                 Some(_) => {}
                 None => {
                     view.state = None;
                     view.state_version = -1;
+                    view.state_mzxid = -1;
                 }
             }
         }
@@ -964,7 +971,13 @@ impl Agent {
         }
     }
 
-    fn apply_written(&mut self, tp: &TopicPartition, state: &super::LeaderAndIsr, version: i32) {
+    fn apply_written(
+        &mut self,
+        tp: &TopicPartition,
+        state: &super::LeaderAndIsr,
+        version: i32,
+        mzxid: i64,
+    ) {
         if let Some(view) = self
             .view
             .topics
@@ -974,6 +987,7 @@ impl Agent {
             if version >= view.state_version {
                 view.state = Some(state.clone());
                 view.state_version = version;
+                view.state_mzxid = mzxid;
             }
         }
     }
@@ -1017,11 +1031,12 @@ impl Agent {
         .map_err(|err| zk_err(&path, err))?;
         match writer.commit().await {
             Ok(results) => {
-                let new_version = match results.get(1) {
-                    Some(zk::MultiWriteResult::SetData { stat }) => stat.version,
-                    _ => expected_version.map_or(0, |v| v + 1),
+                let (new_version, mzxid) = match results.get(1) {
+                    Some(zk::MultiWriteResult::SetData { stat }) => (stat.version, stat.mzxid),
+                    Some(zk::MultiWriteResult::Create { stat, .. }) => (stat.version, stat.mzxid),
+                    _ => (expected_version.map_or(0, |v| v + 1), -1),
                 };
-                self.apply_written(tp, state, new_version);
+                self.apply_written(tp, state, new_version, mzxid);
                 Ok(Event::WriteDone {
                     tp: tp.clone(),
                     new_version,
@@ -1152,7 +1167,7 @@ impl Agent {
                     .await
                 {
                     Ok(stat) => {
-                        self.apply_written(&tp, &state, stat.version);
+                        self.apply_written(&tp, &state, stat.version, stat.mzxid);
                         self.publish();
                         Ok(stat.version)
                     }

@@ -214,6 +214,11 @@ struct Partition {
     op: Op,
     /// Something changed while `op` was in flight: decide again when it completes.
     dirty: bool,
+    /// The leader (of the known state or of the write in flight) left the live set while an
+    /// operation was in flight. If it is back by the time the partition is decided again, it
+    /// is a new process that must not inherit its predecessor's epoch: the next write bumps
+    /// the epoch even when it keeps the same leader.
+    leader_left: bool,
 }
 
 /// A write the decision rules want.
@@ -363,7 +368,28 @@ impl Controller {
             return;
         }
         self.cluster.live_known = true;
+        let left: Vec<BrokerId> = self.cluster.live.difference(&live).copied().collect();
         self.cluster.live = live;
+        if !left.is_empty() {
+            for p in self.partitions.values_mut() {
+                let pending_leader = match &p.op {
+                    Op::Writing(state) => Some(state.leader),
+                    _ => None,
+                };
+                let known_leader = match &p.known {
+                    Known::Present { state, .. } => Some(state.leader),
+                    _ => None,
+                };
+                if p.op != Op::Idle
+                    && [pending_leader, known_leader]
+                        .iter()
+                        .flatten()
+                        .any(|l| left.contains(l))
+                {
+                    p.leader_left = true;
+                }
+            }
+        }
         // A broker that left is no longer shutting down: if it comes back it is a new
         // process that has not asked. Its unanswered request went with its connection.
         let live = &self.cluster.live;
@@ -414,6 +440,7 @@ impl Controller {
                         known: Known::Unread,
                         op: Op::Reading,
                         dirty: false,
+                        leader_left: false,
                     });
                 }
             }
@@ -569,6 +596,7 @@ fn reconcile(cluster: &Cluster, tp: &TopicPartition, p: &mut Partition, out: &mu
             state,
             expected_version,
         }) => {
+            p.leader_left = false;
             out.push(Output::UpdateState {
                 tp: tp.clone(),
                 state: state.clone(),
@@ -596,7 +624,25 @@ fn decide(cluster: &Cluster, tp: &TopicPartition, p: &Partition) -> Option<Write
             Some(Write::Create(state))
         }
         Known::Present { state, version } => {
-            let next = next_state(cluster, state, &p.replicas, unclean)?;
+            let next = match next_state(cluster, state, &p.replicas, unclean) {
+                Some(next) => next,
+                // Same leader and ISR, but the leader is a new process since the state was
+                // written: a new epoch, so it never leads where its predecessor did.
+                None if p.leader_left && state.leader != NO_LEADER => LeaderAndIsr {
+                    leader_epoch: state.leader_epoch.checked_add(1)?,
+                    controller_epoch: cluster.controller_epoch,
+                    ..state.clone()
+                },
+                None => return None,
+            };
+            let next = if p.leader_left && next.leader == state.leader && next.leader != NO_LEADER {
+                LeaderAndIsr {
+                    leader_epoch: next.leader_epoch.max(state.leader_epoch.checked_add(1)?),
+                    ..next
+                }
+            } else {
+                next
+            };
             // Stable: deciding again from the result must want nothing, or one event could
             // cause an endless chain of writes.
             debug_assert!(
@@ -825,6 +871,22 @@ mod tests {
     fn a_dead_follower_leaves_the_isr_and_the_epoch_stays() {
         let mut c = loaded(&[1, 2, 3], &[1, 2, 3], st(1, 4, &[1, 2, 3]));
         assert_eq!(c.step(live(&[1, 3])), update(0, st(1, 4, &[1, 3]), 3));
+    }
+
+    #[test]
+    fn a_leader_that_restarts_while_a_write_is_in_flight_gets_a_new_epoch() {
+        // Broker 3 dies: the ISR shrink keeping leader 1 is in flight when broker 1 leaves
+        // and comes back (a new process). Deciding again must not leave the new process
+        // leading at its predecessor's epoch 4.
+        let mut c = loaded(&[1, 2, 3], &[1, 2, 3], st(1, 4, &[1, 2, 3]));
+        assert_eq!(c.step(live(&[1, 2])), update(0, st(1, 4, &[1, 2]), 3));
+        assert!(c.step(live(&[2])).is_empty());
+        assert!(c.step(live(&[1, 2])).is_empty());
+        let out = c.step(Event::WriteDone {
+            tp: tp(0),
+            new_version: 4,
+        });
+        assert_eq!(out, update(0, st(1, 5, &[1, 2]), 4));
     }
 
     #[test]

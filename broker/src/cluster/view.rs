@@ -25,6 +25,10 @@ pub struct PartitionView {
     pub state: Option<LeaderAndIsr>,
     /// Stat.version of the state znode (the partition epoch of conditional writes).
     pub state_version: i32,
+    /// The zxid of the state's last write (-1 unknown). A broker whose registration (its
+    /// broker epoch, a czxid) is newer than the state that names it leader is a new process:
+    /// it waits for the controller's new epoch instead of leading its predecessor's.
+    pub state_mzxid: i64,
 }
 
 impl PartitionView {

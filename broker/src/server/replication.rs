@@ -125,6 +125,9 @@ impl Shard {
     pub fn apply_roles(self: &Rc<Self>, view: &ClusterView) {
         let me = self.config.node_id;
         let now = now_ms();
+        // This process's registration: a state naming us leader that was written before it
+        // belongs to a predecessor (KIP-380), and the controller is about to give a new epoch.
+        let broker_epoch = view.brokers.get(&me).map_or(i64::MAX, |b| b.epoch);
         let mut followed = std::collections::BTreeSet::new();
         let mut pending_outputs = Vec::new();
         for replica in self.partitions.replicas() {
@@ -149,6 +152,11 @@ impl Shard {
                     } else {
                         Some(Role::Idle)
                     }
+                }
+                (current, Some(state))
+                    if state.leader == me && partition.state_mzxid < broker_epoch =>
+                {
+                    (!matches!(current, Role::Idle)).then_some(Role::Idle)
                 }
                 (_, Some(state)) if state.leader == me => {
                     let Some(log) = self.partitions.get(&tp.topic, tp.partition) else {
