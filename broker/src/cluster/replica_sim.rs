@@ -28,9 +28,9 @@
 //! they moved on, so (1) holds for them too.
 //!
 //! The brokers' shell follows the rules the core's module doc asks for, among them: a broker
-//! never leads an epoch it led in an earlier process (it keeps the highest durably). The
-//! controller's shell holds a broker's join while the controller has writes in flight (see
-//! `deliver_live`: without it a restarted broker can stay named leader at its old epoch).
+//! never leads an epoch it led in an earlier process (it keeps the highest durably). A broker
+//! that leaves and joins again while a controller write is in flight gets a new epoch from
+//! the core (`leader_left`), so joins are delivered as they happen.
 //!
 //! `REPLICA_SIM_SEEDS=<n>` runs more seeds, `REPLICA_SIM_SEED=<n>` replays one and
 //! `REPLICA_SIM_TRACE=1` prints what happens in it.
@@ -477,7 +477,7 @@ impl Sim {
     }
 
     fn deliver_live(&mut self) {
-        let mut current = self.live.clone();
+        let current = self.live.clone();
         // A broker registered anew since the last read is reported leaving, then joining.
         let bounced: Vec<BrokerId> = current
             .iter()
@@ -493,22 +493,6 @@ impl Sim {
             let set = without.keys().copied().collect();
             self.controller.told_live = without;
             self.step_controller(Event::LiveBrokers(set));
-        }
-        // Works around a gap in the controller core: when a broker leaves and joins again
-        // while a write decided with it live is in flight, the write's result is re-decided
-        // with the broker live, so a restarted broker stays named leader at the epoch its
-        // previous process led (and must not lead again: the partition stalls). Joins wait
-        // until the controller has nothing in flight, so that every leave takes effect.
-        if self.controller_busy() {
-            let joining: Vec<BrokerId> = current
-                .keys()
-                .copied()
-                .filter(|b| !self.controller.told_live.contains_key(b))
-                .collect();
-            for b in joining {
-                current.remove(&b);
-                self.controller.held_joins.insert(b);
-            }
         }
         let set: BTreeSet<BrokerId> = current.keys().copied().collect();
         self.controller.told_live = current;
