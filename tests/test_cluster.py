@@ -1,5 +1,5 @@
-"""Proves cluster mode of the broker (first slice: registration, controller, topic metadata; no
-replication yet) against two coordination services, our `coordinator` as a 3-server ensemble
+"""Proves cluster mode of the broker (registration, controller, topic metadata) against two
+coordination services, our `coordinator` as a 3-server ensemble
 and Apache ZooKeeper 3.8: brokers register the znodes Kafka's ZooKeeper mode writes (read back
 with kazoo), one is elected controller and another takes over when it is killed, a live id is
 refused, topics created and deleted through any broker land in the znodes and in every
@@ -28,10 +28,6 @@ from cluster import (SESSION_TIMEOUT_MS, BrokerCluster, eventually, serve_args, 
                      stop_zk_client, zk_client)
 
 pytestmark = pytest.mark.timeout(120)
-
-# Replication is the next slice. Until it lands, a replication factor above 1 is refused with
-# INVALID_REPLICATION_FACTOR; that slice sets this to True and the same test then requires
-# RF 2 to be accepted with two replicas per partition.
 
 RACK = "rack-c"  # the shared cluster's broker 3 runs with --rack
 SESSION_S = SESSION_TIMEOUT_MS / 1000

@@ -35,6 +35,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // Idempotent producers only: a transactional id is refused (no transaction coordinator).
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::OffsetForLeaderEpoch, 0, 4),
 ];
 
 /// Produce versions below this are advertised but refused (no RecordBatch v2 before v3).

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
     DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, InitProducerIdResponse,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -18,7 +18,7 @@ use crate::kafka::{codes, offsets_legacy, produce_legacy, versions};
 
 use super::shard::Shard;
 use super::topic_admin;
-use super::{fetch, group_api, list_offsets, metadata, produce};
+use super::{fetch, group_api, list_offsets, metadata, offset_for_leader_epoch, produce};
 
 /// Why a connection is closed after a request.
 #[derive(Debug)]
@@ -198,6 +198,13 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, peer: Rc<str>) -> Outcome {
         ApiKey::DeleteGroups => {
             let body = decode(&mut request)?;
             answer(&request, &group_api::delete_groups(&shard, body).await)
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let body: OffsetForLeaderEpochRequest = decode(&mut request)?;
+            answer(
+                &request,
+                &offset_for_leader_epoch::handle(&shard, body).await,
+            )
         }
         ApiKey::DescribeCluster => {
             let body: DescribeClusterRequest = decode(&mut request)?;

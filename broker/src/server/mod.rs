@@ -13,6 +13,7 @@ pub mod list_offsets;
 pub mod mesh;
 pub mod metadata;
 pub mod metrics;
+pub mod offset_for_leader_epoch;
 pub mod oneshot;
 pub mod partition_ops;
 pub mod partitions;

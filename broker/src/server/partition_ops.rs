@@ -51,6 +51,12 @@ pub enum ShardRequest {
         max_bytes: usize,
         current_leader_epoch: i32,
     },
+    /// To the owner: OffsetForLeaderEpoch for one partition.
+    EpochEnd {
+        tp: crate::cluster::controller::TopicPartition,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    },
     /// To the owner: a follower's Fetch of one partition (cluster mode).
     FollowerRead {
         tp: crate::cluster::controller::TopicPartition,
@@ -113,6 +119,8 @@ pub enum ShardReply {
     Done,
     Appended(Result<AppendInfo, (i16, String)>),
     Read(PartitionRead<SendChunk>),
+    /// `(epoch, end_offset)` of OffsetForLeaderEpoch, or an error code.
+    EpochEnd(Result<(i32, i64), i16>),
     /// A follower's read and, when its log diverged, `(epoch, end_offset)`.
     FollowerRead(PartitionRead<SendChunk>, Option<(i32, i64)>),
     /// `(timestamp, offset)` or why not.

@@ -583,6 +583,13 @@ impl Shard {
                     .await;
                 ShardReply::Read(to_send_chunks(read))
             }
+            ShardRequest::EpochEnd {
+                tp,
+                current_leader_epoch,
+                leader_epoch,
+            } => {
+                ShardReply::EpochEnd(self.epoch_end_local(&tp, current_leader_epoch, leader_epoch))
+            }
             ShardRequest::FollowerRead {
                 tp,
                 follower,
