@@ -135,6 +135,8 @@ impl Drop for AgentHandle {
 const COMMAND_QUEUE: usize = 1024;
 /// How long start-up keeps trying to reach the coordinator.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// One attempt at a new session after the old one was lost.
+const RECONNECT_ATTEMPT: Duration = Duration::from_secs(2);
 
 /// Starts the agent; returns once the broker is registered and the view loaded.
 pub fn start(config: ClusterConfig, advertised: (String, u16)) -> Result<AgentHandle, String> {
@@ -331,6 +333,8 @@ impl Agent {
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
         let mut state = self.client.state_watcher();
+        // The session expired or closed: registering again, one attempt per retry tick.
+        let mut lost = false;
         let mut retry_tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
@@ -346,17 +350,25 @@ impl Agent {
                     }
                 }
                 Ok(command) = commands.recv() => self.on_command(command).await,
-                session = state.changed() => {
+                session = state.changed(), if !lost => {
                     if session.is_terminated() {
                         tracing::warn!(
                             "broker {}: coordinator session {session:?}; registering again",
                             self.config.broker_id
                         );
-                        self.reconnect().await;
-                        state = self.client.state_watcher();
+                        lost = true;
                     }
                 }
                 _ = retry_tick.tick() => {
+                    if lost {
+                        // One bounded attempt per tick, so a stop is never held up for long.
+                        if self.reconnect_once().await {
+                            lost = false;
+                            state = self.client.state_watcher();
+                        }
+                        self.check_shutdown();
+                        continue;
+                    }
                     if !self.retry.is_empty() {
                         let retry = std::mem::take(&mut self.retry);
                         self.drive(retry).await;
@@ -372,19 +384,27 @@ impl Agent {
     }
 
     /// A new session after the old one expired (or closed): Kafka's broker does the same.
-    async fn reconnect(&mut self) {
-        loop {
-            match connect(&self.config).await {
-                Ok(client) => {
-                    self.client = client;
-                    match self.establish().await {
-                        Ok(()) => return,
-                        Err(err) => tracing::warn!("re-registering: {err}"),
-                    }
-                }
-                Err(err) => tracing::warn!("reconnecting: {err}"),
+    /// One attempt at a new session after the old one expired (or closed), bounded in time:
+    /// connect, register again, reload the view. Kafka's broker does the same.
+    async fn reconnect_once(&mut self) -> bool {
+        let hosts = split_connect(&self.config.connect).0.to_string();
+        let attempt = async {
+            let client = connect_once(&self.config).await?;
+            self.client = client;
+            self.establish().await
+        };
+        match tokio::time::timeout(RECONNECT_ATTEMPT, attempt).await {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
+                tracing::warn!("registering again at {hosts}: {err}");
+                false
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            Err(_) => {
+                tracing::warn!(
+                    "registering again at {hosts}: no answer within {RECONNECT_ATTEMPT:?}"
+                );
+                false
+            }
         }
     }
 
@@ -1139,7 +1159,13 @@ impl Agent {
             }
             Command::ShutdownSelf { deadline, reply } => {
                 let path = znodes::controlled_shutdown_path(self.config.broker_id);
-                match self.client.create(&path, b"", &ephemeral()).await {
+                // Bounded: with the coordinator unreachable the request would wait for it.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let created =
+                    tokio::time::timeout(left, self.client.create(&path, b"", &ephemeral()))
+                        .await
+                        .unwrap_or(Err(zk::Error::Timeout));
+                match created {
                     Ok(_) | Err(zk::Error::NodeExists) => {
                         tracing::info!(
                             "broker {}: controlled shutdown: moving leaderships away",
@@ -1296,24 +1322,29 @@ impl Agent {
 
 /// Connects (creating the chroot if missing), retrying until [`CONNECT_DEADLINE`].
 async fn connect(config: &ClusterConfig) -> Result<zk::Client, String> {
-    let (hosts, chroot) = split_connect(&config.connect);
     let deadline = Instant::now() + CONNECT_DEADLINE;
-    let timeout = Duration::from_millis(config.session_timeout_ms);
-    let client = loop {
-        match zk::Client::connector()
-            .with_session_timeout(timeout)
-            .with_connection_timeout(timeout.min(Duration::from_secs(5)))
-            .connect(hosts)
-            .await
-        {
-            Ok(client) => break client,
+    loop {
+        match connect_once(config).await {
+            Ok(client) => return Ok(client),
             Err(err) if Instant::now() < deadline => {
-                tracing::info!("coordinator {hosts}: {err}; retrying");
+                tracing::info!("{err}; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(err) => return Err(format!("cannot reach the coordinator at {hosts}: {err}")),
+            Err(err) => return Err(err),
         }
-    };
+    }
+}
+
+/// One connection attempt, creating the chroot if missing.
+async fn connect_once(config: &ClusterConfig) -> Result<zk::Client, String> {
+    let (hosts, chroot) = split_connect(&config.connect);
+    let timeout = Duration::from_millis(config.session_timeout_ms);
+    let client = zk::Client::connector()
+        .with_session_timeout(timeout)
+        .with_connection_timeout(timeout.min(Duration::from_secs(5)))
+        .connect(hosts)
+        .await
+        .map_err(|err| format!("cannot reach the coordinator at {hosts}: {err}"))?;
     let Some(chroot) = chroot else {
         return Ok(client);
     };
