@@ -7,6 +7,7 @@
 //! Everything is read back through the ZooKeeper protocol (`zookeeper-client`) and the Kafka
 //! protocol (the CLI's client); every server is stopped when the test ends, also on failure.
 
+mod cluster_support;
 mod kafka_support;
 
 use std::path::{Path, PathBuf};
@@ -24,53 +25,10 @@ use zookeeper_client as zk;
 const CHROOT: &str = "/cluster-test";
 const SESSION_TIMEOUT_MS: u64 = 2000;
 
-struct Coordinator {
-    handle: Option<coordinator::server::ServerHandle>,
-    _dir: tempfile::TempDir,
-}
-
-impl Coordinator {
-    fn start() -> Coordinator {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "tickTime=200\ndataDir={}\nclientPort=0\nclientPortAddress=127.0.0.1\n",
-            dir.path().display()
-        );
-        let zoo = coordinator::config::ZooConfig::parse(&text, Path::new("test.cfg")).unwrap();
-        let handle = coordinator::server::start(coordinator::server::ServerOptions::new(zoo))
-            .expect("coordinator starts");
-        Coordinator {
-            handle: Some(handle),
-            _dir: dir,
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.handle.as_ref().unwrap().local_addr().to_string()
-    }
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            handle.shutdown();
-        }
-    }
-}
-
 fn config(id: i32, coordinator: &str, data_dir: &Path) -> ServeConfig {
-    ServeConfig {
-        profile: kafka_support::dev_profile(),
-        data_dir: data_dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        advertise: None,
-        node_id: id,
-        auto_create_topics: false,
-        default_partitions: 1,
-        fetch_by_splice: true,
-        group: broker::group::GroupConfig::default(),
-        offsets_topic_partitions: 3,
-        cluster: Some(ClusterConfig {
+    cluster_support::member_config(
+        data_dir,
+        ClusterConfig {
             broker_id: id,
             connect: format!("{coordinator}{CHROOT}"),
             session_timeout_ms: SESSION_TIMEOUT_MS,
@@ -80,8 +38,8 @@ fn config(id: i32, coordinator: &str, data_dir: &Path) -> ServeConfig {
             min_insync_replicas: 1,
             replica_lag_time_max_ms: 2000,
             controlled_shutdown_timeout_ms: 5000,
-        }),
-    }
+        },
+    )
 }
 
 struct Brokers {
@@ -256,7 +214,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn three_brokers_register_elect_assign_fail_over_and_delete() {
-    let coordinator = Coordinator::start();
+    let coordinator = cluster_support::Coordinator::start();
     let mut brokers = Brokers::start(&coordinator.addr(), 3);
     let zk = Zk::connect(&coordinator.addr());
 

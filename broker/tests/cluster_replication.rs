@@ -7,6 +7,7 @@
 //! Read back through the Kafka protocol (the CLI's client) and the state znodes
 //! (`zookeeper-client`); every server is stopped when the test ends, also on failure.
 
+mod cluster_support;
 mod kafka_support;
 
 use std::collections::BTreeMap;
@@ -27,50 +28,10 @@ const CHROOT: &str = "/replication-test";
 const TOPIC: &str = "replicated";
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Coordinator {
-    handle: Option<coordinator::server::ServerHandle>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            handle.shutdown();
-        }
-    }
-}
-
-fn start_coordinator() -> (Coordinator, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "tickTime=200\ndataDir={}\nclientPort=0\nclientPortAddress=127.0.0.1\n",
-        dir.path().display()
-    );
-    let zoo = coordinator::config::ZooConfig::parse(&text, Path::new("test.cfg")).unwrap();
-    let handle = coordinator::server::start(coordinator::server::ServerOptions::new(zoo)).unwrap();
-    let addr = handle.local_addr().to_string();
-    (
-        Coordinator {
-            handle: Some(handle),
-            _dir: dir,
-        },
-        addr,
-    )
-}
-
 fn config(id: i32, coordinator: &str, data_dir: &Path) -> ServeConfig {
-    ServeConfig {
-        profile: kafka_support::dev_profile(),
-        data_dir: data_dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        advertise: None,
-        node_id: id,
-        auto_create_topics: false,
-        default_partitions: 1,
-        fetch_by_splice: true,
-        group: broker::group::GroupConfig::default(),
-        offsets_topic_partitions: 3,
-        cluster: Some(ClusterConfig {
+    cluster_support::member_config(
+        data_dir,
+        ClusterConfig {
             broker_id: id,
             connect: format!("{coordinator}{CHROOT}"),
             session_timeout_ms: 2000,
@@ -80,8 +41,8 @@ fn config(id: i32, coordinator: &str, data_dir: &Path) -> ServeConfig {
             min_insync_replicas: 2,
             replica_lag_time_max_ms: 1500,
             controlled_shutdown_timeout_ms: 5000,
-        }),
-    }
+        },
+    )
 }
 
 struct Brokers {
@@ -199,7 +160,8 @@ fn consume(addr: &str) -> BTreeMap<i64, Vec<u8>> {
 
 #[test]
 fn acknowledged_records_survive_leader_loss_and_replicas_rejoin() {
-    let (_coordinator, coordinator) = start_coordinator();
+    let coordinator_server = cluster_support::Coordinator::start();
+    let coordinator = coordinator_server.addr();
     let root = tempfile::tempdir().unwrap();
     let mut brokers = Brokers {
         handles: BTreeMap::new(),

@@ -15,6 +15,8 @@ pub mod agent;
 pub mod assignment;
 pub mod controller;
 pub mod replica;
+#[cfg(test)]
+mod sim_rng;
 pub mod view;
 pub mod znodes;
 
