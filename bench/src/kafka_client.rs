@@ -360,14 +360,26 @@ impl KafkaConnection {
         partitions: i32,
         timestamp: i64,
     ) -> io::Result<Vec<(i32, i64)>> {
+        let all: Vec<i32> = (0..partitions).collect();
+        self.list_offsets_of(topic, &all, timestamp)
+    }
+
+    /// ListOffsets for `partitions` of `topic` (all led by this connection's broker).
+    pub fn list_offsets_of(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        timestamp: i64,
+    ) -> io::Result<Vec<(i32, i64)>> {
         let version = self.version(ApiKey::ListOffsets, 1, 7)?;
         let request = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_topics(vec![ListOffsetsTopic::default()
                 .with_name(topic_name(topic))
                 .with_partitions(
-                    (0..partitions)
-                        .map(|partition| {
+                    partitions
+                        .iter()
+                        .map(|&partition| {
                             ListOffsetsPartition::default()
                                 .with_partition_index(partition)
                                 .with_current_leader_epoch(-1)

@@ -336,9 +336,6 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
         .map_err(|err| format!("topic {}: {err}", options.topic))?;
     let mut options = options.clone();
     options.partitions = partitions;
-    let start_offsets = admin
-        .list_offsets(&options.topic, partitions, -1)
-        .map_err(|err| format!("topic {}: {err}", options.topic))?;
     let plans = connection_plans(
         &mut admin,
         &options.bootstrap,
@@ -346,6 +343,18 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
         partitions,
         options.connections,
     )?;
+    // Each partition's end, asked of its leader.
+    let mut start_offsets = Vec::with_capacity(partitions as usize);
+    for (address, assigned) in &plans {
+        let mut leader = KafkaConnection::connect(address, Duration::from_secs(10))
+            .map_err(|err| format!("connect {address}: {err}"))?;
+        start_offsets.extend(
+            leader
+                .list_offsets_of(&options.topic, assigned, -1)
+                .map_err(|err| format!("topic {}: {err}", options.topic))?,
+        );
+    }
+    start_offsets.sort_unstable();
     let per_batch = records_per_batch(&options);
     let progress = Arc::new(Progress::default());
     let clock = Arc::new(SystemClock::starting_now());
