@@ -524,7 +524,7 @@ impl Leader {
             let f = &mut self.followers[k];
             f.last_caught_up_ms = f.last_caught_up_ms.max(now_ms);
         }
-        self.maybe_propose(now_ms, &mut out);
+        self.maybe_propose(now_ms, Some(follower), &mut out);
         self.debug_check();
         (
             FetchAnswer::Serve {
@@ -538,7 +538,7 @@ impl Leader {
     /// (and make the proposals a read or a settled write left waiting).
     pub fn tick(&mut self, now_ms: u64) -> Vec<LeaderOutput> {
         let mut out = std::mem::take(&mut self.deferred);
-        self.maybe_propose(now_ms, &mut out);
+        self.maybe_propose(now_ms, None, &mut out);
         out
     }
 
@@ -560,7 +560,7 @@ impl Leader {
         self.isr = dedup(isr);
         self.version = new_version;
         self.advance_high_watermark(&mut out);
-        self.maybe_propose(now_ms, &mut out);
+        self.maybe_propose(now_ms, None, &mut out);
         self.debug_check();
         out
     }
@@ -715,7 +715,16 @@ impl Leader {
 
     /// At most one ISR write in flight, none after a conflict until a newer state is read.
     /// Shrinking comes first: a stuck follower holds back every acks=all produce.
-    fn maybe_propose(&mut self, now_ms: u64, out: &mut Vec<LeaderOutput>) {
+    /// `fetched`: the follower whose fetch is being handled, the only one that may join (as
+    /// in Kafka): a follower is added on the evidence of its own fetch, never from a position
+    /// it reported long ago (a dead broker would be put back into the ISR after every
+    /// controller shrink).
+    fn maybe_propose(
+        &mut self,
+        now_ms: u64,
+        fetched: Option<BrokerId>,
+        out: &mut Vec<LeaderOutput>,
+    ) {
         // A proposal in flight, or a conflicted one waiting for the state to be read.
         if self.proposal.is_some() {
             return;
@@ -732,9 +741,10 @@ impl Leader {
             .filter(|&b| b == self.me || !self.follower(b).is_some_and(out_of_sync))
             .collect();
         if isr.len() == self.isr.len() {
-            // Nobody to drop: add everyone who caught up, in replica order.
+            // Nobody to drop: add the fetching follower if it caught up.
             for &b in &self.replicas {
                 let joins = b != self.me
+                    && Some(b) == fetched
                     && !isr.contains(&b)
                     && self
                         .follower(b)
@@ -1122,11 +1132,14 @@ mod tests {
         assert!(l.state_read(1, 5, vec![1, 2], 9, 2));
         assert!(l.state_read(1, 5, vec![1, 2], 10, 2));
         assert!(l.tick(2).is_empty());
-        // The controller removed 2 (dead) at version 11: adopt, then propose again from it.
+        // The controller removed 2 (dead) at version 11: adopt. Follower 3 joins again on its
+        // next fetch (never from the old position alone: 2 must not come back unseen).
         assert!(l.state_read(1, 5, vec![1], 11, 3));
         assert_eq!(l.isr(), &[1]);
+        assert!(l.tick(3).is_empty());
+        let (_, out) = l.follower_fetch(3, 10, 5, 5, &c, 10, 3);
         assert_eq!(
-            l.tick(3),
+            out,
             vec![LeaderOutput::WriteIsr {
                 isr: vec![1, 3],
                 expected_version: 11
@@ -1135,6 +1148,22 @@ mod tests {
         // A late result for the first proposal changes nothing.
         assert!(l.isr_written(vec![1, 2, 3], 11, 4).is_empty());
         assert_eq!(l.isr(), &[1]);
+    }
+
+    #[test]
+    fn a_follower_removed_by_the_controller_is_not_added_back_without_fetching() {
+        // 2 and 3 caught up, then 3 died and the controller dropped it: no tick puts it back.
+        let (mut l, c) = leader(&[1, 2, 3], 10, 10);
+        l.follower_fetch(2, 10, 5, 5, &c, 10, 1);
+        l.follower_fetch(3, 10, 5, 5, &c, 10, 1);
+        assert!(l.state_read(1, 5, vec![1, 2], 11, 2));
+        for now in 3..100 {
+            assert!(
+                l.tick(now).is_empty(),
+                "tick {now} re-added a silent follower"
+            );
+        }
+        assert_eq!(l.isr(), &[1, 2]);
     }
 
     #[test]

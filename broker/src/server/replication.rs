@@ -565,6 +565,13 @@ impl Shard {
             .get(&tp.topic, tp.partition)
             .ok_or_else(|| format!("{tp} is not hosted here"))?;
         let before = log.log_end_offset();
+        if offset >= before {
+            // Nothing to cut: only the epoch cache names an epoch the log has no batch of (a
+            // term this broker led without appending); drop it so the next fetch agrees.
+            replica.cache.borrow_mut().truncate_from_end(before);
+            replica.save_cache(&log);
+            return Ok(());
+        }
         let (log, cut) = log.truncated(offset).await.map_err(|err| err.to_string())?;
         let log = Rc::new(log);
         self.partitions
