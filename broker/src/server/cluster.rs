@@ -37,6 +37,8 @@ pub struct ShardCluster {
     pub fetchers: std::cell::RefCell<std::collections::BTreeSet<i32>>,
     /// A creation of `__consumer_offsets` asked for by FindCoordinator is running.
     pub creating_offsets_topic: std::cell::Cell<bool>,
+    /// Notified when a replica here starts following a leader (fetchers re-ask at once).
+    pub followers_changed: crate::storage::notify::Signal,
 }
 
 /// The local [`Topic`] for a topic of the view: an existing one keeps its shard placement

@@ -388,6 +388,7 @@ async fn shard_main(start: ShardStart) {
                 .map_or(1, |c| c.default_replication_factor),
             fetchers: Default::default(),
             creating_offsets_topic: Default::default(),
+            followers_changed: Default::default(),
         }),
     });
     if let Err(err) = shard.open_partitions().await {

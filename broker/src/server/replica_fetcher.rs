@@ -25,7 +25,12 @@ use super::replication::{Replica, Role};
 use super::shard::Shard;
 
 const FETCH_VERSION: i16 = 12;
+/// How long a leader may hold a follower's fetch for new data (Kafka's
+/// replica.fetch.wait.max.ms). New data releases it at once; so does a change of the
+/// partitions this shard follows from that leader (see `run_fetcher`).
 const FETCH_MAX_WAIT_MS: i32 = 500;
+/// Why a held fetch was dropped: this shard follows other partitions of the leader now.
+const FOLLOWED_CHANGED: &str = "the followed partitions changed";
 const FETCH_MAX_BYTES: i32 = 16 << 20;
 const PARTITION_MAX_BYTES: i32 = 1 << 20;
 /// How long a fetcher waits before trying again after an error.
@@ -138,20 +143,73 @@ impl Shard {
                 );
             correlation_id = correlation_id.wrapping_add(1);
             let stream = connection.as_mut().expect("connected above");
-            let response = futures_lite::future::or(
-                async { Some(exchange(stream, &request, correlation_id).await) },
-                async {
-                    glommio::timer::sleep(RESPONSE_TIMEOUT).await;
-                    None
-                },
-            )
-            .await;
+            // A fetch held by the leader does not name partitions this shard started to
+            // follow since it went out (a new topic's): when the followed set changes, drop
+            // the connection (and the held fetch) and ask again at once.
+            let asked: Vec<(String, i32)> = followed
+                .values()
+                .flatten()
+                .map(|f| (f.replica.tp.topic.clone(), f.replica.tp.partition))
+                .collect();
+            let deadline = std::time::Instant::now() + RESPONSE_TIMEOUT;
+            let response = {
+                let exchange = exchange(stream, &request, correlation_id);
+                futures_lite::pin!(exchange);
+                loop {
+                    let changed = self.cluster.as_ref().map(|c| c.followers_changed.wait());
+                    let outcome = futures_lite::future::or(
+                        async { Some(Some((&mut exchange).await)) },
+                        async {
+                            let left =
+                                deadline.saturating_duration_since(std::time::Instant::now());
+                            match changed {
+                                Some(changed) => {
+                                    futures_lite::future::or(
+                                        async {
+                                            changed.await;
+                                            Some(None)
+                                        },
+                                        async {
+                                            glommio::timer::sleep(left).await;
+                                            None
+                                        },
+                                    )
+                                    .await
+                                }
+                                None => {
+                                    glommio::timer::sleep(left).await;
+                                    None
+                                }
+                            }
+                        },
+                    )
+                    .await;
+                    match outcome {
+                        Some(Some(result)) => break Some(result),
+                        // The followed set moved: re-ask unless it is the same set.
+                        Some(None) => {
+                            let now: Vec<(String, i32)> = self
+                                .followed_from(leader)
+                                .values()
+                                .flatten()
+                                .map(|f| (f.replica.tp.topic.clone(), f.replica.tp.partition))
+                                .collect();
+                            if now != asked {
+                                break Some(Err(FOLLOWED_CHANGED.to_string()));
+                            }
+                        }
+                        None => break None,
+                    }
+                }
+            };
             let response = match response {
                 Some(Ok(response)) => response,
                 Some(Err(err)) => {
-                    tracing::debug!("fetching from broker {leader}: {err}");
                     connection = None;
-                    glommio::timer::sleep(BACKOFF).await;
+                    if err != FOLLOWED_CHANGED {
+                        tracing::debug!("fetching from broker {leader}: {err}");
+                        glommio::timer::sleep(BACKOFF).await;
+                    }
                     continue;
                 }
                 None => {

@@ -130,6 +130,7 @@ impl Shard {
         let broker_epoch = view.brokers.get(&me).map_or(i64::MAX, |b| b.epoch);
         let mut followed = std::collections::BTreeSet::new();
         let mut pending_outputs = Vec::new();
+        let mut started_following = false;
         for replica in self.partitions.replicas() {
             let tp = &replica.tp;
             let Some(partition) = view.partition(&tp.topic, tp.partition) else {
@@ -227,6 +228,7 @@ impl Shard {
             };
             let was_leader = matches!(&*role, Role::Leader(_));
             let is_leader = matches!(&next, Role::Leader(_));
+            started_following |= matches!(&next, Role::Follower { .. });
             *role = next;
             drop(role);
             replica.changed.notify();
@@ -249,6 +251,11 @@ impl Shard {
         }
         for (replica, outputs) in pending_outputs {
             self.leader_outputs(&replica, outputs);
+        }
+        if started_following {
+            if let Some(cluster) = &self.cluster {
+                cluster.followers_changed.notify();
+            }
         }
         for leader in followed {
             self.ensure_fetcher(leader);
