@@ -1,5 +1,6 @@
-//! Proves replication end to end in one process: a coordinator and three brokers, a topic
-//! with replication factor 3 and min.insync.replicas=2. acks=all produces are acknowledged
+//! Proves replication end to end in one process: a coordinator and three brokers (one shard
+//! each, and again with every core a shard, so fetches cross shards), a topic with replication
+//! factor 3 and min.insync.replicas=2 whose second partition is the one followed. acks=all produces are acknowledged
 //! once the ISR has them; when the leader stops, a follower from the ISR leads at a new epoch
 //! and serves every acknowledged record at the offset it was acknowledged with; with one
 //! broker of three left, acks=all is refused with NOT_ENOUGH_REPLICAS; stopped brokers come
@@ -26,10 +27,12 @@ use zookeeper_client as zk;
 
 const CHROOT: &str = "/replication-test";
 const TOPIC: &str = "replicated";
+/// The partition followed: the topic's second, on the second shard of a two-shard broker.
+const PARTITION: i32 = 1;
 const WAIT: Duration = Duration::from_secs(30);
 
-fn config(id: i32, coordinator: &str, data_dir: &Path) -> ServeConfig {
-    cluster_support::member_config(
+fn config(id: i32, coordinator: &str, data_dir: &Path, all_cores: bool) -> ServeConfig {
+    let mut config = cluster_support::member_config(
         data_dir,
         ClusterConfig {
             broker_id: id,
@@ -42,13 +45,18 @@ fn config(id: i32, coordinator: &str, data_dir: &Path) -> ServeConfig {
             replica_lag_time_max_ms: 1500,
             controlled_shutdown_timeout_ms: 5000,
         },
-    )
+    );
+    if all_cores {
+        config.profile = kafka_support::all_cores_profile();
+    }
+    config
 }
 
 struct Brokers {
     handles: BTreeMap<i32, ServerHandle>,
     dirs: BTreeMap<i32, PathBuf>,
     coordinator: String,
+    all_cores: bool,
     _root: tempfile::TempDir,
 }
 
@@ -64,7 +72,13 @@ impl Brokers {
     }
 
     fn start(&mut self, id: i32) {
-        let handle = server::start(config(id, &self.coordinator, &self.dirs[&id])).unwrap();
+        let handle = server::start(config(
+            id,
+            &self.coordinator,
+            &self.dirs[&id],
+            self.all_cores,
+        ))
+        .unwrap();
         self.handles.insert(id, handle);
     }
 }
@@ -116,7 +130,7 @@ fn produce(addr: &str, value: &[u8]) -> (i16, i64) {
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
             .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
+                .with_index(PARTITION)
                 .with_records(Some(kafka_support::batch(&[value])))])]);
     let response = client.call(&request, 9).unwrap();
     let partition = &response.responses[0].partition_responses[0];
@@ -136,7 +150,7 @@ fn consume(addr: &str) -> BTreeMap<i64, Vec<u8>> {
             .with_topics(vec![FetchTopic::default()
                 .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
                 .with_partitions(vec![FetchPartition::default()
-                    .with_partition(0)
+                    .with_partition(PARTITION)
                     .with_fetch_offset(offset)
                     .with_partition_max_bytes(1 << 20)])]);
         let response = client.call(&request, 12).unwrap();
@@ -160,6 +174,15 @@ fn consume(addr: &str) -> BTreeMap<i64, Vec<u8>> {
 
 #[test]
 fn acknowledged_records_survive_leader_loss_and_replicas_rejoin() {
+    run(false);
+}
+
+#[test]
+fn the_same_with_every_core_a_shard() {
+    run(true);
+}
+
+fn run(all_cores: bool) {
     let coordinator_server = cluster_support::Coordinator::start();
     let coordinator = coordinator_server.addr();
     let root = tempfile::tempdir().unwrap();
@@ -169,6 +192,7 @@ fn acknowledged_records_survive_leader_loss_and_replicas_rejoin() {
             .map(|id| (id, root.path().join(format!("b{id}"))))
             .collect(),
         coordinator: coordinator.clone(),
+        all_cores,
         _root: root,
     };
     for id in 1..=3 {
@@ -183,8 +207,8 @@ fn acknowledged_records_survive_leader_loss_and_replicas_rejoin() {
         .unwrap();
     let zk = (runtime, client);
 
-    broker::cli::topics_create(&brokers.addr(1), TOPIC, 1, 3, &[]).unwrap();
-    let (leader, epoch, isr) = state(&zk, 0).unwrap();
+    broker::cli::topics_create(&brokers.addr(1), TOPIC, 2, 3, &[]).unwrap();
+    let (leader, epoch, isr) = state(&zk, PARTITION).unwrap();
     assert_eq!(isr.len(), 3, "all replicas start in the ISR");
 
     // acks=all: each acknowledged record is at its offset. (The leader may learn of the new
@@ -206,7 +230,7 @@ fn acknowledged_records_survive_leader_loss_and_replicas_rejoin() {
     // The leader stops: an ISR member leads at a new epoch with every acknowledged record.
     brokers.stop(leader);
     let (next, next_epoch, _) = eventually("a new leader", || {
-        state(&zk, 0).filter(|s| s.0 >= 0 && s.0 != leader)
+        state(&zk, PARTITION).filter(|s| s.0 >= 0 && s.0 != leader)
     });
     assert!(next_epoch > epoch);
     eventually("the new leader serves", || {
@@ -226,7 +250,7 @@ fn acknowledged_records_survive_leader_loss_and_replicas_rejoin() {
     let other = (1..=3).find(|&id| id != leader && id != next).unwrap();
     brokers.stop(other);
     eventually("the ISR shrinks to the leader", || {
-        state(&zk, 0).filter(|s| s.0 == next && s.2 == vec![next])
+        state(&zk, PARTITION).filter(|s| s.0 == next && s.2 == vec![next])
     });
     let (code, _) = produce(&brokers.addr(next), b"refused");
     assert_eq!(code, 19, "NOT_ENOUGH_REPLICAS");
@@ -235,14 +259,14 @@ fn acknowledged_records_survive_leader_loss_and_replicas_rejoin() {
     brokers.start(other);
     brokers.start(leader);
     eventually("the ISR is whole again", || {
-        state(&zk, 0).filter(|s| s.2.len() == 3)
+        state(&zk, PARTITION).filter(|s| s.2.len() == 3)
     });
-    let (final_leader, _, _) = state(&zk, 0).unwrap();
+    let (final_leader, _, _) = state(&zk, PARTITION).unwrap();
     assert_eq!(consume(&brokers.addr(final_leader)), acked);
     // Move leadership once more: the third replica serves the same records.
     brokers.stop(final_leader);
     let (last, _, _) = eventually("another leader", || {
-        state(&zk, 0).filter(|s| s.0 >= 0 && s.0 != final_leader)
+        state(&zk, PARTITION).filter(|s| s.0 >= 0 && s.0 != final_leader)
     });
     eventually("the last leader serves", || {
         (consume(&brokers.addr(last)) == acked).then_some(())
