@@ -14,7 +14,9 @@ use crate::kafka::fetch_response::{self, PartitionData, TopicData};
 use crate::kafka::response::Response;
 use crate::topics::Topic;
 
+use super::partition_ops::FollowerFetch;
 use super::shard::Shard;
+use crate::cluster::controller::TopicPartition;
 
 /// Longest long-poll honoured, whatever the client asks (bounds a connection's idle hold).
 const MAX_WAIT_MS_LIMIT: i32 = 30_000;
@@ -150,17 +152,15 @@ async fn read_all(
                     };
                     let (read, diverging_epoch) = match follower {
                         Some(follower) => {
-                            shard
-                                .follower_read(
-                                    topic,
-                                    partition,
-                                    follower,
-                                    offset,
-                                    want_partition.current_leader_epoch,
-                                    want_partition.last_fetched_epoch,
-                                    asked,
-                                )
-                                .await
+                            let fetch = FollowerFetch {
+                                tp: TopicPartition::new(topic.name.clone(), partition),
+                                follower,
+                                fetch_offset: offset,
+                                current_leader_epoch: want_partition.current_leader_epoch,
+                                last_fetched_epoch: want_partition.last_fetched_epoch,
+                                max_bytes: asked,
+                            };
+                            shard.follower_read(topic, fetch).await
                         }
                         None => (
                             shard

@@ -21,6 +21,21 @@ pub struct CreateSpec {
     pub assignments: Vec<(i32, Vec<i32>)>,
 }
 
+/// One partition of a follower's Fetch, as the leader's owning shard needs it.
+#[derive(Debug, Clone)]
+pub struct FollowerFetch {
+    pub tp: crate::cluster::controller::TopicPartition,
+    /// The fetching broker.
+    pub follower: i32,
+    /// The follower's log end.
+    pub fetch_offset: i64,
+    /// The epoch the follower knows (-1: not given).
+    pub current_leader_epoch: i32,
+    /// The epoch of the follower's last batch (-1: none).
+    pub last_fetched_epoch: i32,
+    pub max_bytes: usize,
+}
+
 /// A request sent over the mesh.
 pub enum ShardRequest {
     /// To shard 0: create these topics.
@@ -58,14 +73,7 @@ pub enum ShardRequest {
         leader_epoch: i32,
     },
     /// To the owner: a follower's Fetch of one partition (cluster mode).
-    FollowerRead {
-        tp: crate::cluster::controller::TopicPartition,
-        follower: i32,
-        fetch_offset: i64,
-        current_leader_epoch: i32,
-        last_fetched_epoch: i32,
-        max_bytes: usize,
-    },
+    FollowerRead(FollowerFetch),
     /// To the owner: ListOffsets for one partition (-2 earliest, -1 latest, or a time).
     ListOffset {
         topic: String,

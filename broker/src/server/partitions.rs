@@ -20,7 +20,7 @@ use crate::kafka::response::{FileRange, Part};
 use crate::storage::{self, LogConfig, LogError, LogOverrides, PartitionLog, ReadChunk};
 use crate::topics::Topic;
 
-use super::partition_ops::{PartitionRead, SendChunk, ShardReply, ShardRequest};
+use super::partition_ops::{FollowerFetch, PartitionRead, SendChunk, ShardReply, ShardRequest};
 use super::replication::Replica;
 use super::shard::Shard;
 use crate::cluster::controller::TopicPartition;
@@ -452,45 +452,25 @@ impl Shard {
     }
 
     /// A follower's Fetch of one partition, at the shard owning it.
-    #[allow(clippy::too_many_arguments)]
     pub async fn follower_read(
         self: &Rc<Self>,
         topic: &Topic,
-        partition: i32,
-        follower: i32,
-        fetch_offset: i64,
-        current_leader_epoch: i32,
-        last_fetched_epoch: i32,
-        max_bytes: usize,
+        fetch: FollowerFetch,
     ) -> (PartitionRead<Part>, Option<(i32, i64)>) {
-        let Some(owner) = self.owner(topic, partition) else {
+        let Some(owner) = self.owner(topic, fetch.tp.partition) else {
             return (
                 PartitionRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION),
                 None,
             );
         };
-        let tp = TopicPartition::new(topic.name.clone(), partition);
         if owner == self.id {
-            return self
-                .follower_read_local(
-                    &tp,
-                    follower,
-                    fetch_offset,
-                    current_leader_epoch,
-                    last_fetched_epoch,
-                    max_bytes,
-                )
-                .await;
+            return self.follower_read_local(&fetch).await;
         }
-        let request = ShardRequest::FollowerRead {
-            tp,
-            follower,
-            fetch_offset,
-            current_leader_epoch,
-            last_fetched_epoch,
-            max_bytes,
-        };
-        match self.mesh.call(owner, request).await {
+        match self
+            .mesh
+            .call(owner, ShardRequest::FollowerRead(fetch))
+            .await
+        {
             Some(ShardReply::FollowerRead(read, diverging)) => (from_send_chunks(read), diverging),
             _ => (PartitionRead::error(codes::KAFKA_STORAGE_ERROR), None),
         }
@@ -590,24 +570,8 @@ impl Shard {
             } => {
                 ShardReply::EpochEnd(self.epoch_end_local(&tp, current_leader_epoch, leader_epoch))
             }
-            ShardRequest::FollowerRead {
-                tp,
-                follower,
-                fetch_offset,
-                current_leader_epoch,
-                last_fetched_epoch,
-                max_bytes,
-            } => {
-                let (read, diverging) = self
-                    .follower_read_local(
-                        &tp,
-                        follower,
-                        fetch_offset,
-                        current_leader_epoch,
-                        last_fetched_epoch,
-                        max_bytes,
-                    )
-                    .await;
+            ShardRequest::FollowerRead(fetch) => {
+                let (read, diverging) = self.follower_read_local(&fetch).await;
                 ShardReply::FollowerRead(to_send_chunks(read), diverging)
             }
             ShardRequest::ListOffset {

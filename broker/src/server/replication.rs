@@ -23,7 +23,7 @@ use crate::storage::notify::Signal;
 use crate::storage::{self, leader_epoch_checkpoint, AppendInfo, PartitionLog};
 use crate::topics::Topic;
 
-use super::partition_ops::PartitionRead;
+use super::partition_ops::{FollowerFetch, PartitionRead};
 use super::partitions::PartitionError;
 use super::shard::Shard;
 
@@ -485,13 +485,9 @@ impl Shard {
     /// to the log end (not the high watermark: followers copy everything).
     pub async fn follower_read_local(
         self: &Rc<Self>,
-        tp: &TopicPartition,
-        follower: i32,
-        fetch_offset: i64,
-        current_leader_epoch: i32,
-        last_fetched_epoch: i32,
-        max_bytes: usize,
+        fetch: &FollowerFetch,
     ) -> (PartitionRead<Part>, Option<(i32, i64)>) {
+        let tp = &fetch.tp;
         let Ok((log, replica)) = self.hosted(&tp.topic, tp.partition) else {
             return (PartitionRead::error(codes::NOT_LEADER_OR_FOLLOWER), None);
         };
@@ -502,10 +498,10 @@ impl Shard {
             };
             let cache = replica.cache.borrow();
             leader.follower_fetch(
-                follower,
-                fetch_offset,
-                current_leader_epoch,
-                last_fetched_epoch,
+                fetch.follower,
+                fetch.fetch_offset,
+                fetch.current_leader_epoch,
+                fetch.last_fetched_epoch,
                 &cache,
                 log.log_end_offset(),
                 now_ms(),
@@ -515,7 +511,14 @@ impl Shard {
         match answer {
             FetchAnswer::Serve { high_watermark } => {
                 let mut read = self
-                    .read_log(&log, &tp.topic, tp.partition, fetch_offset, max_bytes, None)
+                    .read_log(
+                        &log,
+                        &tp.topic,
+                        tp.partition,
+                        fetch.fetch_offset,
+                        fetch.max_bytes,
+                        None,
+                    )
                     .await;
                 read.high_watermark = high_watermark;
                 (read, None)
