@@ -39,6 +39,12 @@ pub struct ShardCluster {
     pub creating_offsets_topic: std::cell::Cell<bool>,
     /// Notified when a replica here starts following a leader (fetchers re-ask at once).
     pub followers_changed: crate::storage::notify::Signal,
+    /// Cleared when the broker starts a controlled shutdown: fetchers finish the fetch they
+    /// have out and stop, so no leader adds this broker back to an ISR the controller just
+    /// took it out of.
+    pub fetching: Arc<std::sync::atomic::AtomicBool>,
+    /// Replica fetchers running in the whole process.
+    pub fetchers_running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The local [`Topic`] for a topic of the view: an existing one keeps its shard placement

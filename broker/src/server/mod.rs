@@ -55,6 +55,8 @@ pub struct ServerHandle {
     /// Cluster mode: the coordinator session, closed after the shards stop.
     agent: Option<crate::cluster::AgentHandle>,
     controlled_shutdown_timeout_ms: u64,
+    fetching: Arc<AtomicBool>,
+    fetchers_running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ServerHandle {
@@ -66,6 +68,15 @@ impl ServerHandle {
         if let Some(agent) = &self.agent {
             let timeout_ms = self.controlled_shutdown_timeout_ms;
             if timeout_ms > 0 {
+                // Stop fetching first (each fetcher ends after the fetch it has out), so no
+                // leader re-adds this broker to an ISR once the controller has removed it.
+                self.fetching.store(false, Ordering::SeqCst);
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while self.fetchers_running.load(Ordering::SeqCst) > 0
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 agent.controlled_shutdown(Duration::from_millis(timeout_ms));
             }
         }
@@ -192,6 +203,8 @@ struct ShardStart {
     connections: Arc<AtomicU32>,
     producer_ids: Arc<producer_ids::ProducerIdAllocator>,
     stop: Arc<AtomicBool>,
+    fetching: Arc<AtomicBool>,
+    fetchers_running: Arc<std::sync::atomic::AtomicUsize>,
     ready: mpsc::Sender<Result<(), String>>,
     /// Cluster mode: the first view and the agent's command queue.
     cluster: Option<(
@@ -254,6 +267,8 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
     }
     let config = Arc::new(config);
     let stop = Arc::new(AtomicBool::new(false));
+    let fetching = Arc::new(AtomicBool::new(true));
+    let fetchers_running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let connections = Arc::new(AtomicU32::new(0));
     let mesh = (shard_count > 1).then(|| MeshBuilder::full(shard_count, mesh::LINK_CAPACITY));
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -274,6 +289,8 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             connections: connections.clone(),
             producer_ids: producer_ids.clone(),
             stop: stop.clone(),
+            fetching: fetching.clone(),
+            fetchers_running: fetchers_running.clone(),
             ready: ready_tx.clone(),
             cluster: agent
                 .as_ref()
@@ -301,6 +318,8 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             .cluster
             .as_ref()
             .map_or(0, |c| c.controlled_shutdown_timeout_ms),
+        fetching,
+        fetchers_running,
     };
     for _ in 0..shard_count {
         match ready_rx.recv_timeout(Duration::from_secs(120)) {
@@ -332,6 +351,8 @@ async fn shard_main(start: ShardStart) {
         connections,
         producer_ids,
         stop,
+        fetching,
+        fetchers_running,
         ready,
         cluster,
         views,
@@ -389,6 +410,8 @@ async fn shard_main(start: ShardStart) {
             fetchers: Default::default(),
             creating_offsets_topic: Default::default(),
             followers_changed: Default::default(),
+            fetching: fetching.clone(),
+            fetchers_running: fetchers_running.clone(),
         }),
     });
     if let Err(err) = shard.open_partitions().await {

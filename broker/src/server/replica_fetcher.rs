@@ -50,14 +50,22 @@ impl Shard {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        if !cluster.fetchers.borrow_mut().insert(leader) {
+        if !cluster.fetching.load(std::sync::atomic::Ordering::SeqCst)
+            || !cluster.fetchers.borrow_mut().insert(leader)
+        {
             return;
         }
+        cluster
+            .fetchers_running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let shard = self.clone();
         glommio::spawn_local(async move {
             shard.clone().run_fetcher(leader).await;
             if let Some(cluster) = &shard.cluster {
                 cluster.fetchers.borrow_mut().remove(&leader);
+                cluster
+                    .fetchers_running
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
         })
         .detach();
@@ -87,7 +95,11 @@ impl Shard {
         let mut correlation_id = 0i32;
         tracing::info!("shard {}: fetching from broker {leader}", self.id);
         loop {
-            if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let fetching = self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.fetching.load(std::sync::atomic::Ordering::SeqCst));
+            if self.stop.load(std::sync::atomic::Ordering::Relaxed) || !fetching {
                 return;
             }
             let followed = self.followed_from(leader);
