@@ -212,6 +212,16 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // The operator commands print to stdout: one piped into `head` or `grep -q` ends
+        // quietly when the reader leaves, as other command-line tools do, instead of
+        // panicking on EPIPE. (The server keeps Rust's ignored SIGPIPE: a client that
+        // leaves must not kill it.)
+        // SAFETY: resetting a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Serve {
             tuning,

@@ -29,7 +29,9 @@ use crate::jute::records::{
 };
 use crate::jute::{Reader, Writer};
 use crate::pending_changes::{PendingChanges, WriteRequest};
-use crate::session::{negotiate_timeout_ms, SessionIdGenerator, SessionTracker};
+use crate::session::{
+    expiry_interval_ms, negotiate_timeout_ms, SessionIdGenerator, SessionTracker,
+};
 use crate::txn::{ForwardedRequest, Txn, TxnBody, TxnHeader};
 use crate::watch::{ConnId, WatchKind, WatchManager};
 
@@ -190,7 +192,7 @@ impl RequestProcessor {
     /// A processor over `tree` (fresh, or recovered from snapshot + log). Sessions found in
     /// the tree get a full timeout from `now`, as ZooKeeper does after a restart.
     pub fn new(cfg: ProcessorConfig, tree: DataTree, now: Now) -> Self {
-        let mut sessions = SessionTracker::new(cfg.tick_ms as u64);
+        let mut sessions = SessionTracker::new(expiry_interval_ms(cfg.tick_ms as u64));
         for (id, s) in tree.sessions() {
             sessions.add(id, s.timeout_ms as u64, now.mono_ms);
         }
@@ -393,7 +395,7 @@ impl RequestProcessor {
     /// the snapshot get a full timeout from `now`, and validation starts over.
     pub fn restore(&mut self, tree: DataTree, now: Now) {
         self.close_all_connections();
-        let mut sessions = SessionTracker::new(self.cfg.tick_ms as u64);
+        let mut sessions = SessionTracker::new(expiry_interval_ms(self.cfg.tick_ms as u64));
         for (id, s) in tree.sessions() {
             sessions.add(id, s.timeout_ms.max(0) as u64, now.mono_ms);
         }

@@ -38,6 +38,7 @@ use crate::ensemble::{lock, Ensemble, SharedProcessor};
 use crate::four_letter;
 use crate::replicator::{Committed, LocalLog, Replicator};
 use crate::request_processor::{Effect, Now, ProcessorConfig, RequestProcessor};
+use crate::session;
 use crate::snapshot::{purge, recover, snapshot_dir, write_snapshot, RecoveryError};
 use crate::watch::ConnId;
 
@@ -553,7 +554,10 @@ impl Core {
         commits: Receiver<Committed>,
         mut wake: Receiver<()>,
     ) {
-        let check_every = Duration::from_millis((self.zoo.tick_ms as u64 / 2).clamp(10, 500));
+        // Expiry checks (and an ensemble follower's reports of its clients' activity to the
+        // leader) at the expiry bucket width, so a session ends within ~2 buckets of its timeout.
+        let check_every =
+            Duration::from_millis(session::expiry_interval_ms(self.zoo.tick_ms as u64).max(10));
         let mut next_check = Instant::now() + check_every;
         let never = crossbeam_channel::never();
         loop {

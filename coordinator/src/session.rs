@@ -1,8 +1,11 @@
 //! Session liveness, sans-IO: which sessions are alive and when each expires.
 //!
-//! Like ZooKeeper's `ExpiryQueue`, deadlines are rounded up to the next tick so sessions
-//! expire in buckets and a tick only looks at the buckets that are due. Every packet from a
-//! client moves its session to a later bucket. The caller supplies the time
+//! Like ZooKeeper's `ExpiryQueue`, deadlines are rounded up into buckets so a check only
+//! looks at the buckets that are due; unlike ZooKeeper, whose buckets are a tickTime wide, a
+//! bucket is at most [`MAX_EXPIRY_INTERVAL_MS`] wide ([`expiry_interval_ms`]), so a session
+//! expires within that much of its timeout rather than up to a whole tick later (a broker's
+//! failover waits on exactly this). Every packet from a client moves its session to a later
+//! bucket. The caller supplies the time
 //! (`now_ms`, any monotonic clock) and turns expired sessions into close-session
 //! transactions; the committed session table itself (timeouts, passwords) lives in the
 //! data tree, because it must be the same on every server.
@@ -12,6 +15,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// Clamps a client's requested session timeout into `[min_ms, max_ms]`.
 pub fn negotiate_timeout_ms(requested_ms: i32, min_ms: u32, max_ms: u32) -> i32 {
     (requested_ms.max(0) as u32).clamp(min_ms, max_ms.max(min_ms)) as i32
+}
+
+/// The widest expiry bucket, ms: sessions expire at most this long after their deadline
+/// (plus one check of the server loop, which runs at the same interval).
+pub const MAX_EXPIRY_INTERVAL_MS: u64 = 100;
+
+/// The expiry bucket width (and check interval) for a server with this tickTime.
+pub fn expiry_interval_ms(tick_ms: u64) -> u64 {
+    tick_ms.clamp(1, MAX_EXPIRY_INTERVAL_MS)
 }
 
 /// Hands out session ids as ZooKeeper does: the server id in the top byte, the start time
@@ -46,22 +58,23 @@ struct Tracked {
 /// The expiry buckets of the sessions this server is responsible for.
 #[derive(Debug)]
 pub struct SessionTracker {
-    tick_ms: u64,
+    interval_ms: u64,
     sessions: HashMap<i64, Tracked>,
     buckets: BTreeMap<u64, HashSet<i64>>,
 }
 
 impl SessionTracker {
-    pub fn new(tick_ms: u64) -> Self {
+    /// A tracker whose deadlines round up to multiples of `interval_ms`.
+    pub fn new(interval_ms: u64) -> Self {
         SessionTracker {
-            tick_ms: tick_ms.max(1),
+            interval_ms: interval_ms.max(1),
             sessions: HashMap::new(),
             buckets: BTreeMap::new(),
         }
     }
 
     fn bucket_for(&self, now_ms: u64, timeout_ms: u64) -> u64 {
-        ((now_ms + timeout_ms) / self.tick_ms + 1) * self.tick_ms
+        ((now_ms + timeout_ms) / self.interval_ms + 1) * self.interval_ms
     }
 
     pub fn len(&self) -> usize {
@@ -162,7 +175,7 @@ impl SessionTracker {
 #[cfg(test)]
 mod tests {
     //! Proves timeouts are clamped, sessions expire only after their timeout (rounded to a
-    //! tick) without activity, and touching postpones expiry, by driving a fake clock.
+    //! bucket) without activity, and touching postpones expiry, by driving a fake clock.
     use super::*;
 
     #[test]
@@ -194,6 +207,16 @@ mod tests {
         assert!(t.is_alive(2));
         t.remove(1);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_session_expires_within_one_interval_of_its_timeout_whatever_the_tick() {
+        assert_eq!(expiry_interval_ms(2000), 100);
+        assert_eq!(expiry_interval_ms(40), 40);
+        let mut t = SessionTracker::new(expiry_interval_ms(2000));
+        t.add(7, 6000, 1234);
+        assert!(t.expire(1234 + 6000 - 1).is_empty(), "not before its timeout");
+        assert_eq!(t.expire(1234 + 6000 + 100), vec![7], "at most 100 ms after it");
     }
 
     #[test]

@@ -1,13 +1,29 @@
-//! Where each partition of a topic is led, for the CLI's produce and consume: one Metadata
+//! Where each partition of a topic is led, for the CLI's produce and consume: a Metadata
 //! call, then one connection per leader broker. On a single node every partition is led by
 //! the broker the command connected to, and that one connection is reused.
+//!
+//! A topic just created through another broker takes a moment to reach every broker, and a
+//! partition has no leader for a moment after its leader died: the lookup asks again for up
+//! to [`METADATA_WAIT`] while the topic is unknown or a partition has no leader, as
+//! librdkafka waits for a topic's metadata.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use super::client::{Client, ClientError};
 use super::{kafka_error, metadata};
 
+/// How long a lookup waits for the topic to be known with a leader for every partition.
+pub const METADATA_WAIT: Duration = Duration::from_secs(10);
+/// Pause between two lookups.
+pub const METADATA_RETRY: Duration = Duration::from_millis(100);
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const LEADER_NOT_AVAILABLE: i16 = 5;
+
 pub struct Leaders {
+    /// The `--bootstrap` addresses and the topic, for [`Leaders::refresh`].
+    bootstrap_servers: String,
+    topic: String,
     /// Partition -> leader broker id (-1 when offline).
     leader: BTreeMap<i32, i32>,
     /// Broker id -> `host:port` from Metadata.
@@ -18,19 +34,39 @@ pub struct Leaders {
 }
 
 impl Leaders {
-    /// Looks `topic` up through `bootstrap`.
+    /// Looks `topic` up through `bootstrap`, waiting up to [`METADATA_WAIT`] for it to be
+    /// known with a leader for every partition; after that, an unknown topic is an error and
+    /// a partition without a leader is reported when something is sent to it.
     pub fn discover(bootstrap: &str, topic: &str) -> Result<Leaders, ClientError> {
-        let mut client = Client::connect(bootstrap)?;
-        let response = metadata(&mut client, Some(&[topic]))?;
+        let deadline = Instant::now() + METADATA_WAIT;
+        loop {
+            let waiting = Instant::now() < deadline;
+            match Self::lookup(bootstrap, topic) {
+                Ok(leaders) if !waiting || leaders.leader.values().all(|&l| l >= 0) => {
+                    return Ok(leaders)
+                }
+                Ok(_) => {}
+                Err((code, _))
+                    if waiting
+                        && [UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE].contains(&code) => {}
+                Err((_, err)) => return Err(err),
+            }
+            std::thread::sleep(METADATA_RETRY);
+        }
+    }
+
+    /// One Metadata call; an error carries the topic's error code (0: not a topic error).
+    fn lookup(bootstrap: &str, topic: &str) -> Result<Leaders, (i16, ClientError)> {
+        let mut client = Client::connect(bootstrap).map_err(|err| (0, err))?;
+        let response = metadata(&mut client, Some(&[topic])).map_err(|err| (0, err))?;
         let entry = response
             .topics
             .first()
-            .ok_or_else(|| ClientError::Protocol("metadata names no topic".into()))?;
+            .ok_or_else(|| (0, ClientError::Protocol("metadata names no topic".into())))?;
         if entry.error_code != 0 && entry.partitions.is_empty() {
-            return Err(kafka_error(
-                &format!("topic {topic}"),
+            return Err((
                 entry.error_code,
-                None,
+                kafka_error(&format!("topic {topic}"), entry.error_code, None),
             ));
         }
         let leader = entry
@@ -45,11 +81,19 @@ impl Leaders {
             .collect();
         let single = address.len() == 1;
         Ok(Leaders {
+            bootstrap_servers: bootstrap.to_string(),
+            topic: topic.to_string(),
             leader,
             address,
             clients: BTreeMap::new(),
             bootstrap: single.then_some(client),
         })
+    }
+
+    /// Looks the topic up again (after a leader moved): new leaders, new connections.
+    pub fn refresh(&mut self) -> Result<(), ClientError> {
+        *self = Self::discover(&self.bootstrap_servers, &self.topic)?;
+        Ok(())
     }
 
     pub fn partition_count(&self) -> i32 {

@@ -305,55 +305,79 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Sends each partition's pending records to its leader, one request per leader.
+/// How long `produce` keeps retrying a partition whose leader is moving (librdkafka's
+/// message.timeout.ms is 300 s; an operator's command should give up sooner).
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors a broker answers before it appends anything, so the records can go again (to the
+/// new leader) without being stored twice: UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE,
+/// NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS.
+const RETRIABLE_BEFORE_APPEND: [i16; 4] = [3, 5, 6, 19];
+
+/// Sends each partition's pending records to its leader, one request per leader (acks=all).
+/// Partitions refused before the append are sent again, to the leader a new lookup names,
+/// for up to [`DELIVERY_TIMEOUT`].
 fn send_batches(
     leaders: &mut Leaders,
     topic: &str,
     pending: &mut BTreeMap<i32, Vec<Record>>,
 ) -> Result<u64, ClientError> {
-    if pending.is_empty() {
-        return Ok(0);
-    }
     let mut pending = std::mem::take(pending);
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
     let mut count = 0u64;
-    for (leader, partitions) in leaders.by_leader(pending.keys().copied())? {
-        let mut data = Vec::with_capacity(partitions.len());
-        for partition in partitions {
-            let records = pending.remove(&partition).unwrap_or_default();
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                &records,
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: Compression::None,
-                },
-            )
-            .map_err(|err| ClientError::Protocol(err.to_string()))?;
-            count += records.len() as u64;
-            data.push(
-                PartitionProduceData::default()
-                    .with_index(partition)
-                    .with_records(Some(buf.freeze())),
-            );
-        }
-        let request = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(30_000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(topic_name(topic))
-                .with_partition_data(data)]);
-        let response = leaders.client(leader)?.call(&request, 9)?;
-        for topic in response.responses {
-            for partition in topic.partition_responses {
-                if partition.error_code != 0 {
-                    return Err(kafka_error(
+    while !pending.is_empty() {
+        let mut refused = None;
+        for (leader, partitions) in leaders.by_leader(pending.keys().copied())? {
+            let mut data = Vec::with_capacity(partitions.len());
+            for partition in partitions {
+                let mut buf = BytesMut::new();
+                RecordBatchEncoder::encode(
+                    &mut buf,
+                    &pending[&partition],
+                    &RecordEncodeOptions {
+                        version: 2,
+                        compression: Compression::None,
+                    },
+                )
+                .map_err(|err| ClientError::Protocol(err.to_string()))?;
+                data.push(
+                    PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(buf.freeze())),
+                );
+            }
+            let request = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(30_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(topic_name(topic))
+                    .with_partition_data(data)]);
+            let response = leaders.client(leader)?.call(&request, 9)?;
+            for topic in response.responses {
+                for partition in topic.partition_responses {
+                    let error = kafka_error(
                         &format!("produce to partition {}", partition.index),
                         partition.error_code,
                         partition.error_message.as_ref(),
-                    ));
+                    );
+                    if partition.error_code == 0 {
+                        count += pending
+                            .remove(&partition.index)
+                            .map_or(0, |records| records.len() as u64);
+                    } else if RETRIABLE_BEFORE_APPEND.contains(&partition.error_code) {
+                        refused = Some(error);
+                    } else {
+                        return Err(error);
+                    }
                 }
             }
+        }
+        if let Some(error) = refused {
+            if Instant::now() >= deadline {
+                return Err(error);
+            }
+            std::thread::sleep(leaders::METADATA_RETRY);
+            leaders.refresh()?;
         }
     }
     Ok(count)
