@@ -559,7 +559,17 @@ impl Agent {
             .children_watched(WatchKey::BrokerIds, znodes::BROKER_IDS)
             .await?;
         let live: BTreeSet<i32> = children.iter().filter_map(|c| c.parse().ok()).collect();
-        self.view.brokers.retain(|id, _| live.contains(id));
+        let now = std::time::Instant::now();
+        let gone: Vec<i32> = self
+            .view
+            .brokers
+            .keys()
+            .copied()
+            .filter(|id| !live.contains(id))
+            .collect();
+        for id in gone {
+            self.view.broker_departed(id, now);
+        }
         for &id in &live {
             if !self.view.brokers.contains_key(&id) {
                 self.read_broker(id).await?;
@@ -577,7 +587,7 @@ impl Agent {
         let before = self.view.brokers.get(&id).map(|b| b.epoch);
         match self.read_watched(WatchKey::Broker(id), &path).await? {
             None => {
-                if self.view.brokers.remove(&id).is_some() {
+                if self.view.broker_departed(id, std::time::Instant::now()) {
                     let live = self.view.brokers.keys().copied().collect();
                     self.feed(vec![Event::LiveBrokers(live)]).await;
                 }
@@ -585,16 +595,13 @@ impl Agent {
             Some((data, stat)) => match BrokerRegistration::decode(&path, &data) {
                 Ok(registration) => {
                     let (host, port) = registration.plaintext_endpoint();
-                    self.view.brokers.insert(
+                    self.view.broker_registered(BrokerInfo {
                         id,
-                        BrokerInfo {
-                            id,
-                            host,
-                            port,
-                            rack: registration.rack,
-                            epoch: stat.czxid,
-                        },
-                    );
+                        host,
+                        port,
+                        rack: registration.rack,
+                        epoch: stat.czxid,
+                    });
                     if before.is_some_and(|epoch| epoch != stat.czxid) {
                         tracing::info!("broker {id} restarted (broker epoch {})", stat.czxid);
                         let live: BTreeSet<i32> = self.view.brokers.keys().copied().collect();

@@ -4,6 +4,7 @@
 //! check leadership from them without asking anyone.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use super::controller::{LeaderAndIsr, NO_LEADER};
 
@@ -54,10 +55,52 @@ pub struct ClusterView {
     /// The controller's broker id, -1 while there is none.
     pub controller: i32,
     pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// Brokers whose registration went away, and when: Metadata keeps listing each for
+    /// [`DEPARTED_LISTED`] (see [`ClusterView::metadata_brokers`]).
+    pub departed: BTreeMap<i32, (BrokerInfo, Instant)>,
     pub topics: BTreeMap<String, TopicView>,
 }
 
+/// How long Metadata keeps listing a broker after its registration went away. The
+/// controller moves the broker's leaderships in the same moment; librdkafka (2.16) re-asks
+/// for a dead leader's partitions once a second, and when one answer both moves a partition
+/// and drops its old leader from the broker list, it parks the partition's messages on its
+/// internal broker until the next answer, a second later. Listed a little longer, the old
+/// leader is dropped only after the client moved the partition to the new one.
+pub const DEPARTED_LISTED: Duration = Duration::from_secs(3);
+
 impl ClusterView {
+    /// The brokers a Metadata answer lists at `now`: the live ones, and those that left
+    /// less than [`DEPARTED_LISTED`] ago.
+    pub fn metadata_brokers(&self, now: Instant) -> impl Iterator<Item = &BrokerInfo> {
+        let live = self.brokers.values();
+        let departed = self
+            .departed
+            .values()
+            .filter(move |(_, at)| now.saturating_duration_since(*at) < DEPARTED_LISTED)
+            .map(|(broker, _)| broker);
+        live.chain(departed)
+    }
+
+    /// Takes a broker out of the live set; it stays listed in Metadata for a while.
+    pub fn broker_departed(&mut self, id: i32, now: Instant) -> bool {
+        self.departed
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < DEPARTED_LISTED);
+        match self.brokers.remove(&id) {
+            Some(broker) => {
+                self.departed.insert(id, (broker, now));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records a live registration (new, or back after it departed).
+    pub fn broker_registered(&mut self, broker: BrokerInfo) {
+        self.departed.remove(&broker.id);
+        self.brokers.insert(broker.id, broker);
+    }
+
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionView> {
         let topic = self.topics.get(topic)?;
         usize::try_from(partition)
@@ -76,5 +119,42 @@ impl ClusterView {
         self.topics
             .get(topic)
             .is_some_and(|t| t.partitions.iter().all(|p| p.leader().is_some()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A departed broker stays in Metadata's list for [`DEPARTED_LISTED`], not longer, and
+    //! leaves the list of departed brokers when it registers again.
+    use super::*;
+
+    fn broker(id: i32) -> BrokerInfo {
+        BrokerInfo {
+            id,
+            host: "127.0.0.1".into(),
+            port: 9090 + id,
+            rack: None,
+            epoch: id as i64,
+        }
+    }
+
+    fn listed(view: &ClusterView, now: Instant) -> Vec<i32> {
+        view.metadata_brokers(now).map(|b| b.id).collect()
+    }
+
+    #[test]
+    fn departed_broker_is_listed_for_a_while_then_dropped() {
+        let start = Instant::now();
+        let mut view = ClusterView::default();
+        view.broker_registered(broker(1));
+        view.broker_registered(broker(2));
+        assert!(view.broker_departed(2, start));
+        assert!(!view.broker_departed(2, start), "already gone");
+        assert_eq!(view.brokers.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(listed(&view, start + Duration::from_millis(100)), vec![1, 2]);
+        assert_eq!(listed(&view, start + DEPARTED_LISTED), vec![1]);
+        view.broker_registered(broker(2));
+        assert!(view.departed.is_empty());
+        assert_eq!(listed(&view, start + DEPARTED_LISTED * 2), vec![1, 2]);
     }
 }

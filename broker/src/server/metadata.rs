@@ -1,5 +1,6 @@
 //! The Metadata API (v0-v12). On a single node: this node as the only broker, leading every
-//! partition. In cluster mode: the live brokers, the controller, the cluster id and every
+//! partition. In cluster mode: the live brokers (and for a few seconds one whose registration
+//! just went away: `ClusterView::metadata_brokers`), the controller, the cluster id and every
 //! partition's leader, epoch, replicas and ISR from this shard's cluster view (an offline
 //! partition answers LEADER_NOT_AVAILABLE with leader -1). Unknown topics are auto-created
 //! only when the server was started with `--auto-create-topics` and the client allows it.
@@ -189,8 +190,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
     if let Some(view) = shard.cluster_view() {
         return MetadataResponse::default()
             .with_brokers(
-                view.brokers
-                    .values()
+                view.metadata_brokers(std::time::Instant::now())
                     .map(|broker| {
                         MetadataResponseBroker::default()
                             .with_node_id(BrokerId(broker.id))
