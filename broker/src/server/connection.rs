@@ -3,16 +3,20 @@
 //!
 //! At most `max_in_flight_requests` requests are read ahead of their answers; beyond that the
 //! reader stops reading, so a client that does not read its answers is slowed by TCP instead of
-//! growing the broker. Frames larger than `max_request_bytes` and malformed requests close the
-//! connection; other connections are unaffected.
+//! growing the broker. The receive buffer ([`RecvBuffer`]) grows with the bytes that arrived,
+//! in reads of `connection_buffer_bytes` that double while data keeps coming, never with the
+//! length a frame declares, and falls back to one chunk after a big frame; a connection that
+//! declares a 100 MiB frame and stalls costs about one chunk. Frames larger than
+//! `max_request_bytes` and malformed requests close the connection; other connections are
+//! unaffected.
 
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use bytes::Buf;
+use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
@@ -22,6 +26,7 @@ use crate::kafka::response::{Part, Response};
 
 use super::dispatch::{self, Close};
 use super::metrics::ShardMetrics;
+use super::recv_buffer::RecvBuffer;
 use super::shard::Shard;
 
 type Answer = Result<Option<Response>, Close>;
@@ -59,18 +64,18 @@ async fn read_requests(
     tx: local_channel::LocalSender<InFlight>,
 ) {
     let limits = &shard.config.profile.network;
-    let chunk_bytes = limits.connection_buffer_bytes as usize;
-    let mut buf = BytesMut::with_capacity(chunk_bytes);
+    let mut buf = RecvBuffer::new(limits.connection_buffer_bytes as usize);
     // Kafka's client host format, shown by DescribeGroups.
     let peer: Rc<str> = match stream.peer_addr() {
         Ok(addr) => format!("/{}", addr.ip()).into(),
         Err(_) => "/unknown".into(),
     };
     loop {
-        if !fill(&mut stream, &mut buf, 4, chunk_bytes, shard).await {
+        if !fill(&mut stream, &mut buf, 4, shard).await {
             return;
         }
-        let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let prefix = buf.received();
+        let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
         let body_len = match frame::check_size(size, limits.max_request_bytes) {
             Ok(len) => len,
             Err(err) => {
@@ -78,10 +83,10 @@ async fn read_requests(
                 return;
             }
         };
-        if !fill(&mut stream, &mut buf, 4 + body_len, chunk_bytes, shard).await {
+        if !fill(&mut stream, &mut buf, 4 + body_len, shard).await {
             return;
         }
-        let mut frame = buf.split_to(4 + body_len).freeze();
+        let mut frame = buf.split_frame(4 + body_len);
         frame.advance(4);
         ShardMetrics::add(&shard.metrics.requests, 1);
         let task =
@@ -93,30 +98,11 @@ async fn read_requests(
 }
 
 /// Reads until `buf` holds at least `want` bytes; false on EOF, error or timeout.
-async fn fill(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    want: usize,
-    chunk_bytes: usize,
-    shard: &Shard,
-) -> bool {
-    while buf.len() < want {
-        let room = want.max(buf.len() + chunk_bytes);
-        if buf.capacity() < room {
-            buf.reserve(room - buf.len());
-        }
-        let start = buf.len();
-        let end = buf.capacity().min(start + (want - start).max(chunk_bytes));
-        buf.resize(end, 0);
-        match stream.read(&mut buf[start..end]).await {
-            Ok(0) | Err(_) => {
-                buf.truncate(start);
-                return false;
-            }
-            Ok(n) => {
-                buf.truncate(start + n);
-                ShardMetrics::add(&shard.metrics.bytes_received, n as u64);
-            }
+async fn fill(stream: &mut TcpStream, buf: &mut RecvBuffer, want: usize, shard: &Shard) -> bool {
+    while buf.received().len() < want {
+        match buf.read_from(stream, want).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => ShardMetrics::add(&shard.metrics.bytes_received, n as u64),
         }
     }
     true

@@ -1,6 +1,8 @@
 //! Routes one request frame to its API handler and encodes the answer. A frame that cannot be
 //! served (unknown API, unsupported version, malformed body) closes the connection, as Kafka
 //! brokers do; ApiVersions and old Produce versions get their protocol-defined error answers.
+//! Bodies decoded with kafka-protocol go through [`precheck`] first: one that declares more
+//! elements or bytes than it holds closes the connection with the field and offset logged.
 
 use std::rc::Rc;
 
@@ -14,7 +16,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::kafka::frame::{self, Request};
 use crate::kafka::response::{self, Response};
-use crate::kafka::{codes, offsets_legacy, produce_legacy, versions};
+use crate::kafka::{codes, offsets_legacy, precheck, produce_legacy, versions};
 
 use super::shard::Shard;
 use super::topic_admin;
@@ -26,7 +28,15 @@ pub struct Close(pub String);
 
 type Outcome = Result<Option<Response>, Close>;
 
+/// Decodes the body with kafka-protocol once the pre-pass found every declared length within
+/// it (the decoder reserves memory by declared counts before reading).
 fn decode<T: Decodable>(request: &mut Request) -> Result<T, Close> {
+    precheck::check(request.api_key, request.api_version, &request.body).map_err(|err| {
+        Close(format!(
+            "refused {:?} v{} request (api key {}): {err}",
+            request.api_key, request.api_version, request.api_key as i16
+        ))
+    })?;
     T::decode(&mut request.body, request.api_version).map_err(|err| {
         Close(format!(
             "malformed {:?} v{} request: {err}",

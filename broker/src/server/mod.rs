@@ -19,6 +19,7 @@ pub mod partition_ops;
 pub mod partitions;
 pub mod produce;
 pub mod producer_ids;
+pub mod recv_buffer;
 pub mod replica_fetcher;
 pub mod replication;
 pub mod shard;
