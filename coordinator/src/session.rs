@@ -215,8 +215,15 @@ mod tests {
         assert_eq!(expiry_interval_ms(40), 40);
         let mut t = SessionTracker::new(expiry_interval_ms(2000));
         t.add(7, 6000, 1234);
-        assert!(t.expire(1234 + 6000 - 1).is_empty(), "not before its timeout");
-        assert_eq!(t.expire(1234 + 6000 + 100), vec![7], "at most 100 ms after it");
+        assert!(
+            t.expire(1234 + 6000 - 1).is_empty(),
+            "not before its timeout"
+        );
+        assert_eq!(
+            t.expire(1234 + 6000 + 100),
+            vec![7],
+            "at most 100 ms after it"
+        );
     }
 
     #[test]

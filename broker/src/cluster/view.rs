@@ -151,7 +151,10 @@ mod tests {
         assert!(view.broker_departed(2, start));
         assert!(!view.broker_departed(2, start), "already gone");
         assert_eq!(view.brokers.keys().copied().collect::<Vec<_>>(), vec![1]);
-        assert_eq!(listed(&view, start + Duration::from_millis(100)), vec![1, 2]);
+        assert_eq!(
+            listed(&view, start + Duration::from_millis(100)),
+            vec![1, 2]
+        );
         assert_eq!(listed(&view, start + DEPARTED_LISTED), vec![1]);
         view.broker_registered(broker(2));
         assert!(view.departed.is_empty());

@@ -231,6 +231,7 @@ impl Shard {
                 }
             };
             let mut backoff = false;
+            let mut writes = Vec::new();
             for topic in response.responses {
                 let Some(partitions) = followed.get(topic.topic.0.as_str()) else {
                     continue;
@@ -258,7 +259,11 @@ impl Shard {
                         continue;
                     }
                     let diverging = &answer.diverging_epoch;
-                    let result = if diverging.end_offset >= 0 {
+                    let shard = self.clone();
+                    let replica = f.replica.clone();
+                    // Each partition's truncation or append runs as its own task, so the
+                    // writes of one answer proceed together; the next fetch waits for all.
+                    let work = if diverging.end_offset >= 0 {
                         let log_end = self
                             .partitions
                             .get(&f.replica.tp.topic, f.replica.tp.partition)
@@ -269,17 +274,30 @@ impl Shard {
                             diverging.end_offset,
                             log_end,
                         );
-                        self.truncate_follower(&f.replica, offset).await
+                        glommio::spawn_local(async move {
+                            shard.truncate_follower(&replica, offset).await
+                        })
+                        .detach()
                     } else {
-                        let records = answer.records.unwrap_or_default();
-                        let whole = whole_batches(records);
-                        self.append_as_follower(&f.replica, &whole, answer.high_watermark)
-                            .await
+                        let whole = whole_batches(answer.records.unwrap_or_default());
+                        let high_watermark = answer.high_watermark;
+                        glommio::spawn_local(async move {
+                            shard
+                                .append_as_follower(&replica, &whole, high_watermark)
+                                .await
+                        })
+                        .detach()
                     };
-                    if let Err(err) = result {
-                        tracing::warn!("{}: replicating from broker {leader}: {err}", f.replica.tp);
-                        backoff = true;
-                    }
+                    writes.push((f.replica.clone(), work));
+                }
+            }
+            for (replica, work) in writes {
+                let result = work
+                    .await
+                    .unwrap_or_else(|| Err("the write task was cancelled".into()));
+                if let Err(err) = result {
+                    tracing::warn!("{}: replicating from broker {leader}: {err}", replica.tp);
+                    backoff = true;
                 }
             }
             if backoff {
