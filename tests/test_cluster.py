@@ -13,6 +13,8 @@ import base64
 import collections
 import json
 import re
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -586,3 +588,77 @@ def test_cluster_command_lists_brokers_and_controller(cluster):
         assert f"cluster id: {cluster.cluster_id()}" in lines, done.stdout
         assert f"controller: {cluster.controller_id()}" in lines, done.stdout
         assert {line for line in lines if line.startswith("broker ")} == expected_brokers, done.stdout
+
+
+def _fetch_v4(host, port, topic, offset, max_wait_ms, timeout):
+    """One consumer Fetch v4 of partition 0 at `offset` on a raw socket: (seconds until the
+    answer, error code, high watermark, bytes of records). Raw, to see one long-poll as the
+    broker holds it (clients hide theirs behind their own fetch loop)."""
+    name = topic.encode()
+    client = b"hw-wait"
+    body = struct.pack(">iiiib", -1, max_wait_ms, 1, 1 << 20, 0)
+    body += struct.pack(">ih", 1, len(name)) + name
+    body += struct.pack(">iiqi", 1, 0, offset, 1 << 20)
+    header = struct.pack(">hhih", 1, 4, 7, len(client)) + client
+    frame = header + body
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        started = time.monotonic()
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+
+        def read(n):
+            data = b""
+            while len(data) < n:
+                chunk = s.recv(n - len(data))
+                assert chunk, "the broker closed the connection"
+                data += chunk
+            return data
+        size, = struct.unpack(">i", read(4))
+        answer = read(size)
+        elapsed = time.monotonic() - started
+    at = 4 + 4  # correlation id, throttle time
+    topics, = struct.unpack_from(">i", answer, at)
+    assert topics == 1, answer
+    at += 4
+    name_len, = struct.unpack_from(">h", answer, at)
+    at += 2 + name_len + 4  # topic name, partition count
+    _partition, error, high_watermark, _lso, aborted = struct.unpack_from(">ihqqi", answer, at)
+    at += 4 + 2 + 8 + 8 + 4 + max(aborted, 0) * 16
+    records, = struct.unpack_from(">i", answer, at)
+    return elapsed, error, high_watermark, max(records, 0)
+
+
+def test_consumer_fetch_waits_for_the_high_watermark(new_cluster):
+    """A consumer's long-poll at the high watermark is held while appended records are not yet
+    replicated (not answered empty at once, which makes clients spin), and answered with them
+    as soon as the follower's fetch moves the high watermark."""
+    c = new_cluster("/streambox-hw-wait", ids=(1, 2))
+    topic = "hw-wait"
+    create_topic(c.bootstrap(), topic, 1, rf=2, config={"min.insync.replicas": "1"})
+    c.wait_isr_full(topic, 1)
+    state = c.partition_state(topic, 0)
+    leader = state["leader"]
+    follower = next(i for i in (1, 2) if i != leader)
+    host, port = c[leader].bootstrap.rsplit(":", 1)
+    c.pause(follower)
+    try:
+        producer = Producer({"bootstrap.servers": c[leader].bootstrap, "acks": "1", "linger.ms": 0})
+        reports = []
+        producer.produce(topic, value=b"held", partition=0, on_delivery=lambda err, msg: reports.append(err))
+        assert producer.flush(20) == 0 and reports == [None], reports
+        # The record is in the leader's log; the paused follower keeps the high watermark at 0
+        # (it stays in the ISR for replica.lag.time.max.ms, 30 s).
+        elapsed, error, high_watermark, records = _fetch_v4(host, int(port), topic, 0, 3000, 20)
+        assert (error, high_watermark, records) == (0, 0, 0)
+        assert elapsed >= 2.5, f"an empty answer after {elapsed:.3f} s of a 3 s long-poll"
+        waiting = {}
+        poll = threading.Thread(target=lambda: waiting.update(
+            answer=_fetch_v4(host, int(port), topic, 0, 20000, 40)))
+        poll.start()
+        time.sleep(0.5)
+    finally:
+        c.resume(follower)
+    poll.join(45)
+    elapsed, error, high_watermark, records = waiting["answer"]
+    assert error == 0 and high_watermark == 1 and records > 0, waiting
+    assert elapsed < 15, f"answered only after {elapsed:.1f} s: woken by max_wait, not by the follower"

@@ -14,7 +14,7 @@ use crate::kafka::fetch_response::{self, PartitionData, TopicData};
 use crate::kafka::response::Response;
 use crate::topics::Topic;
 
-use super::partition_ops::FollowerFetch;
+use super::partition_ops::{FollowerFetch, Reader};
 use super::shard::Shard;
 use crate::cluster::controller::TopicPartition;
 
@@ -103,7 +103,12 @@ pub async fn handle(
                     .map(move |p| (topic.clone(), p.partition, p.offset))
             })
             .collect();
-        shard.wait_any(waits, deadline - now).await;
+        let reader = if follower.is_some() {
+            Reader::Follower
+        } else {
+            Reader::Consumer
+        };
+        shard.wait_any(waits, deadline - now, reader).await;
         waited = true;
     }
 }

@@ -85,9 +85,18 @@ pub enum ShardRequest {
     WaitForData {
         wanted: Vec<(String, i32, i64)>,
         max_wait: Duration,
+        reader: Reader,
     },
     /// To the shard owning the group's partition of `__consumer_offsets`.
     Group(super::groups::GroupCall),
+}
+
+/// Who waits in a Fetch long-poll: a follower copies everything appended, a consumer only
+/// what is below the high watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    Consumer,
+    Follower,
 }
 
 /// A piece of read data that can cross shards: memory, or a file range with its own

@@ -20,7 +20,9 @@ use crate::kafka::response::{FileRange, Part};
 use crate::storage::{self, LogConfig, LogError, LogOverrides, PartitionLog, ReadChunk};
 use crate::topics::Topic;
 
-use super::partition_ops::{FollowerFetch, PartitionRead, SendChunk, ShardReply, ShardRequest};
+use super::partition_ops::{
+    FollowerFetch, PartitionRead, Reader, SendChunk, ShardReply, ShardRequest,
+};
 use super::replication::Replica;
 use super::shard::Shard;
 use crate::cluster::controller::TopicPartition;
@@ -358,13 +360,30 @@ impl Shard {
         }
     }
 
-    /// Resolves when any of the local partitions has data at or after its offset.
-    pub async fn wait_local(&self, wanted: &[(String, i32, i64)], max_wait: Duration) {
+    /// Resolves when any of the local partitions has data at or after its offset that the
+    /// reader may see: appended, for a follower (`reader` Follower) and on a single node; below
+    /// the high watermark, for a consumer of a cluster leader (woken when it moves, not by
+    /// appends it cannot read yet).
+    pub async fn wait_local(
+        &self,
+        wanted: &[(String, i32, i64)],
+        max_wait: Duration,
+        reader: Reader,
+    ) {
         let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
         for (topic, partition, offset) in wanted {
-            if let Some(log) = self.partitions.get(topic, *partition) {
-                let offset = *offset;
-                waits.push(Box::pin(async move { log.wait_for_data(offset).await }));
+            let offset = *offset;
+            match (reader, self.partitions.replica(topic, *partition)) {
+                (Reader::Consumer, Some(replica)) if self.cluster.is_some() => {
+                    waits.push(Box::pin(async move {
+                        replica.wait_high_watermark_past(offset).await
+                    }));
+                }
+                _ => {
+                    if let Some(log) = self.partitions.get(topic, *partition) {
+                        waits.push(Box::pin(async move { log.wait_for_data(offset).await }));
+                    }
+                }
             }
         }
         waits.push(Box::pin(glommio::timer::sleep(max_wait)));
@@ -507,7 +526,12 @@ impl Shard {
 
     /// Waits until one of `wanted` (topic, partition, offset) has data, on whichever shards
     /// own them, or `max_wait` passes.
-    pub async fn wait_any(self: &Rc<Self>, wanted: Vec<(Rc<Topic>, i32, i64)>, max_wait: Duration) {
+    pub async fn wait_any(
+        self: &Rc<Self>,
+        wanted: Vec<(Rc<Topic>, i32, i64)>,
+        max_wait: Duration,
+        reader: Reader,
+    ) {
         let mut by_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); self.shard_count];
         for (topic, partition, offset) in &wanted {
             if let Some(owner) = self.owner(topic, *partition) {
@@ -521,14 +545,15 @@ impl Shard {
             }
             let shard = self.clone();
             if owner == self.id {
-                waits.push(Box::pin(
-                    async move { shard.wait_local(&list, max_wait).await },
-                ));
+                waits.push(Box::pin(async move {
+                    shard.wait_local(&list, max_wait, reader).await
+                }));
             } else {
                 waits.push(Box::pin(async move {
                     let request = ShardRequest::WaitForData {
                         wanted: list,
                         max_wait,
+                        reader,
                     };
                     let _ = shard.mesh.call(owner, request).await;
                 }));
@@ -579,8 +604,12 @@ impl Shard {
                 partition,
                 timestamp,
             } => ShardReply::Offset(self.list_offset_local(&topic, partition, timestamp).await),
-            ShardRequest::WaitForData { wanted, max_wait } => {
-                self.wait_local(&wanted, max_wait).await;
+            ShardRequest::WaitForData {
+                wanted,
+                max_wait,
+                reader,
+            } => {
+                self.wait_local(&wanted, max_wait, reader).await;
                 ShardReply::Done
             }
             _ => ShardReply::Done,

@@ -72,6 +72,19 @@ impl Replica {
         }
     }
 
+    /// Resolves once this replica leads with a high watermark past `offset`, or stops leading
+    /// the epoch it led when called (the reader then learns the new state from its next read).
+    pub async fn wait_high_watermark_past(&self, offset: i64) {
+        let epoch = self.leader_epoch();
+        loop {
+            let wait = self.changed.wait();
+            if epoch.is_none() || self.leader_epoch() != epoch || self.high_watermark() > offset {
+                return;
+            }
+            wait.await;
+        }
+    }
+
     /// The epoch while this replica leads.
     pub fn leader_epoch(&self) -> Option<i32> {
         match &*self.role.borrow() {
