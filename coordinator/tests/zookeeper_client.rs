@@ -89,15 +89,15 @@ async fn crud_children_sequential_ephemeral_multi_and_watches() {
         client.set_data("/app", b"v2", None).await.unwrap();
         client.create("/app/d", b"", &persistent()).await.unwrap();
         client.create("/later", b"", &persistent()).await.unwrap();
-        let ev = tokio::time::timeout(Duration::from_secs(5), data_watch.changed())
+        let ev = tokio::time::timeout(Duration::from_secs(30), data_watch.changed())
             .await
             .unwrap();
         assert_eq!(ev.event_type, zk::EventType::NodeDataChanged);
-        let ev = tokio::time::timeout(Duration::from_secs(5), child_watch.changed())
+        let ev = tokio::time::timeout(Duration::from_secs(30), child_watch.changed())
             .await
             .unwrap();
         assert_eq!(ev.event_type, zk::EventType::NodeChildrenChanged);
-        let ev = tokio::time::timeout(Duration::from_secs(5), exist_watch.changed())
+        let ev = tokio::time::timeout(Duration::from_secs(30), exist_watch.changed())
             .await
             .unwrap();
         assert_eq!(
@@ -118,7 +118,7 @@ async fn crud_children_sequential_ephemeral_multi_and_watches() {
             .await
             .unwrap();
         drop(short);
-        let ev = tokio::time::timeout(Duration::from_secs(10), gone_watch.changed())
+        let ev = tokio::time::timeout(Duration::from_secs(30), gone_watch.changed())
             .await
             .unwrap();
         assert_eq!(ev.event_type, zk::EventType::NodeDeleted);
@@ -137,7 +137,7 @@ async fn crud_children_sequential_ephemeral_multi_and_watches() {
             zk::EventType::NodeDataChanged,
             zk::EventType::NodeDataChanged,
         ] {
-            let ev = tokio::time::timeout(Duration::from_secs(5), recursive.changed())
+            let ev = tokio::time::timeout(Duration::from_secs(30), recursive.changed())
                 .await
                 .unwrap();
             assert_eq!((ev.event_type, ev.path.as_str()), (expected, "/app/r"));
