@@ -702,7 +702,7 @@ impl Core {
                         break;
                     }
                 },
-                // The ZAB driver changed the processor: its effects wait for dispatch.
+                // Writers report bytes written: held reads may be answered now.
                 recv(written) -> w => match w {
                     Ok((conn, bytes)) => {
                         let mut p = lock(&self.processor);
@@ -714,6 +714,7 @@ impl Core {
                     // Every writer and the acceptor are gone: stop selecting on it.
                     Err(_) => written = crossbeam_channel::never(),
                 },
+                // The ZAB driver changed the processor: its effects wait for dispatch.
                 recv(wake) -> w => {
                     if w.is_err() {
                         // Every waker is gone (a disconnected receiver is always ready):
