@@ -3,8 +3,9 @@ that kazoo uses unchanged: its recipes (Lock, Election, Queue, Barrier, DataWatc
 ChildrenWatch) with clients spread over different servers, ephemerals vanishing, sequential
 names and transactions; that the leader expires a silent session held by a follower but not
 one that pings; that kill -9 of the leader while a client writes loses no
-acknowledged write and writes resume within 2 s; that the killed server rejoins and catches
-up; and that a follower restarted with an empty data dir catches up by snapshot. How: start
+acknowledged write and writes resume well before a follower would drop a silent leader
+(half of syncLimit x tickTime = 5 s; the time itself, ~0.1 s, is printed and benchmarked by
+scripts/coordinator-compare); that the killed server rejoins and catches up; and that a follower restarted with an empty data dir catches up by snapshot. How: start
 the binaries on free loopback ports in temp dirs, drive them with kazoo, stop them at the end."""
 
 import json
@@ -24,6 +25,11 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from cluster import Ensemble
 from test_coordinator_kazoo import built_binary, raw_create_ephemeral, send_malformed_frames, four_letter, is_closed, raw_connect, wait_until
+
+# With tickTime=2000 and syncLimit=5, a follower drops a leader that just goes silent after
+# 10 s. A killed leader's connections close, so failover must take well under that: half of
+# it is the bound, a margin a loaded 2-core machine does not eat into (~0.1 s is typical).
+FAILOVER_MAX_S = 5.0
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -234,11 +240,13 @@ def test_leader_kill9_loses_no_acknowledged_write_and_rejoins(tmp_path):
         assert victim is not None
         killed_at = time.time()
         ens.kill9(victim)
-        wait_until(lambda: ack_times and ack_times[-1] > killed_at, 10, "writes to resume")
+        wait_until(lambda: ack_times and ack_times[-1] > killed_at, 60, "writes to resume")
         resumed_s = next(x for x in ack_times if x > killed_at) - killed_at
         print(f"writes resumed {resumed_s * 1000:.0f} ms after kill -9 of the leader")
-        assert resumed_s < 2.0, f"writes resumed only after {resumed_s:.2f} s"
-        wait_until(lambda: len(acked) >= 20 + len([x for x in ack_times if x <= killed_at]), 10, "more writes")
+        # The followers see the dead leader's connections close; waiting for its silence
+        # (syncLimit x tickTime = 10 s) instead would fail this.
+        assert resumed_s < FAILOVER_MAX_S, f"writes resumed only after {resumed_s:.2f} s"
+        wait_until(lambda: len(acked) >= 20 + len([x for x in ack_times if x <= killed_at]), 60, "more writes")
         stop.set()
         t.join(10)
 
@@ -288,16 +296,16 @@ def test_leader_kill9_loses_no_acknowledged_write_and_rejoins(tmp_path):
 def test_bench_failover_with_default_timing(tmp_path):
     """A second, independent client (the bench's own jute client, which resumes its session on
     another server as ZooKeeper clients do) measures kill -9 of the leader with ZooKeeper's
-    default timing: the first write sent after the kill is answered within 2 s and every
-    acknowledged create is still there."""
+    default timing: the first write sent after the kill is answered well before a silent leader
+    would be noticed (FAILOVER_MAX_S) and every acknowledged create is still there."""
     ens = Ensemble(tmp_path, tick_ms=2000)
     try:
         out = tmp_path / "failover.json"
         pids = ",".join(str(p.pid) for p in ens.procs)
         done = subprocess.run(
             [str(built_binary("bench")), "coordinator-failover", "--connect", ens.hosts(), "--server-pid", pids,
-             "--kill-after", "1.5", "--give-up-after", "20", "--json", str(out)],
-            capture_output=True, text=True, timeout=90,
+             "--kill-after", "1.5", "--give-up-after", "60", "--json", str(out)],
+            capture_output=True, text=True, timeout=100,
         )
         print(done.stdout, done.stderr)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -306,7 +314,7 @@ def test_bench_failover_with_default_timing(tmp_path):
         assert result["refused"] == 0
         assert result["acknowledged_before_kill"] > 0 and result["acknowledged_after_kill"] > 0
         assert result["reconnects"] >= 1
-        assert result["kill_to_first_write_ms"] < 2000, result
+        assert result["kill_to_first_write_ms"] < FAILOVER_MAX_S * 1000, result
         assert sum(p.poll() is None for p in ens.procs) == 2, "exactly the leader was killed"
     finally:
         ens.stop()

@@ -3,9 +3,13 @@ kazoo package: client API, recipes, watchers, caches, connection handling), exce
 need what this server deliberately does not offer (digest/SASL auth and non-world ACLs,
 reconfig, SSL, read-only mode) or that stop and start the servers. How: start the
 coordinator binary on a free port, run `pytest --pyargs kazoo.tests...` in a subprocess with
-a plugin that points kazoo's harness at it, and require a clean exit."""
+a plugin that points kazoo's harness at it, and require a clean exit with nothing skipped
+but what is deselected here. A missing module kazoo.testing needs fails the test: it must not
+pass by running nothing."""
 
+import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,9 +48,23 @@ DESELECT = [
 ]
 
 
+# What kazoo.testing and its tests import beyond kazoo (tests/requirements.txt).
+NEEDED_MODULES = ["OpenSSL", "jks", "objgraph", "kazoo.testing"]
+
+
+def test_the_kazoo_suite_has_what_it_needs():
+    missing = []
+    for name in NEEDED_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            missing.append(f"{name} ({e})")
+    assert not missing, f"missing {', '.join(missing)}: run scripts/setup"
+
+
 @pytest.mark.timeout(420)
 def test_kazoo_suite_passes_against_the_coordinator(tmp_path):
-    pytest.importorskip("OpenSSL", reason="kazoo.testing needs pyOpenSSL (scripts/setup installs it)")
+    test_the_kazoo_suite_has_what_it_needs()
     srv = Coordinator(tmp_path, extra="maxClientCnxns=0\n")
     try:
         env = dict(os.environ)
@@ -62,6 +80,10 @@ def test_kazoo_suite_passes_against_the_coordinator(tmp_path):
         result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
         tail = "\n".join(result.stdout.splitlines()[-40:])
         assert result.returncode == 0, f"kazoo suite failed:\n{tail}\n{result.stderr[-2000:]}"
-        assert " passed" in tail
+        summary = result.stdout.splitlines()[-1]
+        passed = re.search(r"(\d+) passed", summary)
+        assert passed and int(passed.group(1)) > 0, f"nothing passed: {summary}"
+        skipped = re.search(r"(\d+) skipped", summary)
+        assert skipped is None, f"kazoo tests skipped themselves (a missing tool?): {summary}\n{tail}"
     finally:
         srv.stop()

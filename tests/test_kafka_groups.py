@@ -29,6 +29,8 @@ PARTITIONS = 6
 # both the coordinator and librdkafka rightly end every session, which is not what this
 # test is about. A stall of the broker does not depend on the group code.
 SESSION_MS = 10000
+# How long after a killed member's session timeout its partitions may take to move.
+REBALANCE_AFTER_SESSION_MAX_S = 30
 DELAY_ARGS = ("--group-initial-rebalance-delay-ms", "1000")
 # What Kafka answers a live member's commit while its group rebalances.
 REBALANCE_REFUSALS = {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION}
@@ -176,7 +178,7 @@ def test_confluent_group_shares_survives_kill_and_resumes(tmp_path):
         child.wait()
         killed_at = time.time()
         produce(broker.bootstrap, topic, 600, 600)
-        while time.time() < killed_at + SESSION_MS / 1000 + 10:
+        while time.time() < killed_at + SESSION_MS / 1000 + REBALANCE_AFTER_SESSION_MAX_S:
             committer.poll(consumers, seen, 0.3)
             together = set()
             for c in consumers:
@@ -186,7 +188,9 @@ def test_confluent_group_shares_survives_kill_and_resumes(tmp_path):
         took = time.time() - killed_at
         print(f"rebalance after SIGKILL took {took:.1f} s (session timeout {SESSION_MS} ms)")
         assert together == set(range(PARTITIONS)), f"after kill: {together}, lost {owned}"
-        assert took <= SESSION_MS / 1000 + 5
+        # The dead member goes when its session times out, not at the rebalance timeout
+        # (max.poll.interval.ms, 300 s): the margin past the session is wide for a loaded box.
+        assert took <= SESSION_MS / 1000 + REBALANCE_AFTER_SESSION_MAX_S
         ends = end_offsets(broker.bootstrap, topic)
         deadline = time.time() + 30
         while time.time() < deadline and (committer.pending or not all(

@@ -210,7 +210,7 @@ fn state(zk: &Zk, topic: &str, partition: i32) -> Option<(i32, i32, Vec<i64>)> {
     ))
 }
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn three_brokers_register_elect_assign_fail_over_and_delete() {

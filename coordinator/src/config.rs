@@ -82,6 +82,10 @@ pub struct ZooConfig {
     pub jute_max_buffer_bytes: u32,
     /// `globalOutstandingLimit`: writes in flight before new ones wait. Default 1000.
     pub global_outstanding_limit: u32,
+    /// `connectionQueueBytesMax` (ours, not ZooKeeper's): answers one connection may have
+    /// waiting to be written before its reads wait and its socket is not read, bytes.
+    /// Default [`DEFAULT_CONNECTION_QUEUE_BYTES_MAX`].
+    pub connection_queue_bytes_max: u64,
     /// `4lw.commands.whitelist`: enabled four-letter words; `*` = all. Default `srvr`.
     pub four_letter_whitelist: BTreeSet<String>,
     /// `forceSync`: fdatasync the transaction log before acknowledging. Default yes.
@@ -91,6 +95,11 @@ pub struct ZooConfig {
     /// From `dataDir/myid`, when servers are listed.
     pub my_id: Option<u64>,
 }
+
+/// Default of `connectionQueueBytesMax`: 4 MiB, four of the largest answers `jute.maxbuffer`
+/// allows by default. With the socket's own buffers that is enough to keep a reading client
+/// busy, and small enough that a thousand stalled clients hold a few GiB at most.
+pub const DEFAULT_CONNECTION_QUEUE_BYTES_MAX: u64 = 4 << 20;
 
 /// Every four-letter word ZooKeeper knows (for `*` in the whitelist).
 pub const FOUR_LETTER_WORDS: &[&str] = &[
@@ -148,6 +157,7 @@ impl ZooConfig {
         let mut snap_retain_count = 3u32;
         let mut jute_max_buffer_bytes = 0xfffffu32;
         let mut global_outstanding_limit = 1000u32;
+        let mut connection_queue_bytes_max = DEFAULT_CONNECTION_QUEUE_BYTES_MAX;
         let mut four_letter_whitelist: BTreeSet<String> = ["srvr".to_string()].into();
         let mut force_sync = true;
         let mut servers = BTreeMap::new();
@@ -203,6 +213,7 @@ impl ZooConfig {
                 "autopurge.snapRetainCount" => snap_retain_count = num(1, 10_000)? as u32,
                 "jute.maxbuffer" => jute_max_buffer_bytes = num(1024, 256 << 20)? as u32,
                 "globalOutstandingLimit" => global_outstanding_limit = num(1, 1_000_000)? as u32,
+                "connectionQueueBytesMax" => connection_queue_bytes_max = num(4096, 1 << 40)?,
                 "forceSync" => {
                     force_sync = match value {
                         "yes" | "true" => true,
@@ -276,6 +287,7 @@ impl ZooConfig {
             snap_retain_count,
             jute_max_buffer_bytes,
             global_outstanding_limit,
+            connection_queue_bytes_max,
             four_letter_whitelist,
             force_sync,
             servers,
@@ -333,6 +345,10 @@ impl ZooConfig {
         out.push_str(&format!("dataLogDir={}\n", self.data_log_dir.display()));
         out.push_str(&format!("tickTime={}\n", self.tick_ms));
         out.push_str(&format!("maxClientCnxns={}\n", self.max_client_cnxns));
+        out.push_str(&format!(
+            "connectionQueueBytesMax={}\n",
+            self.connection_queue_bytes_max
+        ));
         out.push_str(&format!(
             "minSessionTimeout={}\n",
             self.min_session_timeout_ms
@@ -437,6 +453,12 @@ mod tests {
         assert!(c.is_standalone());
         assert!(c.four_letter_whitelist.contains("srvr"));
         assert!(!c.four_letter_whitelist.contains("ruok"));
+        assert_eq!(
+            c.connection_queue_bytes_max,
+            DEFAULT_CONNECTION_QUEUE_BYTES_MAX
+        );
+        let c = parse("dataDir=/d\nconnectionQueueBytesMax=65536\n").unwrap();
+        assert_eq!(c.connection_queue_bytes_max, 65536);
     }
 
     #[test]
@@ -461,6 +483,10 @@ mod tests {
             ("dataDir=/d\nclientPort=70000", "clientPort"),
             ("dataDir=/d\nserver.1=host:1", "server.1"),
             ("dataDir=/d\nclientPortAddress=nowhere", "clientPortAddress"),
+            (
+                "dataDir=/d\nconnectionQueueBytesMax=10",
+                "connectionQueueBytesMax",
+            ),
             (
                 "dataDir=/d\nminSessionTimeout=9000\nmaxSessionTimeout=100",
                 "maxSessionTimeout",

@@ -76,6 +76,12 @@ pub fn answer(word: &str, p: &RequestProcessor, cfg: &ZooConfig, mode: &str) -> 
                 ("zk_packets_sent", stats.packets_sent.to_string()),
                 ("zk_num_alive_connections", p.connection_count().to_string()),
                 ("zk_outstanding_requests", p.outstanding().to_string()),
+                // Ours: answers handed out and not yet written, on the connection that has
+                // the most (bounded by connectionQueueBytesMax plus one answer).
+                (
+                    "zk_largest_connection_queue_bytes",
+                    p.largest_connection_queue_bytes().to_string(),
+                ),
                 ("zk_znode_count", tree.node_count().to_string()),
                 ("zk_watch_count", p.watch_count().to_string()),
                 ("zk_ephemerals_count", tree.ephemeral_count().to_string()),

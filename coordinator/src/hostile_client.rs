@@ -109,16 +109,20 @@ impl HostileClient {
     fn commit_proposals(&mut self) {
         // Commits can propose again (a close after an expiry): until nothing is left.
         loop {
-            let proposals: Vec<(i64, Vec<u8>)> = self
-                .processor
-                .take_effects()
-                .into_iter()
-                .filter_map(|e| match e {
-                    Effect::Propose { zxid, payload } => Some((zxid, payload)),
-                    _ => None,
-                })
-                .collect();
-            if proposals.is_empty() {
+            let mut proposals = Vec::new();
+            let mut written = 0;
+            for e in self.processor.take_effects() {
+                match e {
+                    Effect::Propose { zxid, payload } => proposals.push((zxid, payload)),
+                    // The answers are read (and dropped) at once.
+                    Effect::Send { frame, .. } => written += frame.len(),
+                    _ => {}
+                }
+            }
+            if written > 0 {
+                self.processor.written(CONN, written);
+            }
+            if proposals.is_empty() && written == 0 {
                 return;
             }
             for (zxid, payload) in proposals {

@@ -15,6 +15,13 @@
 //!   client sees a watch event before any later response.
 //! * Session expiry runs on [`RequestProcessor::tick`] and is itself a transaction
 //!   (close-session), so every replica deletes the same ephemerals at the same zxid.
+//! * Outgoing bytes are bounded per connection: the processor counts the bytes of the frames
+//!   it hands out and the shell reports the bytes it wrote ([`RequestProcessor::written`]).
+//!   Past `connection_queue_bytes_max` unwritten bytes (a client that does not read its
+//!   answers) reads wait in the connection's queue instead of being answered, and the shell
+//!   is told to stop reading the socket ([`Effect::StopReading`]) until the client catches
+//!   up ([`Effect::ResumeReading`]); so such a client holds at most about that many bytes
+//!   of answers (plus one answer) whatever it pipelines.
 //!
 //! Time comes in as [`Now`]: a monotonic clock for expiry and latency, a wall clock for znode
 //! timestamps (which travel inside the transaction).
@@ -51,6 +58,11 @@ pub enum Effect {
     Send { conn: ConnId, frame: Vec<u8> },
     /// Close the connection after the frames already handed out for it are written.
     Close { conn: ConnId },
+    /// The connection holds `connection_queue_bytes_max` unwritten bytes or more: stop
+    /// reading its socket (its client feels TCP back-pressure) until [`Effect::ResumeReading`].
+    StopReading { conn: ConnId },
+    /// The connection's unwritten bytes fell below the bound again: read its socket.
+    ResumeReading { conn: ConnId },
     /// Standalone: make durable; call [`RequestProcessor::commit`] when it is.
     Propose { zxid: i64, payload: Vec<u8> },
     /// Ensemble: hand to the ZAB leader, whose processor turns it into a transaction with
@@ -76,9 +88,13 @@ pub struct ProcessorConfig {
     /// Part of a ZAB ensemble: writes leave as [`Effect::Forward`] and only the leader
     /// expires sessions. False: standalone, this processor is its own proposer.
     pub ensemble: bool,
-    /// Requests one connection may have waiting (behind its uncommitted writes) before it
-    /// is closed; bounds the memory a client that pipelines without limit can take.
+    /// Requests one connection may have waiting (behind its uncommitted writes, or behind
+    /// answers it does not read) before it is closed; bounds the memory a client that
+    /// pipelines without limit can take.
     pub max_queued_per_connection: usize,
+    /// Bytes handed out for one connection and not yet reported written, past which its
+    /// reads wait and its socket is not read (zoo.cfg `connectionQueueBytesMax`).
+    pub connection_queue_bytes_max: usize,
 }
 
 impl ProcessorConfig {
@@ -92,6 +108,7 @@ impl ProcessorConfig {
             max_outstanding_requests: 1000,
             ensemble: false,
             max_queued_per_connection: 10_000,
+            connection_queue_bytes_max: crate::config::DEFAULT_CONNECTION_QUEUE_BYTES_MAX as usize,
         }
     }
 }
@@ -107,7 +124,11 @@ enum Queued {
         sync_path: Option<String>,
         received_ms: u64,
     },
-    /// A read (or control request) waiting for earlier writes of the connection.
+    /// A write whose transaction is applied, its reply made: it waits for the reads ahead
+    /// of it, held back while the connection's answers are not read.
+    Answered { frame: Vec<u8> },
+    /// A read (or control request) waiting for earlier writes of the connection, or for
+    /// its client to read earlier answers.
     Read { xid: i32, request: Request },
     /// An error answer that must keep its place in the connection's order; `close` ends
     /// the connection after it (an expired session).
@@ -125,6 +146,15 @@ struct Conn {
     close_requested: bool,
     packets_received: u64,
     packets_sent: u64,
+    /// Bytes of frames handed out for this connection that the shell has not reported
+    /// written yet.
+    unwritten_bytes: usize,
+}
+
+impl Conn {
+    fn congested(&self, bytes_max: usize) -> bool {
+        self.unwritten_bytes >= bytes_max
+    }
 }
 
 /// Counters for the four-letter words.
@@ -277,11 +307,46 @@ impl RequestProcessor {
     }
 
     fn send(&mut self, conn: ConnId, frame: Vec<u8>) {
+        let bytes_max = self.cfg.connection_queue_bytes_max;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.packets_sent += 1;
             self.stats.packets_sent += 1;
+            let was_congested = c.congested(bytes_max);
+            c.unwritten_bytes += frame.len();
             self.out.push(Effect::Send { conn, frame });
+            if !was_congested && c.congested(bytes_max) {
+                self.out.push(Effect::StopReading { conn });
+            }
         }
+    }
+
+    /// The shell wrote `bytes` of the frames handed out for `conn` to its socket. Reads held
+    /// back while the connection was congested are answered once it is not.
+    pub fn written(&mut self, conn: ConnId, bytes: usize) {
+        let bytes_max = self.cfg.connection_queue_bytes_max;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let was_congested = c.congested(bytes_max);
+        debug_assert!(
+            bytes <= c.unwritten_bytes,
+            "connection {conn}: {bytes} bytes written of {} handed out",
+            c.unwritten_bytes
+        );
+        c.unwritten_bytes = c.unwritten_bytes.saturating_sub(bytes);
+        if was_congested && !c.congested(bytes_max) {
+            self.out.push(Effect::ResumeReading { conn });
+            self.drain(conn);
+        }
+    }
+
+    /// The unwritten bytes of the connection that has the most now (`mntr` reports it).
+    pub fn largest_connection_queue_bytes(&self) -> usize {
+        self.conns
+            .values()
+            .map(|c| c.unwritten_bytes)
+            .max()
+            .unwrap_or(0)
     }
 
     fn close(&mut self, conn: ConnId) {
@@ -305,6 +370,7 @@ impl RequestProcessor {
                 close_requested: false,
                 packets_received: 0,
                 packets_sent: 0,
+                unwritten_bytes: 0,
             },
         );
     }
@@ -713,19 +779,23 @@ impl RequestProcessor {
         self.drain(conn);
     }
 
-    /// Answers the reads at the head of the connection's queue, up to its first pending
-    /// write.
+    /// Answers what waits at the head of the connection's queue, up to its first write not
+    /// yet committed; while the connection is congested, reads stay queued (answers already
+    /// made, of writes and errors, still go: they take no new memory).
     fn drain(&mut self, conn: ConnId) {
+        let bytes_max = self.cfg.connection_queue_bytes_max;
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
             match c.queue.front() {
-                Some(Queued::Read { .. }) | Some(Queued::Fail { .. }) => {}
-                _ => return,
+                Some(Queued::Read { .. }) if c.congested(bytes_max) => return,
+                Some(Queued::Read { .. } | Queued::Fail { .. } | Queued::Answered { .. }) => {}
+                Some(Queued::Write { .. }) | None => return,
             }
             match c.queue.pop_front() {
                 Some(Queued::Read { xid, request }) => self.answer_read(conn, xid, request),
+                Some(Queued::Answered { frame }) => self.send(conn, frame),
                 Some(Queued::Fail { xid, err, close }) => {
                     self.reply(conn, xid, err, |_| {});
                     if close {
@@ -1122,18 +1192,27 @@ impl RequestProcessor {
         }
     }
 
-    /// Answers the connection's head write if `txn` is its transaction (same xid, and a
-    /// close-session only for a closeSession request), then the reads queued behind it.
+    /// Answers the connection's first uncommitted write if `txn` is its transaction (same
+    /// xid, and a close-session only for a closeSession request), then what waits behind it.
+    /// When reads held back for a congested connection are ahead of it, the reply waits in
+    /// the write's place.
     fn finish_write(&mut self, conn: ConnId, zxid: i64, txn: &Txn, result: &TxnResult, now: Now) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let Some(Queued::Write {
+        let Some(at) = c
+            .queue
+            .iter()
+            .position(|q| matches!(q, Queued::Write { .. }))
+        else {
+            return;
+        };
+        let Queued::Write {
             xid,
             op: queued_op,
             received_ms,
-            ..
-        }) = c.queue.front()
+            sync_path,
+        } = &mut c.queue[at]
         else {
             return;
         };
@@ -1141,12 +1220,7 @@ impl RequestProcessor {
         if *xid != txn.header.cxid || closing != (*queued_op == op::CLOSE_SESSION) {
             return;
         }
-        let received_ms = *received_ms;
-        let Some(Queued::Write { xid, sync_path, .. }) = c.queue.pop_front() else {
-            return;
-        };
-        self.stats
-            .record_latency(now.mono_ms.saturating_sub(received_ms));
+        let (xid, received_ms, sync_path) = (*xid, *received_ms, sync_path.take());
         let f = match (sync_path, result) {
             (Some(path), TxnResult::Error(err::OK)) => frame(
                 ReplyHeader {
@@ -1160,7 +1234,9 @@ impl RequestProcessor {
             ),
             _ => write_reply(xid, zxid, result),
         };
-        self.send(conn, f);
+        c.queue[at] = Queued::Answered { frame: f };
+        self.stats
+            .record_latency(now.mono_ms.saturating_sub(received_ms));
         self.drain(conn);
     }
 

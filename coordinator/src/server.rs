@@ -9,7 +9,8 @@
 //! * an acceptor thread enforces `maxClientCnxns` per IP and the profile's total connection
 //!   limit;
 //! * per connection, a reader thread cuts frames (length checked against `jute.maxbuffer`)
-//!   and a writer thread coalesces outgoing frames into one `write` per burst;
+//!   and a writer thread coalesces outgoing frames into one `write` per burst and reports
+//!   the bytes it wrote to the core;
 //! * the core thread owns the [`RequestProcessor`]: it takes connection events (a bounded
 //!   channel: a busy core slows readers down, which is TCP back-pressure for clients) and
 //!   commits (from the replicator), and runs session expiry on a timer;
@@ -19,14 +20,22 @@
 //!   applies commits to the processor on its driver thread, so the processor sits behind a
 //!   mutex shared by both threads.
 //!
-//! A connection whose outgoing queue is full (a client that does not read) is closed.
+//! A client that does not read its answers holds a bounded number of bytes: the processor
+//! counts what it hands out against what the writer reports written, and past zoo.cfg's
+//! `connectionQueueBytesMax` it holds that client's reads back and asks this shell to stop
+//! reading its socket ([`Effect::StopReading`]): the reader thread waits at its
+//! [`ReadGate`] and the client feels TCP back-pressure, as with ZooKeeper's throttled
+//! connections. A writer that makes no progress for `maxSessionTimeout` (the client read
+//! nothing for longer than any session may stay silent) closes the connection, and so does
+//! a queue of more than `connection_queue_frames` frames (many small ones, e.g. watch
+//! events), both with a logged reason.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -85,6 +94,7 @@ enum CoreEvent {
         remote: SocketAddr,
         out: Sender<Outbound>,
         stream: TcpStream,
+        gate: Arc<ReadGate>,
     },
     Connect {
         conn: ConnId,
@@ -105,8 +115,57 @@ enum CoreEvent {
 }
 
 enum Outbound {
+    /// A frame the processor handed out: its bytes are reported back once written.
     Frame(Vec<u8>),
+    /// Bytes the processor does not count (a four-letter word's answer).
+    Text(Vec<u8>),
     Close,
+}
+
+/// Bytes written to one connection's socket, reported by its writer to the core.
+type Written = (ConnId, usize);
+
+/// Where a connection's reader waits while the processor holds too many unwritten bytes
+/// for it; shared by the reader, the writer and the core.
+#[derive(Default)]
+struct ReadGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    stopped: bool,
+    closed: bool,
+}
+
+impl ReadGate {
+    fn set(&self, change: impl FnOnce(&mut GateState)) {
+        change(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changed.notify_all();
+    }
+
+    fn stop(&self) {
+        self.set(|s| s.stopped = true);
+    }
+
+    fn resume(&self) {
+        self.set(|s| s.stopped = false);
+    }
+
+    /// The connection is going away: a waiting reader returns.
+    fn close(&self) {
+        self.set(|s| s.closed = true);
+    }
+
+    /// Blocks while reading is stopped; false once the connection is closing.
+    fn wait_open(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while state.stopped && !state.closed {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        !state.closed
+    }
 }
 
 /// A running server; dropping it does not stop it, call [`ServerHandle::shutdown`].
@@ -222,6 +281,8 @@ fn processor_config(zoo: &ZooConfig) -> ProcessorConfig {
     pcfg.max_session_timeout_ms = zoo.max_session_timeout_ms;
     pcfg.snap_count = zoo.snap_count;
     pcfg.max_outstanding_requests = zoo.global_outstanding_limit as usize;
+    pcfg.connection_queue_bytes_max =
+        usize::try_from(zoo.connection_queue_bytes_max).unwrap_or(usize::MAX);
     pcfg
 }
 
@@ -279,6 +340,9 @@ fn serve(
     let zoo = opts.zoo.clone();
     let addr = listener.local_addr().map_err(io_err("local_addr"))?;
     let (event_tx, event_rx) = crossbeam_channel::bounded(4096);
+    // Unbounded, and always taken by the core: a writer must never wait on the core (the
+    // core may be waiting for commits), and each report stands for bytes already written.
+    let (written_tx, written_rx) = crossbeam_channel::unbounded::<Written>();
     let stop = Arc::new(AtomicBool::new(false));
     let core = {
         let zoo = zoo.clone();
@@ -295,7 +359,7 @@ fn serve(
                     connection_queue_frames,
                     snapshots: SnapshotWriter::new(),
                 }
-                .run(event_rx, commit_rx, wake_rx)
+                .run(event_rx, commit_rx, wake_rx, written_rx)
             })
             .map_err(io_err("spawn core thread"))?
     };
@@ -306,12 +370,13 @@ fn serve(
             per_ip_max: zoo.max_client_cnxns,
             total_max: opts.max_connections,
             max_frame_bytes: zoo.jute_max_buffer_bytes as usize + 1024,
+            write_stall_max: Duration::from_millis(zoo.max_session_timeout_ms.max(1) as u64),
             per_ip: Arc::new(Mutex::new(HashMap::new())),
             total: Arc::new(AtomicUsize::new(0)),
         };
         std::thread::Builder::new()
             .name("coordinator-accept".into())
-            .spawn(move || accept_loop(listener, stop, events, limits))
+            .spawn(move || accept_loop(listener, stop, events, written_tx, limits))
             .map_err(io_err("spawn acceptor thread"))?
     };
     tracing::info!("serving ZooKeeper clients on {addr} ({what})");
@@ -329,6 +394,8 @@ struct AcceptLimits {
     per_ip_max: u32,
     total_max: u32,
     max_frame_bytes: usize,
+    /// A write to a client that makes no progress for this long closes the connection.
+    write_stall_max: Duration,
     per_ip: Arc<Mutex<HashMap<IpAddr, u32>>>,
     total: Arc<AtomicUsize>,
 }
@@ -364,6 +431,7 @@ fn accept_loop(
     listener: TcpListener,
     stop: Arc<AtomicBool>,
     events: Sender<CoreEvent>,
+    written: Sender<Written>,
     limits: AcceptLimits,
 ) {
     let mut next_conn: ConnId = 1;
@@ -394,7 +462,7 @@ fn accept_loop(
         }
         let conn = next_conn;
         next_conn += 1;
-        if let Err(e) = spawn_connection(conn, stream, remote, &events, &limits) {
+        if let Err(e) = spawn_connection(conn, stream, remote, &events, &written, &limits) {
             tracing::warn!("connection {remote}: {e}");
             limits.release(remote.ip());
         }
@@ -406,34 +474,45 @@ fn spawn_connection(
     stream: TcpStream,
     remote: SocketAddr,
     events: &Sender<CoreEvent>,
+    written: &Sender<Written>,
     limits: &AcceptLimits,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let (out_tx, out_rx) = crossbeam_channel::unbounded::<Outbound>();
     let reader = stream.try_clone()?;
     let writer = stream.try_clone()?;
+    writer.set_write_timeout(Some(limits.write_stall_max))?;
+    let gate = Arc::new(ReadGate::default());
     if events
         .send(CoreEvent::Open {
             conn,
             remote,
             out: out_tx,
             stream,
+            gate: gate.clone(),
         })
         .is_err()
     {
         return Ok(());
     }
-    std::thread::Builder::new()
-        .name(format!("zk-conn-{conn}-w"))
-        .stack_size(128 << 10)
-        .spawn(move || write_loop(writer, out_rx))?;
+    {
+        let gate = gate.clone();
+        let written = written.clone();
+        std::thread::Builder::new()
+            .name(format!("zk-conn-{conn}-w"))
+            .stack_size(128 << 10)
+            .spawn(move || {
+                write_loop(conn, writer, out_rx, &written);
+                gate.close();
+            })?;
+    }
     let events = events.clone();
     let limits = limits.clone();
     std::thread::Builder::new()
         .name(format!("zk-conn-{conn}-r"))
         .stack_size(128 << 10)
         .spawn(move || {
-            read_loop(conn, reader, &events, limits.max_frame_bytes);
+            read_loop(conn, reader, &events, &gate, limits.max_frame_bytes);
             limits.release(remote.ip());
             let _ = events.send(CoreEvent::Closed { conn });
         })?;
@@ -448,11 +527,15 @@ fn read_loop(
     conn: ConnId,
     mut stream: TcpStream,
     events: &Sender<CoreEvent>,
+    gate: &ReadGate,
     max_frame_bytes: usize,
 ) {
     let mut first = true;
     let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
     loop {
+        if !gate.wait_open() {
+            return;
+        }
         let mut len_bytes = [0u8; 4];
         if stream.read_exact(&mut len_bytes).is_err() {
             return;
@@ -489,15 +572,25 @@ fn read_loop(
     }
 }
 
-fn write_loop(mut stream: TcpStream, rx: Receiver<Outbound>) {
+fn write_loop(
+    conn: ConnId,
+    mut stream: TcpStream,
+    rx: Receiver<Outbound>,
+    written: &Sender<Written>,
+) {
     let mut buf = Vec::with_capacity(64 << 10);
     'outer: while let Ok(first) = rx.recv() {
         buf.clear();
+        let mut counted = 0;
         let mut close = false;
         let mut next = Some(first);
         while let Some(msg) = next {
             match msg {
-                Outbound::Frame(f) => buf.extend_from_slice(&f),
+                Outbound::Frame(f) => {
+                    counted += f.len();
+                    buf.extend_from_slice(&f);
+                }
+                Outbound::Text(t) => buf.extend_from_slice(&t),
                 Outbound::Close => {
                     close = true;
                     break;
@@ -509,8 +602,22 @@ fn write_loop(mut stream: TcpStream, rx: Receiver<Outbound>) {
                 None
             };
         }
-        if !buf.is_empty() && stream.write_all(&buf).is_err() {
-            break 'outer;
+        if !buf.is_empty() {
+            if let Err(e) = stream.write_all(&buf) {
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    tracing::info!(
+                        conn,
+                        "the client read none of its answers for longer than maxSessionTimeout; closing"
+                    );
+                }
+                break 'outer;
+            }
+        }
+        if counted > 0 && written.send((conn, counted)).is_err() {
+            break;
         }
         if close {
             break;
@@ -522,6 +629,15 @@ fn write_loop(mut stream: TcpStream, rx: Receiver<Outbound>) {
 struct ConnHandle {
     out: Sender<Outbound>,
     stream: TcpStream,
+    gate: Arc<ReadGate>,
+}
+
+impl ConnHandle {
+    /// Closes the socket now (queued frames are dropped) and releases a waiting reader.
+    fn abort(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+        self.gate.close();
+    }
 }
 
 /// Where state changes go: the local log, or the ZAB ensemble.
@@ -553,6 +669,7 @@ impl Core {
         events: Receiver<CoreEvent>,
         commits: Receiver<Committed>,
         mut wake: Receiver<()>,
+        mut written: Receiver<Written>,
     ) {
         // Expiry checks (and an ensemble follower's reports of its clients' activity to the
         // leader) at the expiry bucket width, so a session ends within ~2 buckets of its timeout.
@@ -585,6 +702,18 @@ impl Core {
                         break;
                     }
                 },
+                // Writers report bytes written: held reads may be answered now.
+                recv(written) -> w => match w {
+                    Ok((conn, bytes)) => {
+                        let mut p = lock(&self.processor);
+                        p.written(conn, bytes);
+                        while let Ok((conn, bytes)) = written.try_recv() {
+                            p.written(conn, bytes);
+                        }
+                    }
+                    // Every writer and the acceptor are gone: stop selecting on it.
+                    Err(_) => written = crossbeam_channel::never(),
+                },
                 // The ZAB driver changed the processor: its effects wait for dispatch.
                 recv(wake) -> w => {
                     if w.is_err() {
@@ -610,7 +739,7 @@ impl Core {
             }
         }
         for (_, c) in self.conns.drain() {
-            let _ = c.stream.shutdown(Shutdown::Both);
+            c.abort();
         }
         self.snapshots.finish();
         if let Backend::Zab(ensemble) = self.backend {
@@ -626,8 +755,9 @@ impl Core {
                 remote,
                 out,
                 stream,
+                gate,
             } => {
-                self.conns.insert(conn, ConnHandle { out, stream });
+                self.conns.insert(conn, ConnHandle { out, stream, gate });
                 lock(&self.processor).open(conn, remote.to_string());
             }
             CoreEvent::Connect { conn, body } => {
@@ -651,11 +781,13 @@ impl Core {
                 };
                 let text = four_letter::answer(word, &lock(&self.processor), &self.zoo, mode);
                 if let Some(c) = self.conns.get(&conn) {
-                    let _ = c.out.send(Outbound::Frame(text.into_bytes()));
+                    let _ = c.out.send(Outbound::Text(text.into_bytes()));
                     let _ = c.out.send(Outbound::Close);
                 }
             }
             CoreEvent::Closed { conn } => {
+                // The reader ended; the writer still sends what is queued (a four-letter
+                // word's answer) and closes.
                 lock(&self.processor).closed(conn);
                 self.conns.remove(&conn);
             }
@@ -681,10 +813,26 @@ impl Core {
                         None => false,
                     };
                     if stuck {
-                        tracing::warn!(conn, "client is not reading its responses; closing");
+                        tracing::warn!(
+                            conn,
+                            "more than {} frames wait for a client that does not read them; closing",
+                            self.connection_queue_frames
+                        );
                         if let Some(c) = self.conns.get(&conn) {
-                            let _ = c.stream.shutdown(Shutdown::Both);
+                            c.abort();
                         }
+                    }
+                }
+                Effect::StopReading { conn } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        tracing::debug!(conn, "answers wait unread; reading paused");
+                        c.gate.stop();
+                    }
+                }
+                Effect::ResumeReading { conn } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        tracing::debug!(conn, "answers read; reading resumed");
+                        c.gate.resume();
                     }
                 }
                 Effect::Close { conn } => {

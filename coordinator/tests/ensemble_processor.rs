@@ -61,11 +61,17 @@ impl Cluster {
                 for e in self.servers[i].take_effects() {
                     progressed = true;
                     match e {
-                        Effect::Send { conn, frame } => self
-                            .frames
-                            .entry((i, conn))
-                            .or_default()
-                            .push(frame[4..].to_vec()),
+                        Effect::Send { conn, frame } => {
+                            // Every client reads its answers at once.
+                            self.servers[i].written(conn, frame.len());
+                            self.frames
+                                .entry((i, conn))
+                                .or_default()
+                                .push(frame[4..].to_vec())
+                        }
+                        Effect::StopReading { .. } | Effect::ResumeReading { .. } => {
+                            panic!("no client here leaves its answers unread")
+                        }
                         Effect::Close { conn } => self.closed.push((i, conn)),
                         Effect::Forward { payload } => self.forwards.push_back(payload),
                         Effect::Propose { .. } => panic!("ensemble members do not propose"),

@@ -108,7 +108,7 @@ impl Drop for Ensemble {
 
 /// Connects once a leader is established (servers in election close new connections).
 async fn connect(addr: &str) -> zk::Client {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let attempt = tokio::time::timeout(
             Duration::from_secs(3),
@@ -151,7 +151,7 @@ async fn three_servers_replicate_writes_watches_and_ephemerals() {
         let (_, _, data_watch) = c.get_and_watch_data("/app").await.unwrap();
         let (_, child_watch) = a.list_and_watch_children("/app").await.unwrap();
         b.set_data("/app", b"v2", Some(0)).await.unwrap();
-        let ev = tokio::time::timeout(Duration::from_secs(5), data_watch.changed())
+        let ev = tokio::time::timeout(Duration::from_secs(30), data_watch.changed())
             .await
             .unwrap();
         assert_eq!(ev.event_type, zk::EventType::NodeDataChanged);
@@ -169,7 +169,7 @@ async fn three_servers_replicate_writes_watches_and_ephemerals() {
             let (_, s) = client.create("/app/job-", b"", &seq).await.unwrap();
             names.push(s.into_i64());
         }
-        let ev = tokio::time::timeout(Duration::from_secs(5), child_watch.changed())
+        let ev = tokio::time::timeout(Duration::from_secs(30), child_watch.changed())
             .await
             .unwrap();
         assert_eq!(ev.event_type, zk::EventType::NodeChildrenChanged);
@@ -186,7 +186,7 @@ async fn three_servers_replicate_writes_watches_and_ephemerals() {
         let (stat, gone_watch) = b.check_and_watch_stat("/app/member").await.unwrap();
         assert!(stat.is_some());
         drop(short);
-        let ev = tokio::time::timeout(Duration::from_secs(10), gone_watch.changed())
+        let ev = tokio::time::timeout(Duration::from_secs(30), gone_watch.changed())
             .await
             .unwrap();
         assert_eq!(ev.event_type, zk::EventType::NodeDeleted);
@@ -248,7 +248,7 @@ async fn recipes_work_with_clients_on_different_servers() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!waiter.is_finished(), "b got the lock while a held it");
         drop(held); // releases it
-        let b = tokio::time::timeout(Duration::from_secs(10), waiter)
+        let b = tokio::time::timeout(Duration::from_secs(30), waiter)
             .await
             .expect("b never got the lock")
             .unwrap();
@@ -269,7 +269,7 @@ async fn recipes_work_with_clients_on_different_servers() {
         let (stat, leader_gone) = c.check_and_watch_stat(&predecessor).await.unwrap();
         assert!(stat.is_some(), "c sees the current leader");
         drop(first);
-        let ev = tokio::time::timeout(Duration::from_secs(10), leader_gone.changed())
+        let ev = tokio::time::timeout(Duration::from_secs(30), leader_gone.changed())
             .await
             .unwrap();
         assert_eq!(ev.event_type, zk::EventType::NodeDeleted);
@@ -308,7 +308,7 @@ async fn recipes_work_with_clients_on_different_servers() {
         }
         a.delete("/barrier", None).await.unwrap();
         for watch in watches {
-            let ev = tokio::time::timeout(Duration::from_secs(5), watch.changed())
+            let ev = tokio::time::timeout(Duration::from_secs(30), watch.changed())
                 .await
                 .unwrap();
             assert_eq!(ev.event_type, zk::EventType::NodeDeleted);

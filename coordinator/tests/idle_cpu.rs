@@ -8,15 +8,11 @@
 //! coordinator sat at one full core.
 #![cfg(target_os = "linux")]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use coordinator::config::ZooConfig;
-use coordinator::jute::codes::op;
-use coordinator::jute::records::{Acl, ConnectRequest, CreateRequest, RequestHeader};
-use coordinator::jute::Writer;
-use coordinator::server::{self, ServerHandle, ServerOptions};
+use support::{RawSession, Server};
 use zookeeper_client as zk;
 
 /// The core thread's name as the kernel keeps it (15 bytes of "coordinator-core").
@@ -26,39 +22,6 @@ const IDLE_WINDOW: Duration = Duration::from_millis(1500);
 /// CPU the core thread may use in that window: ticks of the expiry timer cost microseconds;
 /// a spinning thread uses the whole window (or, on a busy 2-core host, at least half).
 const IDLE_BUDGET: Duration = Duration::from_millis(150);
-
-struct Server {
-    handle: Option<ServerHandle>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "tickTime=200\ndataDir={}\nclientPort=0\nclientPortAddress=127.0.0.1\n",
-            dir.path().display()
-        );
-        let zoo = ZooConfig::parse(&text, std::path::Path::new("test.cfg")).unwrap();
-        let handle = server::start(ServerOptions::new(zoo)).unwrap();
-        Server {
-            handle: Some(handle),
-            _dir: dir,
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.handle.as_ref().unwrap().local_addr().to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.shutdown();
-        }
-    }
-}
 
 /// CPU time (user + system) used so far by this process's coordinator core threads. Only one
 /// server runs in this test binary, so that is its core thread.
@@ -100,64 +63,14 @@ fn assert_idle(what: &str) {
     );
 }
 
-fn write_frame(stream: &mut TcpStream, build: impl FnOnce(&mut Writer)) {
-    let mut w = Writer::frame();
-    build(&mut w);
-    stream.write_all(&w.finish_frame()).unwrap();
-}
-
-fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).unwrap();
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    stream.read_exact(&mut body).unwrap();
-    body
-}
-
 /// Opens a session over a raw socket, creates the ephemeral `path`, sets a data watch on
 /// `watched`, and returns the socket: dropping it abandons the session (no closeSession),
 /// which then expires.
-fn abandoned_session(addr: &str, path: &str, watched: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write_frame(&mut s, |w| {
-        ConnectRequest {
-            protocol_version: 0,
-            last_zxid_seen: 0,
-            timeout_ms: 400,
-            session_id: 0,
-            passwd: vec![0; 16],
-            read_only: Some(false),
-        }
-        .encode(w)
-    });
-    read_frame(&mut s);
-    write_frame(&mut s, |w| {
-        RequestHeader {
-            xid: 1,
-            op: op::CREATE,
-        }
-        .encode(w);
-        CreateRequest {
-            path: path.into(),
-            data: Some(b"x".to_vec()),
-            acl: vec![Acl::world_anyone(31)],
-            flags: 1, // ephemeral
-            ttl_ms: None,
-        }
-        .encode(w);
-    });
-    let reply = read_frame(&mut s);
-    assert_eq!(&reply[12..16], &0i32.to_be_bytes(), "create {path} failed");
-    write_frame(&mut s, |w| {
-        RequestHeader {
-            xid: 2,
-            op: op::GET_DATA,
-        }
-        .encode(w);
-        w.string(watched).bool(true);
-    });
-    read_frame(&mut s);
+fn abandoned_session(addr: &str, path: &str, watched: &str) -> RawSession {
+    let mut s = RawSession::connect(addr, 400);
+    assert_eq!(s.create(1, path, b"x", 1), 0, "create {path} failed");
+    s.send_get_data(2, watched, true);
+    s.answer();
     s
 }
 
@@ -175,7 +88,7 @@ async fn connect(addr: &str) -> zk::Client {
 
 #[test]
 fn idle_server_does_not_spin() {
-    let server = Server::start();
+    let server = Server::start("");
     let addr = server.addr();
     // Let start-up settle (recovery, the first snapshot check) before measuring.
     std::thread::sleep(Duration::from_millis(200));

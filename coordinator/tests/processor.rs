@@ -1,7 +1,8 @@
 //! Proves the sans-IO server core implements ZooKeeper's semantics (versions, sequential
 //! names, ephemerals, multi atomicity, watches, session expiry, pipelined writes) by driving
 //! `RequestProcessor` with encoded client frames and committing its proposals immediately,
-//! as a standalone server with an instant log would.
+//! as a standalone server with an instant log would. Frames count as written at once unless
+//! a test plays a client that does not read (then the bound on unwritten bytes is checked).
 
 use coordinator::data_tree::DataTree;
 use coordinator::jute::codes::{create_mode, err, event, op, perms};
@@ -21,6 +22,13 @@ struct Harness {
     /// Proposals not committed yet (when `auto_commit` is off).
     held: Vec<(i64, Vec<u8>)>,
     auto_commit: bool,
+    /// Report every sent frame written at once (a client that reads everything).
+    auto_written: bool,
+    /// Frames sent and not reported written, per connection, oldest first (when
+    /// `auto_written` is off).
+    unwritten: std::collections::HashMap<u64, std::collections::VecDeque<usize>>,
+    /// Connections whose socket the processor asked not to read, now.
+    reading_stopped: std::collections::BTreeSet<u64>,
     snapshots: usize,
 }
 
@@ -39,6 +47,9 @@ impl Harness {
             closed: vec![],
             held: vec![],
             auto_commit: true,
+            auto_written: true,
+            unwritten: Default::default(),
+            reading_stopped: Default::default(),
             snapshots: 0,
         }
     }
@@ -58,6 +69,20 @@ impl Harness {
                             .entry(conn)
                             .or_default()
                             .push(frame[4..].to_vec());
+                        if self.auto_written {
+                            self.p.written(conn, frame.len());
+                        } else {
+                            self.unwritten
+                                .entry(conn)
+                                .or_default()
+                                .push_back(frame.len());
+                        }
+                    }
+                    Effect::StopReading { conn } => {
+                        assert!(self.reading_stopped.insert(conn), "stopped twice");
+                    }
+                    Effect::ResumeReading { conn } => {
+                        assert!(self.reading_stopped.remove(&conn), "resumed unstopped");
                     }
                     Effect::Close { conn } => self.closed.push(conn),
                     Effect::Propose { zxid, payload } => {
@@ -84,6 +109,22 @@ impl Harness {
             self.p.commit(zxid, &payload, self.now);
         }
         self.pump();
+    }
+
+    /// The client of `conn` reads `frames` of its oldest unwritten frames: the shell reports
+    /// them written.
+    fn write_out(&mut self, conn: u64, frames: usize) {
+        for _ in 0..frames {
+            let Some(len) = self.unwritten.get_mut(&conn).and_then(|q| q.pop_front()) else {
+                return;
+            };
+            self.p.written(conn, len);
+            self.pump();
+        }
+    }
+
+    fn unwritten_bytes(&self, conn: u64) -> usize {
+        self.unwritten.get(&conn).map_or(0, |q| q.iter().sum())
     }
 
     fn take(&mut self, conn: u64) -> Vec<Vec<u8>> {
@@ -745,6 +786,74 @@ fn a_connection_that_pipelines_without_limit_is_closed() {
         h.closed.contains(&1),
         "closed past max_queued_per_connection"
     );
+}
+
+/// The xids of the replies among `frames` (watch events, xid -1, left out).
+fn reply_xids(frames: &[Vec<u8>]) -> Vec<i32> {
+    frames
+        .iter()
+        .map(|f| ReplyHeader::decode(&mut Reader::new(f)).unwrap().xid)
+        .filter(|&xid| xid != -1)
+        .collect()
+}
+
+#[test]
+fn a_client_that_does_not_read_holds_a_bounded_number_of_bytes() {
+    // 64 KiB of data per answer, a 256 KiB bound: a client that pipelines 200 reads and
+    // reads nothing has at most 256 KiB + one answer handed out for it, its socket is not
+    // read meanwhile, and once it reads, every answer comes, in order, a write's reply
+    // after the reads sent before it.
+    const DATA_BYTES: usize = 64 << 10;
+    const BOUND_BYTES: usize = 256 << 10;
+    let mut h = Harness::new();
+    let mut cfg = ProcessorConfig::for_tick(1, 100);
+    cfg.connection_queue_bytes_max = BOUND_BYTES;
+    h.p = RequestProcessor::new(cfg, DataTree::new(), h.now);
+    h.connect(1, 0, vec![0; 16]);
+    h.connect(2, 0, vec![0; 16]);
+    h.send(1, 1, &create_req("/big", &vec![7u8; DATA_BYTES], 0));
+    h.take(1);
+    h.auto_written = false;
+    let get = |path: &str| Request::GetData {
+        path: path.into(),
+        watch: false,
+    };
+    for xid in 2..202 {
+        h.send(1, xid, &get("/big"));
+    }
+    h.send(1, 202, &create_req("/after", b"", 0));
+    let answer_bytes = DATA_BYTES + 200;
+    assert!(
+        h.unwritten_bytes(1) <= BOUND_BYTES + answer_bytes,
+        "{} bytes handed out for a client that reads nothing",
+        h.unwritten_bytes(1)
+    );
+    assert!(h.unwritten_bytes(1) >= BOUND_BYTES, "the bound is used");
+    assert!(h.reading_stopped.contains(&1), "its socket is not read");
+    assert!(
+        h.p.tree().get("/after").is_some(),
+        "writes still commit while answers wait"
+    );
+    // Another connection is served as usual meanwhile.
+    h.auto_written = true;
+    let (rh, body) = h.call(2, get("/big"));
+    assert_eq!((rh.err, body.len() > DATA_BYTES), (0, true));
+    assert!(!h.reading_stopped.contains(&2));
+    h.auto_written = false;
+    // The client reads: the rest comes, the bound kept all the way.
+    let mut xids = reply_xids(&h.take(1));
+    while h.unwritten_bytes(1) > 0 {
+        h.write_out(1, 1);
+        assert!(h.unwritten_bytes(1) <= BOUND_BYTES + answer_bytes);
+        xids.extend(reply_xids(&h.take(1)));
+    }
+    assert_eq!(
+        xids,
+        (2..=202).collect::<Vec<_>>(),
+        "every answer, in order"
+    );
+    assert!(h.reading_stopped.is_empty(), "reading resumed");
+    assert!(h.closed.is_empty());
 }
 
 #[test]

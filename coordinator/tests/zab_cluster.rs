@@ -1,7 +1,8 @@
 //! Proves the ZAB shell works end to end over real loopback TCP and real files: three
 //! `ZabNode`s with ZooKeeper's default timers (tickTime 2000) elect a leader and replicate
 //! writes; when the leader is killed (dropped: its sockets close, as with kill -9) a new
-//! leader commits a write within 2 s; the killed server restarts from its files and catches
+//! leader commits a write well before a follower would drop a silent leader (half of
+//! syncLimit x tickTime = 5 s; ~0.1 s measured, the figure is printed); the killed server restarts from its files and catches
 //! up by DIFF; a server restarted with empty data directories catches up by SNAP; every
 //! server ends with the same applied sequence. A leader whose snapshot file disappeared
 //! refuses the SNAP (drops the connection) until its next snapshot, then sends that one.
@@ -14,6 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coordinator::zab::{Application, NodeConfig, Role, ZabError, ZabNode, Zxid};
+
+/// How long a step may take before the test fails as hung: generous, since a debug build on
+/// a loaded 2-core machine can be slow, and each wait ends as soon as its condition holds.
+const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// One applied transaction.
 type Applied = (Zxid, Vec<u8>);
@@ -144,7 +149,7 @@ impl Cluster {
     fn write_many(&mut self, prefix: &str, count: usize) -> Zxid {
         let mut last = 0;
         for i in 0..count {
-            last = self.write(format!("{prefix}{i}").as_bytes(), Duration::from_secs(5));
+            last = self.write(format!("{prefix}{i}").as_bytes(), HANG_GUARD);
         }
         last
     }
@@ -201,11 +206,11 @@ fn three_nodes() -> Cluster {
 #[test]
 fn zab_cluster_failover_diff_and_snap_catch_up() {
     let mut c = three_nodes();
-    let first_leader = c.wait_leader(Duration::from_secs(10));
+    let first_leader = c.wait_leader(HANG_GUARD);
 
     // Replicate enough to take a snapshot (snap_count 50) on every server.
     let last = c.write_many("w", 60);
-    c.wait_applied(last, Duration::from_secs(5));
+    c.wait_applied(last, HANG_GUARD);
     c.assert_same_sequences();
 
     // A follower forwards a client write; the leader's application proposes it.
@@ -218,7 +223,7 @@ fn zab_cluster_failover_diff_and_snap_catch_up() {
         .0
         .forward(7, b"forwarded#1".to_vec())
         .expect("forward");
-    let end = Instant::now() + Duration::from_secs(5);
+    let end = Instant::now() + HANG_GUARD;
     let fwd = loop {
         let seq = c.nodes[&follower].1.get();
         if let Some(w) = seq.iter().find(|(_, p)| p == b"forwarded#1") {
@@ -231,28 +236,34 @@ fn zab_cluster_failover_diff_and_snap_catch_up() {
         std::thread::sleep(Duration::from_millis(5));
     };
     c.acked.push(fwd.clone());
-    c.wait_applied(fwd.0, Duration::from_secs(5));
+    c.wait_applied(fwd.0, HANG_GUARD);
     c.assert_same_sequences();
 
-    // Kill the leader; a write must commit on the new leader within 2 s.
+    // Kill the leader; a write must commit on a new leader. The followers see the leader's
+    // sockets close and elect at once: a failover that waited for the leader's silence to
+    // reach syncLimit x tickTime (how a follower notices a leader that just stops) would
+    // take 10 s. Half of that is the bound, a margin no loaded machine eats into; the time
+    // itself (~0.1 s) is a figure for the benchmarks (docs/coordinator.md), printed here.
+    let peer = c.config(first_leader).peer;
+    let silence_detection = Duration::from_millis(peer.sync_limit * peer.tick_ms);
     let (killed, _) = c.nodes.remove(&first_leader).expect("leader");
     let t0 = Instant::now();
     drop(killed);
-    c.write(b"after-failover", Duration::from_secs(10));
+    c.write(b"after-failover", 3 * silence_detection);
     let failover = t0.elapsed();
     eprintln!(
         "zab_cluster: leader {first_leader} killed; first write committed after {failover:?}"
     );
     assert!(
-        failover < Duration::from_secs(2),
-        "failover took {failover:?}"
+        failover < silence_detection / 2,
+        "failover took {failover:?}: as long as noticing a silent leader ({silence_detection:?})"
     );
     assert_ne!(c.leader(), Some(first_leader));
     let last = c.write_many("x", 9);
 
     // The killed server restarts from its files and catches up by DIFF.
     c.start(first_leader, None);
-    c.wait_applied(last, Duration::from_secs(10));
+    c.wait_applied(last, HANG_GUARD);
     let stats = c.nodes[&first_leader].0.stats();
     assert!(
         stats.diff_syncs.load(Ordering::Relaxed) >= 1,
@@ -266,7 +277,7 @@ fn zab_cluster_failover_diff_and_snap_catch_up() {
     c.assert_same_sequences();
 
     // A follower with empty data directories catches up by SNAP.
-    let leader = c.wait_leader(Duration::from_secs(5));
+    let leader = c.wait_leader(HANG_GUARD);
     let victim = *c
         .nodes
         .keys()
@@ -275,16 +286,16 @@ fn zab_cluster_failover_diff_and_snap_catch_up() {
     let (node, _) = c.nodes.remove(&victim).expect("victim");
     node.shutdown();
     std::fs::remove_dir_all(c.dir.path().join(format!("server{victim}"))).expect("wipe");
-    let z = c.write(b"while-wiped", Duration::from_secs(5));
+    let z = c.write(b"while-wiped", HANG_GUARD);
     c.start(victim, None);
-    c.wait_applied(z, Duration::from_secs(10));
+    c.wait_applied(z, HANG_GUARD);
     let stats = c.nodes[&victim].0.stats();
     assert!(
         stats.snap_syncs.load(Ordering::Relaxed) >= 1,
         "expected a SNAP sync"
     );
-    let z = c.write(b"final", Duration::from_secs(5));
-    c.wait_applied(z, Duration::from_secs(5));
+    let z = c.write(b"final", HANG_GUARD);
+    c.wait_applied(z, HANG_GUARD);
     c.assert_same_sequences();
     let applied = c
         .nodes
@@ -309,9 +320,9 @@ fn zab_cluster_failover_diff_and_snap_catch_up() {
 #[test]
 fn zab_cluster_snap_reads_the_snapshot_file_and_survives_its_loss() {
     let mut c = three_nodes();
-    let leader = c.wait_leader(Duration::from_secs(10));
+    let leader = c.wait_leader(HANG_GUARD);
     let last = c.write_many("a", 60);
-    c.wait_applied(last, Duration::from_secs(5));
+    c.wait_applied(last, HANG_GUARD);
     let victim = *c
         .nodes
         .keys()
@@ -338,7 +349,7 @@ fn zab_cluster_snap_reads_the_snapshot_file_and_survives_its_loss() {
         "the leader had taken a snapshot (snap_count 50)"
     );
     c.start(victim, None);
-    let end = Instant::now() + Duration::from_secs(10);
+    let end = Instant::now() + HANG_GUARD;
     while c.nodes[&leader]
         .0
         .stats()
@@ -356,7 +367,7 @@ fn zab_cluster_snap_reads_the_snapshot_file_and_survives_its_loss() {
     );
     // The next snapshot (50 more writes) is on disk and gets sent.
     let last = c.write_many("b", 55);
-    c.wait_applied(last, Duration::from_secs(15));
+    c.wait_applied(last, HANG_GUARD);
     assert!(
         c.nodes[&victim]
             .0
@@ -373,11 +384,11 @@ fn zab_cluster_snap_reads_the_snapshot_file_and_survives_its_loss() {
 fn zab_cluster_batches_many_proposals_per_fsync() {
     // Pipelined proposals on the leader must share fsyncs (group commit) on every server.
     let mut c = three_nodes();
-    let leader = c.wait_leader(Duration::from_secs(10));
-    c.write(b"warm-up", Duration::from_secs(5));
+    let leader = c.wait_leader(HANG_GUARD);
+    c.write(b"warm-up", HANG_GUARD);
     // Every follower synchronized first, so each one appends the burst itself.
     for (node, _) in c.nodes.values() {
-        node.wait_for(Duration::from_secs(10), |s| s.serving)
+        node.wait_for(HANG_GUARD, |s| s.serving)
             .expect("every server serves");
     }
     let count = 20_000u64;
@@ -430,23 +441,23 @@ fn zab_cluster_single_server_recovers_its_log_after_restart() {
         acked: Vec::new(),
     };
     c.start(1, Some(l));
-    c.wait_leader(Duration::from_secs(5));
+    c.wait_leader(HANG_GUARD);
     for i in 0..75 {
-        c.write(format!("s{i}").as_bytes(), Duration::from_secs(5));
+        c.write(format!("s{i}").as_bytes(), HANG_GUARD);
     }
     let before = c.nodes[&1].1.get();
     assert_eq!(before.len(), 75);
     let (node, _) = c.nodes.remove(&1).expect("node");
     node.shutdown();
     c.start(1, None);
-    c.wait_leader(Duration::from_secs(5));
+    c.wait_leader(HANG_GUARD);
     let last = before.last().expect("writes").0;
-    c.wait_applied(last, Duration::from_secs(5));
+    c.wait_applied(last, HANG_GUARD);
     assert_eq!(
         c.nodes[&1].1.get(),
         before,
         "restart rebuilt a different sequence"
     );
-    let z = c.write(b"after-restart", Duration::from_secs(5));
+    let z = c.write(b"after-restart", HANG_GUARD);
     assert!(z > last, "the new epoch's zxids continue the history");
 }

@@ -3,44 +3,12 @@
 //! starting the server in-process on a free loopback port in a temp dir and checking every
 //! answer; the server is shut down at the end (also when an assertion fails).
 
+mod support;
+
 use std::time::Duration;
 
-use coordinator::config::ZooConfig;
-use coordinator::server::{self, ServerHandle, ServerOptions};
+use support::Server;
 use zookeeper_client as zk;
-
-struct Server {
-    handle: Option<ServerHandle>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "tickTime=200\ndataDir={}\nclientPort=0\nclientPortAddress=127.0.0.1\n4lw.commands.whitelist=*\n",
-            dir.path().display()
-        );
-        let zoo = ZooConfig::parse(&text, std::path::Path::new("test.cfg")).unwrap();
-        let handle = server::start(ServerOptions::new(zoo)).unwrap();
-        Server {
-            handle: Some(handle),
-            _dir: dir,
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.handle.as_ref().unwrap().local_addr().to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.shutdown();
-        }
-    }
-}
 
 async fn connect(addr: &str) -> zk::Client {
     tokio::time::timeout(
@@ -60,7 +28,7 @@ fn persistent() -> zk::CreateOptions<'static> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crud_children_sequential_ephemeral_multi_and_watches() {
-    let server = Server::start();
+    let server = Server::start("4lw.commands.whitelist=*\n");
     let addr = server.addr();
     let result = tokio::time::timeout(Duration::from_secs(60), async {
         let client = connect(&addr).await;
@@ -121,15 +89,15 @@ async fn crud_children_sequential_ephemeral_multi_and_watches() {
         client.set_data("/app", b"v2", None).await.unwrap();
         client.create("/app/d", b"", &persistent()).await.unwrap();
         client.create("/later", b"", &persistent()).await.unwrap();
-        let ev = tokio::time::timeout(Duration::from_secs(5), data_watch.changed())
+        let ev = tokio::time::timeout(Duration::from_secs(30), data_watch.changed())
             .await
             .unwrap();
         assert_eq!(ev.event_type, zk::EventType::NodeDataChanged);
-        let ev = tokio::time::timeout(Duration::from_secs(5), child_watch.changed())
+        let ev = tokio::time::timeout(Duration::from_secs(30), child_watch.changed())
             .await
             .unwrap();
         assert_eq!(ev.event_type, zk::EventType::NodeChildrenChanged);
-        let ev = tokio::time::timeout(Duration::from_secs(5), exist_watch.changed())
+        let ev = tokio::time::timeout(Duration::from_secs(30), exist_watch.changed())
             .await
             .unwrap();
         assert_eq!(
@@ -150,7 +118,7 @@ async fn crud_children_sequential_ephemeral_multi_and_watches() {
             .await
             .unwrap();
         drop(short);
-        let ev = tokio::time::timeout(Duration::from_secs(10), gone_watch.changed())
+        let ev = tokio::time::timeout(Duration::from_secs(30), gone_watch.changed())
             .await
             .unwrap();
         assert_eq!(ev.event_type, zk::EventType::NodeDeleted);
@@ -169,7 +137,7 @@ async fn crud_children_sequential_ephemeral_multi_and_watches() {
             zk::EventType::NodeDataChanged,
             zk::EventType::NodeDataChanged,
         ] {
-            let ev = tokio::time::timeout(Duration::from_secs(5), recursive.changed())
+            let ev = tokio::time::timeout(Duration::from_secs(30), recursive.changed())
                 .await
                 .unwrap();
             assert_eq!((ev.event_type, ev.path.as_str()), (expected, "/app/r"));

@@ -30,6 +30,20 @@ pub fn all_cores_profile() -> tuning::Profile {
         .expect("all-cores profile parses")
 }
 
+/// Exactly two shards, whatever this host has: on cpus 0 and 1, or both on cpu 0 on a
+/// one-cpu host (two glommio executors may share a cpu), so tests of the mesh between
+/// shards run everywhere. Small buffers.
+pub fn two_shards_profile() -> tuning::Profile {
+    let text = "cores = \"all\"\n[core_defaults]\nmemory_budget_bytes = 67108864\n[storage]\nsegment_bytes = 8388608\npreallocate_bytes = 0\nbatch_cache_bytes = 1048576\n";
+    let mut profile = tuning::Profile::parse(text, Path::new("<test:two-shards>"), 2)
+        .expect("two-shard profile parses");
+    if tuning::online_cpus() < 2 {
+        profile.cores[1].cpu = 0;
+    }
+    assert_eq!(profile.shard_cores().len(), 2);
+    profile
+}
+
 pub fn start(profile: tuning::Profile, data_dir: &Path) -> ServerHandle {
     start_with(profile, data_dir, false)
 }
