@@ -26,6 +26,7 @@ from confluent_kafka import TopicCollection
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition as KpTopicPartition
 from kazoo.protocol.states import EventType
 
+from conftest import broker_bin
 from cluster import (SESSION_TIMEOUT_MS, BrokerCluster, eventually, serve_args, start_coordination,
                      stop_zk_client, zk_client)
 
@@ -662,3 +663,29 @@ def test_consumer_fetch_waits_for_the_high_watermark(new_cluster):
     elapsed, error, high_watermark, records = waiting["answer"]
     assert error == 0 and high_watermark == 1 and records > 0, waiting
     assert elapsed < 15, f"answered only after {elapsed:.1f} s: woken by max_wait, not by the follower"
+
+
+def test_cli_produce_waits_for_a_topic_created_meanwhile(cluster, tmp_path):
+    """`broker produce` to a topic that another client creates a moment later waits for its
+    leaders (as librdkafka waits for a topic's metadata) instead of failing at once with
+    UNKNOWN_TOPIC_OR_PARTITION; the records land and read back."""
+    topic = "created-meanwhile"
+    lines = tmp_path / "lines"
+    lines.write_text("k1:early\nk2:bird\n")
+    with open(lines) as stdin:
+        producer = subprocess.Popen(
+            [broker_bin(), "produce", "--topic", topic, "--key-separator", ":", "--bootstrap", cluster[1].bootstrap],
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        assert producer.poll() is None, f"gave up before the topic existed: {producer.stderr.read()}"
+        create_topic(cluster[2].bootstrap, topic, 3, rf=3)
+        out, err = producer.communicate(timeout=30)
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.wait()
+    assert producer.returncode == 0, err
+    assert "produced 2 records" in err, (out, err)
+    got, _ = read_with_kafka_python(cluster.bootstrap(), topic, range(3))
+    assert sorted(got.values()) == [(b"k1", b"early"), (b"k2", b"bird")], got
