@@ -829,6 +829,11 @@ impl LogInner {
                 rounds += 1;
             }
             if let Some(pending) = syncing.take() {
+                // Under `never` and `interval_ms` acknowledgements wait for the write only:
+                // wake them before waiting for the previous round's sync.
+                if self.config.get().flush != FlushPolicy::Always {
+                    self.progress.notify();
+                }
                 self.finish_sync(pending).await?;
             }
             self.progress.notify();
