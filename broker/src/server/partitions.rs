@@ -272,9 +272,8 @@ impl Shard {
                     Some(high_watermark),
                 )
                 .await;
-            if read.error_code == codes::NONE {
-                read.high_watermark = high_watermark;
-            }
+            // Errors too: a client must never see a high watermark past the promise.
+            read.high_watermark = high_watermark;
             return read;
         }
         match self.consumer_bounds(topic, partition, current_leader_epoch) {
