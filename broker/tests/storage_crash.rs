@@ -1,19 +1,22 @@
-//! Proves a partition log survives its process being killed (SIGKILL) in the middle of
-//! concurrent appends, which loses everything the process held in memory (the write buffer,
-//! a write round not issued yet) and nothing the kernel already has. The test binary runs
-//! itself as a child that appends batches from eight tasks into small segments and prints
-//! each acknowledgement with the log's written end offset at that moment; the parent kills
-//! it after a few hundred acknowledgements, reopens the log and checks:
+//! Proves a partition log keeps its flush policy's promise when its process is killed
+//! (SIGKILL) in the middle of concurrent appends while a consumer tails it: a kill loses
+//! everything the process held in memory (the write buffer, a write round not issued yet) and
+//! nothing the kernel already has. The test binary runs itself as a child that appends batches
+//! from eight tasks into small segments, printing each acknowledgement with the log's written
+//! end offset at that moment, and tails the log as a single node's consumer does (reads below
+//! `promised_end_offset()`, long-polls with `wait_promised_past`), printing every batch it
+//! read. The parent kills it after a few hundred acknowledgements, reopens the log and checks,
+//! under each policy (`always`, `interval_ms`, `never`):
 //!
-//! * flush policy `always`: every acknowledged batch is there, byte for byte, at the offset
-//!   it was acknowledged with;
-//! * flush policy `never` (acknowledged from memory): every batch below the largest written
-//!   end offset the child reported is there; acknowledged batches above it may be lost,
-//!   which the policy allows;
-//! * both: the log is a run of whole batches from offset 0 without gaps, each one decodable
-//!   by kafka-protocol and equal to a batch the child sent (nothing half-written or foreign
-//!   is visible), recovery reports an unclean shutdown, appends continue at the next offset,
-//!   and a clean close and reopen keeps everything.
+//! * every acknowledged batch is there, byte for byte, at the offset it was acknowledged with
+//!   (under `never` and `interval_ms` an append is acknowledged once written, so a process
+//!   crash loses none);
+//! * every batch the consumer read is there at the offset it was read at;
+//! * every batch below the largest written end offset the child reported is there;
+//! * the log is a run of whole batches from offset 0 without gaps, each one decodable by
+//!   kafka-protocol and equal to a batch the child sent (nothing half-written or foreign is
+//!   visible), recovery reports an unclean shutdown, appends continue at the next offset, and a
+//!   clean close and reopen keeps everything.
 mod support;
 
 use std::collections::HashMap;
@@ -72,13 +75,49 @@ fn batch(id: u64) -> Vec<u8> {
     )
 }
 
-/// The child: appends until killed, printing `ack <id> <base offset> <written end offset>`.
+/// The batch id a batch of the child names in its first record.
+fn batch_id(values: &[Vec<u8>]) -> Option<u64> {
+    let first = String::from_utf8_lossy(values.first()?).into_owned();
+    first
+        .strip_prefix("batch ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The child: appends until killed, printing `ack <id> <base offset> <written end offset>`,
+/// and tails the log as a consumer, printing `saw <id> <base offset>` for each batch read.
 fn run_child(flush: FlushPolicy, dir: PathBuf) -> ! {
     support::run(move || async move {
         let log = Rc::new(PartitionLog::open(&dir, config(flush)).await.unwrap());
         let next_id = Rc::new(std::cell::Cell::new(0u64));
         let started = Instant::now();
         let mut tasks = Vec::new();
+        let consumer = log.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let mut offset = 0i64;
+            while started.elapsed() < CHILD_LIFETIME_MAX {
+                consumer.wait_promised_past(offset).await;
+                let high_watermark = consumer.promised_end_offset();
+                let read = consumer
+                    .read(offset, 64 << 10, Some(high_watermark))
+                    .await
+                    .expect("read");
+                let bytes = read.to_vec().expect("read file ranges");
+                for (base, values) in support::decode_batches(&bytes) {
+                    let id = batch_id(&values).expect("a batch the child sent");
+                    assert!(
+                        base + values.len() as i64 <= high_watermark,
+                        "read past the HW"
+                    );
+                    if base >= offset {
+                        println!("saw {id} {base}");
+                        offset = base + values.len() as i64;
+                    }
+                }
+            }
+        }));
         for _ in 0..APPENDERS {
             let (log, next_id) = (log.clone(), next_id.clone());
             tasks.push(glommio::spawn_local(async move {
@@ -114,14 +153,20 @@ struct Ack {
     written_end_offset: i64,
 }
 
+/// A batch the child's consumer read: its id and the offset it was read at.
+struct Seen {
+    id: u64,
+    base_offset: i64,
+}
+
 /// Runs the child on `dir` and kills it once it printed `kill_after` acknowledgements;
-/// returns every acknowledgement it printed before it died.
+/// returns every acknowledgement and every batch read it printed before it died.
 fn append_then_kill(
     test_name: &str,
     flush: FlushPolicy,
     dir: &Path,
     kill_after: usize,
-) -> Vec<Ack> {
+) -> (Vec<Ack>, Vec<Seen>) {
     let child = Command::new(std::env::current_exe().unwrap())
         .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env(
@@ -151,12 +196,23 @@ fn append_then_kill(
             written_end_offset: f.next()?.parse().ok()?,
         })
     };
+    let parse_seen = |line: &str| -> Option<Seen> {
+        let mut f = line.strip_prefix("saw ")?.split(' ');
+        Some(Seen {
+            id: f.next()?.parse().ok()?,
+            base_offset: f.next()?.parse().ok()?,
+        })
+    };
     let mut acks = Vec::new();
+    let mut seen = Vec::new();
     let deadline = Instant::now() + ACKS_TIMEOUT;
     while acks.len() < kill_after {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
-            Ok(line) => acks.extend(parse(&line)),
+            Ok(line) => {
+                acks.extend(parse(&line));
+                seen.extend(parse_seen(&line));
+            }
             Err(_) => panic!(
                 "the child printed {} acknowledgements in {ACKS_TIMEOUT:?}, not {kill_after}",
                 acks.len()
@@ -165,9 +221,12 @@ fn append_then_kill(
     }
     drop(child);
     // What it printed before it died is still in the pipe.
-    acks.extend(lines.iter().filter_map(|l| parse(&l)));
+    for line in lines.iter() {
+        acks.extend(parse(&line));
+        seen.extend(parse_seen(&line));
+    }
     reader.join().unwrap();
-    acks
+    (acks, seen)
 }
 
 /// Kills a child appending under `flush`, then checks the reopened log (module doc).
@@ -180,7 +239,11 @@ fn crash_and_check(test_name: &str, flush: FlushPolicy, kill_after: usize) {
         return;
     }
     let dir = support::scratch_dir();
-    let acks = append_then_kill(test_name, flush, dir.path(), kill_after);
+    let (acks, read) = append_then_kill(test_name, flush, dir.path(), kill_after);
+    assert!(
+        !read.is_empty(),
+        "the consumer read nothing before the kill"
+    );
     let path = dir.path().to_path_buf();
     let acked = acks.len();
     let written_end = acks.iter().map(|a| a.written_end_offset).max().unwrap();
@@ -202,11 +265,7 @@ fn crash_and_check(test_name: &str, flush: FlushPolicy, kill_after: usize) {
             );
             let decoded = support::decode_batches(got);
             assert_eq!(decoded.len(), 1, "one whole batch at {next_offset}");
-            let first = String::from_utf8_lossy(&decoded[0].1[0]).into_owned();
-            let id: u64 = first
-                .strip_prefix("batch ")
-                .and_then(|rest| rest.split(' ').next())
-                .and_then(|id| id.parse().ok())
+            let id = batch_id(&decoded[0].1)
                 .unwrap_or_else(|| panic!("a batch the child did not send at {next_offset}"));
             let sent = batch(id);
             assert!(
@@ -222,30 +281,28 @@ fn crash_and_check(test_name: &str, flush: FlushPolicy, kill_after: usize) {
             next_offset >= written_end,
             "{flush:?}: the log ends at {next_offset}, below the written end {written_end} reported before the kill"
         );
-        let mut lost = 0;
         for ack in &acks {
-            match seen.get(&ack.id) {
-                Some(&offset) => assert_eq!(offset, ack.base_offset, "batch {}", ack.id),
-                None => {
-                    assert!(
-                        flush != FlushPolicy::Always,
-                        "acknowledged batch {} (offset {}) lost under `always`",
-                        ack.id,
-                        ack.base_offset
-                    );
-                    assert!(
-                        ack.base_offset >= written_end,
-                        "batch {} at {} lost though below the written end {written_end}",
-                        ack.id,
-                        ack.base_offset
-                    );
-                    lost += 1;
-                }
-            }
+            assert_eq!(
+                seen.get(&ack.id),
+                Some(&ack.base_offset),
+                "{flush:?}: acknowledged batch {} (offset {}) is not there after the kill",
+                ack.id,
+                ack.base_offset
+            );
+        }
+        for got in &read {
+            assert_eq!(
+                seen.get(&got.id),
+                Some(&got.base_offset),
+                "{flush:?}: batch {} read at offset {} is not there after the kill",
+                got.id,
+                got.base_offset
+            );
         }
         eprintln!(
-            "storage_crash {flush:?}: {acked} acknowledged, {} batches ({next_offset} records) recovered, \
-             {lost} acknowledged from memory lost, written end {written_end} at the last ack",
+            "storage_crash {flush:?}: {acked} acknowledged, {} read by the consumer, {} batches \
+             ({next_offset} records) recovered, written end {written_end} at the last ack",
+            read.len(),
             stored.len()
         );
         // The log goes on from there, and a clean reopen keeps it all.
@@ -278,19 +335,28 @@ fn crash_and_check(test_name: &str, flush: FlushPolicy, kill_after: usize) {
 }
 
 #[test]
-fn kill_during_appends_keeps_every_acknowledged_batch_under_always() {
+fn kill_during_appends_keeps_every_acknowledged_and_read_batch_under_always() {
     crash_and_check(
-        "kill_during_appends_keeps_every_acknowledged_batch_under_always",
+        "kill_during_appends_keeps_every_acknowledged_and_read_batch_under_always",
         FlushPolicy::Always,
         300,
     );
 }
 
 #[test]
-fn kill_during_appends_keeps_every_written_batch_under_never() {
+fn kill_during_appends_keeps_every_acknowledged_and_read_batch_under_never() {
     crash_and_check(
-        "kill_during_appends_keeps_every_written_batch_under_never",
+        "kill_during_appends_keeps_every_acknowledged_and_read_batch_under_never",
         FlushPolicy::Never,
+        2000,
+    );
+}
+
+#[test]
+fn kill_during_appends_keeps_every_acknowledged_and_read_batch_under_interval() {
+    crash_and_check(
+        "kill_during_appends_keeps_every_acknowledged_and_read_batch_under_interval",
+        FlushPolicy::IntervalMs(50),
         2000,
     );
 }

@@ -297,3 +297,122 @@ fn raising_max_batch_bytes_takes_effect_on_the_open_log() {
         log.close().await.unwrap();
     });
 }
+
+/// The promise (a single node's high watermark): under `never` and `interval_ms` an
+/// acknowledged append is written and the promised end is the written end; bytes only copied
+/// into the write buffer (`append_queued`) are past it, invisible to a read bounded by it,
+/// and a long-poll on it wakes when the write completes, not at the append.
+#[test]
+fn promised_end_is_the_written_end_under_never_and_interval() {
+    let dir = support::scratch_dir();
+    let path = dir.path().to_path_buf();
+    support::run(move || async move {
+        for (name, flush) in [
+            ("never", FlushPolicy::Never),
+            ("interval", FlushPolicy::IntervalMs(60_000)),
+        ] {
+            let mut c = support::small_config();
+            c.flush = flush;
+            let log = Rc::new(PartitionLog::open(path.join(name), c).await.unwrap());
+            // Acknowledged: written (the kernel has it), not synced.
+            let info = log.append(&batch(300, 1), 0).await.unwrap();
+            assert!(log.written_end_offset() > info.last_offset, "{name}");
+            assert_eq!(log.durable_end_offset(), 0, "{name}: no sync yet");
+            assert_eq!(log.promised_end_offset(), log.written_end_offset());
+            // Queued: readable only once written.
+            let promised = log.promised_end_offset();
+            let queued = log.append_queued(&batch(300, 2), 0).await.unwrap();
+            assert_eq!(queued.base_offset, promised);
+            assert_eq!(log.log_end_offset(), promised + 1);
+            assert_eq!(
+                log.promised_end_offset(),
+                promised,
+                "{name}: the promise moved before the write"
+            );
+            let r = log.read(promised, 1 << 20, Some(log.promised_end_offset()));
+            assert!(r.await.unwrap().is_empty(), "{name}: read past the promise");
+            log.wait_promised_past(promised).await;
+            assert_eq!(log.written_end_offset(), promised + 1, "{name}");
+            assert_eq!(log.promised_end_offset(), promised + 1, "{name}");
+            let r = log.read(promised, 1 << 20, Some(log.promised_end_offset()));
+            let got = support::split_batches(&r.await.unwrap().to_vec().unwrap());
+            assert_eq!(got.len(), 1, "{name}: the written batch is readable");
+            log.close().await.unwrap();
+        }
+    });
+}
+
+/// Under `always` the promised end is the synced end: while many appends are in flight it is
+/// never past what was fdatasync'ed, and each acknowledged append is below it.
+#[test]
+fn promised_end_is_the_synced_end_under_always() {
+    let dir = support::scratch_dir();
+    let path = dir.path().to_path_buf();
+    support::run(move || async move {
+        let mut c = support::small_config();
+        c.flush = FlushPolicy::Always;
+        c.segment_bytes = 64 << 20;
+        let log = Rc::new(PartitionLog::open(&path, c).await.unwrap());
+        let done = Rc::new(std::cell::Cell::new(false));
+        let watcher = {
+            let (log, done) = (log.clone(), done.clone());
+            glommio::spawn_local(async move {
+                let mut ahead = 0u64;
+                while !done.get() {
+                    let promised = log.promised_end_offset();
+                    assert!(
+                        promised <= log.durable_end_offset(),
+                        "promised past the sync"
+                    );
+                    if log.log_end_offset() > promised {
+                        ahead += 1;
+                    }
+                    glommio::executor().yield_now().await;
+                }
+                ahead
+            })
+        };
+        let mut writers = Vec::new();
+        for _ in 0..16 {
+            let log = log.clone();
+            writers.push(glommio::spawn_local(async move {
+                for _ in 0..10 {
+                    let info = log.append(&batch(1000, 1), 0).await.unwrap();
+                    assert!(log.promised_end_offset() > info.last_offset);
+                    assert!(log.durable_end_offset() > info.last_offset);
+                }
+            }));
+        }
+        for w in writers {
+            w.await;
+        }
+        done.set(true);
+        let ahead = watcher.await;
+        assert!(ahead > 0, "appends were never seen ahead of the sync");
+        assert_eq!(log.promised_end_offset(), 160);
+        log.close().await.unwrap();
+    });
+}
+
+/// Group commit under `never`: appends wait for their write, yet concurrent ones share it.
+#[test]
+fn never_acknowledges_after_the_write_and_groups_concurrent_appends() {
+    let dir = support::scratch_dir();
+    let path = dir.path().to_path_buf();
+    support::run(move || async move {
+        let mut c = support::small_config();
+        c.flush = FlushPolicy::Never;
+        c.segment_bytes = 64 << 20;
+        let log = Rc::new(PartitionLog::open(&path, c).await.unwrap());
+        concurrent_appends(&log, 32, 10).await;
+        let s = log.stats();
+        assert_eq!(s.appends, 320);
+        assert!(
+            s.write_rounds < 80,
+            "32 concurrent appenders should share writes: {s:?}"
+        );
+        assert_eq!(log.written_end_offset(), 320);
+        assert_eq!(s.syncs, 0);
+        log.close().await.unwrap();
+    });
+}

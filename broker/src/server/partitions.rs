@@ -214,8 +214,10 @@ impl Shard {
 
     // ---- local operations (the partition is on this shard) ----
 
-    /// Appends to a partition of this shard: on a single node straight to its log; in cluster
-    /// mode as its leader, with `acks` and `timeout_ms` as the produce asked.
+    /// Appends to a partition of this shard: on a single node straight to its log, answering
+    /// once the flush policy's promise holds (acks 1 and -1) or once copied (acks 0, nobody
+    /// hears the answer); in cluster mode as its leader, with `acks` and `timeout_ms` as the
+    /// produce asked.
     pub async fn append_local(
         self: &Rc<Self>,
         topic: &str,
@@ -236,11 +238,17 @@ impl Shard {
             .partitions
             .get(topic, partition)
             .ok_or_else(|| unknown(topic, partition))?;
-        log.append(records, 0).await.map_err(log_error)
+        let appended = if acks == 0 {
+            log.append_queued(records, 0).await
+        } else {
+            log.append(records, 0).await
+        };
+        appended.map_err(log_error)
     }
 
-    /// A consumer's read; in cluster mode only at the leader and only below the high
-    /// watermark (`current_leader_epoch` -1: not checked).
+    /// A consumer's read, only below the high watermark: on a single node the end of what the
+    /// flush policy promises ([`PartitionLog::promised_end_offset`]), in cluster mode the
+    /// replicated one, and only at the leader (`current_leader_epoch` -1: not checked).
     pub async fn read_local(
         &self,
         topic: &str,
@@ -253,9 +261,20 @@ impl Shard {
             return PartitionRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION);
         };
         if self.cluster.is_none() {
-            return self
-                .read_log(&log, topic, partition, offset, max_bytes, None)
+            let high_watermark = log.promised_end_offset();
+            let mut read = self
+                .read_log(
+                    &log,
+                    topic,
+                    partition,
+                    offset,
+                    max_bytes,
+                    Some(high_watermark),
+                )
                 .await;
+            // Errors too: a client must never see a high watermark past the promise.
+            read.high_watermark = high_watermark;
+            return read;
         }
         match self.consumer_bounds(topic, partition, current_leader_epoch) {
             Err(code) => PartitionRead::error(code),
@@ -348,7 +367,7 @@ impl Shard {
                 .consumer_bounds(topic, partition, -1)
                 .map(|high_watermark| (-1, high_watermark))
                 .map_err(|code| (code, format!("{topic}-{partition}"))),
-            -1 => Ok((-1, log.log_end_offset())),
+            -1 => Ok((-1, log.promised_end_offset())),
             ts if ts >= 0 => match log.offset_for_timestamp(ts).await.map_err(log_error)? {
                 Some(found) => Ok((found.timestamp_ms, found.offset)),
                 None => Ok((-1, -1)),
@@ -361,9 +380,9 @@ impl Shard {
     }
 
     /// Resolves when any of the local partitions has data at or after its offset that the
-    /// reader may see: appended, for a follower (`reader` Follower) and on a single node; below
-    /// the high watermark, for a consumer of a cluster leader (woken when it moves, not by
-    /// appends it cannot read yet).
+    /// reader may see: appended, for a follower (`reader` Follower); below the high watermark,
+    /// for a consumer (woken when it moves, not by appends it cannot read yet): a cluster
+    /// leader's replicated one, or a single node's promised end.
     pub async fn wait_local(
         &self,
         wanted: &[(String, i32, i64)],
@@ -378,6 +397,13 @@ impl Shard {
                     waits.push(Box::pin(async move {
                         replica.wait_high_watermark_past(offset).await
                     }));
+                }
+                (Reader::Consumer, _) if self.cluster.is_none() => {
+                    if let Some(log) = self.partitions.get(topic, *partition) {
+                        waits.push(Box::pin(
+                            async move { log.wait_promised_past(offset).await },
+                        ));
+                    }
                 }
                 _ => {
                     if let Some(log) = self.partitions.get(topic, *partition) {

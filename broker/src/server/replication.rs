@@ -412,8 +412,9 @@ impl Shard {
                 })?;
             }
         }
+        // Its own write counts toward the high watermark below, not in the append.
         let info = log
-            .append(records, epoch)
+            .append_queued(records, epoch)
             .await
             .map_err(|err| (err.error_code(), err.to_string()))?;
         let end = info.last_offset + 1;

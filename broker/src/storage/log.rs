@@ -9,9 +9,15 @@
 //! `partitionLeaderEpoch` there. Under [`FlushPolicy::Always`] the caller then waits for its
 //! bytes to be written and fdatasync'ed: whichever waiting task finds no write in flight runs
 //! the next write round for everyone pending (group commit). Under `never` and `interval_ms`
-//! the append returns after the copy and a background task (spawned when the disk is idle)
-//! writes back to back while data is pending; under [`FlushPolicy::IntervalMs`] a timer task
-//! syncs written data at most that much later.
+//! a background task (spawned when the disk is idle) writes back to back while data is
+//! pending, grouping every append copied before each write, and the caller waits for the write
+//! holding its bytes; under [`FlushPolicy::IntervalMs`] a timer task syncs written data at most
+//! that much later. [`PartitionLog::append_queued`] returns after the copy instead.
+//!
+//! The promise: [`PartitionLog::promised_end_offset`] is the written end under `never` and
+//! `interval_ms` and the synced end under `always`. Acknowledged appends are below it, and it
+//! is a single node's high watermark: consumers read below it and long-poll on it
+//! ([`PartitionLog::wait_promised_past`]), so what they saw survives what the policy survives.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -94,6 +100,10 @@ pub(crate) struct LogState {
     pub written_offset: i64,
     /// Every offset below was fdatasync'ed.
     pub synced_offset: i64,
+    /// What the flush policy promises: `written_offset` under `never` and `interval_ms`,
+    /// `synced_offset` under `always`; never moves back (not even when the policy changes).
+    /// A single node's high watermark: acknowledgements wait for it, consumers read below it.
+    pub promised_offset: i64,
     pub writer_busy: bool,
     /// A background writer task was spawned and has not started yet.
     pub write_kicked: bool,
@@ -137,8 +147,10 @@ pub(crate) struct LogInner {
     pub append_gate: AppendGate,
     /// Write rounds and rolls finished.
     pub progress: Signal,
-    /// The log end offset moved (or the log closed): long-polling fetches wake on it.
+    /// The log end offset moved (or the log closed): followers' long-polls wake on it.
     pub new_data: Signal,
+    /// The promised end offset moved (or the log closed): consumers' long-polls wake on it.
+    pub promised: Signal,
     pub recovery: RecoveryReport,
     pub stats: Cell<LogStats>,
     /// Background syncs of rolled segments take turns here, so they finish in roll order.
@@ -150,6 +162,16 @@ pub(crate) struct LogInner {
 /// The log of one partition. See the module documentation.
 pub struct PartitionLog {
     pub(crate) inner: Rc<LogInner>,
+}
+
+/// How far an append's bytes must have gone when it returns (see [`PartitionLog::append`]
+/// and [`PartitionLog::append_queued`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckAt {
+    /// The flush policy's promise ([`PartitionLog::promised_end_offset`]).
+    Promise,
+    /// Under `never` and `interval_ms` only copied into the write buffer.
+    Queued,
 }
 
 /// An fdatasync running while the next round is written.
@@ -195,6 +217,7 @@ impl PartitionLog {
             next_offset,
             written_offset: next_offset,
             synced_offset: next_offset,
+            promised_offset: next_offset,
             writer_busy: false,
             write_kicked: false,
             failed: None,
@@ -210,6 +233,7 @@ impl PartitionLog {
                 append_gate: AppendGate::default(),
                 progress: Signal::default(),
                 new_data: Signal::default(),
+                promised: Signal::default(),
                 recovery: report,
                 stats: Cell::new(LogStats::default()),
                 segment_sync_gate: Rc::new(Semaphore::new(1)),
@@ -221,16 +245,32 @@ impl PartitionLog {
     /// Appends the concatenated RecordBatch v2 `batches` (the records field of a Produce
     /// request for this partition) atomically: all batches or none. Offsets are assigned
     /// consecutively from the log end offset; `baseOffset` and `partitionLeaderEpoch` are
-    /// rewritten, nothing else. Under [`FlushPolicy::Always`] it returns once the bytes are
-    /// written and fdatasync'ed (group commit); under `never` and `interval_ms` once they are
-    /// in the write buffer (readable at once), a background write putting them in the file
-    /// right after ([`PartitionLog::written_end_offset`] follows it).
+    /// rewritten, nothing else. It returns once the flush policy's promise holds for every
+    /// appended offset ([`PartitionLog::promised_end_offset`] passed them): under
+    /// [`FlushPolicy::Always`] the bytes are written and fdatasync'ed (group commit); under
+    /// `never` and `interval_ms` the O_DIRECT write holding them completed (the kernel has
+    /// them), written by a background task that groups every append pending at the time.
     ///
     /// Errors: [`LogError::Batch`] (with CORRUPT_MESSAGE / INVALID_RECORD / MESSAGE_TOO_LARGE)
     /// for bad input, [`LogError::Io`] / [`LogError::Failed`] / [`LogError::Closed`] (all
     /// KAFKA_STORAGE_ERROR) for the disk.
     pub async fn append(&self, batches: &[u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
-        self.append_as(batches, Some(leader_epoch)).await
+        self.append_as(batches, Some(leader_epoch), AckAt::Promise)
+            .await
+    }
+
+    /// [`PartitionLog::append`] that, under `never` and `interval_ms`, returns once the bytes
+    /// are in the write buffer (the background write follows; under `always` it still waits
+    /// for the fdatasync). For callers that promise nothing yet: a produce with acks=0, and a
+    /// cluster leader, which counts its own write toward the high watermark separately
+    /// ([`PartitionLog::wait_written`]).
+    pub async fn append_queued(
+        &self,
+        batches: &[u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_as(batches, Some(leader_epoch), AckAt::Queued)
+            .await
     }
 
     /// Appends batches fetched from the partition's leader, as a follower: they keep the
@@ -240,7 +280,7 @@ impl PartitionLog {
     /// [`FlushPolicy::Always`]): a follower reports an offset to its leader only after its
     /// own write of it, so an acknowledged record is on every ISR member's storage.
     pub async fn append_replica(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
-        self.append_as(batches, None).await
+        self.append_as(batches, None, AckAt::Promise).await
     }
 
     /// `leader_epoch`: Some for a leader's append (offsets and epoch assigned here), None for
@@ -249,6 +289,7 @@ impl PartitionLog {
         &self,
         batches: &[u8],
         leader_epoch: Option<i32>,
+        ack: AckAt,
     ) -> Result<AppendInfo, LogError> {
         let inner = &self.inner;
         let config = inner.config.get();
@@ -288,8 +329,11 @@ impl PartitionLog {
                     // A retry of a batch appended before: its offsets, once it is as durable
                     // as a fresh append would be.
                     drop(permit);
-                    if config.flush == FlushPolicy::Always {
-                        inner.wait_persisted(done.last_offset + 1, true).await?;
+                    let end = done.last_offset + 1;
+                    match (config.flush, ack) {
+                        (FlushPolicy::Always, _) => inner.wait_persisted(end, true).await?,
+                        (_, AckAt::Promise) => inner.wait_written_in_background(end).await?,
+                        (_, AckAt::Queued) => {}
                     }
                     return Ok(AppendInfo {
                         base_offset: done.first_offset,
@@ -361,6 +405,8 @@ impl PartitionLog {
             inner.wait_persisted(end_offset, true).await?;
         } else if leader_epoch.is_none() {
             inner.wait_persisted(end_offset, false).await?;
+        } else if ack == AckAt::Promise {
+            inner.wait_written_in_background(end_offset).await?;
         } else {
             inner.kick_writer();
         }
@@ -441,6 +487,7 @@ impl PartitionLog {
         drop(permit);
         inner.append_gate.close();
         inner.new_data.notify();
+        inner.promised.notify();
         result
     }
 
@@ -473,8 +520,34 @@ impl PartitionLog {
         self.inner.state.borrow().synced_offset
     }
 
+    /// What the flush policy promises, a single node's high watermark: every offset below is
+    /// in the segment files under `never` and `interval_ms` (a process crash keeps it), and
+    /// fdatasync'ed under `always` (a power loss keeps it too). Acknowledgements
+    /// ([`PartitionLog::append`]) wait for it to pass their offsets; consumers should read
+    /// only below it (`max_offset` of [`PartitionLog::read`]), so no offset they saw can come
+    /// back with other records after a crash. Never moves back.
+    pub fn promised_end_offset(&self) -> i64 {
+        self.inner.state.borrow().promised_offset
+    }
+
+    /// Resolves once [`PartitionLog::promised_end_offset`] is past `offset` or the log closed.
+    /// A single node's consumer Fetch long-polls on it (raced against `max_wait_ms`).
+    pub async fn wait_promised_past(&self, offset: i64) {
+        loop {
+            let wait = {
+                let st = self.inner.state.borrow();
+                if st.promised_offset > offset || st.closed {
+                    return;
+                }
+                self.inner.promised.wait()
+            };
+            wait.await;
+        }
+    }
+
     /// Resolves once the log end offset is past `offset` (data at `offset` can be read) or
-    /// the log closed. For Fetch long-poll: race it against the request's `max_wait_ms`.
+    /// the log closed. A follower's Fetch long-polls on it: it replicates what is appended,
+    /// written or not.
     pub async fn wait_for_data(&self, offset: i64) {
         loop {
             let wait = {
@@ -674,6 +747,35 @@ impl LogInner {
         }
     }
 
+    /// Returns once every offset below `end_offset` is written, leaving the writing to the
+    /// background writer ([`LogInner::kick_writer`]): it yields once before each run, so
+    /// every append copied by then goes out in the same write, and it writes back to back
+    /// while data is pending. Under `interval_ms` its fdatasync does not delay this wait.
+    async fn wait_written_in_background(self: &Rc<Self>, end_offset: i64) -> Result<(), LogError> {
+        loop {
+            let wait = {
+                let st = self.state.borrow();
+                if st.written_offset >= end_offset {
+                    return Ok(());
+                }
+                if let Some(reason) = &st.failed {
+                    return Err(LogError::Failed {
+                        dir: self.dir.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                if st.closed {
+                    return Err(LogError::Closed);
+                }
+                self.progress.wait()
+            };
+            // No-op while a writer runs: when it stops it kicks again if data is pending, and
+            // its guard wakes this wait.
+            self.kick_writer();
+            wait.await;
+        }
+    }
+
     /// One group-commit round: write everything appended so far in one O_DIRECT write, then
     /// fdatasync if `sync`, the policy or a due interval asks.
     async fn write_round(self: &Rc<Self>, sync: bool, max_rounds: usize) -> Result<(), LogError> {
@@ -727,6 +829,11 @@ impl LogInner {
                 rounds += 1;
             }
             if let Some(pending) = syncing.take() {
+                // Under `never` and `interval_ms` acknowledgements wait for the write only:
+                // wake them before waiting for the previous round's sync.
+                if self.config.get().flush != FlushPolicy::Always {
+                    self.progress.notify();
+                }
                 self.finish_sync(pending).await?;
             }
             self.progress.notify();
@@ -792,6 +899,10 @@ impl LogInner {
                 let mut st = self.state.borrow_mut();
                 st.synced_offset = st.synced_offset.max(pending.target_offset);
                 st.last_sync = Instant::now();
+                if st.synced_offset > st.promised_offset {
+                    st.promised_offset = st.synced_offset;
+                    self.promised.notify();
+                }
                 Ok(())
             }
             Err(e) => Err(self.fail(LogError::io(pending.path, "fdatasync of the log", e))),
@@ -864,6 +975,10 @@ impl LogInner {
                     })
                 });
             st.written_offset = end_offset;
+            if self.config.get().flush != FlushPolicy::Always && end_offset > st.promised_offset {
+                st.promised_offset = end_offset;
+                self.promised.notify();
+            }
             if let Err(e) = index_result {
                 drop(job);
                 return Err(self.fail(e));
