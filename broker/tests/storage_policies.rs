@@ -7,7 +7,7 @@ mod support;
 use std::rc::Rc;
 use std::time::Duration;
 
-use broker::storage::{kafka_code, LogError, PartitionLog};
+use broker::storage::{kafka_code, LogError, LogStats, PartitionLog};
 use kafka_protocol::records::Compression;
 use tuning::FlushPolicy;
 
@@ -30,22 +30,32 @@ async fn concurrent_appends(log: &Rc<PartitionLog>, tasks: usize, each: usize) {
     }
 }
 
+/// Opens a log under `flush`, lets 32 tasks append 10 batches each, and checks they shared
+/// O_DIRECT writes (fewer than 80 rounds for 320 appends).
+async fn grouped_appends(
+    path: &std::path::Path,
+    flush: FlushPolicy,
+) -> (Rc<PartitionLog>, LogStats) {
+    let mut c = support::small_config();
+    c.flush = flush;
+    c.segment_bytes = 64 << 20;
+    let log = Rc::new(PartitionLog::open(path, c).await.unwrap());
+    concurrent_appends(&log, 32, 10).await;
+    let s = log.stats();
+    assert_eq!(s.appends, 320);
+    assert!(
+        s.write_rounds < 80,
+        "32 concurrent appenders should share writes: {s:?}"
+    );
+    (log, s)
+}
+
 #[test]
 fn always_groups_concurrent_appends_into_shared_writes_and_syncs() {
     let dir = support::scratch_dir();
     let path = dir.path().to_path_buf();
     support::run(move || async move {
-        let mut c = support::small_config();
-        c.flush = FlushPolicy::Always;
-        c.segment_bytes = 64 << 20;
-        let log = Rc::new(PartitionLog::open(&path, c).await.unwrap());
-        concurrent_appends(&log, 32, 10).await;
-        let s = log.stats();
-        assert_eq!(s.appends, 320);
-        assert!(
-            s.write_rounds < 80,
-            "32 concurrent appenders should share writes: {s:?}"
-        );
+        let (log, s) = grouped_appends(&path, FlushPolicy::Always).await;
         assert!(s.syncs <= s.write_rounds, "{s:?}");
         assert!(s.syncs > 0);
         assert_eq!(log.durable_end_offset(), 320);
@@ -400,17 +410,7 @@ fn never_acknowledges_after_the_write_and_groups_concurrent_appends() {
     let dir = support::scratch_dir();
     let path = dir.path().to_path_buf();
     support::run(move || async move {
-        let mut c = support::small_config();
-        c.flush = FlushPolicy::Never;
-        c.segment_bytes = 64 << 20;
-        let log = Rc::new(PartitionLog::open(&path, c).await.unwrap());
-        concurrent_appends(&log, 32, 10).await;
-        let s = log.stats();
-        assert_eq!(s.appends, 320);
-        assert!(
-            s.write_rounds < 80,
-            "32 concurrent appenders should share writes: {s:?}"
-        );
+        let (log, s) = grouped_appends(&path, FlushPolicy::Never).await;
         assert_eq!(log.written_end_offset(), 320);
         assert_eq!(s.syncs, 0);
         log.close().await.unwrap();

@@ -260,50 +260,38 @@ impl Shard {
         let Some(log) = self.partitions.get(topic, partition) else {
             return PartitionRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION);
         };
-        if self.cluster.is_none() {
-            let high_watermark = log.promised_end_offset();
-            let mut read = self
-                .read_log(
-                    &log,
-                    topic,
-                    partition,
-                    offset,
-                    max_bytes,
-                    Some(high_watermark),
-                )
-                .await;
-            // Errors too: a client must never see a high watermark past the promise.
-            read.high_watermark = high_watermark;
-            return read;
-        }
-        match self.consumer_bounds(topic, partition, current_leader_epoch) {
-            Err(code) => PartitionRead::error(code),
-            // Between the high watermark and the log end: nothing to read yet.
-            Ok(high_watermark) if offset >= high_watermark && offset <= log.log_end_offset() => {
-                PartitionRead {
-                    error_code: codes::NONE,
-                    high_watermark,
-                    log_start_offset: log.log_start_offset(),
-                    chunks: Vec::new(),
-                }
+        // What a consumer may read: below the promised end on a single node (written or
+        // synced, by the flush policy), below the high watermark of a cluster leader.
+        let high_watermark = if self.cluster.is_none() {
+            log.promised_end_offset()
+        } else {
+            match self.consumer_bounds(topic, partition, current_leader_epoch) {
+                Ok(high_watermark) => high_watermark,
+                Err(code) => return PartitionRead::error(code),
             }
-            Ok(high_watermark) => {
-                let mut read = self
-                    .read_log(
-                        &log,
-                        topic,
-                        partition,
-                        offset,
-                        max_bytes,
-                        Some(high_watermark),
-                    )
-                    .await;
-                if read.error_code == codes::NONE {
-                    read.high_watermark = high_watermark;
-                }
-                read
-            }
+        };
+        // Between the high watermark and the log end: nothing to read yet.
+        if offset >= high_watermark && offset <= log.log_end_offset() {
+            return PartitionRead {
+                error_code: codes::NONE,
+                high_watermark,
+                log_start_offset: log.log_start_offset(),
+                chunks: Vec::new(),
+            };
         }
+        let mut read = self
+            .read_log(
+                &log,
+                topic,
+                partition,
+                offset,
+                max_bytes,
+                Some(high_watermark),
+            )
+            .await;
+        // Errors too: a client never sees a high watermark past what it may read.
+        read.high_watermark = high_watermark;
+        read
     }
 
     /// Reads `log` from `offset`, below `max_offset` when given.
