@@ -16,7 +16,8 @@ import time
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import ConnectionLoss, NodeExistsError, SessionExpiredError
+from kazoo.exceptions import ConnectionLoss, NoAuthError, NodeExistsError, SessionExpiredError
+from kazoo.security import make_digest_acl
 from kazoo.recipe.barrier import Barrier
 from kazoo.recipe.election import Election
 from kazoo.recipe.lock import Lock
@@ -46,8 +47,8 @@ def clients(ensemble):
     """make(i) connects a kazoo client to server i only, so tests span servers."""
     made = []
 
-    def make(i=None):
-        c = KazooClient(hosts=ensemble.hosts(None if i is None else [i]), timeout=4.0)
+    def make(i=None, auth_data=None):
+        c = KazooClient(hosts=ensemble.hosts(None if i is None else [i]), timeout=4.0, auth_data=auth_data)
         c.start(timeout=15)
         made.append(c)
         return c
@@ -59,6 +60,31 @@ def clients(ensemble):
             c.close()
         except Exception:
             pass
+
+
+def test_acls_hold_on_every_server(clients):
+    """Writes through a follower are checked on the leader with the identities of the client's
+    connection (forwarded with the request); reads are checked where the client is."""
+    acl = make_digest_acl("alice", "secret", all=True)
+    for i in range(3):
+        alice = clients(i, auth_data=[("digest", "alice:secret")])
+        path = alice.create(f"/acl-{i}", b"v0", acl=[acl])
+        child = alice.create(f"{path}/child", acl=[acl])
+        for j in range(3):
+            eve = clients(j)
+            with pytest.raises(NoAuthError):
+                eve.get(path)
+            with pytest.raises(NoAuthError):
+                eve.set(path, b"evil")
+            with pytest.raises(NoAuthError):
+                eve.create(f"{path}/other")
+            # Deleting needs DELETE on the parent, as in ZooKeeper.
+            with pytest.raises(NoAuthError):
+                eve.delete(child)
+            alice_there = clients(j, auth_data=[("digest", "alice:secret")])
+            alice_there.set(path, f"v{j}".encode())
+            assert alice_there.get(path)[0] == f"v{j}".encode()
+        alice.delete(path, recursive=True)
 
 
 def test_lock_across_servers(clients):

@@ -90,6 +90,11 @@ pub struct ZooConfig {
     pub four_letter_whitelist: BTreeSet<String>,
     /// `forceSync`: fdatasync the transaction log before acknowledging. Default yes.
     pub force_sync: bool,
+    /// `DigestAuthenticationProvider.superDigest` (ZooKeeper reads it as the system property
+    /// `zookeeper.DigestAuthenticationProvider.superDigest`; both spellings are accepted
+    /// here): `USER:BASE64(SHA1(USER:PASSWORD))` of the super user, who passes every ACL
+    /// check after `addauth digest USER:PASSWORD`. Default none.
+    pub super_digest: Option<String>,
     /// The `server.N` lines.
     pub servers: BTreeMap<u64, PeerAddress>,
     /// From `dataDir/myid`, when servers are listed.
@@ -158,6 +163,7 @@ impl ZooConfig {
         let mut jute_max_buffer_bytes = 0xfffffu32;
         let mut global_outstanding_limit = 1000u32;
         let mut connection_queue_bytes_max = DEFAULT_CONNECTION_QUEUE_BYTES_MAX;
+        let mut super_digest = None;
         let mut four_letter_whitelist: BTreeSet<String> = ["srvr".to_string()].into();
         let mut force_sync = true;
         let mut servers = BTreeMap::new();
@@ -219,6 +225,23 @@ impl ZooConfig {
                         "yes" | "true" => true,
                         "no" | "false" => false,
                         _ => return Err(bad(format!("expected yes or no, got `{value}`"))),
+                    }
+                }
+                "DigestAuthenticationProvider.superDigest"
+                | "zookeeper.DigestAuthenticationProvider.superDigest" => {
+                    match value.split_once(':') {
+                        Some((user, hash))
+                            if !user.is_empty() && !hash.is_empty() && !hash.contains(':') =>
+                        {
+                            super_digest = Some(value.to_owned())
+                        }
+                        _ => {
+                            return Err(bad(
+                                "expected USER:BASE64(SHA1(USER:PASSWORD)) (the value is not \
+                                 shown here)"
+                                    .into(),
+                            ))
+                        }
                     }
                 }
                 "4lw.commands.whitelist" => {
@@ -290,6 +313,7 @@ impl ZooConfig {
             connection_queue_bytes_max,
             four_letter_whitelist,
             force_sync,
+            super_digest,
             servers,
             my_id: None,
         })

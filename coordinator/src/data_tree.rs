@@ -4,8 +4,8 @@
 //!
 //! Memory is kept lean for millions of small nodes: one hash map from full path to node, the
 //! data as a boxed slice, children as a sorted set of names in a second map holding only the
-//! nodes that have any, and a single permission word instead of an ACL list (only
-//! `world:anyone` is supported). The tree keeps running counters for `mntr` (node count,
+//! nodes that have any, and the node's ACL as an index into an interned table of lists
+//! ([`AclTable`]: one list shared by every node that has it). The tree keeps running counters for `mntr` (node count,
 //! approximate data size, ephemerals) and an order-independent digest of its content so
 //! replicas can be compared cheaply.
 //!
@@ -23,8 +23,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::jute::codes::{err, event, op, perms};
-use crate::jute::records::Stat;
+use crate::acl::{open_acl, AclTable};
+use crate::jute::codes::{err, event, op};
+use crate::jute::records::{read_acl_vec, write_acl_vec, Acl, Stat};
 use crate::jute::{DecodeError, Reader, Writer};
 use crate::txn::{CreateTxn, Txn, TxnBody};
 
@@ -44,8 +45,8 @@ pub struct Node {
     pub version: i32,
     pub cversion: i32,
     pub aversion: i32,
-    /// Permission bits of the `world:anyone` ACL entry.
-    pub perms: i32,
+    /// The node's ACL: an index into the tree's [`AclTable`] ([`DataTree::acl`]).
+    acl: u32,
 }
 
 impl Node {
@@ -54,7 +55,7 @@ impl Node {
         zxid: i64,
         time_ms: i64,
         ephemeral_owner: i64,
-        perms: i32,
+        acl: u32,
     ) -> Self {
         Node {
             data,
@@ -68,7 +69,7 @@ impl Node {
             version: 0,
             cversion: 0,
             aversion: 0,
-            perms,
+            acl,
         }
     }
 
@@ -96,7 +97,8 @@ impl Node {
         }
     }
 
-    fn digest(&self, path: &str) -> u64 {
+    /// `acl_crc`: the CRC of the node's ACL list's content ([`AclTable::crc`]).
+    fn digest(&self, path: &str, acl_crc: u32) -> u64 {
         let mut crc = crc32c::crc32c(path.as_bytes());
         crc = match &self.data {
             Some(d) => crc32c::crc32c_append(crc, d),
@@ -113,7 +115,7 @@ impl Node {
             self.version as i64,
             self.cversion as i64,
             self.aversion as i64,
-            self.perms as i64,
+            acl_crc as i64,
         ] {
             crc = crc32c::crc32c_append(crc, &v.to_be_bytes());
         }
@@ -158,7 +160,11 @@ pub enum SnapshotFormatError {
     Duplicate { path: String },
 }
 
-const SNAPSHOT_MAGIC: &[u8; 8] = b"ZNTREE01";
+/// The tree's serialized form: nodes carry an index into the ACL lists written before them.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"ZNTREE02";
+/// The first form: a node carried the permission bits of a single `world:anyone` entry. Read
+/// (as that entry), never written.
+const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"ZNTREE01";
 
 #[derive(Debug, Clone)]
 pub struct DataTree {
@@ -167,6 +173,7 @@ pub struct DataTree {
     children: HashMap<Arc<str>, BTreeSet<Box<str>>>,
     ephemerals: HashMap<i64, BTreeSet<Box<str>>>,
     sessions: HashMap<i64, CommittedSession>,
+    acls: AclTable,
     last_zxid: i64,
     data_size_bytes: u64,
     digest: u64,
@@ -231,16 +238,30 @@ impl DataTree {
             children: HashMap::new(),
             ephemerals: HashMap::new(),
             sessions: HashMap::new(),
+            acls: AclTable::default(),
             last_zxid: 0,
             data_size_bytes: 0,
             digest: 0,
         };
-        tree.insert_node("/", Node::new(Some(Box::default()), 0, 0, 0, perms::ALL));
+        let open = open_acl();
+        let acl = tree.acls.intern(&open);
+        tree.insert_node("/", Node::new(Some(Box::default()), 0, 0, 0, acl));
         for path in ["/zookeeper", "/zookeeper/quota", "/zookeeper/config"] {
             tree.link_child(path);
-            tree.insert_node(path, Node::new(Some(Box::default()), 0, 0, 0, perms::ALL));
+            let acl = tree.acls.intern(&open);
+            tree.insert_node(path, Node::new(Some(Box::default()), 0, 0, 0, acl));
         }
         tree
+    }
+
+    /// The ACL list of `node` (a node of this tree).
+    pub fn acl(&self, node: &Node) -> &[Acl] {
+        self.acls.get(node.acl)
+    }
+
+    /// Distinct ACL lists in use.
+    pub fn acl_list_count(&self) -> usize {
+        self.acls.len()
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
@@ -305,7 +326,9 @@ impl DataTree {
 
     fn insert_node(&mut self, path: &str, node: Node) {
         self.data_size_bytes += (path.len() + node.data_len()) as u64;
-        self.digest = self.digest.wrapping_add(node.digest(path));
+        self.digest = self
+            .digest
+            .wrapping_add(node.digest(path, self.acls.crc(node.acl)));
         if node.ephemeral_owner != 0 {
             self.ephemerals
                 .entry(node.ephemeral_owner)
@@ -320,7 +343,10 @@ impl DataTree {
         let node = self.nodes.remove(path)?;
         self.children.remove(path);
         self.data_size_bytes -= (path.len() + node.data_len()) as u64;
-        self.digest = self.digest.wrapping_sub(node.digest(path));
+        self.digest = self
+            .digest
+            .wrapping_sub(node.digest(path, self.acls.crc(node.acl)));
+        self.acls.release(node.acl);
         if node.ephemeral_owner != 0 {
             if let Some(set) = self.ephemerals.get_mut(&node.ephemeral_owner) {
                 set.remove(path);
@@ -336,10 +362,10 @@ impl DataTree {
     fn modify<R>(&mut self, path: &str, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
         // Copies the node only while an image still shares it.
         let node = Arc::make_mut(self.nodes.get_mut(path)?);
-        let before_digest = node.digest(path);
+        let before_digest = node.digest(path, self.acls.crc(node.acl));
         let before_len = node.data_len() as u64;
         let out = f(node);
-        let after_digest = node.digest(path);
+        let after_digest = node.digest(path, self.acls.crc(node.acl));
         let after_len = node.data_len() as u64;
         self.digest = self
             .digest
@@ -457,16 +483,26 @@ impl DataTree {
             }
             TxnBody::SetAcl {
                 path,
-                perms,
+                acl,
                 aversion,
-            } => match self.modify(path, |n| {
-                n.perms = *perms;
-                n.aversion = *aversion;
-                n.stat()
-            }) {
-                Some(stat) => TxnResult::AclSet { stat },
-                None => inconsistent("setACL", path),
-            },
+            } => {
+                let new = self.acls.intern(acl);
+                match self.modify(path, |n| {
+                    let old = n.acl;
+                    n.acl = new;
+                    n.aversion = *aversion;
+                    (old, n.stat())
+                }) {
+                    Some((old, stat)) => {
+                        self.acls.release(old);
+                        TxnResult::AclSet { stat }
+                    }
+                    None => {
+                        self.acls.release(new);
+                        inconsistent("setACL", path)
+                    }
+                }
+            }
             TxnBody::Check { .. } => TxnResult::Checked,
             TxnBody::Error { err } => TxnResult::Error(*err),
             TxnBody::CreateSession { .. } | TxnBody::CloseSession | TxnBody::Multi(_) => {
@@ -495,12 +531,13 @@ impl DataTree {
             p.cversion = c.parent_cversion;
             p.pzxid = zxid;
         });
+        let acl = self.acls.intern(&c.acl);
         let node = Node::new(
             c.data.clone().map(Vec::into_boxed_slice),
             zxid,
             time_ms,
             c.ephemeral_owner,
-            c.perms,
+            acl,
         );
         let stat = node.stat();
         self.insert_node(&c.path, node);
@@ -540,6 +577,7 @@ impl DataTree {
         TreeImage {
             last_zxid: self.last_zxid,
             sessions,
+            acls: self.acls.lists(),
             nodes: self.nodes.clone(),
             data_size_bytes: self.data_size_bytes,
         }
@@ -553,9 +591,11 @@ impl DataTree {
     /// Rebuilds a tree from [`TreeImage::serialize`] output; every structural problem is an
     /// error (a node without its parent, no root, duplicates, bad paths, truncation).
     pub fn deserialize(bytes: &[u8]) -> Result<Self, SnapshotFormatError> {
-        if bytes.len() < SNAPSHOT_MAGIC.len() || &bytes[..8] != SNAPSHOT_MAGIC {
-            return Err(SnapshotFormatError::Magic);
-        }
+        let with_acl_lists = match bytes.get(..8) {
+            Some(m) if m == SNAPSHOT_MAGIC => true,
+            Some(m) if m == SNAPSHOT_MAGIC_V1 => false,
+            _ => return Err(SnapshotFormatError::Magic),
+        };
         let mut r = Reader::new(&bytes[8..]);
         let last_zxid = r.read_i64()?;
         let n_sessions = r.read_vec_len(28)?;
@@ -572,6 +612,15 @@ impl DataTree {
             })?;
             sessions.insert(id, CommittedSession { timeout_ms, passwd });
         }
+        let mut acl_lists = Vec::new();
+        if with_acl_lists {
+            // A list is at least its 4-byte count.
+            let n = r.read_vec_len(4)?;
+            acl_lists.reserve(n);
+            for _ in 0..n {
+                acl_lists.push(read_acl_vec(&mut r)?);
+            }
+        }
         let offset = r.offset();
         let n_nodes = r.read_i64()?;
         if n_nodes < 1 || n_nodes as u64 > (r.remaining() / 60) as u64 {
@@ -587,6 +636,7 @@ impl DataTree {
             children: HashMap::new(),
             ephemerals: HashMap::new(),
             sessions,
+            acls: AclTable::default(),
             last_zxid,
             data_size_bytes: 0,
             digest: 0,
@@ -594,7 +644,7 @@ impl DataTree {
         for _ in 0..n_nodes {
             let path = r.read_string()?;
             let data: Option<Box<[u8]>> = r.read_opt_buffer()?.map(Into::into);
-            let node = Node {
+            let mut node = Node {
                 data,
                 child_count: 0,
                 czxid: r.read_i64()?,
@@ -606,7 +656,24 @@ impl DataTree {
                 version: r.read_i32()?,
                 cversion: r.read_i32()?,
                 aversion: r.read_i32()?,
-                perms: r.read_i32()?,
+                acl: 0,
+            };
+            let offset = r.offset();
+            let acl_word = r.read_i32()?;
+            node.acl = if with_acl_lists {
+                match acl_lists.get(acl_word as u32 as usize) {
+                    Some(list) => tree.acls.intern(list),
+                    None => {
+                        return Err(DecodeError::BadValue {
+                            field: "node ACL index",
+                            value: acl_word as i64,
+                            offset,
+                        }
+                        .into())
+                    }
+                }
+            } else {
+                tree.acls.intern(&[Acl::world_anyone(acl_word)])
             };
             if tree.nodes.contains_key(path) {
                 return Err(SnapshotFormatError::Duplicate { path: path.into() });
@@ -649,6 +716,8 @@ impl DataTree {
 pub struct TreeImage {
     last_zxid: i64,
     sessions: Vec<(i64, CommittedSession)>,
+    /// The ACL table's lists when the image was taken (nodes hold indexes into it).
+    acls: Vec<Arc<[Acl]>>,
     nodes: HashMap<Arc<str>, Arc<Node>>,
     data_size_bytes: u64,
 }
@@ -671,6 +740,10 @@ impl TreeImage {
         for (id, s) in &self.sessions {
             w.i64(*id).i32(s.timeout_ms).buffer(&s.passwd);
         }
+        w.i32(self.acls.len() as i32);
+        for list in &self.acls {
+            write_acl_vec(&mut w, list);
+        }
         w.i64(self.nodes.len() as i64);
         for (path, node) in &self.nodes {
             w.string(path)
@@ -684,7 +757,7 @@ impl TreeImage {
                 .i32(node.version)
                 .i32(node.cversion)
                 .i32(node.aversion)
-                .i32(node.perms);
+                .i32(node.acl as i32);
         }
         w.bytes
     }
@@ -709,4 +782,95 @@ fn inconsistent(what: &str, path: &str) -> TxnResult {
 /// The reply opcode a create result answers (create2 carries a stat).
 pub fn create_returns_stat(op_code: i32) -> bool {
     op_code != op::CREATE
+}
+
+#[cfg(test)]
+mod tests {
+    //! The serialized tree keeps every node's ACL, and trees written before nodes had ACL
+    //! lists still load.
+    use super::*;
+    use crate::jute::codes::perms;
+    use crate::txn::TxnHeader;
+
+    fn create(tree: &mut DataTree, zxid: i64, path: &str, acl: Vec<Acl>) {
+        let txn = Txn {
+            header: TxnHeader {
+                session_id: 0,
+                cxid: 0,
+                time_ms: 5,
+            },
+            body: TxnBody::Create(CreateTxn {
+                path: path.into(),
+                data: None,
+                acl,
+                ephemeral_owner: 0,
+                parent_cversion: zxid as i32,
+                op: op::CREATE,
+            }),
+        };
+        tree.apply(zxid, &txn, &mut Vec::new());
+    }
+
+    #[test]
+    fn acl_lists_round_trip_and_are_shared() {
+        let mut tree = DataTree::new();
+        let digest = Acl {
+            perms: perms::READ,
+            scheme: "digest".into(),
+            id: "alice:abc=".into(),
+        };
+        create(&mut tree, 1, "/a", vec![digest.clone()]);
+        create(&mut tree, 2, "/b", vec![digest.clone()]);
+        create(&mut tree, 3, "/c", vec![Acl::world_anyone(perms::READ)]);
+        // The open list of the built-in nodes, the digest list, the read-only list.
+        assert_eq!(tree.acl_list_count(), 3);
+        let copy = DataTree::deserialize(&tree.serialize()).unwrap();
+        assert_eq!(copy.digest(), tree.digest());
+        assert_eq!(copy.acl(copy.get("/b").unwrap()), &[digest][..]);
+        assert_eq!(copy.acl_list_count(), 3);
+        // Deleting the last node of a list frees it.
+        let mut tree = copy;
+        for (zxid, path) in [(4, "/a"), (5, "/b")] {
+            let txn = Txn {
+                header: TxnHeader {
+                    session_id: 0,
+                    cxid: 0,
+                    time_ms: 6,
+                },
+                body: TxnBody::Delete { path: path.into() },
+            };
+            tree.apply(zxid, &txn, &mut Vec::new());
+        }
+        assert_eq!(tree.acl_list_count(), 2);
+    }
+
+    #[test]
+    fn a_tree_written_with_permission_bits_loads_as_world_anyone() {
+        let mut w = Writer::new();
+        w.bytes.extend_from_slice(SNAPSHOT_MAGIC_V1);
+        w.i64(7).i32(0).i64(2);
+        for (path, bits) in [("/", perms::ALL), ("/x", perms::READ)] {
+            w.string(path).opt_buffer(Some(b"d"));
+            for _ in 0..6 {
+                w.i64(1);
+            }
+            w.i32(0).i32(0).i32(0).i32(bits);
+        }
+        let tree = DataTree::deserialize(&w.bytes).unwrap();
+        assert_eq!(
+            tree.acl(tree.get("/x").unwrap()),
+            &[Acl::world_anyone(perms::READ)][..]
+        );
+        assert_eq!(tree.last_zxid(), 7);
+    }
+
+    #[test]
+    fn an_acl_index_past_the_lists_is_an_error() {
+        let tree = DataTree::new();
+        let mut bytes = tree.serialize();
+        // The last node's ACL index is the last 4 bytes.
+        let n = bytes.len();
+        bytes[n - 4..].copy_from_slice(&99i32.to_be_bytes());
+        assert!(DataTree::deserialize(&bytes).is_err());
+    }
 }

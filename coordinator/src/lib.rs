@@ -6,12 +6,14 @@
 //! drives them. It is not a Kafka component and knows nothing of topics.
 //!
 //! Map of the crate: [`config`] (zoo.cfg), [`jute`] (wire codec), [`txn`] (replicated
-//! transactions), [`data_tree`] (znodes), [`pending_changes`] (write validation),
+//! transactions), [`data_tree`] (znodes), [`acl`] (ACLs and authentication),
+//! [`pending_changes`] (write validation),
 //! [`session`] and [`watch`] (liveness and notifications), [`request_processor`] (the
 //! sans-IO server core), [`txn_log`] and [`snapshot`] (durability), [`replicator`] (the seam
 //! to ZAB), [`ensemble`] (the processor as ZAB's application), [`zab`] (the replication protocol between servers), [`four_letter`]
 //! (ruok/srvr/stat/mntr), [`server`] (the IO shell).
 
+pub mod acl;
 pub mod config;
 pub mod data_tree;
 pub mod ensemble;

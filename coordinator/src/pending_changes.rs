@@ -7,17 +7,22 @@
 //! the metadata of every node touched by a proposed-but-not-applied transaction; lookups see
 //! that overlay first and the committed [`DataTree`] second. A multi is validated on a
 //! scratch layer that is merged only if every op passes, so a failed multi leaves no trace.
-//! Only the proposer (standalone server or ZAB leader) runs this.
+//! Only the proposer (standalone server or ZAB leader) runs this, and it also checks ACLs
+//! here (against the identities the client's connection holds, carried with the request),
+//! as ZooKeeper's `PrepRequestProcessor` does: a write is refused with NO_AUTH before it
+//! becomes a transaction.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
+use crate::acl::{self, AuthId};
 use crate::data_tree::{split_path, validate_path, DataTree};
 use crate::jute::codes::{create_mode, err, op, perms};
 use crate::jute::records::{Acl, CreateRequest, MultiOp};
 use crate::txn::{CreateTxn, TxnBody};
 
 /// A node's metadata as seen by validation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct ChangeRecord {
     /// The zxid of the proposal that produced this record.
     zxid: i64,
@@ -27,7 +32,7 @@ struct ChangeRecord {
     aversion: i32,
     ephemeral_owner: i64,
     num_children: i64,
-    perms: i32,
+    acl: Arc<[Acl]>,
 }
 
 /// The outstanding-changes overlay of proposed, not yet applied, transactions.
@@ -98,6 +103,7 @@ impl PendingChanges {
         &mut self,
         tree: &DataTree,
         session_id: i64,
+        auth: &[AuthId],
         zxid: i64,
         request: WriteRequest<'_>,
     ) -> TxnBody {
@@ -106,6 +112,7 @@ impl PendingChanges {
             pending: self,
             scratch: HashMap::new(),
             session_id,
+            auth,
             zxid,
         };
         let body = match request {
@@ -167,27 +174,13 @@ fn error(code: i32) -> TxnBody {
     TxnBody::Error { err: code }
 }
 
-/// Perm bits of an ACL list if every entry is `world:anyone`; INVALID_ACL otherwise, as
-/// ZooKeeper answers ACLs it cannot honour.
-pub fn acl_perms(acl: &[Acl]) -> Result<i32, i32> {
-    if acl.is_empty() {
-        return Err(err::INVALID_ACL);
-    }
-    let mut bits = 0;
-    for a in acl {
-        if a.scheme != "world" || a.id != "anyone" || a.perms & !perms::ALL != 0 {
-            return Err(err::INVALID_ACL);
-        }
-        bits |= a.perms;
-    }
-    Ok(bits)
-}
-
 struct Prep<'a> {
     tree: &'a DataTree,
     pending: &'a PendingChanges,
     scratch: HashMap<String, ChangeRecord>,
     session_id: i64,
+    /// The identities of the client's connection.
+    auth: &'a [AuthId],
     zxid: i64,
 }
 
@@ -197,7 +190,7 @@ impl Prep<'_> {
             .scratch
             .get(path)
             .or_else(|| self.pending.records.get(path))
-            .copied()
+            .cloned()
             .or_else(|| {
                 self.tree.get(path).map(|n| ChangeRecord {
                     zxid: 0,
@@ -207,10 +200,19 @@ impl Prep<'_> {
                     aversion: n.aversion,
                     ephemeral_owner: n.ephemeral_owner,
                     num_children: n.num_children() as i64,
-                    perms: n.perms,
+                    acl: self.tree.acl(n).into(),
                 })
             })?;
         record.exists.then_some(record)
+    }
+
+    /// NO_AUTH unless the caller may use `perm` on a node with `record`'s ACL.
+    fn check_acl(&self, record: &ChangeRecord, perm: i32) -> Result<(), i32> {
+        if acl::allowed(&record.acl, perm, self.auth) {
+            Ok(())
+        } else {
+            Err(err::NO_AUTH)
+        }
     }
 
     fn put(&mut self, path: &str, mut record: ChangeRecord) {
@@ -230,6 +232,7 @@ impl Prep<'_> {
             MultiOp::Check { path, version } => {
                 validate_path(path).map_err(|_| err::BAD_ARGUMENTS)?;
                 let rec = self.get(path).ok_or(err::NO_NODE)?;
+                self.check_acl(&rec, perms::READ)?;
                 check_version(*version, rec.version)?;
                 Ok(TxnBody::Check { path: path.clone() })
             }
@@ -258,11 +261,9 @@ impl Prep<'_> {
         validate_path(&checked).map_err(|_| err::BAD_ARGUMENTS)?;
         let (parent_path, _) = split_path(&checked).ok_or(err::BAD_ARGUMENTS)?;
         let parent_path = parent_path.to_owned();
-        let perms = acl_perms(&req.acl)?;
+        let acl = acl::fixup(&req.acl, self.auth)?;
         let mut parent = self.get(&parent_path).ok_or(err::NO_NODE)?;
-        if parent.perms & perms::CREATE == 0 {
-            return Err(err::NO_AUTH);
-        }
+        self.check_acl(&parent, perms::CREATE)?;
         let path = if sequential {
             format!("{}{:010}", req.path, parent.cversion)
         } else {
@@ -289,13 +290,13 @@ impl Prep<'_> {
                 aversion: 0,
                 ephemeral_owner,
                 num_children: 0,
-                perms,
+                acl: acl.clone().into(),
             },
         );
         Ok(TxnBody::Create(CreateTxn {
             path,
             data: req.data.clone(),
-            perms,
+            acl,
             ephemeral_owner,
             parent_cversion,
             op: if op_code == op::CREATE2 {
@@ -311,9 +312,7 @@ impl Prep<'_> {
         let (parent_path, _) = split_path(path).ok_or(err::BAD_ARGUMENTS)?;
         let mut parent = self.get(parent_path).ok_or(err::NO_NODE)?;
         let node = self.get(path).ok_or(err::NO_NODE)?;
-        if parent.perms & perms::DELETE == 0 {
-            return Err(err::NO_AUTH);
-        }
+        self.check_acl(&parent, perms::DELETE)?;
         check_version(version, node.version)?;
         if node.num_children > 0 {
             return Err(err::NOT_EMPTY);
@@ -336,34 +335,32 @@ impl Prep<'_> {
     fn set_data(&mut self, path: &str, data: Option<&[u8]>, version: i32) -> Result<TxnBody, i32> {
         validate_path(path).map_err(|_| err::BAD_ARGUMENTS)?;
         let mut node = self.get(path).ok_or(err::NO_NODE)?;
-        if node.perms & perms::WRITE == 0 {
-            return Err(err::NO_AUTH);
-        }
+        self.check_acl(&node, perms::WRITE)?;
         check_version(version, node.version)?;
         node.version = node.version.wrapping_add(1);
+        let version = node.version;
         self.put(path, node);
         Ok(TxnBody::SetData {
             path: path.to_owned(),
             data: data.map(<[u8]>::to_vec),
-            version: node.version,
+            version,
         })
     }
 
     fn set_acl(&mut self, path: &str, acl: &[Acl], version: i32) -> Result<TxnBody, i32> {
         validate_path(path).map_err(|_| err::BAD_ARGUMENTS)?;
+        let acl = acl::fixup(acl, self.auth)?;
         let mut node = self.get(path).ok_or(err::NO_NODE)?;
-        if node.perms & perms::ADMIN == 0 {
-            return Err(err::NO_AUTH);
-        }
+        self.check_acl(&node, perms::ADMIN)?;
         check_version(version, node.aversion)?;
-        let perms = acl_perms(acl)?;
         node.aversion = node.aversion.wrapping_add(1);
-        node.perms = perms;
+        node.acl = acl.clone().into();
+        let aversion = node.aversion;
         self.put(path, node);
         Ok(TxnBody::SetAcl {
             path: path.to_owned(),
-            perms,
-            aversion: node.aversion,
+            acl,
+            aversion,
         })
     }
 }

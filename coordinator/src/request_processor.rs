@@ -27,12 +27,14 @@
 //! timestamps (which travel inside the transaction).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 
+use crate::acl::{self, AuthId, AUTH_IDS_PER_CONNECTION_MAX};
 use crate::data_tree::{create_returns_stat, validate_path, DataTree, TreeImage, TxnResult};
 use crate::jute::codes::{add_watch_mode, err, event, op, perms, watcher_type, xid};
 use crate::jute::records::{
-    write_multi_header, Acl, ConnectRequest, ConnectResponse, ReplyHeader, Request, RequestHeader,
-    SetWatches, WatcherEvent,
+    write_acl_vec, write_multi_header, ConnectRequest, ConnectResponse, ReplyHeader, Request,
+    RequestHeader, SetWatches, WatcherEvent,
 };
 use crate::jute::{Reader, Writer};
 use crate::pending_changes::{PendingChanges, WriteRequest};
@@ -95,6 +97,10 @@ pub struct ProcessorConfig {
     /// Bytes handed out for one connection and not yet reported written, past which its
     /// reads wait and its socket is not read (zoo.cfg `connectionQueueBytesMax`).
     pub connection_queue_bytes_max: usize,
+    /// `USER:BASE64(SHA1(USER:PASSWORD))` of the super user (zoo.cfg
+    /// `DigestAuthenticationProvider.superDigest`): a connection that proves it passes every
+    /// ACL check.
+    pub super_digest: Option<String>,
 }
 
 impl ProcessorConfig {
@@ -109,6 +115,7 @@ impl ProcessorConfig {
             ensemble: false,
             max_queued_per_connection: 10_000,
             connection_queue_bytes_max: crate::config::DEFAULT_CONNECTION_QUEUE_BYTES_MAX as usize,
+            super_digest: None,
         }
     }
 }
@@ -138,7 +145,16 @@ enum Queued {
 #[derive(Debug)]
 struct Conn {
     remote: String,
+    /// The peer's address, when `remote` is one (`ip:` identity, `addauth ip`).
+    remote_ip: Option<IpAddr>,
+    /// The identities the connection holds: `ip:<address>` from the start, then what
+    /// `addauth` proved (at most [`AUTH_IDS_PER_CONNECTION_MAX`]).
+    auth: Vec<AuthId>,
     session_id: Option<i64>,
+    /// Requests that arrived after the connect request and before its session was created
+    /// (clients send `addauth` and setWatches right behind it); handled, in order, after the
+    /// connect response. At most `max_queued_per_connection`.
+    early: Vec<Vec<u8>>,
     queue: VecDeque<Queued>,
     closing: bool,
     /// closeSession was sent: later requests on this connection are ignored, as ZooKeeper
@@ -360,11 +376,19 @@ impl RequestProcessor {
 
     /// A connection was accepted.
     pub fn open(&mut self, conn: ConnId, remote: String) {
+        let remote_ip = remote.parse::<SocketAddr>().ok().map(|a| a.ip());
+        let auth = remote_ip
+            .map(|ip| AuthId::new("ip", &ip.to_string()))
+            .into_iter()
+            .collect();
         self.conns.insert(
             conn,
             Conn {
                 remote,
+                remote_ip,
+                auth,
                 session_id: None,
+                early: Vec::new(),
                 queue: VecDeque::new(),
                 closing: false,
                 close_requested: false,
@@ -507,6 +531,7 @@ impl RequestProcessor {
                 cxid,
                 op: op_code,
                 body,
+                auth,
             } => {
                 let zxid = self.next_zxid();
                 let body = if !self.sessions.touch(session_id, now.mono_ms) {
@@ -516,9 +541,9 @@ impl RequestProcessor {
                 } else {
                     match Request::decode(op_code, &body) {
                         Ok(request) => match write_request(&request) {
-                            Some(write) => {
-                                self.pending.prepare(&self.tree, session_id, zxid, write)
-                            }
+                            Some(write) => self
+                                .pending
+                                .prepare(&self.tree, session_id, &auth, zxid, write),
                             // A forwarded sync: an empty transaction whose commit tells the
                             // origin it has seen everything before it.
                             None if op_code == op::SYNC => TxnBody::Error { err: err::OK },
@@ -659,7 +684,7 @@ impl RequestProcessor {
         if c.close_requested {
             return;
         }
-        if c.queue.len() >= self.cfg.max_queued_per_connection {
+        if c.queue.len() + c.early.len() >= self.cfg.max_queued_per_connection {
             tracing::warn!(
                 conn,
                 "more than {} requests waiting on one connection; closing it",
@@ -669,7 +694,16 @@ impl RequestProcessor {
             return;
         }
         let Some(session_id) = c.session_id else {
-            // A request before the session is established: ZooKeeper drops the connection.
+            if self.connecting.values().any(|(c, _)| *c == conn) {
+                // Behind a connect whose session is being created: handled after the
+                // connect response, as ZooKeeper reads no more of the socket until then.
+                // Counted again when it is handled.
+                c.packets_received -= 1;
+                self.stats.packets_received -= 1;
+                c.early.push(frame_body.to_vec());
+                return;
+            }
+            // A request before any connect request: ZooKeeper drops the connection.
             self.close(conn);
             return;
         };
@@ -698,6 +732,11 @@ impl RequestProcessor {
                 Request::Sync { path } => Some(path.clone()),
                 _ => None,
             };
+            let auth = self
+                .conns
+                .get(&conn)
+                .map(|c| c.auth.clone())
+                .unwrap_or_default();
             self.queue_write(conn, header.xid, header.op, sync_path, now);
             self.submit(
                 ForwardedRequest::Write {
@@ -705,6 +744,7 @@ impl RequestProcessor {
                     cxid: header.xid,
                     op: header.op,
                     body: r.rest().to_vec(),
+                    auth,
                 },
                 now,
             );
@@ -729,21 +769,56 @@ impl RequestProcessor {
                     now,
                 );
             }
-            Request::Auth { .. } => {
-                // Only world:anyone is supported: every auth scheme fails, and ZooKeeper
-                // closes the connection after an auth failure.
-                let f = frame(
-                    ReplyHeader {
-                        xid: xid::AUTH,
-                        zxid: self.tree.last_zxid(),
-                        err: err::AUTH_FAILED,
-                    },
-                    |_| {},
-                );
-                self.send(conn, f);
-                self.close(conn);
-            }
+            Request::Auth { scheme, auth, .. } => self.add_auth(conn, header.xid, &scheme, &auth),
             other => self.queue_read(conn, header.xid, other),
+        }
+    }
+
+    /// `addauth`: answered at once with the request's xid (clients send AUTH, -4, or their
+    /// next xid), as ZooKeeper does. A scheme this server does
+    /// not offer, or a connection already holding its maximum of identities, gets
+    /// AUTH_FAILED and the connection is closed after the answer.
+    fn add_auth(&mut self, conn: ConnId, xid: i32, scheme: &str, auth: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let proved = acl::authenticate(scheme, auth, c.remote_ip, self.cfg.super_digest.as_deref());
+        let code = match proved {
+            Some(ids) => {
+                for id in ids {
+                    if !c.auth.contains(&id) {
+                        c.auth.push(id);
+                    }
+                }
+                if c.auth.len() <= AUTH_IDS_PER_CONNECTION_MAX {
+                    err::OK
+                } else {
+                    tracing::warn!(
+                        conn,
+                        "more than {AUTH_IDS_PER_CONNECTION_MAX} identities on one connection"
+                    );
+                    err::AUTH_FAILED
+                }
+            }
+            None => {
+                tracing::warn!(conn, "authentication failed for scheme `{scheme}`");
+                err::AUTH_FAILED
+            }
+        };
+        if code == err::OK {
+            tracing::info!(conn, "auth success for scheme `{scheme}`");
+        }
+        let f = frame(
+            ReplyHeader {
+                xid,
+                zxid: self.tree.last_zxid(),
+                err: code,
+            },
+            |_| {},
+        );
+        self.send(conn, f);
+        if code != err::OK {
+            self.close(conn);
         }
     }
 
@@ -830,13 +905,28 @@ impl RequestProcessor {
         self.send(conn, f);
     }
 
-    fn readable(&self, path: &str) -> Result<&crate::data_tree::Node, i32> {
+    /// The identities connection `conn` holds.
+    fn auth_of(&self, conn: ConnId) -> &[AuthId] {
+        self.conns.get(&conn).map_or(&[], |c| &c.auth)
+    }
+
+    /// The node at `path` if it exists and `conn` may use `perm` on it.
+    fn permitted(
+        &self,
+        conn: ConnId,
+        path: &str,
+        perm: i32,
+    ) -> Result<&crate::data_tree::Node, i32> {
         validate_path(path).map_err(|_| err::BAD_ARGUMENTS)?;
         let node = self.tree.get(path).ok_or(err::NO_NODE)?;
-        if node.perms & perms::READ == 0 {
+        if !acl::allowed(self.tree.acl(node), perm, self.auth_of(conn)) {
             return Err(err::NO_AUTH);
         }
         Ok(node)
+    }
+
+    fn readable(&self, conn: ConnId, path: &str) -> Result<&crate::data_tree::Node, i32> {
+        self.permitted(conn, path, perms::READ)
     }
 
     fn answer_read(&mut self, conn: ConnId, xid: i32, request: Request) {
@@ -849,12 +939,13 @@ impl RequestProcessor {
                 if watch {
                     self.watches.add(&path, WatchKind::Data, conn);
                 }
-                match self.tree.get(&path).map(|n| n.stat()) {
-                    Some(stat) => self.reply(conn, xid, err::OK, |w| stat.encode(w)),
-                    None => self.reply(conn, xid, err::NO_NODE, |_| {}),
+                // Like ZooKeeper 3.9: a node that exists needs READ to be seen.
+                match self.readable(conn, &path).map(|n| n.stat()) {
+                    Ok(stat) => self.reply(conn, xid, err::OK, |w| stat.encode(w)),
+                    Err(e) => self.reply(conn, xid, e, |_| {}),
                 }
             }
-            Request::GetData { path, watch } => match self.readable(&path) {
+            Request::GetData { path, watch } => match self.readable(conn, &path) {
                 Ok(node) => {
                     let mut body = Writer::new();
                     body.opt_buffer(node.data.as_deref());
@@ -874,32 +965,33 @@ impl RequestProcessor {
             Request::GetChildren2 { path, watch } => {
                 self.answer_children(conn, xid, &path, watch, true)
             }
-            Request::GetAcl { path } => match validate_path(&path)
-                .map_err(|_| err::BAD_ARGUMENTS)
-                .and_then(|_| self.tree.get(&path).ok_or(err::NO_NODE))
-            {
-                Ok(node) => {
-                    let perms = node.perms;
-                    let stat = node.stat();
-                    self.reply(conn, xid, err::OK, |w| {
-                        w.i32(1);
-                        Acl::world_anyone(perms).encode(w);
-                        stat.encode(w);
-                    })
-                }
-                Err(e) => self.reply(conn, xid, e, |_| {}),
-            },
-            Request::Check { path, version } => {
-                let result = validate_path(&path)
-                    .map_err(|_| err::BAD_ARGUMENTS)
-                    .and_then(|_| self.tree.get(&path).ok_or(err::NO_NODE))
-                    .and_then(|n| {
-                        if version == -1 || version == n.version {
-                            Ok(())
+            Request::GetAcl { path } => {
+                match self.permitted(conn, &path, perms::READ | perms::ADMIN) {
+                    Ok(node) => {
+                        let list = self.tree.acl(node);
+                        // Without ADMIN the digests' hashes are hidden.
+                        let shown = if acl::allowed(list, perms::ADMIN, self.auth_of(conn)) {
+                            list.to_vec()
                         } else {
-                            Err(err::BAD_VERSION)
-                        }
-                    });
+                            acl::redacted(list)
+                        };
+                        let stat = node.stat();
+                        self.reply(conn, xid, err::OK, |w| {
+                            write_acl_vec(w, &shown);
+                            stat.encode(w);
+                        })
+                    }
+                    Err(e) => self.reply(conn, xid, e, |_| {}),
+                }
+            }
+            Request::Check { path, version } => {
+                let result = self.readable(conn, &path).and_then(|n| {
+                    if version == -1 || version == n.version {
+                        Ok(())
+                    } else {
+                        Err(err::BAD_VERSION)
+                    }
+                });
                 self.reply(conn, xid, result.err().unwrap_or(err::OK), |_| {});
             }
             Request::Sync { path } => {
@@ -910,7 +1002,7 @@ impl RequestProcessor {
             Request::MultiRead(ops) => {
                 let mut body = Writer::new();
                 for (kind, path, watch) in ops {
-                    match self.readable(&path) {
+                    match self.readable(conn, &path) {
                         Ok(node) => {
                             write_multi_header(&mut body, kind, false, err::OK);
                             if kind == op::GET_DATA {
@@ -983,7 +1075,7 @@ impl RequestProcessor {
                     w.string_vec(&paths);
                 });
             }
-            Request::GetAllChildrenNumber { path } => match self.readable(&path) {
+            Request::GetAllChildrenNumber { path } => match self.readable(conn, &path) {
                 Ok(_) => {
                     let n = self.tree.descendant_count(&path) as i32;
                     self.reply(conn, xid, err::OK, |w| {
@@ -993,17 +1085,25 @@ impl RequestProcessor {
                 Err(e) => self.reply(conn, xid, e, |_| {}),
             },
             Request::WhoAmI => {
-                let ip = self
-                    .conns
-                    .get(&conn)
-                    .map(|c| {
-                        c.remote
-                            .rsplit_once(':')
-                            .map_or(c.remote.clone(), |(h, _)| h.to_owned())
+                // ZooKeeper's ClientInfo list: the scheme and the user of each identity (a
+                // digest shows its user name, never its hash).
+                let infos: Vec<(String, String)> = self
+                    .auth_of(conn)
+                    .iter()
+                    .filter(|i| i.scheme != "super")
+                    .map(|i| {
+                        let user = match i.scheme.as_str() {
+                            "digest" => i.id.split(':').next().unwrap_or("").to_owned(),
+                            _ => i.id.clone(),
+                        };
+                        (i.scheme.clone(), user)
                     })
-                    .unwrap_or_default();
+                    .collect();
                 self.reply(conn, xid, err::OK, |w| {
-                    w.i32(1).string("ip").string(&ip);
+                    w.i32(infos.len() as i32);
+                    for (scheme, user) in &infos {
+                        w.string(scheme).string(user);
+                    }
                 });
             }
             Request::AddWatch { path, mode } => {
@@ -1055,7 +1155,7 @@ impl RequestProcessor {
         watch: bool,
         with_stat: bool,
     ) {
-        match self.readable(path) {
+        match self.readable(conn, path) {
             Ok(node) => {
                 let mut body = Writer::new();
                 let children: Vec<&str> = self.tree.children(path).collect();
@@ -1162,6 +1262,14 @@ impl RequestProcessor {
                             *passwd,
                             read_only,
                         );
+                        let early = self
+                            .conns
+                            .get_mut(&conn)
+                            .map(|c| std::mem::take(&mut c.early))
+                            .unwrap_or_default();
+                        for frame_body in early {
+                            self.request(conn, &frame_body, now);
+                        }
                     }
                 }
             }

@@ -283,6 +283,7 @@ fn processor_config(zoo: &ZooConfig) -> ProcessorConfig {
     pcfg.max_outstanding_requests = zoo.global_outstanding_limit as usize;
     pcfg.connection_queue_bytes_max =
         usize::try_from(zoo.connection_queue_bytes_max).unwrap_or(usize::MAX);
+    pcfg.super_digest = zoo.super_digest.clone();
     pcfg
 }
 

@@ -177,6 +177,7 @@ mod tests {
     //! writing real files in a temp dir.
     use super::*;
     use crate::jute::codes::{op, perms};
+    use crate::jute::records::Acl;
     use crate::txn::{CreateTxn, TxnBody, TxnHeader};
     use crate::txn_log::TxnLogWriter;
 
@@ -190,7 +191,7 @@ mod tests {
             body: TxnBody::Create(CreateTxn {
                 path: format!("/n{i}"),
                 data: Some(vec![i as u8; 10]),
-                perms: perms::ALL,
+                acl: vec![Acl::world_anyone(perms::ALL)],
                 ephemeral_owner: 0,
                 parent_cversion: i as i32,
                 op: op::CREATE,

@@ -7,13 +7,19 @@
 //! server, whatever its local clock. The zxid is not in the payload: the replication layer
 //! carries it next to the payload.
 //!
-//! Encoding (big-endian, jute primitives): format version u8 = 1, session id i64, cxid i32,
+//! Encoding (big-endian, jute primitives): format version u8 = 2, session id i64, cxid i32,
 //! time ms i64, then the body: a type tag (ZooKeeper's opcode numbers) and its fields.
+//! Version 1 (read, never written) carried the permission bits of a single `world:anyone`
+//! entry where version 2 carries a node's whole ACL list.
 
+use crate::acl::AuthId;
 use crate::jute::codes::op;
+use crate::jute::records::{read_acl_vec, write_acl_vec, Acl};
 use crate::jute::{DecodeError, Reader, Writer};
 
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
+/// Transactions written before nodes had ACL lists.
+const FORMAT_VERSION_PERMS_ONLY: u8 = 1;
 
 /// Who asked for the change and when it was proposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +59,8 @@ pub enum TxnBody {
     },
     SetAcl {
         path: String,
-        perms: i32,
+        /// The node's new ACL, as stored (`auth` entries already expanded).
+        acl: Vec<Acl>,
         /// The node's aversion after this change.
         aversion: i32,
     },
@@ -75,8 +82,8 @@ pub struct CreateTxn {
     pub path: String,
     /// `None`: null data.
     pub data: Option<Vec<u8>>,
-    /// Permission bits of the node's single `world:anyone` ACL entry.
-    pub perms: i32,
+    /// The node's ACL, as stored (`auth` entries already expanded).
+    pub acl: Vec<Acl>,
     /// The owning session for ephemeral nodes, 0 otherwise.
     pub ephemeral_owner: i64,
     /// The parent's cversion after this create.
@@ -99,7 +106,7 @@ impl Txn {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.read_bool().map(|_| bytes[0])?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_PERMS_ONLY {
             return Err(DecodeError::BadValue {
                 field: "txn format version",
                 value: version as i64,
@@ -111,7 +118,7 @@ impl Txn {
             cxid: r.read_i32()?,
             time_ms: r.read_i64()?,
         };
-        let body = TxnBody::decode(&mut r, 0)?;
+        let body = TxnBody::decode(&mut r, 0, version)?;
         if r.remaining() != 0 {
             return Err(DecodeError::BadValue {
                 field: "txn trailing bytes",
@@ -147,12 +154,9 @@ impl TxnBody {
             }
             TxnBody::CloseSession => {}
             TxnBody::Create(c) => {
-                w.string(&c.path)
-                    .opt_buffer(c.data.as_deref())
-                    .i32(c.perms)
-                    .i64(c.ephemeral_owner)
-                    .i32(c.parent_cversion)
-                    .i32(c.op);
+                w.string(&c.path).opt_buffer(c.data.as_deref());
+                write_acl_vec(w, &c.acl);
+                w.i64(c.ephemeral_owner).i32(c.parent_cversion).i32(c.op);
             }
             TxnBody::Delete { path } | TxnBody::Check { path } => {
                 w.string(path);
@@ -166,10 +170,12 @@ impl TxnBody {
             }
             TxnBody::SetAcl {
                 path,
-                perms,
+                acl,
                 aversion,
             } => {
-                w.string(path).i32(*perms).i32(*aversion);
+                w.string(path);
+                write_acl_vec(w, acl);
+                w.i32(*aversion);
             }
             TxnBody::Multi(ops) => {
                 w.i32(ops.len() as i32);
@@ -183,8 +189,15 @@ impl TxnBody {
         }
     }
 
-    fn decode(r: &mut Reader<'_>, depth: u8) -> Result<Self, DecodeError> {
+    fn decode(r: &mut Reader<'_>, depth: u8, version: u8) -> Result<Self, DecodeError> {
         let offset = r.offset();
+        let read_acl = |r: &mut Reader<'_>| -> Result<Vec<Acl>, DecodeError> {
+            if version == FORMAT_VERSION_PERMS_ONLY {
+                Ok(vec![Acl::world_anyone(r.read_i32()?)])
+            } else {
+                read_acl_vec(r)
+            }
+        };
         let tag = r.read_i32()?;
         Ok(match tag {
             op::CREATE_SESSION => {
@@ -201,7 +214,7 @@ impl TxnBody {
             op::CREATE => TxnBody::Create(CreateTxn {
                 path: r.read_string()?.to_owned(),
                 data: r.read_opt_buffer()?.map(<[u8]>::to_vec),
-                perms: r.read_i32()?,
+                acl: read_acl(r)?,
                 ephemeral_owner: r.read_i64()?,
                 parent_cversion: r.read_i32()?,
                 op: r.read_i32()?,
@@ -219,7 +232,7 @@ impl TxnBody {
             },
             op::SET_ACL => TxnBody::SetAcl {
                 path: r.read_string()?.to_owned(),
-                perms: r.read_i32()?,
+                acl: read_acl(r)?,
                 aversion: r.read_i32()?,
             },
             // A multi never nests another multi.
@@ -227,7 +240,7 @@ impl TxnBody {
                 let n = r.read_vec_len(4)?;
                 let mut ops = Vec::with_capacity(n);
                 for _ in 0..n {
-                    ops.push(TxnBody::decode(r, depth + 1)?);
+                    ops.push(TxnBody::decode(r, depth + 1, version)?);
                 }
                 TxnBody::Multi(ops)
             }
@@ -257,6 +270,8 @@ pub enum ForwardedRequest {
         cxid: i32,
         op: i32,
         body: Vec<u8>,
+        /// The identities the client's connection holds (ACL checks run on the proposer).
+        auth: Vec<AuthId>,
     },
     /// Sessions with client activity on the origin since its last report (ZooKeeper's
     /// session touches carried in follower pings): they must not expire.
@@ -280,9 +295,14 @@ impl ForwardedRequest {
                 cxid,
                 op,
                 body,
+                auth,
             } => {
                 w.bytes.push(FORWARD_WRITE);
                 w.i64(*session_id).i32(*cxid).i32(*op).buffer(body);
+                w.i32(auth.len() as i32);
+                for id in auth {
+                    w.string(&id.scheme).string(&id.id);
+                }
             }
             ForwardedRequest::Touch { session_ids } => {
                 w.bytes.push(FORWARD_TOUCH);
@@ -311,6 +331,16 @@ impl ForwardedRequest {
                 cxid: r.read_i32()?,
                 op: r.read_i32()?,
                 body: r.read_buffer()?.to_vec(),
+                auth: {
+                    // An identity is at least its two string lengths.
+                    let n = r.read_vec_len(8)?;
+                    let mut ids = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        let scheme = r.read_string()?;
+                        ids.push(AuthId::new(scheme, r.read_string()?));
+                    }
+                    ids
+                },
             },
             FORWARD_TOUCH => {
                 let n = r.read_vec_len(8)?;
@@ -364,7 +394,14 @@ mod tests {
             TxnBody::Create(CreateTxn {
                 path: "/q/item-0000000004".into(),
                 data: Some(b"x".to_vec()),
-                perms: 31,
+                acl: vec![
+                    Acl::world_anyone(1),
+                    Acl {
+                        perms: 31,
+                        scheme: "digest".into(),
+                        id: "alice:abc=".into(),
+                    },
+                ],
                 ephemeral_owner: 5,
                 parent_cversion: 5,
                 op: op::CREATE2,
@@ -377,7 +414,7 @@ mod tests {
             },
             TxnBody::SetAcl {
                 path: "/a".into(),
-                perms: 1,
+                acl: vec![Acl::world_anyone(1)],
                 aversion: 1,
             },
             TxnBody::Multi(vec![
@@ -415,6 +452,10 @@ mod tests {
                 cxid: 9,
                 op: op::SET_DATA,
                 body: vec![1, 2, 3],
+                auth: vec![
+                    AuthId::new("ip", "127.0.0.1"),
+                    AuthId::new("digest", "alice:abc="),
+                ],
             },
             ForwardedRequest::Touch {
                 session_ids: vec![1, 2, 3],
@@ -426,6 +467,24 @@ mod tests {
                 assert!(ForwardedRequest::decode(&bytes[..cut]).is_err());
             }
         }
+    }
+
+    #[test]
+    fn version_1_permission_bits_read_as_a_world_anyone_entry() {
+        // Hand-built version 1 setACL: path "/a", perms 3, aversion 2.
+        let mut w = Writer::new();
+        w.bytes.push(FORMAT_VERSION_PERMS_ONLY);
+        w.i64(1).i32(7).i64(9);
+        w.i32(op::SET_ACL).string("/a").i32(3).i32(2);
+        let txn = Txn::decode(&w.bytes).unwrap();
+        assert_eq!(
+            txn.body,
+            TxnBody::SetAcl {
+                path: "/a".into(),
+                acl: vec![Acl::world_anyone(3)],
+                aversion: 2,
+            }
+        );
     }
 
     #[test]

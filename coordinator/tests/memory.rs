@@ -11,6 +11,7 @@
 
 use coordinator::data_tree::DataTree;
 use coordinator::jute::codes::{op, perms};
+use coordinator::jute::records::Acl;
 use coordinator::txn::{CreateTxn, Txn, TxnBody, TxnHeader};
 
 /// Znodes built when `COORDINATOR_MEMORY_ZNODES` is not set.
@@ -60,7 +61,7 @@ fn znodes_of_100_bytes_take_few_hundred_bytes_each() {
             body: TxnBody::Create(CreateTxn {
                 path,
                 data: Some(vec![b'x'; DATA_BYTES]),
-                perms: perms::ALL,
+                acl: vec![Acl::world_anyone(perms::ALL)],
                 ephemeral_owner: 0,
                 parent_cversion,
                 op: op::CREATE,

@@ -178,7 +178,7 @@ impl Stat {
 }
 
 /// One access control entry: permission bits for `scheme:id`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Acl {
     pub perms: i32,
     pub scheme: String,
@@ -207,7 +207,7 @@ impl Acl {
     }
 }
 
-fn read_acl_vec(r: &mut Reader<'_>) -> Result<Vec<Acl>, DecodeError> {
+pub fn read_acl_vec(r: &mut Reader<'_>) -> Result<Vec<Acl>, DecodeError> {
     // An ACL is at least 12 bytes (perms + two string lengths).
     let n = r.read_vec_len(12)?;
     let mut out = Vec::with_capacity(n);
