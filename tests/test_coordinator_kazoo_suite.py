@@ -3,7 +3,8 @@ kazoo package: client API, recipes, watchers, caches, connection handling, diges
 authentication and ACLs), except tests that need what this server does not offer (SASL,
 reconfig, SSL, read-only mode) or that stop and start the servers; and that kazoo's
 authentication and ACL tests also pass against a three-server ensemble (writes forwarded by
-followers are checked on the leader with the client's identities). How: start the
+followers are checked on the leader with the client's identities; the members prove a shared
+quorum secret to each other). How: start the
 coordinator binaries on free ports, run `pytest --pyargs kazoo.tests...` in a subprocess with
 a plugin that points kazoo's harness at them, and require a clean exit with nothing skipped
 but what is deselected here. A missing module kazoo.testing needs fails the test: it must not
@@ -109,7 +110,11 @@ def test_kazoo_suite_passes_against_the_coordinator(tmp_path):
 
 @pytest.mark.timeout(180)
 def test_kazoo_acl_and_auth_tests_pass_against_an_ensemble(tmp_path):
-    ens = Ensemble(tmp_path / "ensemble", extra="maxClientCnxns=0\n" + SUPER_DIGEST)
+    # The members also authenticate each other with a shared secret (quorum.auth.secretFile).
+    secret = tmp_path / "quorum.secret"
+    secret.write_text("kazoo-acl-test-quorum-secret\n")
+    extra = f"maxClientCnxns=0\nquorum.auth.secretFile={secret}\n" + SUPER_DIGEST
+    ens = Ensemble(tmp_path / "ensemble", extra=extra)
     try:
         selection = " or ".join(ACL_TESTS)
         passed = run_kazoo_tests(tmp_path, ens.hosts(), selection, ["kazoo.tests.test_client"], timeout_s=150)

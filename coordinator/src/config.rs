@@ -95,6 +95,10 @@ pub struct ZooConfig {
     /// here): `USER:BASE64(SHA1(USER:PASSWORD))` of the super user, who passes every ACL
     /// check after `addauth digest USER:PASSWORD`. Default none.
     pub super_digest: Option<String>,
+    /// `quorum.auth.secretFile` (ours): a file holding the secret every ensemble member must
+    /// prove on each peer connection (at least 16 bytes). Default none: peers are not
+    /// authenticated. ZooKeeper's quorum SASL keys are refused when set to true.
+    pub quorum_secret_file: Option<PathBuf>,
     /// The `server.N` lines.
     pub servers: BTreeMap<u64, PeerAddress>,
     /// From `dataDir/myid`, when servers are listed.
@@ -164,6 +168,7 @@ impl ZooConfig {
         let mut global_outstanding_limit = 1000u32;
         let mut connection_queue_bytes_max = DEFAULT_CONNECTION_QUEUE_BYTES_MAX;
         let mut super_digest = None;
+        let mut quorum_secret_file = None;
         let mut four_letter_whitelist: BTreeSet<String> = ["srvr".to_string()].into();
         let mut force_sync = true;
         let mut servers = BTreeMap::new();
@@ -244,6 +249,23 @@ impl ZooConfig {
                         }
                     }
                 }
+                "quorum.auth.secretFile" => {
+                    quorum_secret_file =
+                        Some(non_empty_path(value).ok_or_else(|| bad("empty path".into()))?)
+                }
+                "quorum.auth.enableSasl"
+                | "quorum.auth.learnerRequireSasl"
+                | "quorum.auth.serverRequireSasl" => {
+                    match value {
+                        "false" => {}
+                        "true" => return Err(bad(
+                            "quorum SASL is not offered by this server; authenticate peers with \
+                             quorum.auth.secretFile (docs/coordinator.md)"
+                                .into(),
+                        )),
+                        _ => return Err(bad(format!("expected true or false, got `{value}`"))),
+                    }
+                }
                 "4lw.commands.whitelist" => {
                     let mut set = BTreeSet::new();
                     for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -314,6 +336,7 @@ impl ZooConfig {
             four_letter_whitelist,
             force_sync,
             super_digest,
+            quorum_secret_file,
             servers,
             my_id: None,
         })
@@ -483,6 +506,28 @@ mod tests {
         );
         let c = parse("dataDir=/d\nconnectionQueueBytesMax=65536\n").unwrap();
         assert_eq!(c.connection_queue_bytes_max, 65536);
+    }
+
+    #[test]
+    fn security_keys_parse_and_quorum_sasl_is_refused() {
+        let c = parse(
+            "dataDir=/d\nDigestAuthenticationProvider.superDigest=super:D/InIHSb7yEEbrWz8b9l71RjZJU=\n\
+             quorum.auth.secretFile=/etc/q.secret\nquorum.auth.enableSasl=false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.super_digest.as_deref(),
+            Some("super:D/InIHSb7yEEbrWz8b9l71RjZJU=")
+        );
+        assert_eq!(c.quorum_secret_file, Some(PathBuf::from("/etc/q.secret")));
+        assert!(parse("dataDir=/d\n").unwrap().super_digest.is_none());
+        for text in [
+            "dataDir=/d\nquorum.auth.enableSasl=true\n",
+            "dataDir=/d\nquorum.auth.serverRequireSasl=true\n",
+            "dataDir=/d\nDigestAuthenticationProvider.superDigest=nohash\n",
+        ] {
+            assert!(parse(text).is_err(), "{text}");
+        }
     }
 
     #[test]

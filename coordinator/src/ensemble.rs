@@ -22,6 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::config::{PeerRole, ZooConfig};
 use crate::data_tree::DataTree;
 use crate::request_processor::{Now, RequestProcessor};
+use crate::zab::peer_auth::QuorumSecret;
 use crate::zab::{
     Application, Forwarded, NodeConfig, Role, SnapshotSource, Status, ZabError, ZabNode, Zxid,
 };
@@ -221,6 +222,9 @@ impl Ensemble {
         cfg.peer.init_limit = zoo.init_limit_ticks.max(1) as u64;
         cfg.peer.sync_limit = zoo.sync_limit_ticks.max(1) as u64;
         cfg.snap_count = zoo.snap_count;
+        if let Some(path) = &zoo.quorum_secret_file {
+            cfg.quorum_secret = Some(QuorumSecret::from_file(path)?);
+        }
         let state = Arc::new(EnsembleState::default());
         let app = ProcessorApp {
             processor: processor.clone(),

@@ -2,7 +2,9 @@
 //! ensemble on loopback, raw sockets send garbage instead of a handshake, a handshake from a
 //! server that may not dial, an oversized frame, an invalid rkyv archive and a flood of silent
 //! connections; each such connection is closed by the server, and the ensemble keeps
-//! committing writes afterwards.
+//! committing writes afterwards. With a quorum secret, servers that share it form the
+//! ensemble, while a peer that claims a server id with a wrong secret, or with none, is
+//! closed before ZAB sees it.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -10,6 +12,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use coordinator::zab::frame::write_handshake;
+use coordinator::zab::peer_auth::{prove_as_dialer, QuorumSecret};
 use coordinator::zab::{Application, NodeConfig, Role, ZabNode, Zxid};
 
 /// How long a step may take before the test fails as hung: generous for a debug build on a
@@ -117,6 +120,64 @@ fn zab_transport_rejects_bad_peers_and_keeps_serving() {
         assert!(Instant::now() < end, "followers stopped applying");
         std::thread::sleep(Duration::from_millis(5));
     }
+    for n in nodes {
+        n.shutdown();
+    }
+}
+
+#[test]
+fn only_peers_that_prove_the_quorum_secret_join() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = QuorumSecret::new(b"a shared secret of the ensemble\n").expect("secret");
+    let mut listeners = BTreeMap::new();
+    let mut addrs: BTreeMap<u64, SocketAddr> = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        addrs.insert(id, l.local_addr().expect("addr"));
+        listeners.insert(id, l);
+    }
+    // Server 3 stays down: an impostor plays it.
+    drop(listeners.remove(&3));
+    let mut nodes = Vec::new();
+    for (id, l) in listeners {
+        let base = dir.path().join(format!("s{id}"));
+        let mut cfg = NodeConfig::new(id, addrs.clone(), base.join("data"), base.join("log"));
+        cfg.quorum_secret = Some(secret.clone());
+        nodes.push(ZabNode::start_with_listener(cfg, l, Nothing).expect("start"));
+    }
+    // 1 and 2 proved the secret to each other: they commit.
+    write_committed(&nodes);
+    let target = addrs[&1];
+
+    // Claiming server 3 with a wrong secret: refused by server 1, which never proves
+    // itself to the impostor either.
+    let wrong = QuorumSecret::new(b"not the ensemble's secret").expect("secret");
+    let mut s = TcpStream::connect(target).expect("connect");
+    s.set_read_timeout(Some(HANG_GUARD)).expect("timeout");
+    write_handshake(&mut s, 3, 1).expect("write");
+    assert!(prove_as_dialer(&mut s, &wrong, 3, 1).is_err());
+    assert_closed_by_server(s, "wrong quorum secret");
+
+    // Claiming server 3 without any secret: straight to ZAB frames after the handshake.
+    let mut s = TcpStream::connect(target).expect("connect");
+    write_handshake(&mut s, 3, 1).expect("write");
+    let mut frame = 64u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0u8; 64]);
+    s.write_all(&frame).expect("write");
+    // The server's challenge comes first; the frame is not an answer to it.
+    s.set_read_timeout(Some(HANG_GUARD)).expect("timeout");
+    let mut nonce = [0u8; 32];
+    s.read_exact(&mut nonce).expect("the server's nonce");
+    assert_closed_by_server(s, "no quorum secret");
+
+    // The right secret passes the check (the node then takes the connection as server 3's).
+    let mut s = TcpStream::connect(target).expect("connect");
+    s.set_read_timeout(Some(HANG_GUARD)).expect("timeout");
+    write_handshake(&mut s, 3, 1).expect("write");
+    prove_as_dialer(&mut s, &secret, 3, 1).expect("the right secret is accepted");
+    drop(s);
+
+    write_committed(&nodes);
     for n in nodes {
         n.shutdown();
     }

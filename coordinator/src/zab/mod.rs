@@ -47,6 +47,7 @@ pub mod history;
 pub mod message;
 pub mod node;
 pub mod peer;
+pub mod peer_auth;
 pub mod recovery;
 pub mod snapshot_file;
 pub mod storage;

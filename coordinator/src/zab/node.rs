@@ -21,6 +21,7 @@ use super::config::PeerConfig;
 use super::frame::{encode_archive, encode_frame};
 use super::message::{Message, SyncKind};
 use super::peer::{Forwarded, Outputs, Peer, Role, SnapshotSend, Status};
+use super::peer_auth::QuorumSecret;
 use super::recovery::recover;
 use super::snapshot_file::write_snapshot;
 use super::storage::{Storage, StoragePaths};
@@ -86,6 +87,9 @@ pub struct NodeConfig {
     pub send_queue_frames: usize,
     /// Events queued for the driver thread (backpressure on readers and callers).
     pub event_queue: usize,
+    /// zoo.cfg `quorum.auth.secretFile`: peers prove this secret on every connection
+    /// ([`super::peer_auth`]). None: peers are not authenticated.
+    pub quorum_secret: Option<QuorumSecret>,
 }
 
 impl NodeConfig {
@@ -108,6 +112,7 @@ impl NodeConfig {
             max_frame_bytes: 512 << 20,
             send_queue_frames: 4096,
             event_queue: 16_384,
+            quorum_secret: None,
         }
     }
 }
@@ -269,6 +274,7 @@ impl ZabNode {
                 .collect(),
             max_frame_bytes: cfg.max_frame_bytes,
             send_queue_frames: cfg.send_queue_frames,
+            quorum_secret: cfg.quorum_secret.clone(),
         };
         let id = cfg.peer.my_id;
         let driver_shared = shared.clone();

@@ -8,6 +8,9 @@
 //! the node ignores traffic from a connection it has replaced, which gives the core the
 //! FIFO-or-disconnect channel it assumes.
 //!
+//! With a quorum secret configured, both sides of every connection prove they know it right
+//! after the handshake ([`super::peer_auth`]); a peer that cannot is closed before ZAB sees it.
+//!
 //! Std threads, not glommio: a ZAB ensemble has a handful of peer connections carrying
 //! batched messages, the log's fdatasync blocks anyway, and blocking sockets keep this
 //! shell small and independent of whichever runtime the client-protocol layer uses.
@@ -24,6 +27,7 @@ use rkyv::util::AlignedVec;
 
 use super::frame::{read_frame, read_handshake, write_handshake};
 use super::message::Message;
+use super::peer_auth::{prove_as_acceptor, prove_as_dialer, QuorumSecret};
 use super::zxid::ServerId;
 
 /// What the transport reports to the node.
@@ -95,6 +99,9 @@ pub struct TransportConfig {
     pub max_frame_bytes: usize,
     /// Frames queued per connection before the connection is declared broken.
     pub send_queue_frames: usize,
+    /// The ensemble's shared secret: peers must prove it ([`super::peer_auth`]). None: peers
+    /// are not authenticated.
+    pub quorum_secret: Option<QuorumSecret>,
 }
 
 /// The running transport threads (acceptor and dialers).
@@ -235,6 +242,9 @@ fn handshake(mut stream: &TcpStream, cfg: &TransportConfig) -> Result<ServerId, 
     if peer <= cfg.my_id || !cfg.peers.iter().any(|&(id, _)| id == peer) {
         return Err(format!("server {peer} may not dial server {}", cfg.my_id));
     }
+    if let Some(secret) = &cfg.quorum_secret {
+        prove_as_acceptor(&mut stream, secret, peer, cfg.my_id)?;
+    }
     stream.set_read_timeout(None).map_err(|e| e.to_string())?;
     Ok(peer)
 }
@@ -250,7 +260,9 @@ fn dial_loop(
     while !stop.load(Ordering::SeqCst) {
         match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
             Ok(mut stream) => {
-                if write_handshake(&mut stream, cfg.my_id, peer).is_ok() {
+                if write_handshake(&mut stream, cfg.my_id, peer).is_ok()
+                    && dialer_proves(&mut stream, &cfg, peer)
+                {
                     backoff = Duration::from_millis(50);
                     if let Some(reader) = run_connection(peer, stream, &cfg, &sink) {
                         let _ = reader.join();
@@ -262,6 +274,27 @@ fn dial_loop(
                 sleep_unless_stopped(&stop, backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
+        }
+    }
+}
+
+/// With a quorum secret: the dialer's side of [`super::peer_auth`], bounded in time; a
+/// failure is logged (a misconfigured secret shows up here on the dialing server).
+fn dialer_proves(stream: &mut TcpStream, cfg: &TransportConfig, peer: ServerId) -> bool {
+    let Some(secret) = &cfg.quorum_secret else {
+        return true;
+    };
+    let proved = stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())
+        .and_then(|()| prove_as_dialer(stream, secret, cfg.my_id, peer))
+        .and_then(|()| stream.set_read_timeout(None).map_err(|e| e.to_string()));
+    match proved {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(peer, error = %e, "quorum authentication failed");
+            let _ = stream.shutdown(Shutdown::Both);
+            false
         }
     }
 }
