@@ -57,9 +57,12 @@ fn write_committed(nodes: &[ZabNode]) -> Zxid {
     }
 }
 
-#[test]
-fn zab_transport_rejects_bad_peers_and_keeps_serving() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Servers 1 and 2 of a three-server ensemble on loopback (3 stays down; 1 and 2 are a
+/// quorum), with `secret` as their quorum secret; their nodes and every server's address.
+fn two_of_three(
+    dir: &std::path::Path,
+    secret: Option<&QuorumSecret>,
+) -> (Vec<ZabNode>, BTreeMap<u64, SocketAddr>) {
     let mut listeners = BTreeMap::new();
     let mut addrs: BTreeMap<u64, SocketAddr> = BTreeMap::new();
     for id in 1..=3u64 {
@@ -67,14 +70,21 @@ fn zab_transport_rejects_bad_peers_and_keeps_serving() {
         addrs.insert(id, l.local_addr().expect("addr"));
         listeners.insert(id, l);
     }
-    // Server 3 stays down; 1 and 2 are a quorum.
     drop(listeners.remove(&3));
     let mut nodes = Vec::new();
     for (id, l) in listeners {
-        let base = dir.path().join(format!("s{id}"));
-        let cfg = NodeConfig::new(id, addrs.clone(), base.join("data"), base.join("log"));
+        let base = dir.join(format!("s{id}"));
+        let mut cfg = NodeConfig::new(id, addrs.clone(), base.join("data"), base.join("log"));
+        cfg.quorum_secret = secret.cloned();
         nodes.push(ZabNode::start_with_listener(cfg, l, Nothing).expect("start"));
     }
+    (nodes, addrs)
+}
+
+#[test]
+fn zab_transport_rejects_bad_peers_and_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, addrs) = two_of_three(dir.path(), None);
     let target = addrs[&1];
     write_committed(&nodes);
 
@@ -129,22 +139,8 @@ fn zab_transport_rejects_bad_peers_and_keeps_serving() {
 fn only_peers_that_prove_the_quorum_secret_join() {
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = QuorumSecret::new(b"a shared secret of the ensemble\n").expect("secret");
-    let mut listeners = BTreeMap::new();
-    let mut addrs: BTreeMap<u64, SocketAddr> = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        addrs.insert(id, l.local_addr().expect("addr"));
-        listeners.insert(id, l);
-    }
     // Server 3 stays down: an impostor plays it.
-    drop(listeners.remove(&3));
-    let mut nodes = Vec::new();
-    for (id, l) in listeners {
-        let base = dir.path().join(format!("s{id}"));
-        let mut cfg = NodeConfig::new(id, addrs.clone(), base.join("data"), base.join("log"));
-        cfg.quorum_secret = Some(secret.clone());
-        nodes.push(ZabNode::start_with_listener(cfg, l, Nothing).expect("start"));
-    }
+    let (nodes, addrs) = two_of_three(dir.path(), Some(&secret));
     // 1 and 2 proved the secret to each other: they commit.
     write_committed(&nodes);
     let target = addrs[&1];
