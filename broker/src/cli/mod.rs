@@ -178,11 +178,7 @@ pub fn topics_describe(bootstrap: &str, name: &str) -> Result<(), ClientError> {
                 partition.leader_epoch,
                 list(&partition.replica_nodes),
                 list(&partition.isr_nodes),
-                if partition.leader_id.0 < 0 {
-                    " offline"
-                } else {
-                    ""
-                }
+                partition_state(partition)
             );
         }
     }
@@ -213,6 +209,29 @@ pub fn topics_describe(bootstrap: &str, name: &str) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+/// What `topics describe` says after a partition's line: nothing when it has a leader,
+/// " offline" without one, and which replicas' disks failed when the broker says so.
+fn partition_state(
+    partition: &kafka_protocol::messages::metadata_response::MetadataResponsePartition,
+) -> String {
+    if partition.error_code == 56 {
+        let replicas: Vec<String> = partition
+            .offline_replicas
+            .iter()
+            .map(|b| b.0.to_string())
+            .collect();
+        return format!(
+            " offline (KAFKA_STORAGE_ERROR: disk fault on replica {})",
+            replicas.join(",")
+        );
+    }
+    if partition.leader_id.0 < 0 {
+        " offline".to_string()
+    } else {
+        String::new()
+    }
 }
 
 /// `topics delete`.
