@@ -524,3 +524,27 @@ pub fn consume(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `topics describe` says why a partition is offline.
+    use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
+    use kafka_protocol::messages::BrokerId;
+
+    use super::partition_state;
+
+    #[test]
+    fn describe_names_a_disk_fault() {
+        let led = MetadataResponsePartition::default().with_leader_id(BrokerId(1));
+        assert_eq!(partition_state(&led), "");
+        let leaderless = MetadataResponsePartition::default().with_leader_id(BrokerId(-1));
+        assert_eq!(partition_state(&leaderless), " offline");
+        let failed = leaderless
+            .with_error_code(56)
+            .with_offline_replicas(vec![BrokerId(0)]);
+        assert_eq!(
+            partition_state(&failed),
+            " offline (KAFKA_STORAGE_ERROR: disk fault on replica 0)"
+        );
+    }
+}

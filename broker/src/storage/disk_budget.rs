@@ -251,6 +251,46 @@ mod tests {
     }
 
     #[test]
+    fn preallocation_follows_the_writes_and_leaves_the_count_on_close() {
+        use std::os::unix::fs::MetadataExt;
+
+        use crate::storage::fault_injection::tests::{batch, config};
+        use crate::storage::PartitionLog;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let mut config = config();
+                config.preallocate_bytes = 64 << 20;
+                config.segment_bytes = 256 << 20;
+                let log = PartitionLog::open(&path, config).await.unwrap();
+                let allocated = || {
+                    let file = path.join(format!("{:020}.log", 0));
+                    std::fs::metadata(file).unwrap().blocks() * 512
+                };
+                log.append(&batch("first"), 0).await.unwrap();
+                // One small write: its page and the first step, not `preallocate_bytes`.
+                let first = allocated();
+                assert!(first <= 4096 + INITIAL_PREALLOCATE_BYTES, "{first}");
+                assert_eq!(shard_preallocated_bytes(), INITIAL_PREALLOCATE_BYTES);
+                // Writing past it takes the next, larger step.
+                let value = "v".repeat(200_000);
+                for _ in 0..3 {
+                    log.append(&batch(&value), 0).await.unwrap();
+                }
+                let second = allocated();
+                assert!(second > first, "{second} after {first}");
+                assert!(second <= 4 * INITIAL_PREALLOCATE_BYTES, "{second}");
+                log.close().await.unwrap();
+                assert_eq!(shard_preallocated_bytes(), 0);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
     fn fs_space_reads_the_file_system() {
         let dir = tempfile::tempdir().unwrap();
         let space = fs_space(dir.path()).unwrap();

@@ -30,7 +30,7 @@ pub(crate) fn after_write(result: io::Result<usize>) -> io::Result<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! A write error fails the pending append with KAFKA_STORAGE_ERROR, every later append
     //! fails the same way at once (no hang), the log reports why, and a reopen keeps every
     //! acknowledged record and accepts appends again.
@@ -44,7 +44,8 @@ mod tests {
     use super::fail_next_writes;
     use crate::storage::{kafka_code, LogConfig, PartitionLog, ReadChunk};
 
-    fn batch(value: &str) -> Vec<u8> {
+    /// One uncompressed RecordBatch v2 holding one record of `value`.
+    pub(crate) fn batch(value: &str) -> Vec<u8> {
         let record = Record {
             transactional: false,
             control: false,
@@ -69,7 +70,8 @@ mod tests {
         buf.to_vec()
     }
 
-    fn config() -> LogConfig {
+    /// Small segments, `always`, 1 MiB preallocation steps at most.
+    pub(crate) fn config() -> LogConfig {
         LogConfig {
             segment_bytes: 1 << 20,
             segment_ms: 7 * 24 * 3600 * 1000,

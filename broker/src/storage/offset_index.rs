@@ -353,3 +353,36 @@ impl OffsetIndex {
         &self.file
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The shard keeps at most `OPEN_INDEX_FILES_MAX` index files open, whatever the number of
+    //! indexes written, and reopens an evicted one on demand with its entries intact.
+    use super::*;
+
+    #[test]
+    fn open_index_files_stay_bounded_and_reopen_on_demand() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = open_index_files();
+        let mut indexes = Vec::new();
+        for i in 0..OPEN_INDEX_FILES_MAX + 40 {
+            let mut index = OffsetIndex::create(&dir.path().join(format!("{i}.index"))).unwrap();
+            index.append(1, 100);
+            index.write_pending().unwrap();
+            indexes.push(index);
+            assert!(open_index_files() <= OPEN_INDEX_FILES_MAX);
+        }
+        assert!(open_index_files() > before);
+        // The first one was evicted long ago: a new entry reopens it.
+        indexes[0].append(2, 200);
+        indexes[0].sync().unwrap();
+        let loaded = OffsetIndex::load(&dir.path().join("0.index"), 1000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(loaded.entries().len(), 2);
+        drop(loaded);
+        let open = open_index_files();
+        drop(indexes);
+        assert!(open_index_files() < open);
+    }
+}
