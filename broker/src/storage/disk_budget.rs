@@ -180,11 +180,16 @@ impl PreallocationStep {
         }
     }
 
-    /// The size of the next preallocation; the one after it is twice as large.
-    pub fn take(&mut self) -> u64 {
-        let now = self.next_bytes;
+    /// The size of the next preallocation.
+    pub fn next_bytes(&self) -> u64 {
+        self.next_bytes
+    }
+
+    /// A preallocation was granted: the next one is twice as large. (A step the budget did
+    /// not grant does not count, so a partition does not jump to large steps while the
+    /// disk is short.)
+    pub fn advance(&mut self) {
         self.next_bytes = (self.next_bytes * 2).min(self.max_bytes);
-        now
     }
 }
 
@@ -197,14 +202,20 @@ mod tests {
     #[test]
     fn step_doubles_up_to_the_profile() {
         let mut step = PreallocationStep::new(5 << 20);
-        let taken: Vec<u64> = (0..7).map(|_| step.take()).collect();
+        let taken: Vec<u64> = (0..7)
+            .map(|_| {
+                let bytes = step.next_bytes();
+                step.advance();
+                bytes
+            })
+            .collect();
         let mib = 1 << 20;
         assert_eq!(
             taken,
             vec![mib / 4, mib / 2, mib, 2 * mib, 4 * mib, 5 * mib, 5 * mib]
         );
-        let mut small = PreallocationStep::new(4096);
-        assert_eq!(small.take(), 4096);
+        let small = PreallocationStep::new(4096);
+        assert_eq!(small.next_bytes(), 4096);
     }
 
     #[test]

@@ -217,7 +217,7 @@ impl SegmentAppender {
     }
 
     /// How far the file must be preallocated before `job` is written, if further than now:
-    /// the write's end plus the next step (which doubles each time, up to
+    /// the write's end plus the next step (which doubles each time one is granted, up to
     /// `preallocate_bytes`), capped at the segment size and at what the shard's budget still
     /// allows ([`disk_budget::allowance`]). `None` when nothing may be preallocated: the write
     /// then allocates its own blocks.
@@ -236,9 +236,13 @@ impl SegmentAppender {
                 0
             }
         };
-        let step = disk_budget::allowance(self.preallocation_step.take(), free_bytes);
+        let step = disk_budget::allowance(self.preallocation_step.next_bytes(), free_bytes);
         let want = (align_up(write_end) + step).min(self.preallocate_limit);
-        (want > write_end).then_some(want)
+        if want <= write_end {
+            return None;
+        }
+        self.preallocation_step.advance();
+        Some(want)
     }
 
     pub(crate) fn set_preallocated(&mut self, end: u64) {
