@@ -69,6 +69,9 @@ pub enum TopicError {
     InvalidConfig(String, String),
     #[error("topic store: {0}")]
     Storage(String),
+    /// The data directory cannot hold the new partitions (see `storage::disk_budget`).
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 impl TopicError {
@@ -84,6 +87,8 @@ impl TopicError {
             TopicError::TimedOut(_) => 7,
             TopicError::InvalidConfig(..) => 40,
             TopicError::Storage(_) => -1,
+            // POLICY_VIOLATION: clients show its message and do not retry.
+            TopicError::NoSpace(_) => 44,
         }
     }
 }

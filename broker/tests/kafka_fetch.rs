@@ -11,10 +11,7 @@ use broker::cli::client::Client;
 use broker::server::metrics::ShardMetrics;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    BrokerId, FetchRequest, ListOffsetsRequest, ProduceRequest, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 fn name(topic: &str) -> TopicName {
@@ -22,18 +19,9 @@ fn name(topic: &str) -> TopicName {
 }
 
 fn produce(client: &mut Client, topic: &str, partition: i32, records: bytes::Bytes) -> i64 {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])]);
-    let response = client.call(&request, 9).unwrap();
-    let partition = &response.responses[0].partition_responses[0];
-    assert_eq!(partition.error_code, 0);
-    partition.base_offset
+    let (code, base_offset) = kafka_support::produce(client, topic, partition, records);
+    assert_eq!(code, 0);
+    base_offset
 }
 
 fn fetch(

@@ -218,7 +218,8 @@ pub struct StorageLimits {
     /// write is issued are packed into it. Default 2 MiB. Multiple of 4096.
     #[serde(default = "StorageLimits::default_write_buffer_bytes")]
     pub write_buffer_bytes: u32,
-    /// Bytes preallocated ahead of the write position of the active segment, bytes. Default
+    /// Largest preallocation step ahead of the write position of the active segment, bytes
+    /// (a segment starts at 256 KiB and doubles the step as appends use it up). Default
     /// 64 MiB; 0 disables preallocation.
     #[serde(default = "StorageLimits::default_preallocate_bytes")]
     pub preallocate_bytes: u64,

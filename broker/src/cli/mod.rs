@@ -178,11 +178,7 @@ pub fn topics_describe(bootstrap: &str, name: &str) -> Result<(), ClientError> {
                 partition.leader_epoch,
                 list(&partition.replica_nodes),
                 list(&partition.isr_nodes),
-                if partition.leader_id.0 < 0 {
-                    " offline"
-                } else {
-                    ""
-                }
+                partition_state(partition)
             );
         }
     }
@@ -213,6 +209,29 @@ pub fn topics_describe(bootstrap: &str, name: &str) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+/// What `topics describe` says after a partition's line: nothing when it has a leader,
+/// " offline" without one, and which replicas' disks failed when the broker says so.
+fn partition_state(
+    partition: &kafka_protocol::messages::metadata_response::MetadataResponsePartition,
+) -> String {
+    if partition.error_code == 56 {
+        let replicas: Vec<String> = partition
+            .offline_replicas
+            .iter()
+            .map(|b| b.0.to_string())
+            .collect();
+        return format!(
+            " offline (KAFKA_STORAGE_ERROR: disk fault on replica {})",
+            replicas.join(",")
+        );
+    }
+    if partition.leader_id.0 < 0 {
+        " offline".to_string()
+    } else {
+        String::new()
+    }
 }
 
 /// `topics delete`.
@@ -503,5 +522,29 @@ pub fn consume(
             out.flush()?;
             return Ok(consumed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `topics describe` says why a partition is offline.
+    use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
+    use kafka_protocol::messages::BrokerId;
+
+    use super::partition_state;
+
+    #[test]
+    fn describe_names_a_disk_fault() {
+        let led = MetadataResponsePartition::default().with_leader_id(BrokerId(1));
+        assert_eq!(partition_state(&led), "");
+        let leaderless = MetadataResponsePartition::default().with_leader_id(BrokerId(-1));
+        assert_eq!(partition_state(&leaderless), " offline");
+        let failed = leaderless
+            .with_error_code(56)
+            .with_offline_replicas(vec![BrokerId(0)]);
+        assert_eq!(
+            partition_state(&failed),
+            " offline (KAFKA_STORAGE_ERROR: disk fault on replica 0)"
+        );
     }
 }

@@ -307,6 +307,15 @@ impl Shard {
         };
         topic.replicas = self.assign(&spec, partitions, &view)?;
         topic.shards = vec![0; topic.replicas.len()];
+        // This broker checks its own share against its disk before the controller hears of
+        // the topic (the others open theirs when the controller's assignment reaches them).
+        let here = topic
+            .replicas
+            .iter()
+            .filter(|replicas| replicas.contains(&self.config.node_id))
+            .count() as u64;
+        crate::storage::disk_budget::check_new_partitions(&self.config.data_dir, here)
+            .map_err(TopicError::NoSpace)?;
         if spec.validate_only {
             return Ok(topic);
         }

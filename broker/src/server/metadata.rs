@@ -2,7 +2,9 @@
 //! partition. In cluster mode: the live brokers (and for a few seconds one whose registration
 //! just went away: `ClusterView::metadata_brokers`), the controller, the cluster id and every
 //! partition's leader, epoch, replicas and ISR from this shard's cluster view (an offline
-//! partition answers LEADER_NOT_AVAILABLE with leader -1). Unknown topics are auto-created
+//! partition answers LEADER_NOT_AVAILABLE with leader -1). A single node's partition that a
+//! disk fault took offline answers KAFKA_STORAGE_ERROR with leader -1 and this node as its
+//! offline replica (see `offline.rs`). Unknown topics are auto-created
 //! only when the server was started with `--auto-create-topics` and the client allows it.
 
 use std::rc::Rc;
@@ -55,14 +57,22 @@ fn single_node_partitions(
     version: i16,
 ) -> Vec<MetadataResponsePartition> {
     let node = BrokerId(shard.config.node_id);
+    let any_offline = shard.offline.any_of(&topic.name);
     (0..topic.partition_count())
         .map(|partition| {
-            MetadataResponsePartition::default()
+            let entry = MetadataResponsePartition::default()
                 .with_partition_index(partition)
-                .with_leader_id(node)
                 .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_replica_nodes(vec![node]);
+            if any_offline && shard.offline.reason(&topic.name, partition).is_some() {
+                // Its only replica is offline after a disk fault: no leader, no ISR.
+                return entry
+                    .with_error_code(codes::KAFKA_STORAGE_ERROR)
+                    .with_leader_id(BrokerId(NO_LEADER))
+                    .with_isr_nodes(Vec::new())
+                    .with_offline_replicas(if version >= 5 { vec![node] } else { Vec::new() });
+            }
+            entry.with_leader_id(node).with_isr_nodes(vec![node])
         })
         .collect()
 }

@@ -13,6 +13,7 @@ pub mod list_offsets;
 pub mod mesh;
 pub mod metadata;
 pub mod metrics;
+pub mod offline;
 pub mod offset_for_leader_epoch;
 pub mod oneshot;
 pub mod partition_ops;
@@ -203,6 +204,7 @@ struct ShardStart {
     metrics: Arc<ShardMetrics>,
     connections: Arc<AtomicU32>,
     producer_ids: Arc<producer_ids::ProducerIdAllocator>,
+    offline: Arc<offline::OfflinePartitions>,
     stop: Arc<AtomicBool>,
     fetching: Arc<AtomicBool>,
     fetchers_running: Arc<std::sync::atomic::AtomicUsize>,
@@ -271,6 +273,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
     let fetching = Arc::new(AtomicBool::new(true));
     let fetchers_running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let connections = Arc::new(AtomicU32::new(0));
+    let offline = Arc::new(offline::OfflinePartitions::default());
     let mesh = (shard_count > 1).then(|| MeshBuilder::full(shard_count, mesh::LINK_CAPACITY));
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut store: Option<Box<dyn TopicStore + Send>> = Some(Box::new(store));
@@ -289,6 +292,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             metrics,
             connections: connections.clone(),
             producer_ids: producer_ids.clone(),
+            offline: offline.clone(),
             stop: stop.clone(),
             fetching: fetching.clone(),
             fetchers_running: fetchers_running.clone(),
@@ -351,6 +355,7 @@ async fn shard_main(start: ShardStart) {
         metrics,
         connections,
         producer_ids,
+        offline,
         stop,
         fetching,
         fetchers_running,
@@ -400,6 +405,7 @@ async fn shard_main(start: ShardStart) {
         groups: groups::ShardGroups::new(config.group.clone(), id),
         connections,
         producer_ids,
+        offline,
         stop: stop.clone(),
         cluster: cluster.map(|(view, commands)| cluster::ShardCluster {
             view: RefCell::new(view),

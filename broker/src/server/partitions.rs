@@ -243,7 +243,18 @@ impl Shard {
         } else {
             log.append(records, 0).await
         };
-        appended.map_err(log_error)
+        appended.map_err(|err| {
+            self.note_disk_fault(topic, partition, &log);
+            log_error(err)
+        })
+    }
+
+    /// Takes the partition offline (for Metadata and `topics describe`) if its log failed on
+    /// a disk fault; the log itself already refuses appends.
+    pub(super) fn note_disk_fault(&self, topic: &str, partition: i32, log: &PartitionLog) {
+        if let Some(reason) = log.failure() {
+            self.offline.mark(topic, partition, &reason);
+        }
     }
 
     /// A consumer's read, only below the high watermark: on a single node the end of what the
@@ -260,6 +271,12 @@ impl Shard {
         let Some(log) = self.partitions.get(topic, partition) else {
             return PartitionRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION);
         };
+        // An offline partition is not read (as Kafka treats a replica on an offline log
+        // directory) until a restart has recovered its files.
+        if log.failure().is_some() {
+            self.note_disk_fault(topic, partition, &log);
+            return PartitionRead::error(codes::KAFKA_STORAGE_ERROR);
+        }
         // What a consumer may read: below the promised end on a single node (written or
         // synced, by the flush policy), below the high watermark of a cluster leader.
         let high_watermark = if self.cluster.is_none() {

@@ -413,10 +413,10 @@ impl Shard {
             }
         }
         // Its own write counts toward the high watermark below, not in the append.
-        let info = log
-            .append_queued(records, epoch)
-            .await
-            .map_err(|err| (err.error_code(), err.to_string()))?;
+        let info = log.append_queued(records, epoch).await.map_err(|err| {
+            self.note_disk_fault(&topic.name, partition, &log);
+            (err.error_code(), err.to_string())
+        })?;
         let end = info.last_offset + 1;
         let sync = log.config().flush == tuning::FlushPolicy::Always;
         let written = {

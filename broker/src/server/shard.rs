@@ -68,6 +68,8 @@ pub struct Shard {
     pub connections: Arc<AtomicU32>,
     /// InitProducerId's ids, shared by every shard.
     pub producer_ids: Arc<super::producer_ids::ProducerIdAllocator>,
+    /// Partitions a disk fault took offline, shared by every shard.
+    pub offline: Arc<super::offline::OfflinePartitions>,
     pub stop: Arc<AtomicBool>,
     /// Cluster mode: the view and the way to the cluster agent.
     pub cluster: Option<super::cluster::ShardCluster>,
@@ -190,6 +192,12 @@ impl Shard {
                     let store = self.store.as_ref().expect("shard 0 holds the store");
                     if store.borrow().topics().contains_key(&topic.name) {
                         Err(TopicError::AlreadyExists(topic.name))
+                    } else if let Err(why) = crate::storage::disk_budget::check_new_partitions(
+                        &self.config.data_dir,
+                        topic.shards.len() as u64,
+                    ) {
+                        // Refused before any partition directory exists: nothing to undo.
+                        Err(TopicError::NoSpace(why))
                     } else if spec.validate_only {
                         Ok(topic)
                     } else {
@@ -304,6 +312,7 @@ impl Shard {
 
     async fn topic_removed(self: &Rc<Self>, name: &str) {
         self.topics.borrow_mut().remove(name);
+        self.offline.forget_topic(name);
         self.remove_topic_logs(name).await;
     }
 }

@@ -207,6 +207,9 @@ impl PartitionLog {
         let mut config = config;
         config.write_buffer_bytes = config.effective_write_buffer_bytes();
         let (segments, report) = recovery::recover(&dir, &config).await?;
+        for sealed in segments.iter().rev().skip(1) {
+            sealed.close_index_handles();
+        }
         // Idempotent producers' recent batches, from the newest batch headers of the log.
         let producers = producer_rebuild::rebuild(&dir, &segments).await;
         let log_start_offset = segments.front().map_or(0, |s| s.base_offset);
@@ -494,6 +497,12 @@ impl PartitionLog {
     /// The first offset still in the log.
     pub fn log_start_offset(&self) -> i64 {
         self.inner.state.borrow().log_start_offset
+    }
+
+    /// Why the log went read-only, if a write, fdatasync or roll failed (a disk fault): it
+    /// refuses appends until reopened, and the server takes the partition offline.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.state.borrow().failed.clone()
     }
 
     /// The offset the next appended record will get (Kafka's log end offset).
@@ -937,24 +946,32 @@ impl LogInner {
             }
             let expected = job.buffer.len();
             let write_started = Instant::now();
-            let result = job.file.write_rc_at(job.buffer.clone(), job.start).await;
+            let result = job
+                .file
+                .write_rc_at(job.buffer.clone(), job.start)
+                .await
+                .map_err(std::io::Error::from);
             let write_us = write_started.elapsed().as_micros() as u64;
+            #[cfg(test)]
+            let result = super::fault_injection::after_write(result);
             let result = match result {
                 Ok(n) if n == expected => Ok(()),
                 Ok(n) => Err(std::io::Error::new(
                     std::io::ErrorKind::WriteZero,
                     format!("short write: {n} of {expected} bytes at byte {}", job.start),
                 )),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             };
-            let mut st = self.state.borrow_mut();
-            let st = &mut *st;
+            let mut guard = self.state.borrow_mut();
+            let st = &mut *guard;
             let segment = st.active_mut();
             if let Err(e) = result {
                 if let Some(a) = segment.appender.as_mut() {
                     a.abandon_write();
                 }
                 drop(job);
+                // `fail` borrows the state itself.
+                drop(guard);
                 return Err(self.fail(LogError::io(path, "writing the log", e)));
             }
             if let Some(a) = segment.appender.as_mut() {
@@ -981,6 +998,7 @@ impl LogInner {
             }
             if let Err(e) = index_result {
                 drop(job);
+                drop(guard);
                 return Err(self.fail(e));
             }
         }
@@ -1058,6 +1076,7 @@ impl LogInner {
                 ]
             };
             segment.appender = None;
+            segment.close_index_handles();
             (
                 segment.dma.clone(),
                 segment.size_bytes,

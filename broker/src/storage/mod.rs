@@ -6,7 +6,10 @@
 //! whose executor opened it.
 
 pub mod append_gate;
+pub mod disk_budget;
 pub mod error;
+#[cfg(test)]
+mod fault_injection;
 pub mod iopoll_probe;
 pub mod leader_epoch_checkpoint;
 pub mod log;

@@ -7,16 +7,59 @@
 //! were written (so a crash leaves an index that points at most at data that was written),
 //! and the file is fdatasync'ed when the segment rolls or the log closes.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-/// Append-only file of fixed-size entries shared by the offset and the time index.
+/// Index files a shard keeps open at most. Entries live in memory, so a file is only needed
+/// to add entries, cut, or sync: the handles of partitions that are written stay open,
+/// the others are closed and reopened on demand, so open files follow the partitions being
+/// written, not every partition.
+pub const OPEN_INDEX_FILES_MAX: usize = 512;
+
+/// The shard's open index files, least recently used closed first.
+struct OpenIndexFiles {
+    files: HashMap<u64, (Rc<File>, u64)>,
+    tick: u64,
+}
+
+thread_local! {
+    static OPEN_INDEX_FILES: RefCell<OpenIndexFiles> = RefCell::new(OpenIndexFiles {
+        files: HashMap::new(),
+        tick: 0,
+    });
+    static NEXT_INDEX_FILE_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+fn open_rw(path: &Path, truncate: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .open(path)
+}
+
+/// Index files this shard has open now (for tests and the docs' measurements).
+pub fn open_index_files() -> usize {
+    OPEN_INDEX_FILES.with(|open| open.borrow().files.len())
+}
+
+/// Append-only file of fixed-size entries shared by the offset and the time index. Its
+/// handle is borrowed from the shard's cache of open index files ([`OPEN_INDEX_FILES_MAX`]).
+///
+/// A handle reopened after it was closed does not see a write-back error reported before:
+/// acceptable for indexes, which recovery checks and rebuilds from the log; the `.log`
+/// files keep their own handles.
 #[derive(Debug)]
 pub(crate) struct IndexFile {
     path: PathBuf,
-    file: File,
+    /// Key of this file in the shard's cache of open handles.
+    id: u64,
     /// Bytes of entries already in the file.
     written_bytes: u64,
     /// Encoded entries not yet in the file.
@@ -24,42 +67,79 @@ pub(crate) struct IndexFile {
 }
 
 impl IndexFile {
+    /// The handle used to create or load the file is closed here: the first write of
+    /// entries opens it again (an idle partition's index holds no file open).
+    fn new(path: &Path, written_bytes: u64) -> IndexFile {
+        let id = NEXT_INDEX_FILE_ID.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
+        IndexFile {
+            path: path.to_path_buf(),
+            id,
+            written_bytes,
+            pending: Vec::new(),
+        }
+    }
+
     /// Opens (creating if needed) `path` and returns it with its whole content.
     pub(crate) fn open(path: &Path) -> io::Result<(IndexFile, Vec<u8>)> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_rw(path, false)?;
         let len = file.metadata()?.len();
         let mut content = vec![0u8; len as usize];
         file.read_exact_at(&mut content, 0)?;
-        Ok((
-            IndexFile {
-                path: path.to_path_buf(),
-                file,
-                written_bytes: len,
-                pending: Vec::new(),
-            },
-            content,
-        ))
+        Ok((IndexFile::new(path, len), content))
     }
 
     /// Creates `path` empty (replacing an existing file).
     pub(crate) fn create(path: &Path) -> io::Result<IndexFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        Ok(IndexFile {
-            path: path.to_path_buf(),
-            file,
-            written_bytes: 0,
-            pending: Vec::new(),
+        open_rw(path, true)?;
+        Ok(IndexFile::new(path, 0))
+    }
+
+    /// Puts `file` in the shard's cache, closing the least recently used handle if full.
+    fn cache(&self, file: Rc<File>) {
+        OPEN_INDEX_FILES.with(|open| {
+            let mut open = open.borrow_mut();
+            open.tick += 1;
+            let tick = open.tick;
+            if open.files.len() >= OPEN_INDEX_FILES_MAX && !open.files.contains_key(&self.id) {
+                let oldest = open.files.iter().min_by_key(|(_, (_, used))| *used);
+                if let Some(&oldest) = oldest.map(|(id, _)| id) {
+                    open.files.remove(&oldest);
+                }
+            }
+            open.files.insert(self.id, (file, tick));
+            debug_assert!(open.files.len() <= OPEN_INDEX_FILES_MAX);
         })
+    }
+
+    /// The file's handle: the cached one, or the file opened again.
+    fn file(&self) -> io::Result<Rc<File>> {
+        let cached = OPEN_INDEX_FILES.with(|open| {
+            let mut open = open.borrow_mut();
+            open.tick += 1;
+            let tick = open.tick;
+            open.files.get_mut(&self.id).map(|(file, used)| {
+                *used = tick;
+                file.clone()
+            })
+        });
+        if let Some(file) = cached {
+            return Ok(file);
+        }
+        // Not created here: the file exists since `open`/`create` (a vanished file is an
+        // error to report, not one to recreate empty).
+        let file = Rc::new(OpenOptions::new().read(true).write(true).open(&self.path)?);
+        self.cache(file.clone());
+        Ok(file)
+    }
+
+    /// Closes this file's handle (a sealed segment's index is complete: its entries are in
+    /// memory and the handle is reopened only to cut or sync it).
+    pub(crate) fn close_handle(&self) {
+        // `try_with`: a log dropped while its thread exits finds the cache already gone.
+        let _ = OPEN_INDEX_FILES.try_with(|open| open.borrow_mut().files.remove(&self.id));
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -75,7 +155,8 @@ impl IndexFile {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.file.write_all_at(&self.pending, self.written_bytes)?;
+        self.file()?
+            .write_all_at(&self.pending, self.written_bytes)?;
         self.written_bytes += self.pending.len() as u64;
         self.pending.clear();
         Ok(())
@@ -83,24 +164,30 @@ impl IndexFile {
 
     pub(crate) fn sync(&mut self) -> io::Result<()> {
         self.write_pending()?;
-        self.file.sync_data()
+        self.file()?.sync_data()
     }
 
     /// A second handle of the file, to fdatasync it from another thread.
     pub(crate) fn handle(&self) -> io::Result<File> {
-        self.file.try_clone()
+        self.file()?.try_clone()
     }
 
     /// Cuts the file to its first `bytes` bytes and drops pending entries beyond them.
     pub(crate) fn truncate(&mut self, bytes: u64) -> io::Result<()> {
         if bytes < self.written_bytes {
-            self.file.set_len(bytes)?;
+            self.file()?.set_len(bytes)?;
             self.written_bytes = bytes;
             self.pending.clear();
         } else {
             self.pending.truncate((bytes - self.written_bytes) as usize);
         }
         Ok(())
+    }
+}
+
+impl Drop for IndexFile {
+    fn drop(&mut self) {
+        self.close_handle();
     }
 }
 
@@ -264,5 +351,38 @@ impl OffsetIndex {
 
     pub(crate) fn file(&self) -> &IndexFile {
         &self.file
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The shard keeps at most `OPEN_INDEX_FILES_MAX` index files open, whatever the number of
+    //! indexes written, and reopens an evicted one on demand with its entries intact.
+    use super::*;
+
+    #[test]
+    fn open_index_files_stay_bounded_and_reopen_on_demand() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = open_index_files();
+        let mut indexes = Vec::new();
+        for i in 0..OPEN_INDEX_FILES_MAX + 40 {
+            let mut index = OffsetIndex::create(&dir.path().join(format!("{i}.index"))).unwrap();
+            index.append(1, 100);
+            index.write_pending().unwrap();
+            indexes.push(index);
+            assert!(open_index_files() <= OPEN_INDEX_FILES_MAX);
+        }
+        assert!(open_index_files() > before);
+        // The first one was evicted long ago: a new entry reopens it.
+        indexes[0].append(2, 200);
+        indexes[0].sync().unwrap();
+        let loaded = OffsetIndex::load(&dir.path().join("0.index"), 1000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(loaded.entries().len(), 2);
+        drop(loaded);
+        let open = open_index_files();
+        drop(indexes);
+        assert!(open_index_files() < open);
     }
 }

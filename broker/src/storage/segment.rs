@@ -99,6 +99,13 @@ impl Segment {
         }
     }
 
+    /// Closes the index files' handles of a sealed segment (reopened on demand: see
+    /// [`super::offset_index::OPEN_INDEX_FILES_MAX`]).
+    pub fn close_index_handles(&self) {
+        self.index.file().close_handle();
+        self.time_index.file().close_handle();
+    }
+
     /// Records the final largest timestamp in the time index (as Kafka does when a segment
     /// becomes inactive), so a sealed segment's max timestamp can be read back from it.
     pub fn seal_time_index(&mut self) {

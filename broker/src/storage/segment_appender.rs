@@ -16,6 +16,8 @@ use std::rc::Rc;
 
 use glommio::io::{BufferedFile, DmaBuffer, DmaFile};
 
+use super::disk_budget::{self, PreallocationStep};
+
 /// Smallest fill buffer, bytes.
 const MIN_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -62,6 +64,11 @@ pub(crate) struct SegmentAppender {
     written_end: u64,
     preallocated_end: u64,
     preallocate_bytes: u64,
+    /// Size of the next preallocation: starts small and doubles as the appends use it up.
+    preallocation_step: PreallocationStep,
+    /// Preallocated bytes past the written end that this appender counts in its shard's
+    /// budget ([`disk_budget::reserve`]); given back as writes cover them and on drop.
+    counted_preallocation_bytes: u64,
     /// Preallocation never goes past this (the segment size limit, page aligned), unless one
     /// write itself does.
     preallocate_limit: u64,
@@ -97,7 +104,7 @@ impl SegmentAppender {
             fill.as_bytes_mut()[..fill_len].copy_from_slice(&page[..fill_len]);
         }
         let preallocated_end = file.file_size().await?;
-        Ok(SegmentAppender {
+        let mut appender = SegmentAppender {
             file,
             path: path.to_path_buf(),
             max_buffer_bytes: buffer_bytes,
@@ -109,8 +116,12 @@ impl SegmentAppender {
             written_end: logical_end,
             preallocated_end,
             preallocate_bytes,
+            preallocation_step: PreallocationStep::new(preallocate_bytes),
+            counted_preallocation_bytes: 0,
             preallocate_limit: align_up(segment_bytes),
-        })
+        };
+        appender.recount_preallocation();
+        Ok(appender)
     }
 
     /// Logical end: everything appended, written or not.
@@ -205,8 +216,12 @@ impl SegmentAppender {
         })
     }
 
-    /// How far the file must be preallocated before `job` is written, if further than now.
-    pub(crate) fn preallocation_for(&self, job: &WriteJob) -> Option<u64> {
+    /// How far the file must be preallocated before `job` is written, if further than now:
+    /// the write's end plus the next step (which doubles each time one is granted, up to
+    /// `preallocate_bytes`), capped at the segment size and at what the shard's budget still
+    /// allows ([`disk_budget::allowance`]). `None` when nothing may be preallocated: the write
+    /// then allocates its own blocks.
+    pub(crate) fn preallocation_for(&mut self, job: &WriteJob) -> Option<u64> {
         if self.preallocate_bytes == 0 {
             return None;
         }
@@ -214,20 +229,46 @@ impl SegmentAppender {
         if write_end <= self.preallocated_end {
             return None;
         }
-        let want = (align_up(write_end) + self.preallocate_bytes)
-            .min(self.preallocate_limit)
-            .max(write_end);
+        let free_bytes = match disk_budget::fs_space(&self.path) {
+            Ok(space) => space.free_bytes,
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "statvfs failed");
+                0
+            }
+        };
+        let step = disk_budget::allowance(self.preallocation_step.next_bytes(), free_bytes);
+        let want = (align_up(write_end) + step).min(self.preallocate_limit);
+        if want <= write_end {
+            return None;
+        }
+        self.preallocation_step.advance();
         Some(want)
     }
 
     pub(crate) fn set_preallocated(&mut self, end: u64) {
         self.preallocated_end = self.preallocated_end.max(end);
+        self.recount_preallocation();
+    }
+
+    /// Brings this appender's share of the shard's preallocation count up to date.
+    fn recount_preallocation(&mut self) {
+        let now = self
+            .preallocated_end
+            .saturating_sub(align_up(self.written_end));
+        let before = self.counted_preallocation_bytes;
+        if now > before {
+            disk_budget::reserve(now - before);
+        } else {
+            disk_budget::release(before - now);
+        }
+        self.counted_preallocation_bytes = now;
     }
 
     /// Marks the round done: its bytes are in the file.
     pub(crate) fn finish_write(&mut self, job: &WriteJob) {
         self.written_end = job.end;
         self.in_flight = None;
+        self.recount_preallocation();
     }
 
     /// Forgets the failed round (the log refuses appends after a failed write).
@@ -260,5 +301,13 @@ impl SegmentAppender {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for SegmentAppender {
+    /// A sealed or closed segment's file is truncated to its size, which frees the blocks
+    /// preallocated past it: they leave the shard's count.
+    fn drop(&mut self) {
+        disk_budget::release(self.counted_preallocation_bytes);
     }
 }

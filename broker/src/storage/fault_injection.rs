@@ -1,0 +1,155 @@
+//! Test-only disk faults: the next O_DIRECT write(s) of a log on this thread report EIO, so
+//! tests drive the real error path of a failing disk (the append fails with
+//! KAFKA_STORAGE_ERROR, the log goes read-only, a reopen recovers what was written) without
+//! a broken device. Compiled only into the library's unit tests.
+
+use std::cell::Cell;
+use std::io;
+
+thread_local! {
+    static FAILING_WRITES: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Makes the next `count` log writes on this thread fail with EIO (after the bytes reached
+/// the file, as a device that reports an error after a partial write would).
+pub(crate) fn fail_next_writes(count: u32) {
+    FAILING_WRITES.with(|c| c.set(count));
+}
+
+/// The result a log write reports: `result`, or EIO while injected failures remain.
+pub(crate) fn after_write(result: io::Result<usize>) -> io::Result<usize> {
+    let inject = FAILING_WRITES.with(|c| {
+        let left = c.get();
+        c.set(left.saturating_sub(1));
+        left > 0
+    });
+    if inject {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    result
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! A write error fails the pending append with KAFKA_STORAGE_ERROR, every later append
+    //! fails the same way at once (no hang), the log reports why, and a reopen keeps every
+    //! acknowledged record and accepts appends again.
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
+    };
+
+    use super::fail_next_writes;
+    use crate::storage::{kafka_code, LogConfig, PartitionLog, ReadChunk};
+
+    /// One uncompressed RecordBatch v2 holding one record of `value`.
+    pub(crate) fn batch(value: &str) -> Vec<u8> {
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1,
+            key: None,
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            headers: IndexMap::new(),
+        };
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &[record], &options).unwrap();
+        buf.to_vec()
+    }
+
+    /// Small segments, `always`, 1 MiB preallocation steps at most.
+    pub(crate) fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1 << 20,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: -1,
+            retention_bytes: -1,
+            flush: tuning::FlushPolicy::Always,
+            index_interval_bytes: 4096,
+            max_batch_bytes: 1 << 20,
+            write_buffer_bytes: 2 << 20,
+            preallocate_bytes: 1 << 20,
+        }
+    }
+
+    /// Values of every record in the log, in offset order.
+    async fn values(log: &PartitionLog) -> Vec<String> {
+        let read = log.read(0, 1 << 20, None).await.unwrap();
+        let mut bytes = Vec::new();
+        for chunk in read.chunks {
+            match chunk {
+                ReadChunk::Memory(b) => bytes.extend_from_slice(&b),
+                ReadChunk::File(range) => {
+                    let mut part = vec![0u8; range.length as usize];
+                    std::os::unix::fs::FileExt::read_exact_at(
+                        &*range.file,
+                        &mut part,
+                        range.position,
+                    )
+                    .unwrap();
+                    bytes.extend_from_slice(&part);
+                }
+            }
+        }
+        let mut buf = Bytes::from(bytes);
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            for record in RecordBatchDecoder::decode(&mut buf).unwrap().records {
+                out.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_write_error_fails_the_log_and_keeps_what_was_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let log = PartitionLog::open(&path, config()).await.unwrap();
+                let first = log.append(&batch("acknowledged"), 0).await.unwrap();
+                assert_eq!(first.base_offset, 0);
+                assert!(log.failure().is_none());
+
+                fail_next_writes(1);
+                let err = log.append(&batch("lost"), 0).await.unwrap_err();
+                assert_eq!(err.error_code(), kafka_code::KAFKA_STORAGE_ERROR);
+                let reason = log.failure().expect("the log records the failure");
+                assert!(reason.contains("Input/output error"), "{reason}");
+                // Refused at once, before anything is copied.
+                let err = log.append(&batch("after"), 0).await.unwrap_err();
+                assert_eq!(err.error_code(), kafka_code::KAFKA_STORAGE_ERROR);
+                log.close().await.unwrap();
+
+                let log = PartitionLog::open(&path, config()).await.unwrap();
+                assert!(log.failure().is_none());
+                let seen = values(&log).await;
+                assert_eq!(seen[0], "acknowledged");
+                // The failed write may or may not have reached the file; never "after".
+                assert!(
+                    seen.len() <= 2 && !seen.contains(&"after".to_string()),
+                    "{seen:?}"
+                );
+                let next = log.append(&batch("again"), 0).await.unwrap();
+                assert_eq!(next.base_offset, seen.len() as i64);
+                log.close().await.unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+}
