@@ -1,0 +1,5 @@
+//! Authentication and authorization of Kafka clients: SASL mechanisms and the credentials
+//! they check.
+//!
+//! [`scram`]: SCRAM-SHA-256/512 credentials and the server side of the exchange (sans-IO).
+pub mod scram;
