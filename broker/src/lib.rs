@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod data_file;
 pub mod group;
 pub mod kafka;
 pub mod security;
