@@ -4,13 +4,16 @@
 //! rings. This crate holds the storage engine ([`storage`]: partition logs of segments holding
 //! Kafka RecordBatch v2 exactly as produced), the Kafka protocol pieces ([`kafka`]), the
 //! shard-per-core server ([`server`]), topic metadata ([`topics`]), cluster mode ([`cluster`]:
-//! registration, controller and metadata in a ZooKeeper-protocol coordinator) and the operator
+//! registration, controller and metadata in a ZooKeeper-protocol coordinator), client
+//! authentication ([`security`]: SCRAM credentials and exchanges) and the operator
 //! commands ([`cli`]). It is not the coordinator (see the `coordinator` crate).
 
 pub mod cli;
 pub mod cluster;
+pub mod data_file;
 pub mod group;
 pub mod kafka;
+pub mod security;
 pub mod server;
 pub mod storage;
 pub mod topics;

@@ -105,6 +105,11 @@ enum Command {
         #[command(subcommand)]
         action: GroupsAction,
     },
+    /// SCRAM users of a single node, edited in its data directory while it is stopped.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
     /// Produce stdin lines as records (`key<sep>value` with --key-separator).
     Produce {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -150,6 +155,38 @@ enum GroupsAction {
         #[arg(long, default_value = "127.0.0.1:9092")]
         bootstrap: String,
         group: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Adds a user's credential for a mechanism (or replaces it).
+    Add {
+        name: String,
+        /// SCRAM-SHA-256 or SCRAM-SHA-512.
+        #[arg(long)]
+        mechanism: String,
+        /// A file whose first line is the password.
+        #[arg(long)]
+        password_file: PathBuf,
+        /// PBKDF2 iterations (4096 ..= 16384).
+        #[arg(long, default_value_t = 4096)]
+        iterations: u32,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Deletes a user's credential for a mechanism, or all of them.
+    Delete {
+        name: String,
+        #[arg(long)]
+        mechanism: Option<String>,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Lists users, mechanisms and iteration counts (never keys).
+    List {
+        #[arg(long)]
+        data_dir: PathBuf,
     },
 }
 
@@ -304,6 +341,36 @@ fn main() -> ExitCode {
                 client_result(broker::cli::groups::groups_describe(&bootstrap, &group))
             }
         },
+        Command::Users { action } => {
+            let result = match action {
+                UsersAction::Add {
+                    name,
+                    mechanism,
+                    password_file,
+                    iterations,
+                    data_dir,
+                } => broker::cli::users::users_add(
+                    &data_dir,
+                    &name,
+                    &mechanism,
+                    &password_file,
+                    iterations,
+                ),
+                UsersAction::Delete {
+                    name,
+                    mechanism,
+                    data_dir,
+                } => broker::cli::users::users_delete(&data_dir, &name, mechanism.as_deref()),
+                UsersAction::List { data_dir } => broker::cli::users::users_list(&data_dir),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Topics { action } => match action {
             TopicsAction::Create {
                 bootstrap,

@@ -7,7 +7,6 @@
 //! configs and decides placement; it does not open partition logs.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -253,18 +252,8 @@ impl FileTopicStore {
         };
         let text =
             serde_json::to_vec_pretty(&file).map_err(|err| TopicError::Storage(err.to_string()))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let io = |err: std::io::Error| TopicError::Storage(format!("{}: {err}", tmp.display()));
-        let mut out = std::fs::File::create(&tmp).map_err(io)?;
-        out.write_all(&text).map_err(io)?;
-        out.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|dir| dir.sync_all())
-                .map_err(io)?;
-        }
-        Ok(())
+        crate::data_file::replace(&self.path, &text, 0o644)
+            .map_err(|err| TopicError::Storage(format!("{}: {err}", self.path.display())))
     }
 }
 

@@ -1,11 +1,13 @@
 //! The `broker` binary's operator commands: `topics create|list|describe|delete`, `produce`
 //! (lines from stdin), `consume` and `groups list|describe`, as thin Kafka-protocol clients
 //! of a running broker. They use only the public protocol, so they work against any
-//! Kafka-API broker.
+//! Kafka-API broker. `users add|delete|list` ([`users`]) edits a stopped single node's SCRAM
+//! credentials in its data directory instead.
 
 pub mod client;
 pub mod groups;
 pub mod leaders;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};

@@ -1,0 +1,7 @@
+//! Authentication and authorization of Kafka clients: SASL mechanisms and the credentials
+//! they check.
+//!
+//! [`scram`]: SCRAM-SHA-256/512 credentials and the server side of the exchange (sans-IO);
+//! [`credentials`]: where a single node keeps them.
+pub mod credentials;
+pub mod scram;
