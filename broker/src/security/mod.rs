@@ -2,6 +2,8 @@
 //! they check.
 //!
 //! [`scram`]: SCRAM-SHA-256/512 credentials and the server side of the exchange (sans-IO);
-//! [`credentials`]: where a single node keeps them.
+//! [`credentials`]: where a single node keeps them; [`authorizer`]: Kafka's ACL model and
+//! its decisions (sans-IO).
+pub mod authorizer;
 pub mod credentials;
 pub mod scram;
