@@ -217,6 +217,10 @@ impl ScramServer {
         }
     }
 
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
     /// client-first (`n,,n=user,r=cnonce`) -> server-first (`r=cnonce+snonce,s=salt,i=n`).
     /// `credential_of` looks the user up for this mechanism.
     pub fn client_first(
