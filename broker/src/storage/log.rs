@@ -34,7 +34,8 @@ use super::error::{BatchError, LogError};
 use super::log_config::LogConfig;
 use super::notify::Signal;
 use super::offset_index::OffsetIndex;
-use super::producer_rebuild;
+use super::producer_rebuild::{self, RebuildReport};
+use super::producer_snapshot;
 use super::producer_state::{ProducerTable, Refusal, Verdict};
 use super::record_batch::{set_base_offset, set_partition_leader_epoch, validate_batches};
 use super::recovery::{self, RecoveryReport};
@@ -157,6 +158,8 @@ pub(crate) struct LogInner {
     pub segment_sync_gate: Rc<Semaphore>,
     /// Idempotent producers' recent batches (changed under the append gate).
     pub producers: RefCell<ProducerTable>,
+    /// How `producers` was rebuilt at open.
+    pub producer_rebuild: RebuildReport,
 }
 
 /// The log of one partition. See the module documentation.
@@ -198,7 +201,8 @@ impl PartitionLog {
     /// Opens the log in `dir` (created if missing), recovering it as described in
     /// [`super::recovery`]: the active segment is verified and a torn or corrupt tail is cut
     /// off; missing or corrupt indexes are rebuilt. Then the idempotent producers' table is
-    /// rebuilt from the batch headers at the end of the log ([`super::producer_rebuild`]).
+    /// rebuilt from the newest producer snapshot and the batch headers after it
+    /// ([`super::producer_rebuild`]).
     pub async fn open(
         dir: impl Into<PathBuf>,
         config: LogConfig,
@@ -207,8 +211,8 @@ impl PartitionLog {
         let mut config = config;
         config.write_buffer_bytes = config.effective_write_buffer_bytes();
         let (segments, report) = recovery::recover(&dir, &config).await?;
-        // Idempotent producers' recent batches, from the newest batch headers of the log.
-        let producers = producer_rebuild::rebuild(&dir, &segments).await;
+        // Idempotent producers' recent batches: the newest snapshot and the log after it.
+        let (producers, producer_rebuild) = producer_rebuild::rebuild(&dir, &segments).await;
         let log_start_offset = segments.front().map_or(0, |s| s.base_offset);
         let next_offset = segments.back().map_or(0, |s| s.next_offset);
         let state = LogState {
@@ -238,6 +242,7 @@ impl PartitionLog {
                 stats: Cell::new(LogStats::default()),
                 segment_sync_gate: Rc::new(Semaphore::new(1)),
                 producers: RefCell::new(producers),
+                producer_rebuild,
             }),
         })
     }
@@ -477,6 +482,13 @@ impl PartitionLog {
                 };
             }
             if result.is_ok() && !failed {
+                // The producer table at the end: the next open replays nothing.
+                let end = inner.state.borrow().next_offset;
+                let bytes = producer_snapshot::encode(end, &inner.producers.borrow());
+                result = producer_snapshot::write(&inner.dir, end, &bytes)
+                    .map_err(|e| LogError::io(&inner.dir, "writing the producer snapshot", e));
+            }
+            if result.is_ok() && !failed {
                 let marker = inner.dir.join(CLEAN_SHUTDOWN_FILE);
                 result = std::fs::write(&marker, b"")
                     .and_then(|_| sync_dir(&inner.dir))
@@ -582,6 +594,11 @@ impl PartitionLog {
     /// What recovery did when the log was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.recovery
+    }
+
+    /// How the idempotent producers' table was rebuilt when the log was opened.
+    pub fn producer_rebuild_report(&self) -> &RebuildReport {
+        &self.inner.producer_rebuild
     }
 
     /// Counters since open.
@@ -1087,9 +1104,10 @@ impl LogInner {
     }
 
     /// Syncs a sealed segment in the background (under `never` and `interval_ms`, as Kafka
-    /// flushes a rolled segment asynchronously), in roll order, then records that every
-    /// offset below `end_offset` is durable in the recovery point file.
-    fn spawn_segment_sync(self: &Rc<Self>, sync: SegmentSync, end_offset: i64) {
+    /// flushes a rolled segment asynchronously), in roll order, then writes the producer
+    /// snapshot taken at the roll and records that every offset below `end_offset` is durable
+    /// in the recovery point file.
+    fn spawn_segment_sync(self: &Rc<Self>, sync: SegmentSync, end_offset: i64, snapshot: Vec<u8>) {
         let inner = self.clone();
         glommio::spawn_local(async move {
             let Ok(_turn) = inner.segment_sync_gate.acquire_static_permit(1).await else {
@@ -1105,6 +1123,7 @@ impl LogInner {
                         for h in handles {
                             h.sync_data()?;
                         }
+                        producer_snapshot::write(&dir, end_offset, &snapshot)?;
                         recovery::write_recovery_point(&dir, end_offset)
                     })
                     .await
@@ -1127,8 +1146,11 @@ impl LogInner {
         let always = self.config.get().flush == FlushPolicy::Always;
         self.wait_persisted(end, always).await?;
         let _writer = self.acquire_writer().await;
+        // The producer table at the roll (under the append gate: every batch below `end` and
+        // nothing else), saved once the rolled segment is synced.
+        let snapshot = producer_snapshot::encode(end, &self.producers.borrow());
         match self.seal_active(always).await? {
-            Some(sync) => self.spawn_segment_sync(sync, end),
+            Some(sync) => self.spawn_segment_sync(sync, end, snapshot),
             None => {
                 // Everything below `end` is synced (earlier background syncs may still run;
                 // this file only moves forward once they are done, through the same gate).
@@ -1139,9 +1161,18 @@ impl LogInner {
                     .map_err(|_| LogError::Closed)?;
                 let dir = self.dir.clone();
                 glommio::executor()
-                    .spawn_blocking(move || recovery::write_recovery_point(&dir, end))
+                    .spawn_blocking(move || {
+                        producer_snapshot::write(&dir, end, &snapshot)?;
+                        recovery::write_recovery_point(&dir, end)
+                    })
                     .await
-                    .map_err(|e| LogError::io(&self.dir, "writing the recovery point", e))?;
+                    .map_err(|e| {
+                        LogError::io(
+                            &self.dir,
+                            "writing the producer snapshot and recovery point",
+                            e,
+                        )
+                    })?;
             }
         }
         let config = self.config.get();
@@ -1229,4 +1260,18 @@ pub(crate) async fn create_segment(
 /// fsyncs a directory so created, renamed and deleted names in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Replaces the file `name` in `dir` with `bytes` durably: written to `name.tmp`, fsync'ed,
+/// renamed over `name`, then the directory fsync'ed. A crash leaves the old file or the new
+/// one, never a mix (a stale `.tmp` is overwritten by the next replace).
+pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
 }

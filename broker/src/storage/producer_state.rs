@@ -6,8 +6,10 @@
 //! take the sequences `base_sequence ..= last_sequence` (wrapping after `i32::MAX`). Per producer
 //! the table keeps the epoch and the last [`KEPT_BATCHES`] batches (the most a client has in
 //! flight per partition). Sans-IO: [`ProducerTable::check`] judges the batches of one append
-//! before offsets are assigned, [`ProducerTable::record`] notes them after. When a log opens,
-//! [`super::producer_rebuild`] replays the newest batch headers of the log into a new table.
+//! before offsets are assigned, [`ProducerTable::record`] notes them after. A table is saved
+//! in [`super::producer_snapshot`] files when a segment rolls and at a clean close; when a log
+//! opens, [`super::producer_rebuild`] loads the newest snapshot and replays the batch headers
+//! after it.
 
 use std::collections::HashMap;
 
@@ -209,6 +211,28 @@ impl ProducerTable {
     /// Drops every producer (the log was truncated or deleted below them).
     pub fn clear(&mut self) {
         self.producers.clear();
+    }
+
+    /// Every producer as `(id, epoch, batches oldest first)`, in no particular order (for
+    /// [`super::producer_snapshot`]).
+    pub fn producers(&self) -> impl Iterator<Item = (i64, i16, &[AppendedBatch])> {
+        self.producers
+            .iter()
+            .map(|(&id, p)| (id, p.epoch, p.batches.as_slice()))
+    }
+
+    /// Puts a producer back as a snapshot saved it: `batches` oldest first, 1 to
+    /// [`KEPT_BATCHES`] of them, and room in the table (the snapshot reader checks both).
+    pub fn restore(&mut self, id: i64, epoch: i16, batches: Vec<AppendedBatch>) {
+        assert!(
+            (1..=KEPT_BATCHES).contains(&batches.len()),
+            "a producer keeps 1 to {KEPT_BATCHES} batches"
+        );
+        assert!(
+            self.producers.len() < MAX_PRODUCERS || self.producers.contains_key(&id),
+            "the table is full"
+        );
+        self.producers.insert(id, Producer { epoch, batches });
     }
 
     fn forget_oldest(&mut self) {
