@@ -133,9 +133,47 @@ pub(crate) fn plan(segments: &VecDeque<Segment>, max_bytes: u64) -> Vec<ScanRang
             index: s.index.entries(),
         })
         .collect();
-    let Some(start) = window_start(&spans, max_bytes) else {
-        return Vec::new();
+    match window_start(&spans, max_bytes) {
+        Some(start) => ranges_from(segments, start),
+        None => Vec::new(),
+    }
+}
+
+/// The stretches of `segments` from the batch at `offset` to the log end (from the last index
+/// entry at or before it: batches before `offset` are read and skipped); `None` when `offset`
+/// is outside the log.
+pub(crate) fn plan_from(segments: &VecDeque<Segment>, offset: i64) -> Option<Vec<ScanRange>> {
+    let log_start = segments.front()?.base_offset;
+    let log_end = segments.back()?.next_offset;
+    if offset < log_start || offset > log_end {
+        return None;
+    }
+    let segment = segments
+        .partition_point(|s| s.base_offset <= offset)
+        .saturating_sub(1);
+    let s = &segments[segment];
+    let entries = s.index.entries();
+    let k = entries.partition_point(|e| s.base_offset + e.relative_offset as i64 <= offset);
+    let (position, offset) = match entries[..k]
+        .iter()
+        .rev()
+        .find(|e| (e.position as u64) < s.size_bytes)
+    {
+        Some(e) => (e.position as u64, s.base_offset + e.relative_offset as i64),
+        None => (0, s.base_offset),
     };
+    Some(ranges_from(
+        segments,
+        WindowStart {
+            segment,
+            position,
+            offset,
+        },
+    ))
+}
+
+/// The stretches of `segments` from the batch at `start` to the log end.
+fn ranges_from(segments: &VecDeque<Segment>, start: WindowStart) -> Vec<ScanRange> {
     segments
         .iter()
         .enumerate()
@@ -158,52 +196,8 @@ pub(crate) fn plan(segments: &VecDeque<Segment>, max_bytes: u64) -> Vec<ScanRang
         .collect()
 }
 
-/// The stretches of `segments` from the batch at `offset` to the log end (from the last index
-/// entry at or before it: batches before `offset` are read and skipped); `None` when `offset`
-/// is outside the log.
-pub(crate) fn plan_from(segments: &VecDeque<Segment>, offset: i64) -> Option<Vec<ScanRange>> {
-    let log_start = segments.front()?.base_offset;
-    let log_end = segments.back()?.next_offset;
-    if offset < log_start || offset > log_end {
-        return None;
-    }
-    let first = segments
-        .partition_point(|s| s.base_offset <= offset)
-        .saturating_sub(1);
-    let ranges = segments
-        .iter()
-        .enumerate()
-        .skip(first)
-        .map(|(i, s)| {
-            let (from, first_offset) = if i == first {
-                let entries = s.index.entries();
-                let k =
-                    entries.partition_point(|e| s.base_offset + e.relative_offset as i64 <= offset);
-                match entries[..k]
-                    .iter()
-                    .rev()
-                    .find(|e| (e.position as u64) < s.size_bytes)
-                {
-                    Some(e) => (e.position as u64, s.base_offset + e.relative_offset as i64),
-                    None => (0, s.base_offset),
-                }
-            } else {
-                (0, s.base_offset)
-            };
-            ScanRange {
-                path: s.log_path.clone(),
-                file: s.scan.clone(),
-                from,
-                to: s.size_bytes,
-                first_offset,
-                end_offset: s.next_offset,
-            }
-        })
-        .collect();
-    Some(ranges)
-}
-
-/// What a replay read.
+/// What a replay read. `batches` and `producer_batches` count the batches replayed (from the
+/// snapshot's offset on); the bytes include those read to reach it from an index entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplayStats {
     pub batches: u64,
@@ -242,7 +236,8 @@ pub(crate) async fn replay(
                     ),
                 ));
             }
-            if header.base_offset < record_from {
+            let skipped = header.base_offset < record_from;
+            if skipped {
                 if header.next_offset() > record_from {
                     return Err(corrupt(
                         range,
@@ -258,7 +253,9 @@ pub(crate) async fn replay(
                 table.record(&header);
                 stats.producer_batches += 1;
             }
-            stats.batches += 1;
+            if !skipped {
+                stats.batches += 1;
+            }
             last_total = header.total_bytes();
             expected = header.next_offset();
             pos += last_total;

@@ -268,26 +268,8 @@ mod tests {
     //! pruning keeps the newest two, and every kind of damage is reported with the file name,
     //! never a panic.
     use super::*;
+    use crate::storage::producer_state::tests::batch as header;
     use crate::storage::producer_state::Verdict;
-    use crate::storage::record_batch::BatchHeader;
-
-    fn header(pid: i64, epoch: i16, seq: i32, count: i32, offset: i64) -> BatchHeader {
-        BatchHeader {
-            base_offset: offset,
-            batch_length: 0,
-            partition_leader_epoch: 0,
-            magic: 2,
-            crc: 0,
-            attributes: 0,
-            last_offset_delta: count - 1,
-            base_timestamp: 0,
-            max_timestamp: 0,
-            producer_id: pid,
-            producer_epoch: epoch,
-            base_sequence: seq,
-            records_count: count,
-        }
-    }
 
     fn table() -> ProducerTable {
         let mut t = ProducerTable::default();

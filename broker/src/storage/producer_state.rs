@@ -248,7 +248,7 @@ impl ProducerTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The table against Kafka's rules: a retried batch is a duplicate answered with its
     //! offsets, a gap or a repeat of an older batch with new ones is refused, an older epoch
     //! is refused, a new epoch starts at sequence 0, sequences wrap after i32::MAX.
@@ -258,7 +258,9 @@ mod tests {
         t.check(headers.iter())
     }
 
-    fn batch(pid: i64, epoch: i16, seq: i32, count: i32, offset: i64) -> BatchHeader {
+    /// The header of a batch of producer `pid`: `count` records from sequence `seq`, at
+    /// `offset`.
+    pub(crate) fn batch(pid: i64, epoch: i16, seq: i32, count: i32, offset: i64) -> BatchHeader {
         BatchHeader {
             base_offset: offset,
             batch_length: 0,
