@@ -4,8 +4,9 @@
 //! shard's tasks by reference (`Rc<PartitionLog>`), and its methods take `&self`.
 //!
 //! Appends: validate every batch ([`super::record_batch`]), then under the append gate (FIFO,
-//! so offsets follow arrival order) roll the segment if needed, assign offsets, copy the
-//! batches into the appender's aligned buffer and rewrite `baseOffset` and
+//! so offsets follow arrival order) roll the segment if needed, make room in the appender's
+//! aligned buffer for the whole record set (when it fits one buffer, so no write round sees
+//! part of it), assign offsets, copy the batches into that buffer and rewrite `baseOffset` and
 //! `partitionLeaderEpoch` there. Under [`FlushPolicy::Always`] the caller then waits for its
 //! bytes to be written and fdatasync'ed: whichever waiting task finds no write in flight runs
 //! the next write round for everyone pending (group commit). Under `never` and `interval_ms`
@@ -40,7 +41,7 @@ use super::producer_state::{ProducerTable, Refusal, Verdict};
 use super::record_batch::{set_base_offset, set_partition_leader_epoch, validate_batches};
 use super::recovery::{self, RecoveryReport};
 use super::segment::{segment_file, Segment};
-use super::segment_appender::SegmentAppender;
+use super::segment_appender::{SegmentAppender, PAGE_BYTES};
 use super::time_index::TimeIndex;
 
 /// A task that runs write rounds hands the role on after this many back-to-back rounds, so
@@ -357,26 +358,19 @@ impl PartitionLog {
         if inner.should_roll(total_bytes, total_records, now, &config) {
             inner.roll().await?;
         }
+        // Room for the whole record set first when the buffer can hold it, so no write round
+        // runs between two of its batches: nobody sees part of the request before the rest,
+        // and a failed write leaves none of it written. (Every batch was validated above, as
+        // Kafka validates a partition's record set before appending any of it.) A record set
+        // larger than the buffer goes out in several rounds.
+        if total_bytes + PAGE_BYTES <= config.write_buffer_bytes as u64 {
+            inner.reserve(total_bytes as usize, &config).await?;
+        }
         let base_offset = inner.state.borrow().next_offset;
         let mut max_timestamp_ms = i64::MIN;
         for info in &infos {
             let bytes = &batches[info.position..info.position + info.total_bytes()];
-            loop {
-                let fits = {
-                    let mut st = inner.state.borrow_mut();
-                    match st.active_mut().appender.as_mut() {
-                        Some(a) => {
-                            a.set_max_buffer_bytes(config.write_buffer_bytes as usize);
-                            a.free_bytes() >= bytes.len() || a.grow(bytes.len())
-                        }
-                        None => false,
-                    }
-                };
-                if fits {
-                    break;
-                }
-                inner.make_room().await?;
-            }
+            inner.reserve(bytes.len(), &config).await?;
             let mut st = inner.state.borrow_mut();
             let st = &mut *st;
             let offset = st.next_offset;
@@ -683,6 +677,27 @@ impl LogInner {
                 self.progress.wait()
             };
             wait.await;
+        }
+    }
+
+    /// Returns once the fill buffer has room for `bytes` more (growing it up to
+    /// `write_buffer_bytes`, or running write rounds); `bytes` must fit an emptied buffer.
+    async fn reserve(self: &Rc<Self>, bytes: usize, config: &LogConfig) -> Result<(), LogError> {
+        loop {
+            let fits = {
+                let mut st = self.state.borrow_mut();
+                match st.active_mut().appender.as_mut() {
+                    Some(a) => {
+                        a.set_max_buffer_bytes(config.write_buffer_bytes as usize);
+                        a.free_bytes() >= bytes || a.grow(bytes)
+                    }
+                    None => false,
+                }
+            };
+            if fits {
+                return Ok(());
+            }
+            self.make_room().await?;
         }
     }
 
