@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use broker::cli::client::Client;
 use bytes::{BufMut, BytesMut};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{MetadataRequest, ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::MetadataRequest;
 
 fn raw(addr: std::net::SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
@@ -62,27 +60,7 @@ fn topic(addr: std::net::SocketAddr, name: &str, partitions: i32) {
 
 /// The error code of a produce of `records`.
 fn produce(client: &mut Client, topic: &str, partition: i32, records: bytes::Bytes) -> i16 {
-    produce_at(client, topic, partition, records).0
-}
-
-/// The error code and base offset of a produce of `records`.
-fn produce_at(
-    client: &mut Client,
-    topic: &str,
-    partition: i32,
-    records: bytes::Bytes,
-) -> (i16, i64) {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.into())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])]);
-    let response = client.call(&request, 9).unwrap();
-    let answer = &response.responses[0].partition_responses[0];
-    (answer.error_code, answer.base_offset)
+    kafka_support::produce(client, topic, partition, records).0
 }
 
 #[test]
@@ -208,7 +186,7 @@ fn a_bad_later_batch_refuses_the_whole_record_set() {
         "CORRUPT_MESSAGE"
     );
     // Nothing of it was appended: the next batch lands at offset 0.
-    assert_eq!(produce_at(&mut client, "half", 0, good), (0, 0));
+    assert_eq!(kafka_support::produce(&mut client, "half", 0, good), (0, 0));
 }
 
 #[test]

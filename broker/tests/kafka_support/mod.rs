@@ -102,3 +102,28 @@ pub fn batch(values: &[&[u8]]) -> Bytes {
     .unwrap();
     buf.freeze()
 }
+
+/// Produces `records` (one or more batches) to `topic`-`partition` with acks=all (Produce v9);
+/// the partition's error code and base offset.
+pub fn produce(
+    client: &mut broker::cli::client::Client,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+) -> (i16, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(kafka_protocol::protocol::StrBytes::from_string(
+                topic.to_string(),
+            )))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])]);
+    let response = client.call(&request, 9).unwrap();
+    let answer = &response.responses[0].partition_responses[0];
+    (answer.error_code, answer.base_offset)
+}
