@@ -298,7 +298,9 @@ pub(crate) async fn rebuild(
     let mut report = RebuildReport::default();
     let log_start = segments.front().map_or(0, |s| s.base_offset);
     let log_end = segments.back().map_or(0, |s| s.next_offset);
-    let snapshots = producer_snapshot::remove_outside(dir, log_start, log_end).unwrap_or_else(|error| {
+    let found = producer_snapshot::remove_interrupted_writes(dir)
+        .and_then(|_| producer_snapshot::remove_outside(dir, log_start, log_end));
+    let snapshots = found.unwrap_or_else(|error| {
         tracing::warn!(dir = %dir.display(), %error, "cannot list or delete producer snapshots");
         Vec::new()
     });
@@ -307,9 +309,10 @@ pub(crate) async fn rebuild(
             Ok(table) => table,
             Err(error) => {
                 let file = producer_snapshot::snapshot_file(dir, offset);
-                tracing::warn!(file = %file.display(), %error, "ignoring a damaged producer snapshot");
+                let shown = file.display();
+                tracing::warn!(file = %shown, %error, "ignoring a damaged producer snapshot");
                 if let Err(error) = producer_snapshot::remove(dir, &[offset]) {
-                    tracing::warn!(file = %file.display(), %error, "cannot delete a damaged producer snapshot");
+                    tracing::warn!(file = %shown, %error, "cannot delete a damaged snapshot");
                 }
                 report.corrupt_snapshots.push(file);
                 continue;

@@ -249,6 +249,23 @@ pub fn remove(dir: &Path, offsets: &[i64]) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
+/// Deletes the `.snapshot.tmp` files in `dir`: writes a crash interrupted. Only while nothing
+/// writes snapshots in `dir` (when the log opens).
+pub fn remove_interrupted_writes(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let interrupted = entry.file_name().to_str().is_some_and(|name| {
+            name.strip_suffix(".tmp")
+                .and_then(|n| parse_segment_file(n, SNAPSHOT_EXTENSION))
+                .is_some()
+        });
+        if interrupted {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Deletes the snapshots outside `[start_offset, end_offset]`: above the end (their batches
 /// are gone: a crash lost them, or a follower's log was cut) or below the start (retention
 /// deleted their segments, the log cannot be replayed from them). Returns what is left,
@@ -369,6 +386,12 @@ mod tests {
         // Other files of a partition directory are not snapshots.
         std::fs::write(dir.path().join("00000000000000000000.log"), b"").unwrap();
         std::fs::write(dir.path().join("x.snapshot"), b"").unwrap();
+        // A write a crash interrupted is not a snapshot, and is cleaned up at open.
+        let torn = dir.path().join("00000000000000000500.snapshot.tmp");
+        std::fs::write(&torn, b"SBPS").unwrap();
+        assert_eq!(list(dir.path()).unwrap(), vec![250, 400]);
+        remove_interrupted_writes(dir.path()).unwrap();
+        assert!(!torn.exists());
         assert_eq!(list(dir.path()).unwrap(), vec![250, 400]);
         assert_eq!(remove_outside(dir.path(), 0, 399).unwrap(), vec![250]);
         assert_eq!(
