@@ -5,6 +5,16 @@
 //! with fsync); in cluster mode it moves to the coordinator. Both sit behind [`TopicStore`], so
 //! the server only ever talks to the trait. This module validates names, partition counts and
 //! configs and decides placement; it does not open partition logs.
+//!
+//! It also names partition directories (`<data dir>/<topic>-<partition>`, Kafka's layout) and
+//! makes deleting them crash-safe, as Kafka does: once the topic's logs are closed, each
+//! directory is renamed to `<topic>-<partition>.<topic id>-delete` ([`rename_for_deletion`],
+//! the data dir fsync'ed), only then does the topic leave the store, and the renamed
+//! directories are removed afterwards. At start [`sweep_data_dir`] removes every `-delete`
+//! directory (on a single node, a topic whose directory was renamed but which is still in the
+//! store had its deletion interrupted: it is deleted from the store first), and every partition
+//! directory of a topic the store does not know. So a topic created again under the same name
+//! never opens a directory of the old one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -204,6 +214,154 @@ pub trait TopicStore {
     fn put(&mut self, topic: Topic) -> Result<(), TopicError>;
 }
 
+/// Name of the single-node topic store in the data dir.
+pub const TOPICS_FILE: &str = "topics.json";
+/// Suffix of a partition directory renamed out of the way by a topic deletion.
+pub const DELETED_DIR_SUFFIX: &str = "-delete";
+
+/// The directory of `partition` of `topic`.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: usize) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+fn hex(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 || !text.is_ascii() {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(id)
+}
+
+/// The topic and partition a partition directory's name `<topic>-<partition>` names.
+pub fn parse_partition_dir(name: &str) -> Option<(&str, usize)> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    if partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    validate_name(topic).ok()?;
+    Some((topic, partition.parse().ok()?))
+}
+
+/// The topic, partition and topic id a renamed directory's name
+/// `<topic>-<partition>.<topic id>-delete` names.
+pub fn parse_deleted_dir(name: &str) -> Option<(&str, usize, [u8; 16])> {
+    let (dir, id) = name.strip_suffix(DELETED_DIR_SUFFIX)?.rsplit_once('.')?;
+    let (topic, partition) = parse_partition_dir(dir)?;
+    Some((topic, partition, unhex(id)?))
+}
+
+/// Renames the existing partition directories of `topic` (its logs closed) to their `-delete`
+/// names and fsyncs the data dir, so the rename is durable before the store changes. Returns
+/// the new paths, for [`remove_deleted_dirs`] once the store changed.
+pub fn rename_for_deletion(data_dir: &Path, topic: &Topic) -> Result<Vec<PathBuf>, TopicError> {
+    let mut renamed = Vec::new();
+    for partition in 0..topic.shards.len() {
+        let dir = partition_dir(data_dir, &topic.name, partition);
+        let to = data_dir.join(format!(
+            "{}-{partition}.{}{DELETED_DIR_SUFFIX}",
+            topic.name,
+            hex(&topic.id)
+        ));
+        match std::fs::rename(&dir, &to) {
+            Ok(()) => renamed.push(to),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(TopicError::Storage(format!(
+                    "renaming {} for deletion: {err}",
+                    dir.display()
+                )))
+            }
+        }
+    }
+    crate::storage::log::sync_dir(data_dir)
+        .map_err(|err| TopicError::Storage(format!("syncing {}: {err}", data_dir.display())))?;
+    Ok(renamed)
+}
+
+/// Removes directories [`rename_for_deletion`] renamed (blocking; a failure is logged, the
+/// next start sweeps what is left).
+pub fn remove_deleted_dirs(dirs: &[PathBuf]) {
+    for dir in dirs {
+        if let Err(err) = std::fs::remove_dir_all(dir) {
+            tracing::warn!("removing {}: {err}", dir.display());
+        }
+    }
+}
+
+/// What [`sweep_data_dir`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Topics whose interrupted deletion was completed (deleted from the store).
+    pub deletions_completed: Vec<String>,
+    /// Directories removed: `-delete` ones and partition directories of unknown topics.
+    pub dirs_removed: Vec<PathBuf>,
+}
+
+/// At start, before any log opens: removes what interrupted topic deletions left in
+/// `data_dir` (see the module documentation). `complete_deletions`: a topic still in the store
+/// with a `-delete` directory of its id is deleted from the store (single node, where the
+/// store is the truth; in cluster mode the coordinator decides and the store already follows
+/// it). Partition directories of topics the store does not know are removed only when the
+/// store's file exists (a data dir without one is not trusted to be ours to clean).
+pub fn sweep_data_dir(
+    data_dir: &Path,
+    store: &mut dyn TopicStore,
+    complete_deletions: bool,
+) -> Result<Sweep, TopicError> {
+    let list = |data_dir: &Path| -> Result<Vec<(String, PathBuf)>, TopicError> {
+        let mut dirs = Vec::new();
+        let entries = std::fs::read_dir(data_dir)
+            .map_err(|err| TopicError::Storage(format!("listing {}: {err}", data_dir.display())))?;
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if let Some(name) = entry.file_name().to_str() {
+                    dirs.push((name.to_string(), entry.path()));
+                }
+            }
+        }
+        Ok(dirs)
+    };
+    let mut sweep = Sweep::default();
+    for (name, path) in list(data_dir)? {
+        let Some((topic, _, id)) = parse_deleted_dir(&name) else {
+            continue;
+        };
+        if complete_deletions && store.topics().get(topic).is_some_and(|t| t.id == id) {
+            tracing::info!("completing the deletion of topic `{topic}`, interrupted by a stop");
+            store.delete(topic)?;
+            sweep.deletions_completed.push(topic.to_string());
+        }
+        tracing::info!("removing {}", path.display());
+        remove_deleted_dirs(std::slice::from_ref(&path));
+        sweep.dirs_removed.push(path);
+    }
+    if data_dir.join(TOPICS_FILE).exists() {
+        for (name, path) in list(data_dir)? {
+            let Some((topic, _)) = parse_partition_dir(&name) else {
+                continue;
+            };
+            if store.topics().contains_key(topic) {
+                continue;
+            }
+            tracing::warn!(
+                "removing {}: a partition directory of no known topic (left by a deletion \
+                 interrupted by a stop)",
+                path.display()
+            );
+            remove_deleted_dirs(std::slice::from_ref(&path));
+            sweep.dirs_removed.push(path);
+        }
+    }
+    Ok(sweep)
+}
+
 /// The single-node [`TopicStore`]: `topics.json` in the data dir.
 pub struct FileTopicStore {
     path: PathBuf,
@@ -219,7 +377,7 @@ struct TopicsFile {
 impl FileTopicStore {
     /// Opens (or starts) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<FileTopicStore, TopicError> {
-        let path = data_dir.join("topics.json");
+        let path = data_dir.join(TOPICS_FILE);
         let topics = match std::fs::read(&path) {
             Ok(bytes) => {
                 let file: TopicsFile = serde_json::from_slice(&bytes).map_err(|err| {
@@ -252,7 +410,8 @@ impl FileTopicStore {
         };
         let text =
             serde_json::to_vec_pretty(&file).map_err(|err| TopicError::Storage(err.to_string()))?;
-        crate::data_file::replace(&self.path, &text, 0o644)
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        crate::storage::log::replace_file(dir, TOPICS_FILE, &text)
             .map_err(|err| TopicError::Storage(format!("{}: {err}", self.path.display())))
     }
 }
@@ -303,8 +462,9 @@ impl TopicStore for FileTopicStore {
 
 #[cfg(test)]
 mod tests {
-    //! Proves names, configs and placement are validated/balanced, and that the file store
-    //! survives a reopen, by exercising them directly on a temp dir.
+    //! Proves names, configs and placement are validated/balanced, that the file store
+    //! survives a reopen, and that the start-up sweep removes exactly what interrupted
+    //! deletions left (completing them on a single node), by exercising them on a temp dir.
     use super::*;
 
     #[test]
@@ -353,5 +513,109 @@ mod tests {
             .unwrap()
             .topics()
             .is_empty());
+    }
+
+    fn topic(name: &str, partitions: usize) -> Topic {
+        Topic {
+            name: name.into(),
+            id: new_topic_id(),
+            shards: vec![0; partitions],
+            configs: BTreeMap::new(),
+            replicas: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn directory_names_parse_back() {
+        assert_eq!(
+            parse_partition_dir("orders.v1-x-12"),
+            Some(("orders.v1-x", 12))
+        );
+        assert_eq!(parse_partition_dir("orders-"), None);
+        assert_eq!(parse_partition_dir("lost+found"), None);
+        assert_eq!(parse_partition_dir("a/b-1"), None);
+        let t = topic("a.b-c", 3);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(partition_dir(dir.path(), &t.name, 2)).unwrap();
+        let renamed = rename_for_deletion(dir.path(), &t).unwrap();
+        assert_eq!(renamed.len(), 1, "only existing directories are renamed");
+        let name = renamed[0].file_name().unwrap().to_str().unwrap();
+        assert!(name.ends_with(DELETED_DIR_SUFFIX), "{name}");
+        assert_eq!(parse_deleted_dir(name), Some(("a.b-c", 2, t.id)));
+        assert_eq!(parse_deleted_dir("a.b-c-2.zz-delete"), None);
+    }
+
+    #[test]
+    fn the_sweep_finishes_interrupted_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let mut store = FileTopicStore::open(data).unwrap();
+        // `kept` is whole; `half` was stopped halfway through renaming (its store entry is
+        // still there); `gone` left the store but not its (renamed and unrenamed) directories;
+        // `other` has a renamed directory of an older topic of the same name.
+        let (kept, half, gone, other) = (
+            topic("kept", 2),
+            topic("half", 2),
+            topic("gone", 2),
+            topic("other", 1),
+        );
+        for t in [&kept, &half, &gone, &other] {
+            store.create(t.clone()).unwrap();
+            for p in 0..t.shards.len() {
+                let d = partition_dir(data, &t.name, p);
+                std::fs::create_dir(&d).unwrap();
+                std::fs::write(d.join("00000000000000000000.log"), b"old").unwrap();
+            }
+        }
+        let half_renamed = data.join(format!("half-0.{}-delete", hex(&half.id)));
+        std::fs::rename(partition_dir(data, "half", 0), &half_renamed).unwrap();
+        let gone_renamed = data.join(format!("gone-1.{}-delete", hex(&gone.id)));
+        std::fs::rename(partition_dir(data, "gone", 1), &gone_renamed).unwrap();
+        store.delete("gone").unwrap();
+        let older = data.join(format!("other-0.{}-delete", hex(&new_topic_id())));
+        std::fs::create_dir(&older).unwrap();
+        std::fs::write(data.join("not-a-dir-0"), b"").unwrap();
+
+        // In cluster mode nothing is deleted from the store, only directories.
+        let mut copy = FileTopicStore::open(data).unwrap();
+        let before = data.read_dir().unwrap().count();
+        let sweep = sweep_data_dir(data, &mut copy, false);
+        let sweep = sweep.unwrap();
+        assert!(sweep.deletions_completed.is_empty());
+        assert!(copy.topics().contains_key("half"));
+        // The renamed ones and gone-0 (its topic is unknown) went.
+        assert_eq!(sweep.dirs_removed.len(), 4, "{sweep:?}");
+        assert_eq!(data.read_dir().unwrap().count(), before - 4);
+        assert!(!gone_renamed.exists() && !older.exists() && !half_renamed.exists());
+        assert!(!partition_dir(data, "gone", 0).exists());
+        assert!(partition_dir(data, "half", 1).exists());
+
+        // On a single node, a `-delete` directory of a topic the store still has completes
+        // its deletion; its unrenamed partition goes with it.
+        let half_renamed = data.join(format!("half-1.{}-delete", hex(&half.id)));
+        std::fs::rename(partition_dir(data, "half", 1), &half_renamed).unwrap();
+        std::fs::create_dir(partition_dir(data, "half", 0)).unwrap();
+        let sweep = sweep_data_dir(data, &mut store, true).unwrap();
+        assert_eq!(sweep.deletions_completed, vec!["half".to_string()]);
+        assert!(!half_renamed.exists() && !partition_dir(data, "half", 0).exists());
+        let reopened = FileTopicStore::open(data).unwrap();
+        let names: Vec<&String> = reopened.topics().keys().collect();
+        assert_eq!(names, ["kept", "other"]);
+        for p in 0..2 {
+            assert!(partition_dir(data, "kept", p)
+                .join("00000000000000000000.log")
+                .exists());
+        }
+        assert!(partition_dir(data, "other", 0).exists());
+
+        // A data dir without the store's file is not swept.
+        let bare = tempfile::tempdir().unwrap();
+        std::fs::create_dir(partition_dir(bare.path(), "x", 0)).unwrap();
+        let mut empty = FileTopicStore::open(bare.path()).unwrap();
+        assert!(sweep_data_dir(bare.path(), &mut empty, true)
+            .unwrap()
+            .dirs_removed
+            .is_empty());
+        assert!(partition_dir(bare.path(), "x", 0).exists());
     }
 }

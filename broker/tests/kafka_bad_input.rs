@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use broker::cli::client::Client;
 use bytes::{BufMut, BytesMut};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{MetadataRequest, ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::MetadataRequest;
 
 fn raw(addr: std::net::SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
@@ -60,17 +58,9 @@ fn topic(addr: std::net::SocketAddr, name: &str, partitions: i32) {
     broker::cli::topics_create(&addr.to_string(), name, partitions, -1, &[]).unwrap();
 }
 
+/// The error code of a produce of `records`.
 fn produce(client: &mut Client, topic: &str, partition: i32, records: bytes::Bytes) -> i16 {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.into())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])]);
-    let response = client.call(&request, 9).unwrap();
-    response.responses[0].partition_responses[0].error_code
+    kafka_support::produce(client, topic, partition, records).0
 }
 
 #[test]
@@ -177,6 +167,26 @@ fn bad_crc_is_refused_with_corrupt_message() {
     // The same connection still works and the good batch lands at offset 0.
     assert_eq!(produce(&mut client, "crc", 0, good), 0);
     good_client_works(server.addr);
+}
+
+#[test]
+fn a_bad_later_batch_refuses_the_whole_record_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kafka_support::start(kafka_support::dev_profile(), dir.path());
+    topic(server.addr, "half", 1);
+    let mut client = Client::connect(&server.addr.to_string()).unwrap();
+    let good = kafka_support::batch(&[b"one", b"two"]);
+    let mut bad = kafka_support::batch(&[b"three"]).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let request = [&good[..], &good[..], &bad[..]].concat();
+    assert_eq!(
+        produce(&mut client, "half", 0, request.into()),
+        2,
+        "CORRUPT_MESSAGE"
+    );
+    // Nothing of it was appended: the next batch lands at offset 0.
+    assert_eq!(kafka_support::produce(&mut client, "half", 0, good), (0, 0));
 }
 
 #[test]

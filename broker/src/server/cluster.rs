@@ -121,16 +121,14 @@ pub fn reconcile(
 ) -> Result<(), TopicError> {
     let (removed, added) = diff(store, view);
     for name in removed {
-        let topic = store.delete(&name)?;
-        for partition in 0..topic.shards.len() {
-            let dir = data_dir.join(format!("{name}-{partition}"));
-            if dir.exists() {
-                tracing::info!("{name} was deleted while this broker was down: removing {dir:?}");
-                if let Err(err) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!("removing {}: {err}", dir.display());
-                }
-            }
-        }
+        let Some(topic) = store.topics().get(&name).cloned() else {
+            continue;
+        };
+        tracing::info!("{name} was deleted while this broker was down: removing its data");
+        // Renamed away before the store forgets it (see `topics::rename_for_deletion`).
+        let renamed = topics::rename_for_deletion(data_dir, &topic)?;
+        store.delete(&name)?;
+        topics::remove_deleted_dirs(&renamed);
     }
     for name in added {
         let mut owned = shard_loads(store, shard_count);
@@ -389,13 +387,15 @@ impl Shard {
         let store = self.store.as_ref().expect("shard 0 holds the store");
         let (removed, added) = diff(&**store.borrow(), &view);
         for name in removed {
-            let deleted = store.borrow_mut().delete(&name);
-            match deleted {
-                Ok(_) => {
-                    self.broadcast(|| ShardRequest::TopicRemoved(name.clone()))
-                        .await
-                }
-                Err(err) => tracing::error!("removing topic {name}: {err}"),
+            let Some(topic) = store.borrow().topics().get(&name).cloned() else {
+                continue;
+            };
+            // Closed everywhere and renamed away before the store forgets it, so a topic
+            // recreated under the same name (added below) opens fresh directories.
+            self.broadcast(|| ShardRequest::TopicRemoved(name.clone()))
+                .await;
+            if let Err(err) = self.delete_topic_data(&topic).await {
+                tracing::error!("removing topic {name}: {err}");
             }
         }
         for name in added {

@@ -39,7 +39,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::cluster::ClusterView;
-use crate::topics::{FileTopicStore, Topic, TopicStore};
+use crate::topics::{self, FileTopicStore, Topic, TopicStore};
 
 use mesh::{Envelope, Mesh};
 use metrics::ShardMetrics;
@@ -256,6 +256,9 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             Some(agent)
         }
     };
+    // What interrupted topic deletions left, before any log opens (in cluster mode after the
+    // store follows the coordinator, which decides what exists).
+    topics::sweep_data_dir(&config.data_dir, &mut store, config.cluster.is_none())?;
     let topics: Vec<Topic> = store.topics().values().cloned().collect();
     for topic in &topics {
         if let Some(&shard) = topic.shards.iter().find(|&&s| s as usize >= shard_count) {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use crate::kafka::codes;
 use crate::kafka::response::{FileRange, Part};
 use crate::storage::{self, LogConfig, LogError, LogOverrides, PartitionLog, ReadChunk};
-use crate::topics::Topic;
+use crate::topics::{self, Topic, TopicError};
 
 use super::partition_ops::{
     FollowerFetch, PartitionRead, Reader, SendChunk, ShardReply, ShardRequest,
@@ -102,7 +102,7 @@ pub fn log_config(shard: &Shard, topic: &Topic) -> LogConfig {
 }
 
 fn partition_dir(shard: &Shard, topic: &str, partition: usize) -> std::path::PathBuf {
-    shard.config.data_dir.join(format!("{topic}-{partition}"))
+    crate::topics::partition_dir(&shard.config.data_dir, topic, partition)
 }
 
 /// Per-partition failure: a Kafka error code and a message.
@@ -170,8 +170,9 @@ impl Shard {
         Ok(())
     }
 
-    /// Closes (flushing) and deletes this shard's partitions of a deleted topic.
-    pub async fn remove_topic_logs(&self, name: &str) {
+    /// Closes (flushing) this shard's partitions of a topic being deleted; the control shard
+    /// then renames their directories out of the way ([`Shard::delete_topic_data`]).
+    pub async fn close_topic_logs(&self, name: &str) {
         self.partitions
             .replicas
             .borrow_mut()
@@ -182,12 +183,40 @@ impl Shard {
                 if let Err(err) = log.close().await {
                     tracing::warn!("closing {name}-{partition}: {err}");
                 }
-                let dir = log.dir().to_path_buf();
-                if let Err(err) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!("removing {}: {err}", dir.display());
-                }
             }
         }
+    }
+
+    /// On the control shard, once every shard closed the logs of `topic`: renames its
+    /// partition directories out of the way (durably), deletes it from the store, then
+    /// removes the directories in the background. A crash at any point leaves either the
+    /// topic with its data, or `-delete` directories that the next start sweeps (completing
+    /// the deletion), never old files under the name a new topic would use.
+    pub async fn delete_topic_data(&self, topic: &Topic) -> Result<Topic, TopicError> {
+        let store = self
+            .store
+            .as_ref()
+            .expect("the control shard holds the store");
+        let (data_dir, closed) = (self.config.data_dir.clone(), topic.clone());
+        let renamed = glommio::executor()
+            .spawn_blocking(move || topics::rename_for_deletion(&data_dir, &closed))
+            .await?;
+        let deleted = store.borrow_mut().delete(&topic.name);
+        match &deleted {
+            Ok(_) => {
+                glommio::spawn_local(
+                    glommio::executor()
+                        .spawn_blocking(move || topics::remove_deleted_dirs(&renamed)),
+                )
+                .detach();
+            }
+            Err(err) => tracing::error!(
+                "topic `{}`: its directories were renamed for deletion but the store could \
+                 not be changed ({err}); the next start completes the deletion",
+                topic.name
+            ),
+        }
+        deleted
     }
 
     /// Flushes and closes every partition this shard owns.

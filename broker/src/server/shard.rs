@@ -234,11 +234,17 @@ impl Shard {
         let mut results = Vec::with_capacity(names.len());
         for name in names {
             let store = self.store.as_ref().expect("shard 0 holds the store");
-            let result = store.borrow_mut().delete(&name);
-            if result.is_ok() {
-                self.broadcast(|| ShardRequest::TopicRemoved(name.clone()))
-                    .await;
-            }
+            let known = store.borrow().topics().get(&name).cloned();
+            let result = match known {
+                None => Err(TopicError::UnknownTopic(name.clone())),
+                Some(topic) => {
+                    // Every shard stops serving and closes its logs, then the directories
+                    // are renamed away before the store forgets the topic.
+                    self.broadcast(|| ShardRequest::TopicRemoved(name.clone()))
+                        .await;
+                    self.delete_topic_data(&topic).await
+                }
+            };
             results.push((name, result));
         }
         results
@@ -313,6 +319,6 @@ impl Shard {
     async fn topic_removed(self: &Rc<Self>, name: &str) {
         self.topics.borrow_mut().remove(name);
         self.offline.forget_topic(name);
-        self.remove_topic_logs(name).await;
+        self.close_topic_logs(name).await;
     }
 }

@@ -4,11 +4,10 @@
 //! may have diverged from a new leader's. Replaced atomically (temporary file, fsync, rename,
 //! directory fsync); written only when an epoch starts or the log is cut, never per append.
 
-use std::io::Write;
 use std::path::Path;
 
 use super::error::LogError;
-use super::log::sync_dir;
+use super::log::replace_file;
 
 pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
 /// Entries a checkpoint may hold (bounds what a damaged file can make us allocate).
@@ -60,18 +59,17 @@ pub fn read(dir: &Path) -> Result<Vec<(i32, i64)>, LogError> {
 
 /// Replaces the checkpoint of the partition in `dir` with `entries`.
 pub fn write(dir: &Path, entries: &[(i32, i64)]) -> Result<(), LogError> {
-    let path = dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
-    let tmp = dir.join(format!("{LEADER_EPOCH_CHECKPOINT_FILE}.tmp"));
     let mut text = format!("0\n{}\n", entries.len());
     for (epoch, offset) in entries {
         text.push_str(&format!("{epoch} {offset}\n"));
     }
-    let io = |err: std::io::Error| LogError::io(&tmp, "writing the leader-epoch checkpoint", err);
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(text.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    sync_dir(dir).map_err(io)
+    replace_file(dir, LEADER_EPOCH_CHECKPOINT_FILE, text.as_bytes()).map_err(|err| {
+        LogError::io(
+            dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+            "writing the leader-epoch checkpoint",
+            err,
+        )
+    })
 }
 
 #[cfg(test)]

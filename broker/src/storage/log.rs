@@ -4,8 +4,9 @@
 //! shard's tasks by reference (`Rc<PartitionLog>`), and its methods take `&self`.
 //!
 //! Appends: validate every batch ([`super::record_batch`]), then under the append gate (FIFO,
-//! so offsets follow arrival order) roll the segment if needed, assign offsets, copy the
-//! batches into the appender's aligned buffer and rewrite `baseOffset` and
+//! so offsets follow arrival order) roll the segment if needed, make room in the appender's
+//! aligned buffer for the whole record set (when it fits one buffer, so no write round sees
+//! part of it), assign offsets, copy the batches into that buffer and rewrite `baseOffset` and
 //! `partitionLeaderEpoch` there. Under [`FlushPolicy::Always`] the caller then waits for its
 //! bytes to be written and fdatasync'ed: whichever waiting task finds no write in flight runs
 //! the next write round for everyone pending (group commit). Under `never` and `interval_ms`
@@ -34,12 +35,13 @@ use super::error::{BatchError, LogError};
 use super::log_config::LogConfig;
 use super::notify::Signal;
 use super::offset_index::OffsetIndex;
-use super::producer_rebuild;
+use super::producer_rebuild::{self, RebuildReport};
+use super::producer_snapshot;
 use super::producer_state::{ProducerTable, Refusal, Verdict};
 use super::record_batch::{set_base_offset, set_partition_leader_epoch, validate_batches};
 use super::recovery::{self, RecoveryReport};
 use super::segment::{segment_file, Segment};
-use super::segment_appender::SegmentAppender;
+use super::segment_appender::{SegmentAppender, PAGE_BYTES};
 use super::time_index::TimeIndex;
 
 /// A task that runs write rounds hands the role on after this many back-to-back rounds, so
@@ -157,6 +159,8 @@ pub(crate) struct LogInner {
     pub segment_sync_gate: Rc<Semaphore>,
     /// Idempotent producers' recent batches (changed under the append gate).
     pub producers: RefCell<ProducerTable>,
+    /// How `producers` was rebuilt at open.
+    pub producer_rebuild: RebuildReport,
 }
 
 /// The log of one partition. See the module documentation.
@@ -198,7 +202,8 @@ impl PartitionLog {
     /// Opens the log in `dir` (created if missing), recovering it as described in
     /// [`super::recovery`]: the active segment is verified and a torn or corrupt tail is cut
     /// off; missing or corrupt indexes are rebuilt. Then the idempotent producers' table is
-    /// rebuilt from the batch headers at the end of the log ([`super::producer_rebuild`]).
+    /// rebuilt from the newest producer snapshot and the batch headers after it
+    /// ([`super::producer_rebuild`]).
     pub async fn open(
         dir: impl Into<PathBuf>,
         config: LogConfig,
@@ -210,8 +215,8 @@ impl PartitionLog {
         for sealed in segments.iter().rev().skip(1) {
             sealed.close_index_handles();
         }
-        // Idempotent producers' recent batches, from the newest batch headers of the log.
-        let producers = producer_rebuild::rebuild(&dir, &segments).await;
+        // Idempotent producers' recent batches: the newest snapshot and the log after it.
+        let (producers, producer_rebuild) = producer_rebuild::rebuild(&dir, &segments).await;
         let log_start_offset = segments.front().map_or(0, |s| s.base_offset);
         let next_offset = segments.back().map_or(0, |s| s.next_offset);
         let state = LogState {
@@ -241,6 +246,7 @@ impl PartitionLog {
                 stats: Cell::new(LogStats::default()),
                 segment_sync_gate: Rc::new(Semaphore::new(1)),
                 producers: RefCell::new(producers),
+                producer_rebuild,
             }),
         })
     }
@@ -355,26 +361,19 @@ impl PartitionLog {
         if inner.should_roll(total_bytes, total_records, now, &config) {
             inner.roll().await?;
         }
+        // Room for the whole record set first when the buffer can hold it, so no write round
+        // runs between two of its batches: nobody sees part of the request before the rest,
+        // and a failed write leaves none of it written. (Every batch was validated above, as
+        // Kafka validates a partition's record set before appending any of it.) A record set
+        // larger than the buffer goes out in several rounds.
+        if total_bytes + PAGE_BYTES <= config.write_buffer_bytes as u64 {
+            inner.reserve(total_bytes as usize, &config).await?;
+        }
         let base_offset = inner.state.borrow().next_offset;
         let mut max_timestamp_ms = i64::MIN;
         for info in &infos {
             let bytes = &batches[info.position..info.position + info.total_bytes()];
-            loop {
-                let fits = {
-                    let mut st = inner.state.borrow_mut();
-                    match st.active_mut().appender.as_mut() {
-                        Some(a) => {
-                            a.set_max_buffer_bytes(config.write_buffer_bytes as usize);
-                            a.free_bytes() >= bytes.len() || a.grow(bytes.len())
-                        }
-                        None => false,
-                    }
-                };
-                if fits {
-                    break;
-                }
-                inner.make_room().await?;
-            }
+            inner.reserve(bytes.len(), &config).await?;
             let mut st = inner.state.borrow_mut();
             let st = &mut *st;
             let offset = st.next_offset;
@@ -478,6 +477,13 @@ impl PartitionLog {
                         .map_err(|e| LogError::io(&inner.dir, "writing the recovery point", e)),
                     Err(_) => Err(LogError::Closed),
                 };
+            }
+            if result.is_ok() && !failed {
+                // The producer table at the end: the next open replays nothing.
+                let end = inner.state.borrow().next_offset;
+                let bytes = producer_snapshot::encode(end, &inner.producers.borrow());
+                result = producer_snapshot::write(&inner.dir, end, &bytes)
+                    .map_err(|e| LogError::io(&inner.dir, "writing the producer snapshot", e));
             }
             if result.is_ok() && !failed {
                 let marker = inner.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -593,6 +599,11 @@ impl PartitionLog {
         &self.inner.recovery
     }
 
+    /// How the idempotent producers' table was rebuilt when the log was opened.
+    pub fn producer_rebuild_report(&self) -> &RebuildReport {
+        &self.inner.producer_rebuild
+    }
+
     /// Counters since open.
     pub fn stats(&self) -> LogStats {
         self.inner.stats.get()
@@ -675,6 +686,27 @@ impl LogInner {
                 self.progress.wait()
             };
             wait.await;
+        }
+    }
+
+    /// Returns once the fill buffer has room for `bytes` more (growing it up to
+    /// `write_buffer_bytes`, or running write rounds); `bytes` must fit an emptied buffer.
+    async fn reserve(self: &Rc<Self>, bytes: usize, config: &LogConfig) -> Result<(), LogError> {
+        loop {
+            let fits = {
+                let mut st = self.state.borrow_mut();
+                match st.active_mut().appender.as_mut() {
+                    Some(a) => {
+                        a.set_max_buffer_bytes(config.write_buffer_bytes as usize);
+                        a.free_bytes() >= bytes || a.grow(bytes)
+                    }
+                    None => false,
+                }
+            };
+            if fits {
+                return Ok(());
+            }
+            self.make_room().await?;
         }
     }
 
@@ -1106,9 +1138,10 @@ impl LogInner {
     }
 
     /// Syncs a sealed segment in the background (under `never` and `interval_ms`, as Kafka
-    /// flushes a rolled segment asynchronously), in roll order, then records that every
-    /// offset below `end_offset` is durable in the recovery point file.
-    fn spawn_segment_sync(self: &Rc<Self>, sync: SegmentSync, end_offset: i64) {
+    /// flushes a rolled segment asynchronously), in roll order, then writes the producer
+    /// snapshot taken at the roll and records that every offset below `end_offset` is durable
+    /// in the recovery point file.
+    fn spawn_segment_sync(self: &Rc<Self>, sync: SegmentSync, end_offset: i64, snapshot: Vec<u8>) {
         let inner = self.clone();
         glommio::spawn_local(async move {
             let Ok(_turn) = inner.segment_sync_gate.acquire_static_permit(1).await else {
@@ -1124,6 +1157,7 @@ impl LogInner {
                         for h in handles {
                             h.sync_data()?;
                         }
+                        producer_snapshot::write(&dir, end_offset, &snapshot)?;
                         recovery::write_recovery_point(&dir, end_offset)
                     })
                     .await
@@ -1146,8 +1180,11 @@ impl LogInner {
         let always = self.config.get().flush == FlushPolicy::Always;
         self.wait_persisted(end, always).await?;
         let _writer = self.acquire_writer().await;
+        // The producer table at the roll (under the append gate: every batch below `end` and
+        // nothing else), saved once the rolled segment is synced.
+        let snapshot = producer_snapshot::encode(end, &self.producers.borrow());
         match self.seal_active(always).await? {
-            Some(sync) => self.spawn_segment_sync(sync, end),
+            Some(sync) => self.spawn_segment_sync(sync, end, snapshot),
             None => {
                 // Everything below `end` is synced (earlier background syncs may still run;
                 // this file only moves forward once they are done, through the same gate).
@@ -1158,9 +1195,18 @@ impl LogInner {
                     .map_err(|_| LogError::Closed)?;
                 let dir = self.dir.clone();
                 glommio::executor()
-                    .spawn_blocking(move || recovery::write_recovery_point(&dir, end))
+                    .spawn_blocking(move || {
+                        producer_snapshot::write(&dir, end, &snapshot)?;
+                        recovery::write_recovery_point(&dir, end)
+                    })
                     .await
-                    .map_err(|e| LogError::io(&self.dir, "writing the recovery point", e))?;
+                    .map_err(|e| {
+                        LogError::io(
+                            &self.dir,
+                            "writing the producer snapshot and recovery point",
+                            e,
+                        )
+                    })?;
             }
         }
         let config = self.config.get();
@@ -1248,4 +1294,11 @@ pub(crate) async fn create_segment(
 /// fsyncs a directory so created, renamed and deleted names in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Replaces the file `name` in `dir` with `bytes` durably: written to `name.tmp`, fsync'ed,
+/// renamed over `name`, then the directory fsync'ed. A crash leaves the old file or the new
+/// one, never a mix (a stale `.tmp` is overwritten by the next replace).
+pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    crate::data_file::replace(&dir.join(name), bytes, 0o644)
 }

@@ -18,6 +18,7 @@ pub mod log_reader;
 pub mod notify;
 pub mod offset_index;
 pub mod producer_rebuild;
+pub mod producer_snapshot;
 pub mod producer_state;
 pub mod record_batch;
 pub mod recovery;

@@ -1,44 +1,42 @@
 //! Rebuilding the idempotent-producer table ([`super::producer_state`]) when a log opens,
-//! from the log itself, so a producer retrying a batch across a restart, a follower's
-//! truncation or a failover to a broker that restarted gets the batch's first offsets back
-//! instead of a second copy, and a gap or a stale epoch is still refused.
+//! from the newest producer snapshot ([`super::producer_snapshot`]) and the log after it, so a
+//! producer retrying a batch across a restart (clean or kill -9), a follower's truncation or a
+//! failover to a broker that restarted gets the batch's first offsets back instead of a second
+//! copy, and a gap or a stale epoch is still refused.
 //!
-//! Kafka keeps producer-state snapshots and replays the log after the newest one. Here there
-//! is no snapshot: after [`super::recovery`] (the files are cut to intact batches, so a torn
-//! tail is already gone and the scan stops exactly where recovery did), the batch headers of
-//! the last [`PRODUCER_REBUILD_BYTES`] of the log are read, oldest first, and every batch
-//! with a producer id is [`ProducerTable::record`]ed, so the table ends exactly as if those
-//! appends had just happened (epochs, last [`super::producer_state::KEPT_BATCHES`] batches,
-//! and the [`super::producer_state::MAX_PRODUCERS`] eviction all replay the same way).
+//! After [`super::recovery`] (the files are cut to intact batches, so a torn tail is already
+//! gone and the scan stops exactly where recovery did), snapshots above the log end (their
+//! batches were lost) or below the log start are deleted, and the newest remaining one is
+//! loaded: the table as it stood at its offset `S`. Then the batch headers from `S` to the log
+//! end are read, oldest first, and every batch with a producer id is
+//! [`ProducerTable::record`]ed, so the table ends exactly as if those appends had just happened
+//! (epochs, last [`super::producer_state::KEPT_BATCHES`] batches, and the
+//! [`super::producer_state::MAX_PRODUCERS`] eviction all replay the same way). The log writes a
+//! snapshot at every roll and at a clean close, so after a clean close nothing is replayed and
+//! after a crash at most about a segment (more only if the newest snapshot was lost with the
+//! crash). A snapshot that fails its checks is logged with its file name, deleted and skipped:
+//! the next older one is tried.
+//!
+//! Without a usable snapshot (a log written before snapshots existed, or every snapshot
+//! damaged) the headers of the last [`PRODUCER_REBUILD_BYTES`] of the log are replayed into an
+//! empty table instead. What that window gives up: a producer whose last batch lies before it
+//! is forgotten (its next batch is accepted as from a new producer, and a retry of a batch
+//! that old would be appended again); one whose batches straddle the window start keeps its
+//! last sequence but only its batches inside the window (a retry of an older one is refused as
+//! out of order, never appended twice). A client retries only what it has in flight (at most
+//! 5 requests per partition, for up to `request.timeout.ms`), so 64 MiB covers a retry unless
+//! the partition took more than that after the batch.
 //!
 //! Only headers are parsed (records are never read as such): the reader fetches a chunk of
 //! the file at a batch start and takes every header it holds; when batches are larger than a
-//! chunk it reads just the header of each. The window starts at a segment start or, inside
-//! the oldest segment it reaches, at an offset-index entry (a batch start), so no segment
-//! is scanned from its beginning only to skip bytes. It runs once, in `open`, never on the
-//! produce path.
-//!
-//! Why the bound is safe, and what it gives up. A client retries only the batches it has in
-//! flight (at most 5 requests per partition), and an answer is lost only for an append made
-//! shortly before the broker stopped (requests time out after `request.timeout.ms`, 30 s by
-//! default). After the log opens every append is recorded as before (leaders through
-//! `append`, followers through `append_replica`), so the window only has to cover the bytes
-//! that were appended to this log before it opened and after the batch that is retried: with
-//! 64 MiB that is any retry as long as the partition took less than 64 MiB after the batch
-//! (more than 2 MiB/s sustained for 30 s on one partition). What it gives up: a producer
-//! whose last batch lies before the window is forgotten, as when the table evicts it past
-//! `MAX_PRODUCERS` or as Kafka expires an idle producer id: its next batch is accepted as
-//! from a new producer (a gap goes unnoticed), and a retry of a batch that old would be
-//! appended again. A producer whose last batches straddle the window start keeps its last
-//! sequence (gaps are still refused) but only its batches inside the window: a retry of an
-//! older one is refused as out of order, never appended twice. The cost is bounded: at most
-//! 64 MiB read per log at open, much less with large batches (headers only), and after an
-//! unclean shutdown most of it was just read by recovery and sits in the page cache.
+//! chunk it reads just the header of each. A replay starts at a segment start or at an
+//! offset-index entry (a batch start), so no segment is scanned from its beginning only to
+//! skip bytes. It runs once, in `open`, never on the produce path.
 //!
 //! If the headers do not add up (a bad header or offsets that do not follow, which recovery
-//! should have made impossible) or a read fails, the log opens with an empty table, as it
-//! did before this rebuild existed, and a warning names the file: a partial table could
-//! refuse a producer's legitimate next batch, an empty one only forgets.
+//! should have made impossible) or a read fails, the log opens with an empty table, and a
+//! warning names the file: a partial table could refuse a producer's legitimate next batch,
+//! an empty one only forgets.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -49,12 +47,13 @@ use glommio::io::BufferedFile;
 
 use super::error::LogError;
 use super::offset_index::OffsetEntry;
+use super::producer_snapshot;
 use super::producer_state::ProducerTable;
 use super::record_batch::{BatchHeader, HEADER_BYTES, MAGIC_V2, MIN_BATCH_LENGTH};
 use super::segment::Segment;
 
-/// Bytes at the end of a log whose batch headers rebuild the producer table at open. See the
-/// module documentation for why this bound is safe and what it gives up.
+/// Bytes at the end of a log whose batch headers rebuild the producer table at open when no
+/// snapshot can be used. See the module documentation for what this bound gives up.
 pub const PRODUCER_REBUILD_BYTES: u64 = 64 << 20;
 
 /// Bytes read at once while batches are smaller than this; a larger batch makes the next
@@ -134,9 +133,47 @@ pub(crate) fn plan(segments: &VecDeque<Segment>, max_bytes: u64) -> Vec<ScanRang
             index: s.index.entries(),
         })
         .collect();
-    let Some(start) = window_start(&spans, max_bytes) else {
-        return Vec::new();
+    match window_start(&spans, max_bytes) {
+        Some(start) => ranges_from(segments, start),
+        None => Vec::new(),
+    }
+}
+
+/// The stretches of `segments` from the batch at `offset` to the log end (from the last index
+/// entry at or before it: batches before `offset` are read and skipped); `None` when `offset`
+/// is outside the log.
+pub(crate) fn plan_from(segments: &VecDeque<Segment>, offset: i64) -> Option<Vec<ScanRange>> {
+    let log_start = segments.front()?.base_offset;
+    let log_end = segments.back()?.next_offset;
+    if offset < log_start || offset > log_end {
+        return None;
+    }
+    let segment = segments
+        .partition_point(|s| s.base_offset <= offset)
+        .saturating_sub(1);
+    let s = &segments[segment];
+    let entries = s.index.entries();
+    let k = entries.partition_point(|e| s.base_offset + e.relative_offset as i64 <= offset);
+    let (position, offset) = match entries[..k]
+        .iter()
+        .rev()
+        .find(|e| (e.position as u64) < s.size_bytes)
+    {
+        Some(e) => (e.position as u64, s.base_offset + e.relative_offset as i64),
+        None => (0, s.base_offset),
     };
+    Some(ranges_from(
+        segments,
+        WindowStart {
+            segment,
+            position,
+            offset,
+        },
+    ))
+}
+
+/// The stretches of `segments` from the batch at `start` to the log end.
+fn ranges_from(segments: &VecDeque<Segment>, start: WindowStart) -> Vec<ScanRange> {
     segments
         .iter()
         .enumerate()
@@ -159,19 +196,23 @@ pub(crate) fn plan(segments: &VecDeque<Segment>, max_bytes: u64) -> Vec<ScanRang
         .collect()
 }
 
-/// What a replay read.
+/// What a replay read. `batches` and `producer_batches` count the batches replayed (from the
+/// snapshot's offset on); the bytes include those read to reach it from an index entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ReplayStats {
+pub struct ReplayStats {
     pub batches: u64,
     pub producer_batches: u64,
     pub bytes_covered: u64,
     pub bytes_read: u64,
 }
 
-/// Reads the batch headers of `ranges` in order and records every producer's batch in a new
-/// table.
-pub(crate) async fn replay(ranges: &[ScanRange]) -> Result<(ProducerTable, ReplayStats), LogError> {
-    let mut table = ProducerTable::default();
+/// Reads the batch headers of `ranges` in order and records in `table` every producer's batch
+/// from offset `record_from` on (a batch holding `record_from` must start there).
+pub(crate) async fn replay(
+    mut table: ProducerTable,
+    ranges: &[ScanRange],
+    record_from: i64,
+) -> Result<(ProducerTable, ReplayStats), LogError> {
     let mut stats = ReplayStats::default();
     for range in ranges {
         let mut reader = HeaderReader {
@@ -195,11 +236,26 @@ pub(crate) async fn replay(ranges: &[ScanRange]) -> Result<(ProducerTable, Repla
                     ),
                 ));
             }
-            if header.producer_id >= 0 {
+            let skipped = header.base_offset < record_from;
+            if skipped {
+                if header.next_offset() > record_from {
+                    return Err(corrupt(
+                        range,
+                        pos,
+                        format!(
+                            "batch at offsets {}..{} holds the snapshot's offset {record_from}",
+                            header.base_offset,
+                            header.next_offset()
+                        ),
+                    ));
+                }
+            } else if header.producer_id >= 0 {
                 table.record(&header);
                 stats.producer_batches += 1;
             }
-            stats.batches += 1;
+            if !skipped {
+                stats.batches += 1;
+            }
             last_total = header.total_bytes();
             expected = header.next_offset();
             pos += last_total;
@@ -220,12 +276,77 @@ pub(crate) async fn replay(ranges: &[ScanRange]) -> Result<(ProducerTable, Repla
     Ok((table, stats))
 }
 
-/// The producer table of a log just recovered: [`plan`] and [`replay`] over the last
-/// [`PRODUCER_REBUILD_BYTES`]; an empty table (with a warning) if the headers do not add up.
-pub(crate) async fn rebuild(dir: &Path, segments: &VecDeque<Segment>) -> ProducerTable {
+/// How the producer table of a log was rebuilt at open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// Offset of the snapshot loaded; `None` when the bounded window was replayed instead.
+    pub snapshot_offset: Option<i64>,
+    /// Snapshots found damaged (logged, deleted and skipped).
+    pub corrupt_snapshots: Vec<PathBuf>,
+    /// What the replay after the snapshot (or of the window) read.
+    pub replay: ReplayStats,
+}
+
+/// The producer table of a log just recovered: the newest usable snapshot and the log after
+/// it, else the last [`PRODUCER_REBUILD_BYTES`] of the log; an empty table (with a warning)
+/// if the headers do not add up.
+pub(crate) async fn rebuild(
+    dir: &Path,
+    segments: &VecDeque<Segment>,
+) -> (ProducerTable, RebuildReport) {
     let started = Instant::now();
+    let mut report = RebuildReport::default();
+    let log_start = segments.front().map_or(0, |s| s.base_offset);
+    let log_end = segments.back().map_or(0, |s| s.next_offset);
+    let found = producer_snapshot::remove_interrupted_writes(dir)
+        .and_then(|_| producer_snapshot::remove_outside(dir, log_start, log_end));
+    let snapshots = found.unwrap_or_else(|error| {
+        tracing::warn!(dir = %dir.display(), %error, "cannot list or delete producer snapshots");
+        Vec::new()
+    });
+    for &offset in snapshots.iter().rev() {
+        let table = match producer_snapshot::read(dir, offset) {
+            Ok(table) => table,
+            Err(error) => {
+                let file = producer_snapshot::snapshot_file(dir, offset);
+                let shown = file.display();
+                tracing::warn!(file = %shown, %error, "ignoring a damaged producer snapshot");
+                if let Err(error) = producer_snapshot::remove(dir, &[offset]) {
+                    tracing::warn!(file = %shown, %error, "cannot delete a damaged snapshot");
+                }
+                report.corrupt_snapshots.push(file);
+                continue;
+            }
+        };
+        let ranges = plan_from(segments, offset).expect("snapshots outside the log were removed");
+        match replay(table, &ranges, offset).await {
+            Ok((table, stats)) => {
+                tracing::debug!(
+                    dir = %dir.display(),
+                    snapshot_offset = offset,
+                    producers = table.len(),
+                    batches = stats.batches,
+                    bytes_covered = stats.bytes_covered,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "loaded the producer snapshot and replayed the log after it"
+                );
+                report.snapshot_offset = Some(offset);
+                report.replay = stats;
+                return (table, report);
+            }
+            Err(error) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    snapshot_offset = offset,
+                    %error,
+                    "cannot replay the log after a producer snapshot; trying an older one"
+                );
+            }
+        }
+    }
     let ranges = plan(segments, PRODUCER_REBUILD_BYTES);
-    match replay(&ranges).await {
+    let start_offset = ranges.first().map_or(log_end, |r| r.first_offset);
+    match replay(ProducerTable::default(), &ranges, start_offset).await {
         Ok((table, stats)) => {
             tracing::debug!(
                 dir = %dir.display(),
@@ -235,9 +356,10 @@ pub(crate) async fn rebuild(dir: &Path, segments: &VecDeque<Segment>) -> Produce
                 bytes_covered = stats.bytes_covered,
                 bytes_read = stats.bytes_read,
                 elapsed_us = started.elapsed().as_micros() as u64,
-                "rebuilt the producer table from the log"
+                "rebuilt the producer table from the log's tail (no usable snapshot)"
             );
-            table
+            report.replay = stats;
+            (table, report)
         }
         Err(error) => {
             tracing::warn!(
@@ -245,7 +367,7 @@ pub(crate) async fn rebuild(dir: &Path, segments: &VecDeque<Segment>) -> Produce
                 %error,
                 "cannot rebuild the producer table from the log; idempotent producers start afresh"
             );
-            ProducerTable::default()
+            (ProducerTable::default(), report)
         }
     }
 }
@@ -448,7 +570,7 @@ mod tests {
                 assert!(log.segment_base_offsets().len() > 3);
 
                 let ranges = plan(&log.inner.state.borrow().segments, u64::MAX);
-                let (full, stats) = replay(&ranges).await.unwrap();
+                let (full, stats) = replay(ProducerTable::default(), &ranges, 0).await.unwrap();
                 assert_eq!(stats.batches, 65);
                 assert_eq!(stats.producer_batches, 15);
                 assert!(stats.bytes_read < stats.bytes_covered);
@@ -458,7 +580,10 @@ mod tests {
                 // A window of the last 100 KiB holds only producer 2's batches (its last
                 // five and more), so producer 1 is forgotten: any sequence is accepted.
                 let ranges = plan(&log.inner.state.borrow().segments, 100 * 1024);
-                let (tail, _) = replay(&ranges).await.unwrap();
+                let first = ranges[0].first_offset;
+                let (tail, _) = replay(ProducerTable::default(), &ranges, first)
+                    .await
+                    .unwrap();
                 assert_eq!(tail.len(), 1);
                 let mut h = BatchHeader::parse(&batch(1, 77, 1, 0)).unwrap();
                 assert_eq!(tail.check([h].iter()), Ok(Verdict::Append));

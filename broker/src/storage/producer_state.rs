@@ -6,8 +6,10 @@
 //! take the sequences `base_sequence ..= last_sequence` (wrapping after `i32::MAX`). Per producer
 //! the table keeps the epoch and the last [`KEPT_BATCHES`] batches (the most a client has in
 //! flight per partition). Sans-IO: [`ProducerTable::check`] judges the batches of one append
-//! before offsets are assigned, [`ProducerTable::record`] notes them after. When a log opens,
-//! [`super::producer_rebuild`] replays the newest batch headers of the log into a new table.
+//! before offsets are assigned, [`ProducerTable::record`] notes them after. A table is saved
+//! in [`super::producer_snapshot`] files when a segment rolls and at a clean close; when a log
+//! opens, [`super::producer_rebuild`] loads the newest snapshot and replays the batch headers
+//! after it.
 
 use std::collections::HashMap;
 
@@ -211,6 +213,28 @@ impl ProducerTable {
         self.producers.clear();
     }
 
+    /// Every producer as `(id, epoch, batches oldest first)`, in no particular order (for
+    /// [`super::producer_snapshot`]).
+    pub fn producers(&self) -> impl Iterator<Item = (i64, i16, &[AppendedBatch])> {
+        self.producers
+            .iter()
+            .map(|(&id, p)| (id, p.epoch, p.batches.as_slice()))
+    }
+
+    /// Puts a producer back as a snapshot saved it: `batches` oldest first, 1 to
+    /// [`KEPT_BATCHES`] of them, and room in the table (the snapshot reader checks both).
+    pub fn restore(&mut self, id: i64, epoch: i16, batches: Vec<AppendedBatch>) {
+        assert!(
+            (1..=KEPT_BATCHES).contains(&batches.len()),
+            "a producer keeps 1 to {KEPT_BATCHES} batches"
+        );
+        assert!(
+            self.producers.len() < MAX_PRODUCERS || self.producers.contains_key(&id),
+            "the table is full"
+        );
+        self.producers.insert(id, Producer { epoch, batches });
+    }
+
     fn forget_oldest(&mut self) {
         let oldest = self
             .producers
@@ -224,7 +248,7 @@ impl ProducerTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The table against Kafka's rules: a retried batch is a duplicate answered with its
     //! offsets, a gap or a repeat of an older batch with new ones is refused, an older epoch
     //! is refused, a new epoch starts at sequence 0, sequences wrap after i32::MAX.
@@ -234,7 +258,9 @@ mod tests {
         t.check(headers.iter())
     }
 
-    fn batch(pid: i64, epoch: i16, seq: i32, count: i32, offset: i64) -> BatchHeader {
+    /// The header of a batch of producer `pid`: `count` records from sequence `seq`, at
+    /// `offset`.
+    pub(crate) fn batch(pid: i64, epoch: i16, seq: i32, count: i32, offset: i64) -> BatchHeader {
         BatchHeader {
             base_offset: offset,
             batch_length: 0,

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use glommio::io::{BufferedFile, OpenOptions as DmaOpenOptions};
 
 use super::error::LogError;
-use super::log::{create_segment, sync_dir, CLEAN_SHUTDOWN_FILE};
+use super::log::{create_segment, replace_file, sync_dir, CLEAN_SHUTDOWN_FILE};
 use super::log_config::LogConfig;
 use super::offset_index::OffsetIndex;
 use super::record_batch::{validate_batch, BatchHeader, LOG_OVERHEAD};
@@ -39,14 +39,7 @@ pub(crate) fn read_recovery_point(dir: &Path) -> Option<i64> {
 
 /// Replaces the recovery point durably (temporary file, fsync, rename, directory fsync).
 pub(crate) fn write_recovery_point(dir: &Path, offset: i64) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{RECOVERY_POINT_FILE}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, format!("{offset}\n").as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(RECOVERY_POINT_FILE))?;
-    sync_dir(dir)
+    replace_file(dir, RECOVERY_POINT_FILE, format!("{offset}\n").as_bytes())
 }
 
 /// A cut made by recovery.
@@ -214,7 +207,14 @@ pub(crate) async fn recover(
     dir: &Path,
     config: &LogConfig,
 ) -> Result<(VecDeque<Segment>, RecoveryReport), LogError> {
+    let created = !dir.exists();
     std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, "creating the log directory", e))?;
+    if created {
+        // The new directory's name must be durable before anything in it is acknowledged.
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent).map_err(|e| LogError::io(parent, "syncing the data directory", e))?;
+        }
+    }
     let mut report = RecoveryReport::default();
     let marker = dir.join(CLEAN_SHUTDOWN_FILE);
     report.clean_shutdown = marker.exists();

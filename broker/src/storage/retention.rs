@@ -1,11 +1,12 @@
 //! Retention: deletes whole sealed segments from the front of the log by age
 //! (`retention_ms`, judged by a segment's newest batch timestamp, as Kafka does) and by size
 //! (`retention_bytes`), never the active segment. The log start offset moves to the first
-//! remaining segment. The shard runs [`PartitionLog::apply_retention`] every
+//! remaining segment, and producer snapshots below it go with the segments. The shard runs [`PartitionLog::apply_retention`] every
 //! `retention_check_interval_ms`.
 
 use super::error::LogError;
 use super::log::{sync_dir, PartitionLog};
+use super::producer_snapshot;
 use super::segment::segment_file;
 
 /// Size and newest timestamp of a segment, as retention sees it.
@@ -104,8 +105,21 @@ impl PartitionLog {
         }
         // Unlinking a large file frees its extents synchronously (tens of ms for a GiB on
         // ext4): do it on glommio's blocking thread pool, not on the shard's thread.
+        let deleted_any = !outcome.deleted_base_offsets.is_empty();
+        let (dir, log_start_offset) = (inner.dir.clone(), outcome.log_start_offset);
         glommio::executor()
             .spawn_blocking(move || {
+                if deleted_any {
+                    producer_snapshot::list(&dir)
+                        .and_then(|offsets| {
+                            let below: Vec<i64> = offsets
+                                .into_iter()
+                                .filter(|&o| o < log_start_offset)
+                                .collect();
+                            producer_snapshot::remove(&dir, &below)
+                        })
+                        .map_err(|e| LogError::io(&dir, "deleting producer snapshots", e))?;
+                }
                 for path in paths {
                     match std::fs::remove_file(&path) {
                         Ok(()) => {}

@@ -8,7 +8,7 @@
 //!    batch is never split: the follower fetches what it lost again), and its indexes are
 //!    deleted so recovery rebuilds them;
 //! 4. the clean-shutdown marker goes and the recovery point moves down to that segment, so
-//!    recovery verifies it;
+//!    recovery verifies it; producer snapshots above the new end go (their batches are cut);
 //! 5. the log opens again.
 
 use std::fs::File;
@@ -17,6 +17,7 @@ use std::path::Path;
 
 use super::error::LogError;
 use super::log::{sync_dir, PartitionLog, CLEAN_SHUTDOWN_FILE};
+use super::producer_snapshot;
 use super::record_batch::{BatchHeader, HEADER_BYTES};
 use super::recovery::write_recovery_point;
 use super::segment::{parse_segment_file, segment_file};
@@ -72,7 +73,13 @@ pub fn cut_closed_log(dir: &Path, offset: i64) -> Result<Cut, LogError> {
     // The newest remaining segment holds the cut.
     if let Some(&base) = bases.last() {
         let path = segment_file(dir, base, "log");
-        let position = batch_boundary(&path, offset)?;
+        let (position, end_offset) = batch_boundary(&path, base, offset)?;
+        // Snapshots of producer state above the new end hold batches cut away.
+        let snapshots =
+            producer_snapshot::list(dir).map_err(io(dir, "listing producer snapshots"))?;
+        let above: Vec<i64> = snapshots.into_iter().filter(|&o| o > end_offset).collect();
+        producer_snapshot::remove(dir, &above)
+            .map_err(io(dir, "deleting producer snapshots above the cut"))?;
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
@@ -102,15 +109,17 @@ pub fn cut_closed_log(dir: &Path, offset: i64) -> Result<Cut, LogError> {
     Ok(cut)
 }
 
-/// The byte position of the first batch of the segment at `path` whose last offset is at or
-/// after `offset` (the end of the data when there is none).
-fn batch_boundary(path: &Path, offset: i64) -> Result<u64, LogError> {
+/// The byte position of the first batch of the segment at `path` (based at `base_offset`)
+/// whose last offset is at or after `offset` (the end of the data when there is none), and
+/// the offset the log ends at when cut there.
+fn batch_boundary(path: &Path, base_offset: i64, offset: i64) -> Result<(u64, i64), LogError> {
     let mut file = File::open(path).map_err(io(path, "opening a segment"))?;
     let length = file
         .metadata()
         .map_err(io(path, "reading a segment's size"))?
         .len();
     let mut position = 0u64;
+    let mut end_offset = base_offset;
     let mut header = [0u8; HEADER_BYTES];
     while position + HEADER_BYTES as u64 <= length {
         file.seek(SeekFrom::Start(position))
@@ -125,11 +134,12 @@ fn batch_boundary(path: &Path, offset: i64) -> Result<u64, LogError> {
             break;
         }
         if batch.last_offset() >= offset {
-            return Ok(position);
+            return Ok((position, batch.base_offset));
         }
         position += batch.total_bytes();
+        end_offset = batch.next_offset();
     }
-    Ok(position.min(length))
+    Ok((position.min(length), end_offset))
 }
 
 impl PartitionLog {

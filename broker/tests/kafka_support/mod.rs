@@ -103,7 +103,8 @@ pub fn batch(values: &[&[u8]]) -> Bytes {
     buf.freeze()
 }
 
-/// Produce (acks=-1) of `records` to one partition: (error code, base offset).
+/// Produces `records` (one or more batches) to `topic`-`partition` with acks=all (Produce v9);
+/// the partition's error code and base offset.
 pub fn produce(
     client: &mut broker::cli::client::Client,
     topic: &str,
@@ -123,6 +124,6 @@ pub fn produce(
                 .with_index(partition)
                 .with_records(Some(records))])]);
     let response = client.call(&request, 9).unwrap();
-    let p = &response.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
+    let answer = &response.responses[0].partition_responses[0];
+    (answer.error_code, answer.base_offset)
 }
