@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod connection;
 pub mod dispatch;
+pub mod executor;
 pub mod fetch;
 pub mod group_api;
 pub mod groups;
@@ -35,7 +36,6 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::cluster::ClusterView;
 use crate::topics::{FileTopicStore, Topic, TopicStore};
@@ -227,12 +227,8 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
         producer_ids::ProducerIdAllocator::open(&config.data_dir)
             .map_err(StartError::ProducerIds)?
     });
-    let shard_cores: Vec<(usize, u32)> = config
-        .profile
-        .shard_cores()
-        .iter()
-        .map(|core| (core.cpu, core.io_uring_depth))
-        .collect();
+    let shard_cores: Vec<tuning::CoreConfig> =
+        config.profile.shard_cores().into_iter().cloned().collect();
     let shard_count = shard_cores.len();
     let (listen, probe) = resolve_listen(config.listen)?;
     let agent = match &config.cluster {
@@ -276,7 +272,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
     let mut store: Option<Box<dyn TopicStore + Send>> = Some(Box::new(store));
     let mut threads = Vec::with_capacity(shard_count);
     let mut all_metrics = Vec::with_capacity(shard_count);
-    for (id, &(cpu, _depth)) in shard_cores.iter().enumerate() {
+    for (id, core) in shard_cores.iter().enumerate() {
         let metrics = Arc::new(ShardMetrics::default());
         all_metrics.push(metrics.clone());
         let start = ShardStart {
@@ -302,8 +298,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
                 None
             },
         };
-        let thread = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("shard-{id}"))
+        let thread = executor::shard_executor(id, core)
             .spawn(move || shard_main(start))
             .map_err(|err| StartError::Shard(id, err.to_string()))?;
         threads.push(thread);
