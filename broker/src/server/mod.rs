@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod group_api;
 pub mod groups;
 pub mod list_offsets;
+pub mod memory_budget;
 pub mod mesh;
 pub mod metadata;
 pub mod metrics;
@@ -376,11 +377,23 @@ async fn shard_main(start: ShardStart) {
         Some((host, port)) => (host.clone(), *port as i32),
         None => (listen.ip().to_string(), listen.port() as i32),
     };
+    let budget_bytes = config.profile.shard_cores()[id].memory_budget_bytes;
+    let memory = memory_budget::MemoryBudget::new(budget_bytes, metrics.clone());
+    let max_frame_bytes = config.profile.network.max_request_bytes as u64 + 4;
+    if max_frame_bytes > memory.receiving_limit_bytes() {
+        tracing::warn!(
+            "shard {id}: requests larger than {} bytes (half of memory_budget_bytes {budget_bytes}) \
+             are refused, below network.max_request_bytes {}",
+            memory.receiving_limit_bytes(),
+            config.profile.network.max_request_bytes
+        );
+    }
     let shard = Rc::new(Shard {
         id,
         shard_count,
         config: config.clone(),
         advertised,
+        memory,
         topics: RefCell::new(
             topics
                 .into_iter()
@@ -554,11 +567,15 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     handle.shutdown();
     for (shard, m) in metrics.iter().enumerate() {
         tracing::info!(
-            "shard {shard}: received {} B, sent {} B ({} B by splice), {} requests",
+            "shard {shard}: received {} B, sent {} B ({} B by splice), {} requests; memory \
+             peak {} B of a {} B budget, {} reads waited for it",
             ShardMetrics::get(&m.bytes_received),
             ShardMetrics::get(&m.bytes_sent),
             ShardMetrics::get(&m.bytes_spliced),
             ShardMetrics::get(&m.requests),
+            ShardMetrics::get(&m.memory_peak_bytes),
+            ShardMetrics::get(&m.memory_budget_bytes),
+            ShardMetrics::get(&m.memory_waits),
         );
     }
     println!("stopped");
