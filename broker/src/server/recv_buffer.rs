@@ -4,18 +4,21 @@
 //! shard's [`MemoryBudget`].
 //!
 //! A read asks for at most `max(chunk_bytes, bytes already held)` more bytes, and never more
-//! than the frame being read needs plus one chunk, so the buffer doubles only while data keeps
-//! coming: a client that declares a 100 MiB frame and sends 10 bytes costs one chunk. The room
-//! a read fills is zeroed first (the socket API takes an initialized slice), but only that room,
-//! and room zeroed once is reused by later reads instead of being zeroed again. A frame larger
-//! than a chunk leaves its allocation to the frame (the request handler holds it); the bytes
-//! that arrived behind it move to a fresh chunk-sized buffer. When a read finds the socket empty
-//! and the buffer holds no bytes, the allocation is dropped: an idle connection holds nothing.
+//! than the frame being read needs plus one chunk, so the room written doubles only while data
+//! keeps coming: a client that declares a large frame and sends 10 bytes costs one chunk of
+//! resident memory. The room a read fills is zeroed first (the socket API takes an initialized
+//! slice), but only that room, and room zeroed once is reused by later reads instead of being
+//! zeroed again. When bytes come and the socket is then empty while the buffer holds none, the
+//! allocation is dropped: an idle connection holds nothing.
 //!
 //! Charges: what the allocation holds beyond the frame reservation is an admitted charge (a
-//! connection may always hold about one chunk); a frame larger than a chunk is read only under
-//! a receiving reservation of its whole length ([`RecvBuffer::reserve_frame`]), which waits for
-//! the budget. A frame cut off carries an admitted charge of its length.
+//! connection may always hold about one chunk, two while it reads). A frame larger than a chunk
+//! is read only under a receiving reservation of its whole length
+//! ([`RecvBuffer::reserve_frame`]), which waits for the budget; once granted, the frame gets
+//! one allocation of that length, so its bytes are never copied as it arrives (the broker
+//! writes its pages only as reads fill them). The frame takes that allocation when it is cut off and
+//! what arrived behind it moves to a fresh buffer. A frame cut off carries an admitted charge
+//! of its length until its request is done.
 
 use std::pin::Pin;
 use std::rc::Rc;
@@ -79,6 +82,11 @@ impl RecvBuffer {
     pub async fn reserve_frame(&mut self, len: usize) {
         assert!(len > self.chunk_bytes && self.frame.is_none());
         self.frame = Some(self.budget.receive(len as u64).await);
+        // The frame's whole allocation at once: what arrived so far (at most two chunks) is
+        // copied once here and the rest is read in place.
+        let mut whole = BytesMut::with_capacity(len.max(self.filled));
+        whole.extend_from_slice(&self.bytes[..self.filled]);
+        self.bytes = whole;
         self.charge_capacity();
     }
 
@@ -126,6 +134,11 @@ impl RecvBuffer {
     fn make_room(&mut self, want: usize) -> usize {
         let step = self.chunk_bytes.max(self.filled);
         let mut end = (self.filled + step).min(want.max(self.filled + self.chunk_bytes));
+        if self.frame.is_some() {
+            // Read into the frame's allocation and no further (no reallocation, no copy).
+            debug_assert!(self.bytes.capacity() >= want);
+            end = end.min(self.bytes.capacity());
+        }
         let room = self.bytes.len() - self.filled;
         if room > 0 && room >= (want - self.filled).min(self.chunk_bytes / 4) {
             // Enough zeroed room left by earlier reads: fill it before growing.
@@ -241,9 +254,10 @@ mod tests {
         futures_lite::future::block_on(buf.reserve_frame(4 + (100 << 20)));
         assert!(!fill(&mut buf, &mut reader, 4 + (100 << 20)));
         assert_eq!(buf.received().len(), 14);
-        // The one chunk the first read zeroed, which the pending read waits to fill.
-        assert_eq!(buf.initialized(), CHUNK);
-        assert_eq!(buf.capacity(), CHUNK);
+        // Resident: the 14 bytes and the one chunk of room the pending read waits to fill;
+        // the allocation of the frame's length is address space the reservation covers.
+        assert_eq!(buf.initialized(), 14 + CHUNK);
+        assert_eq!(buf.capacity(), 4 + (100 << 20));
         // Charged: the frame's whole reservation (the chunk is inside it).
         assert_eq!(buf.charged(), 4 + (100 << 20));
         drop(buf);
