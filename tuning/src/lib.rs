@@ -82,7 +82,7 @@ pub struct CoreConfig {
     #[serde(default = "CoreConfig::default_io_uring_depth")]
     pub io_uring_depth: u32,
     /// Memory the shard on this core may hold for connection buffers, requests being served,
-    /// answers not yet sent and producer/group state, bytes; past it the shard stops reading
+    /// answers not yet sent and consumer-group state, bytes; past it the shard stops reading
     /// sockets (docs/kafka.md, "Memory budget"). Default 1 GiB.
     #[serde(default = "CoreConfig::default_memory_budget_bytes")]
     pub memory_budget_bytes: u64,
