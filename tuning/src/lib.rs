@@ -370,9 +370,11 @@ pub struct NetworkLimits {
     /// pipelines more waits (back-pressure through TCP).
     #[serde(default = "NetworkLimits::default_max_in_flight_requests")]
     pub max_in_flight_requests: u32,
-    /// Receive buffer of one connection, bytes: the size of its reads and what an idle
-    /// connection holds. A big frame grows it as the frame's bytes arrive (not by the size the
-    /// frame declares), up to `max_request_bytes`, and it shrinks back after. Default 64 KiB.
+    /// Receive buffer of one connection, bytes: the size of its reads and what a connection
+    /// may hold without a reservation from the memory budget (an idle one holds none). A
+    /// larger frame is read under a reservation of its length, its buffer written only as the
+    /// frame's bytes arrive (not by the size it declares), and it shrinks back after. Default
+    /// 64 KiB.
     #[serde(default = "NetworkLimits::default_connection_buffer_bytes")]
     pub connection_buffer_bytes: u32,
     /// A connection with no complete request for this long is closed, milliseconds. Default
