@@ -4,6 +4,12 @@
 //! - 200 connections that each declare a 100 MiB frame, send 10 bytes and stall add little to
 //!   the broker's RSS (read from /proc once the kernel shows every byte read), and a normal
 //!   client is served meanwhile;
+//! - with a 64 MiB memory budget, 1000 connections that declare large frames and really send
+//!   256 KiB of each before stalling keep the broker's RSS and its budget account inside the
+//!   budget plus the stated per-connection overhead (without the budget the broker read all
+//!   of it: 250 MiB), frames larger than half the budget close their connection with the
+//!   reason logged, kcat still creates, produces and consumes meanwhile, and once the stalled
+//!   clients leave a 24 MiB produce request is served;
 //! - frames declaring huge arrays, strings and bytes to Metadata, Produce, Fetch,
 //!   CreateTopics, JoinGroup, OffsetCommit and others, in flexible and non-flexible versions,
 //!   each close their connection with the refusal logged, and the broker keeps serving.
@@ -18,8 +24,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod kafka_support;
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+
 use broker::cli::client::Client;
-use kafka_protocol::messages::{ApiKey, MetadataRequest};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, MetadataRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 
 const ADDRESS_SPACE_BYTES: u64 = 4 << 30;
 
@@ -38,18 +51,22 @@ impl Drop for Broker {
 }
 
 impl Broker {
-    /// Starts `broker serve` with one shard under the address-space limit; waits (at most
-    /// 60 s) for the port it prints.
+    /// Starts `broker serve` with the one-shard dev profile under the address-space limit.
     fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("broker.log");
         let profile =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/profiles/dev-2core.toml");
+        Self::start_with(&profile, tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// Starts `broker serve` with `profile` under the address-space limit, data and log in
+    /// `dir`; waits (at most 60 s) for the port it prints.
+    fn start_with(profile: &Path, dir: tempfile::TempDir) -> Broker {
+        let log = dir.path().join("broker.log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_broker"));
         command
             .arg("serve")
             .arg("--tuning")
-            .arg(&profile)
+            .arg(profile)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--listen")
@@ -93,6 +110,18 @@ impl Broker {
             Err(_) => panic!("broker did not start; its log:\n{}", broker.log_text()),
         }
         broker
+    }
+
+    /// Stops the broker with SIGTERM (a clean shutdown, which logs the shard counters) and
+    /// waits at most 60 s for it to exit.
+    fn stop(&mut self) {
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "broker did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn log_text(&self) -> String {
@@ -192,6 +221,298 @@ fn stalled_frames_declaring_100_mib_cost_the_broker_little_memory() {
     );
     drop(stalled);
     broker.serves_a_client();
+}
+
+/// Unread bytes of each connection to `broker_port`, by the client's port: what the broker's
+/// socket holds unread plus what the client's socket has not sent yet.
+fn unread_by_client_port(broker_port: u16) -> HashMap<u16, u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port_of = |address: &str| {
+        u16::from_str_radix(address.rsplit(':').next().unwrap_or("0"), 16).unwrap_or(0)
+    };
+    let mut unread = HashMap::new();
+    for line in table.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 5 {
+            continue;
+        }
+        let (local, remote) = (port_of(cols[1]), port_of(cols[2]));
+        let mut queues = cols[4].split(':');
+        let tx = u64::from_str_radix(queues.next().unwrap_or("0"), 16).unwrap_or(0);
+        let rx = u64::from_str_radix(queues.next().unwrap_or("0"), 16).unwrap_or(0);
+        if local == broker_port && remote != 0 {
+            *unread.entry(remote).or_insert(0) += rx;
+        } else if remote == broker_port {
+            *unread.entry(local).or_insert(0) += tx;
+        }
+    }
+    unread
+}
+
+/// Raises this process's open-file limit to its hard limit (the broker child inherits it).
+fn raise_open_files(needed: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        assert!(
+            limit.rlim_max >= needed,
+            "the hard limit of open files ({}) is below the {needed} this test needs",
+            limit.rlim_max
+        );
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+}
+
+/// Runs `command` with `stdin`, at most 60 s; its stdout, or a panic with its stderr.
+fn run(mut command: Command, stdin: &str) -> String {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("{command:?}: {err}"));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("output");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+fn broker_cli(broker: &Broker, args: &[&str]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_broker"));
+    command
+        .args(args)
+        .arg("--bootstrap")
+        .arg(broker.addr.to_string());
+    run(command, "")
+}
+
+/// kcat produces `count` messages to `topic` and reads them back.
+fn kcat_round_trip(broker: &Broker, topic: &str, count: usize) {
+    broker_cli(broker, &["topics", "create", topic, "--partitions", "1"]);
+    let messages: Vec<String> = (0..count).map(|i| format!("{topic}-{i}")).collect();
+    let mut produce = Command::new("kcat");
+    produce.args(["-b", &broker.addr.to_string(), "-P", "-t", topic]);
+    run(produce, &(messages.join("\n") + "\n"));
+    let mut consume = Command::new("kcat");
+    consume.args([
+        "-b",
+        &broker.addr.to_string(),
+        "-C",
+        "-t",
+        topic,
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+    ]);
+    let consumed = run(consume, "");
+    assert_eq!(consumed.lines().collect::<Vec<_>>(), messages);
+}
+
+#[test]
+fn a_thousand_stalled_frames_stay_inside_the_memory_budget_and_clients_are_served() {
+    const STALLED: usize = 1000;
+    const BUDGET_BYTES: u64 = 64 << 20;
+    const CHUNK_BYTES: u64 = 16 << 10;
+    const BODY_BYTES: usize = 256 << 10;
+    // What the broker may hold beyond the budget: each connection may keep up to two chunks
+    // of received bytes without a reservation, plus its socket and task structures and the
+    // allocator's slack.
+    const OVERHEAD_BYTES: u64 = STALLED as u64 * (2 * CHUNK_BYTES + (4 << 10)) + (16 << 20);
+    raise_open_files(3 * STALLED as u64 + 1000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let profile = dir.path().join("budget.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[[core]]\ncpu = 0\nmemory_budget_bytes = {BUDGET_BYTES}\n[network]\n\
+             max_connections = 4000\nconnection_buffer_bytes = {CHUNK_BYTES}\n"
+        ),
+    )
+    .expect("write profile");
+    let mut broker = Broker::start_with(&profile, dir);
+    broker.serves_a_client();
+    let before = broker.rss_bytes();
+
+    // Half declare 100 MiB (more than half the budget: refused), half 4 MiB (fits, so each
+    // waits for a reservation of its whole length); each sends 256 KiB of its body and stalls.
+    let mut fitting = Vec::new();
+    let mut refused = Vec::new();
+    let mut sent_total = 0u64;
+    for i in 0..STALLED {
+        let mut stream = TcpStream::connect(broker.addr).expect("connect");
+        let send_buffer: libc::c_int = 1 << 20;
+        // SAFETY: setsockopt on a socket we own with an int option.
+        unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&send_buffer as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let declared: i32 = if i % 2 == 0 { 100 << 20 } else { 4 << 20 };
+        let mut bytes = declared.to_be_bytes().to_vec();
+        bytes.extend((0..BODY_BYTES).map(|j| (i + j) as u8));
+        stream.set_nonblocking(true).expect("nonblocking");
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match stream.write(&bytes[sent..]) {
+                Ok(n) => sent += n,
+                Err(_) => break, // full, or already refused
+            }
+        }
+        sent_total += sent as u64;
+        let port = stream.local_addr().expect("local address").port();
+        if i % 2 == 0 {
+            refused.push((stream, false));
+        } else {
+            fitting.push((stream, port, sent as u64));
+        }
+    }
+    assert!(
+        sent_total > BUDGET_BYTES + OVERHEAD_BYTES,
+        "only {sent_total} bytes sent: the test would not show a broker that reads them all"
+    );
+
+    // Wait until every 100 MiB frame is refused and the broker has read from every other
+    // connection (what it reads without a reservation; the rest waits in the sockets).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        for (stream, closed) in refused.iter_mut().filter(|(_, closed)| !*closed) {
+            let mut byte = [0u8; 1];
+            *closed = match stream.read(&mut byte) {
+                Ok(0) => true,
+                Ok(_) => panic!("an answer to a refused frame"),
+                Err(err) => err.kind() != std::io::ErrorKind::WouldBlock,
+            };
+        }
+        let open_refused = refused.iter().filter(|(_, closed)| !*closed).count();
+        let unread = unread_by_client_port(broker.addr.port());
+        let untouched = fitting
+            .iter()
+            .filter(|(_, port, sent)| unread.get(port).is_none_or(|unread| unread >= sent))
+            .count();
+        if open_refused == 0 && untouched == 0 {
+            break;
+        }
+        broker.assert_alive();
+        assert!(
+            Instant::now() < deadline,
+            "after 120 s: {open_refused} refused frames still open, {untouched} connections \
+             not read from"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let waiting = {
+        let unread = unread_by_client_port(broker.addr.port());
+        fitting
+            .iter()
+            .filter(|(_, port, _)| unread.get(port).is_some_and(|&unread| unread > 0))
+            .count()
+    };
+    assert!(
+        waiting > 400,
+        "only {waiting} of {} fitting frames wait: the budget did not hold them back",
+        fitting.len()
+    );
+
+    // Clients are served meanwhile: admin, produce and consume through librdkafka.
+    kcat_round_trip(&broker, "during-stall", 100);
+    let mut peak_rss = 0;
+    for _ in 0..10 {
+        peak_rss = peak_rss.max(broker.rss_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grown = peak_rss.saturating_sub(before);
+    eprintln!(
+        "RSS {} MiB before, {} MiB with {STALLED} stalled frames ({sent_total} bytes sent, \
+         {waiting} frames waiting for memory): +{} MiB, bound {} MiB",
+        before >> 20,
+        peak_rss >> 20,
+        grown >> 20,
+        (BUDGET_BYTES + OVERHEAD_BYTES) >> 20
+    );
+    assert!(
+        grown < BUDGET_BYTES + OVERHEAD_BYTES,
+        "RSS grew by {} MiB",
+        grown >> 20
+    );
+
+    // Once the stalled clients leave, a request of 24 MiB (24 batches of 1 MB) is served.
+    drop(fitting);
+    drop(refused);
+    broker_cli(&broker, &["topics", "create", "big", "--partitions", "24"]);
+    let value = vec![7u8; 1000];
+    let values: Vec<&[u8]> = (0..1000).map(|_| &value[..]).collect();
+    let batch = kafka_support::batch(&values);
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("big")))
+            .with_partition_data(
+                (0..24)
+                    .map(|partition| {
+                        PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(batch.clone()))
+                    })
+                    .collect(),
+            )]);
+    let mut client = Client::connect(&broker.addr.to_string()).expect("connect");
+    let response = client.call(&request, 9).expect("big produce answered");
+    for partition in &response.responses[0].partition_responses {
+        assert_eq!(partition.error_code, 0, "partition {}", partition.index);
+    }
+    kcat_round_trip(&broker, "after-stall", 10);
+
+    broker.stop();
+    let log = broker.log_text();
+    let refusals = log
+        .matches(
+            "can never fit shard 0's memory budget: frames larger than half of memory_budget_bytes",
+        )
+        .count();
+    assert_eq!(refusals, STALLED / 2, "refusals logged");
+    let peak: u64 = log
+        .split("memory peak ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no memory peak in the log:\n{log}"));
+    eprintln!("budget account peak: {} MiB", peak >> 20);
+    // The 24 MiB request was charged; never more than the budget plus what connections may
+    // hold without a reservation.
+    assert!(peak >= 24 * batch.len() as u64, "peak {peak}");
+    assert!(
+        peak <= BUDGET_BYTES + STALLED as u64 * 2 * CHUNK_BYTES,
+        "peak {peak}"
+    );
 }
 
 fn put_string(body: &mut Vec<u8>, s: &str) {

@@ -1,11 +1,11 @@
 //! Host tuning profiles for the broker, the coordinator and the bench.
 //!
 //! A profile is a TOML file (see `tuning/profiles/`) that describes one host: which CPU cores
-//! run broker shards (and which are left for the bench or the coordinator), per-core settings
-//! (io_uring queue depth, memory budget, busy-poll) and the global limits every queue, buffer
-//! and file size is bounded by. Every field has a documented default and unit, so an empty file
-//! is a valid profile; unknown keys are rejected, and every error names the file, the key and
-//! the reason.
+//! run broker shards (and which are left for the bench), per-core settings (io_uring queue
+//! depth, memory budget, busy-poll) and the global limits every queue, buffer and file size is
+//! bounded by. Every field has a documented default and unit, so an empty file is a valid
+//! profile; unknown keys are rejected (keys that were removed say why), and every error names
+//! the file, the key and the reason.
 //!
 //! This crate only describes and validates; it starts nothing and touches no device. The
 //! broker's storage reads [`StorageLimits`], its server reads [`NetworkLimits`] and
@@ -51,13 +51,22 @@ pub enum ProfileError {
 pub enum CoreRole {
     /// Runs one broker shard (a glommio executor pinned to the core).
     Shard,
-    /// Left for the load generator (`bench`) when it runs on the same host.
+    /// Left for the load generator (`bench`) when it runs on the same host: the bench pins its
+    /// threads to these cores.
     Bench,
-    /// Left for the coordinator process.
-    Coordinator,
-    /// Not used by any of our processes.
-    Idle,
 }
+
+/// Keys and values that profiles once had and that nothing reads any more, with the reason
+/// given instead of a bare "unknown key": `(table, key, reason)`.
+const REMOVED_KEYS: &[(&str, &str, &str)] = &[(
+    "storage",
+    "batch_cache_bytes",
+    "was removed: the broker keeps no batch cache (fetches are served from the segment files); \
+     delete the line",
+)];
+
+/// Core roles that profiles once had and that no process reads.
+const REMOVED_ROLES: &[&str] = &["coordinator", "idle"];
 
 /// Settings for one CPU core.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -68,19 +77,33 @@ pub struct CoreConfig {
     /// What runs on this core. Default `shard`.
     #[serde(default = "CoreConfig::default_role")]
     pub role: CoreRole,
-    /// io_uring submission queue depth of each ring on this core, entries. Default 256.
+    /// io_uring submission queue depth of each ring of the shard on this core (glommio's main,
+    /// latency and poll rings, and the splice ring), entries. Default 256.
     #[serde(default = "CoreConfig::default_io_uring_depth")]
     pub io_uring_depth: u32,
-    /// Memory the shard on this core may use for buffers and caches, bytes. Default 1 GiB.
+    /// Memory the shard on this core may hold for connection buffers, requests being served,
+    /// answers not yet sent and consumer-group state, bytes; past it the shard stops reading
+    /// sockets (docs/kafka.md, "Memory budget"). Default 1 GiB.
     #[serde(default = "CoreConfig::default_memory_budget_bytes")]
     pub memory_budget_bytes: u64,
-    /// Spin on the rings instead of sleeping when idle (lower latency, a core at 100%).
-    /// Default false.
+    /// When the shard runs out of work, keep polling its rings and timers for
+    /// [`CoreConfig::BUSY_POLL_SPIN`] before sleeping in the kernel: work that arrives within
+    /// that window is picked up without a wake-up, at the cost of CPU time. Default false.
     #[serde(default)]
     pub busy_poll: bool,
 }
 
 impl CoreConfig {
+    /// How long a shard with `busy_poll` polls before it sleeps (glommio's spin-before-park).
+    /// Longer than a loopback round trip and a typical gap between requests of a busy client,
+    /// short enough that an idle shard sleeps almost at once.
+    pub const BUSY_POLL_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+    /// glommio's spin-before-park for this core: [`Self::BUSY_POLL_SPIN`] with `busy_poll`.
+    pub fn spin_before_park(&self) -> Option<std::time::Duration> {
+        self.busy_poll.then_some(Self::BUSY_POLL_SPIN)
+    }
+
     fn default_role() -> CoreRole {
         CoreRole::Shard
     }
@@ -223,9 +246,6 @@ pub struct StorageLimits {
     /// 64 MiB; 0 disables preallocation.
     #[serde(default = "StorageLimits::default_preallocate_bytes")]
     pub preallocate_bytes: u64,
-    /// Recently appended batches kept in memory per shard for fetches, bytes. Default 64 MiB.
-    #[serde(default = "StorageLimits::default_batch_cache_bytes")]
-    pub batch_cache_bytes: u64,
 }
 
 impl StorageLimits {
@@ -260,9 +280,6 @@ impl StorageLimits {
         2 << 20
     }
     fn default_preallocate_bytes() -> u64 {
-        64 << 20
-    }
-    fn default_batch_cache_bytes() -> u64 {
         64 << 20
     }
 
@@ -354,9 +371,11 @@ pub struct NetworkLimits {
     /// pipelines more waits (back-pressure through TCP).
     #[serde(default = "NetworkLimits::default_max_in_flight_requests")]
     pub max_in_flight_requests: u32,
-    /// Receive buffer of one connection, bytes: the size of its reads and what an idle
-    /// connection holds. A big frame grows it as the frame's bytes arrive (not by the size the
-    /// frame declares), up to `max_request_bytes`, and it shrinks back after. Default 64 KiB.
+    /// Receive buffer of one connection, bytes: the size of its reads and what a connection
+    /// may hold without a reservation from the memory budget (an idle one holds none). A
+    /// larger frame is read under a reservation of its length, its buffer written only as the
+    /// frame's bytes arrive (not by the size it declares), and it shrinks back after. Default
+    /// 64 KiB.
     #[serde(default = "NetworkLimits::default_connection_buffer_bytes")]
     pub connection_buffer_bytes: u32,
     /// A connection with no complete request for this long is closed, milliseconds. Default
@@ -478,6 +497,13 @@ impl Profile {
 
     /// Parses `text` as if read from `source`, resolving `cores = "all"` to `online_cpus`.
     pub fn parse(text: &str, source: &Path, online_cpus: usize) -> Result<Profile, ProfileError> {
+        if let Some((key, reason)) = removed_key(text) {
+            return Err(ProfileError::Invalid {
+                file: source.to_path_buf(),
+                key,
+                reason,
+            });
+        }
         let file: ProfileFile = toml::from_str(text).map_err(|err| ProfileError::Parse {
             file: source.to_path_buf(),
             message: err.to_string(),
@@ -580,6 +606,37 @@ impl Profile {
             .map(|core| core.memory_budget_bytes)
             .sum()
     }
+}
+
+/// The first key or core role of `text` that was removed, with why (`None` also when `text` is
+/// not TOML: the full parse reports that).
+fn removed_key(text: &str) -> Option<(String, String)> {
+    let value: toml::Table = toml::from_str(text).ok()?;
+    for (table, key, reason) in REMOVED_KEYS {
+        if let Some(toml::Value::Table(t)) = value.get(*table) {
+            if t.contains_key(*key) {
+                return Some((format!("{table}.{key}"), (*reason).to_string()));
+            }
+        }
+    }
+    let cores = value.get("core").and_then(toml::Value::as_array)?;
+    for core in cores {
+        let role = core.get("role").and_then(toml::Value::as_str);
+        if let Some(role) = role.filter(|role| REMOVED_ROLES.contains(role)) {
+            let cpu = core
+                .get("cpu")
+                .map_or_else(|| "?".to_string(), |cpu| cpu.to_string());
+            return Some((
+                format!("core[cpu={cpu}].role"),
+                format!(
+                    "role \"{role}\" was removed: no process reads it; a core that runs no \
+                     broker shard is left out of the [[core]] list (or given role = \"bench\" \
+                     for the bench to pin its threads to)"
+                ),
+            ));
+        }
+    }
+    None
 }
 
 /// CPUs online on this host.

@@ -115,3 +115,41 @@ fn load_reads_a_file_and_names_it_on_error() {
         .to_string();
     assert!(missing.contains("nope.toml"), "{missing}");
 }
+
+#[test]
+fn removed_keys_and_roles_are_refused_with_the_reason() {
+    let err = parse("[storage]\nbatch_cache_bytes = 1024\n").unwrap_err();
+    assert!(matches!(err, ProfileError::Invalid { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with("test.toml: key `storage.batch_cache_bytes`: was removed"),
+        "{message}"
+    );
+    for role in ["coordinator", "idle"] {
+        let text = format!("[[core]]\ncpu = 0\n[[core]]\ncpu = 1\nrole = \"{role}\"\n");
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(
+            message.starts_with("test.toml: key `core[cpu=1].role`: role \"")
+                && message.contains(role),
+            "{message}"
+        );
+        assert!(message.contains("was removed"), "{message}");
+    }
+    // The roles that remain still load.
+    let profile = parse("[[core]]\ncpu = 0\n[[core]]\ncpu = 1\nrole = \"bench\"\n").unwrap();
+    assert_eq!(profile.bench_cores(), vec![1]);
+}
+
+#[test]
+fn busy_poll_sets_the_spin_before_park() {
+    let profile = parse("[core_defaults]\nbusy_poll = true\n").unwrap();
+    for core in &profile.cores {
+        assert_eq!(core.spin_before_park(), Some(CoreConfig::BUSY_POLL_SPIN));
+    }
+    let profile = parse("[[core]]\ncpu = 0\n[[core]]\ncpu = 1\nbusy_poll = true\n").unwrap();
+    assert_eq!(profile.cores[0].spin_before_park(), None);
+    assert_eq!(
+        profile.cores[1].spin_before_park(),
+        Some(CoreConfig::BUSY_POLL_SPIN)
+    );
+}

@@ -145,6 +145,43 @@ enum GroupIdUse {
 }
 
 impl GroupCoordinator {
+    /// Approximate memory of the groups and offsets this coordinator holds (and of those it
+    /// is still loading), bytes.
+    pub fn approximate_bytes(&self) -> usize {
+        use super::metadata::{offset_bytes, MAP_ENTRY_BYTES};
+        let groups: usize = self
+            .groups
+            .values()
+            .map(|group| MAP_ENTRY_BYTES + group.approximate_bytes())
+            .sum();
+        let loading_groups: usize = self
+            .load
+            .groups
+            .iter()
+            .map(|(id, value)| {
+                let members: usize = value
+                    .members
+                    .iter()
+                    .map(|m| {
+                        std::mem::size_of_val(m)
+                            + m.member_id.len()
+                            + m.subscription.len()
+                            + m.assignment.len()
+                    })
+                    .sum();
+                MAP_ENTRY_BYTES + id.len() + std::mem::size_of_val(value) + members
+            })
+            .sum();
+        let loading_offsets: usize = self
+            .load
+            .offsets
+            .values()
+            .flat_map(|offsets| offsets.iter())
+            .map(|((topic, _), offset)| offset_bytes(topic, offset))
+            .sum();
+        groups + loading_groups + loading_offsets
+    }
+
     /// A coordinator for `partition` of a `partitions`-partition `__consumer_offsets`, in the
     /// Loading state. `member_id_seed` makes member ids unique across broker restarts: pass
     /// something that differs each start (the start time, a random number).

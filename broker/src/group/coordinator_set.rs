@@ -19,6 +19,14 @@ pub struct CoordinatorSet {
 }
 
 impl CoordinatorSet {
+    /// Approximate memory of every group and offset of this shard's coordinators, bytes.
+    pub fn approximate_bytes(&self) -> usize {
+        self.coordinators
+            .values()
+            .map(GroupCoordinator::approximate_bytes)
+            .sum()
+    }
+
     /// `partitions` is the partition count of `__consumer_offsets`.
     pub fn new(config: GroupConfig, partitions: i32, member_id_seed: u64) -> Self {
         CoordinatorSet {

@@ -29,6 +29,23 @@ pub(crate) struct Member {
 }
 
 impl Member {
+    /// Approximate memory of the member (its strings, protocols and assignment), bytes.
+    pub fn approximate_bytes(&self) -> usize {
+        let protocols: usize = self
+            .protocols
+            .iter()
+            .map(|p| std::mem::size_of::<JoinProtocol>() + p.name.len() + p.metadata.len())
+            .sum();
+        std::mem::size_of::<Member>()
+            + self.member_id.len()
+            + self.group_instance_id.as_ref().map_or(0, String::len)
+            + self.client_id.len()
+            + self.client_host.len()
+            + self.protocol_type.len()
+            + protocols
+            + self.assignment.len()
+    }
+
     /// The member's metadata for `protocol`, empty if it does not support it.
     pub fn metadata(&self, protocol: &str) -> Bytes {
         self.protocols

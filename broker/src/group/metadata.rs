@@ -75,7 +75,47 @@ pub(crate) struct GroupMetadata {
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
 }
 
+/// What one entry of a map (a B-tree node's share, the key's own allocation) costs beyond the
+/// bytes it holds, roughly; the shard's memory budget is charged by these estimates.
+pub(crate) const MAP_ENTRY_BYTES: usize = 64;
+
+/// Approximate memory of one committed offset of `topic`, bytes.
+pub(crate) fn offset_bytes(topic: &str, offset: &CommittedOffset) -> usize {
+    MAP_ENTRY_BYTES + std::mem::size_of::<CommittedOffset>() + topic.len() + offset.metadata.len()
+}
+
 impl GroupMetadata {
+    /// Approximate memory of the group (members, their protocols and assignments, committed
+    /// offsets and the bookkeeping maps), bytes.
+    pub fn approximate_bytes(&self) -> usize {
+        let members: usize = self
+            .members
+            .values()
+            .map(|member| MAP_ENTRY_BYTES + member.approximate_bytes())
+            .sum();
+        let offsets: usize = self
+            .offsets
+            .iter()
+            .map(|((topic, _), offset)| offset_bytes(topic, offset))
+            .sum();
+        let ids: usize = self
+            .static_members
+            .iter()
+            .map(|(instance, member)| MAP_ENTRY_BYTES + instance.len() + member.len())
+            .chain(
+                self.pending_members
+                    .keys()
+                    .map(|id| MAP_ENTRY_BYTES + id.len()),
+            )
+            .chain(
+                self.pending_sync
+                    .iter()
+                    .map(|id| MAP_ENTRY_BYTES + id.len()),
+            )
+            .sum();
+        std::mem::size_of::<Self>() + self.group_id.len() + members + offsets + ids
+    }
+
     pub fn new(group_id: &str, now_ms: u64) -> Self {
         GroupMetadata {
             group_id: group_id.to_owned(),
@@ -268,4 +308,62 @@ impl GroupMetadata {
 /// Our clock is unsigned milliseconds; Kafka's records hold signed ones.
 pub(crate) fn ms_i64(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Proves the size estimate the memory budget is charged follows what a group holds: it
+    //! grows by at least the bytes of committed offsets' metadata and of members' protocols and
+    //! assignments, and falls back when they go.
+    use super::*;
+
+    fn member(id: &str, assignment_bytes: usize) -> Member {
+        Member {
+            member_id: id.into(),
+            group_instance_id: None,
+            client_id: "client".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: 30_000,
+            session_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![JoinProtocol {
+                name: "range".into(),
+                metadata: Bytes::from(vec![1; 500]),
+            }],
+            assignment: Bytes::from(vec![2; assignment_bytes]),
+            awaiting_join: None,
+            awaiting_sync: None,
+            is_new: false,
+            session_deadline_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_estimate_follows_offsets_and_members() {
+        let mut group = GroupMetadata::new("g", 0);
+        let empty = group.approximate_bytes();
+        for partition in 0..100 {
+            let offset = CommittedOffset {
+                offset: 7,
+                leader_epoch: 0,
+                metadata: "m".repeat(1000),
+                commit_timestamp_ms: 0,
+            };
+            group.offsets.insert(("topic".into(), partition), offset);
+        }
+        let with_offsets = group.approximate_bytes();
+        assert!(
+            with_offsets >= empty + 100 * 1000,
+            "{empty} -> {with_offsets}"
+        );
+        group.members.insert("m1".into(), member("m1", 10_000));
+        let with_member = group.approximate_bytes();
+        assert!(
+            with_member >= with_offsets + 10_000 + 500,
+            "{with_offsets} -> {with_member}"
+        );
+        group.members.clear();
+        group.offsets.clear();
+        assert_eq!(group.approximate_bytes(), empty);
+    }
 }

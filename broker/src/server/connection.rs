@@ -9,10 +9,21 @@
 //! declares a 100 MiB frame and stalls costs about one chunk. Frames larger than
 //! `max_request_bytes` and malformed requests close the connection; other connections are
 //! unaffected.
+//!
+//! Memory budget (the policy; the account is [`MemoryBudget`]): an idle connection holds no
+//! buffer. A connection may always hold about one chunk of received bytes. A frame larger than
+//! a chunk is read only once its whole length is reserved from the receiving half of the
+//! budget; the reservation waits in FIFO order (the connection is not read meanwhile: TCP
+//! back-pressure), at most `idle_timeout_ms`, and a frame larger than that half closes the
+//! connection. Past the budget, a connection with a request in flight reads again only once the
+//! budget is within its limit or its requests are answered, so each connection still gets one
+//! request at a time through. The frame and its answer are charged until the answer is sent.
 
+use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::Buf;
@@ -25,6 +36,7 @@ use crate::kafka::frame;
 use crate::kafka::response::{Part, Response};
 
 use super::dispatch::{self, Close};
+use super::memory_budget::Reservation;
 use super::metrics::ShardMetrics;
 use super::recv_buffer::RecvBuffer;
 use super::shard::Shard;
@@ -32,8 +44,40 @@ use super::shard::Shard;
 type Answer = Result<Option<Response>, Close>;
 
 enum InFlight {
-    Task(JoinHandle<Answer>),
+    /// The handler's answer and the charge of its memory until it is sent.
+    Task(JoinHandle<(Answer, Option<Reservation>)>),
     Close(String),
+}
+
+/// Requests of one connection read and not answered yet; the writer wakes the reader when it
+/// answers one.
+#[derive(Default)]
+struct Unanswered {
+    count: Cell<usize>,
+    reader: Cell<Option<Waker>>,
+}
+
+impl Unanswered {
+    fn answered(&self) {
+        debug_assert!(self.count.get() > 0);
+        self.count.set(self.count.get() - 1);
+        if let Some(waker) = self.reader.take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once every request read is answered.
+    async fn all_answered(&self) {
+        std::future::poll_fn(|cx| {
+            if self.count.get() == 0 {
+                Poll::Ready(())
+            } else {
+                self.reader.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 /// Serves one accepted connection until the client leaves or breaks the protocol.
@@ -52,8 +96,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // SAFETY: write_fd is a fresh, owned, connected socket descriptor.
     let writer = unsafe { TcpStream::from_raw_fd(write_fd) };
     let (tx, rx) = local_channel::new_bounded::<InFlight>(limits.max_in_flight_requests as usize);
-    let writer_task = glommio::spawn_local(write_answers(shard.clone(), writer, rx)).detach();
-    read_requests(&shard, stream, tx).await;
+    let unanswered = Rc::new(Unanswered::default());
+    let writer_task =
+        glommio::spawn_local(write_answers(shard.clone(), writer, rx, unanswered.clone())).detach();
+    read_requests(&shard, stream, tx, &unanswered).await;
     let _ = writer_task.await;
     shard.connections.fetch_sub(1, Ordering::Relaxed);
 }
@@ -62,15 +108,27 @@ async fn read_requests(
     shard: &Rc<Shard>,
     mut stream: TcpStream,
     tx: local_channel::LocalSender<InFlight>,
+    unanswered: &Unanswered,
 ) {
     let limits = &shard.config.profile.network;
-    let mut buf = RecvBuffer::new(limits.connection_buffer_bytes as usize);
+    let chunk_bytes = limits.connection_buffer_bytes as usize;
+    let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+    let memory = &shard.memory;
+    let mut buf = RecvBuffer::new(chunk_bytes, memory);
     // Kafka's client host format, shown by DescribeGroups.
     let peer: Rc<str> = match stream.peer_addr() {
         Ok(addr) => format!("/{}", addr.ip()).into(),
         Err(_) => "/unknown".into(),
     };
     loop {
+        if unanswered.count.get() > 0 && memory.used_bytes() > memory.limit_bytes() {
+            ShardMetrics::add(&shard.metrics.memory_waits, 1);
+            futures_lite::future::or(
+                async { drop(memory.receive(0).await) },
+                unanswered.all_answered(),
+            )
+            .await;
+        }
         if !fill(&mut stream, &mut buf, 4, shard).await {
             return;
         }
@@ -83,18 +141,86 @@ async fn read_requests(
                 return;
             }
         };
-        if !fill(&mut stream, &mut buf, 4 + body_len, shard).await {
+        let frame_len = 4 + body_len;
+        if frame_len > chunk_bytes {
+            if frame_len as u64 > memory.receiving_limit_bytes() {
+                let reason = format!(
+                    "a frame of {frame_len} bytes can never fit shard {}'s memory budget: frames \
+                     larger than half of memory_budget_bytes ({} bytes) are refused",
+                    shard.id,
+                    memory.limit_bytes()
+                );
+                let _ = tx.send(InFlight::Close(reason)).await;
+                return;
+            }
+            if memory.would_wait(frame_len as u64) {
+                ShardMetrics::add(&shard.metrics.memory_waits, 1);
+            }
+            let reserved = futures_lite::future::or(
+                async {
+                    buf.reserve_frame(frame_len).await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(idle_timeout).await;
+                    false
+                },
+            )
+            .await;
+            if !reserved {
+                let reason = format!(
+                    "a frame of {frame_len} bytes waited {} ms for shard {}'s memory budget",
+                    limits.idle_timeout_ms, shard.id
+                );
+                let _ = tx.send(InFlight::Close(reason)).await;
+                return;
+            }
+        }
+        if !fill(&mut stream, &mut buf, frame_len, shard).await {
             return;
         }
-        let mut frame = buf.split_frame(4 + body_len);
+        let (mut frame, frame_charge) = buf.split_frame(frame_len);
         frame.advance(4);
         ShardMetrics::add(&shard.metrics.requests, 1);
-        let task =
-            glommio::spawn_local(dispatch::handle(shard.clone(), frame, peer.clone())).detach();
+        let task = glommio::spawn_local(serve_request(
+            shard.clone(),
+            frame,
+            frame_charge,
+            peer.clone(),
+        ))
+        .detach();
+        unanswered.count.set(unanswered.count.get() + 1);
         if tx.send(InFlight::Task(task)).await.is_err() {
             return;
         }
     }
+}
+
+/// Serves one request; the frame is charged until its handler is done, the answer's memory
+/// from then until it is sent.
+async fn serve_request(
+    shard: Rc<Shard>,
+    frame: bytes::Bytes,
+    frame_charge: Reservation,
+    peer: Rc<str>,
+) -> (Answer, Option<Reservation>) {
+    let answer = dispatch::handle(shard.clone(), frame, peer).await;
+    drop(frame_charge);
+    let answer_charge = match &answer {
+        Ok(Some(response)) => {
+            let bytes: usize = response
+                .parts
+                .iter()
+                .map(|part| match part {
+                    Part::Memory(bytes) => bytes.len(),
+                    Part::File(_) => 0,
+                })
+                .sum();
+            Some(shard.memory.charge(bytes as u64))
+        }
+        _ => None,
+    };
+    (answer, answer_charge)
 }
 
 /// Reads until `buf` holds at least `want` bytes; false on EOF, error or timeout.
@@ -112,15 +238,16 @@ async fn write_answers(
     shard: Rc<Shard>,
     mut writer: TcpStream,
     rx: local_channel::LocalReceiver<InFlight>,
+    unanswered: Rc<Unanswered>,
 ) {
     let socket = writer.as_raw_fd();
     while let Some(item) = rx.recv().await {
-        let answer = match item {
+        let (answer, _answer_charge, task) = match item {
             InFlight::Task(task) => match task.await {
-                Some(answer) => answer,
-                None => Err(Close("request task was cancelled".into())),
+                Some((answer, charge)) => (answer, charge, true),
+                None => (Err(Close("request task was cancelled".into())), None, true),
             },
-            InFlight::Close(reason) => Err(Close(reason)),
+            InFlight::Close(reason) => (Err(Close(reason)), None, false),
         };
         match answer {
             Ok(None) => {}
@@ -135,6 +262,14 @@ async fn write_answers(
                 break;
             }
         }
+        if task {
+            unanswered.answered();
+        }
+    }
+    // No more answers: a reader waiting for them must not wait on.
+    unanswered.count.set(0);
+    if let Some(waker) = unanswered.reader.take() {
+        waker.wake();
     }
     shutdown(socket);
 }

@@ -36,6 +36,10 @@ use super::shard::Shard;
 /// armed while it sleeps is served at most this late.
 const TIMER_POLL_MS: u64 = 50;
 
+/// How often the group state's approximate size is charged anew to the shard's memory
+/// budget, milliseconds (measuring walks every group and offset, so not on each request).
+const STATE_MEASURE_INTERVAL_MS: u64 = 1000;
+
 /// A timer sleep that ends this much later than asked means the shard (or the whole host) did
 /// not run meanwhile; it is logged, because sessions may then run out at once (the members'
 /// heartbeats were not read either, and clients time their own sessions out as well).
@@ -138,6 +142,8 @@ pub struct ShardGroups {
     set: RefCell<Option<CoordinatorSet>>,
     parked: RefCell<HashMap<RequestToken, oneshot::Sender<Response>>>,
     next_token: Cell<RequestToken>,
+    /// The group state's charge to the shard's memory budget, set by the timer task.
+    state_charge: RefCell<Option<super::memory_budget::Reservation>>,
     /// Seeds member ids; different on every start so an id handed out before a restart is
     /// never handed to another member after it.
     seed: u64,
@@ -155,6 +161,7 @@ impl ShardGroups {
             set: RefCell::new(None),
             parked: RefCell::new(HashMap::new()),
             next_token: Cell::new(1),
+            state_charge: RefCell::new(None),
         }
     }
 }
@@ -495,9 +502,30 @@ impl Shard {
 
     /// Runs the coordinators' timers (session expiry, rebalance and join delays, offset
     /// retention) until the shard stops.
+    /// Charges the approximate size of this shard's groups and offsets to its memory budget
+    /// (an admitted charge: state already taken in; it makes reads wait sooner).
+    fn charge_group_state(&self) {
+        let bytes = self
+            .groups
+            .set
+            .borrow()
+            .as_ref()
+            .map_or(0, CoordinatorSet::approximate_bytes) as u64;
+        let mut charge = self.groups.state_charge.borrow_mut();
+        match charge.as_mut() {
+            Some(charge) => charge.set_admitted(bytes),
+            None => *charge = Some(self.memory.charge(bytes)),
+        }
+    }
+
     pub async fn run_group_timers(self: Rc<Self>) {
+        let mut state_measured_at_ms = 0;
         loop {
             let now = now_ms();
+            if now >= state_measured_at_ms + STATE_MEASURE_INTERVAL_MS {
+                state_measured_at_ms = now;
+                self.charge_group_state();
+            }
             let next = self
                 .groups
                 .set

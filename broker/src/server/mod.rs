@@ -6,10 +6,12 @@
 pub mod cluster;
 pub mod connection;
 pub mod dispatch;
+pub mod executor;
 pub mod fetch;
 pub mod group_api;
 pub mod groups;
 pub mod list_offsets;
+pub mod memory_budget;
 pub mod mesh;
 pub mod metadata;
 pub mod metrics;
@@ -36,7 +38,6 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::cluster::ClusterView;
 use crate::topics::{self, FileTopicStore, Topic, TopicStore};
@@ -229,12 +230,8 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
         producer_ids::ProducerIdAllocator::open(&config.data_dir)
             .map_err(StartError::ProducerIds)?
     });
-    let shard_cores: Vec<(usize, u32)> = config
-        .profile
-        .shard_cores()
-        .iter()
-        .map(|core| (core.cpu, core.io_uring_depth))
-        .collect();
+    let shard_cores: Vec<tuning::CoreConfig> =
+        config.profile.shard_cores().into_iter().cloned().collect();
     let shard_count = shard_cores.len();
     let (listen, probe) = resolve_listen(config.listen)?;
     let agent = match &config.cluster {
@@ -282,7 +279,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
     let mut store: Option<Box<dyn TopicStore + Send>> = Some(Box::new(store));
     let mut threads = Vec::with_capacity(shard_count);
     let mut all_metrics = Vec::with_capacity(shard_count);
-    for (id, &(cpu, _depth)) in shard_cores.iter().enumerate() {
+    for (id, core) in shard_cores.iter().enumerate() {
         let metrics = Arc::new(ShardMetrics::default());
         all_metrics.push(metrics.clone());
         let start = ShardStart {
@@ -309,8 +306,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
                 None
             },
         };
-        let thread = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("shard-{id}"))
+        let thread = executor::shard_executor(id, core)
             .spawn(move || shard_main(start))
             .map_err(|err| StartError::Shard(id, err.to_string()))?;
         threads.push(thread);
@@ -389,11 +385,23 @@ async fn shard_main(start: ShardStart) {
         Some((host, port)) => (host.clone(), *port as i32),
         None => (listen.ip().to_string(), listen.port() as i32),
     };
+    let budget_bytes = config.profile.shard_cores()[id].memory_budget_bytes;
+    let memory = memory_budget::MemoryBudget::new(budget_bytes, metrics.clone());
+    let max_frame_bytes = config.profile.network.max_request_bytes as u64 + 4;
+    if max_frame_bytes > memory.receiving_limit_bytes() {
+        tracing::warn!(
+            "shard {id}: requests larger than {} bytes (half of memory_budget_bytes {budget_bytes}) \
+             are refused, below network.max_request_bytes {}",
+            memory.receiving_limit_bytes(),
+            config.profile.network.max_request_bytes
+        );
+    }
     let shard = Rc::new(Shard {
         id,
         shard_count,
         config: config.clone(),
         advertised,
+        memory,
         topics: RefCell::new(
             topics
                 .into_iter()
@@ -568,11 +576,15 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     handle.shutdown();
     for (shard, m) in metrics.iter().enumerate() {
         tracing::info!(
-            "shard {shard}: received {} B, sent {} B ({} B by splice), {} requests",
+            "shard {shard}: received {} B, sent {} B ({} B by splice), {} requests; memory \
+             peak {} B of a {} B budget, {} reads waited for it",
             ShardMetrics::get(&m.bytes_received),
             ShardMetrics::get(&m.bytes_sent),
             ShardMetrics::get(&m.bytes_spliced),
             ShardMetrics::get(&m.requests),
+            ShardMetrics::get(&m.memory_peak_bytes),
+            ShardMetrics::get(&m.memory_budget_bytes),
+            ShardMetrics::get(&m.memory_waits),
         );
     }
     println!("stopped");

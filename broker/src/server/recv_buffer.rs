@@ -1,18 +1,33 @@
 //! The receive buffer of one connection: it grows with the bytes that arrived, not with the
-//! length a frame declares, and gives oversized memory back once the frame that needed it has
-//! been cut off.
+//! length a frame declares, gives oversized memory back once the frame that needed it has been
+//! cut off, and holds nothing while the connection is idle. Its memory is charged to the
+//! shard's [`MemoryBudget`].
 //!
 //! A read asks for at most `max(chunk_bytes, bytes already held)` more bytes, and never more
-//! than the frame being read needs plus one chunk, so the buffer doubles only while data keeps
-//! coming: a client that declares a 100 MiB frame and sends 10 bytes costs one chunk. The room
-//! a read fills is zeroed first (the socket API takes an initialized slice), but only that room,
-//! and room zeroed once is reused by later reads instead of being zeroed again. A frame larger
-//! than a chunk leaves its allocation to the frame (the request handler holds it); the bytes
-//! that arrived behind it move to a fresh chunk-sized buffer, so an idle connection holds about
-//! one chunk.
+//! than the frame being read needs plus one chunk, so the room written doubles only while data
+//! keeps coming: a client that declares a large frame and sends 10 bytes costs one chunk of
+//! resident memory. The room a read fills is zeroed first (the socket API takes an initialized
+//! slice), but only that room, and room zeroed once is reused by later reads instead of being
+//! zeroed again. When bytes come and the socket is then empty while the buffer holds none, the
+//! allocation is dropped: an idle connection holds nothing.
+//!
+//! Charges: what the allocation holds beyond the frame reservation is an admitted charge (a
+//! connection may always hold about one chunk, two while it reads). A frame larger than a chunk
+//! is read only under a receiving reservation of its whole length
+//! ([`RecvBuffer::reserve_frame`]), which waits for the budget; once granted, the frame gets
+//! one allocation of that length, so its bytes are never copied as it arrives (the broker
+//! writes its pages only as reads fill them). The frame takes that allocation when it is cut off and
+//! what arrived behind it moves to a fresh buffer. A frame cut off carries an admitted charge
+//! of its length until its request is done.
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncReadExt};
+use futures_lite::AsyncRead;
+
+use super::memory_budget::{MemoryBudget, Reservation};
 
 pub struct RecvBuffer {
     /// `bytes[..filled]` arrived from the socket; `bytes[filled..]` is zeroed room that the
@@ -20,15 +35,23 @@ pub struct RecvBuffer {
     bytes: BytesMut,
     filled: usize,
     chunk_bytes: usize,
+    budget: Rc<MemoryBudget>,
+    /// Admitted charge: the allocation's capacity beyond `frame`.
+    base: Reservation,
+    /// Receiving reservation of the frame being read, when it is larger than a chunk.
+    frame: Option<Reservation>,
 }
 
 impl RecvBuffer {
-    pub fn new(chunk_bytes: usize) -> Self {
+    pub fn new(chunk_bytes: usize, budget: &Rc<MemoryBudget>) -> Self {
         assert!(chunk_bytes > 0);
         RecvBuffer {
-            bytes: BytesMut::with_capacity(chunk_bytes),
+            bytes: BytesMut::new(),
             filled: 0,
             chunk_bytes,
+            budget: budget.clone(),
+            base: budget.charge(0),
+            frame: None,
         }
     }
 
@@ -48,6 +71,31 @@ impl RecvBuffer {
         self.bytes.len()
     }
 
+    /// Bytes charged to the budget for this buffer (admitted and reserved).
+    pub fn charged(&self) -> u64 {
+        self.base.bytes() + self.frame.as_ref().map_or(0, Reservation::bytes)
+    }
+
+    /// Reserves the whole of a frame of `len` bytes (size prefix included) before its body is
+    /// read; waits until the budget has room for it. Only for frames larger than a chunk,
+    /// which is what a buffer may hold without a reservation.
+    pub async fn reserve_frame(&mut self, len: usize) {
+        assert!(len > self.chunk_bytes && self.frame.is_none());
+        self.frame = Some(self.budget.receive(len as u64).await);
+        // The frame's whole allocation at once: what arrived so far (at most two chunks) is
+        // copied once here and the rest is read in place.
+        let mut whole = BytesMut::with_capacity(len.max(self.filled));
+        whole.extend_from_slice(&self.bytes[..self.filled]);
+        self.bytes = whole;
+        self.charge_capacity();
+    }
+
+    fn charge_capacity(&mut self) {
+        let reserved = self.frame.as_ref().map_or(0, Reservation::bytes);
+        self.base
+            .set_admitted((self.bytes.capacity() as u64).saturating_sub(reserved));
+    }
+
     /// One read towards holding `want` bytes; returns what the read gave (0: the peer closed).
     pub async fn read_from<R: AsyncRead + Unpin>(
         &mut self,
@@ -55,24 +103,63 @@ impl RecvBuffer {
         want: usize,
     ) -> std::io::Result<usize> {
         debug_assert!(self.filled < want);
+        debug_assert!(
+            want <= self.chunk_bytes || self.frame.is_some(),
+            "a frame larger than a chunk is read under its reservation"
+        );
+        std::future::poll_fn(|cx| {
+            let end = self.make_room(want);
+            match Pin::new(&mut *reader).poll_read(cx, &mut self.bytes[self.filled..end]) {
+                Poll::Ready(Ok(n)) => {
+                    self.filled += n;
+                    debug_assert!(self.filled <= self.bytes.len());
+                    Poll::Ready(Ok(n))
+                }
+                Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+                Poll::Pending => {
+                    if self.filled == 0 && self.bytes.capacity() > 0 {
+                        // Idle: hold nothing until bytes come (the reader keeps no reference
+                        // to the room of a read that is pending).
+                        self.bytes = BytesMut::new();
+                        self.charge_capacity();
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Zeroed room for the next read; returns its end.
+    fn make_room(&mut self, want: usize) -> usize {
         let step = self.chunk_bytes.max(self.filled);
         let mut end = (self.filled + step).min(want.max(self.filled + self.chunk_bytes));
+        if self.frame.is_some() {
+            // Read into the frame's allocation and no further (no reallocation, no copy).
+            debug_assert!(self.bytes.capacity() >= want);
+            end = end.min(self.bytes.capacity());
+        }
         let room = self.bytes.len() - self.filled;
-        if room >= (want - self.filled).min(self.chunk_bytes / 4) {
+        if room > 0 && room >= (want - self.filled).min(self.chunk_bytes / 4) {
             // Enough zeroed room left by earlier reads: fill it before growing.
             end = end.min(self.bytes.len());
         } else if self.bytes.len() < end {
+            if self.bytes.capacity() < end {
+                // Exactly the room asked for (BytesMut's own growth could double it).
+                let mut grown = BytesMut::with_capacity(end);
+                grown.extend_from_slice(&self.bytes[..self.filled]);
+                self.bytes = grown;
+                self.charge_capacity();
+            }
             // Zeroes only [len, end).
             self.bytes.resize(end, 0);
         }
-        let n = reader.read(&mut self.bytes[self.filled..end]).await?;
-        self.filled += n;
-        debug_assert!(self.filled <= self.bytes.len());
-        Ok(n)
+        end
     }
 
-    /// Cuts the first `len` received bytes off as a frame.
-    pub fn split_frame(&mut self, len: usize) -> Bytes {
+    /// Cuts the first `len` received bytes off as a frame, with the admitted charge of its
+    /// bytes (which the request holds until it is done).
+    pub fn split_frame(&mut self, len: usize) -> (Bytes, Reservation) {
         assert!(
             len <= self.filled,
             "frame of {len} bytes, {} held",
@@ -80,6 +167,10 @@ impl RecvBuffer {
         );
         let frame = self.bytes.split_to(len).freeze();
         self.filled -= len;
+        let charge = match self.frame.take() {
+            Some(reserved) => reserved.admit(len as u64),
+            None => self.budget.charge(len as u64),
+        };
         if len > self.chunk_bytes || self.bytes.capacity() > 2 * self.chunk_bytes {
             // The allocation was grown for this frame: leave it to the frame and keep what
             // arrived behind it (at most about a chunk, see `read_from`) in a fresh buffer.
@@ -87,24 +178,34 @@ impl RecvBuffer {
             fresh.extend_from_slice(&self.bytes[..self.filled]);
             self.bytes = fresh;
         }
-        frame
+        self.charge_capacity();
+        (frame, charge)
     }
 }
 
 #[cfg(test)]
 mod tests {
     //! Proves the buffer grows with arrived bytes only (a huge declared frame that stalls costs
-    //! a chunk), that frames come out intact across many small and large reads, and that the
-    //! memory of a big frame is not kept once it is cut off, by feeding a scripted reader.
+    //! a chunk), that frames come out intact across many small and large reads, that the
+    //! memory of a big frame is not kept once it is cut off, that an idle buffer holds nothing,
+    //! and that the budget is charged what the buffer and its frames hold, by feeding a
+    //! scripted reader.
     use super::*;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use crate::server::metrics::ShardMetrics;
+    use std::sync::Arc;
+    use std::task::Context;
 
-    /// Gives its data in reads of at most `step` bytes, then EOF.
+    fn budget() -> Rc<MemoryBudget> {
+        MemoryBudget::new(1 << 40, Arc::new(ShardMetrics::default()))
+    }
+
+    /// Gives its data in reads of at most `step` bytes, then EOF (or, `idle_at_end`, nothing
+    /// yet: pending).
     struct Scripted {
         data: Vec<u8>,
         at: usize,
         step: usize,
+        idle_at_end: bool,
     }
 
     impl AsyncRead for Scripted {
@@ -113,6 +214,9 @@ mod tests {
             _: &mut Context<'_>,
             buf: &mut [u8],
         ) -> Poll<std::io::Result<usize>> {
+            if self.idle_at_end && self.at == self.data.len() {
+                return Poll::Pending;
+            }
             let n = buf.len().min(self.step).min(self.data.len() - self.at);
             let at = self.at;
             buf[..n].copy_from_slice(&self.data[at..at + n]);
@@ -142,14 +246,22 @@ mod tests {
             data,
             at: 0,
             step: usize::MAX,
+            idle_at_end: false,
         };
-        let mut buf = RecvBuffer::new(CHUNK);
+        let budget = budget();
+        let mut buf = RecvBuffer::new(CHUNK, &budget);
         assert!(fill(&mut buf, &mut reader, 4));
+        futures_lite::future::block_on(buf.reserve_frame(4 + (100 << 20)));
         assert!(!fill(&mut buf, &mut reader, 4 + (100 << 20)));
         assert_eq!(buf.received().len(), 14);
-        // The one chunk the first read zeroed, which the pending read waits to fill.
-        assert_eq!(buf.initialized(), CHUNK);
-        assert_eq!(buf.capacity(), CHUNK);
+        // Resident: the 14 bytes and the one chunk of room the pending read waits to fill;
+        // the allocation of the frame's length is address space the reservation covers.
+        assert_eq!(buf.initialized(), 14 + CHUNK);
+        assert_eq!(buf.capacity(), 4 + (100 << 20));
+        // Charged: the frame's whole reservation (the chunk is inside it).
+        assert_eq!(buf.charged(), 4 + (100 << 20));
+        drop(buf);
+        assert_eq!(budget.used_bytes(), 0);
     }
 
     #[test]
@@ -165,14 +277,23 @@ mod tests {
             data: data.clone(),
             at: 0,
             step: 10_000,
+            idle_at_end: false,
         };
-        let mut buf = RecvBuffer::new(CHUNK);
+        let budget = budget();
+        let mut buf = RecvBuffer::new(CHUNK, &budget);
         let mut at = 0;
         for &size in &sizes {
             assert!(fill(&mut buf, &mut reader, 4));
             let declared = u32::from_be_bytes(buf.received()[..4].try_into().unwrap()) as usize;
             assert_eq!(declared, size);
+            if 4 + size > CHUNK {
+                futures_lite::future::block_on(buf.reserve_frame(4 + size));
+            }
             assert!(fill(&mut buf, &mut reader, 4 + size));
+            assert!(
+                buf.charged() >= buf.capacity() as u64,
+                "all it holds is charged"
+            );
             // Zeroed room never runs more than a read ahead of the arrived bytes.
             assert!(
                 buf.initialized() <= 2 * buf.received().len() + CHUNK,
@@ -180,11 +301,13 @@ mod tests {
                 buf.initialized(),
                 buf.received().len()
             );
-            let frame = buf.split_frame(4 + size);
+            let (frame, charge) = buf.split_frame(4 + size);
             assert_eq!(&frame[..], &data[at..at + 4 + size]);
+            assert_eq!(charge.bytes(), 4 + size as u64);
             at += 4 + size;
             // After a frame, the buffer is back to about a chunk.
             assert!(buf.capacity() <= 2 * CHUNK, "{}", buf.capacity());
+            assert_eq!(buf.charged(), buf.capacity() as u64);
         }
         assert!(!fill(&mut buf, &mut reader, 4));
     }
@@ -200,8 +323,10 @@ mod tests {
             data,
             at: 0,
             step: usize::MAX,
+            idle_at_end: false,
         };
-        let mut buf = RecvBuffer::new(4096);
+        let budget = budget();
+        let mut buf = RecvBuffer::new(4096, &budget);
         let mut reads = 0;
         for i in 0..1000u32 {
             while buf.received().len() < 8 {
@@ -209,10 +334,57 @@ mod tests {
                 assert!(n > 0);
                 reads += 1;
             }
-            let frame = buf.split_frame(8);
+            let (frame, _charge) = buf.split_frame(8);
             assert_eq!(&frame[4..], &i.to_be_bytes());
             assert!(buf.capacity() <= 2 * 4096);
         }
         assert!(reads < 10, "{reads} reads for 8000 bytes in 4 KiB chunks");
+    }
+
+    fn poll_once(buf: &mut RecvBuffer, reader: &mut Scripted, want: usize) -> Poll<usize> {
+        let waker = std::task::Waker::noop();
+        let mut read = std::pin::pin!(buf.read_from(reader, want));
+        read.as_mut()
+            .poll(&mut Context::from_waker(waker))
+            .map(|n| n.unwrap())
+    }
+
+    use std::future::Future;
+
+    #[test]
+    fn an_idle_buffer_holds_nothing_and_a_stalled_one_its_bytes() {
+        let budget = budget();
+        let mut buf = RecvBuffer::new(CHUNK, &budget);
+        let mut reader = Scripted {
+            data: Vec::new(),
+            at: 0,
+            step: usize::MAX,
+            idle_at_end: true,
+        };
+        assert!(poll_once(&mut buf, &mut reader, 4).is_pending());
+        assert_eq!((buf.capacity(), budget.used_bytes()), (0, 0));
+        // A whole frame and part of the next arrive; the frame is cut, the rest stalls.
+        reader.data.extend_from_slice(&[0, 0, 0, 2, 9, 9, 0, 0]);
+        assert_eq!(poll_once(&mut buf, &mut reader, 4), Poll::Ready(8));
+        let (frame, charge) = buf.split_frame(6);
+        assert_eq!(&frame[..], &[0, 0, 0, 2, 9, 9]);
+        assert_eq!(
+            budget.used_bytes(),
+            CHUNK as u64,
+            "the frame and the buffer's rest share the chunk"
+        );
+        assert!(poll_once(&mut buf, &mut reader, 4).is_pending());
+        assert_eq!(buf.received(), &[0, 0], "a partial prefix is kept");
+        assert!(buf.capacity() > 0);
+        drop((frame, charge));
+        let (_, charge) = {
+            reader.data.extend_from_slice(&[0, 1, 7]);
+            assert_eq!(poll_once(&mut buf, &mut reader, 4), Poll::Ready(3));
+            buf.split_frame(5)
+        };
+        drop(charge);
+        // Nothing held and the socket empty: the allocation goes.
+        assert!(poll_once(&mut buf, &mut reader, 4).is_pending());
+        assert_eq!((buf.capacity(), budget.used_bytes()), (0, 0));
     }
 }

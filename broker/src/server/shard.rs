@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::topics::{self, Topic, TopicError, TopicStore};
 
 use super::groups::ShardGroups;
+use super::memory_budget::MemoryBudget;
 use super::mesh::Mesh;
 use super::metrics::ShardMetrics;
 use super::partition_ops::{CreateSpec, ShardReply, ShardRequest};
@@ -59,6 +60,8 @@ pub struct Shard {
     pub store: Option<RefCell<Box<dyn TopicStore>>>,
     pub mesh: Mesh,
     pub metrics: Arc<ShardMetrics>,
+    /// The memory budget of this shard's connections and requests.
+    pub memory: Rc<MemoryBudget>,
     /// The partition logs this shard owns.
     pub partitions: OwnedPartitions,
     pub splicer: Rc<Splicer>,

@@ -25,7 +25,7 @@ pub fn dev_profile() -> tuning::Profile {
 
 /// Every online core runs a shard (2 on the development box), small buffers.
 pub fn all_cores_profile() -> tuning::Profile {
-    let text = "cores = \"all\"\n[core_defaults]\nmemory_budget_bytes = 67108864\n[storage]\nsegment_bytes = 8388608\npreallocate_bytes = 0\nbatch_cache_bytes = 1048576\n";
+    let text = "cores = \"all\"\n[core_defaults]\nmemory_budget_bytes = 67108864\n[storage]\nsegment_bytes = 8388608\npreallocate_bytes = 0\n";
     tuning::Profile::parse(text, Path::new("<test:all-cores>"), tuning::online_cpus())
         .expect("all-cores profile parses")
 }
@@ -34,7 +34,7 @@ pub fn all_cores_profile() -> tuning::Profile {
 /// one-cpu host (two glommio executors may share a cpu), so tests of the mesh between
 /// shards run everywhere. Small buffers.
 pub fn two_shards_profile() -> tuning::Profile {
-    let text = "cores = \"all\"\n[core_defaults]\nmemory_budget_bytes = 67108864\n[storage]\nsegment_bytes = 8388608\npreallocate_bytes = 0\nbatch_cache_bytes = 1048576\n";
+    let text = "cores = \"all\"\n[core_defaults]\nmemory_budget_bytes = 67108864\n[storage]\nsegment_bytes = 8388608\npreallocate_bytes = 0\n";
     let mut profile = tuning::Profile::parse(text, Path::new("<test:two-shards>"), 2)
         .expect("two-shard profile parses");
     if tuning::online_cpus() < 2 {
