@@ -525,6 +525,7 @@ impl Shard {
             if now >= state_measured_at_ms + STATE_MEASURE_INTERVAL_MS {
                 state_measured_at_ms = now;
                 self.charge_group_state();
+                self.partitions.charge_producer_state(&self.memory);
             }
             let next = self
                 .groups

@@ -33,6 +33,8 @@ use crate::cluster::controller::TopicPartition;
 pub struct OwnedPartitions {
     logs: RefCell<HashMap<String, Vec<Option<Rc<PartitionLog>>>>>,
     replicas: RefCell<HashMap<(String, i32), Rc<Replica>>>,
+    /// The idempotent-producer tables' charge to the shard's memory budget.
+    producer_state_charge: RefCell<Option<super::memory_budget::Reservation>>,
 }
 
 impl OwnedPartitions {
@@ -74,6 +76,23 @@ impl OwnedPartitions {
             .values()
             .flat_map(|list| list.iter().flatten().cloned())
             .collect()
+    }
+
+    /// Charges the approximate size of every owned log's idempotent-producer table to
+    /// `memory` (an admitted charge, re-measured by the caller's timer, as group state is).
+    pub fn charge_producer_state(&self, memory: &Rc<super::memory_budget::MemoryBudget>) {
+        let bytes: usize = self
+            .logs
+            .borrow()
+            .values()
+            .flat_map(|list| list.iter().flatten())
+            .map(|log| log.producer_state_bytes())
+            .sum();
+        let mut charge = self.producer_state_charge.borrow_mut();
+        match charge.as_mut() {
+            Some(charge) => charge.set_admitted(bytes as u64),
+            None => *charge = Some(memory.charge(bytes as u64)),
+        }
     }
 }
 

@@ -599,6 +599,11 @@ impl PartitionLog {
         &self.inner.recovery
     }
 
+    /// Approximate heap bytes of the idempotent producers' table (for the memory budget).
+    pub fn producer_state_bytes(&self) -> usize {
+        self.inner.producers.borrow().approximate_bytes()
+    }
+
     /// How the idempotent producers' table was rebuilt when the log was opened.
     pub fn producer_rebuild_report(&self) -> &RebuildReport {
         &self.inner.producer_rebuild

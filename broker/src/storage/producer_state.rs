@@ -88,6 +88,19 @@ pub struct ProducerTable {
 }
 
 impl ProducerTable {
+    /// Approximate heap bytes of the table (map slots, producers and their batches), for
+    /// the shard's memory budget.
+    pub fn approximate_bytes(&self) -> usize {
+        // A hash map slot: the key, the value and a control byte.
+        let slot = std::mem::size_of::<i64>() + std::mem::size_of::<Producer>() + 1;
+        let batches: usize = self
+            .producers
+            .values()
+            .map(|p| p.batches.capacity() * std::mem::size_of::<AppendedBatch>())
+            .sum();
+        self.producers.capacity() * slot + batches
+    }
+
     /// Producers known.
     pub fn len(&self) -> usize {
         self.producers.len()
@@ -369,5 +382,25 @@ pub(crate) mod tests {
         assert_eq!(t.len(), MAX_PRODUCERS);
         // The oldest ones went.
         assert_eq!(check(&t, &[batch(0, 0, 5, 1, -1)]), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn the_size_estimate_follows_producers_and_batches() {
+        let mut t = ProducerTable::default();
+        assert_eq!(t.approximate_bytes(), 0);
+        t.record(&batch(1, 0, 0, 1, 0));
+        let one = t.approximate_bytes();
+        assert!(one >= std::mem::size_of::<AppendedBatch>(), "{one}");
+        for pid in 2..1000 {
+            t.record(&batch(pid, 0, 0, 1, pid));
+        }
+        // A thousand producers with a batch each: at least their batches and keys.
+        let many = t.approximate_bytes();
+        assert!(
+            many >= 999 * (std::mem::size_of::<AppendedBatch>() + 8),
+            "{many}"
+        );
+        t.clear();
+        assert!(t.approximate_bytes() < many);
     }
 }
