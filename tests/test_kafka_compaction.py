@@ -119,7 +119,7 @@ def test_compacted_topic_keeps_latest_values_and_drops_expired_tombstones(tmp_pa
 
         # kafka-python reads the same compacted log, stepping over the removed offsets.
         consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                                 consumer_timeout_ms=5000, api_version_auto_timeout_ms=10000)
+                                 consumer_timeout_ms=5000)
         tp = KpTopicPartition("compacted", 0)
         consumer.assign([tp])
         consumer.seek_to_beginning(tp)
