@@ -27,9 +27,10 @@
 //! `<base>.log` is completed (step 3 again); any other `.cleaned` or `.swap` file is deleted,
 //! which rolls the swap back. Either way the segment is whole: cleaned or as it was.
 //!
-//! Tombstones: a segment's file modification time is when it was first cleaned (a rewrite
-//! of an already clean segment keeps it); its tombstones are dropped once that is
-//! `delete.retention.ms` ago. A batch all of whose records go is dropped, except the last
+//! Tombstones: a segment's file modification time is when a clean first rewrote it (a later
+//! rewrite keeps it), or its last append if no clean had to rewrite it (Kafka's old rule used
+//! the segment's modification time too); the tombstones of a segment below the checkpoint are
+//! dropped once that is `delete.retention.ms` ago. A batch all of whose records go is dropped, except the last
 //! batch of a segment and an idempotent producer's last batch, which stay as an empty
 //! header: the segment keeps its end offset and the producer its sequence.
 

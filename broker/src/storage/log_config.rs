@@ -28,8 +28,8 @@ pub struct LogConfig {
     pub preallocate_bytes: u64,
     /// `cleanup.policy`: which of compaction and deletion by retention apply.
     pub cleanup: CleanupPolicy,
-    /// Tombstones stay this long after the segment holding them was first cleaned,
-    /// milliseconds (`delete.retention.ms`).
+    /// Tombstones stay this long after the segment holding them was first cleaned (see
+    /// [`super::compaction`]), milliseconds (`delete.retention.ms`).
     pub delete_retention_ms: i64,
     /// A clean starts once dirty bytes are at least this share of the cleanable bytes, parts
     /// per million (`min.cleanable.dirty.ratio` 0.5 = 500000).
