@@ -98,6 +98,15 @@ fn clean_keeps_the_latest_value_per_key_with_its_offset() {
         assert!(segments >= 5, "{segments} segments");
         let size_before = log.size_bytes();
 
+        // Retention leaves a compact-only log alone, however old its segments.
+        let mut c = log.config();
+        c.retention_ms = 1;
+        log.set_config(c);
+        let retention = log.apply_retention(now_ms()).await.unwrap();
+        assert!(retention.deleted_base_offsets.is_empty());
+        c.retention_ms = -1;
+        log.set_config(c);
+
         let outcome = log.clean(now_ms()).await.expect("clean");
         assert!(!outcome.cleaned_segments.is_empty());
         assert!(outcome.removed_records > 0);
