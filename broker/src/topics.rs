@@ -105,6 +105,9 @@ impl TopicError {
 /// The topic configs this broker understands, with what their value must be.
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
+    "delete.retention.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
     "retention.ms",
     "retention.bytes",
     "segment.bytes",
@@ -141,8 +144,18 @@ pub fn validate_config(key: &str, value: &str) -> Result<(), TopicError> {
     let bad = |why: &str| Err(TopicError::InvalidConfig(key.to_string(), why.to_string()));
     let int = || value.trim().parse::<i64>().ok();
     match key {
-        "cleanup.policy" if value == "delete" => Ok(()),
-        "cleanup.policy" => bad("only `delete` is supported"),
+        "cleanup.policy" => match crate::storage::CleanupPolicy::parse(value) {
+            Some(_) => Ok(()),
+            None => bad("must be `delete`, `compact` or `compact,delete`"),
+        },
+        "delete.retention.ms" | "min.compaction.lag.ms" => match int() {
+            Some(v) if v >= 0 => Ok(()),
+            _ => bad("must be a non-negative integer"),
+        },
+        "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => bad("must be a number in 0 ..= 1"),
+        },
         "retention.ms" | "retention.bytes" => match int() {
             Some(v) if v == -1 || v > 0 => Ok(()),
             _ => bad("must be -1 or a positive integer"),
@@ -483,6 +496,14 @@ mod tests {
         assert!(validate_config("segment.bytes", "1000").is_err());
         assert!(validate_config("segment.bytes", "1048576").is_ok());
         assert_eq!(validate_config("nope", "1").unwrap_err().code(), 40);
+        for ok in ["delete", "compact", "compact,delete", "delete, compact"] {
+            assert!(validate_config("cleanup.policy", ok).is_ok(), "{ok}");
+        }
+        assert!(validate_config("cleanup.policy", "compacted").is_err());
+        assert!(validate_config("min.cleanable.dirty.ratio", "0.01").is_ok());
+        assert!(validate_config("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate_config("delete.retention.ms", "-1").is_err());
+        assert!(validate_config("min.compaction.lag.ms", "0").is_ok());
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod support;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -137,16 +137,6 @@ fn run_child(flush: FlushPolicy, dir: PathBuf) -> ! {
     std::process::exit(3)
 }
 
-/// The child process, killed (and reaped) when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Ack {
     id: u64,
     base_offset: i64,
@@ -177,7 +167,7 @@ fn append_then_kill(
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the child");
-    let mut child = Killed(child);
+    let mut child = support::Killed(child);
     let stdout = child.0.stdout.take().unwrap();
     let (lines_tx, lines) = mpsc::channel();
     let reader = std::thread::spawn(move || {

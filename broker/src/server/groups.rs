@@ -239,6 +239,11 @@ async fn read_records(log: &PartitionLog) -> Result<Vec<(Bytes, Option<Bytes>)>,
                 break;
             }
             let mut batch = rest.split_to(total);
+            // The batch's offset range, which a compacted batch keeps although records of it
+            // (its last ones too) may be gone.
+            if let Some(header) = crate::storage::record_batch::BatchHeader::parse(&batch) {
+                offset = offset.max(header.next_offset());
+            }
             let set = RecordBatchDecoder::decode(&mut batch)
                 .map_err(|err| format!("batch near offset {offset}: {err}"))?;
             for record in set.records {
@@ -278,7 +283,9 @@ impl Shard {
             name: OFFSETS_TOPIC.to_string(),
             num_partitions: self.config.offsets_topic_partitions,
             replication_factor,
-            configs: Vec::new(),
+            // Kafka's: the latest commit of each group and partition is kept however old
+            // (retention by age would lose a quiet group's offsets).
+            configs: vec![("cleanup.policy".to_string(), "compact".to_string())],
             validate_only: false,
             assignments: Vec::new(),
         };

@@ -116,6 +116,17 @@ pub fn log_config(shard: &Shard, topic: &Topic) -> LogConfig {
             .and_then(|v| tuning::FlushPolicy::parse(v)),
         index_interval_bytes: None,
         max_batch_bytes: int("max.message.bytes").map(|v| v as u32),
+        cleanup: topic
+            .configs
+            .get("cleanup.policy")
+            .and_then(|v| storage::CleanupPolicy::parse(v)),
+        delete_retention_ms: int("delete.retention.ms"),
+        min_cleanable_dirty_ratio_ppm: topic
+            .configs
+            .get("min.cleanable.dirty.ratio")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|r| (r.clamp(0.0, 1.0) * 1_000_000.0).round() as u32),
+        min_compaction_lag_ms: int("min.compaction.lag.ms"),
     };
     base.with_overrides(&overrides)
 }
@@ -250,12 +261,15 @@ impl Shard {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Applies retention to every owned partition; runs periodically.
+    /// Applies retention, then compaction, to every owned partition; runs periodically.
     pub async fn apply_retention(&self) {
         let now = storage::now_ms();
         for log in self.partitions.all() {
             if let Err(err) = log.apply_retention(now).await {
                 tracing::warn!("retention of {}: {err}", log.dir().display());
+            }
+            if let Err(err) = log.clean(now).await {
+                tracing::warn!("compaction of {}: {err}", log.dir().display());
             }
         }
     }

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::kafka::codes;
+use crate::storage::log_config;
 use crate::topics::{Topic, TOPIC_CONFIG_KEYS};
 
 use super::partition_ops::CreateSpec;
@@ -143,6 +144,11 @@ pub fn config_value(shard: &Shard, topic: &Topic, key: &str) -> (String, bool) {
     let storage = &shard.config.profile.storage;
     let value = match key {
         "cleanup.policy" => "delete".to_string(),
+        "delete.retention.ms" => log_config::DEFAULT_DELETE_RETENTION_MS.to_string(),
+        "min.cleanable.dirty.ratio" => {
+            (log_config::DEFAULT_MIN_CLEANABLE_DIRTY_RATIO_PPM as f64 / 1e6).to_string()
+        }
+        "min.compaction.lag.ms" => "0".to_string(),
         "retention.ms" => storage.retention_ms.to_string(),
         "retention.bytes" => storage.retention_bytes.to_string(),
         "segment.bytes" => storage.segment_bytes.to_string(),
@@ -174,6 +180,7 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
@@ -218,6 +225,7 @@ pub fn describe_configs(
                 let config_type = match *key {
                     "cleanup.policy" | "flush.policy" => TYPE_STRING,
                     "unclean.leader.election.enable" => TYPE_BOOLEAN,
+                    "min.cleanable.dirty.ratio" => TYPE_DOUBLE,
                     "max.message.bytes" | "segment.bytes" | "min.insync.replicas" => TYPE_INT,
                     _ => TYPE_LONG,
                 };

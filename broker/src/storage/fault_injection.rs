@@ -82,6 +82,10 @@ pub(crate) mod tests {
             max_batch_bytes: 1 << 20,
             write_buffer_bytes: 2 << 20,
             preallocate_bytes: 1 << 20,
+            cleanup: crate::storage::CleanupPolicy::DELETE,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio_ppm: 500_000,
+            min_compaction_lag_ms: 0,
         }
     }
 

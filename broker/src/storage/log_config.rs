@@ -1,5 +1,5 @@
-//! Settings of one partition log: the profile's [`tuning::StorageLimits`] with per-log
-//! (later: per-topic) overrides applied.
+//! Settings of one partition log: the profile's [`tuning::StorageLimits`] and Kafka's
+//! compaction defaults, with per-topic overrides applied.
 
 use tuning::{FlushPolicy, StorageLimits};
 
@@ -26,7 +26,69 @@ pub struct LogConfig {
     pub write_buffer_bytes: u32,
     /// Preallocation ahead of the write position, bytes; 0 disables it.
     pub preallocate_bytes: u64,
+    /// `cleanup.policy`: which of compaction and deletion by retention apply.
+    pub cleanup: CleanupPolicy,
+    /// Tombstones stay this long after the segment holding them was first cleaned (see
+    /// [`super::compaction`]), milliseconds (`delete.retention.ms`).
+    pub delete_retention_ms: i64,
+    /// A clean starts once dirty bytes are at least this share of the cleanable bytes, parts
+    /// per million (`min.cleanable.dirty.ratio` 0.5 = 500000).
+    pub min_cleanable_dirty_ratio_ppm: u32,
+    /// A segment is cleaned only once its newest batch is this old, milliseconds
+    /// (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
 }
+
+/// Kafka's `cleanup.policy`: `delete`, `compact` or both (`compact,delete`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub compact: bool,
+    pub delete: bool,
+}
+
+impl CleanupPolicy {
+    /// Kafka's default.
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        compact: false,
+        delete: true,
+    };
+    /// `__consumer_offsets`' policy.
+    pub const COMPACT: CleanupPolicy = CleanupPolicy {
+        compact: true,
+        delete: false,
+    };
+
+    /// Parses Kafka's comma-separated list (`delete`, `compact`, `compact,delete`, any order,
+    /// spaces allowed); `None` for anything else or an empty list.
+    pub fn parse(value: &str) -> Option<CleanupPolicy> {
+        let mut policy = CleanupPolicy {
+            compact: false,
+            delete: false,
+        };
+        for item in value.split(',') {
+            match item.trim() {
+                "compact" => policy.compact = true,
+                "delete" => policy.delete = true,
+                _ => return None,
+            }
+        }
+        Some(policy)
+    }
+}
+
+impl std::fmt::Display for CleanupPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        })
+    }
+}
+
+/// Kafka's defaults of the compaction settings.
+pub const DEFAULT_DELETE_RETENTION_MS: i64 = 86_400_000;
+pub const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO_PPM: u32 = 500_000;
 
 impl LogConfig {
     /// The profile's defaults.
@@ -41,6 +103,10 @@ impl LogConfig {
             max_batch_bytes: limits.max_batch_bytes,
             write_buffer_bytes: limits.write_buffer_bytes,
             preallocate_bytes: limits.preallocate_bytes,
+            cleanup: CleanupPolicy::DELETE,
+            delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
+            min_cleanable_dirty_ratio_ppm: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO_PPM,
+            min_compaction_lag_ms: 0,
         }
     }
 
@@ -68,6 +134,18 @@ impl LogConfig {
         if let Some(v) = overrides.max_batch_bytes {
             self.max_batch_bytes = v;
         }
+        if let Some(v) = overrides.cleanup {
+            self.cleanup = v;
+        }
+        if let Some(v) = overrides.delete_retention_ms {
+            self.delete_retention_ms = v;
+        }
+        if let Some(v) = overrides.min_cleanable_dirty_ratio_ppm {
+            self.min_cleanable_dirty_ratio_ppm = v;
+        }
+        if let Some(v) = overrides.min_compaction_lag_ms {
+            self.min_compaction_lag_ms = v;
+        }
         self.write_buffer_bytes = self.effective_write_buffer_bytes();
         self
     }
@@ -82,7 +160,8 @@ impl LogConfig {
 
 /// Per-log overrides of the profile (Kafka topic configs `segment.bytes`, `segment.ms`,
 /// `retention.ms`, `retention.bytes`, `flush.*`, `index.interval.bytes`,
-/// `max.message.bytes`). `None` keeps the profile's value.
+/// `max.message.bytes`, `cleanup.policy`, `delete.retention.ms`,
+/// `min.cleanable.dirty.ratio`, `min.compaction.lag.ms`). `None` keeps the default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogOverrides {
     pub segment_bytes: Option<u64>,
@@ -92,6 +171,10 @@ pub struct LogOverrides {
     pub flush: Option<FlushPolicy>,
     pub index_interval_bytes: Option<u32>,
     pub max_batch_bytes: Option<u32>,
+    pub cleanup: Option<CleanupPolicy>,
+    pub delete_retention_ms: Option<i64>,
+    pub min_cleanable_dirty_ratio_ppm: Option<u32>,
+    pub min_compaction_lag_ms: Option<i64>,
 }
 
 #[cfg(test)]
@@ -118,5 +201,24 @@ mod tests {
         assert_eq!(c.segment_bytes, base.segment_bytes);
         assert!(c.write_buffer_bytes as u64 >= (8 << 20) + 4096);
         assert_eq!(c.write_buffer_bytes % 4096, 0);
+        assert_eq!(c.cleanup, CleanupPolicy::DELETE);
+    }
+
+    #[test]
+    fn cleanup_policies_parse_as_kafka_lists() {
+        let both = CleanupPolicy {
+            compact: true,
+            delete: true,
+        };
+        assert_eq!(
+            CleanupPolicy::parse("compact"),
+            Some(CleanupPolicy::COMPACT)
+        );
+        assert_eq!(CleanupPolicy::parse("delete"), Some(CleanupPolicy::DELETE));
+        assert_eq!(CleanupPolicy::parse("delete, compact"), Some(both));
+        assert_eq!(both.to_string(), "compact,delete");
+        for bad in ["", "compacted", "compact,,delete"] {
+            assert_eq!(CleanupPolicy::parse(bad), None, "{bad:?}");
+        }
     }
 }

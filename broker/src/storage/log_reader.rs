@@ -19,6 +19,7 @@ use glommio::io::BufferedFile;
 
 use super::error::LogError;
 use super::log::{LogInner, PartitionLog};
+use super::log_cleaner::read_varlong;
 use super::record_batch::{BatchHeader, HEADER_BYTES, MIN_BATCH_LENGTH};
 
 /// A byte range of a segment file: `length` bytes at `position` of `file`.
@@ -116,6 +117,14 @@ struct SegmentView {
     path: std::path::PathBuf,
 }
 
+impl SegmentView {
+    /// The log's segment this view was taken of, unless compaction replaced its file since.
+    fn current<'s>(&self, st: &'s super::log::LogState) -> Option<&'s super::segment::Segment> {
+        st.segment_by_base(self.base_offset)
+            .filter(|seg| Rc::ptr_eq(&seg.reader, &self.reader))
+    }
+}
+
 const SCAN_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Walks batch headers of one segment from a position, reading chunks of the file (or of
@@ -184,7 +193,9 @@ impl LogInner {
             let want = len - out.len();
             let from_file = {
                 let st = self.state.borrow();
-                match st.segment_by_base(view.base_offset) {
+                // A segment compaction swapped since the view was taken is another file:
+                // the view's own file is read whole.
+                match view.current(&st) {
                     Some(seg) if p >= seg.file_end() => {
                         if let Some(a) = &seg.appender {
                             a.copy_from_memory(p, want, &mut out);
@@ -318,7 +329,7 @@ impl PartitionLog {
         let end = first_pos + len;
         let (file_end, memory) = {
             let st = inner.state.borrow();
-            match st.segment_by_base(view.base_offset) {
+            match view.current(&st) {
                 Some(seg) => {
                     let file_end = seg.file_end().min(end);
                     let mut mem = Vec::new();
@@ -401,20 +412,6 @@ impl PartitionLog {
         }
         Ok(None)
     }
-}
-
-/// Reads a zigzag varint (Kafka's record encoding) at `*at`.
-fn read_varlong(buf: &[u8], at: &mut usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    for shift in (0..70).step_by(7) {
-        let b = *buf.get(*at)?;
-        *at += 1;
-        value |= ((b & 0x7f) as u64) << shift;
-        if b & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
 }
 
 /// In an uncompressed batch, the first record with timestamp >= `target` (and offset >=

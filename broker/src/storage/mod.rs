@@ -6,6 +6,7 @@
 //! whose executor opened it.
 
 pub mod append_gate;
+pub mod compaction;
 pub mod disk_budget;
 pub mod error;
 #[cfg(test)]
@@ -13,6 +14,7 @@ mod fault_injection;
 pub mod iopoll_probe;
 pub mod leader_epoch_checkpoint;
 pub mod log;
+pub mod log_cleaner;
 pub mod log_config;
 pub mod log_reader;
 pub mod notify;
@@ -28,9 +30,10 @@ pub mod segment_appender;
 pub mod time_index;
 pub mod truncation;
 
+pub use compaction::CleanOutcome;
 pub use error::{kafka_code, BatchError, LogError};
 pub use log::{now_ms, AppendInfo, LogStats, PartitionLog, CLEAN_SHUTDOWN_FILE};
-pub use log_config::{LogConfig, LogOverrides};
+pub use log_config::{CleanupPolicy, LogConfig, LogOverrides};
 pub use log_reader::{FileRange, LogReadResult, ReadChunk, TimestampOffset};
 pub use recovery::{RecoveryReport, Truncation};
 pub use retention::RetentionOutcome;

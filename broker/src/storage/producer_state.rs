@@ -200,7 +200,9 @@ impl ProducerTable {
         }
         let batch = AppendedBatch {
             first_sequence: header.base_sequence,
-            last_sequence: last_sequence(header.base_sequence, header.records_count),
+            // lastOffsetDelta + 1, not recordsCount: compaction may have removed records of
+            // the batch but keeps its offset range, as the sequence range follows it.
+            last_sequence: last_sequence(header.base_sequence, header.last_offset_delta + 1),
             first_offset: header.base_offset,
             last_offset: header.last_offset(),
         };
@@ -219,6 +221,14 @@ impl ProducerTable {
             producer.batches.remove(0);
         }
         producer.batches.push(batch);
+    }
+
+    /// Each producer's last appended offset (compaction keeps the batch holding it).
+    pub fn last_offsets(&self) -> HashMap<i64, i64> {
+        self.producers
+            .iter()
+            .filter_map(|(id, p)| p.batches.last().map(|b| (*id, b.last_offset)))
+            .collect()
     }
 
     /// Drops every producer (the log was truncated or deleted below them).

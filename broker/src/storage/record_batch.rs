@@ -158,6 +158,26 @@ pub fn validate_batch(
     position: usize,
     max_batch_bytes: u32,
 ) -> Result<BatchHeader, BatchError> {
+    validate_batch_as(bytes, position, max_batch_bytes, false)
+}
+
+/// [`validate_batch`] for a batch already in a log, which compaction may have rewritten
+/// ([`super::log_cleaner`]): it keeps its `baseOffset` and `lastOffsetDelta` but may hold
+/// fewer records (`0 <= recordsCount <= lastOffsetDelta + 1`), as Kafka's cleaned batches do.
+pub fn validate_stored_batch(
+    bytes: &[u8],
+    position: usize,
+    max_batch_bytes: u32,
+) -> Result<BatchHeader, BatchError> {
+    validate_batch_as(bytes, position, max_batch_bytes, true)
+}
+
+fn validate_batch_as(
+    bytes: &[u8],
+    position: usize,
+    max_batch_bytes: u32,
+    cleaned_allowed: bool,
+) -> Result<BatchHeader, BatchError> {
     let corrupt = |reason: String| BatchError::Corrupt { position, reason };
     if bytes.len() < LOG_OVERHEAD {
         return Err(corrupt(format!(
@@ -213,7 +233,12 @@ pub fn validate_batch(
             header.last_offset_delta
         )));
     }
-    if header.records_count as i64 != header.last_offset_delta as i64 + 1 {
+    let count_fits = if cleaned_allowed {
+        (0..=header.last_offset_delta as i64 + 1).contains(&(header.records_count as i64))
+    } else {
+        header.records_count as i64 == header.last_offset_delta as i64 + 1
+    };
+    if !count_fits {
         return Err(invalid(format!(
             "recordsCount {} does not match lastOffsetDelta {} + 1",
             header.records_count, header.last_offset_delta
@@ -240,6 +265,15 @@ pub fn validate_batches(bytes: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchI
     }
     Ok(out)
 }
+
+/// Byte position of `crc` in a batch; the CRC-32C covers everything from `attributes` on.
+pub const CRC_POSITION: usize = CRC_AT;
+/// Byte position of `attributes`, where the CRC'd range starts.
+pub const CRC_RANGE_START: usize = ATTRIBUTES_AT;
+/// Byte position of `recordsCount`.
+pub const RECORDS_COUNT_POSITION: usize = RECORDS_COUNT_AT;
+/// Byte position of `batchLength`.
+pub const BATCH_LENGTH_POSITION: usize = BATCH_LENGTH_AT;
 
 /// Rewrites `baseOffset` of the batch starting at `batch[0]`. It lies before the CRC'd range,
 /// so the batch stays valid.
@@ -291,5 +325,14 @@ mod tests {
         let b = empty_like_batch(2, 0);
         let e = validate_batch(&b, 0, 1 << 20).unwrap_err();
         assert_eq!(e.error_code(), 87);
+        assert!(validate_stored_batch(&b, 0, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn stored_batches_may_hold_fewer_records_than_their_offsets() {
+        let b = empty_like_batch(0, 4);
+        assert!(validate_batch(&b, 0, 1 << 20).is_err());
+        let h = validate_stored_batch(&b, 0, 1 << 20).expect("a cleaned batch");
+        assert_eq!((h.records_count, h.next_offset()), (0, 5));
     }
 }

@@ -1,5 +1,8 @@
 //! Recovery when a partition log opens.
 //!
+//! First a compaction swap a crash interrupted is completed or rolled back
+//! ([`super::compaction`]).
+//!
 //! The `recovery-point` file holds an offset below which every segment was fdatasync'ed (it
 //! moves when a rolled segment's sync completes, and at close). Segments wholly below it
 //! trust their indexes after a sanity check (whole entries, increasing, inside the log), and
@@ -7,7 +10,8 @@
 //! rebuilt by scanning the segment. After a clean shutdown (marker file present) every
 //! segment is treated so. Otherwise the segments at or above the recovery point, the active
 //! one included, have every batch verified (length, magic, CRC-32C, record count, consecutive
-//! offsets) and their indexes rebuilt. A segment is cut at the first batch that fails; cut
+//! offsets; in a sealed segment, which compaction may have rewritten, a batch may start past
+//! the previous one's end) and their indexes rebuilt. A segment is cut at the first batch that fails; cut
 //! bytes that were not all zeros (zeros are padding or preallocation) are logged with the file
 //! and position. If a sealed segment is cut or ends before the next one starts, the segments
 //! after it are deleted (as Kafka does): the log must stay contiguous.
@@ -22,7 +26,7 @@ use super::error::LogError;
 use super::log::{create_segment, replace_file, sync_dir, CLEAN_SHUTDOWN_FILE};
 use super::log_config::LogConfig;
 use super::offset_index::OffsetIndex;
-use super::record_batch::{validate_batch, BatchHeader, LOG_OVERHEAD};
+use super::record_batch::{validate_stored_batch, BatchHeader, LOG_OVERHEAD};
 use super::segment::{parse_segment_file, segment_file, Segment};
 use super::segment_appender::SegmentAppender;
 use super::time_index::TimeIndex;
@@ -33,13 +37,23 @@ pub const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// Reads the recovery point; `None` if the file is missing or unreadable (then every segment
 /// is verified after an unclean shutdown).
 pub(crate) fn read_recovery_point(dir: &Path) -> Option<i64> {
-    let text = std::fs::read_to_string(dir.join(RECOVERY_POINT_FILE)).ok()?;
-    text.trim().parse().ok()
+    read_offset_file(dir, RECOVERY_POINT_FILE)
 }
 
 /// Replaces the recovery point durably (temporary file, fsync, rename, directory fsync).
 pub(crate) fn write_recovery_point(dir: &Path, offset: i64) -> std::io::Result<()> {
-    replace_file(dir, RECOVERY_POINT_FILE, format!("{offset}\n").as_bytes())
+    write_offset_file(dir, RECOVERY_POINT_FILE, offset)
+}
+
+/// Reads a file of `dir` holding one decimal offset; `None` if missing or unreadable.
+pub(crate) fn read_offset_file(dir: &Path, name: &str) -> Option<i64> {
+    let text = std::fs::read_to_string(dir.join(name)).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Replaces a file of `dir` holding one decimal offset durably ([`replace_file`]).
+pub(crate) fn write_offset_file(dir: &Path, name: &str, offset: i64) -> std::io::Result<()> {
+    replace_file(dir, name, format!("{offset}\n").as_bytes())
 }
 
 /// A cut made by recovery.
@@ -67,6 +81,10 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Segments deleted because an earlier one was cut (base offsets).
     pub deleted_segments: Vec<i64>,
+    /// Compaction swaps a crash interrupted: completed (base offsets), and files of
+    /// uncommitted ones removed (rolled back).
+    pub completed_swaps: Vec<i64>,
+    pub removed_swap_files: usize,
 }
 
 /// Recovery accepts batches up to the larger of this and `max_batch_bytes`: segments may hold
@@ -111,6 +129,9 @@ struct ScanEnd {
 }
 
 /// Verifies batches from `pos` and hands each intact one to `on_batch(position, header)`.
+/// Offsets must follow each other, except that with `allow_gaps` (a sealed segment, which
+/// compaction may have rewritten) a batch may start past the previous one's end.
+#[allow(clippy::too_many_arguments)]
 async fn scan(
     file: &BufferedFile,
     path: &Path,
@@ -118,6 +139,7 @@ async fn scan(
     file_len: u64,
     mut pos: u64,
     mut expected_offset: i64,
+    allow_gaps: bool,
     mut on_batch: impl FnMut(u64, &BatchHeader),
 ) -> Result<ScanEnd, LogError> {
     let mut window = FileWindow {
@@ -159,7 +181,7 @@ async fn scan(
             });
         }
         let bytes = window.get(pos, total as usize).await?;
-        let header = match validate_batch(bytes, pos as usize, max_batch_bytes) {
+        let header = match validate_stored_batch(bytes, pos as usize, max_batch_bytes) {
             Ok(h) => h,
             Err(e) => {
                 return Ok(ScanEnd {
@@ -168,7 +190,9 @@ async fn scan(
                 })
             }
         };
-        if header.base_offset != expected_offset {
+        let follows = header.base_offset == expected_offset
+            || (allow_gaps && header.base_offset > expected_offset);
+        if !follows {
             return Ok(ScanEnd {
                 valid_end: pos,
                 problem: Some(format!(
@@ -216,6 +240,8 @@ pub(crate) async fn recover(
         }
     }
     let mut report = RecoveryReport::default();
+    (report.completed_swaps, report.removed_swap_files) =
+        super::compaction::finish_interrupted_swaps(dir)?;
     let marker = dir.join(CLEAN_SHUTDOWN_FILE);
     report.clean_shutdown = marker.exists();
     if report.clean_shutdown {
@@ -424,6 +450,7 @@ async fn recover_segment(
         file_len,
         scan_from,
         expect,
+        !active,
         |pos, h| {
             if rebuilt {
                 segment.add_batch(h, pos, interval);

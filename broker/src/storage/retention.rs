@@ -1,8 +1,9 @@
 //! Retention: deletes whole sealed segments from the front of the log by age
 //! (`retention_ms`, judged by a segment's newest batch timestamp, as Kafka does) and by size
 //! (`retention_bytes`), never the active segment. The log start offset moves to the first
-//! remaining segment, and producer snapshots below it go with the segments. The shard runs [`PartitionLog::apply_retention`] every
-//! `retention_check_interval_ms`.
+//! remaining segment, and producer snapshots below it go with the segments. Only logs whose
+//! `cleanup.policy` contains `delete` are cut. The shard runs
+//! [`PartitionLog::apply_retention`] every `retention_check_interval_ms`.
 
 use super::error::LogError;
 use super::log::{sync_dir, PartitionLog};
@@ -78,7 +79,11 @@ impl PartitionLog {
                     max_timestamp_ms: s.max_timestamp_ms,
                 })
                 .collect();
-            let n = segments_to_delete(&stats, now_ms, config.retention_ms, config.retention_bytes);
+            let n = if config.cleanup.delete {
+                segments_to_delete(&stats, now_ms, config.retention_ms, config.retention_bytes)
+            } else {
+                0
+            };
             let removed: Vec<_> = st.segments.drain(..n).collect();
             if let Some(front) = st.segments.front() {
                 st.log_start_offset = st.log_start_offset.max(front.base_offset);

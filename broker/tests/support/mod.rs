@@ -12,6 +12,16 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
+/// A child process (of a crash test), killed and reaped when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs `f` on a fresh glommio executor and returns its output.
 pub fn run<T, F>(f: impl FnOnce() -> F + Send + 'static) -> T
 where
@@ -51,6 +61,10 @@ pub fn small_config() -> LogConfig {
         max_batch_bytes: (1 << 20) + 12,
         write_buffer_bytes: 2 << 20,
         preallocate_bytes: 1 << 20,
+        cleanup: broker::storage::CleanupPolicy::DELETE,
+        delete_retention_ms: 86_400_000,
+        min_cleanable_dirty_ratio_ppm: 500_000,
+        min_compaction_lag_ms: 0,
     }
 }
 
@@ -89,6 +103,10 @@ pub fn encode_producer_batch(
             headers: Default::default(),
         })
         .collect();
+    encode_records(&records, compression)
+}
+
+fn encode_records(records: &[Record], compression: Compression) -> Vec<u8> {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
@@ -100,6 +118,49 @@ pub fn encode_producer_batch(
     )
     .expect("kafka-protocol encodes the batch");
     buf.to_vec()
+}
+
+/// One uncompressed batch of keyed records (`None` value: a tombstone), timestamps from
+/// `timestamp_ms`.
+pub fn encode_keyed_batch(records: &[(Vec<u8>, Option<Vec<u8>>)], timestamp_ms: i64) -> Vec<u8> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1 + i as i32,
+            timestamp: timestamp_ms + i as i64,
+            key: Some(Bytes::copy_from_slice(k)),
+            value: v.as_ref().map(|v| Bytes::copy_from_slice(v)),
+            headers: Default::default(),
+        })
+        .collect();
+    encode_records(&records, Compression::None)
+}
+
+/// The records of one whole batch, decoded by kafka-protocol: `(offset, key, value)`.
+pub type KeyedRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+pub fn decode_keyed(batch: &[u8]) -> Vec<KeyedRecord> {
+    let mut one = Bytes::copy_from_slice(batch);
+    let set = RecordBatchDecoder::decode(&mut one).expect("kafka-protocol decodes the batch");
+    set.records
+        .iter()
+        .map(|r| {
+            (
+                r.offset,
+                r.key.as_ref().map(|k| k.to_vec()),
+                r.value.as_ref().map(|v| v.to_vec()),
+            )
+        })
+        .collect()
 }
 
 /// Decodes every complete batch of `bytes` with kafka-protocol; a partial trailing batch
