@@ -31,8 +31,10 @@ def broker_bin():
 class Broker:
     """One broker process."""
 
-    def __init__(self, data_dir, profile="dev-2core.toml", extra=()):
+    def __init__(self, data_dir, profile="dev-2core.toml", extra=(), protocol=None):
         self.data_dir = pathlib.Path(data_dir)
+        # A security protocol (e.g. SASL_PLAINTEXT): listen with `--listener PROTOCOL://...`.
+        self.protocol = protocol
         self.profile = profile if os.path.isabs(str(profile)) else str(PROFILES / profile)
         self.extra = list(extra)
         self.proc = None
@@ -45,7 +47,9 @@ class Broker:
         self.stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
             [broker_bin(), "serve", "--tuning", self.profile, "--data-dir", str(self.data_dir),
-             "--listen", f"127.0.0.1:{port}", *self.extra],
+             *(["--listener", f"{self.protocol}://127.0.0.1:{port}"] if self.protocol
+               else ["--listen", f"127.0.0.1:{port}"]),
+             *self.extra],
             stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL)
         # Read stdout unbuffered with select so that a broker that never prints cannot block
         # the wait past the deadline.

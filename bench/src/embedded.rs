@@ -34,6 +34,7 @@ impl EmbeddedNode {
             group: broker::group::GroupConfig::default(),
             offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
             cluster: None,
+            security: Default::default(),
         };
         let handle = server::start(config).map_err(|err| format!("embedded broker: {err}"))?;
         Ok(EmbeddedNode {

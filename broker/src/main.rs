@@ -34,6 +34,14 @@ enum Command {
         /// host:port clients are told to connect to; the listen address when absent.
         #[arg(long)]
         advertise: Option<String>,
+        /// Kafka's listener form instead of --listen: `PLAINTEXT://host:port` or
+        /// `SASL_PLAINTEXT://host:port` (SASL authentication with the users of `broker users`).
+        #[arg(long)]
+        listener: Option<String>,
+        /// Kafka's sasl.enabled.mechanisms on a SASL listener: PLAIN, SCRAM-SHA-256,
+        /// SCRAM-SHA-512 (comma list).
+        #[arg(long, default_value = "SCRAM-SHA-256,SCRAM-SHA-512")]
+        sasl_enabled_mechanisms: String,
         /// Broker (node) id.
         #[arg(long, default_value_t = 0)]
         id: i32,
@@ -265,6 +273,8 @@ fn main() -> ExitCode {
             data_dir,
             listen,
             advertise,
+            listener,
+            sasl_enabled_mechanisms,
             id,
             auto_create_topics,
             default_partitions,
@@ -296,8 +306,22 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let (listen, security) = match listener_security(
+                listener.as_deref(),
+                listen,
+                &sasl_enabled_mechanisms,
+                &data_dir,
+                coordinator.is_some(),
+            ) {
+                Ok(pair) => pair,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = broker::server::ServeConfig {
                 profile,
+                security,
                 data_dir,
                 listen,
                 advertise,
@@ -445,4 +469,39 @@ fn main() -> ExitCode {
             client_result(broker::cli::consume(&bootstrap, &options, &mut out))
         }
     }
+}
+
+/// The listen address and security of `serve`: `--listener` when given, else `--listen` as a
+/// PLAINTEXT listener. A SASL listener loads the data directory's credentials.
+fn listener_security(
+    listener: Option<&str>,
+    listen: SocketAddr,
+    mechanisms: &str,
+    data_dir: &std::path::Path,
+    cluster: bool,
+) -> Result<(SocketAddr, broker::security::listener::ListenerSecurity), String> {
+    use broker::security::listener::{self, ListenerSecurity, SecurityProtocol};
+    let Some(text) = listener else {
+        return Ok((listen, ListenerSecurity::default()));
+    };
+    let (protocol, address) = listener::parse_listener(text)?;
+    if protocol == SecurityProtocol::Plaintext {
+        return Ok((address, ListenerSecurity::default()));
+    }
+    if cluster {
+        return Err(
+            "SASL listeners are not implemented in cluster mode yet (brokers would \
+                    need credentials for each other)"
+                .into(),
+        );
+    }
+    let credentials = broker::security::credentials::CredentialStore::open(data_dir)?;
+    Ok((
+        address,
+        ListenerSecurity {
+            protocol,
+            sasl_mechanisms: listener::parse_mechanisms(mechanisms)?,
+            credentials: Some(std::sync::Arc::new(credentials)),
+        },
+    ))
 }

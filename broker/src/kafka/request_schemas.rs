@@ -402,7 +402,13 @@ pub const SCHEMAS: &[Schema] = &[
         4,
         OFFSET_FOR_LEADER_EPOCH,
     ),
+    schema(ApiKey::SaslHandshake, (0, 1), i16::MAX, SASL_HANDSHAKE),
+    schema(ApiKey::SaslAuthenticate, (0, 2), 2, SASL_AUTHENTICATE),
 ];
+
+// SaslHandshake v0-1, never flexible; SaslAuthenticate v0-2, flexible from 2.
+const SASL_HANDSHAKE: &[Field] = &[f("mechanism", STRING)];
+const SASL_AUTHENTICATE: &[Field] = &[f("auth_bytes", BYTES)];
 
 /// The layout of `api_key`'s request body, if the broker decodes it with kafka-protocol.
 pub fn find(api_key: ApiKey) -> Option<&'static Schema> {

@@ -36,6 +36,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::OffsetForLeaderEpoch, 0, 4),
+    // Advertised from v0 (librdkafka 2.0 wants v0 in the range to use SASL at all), but a
+    // v0 handshake, after which the client sends raw SASL tokens instead of
+    // SaslAuthenticate requests, closes the connection (`server::sasl_api`).
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// Produce versions below this are advertised but refused (no RecordBatch v2 before v3).

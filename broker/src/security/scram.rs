@@ -198,7 +198,10 @@ enum State {
         gs2_header: String,
         client_first_bare: String,
         server_first: String,
+        /// The client's nonce followed by ours.
         nonce: String,
+        /// Bytes of `nonce` that are the client's.
+        client_nonce_bytes: usize,
     },
     Done,
 }
@@ -280,8 +283,11 @@ impl ScramServer {
         let credential = credential_of(&user)
             .filter(|c| c.mechanism == self.mechanism)
             .ok_or(ScramError::InvalidCredentials(self.mechanism))?;
-        let snonce: [u8; 24] = rand::random();
-        let nonce = format!("{cnonce}{}", BASE64.encode(snonce));
+        // Letters and digits only, as Kafka's own server nonce (librdkafka 2.0 mangles a
+        // nonce with `+` or `/` in its final message).
+        let snonce: [u8; 20] = rand::random();
+        let snonce: String = snonce.iter().map(|b| format!("{b:02x}")).collect();
+        let nonce = format!("{cnonce}{snonce}");
         let server_first = format!(
             "r={nonce},s={},i={}",
             BASE64.encode(&credential.salt),
@@ -294,6 +300,7 @@ impl ScramServer {
             gs2_header,
             client_first_bare: bare.to_owned(),
             server_first,
+            client_nonce_bytes: cnonce.len(),
             nonce,
         };
         Ok(answer)
@@ -309,6 +316,7 @@ impl ScramServer {
             client_first_bare,
             server_first,
             nonce,
+            client_nonce_bytes,
         } = std::mem::replace(&mut self.state, State::Done)
         else {
             return Err(ScramError::OutOfOrder);
@@ -326,8 +334,12 @@ impl ScramServer {
                 ))
             }
         }
-        match fields.next() {
-            Some(f) if f.strip_prefix("r=") == Some(&nonce) => {}
+        // librdkafka before 2.6.1 (Debian 12's kcat has 2.0.2) sends its own nonce again in
+        // front of the combined one; Kafka 3.x accepts that, so this does too. The server's
+        // nonce is in both forms, so a reply made for another exchange still fails.
+        let buggy_librdkafka = format!("{}{nonce}", &nonce[..client_nonce_bytes]);
+        match fields.next().and_then(|f| f.strip_prefix("r=")) {
+            Some(r) if r == nonce || r == buggy_librdkafka => {}
             _ => return Err(ScramError::Malformed("nonce differs from the server's")),
         }
         let proof = BASE64
@@ -393,8 +405,20 @@ mod tests {
         client_first_bare: &str,
         server_first: &str,
     ) -> (String, Vec<u8>) {
+        client_final_echoing(m, password, client_first_bare, server_first, "")
+    }
+
+    /// [`client_final`] echoing `prefix` in front of the server's nonce (old librdkafka
+    /// echoes its own nonce there again).
+    fn client_final_echoing(
+        m: Mechanism,
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+        prefix: &str,
+    ) -> (String, Vec<u8>) {
         let fields: Vec<&str> = server_first.split(',').collect();
-        let nonce = &fields[0][2..];
+        let nonce = format!("{prefix}{}", &fields[0][2..]);
         let salt = BASE64.decode(&fields[1][2..]).unwrap();
         let iterations: u32 = fields[2][2..].parse().unwrap();
         let salted = m.salted_password(password.as_bytes(), &salt, iterations);
@@ -491,6 +515,30 @@ mod tests {
         let mut second = ScramServer::new(m);
         second.client_first(b"n,,n=alice,r=abc", lookup).unwrap();
         assert!(second.client_final(recorded.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn the_client_nonce_sent_twice_by_old_librdkafka_is_accepted() {
+        let m = Mechanism::Sha256;
+        let cred = ScramCredential::new_random(m, b"pw", ITERATIONS_MIN);
+        let mut server = ScramServer::new(m);
+        let sf = server
+            .client_first(b"n,,n=bob,r=CLIENT", |_| Some(cred.clone()))
+            .unwrap();
+        let sf = String::from_utf8(sf).unwrap();
+        // The final message as librdkafka 2.0 builds it: r=<client nonce><server's r>.
+        let (msg, _) = client_final_echoing(m, "pw", "n=bob,r=CLIENT", &sf, "CLIENT");
+        let (_, user) = server.client_final(msg.as_bytes()).unwrap();
+        assert_eq!(user, "bob");
+        // Any other nonce is refused.
+        let mut server = ScramServer::new(m);
+        server
+            .client_first(b"n,,n=bob,r=CLIENT", |_| Some(cred.clone()))
+            .unwrap();
+        assert_eq!(
+            server.client_final(b"c=biws,r=CLIENTother,p=AAAA"),
+            Err(ScramError::Malformed("nonce differs from the server's"))
+        );
     }
 
     #[test]

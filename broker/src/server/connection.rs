@@ -10,6 +10,9 @@
 //! `max_request_bytes` and malformed requests close the connection; other connections are
 //! unaffected.
 //!
+//! On a SASL listener, every frame before authentication goes through [`sasl_api`] in the
+//! reader itself, in order (no handler runs for it), until SaslAuthenticate succeeds.
+//!
 //! Memory budget (the policy; the account is [`MemoryBudget`]): an idle connection holds no
 //! buffer. A connection may always hold about one chunk of received bytes. A frame larger than
 //! a chunk is read only once its whole length is reserved from the receiving half of the
@@ -39,7 +42,9 @@ use super::dispatch::{self, Close};
 use super::memory_budget::Reservation;
 use super::metrics::ShardMetrics;
 use super::recv_buffer::RecvBuffer;
+use super::sasl_api::{self, Gate};
 use super::shard::Shard;
+use crate::security::sasl::SaslSession;
 
 type Answer = Result<Option<Response>, Close>;
 
@@ -120,6 +125,7 @@ async fn read_requests(
         Ok(addr) => format!("/{}", addr.ip()).into(),
         Err(_) => "/unknown".into(),
     };
+    let mut sasl = shard.config.security.requires_sasl().then(SaslSession::new);
     loop {
         if unanswered.count.get() > 0 && memory.used_bytes() > memory.limit_bytes() {
             ShardMetrics::add(&shard.metrics.memory_waits, 1);
@@ -182,6 +188,31 @@ async fn read_requests(
         let (mut frame, frame_charge) = buf.split_frame(frame_len);
         frame.advance(4);
         ShardMetrics::add(&shard.metrics.requests, 1);
+        if let Some(session) = sasl.as_mut().filter(|s| s.principal().is_none()) {
+            match sasl_api::before_authentication(shard, session, &peer, frame) {
+                Ok(Gate::Serve(served)) => frame = served,
+                Ok(Gate::Answer { response, close }) => {
+                    let task = glommio::spawn_local(async move {
+                        let answer: Answer = Ok(Some(response));
+                        (answer, None)
+                    })
+                    .detach();
+                    unanswered.count.set(unanswered.count.get() + 1);
+                    if tx.send(InFlight::Task(task)).await.is_err() {
+                        return;
+                    }
+                    if let Some(reason) = close {
+                        let _ = tx.send(InFlight::Close(reason)).await;
+                        return;
+                    }
+                    continue;
+                }
+                Err(Close(reason)) => {
+                    let _ = tx.send(InFlight::Close(reason)).await;
+                    return;
+                }
+            }
+        }
         let task = glommio::spawn_local(serve_request(
             shard.clone(),
             frame,

@@ -11,12 +11,14 @@ use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
     DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, InitProducerIdResponse,
     ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::kafka::frame::{self, Request};
 use crate::kafka::response::{self, Response};
 use crate::kafka::{codes, offsets_legacy, precheck, produce_legacy, versions};
+use crate::security::sasl::ILLEGAL_SASL_STATE;
 
 use super::shard::Shard;
 use super::topic_admin;
@@ -30,7 +32,7 @@ type Outcome = Result<Option<Response>, Close>;
 
 /// Decodes the body with kafka-protocol once the pre-pass found every declared length within
 /// it (the decoder reserves memory by declared counts before reading).
-fn decode<T: Decodable>(request: &mut Request) -> Result<T, Close> {
+pub(super) fn decode<T: Decodable>(request: &mut Request) -> Result<T, Close> {
     precheck::check(request.api_key, request.api_version, &request.body).map_err(|err| {
         Close(format!(
             "refused {:?} v{} request (api key {}): {err}",
@@ -45,7 +47,7 @@ fn decode<T: Decodable>(request: &mut Request) -> Result<T, Close> {
     })
 }
 
-fn answer<T: Encodable>(request: &Request, body: &T) -> Outcome {
+pub(super) fn answer<T: Encodable>(request: &Request, body: &T) -> Outcome {
     let header_version = request.api_key.response_header_version(request.api_version);
     Ok(Some(Response::memory(response::encode(
         request.correlation_id,
@@ -223,6 +225,18 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, peer: Rc<str>) -> Outcome {
         ApiKey::InitProducerId => {
             let body: InitProducerIdRequest = decode(&mut request)?;
             answer(&request, &init_producer_id(&shard, &body).await)
+        }
+        // On a PLAINTEXT listener, or after authentication (before it, the connection's
+        // reader answers them: `sasl_api`), as Kafka answers them.
+        ApiKey::SaslHandshake => {
+            let _: SaslHandshakeRequest = decode(&mut request)?;
+            let reply = SaslHandshakeResponse::default().with_error_code(ILLEGAL_SASL_STATE);
+            answer(&request, &reply)
+        }
+        ApiKey::SaslAuthenticate => {
+            let _: SaslAuthenticateRequest = decode(&mut request)?;
+            let reply = SaslAuthenticateResponse::default().with_error_code(ILLEGAL_SASL_STATE);
+            answer(&request, &reply)
         }
         _ => Err(Close(format!("api {key:?} is not served yet"))),
     }

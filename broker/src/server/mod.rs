@@ -25,6 +25,7 @@ pub mod producer_ids;
 pub mod recv_buffer;
 pub mod replica_fetcher;
 pub mod replication;
+pub mod sasl_api;
 pub mod shard;
 pub mod splice;
 pub mod topic_admin;

@@ -45,6 +45,8 @@ pub struct ServeConfig {
     pub offsets_topic_partitions: i32,
     /// Cluster mode (`--coordinator`); a single node when absent.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// What the listener demands of clients (`--listener SASL_PLAINTEXT://...`).
+    pub security: crate::security::listener::ListenerSecurity,
 }
 
 /// The state of one shard; lives on its executor only.

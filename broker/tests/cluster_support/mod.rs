@@ -59,5 +59,6 @@ pub fn member_config(data_dir: &Path, cluster: ClusterConfig) -> ServeConfig {
         group: broker::group::GroupConfig::default(),
         offsets_topic_partitions: 3,
         cluster: Some(cluster),
+        security: Default::default(),
     }
 }

@@ -65,6 +65,7 @@ pub fn start_with(
         group: broker::group::GroupConfig::default(),
         offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
         cluster: None,
+        security: Default::default(),
     })
     .expect("server starts")
 }
