@@ -93,6 +93,8 @@ fn decode(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, String> {
         InitProducerId => InitProducerIdRequest,
         DescribeCluster => DescribeClusterRequest,
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
+        SaslHandshake => SaslHandshakeRequest,
+        SaslAuthenticate => SaslAuthenticateRequest,
     };
     result.map_err(|err| err.to_string())?;
     Ok(body.len() - buf.len())
