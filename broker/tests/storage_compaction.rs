@@ -77,6 +77,68 @@ fn latest_per_key(records: &[support::KeyedRecord]) -> BTreeMap<Vec<u8>, (i64, O
 }
 
 #[test]
+fn a_follower_copies_a_cleaned_log_and_a_delete_log_still_refuses_gaps() {
+    let leader_dir = support::scratch_dir();
+    let follower_dir = support::scratch_dir();
+    let plain_dir = support::scratch_dir();
+    let (leader_path, follower_path, plain_path) = (
+        leader_dir.path().to_path_buf(),
+        follower_dir.path().to_path_buf(),
+        plain_dir.path().to_path_buf(),
+    );
+    support::run(move || async move {
+        let leader = PartitionLog::open(&leader_path, config()).await.unwrap();
+        for round in 0..12 {
+            append_round(&leader, round, &[], &[]).await;
+        }
+        let outcome = leader.clean(now_ms()).await.expect("clean");
+        assert!(outcome.removed_records > 0);
+        let batches = support::read_all(&leader, leader.log_start_offset(), 16 * 1024).await;
+        let expected = read_log(&leader).await;
+        // The cleaned log has what a plain one never has: offsets missing between batches.
+        let base = |b: &Vec<u8>| i64::from_be_bytes(b[..8].try_into().unwrap());
+        let next =
+            |b: &Vec<u8>| base(b) + i32::from_be_bytes(b[23..27].try_into().unwrap()) as i64 + 1;
+        assert!(
+            batches.windows(2).any(|w| base(&w[1]) > next(&w[0])),
+            "no gap between batches: the test would not show anything"
+        );
+
+        // As a replica fetcher brings them: several batches per append, with the gaps and
+        // the short batches the cleaner left.
+        let follower = PartitionLog::open(&follower_path, config()).await.unwrap();
+        for group in batches.chunks(5) {
+            follower
+                .append_replica(&group.concat())
+                .await
+                .expect("cleaned batches replicate");
+        }
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert_eq!(read_log(&follower).await, expected);
+        // Reopened without a clean close: recovery scans the active segment, gaps included.
+        drop(follower);
+        let follower = PartitionLog::open(&follower_path, config()).await.unwrap();
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert_eq!(read_log(&follower).await, expected);
+
+        // A log that is not compacted refuses a batch that skips offsets.
+        let skipping = batches
+            .iter()
+            .find(|b| i64::from_be_bytes(b[..8].try_into().unwrap()) > 0)
+            .expect("a batch past offset 0");
+        let delete_config = LogConfig {
+            cleanup: CleanupPolicy::DELETE,
+            ..config()
+        };
+        let plain = PartitionLog::open(&plain_path, delete_config)
+            .await
+            .unwrap();
+        assert!(plain.append_replica(skipping).await.is_err());
+        assert_eq!(plain.log_end_offset(), 0);
+    });
+}
+
+#[test]
 fn clean_keeps_the_latest_value_per_key_with_its_offset() {
     let dir = support::scratch_dir();
     let path = dir.path().to_path_buf();

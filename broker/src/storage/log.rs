@@ -38,7 +38,9 @@ use super::offset_index::OffsetIndex;
 use super::producer_rebuild::{self, RebuildReport};
 use super::producer_snapshot;
 use super::producer_state::{ProducerTable, Refusal, Verdict};
-use super::record_batch::{set_base_offset, set_partition_leader_epoch, validate_batches};
+use super::record_batch::{
+    set_base_offset, set_partition_leader_epoch, validate_batches, validate_stored_batches,
+};
 use super::recovery::{self, RecoveryReport};
 use super::segment::{segment_file, Segment};
 use super::segment_appender::{SegmentAppender, PAGE_BYTES};
@@ -302,7 +304,15 @@ impl PartitionLog {
     ) -> Result<AppendInfo, LogError> {
         let inner = &self.inner;
         let config = inner.config.get();
-        let infos = validate_batches(batches, config.max_batch_bytes)?;
+        // A follower of a compacted log copies batches the leader's cleaner rewrote: fewer
+        // records than their offsets span, and offsets missing between batches (as Kafka's
+        // followers accept them). Elsewhere both mean something was lost: refused.
+        let cleaned_allowed = leader_epoch.is_none() && config.cleanup.compact;
+        let infos = if cleaned_allowed {
+            validate_stored_batches(batches, config.max_batch_bytes)?
+        } else {
+            validate_batches(batches, config.max_batch_bytes)?
+        };
         inner.check_writable()?;
         let total_bytes: u64 = infos.iter().map(|b| b.header.total_bytes()).sum();
         let total_records: u64 = infos.iter().map(|b| b.header.records_count as u64).sum();
@@ -315,7 +325,9 @@ impl PartitionLog {
         if leader_epoch.is_none() {
             let mut expected = inner.state.borrow().next_offset;
             for info in &infos {
-                if info.header.base_offset != expected {
+                let follows = info.header.base_offset == expected
+                    || (cleaned_allowed && info.header.base_offset > expected);
+                if !follows {
                     return Err(LogError::Batch(BatchError::Corrupt {
                         position: info.position,
                         reason: format!(
@@ -369,7 +381,11 @@ impl PartitionLog {
         if total_bytes + PAGE_BYTES <= config.write_buffer_bytes as u64 {
             inner.reserve(total_bytes as usize, &config).await?;
         }
-        let base_offset = inner.state.borrow().next_offset;
+        let base_offset = match leader_epoch {
+            Some(_) => inner.state.borrow().next_offset,
+            // A follower's first batch may start past the log end (a cleaned leader log).
+            None => infos[0].header.base_offset,
+        };
         let mut max_timestamp_ms = i64::MIN;
         for info in &infos {
             let bytes = &batches[info.position..info.position + info.total_bytes()];
@@ -391,7 +407,11 @@ impl PartitionLog {
                 header.base_offset = offset;
                 header.partition_leader_epoch = leader_epoch;
             }
-            debug_assert_eq!(header.base_offset, offset);
+            debug_assert!(
+                header.base_offset == offset || (cleaned_allowed && header.base_offset > offset),
+                "batch at {} appended where the log continues at {offset}",
+                header.base_offset
+            );
             if segment.rolling_timestamp_ms.is_none() {
                 segment.rolling_timestamp_ms = Some(now);
             }

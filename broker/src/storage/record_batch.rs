@@ -250,6 +250,23 @@ fn validate_batch_as(
 /// Validates every batch of `bytes` (concatenated batches, nothing else) and returns them in
 /// order. An empty input or any bad batch rejects the whole input.
 pub fn validate_batches(bytes: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchInfo>, BatchError> {
+    validate_batches_as(bytes, max_batch_bytes, false)
+}
+
+/// [`validate_batches`] for batches copied from a compacted log (a follower's fetch): a batch
+/// may hold fewer records than its offsets span ([`validate_stored_batch`]).
+pub fn validate_stored_batches(
+    bytes: &[u8],
+    max_batch_bytes: u32,
+) -> Result<Vec<BatchInfo>, BatchError> {
+    validate_batches_as(bytes, max_batch_bytes, true)
+}
+
+fn validate_batches_as(
+    bytes: &[u8],
+    max_batch_bytes: u32,
+    stored: bool,
+) -> Result<Vec<BatchInfo>, BatchError> {
     if bytes.is_empty() {
         return Err(BatchError::Corrupt {
             position: 0,
@@ -259,7 +276,7 @@ pub fn validate_batches(bytes: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchI
     let mut out = Vec::new();
     let mut position = 0;
     while position < bytes.len() {
-        let header = validate_batch(&bytes[position..], position, max_batch_bytes)?;
+        let header = validate_batch_as(&bytes[position..], position, max_batch_bytes, stored)?;
         out.push(BatchInfo { position, header });
         position += header.total_bytes() as usize;
     }

@@ -130,7 +130,8 @@ struct ScanEnd {
 
 /// Verifies batches from `pos` and hands each intact one to `on_batch(position, header)`.
 /// Offsets must follow each other, except that with `allow_gaps` (a sealed segment, which
-/// compaction may have rewritten) a batch may start past the previous one's end.
+/// compaction may have rewritten, or any segment of a compacted log, whose follower copies
+/// cleaned batches) a batch may start past the previous one's end.
 #[allow(clippy::too_many_arguments)]
 async fn scan(
     file: &BufferedFile,
@@ -450,7 +451,8 @@ async fn recover_segment(
         file_len,
         scan_from,
         expect,
-        !active,
+        // A compacted log's active segment may hold a follower's copies of cleaned batches.
+        !active || config.cleanup.compact,
         |pos, h| {
             if rebuilt {
                 segment.add_batch(h, pos, interval);
