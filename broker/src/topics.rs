@@ -424,7 +424,7 @@ impl FileTopicStore {
         let text =
             serde_json::to_vec_pretty(&file).map_err(|err| TopicError::Storage(err.to_string()))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        crate::storage::log::replace_file(dir, TOPICS_FILE, &text)
+        crate::data_file::replace(&dir.join(TOPICS_FILE), &text, 0o644)
             .map_err(|err| TopicError::Storage(format!("{}: {err}", self.path.display())))
     }
 }

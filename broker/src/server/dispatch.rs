@@ -48,13 +48,18 @@ pub(super) fn decode<T: Decodable>(request: &mut Request) -> Result<T, Close> {
 }
 
 pub(super) fn answer<T: Encodable>(request: &Request, body: &T) -> Outcome {
+    Ok(Some(encode_answer(request, body)))
+}
+
+/// The answer frame of `request` with `body`.
+pub(super) fn encode_answer<T: Encodable>(request: &Request, body: &T) -> Response {
     let header_version = request.api_key.response_header_version(request.api_version);
-    Ok(Some(Response::memory(response::encode(
+    Response::memory(response::encode(
         request.correlation_id,
         header_version,
         body,
         request.api_version,
-    ))))
+    ))
 }
 
 /// Serves one frame (size prefix already removed).

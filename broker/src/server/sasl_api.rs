@@ -15,7 +15,7 @@ use crate::kafka::frame;
 use crate::kafka::response::Response;
 use crate::security::sasl::{SaslSession, SaslStep};
 
-use super::dispatch::{answer, decode, Close};
+use super::dispatch::{decode, encode_answer, Close};
 use super::shard::Shard;
 
 /// What the reader does with a frame that arrived before authentication.
@@ -71,7 +71,7 @@ pub fn before_authentication(
                 body.mechanism.as_str()
             )
         });
-        let response = answer(&request, &reply)?.expect("an answer");
+        let response = encode_answer(&request, &reply);
         return Ok(Gate::Answer { response, close });
     }
     let body: SaslAuthenticateRequest = decode(&mut request)?;
@@ -102,6 +102,6 @@ pub fn before_authentication(
             )
         }
     };
-    let response = answer(&request, &reply)?.expect("an answer");
+    let response = encode_answer(&request, &reply);
     Ok(Gate::Answer { response, close })
 }

@@ -7,7 +7,6 @@
 use std::path::Path;
 
 use super::error::LogError;
-use super::log::replace_file;
 
 pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
 /// Entries a checkpoint may hold (bounds what a damaged file can make us allocate).
@@ -63,7 +62,12 @@ pub fn write(dir: &Path, entries: &[(i32, i64)]) -> Result<(), LogError> {
     for (epoch, offset) in entries {
         text.push_str(&format!("{epoch} {offset}\n"));
     }
-    replace_file(dir, LEADER_EPOCH_CHECKPOINT_FILE, text.as_bytes()).map_err(|err| {
+    crate::data_file::replace(
+        &dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+        text.as_bytes(),
+        0o644,
+    )
+    .map_err(|err| {
         LogError::io(
             dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
             "writing the leader-epoch checkpoint",

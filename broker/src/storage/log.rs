@@ -1320,10 +1320,3 @@ pub(crate) async fn create_segment(
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
-
-/// Replaces the file `name` in `dir` with `bytes` durably: written to `name.tmp`, fsync'ed,
-/// renamed over `name`, then the directory fsync'ed. A crash leaves the old file or the new
-/// one, never a mix (a stale `.tmp` is overwritten by the next replace).
-pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    crate::data_file::replace(&dir.join(name), bytes, 0o644)
-}

@@ -11,7 +11,7 @@
 //! drops those above the new end when a follower's log is cut. At open, one above the log end
 //! (its batches were lost in a crash) or below the log start is deleted.
 //!
-//! Format, big-endian, replaced atomically through [`super::log::replace_file`] (temporary
+//! Format, big-endian, replaced atomically through [`crate::data_file::replace`] (temporary
 //! file, fsync, rename, directory fsync), the storage engine's one way to write a small file:
 //!
 //! ```text
@@ -28,7 +28,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::LogError;
-use super::log::{replace_file, sync_dir};
+use super::log::sync_dir;
 use super::producer_state::{AppendedBatch, ProducerTable, KEPT_BATCHES, MAX_PRODUCERS};
 use super::segment::{parse_segment_file, segment_file};
 
@@ -211,7 +211,7 @@ pub fn read(dir: &Path, offset: i64) -> Result<ProducerTable, LogError> {
 /// pool.
 pub fn write(dir: &Path, offset: i64, bytes: &[u8]) -> std::io::Result<()> {
     let name = format!("{offset:020}.{SNAPSHOT_EXTENSION}");
-    replace_file(dir, &name, bytes)?;
+    crate::data_file::replace(&dir.join(&name), bytes, 0o644)?;
     let offsets = list(dir)?;
     let keep_from = offsets.len().saturating_sub(SNAPSHOTS_KEPT);
     remove(dir, &offsets[..keep_from])

@@ -23,7 +23,7 @@ use std::rc::Rc;
 use glommio::io::{BufferedFile, OpenOptions as DmaOpenOptions};
 
 use super::error::LogError;
-use super::log::{create_segment, replace_file, sync_dir, CLEAN_SHUTDOWN_FILE};
+use super::log::{create_segment, sync_dir, CLEAN_SHUTDOWN_FILE};
 use super::log_config::LogConfig;
 use super::offset_index::OffsetIndex;
 use super::record_batch::{validate_stored_batch, BatchHeader, LOG_OVERHEAD};
@@ -51,9 +51,9 @@ pub(crate) fn read_offset_file(dir: &Path, name: &str) -> Option<i64> {
     text.trim().parse().ok()
 }
 
-/// Replaces a file of `dir` holding one decimal offset durably ([`replace_file`]).
+/// Replaces a file of `dir` holding one decimal offset durably ([`crate::data_file::replace`]).
 pub(crate) fn write_offset_file(dir: &Path, name: &str, offset: i64) -> std::io::Result<()> {
-    replace_file(dir, name, format!("{offset}\n").as_bytes())
+    crate::data_file::replace(&dir.join(name), format!("{offset}\n").as_bytes(), 0o644)
 }
 
 /// A cut made by recovery.
