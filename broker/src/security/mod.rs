@@ -1,11 +1,13 @@
 //! Authentication and authorization of Kafka clients: SASL mechanisms and the credentials
 //! they check.
 //!
+//! [`client`]: who is on the other end of a connection (principal, host);
 //! [`scram`]: SCRAM-SHA-256/512 credentials and the server side of the exchange (sans-IO);
 //! [`credentials`]: where a single node keeps them; [`authorizer`]: Kafka's ACL model and
 //! its decisions (sans-IO); [`sasl`]: one connection's SaslHandshake/SaslAuthenticate
 //! exchange (PLAIN and SCRAM, sans-IO); [`listener`]: what the listener demands.
 pub mod authorizer;
+pub mod client;
 pub mod credentials;
 pub mod listener;
 pub mod sasl;

@@ -44,6 +44,7 @@ use super::metrics::ShardMetrics;
 use super::recv_buffer::RecvBuffer;
 use super::sasl_api::{self, Gate};
 use super::shard::Shard;
+use crate::security::client::ClientIdentity;
 use crate::security::sasl::SaslSession;
 
 type Answer = Result<Option<Response>, Close>;
@@ -120,11 +121,7 @@ async fn read_requests(
     let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
     let memory = &shard.memory;
     let mut buf = RecvBuffer::new(chunk_bytes, memory);
-    // Kafka's client host format, shown by DescribeGroups.
-    let peer: Rc<str> = match stream.peer_addr() {
-        Ok(addr) => format!("/{}", addr.ip()).into(),
-        Err(_) => "/unknown".into(),
-    };
+    let mut client = Rc::new(ClientIdentity::anonymous(stream.peer_addr().ok()));
     let mut sasl = shard.config.security.requires_sasl().then(SaslSession::new);
     loop {
         if unanswered.count.get() > 0 && memory.used_bytes() > memory.limit_bytes() {
@@ -189,7 +186,11 @@ async fn read_requests(
         frame.advance(4);
         ShardMetrics::add(&shard.metrics.requests, 1);
         if let Some(session) = sasl.as_mut().filter(|s| s.principal().is_none()) {
-            match sasl_api::before_authentication(shard, session, &peer, frame) {
+            let gate = sasl_api::before_authentication(shard, session, &client.peer, frame);
+            if let Some(principal) = session.principal() {
+                client = Rc::new(client.authenticated(principal));
+            }
+            match gate {
                 Ok(Gate::Serve(served)) => frame = served,
                 Ok(Gate::Answer { response, close }) => {
                     let task = glommio::spawn_local(async move {
@@ -217,7 +218,7 @@ async fn read_requests(
             shard.clone(),
             frame,
             frame_charge,
-            peer.clone(),
+            client.clone(),
         ))
         .detach();
         unanswered.count.set(unanswered.count.get() + 1);
@@ -233,9 +234,9 @@ async fn serve_request(
     shard: Rc<Shard>,
     frame: bytes::Bytes,
     frame_charge: Reservation,
-    peer: Rc<str>,
+    client: Rc<ClientIdentity>,
 ) -> (Answer, Option<Reservation>) {
-    let answer = dispatch::handle(shard.clone(), frame, peer).await;
+    let answer = dispatch::handle(shard.clone(), frame, client).await;
     drop(frame_charge);
     let answer_charge = match &answer {
         Ok(Some(response)) => {

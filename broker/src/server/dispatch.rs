@@ -18,6 +18,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use crate::kafka::frame::{self, Request};
 use crate::kafka::response::{self, Response};
 use crate::kafka::{codes, offsets_legacy, precheck, produce_legacy, versions};
+use crate::security::client::ClientIdentity;
 use crate::security::sasl::ILLEGAL_SASL_STATE;
 
 use super::shard::Shard;
@@ -63,7 +64,8 @@ pub(super) fn encode_answer<T: Encodable>(request: &Request, body: &T) -> Respon
 }
 
 /// Serves one frame (size prefix already removed).
-pub async fn handle(shard: Rc<Shard>, frame: Bytes, peer: Rc<str>) -> Outcome {
+/// `client` is who sent it (principal and address).
+pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) -> Outcome {
     let mut request = frame::parse(frame).map_err(|err| Close(err.to_string()))?;
     let key = request.api_key;
     let version = request.api_version;
@@ -136,7 +138,8 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, peer: Rc<str>) -> Outcome {
         ApiKey::JoinGroup => {
             let body = decode(&mut request)?;
             let client_id = std::mem::take(&mut request.client_id);
-            let reply = group_api::join_group(&shard, body, version, &client_id, &peer).await;
+            let reply =
+                group_api::join_group(&shard, body, version, &client_id, &client.peer).await;
             answer(&request, &reply)
         }
         ApiKey::SyncGroup => {
