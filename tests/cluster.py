@@ -297,10 +297,11 @@ class BrokerCluster:
     """Brokers registered in one coordination service under `chroot` ("" = the root).
 
     `zk` is a kazoo client rooted at the chroot, so paths are Kafka's (/brokers/ids, ...).
-    `session_timeout_ms` and `broker_args` (more `broker serve` flags) apply to every member."""
+    `session_timeout_ms`, `broker_args` (more `broker serve` flags) and `broker_kwargs` (more
+    `Broker` arguments, e.g. protocol="SSL", tls=...) apply to every member."""
 
     def __init__(self, tmp, coord, ids=(1, 2, 3), chroot="", racks=None,
-                 session_timeout_ms=SESSION_TIMEOUT_MS, broker_args=()):
+                 session_timeout_ms=SESSION_TIMEOUT_MS, broker_args=(), broker_kwargs=None):
         self.dir = Path(tmp)
         self.coord = coord
         self.chroot = chroot
@@ -309,7 +310,8 @@ class BrokerCluster:
         self.session_timeout_ms = session_timeout_ms
         self.brokers = {
             i: Broker(self.dir / f"broker{i}" / "data",
-                      extra=member_extra(i, self.connect, self.racks.get(i), session_timeout_ms, broker_args))
+                      extra=member_extra(i, self.connect, self.racks.get(i), session_timeout_ms, broker_args),
+                      **(broker_kwargs or {}))
             for i in ids
         }
         self.paused = set()

@@ -31,10 +31,15 @@ def broker_bin():
 class Broker:
     """One broker process."""
 
-    def __init__(self, data_dir, profile="dev-2core.toml", extra=(), protocol=None):
+    def __init__(self, data_dir, profile="dev-2core.toml", extra=(), protocol=None, tls=None):
         self.data_dir = pathlib.Path(data_dir)
-        # A security protocol (e.g. SASL_PLAINTEXT): listen with `--listener PROTOCOL://...`.
+        # A security protocol (e.g. SASL_PLAINTEXT, SSL): listen with `--listener PROTOCOL://...`.
         self.protocol = protocol
+        # TLS files (a `Pki` or anything with .server_cert, .server_key and optionally
+        # .client_ca, .ca): --tls-cert, --tls-key (--tls-client-ca, --tls-ca when set).
+        self.tls = tls
+        # Listener name -> bound port, from the broker's `listener NAME on HOST:PORT` lines.
+        self.listeners = {}
         self.profile = profile if os.path.isabs(str(profile)) else str(PROFILES / profile)
         self.extra = list(extra)
         self.proc = None
@@ -49,6 +54,7 @@ class Broker:
             [broker_bin(), "serve", "--tuning", self.profile, "--data-dir", str(self.data_dir),
              *(["--listener", f"{self.protocol}://127.0.0.1:{port}"] if self.protocol
                else ["--listen", f"127.0.0.1:{port}"]),
+             *(tls_args(self.tls) if self.tls else []),
              *self.extra],
             stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL)
         # Read stdout unbuffered with select so that a broker that never prints cannot block
@@ -69,6 +75,8 @@ class Broker:
             match = re.search(rb"(?m)^listening on [^:\n]+:(\d+)\r?\n", out)
             if match:
                 self.port = int(match.group(1))
+                self.listeners = {name.decode(): int(port) for name, port in
+                                  re.findall(rb"(?m)^listener (\S+) on [^\n]+:(\d+)\r?$", out)}
                 return self
         self.kill()
         tail = "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-20:])
@@ -107,6 +115,75 @@ class Broker:
     def cli(self, *args, input=None, timeout=120):
         return subprocess.run([broker_bin(), *args], input=input, capture_output=True,
                               timeout=timeout, check=True)
+
+
+def add_scram_users(data_dir, users):
+    """`broker users add` for each ((user, mechanism), password) of `users` into `data_dir`
+    (password files beside it)."""
+    data_dir = pathlib.Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for (user, mechanism), password in users.items():
+        pw = data_dir.parent / f"{user}.pw"
+        pw.write_text(password + "\n")
+        subprocess.run([broker_bin(), "users", "add", user, "--mechanism", mechanism,
+                        "--password-file", str(pw), "--data-dir", str(data_dir)],
+                       check=True, capture_output=True, timeout=60)
+
+
+def tls_args(tls):
+    args = ["--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)]
+    if getattr(tls, "client_ca", None):
+        args += ["--tls-client-ca", str(tls.client_ca)]
+    if getattr(tls, "ca", None):
+        args += ["--tls-ca", str(tls.ca)]
+    return args
+
+
+class Pki:
+    """Certificates made with the openssl CLI in `directory`: a CA, a broker certificate it
+    signed for 127.0.0.1 and localhost, a client certificate it signed (subject
+    O=example, CN=client), and a second CA with a client certificate of its own (a stranger).
+    `client_ca` is None until `require_client_certificates()`."""
+
+    def __init__(self, directory):
+        self.dir = pathlib.Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca, self.ca_key = self._ca("ca", "/CN=test-ca")
+        self.server_cert, self.server_key = self.issue("broker", "/CN=localhost",
+                                                       san="IP:127.0.0.1,DNS:localhost")
+        self.client_cert, self.client_key = self.issue("client", "/O=example/CN=client")
+        other_ca, other_key = self._ca("other-ca", "/CN=other-ca")
+        self.stranger_cert, self.stranger_key = self.issue(
+            "stranger", "/O=example/CN=client", ca=(other_ca, other_key))
+        self.client_ca = None
+
+    def require_client_certificates(self):
+        self.client_ca = self.ca
+        return self
+
+    def _openssl(self, *args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    def _ca(self, name, subject):
+        cert, key = self.dir / f"{name}.pem", self.dir / f"{name}.key"
+        self._openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                      "-subj", subject, "-keyout", str(key), "-out", str(cert))
+        return cert, key
+
+    def issue(self, name, subject, san=None, ca=None):
+        """A key and a certificate for `subject`, signed by `ca` (this PKI's CA by default)."""
+        ca_cert, ca_key = ca or (self.ca, self.ca_key)
+        cert, key, csr = (self.dir / f"{name}.pem", self.dir / f"{name}.key",
+                          self.dir / f"{name}.csr")
+        self._openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
+                      "-keyout", str(key), "-out", str(csr))
+        ext = self.dir / f"{name}.ext"
+        ext.write_text((f"subjectAltName={san}\n" if san else "")
+                       + "basicConstraints=CA:FALSE\n")
+        self._openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey",
+                      str(ca_key), "-CAcreateserial", "-days", "2", "-out", str(cert),
+                      "-extfile", str(ext))
+        return cert, key
 
 
 @pytest.fixture

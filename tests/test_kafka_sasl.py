@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, broker_bin
+from conftest import Broker, add_scram_users, broker_bin
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -25,15 +25,8 @@ USERS = {
 
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sasl")
-    data = tmp / "data"
-    data.mkdir()
-    for (user, mechanism), password in USERS.items():
-        pw = tmp / f"{user}.pw"
-        pw.write_text(password + "\n")
-        subprocess.run([broker_bin(), "users", "add", user, "--mechanism", mechanism,
-                        "--password-file", str(pw), "--data-dir", str(data)],
-                       check=True, capture_output=True, timeout=60)
+    data = tmp_path_factory.mktemp("sasl") / "data"
+    add_scram_users(data, USERS)
     b = Broker(data, protocol="SASL_PLAINTEXT",
                extra=["--sasl-enabled-mechanisms", "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN"]).start()
     yield b
@@ -93,12 +86,18 @@ def test_kcat_with_scram_sha_256(sasl_broker):
     args = ["-b", sasl_broker.bootstrap, "-X", "security.protocol=SASL_PLAINTEXT",
             "-X", "sasl.mechanisms=SCRAM-SHA-256", "-X", "sasl.username=bob",
             "-X", "sasl.password=bob-secret"]
-    lines = "".join(f"k{i}:v{i}\n" for i in range(50)).encode()
+    kcat_roundtrip(args, topic)
+
+
+def kcat_roundtrip(args, topic, n=50):
+    """kcat with `args` (broker and security settings) produces n keyed records to `topic`
+    and consumes them all back."""
+    lines = "".join(f"k{i}:v{i}\n" for i in range(n)).encode()
     subprocess.run(["kcat", *args, "-P", "-t", topic, "-K:"], input=lines, check=True,
                    capture_output=True, timeout=60)
     out = subprocess.run(["kcat", *args, "-C", "-t", topic, "-o", "beginning", "-e", "-q",
                           "-f", "%k:%s\\n"], check=True, capture_output=True, timeout=60).stdout
-    assert sorted(out.decode().split()) == sorted(f"k{i}:v{i}" for i in range(50))
+    assert sorted(out.decode().split()) == sorted(f"k{i}:v{i}" for i in range(n))
 
 
 def test_kafka_python_with_scram_sha_256(sasl_broker):

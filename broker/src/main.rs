@@ -18,6 +18,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of `Serve`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker until SIGTERM/SIGINT.
@@ -34,10 +36,37 @@ enum Command {
         /// host:port clients are told to connect to; the listen address when absent.
         #[arg(long)]
         advertise: Option<String>,
-        /// Kafka's listener form instead of --listen: `PLAINTEXT://host:port` or
-        /// `SASL_PLAINTEXT://host:port` (SASL authentication with the users of `broker users`).
+        /// Kafka's listeners instead of --listen, repeatable: `NAME://ip:port`, NAME a security
+        /// protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) or a name of
+        /// --listener-security-protocol-map. SASL authenticates the users of `broker users`.
         #[arg(long)]
-        listener: Option<String>,
+        listener: Vec<String>,
+        /// Kafka's advertised.listeners, repeatable: `NAME://host:port`, the endpoint clients
+        /// of listener NAME are told to connect to (the bound address when absent).
+        #[arg(long)]
+        advertised_listener: Vec<String>,
+        /// Kafka's listener.security.protocol.map: `NAME:PROTOCOL,...` for listener names that
+        /// are not protocols.
+        #[arg(long, default_value = "")]
+        listener_security_protocol_map: String,
+        /// Kafka's inter.broker.listener.name: the listener other brokers use to reach this
+        /// one (replica fetchers); the first listener when absent.
+        #[arg(long)]
+        inter_broker_listener_name: Option<String>,
+        /// The certificate chain (PEM) of SSL and SASL_SSL listeners; reloaded when it changes.
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        /// CA certificates (PEM): clients of SSL and SASL_SSL listeners must present a
+        /// certificate they signed; on SSL the principal is `User:` + its subject (RFC 2253).
+        #[arg(long)]
+        tls_client_ca: Option<PathBuf>,
+        /// CA certificates (PEM) the broker trusts when it connects to another broker's TLS
+        /// listener (--tls-client-ca when absent).
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
         /// Kafka's sasl.enabled.mechanisms on a SASL listener: PLAIN, SCRAM-SHA-256,
         /// SCRAM-SHA-512 (comma list).
         #[arg(long, default_value = "SCRAM-SHA-256,SCRAM-SHA-512")]
@@ -274,6 +303,13 @@ fn main() -> ExitCode {
             listen,
             advertise,
             listener,
+            advertised_listener,
+            listener_security_protocol_map,
+            inter_broker_listener_name,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            tls_ca,
             sasl_enabled_mechanisms,
             id,
             auto_create_topics,
@@ -306,19 +342,35 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let (listen, security) = match listener_security(
-                listener.as_deref(),
-                listen,
-                &sasl_enabled_mechanisms,
-                &data_dir,
-                coordinator.is_some(),
-            ) {
-                Ok(pair) => pair,
-                Err(err) => {
-                    eprintln!("error: {err}");
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(broker::security::listener::TlsFiles {
+                    cert,
+                    key,
+                    client_ca: tls_client_ca,
+                    trust_ca: tls_ca,
+                }),
+                (None, None) => None,
+                _ => {
+                    eprintln!("error: --tls-cert and --tls-key go together");
                     return ExitCode::from(2);
                 }
             };
+            let flags = ListenerFlags {
+                listeners: &listener,
+                advertised: &advertised_listener,
+                protocol_map: &listener_security_protocol_map,
+                inter_broker: inter_broker_listener_name,
+                mechanisms: &sasl_enabled_mechanisms,
+                tls,
+            };
+            let (listen, security) =
+                match listener_security(flags, listen, &data_dir, coordinator.is_some()) {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        eprintln!("error: {err}");
+                        return ExitCode::from(2);
+                    }
+                };
             let config = broker::server::ServeConfig {
                 profile,
                 security,
@@ -471,37 +523,60 @@ fn main() -> ExitCode {
     }
 }
 
-/// The listen address and security of `serve`: `--listener` when given, else `--listen` as a
-/// PLAINTEXT listener. A SASL listener loads the data directory's credentials.
+/// The listener flags of `serve`.
+struct ListenerFlags<'a> {
+    listeners: &'a [String],
+    advertised: &'a [String],
+    protocol_map: &'a str,
+    inter_broker: Option<String>,
+    mechanisms: &'a str,
+    tls: Option<broker::security::listener::TlsFiles>,
+}
+
+/// The listen address and the listeners of `serve`: `--listener`s when given, else `--listen`
+/// as one PLAINTEXT listener. A SASL listener loads the data directory's credentials.
 fn listener_security(
-    listener: Option<&str>,
+    flags: ListenerFlags<'_>,
     listen: SocketAddr,
-    mechanisms: &str,
     data_dir: &std::path::Path,
     cluster: bool,
 ) -> Result<(SocketAddr, broker::security::listener::ListenerSecurity), String> {
-    use broker::security::listener::{self, ListenerSecurity, SecurityProtocol};
-    let Some(text) = listener else {
-        return Ok((listen, ListenerSecurity::default()));
-    };
-    let (protocol, address) = listener::parse_listener(text)?;
-    if protocol == SecurityProtocol::Plaintext {
-        return Ok((address, ListenerSecurity::default()));
+    use broker::security::listener::{self, ListenerSecurity};
+    let map = listener::parse_protocol_map(flags.protocol_map)?;
+    let listeners = listener::parse_listeners(flags.listeners, flags.advertised, &map)?;
+    if listeners.is_empty() && !flags.advertised.is_empty() {
+        return Err("--advertised-listener names a --listener; none is given".into());
     }
-    if cluster {
+    if let Some(name) = &flags.inter_broker {
+        if !listeners.is_empty() && !listeners.iter().any(|l| &l.name == name) {
+            return Err(format!(
+                "--inter-broker-listener-name {name}: no --listener is named so"
+            ));
+        }
+    }
+    let sasl = listeners.iter().any(|l| l.protocol.requires_sasl());
+    if sasl && cluster {
         return Err(
             "SASL listeners are not implemented in cluster mode yet (brokers would \
                     need credentials for each other)"
                 .into(),
         );
     }
-    let credentials = broker::security::credentials::CredentialStore::open(data_dir)?;
+    let listen = listeners.first().map_or(listen, |l| l.address);
+    let credentials = if sasl {
+        let store = broker::security::credentials::CredentialStore::open(data_dir)?;
+        Some(std::sync::Arc::new(store))
+    } else {
+        None
+    };
     Ok((
-        address,
+        listen,
         ListenerSecurity {
-            protocol,
-            sasl_mechanisms: listener::parse_mechanisms(mechanisms)?,
-            credentials: Some(std::sync::Arc::new(credentials)),
+            listeners,
+            inter_broker_listener: flags.inter_broker,
+            sasl_mechanisms: listener::parse_mechanisms(flags.mechanisms)?,
+            credentials,
+            tls: flags.tls,
         },
     ))
 }

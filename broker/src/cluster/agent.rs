@@ -20,7 +20,7 @@ use zookeeper_client as zk;
 
 use super::assignment::Candidate;
 use super::controller::{ControllerConfig, Event, Output, TopicPartition};
-use super::view::{BrokerInfo, ClusterView, PartitionView, TopicView};
+use super::view::{BrokerInfo, ClusterView, Endpoint, PartitionView, TopicView};
 use super::znodes::{self, BrokerRegistration, ControllerZnode, TopicAssignment};
 use super::Controller;
 use crate::topics::TopicError;
@@ -139,7 +139,11 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 const RECONNECT_ATTEMPT: Duration = Duration::from_secs(2);
 
 /// Starts the agent; returns once the broker is registered and the view loaded.
-pub fn start(config: ClusterConfig, advertised: (String, u16)) -> Result<AgentHandle, String> {
+/// `advertised`: this broker's endpoints, each with its listener's security protocol.
+pub fn start(
+    config: ClusterConfig,
+    advertised: Vec<(Endpoint, &'static str)>,
+) -> Result<AgentHandle, String> {
     let (commands_tx, commands_rx) = async_channel::bounded(COMMAND_QUEUE);
     let (views_tx, views_rx) = async_channel::bounded(1);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -245,7 +249,7 @@ struct Seat {
 
 struct Agent {
     config: ClusterConfig,
-    advertised: (String, u16),
+    advertised: Vec<(Endpoint, &'static str)>,
     client: zk::Client,
     /// Bumped with every new session: watches of older sessions are ignored.
     generation: u64,
@@ -268,7 +272,7 @@ fn zk_err(context: &str, err: zk::Error) -> String {
 impl Agent {
     async fn start(
         config: ClusterConfig,
-        advertised: (String, u16),
+        advertised: Vec<(Endpoint, &'static str)>,
         views: async_channel::Sender<Arc<ClusterView>>,
     ) -> Result<Agent, String> {
         let client = connect(&config).await?;
@@ -599,6 +603,7 @@ impl Agent {
                         id,
                         host,
                         port,
+                        endpoints: registration.parsed_endpoints(),
                         rack: registration.rack,
                         epoch: stat.czxid,
                     });
@@ -1407,17 +1412,11 @@ async fn ensure_cluster_id(client: &zk::Client) -> Result<String, String> {
 async fn register(
     client: &zk::Client,
     config: &ClusterConfig,
-    advertised: &(String, u16),
+    advertised: &[(Endpoint, &'static str)],
 ) -> Result<i64, String> {
     let id = config.broker_id;
     let path = znodes::broker_path(id);
-    let data = BrokerRegistration::new(
-        &advertised.0,
-        advertised.1,
-        config.rack.as_deref(),
-        now_ms(),
-    )
-    .encode();
+    let data = BrokerRegistration::new(advertised, config.rack.as_deref(), now_ms()).encode();
     let deadline = Instant::now() + Duration::from_millis(config.session_timeout_ms + 3000);
     let mut waited = false;
     loop {

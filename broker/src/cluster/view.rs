@@ -8,12 +8,24 @@ use std::time::{Duration, Instant};
 
 use super::controller::{LeaderAndIsr, NO_LEADER};
 
+/// One listener's endpoint of a broker, as its registration names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Kafka's listener name (`PLAINTEXT`, `INTERNAL`...).
+    pub listener: String,
+    pub host: String,
+    pub port: i32,
+}
+
 /// A registered (live) broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub id: i32,
+    /// Its PLAINTEXT endpoint (or the registration's legacy host and port).
     pub host: String,
     pub port: i32,
+    /// Every listener's endpoint.
+    pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
     /// The czxid of its registration: the broker epoch (KIP-380).
     pub epoch: i64,
@@ -68,6 +80,16 @@ pub struct ClusterView {
 /// internal broker until the next answer, a second later. Listed a little longer, the old
 /// leader is dropped only after the client moved the partition to the new one.
 pub const DEPARTED_LISTED: Duration = Duration::from_secs(3);
+
+impl BrokerInfo {
+    /// The host and port of its listener `name`, when it has that listener.
+    pub fn endpoint(&self, name: &str) -> Option<(&str, i32)> {
+        self.endpoints
+            .iter()
+            .find(|e| e.listener == name)
+            .map(|e| (e.host.as_str(), e.port))
+    }
+}
 
 impl ClusterView {
     /// The brokers a Metadata answer lists at `now`: the live ones, and those that left
@@ -133,6 +155,7 @@ mod tests {
             id,
             host: "127.0.0.1".into(),
             port: 9090 + id,
+            endpoints: Vec::new(),
             rack: None,
             epoch: id as i64,
         }

@@ -11,6 +11,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::controller::LeaderAndIsr;
+use super::view::Endpoint;
 
 pub const BROKER_IDS: &str = "/brokers/ids";
 pub const TOPICS: &str = "/brokers/topics";
@@ -107,8 +108,11 @@ pub struct BrokerRegistration {
     pub endpoints: Vec<String>,
     #[serde(default = "minus_one")]
     pub jmx_port: i32,
+    /// The PLAINTEXT endpoint's port, -1 without one (Kafka's legacy fields).
     pub port: i32,
-    pub host: String,
+    /// The PLAINTEXT endpoint's host, null without one.
+    #[serde(default)]
+    pub host: Option<String>,
     pub version: i32,
     /// Milliseconds since the epoch, as a string (Kafka writes it so).
     pub timestamp: String,
@@ -121,15 +125,35 @@ fn minus_one() -> i32 {
 }
 
 impl BrokerRegistration {
-    pub fn new(host: &str, port: u16, rack: Option<&str>, now_ms: u64) -> BrokerRegistration {
+    /// A registration of `endpoints`, each with its listener's security protocol.
+    pub fn new(
+        endpoints: &[(Endpoint, &str)],
+        rack: Option<&str>,
+        now_ms: u64,
+    ) -> BrokerRegistration {
+        let plaintext = endpoints
+            .iter()
+            .find(|(_, protocol)| *protocol == "PLAINTEXT")
+            .map(|(e, _)| e);
         BrokerRegistration {
             features: BTreeMap::new(),
-            listener_security_protocol_map: [("PLAINTEXT".to_string(), "PLAINTEXT".to_string())]
-                .into(),
-            endpoints: vec![format!("PLAINTEXT://{host}:{port}")],
+            listener_security_protocol_map: endpoints
+                .iter()
+                .map(|(e, protocol)| (e.listener.clone(), protocol.to_string()))
+                .collect(),
+            endpoints: endpoints
+                .iter()
+                .map(|(e, _)| {
+                    if e.host.contains(':') {
+                        format!("{}://[{}]:{}", e.listener, e.host, e.port)
+                    } else {
+                        format!("{}://{}:{}", e.listener, e.host, e.port)
+                    }
+                })
+                .collect(),
             jmx_port: -1,
-            port: i32::from(port),
-            host: host.to_string(),
+            port: plaintext.map_or(-1, |e| e.port),
+            host: plaintext.map(|e| e.host.clone()),
             version: 5,
             timestamp: now_ms.to_string(),
             rack: rack.map(str::to_string),
@@ -144,19 +168,40 @@ impl BrokerRegistration {
         decode(path, data)
     }
 
-    /// The PLAINTEXT endpoint's host and port (clients' address), else the legacy fields.
+    /// Every endpoint (`LISTENER://host:port`; unreadable ones are left out).
+    pub fn parsed_endpoints(&self) -> Vec<Endpoint> {
+        self.endpoints
+            .iter()
+            .filter_map(|text| {
+                let (listener, address) = text.split_once("://")?;
+                let (host, port) = address.rsplit_once(':')?;
+                Some(Endpoint {
+                    listener: listener.to_string(),
+                    host: host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                    port: port.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    /// The endpoint of the listener whose protocol is PLAINTEXT, else the legacy fields.
     pub fn plaintext_endpoint(&self) -> (String, i32) {
-        for endpoint in &self.endpoints {
-            if let Some(rest) = endpoint.strip_prefix("PLAINTEXT://") {
-                if let Some((host, port)) = rest.rsplit_once(':') {
-                    if let Ok(port) = port.parse::<i32>() {
-                        let host = host.trim_start_matches('[').trim_end_matches(']');
-                        return (host.to_string(), port);
-                    }
-                }
-            }
+        let plaintext = self
+            .listener_security_protocol_map
+            .iter()
+            .find(|(_, protocol)| protocol.as_str() == "PLAINTEXT")
+            .map(|(name, _)| name.as_str());
+        if let Some(endpoint) = self
+            .parsed_endpoints()
+            .into_iter()
+            .find(|e| Some(e.listener.as_str()) == plaintext)
+        {
+            return (endpoint.host, endpoint.port);
         }
-        (self.host.clone(), self.port)
+        (self.host.clone().unwrap_or_default(), self.port)
     }
 }
 
@@ -376,7 +421,16 @@ mod tests {
 
     #[test]
     fn broker_registration_is_kafkas_v5() {
-        let ours = BrokerRegistration::new("127.0.0.1", 9092, None, 1_600_000_000_000);
+        let endpoint = |listener: &str, host: &str, port| Endpoint {
+            listener: listener.into(),
+            host: host.into(),
+            port,
+        };
+        let ours = BrokerRegistration::new(
+            &[(endpoint("PLAINTEXT", "127.0.0.1", 9092), "PLAINTEXT")],
+            None,
+            1_600_000_000_000,
+        );
         let json: serde_json::Value = serde_json::from_slice(&ours.encode()).unwrap();
         assert_eq!(json["version"], 5);
         assert_eq!(json["timestamp"], "1600000000000");
@@ -386,13 +440,40 @@ mod tests {
             "PLAINTEXT"
         );
         assert!(json.get("rack").is_none());
-        let racked = BrokerRegistration::new("h", 1, Some("r1"), 0);
+        let racked = BrokerRegistration::new(
+            &[(endpoint("PLAINTEXT", "h", 1), "PLAINTEXT")],
+            Some("r1"),
+            0,
+        );
         let json: serde_json::Value = serde_json::from_slice(&racked.encode()).unwrap();
         assert_eq!(json["rack"], "r1");
         // As a Kafka 3.x broker writes it.
         let kafka = br#"{"features":{},"listener_security_protocol_map":{"PLAINTEXT":"PLAINTEXT"},"endpoints":["PLAINTEXT://kafka-1:29092"],"jmx_port":-1,"port":29092,"host":"kafka-1","version":5,"timestamp":"1700000000000"}"#;
         let parsed = BrokerRegistration::decode("/brokers/ids/1", kafka).unwrap();
         assert_eq!(parsed.plaintext_endpoint(), ("kafka-1".to_string(), 29092));
+        // Two listeners, none PLAINTEXT: the legacy fields are null and -1, as Kafka writes.
+        let two = BrokerRegistration::new(
+            &[
+                (endpoint("INTERNAL", "10.0.0.1", 9093), "SSL"),
+                (endpoint("CLIENT", "::1", 9094), "SASL_SSL"),
+            ],
+            None,
+            0,
+        );
+        let json: serde_json::Value = serde_json::from_slice(&two.encode()).unwrap();
+        assert_eq!(json["endpoints"][0], "INTERNAL://10.0.0.1:9093");
+        assert_eq!(json["endpoints"][1], "CLIENT://[::1]:9094");
+        assert_eq!(json["listener_security_protocol_map"]["INTERNAL"], "SSL");
+        assert_eq!(json["host"], serde_json::Value::Null);
+        assert_eq!(json["port"], -1);
+        let back = BrokerRegistration::decode("/brokers/ids/2", &two.encode()).unwrap();
+        assert_eq!(
+            back.parsed_endpoints(),
+            vec![
+                endpoint("INTERNAL", "10.0.0.1", 9093),
+                endpoint("CLIENT", "::1", 9094)
+            ]
+        );
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub struct ClientIdentity {
     pub host: IpAddr,
     /// Kafka's client host form (`/127.0.0.1`), shown by DescribeGroups.
     pub peer: Rc<str>,
+    /// The index of the listener the connection came in on (in the server's listener list):
+    /// Metadata and FindCoordinator answer with that listener's endpoints.
+    pub listener: usize,
 }
 
 impl ClientIdentity {
@@ -32,6 +35,15 @@ impl ClientIdentity {
             principal: ANONYMOUS.into(),
             host,
             peer,
+            listener: 0,
+        }
+    }
+
+    /// The same client, on listener `index`.
+    pub fn on_listener(self, index: usize) -> ClientIdentity {
+        ClientIdentity {
+            listener: index,
+            ..self
         }
     }
 

@@ -171,15 +171,17 @@ impl Shard {
 
     /// The broker coordinating `group`: the leader of its `__consumer_offsets` partition
     /// (this broker on a single node). COORDINATOR_NOT_AVAILABLE while there is none.
+    /// Its endpoint is that of listener `listener` (the one the request came in on).
     pub fn group_coordinator_node(
         self: &Rc<Self>,
         group: &str,
+        listener: usize,
     ) -> Result<(kafka_protocol::messages::BrokerId, String, i32), i16> {
         use crate::group::{partition_for_group, OFFSETS_TOPIC};
         use kafka_protocol::messages::BrokerId;
         let Some(view) = self.cluster_view() else {
-            let (host, port) = &self.advertised;
-            return Ok((BrokerId(self.config.node_id), host.clone(), *port));
+            let (host, port) = self.advertised(listener);
+            return Ok((BrokerId(self.config.node_id), host, port));
         };
         let Some(topic) = view.topics.get(OFFSETS_TOPIC) else {
             // The first group: create the topic (once) and let the client ask again.
@@ -204,7 +206,10 @@ impl Shard {
             .brokers
             .get(&leader)
             .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
-        Ok((BrokerId(leader), broker.host.clone(), broker.port))
+        let (host, port) = broker
+            .endpoint(self.listener_name(listener))
+            .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
+        Ok((BrokerId(leader), host.to_string(), port))
     }
 
     /// Waits (bounded) until this shard's view and topic map satisfy `done`.

@@ -30,7 +30,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::Buf;
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
@@ -45,6 +45,7 @@ use super::recv_buffer::RecvBuffer;
 use super::sasl_api::{self, Gate};
 use super::shard::Shard;
 use crate::security::client::ClientIdentity;
+use crate::security::listener::SecurityProtocol;
 use crate::security::sasl::SaslSession;
 
 type Answer = Result<Option<Response>, Close>;
@@ -86,33 +87,138 @@ impl Unanswered {
     }
 }
 
-/// Serves one accepted connection until the client leaves or breaks the protocol.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves one connection accepted on listener `listener` until the client leaves or breaks
+/// the protocol.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: usize) {
     let _ = stream.set_nodelay(true);
     let limits = &shard.config.profile.network;
     let _ = stream.set_read_timeout(Some(Duration::from_millis(limits.idle_timeout_ms)));
-    // The writer gets its own descriptor of the same socket, so reading and writing proceed
-    // independently without sharing (or locking) one stream object.
+    let client = ClientIdentity::anonymous(stream.peer_addr().ok()).on_listener(listener);
+    if shard.listeners[listener].protocol.uses_tls() {
+        serve_tls(&shard, stream, client).await;
+    } else {
+        serve_plain(&shard, stream, client).await;
+    }
+    shard.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// PLAINTEXT and SASL_PLAINTEXT: the writer gets its own descriptor of the same socket, so
+/// reading and writing proceed independently without sharing (or locking) one stream object,
+/// and segment bytes are spliced from the file to the socket.
+async fn serve_plain(shard: &Rc<Shard>, stream: TcpStream, client: ClientIdentity) {
     // SAFETY: dup of a valid fd we own; the new fd is owned by the new TcpStream.
     let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
     if write_fd < 0 {
-        shard.connections.fetch_sub(1, Ordering::Relaxed);
         return;
     }
     // SAFETY: write_fd is a fresh, owned, connected socket descriptor.
     let writer = unsafe { TcpStream::from_raw_fd(write_fd) };
-    let (tx, rx) = local_channel::new_bounded::<InFlight>(limits.max_in_flight_requests as usize);
-    let unanswered = Rc::new(Unanswered::default());
-    let writer_task =
-        glommio::spawn_local(write_answers(shard.clone(), writer, rx, unanswered.clone())).detach();
-    read_requests(&shard, stream, tx, &unanswered).await;
-    let _ = writer_task.await;
-    shard.connections.fetch_sub(1, Ordering::Relaxed);
+    let socket = Socket {
+        fd: write_fd,
+        splice: shard.config.fetch_by_splice,
+    };
+    run(shard, stream, writer, socket, client).await;
 }
 
-async fn read_requests(
+/// SSL and SASL_SSL: one TLS session, its reading and writing halves split (behind a lock
+/// only the two halves of this connection take); segment bytes are read into a bounded
+/// buffer and encrypted. A handshake longer than the idle timeout, a client without a
+/// required certificate or with one of an unknown CA ends the connection before any request.
+async fn serve_tls(shard: &Rc<Shard>, stream: TcpStream, client: ClientIdentity) {
+    let Some(tls) = &shard.tls else {
+        debug_assert!(false, "a TLS listener without a TLS configuration");
+        return;
+    };
+    let fd = stream.as_raw_fd();
+    let acceptor = futures_rustls::TlsAcceptor::from(tls.server_config());
+    let idle_timeout = Duration::from_millis(shard.config.profile.network.idle_timeout_ms);
+    let handshake =
+        futures_lite::future::or(async { Some(acceptor.accept(stream).await) }, async {
+            glommio::timer::sleep(idle_timeout).await;
+            None
+        })
+        .await;
+    let session = match handshake {
+        Some(Ok(session)) => session,
+        Some(Err(err)) => {
+            tracing::info!(
+                "shard {}: TLS handshake with {}: {err}",
+                shard.id,
+                client.peer
+            );
+            return;
+        }
+        None => {
+            tracing::info!(
+                "shard {}: TLS handshake with {} timed out",
+                shard.id,
+                client.peer
+            );
+            return;
+        }
+    };
+    let mut client = client;
+    if shard.listeners[client.listener].protocol == SecurityProtocol::Ssl {
+        if let Some(cert) = session
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+        {
+            match crate::security::tls::certificate_principal(cert) {
+                Ok(principal) => {
+                    tracing::info!(
+                        "shard {}: {} authenticated by certificate as principal {principal}",
+                        shard.id,
+                        client.peer
+                    );
+                    client = client.authenticated(&principal);
+                }
+                Err(err) => {
+                    tracing::info!("shard {}: {}: {err}", shard.id, client.peer);
+                    return;
+                }
+            }
+        }
+    }
+    let (reader, writer) = futures_lite::io::split(session);
+    let socket = Socket { fd, splice: false };
+    run(shard, reader, writer, socket, client).await;
+}
+
+/// The connection's socket as the writer sees it.
+#[derive(Clone, Copy)]
+struct Socket {
+    /// Shut down when the writer ends (the reader then sees EOF).
+    fd: RawFd,
+    /// Send file ranges by splice to this fd (plain sockets); else read and write them.
+    splice: bool,
+}
+
+async fn run<R, W>(shard: &Rc<Shard>, reader: R, writer: W, socket: Socket, client: ClientIdentity)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + 'static,
+{
+    let limits = &shard.config.profile.network;
+    let (tx, rx) = local_channel::new_bounded::<InFlight>(limits.max_in_flight_requests as usize);
+    let unanswered = Rc::new(Unanswered::default());
+    let writer_task = glommio::spawn_local(write_answers(
+        shard.clone(),
+        writer,
+        socket,
+        rx,
+        unanswered.clone(),
+    ))
+    .detach();
+    read_requests(shard, reader, client, tx, &unanswered).await;
+    let _ = writer_task.await;
+}
+
+async fn read_requests<R: AsyncRead + Unpin>(
     shard: &Rc<Shard>,
-    mut stream: TcpStream,
+    mut stream: R,
+    client: ClientIdentity,
     tx: local_channel::LocalSender<InFlight>,
     unanswered: &Unanswered,
 ) {
@@ -121,8 +227,11 @@ async fn read_requests(
     let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
     let memory = &shard.memory;
     let mut buf = RecvBuffer::new(chunk_bytes, memory);
-    let mut client = Rc::new(ClientIdentity::anonymous(stream.peer_addr().ok()));
-    let mut sasl = shard.config.security.requires_sasl().then(SaslSession::new);
+    let mut sasl = shard.listeners[client.listener]
+        .protocol
+        .requires_sasl()
+        .then(SaslSession::new);
+    let mut client = Rc::new(client);
     loop {
         if unanswered.count.get() > 0 && memory.used_bytes() > memory.limit_bytes() {
             ShardMetrics::add(&shard.metrics.memory_waits, 1);
@@ -256,7 +365,12 @@ async fn serve_request(
 }
 
 /// Reads until `buf` holds at least `want` bytes; false on EOF, error or timeout.
-async fn fill(stream: &mut TcpStream, buf: &mut RecvBuffer, want: usize, shard: &Shard) -> bool {
+async fn fill<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut RecvBuffer,
+    want: usize,
+    shard: &Shard,
+) -> bool {
     while buf.received().len() < want {
         match buf.read_from(stream, want).await {
             Ok(0) | Err(_) => return false,
@@ -266,13 +380,13 @@ async fn fill(stream: &mut TcpStream, buf: &mut RecvBuffer, want: usize, shard: 
     true
 }
 
-async fn write_answers(
+async fn write_answers<W: AsyncWrite + Unpin>(
     shard: Rc<Shard>,
-    mut writer: TcpStream,
+    mut writer: W,
+    socket: Socket,
     rx: local_channel::LocalReceiver<InFlight>,
     unanswered: Rc<Unanswered>,
 ) {
-    let socket = writer.as_raw_fd();
     while let Some(item) = rx.recv().await {
         let (answer, _answer_charge, task) = match item {
             InFlight::Task(task) => match task.await {
@@ -303,7 +417,7 @@ async fn write_answers(
     if let Some(waker) = unanswered.reader.take() {
         waker.wake();
     }
-    shutdown(socket);
+    shutdown(socket.fd);
 }
 
 fn shutdown(socket: RawFd) {
@@ -312,33 +426,44 @@ fn shutdown(socket: RawFd) {
     unsafe { libc::shutdown(socket, libc::SHUT_RDWR) };
 }
 
-async fn send(
+/// The largest piece of a file range read into memory at a time when it is not spliced.
+const FILE_COPY_CHUNK_BYTES: usize = 256 * 1024;
+
+async fn send<W: AsyncWrite + Unpin>(
     shard: &Shard,
-    writer: &mut TcpStream,
-    socket: RawFd,
+    writer: &mut W,
+    socket: Socket,
     response: Response,
 ) -> std::io::Result<()> {
+    let mut copy = Vec::new();
     for part in response.parts {
         match part {
             Part::Memory(bytes) => {
                 writer.write_all(&bytes).await?;
                 ShardMetrics::add(&shard.metrics.bytes_sent, bytes.len() as u64);
             }
-            Part::File(range) if !shard.config.fetch_by_splice => {
-                let mut copy = vec![0u8; range.len as usize];
-                // SAFETY: pread into a buffer of exactly `len` bytes we own.
-                let n = unsafe {
-                    libc::pread(
-                        range.file.raw_fd(),
-                        copy.as_mut_ptr().cast(),
-                        copy.len(),
-                        range.position as libc::off_t,
-                    )
-                };
-                if n != copy.len() as isize {
-                    return Err(std::io::Error::other("short read of a segment file"));
+            Part::File(range) if !socket.splice => {
+                // Bounded: the range goes through one buffer of at most a chunk.
+                let mut position = range.position;
+                let end = range.position + range.len as u64;
+                while position < end {
+                    let len = ((end - position) as usize).min(FILE_COPY_CHUNK_BYTES);
+                    copy.resize(len, 0);
+                    // SAFETY: pread into a buffer of exactly `len` bytes we own.
+                    let n = unsafe {
+                        libc::pread(
+                            range.file.raw_fd(),
+                            copy.as_mut_ptr().cast(),
+                            len,
+                            position as libc::off_t,
+                        )
+                    };
+                    if n != len as isize {
+                        return Err(std::io::Error::other("short read of a segment file"));
+                    }
+                    writer.write_all(&copy).await?;
+                    position += len as u64;
                 }
-                writer.write_all(&copy).await?;
                 ShardMetrics::add(&shard.metrics.bytes_sent, range.len as u64);
             }
             Part::File(range) => {
@@ -348,13 +473,17 @@ async fn send(
                         range.file.raw_fd(),
                         range.position,
                         range.len as usize,
-                        socket,
+                        socket.fd,
                     )
                     .await?;
                 ShardMetrics::add(&shard.metrics.bytes_sent, range.len as u64);
                 ShardMetrics::add(&shard.metrics.bytes_spliced, range.len as u64);
             }
         }
+    }
+    if !socket.splice {
+        // A TLS session may hold the end of the answer in its buffer.
+        writer.flush().await?;
     }
     Ok(())
 }

@@ -110,7 +110,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
         }
         ApiKey::Metadata => {
             let body: MetadataRequest = decode(&mut request)?;
-            let reply = metadata::handle(&shard, body, version).await;
+            let reply = metadata::handle(&shard, body, version, client.listener).await;
             answer(&request, &reply)
         }
         ApiKey::CreateTopics => {
@@ -132,7 +132,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::find_coordinator(&shard, body, version),
+                &group_api::find_coordinator(&shard, body, version, client.listener),
             )
         }
         ApiKey::JoinGroup => {
@@ -228,7 +228,10 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
         }
         ApiKey::DescribeCluster => {
             let body: DescribeClusterRequest = decode(&mut request)?;
-            answer(&request, &metadata::describe_cluster(&shard, &body))
+            answer(
+                &request,
+                &metadata::describe_cluster(&shard, &body, client.listener),
+            )
         }
         ApiKey::InitProducerId => {
             let body: InitProducerIdRequest = decode(&mut request)?;

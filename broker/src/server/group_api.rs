@@ -74,13 +74,14 @@ pub fn find_coordinator(
     shard: &Rc<Shard>,
     req: wire::FindCoordinatorRequest,
     version: i16,
+    listener: usize,
 ) -> wire::FindCoordinatorResponse {
     // Key type 0 is a group; 1 (transactions) is not served by this broker.
     let locate = |key: &str| -> Result<(BrokerId, String, i32), i16> {
         if req.key_type != 0 {
             return Err(ec::COORDINATOR_NOT_AVAILABLE);
         }
-        shard.group_coordinator_node(key)
+        shard.group_coordinator_node(key, listener)
     };
     if version >= 4 {
         let coordinators = req

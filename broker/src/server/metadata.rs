@@ -139,7 +139,14 @@ fn missing(name: Option<TopicName>, id: uuid::Uuid, code: i16) -> MetadataRespon
         .with_topic_id(id)
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+/// Metadata for a request that came in on listener `listener`: brokers are listed with
+/// that listener's endpoints (a broker without it is left out, as Kafka does).
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: MetadataRequest,
+    version: i16,
+    listener: usize,
+) -> MetadataResponse {
     let mut topics = Vec::new();
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let all = match &request.topics {
@@ -198,14 +205,19 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
         }
     }
     if let Some(view) = shard.cluster_view() {
+        let name = shard.listener_name(listener);
         return MetadataResponse::default()
             .with_brokers(
                 view.metadata_brokers(std::time::Instant::now())
-                    .map(|broker| {
+                    .filter_map(|broker| {
+                        let (host, port) = broker.endpoint(name)?;
+                        Some((broker, host, port))
+                    })
+                    .map(|(broker, host, port)| {
                         MetadataResponseBroker::default()
                             .with_node_id(BrokerId(broker.id))
-                            .with_host(StrBytes::from_string(broker.host.clone()))
-                            .with_port(broker.port)
+                            .with_host(StrBytes::from_string(host.to_string()))
+                            .with_port(port)
                             .with_rack(
                                 (version >= 1)
                                     .then(|| broker.rack.clone().map(StrBytes::from_string))
@@ -218,12 +230,12 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
             .with_controller_id(BrokerId(if version >= 1 { view.controller } else { -1 }))
             .with_topics(topics);
     }
-    let (host, port) = &shard.advertised;
+    let (host, port) = shard.advertised(listener);
     MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(shard.config.node_id))
-            .with_host(StrBytes::from_string(host.clone()))
-            .with_port(*port)])
+            .with_host(StrBytes::from_string(host))
+            .with_port(port)])
         .with_cluster_id((version >= 2).then(|| StrBytes::from_static_str(CLUSTER_ID)))
         .with_controller_id(BrokerId(if version >= 1 {
             shard.config.node_id
@@ -243,6 +255,7 @@ pub fn name_bytes(name: &str) -> Bytes {
 pub fn describe_cluster(
     shard: &Shard,
     request: &DescribeClusterRequest,
+    listener: usize,
 ) -> DescribeClusterResponse {
     if request.endpoint_type != 1 {
         return DescribeClusterResponse::default()
@@ -264,16 +277,19 @@ pub fn describe_cluster(
             .with_brokers(
                 view.brokers
                     .values()
-                    .map(|b| broker(b.id, &b.host, b.port, b.rack.as_ref()))
+                    .filter_map(|b| {
+                        let (host, port) = b.endpoint(shard.listener_name(listener))?;
+                        Some(broker(b.id, host, port, b.rack.as_ref()))
+                    })
                     .collect(),
             ),
         None => {
-            let (host, port) = &shard.advertised;
+            let (host, port) = shard.advertised(listener);
             DescribeClusterResponse::default()
                 .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
                 .with_controller_id(BrokerId(shard.config.node_id))
                 .with_endpoint_type(1)
-                .with_brokers(vec![broker(shard.config.node_id, host, *port, None)])
+                .with_brokers(vec![broker(shard.config.node_id, &host, port, None)])
         }
     }
 }

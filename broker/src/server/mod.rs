@@ -41,6 +41,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 
 use crate::cluster::ClusterView;
+use crate::security::listener::Listener;
 use crate::topics::{self, FileTopicStore, Topic, TopicStore};
 
 use mesh::{Envelope, Mesh};
@@ -50,8 +51,10 @@ use splice::Splicer;
 
 /// A running server.
 pub struct ServerHandle {
-    /// The address the listeners are bound to.
+    /// The address the first listener is bound to.
     pub addr: SocketAddr,
+    /// Every listener, with the address it is bound to and the endpoint it advertises.
+    pub listeners: Vec<Listener>,
     /// Each shard's counters, by shard index.
     pub metrics: Vec<Arc<ShardMetrics>>,
     stop: Arc<AtomicBool>,
@@ -119,6 +122,8 @@ pub enum StartError {
     ProducerIds(String),
     #[error("cluster: {0}")]
     Cluster(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Binds a probe socket to learn the port when `port` is 0, so every shard can bind the same
@@ -199,7 +204,7 @@ fn socket_addr_bytes(addr: SocketAddr) -> (Vec<u8>, libc::socklen_t) {
 struct ShardStart {
     id: usize,
     config: Arc<ServeConfig>,
-    listen: SocketAddr,
+    listeners: Arc<Vec<Listener>>,
     topics: Vec<Topic>,
     store: Option<Box<dyn TopicStore + Send>>,
     mesh: Option<MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>>,
@@ -234,21 +239,68 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
     let shard_cores: Vec<tuning::CoreConfig> =
         config.profile.shard_cores().into_iter().cloned().collect();
     let shard_count = shard_cores.len();
-    let (listen, probe) = resolve_listen(config.listen)?;
+    let mut probes = Vec::new();
+    let mut listeners = Vec::new();
+    for listener in config
+        .security
+        .effective_listeners(config.listen, config.advertise.as_ref())
+    {
+        let (bound, probe) = resolve_listen(listener.address)?;
+        probes.push(probe);
+        let advertised = match listener.advertised {
+            Some(endpoint) => endpoint,
+            None if bound.ip().is_unspecified() && config.cluster.is_some() => {
+                return Err(StartError::Cluster(format!(
+                    "listener {} on {bound}: give its advertised endpoint (--advertise host:port \
+                     or --advertised-listener {}://host:port), the address other brokers and \
+                     clients reach this one at",
+                    listener.name, listener.name
+                )))
+            }
+            None => (bound.ip().to_string(), bound.port()),
+        };
+        listeners.push(Listener {
+            address: bound,
+            advertised: Some(advertised),
+            ..listener
+        });
+    }
+    // The TLS files are checked here, so a bad file stops the start with its name.
+    match &config.security.tls {
+        Some(files) => {
+            crate::security::tls::server_config(files).map_err(StartError::Tls)?;
+        }
+        None if listeners.iter().any(|l| l.protocol.uses_tls()) => {
+            return Err(StartError::Tls(
+                "an SSL or SASL_SSL listener needs --tls-cert and --tls-key".into(),
+            ))
+        }
+        None => {}
+    }
+    let listen = listeners[0].address;
+    let listeners = Arc::new(listeners);
     let agent = match &config.cluster {
         None => None,
         Some(cluster) => {
-            let advertised = match &config.advertise {
-                Some((host, port)) => (host.clone(), *port),
-                None if listen.ip().is_unspecified() => {
-                    return Err(StartError::Cluster(format!(
-                        "listening on {listen}: give --advertise host:port, the address other \
-                         brokers and clients reach this one at"
-                    )))
-                }
-                None => (listen.ip().to_string(), listen.port()),
-            };
-            let agent = crate::cluster::agent::start(cluster.clone(), advertised)
+            let inter_broker = config.security.inter_broker_listener_name();
+            if !listeners.iter().any(|l| l.name == inter_broker) {
+                return Err(StartError::Cluster(format!(
+                    "the inter-broker listener {inter_broker} is not among the listeners"
+                )));
+            }
+            let endpoints = listeners
+                .iter()
+                .map(|l| {
+                    let (host, port) = l.advertised.clone().expect("resolved above");
+                    let endpoint = crate::cluster::view::Endpoint {
+                        listener: l.name.clone(),
+                        host,
+                        port: i32::from(port),
+                    };
+                    (endpoint, l.protocol.name())
+                })
+                .collect();
+            let agent = crate::cluster::agent::start(cluster.clone(), endpoints)
                 .map_err(StartError::Cluster)?;
             cluster::reconcile(&mut store, &agent.initial, shard_count, &config.data_dir)?;
             Some(agent)
@@ -286,7 +338,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
         let start = ShardStart {
             id,
             config: config.clone(),
-            listen,
+            listeners: listeners.clone(),
             topics: topics.clone(),
             store: if id == 0 { store.take() } else { None },
             mesh: mesh.clone(),
@@ -313,8 +365,9 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
         threads.push(thread);
     }
     drop(ready_tx);
-    let mut handle = ServerHandle {
+    let handle = ServerHandle {
         addr: listen,
+        listeners: listeners.to_vec(),
         metrics: all_metrics,
         stop,
         threads,
@@ -339,8 +392,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             }
         }
     }
-    drop(probe);
-    handle.addr = listen;
+    drop(probes);
     Ok(handle)
 }
 
@@ -348,7 +400,7 @@ async fn shard_main(start: ShardStart) {
     let ShardStart {
         id,
         config,
-        listen,
+        listeners,
         topics,
         store,
         mesh,
@@ -382,9 +434,15 @@ async fn shard_main(start: ShardStart) {
             return;
         }
     };
-    let advertised = match &config.advertise {
-        Some((host, port)) => (host.clone(), *port as i32),
-        None => (listen.ip().to_string(), listen.port() as i32),
+    let tls = match &config.security.tls {
+        Some(files) => match crate::security::tls::TlsReloader::load(files) {
+            Ok(reloader) => Some(reloader),
+            Err(err) => {
+                let _ = ready.send(Err(format!("shard {id}: TLS: {err}")));
+                return;
+            }
+        },
+        None => None,
     };
     let budget_bytes = config.profile.shard_cores()[id].memory_budget_bytes;
     let memory = memory_budget::MemoryBudget::new(budget_bytes, metrics.clone());
@@ -401,7 +459,8 @@ async fn shard_main(start: ShardStart) {
         id,
         shard_count,
         config: config.clone(),
-        advertised,
+        listeners: listeners.clone(),
+        tls,
         memory,
         topics: RefCell::new(
             topics
@@ -502,18 +561,53 @@ async fn shard_main(start: ShardStart) {
     if let Some(view) = shard.cluster_view() {
         shard.apply_roles(&view);
     }
-    let listener = match TcpListener::bind(listen) {
-        Ok(listener) => listener,
-        Err(err) => {
-            let _ = ready.send(Err(format!("shard {id}: bind {listen}: {err}")));
-            return;
+    let mut bound = Vec::with_capacity(listeners.len());
+    for listener in listeners.iter() {
+        match TcpListener::bind(listener.address) {
+            Ok(socket) => bound.push(socket),
+            Err(err) => {
+                let _ = ready.send(Err(format!(
+                    "shard {id}: bind {} ({}): {err}",
+                    listener.address, listener.name
+                )));
+                return;
+            }
         }
-    };
+    }
     let _ = ready.send(Ok(()));
-    let max_connections = config.profile.network.max_connections;
+    // Every shard accepts on every listener (SO_REUSEPORT spreads the connections).
+    let accepting: Vec<_> = bound
+        .into_iter()
+        .enumerate()
+        .map(|(index, socket)| glommio::spawn_local(accept(shard.clone(), index, socket)).detach())
+        .collect();
+    for task in accepting {
+        let _ = task.await;
+    }
+    retention.cancel();
+    group_timers.cancel();
+    if let Some(task) = views_task {
+        task.cancel();
+    }
+    if let Some(task) = isr_checks {
+        task.cancel();
+    }
+    if let Err(err) = shard.close_partitions().await {
+        tracing::error!("shard {id}: closing partitions: {err}");
+    }
+    splicer.stop();
+    let _ = drainer.await;
+    // Let the other shards finish their shutdown before the mesh goes away.
+    glommio::timer::sleep(Duration::from_millis(50)).await;
+}
+
+/// Accepts connections on listener `index` until the server stops.
+async fn accept(shard: Rc<Shard>, index: usize, socket: TcpListener) {
+    let id = shard.id;
+    let max_connections = shard.config.profile.network.max_connections;
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            while !stop.load(Ordering::Relaxed) {
+        let accepted = futures_lite::future::or(async { Some(socket.accept().await) }, async {
+            while !shard.stop.load(Ordering::Relaxed) {
                 glommio::timer::sleep(Duration::from_millis(20)).await;
             }
             None
@@ -535,24 +629,8 @@ async fn shard_main(start: ShardStart) {
             drop(stream);
             continue;
         }
-        glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
+        glommio::spawn_local(connection::serve(shard.clone(), stream, index)).detach();
     }
-    drop(listener);
-    retention.cancel();
-    group_timers.cancel();
-    if let Some(task) = views_task {
-        task.cancel();
-    }
-    if let Some(task) = isr_checks {
-        task.cancel();
-    }
-    if let Err(err) = shard.close_partitions().await {
-        tracing::error!("shard {id}: closing partitions: {err}");
-    }
-    splicer.stop();
-    let _ = drainer.await;
-    // Let the other shards finish their shutdown before the mesh goes away.
-    glommio::timer::sleep(Duration::from_millis(50)).await;
 }
 
 /// Runs the server until SIGTERM or SIGINT, then shuts it down cleanly.
@@ -568,6 +646,10 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
         set
     };
     let handle = start(config)?;
+    // Each listener first: the `listening on` line (the first listener) ends the start.
+    for listener in &handle.listeners {
+        println!("listener {} on {}", listener.name, listener.address);
+    }
     println!("listening on {}", handle.addr);
     let mut signal: libc::c_int = 0;
     // SAFETY: sigwait on the set built above.

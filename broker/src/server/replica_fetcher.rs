@@ -6,13 +6,16 @@
 //! (offsets and epochs kept) and takes the leader's high watermark. The next request goes
 //! out only after those appends were written, so the offsets it reports are on this
 //! broker's storage. A fetcher ends when its leader leads nothing this shard follows.
+//!
+//! The leader is reached at its endpoint of the inter-broker listener
+//! (`--inter-broker-listener-name`), over TLS when that listener is SSL.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
@@ -25,6 +28,46 @@ use super::replication::{Replica, Role};
 use super::shard::Shard;
 
 const FETCH_VERSION: i16 = 12;
+
+/// A connection to a leader: a TCP stream, or a TLS session over one.
+trait BrokerStream: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> BrokerStream for T {}
+
+/// Connects to the broker at `host:port` on the inter-broker listener, with TLS when that
+/// listener's protocol uses it.
+async fn connect(shard: &Shard, host: &str, port: i32) -> Result<Box<dyn BrokerStream>, String> {
+    let address = format!("{host}:{port}");
+    let stream = TcpStream::connect(address.as_str())
+        .await
+        .map_err(|err| format!("{address}: {err}"))?;
+    let _ = stream.set_nodelay(true);
+    let name = shard.config.security.inter_broker_listener_name();
+    let tls = shard
+        .listeners
+        .iter()
+        .any(|l| l.name == name && l.protocol.uses_tls());
+    if !tls {
+        return Ok(Box::new(stream));
+    }
+    let files = shard
+        .config
+        .security
+        .tls
+        .as_ref()
+        .ok_or("a TLS inter-broker listener without --tls-cert")?;
+    let config = crate::security::tls::client_config(files)?;
+    let server = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|err| format!("{host}: {err}"))?;
+    let session = futures_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(server, stream)
+        .await
+        .map_err(|err| format!("TLS with {address}: {err}"))?;
+    tracing::info!(
+        "shard {}: connected to {address} on {name} with TLS",
+        shard.id
+    );
+    Ok(Box::new(session))
+}
 /// How long a leader may hold a follower's fetch for new data (Kafka's
 /// replica.fetch.wait.max.ms). New data releases it at once; so does a change of the
 /// partitions this shard follows from that leader (see `run_fetcher`).
@@ -91,7 +134,8 @@ impl Shard {
 
     async fn run_fetcher(self: Rc<Self>, leader: i32) {
         let me = self.config.node_id;
-        let mut connection: Option<TcpStream> = None;
+        let mut connection: Option<Box<dyn BrokerStream>> = None;
+        let listener = self.config.security.inter_broker_listener_name();
         let mut correlation_id = 0i32;
         tracing::info!("shard {}: fetching from broker {leader}", self.id);
         loop {
@@ -111,22 +155,18 @@ impl Shard {
                 return;
             }
             let address = self.cluster_view().and_then(|view| {
-                view.brokers
-                    .get(&leader)
-                    .map(|b| format!("{}:{}", b.host, b.port))
+                let (host, port) = view.brokers.get(&leader)?.endpoint(&listener)?;
+                Some((host.to_string(), port))
             });
-            let Some(address) = address else {
+            let Some((host, port)) = address else {
                 glommio::timer::sleep(BACKOFF).await;
                 continue;
             };
             if connection.is_none() {
-                match TcpStream::connect(address.as_str()).await {
-                    Ok(stream) => {
-                        let _ = stream.set_nodelay(true);
-                        connection = Some(stream);
-                    }
+                match connect(&self, &host, port).await {
+                    Ok(stream) => connection = Some(stream),
                     Err(err) => {
-                        tracing::debug!("connecting to broker {leader} at {address}: {err}");
+                        tracing::debug!("connecting to broker {leader} ({listener}): {err}");
                         glommio::timer::sleep(BACKOFF).await;
                         continue;
                     }
@@ -334,7 +374,7 @@ fn whole_batches(records: Bytes) -> Bytes {
 
 /// One request and its answer on `stream`.
 async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut Box<dyn BrokerStream>,
     request: &FetchRequest,
     correlation_id: i32,
 ) -> Result<FetchResponse, String> {
@@ -344,6 +384,7 @@ async fn exchange(
         .write_all(&frame)
         .await
         .map_err(|err| err.to_string())?;
+    stream.flush().await.map_err(|err| err.to_string())?;
     let mut size = [0u8; 4];
     stream
         .read_exact(&mut size)

@@ -45,7 +45,7 @@ pub struct ServeConfig {
     pub offsets_topic_partitions: i32,
     /// Cluster mode (`--coordinator`); a single node when absent.
     pub cluster: Option<crate::cluster::ClusterConfig>,
-    /// What the listener demands of clients (`--listener SASL_PLAINTEXT://...`).
+    /// The listeners and what they demand of clients (`--listener SASL_SSL://...`).
     pub security: crate::security::listener::ListenerSecurity,
 }
 
@@ -54,8 +54,10 @@ pub struct Shard {
     pub id: usize,
     pub shard_count: usize,
     pub config: Arc<ServeConfig>,
-    /// Host and port in Metadata responses.
-    pub advertised: (String, i32),
+    /// The server's listeners (bound addresses, advertised endpoints), by index.
+    pub listeners: Arc<Vec<crate::security::listener::Listener>>,
+    /// The TLS server configuration of SSL and SASL_SSL listeners.
+    pub tls: Option<crate::security::tls::TlsReloader>,
     /// This shard's copy of the topic map, updated by broadcasts from shard 0.
     pub topics: RefCell<BTreeMap<String, Rc<Topic>>>,
     /// The durable store; only on shard 0.
@@ -81,6 +83,21 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// The host and port listener `index` advertises (Metadata on a single node).
+    pub fn advertised(&self, index: usize) -> (String, i32) {
+        let listener = &self.listeners[index];
+        let (host, port) = listener
+            .advertised
+            .clone()
+            .unwrap_or_else(|| (listener.address.ip().to_string(), listener.address.port()));
+        (host, i32::from(port))
+    }
+
+    /// The name of listener `index`.
+    pub fn listener_name(&self, index: usize) -> &str {
+        &self.listeners[index].name
+    }
+
     /// Looks a topic up in this shard's view.
     pub fn topic(&self, name: &str) -> Option<Rc<Topic>> {
         self.topics.borrow().get(name).cloned()
