@@ -54,20 +54,28 @@ pub fn start_with(
     auto_create_topics: bool,
 ) -> ServerHandle {
     server::start(ServeConfig {
+        auto_create_topics,
+        ..config(profile, data_dir)
+    })
+    .expect("server starts")
+}
+
+/// A single node on a free loopback port, node id 0, no auto-creation, PLAINTEXT.
+pub fn config(profile: tuning::Profile, data_dir: &Path) -> ServeConfig {
+    ServeConfig {
         profile,
         data_dir: data_dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
         node_id: 0,
-        auto_create_topics,
+        auto_create_topics: false,
         default_partitions: 1,
         fetch_by_splice: true,
         group: broker::group::GroupConfig::default(),
         offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
         cluster: None,
         security: Default::default(),
-    })
-    .expect("server starts")
+    }
 }
 
 /// One uncompressed RecordBatch v2 holding `values`.
