@@ -13,6 +13,13 @@
 //! On a SASL listener, every frame before authentication goes through [`sasl_api`] in the
 //! reader itself, in order (no handler runs for it), until SaslAuthenticate succeeds.
 //!
+//! Transport: a PLAINTEXT or SASL_PLAINTEXT connection reads from the accepted socket and
+//! writes to a dup of it (no state shared between the halves), sending segment bytes by
+//! splice. An SSL or SASL_SSL connection first completes the TLS handshake (bounded by the idle
+//! timeout; on SSL a client certificate's subject becomes the principal), then reads and
+//! writes through the two halves of its one rustls session, copying segment bytes through a
+//! bounded buffer. The same reader and writer code serves both.
+//!
 //! Memory budget (the policy; the account is [`MemoryBudget`]): an idle connection holds no
 //! buffer. A connection may always hold about one chunk of received bytes. A frame larger than
 //! a chunk is read only once its whole length is reserved from the receiving half of the
