@@ -32,6 +32,7 @@ use tuning::FlushPolicy;
 
 use super::append_gate::AppendGate;
 use super::error::{BatchError, LogError};
+use super::log_cleaner::refuse_keyless_records;
 use super::log_config::LogConfig;
 use super::notify::Signal;
 use super::offset_index::OffsetIndex;
@@ -313,6 +314,9 @@ impl PartitionLog {
         } else {
             validate_batches(batches, config.max_batch_bytes)?
         };
+        if leader_epoch.is_some() && config.cleanup.compact {
+            refuse_keyless_records(batches, &infos)?;
+        }
         inner.check_writable()?;
         let total_bytes: u64 = infos.iter().map(|b| b.header.total_bytes()).sum();
         let total_records: u64 = infos.iter().map(|b| b.header.records_count as u64).sum();
