@@ -944,7 +944,7 @@ impl LogInner {
         if st.synced_offset >= st.written_offset || !(sync || due) {
             return None;
         }
-        let file = st.active().dma.clone();
+        let file = st.active().dma()?.clone();
         let task = glommio::spawn_local(async move {
             let started = Instant::now();
             file.fdatasync()
@@ -1136,14 +1136,10 @@ impl LogInner {
                         .map_err(|e| io_err(&time_path, e))?,
                 ]
             };
+            let dma = segment.dma().cloned().ok_or(LogError::Closed)?;
             segment.appender = None;
             segment.close_index_handles();
-            (
-                segment.dma.clone(),
-                segment.size_bytes,
-                segment.log_path.clone(),
-                handles,
-            )
+            (dma, segment.size_bytes, segment.log_path.clone(), handles)
         };
         dma.truncate(size).await.map_err(|e| {
             self.fail(LogError::io(
@@ -1272,8 +1268,6 @@ pub(crate) async fn create_segment(
         .await
         .map_err(|e| LogError::io(&log_path, "creating the segment", e.into()))?;
     let dma = Rc::new(dma);
-    let reader = std::fs::File::open(&log_path)
-        .map_err(|e| LogError::io(&log_path, "opening the segment for reads", e))?;
     let scan = BufferedFile::open(&log_path)
         .await
         .map_err(|e| LogError::io(&log_path, "opening the segment for reads", e.into()))?;
@@ -1292,7 +1286,7 @@ pub(crate) async fn create_segment(
         .await
         .map_err(|e| LogError::io(dir, "syncing the directory", e))?;
     let appender = SegmentAppender::open(
-        dma.clone(),
+        dma,
         &scan,
         &log_path,
         0,
@@ -1305,9 +1299,7 @@ pub(crate) async fn create_segment(
     Ok(Segment {
         base_offset,
         log_path,
-        dma,
         scan: Rc::new(scan),
-        reader: Rc::new(reader),
         index,
         time_index,
         size_bytes: 0,
