@@ -78,6 +78,9 @@ pub enum Command {
         size: i64,
         reply: async_channel::Sender<Result<(i64, i64), String>>,
     },
+    /// This broker's log of `tp` failed (a disk fault): list it in `/offline_replicas/<id>`
+    /// so the controller moves the partition's leadership and ISR place away.
+    ReplicaOffline { tp: TopicPartition },
     /// This broker stops cleanly: ask the controller to move its leaderships away and answer
     /// once it leads nothing another live ISR member could lead (true), or at the deadline
     /// (false).
@@ -227,6 +230,8 @@ enum WatchKey {
     Controller,
     DeleteTopics,
     ControlledShutdown,
+    OfflineReplicas,
+    OfflineReplica(i32),
 }
 
 struct Fired {
@@ -259,6 +264,10 @@ struct Agent {
     retry: Vec<Output>,
     /// This broker's own controlled shutdown, waiting for its leaderships to move.
     shutting_down: Option<(Instant, async_channel::Sender<bool>)>,
+    /// This process's replicas whose log failed; listed in `/offline_replicas/<id>`.
+    offline_here: BTreeSet<TopicPartition>,
+    /// The last write of `offline_here` failed: retried on the timer.
+    offline_unwritten: bool,
 }
 
 fn zk_err(context: &str, err: zk::Error) -> String {
@@ -285,6 +294,8 @@ impl Agent {
             views,
             seat: None,
             retry: Vec::new(),
+            offline_here: BTreeSet::new(),
+            offline_unwritten: false,
             shutting_down: None,
         };
         agent.establish().await?;
@@ -321,9 +332,95 @@ impl Agent {
             ..ClusterView::default()
         };
         self.on_broker_ids().await?;
+        // The failed replicas of this process are listed again under the new session.
+        self.write_offline_replicas().await?;
+        self.on_offline_replicas().await?;
         self.on_topics().await?;
         self.on_controller().await?;
         self.publish();
+        Ok(())
+    }
+
+    /// Writes this broker's failed replicas to its ephemeral `/offline_replicas/<id>`.
+    async fn write_offline_replicas(&mut self) -> Result<(), String> {
+        if self.offline_here.is_empty() {
+            return Ok(());
+        }
+        let path = znodes::offline_replicas_path(self.config.broker_id);
+        let data = znodes::encode_offline_replicas(&self.offline_here);
+        let written = match self.client.create(&path, &data, &ephemeral()).await {
+            Ok(_) => Ok(()),
+            Err(zk::Error::NodeExists) => self
+                .client
+                .set_data(&path, &data, None)
+                .await
+                .map(|_| ())
+                .map_err(|err| zk_err(&path, err)),
+            Err(err) => Err(zk_err(&path, err)),
+        };
+        self.offline_unwritten = written.is_err();
+        written
+    }
+
+    /// Every broker's failed replicas: into the view (Metadata lists them as offline
+    /// replicas), and to the core while this broker is the controller.
+    async fn on_offline_replicas(&mut self) -> Result<(), String> {
+        let children = self
+            .children_watched(WatchKey::OfflineReplicas, znodes::OFFLINE_REPLICAS)
+            .await?;
+        let ids: BTreeSet<i32> = children.iter().filter_map(|c| c.parse().ok()).collect();
+        let gone: Vec<i32> = self
+            .view
+            .offline_replicas
+            .keys()
+            .copied()
+            .filter(|id| !ids.contains(id))
+            .collect();
+        let mut events = Vec::new();
+        for broker in gone {
+            self.view.offline_replicas.remove(&broker);
+            events.push(Event::OfflineReplicas {
+                broker,
+                partitions: BTreeSet::new(),
+            });
+        }
+        self.feed(events).await;
+        for id in ids {
+            self.read_offline_replicas(id).await?;
+        }
+        Ok(())
+    }
+
+    async fn read_offline_replicas(&mut self, id: i32) -> Result<(), String> {
+        let path = znodes::offline_replicas_path(id);
+        let partitions = match self
+            .read_watched(WatchKey::OfflineReplica(id), &path)
+            .await?
+        {
+            None => BTreeSet::new(),
+            Some((data, _)) => match znodes::decode_offline_replicas(&path, &data) {
+                Ok(partitions) => partitions,
+                Err(err) => {
+                    tracing::warn!("{err}");
+                    return Ok(());
+                }
+            },
+        };
+        let changed = if partitions.is_empty() {
+            self.view.offline_replicas.remove(&id).is_some()
+        } else {
+            self.view.offline_replicas.insert(id, partitions.clone()) != Some(partitions.clone())
+        };
+        if changed {
+            if !partitions.is_empty() {
+                tracing::warn!("broker {id}: replicas offline after a disk fault: {partitions:?}");
+            }
+            self.feed(vec![Event::OfflineReplicas {
+                broker: id,
+                partitions,
+            }])
+            .await;
+        }
         Ok(())
     }
 
@@ -368,6 +465,11 @@ impl Agent {
                         }
                         self.check_shutdown();
                         continue;
+                    }
+                    if self.offline_unwritten {
+                        if let Err(err) = self.write_offline_replicas().await {
+                            tracing::warn!("{err}; retrying");
+                        }
                     }
                     if !self.retry.is_empty() {
                         let retry = std::mem::take(&mut self.retry);
@@ -492,6 +594,8 @@ impl Agent {
             WatchKey::Controller => self.on_controller().await,
             WatchKey::DeleteTopics => self.on_delete_topics().await,
             WatchKey::ControlledShutdown => self.on_controlled_shutdown().await,
+            WatchKey::OfflineReplicas => self.on_offline_replicas().await,
+            WatchKey::OfflineReplica(id) => self.read_offline_replicas(id).await,
         }
     }
 
@@ -887,6 +991,13 @@ impl Agent {
         let mut events = vec![Event::LiveBrokers(
             self.view.brokers.keys().copied().collect(),
         )];
+        // Failed replicas before any assignment, so none is elected in between.
+        for (&broker, partitions) in &self.view.offline_replicas {
+            events.push(Event::OfflineReplicas {
+                broker,
+                partitions: partitions.clone(),
+            });
+        }
         let topics: Vec<(String, TopicView)> = self
             .view
             .topics
@@ -1163,6 +1274,17 @@ impl Agent {
             Command::ProducerIdBlock { size, reply } => {
                 let result = self.producer_id_block(size).await;
                 let _ = reply.send(result).await;
+            }
+            Command::ReplicaOffline { tp } => {
+                tracing::warn!(
+                    "broker {}: reporting {tp:?} offline to the controller",
+                    self.config.broker_id
+                );
+                if self.offline_here.insert(tp) {
+                    if let Err(err) = self.write_offline_replicas().await {
+                        tracing::warn!("{err}; retrying");
+                    }
+                }
             }
             Command::ShutdownSelf { deadline, reply } => {
                 let path = znodes::controlled_shutdown_path(self.config.broker_id);

@@ -112,7 +112,10 @@ fn cluster_partitions(
                     .replicas
                     .iter()
                     .copied()
-                    .filter(|id| !view.brokers.contains_key(id))
+                    .filter(|&id| {
+                        !view.brokers.contains_key(&id)
+                            || view.replica_failed(id, &topic.name, index as i32)
+                    })
                     .collect();
                 MetadataResponsePartition::default()
                     .with_error_code(code)

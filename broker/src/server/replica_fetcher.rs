@@ -81,6 +81,15 @@ impl Shard {
                 } if *l == leader => *epoch,
                 _ => continue,
             };
+            // A replica whose log failed (a disk fault) stops following: the controller drops
+            // it from the ISR.
+            let failed = self
+                .partitions
+                .get(&replica.tp.topic, replica.tp.partition)
+                .is_some_and(|log| log.failure().is_some());
+            if failed {
+                continue;
+            }
             by_topic
                 .entry(replica.tp.topic.clone())
                 .or_default()
