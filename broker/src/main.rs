@@ -118,6 +118,11 @@ enum Command {
         #[command(subcommand)]
         action: UsersAction,
     },
+    /// Tuning profiles: `probe` measures this host and writes one.
+    Tuning {
+        #[command(subcommand)]
+        action: TuningAction,
+    },
     /// Produce stdin lines as records (`key<sep>value` with --key-separator).
     Produce {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -163,6 +168,23 @@ enum GroupsAction {
         #[arg(long, default_value = "127.0.0.1:9092")]
         bootstrap: String,
         group: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TuningAction {
+    /// Measures cores, interrupts and the data directory's disk (O_DIRECT writes across block
+    /// sizes and queue depths, fdatasync latency) and writes a profile for `serve --tuning`.
+    Probe {
+        /// Where the broker will keep its data: the disk measured (one scratch file at a time).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The profile to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Time budget of the whole measurement, seconds.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
     },
 }
 
@@ -298,6 +320,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            log_profile(&profile, &data_dir);
             let advertise = match advertise.as_deref().map(parse_host_port) {
                 None => None,
                 Some(Some(pair)) => Some(pair),
@@ -365,6 +388,31 @@ fn main() -> ExitCode {
                 client_result(broker::cli::groups::groups_describe(&bootstrap, &group))
             }
         },
+        Command::Tuning {
+            action:
+                TuningAction::Probe {
+                    data_dir,
+                    out,
+                    seconds,
+                },
+        } => {
+            let options = broker::cli::probe::ProbeOptions {
+                data_dir,
+                out: out.clone(),
+                budget: std::time::Duration::from_secs(seconds.clamp(5, 600)),
+            };
+            match broker::cli::probe::probe(&options) {
+                Ok(report) => {
+                    print!("{}", report.profile);
+                    eprintln!("wrote {}", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Users { action } => {
             let result = match action {
                 UsersAction::Add {
@@ -504,4 +552,38 @@ fn listener_security(
             credentials: Some(std::sync::Arc::new(credentials)),
         },
     ))
+}
+
+/// Logs the profile `serve` runs with, and warns when it was probed on another host.
+fn log_profile(profile: &tuning::Profile, data_dir: &std::path::Path) {
+    let shards: Vec<String> = profile
+        .shard_cores()
+        .iter()
+        .map(|c| {
+            format!(
+                "cpu {} (io_uring_depth {}, memory_budget_bytes {}, busy_poll {})",
+                c.cpu, c.io_uring_depth, c.memory_budget_bytes, c.busy_poll
+            )
+        })
+        .collect();
+    let storage = &profile.storage;
+    tracing::info!(
+        "tuning profile {}: shards on {}; flush {:?}, write_buffer_bytes {}, segment_bytes {}, \
+         preallocate_bytes {}",
+        profile.source.display(),
+        shards.join(", "),
+        storage.flush(),
+        storage.write_buffer_bytes,
+        storage.segment_bytes,
+        storage.preallocate_bytes
+    );
+    if let Some(probed) = &profile.probed_host {
+        let device = tuning::host::block_device(data_dir);
+        for difference in probed.differences(&tuning::host::topology(), device.as_ref()) {
+            tracing::warn!(
+                "tuning profile {}: {difference}; run `broker tuning probe` on this host",
+                profile.source.display()
+            );
+        }
+    }
 }
