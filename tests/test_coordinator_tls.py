@@ -178,6 +178,18 @@ def test_kazoo_over_tls_on_a_three_server_ensemble(tmp_path, pki, connect):
         assert everywhere.get("/tls-ensemble")[0] == b"two"
         with pytest.raises(KazooTimeoutError):
             connect(ens.secure_hosts([2]), pki=pki, cert="intruder", timeout=3)
+        # An x509 ACL holds on every server: reads are checked where the client is, writes by
+        # the leader with the identities forwarded with them.
+        writer.create("/x509-ensemble", b"app", acl=[ACL(Permissions.ALL, Id("x509", "CN=app,O=streambox"))])
+        other = connect(ens.secure_hosts([1]), pki=pki, cert="other")
+        other.sync("/x509-ensemble")
+        with pytest.raises(NoAuthError):
+            other.get("/x509-ensemble")
+        with pytest.raises(NoAuthError):
+            other.set("/x509-ensemble", b"other")
+        app_elsewhere = connect(ens.secure_hosts([2]), pki=pki, cert="app")
+        app_elsewhere.set("/x509-ensemble", b"app again")
+        assert app_elsewhere.get("/x509-ensemble")[0] == b"app again"
     finally:
         ens.stop()
 
