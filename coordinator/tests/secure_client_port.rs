@@ -5,7 +5,8 @@
 //! and with `want` a client without one is served; a verified certificate's subject is the
 //! session's `x509:` identity in ACLs (and `X509AuthenticationProvider.superUser` passes
 //! every check); changed certificate files are used for new connections without a
-//! restart, while a broken replacement leaves the previous ones in use. Certificates are
+//! restart, while a broken replacement leaves the previous ones in use; every server of a
+//! 3-server ensemble serves TLS, with watches and x509 ACLs across servers. Certificates are
 //! made per test with the `openssl` CLI in a temp dir; servers bind free loopback ports and
 //! stop on drop.
 
@@ -23,6 +24,7 @@ use coordinator::jute::records::{
     read_acl_vec, Acl, ConnectRequest, ConnectResponse, CreateRequest,
 };
 use coordinator::jute::Reader;
+use coordinator::server::{ServerHandle, ServerOptions};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
@@ -466,7 +468,7 @@ fn bad_tls_files_stop_the_server_from_starting_with_the_file_named() {
         secure_cfg(&no_key, &ca, "need")
     );
     let zoo = coordinator::config::ZooConfig::parse(&text, Path::new("t.cfg")).unwrap();
-    let e = match coordinator::server::start(coordinator::server::ServerOptions::new(zoo)) {
+    let e = match coordinator::server::start(ServerOptions::new(zoo)) {
         Ok(h) => {
             h.shutdown();
             panic!("started with a key store that holds no key");
@@ -474,4 +476,116 @@ fn bad_tls_files_stop_the_server_from_starting_with_the_file_named() {
         Err(e) => e.to_string(),
     };
     assert!(e.contains("ca.crt") && e.contains("private key"), "{e}");
+}
+
+/// Three in-process servers (zoo.cfg `server.N` + `myid`), each with its own secure port;
+/// shut down on drop.
+struct Ensemble {
+    members: Vec<(Option<ServerHandle>, tempfile::TempDir)>,
+}
+
+impl Ensemble {
+    fn start(secure: &str) -> Self {
+        let peer_ports: Vec<u16> = (0..3)
+            .map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            })
+            .collect();
+        let mut ens = Ensemble {
+            members: Vec::new(),
+        };
+        for i in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("myid"), format!("{}\n", i + 1)).unwrap();
+            let mut text = format!(
+                "tickTime=200\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort=0\n\
+                 clientPortAddress=127.0.0.1\n{secure}",
+                dir.path().display()
+            );
+            for (j, port) in peer_ports.iter().enumerate() {
+                text.push_str(&format!("server.{}=127.0.0.1:{port}:{}\n", j + 1, port + 1));
+            }
+            let cfg = dir.path().join("zoo.cfg");
+            std::fs::write(&cfg, text).unwrap();
+            let zoo = coordinator::config::ZooConfig::load(&cfg).unwrap();
+            let handle = coordinator::server::start(ServerOptions::new(zoo)).unwrap();
+            ens.members.push((Some(handle), dir));
+        }
+        ens
+    }
+
+    fn secure_addr(&self, i: usize) -> String {
+        let h = self.members[i].0.as_ref().unwrap();
+        h.secure_addr().unwrap().to_string()
+    }
+}
+
+impl Drop for Ensemble {
+    fn drop(&mut self) {
+        for (h, _) in &mut self.members {
+            if let Some(h) = h.take() {
+                h.shutdown();
+            }
+        }
+    }
+}
+
+/// A TLS session on `addr` once its server serves (servers in election close connections).
+fn tls_session_when_serving(addr: &str, ca: &Path, client: &Path) -> RawSession<TlsStream> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while try_connect(tls_connect(addr, ca, Some(client))).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{addr} never served a TLS session"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tls_session(addr, ca, Some(client))
+}
+
+#[test]
+fn every_server_of_an_ensemble_serves_tls_with_x509_acls() {
+    let pki = Pki::new();
+    let ca = pki.ca("ca");
+    let server_pem = pki.leaf("ca", "server", "/CN=localhost");
+    let app = pki.leaf("ca", "app", "/O=streambox/CN=app");
+    let other = pki.leaf("ca", "other", "/O=streambox/CN=other");
+    let ens = Ensemble::start(&secure_cfg(&server_pem, &ca, "need"));
+    let mut s0 = tls_session_when_serving(&ens.secure_addr(0), &ca, &app);
+    let mut s1 = tls_session_when_serving(&ens.secure_addr(1), &ca, &app);
+    let mut s2 = tls_session_when_serving(&ens.secure_addr(2), &ca, &app);
+    let id = Acl {
+        perms: perms::ALL,
+        scheme: "x509".into(),
+        id: "CN=app,O=streambox".into(),
+    };
+    assert_eq!(create_with_acl(&mut s0, 1, "/e", id), err::OK);
+    // Server 1 catches up, then watches; a write through server 2 fires the watch.
+    s1.send(1, op::SYNC, |w| {
+        w.string("/e");
+    });
+    assert_eq!(s1.answer().0.err, err::OK);
+    s1.send_get_data(2, "/e", true);
+    let (h, body) = s1.answer();
+    assert_eq!((h.xid, h.err), (2, err::OK));
+    assert_eq!(get_data_bytes(&body), b"guarded");
+    s2.send(1, op::SET_DATA, |w| {
+        w.string("/e").buffer(b"two").i32(-1);
+    });
+    assert_eq!(
+        s2.answer().0.err,
+        err::OK,
+        "the leader accepts app's forwarded identity"
+    );
+    let (event, _) = s1.answer();
+    assert_eq!(event.xid, -1, "the watch on server 1 fired");
+    assert_eq!(get_data(&mut s1, 3, "/e"), (err::OK, b"two".to_vec()));
+    // Another subject: refused for reads on its server and for writes at the leader.
+    let mut o = tls_session_when_serving(&ens.secure_addr(2), &ca, &other);
+    assert_eq!(get_data(&mut o, 1, "/e").0, err::NO_AUTH);
+    o.send(2, op::SET_DATA, |w| {
+        w.string("/e").buffer(b"other").i32(-1);
+    });
+    assert_eq!(o.answer().0.err, err::NO_AUTH);
 }
