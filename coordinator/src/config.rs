@@ -350,6 +350,23 @@ impl ZooConfig {
                         )));
                     }
                 }
+                // ZooKeeper's other TLS switches: off is what this server does; on is refused
+                // rather than ignored.
+                "sslQuorum" | "sslQuorumReloadCertFiles" | "portUnification" => match value {
+                    "false" => {}
+                    "true" => {
+                        return Err(bad(if key == "portUnification" {
+                            "one port for TLS and plain clients is not offered; serve TLS on \
+                             secureClientPort"
+                                .into()
+                        } else {
+                            "TLS between ensemble members is not offered; peers authenticate \
+                             with quorum.auth.secretFile (docs/coordinator.md)"
+                                .into()
+                        }))
+                    }
+                    _ => return Err(bad(format!("expected true or false, got `{value}`"))),
+                },
                 "4lw.commands.whitelist" => {
                     let mut set = BTreeSet::new();
                     for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -793,7 +810,8 @@ mod tests {
              ssl.trustStore.location=/etc/zk/ca.crt\nssl.trustStore.type=pem\n\
              ssl.clientAuth=want\nssl.protocol=TLSv1.2\n\
              authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider\n\
-             X509AuthenticationProvider.superUser=CN=admin,O=ops\n",
+             X509AuthenticationProvider.superUser=CN=admin,O=ops\n\
+             sslQuorum=false\nportUnification=false\n",
         )
         .unwrap();
         assert_eq!(c.secure_client_port, Some(2182));
@@ -841,6 +859,8 @@ mod tests {
             ),
             ("authProvider.1=com.example.Custom\n", "authProvider.1"),
             ("secureClientPortAddress=here\n", "secureClientPortAddress"),
+            ("sslQuorum=true\n", "sslQuorum"),
+            ("portUnification=true\n", "portUnification"),
         ]
         .into_iter()
         .map(|(extra, key)| (format!("{base}{extra}"), key))
