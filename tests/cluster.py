@@ -75,11 +75,14 @@ class Ensemble:
 
     flavour = "ours"
 
-    def __init__(self, tmp, n=3, extra="", tick_ms=200):
+    def __init__(self, tmp, n=3, extra="", tick_ms=200, secure=False):
+        """`secure`: each server also gets its own `secureClientPort` (the `ssl.*` keys go
+        in `extra`)."""
         self.dir = Path(tmp)
         self.extra = extra
         self.tick_ms = tick_ms
         self.client_ports = [free_port() for _ in range(n)]
+        self.secure_ports = [free_port() for _ in range(n)] if secure else None
         self.peer_ports = [free_port() for _ in range(n)]
         self.election_ports = [free_port() for _ in range(n)]
         self.procs = [None] * n
@@ -110,6 +113,11 @@ class Ensemble:
             f"clientPort={self.client_ports[i]}\n"
             "clientPortAddress=127.0.0.1\n"
             "4lw.commands.whitelist=*\n" + servers + self.extra
+            + (
+                f"secureClientPort={self.secure_ports[i]}\nsecureClientPortAddress=127.0.0.1\n"
+                if self.secure_ports
+                else ""
+            )
         )
         self.logs[i] = open(d / "coordinator.log", "ab")
         self.procs[i] = subprocess.Popen(
@@ -150,6 +158,10 @@ class Ensemble:
     @property
     def connect(self):
         return self.hosts()
+
+    def secure_hosts(self, servers=None):
+        servers = range(len(self.procs)) if servers is None else servers
+        return ",".join(f"127.0.0.1:{self.secure_ports[i]}" for i in servers)
 
     def log_tails(self, lines=20):
         return "\n".join(
