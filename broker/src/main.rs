@@ -433,7 +433,8 @@ fn main() -> ExitCode {
                     min_insync_replicas,
                     replica_lag_time_max_ms,
                     controlled_shutdown_timeout_ms,
-                    coordinator_digest,
+                    coordinator_digest: coordinator_digest
+                        .map(broker::cluster::agent::CoordinatorDigest),
                     coordinator_set_acl,
                 }),
             };

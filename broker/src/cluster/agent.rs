@@ -53,10 +53,21 @@ pub struct ClusterConfig {
     pub controlled_shutdown_timeout_ms: u64,
     /// `user:password` for `addauth digest` on every coordinator session (Kafka's JAAS
     /// `Client` section); `None`: the sessions are anonymous.
-    pub coordinator_digest: Option<String>,
+    pub coordinator_digest: Option<CoordinatorDigest>,
     /// Kafka's `zookeeper.set.acl`: znodes this broker creates are writable only by the
     /// digest user (readable by all), credentials readable by it alone.
     pub coordinator_set_acl: bool,
+}
+
+/// `user:password` for the coordinator's digest scheme; its Debug form hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CoordinatorDigest(pub String);
+
+impl std::fmt::Debug for CoordinatorDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.0.split(':').next().unwrap_or("");
+        write!(f, "CoordinatorDigest({user}:***)")
+    }
 }
 
 impl ClusterConfig {
@@ -461,7 +472,13 @@ impl Agent {
         changes: &[CredentialChange],
     ) -> Result<(), AlterError> {
         let options = self.config.znode_options();
-        let creds = users::alter_in_coordinator(&self.client, user, changes, &options).await?;
+        // Bounded: with the coordinator unreachable the writes would wait for it, and the
+        // agent serves nothing else meanwhile.
+        let limit = Duration::from_millis(self.config.session_timeout_ms);
+        let write = users::alter_in_coordinator(&self.client, user, changes, &options);
+        let creds = tokio::time::timeout(limit, write).await.map_err(|_| {
+            AlterError::Storage(format!("the coordinator did not answer within {limit:?}"))
+        })??;
         // Live here at once; the other brokers follow the notification.
         let next = self.credentials.load().with_user(user, creds);
         self.credentials.replace(next);
@@ -1520,7 +1537,7 @@ async fn connect_once(config: &ClusterConfig) -> Result<zk::Client, String> {
     connect_to(
         &config.connect,
         config.session_timeout_ms,
-        config.coordinator_digest.as_deref(),
+        config.coordinator_digest.as_ref().map(|d| d.0.as_str()),
         &config.znode_options(),
     )
     .await
@@ -1674,8 +1691,16 @@ pub fn candidates(view: &ClusterView) -> Vec<Candidate> {
 
 #[cfg(test)]
 mod tests {
-    //! Proves the connect string splits as Kafka's `zookeeper.connect` does.
+    //! Proves the connect string splits as Kafka's `zookeeper.connect` does, and the
+    //! coordinator password stays out of Debug output.
     use super::*;
+
+    #[test]
+    fn the_digest_password_is_not_in_debug_output() {
+        let digest = CoordinatorDigest("kafka:zk-secret".into());
+        let shown = format!("{digest:?}");
+        assert_eq!(shown, "CoordinatorDigest(kafka:***)");
+    }
 
     #[test]
     fn connect_string_and_chroot() {
