@@ -11,8 +11,10 @@ before any broker starts; three brokers start with `--listener SASL_PLAINTEXT://
 alter_user_scram_credentials and alice both authenticate on broker 3 and produce (acks=all)
 to a replication-factor-3 topic with min.insync.replicas 3, so every follower must have
 fetched over SASL; they consume it back. A wrong password and, after its deletion through
-broker 2, the deleted user are refused on broker 3. A kazoo client without the digest cannot
-register a broker or read credentials; one with it reads Kafka's credential form.
+broker 2, the deleted user are refused on broker 3. A fourth broker with the right digest but a
+wrong inter-broker password is refused by the leader it fetches from and stays out of the
+ISR. A kazoo client without the digest cannot register a broker or read credentials; one with
+it reads Kafka's credential form.
 Everything is stopped at teardown."""
 
 import json
@@ -26,8 +28,8 @@ from confluent_kafka.admin import (AdminClient, NewTopic, ScramCredentialInfo, S
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 
-from conftest import broker_bin
-from cluster import BrokerCluster, eventually, start_coordination, stop_zk_client, zk_client
+from conftest import Broker, broker_bin
+from cluster import BrokerCluster, eventually, member_extra, start_coordination, stop_zk_client
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -50,14 +52,15 @@ class SaslCluster:
             self.users("add", user, "--mechanism", "SCRAM-SHA-512",
                        "--password-file", str(self.password_file(user, password)),
                        "--coordinator-set-acl")
-        self.brokers = BrokerCluster(
-            tmp / "brokers", coord, chroot=CHROOT, protocol="SASL_PLAINTEXT",
-            broker_args=["--sasl-inter-broker-mechanism", "SCRAM-SHA-512",
-                         "--inter-broker-user", INTER_BROKER[0],
-                         "--inter-broker-password-file",
-                         str(self.password_file(*INTER_BROKER)),
-                         "--coordinator-digest-file", str(self.digest_file),
-                         "--coordinator-set-acl"])
+        self.brokers = BrokerCluster(tmp / "brokers", coord, chroot=CHROOT,
+                                     protocol="SASL_PLAINTEXT",
+                                     broker_args=self.broker_args(self.password_file(*INTER_BROKER)))
+
+    def broker_args(self, inter_broker_password_file):
+        return ["--sasl-inter-broker-mechanism", "SCRAM-SHA-512",
+                "--inter-broker-user", INTER_BROKER[0],
+                "--inter-broker-password-file", str(inter_broker_password_file),
+                "--coordinator-digest-file", str(self.digest_file), "--coordinator-set-acl"]
 
     def password_file(self, user, password):
         path = self.tmp / f"{user}.pw"
@@ -202,3 +205,29 @@ def test_znodes_are_protected_from_sessions_without_the_digest(sasl_cluster):
         assert {"version": 2, "entity_path": "users/alice"} in notes
     finally:
         stop_zk_client(trusted)
+
+
+def test_a_broker_with_a_wrong_inter_broker_password_cannot_replicate(sasl_cluster, tmp_path):
+    """Broker 4 knows the coordinator digest but not the inter-broker password: it registers,
+    its fetcher from leader 1 is refused (SASL_AUTHENTICATION_FAILED, error 58) and it never
+    joins the ISR, while the partition stays writable on broker 1."""
+    c = sasl_cluster
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("not-the-password\n")
+    b4 = Broker(tmp_path / "broker4", protocol="SASL_PLAINTEXT",
+                extra=member_extra(4, c.connect, args=c.broker_args(wrong)))
+    b4.start()
+    try:
+        topic = f"sasl-b4-{uuid.uuid4().hex[:6]}"
+        admin = AdminClient(c.conf(1, *ALICE))
+        admin.create_topics([NewTopic(topic, 1, replica_assignment=[[1, 4]])])[topic].result(timeout=30)
+
+        def refused():
+            assert "SaslAuthenticate refused (error 58)" in b4.log()
+        eventually(refused, 30, "broker 4's fetcher to be refused by broker 1")
+        assert "SASL authentication failed" in c.brokers[1].log()
+        produce_all_acks(c.conf(1, *ALICE), topic, [b"written without broker 4"])
+        state = json.loads(c.brokers.zk.get(f"/brokers/topics/{topic}/partitions/0/state")[0])
+        assert state["leader"] == 1 and state["isr"] == [1], state
+    finally:
+        b4.stop()

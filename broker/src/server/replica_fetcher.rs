@@ -36,6 +36,9 @@ const PARTITION_MAX_BYTES: i32 = 1 << 20;
 /// How long a fetcher waits before trying again after an error.
 const BACKOFF: Duration = Duration::from_millis(100);
 const CLIENT_ID: &str = "replica-fetcher";
+/// After a refused authentication (a credential missing or wrong until an operator fixes
+/// it): one warning and one attempt per second, not per [`BACKOFF`].
+const AUTHENTICATION_BACKOFF: Duration = Duration::from_secs(1);
 /// An answer later than this (plus the long-poll) means the connection is gone.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -141,7 +144,7 @@ impl Shard {
                                      {err}",
                                     self.id
                                 );
-                                glommio::timer::sleep(BACKOFF).await;
+                                glommio::timer::sleep(AUTHENTICATION_BACKOFF).await;
                                 continue;
                             }
                         }
