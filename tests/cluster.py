@@ -309,10 +309,11 @@ class BrokerCluster:
     """Brokers registered in one coordination service under `chroot` ("" = the root).
 
     `zk` is a kazoo client rooted at the chroot, so paths are Kafka's (/brokers/ids, ...).
-    `session_timeout_ms` and `broker_args` (more `broker serve` flags) apply to every member."""
+    `session_timeout_ms`, `broker_args` (more `broker serve` flags) and `protocol` (a security
+    protocol such as SASL_PLAINTEXT for `--listener`) apply to every member."""
 
     def __init__(self, tmp, coord, ids=(1, 2, 3), chroot="", racks=None,
-                 session_timeout_ms=SESSION_TIMEOUT_MS, broker_args=()):
+                 session_timeout_ms=SESSION_TIMEOUT_MS, broker_args=(), protocol=None):
         self.dir = Path(tmp)
         self.coord = coord
         self.chroot = chroot
@@ -320,7 +321,7 @@ class BrokerCluster:
         self.racks = dict(racks or {})
         self.session_timeout_ms = session_timeout_ms
         self.brokers = {
-            i: Broker(self.dir / f"broker{i}" / "data",
+            i: Broker(self.dir / f"broker{i}" / "data", protocol=protocol,
                       extra=member_extra(i, self.connect, self.racks.get(i), session_timeout_ms, broker_args))
             for i in ids
         }

@@ -18,6 +18,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker until SIGTERM/SIGINT.
@@ -42,6 +44,16 @@ enum Command {
         /// SCRAM-SHA-512 (comma list).
         #[arg(long, default_value = "SCRAM-SHA-256,SCRAM-SHA-512")]
         sasl_enabled_mechanisms: String,
+        /// Kafka's sasl.mechanism.inter.broker.protocol: how this broker authenticates to
+        /// the others' SASL listeners (SCRAM-SHA-256 or SCRAM-SHA-512; cluster mode).
+        #[arg(long, requires_all = ["inter_broker_user", "inter_broker_password_file"])]
+        sasl_inter_broker_mechanism: Option<String>,
+        /// The SCRAM user this broker authenticates as to other brokers.
+        #[arg(long)]
+        inter_broker_user: Option<String>,
+        /// A file whose first line is that user's password.
+        #[arg(long)]
+        inter_broker_password_file: Option<PathBuf>,
         /// Broker (node) id.
         #[arg(long, default_value_t = 0)]
         id: i32,
@@ -97,6 +109,14 @@ enum Command {
         /// to other ISR members before stopping (0: stop at once).
         #[arg(long, default_value_t = 10000)]
         controlled_shutdown_timeout_ms: u64,
+        /// A file whose first line is `user:password`: every coordinator session runs
+        /// `addauth digest` with it (Kafka's JAAS `Client` section for ZooKeeper).
+        #[arg(long)]
+        coordinator_digest_file: Option<PathBuf>,
+        /// Kafka's zookeeper.set.acl: znodes this broker creates get ALL for the digest user
+        /// and READ for everyone; credentials (`/config/users/...`) the digest user only.
+        #[arg(long, requires = "coordinator_digest_file")]
+        coordinator_set_acl: bool,
     },
     /// The cluster: its id, the controller and the live brokers.
     Cluster {
@@ -202,22 +222,64 @@ enum UsersAction {
         /// PBKDF2 iterations (4096 ..= 16384).
         #[arg(long, default_value_t = 4096)]
         iterations: u32,
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: UserStoreArgs,
     },
     /// Deletes a user's credential for a mechanism, or all of them.
     Delete {
         name: String,
         #[arg(long)]
         mechanism: Option<String>,
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: UserStoreArgs,
     },
     /// Lists users, mechanisms and iteration counts (never keys).
     List {
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: UserStoreArgs,
     },
+}
+
+/// Where `broker users` finds the users: a single node's data directory, or a cluster's
+/// coordinator (as `kafka-configs.sh --zookeeper`).
+#[derive(clap::Args)]
+struct UserStoreArgs {
+    /// A single node's data directory (the broker stopped).
+    #[arg(
+        long,
+        required_unless_present = "coordinator",
+        conflicts_with = "coordinator"
+    )]
+    data_dir: Option<PathBuf>,
+    /// A cluster's coordinator, `host:port[,host:port...][/chroot]` (brokers may run).
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// With --coordinator: a file whose first line is `user:password` for `addauth digest`.
+    #[arg(long, requires = "coordinator")]
+    coordinator_digest_file: Option<PathBuf>,
+    /// With --coordinator: a new user's znode is readable by the digest user only (Kafka's
+    /// zookeeper.set.acl).
+    #[arg(long, requires = "coordinator_digest_file")]
+    coordinator_set_acl: bool,
+}
+
+impl UserStoreArgs {
+    fn store(self) -> Result<broker::cli::users::UserStore, String> {
+        use broker::cli::users::UserStore;
+        match (self.data_dir, self.coordinator) {
+            (Some(dir), None) => Ok(UserStore::DataDir(dir)),
+            (None, Some(connect)) => Ok(UserStore::Coordinator {
+                connect,
+                digest: self
+                    .coordinator_digest_file
+                    .as_deref()
+                    .map(broker::cli::users::read_digest_file)
+                    .transpose()?,
+                set_acl: self.coordinator_set_acl,
+            }),
+            _ => Err("give --data-dir or --coordinator".into()),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -297,6 +359,9 @@ fn main() -> ExitCode {
             advertise,
             listener,
             sasl_enabled_mechanisms,
+            sasl_inter_broker_mechanism,
+            inter_broker_user,
+            inter_broker_password_file,
             id,
             auto_create_topics,
             default_partitions,
@@ -312,7 +377,20 @@ fn main() -> ExitCode {
             min_insync_replicas,
             replica_lag_time_max_ms,
             controlled_shutdown_timeout_ms,
+            coordinator_digest_file,
+            coordinator_set_acl,
         } => {
+            let coordinator_digest = match coordinator_digest_file
+                .as_deref()
+                .map(broker::cli::users::read_digest_file)
+                .transpose()
+            {
+                Ok(digest) => digest,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
             let profile = match tuning::Profile::load_or_default(tuning.as_deref()) {
                 Ok(profile) => profile,
                 Err(err) => {
@@ -329,14 +407,22 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let (listen, security) = match listener_security(
-                listener.as_deref(),
-                listen,
-                &sasl_enabled_mechanisms,
-                &data_dir,
+            let (listen, security) =
+                match listener_security(listener.as_deref(), listen, &sasl_enabled_mechanisms) {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        eprintln!("error: {err}");
+                        return ExitCode::from(2);
+                    }
+                };
+            let inter_broker_sasl = match inter_broker_sasl(
+                &security,
                 coordinator.is_some(),
+                sasl_inter_broker_mechanism.as_deref(),
+                inter_broker_user,
+                inter_broker_password_file.as_deref(),
             ) {
-                Ok(pair) => pair,
+                Ok(sasl) => sasl,
                 Err(err) => {
                     eprintln!("error: {err}");
                     return ExitCode::from(2);
@@ -345,6 +431,7 @@ fn main() -> ExitCode {
             let config = broker::server::ServeConfig {
                 profile,
                 security,
+                inter_broker_sasl,
                 data_dir,
                 listen,
                 advertise,
@@ -369,6 +456,9 @@ fn main() -> ExitCode {
                     min_insync_replicas,
                     replica_lag_time_max_ms,
                     controlled_shutdown_timeout_ms,
+                    coordinator_digest: coordinator_digest
+                        .map(broker::cluster::agent::CoordinatorDigest),
+                    coordinator_set_acl,
                 }),
             };
             match broker::server::serve(config) {
@@ -414,26 +504,27 @@ fn main() -> ExitCode {
             }
         }
         Command::Users { action } => {
+            use broker::cli::users;
             let result = match action {
                 UsersAction::Add {
                     name,
                     mechanism,
                     password_file,
                     iterations,
-                    data_dir,
-                } => broker::cli::users::users_add(
-                    &data_dir,
-                    &name,
-                    &mechanism,
-                    &password_file,
-                    iterations,
-                ),
+                    store,
+                } => store.store().and_then(|store| {
+                    users::users_add(&store, &name, &mechanism, &password_file, iterations)
+                }),
                 UsersAction::Delete {
                     name,
                     mechanism,
-                    data_dir,
-                } => broker::cli::users::users_delete(&data_dir, &name, mechanism.as_deref()),
-                UsersAction::List { data_dir } => broker::cli::users::users_list(&data_dir),
+                    store,
+                } => store
+                    .store()
+                    .and_then(|store| users::users_delete(&store, &name, mechanism.as_deref())),
+                UsersAction::List { store } => {
+                    store.store().and_then(|store| users::users_list(&store))
+                }
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -520,13 +611,11 @@ fn main() -> ExitCode {
 }
 
 /// The listen address and security of `serve`: `--listener` when given, else `--listen` as a
-/// PLAINTEXT listener. A SASL listener loads the data directory's credentials.
+/// PLAINTEXT listener.
 fn listener_security(
     listener: Option<&str>,
     listen: SocketAddr,
     mechanisms: &str,
-    data_dir: &std::path::Path,
-    cluster: bool,
 ) -> Result<(SocketAddr, broker::security::listener::ListenerSecurity), String> {
     use broker::security::listener::{self, ListenerSecurity, SecurityProtocol};
     let Some(text) = listener else {
@@ -536,20 +625,11 @@ fn listener_security(
     if protocol == SecurityProtocol::Plaintext {
         return Ok((address, ListenerSecurity::default()));
     }
-    if cluster {
-        return Err(
-            "SASL listeners are not implemented in cluster mode yet (brokers would \
-                    need credentials for each other)"
-                .into(),
-        );
-    }
-    let credentials = broker::security::credentials::CredentialStore::open(data_dir)?;
     Ok((
         address,
         ListenerSecurity {
             protocol,
             sasl_mechanisms: listener::parse_mechanisms(mechanisms)?,
-            credentials: Some(std::sync::Arc::new(credentials)),
         },
     ))
 }
@@ -586,4 +666,54 @@ fn log_profile(profile: &tuning::Profile, data_dir: &std::path::Path) {
             );
         }
     }
+}
+
+/// How this broker authenticates to the other brokers: needed in cluster mode when the
+/// listener (which is also the inter-broker listener) requires SASL, refused otherwise.
+fn inter_broker_sasl(
+    security: &broker::security::listener::ListenerSecurity,
+    cluster: bool,
+    mechanism: Option<&str>,
+    user: Option<String>,
+    password_file: Option<&std::path::Path>,
+) -> Result<Option<broker::security::inter_broker::InterBrokerSasl>, String> {
+    use broker::security::scram::Mechanism;
+    let (Some(mechanism), Some(user), Some(password_file)) = (mechanism, user, password_file)
+    else {
+        if cluster && security.requires_sasl() {
+            return Err(
+                "a SASL listener in cluster mode needs --sasl-inter-broker-mechanism, \
+                 --inter-broker-user and --inter-broker-password-file (brokers authenticate \
+                 to each other)"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    };
+    if !cluster || !security.requires_sasl() {
+        return Err(
+            "--sasl-inter-broker-mechanism needs cluster mode (--coordinator) and a SASL \
+             listener"
+                .into(),
+        );
+    }
+    let mechanism = Mechanism::from_name(mechanism).ok_or_else(|| {
+        format!("--sasl-inter-broker-mechanism {mechanism}: SCRAM-SHA-256 or SCRAM-SHA-512")
+    })?;
+    if !security
+        .sasl_mechanisms
+        .iter()
+        .any(|m| m.name() == mechanism.name())
+    {
+        return Err(format!(
+            "--sasl-inter-broker-mechanism {mechanism} is not in --sasl-enabled-mechanisms"
+        ));
+    }
+    broker::security::credentials::validate_user(&user)?;
+    let password = broker::cli::users::read_password_file(password_file)?;
+    Ok(Some(broker::security::inter_broker::InterBrokerSasl {
+        mechanism,
+        user,
+        password,
+    }))
 }

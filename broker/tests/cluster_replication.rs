@@ -47,6 +47,8 @@ fn config(id: i32, coordinator: &str, data_dir: &Path, all_cores: bool) -> Serve
             min_insync_replicas: 2,
             replica_lag_time_max_ms: 1500,
             controlled_shutdown_timeout_ms: 5000,
+            coordinator_digest: None,
+            coordinator_set_acl: false,
         },
     );
     if all_cores {

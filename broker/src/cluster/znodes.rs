@@ -39,6 +39,7 @@ pub const PERSISTENT_PATHS: &[&str] = &[
     "/brokers/topics",
     "/config/topics",
     "/config/changes",
+    "/config/users",
     "/admin/delete_topics",
     "/isr_change_notification",
     "/cluster",

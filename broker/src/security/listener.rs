@@ -1,12 +1,10 @@
 //! What a listener demands of its clients: Kafka's security protocol of the listener
 //! (`--listener SASL_PLAINTEXT://host:port`), the SASL mechanisms it offers
-//! (`--sasl-enabled-mechanisms`, Kafka's `sasl.enabled.mechanisms`) and the credentials they
-//! check.
+//! (`--sasl-enabled-mechanisms`, Kafka's `sasl.enabled.mechanisms`). The credentials they
+//! check are the broker's [`super::credentials::LiveCredentials`].
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use super::credentials::CredentialStore;
 use super::sasl::SaslMechanism;
 
 /// Kafka's security protocols this broker offers on a listener.
@@ -34,8 +32,6 @@ pub struct ListenerSecurity {
     pub protocol: SecurityProtocol,
     /// The mechanisms a SASL listener offers, in the order SaslHandshake lists them.
     pub sasl_mechanisms: Vec<SaslMechanism>,
-    /// The SCRAM credentials SASL checks (a single node's `credentials.json`).
-    pub credentials: Option<Arc<CredentialStore>>,
 }
 
 impl ListenerSecurity {

@@ -5,10 +5,12 @@
 //! [`scram`]: SCRAM-SHA-256/512 credentials and the server side of the exchange (sans-IO);
 //! [`credentials`]: where a single node keeps them; [`authorizer`]: Kafka's ACL model and
 //! its decisions (sans-IO); [`sasl`]: one connection's SaslHandshake/SaslAuthenticate
-//! exchange (PLAIN and SCRAM, sans-IO); [`listener`]: what the listener demands.
+//! exchange (PLAIN and SCRAM, sans-IO); [`listener`]: what the listener demands;
+//! [`inter_broker`]: the SASL step a broker runs on its connections to other brokers.
 pub mod authorizer;
 pub mod client;
 pub mod credentials;
+pub mod inter_broker;
 pub mod listener;
 pub mod sasl;
 pub mod scram;

@@ -8,10 +8,11 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, InitProducerIdResponse,
-    ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
-    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    AlterUserScramCredentialsRequest, ApiKey, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeUserScramCredentialsRequest,
+    FetchRequest, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -23,7 +24,9 @@ use crate::security::sasl::ILLEGAL_SASL_STATE;
 
 use super::shard::Shard;
 use super::topic_admin;
-use super::{fetch, group_api, list_offsets, metadata, offset_for_leader_epoch, produce};
+use super::{
+    fetch, group_api, list_offsets, metadata, offset_for_leader_epoch, produce, scram_api,
+};
 
 /// Why a connection is closed after a request.
 #[derive(Debug)]
@@ -245,6 +248,16 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
             let _: SaslAuthenticateRequest = decode(&mut request)?;
             let reply = SaslAuthenticateResponse::default().with_error_code(ILLEGAL_SASL_STATE);
             answer(&request, &reply)
+        }
+        // Kafka checks DESCRIBE (resp. ALTER) on the CLUSTER resource for these two: the
+        // authorizer's check belongs here, before the handler runs.
+        ApiKey::DescribeUserScramCredentials => {
+            let body: DescribeUserScramCredentialsRequest = decode(&mut request)?;
+            answer(&request, &scram_api::describe(&shard, &body))
+        }
+        ApiKey::AlterUserScramCredentials => {
+            let body: AlterUserScramCredentialsRequest = decode(&mut request)?;
+            answer(&request, &scram_api::alter(&shard, &body).await)
         }
         _ => Err(Close(format!("api {key:?} is not served yet"))),
     }

@@ -26,6 +26,7 @@ pub mod recv_buffer;
 pub mod replica_fetcher;
 pub mod replication;
 pub mod sasl_api;
+pub mod scram_api;
 pub mod shard;
 pub mod splice;
 pub mod topic_admin;
@@ -41,6 +42,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 
 use crate::cluster::ClusterView;
+use crate::security::credentials::{CredentialStore, LiveCredentials, ShardCredentials};
 use crate::topics::{self, FileTopicStore, Topic, TopicStore};
 
 use mesh::{Envelope, Mesh};
@@ -119,6 +121,8 @@ pub enum StartError {
     ProducerIds(String),
     #[error("cluster: {0}")]
     Cluster(String),
+    #[error("{0}")]
+    Credentials(String),
 }
 
 /// Binds a probe socket to learn the port when `port` is 0, so every shard can bind the same
@@ -207,6 +211,7 @@ struct ShardStart {
     connections: Arc<AtomicU32>,
     producer_ids: Arc<producer_ids::ProducerIdAllocator>,
     offline: Arc<offline::OfflinePartitions>,
+    credentials: Arc<LiveCredentials>,
     stop: Arc<AtomicBool>,
     fetching: Arc<AtomicBool>,
     fetchers_running: Arc<std::sync::atomic::AtomicUsize>,
@@ -235,6 +240,14 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
         config.profile.shard_cores().into_iter().cloned().collect();
     let shard_count = shard_cores.len();
     let (listen, probe) = resolve_listen(config.listen)?;
+    // A single node's users are in its data directory; a cluster's in the coordinator, which
+    // the agent loads them from before it returns.
+    let credentials = Arc::new(match &config.cluster {
+        None => LiveCredentials::from_file(
+            CredentialStore::open(&config.data_dir).map_err(StartError::Credentials)?,
+        ),
+        Some(_) => LiveCredentials::external(),
+    });
     let agent = match &config.cluster {
         None => None,
         Some(cluster) => {
@@ -248,8 +261,9 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
                 }
                 None => (listen.ip().to_string(), listen.port()),
             };
-            let agent = crate::cluster::agent::start(cluster.clone(), advertised)
-                .map_err(StartError::Cluster)?;
+            let agent =
+                crate::cluster::agent::start(cluster.clone(), advertised, credentials.clone())
+                    .map_err(StartError::Cluster)?;
             cluster::reconcile(&mut store, &agent.initial, shard_count, &config.data_dir)?;
             Some(agent)
         }
@@ -294,6 +308,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             connections: connections.clone(),
             producer_ids: producer_ids.clone(),
             offline: offline.clone(),
+            credentials: credentials.clone(),
             stop: stop.clone(),
             fetching: fetching.clone(),
             fetchers_running: fetchers_running.clone(),
@@ -356,6 +371,7 @@ async fn shard_main(start: ShardStart) {
         connections,
         producer_ids,
         offline,
+        credentials,
         stop,
         fetching,
         fetchers_running,
@@ -418,6 +434,7 @@ async fn shard_main(start: ShardStart) {
         connections,
         producer_ids,
         offline,
+        credentials: ShardCredentials::new(credentials),
         stop: stop.clone(),
         cluster: cluster.map(|(view, commands)| cluster::ShardCluster {
             view: RefCell::new(view),

@@ -47,6 +47,9 @@ pub struct ServeConfig {
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// What the listener demands of clients (`--listener SASL_PLAINTEXT://...`).
     pub security: crate::security::listener::ListenerSecurity,
+    /// Cluster mode with a SASL inter-broker listener: how this broker authenticates on its
+    /// connections to other brokers (Kafka's `sasl.mechanism.inter.broker.protocol`).
+    pub inter_broker_sasl: Option<crate::security::inter_broker::InterBrokerSasl>,
 }
 
 /// The state of one shard; lives on its executor only.
@@ -75,6 +78,8 @@ pub struct Shard {
     pub producer_ids: Arc<super::producer_ids::ProducerIdAllocator>,
     /// Partitions a disk fault took offline, shared by every shard.
     pub offline: Arc<super::offline::OfflinePartitions>,
+    /// SCRAM credentials, shared by every shard (and in cluster mode the cluster agent).
+    pub credentials: crate::security::credentials::ShardCredentials,
     pub stop: Arc<AtomicBool>,
     /// Cluster mode: the view and the way to the cluster agent.
     pub cluster: Option<super::cluster::ShardCluster>,

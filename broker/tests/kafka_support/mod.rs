@@ -53,7 +53,16 @@ pub fn start_with(
     data_dir: &Path,
     auto_create_topics: bool,
 ) -> ServerHandle {
-    server::start(ServeConfig {
+    server::start(serve_config(profile, data_dir, auto_create_topics)).expect("server starts")
+}
+
+/// A single node on a free loopback port with a PLAINTEXT listener.
+pub fn serve_config(
+    profile: tuning::Profile,
+    data_dir: &Path,
+    auto_create_topics: bool,
+) -> ServeConfig {
+    ServeConfig {
         profile,
         data_dir: data_dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -66,8 +75,8 @@ pub fn start_with(
         offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
         cluster: None,
         security: Default::default(),
-    })
-    .expect("server starts")
+        inter_broker_sasl: None,
+    }
 }
 
 /// One uncompressed RecordBatch v2 holding `values`.
