@@ -4,6 +4,7 @@
 //! Kafka-API broker. `users add|delete|list` ([`users`]) edits a stopped single node's SCRAM
 //! credentials in its data directory instead.
 
+pub mod acls;
 pub mod client;
 pub mod groups;
 pub mod leaders;

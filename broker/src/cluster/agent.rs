@@ -18,11 +18,14 @@ use std::time::{Duration, Instant};
 
 use zookeeper_client as zk;
 
+use super::acl_znodes;
 use super::assignment::Candidate;
 use super::controller::{ControllerConfig, Event, Output, TopicPartition};
 use super::view::{BrokerInfo, ClusterView, PartitionView, TopicView};
 use super::znodes::{self, BrokerRegistration, ControllerZnode, TopicAssignment};
 use super::Controller;
+use crate::security::acl_store::SharedAcls;
+use crate::security::authorizer::{AclBinding, AclFilter};
 use crate::topics::TopicError;
 
 /// How a broker joins a cluster (`broker serve --id --coordinator ...`).
@@ -85,6 +88,14 @@ pub enum Command {
         deadline: Instant,
         reply: async_channel::Sender<bool>,
     },
+    /// CreateAcls/DeleteAcls: add `create`, then remove what each of `delete` selects, in the
+    /// `/kafka-acl*` znodes; answered once this broker's ACLs show the change, with the ACLs
+    /// each filter removed.
+    AlterAcls {
+        create: Vec<AclBinding>,
+        delete: Vec<AclFilter>,
+        reply: async_channel::Sender<Result<Vec<Vec<AclBinding>>, String>>,
+    },
 }
 
 /// The shards' end of a running agent.
@@ -139,7 +150,13 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 const RECONNECT_ATTEMPT: Duration = Duration::from_secs(2);
 
 /// Starts the agent; returns once the broker is registered and the view loaded.
-pub fn start(config: ClusterConfig, advertised: (String, u16)) -> Result<AgentHandle, String> {
+/// With `acls` (`--authorizer`), the agent loads the ACLs before it reports ready and keeps
+/// them current.
+pub fn start(
+    config: ClusterConfig,
+    advertised: (String, u16),
+    acls: Option<Arc<SharedAcls>>,
+) -> Result<AgentHandle, String> {
     let (commands_tx, commands_rx) = async_channel::bounded(COMMAND_QUEUE);
     let (views_tx, views_rx) = async_channel::bounded(1);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -158,7 +175,7 @@ pub fn start(config: ClusterConfig, advertised: (String, u16)) -> Result<AgentHa
                 }
             };
             runtime.block_on(async move {
-                let agent = match Agent::start(config, advertised, views_tx).await {
+                let agent = match Agent::start(config, advertised, views_tx, acls).await {
                     Ok(agent) => agent,
                     Err(err) => {
                         let _ = ready_tx.send(Err(err));
@@ -199,7 +216,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn persistent() -> zk::CreateOptions<'static> {
+pub(crate) fn persistent() -> zk::CreateOptions<'static> {
     zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
 }
 
@@ -227,6 +244,8 @@ enum WatchKey {
     Controller,
     DeleteTopics,
     ControlledShutdown,
+    /// `/kafka-acl-changes` (false) or `/kafka-acl-extended-changes` (true).
+    AclChanges(bool),
 }
 
 struct Fired {
@@ -259,6 +278,8 @@ struct Agent {
     retry: Vec<Output>,
     /// This broker's own controlled shutdown, waiting for its leaderships to move.
     shutting_down: Option<(Instant, async_channel::Sender<bool>)>,
+    /// `--authorizer`: the ACLs this agent keeps current.
+    acls: Option<Arc<SharedAcls>>,
 }
 
 fn zk_err(context: &str, err: zk::Error) -> String {
@@ -270,6 +291,7 @@ impl Agent {
         config: ClusterConfig,
         advertised: (String, u16),
         views: async_channel::Sender<Arc<ClusterView>>,
+        acls: Option<Arc<SharedAcls>>,
     ) -> Result<Agent, String> {
         let client = connect(&config).await?;
         let (fired_tx, fired_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -286,6 +308,7 @@ impl Agent {
             seat: None,
             retry: Vec::new(),
             shutting_down: None,
+            acls,
         };
         agent.establish().await?;
         Ok(agent)
@@ -323,8 +346,47 @@ impl Agent {
         self.on_broker_ids().await?;
         self.on_topics().await?;
         self.on_controller().await?;
+        if self.acls.is_some() {
+            for path in acl_znodes::PATHS {
+                ensure_path(&self.client, path).await?;
+            }
+            self.on_acl_changes(false).await?;
+            self.on_acl_changes(true).await?;
+        }
         self.publish();
         Ok(())
+    }
+
+    /// An ACL change notification (or a new session): re-arms the watch and reloads every
+    /// ACL (a handful of reads per resource pattern; changes are rare).
+    async fn on_acl_changes(&mut self, extended: bool) -> Result<(), String> {
+        let path = if extended {
+            acl_znodes::EXTENDED_CHANGES
+        } else {
+            acl_znodes::LITERAL_CHANGES
+        };
+        self.children_watched(WatchKey::AclChanges(extended), path)
+            .await?;
+        self.reload_acls().await
+    }
+
+    async fn reload_acls(&mut self) -> Result<(), String> {
+        if let Some(acls) = &self.acls {
+            let loaded = acl_znodes::load_all(&self.client).await?;
+            acls.install(loaded);
+        }
+        Ok(())
+    }
+
+    async fn alter_acls(
+        &mut self,
+        create: &[AclBinding],
+        delete: &[AclFilter],
+    ) -> Result<Vec<Vec<AclBinding>>, String> {
+        acl_znodes::add(&self.client, create).await?;
+        let removed = acl_znodes::remove(&self.client, delete).await?;
+        self.reload_acls().await?;
+        Ok(removed)
     }
 
     async fn run(
@@ -492,6 +554,7 @@ impl Agent {
             WatchKey::Controller => self.on_controller().await,
             WatchKey::DeleteTopics => self.on_delete_topics().await,
             WatchKey::ControlledShutdown => self.on_controlled_shutdown().await,
+            WatchKey::AclChanges(extended) => self.on_acl_changes(extended).await,
         }
     }
 
@@ -1187,6 +1250,14 @@ impl Agent {
                     }
                 }
             }
+            Command::AlterAcls {
+                create,
+                delete,
+                reply,
+            } => {
+                let result = self.alter_acls(&create, &delete).await;
+                let _ = reply.send(result).await;
+            }
             Command::WriteIsr {
                 tp,
                 state,
@@ -1342,6 +1413,24 @@ async fn connect(config: &ClusterConfig) -> Result<zk::Client, String> {
     }
 }
 
+/// A session for an operator's tool (`broker acls --coordinator`): Kafka's connect string,
+/// one attempt.
+pub async fn connect_tool(connect: &str, timeout: Duration) -> Result<zk::Client, String> {
+    let (hosts, chroot) = split_connect(connect);
+    let client = zk::Client::connector()
+        .with_session_timeout(timeout)
+        .with_connection_timeout(timeout)
+        .connect(hosts)
+        .await
+        .map_err(|err| format!("cannot reach the coordinator at {hosts}: {err}"))?;
+    match chroot {
+        None => Ok(client),
+        Some(chroot) => client
+            .chroot(chroot.to_string())
+            .map_err(|_| format!("invalid chroot `{chroot}` in `{connect}`")),
+    }
+}
+
 /// One connection attempt, creating the chroot if missing.
 async fn connect_once(config: &ClusterConfig) -> Result<zk::Client, String> {
     let (hosts, chroot) = split_connect(&config.connect);
@@ -1362,7 +1451,7 @@ async fn connect_once(config: &ClusterConfig) -> Result<zk::Client, String> {
 }
 
 /// Creates a persistent path and its missing parents.
-async fn ensure_path(client: &zk::Client, path: &str) -> Result<(), String> {
+pub(crate) async fn ensure_path(client: &zk::Client, path: &str) -> Result<(), String> {
     let mut prefix = String::with_capacity(path.len());
     for part in path.split('/').filter(|part| !part.is_empty()) {
         prefix.push('/');

@@ -5,7 +5,11 @@
 //! [`scram`]: SCRAM-SHA-256/512 credentials and the server side of the exchange (sans-IO);
 //! [`credentials`]: where a single node keeps them; [`authorizer`]: Kafka's ACL model and
 //! its decisions (sans-IO); [`sasl`]: one connection's SaslHandshake/SaslAuthenticate
-//! exchange (PLAIN and SCRAM, sans-IO); [`listener`]: what the listener demands.
+//! exchange (PLAIN and SCRAM, sans-IO); [`listener`]: what the listener demands;
+//! [`acl_store`]: where ACLs are kept and how shards share them; [`access`]: one request's
+//! checks against them.
+pub mod access;
+pub mod acl_store;
 pub mod authorizer;
 pub mod client;
 pub mod credentials;

@@ -60,5 +60,6 @@ pub fn member_config(data_dir: &Path, cluster: ClusterConfig) -> ServeConfig {
         offsets_topic_partitions: 3,
         cluster: Some(cluster),
         security: Default::default(),
+        authorizer: None,
     }
 }

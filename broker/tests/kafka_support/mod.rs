@@ -66,6 +66,7 @@ pub fn start_with(
         offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
         cluster: None,
         security: Default::default(),
+        authorizer: None,
     })
     .expect("server starts")
 }
