@@ -53,7 +53,12 @@ pub fn start_with(
     data_dir: &Path,
     auto_create_topics: bool,
 ) -> ServerHandle {
-    server::start(ServeConfig {
+    server::start(config(profile, data_dir, auto_create_topics)).expect("server starts")
+}
+
+/// A single node's settings on a free loopback port.
+pub fn config(profile: tuning::Profile, data_dir: &Path, auto_create_topics: bool) -> ServeConfig {
+    ServeConfig {
         profile,
         data_dir: data_dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -67,8 +72,7 @@ pub fn start_with(
         cluster: None,
         security: Default::default(),
         authorizer: None,
-    })
-    .expect("server starts")
+    }
 }
 
 /// One uncompressed RecordBatch v2 holding `values`.
