@@ -9,45 +9,32 @@ use super::acl_store::ShardAcls;
 use super::authorizer::{resource_type, Authorizer, CLUSTER_NAME};
 use super::client::ClientIdentity;
 
-pub struct Access {
-    /// `None`: no authorizer, everything is allowed.
-    authorizer: Option<Arc<Authorizer>>,
+/// `None`: no authorizer, everything is allowed (nothing is allocated per request).
+pub struct Access(Option<Checker>);
+
+struct Checker {
+    authorizer: Arc<Authorizer>,
     principal: Rc<str>,
     /// The client's address as ACL hosts name it.
     host: String,
 }
 
 impl Access {
-    /// Everything allowed (no authorizer).
-    pub fn everyone() -> Access {
-        Access {
-            authorizer: None,
-            principal: Rc::from(""),
-            host: String::new(),
-        }
-    }
-
     pub fn new(acls: Option<&ShardAcls>, client: &ClientIdentity) -> Access {
-        match acls {
-            None => Access::everyone(),
-            Some(acls) => Access {
-                authorizer: Some(acls.current()),
-                principal: client.principal.clone(),
-                host: client.host.to_string(),
-            },
-        }
-    }
-
-    /// Whether an authorizer decides (false: everything is allowed).
-    pub fn is_on(&self) -> bool {
-        self.authorizer.is_some()
+        Access(acls.map(|acls| Checker {
+            authorizer: acls.current(),
+            principal: client.principal.clone(),
+            host: client.host.to_string(),
+        }))
     }
 
     /// May the client do `op` on the resource (`kind`, `name`)?
     pub fn allows(&self, op: i8, kind: i8, name: &str) -> bool {
-        match &self.authorizer {
+        match &self.0 {
             None => true,
-            Some(a) => a.authorize(&self.principal, &self.host, op, kind, name),
+            Some(c) => c
+                .authorizer
+                .authorize(&c.principal, &c.host, op, kind, name),
         }
     }
 
@@ -66,9 +53,9 @@ impl Access {
     /// May the client do `op` on some resource of type `kind` (Kafka's
     /// `authorizeByResourceType`, as InitProducerId asks for WRITE on any topic)?
     pub fn any_of_type(&self, op: i8, kind: i8) -> bool {
-        match &self.authorizer {
+        match &self.0 {
             None => true,
-            Some(a) => a.authorize_any(&self.principal, &self.host, op, kind),
+            Some(c) => c.authorizer.authorize_any(&c.principal, &c.host, op, kind),
         }
     }
 }
