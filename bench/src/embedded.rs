@@ -36,6 +36,7 @@ impl EmbeddedNode {
             cluster: None,
             security: Default::default(),
             inter_broker_sasl: None,
+            authorizer: None,
         };
         let handle = server::start(config).map_err(|err| format!("embedded broker: {err}"))?;
         Ok(EmbeddedNode {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use broker::security::acl_store::AuthorizerConfig;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -54,6 +55,17 @@ enum Command {
         /// A file whose first line is that user's password.
         #[arg(long)]
         inter_broker_password_file: Option<PathBuf>,
+        /// Check ACLs on every request (Kafka's authorizer.class.name): without it everything
+        /// is allowed. ACLs live in the data dir's acls.json, in cluster mode in the
+        /// coordinator's /kafka-acl znodes.
+        #[arg(long)]
+        authorizer: bool,
+        /// Kafka's super.users: principals that pass every check, `User:admin;User:ops`.
+        #[arg(long, default_value = "")]
+        super_users: String,
+        /// Kafka's allow.everyone.if.no.acl.found: a resource no ACL applies to is open to all.
+        #[arg(long)]
+        allow_everyone_if_no_acl_found: bool,
         /// Broker (node) id.
         #[arg(long, default_value_t = 0)]
         id: i32,
@@ -143,6 +155,12 @@ enum Command {
         #[command(subcommand)]
         action: TuningAction,
     },
+    /// ACLs (Kafka's kafka-acls.sh): a single node's in its data directory (--data-dir), a
+    /// cluster's in the coordinator (--coordinator).
+    Acls {
+        #[command(subcommand)]
+        action: AclsAction,
+    },
     /// Produce stdin lines as records (`key<sep>value` with --key-separator).
     Produce {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -189,6 +207,82 @@ enum GroupsAction {
         bootstrap: String,
         group: String,
     },
+}
+
+#[derive(clap::Args)]
+struct AclArgs {
+    /// A single node's data directory (edit while the broker is stopped).
+    #[arg(
+        long,
+        conflicts_with = "coordinator",
+        required_unless_present = "coordinator"
+    )]
+    data_dir: Option<PathBuf>,
+    /// A cluster's coordinator (Kafka's zookeeper.connect, `host:port[/chroot]`).
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// Principal allowed (`User:alice`, `User:*`); repeatable.
+    #[arg(long)]
+    allow_principal: Vec<String>,
+    /// Principal denied; repeatable.
+    #[arg(long)]
+    deny_principal: Vec<String>,
+    /// Host the allow entries apply to (`*` when absent); repeatable.
+    #[arg(long)]
+    allow_host: Vec<String>,
+    /// Host the deny entries apply to (`*` when absent); repeatable.
+    #[arg(long)]
+    deny_host: Vec<String>,
+    /// Read, Write, Create, Delete, Alter, Describe, ClusterAction, DescribeConfigs,
+    /// AlterConfigs, IdempotentWrite, All (All when absent); repeatable.
+    #[arg(long)]
+    operation: Vec<String>,
+    #[arg(long)]
+    topic: Vec<String>,
+    #[arg(long)]
+    group: Vec<String>,
+    #[arg(long)]
+    transactional_id: Vec<String>,
+    /// The cluster resource.
+    #[arg(long)]
+    cluster: bool,
+    /// literal or prefixed (add/remove: literal when absent); any or match (list: any).
+    #[arg(long)]
+    resource_pattern_type: Option<String>,
+}
+
+impl AclArgs {
+    fn split(self) -> (broker::cli::acls::AclStoreAt, broker::cli::acls::AclOptions) {
+        use broker::cli::acls::{AclOptions, AclStoreAt};
+        let at = match (self.data_dir, self.coordinator) {
+            (Some(dir), _) => AclStoreAt::DataDir(dir),
+            (None, Some(connect)) => AclStoreAt::Coordinator(connect),
+            (None, None) => unreachable!("clap requires one of them"),
+        };
+        let options = AclOptions {
+            allow_principals: self.allow_principal,
+            deny_principals: self.deny_principal,
+            allow_hosts: self.allow_host,
+            deny_hosts: self.deny_host,
+            operations: self.operation,
+            topics: self.topic,
+            groups: self.group,
+            transactional_ids: self.transactional_id,
+            cluster: self.cluster,
+            pattern: self.resource_pattern_type,
+        };
+        (at, options)
+    }
+}
+
+#[derive(Subcommand)]
+enum AclsAction {
+    /// Adds ACLs: each principal x host x operation on each resource named.
+    Add(AclArgs),
+    /// Lists ACLs (all, or those of the resources/principals named).
+    List(AclArgs),
+    /// Removes the ACLs of the resources named (only the principals/operations named, if any).
+    Remove(AclArgs),
 }
 
 #[derive(Subcommand)]
@@ -323,6 +417,16 @@ fn client_result<T>(result: Result<T, broker::cli::client::ClientError>) -> Exit
     }
 }
 
+fn string_result(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn parse_host_port(text: &str) -> Option<(String, u16)> {
     let (host, port) = text.rsplit_once(':')?;
     Some((
@@ -362,6 +466,9 @@ fn main() -> ExitCode {
             sasl_inter_broker_mechanism,
             inter_broker_user,
             inter_broker_password_file,
+            authorizer,
+            super_users,
+            allow_everyone_if_no_acl_found,
             id,
             auto_create_topics,
             default_partitions,
@@ -428,10 +535,30 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if !authorizer && (!super_users.is_empty() || allow_everyone_if_no_acl_found) {
+                eprintln!(
+                    "error: --super-users and --allow-everyone-if-no-acl-found need --authorizer"
+                );
+                return ExitCode::from(2);
+            }
+            let authorizer = match authorizer
+                .then(|| AuthorizerConfig::parse_super_users(&super_users))
+                .transpose()
+            {
+                Ok(found) => found.map(|super_users| AuthorizerConfig {
+                    super_users,
+                    allow_if_no_acl: allow_everyone_if_no_acl_found,
+                }),
+                Err(err) => {
+                    eprintln!("error: --super-users: {err}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = broker::server::ServeConfig {
                 profile,
                 security,
                 inter_broker_sasl,
+                authorizer,
                 data_dir,
                 listen,
                 advertise,
@@ -533,6 +660,23 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Acls { action } => {
+            let result = match action {
+                AclsAction::Add(args) => {
+                    let (at, options) = args.split();
+                    broker::cli::acls::acls_add(&at, &options)
+                }
+                AclsAction::List(args) => {
+                    let (at, options) = args.split();
+                    broker::cli::acls::acls_list(&at, &options)
+                }
+                AclsAction::Remove(args) => {
+                    let (at, options) = args.split();
+                    broker::cli::acls::acls_remove(&at, &options)
+                }
+            };
+            string_result(result)
         }
         Command::Topics { action } => match action {
             TopicsAction::Create {

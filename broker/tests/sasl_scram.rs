@@ -23,8 +23,7 @@ use broker::server::{self, ServeConfig, ServerHandle};
 mod kafka_support;
 
 fn start(data_dir: &std::path::Path) -> ServerHandle {
-    let plaintext =
-        kafka_support::serve_config(kafka_support::two_shards_profile(), data_dir, false);
+    let plaintext = kafka_support::config(kafka_support::two_shards_profile(), data_dir, false);
     server::start(ServeConfig {
         security: ListenerSecurity {
             protocol: SecurityProtocol::SaslPlaintext,

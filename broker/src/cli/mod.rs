@@ -5,6 +5,7 @@
 //! credentials in its data directory instead; `tuning probe` ([`probe`]) measures the host
 //! and writes a tuning profile.
 
+pub mod acls;
 pub mod client;
 pub mod groups;
 pub mod leaders;

@@ -18,12 +18,15 @@ use std::time::{Duration, Instant};
 
 use zookeeper_client as zk;
 
+use super::acl_znodes;
 use super::assignment::Candidate;
 use super::controller::{ControllerConfig, Event, Output, TopicPartition};
 use super::users::{self, ZnodeOptions};
 use super::view::{BrokerInfo, ClusterView, PartitionView, TopicView};
 use super::znodes::{self, BrokerRegistration, ControllerZnode, TopicAssignment};
 use super::Controller;
+use crate::security::acl_store::SharedAcls;
+use crate::security::authorizer::{AclBinding, AclFilter};
 use crate::security::credentials::{
     AlterError, CredentialChange, CredentialSnapshot, LiveCredentials,
 };
@@ -124,6 +127,14 @@ pub enum Command {
         changes: Vec<CredentialChange>,
         reply: async_channel::Sender<Result<(), AlterError>>,
     },
+    /// CreateAcls/DeleteAcls: add `create`, then remove what each of `delete` selects, in the
+    /// `/kafka-acl*` znodes; answered once this broker's ACLs show the change, with the ACLs
+    /// each filter removed.
+    AlterAcls {
+        create: Vec<AclBinding>,
+        delete: Vec<AclFilter>,
+        reply: async_channel::Sender<Result<Vec<Vec<AclBinding>>, String>>,
+    },
 }
 
 /// The shards' end of a running agent.
@@ -178,11 +189,14 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 const RECONNECT_ATTEMPT: Duration = Duration::from_secs(2);
 
 /// Starts the agent; returns once the broker is registered and the view loaded.
-/// `credentials` is filled from the coordinator before this returns and kept current.
+/// `credentials` is filled from the coordinator before this returns and kept current; with
+/// `acls` (`--authorizer`), the agent loads the ACLs before it reports ready and keeps them
+/// current.
 pub fn start(
     config: ClusterConfig,
     advertised: (String, u16),
     credentials: Arc<LiveCredentials>,
+    acls: Option<Arc<SharedAcls>>,
 ) -> Result<AgentHandle, String> {
     let (commands_tx, commands_rx) = async_channel::bounded(COMMAND_QUEUE);
     let (views_tx, views_rx) = async_channel::bounded(1);
@@ -202,13 +216,14 @@ pub fn start(
                 }
             };
             runtime.block_on(async move {
-                let agent = match Agent::start(config, advertised, views_tx, credentials).await {
-                    Ok(agent) => agent,
-                    Err(err) => {
-                        let _ = ready_tx.send(Err(err));
-                        return;
-                    }
-                };
+                let agent =
+                    match Agent::start(config, advertised, views_tx, credentials, acls).await {
+                        Ok(agent) => agent,
+                        Err(err) => {
+                            let _ = ready_tx.send(Err(err));
+                            return;
+                        }
+                    };
                 let _ = ready_tx.send(Ok(agent.snapshot()));
                 agent.run(commands_rx, stop_rx).await;
                 // The session closes when its last client handle is gone (dropped with the
@@ -266,6 +281,8 @@ enum WatchKey {
     OfflineReplicas,
     OfflineReplica(i32),
     ConfigChanges,
+    /// `/kafka-acl-changes` (false) or `/kafka-acl-extended-changes` (true).
+    AclChanges(bool),
 }
 
 struct Fired {
@@ -308,6 +325,8 @@ struct Agent {
     last_change: Option<u64>,
     /// Creation times of the notifications seen, to delete them once expired.
     change_ctimes_ms: BTreeMap<u64, i64>,
+    /// `--authorizer`: the ACLs this agent keeps current.
+    acls: Option<Arc<SharedAcls>>,
 }
 
 fn zk_err(context: &str, err: zk::Error) -> String {
@@ -320,6 +339,7 @@ impl Agent {
         advertised: (String, u16),
         views: async_channel::Sender<Arc<ClusterView>>,
         credentials: Arc<LiveCredentials>,
+        acls: Option<Arc<SharedAcls>>,
     ) -> Result<Agent, String> {
         let client = connect(&config).await?;
         let (fired_tx, fired_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -341,6 +361,7 @@ impl Agent {
             credentials,
             last_change: None,
             change_ctimes_ms: BTreeMap::new(),
+            acls,
         };
         agent.establish().await?;
         Ok(agent)
@@ -383,6 +404,14 @@ impl Agent {
         self.on_offline_replicas().await?;
         self.on_topics().await?;
         self.on_controller().await?;
+        if self.acls.is_some() {
+            let options = self.config.znode_options();
+            for path in acl_znodes::PATHS {
+                ensure_path(&self.client, path, &options).await?;
+            }
+            self.on_acl_changes(false).await?;
+            self.on_acl_changes(true).await?;
+        }
         self.publish();
         Ok(())
     }
@@ -529,6 +558,27 @@ impl Agent {
         Ok(())
     }
 
+    /// An ACL change notification (or a new session): re-arms the watch and reloads every
+    /// ACL (a handful of reads per resource pattern; changes are rare).
+    async fn on_acl_changes(&mut self, extended: bool) -> Result<(), String> {
+        let path = if extended {
+            acl_znodes::EXTENDED_CHANGES
+        } else {
+            acl_znodes::LITERAL_CHANGES
+        };
+        self.children_watched(WatchKey::AclChanges(extended), path)
+            .await?;
+        self.reload_acls().await
+    }
+
+    async fn reload_acls(&mut self) -> Result<(), String> {
+        if let Some(acls) = &self.acls {
+            let loaded = acl_znodes::load_all(&self.client).await?;
+            acls.install(loaded);
+        }
+        Ok(())
+    }
+
     async fn reload_user(&mut self, user: &str) -> Result<(), String> {
         let creds = users::read_user(&self.client, user).await?;
         tracing::info!(
@@ -581,6 +631,18 @@ impl Agent {
         let next = self.credentials.load().with_user(user, creds);
         self.credentials.replace(next);
         Ok(())
+    }
+
+    async fn alter_acls(
+        &mut self,
+        create: &[AclBinding],
+        delete: &[AclFilter],
+    ) -> Result<Vec<Vec<AclBinding>>, String> {
+        let options = self.config.znode_options();
+        acl_znodes::add(&self.client, &options, create).await?;
+        let removed = acl_znodes::remove(&self.client, &options, delete).await?;
+        self.reload_acls().await?;
+        Ok(removed)
     }
 
     async fn run(
@@ -756,6 +818,7 @@ impl Agent {
             WatchKey::OfflineReplicas => self.on_offline_replicas().await,
             WatchKey::OfflineReplica(id) => self.read_offline_replicas(id).await,
             WatchKey::ConfigChanges => self.on_config_changes().await,
+            WatchKey::AclChanges(extended) => self.on_acl_changes(extended).await,
         }
     }
 
@@ -1492,6 +1555,14 @@ impl Agent {
                     }
                 }
             }
+            Command::AlterAcls {
+                create,
+                delete,
+                reply,
+            } => {
+                let result = self.alter_acls(&create, &delete).await;
+                let _ = reply.send(result).await;
+            }
             Command::WriteIsr {
                 tp,
                 state,
@@ -1697,7 +1768,7 @@ pub async fn connect_to(
 }
 
 /// Creates a persistent path and its missing parents.
-async fn ensure_path(
+pub(crate) async fn ensure_path(
     client: &zk::Client,
     path: &str,
     options: &ZnodeOptions,

@@ -9,9 +9,11 @@
 //! - [`users`]: SCRAM credentials under `/config/users` and their change notifications.
 //! - [`agent`]: the IO shell: the ZooKeeper session on its own thread, registration, watches,
 //!   the controller seat, and the channels to the shards.
+//! - [`acl_znodes`]: ACLs in the `/kafka-acl*` znodes (the authorizer's store).
 //!
 //! Without `--coordinator` none of this runs and the broker is a single node.
 
+pub mod acl_znodes;
 pub mod agent;
 pub mod assignment;
 pub mod controller;

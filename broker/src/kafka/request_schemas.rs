@@ -416,7 +416,34 @@ pub const SCHEMAS: &[Schema] = &[
         0,
         ALTER_USER_SCRAM_CREDENTIALS,
     ),
+    schema(ApiKey::CreateAcls, (1, 3), 2, CREATE_ACLS),
+    schema(ApiKey::DescribeAcls, (1, 3), 2, ACL_FILTER_FIELDS),
+    schema(ApiKey::DeleteAcls, (1, 3), 2, DELETE_ACLS),
 ];
+
+// CreateAcls, DescribeAcls, DeleteAcls v1-3, flexible from 2.
+const CREATE_ACLS: &[Field] = &[f(
+    "creations",
+    Kind::Array(&Kind::Struct(&[
+        f("resource_type", INT8),
+        f("resource_name", STRING),
+        f("resource_pattern_type", INT8),
+        f("principal", STRING),
+        f("host", STRING),
+        f("operation", INT8),
+        f("permission_type", INT8),
+    ])),
+)];
+const ACL_FILTER_FIELDS: &[Field] = &[
+    f("resource_type_filter", INT8),
+    f("resource_name_filter", STRING),
+    f("pattern_type_filter", INT8),
+    f("principal_filter", STRING),
+    f("host_filter", STRING),
+    f("operation", INT8),
+    f("permission_type", INT8),
+];
+const DELETE_ACLS: &[Field] = &[f("filters", Kind::Array(&Kind::Struct(ACL_FILTER_FIELDS)))];
 
 // SaslHandshake v0-1, never flexible; SaslAuthenticate v0-2, flexible from 2.
 const SASL_HANDSHAKE: &[Field] = &[f("mechanism", STRING)];

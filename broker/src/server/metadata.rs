@@ -6,6 +6,10 @@
 //! disk fault took offline answers KAFKA_STORAGE_ERROR with leader -1 and this node as its
 //! offline replica (see `offline.rs`). Unknown topics are auto-created
 //! only when the server was started with `--auto-create-topics` and the client allows it.
+//!
+//! With an authorizer, the answer lists only topics the client may DESCRIBE (a named one it
+//! may not is TOPIC_AUTHORIZATION_FAILED), and auto-creation needs CREATE on the cluster or
+//! the topic (TOPIC_AUTHORIZATION_FAILED otherwise), as Kafka answers.
 
 use std::rc::Rc;
 
@@ -23,6 +27,8 @@ use kafka_protocol::protocol::StrBytes;
 use crate::cluster::controller::NO_LEADER;
 use crate::cluster::ClusterView;
 use crate::kafka::codes;
+use crate::security::access::Access;
+use crate::security::authorizer::operation;
 use crate::topics::Topic;
 
 use super::partition_ops::CreateSpec;
@@ -142,7 +148,12 @@ fn missing(name: Option<TopicName>, id: uuid::Uuid, code: i16) -> MetadataRespon
         .with_topic_id(id)
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let mut topics = Vec::new();
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let all = match &request.topics {
@@ -151,17 +162,26 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
     };
     if all {
         for topic in shard.topics.borrow().values() {
-            topics.push(topic_entry(shard, topic, version));
+            if access.topic(operation::DESCRIBE, &topic.name) {
+                topics.push(topic_entry(shard, topic, version));
+            }
         }
     } else {
         let wanted = request.topics.unwrap_or_default();
         let mut to_create = Vec::new();
+        let may_create_any = access.cluster(operation::CREATE);
+        let mut refused_creation = Vec::new();
         for entry in &wanted {
             if let Some(name) = &entry.name {
                 if shard.topic(name.0.as_str()).is_none()
                     && shard.config.auto_create_topics
                     && (request.allow_auto_topic_creation || version < 4)
+                    && access.topic(operation::DESCRIBE, name.0.as_str())
                 {
+                    if !may_create_any && !access.topic(operation::CREATE, name.0.as_str()) {
+                        refused_creation.push(name.0.as_str().to_string());
+                        continue;
+                    }
                     to_create.push(CreateSpec {
                         name: name.0.as_str().to_string(),
                         num_partitions: -1,
@@ -182,6 +202,16 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
         }
         for entry in wanted {
             match entry.name {
+                Some(name)
+                    if !access.topic(operation::DESCRIBE, name.0.as_str())
+                        || refused_creation.iter().any(|r| r == name.0.as_str()) =>
+                {
+                    topics.push(missing(
+                        Some(name),
+                        uuid::Uuid::nil(),
+                        codes::TOPIC_AUTHORIZATION_FAILED,
+                    ));
+                }
                 Some(name) => match shard.topic(name.0.as_str()) {
                     Some(topic) => topics.push(topic_entry(shard, &topic, version)),
                     None => {
@@ -194,6 +224,9 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
                     }
                 },
                 None => match shard.topic_by_id(entry.topic_id.as_bytes()) {
+                    Some(topic) if !access.topic(operation::DESCRIBE, &topic.name) => topics.push(
+                        missing(None, entry.topic_id, codes::TOPIC_AUTHORIZATION_FAILED),
+                    ),
                     Some(topic) => topics.push(topic_entry(shard, &topic, version)),
                     None => topics.push(missing(None, entry.topic_id, codes::UNKNOWN_TOPIC_ID)),
                 },

@@ -3,6 +3,7 @@
 //! its end of the channel mesh. [`start`] runs it in the background and returns a handle;
 //! [`serve`] runs it until SIGTERM/SIGINT, for the `broker serve` command.
 
+pub mod acl_api;
 pub mod cluster;
 pub mod connection;
 pub mod dispatch;
@@ -42,6 +43,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 
 use crate::cluster::ClusterView;
+use crate::security::acl_store::{AclBackend, AclFile, ShardAcls, SharedAcls};
 use crate::security::credentials::{CredentialStore, LiveCredentials, ShardCredentials};
 use crate::topics::{self, FileTopicStore, Topic, TopicStore};
 
@@ -123,6 +125,8 @@ pub enum StartError {
     Cluster(String),
     #[error("{0}")]
     Credentials(String),
+    #[error("ACLs: {0}")]
+    Acls(String),
 }
 
 /// Binds a probe socket to learn the port when `port` is 0, so every shard can bind the same
@@ -223,6 +227,8 @@ struct ShardStart {
     )>,
     /// Cluster mode, shard 0 only: the agent's view snapshots.
     views: Option<async_channel::Receiver<Arc<ClusterView>>>,
+    /// `--authorizer`: the process's ACLs.
+    acls: Option<Arc<SharedAcls>>,
 }
 
 /// Starts the server in the background; returns once every shard listens.
@@ -248,6 +254,25 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
         ),
         Some(_) => LiveCredentials::external(),
     });
+    let acls = match &config.authorizer {
+        None => None,
+        Some(settings) => {
+            let (acls, backend) = match config.cluster {
+                // The agent loads them from the coordinator before it reports ready.
+                Some(_) => (Vec::new(), AclBackend::Coordinator),
+                None => (
+                    AclFile::load(&config.data_dir).map_err(StartError::Acls)?,
+                    AclBackend::File(config.data_dir.clone()),
+                ),
+            };
+            let authorizer = crate::security::authorizer::Authorizer::new(
+                settings.super_users.clone(),
+                settings.allow_if_no_acl,
+                acls,
+            );
+            Some(SharedAcls::new(authorizer, backend))
+        }
+    };
     let agent = match &config.cluster {
         None => None,
         Some(cluster) => {
@@ -261,9 +286,13 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
                 }
                 None => (listen.ip().to_string(), listen.port()),
             };
-            let agent =
-                crate::cluster::agent::start(cluster.clone(), advertised, credentials.clone())
-                    .map_err(StartError::Cluster)?;
+            let agent = crate::cluster::agent::start(
+                cluster.clone(),
+                advertised,
+                credentials.clone(),
+                acls.clone(),
+            )
+            .map_err(StartError::Cluster)?;
             cluster::reconcile(&mut store, &agent.initial, shard_count, &config.data_dir)?;
             Some(agent)
         }
@@ -321,6 +350,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             } else {
                 None
             },
+            acls: acls.clone(),
         };
         let thread = executor::shard_executor(id, core)
             .spawn(move || shard_main(start))
@@ -378,6 +408,7 @@ async fn shard_main(start: ShardStart) {
         ready,
         cluster,
         views,
+        acls,
     } = start;
     let shard_count = config.profile.shard_cores().len();
     let depth = config.profile.shard_cores()[id].io_uring_depth;
@@ -449,6 +480,7 @@ async fn shard_main(start: ShardStart) {
             fetching: fetching.clone(),
             fetchers_running: fetchers_running.clone(),
         }),
+        acls: acls.map(ShardAcls::new),
     });
     if let Err(err) = shard.open_partitions().await {
         let _ = ready.send(Err(format!("shard {id}: {err}")));

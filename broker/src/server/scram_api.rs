@@ -35,11 +35,20 @@ use super::shard::Shard;
 pub const USERS_PER_REQUEST_MAX: usize = 1000;
 
 /// Answers DescribeUserScramCredentials from this shard's snapshot: every user with
-/// credentials when the request names none.
+/// credentials when the request names none. `allowed`: the principal may DESCRIBE the
+/// cluster (else CLUSTER_AUTHORIZATION_FAILED, as Kafka answers).
 pub fn describe(
     shard: &Shard,
     body: &DescribeUserScramCredentialsRequest,
+    allowed: bool,
 ) -> DescribeUserScramCredentialsResponse {
+    if !allowed {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(codes::CLUSTER_AUTHORIZATION_FAILED)
+            .with_error_message(Some(StrBytes::from_static_str(
+                "DESCRIBE on the cluster is needed",
+            )));
+    }
     let snapshot = shard.credentials.current();
     let info = |creds: &UserCredentials| -> Vec<CredentialInfo> {
         creds
@@ -190,13 +199,20 @@ fn upsert(
 }
 
 /// Answers AlterUserScramCredentials: one result per user named, in the order named.
+/// `allowed`: the principal may ALTER the cluster (else every user is refused with
+/// CLUSTER_AUTHORIZATION_FAILED and nothing changes).
 pub async fn alter(
     shard: &Shard,
     body: &AlterUserScramCredentialsRequest,
+    allowed: bool,
 ) -> AlterUserScramCredentialsResponse {
     let mut results = Vec::new();
     for (at, (user, changes)) in changes_by_user(body).into_iter().enumerate() {
         let outcome = match changes {
+            _ if !allowed => Err((
+                codes::CLUSTER_AUTHORIZATION_FAILED,
+                "ALTER on the cluster is needed".to_string(),
+            )),
             _ if at >= USERS_PER_REQUEST_MAX => Err((
                 codes::INVALID_REQUEST,
                 format!("at most {USERS_PER_REQUEST_MAX} users per request"),

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 
+use crate::security::access::Access;
 use crate::topics::{self, Topic, TopicError, TopicStore};
 
 use super::groups::ShardGroups;
@@ -50,6 +51,8 @@ pub struct ServeConfig {
     /// Cluster mode with a SASL inter-broker listener: how this broker authenticates on its
     /// connections to other brokers (Kafka's `sasl.mechanism.inter.broker.protocol`).
     pub inter_broker_sasl: Option<crate::security::inter_broker::InterBrokerSasl>,
+    /// `--authorizer`: ACLs checked on every request; everything is allowed when absent.
+    pub authorizer: Option<crate::security::acl_store::AuthorizerConfig>,
 }
 
 /// The state of one shard; lives on its executor only.
@@ -83,9 +86,16 @@ pub struct Shard {
     pub stop: Arc<AtomicBool>,
     /// Cluster mode: the view and the way to the cluster agent.
     pub cluster: Option<super::cluster::ShardCluster>,
+    /// `--authorizer`: this shard's view of the process's ACLs.
+    pub acls: Option<crate::security::acl_store::ShardAcls>,
 }
 
 impl Shard {
+    /// What `client` may do, for one request.
+    pub fn access(&self, client: &crate::security::client::ClientIdentity) -> Access {
+        Access::new(self.acls.as_ref(), client)
+    }
+
     /// Looks a topic up in this shard's view.
     pub fn topic(&self, name: &str) -> Option<Rc<Topic>> {
         self.topics.borrow().get(name).cloned()

@@ -61,5 +61,6 @@ pub fn member_config(data_dir: &Path, cluster: ClusterConfig) -> ServeConfig {
         cluster: Some(cluster),
         security: Default::default(),
         inter_broker_sasl: None,
+        authorizer: None,
     }
 }

@@ -53,15 +53,11 @@ pub fn start_with(
     data_dir: &Path,
     auto_create_topics: bool,
 ) -> ServerHandle {
-    server::start(serve_config(profile, data_dir, auto_create_topics)).expect("server starts")
+    server::start(config(profile, data_dir, auto_create_topics)).expect("server starts")
 }
 
-/// A single node on a free loopback port with a PLAINTEXT listener.
-pub fn serve_config(
-    profile: tuning::Profile,
-    data_dir: &Path,
-    auto_create_topics: bool,
-) -> ServeConfig {
+/// A single node's settings on a free loopback port with a PLAINTEXT listener.
+pub fn config(profile: tuning::Profile, data_dir: &Path, auto_create_topics: bool) -> ServeConfig {
     ServeConfig {
         profile,
         data_dir: data_dir.to_path_buf(),
@@ -76,6 +72,7 @@ pub fn serve_config(
         cluster: None,
         security: Default::default(),
         inter_broker_sasl: None,
+        authorizer: None,
     }
 }
 
