@@ -31,6 +31,7 @@ import threading
 import time
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
@@ -75,11 +76,14 @@ class Ensemble:
 
     flavour = "ours"
 
-    def __init__(self, tmp, n=3, extra="", tick_ms=200):
+    def __init__(self, tmp, n=3, extra="", tick_ms=200, secure=False):
+        """`secure`: each server also gets its own `secureClientPort` (the `ssl.*` keys go
+        in `extra`)."""
         self.dir = Path(tmp)
         self.extra = extra
         self.tick_ms = tick_ms
         self.client_ports = [free_port() for _ in range(n)]
+        self.secure_ports = [free_port() for _ in range(n)] if secure else None
         self.peer_ports = [free_port() for _ in range(n)]
         self.election_ports = [free_port() for _ in range(n)]
         self.procs = [None] * n
@@ -110,6 +114,11 @@ class Ensemble:
             f"clientPort={self.client_ports[i]}\n"
             "clientPortAddress=127.0.0.1\n"
             "4lw.commands.whitelist=*\n" + servers + self.extra
+            + (
+                f"secureClientPort={self.secure_ports[i]}\nsecureClientPortAddress=127.0.0.1\n"
+                if self.secure_ports
+                else ""
+            )
         )
         self.logs[i] = open(d / "coordinator.log", "ab")
         self.procs[i] = subprocess.Popen(
@@ -150,6 +159,10 @@ class Ensemble:
     @property
     def connect(self):
         return self.hosts()
+
+    def secure_hosts(self, servers=None):
+        servers = range(len(self.procs)) if servers is None else servers
+        return ",".join(f"127.0.0.1:{self.secure_ports[i]}" for i in servers)
 
     def log_tails(self, lines=20):
         return "\n".join(
@@ -297,11 +310,13 @@ class BrokerCluster:
     """Brokers registered in one coordination service under `chroot` ("" = the root).
 
     `zk` is a kazoo client rooted at the chroot, so paths are Kafka's (/brokers/ids, ...).
-    `session_timeout_ms`, `broker_args` (more `broker serve` flags) and `broker_kwargs` (more
-    `Broker` arguments, e.g. protocol="SSL", tls=...) apply to every member."""
+    `session_timeout_ms`, `broker_args` (more `broker serve` flags), `protocol` (a security
+    protocol such as SASL_PLAINTEXT for `--listener`) and `broker_kwargs` (more `Broker`
+    arguments, e.g. protocol="SSL", tls=...) apply to every member."""
 
     def __init__(self, tmp, coord, ids=(1, 2, 3), chroot="", racks=None,
-                 session_timeout_ms=SESSION_TIMEOUT_MS, broker_args=(), broker_kwargs=None):
+                 session_timeout_ms=SESSION_TIMEOUT_MS, broker_args=(), protocol=None,
+                 broker_kwargs=None):
         self.dir = Path(tmp)
         self.coord = coord
         self.chroot = chroot
@@ -309,7 +324,7 @@ class BrokerCluster:
         self.racks = dict(racks or {})
         self.session_timeout_ms = session_timeout_ms
         self.brokers = {
-            i: Broker(self.dir / f"broker{i}" / "data",
+            i: Broker(self.dir / f"broker{i}" / "data", protocol=protocol,
                       extra=member_extra(i, self.connect, self.racks.get(i), session_timeout_ms, broker_args),
                       **(broker_kwargs or {}))
             for i in ids
@@ -320,9 +335,30 @@ class BrokerCluster:
             for b in self.brokers.values():
                 b.start()
             self.zk = zk_client(self.connect)
+            self.wait_registered(ids)
         except BaseException:
             self.stop()
             raise
+
+    def wait_registered(self, ids, timeout=30):
+        """Until every broker of `ids` is registered and the controller's view has them all
+        (it logs each live set it acts on), so a test's first CreateTopics sees the whole
+        cluster."""
+        want = sorted(str(i) for i in ids)
+        deadline = time.time() + timeout
+        while sorted(self.zk.get_children("/brokers/ids")) != want:
+            assert time.time() < deadline, f"brokers {want} not all registered"
+            time.sleep(0.05)
+        # A broker's view follows /brokers/ids through a watch: give every member's watch the
+        # time to fire by reading each one's Metadata broker count where the client can.
+        for i in ids:
+            b = self.brokers[i]
+            while b.protocol in (None, "PLAINTEXT") and b.tls is None:
+                seen = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10).brokers
+                if len(seen) >= len(ids):
+                    break
+                assert time.time() < deadline, f"broker {i} sees {sorted(seen)} of {want}"
+                time.sleep(0.05)
 
     # --- processes -------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ group's last commit is served from its compacted log."""
 
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTopicPartition
@@ -167,5 +167,48 @@ def test_consumer_offsets_is_compacted_and_replays_after_restart(tmp_path):
         (committed,) = consumer.committed([tp], timeout=30)
         consumer.close()
         assert committed.offset == 3000
+    finally:
+        broker.stop()
+
+
+def test_a_compacted_topic_refuses_records_without_a_key(tmp_path):
+    """As Kafka: a produce holding a keyless record to a compacted topic fails with
+    INVALID_RECORD and appends nothing; keyed records and keyless ones to a delete-policy
+    topic are accepted."""
+    broker = Broker(tmp_path / "data").start()
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        topics = [NewTopic("compacted", 1, 1, config={"cleanup.policy": "compact"}),
+                  NewTopic("plain", 1, 1)]
+        for f in admin.create_topics(topics).values():
+            f.result(30)
+        outcomes = []
+
+        def delivered(err, msg):
+            outcomes.append((msg.topic(), msg.key(), err.code() if err else None))
+
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all",
+                             "compression.type": "none", "retries": 0,
+                             "enable.idempotence": False})
+        producer.produce("compacted", key=b"k", value=b"kept", on_delivery=delivered)
+        assert producer.flush(30) == 0
+        producer.produce("compacted", value=b"no key", on_delivery=delivered)
+        producer.produce("plain", value=b"no key", on_delivery=delivered)
+        assert producer.flush(30) == 0
+        assert outcomes == [("compacted", b"k", None),
+                            ("compacted", None, KafkaError.INVALID_RECORD),
+                            ("plain", None, None)], outcomes
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "keyless",
+                             "enable.auto.commit": False})
+        consumer.assign([TopicPartition("compacted", 0, OFFSET_BEGINNING)])
+        try:
+            seen, deadline = [], time.time() + 10
+            while time.time() < deadline and not seen:
+                seen += [m for m in consumer.consume(10, 0.5) if m.error() is None]
+            assert [(m.offset(), m.key(), m.value()) for m in seen] == [(0, b"k", b"kept")]
+            low, high = consumer.get_watermark_offsets(TopicPartition("compacted", 0), 10)
+            assert (low, high) == (0, 1)
+        finally:
+            consumer.close()
     finally:
         broker.stop()

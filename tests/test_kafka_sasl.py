@@ -148,3 +148,67 @@ def test_an_unoffered_mechanism_and_a_client_without_sasl_are_refused(sasl_broke
         AdminClient({"bootstrap.servers": sasl_broker.bootstrap,
                      "socket.timeout.ms": 5000}).list_topics(timeout=8)
     assert "before SASL authentication" in sasl_broker.log()
+
+
+def test_scram_users_managed_through_the_admin_client_take_effect_at_once(sasl_broker):
+    """alice (an existing user) adds dave with AlterUserScramCredentials: dave authenticates
+    on new connections without a restart, DescribeUserScramCredentials lists him with his
+    iteration count, credentials.json holds him (no password); deleting him refuses him."""
+    from confluent_kafka.admin import (ScramCredentialInfo, ScramMechanism,
+                                       UserScramCredentialDeletion, UserScramCredentialUpsertion)
+    admin = AdminClient(sasl(sasl_broker, "SCRAM-SHA-512", "alice", "alice-secret"))
+    dave = sasl(sasl_broker, "SCRAM-SHA-512", "dave", "dave-secret")
+
+    def refused(conf):
+        failures = sasl_broker.log().count("SASL authentication failed")
+        with pytest.raises(KafkaException):
+            AdminClient({**conf, "socket.timeout.ms": 5000}).list_topics(timeout=8)
+        assert sasl_broker.log().count("SASL authentication failed") > failures
+
+    refused(dave)
+    upsert = UserScramCredentialUpsertion(
+        "dave", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"dave-secret")
+    for user, future in admin.alter_user_scram_credentials([upsert]).items():
+        assert future.result(timeout=30) is None, user
+    assert AdminClient(dave).list_topics(timeout=10).topics is not None
+    topic = f"sasl-dave-{uuid.uuid4().hex[:6]}"
+    create_topic(dave, topic)
+    roundtrip(dave, topic, n=20)
+
+    described = admin.describe_user_scram_credentials(["dave", "alice"]).items()
+    infos = {u: sorted((i.mechanism, i.iterations) for i in f.result(timeout=30).scram_credential_infos)
+             for u, f in described}
+    assert infos == {
+        "dave": [(ScramMechanism.SCRAM_SHA_512, 8192)],
+        "alice": sorted([(ScramMechanism.SCRAM_SHA_256, 4096), (ScramMechanism.SCRAM_SHA_512, 4096)]),
+    }
+    everyone = admin.describe_user_scram_credentials().result(timeout=30)
+    assert set(everyone) == {"alice", "bob", "dave"}
+    stored = (sasl_broker.data_dir / "credentials.json").read_text()
+    assert '"dave"' in stored and "iterations=8192" in stored and "dave-secret" not in stored
+
+    # Unknown users are RESOURCE_NOT_FOUND; deleting a credential dave lacks changes nothing.
+    with pytest.raises(KafkaException, match="RESOURCE_NOT_FOUND"):
+        admin.describe_user_scram_credentials(["nobody"])["nobody"].result(timeout=30)
+    missing = UserScramCredentialDeletion("dave", ScramMechanism.SCRAM_SHA_256)
+    with pytest.raises(KafkaException, match="RESOURCE_NOT_FOUND"):
+        admin.alter_user_scram_credentials([missing])["dave"].result(timeout=30)
+    assert AdminClient(dave).list_topics(timeout=10).topics is not None
+
+    gone = UserScramCredentialDeletion("dave", ScramMechanism.SCRAM_SHA_512)
+    assert admin.alter_user_scram_credentials([gone])["dave"].result(timeout=30) is None
+    refused(dave)
+    assert '"dave"' not in (sasl_broker.data_dir / "credentials.json").read_text()
+
+
+def test_bad_scram_alterations_are_refused_per_user(sasl_broker):
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+    admin = AdminClient(sasl(sasl_broker, "SCRAM-SHA-512", "alice", "alice-secret"))
+    few = UserScramCredentialUpsertion("erin", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 100), b"pw")
+    fine = UserScramCredentialUpsertion("fred", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"pw")
+    results = admin.alter_user_scram_credentials([few, fine])
+    with pytest.raises(KafkaException, match="UNACCEPTABLE_CREDENTIAL"):
+        results["erin"].result(timeout=30)
+    assert results["fred"].result(timeout=30) is None
+    assert set(admin.describe_user_scram_credentials().result(timeout=30)) >= {"fred"}
+    assert "erin" not in admin.describe_user_scram_credentials().result(timeout=30)

@@ -35,6 +35,8 @@ impl EmbeddedNode {
             offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
             cluster: None,
             security: Default::default(),
+            inter_broker_sasl: None,
+            authorizer: None,
         };
         let handle = server::start(config).map_err(|err| format!("embedded broker: {err}"))?;
         Ok(EmbeddedNode {

@@ -1,18 +1,15 @@
 //! `bench limits`: this host's own ceilings, measured now, so every benchmark can report its
 //! figures as a fraction of what the machine can do in the same run: O_DIRECT sequential
-//! write bandwidth, 4 KiB write + fdatasync latency, loopback TCP bandwidth, memcpy bandwidth.
+//! write bandwidth, 4 KiB write + fdatasync latency (both measured by the broker's
+//! [`broker::disk_probe`]), loopback TCP bandwidth, memcpy bandwidth.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use broker::disk_probe;
 use serde::Serialize;
-
-use crate::report::LatencyHistogram;
 
 /// The measured limits.
 #[derive(Debug, Clone, Serialize)]
@@ -35,92 +32,6 @@ impl HostLimits {
             self.memcpy_gb_s
         )
     }
-}
-
-/// A 4096-aligned heap buffer, as O_DIRECT needs.
-pub struct AlignedBuffer {
-    pointer: *mut u8,
-    layout: Layout,
-}
-
-impl AlignedBuffer {
-    pub fn new(len: usize) -> AlignedBuffer {
-        let layout = Layout::from_size_align(len.max(4096), 4096).expect("valid layout");
-        // SAFETY: the layout has a non-zero size.
-        let pointer = unsafe { alloc_zeroed(layout) };
-        assert!(!pointer.is_null(), "out of memory allocating {len} bytes");
-        AlignedBuffer { pointer, layout }
-    }
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: pointer is valid for layout.size() initialised bytes until drop.
-        unsafe { std::slice::from_raw_parts(self.pointer, self.layout.size()) }
-    }
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and we hold the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.pointer, self.layout.size()) }
-    }
-}
-
-impl Drop for AlignedBuffer {
-    fn drop(&mut self) {
-        // SAFETY: allocated with this layout in `new`.
-        unsafe { dealloc(self.pointer, self.layout) }
-    }
-}
-
-/// Writes `total_bytes` sequentially with O_DIRECT in `write_bytes` writes into a new file in
-/// `dir`, fdatasyncs once, and returns MB/s. The file is removed.
-pub fn o_direct_write_mb_s(dir: &Path, total_bytes: u64, write_bytes: usize) -> io::Result<f64> {
-    let path = dir.join(format!(".bench-limits-{}.tmp", std::process::id()));
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)?;
-    let mut buffer = AlignedBuffer::new(write_bytes);
-    for (index, byte) in buffer.as_mut_slice().iter_mut().enumerate() {
-        *byte = (index * 31 % 251) as u8;
-    }
-    let started = Instant::now();
-    let mut position = 0u64;
-    let result = (|| {
-        while position < total_bytes {
-            file.write_all_at(buffer.as_slice(), position)?;
-            position += write_bytes as u64;
-        }
-        file.sync_data()
-    })();
-    let elapsed = started.elapsed();
-    drop(file);
-    let _ = std::fs::remove_file(&path);
-    result?;
-    Ok(position as f64 / elapsed.as_secs_f64() / 1e6)
-}
-
-/// `iterations` x (4 KiB O_DIRECT write + fdatasync) at successive positions; latency each.
-pub fn fdatasync_latency(dir: &Path, iterations: u32) -> io::Result<LatencyHistogram> {
-    let path = dir.join(format!(".bench-fsync-{}.tmp", std::process::id()));
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)?;
-    let buffer = AlignedBuffer::new(4096);
-    let mut histogram = LatencyHistogram::default();
-    let result = (|| {
-        for index in 0..iterations as u64 {
-            let started = Instant::now();
-            file.write_all_at(buffer.as_slice(), index * 4096)?;
-            file.sync_data()?;
-            histogram.record(started.elapsed());
-        }
-        Ok(())
-    })();
-    drop(file);
-    let _ = std::fs::remove_file(&path);
-    result.map(|()| histogram)
 }
 
 /// Streams `total_bytes` over one loopback TCP connection in 1 MiB writes; returns MB/s.
@@ -171,12 +82,14 @@ pub fn memcpy_gb_s(rounds: u32) -> f64 {
 
 /// Measures every limit; disk figures in `dir` (which must be on the disk under test).
 pub fn measure(dir: &Path) -> io::Result<HostLimits> {
-    let o_direct_write_mb_s = o_direct_write_mb_s(dir, 1 << 30, 1 << 20)?;
-    let fsync = fdatasync_latency(dir, 500)?;
+    // 1 GiB in 1 MiB writes, one at a time, then one fdatasync.
+    let write = disk_probe::o_direct_writes(dir, 1 << 20, 1, 1 << 30, Duration::from_secs(120))?;
+    let fsync = disk_probe::fdatasync_latencies(dir, 500, Duration::from_secs(60))?;
+    let ms = |q| disk_probe::quantile(&fsync, q).as_secs_f64() * 1e3;
     Ok(HostLimits {
-        o_direct_write_mb_s,
-        fdatasync_p50_ms: fsync.quantile_ms(0.5),
-        fdatasync_p99_ms: fsync.quantile_ms(0.99),
+        o_direct_write_mb_s: write.mb_s(),
+        fdatasync_p50_ms: ms(0.5),
+        fdatasync_p99_ms: ms(0.99),
         loopback_tcp_mb_s: loopback_tcp_mb_s(2 << 30)?,
         memcpy_gb_s: memcpy_gb_s(16),
     })
@@ -184,20 +97,13 @@ pub fn measure(dir: &Path) -> io::Result<HostLimits> {
 
 #[cfg(test)]
 mod tests {
-    //! Proves each probe runs and returns a positive figure (small sizes; not a benchmark).
+    //! Proves the network and memory probes run and return a positive figure (small sizes;
+    //! not a benchmark). The disk probes are tested in `broker::disk_probe`.
     use super::*;
 
     #[test]
     fn probes_return_positive_figures() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(o_direct_write_mb_s(dir.path(), 8 << 20, 1 << 20).unwrap() > 0.0);
-        assert_eq!(fdatasync_latency(dir.path(), 5).unwrap().len(), 5);
         assert!(loopback_tcp_mb_s(8 << 20).unwrap() > 0.0);
         assert!(memcpy_gb_s(1) > 0.0);
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "probe files removed"
-        );
     }
 }

@@ -5,12 +5,13 @@
 //! Kafka RecordBatch v2 exactly as produced), the Kafka protocol pieces ([`kafka`]), the
 //! shard-per-core server ([`server`]), topic metadata ([`topics`]), cluster mode ([`cluster`]:
 //! registration, controller and metadata in a ZooKeeper-protocol coordinator), client
-//! authentication ([`security`]: SCRAM credentials and exchanges) and the operator
-//! commands ([`cli`]). It is not the coordinator (see the `coordinator` crate).
+//! authentication ([`security`]: SCRAM credentials and exchanges), the operator commands
+//! ([`cli`]) and the disk measurements of `broker tuning probe` ([`disk_probe`]). It is not the coordinator (see the `coordinator` crate).
 
 pub mod cli;
 pub mod cluster;
 pub mod data_file;
+pub mod disk_probe;
 pub mod group;
 pub mod kafka;
 pub mod security;

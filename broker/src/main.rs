@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use broker::security::acl_store::AuthorizerConfig;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -71,6 +72,27 @@ enum Command {
         /// SCRAM-SHA-512 (comma list).
         #[arg(long, default_value = "SCRAM-SHA-256,SCRAM-SHA-512")]
         sasl_enabled_mechanisms: String,
+        /// Kafka's sasl.mechanism.inter.broker.protocol: how this broker authenticates to
+        /// the others' SASL listeners (SCRAM-SHA-256 or SCRAM-SHA-512; cluster mode).
+        #[arg(long, requires_all = ["inter_broker_user", "inter_broker_password_file"])]
+        sasl_inter_broker_mechanism: Option<String>,
+        /// The SCRAM user this broker authenticates as to other brokers.
+        #[arg(long)]
+        inter_broker_user: Option<String>,
+        /// A file whose first line is that user's password.
+        #[arg(long)]
+        inter_broker_password_file: Option<PathBuf>,
+        /// Check ACLs on every request (Kafka's authorizer.class.name): without it everything
+        /// is allowed. ACLs live in the data dir's acls.json, in cluster mode in the
+        /// coordinator's /kafka-acl znodes.
+        #[arg(long)]
+        authorizer: bool,
+        /// Kafka's super.users: principals that pass every check, `User:admin;User:ops`.
+        #[arg(long, default_value = "")]
+        super_users: String,
+        /// Kafka's allow.everyone.if.no.acl.found: a resource no ACL applies to is open to all.
+        #[arg(long)]
+        allow_everyone_if_no_acl_found: bool,
         /// Broker (node) id.
         #[arg(long, default_value_t = 0)]
         id: i32,
@@ -126,6 +148,14 @@ enum Command {
         /// to other ISR members before stopping (0: stop at once).
         #[arg(long, default_value_t = 10000)]
         controlled_shutdown_timeout_ms: u64,
+        /// A file whose first line is `user:password`: every coordinator session runs
+        /// `addauth digest` with it (Kafka's JAAS `Client` section for ZooKeeper).
+        #[arg(long)]
+        coordinator_digest_file: Option<PathBuf>,
+        /// Kafka's zookeeper.set.acl: znodes this broker creates get ALL for the digest user
+        /// and READ for everyone; credentials (`/config/users/...`) the digest user only.
+        #[arg(long, requires = "coordinator_digest_file")]
+        coordinator_set_acl: bool,
     },
     /// The cluster: its id, the controller and the live brokers.
     Cluster {
@@ -146,6 +176,17 @@ enum Command {
     Users {
         #[command(subcommand)]
         action: UsersAction,
+    },
+    /// Tuning profiles: `probe` measures this host and writes one.
+    Tuning {
+        #[command(subcommand)]
+        action: TuningAction,
+    },
+    /// ACLs (Kafka's kafka-acls.sh): a single node's in its data directory (--data-dir), a
+    /// cluster's in the coordinator (--coordinator).
+    Acls {
+        #[command(subcommand)]
+        action: AclsAction,
     },
     /// Produce stdin lines as records (`key<sep>value` with --key-separator).
     Produce {
@@ -195,6 +236,99 @@ enum GroupsAction {
     },
 }
 
+#[derive(clap::Args)]
+struct AclArgs {
+    /// A single node's data directory (edit while the broker is stopped).
+    #[arg(
+        long,
+        conflicts_with = "coordinator",
+        required_unless_present = "coordinator"
+    )]
+    data_dir: Option<PathBuf>,
+    /// A cluster's coordinator (Kafka's zookeeper.connect, `host:port[/chroot]`).
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// Principal allowed (`User:alice`, `User:*`); repeatable.
+    #[arg(long)]
+    allow_principal: Vec<String>,
+    /// Principal denied; repeatable.
+    #[arg(long)]
+    deny_principal: Vec<String>,
+    /// Host the allow entries apply to (`*` when absent); repeatable.
+    #[arg(long)]
+    allow_host: Vec<String>,
+    /// Host the deny entries apply to (`*` when absent); repeatable.
+    #[arg(long)]
+    deny_host: Vec<String>,
+    /// Read, Write, Create, Delete, Alter, Describe, ClusterAction, DescribeConfigs,
+    /// AlterConfigs, IdempotentWrite, All (All when absent); repeatable.
+    #[arg(long)]
+    operation: Vec<String>,
+    #[arg(long)]
+    topic: Vec<String>,
+    #[arg(long)]
+    group: Vec<String>,
+    #[arg(long)]
+    transactional_id: Vec<String>,
+    /// The cluster resource.
+    #[arg(long)]
+    cluster: bool,
+    /// literal or prefixed (add/remove: literal when absent); any or match (list: any).
+    #[arg(long)]
+    resource_pattern_type: Option<String>,
+}
+
+impl AclArgs {
+    fn split(self) -> (broker::cli::acls::AclStoreAt, broker::cli::acls::AclOptions) {
+        use broker::cli::acls::{AclOptions, AclStoreAt};
+        let at = match (self.data_dir, self.coordinator) {
+            (Some(dir), _) => AclStoreAt::DataDir(dir),
+            (None, Some(connect)) => AclStoreAt::Coordinator(connect),
+            (None, None) => unreachable!("clap requires one of them"),
+        };
+        let options = AclOptions {
+            allow_principals: self.allow_principal,
+            deny_principals: self.deny_principal,
+            allow_hosts: self.allow_host,
+            deny_hosts: self.deny_host,
+            operations: self.operation,
+            topics: self.topic,
+            groups: self.group,
+            transactional_ids: self.transactional_id,
+            cluster: self.cluster,
+            pattern: self.resource_pattern_type,
+        };
+        (at, options)
+    }
+}
+
+#[derive(Subcommand)]
+enum AclsAction {
+    /// Adds ACLs: each principal x host x operation on each resource named.
+    Add(AclArgs),
+    /// Lists ACLs (all, or those of the resources/principals named).
+    List(AclArgs),
+    /// Removes the ACLs of the resources named (only the principals/operations named, if any).
+    Remove(AclArgs),
+}
+
+#[derive(Subcommand)]
+enum TuningAction {
+    /// Measures cores, interrupts and the data directory's disk (O_DIRECT writes across block
+    /// sizes and queue depths, fdatasync latency) and writes a profile for `serve --tuning`.
+    Probe {
+        /// Where the broker will keep its data: the disk measured (one scratch file at a time).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The profile to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Time budget of the whole measurement, seconds.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+}
+
 #[derive(Subcommand)]
 enum UsersAction {
     /// Adds a user's credential for a mechanism (or replaces it).
@@ -209,22 +343,64 @@ enum UsersAction {
         /// PBKDF2 iterations (4096 ..= 16384).
         #[arg(long, default_value_t = 4096)]
         iterations: u32,
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: UserStoreArgs,
     },
     /// Deletes a user's credential for a mechanism, or all of them.
     Delete {
         name: String,
         #[arg(long)]
         mechanism: Option<String>,
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: UserStoreArgs,
     },
     /// Lists users, mechanisms and iteration counts (never keys).
     List {
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: UserStoreArgs,
     },
+}
+
+/// Where `broker users` finds the users: a single node's data directory, or a cluster's
+/// coordinator (as `kafka-configs.sh --zookeeper`).
+#[derive(clap::Args)]
+struct UserStoreArgs {
+    /// A single node's data directory (the broker stopped).
+    #[arg(
+        long,
+        required_unless_present = "coordinator",
+        conflicts_with = "coordinator"
+    )]
+    data_dir: Option<PathBuf>,
+    /// A cluster's coordinator, `host:port[,host:port...][/chroot]` (brokers may run).
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// With --coordinator: a file whose first line is `user:password` for `addauth digest`.
+    #[arg(long, requires = "coordinator")]
+    coordinator_digest_file: Option<PathBuf>,
+    /// With --coordinator: a new user's znode is readable by the digest user only (Kafka's
+    /// zookeeper.set.acl).
+    #[arg(long, requires = "coordinator_digest_file")]
+    coordinator_set_acl: bool,
+}
+
+impl UserStoreArgs {
+    fn store(self) -> Result<broker::cli::users::UserStore, String> {
+        use broker::cli::users::UserStore;
+        match (self.data_dir, self.coordinator) {
+            (Some(dir), None) => Ok(UserStore::DataDir(dir)),
+            (None, Some(connect)) => Ok(UserStore::Coordinator {
+                connect,
+                digest: self
+                    .coordinator_digest_file
+                    .as_deref()
+                    .map(broker::cli::users::read_digest_file)
+                    .transpose()?,
+                set_acl: self.coordinator_set_acl,
+            }),
+            _ => Err("give --data-dir or --coordinator".into()),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -261,6 +437,16 @@ enum TopicsAction {
 fn client_result<T>(result: Result<T, broker::cli::client::ClientError>) -> ExitCode {
     match result {
         Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn string_result(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE
@@ -311,6 +497,12 @@ fn main() -> ExitCode {
             tls_client_ca,
             tls_ca,
             sasl_enabled_mechanisms,
+            sasl_inter_broker_mechanism,
+            inter_broker_user,
+            inter_broker_password_file,
+            authorizer,
+            super_users,
+            allow_everyone_if_no_acl_found,
             id,
             auto_create_topics,
             default_partitions,
@@ -326,7 +518,20 @@ fn main() -> ExitCode {
             min_insync_replicas,
             replica_lag_time_max_ms,
             controlled_shutdown_timeout_ms,
+            coordinator_digest_file,
+            coordinator_set_acl,
         } => {
+            let coordinator_digest = match coordinator_digest_file
+                .as_deref()
+                .map(broker::cli::users::read_digest_file)
+                .transpose()
+            {
+                Ok(digest) => digest,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
             let profile = match tuning::Profile::load_or_default(tuning.as_deref()) {
                 Ok(profile) => profile,
                 Err(err) => {
@@ -334,6 +539,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            log_profile(&profile, &data_dir);
             let advertise = match advertise.as_deref().map(parse_host_port) {
                 None => None,
                 Some(Some(pair)) => Some(pair),
@@ -363,17 +569,50 @@ fn main() -> ExitCode {
                 mechanisms: &sasl_enabled_mechanisms,
                 tls,
             };
-            let (listen, security) =
-                match listener_security(flags, listen, &data_dir, coordinator.is_some()) {
-                    Ok(pair) => pair,
-                    Err(err) => {
-                        eprintln!("error: {err}");
-                        return ExitCode::from(2);
-                    }
-                };
+            let (listen, security) = match listener_security(flags, listen) {
+                Ok(pair) => pair,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            let inter_broker_sasl = match inter_broker_sasl(
+                &security,
+                coordinator.is_some(),
+                sasl_inter_broker_mechanism.as_deref(),
+                inter_broker_user,
+                inter_broker_password_file.as_deref(),
+            ) {
+                Ok(sasl) => sasl,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            if !authorizer && (!super_users.is_empty() || allow_everyone_if_no_acl_found) {
+                eprintln!(
+                    "error: --super-users and --allow-everyone-if-no-acl-found need --authorizer"
+                );
+                return ExitCode::from(2);
+            }
+            let authorizer = match authorizer
+                .then(|| AuthorizerConfig::parse_super_users(&super_users))
+                .transpose()
+            {
+                Ok(found) => found.map(|super_users| AuthorizerConfig {
+                    super_users,
+                    allow_if_no_acl: allow_everyone_if_no_acl_found,
+                }),
+                Err(err) => {
+                    eprintln!("error: --super-users: {err}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = broker::server::ServeConfig {
                 profile,
                 security,
+                inter_broker_sasl,
+                authorizer,
                 data_dir,
                 listen,
                 advertise,
@@ -398,6 +637,9 @@ fn main() -> ExitCode {
                     min_insync_replicas,
                     replica_lag_time_max_ms,
                     controlled_shutdown_timeout_ms,
+                    coordinator_digest: coordinator_digest
+                        .map(broker::cluster::agent::CoordinatorDigest),
+                    coordinator_set_acl,
                 }),
             };
             match broker::server::serve(config) {
@@ -417,27 +659,53 @@ fn main() -> ExitCode {
                 client_result(broker::cli::groups::groups_describe(&bootstrap, &group))
             }
         },
+        Command::Tuning {
+            action:
+                TuningAction::Probe {
+                    data_dir,
+                    out,
+                    seconds,
+                },
+        } => {
+            let options = broker::cli::probe::ProbeOptions {
+                data_dir,
+                out: out.clone(),
+                budget: std::time::Duration::from_secs(seconds.clamp(5, 600)),
+            };
+            match broker::cli::probe::probe(&options) {
+                Ok(report) => {
+                    print!("{}", report.profile);
+                    eprintln!("wrote {}", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Users { action } => {
+            use broker::cli::users;
             let result = match action {
                 UsersAction::Add {
                     name,
                     mechanism,
                     password_file,
                     iterations,
-                    data_dir,
-                } => broker::cli::users::users_add(
-                    &data_dir,
-                    &name,
-                    &mechanism,
-                    &password_file,
-                    iterations,
-                ),
+                    store,
+                } => store.store().and_then(|store| {
+                    users::users_add(&store, &name, &mechanism, &password_file, iterations)
+                }),
                 UsersAction::Delete {
                     name,
                     mechanism,
-                    data_dir,
-                } => broker::cli::users::users_delete(&data_dir, &name, mechanism.as_deref()),
-                UsersAction::List { data_dir } => broker::cli::users::users_list(&data_dir),
+                    store,
+                } => store
+                    .store()
+                    .and_then(|store| users::users_delete(&store, &name, mechanism.as_deref())),
+                UsersAction::List { store } => {
+                    store.store().and_then(|store| users::users_list(&store))
+                }
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -446,6 +714,23 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Acls { action } => {
+            let result = match action {
+                AclsAction::Add(args) => {
+                    let (at, options) = args.split();
+                    broker::cli::acls::acls_add(&at, &options)
+                }
+                AclsAction::List(args) => {
+                    let (at, options) = args.split();
+                    broker::cli::acls::acls_list(&at, &options)
+                }
+                AclsAction::Remove(args) => {
+                    let (at, options) = args.split();
+                    broker::cli::acls::acls_remove(&at, &options)
+                }
+            };
+            string_result(result)
         }
         Command::Topics { action } => match action {
             TopicsAction::Create {
@@ -534,12 +819,10 @@ struct ListenerFlags<'a> {
 }
 
 /// The listen address and the listeners of `serve`: `--listener`s when given, else `--listen`
-/// as one PLAINTEXT listener. A SASL listener loads the data directory's credentials.
+/// as one PLAINTEXT listener.
 fn listener_security(
     flags: ListenerFlags<'_>,
     listen: SocketAddr,
-    data_dir: &std::path::Path,
-    cluster: bool,
 ) -> Result<(SocketAddr, broker::security::listener::ListenerSecurity), String> {
     use broker::security::listener::{self, ListenerSecurity};
     let map = listener::parse_protocol_map(flags.protocol_map)?;
@@ -554,29 +837,98 @@ fn listener_security(
             ));
         }
     }
-    let sasl = listeners.iter().any(|l| l.protocol.requires_sasl());
-    if sasl && cluster {
-        return Err(
-            "SASL listeners are not implemented in cluster mode yet (brokers would \
-                    need credentials for each other)"
-                .into(),
-        );
-    }
     let listen = listeners.first().map_or(listen, |l| l.address);
-    let credentials = if sasl {
-        let store = broker::security::credentials::CredentialStore::open(data_dir)?;
-        Some(std::sync::Arc::new(store))
-    } else {
-        None
-    };
     Ok((
         listen,
         ListenerSecurity {
             listeners,
             inter_broker_listener: flags.inter_broker,
             sasl_mechanisms: listener::parse_mechanisms(flags.mechanisms)?,
-            credentials,
             tls: flags.tls,
         },
     ))
+}
+
+/// Logs the profile `serve` runs with, and warns when it was probed on another host.
+fn log_profile(profile: &tuning::Profile, data_dir: &std::path::Path) {
+    let shards: Vec<String> = profile
+        .shard_cores()
+        .iter()
+        .map(|c| {
+            format!(
+                "cpu {} (io_uring_depth {}, memory_budget_bytes {}, busy_poll {})",
+                c.cpu, c.io_uring_depth, c.memory_budget_bytes, c.busy_poll
+            )
+        })
+        .collect();
+    let storage = &profile.storage;
+    tracing::info!(
+        "tuning profile {}: shards on {}; flush {:?}, write_buffer_bytes {}, segment_bytes {}, \
+         preallocate_bytes {}",
+        profile.source.display(),
+        shards.join(", "),
+        storage.flush(),
+        storage.write_buffer_bytes,
+        storage.segment_bytes,
+        storage.preallocate_bytes
+    );
+    if let Some(probed) = &profile.probed_host {
+        let device = tuning::host::block_device(data_dir);
+        for difference in probed.differences(&tuning::host::topology(), device.as_ref()) {
+            tracing::warn!(
+                "tuning profile {}: {difference}; run `broker tuning probe` on this host",
+                profile.source.display()
+            );
+        }
+    }
+}
+
+/// How this broker authenticates to the other brokers: needed in cluster mode when the
+/// inter-broker listener requires SASL, refused otherwise.
+fn inter_broker_sasl(
+    security: &broker::security::listener::ListenerSecurity,
+    cluster: bool,
+    mechanism: Option<&str>,
+    user: Option<String>,
+    password_file: Option<&std::path::Path>,
+) -> Result<Option<broker::security::inter_broker::InterBrokerSasl>, String> {
+    use broker::security::scram::Mechanism;
+    let (Some(mechanism), Some(user), Some(password_file)) = (mechanism, user, password_file)
+    else {
+        if cluster && security.inter_broker_requires_sasl() {
+            return Err(
+                "a SASL inter-broker listener needs --sasl-inter-broker-mechanism, \
+                 --inter-broker-user and --inter-broker-password-file (brokers authenticate \
+                 to each other)"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    };
+    if !cluster || !security.inter_broker_requires_sasl() {
+        return Err(
+            "--sasl-inter-broker-mechanism needs cluster mode (--coordinator) and a SASL \
+             inter-broker listener"
+                .into(),
+        );
+    }
+    let mechanism = Mechanism::from_name(mechanism).ok_or_else(|| {
+        format!("--sasl-inter-broker-mechanism {mechanism}: SCRAM-SHA-256 or SCRAM-SHA-512")
+    })?;
+    if !security
+        .sasl_mechanisms
+        .iter()
+        .any(|m| m.name() == mechanism.name())
+    {
+        return Err(format!(
+            "--sasl-inter-broker-mechanism {mechanism} is not in --sasl-enabled-mechanisms"
+        ));
+    }
+    broker::security::credentials::validate_user(&user)?;
+    let password = broker::cli::users::read_password_file(password_file)?;
+    Ok(Some(broker::security::inter_broker::InterBrokerSasl {
+        mechanism,
+        user,
+        password,
+    }))
 }

@@ -38,6 +38,8 @@ fn config(id: i32, coordinator: &str, data_dir: &Path) -> ServeConfig {
             min_insync_replicas: 1,
             replica_lag_time_max_ms: 2000,
             controlled_shutdown_timeout_ms: 5000,
+            coordinator_digest: None,
+            coordinator_set_acl: false,
         },
     )
 }

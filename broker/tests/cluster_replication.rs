@@ -5,6 +5,9 @@
 //! and serves every acknowledged record at the offset it was acknowledged with; with one
 //! broker of three left, acks=all is refused with NOT_ENOUGH_REPLICAS; stopped brokers come
 //! back, catch up and rejoin the ISR by themselves, and their logs equal the leader's.
+//! Then a disk fault: the leader's data directory (a loop-mounted ext4 image) fills up, its
+//! write fails, the broker reports the replica in `/offline_replicas/<id>`, and the controller
+//! moves leadership and the ISR to the other replicas, which serve every acknowledged record.
 //! Read back through the Kafka protocol (the CLI's client) and the state znodes
 //! (`zookeeper-client`); every server is stopped when the test ends, also on failure.
 
@@ -44,6 +47,8 @@ fn config(id: i32, coordinator: &str, data_dir: &Path, all_cores: bool) -> Serve
             min_insync_replicas: 2,
             replica_lag_time_max_ms: 1500,
             controlled_shutdown_timeout_ms: 5000,
+            coordinator_digest: None,
+            coordinator_set_acl: false,
         },
     );
     if all_cores {
@@ -58,6 +63,35 @@ struct Brokers {
     coordinator: String,
     all_cores: bool,
     _root: tempfile::TempDir,
+}
+
+impl Brokers {
+    /// Three brokers (not started) with data directories under `root`.
+    fn new(
+        coordinator: &str,
+        all_cores: bool,
+        root: tempfile::TempDir,
+        dirs: [PathBuf; 3],
+    ) -> Self {
+        Brokers {
+            handles: BTreeMap::new(),
+            dirs: (1..=3).zip(dirs).collect(),
+            coordinator: coordinator.to_string(),
+            all_cores,
+            _root: root,
+        }
+    }
+}
+
+fn zk_client(coordinator: &str) -> (tokio::runtime::Runtime, zk::Client) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = runtime
+        .block_on(zk::Client::connect(&format!("{coordinator}{CHROOT}")))
+        .unwrap();
+    (runtime, client)
 }
 
 impl Brokers {
@@ -186,26 +220,12 @@ fn run(all_cores: bool) {
     let coordinator_server = cluster_support::Coordinator::start();
     let coordinator = coordinator_server.addr();
     let root = tempfile::tempdir().unwrap();
-    let mut brokers = Brokers {
-        handles: BTreeMap::new(),
-        dirs: (1..=3)
-            .map(|id| (id, root.path().join(format!("b{id}"))))
-            .collect(),
-        coordinator: coordinator.clone(),
-        all_cores,
-        _root: root,
-    };
+    let dirs = [1, 2, 3].map(|id| root.path().join(format!("b{id}")));
+    let mut brokers = Brokers::new(&coordinator, all_cores, root, dirs);
     for id in 1..=3 {
         brokers.start(id);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = runtime
-        .block_on(zk::Client::connect(&format!("{coordinator}{CHROOT}")))
-        .unwrap();
-    let zk = (runtime, client);
+    let zk = zk_client(&coordinator);
 
     broker::cli::topics_create(&brokers.addr(1), TOPIC, 2, 3, &[]).unwrap();
     let (leader, epoch, isr) = state(&zk, PARTITION).unwrap();
@@ -271,4 +291,109 @@ fn run(all_cores: bool) {
     eventually("the last leader serves", || {
         (consume(&brokers.addr(last)) == acked).then_some(())
     });
+}
+
+#[test]
+fn a_leader_whose_disk_fills_hands_over_and_nothing_acknowledged_is_lost() {
+    let coordinator_server = cluster_support::Coordinator::start();
+    let coordinator = coordinator_server.addr();
+    // Each broker on its own small file system; the leader's is then filled.
+    let disks: Vec<kafka_support::SmallFs> =
+        (0..3).map(|_| kafka_support::SmallFs::new(160)).collect();
+    let dirs = [0, 1, 2].map(|i| disks[i].mount.join("data"));
+    let mut brokers = Brokers::new(&coordinator, false, tempfile::tempdir().unwrap(), dirs);
+    for id in 1..=3 {
+        brokers.start(id);
+    }
+    let zk = zk_client(&coordinator);
+    broker::cli::topics_create(&brokers.addr(1), TOPIC, 2, 3, &[]).unwrap();
+    let (leader, epoch, isr) = state(&zk, PARTITION).unwrap();
+    assert_eq!(isr.len(), 3);
+    eventually("the leader knows the topic", || {
+        (produce(&brokers.addr(leader), b"first").0 == 0).then_some(())
+    });
+    let mut acked = BTreeMap::new();
+    acked.insert(0, b"first".to_vec());
+
+    // Leave the leader's disk a few MiB, then produce 64 KiB records until a write fails.
+    let leader_disk = &disks[(leader - 1) as usize];
+    let free = broker::storage::disk_budget::fs_space(&leader_disk.mount)
+        .unwrap()
+        .free_bytes;
+    let ballast = vec![0u8; (free - (6 << 20)) as usize];
+    std::fs::write(leader_disk.mount.join("ballast"), ballast).unwrap();
+    let mut refused = 0;
+    for i in 0..1000u32 {
+        let mut value = vec![b'x'; 64 << 10];
+        value[..10].copy_from_slice(format!("{i:010}").as_bytes());
+        let (code, offset) = produce(&brokers.addr(leader), &value);
+        if code != 0 {
+            refused = code;
+            break;
+        }
+        acked.insert(offset, value);
+    }
+    assert_eq!(
+        refused, 56,
+        "KAFKA_STORAGE_ERROR from the leader whose disk is full"
+    );
+    assert!(acked.len() > 10, "{} acknowledged", acked.len());
+
+    // The controller hears of the failed replica: another ISR member leads, at a new epoch,
+    // and the failed one is out of the ISR.
+    let (next, next_epoch, next_isr) =
+        eventually("leadership moves off the failed replica", || {
+            state(&zk, PARTITION).filter(|s| s.0 >= 0 && s.0 != leader && !s.2.contains(&leader))
+        });
+    assert!(next_epoch > epoch);
+    assert_eq!(next_isr.len(), 2, "{next_isr:?}");
+    let reported =
+        zk.0.block_on(zk.1.get_data(&format!("/offline_replicas/{leader}")))
+            .unwrap()
+            .0;
+    let reported: serde_json::Value = serde_json::from_slice(&reported).unwrap();
+    assert_eq!(reported["partitions"][0]["topic"], TOPIC);
+    assert_eq!(reported["partitions"][0]["partition"], PARTITION);
+    // Every acknowledged record at its offset on the new leader, which takes more. (The
+    // refused record may be there too: the followers had it, only the leader's write failed.)
+    let holds_every_acked = |got: &BTreeMap<i64, Vec<u8>>, acked: &BTreeMap<i64, Vec<u8>>| {
+        acked
+            .iter()
+            .all(|(offset, value)| got.get(offset) == Some(value))
+    };
+    eventually("the new leader serves", || {
+        holds_every_acked(&consume(&brokers.addr(next)), &acked).then_some(())
+    });
+    let (code, offset) = eventually("acks=all on the new leader", || {
+        let (code, offset) = produce(&brokers.addr(next), b"after the fault");
+        (code == 0).then_some((code, offset))
+    });
+    assert_eq!(code, 0);
+    acked.insert(offset, b"after the fault".to_vec());
+    let got = consume(&brokers.addr(next));
+    assert!(holds_every_acked(&got, &acked));
+    assert!(
+        got.len() <= acked.len() + 1,
+        "{} records, {} acked",
+        got.len(),
+        acked.len()
+    );
+    // The failed broker still serves its other partition, and tells clients the new leader.
+    let mut client = Client::connect(&brokers.addr(leader)).unwrap();
+    let metadata = client
+        .call(
+            &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
+            9,
+        )
+        .unwrap();
+    let topic = metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))
+        .unwrap();
+    let partition = &topic.partitions[PARTITION as usize];
+    assert_eq!(partition.leader_id.0, next);
+    assert_eq!(partition.offline_replicas, vec![BrokerId(leader)]);
+    drop(brokers);
+    drop(disks);
 }

@@ -95,6 +95,11 @@ fn decode(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, String> {
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
         SaslHandshake => SaslHandshakeRequest,
         SaslAuthenticate => SaslAuthenticateRequest,
+        DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
+        AlterUserScramCredentials => AlterUserScramCredentialsRequest,
+        CreateAcls => CreateAclsRequest,
+        DescribeAcls => DescribeAclsRequest,
+        DeleteAcls => DeleteAclsRequest,
     };
     result.map_err(|err| err.to_string())?;
     Ok(body.len() - buf.len())

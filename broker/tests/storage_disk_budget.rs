@@ -2,7 +2,7 @@
 //! system loop-mounted for the test (unmounted by a guard, also on failure), with the server
 //! in-process:
 //! - hundreds of partitions, each produced to once, take a few MiB of disk (not the profile's
-//!   32 MiB preallocation each) and three open files each;
+//!   32 MiB preallocation each) and two open files each;
 //! - a CreateTopics that cannot fit is refused with POLICY_VIOLATION and a message naming
 //!   needed and free space, and leaves no partition directory behind;
 //! - producing until the disk is full answers KAFKA_STORAGE_ERROR (not a hang), the partition
@@ -11,8 +11,7 @@
 
 mod kafka_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use broker::cli::client::Client;
 use broker::storage::disk_budget::{self, PARTITION_FOOTPRINT_BYTES};
@@ -25,61 +24,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
-
-/// A loop-mounted ext4 file system of `size_mib` in a temp dir; unmounted on drop.
-struct SmallFs {
-    _base: tempfile::TempDir,
-    mount: PathBuf,
-}
-
-impl SmallFs {
-    fn new(size_mib: u64) -> SmallFs {
-        // The image lives next to the other test data (not in a tmpfs /tmp: loop-mounting a
-        // file on tmpfs is fine too, but /var/tmp is disk on CI hosts).
-        let base = tempfile::Builder::new()
-            .prefix("storage-disk-budget")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let image = base.path().join("fs.img");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(size_mib << 20)
-            .unwrap();
-        run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
-        let mount = base.path().join("mnt");
-        std::fs::create_dir(&mount).unwrap();
-        run(
-            "mount",
-            &[
-                "-o",
-                "loop",
-                image.to_str().unwrap(),
-                mount.to_str().unwrap(),
-            ],
-        );
-        SmallFs { _base: base, mount }
-    }
-
-    fn used_bytes(&self) -> u64 {
-        let space = disk_budget::fs_space(&self.mount).unwrap();
-        space.total_bytes - space.free_bytes
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        // A lazy unmount cannot fail on a busy mount (a file still open by a dying server).
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-    }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/setup installs it)"));
-    assert!(status.success(), "{program} {args:?}: {status}");
-}
 
 fn name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
@@ -186,7 +130,7 @@ fn partition_dirs(data: &Path, topic: &str) -> usize {
 #[test]
 fn many_partitions_fit_a_small_disk_and_a_topic_that_cannot_is_refused() {
     let _serial = serial();
-    let fs = SmallFs::new(256);
+    let fs = kafka_support::SmallFs::new(256);
     let data = fs.mount.join("data");
     let server = kafka_support::start(kafka_support::dev_profile(), &data);
     let addr = server.addr.to_string();
@@ -228,9 +172,10 @@ fn many_partitions_fit_a_small_disk_and_a_topic_that_cannot_is_refused() {
         used <= budget,
         "{used} bytes used by {partitions} partitions, budget {budget}"
     );
-    // Three per partition (its active `.log`), no index files: no index entry yet.
+    // Two per partition (its active `.log`: writer and reader), no index files: no index
+    // entry yet.
     assert!(
-        files <= partitions as usize * 3 + 16,
+        files <= partitions as usize * 2 + 16,
         "{files} files open for {partitions} partitions"
     );
 
@@ -255,7 +200,7 @@ fn many_partitions_fit_a_small_disk_and_a_topic_that_cannot_is_refused() {
 #[test]
 fn a_full_disk_takes_one_partition_offline_and_loses_nothing_acknowledged() {
     let _serial = serial();
-    let fs = SmallFs::new(160);
+    let fs = kafka_support::SmallFs::new(160);
     let data = fs.mount.join("data");
     let ballast = fs.mount.join("ballast");
     let mut acknowledged: Vec<(i64, Bytes)> = Vec::new();

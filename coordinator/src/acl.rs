@@ -10,8 +10,11 @@
 //!   connection holds `ip:<its address>` from the start.
 //! * `digest:USER:BASE64(SHA1(USER:PASSWORD))` matches connections that ran
 //!   `addauth digest USER:PASSWORD`.
+//! * `x509:SUBJECT` matches connections to the secure client port whose verified client
+//!   certificate has that subject (RFC 2253 form, `CN=app,O=Example`; [`crate::tls`]).
 //! * `auth` in an ACL given to create/setACL stands for every identity the caller proved
-//!   (its digests); it is replaced by them before the ACL is stored ([`fixup`]).
+//!   (its digests and its x509 subject); it is replaced by them before the ACL is stored
+//!   ([`fixup`]).
 //! * A connection whose digest equals the configured super digest
 //!   (`DigestAuthenticationProvider.superDigest` in zoo.cfg) also holds `super:`, which
 //!   passes every check.
@@ -97,7 +100,7 @@ pub fn allowed(acl: &[Acl], perm: i32, ids: &[AuthId]) -> bool {
         ids.iter()
             .filter(|i| i.scheme == a.scheme)
             .any(|i| match a.scheme.as_str() {
-                "digest" => i.id == a.id,
+                "digest" | "x509" => i.id == a.id,
                 "ip" => ip_matches(&i.id, &a.id),
                 _ => false,
             })
@@ -106,8 +109,8 @@ pub fn allowed(acl: &[Acl], perm: i32, ids: &[AuthId]) -> bool {
 
 /// The ACL to store for a create/setACL with `acl` from a caller holding `ids`
 /// (ZooKeeper's `fixupACL`): duplicates dropped, `auth` entries replaced by the caller's
-/// digests, every other entry checked for its scheme. INVALID_ACL when the list is empty, an
-/// entry is malformed or unknown, or `auth` is used without a digest to stand for.
+/// digests and x509 subjects, every other entry checked for its scheme. INVALID_ACL when the list is empty, an
+/// entry is malformed or unknown, or `auth` is used without one to stand for.
 pub fn fixup(acl: &[Acl], ids: &[AuthId]) -> Result<Vec<Acl>, i32> {
     let mut out: Vec<Acl> = Vec::with_capacity(acl.len());
     let mut push = |a: Acl| {
@@ -123,7 +126,10 @@ pub fn fixup(acl: &[Acl], ids: &[AuthId]) -> Result<Vec<Acl>, i32> {
             "world" if a.id == "anyone" => push(a.clone()),
             "auth" => {
                 let mut any = false;
-                for i in ids.iter().filter(|i| i.scheme == "digest") {
+                for i in ids
+                    .iter()
+                    .filter(|i| i.scheme == "digest" || i.scheme == "x509")
+                {
                     any = true;
                     push(Acl {
                         perms: a.perms,
@@ -136,6 +142,7 @@ pub fn fixup(acl: &[Acl], ids: &[AuthId]) -> Result<Vec<Acl>, i32> {
                 }
             }
             "digest" if valid_digest_id(&a.id) => push(a.clone()),
+            "x509" if !a.id.is_empty() => push(a.clone()),
             "ip" if parse_network(&a.id).is_some() => push(a.clone()),
             _ => return Err(err::INVALID_ACL),
         }
@@ -377,6 +384,29 @@ mod tests {
         let v6 = vec![acl(perms::ALL, "ip", "fd00::/8")];
         assert!(allowed(&v6, perms::READ, &from("fd12::1")));
         assert!(!allowed(&v6, perms::READ, &from("fe80::1")));
+    }
+
+    #[test]
+    fn x509_entries_match_the_exact_certificate_subject() {
+        let app = vec![AuthId::new("x509", "CN=app,O=streambox")];
+        let list = vec![acl(perms::READ, "x509", "CN=app,O=streambox")];
+        assert!(allowed(&list, perms::READ, &app));
+        assert!(!allowed(&list, perms::WRITE, &app));
+        let other = vec![AuthId::new("x509", "CN=app,O=elsewhere")];
+        assert!(!allowed(&list, perms::READ, &other));
+        // A digest with the same text is another scheme.
+        assert!(!allowed(
+            &list,
+            perms::READ,
+            &[AuthId::new("digest", "CN=app,O=streambox")]
+        ));
+        // `auth` stands for the subject too; an empty subject is no ACL.
+        let fixed = fixup(&[acl(perms::ALL, "auth", "")], &app).unwrap();
+        assert_eq!(fixed, vec![acl(perms::ALL, "x509", "CN=app,O=streambox")]);
+        assert_eq!(
+            fixup(&[acl(perms::ALL, "x509", "")], &app),
+            Err(err::INVALID_ACL)
+        );
     }
 
     #[test]

@@ -99,10 +99,54 @@ pub struct ZooConfig {
     /// prove on each peer connection (at least 16 bytes). Default none: peers are not
     /// authenticated. ZooKeeper's quorum SASL keys are refused when set to true.
     pub quorum_secret_file: Option<PathBuf>,
+    /// `secureClientPort`: the TLS client port, beside `clientPort` (0 binds any free port,
+    /// as `clientPort=0` does here). Default none.
+    pub secure_client_port: Option<u16>,
+    /// `secureClientPortAddress`. Default all interfaces (as ZooKeeper: not `clientPortAddress`).
+    pub secure_client_port_address: IpAddr,
+    /// The secure port's TLS settings (`ssl.*`); present exactly when `secureClientPort` is.
+    pub tls: Option<TlsSettings>,
+    /// `X509AuthenticationProvider.superUser` (ZooKeeper's system property
+    /// `zookeeper.X509AuthenticationProvider.superUser`; both spellings accepted): the
+    /// client certificate subject (RFC 2253 form) that holds `super:` on the secure port.
+    pub x509_super_user: Option<String>,
     /// The `server.N` lines.
     pub servers: BTreeMap<u64, PeerAddress>,
     /// From `dataDir/myid`, when servers are listed.
     pub my_id: Option<u64>,
+}
+
+/// `ssl.clientAuth`: whether the secure port asks clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No certificate asked for.
+    None,
+    /// Asked for; a client without one is served, one with a bad one is refused.
+    Want,
+    /// Required and verified against the trust store (ZooKeeper's default).
+    Need,
+}
+
+/// A TLS protocol version the secure port may speak (`ssl.enabledProtocols`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// The secure client port's TLS files and policy, from zoo.cfg's `ssl.*` keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `ssl.keyStore.location`: one PEM file holding the private key (PKCS#8, PKCS#1 or SEC1,
+    /// unencrypted) and the certificate chain, server certificate first, as ZooKeeper's PEM
+    /// key store.
+    pub key_store: PathBuf,
+    /// `ssl.trustStore.location`: PEM certificates of the CAs that sign client certificates.
+    pub trust_store: Option<PathBuf>,
+    /// `ssl.clientAuth` (`none`, `want`, `need`). Default `need`.
+    pub client_auth: ClientAuth,
+    /// `ssl.enabledProtocols` (`TLSv1.2`, `TLSv1.3`), or from `ssl.protocol`. Default both.
+    pub versions: Vec<TlsVersion>,
 }
 
 /// Default of `connectionQueueBytesMax`: 4 MiB, four of the largest answers `jute.maxbuffer`
@@ -135,6 +179,8 @@ const ACCEPTED_UNUSED: &[&str] = &[
     "syncEnabled",
     "metricsProvider.className",
     "audit.enable",
+    // ZooKeeper needs Netty for its secure port; this server serves TLS either way.
+    "serverCnxnFactory",
 ];
 
 impl ZooConfig {
@@ -172,6 +218,11 @@ impl ZooConfig {
         let mut four_letter_whitelist: BTreeSet<String> = ["srvr".to_string()].into();
         let mut force_sync = true;
         let mut servers = BTreeMap::new();
+        let mut secure_client_port = None;
+        let mut secure_client_port_address: IpAddr = IpAddr::from([0, 0, 0, 0]);
+        let mut x509_super_user = None;
+        // `ssl.*` values with their lines, checked together once the file is read.
+        let mut ssl: BTreeMap<&'static str, (String, usize)> = BTreeMap::new();
 
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
@@ -266,6 +317,56 @@ impl ZooConfig {
                         _ => return Err(bad(format!("expected true or false, got `{value}`"))),
                     }
                 }
+                "secureClientPort" => secure_client_port = Some(num(0, 65535)? as u16),
+                "secureClientPortAddress" => {
+                    secure_client_port_address = value
+                        .parse()
+                        .map_err(|_| bad(format!("expected an IP address, got `{value}`")))?
+                }
+                "X509AuthenticationProvider.superUser"
+                | "zookeeper.X509AuthenticationProvider.superUser" => {
+                    if value.is_empty() {
+                        return Err(bad("expected a certificate subject such as CN=admin".into()));
+                    }
+                    x509_super_user = Some(value.to_owned())
+                }
+                _ if key.starts_with("ssl.") || key.starts_with("zookeeper.ssl.") => {
+                    let name = key.strip_prefix("zookeeper.").unwrap_or(key);
+                    let Some(known) = SSL_KEYS.iter().find(|k| **k == name) else {
+                        return Err(bad(format!(
+                            "not supported on the secure client port; supported: {}",
+                            SSL_KEYS.join(", ")
+                        )));
+                    };
+                    if ssl.insert(known, (value.to_owned(), line)).is_some() {
+                        return Err(bad("given twice".into()));
+                    }
+                }
+                _ if key.starts_with("authProvider.") => {
+                    if !AUTH_PROVIDERS.contains(&value) {
+                        return Err(bad(format!(
+                            "only ZooKeeper's built-in providers exist here: {}",
+                            AUTH_PROVIDERS.join(", ")
+                        )));
+                    }
+                }
+                // ZooKeeper's other TLS switches: off is what this server does; on is refused
+                // rather than ignored.
+                "sslQuorum" | "sslQuorumReloadCertFiles" | "portUnification" => match value {
+                    "false" => {}
+                    "true" => {
+                        return Err(bad(if key == "portUnification" {
+                            "one port for TLS and plain clients is not offered; serve TLS on \
+                             secureClientPort"
+                                .into()
+                        } else {
+                            "TLS between ensemble members is not offered; peers authenticate \
+                             with quorum.auth.secretFile (docs/coordinator.md)"
+                                .into()
+                        }))
+                    }
+                    _ => return Err(bad(format!("expected true or false, got `{value}`"))),
+                },
                 "4lw.commands.whitelist" => {
                     let mut set = BTreeSet::new();
                     for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -316,6 +417,22 @@ impl ZooConfig {
                 ),
             });
         }
+        let tls = match secure_client_port {
+            Some(_) => Some(tls_settings(&file, &ssl)?),
+            None => {
+                if let Some((key, (_, line))) = ssl.iter().next() {
+                    return Err(ConfigError::Invalid {
+                        file,
+                        line: *line,
+                        key: key.to_string(),
+                        reason: "set without secureClientPort (quorum TLS is not offered; \
+                                 peers authenticate with quorum.auth.secretFile)"
+                            .into(),
+                    });
+                }
+                None
+            }
+        };
         Ok(ZooConfig {
             source: file,
             tick_ms,
@@ -337,6 +454,10 @@ impl ZooConfig {
             force_sync,
             super_digest,
             quorum_secret_file,
+            secure_client_port,
+            secure_client_port_address,
+            tls,
+            x509_super_user,
             servers,
             my_id: None,
         })
@@ -388,6 +509,13 @@ impl ZooConfig {
         let mut out = String::new();
         out.push_str(&format!("clientPort={}\n", self.client_port));
         out.push_str(&format!("clientPortAddress={}\n", self.client_port_address));
+        if let Some(port) = self.secure_client_port {
+            out.push_str(&format!("secureClientPort={port}\n"));
+            out.push_str(&format!(
+                "secureClientPortAddress={}\n",
+                self.secure_client_port_address
+            ));
+        }
         out.push_str(&format!("dataDir={}\n", self.data_dir.display()));
         out.push_str(&format!("dataLogDir={}\n", self.data_log_dir.display()));
         out.push_str(&format!("tickTime={}\n", self.tick_ms));
@@ -422,6 +550,150 @@ impl ZooConfig {
         }
         out
     }
+}
+
+/// The `ssl.*` keys the secure client port understands (also with ZooKeeper's system
+/// property prefix `zookeeper.`). Any other `ssl.` key is refused rather than ignored: a
+/// security setting that silently does nothing is worse than a server that does not start.
+const SSL_KEYS: &[&str] = &[
+    "ssl.keyStore.location",
+    "ssl.keyStore.type",
+    "ssl.keyStore.password",
+    "ssl.trustStore.location",
+    "ssl.trustStore.type",
+    "ssl.trustStore.password",
+    "ssl.clientAuth",
+    "ssl.protocol",
+    "ssl.enabledProtocols",
+];
+
+/// `authProvider.N` values accepted: the providers this server has built in (digest and ip
+/// always; x509 on the secure port).
+const AUTH_PROVIDERS: &[&str] = &[
+    "org.apache.zookeeper.server.auth.X509AuthenticationProvider",
+    "org.apache.zookeeper.server.auth.DigestAuthenticationProvider",
+    "org.apache.zookeeper.server.auth.IPAuthenticationProvider",
+];
+
+/// Checks the `ssl.*` values of a file with `secureClientPort` and builds the settings.
+fn tls_settings(
+    file: &Path,
+    ssl: &BTreeMap<&'static str, (String, usize)>,
+) -> Result<TlsSettings, ConfigError> {
+    let bad = |key: &str, reason: String| ConfigError::Invalid {
+        file: file.to_owned(),
+        line: ssl.get(key).map_or(0, |(_, l)| *l),
+        key: key.to_owned(),
+        reason,
+    };
+    let value = |key: &str| ssl.get(key).map(|(v, _)| v.as_str());
+    // A store's type: `PEM` (any case), or inferred from the file name as ZooKeeper does;
+    // the Java formats (JKS, PKCS12, BCFKS) cannot be read here.
+    let pem_file = |location: &str, kind: &str| -> Result<Option<PathBuf>, ConfigError> {
+        let loc_key = format!("ssl.{kind}.location");
+        let type_key = format!("ssl.{kind}.type");
+        let Some(path) = value(&loc_key).filter(|p| !p.is_empty()) else {
+            if value(&type_key).is_some() {
+                return Err(bad(&type_key, format!("set without {loc_key}")));
+            }
+            return Ok(None);
+        };
+        match value(&type_key) {
+            Some(t) if t.eq_ignore_ascii_case("PEM") => {}
+            Some(t) => {
+                return Err(bad(
+                    &type_key,
+                    format!("`{t}` is not supported; only PEM files are read ({location})"),
+                ))
+            }
+            None if path.to_ascii_lowercase().ends_with(".pem") => {}
+            None => {
+                return Err(bad(
+                    &loc_key,
+                    format!(
+                        "cannot tell the store type of `{path}` (not *.pem); set {type_key}=PEM \
+                         (JKS and PKCS12 stores are not supported)"
+                    ),
+                ))
+            }
+        }
+        Ok(Some(PathBuf::from(path)))
+    };
+    let key_store = pem_file("the key store", "keyStore")?.ok_or_else(|| ConfigError::Missing {
+        file: file.to_owned(),
+        reason: "secureClientPort needs ssl.keyStore.location (a PEM file with the private key \
+                 and the certificate chain)"
+            .into(),
+    })?;
+    let trust_store = pem_file("the trust store", "trustStore")?;
+    if value("ssl.keyStore.password").is_some_and(|p| !p.is_empty()) {
+        return Err(bad(
+            "ssl.keyStore.password",
+            "encrypted PEM private keys are not supported; store the key unencrypted (readable \
+             only by the server's user) and leave the password empty"
+                .into(),
+        ));
+    }
+    let client_auth = match value("ssl.clientAuth") {
+        None => ClientAuth::Need,
+        Some(v) if v.eq_ignore_ascii_case("none") => ClientAuth::None,
+        Some(v) if v.eq_ignore_ascii_case("want") => ClientAuth::Want,
+        Some(v) if v.eq_ignore_ascii_case("need") => ClientAuth::Need,
+        Some(v) => {
+            return Err(bad(
+                "ssl.clientAuth",
+                format!("expected none, want or need, got `{v}`"),
+            ))
+        }
+    };
+    if client_auth != ClientAuth::None && trust_store.is_none() {
+        return Err(bad(
+            "ssl.clientAuth",
+            format!(
+                "ssl.clientAuth={} (need is the default) verifies client certificates against \
+                 ssl.trustStore.location, which is not set (there is no system trust store \
+                 here); set it, or ssl.clientAuth=none",
+                if client_auth == ClientAuth::Want {
+                    "want"
+                } else {
+                    "need"
+                }
+            ),
+        ));
+    }
+    let version = |key: &str, v: &str| match v {
+        "TLSv1.2" => Ok(TlsVersion::Tls12),
+        "TLSv1.3" => Ok(TlsVersion::Tls13),
+        _ => Err(bad(key, format!("expected TLSv1.2 or TLSv1.3, got `{v}`"))),
+    };
+    let versions = match (value("ssl.enabledProtocols"), value("ssl.protocol")) {
+        (Some(list), _) => {
+            let mut out = Vec::new();
+            for v in list.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                let v = version("ssl.enabledProtocols", v)?;
+                if !out.contains(&v) {
+                    out.push(v);
+                }
+            }
+            if out.is_empty() {
+                return Err(bad("ssl.enabledProtocols", "empty list".into()));
+            }
+            out.sort();
+            out
+        }
+        // As ZooKeeper: `ssl.protocol` alone enables that version (TLSv1.3 also allows 1.2).
+        (None, Some(p)) => match version("ssl.protocol", p)? {
+            TlsVersion::Tls13 => vec![TlsVersion::Tls12, TlsVersion::Tls13],
+            TlsVersion::Tls12 => vec![TlsVersion::Tls12],
+        },
+        (None, None) => vec![TlsVersion::Tls12, TlsVersion::Tls13],
+    };
+    Ok(TlsSettings {
+        key_store,
+        trust_store,
+        client_auth,
+        versions,
+    })
 }
 
 fn non_empty_path(value: &str) -> Option<PathBuf> {
@@ -528,6 +800,93 @@ mod tests {
         ] {
             assert!(parse(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn secure_client_port_keys_parse_as_zookeeper_names_them() {
+        let c = parse(
+            "dataDir=/d\nsecureClientPort=2182\nsecureClientPortAddress=127.0.0.1\n\
+             ssl.keyStore.location=/etc/zk/server.pem\nssl.keyStore.type=PEM\n\
+             ssl.trustStore.location=/etc/zk/ca.crt\nssl.trustStore.type=pem\n\
+             ssl.clientAuth=want\nssl.protocol=TLSv1.2\n\
+             authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider\n\
+             X509AuthenticationProvider.superUser=CN=admin,O=ops\n\
+             sslQuorum=false\nportUnification=false\n",
+        )
+        .unwrap();
+        assert_eq!(c.secure_client_port, Some(2182));
+        assert_eq!(c.secure_client_port_address, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(c.x509_super_user.as_deref(), Some("CN=admin,O=ops"));
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.key_store, PathBuf::from("/etc/zk/server.pem"));
+        assert_eq!(tls.trust_store, Some(PathBuf::from("/etc/zk/ca.crt")));
+        assert_eq!(tls.client_auth, ClientAuth::Want);
+        assert_eq!(tls.versions, vec![TlsVersion::Tls12]);
+        // Defaults: clientAuth need, both versions, the type inferred from `.pem`.
+        let c = parse(
+            "dataDir=/d\nsecureClientPort=2182\nssl.keyStore.location=/k.pem\n\
+             zookeeper.ssl.trustStore.location=/ca.pem\n",
+        )
+        .unwrap();
+        assert_eq!(c.secure_client_port_address, IpAddr::from([0, 0, 0, 0]));
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.client_auth, ClientAuth::Need);
+        assert_eq!(tls.versions, vec![TlsVersion::Tls12, TlsVersion::Tls13]);
+        assert!(parse("dataDir=/d\n").unwrap().tls.is_none());
+    }
+
+    #[test]
+    fn unsupported_tls_values_are_refused_naming_the_key() {
+        let base = "dataDir=/d\nsecureClientPort=2182\nssl.keyStore.location=/k.pem\n\
+                    ssl.trustStore.location=/ca.pem\n";
+        let mut cases: Vec<(String, &str)> = [
+            ("ssl.keyStore.type=JKS\n", "ssl.keyStore.type"),
+            ("ssl.trustStore.type=PKCS12\n", "ssl.trustStore.type"),
+            ("ssl.clientAuth=required\n", "ssl.clientAuth"),
+            ("ssl.keyStore.password=secret\n", "ssl.keyStore.password"),
+            ("ssl.protocol=TLSv1.1\n", "ssl.protocol"),
+            (
+                "ssl.enabledProtocols=TLSv1.3,SSLv3\n",
+                "ssl.enabledProtocols",
+            ),
+            (
+                "ssl.ciphersuites=TLS_AES_128_GCM_SHA256\n",
+                "ssl.ciphersuites",
+            ),
+            (
+                "ssl.hostnameVerification=true\n",
+                "ssl.hostnameVerification",
+            ),
+            ("authProvider.1=com.example.Custom\n", "authProvider.1"),
+            ("secureClientPortAddress=here\n", "secureClientPortAddress"),
+            ("sslQuorum=true\n", "sslQuorum"),
+            ("portUnification=true\n", "portUnification"),
+        ]
+        .into_iter()
+        .map(|(extra, key)| (format!("{base}{extra}"), key))
+        .collect();
+        // A JKS file name, clientAuth need without a trust store, ssl without the port.
+        cases.push((
+            "dataDir=/d\nsecureClientPort=2182\nssl.keyStore.location=/k.jks\nssl.clientAuth=none\n"
+                .into(),
+            "ssl.keyStore.location",
+        ));
+        cases.push((
+            "dataDir=/d\nsecureClientPort=2182\nssl.keyStore.location=/k.pem\n".into(),
+            "ssl.clientAuth",
+        ));
+        cases.push((
+            "dataDir=/d\nssl.keyStore.location=/k.pem\n".into(),
+            "ssl.keyStore.location",
+        ));
+        for (text, key) in cases {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        let e = parse("dataDir=/d\nsecureClientPort=2182\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ssl.keyStore.location"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! [`session`] and [`watch`] (liveness and notifications), [`request_processor`] (the
 //! sans-IO server core), [`txn_log`] and [`snapshot`] (durability), [`replicator`] (the seam
 //! to ZAB), [`ensemble`] (the processor as ZAB's application), [`zab`] (the replication protocol between servers), [`four_letter`]
-//! (ruok/srvr/stat/mntr), [`server`] (the IO shell).
+//! (ruok/srvr/stat/mntr), [`server`] (the IO shell), [`tls`] (the secure client port).
 
 pub mod acl;
 pub mod config;
@@ -26,6 +26,7 @@ pub mod request_processor;
 pub mod server;
 pub mod session;
 pub mod snapshot;
+pub mod tls;
 pub mod txn;
 pub mod txn_log;
 pub mod watch;

@@ -399,6 +399,16 @@ impl RequestProcessor {
         );
     }
 
+    /// An identity the transport proved for a connection (a verified TLS client
+    /// certificate: `x509:<subject>`), held like one from `addauth`.
+    pub fn add_connection_identity(&mut self, conn: ConnId, id: AuthId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.auth.contains(&id) {
+                c.auth.push(id);
+            }
+        }
+    }
+
     /// The connection is gone (socket closed by either side). Its session lives on until it
     /// expires or a client reconnects to it.
     pub fn closed(&mut self, conn: ConnId) {

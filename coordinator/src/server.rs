@@ -20,6 +20,11 @@
 //!   applies commits to the processor on its driver thread, so the processor sits behind a
 //!   mutex shared by both threads.
 //!
+//! With `secureClientPort` a second acceptor serves the same core over TLS ([`crate::tls`]):
+//! its reader and writer threads run the same frame loops through the TLS stream halves,
+//! and a verified client certificate gives the session the identity `x509:<subject>`. The
+//! plain port's loops are the same code instantiated for a bare `TcpStream`.
+//!
 //! A client that does not read its answers holds a bounded number of bytes: the processor
 //! counts what it hands out against what the writer reports written, and past zoo.cfg's
 //! `connectionQueueBytesMax` it holds that client's reads back and asks this shell to stop
@@ -34,7 +39,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,6 +54,7 @@ use crate::replicator::{Committed, LocalLog, Replicator};
 use crate::request_processor::{Effect, Now, ProcessorConfig, RequestProcessor};
 use crate::session;
 use crate::snapshot::{purge, recover, snapshot_dir, write_snapshot, RecoveryError};
+use crate::tls::{TlsAcceptor, TlsError, TlsReader, TlsWriter};
 use crate::watch::ConnId;
 
 /// What the shell needs besides zoo.cfg (from the tuning profile).
@@ -86,6 +92,8 @@ pub enum StartError {
     },
     #[error("ensemble: {0}")]
     Ensemble(String),
+    #[error("secure client port: {0}")]
+    Tls(#[from] TlsError),
 }
 
 enum CoreEvent {
@@ -107,6 +115,12 @@ enum CoreEvent {
     FourLetter {
         conn: ConnId,
         word: &'static str,
+    },
+    /// The TLS handshake verified a client certificate with this subject (sent before the
+    /// connection's first frame).
+    Certificate {
+        conn: ConnId,
+        subject: String,
     },
     Closed {
         conn: ConnId,
@@ -171,10 +185,11 @@ impl ReadGate {
 /// A running server; dropping it does not stop it, call [`ServerHandle::shutdown`].
 pub struct ServerHandle {
     addr: SocketAddr,
+    secure_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     events: Sender<CoreEvent>,
     core: Option<JoinHandle<()>>,
-    acceptor: Option<JoinHandle<()>>,
+    acceptors: Vec<JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -182,13 +197,20 @@ impl ServerHandle {
         self.addr
     }
 
+    /// The secure (TLS) client port's address, when zoo.cfg sets `secureClientPort`.
+    pub fn secure_addr(&self) -> Option<SocketAddr> {
+        self.secure_addr
+    }
+
     /// Stops accepting, closes every connection, flushes the log and joins the threads.
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.events.send(CoreEvent::Shutdown);
-        // Wake the acceptor blocked in accept().
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        if let Some(t) = self.acceptor.take() {
+        // Wake the acceptors blocked in accept().
+        for addr in std::iter::once(self.addr).chain(self.secure_addr) {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+        }
+        for t in self.acceptors.drain(..) {
             let _ = t.join();
         }
         if let Some(t) = self.core.take() {
@@ -215,6 +237,32 @@ fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The client ports: plain, and TLS with its acceptor when `secureClientPort` is set.
+struct Listeners {
+    plain: TcpListener,
+    secure: Option<(TcpListener, Arc<TlsAcceptor>)>,
+}
+
+fn bind(zoo: &ZooConfig) -> Result<Listeners, StartError> {
+    let plain = TcpListener::bind((zoo.client_port_address, zoo.client_port)).map_err(io_err(
+        format!("bind {}:{}", zoo.client_port_address, zoo.client_port),
+    ))?;
+    let secure = match (zoo.secure_client_port, &zoo.tls) {
+        (Some(port), Some(settings)) => {
+            let acceptor = Arc::new(TlsAcceptor::new(settings.clone())?);
+            let listener = TcpListener::bind((zoo.secure_client_port_address, port)).map_err(
+                io_err(format!(
+                    "bind {}:{port} (secureClientPort)",
+                    zoo.secure_client_port_address
+                )),
+            )?;
+            Some((listener, acceptor))
+        }
+        _ => None,
+    };
+    Ok(Listeners { plain, secure })
+}
+
 /// Recovers the data dir, binds the client port and starts serving.
 pub fn start(opts: ServerOptions) -> Result<ServerHandle, StartError> {
     let zoo = opts.zoo.clone();
@@ -232,11 +280,7 @@ pub fn start(opts: ServerOptions) -> Result<ServerHandle, StartError> {
         "recovered data tree"
     );
     let next_zxid = recovered.tree.last_zxid() + 1;
-    let listener =
-        TcpListener::bind((zoo.client_port_address, zoo.client_port)).map_err(io_err(format!(
-            "bind {}:{}",
-            zoo.client_port_address, zoo.client_port
-        )))?;
+    let listener = bind(&zoo)?;
     let (commit_tx, commit_rx) = crossbeam_channel::unbounded();
     let log_dir = crate::txn_log::log_dir(&zoo.data_log_dir);
     let log = LocalLog::start(
@@ -291,11 +335,7 @@ fn processor_config(zoo: &ZooConfig) -> ProcessorConfig {
 /// and restores it into the processor before the client port opens.
 fn start_ensemble(opts: ServerOptions) -> Result<ServerHandle, StartError> {
     let zoo = opts.zoo.clone();
-    let listener =
-        TcpListener::bind((zoo.client_port_address, zoo.client_port)).map_err(io_err(format!(
-            "bind {}:{}",
-            zoo.client_port_address, zoo.client_port
-        )))?;
+    let listener = bind(&zoo)?;
     let started = Instant::now();
     let mut pcfg = processor_config(&zoo);
     pcfg.ensemble = true;
@@ -330,7 +370,7 @@ fn start_ensemble(opts: ServerOptions) -> Result<ServerHandle, StartError> {
 #[allow(clippy::too_many_arguments)]
 fn serve(
     opts: &ServerOptions,
-    listener: TcpListener,
+    listeners: Listeners,
     processor: SharedProcessor,
     backend: Backend,
     started: Instant,
@@ -339,7 +379,11 @@ fn serve(
     what: &str,
 ) -> Result<ServerHandle, StartError> {
     let zoo = opts.zoo.clone();
-    let addr = listener.local_addr().map_err(io_err("local_addr"))?;
+    let addr = listeners.plain.local_addr().map_err(io_err("local_addr"))?;
+    let secure_addr = match &listeners.secure {
+        Some((l, _)) => Some(l.local_addr().map_err(io_err("local_addr"))?),
+        None => None,
+    };
     let (event_tx, event_rx) = crossbeam_channel::bounded(4096);
     // Unbounded, and always taken by the core: a writer must never wait on the core (the
     // core may be waiting for commits), and each report stands for bytes already written.
@@ -364,9 +408,10 @@ fn serve(
             })
             .map_err(io_err("spawn core thread"))?
     };
-    let acceptor = {
-        let stop = stop.clone();
-        let events = event_tx.clone();
+    let mut acceptors = Vec::new();
+    {
+        // One set of limits for both ports: maxClientCnxns counts a client's connections
+        // to either.
         let limits = AcceptLimits {
             per_ip_max: zoo.max_client_cnxns,
             total_max: opts.max_connections,
@@ -374,19 +419,40 @@ fn serve(
             write_stall_max: Duration::from_millis(zoo.max_session_timeout_ms.max(1) as u64),
             per_ip: Arc::new(Mutex::new(HashMap::new())),
             total: Arc::new(AtomicUsize::new(0)),
+            next_conn: Arc::new(AtomicU64::new(1)),
         };
-        std::thread::Builder::new()
-            .name("coordinator-accept".into())
-            .spawn(move || accept_loop(listener, stop, events, written_tx, limits))
-            .map_err(io_err("spawn acceptor thread"))?
-    };
+        if let Some((listener, tls)) = listeners.secure {
+            let stop = stop.clone();
+            let events = event_tx.clone();
+            let written = written_tx.clone();
+            let limits = limits.clone();
+            acceptors.push(
+                std::thread::Builder::new()
+                    .name("coordinator-accept-tls".into())
+                    .spawn(move || accept_loop(listener, Some(tls), stop, events, written, limits))
+                    .map_err(io_err("spawn acceptor thread"))?,
+            );
+        }
+        let stop = stop.clone();
+        let events = event_tx.clone();
+        acceptors.push(
+            std::thread::Builder::new()
+                .name("coordinator-accept".into())
+                .spawn(move || accept_loop(listeners.plain, None, stop, events, written_tx, limits))
+                .map_err(io_err("spawn acceptor thread"))?,
+        );
+    }
     tracing::info!("serving ZooKeeper clients on {addr} ({what})");
+    if let Some(secure) = secure_addr {
+        tracing::info!("serving ZooKeeper clients over TLS on {secure} (secureClientPort)");
+    }
     Ok(ServerHandle {
         addr,
+        secure_addr,
         stop,
         events: event_tx,
         core: Some(core),
-        acceptor: Some(acceptor),
+        acceptors,
     })
 }
 
@@ -399,6 +465,8 @@ struct AcceptLimits {
     write_stall_max: Duration,
     per_ip: Arc<Mutex<HashMap<IpAddr, u32>>>,
     total: Arc<AtomicUsize>,
+    /// Connection ids, unique across both ports' acceptors.
+    next_conn: Arc<AtomicU64>,
 }
 
 impl AcceptLimits {
@@ -430,12 +498,12 @@ impl AcceptLimits {
 
 fn accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<TlsAcceptor>>,
     stop: Arc<AtomicBool>,
     events: Sender<CoreEvent>,
     written: Sender<Written>,
     limits: AcceptLimits,
 ) {
-    let mut next_conn: ConnId = 1;
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -461,9 +529,14 @@ fn accept_loop(
             let _ = stream.shutdown(Shutdown::Both);
             continue;
         }
-        let conn = next_conn;
-        next_conn += 1;
-        if let Err(e) = spawn_connection(conn, stream, remote, &events, &written, &limits) {
+        let conn: ConnId = limits.next_conn.fetch_add(1, Ordering::Relaxed);
+        let spawned = match &tls {
+            None => spawn_connection(conn, stream, remote, &events, &written, &limits),
+            Some(tls) => {
+                spawn_tls_connection(conn, stream, remote, tls, &events, &written, &limits)
+            }
+        };
+        if let Err(e) = spawned {
             tracing::warn!("connection {remote}: {e}");
             limits.release(remote.ip());
         }
@@ -479,10 +552,96 @@ fn spawn_connection(
     limits: &AcceptLimits,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let (out_tx, out_rx) = crossbeam_channel::unbounded::<Outbound>();
     let reader = stream.try_clone()?;
     let writer = stream.try_clone()?;
     writer.set_write_timeout(Some(limits.write_stall_max))?;
+    start_connection(
+        conn, stream, reader, writer, remote, events, written, limits,
+    )
+}
+
+/// A connection to the secure port: the TLS session starts with the configuration current
+/// now (files reloaded if they changed); the handshake runs on the reader thread.
+fn spawn_tls_connection(
+    conn: ConnId,
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: &TlsAcceptor,
+    events: &Sender<CoreEvent>,
+    written: &Sender<Written>,
+    limits: &AcceptLimits,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = crate::tls::split(tls.config(), &stream)?;
+    writer
+        .tcp()
+        .set_write_timeout(Some(limits.write_stall_max))?;
+    start_connection(
+        conn, stream, reader, writer, remote, events, written, limits,
+    )
+}
+
+/// What the frame loops need of a connection's reading half.
+trait ReadHalf: Read + Send + 'static {
+    fn set_read_timeout(&self, timeout: Option<Duration>);
+    fn shutdown(&self);
+    /// A verified client certificate's subject, once known.
+    fn take_peer_subject(&mut self) -> Option<String>;
+}
+
+impl ReadHalf for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) {
+        let _ = TcpStream::set_read_timeout(self, timeout);
+    }
+    fn shutdown(&self) {
+        let _ = TcpStream::shutdown(self, Shutdown::Both);
+    }
+    fn take_peer_subject(&mut self) -> Option<String> {
+        None
+    }
+}
+
+impl ReadHalf for TlsReader {
+    fn set_read_timeout(&self, timeout: Option<Duration>) {
+        let _ = self.tcp().set_read_timeout(timeout);
+    }
+    fn shutdown(&self) {
+        let _ = self.tcp().shutdown(Shutdown::Both);
+    }
+    fn take_peer_subject(&mut self) -> Option<String> {
+        TlsReader::take_peer_subject(self)
+    }
+}
+
+/// What the write loop needs of a connection's writing half.
+trait WriteHalf: Write + Send + 'static {
+    fn close(&self);
+}
+
+impl WriteHalf for TcpStream {
+    fn close(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+impl WriteHalf for TlsWriter {
+    fn close(&self) {
+        TlsWriter::close(self);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_connection(
+    conn: ConnId,
+    stream: TcpStream,
+    reader: impl ReadHalf,
+    writer: impl WriteHalf,
+    remote: SocketAddr,
+    events: &Sender<CoreEvent>,
+    written: &Sender<Written>,
+    limits: &AcceptLimits,
+) -> std::io::Result<()> {
+    let (out_tx, out_rx) = crossbeam_channel::unbounded::<Outbound>();
     let gate = Arc::new(ReadGate::default());
     if events
         .send(CoreEvent::Open {
@@ -526,13 +685,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn read_loop(
     conn: ConnId,
-    mut stream: TcpStream,
+    mut stream: impl ReadHalf,
     events: &Sender<CoreEvent>,
     gate: &ReadGate,
     max_frame_bytes: usize,
 ) {
     let mut first = true;
-    let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
+    stream.set_read_timeout(Some(CONNECT_TIMEOUT));
     loop {
         if !gate.wait_open() {
             return;
@@ -551,7 +710,7 @@ fn read_loop(
         if len < 0 || len as usize > max_frame_bytes {
             // ZooKeeper's "Len error": the connection is dropped.
             tracing::info!(conn, len, "frame length out of range; closing connection");
-            let _ = stream.shutdown(Shutdown::Both);
+            stream.shutdown();
             return;
         }
         let mut body = vec![0u8; len as usize];
@@ -559,7 +718,17 @@ fn read_loop(
             return;
         }
         if first {
-            let _ = stream.set_read_timeout(None);
+            stream.set_read_timeout(None);
+            // A TLS client's certificate is verified by now (the handshake preceded the
+            // frame); its identity reaches the core before the connect request.
+            if let Some(subject) = stream.take_peer_subject() {
+                if events
+                    .send(CoreEvent::Certificate { conn, subject })
+                    .is_err()
+                {
+                    return;
+                }
+            }
         }
         let event = if first {
             CoreEvent::Connect { conn, body }
@@ -575,7 +744,7 @@ fn read_loop(
 
 fn write_loop(
     conn: ConnId,
-    mut stream: TcpStream,
+    mut stream: impl WriteHalf,
     rx: Receiver<Outbound>,
     written: &Sender<Written>,
 ) {
@@ -624,7 +793,7 @@ fn write_loop(
             break;
         }
     }
-    let _ = stream.shutdown(Shutdown::Both);
+    stream.close();
 }
 
 struct ConnHandle {
@@ -775,6 +944,14 @@ impl Core {
                 lock(&self.processor).connect(conn, &body, now)
             }
             CoreEvent::Frame { conn, body } => lock(&self.processor).request(conn, &body, now),
+            CoreEvent::Certificate { conn, subject } => {
+                let is_super = self.zoo.x509_super_user.as_deref() == Some(subject.as_str());
+                let mut p = lock(&self.processor);
+                p.add_connection_identity(conn, crate::acl::AuthId::new("x509", &subject));
+                if is_super {
+                    p.add_connection_identity(conn, crate::acl::AuthId::new("super", ""));
+                }
+            }
             CoreEvent::FourLetter { conn, word } => {
                 let mode = match &self.backend {
                     Backend::Local(_) => "standalone",

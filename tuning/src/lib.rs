@@ -7,14 +7,19 @@
 //! profile; unknown keys are rejected (keys that were removed say why), and every error names
 //! the file, the key and the reason.
 //!
-//! This crate only describes and validates; it starts nothing and touches no device. The
-//! broker's storage reads [`StorageLimits`], its server reads [`NetworkLimits`] and
-//! [`Profile::shard_cores`], and so on.
+//! This crate describes and validates; it starts nothing and touches no device. [`host`]
+//! reads what the kernel says about this host (cores, NUMA nodes, IRQs, the data directory's
+//! device), which `broker tuning probe` records in the profile it writes ([`ProbedHost`]) and
+//! `broker serve` compares with the host it starts on. The broker's storage reads
+//! [`StorageLimits`], its server reads [`NetworkLimits`] and [`Profile::shard_cores`], and
+//! so on.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub mod host;
 
 /// The profiles shipped in `tuning/profiles/`, embedded so a binary works from any directory.
 pub mod builtin {
@@ -451,6 +456,53 @@ struct ProfileFile {
     storage: StorageLimits,
     #[serde(default)]
     network: NetworkLimits,
+    #[serde(default)]
+    probed_host: Option<ProbedHost>,
+}
+
+/// `[probed_host]`: the host `broker tuning probe` measured when it wrote the profile.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbedHost {
+    pub online_cpus: usize,
+    pub numa_nodes: usize,
+    /// The block device under the data directory, when it was one.
+    #[serde(default)]
+    pub data_device: Option<String>,
+}
+
+impl ProbedHost {
+    /// How `topology` and `device` (this host, its data directory's device) differ from the
+    /// probed host, one sentence each; empty when they match.
+    pub fn differences(
+        &self,
+        topology: &host::Topology,
+        device: Option<&host::BlockDevice>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        if topology.online_cpus != self.online_cpus {
+            out.push(format!(
+                "probed with {} online cpus, this host has {}",
+                self.online_cpus, topology.online_cpus
+            ));
+        }
+        if topology.numa_nodes.len() != self.numa_nodes {
+            out.push(format!(
+                "probed with {} NUMA nodes, this host has {}",
+                self.numa_nodes,
+                topology.numa_nodes.len()
+            ));
+        }
+        let here = device.map(|d| d.name.as_str());
+        if self.data_device.as_deref() != here {
+            out.push(format!(
+                "probed with the data directory on {}, now it is on {}",
+                self.data_device.as_deref().unwrap_or("no block device"),
+                here.unwrap_or("no block device")
+            ));
+        }
+        out
+    }
 }
 
 /// A loaded, validated profile with its cores resolved against this host.
@@ -464,6 +516,8 @@ pub struct Profile {
     pub cores: Vec<CoreConfig>,
     pub storage: StorageLimits,
     pub network: NetworkLimits,
+    /// The host the profile was probed on (`[probed_host]`), when `tuning probe` wrote it.
+    pub probed_host: Option<ProbedHost>,
 }
 
 impl Profile {
@@ -579,6 +633,7 @@ impl Profile {
             cores,
             storage: file.storage,
             network: file.network,
+            probed_host: file.probed_host,
         })
     }
 

@@ -1,7 +1,8 @@
 //! A small blocking Kafka client for the operator commands and tests: one TCP connection,
 //! one request at a time, messages encoded and decoded with `kafka-protocol`. The framing
-//! functions ([`encode_request`], [`decode_response`], [`response_size`]) are shared with the
-//! brokers' replica fetchers, which send the same frames over glommio sockets.
+//! functions ([`encode_request`], [`decode_response`], [`response_size`], and
+//! [`round_trip`] over an async stream) are shared with the brokers' replica fetchers and
+//! their inter-broker SASL step, which send the same frames over glommio sockets.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -135,6 +136,46 @@ pub fn decode_response<R: Request>(
         )));
     }
     R::Response::decode(&mut frame, version).map_err(|err| ClientError::Protocol(err.to_string()))
+}
+
+/// One request and its answer on an async stream (the broker's own connections to other
+/// brokers, over TCP or TLS): the answer's size must be at most `answer_bytes_max`.
+pub async fn round_trip<S, R>(
+    stream: &mut S,
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &'static str,
+    answer_bytes_max: usize,
+) -> Result<R::Response, String>
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+    R: Request,
+{
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let frame = encode_request(request, version, correlation_id, client_id)
+        .map_err(|err| err.to_string())?;
+    stream
+        .write_all(&frame)
+        .await
+        .map_err(|err| err.to_string())?;
+    let mut size = [0u8; 4];
+    stream
+        .read_exact(&mut size)
+        .await
+        .map_err(|err| err.to_string())?;
+    let size = response_size(size).map_err(|err| err.to_string())?;
+    if size > answer_bytes_max {
+        return Err(format!(
+            "an answer of {size} bytes (at most {answer_bytes_max})"
+        ));
+    }
+    let mut body = vec![0u8; size];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|err| err.to_string())?;
+    decode_response::<R>(Bytes::from(body), version, correlation_id).map_err(|err| err.to_string())
 }
 
 /// A response's size prefix, checked against the largest response accepted.

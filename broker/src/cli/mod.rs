@@ -2,11 +2,14 @@
 //! (lines from stdin), `consume` and `groups list|describe`, as thin Kafka-protocol clients
 //! of a running broker. They use only the public protocol, so they work against any
 //! Kafka-API broker. `users add|delete|list` ([`users`]) edits a stopped single node's SCRAM
-//! credentials in its data directory instead.
+//! credentials in its data directory instead; `tuning probe` ([`probe`]) measures the host
+//! and writes a tuning profile.
 
+pub mod acls;
 pub mod client;
 pub mod groups;
 pub mod leaders;
+pub mod probe;
 pub mod users;
 
 use std::collections::BTreeMap;

@@ -1,17 +1,66 @@
-//! `broker users add|delete|list`: SCRAM credentials of a single node, edited offline in the
-//! data directory ([`crate::security::credentials`]), so the first users (the super users
-//! of `--super-users`) exist before the broker starts. The password is read from a file
-//! (never from the command line, where `ps` shows it) and never stored or printed.
+//! `broker users add|delete|list`: SCRAM credentials edited offline, so the first users (the
+//! super users of `--super-users`) exist before the brokers start. A single node's are in its
+//! data directory ([`crate::security::credentials`]); a cluster's in the coordinator
+//! (`--coordinator`, [`crate::cluster::users`]), as `kafka-configs.sh --zookeeper` writes
+//! them, which running brokers pick up at once through the change notification. The
+//! password is read from a file (never from the command line, where `ps` shows it) and never
+//! stored or printed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::security::credentials::CredentialStore;
+use crate::cluster::users::{self as coordinator_users, ZnodeOptions};
+use crate::security::credentials::{CredentialChange, CredentialStore, UserCredentials};
 use crate::security::scram::{Mechanism, ScramCredential, ITERATIONS_MAX, ITERATIONS_MIN};
 
+/// Where the users are kept.
+pub enum UserStore {
+    /// A single node's data directory.
+    DataDir(PathBuf),
+    /// A cluster's coordinator: Kafka's connect string, the digest (`user:password`) to
+    /// authenticate with, and whether new znodes get ACLs (Kafka's `zookeeper.set.acl`).
+    Coordinator {
+        connect: String,
+        digest: Option<String>,
+        set_acl: bool,
+    },
+}
+
+/// How long the command waits for the coordinator.
+const COORDINATOR_SESSION_TIMEOUT_MS: u64 = 10_000;
+
+/// The first line of `file` (a final newline or CR is not part of it); empty is an error.
+fn first_line(file: &Path, what: &str) -> Result<Vec<u8>, String> {
+    let text = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let line = text.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return Err(format!("{}: the {what} is empty", file.display()));
+    }
+    Ok(line.to_vec())
+}
+
+/// A password file: its first line.
+pub fn read_password_file(file: &Path) -> Result<Vec<u8>, String> {
+    first_line(file, "password")
+}
+
+/// A coordinator digest file: its first line, `user:password`.
+pub fn read_digest_file(file: &Path) -> Result<String, String> {
+    let line = String::from_utf8(first_line(file, "user:password line")?)
+        .map_err(|_| format!("{}: not UTF-8", file.display()))?;
+    if !line.contains(':') || line.starts_with(':') {
+        return Err(format!(
+            "{}: expected `user:password` on the first line",
+            file.display()
+        ));
+    }
+    Ok(line)
+}
+
 /// Adds (or replaces) `user`'s credential for `mechanism` with the password in
-/// `password_file` (its first line; a final newline is not part of the password).
+/// `password_file`.
 pub fn users_add(
-    data_dir: &Path,
+    store: &UserStore,
     user: &str,
     mechanism: &str,
     password_file: &Path,
@@ -23,30 +72,47 @@ pub fn users_add(
             "--iterations must be in {ITERATIONS_MIN}..={ITERATIONS_MAX}"
         ));
     }
-    let text =
-        std::fs::read(password_file).map_err(|e| format!("{}: {e}", password_file.display()))?;
-    let password = text.split(|b| *b == b'\n').next().unwrap_or(&[]);
-    let password = password.strip_suffix(b"\r").unwrap_or(password);
-    if password.is_empty() {
-        return Err(format!(
-            "{}: the password is empty",
-            password_file.display()
-        ));
+    crate::security::credentials::validate_user(user)?;
+    let password = read_password_file(password_file)?;
+    let credential = ScramCredential::new_random(mechanism, &password, iterations);
+    match store {
+        UserStore::DataDir(dir) => CredentialStore::open(dir)?.upsert(user, credential)?,
+        UserStore::Coordinator { .. } => {
+            let changes = [CredentialChange::Upsert(credential)];
+            in_coordinator(store, |client, options| async move {
+                coordinator_users::alter_in_coordinator(&client, user, &changes, &options)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })?
+        }
     }
-    let mut store = CredentialStore::open(data_dir)?;
-    store.upsert(
-        user,
-        ScramCredential::new_random(mechanism, password, iterations),
-    )?;
     println!("{user}: {mechanism} credential set (iterations={iterations})");
     Ok(())
 }
 
 /// Removes `user`'s credential for `mechanism`, or all of them.
-pub fn users_delete(data_dir: &Path, user: &str, mechanism: Option<&str>) -> Result<(), String> {
+pub fn users_delete(store: &UserStore, user: &str, mechanism: Option<&str>) -> Result<(), String> {
     let mechanism = mechanism.map(parse_mechanism).transpose()?;
-    let mut store = CredentialStore::open(data_dir)?;
-    if !store.delete(user, mechanism)? {
+    let removed = match store {
+        UserStore::DataDir(dir) => CredentialStore::open(dir)?.delete(user, mechanism)?,
+        UserStore::Coordinator { .. } => in_coordinator(store, |client, options| async move {
+            let current = coordinator_users::read_user(&client, user).await?;
+            let changes: Vec<CredentialChange> = current
+                .keys()
+                .filter(|m| mechanism.is_none_or(|wanted| wanted == **m))
+                .map(|m| CredentialChange::Delete(*m))
+                .collect();
+            if changes.is_empty() {
+                return Ok(false);
+            }
+            coordinator_users::alter_in_coordinator(&client, user, &changes, &options)
+                .await
+                .map(|_| true)
+                .map_err(|e| e.to_string())
+        })?,
+    };
+    if !removed {
         return Err(format!("{user}: no such credential"));
     }
     println!("{user}: deleted");
@@ -54,14 +120,58 @@ pub fn users_delete(data_dir: &Path, user: &str, mechanism: Option<&str>) -> Res
 }
 
 /// Prints `user mechanism iterations=N`, one line per credential.
-pub fn users_list(data_dir: &Path) -> Result<(), String> {
-    let store = CredentialStore::open(data_dir)?;
-    for (user, creds) in store.list() {
-        for (mechanism, iterations) in creds {
-            println!("{user} {mechanism} iterations={iterations}");
+pub fn users_list(store: &UserStore) -> Result<(), String> {
+    let users: Vec<(String, UserCredentials)> = match store {
+        UserStore::DataDir(dir) => {
+            let snapshot = CredentialStore::open(dir)?.snapshot();
+            snapshot
+                .users()
+                .map(|(u, c)| (u.to_owned(), c.clone()))
+                .collect()
+        }
+        UserStore::Coordinator { .. } => in_coordinator(store, |client, _| async move {
+            coordinator_users::load_users(&client).await
+        })?
+        .into_iter()
+        .collect(),
+    };
+    for (user, creds) in users {
+        for c in creds.values() {
+            println!("{user} {} iterations={}", c.mechanism, c.iterations);
         }
     }
     Ok(())
+}
+
+/// Runs `work` with a coordinator session on a runtime of its own.
+fn in_coordinator<T, F, Fut>(store: &UserStore, work: F) -> Result<T, String>
+where
+    F: FnOnce(zookeeper_client::Client, ZnodeOptions) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let UserStore::Coordinator {
+        connect,
+        digest,
+        set_acl,
+    } = store
+    else {
+        unreachable!("called for a coordinator store only");
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let options = ZnodeOptions { secure: *set_acl };
+    runtime.block_on(async move {
+        let client = crate::cluster::agent::connect_to(
+            connect,
+            COORDINATOR_SESSION_TIMEOUT_MS,
+            digest.as_deref(),
+            &options,
+        )
+        .await?;
+        work(client, options).await
+    })
 }
 
 fn parse_mechanism(name: &str) -> Result<Mechanism, String> {

@@ -18,11 +18,18 @@ use std::time::{Duration, Instant};
 
 use zookeeper_client as zk;
 
+use super::acl_znodes;
 use super::assignment::Candidate;
 use super::controller::{ControllerConfig, Event, Output, TopicPartition};
+use super::users::{self, ZnodeOptions};
 use super::view::{BrokerInfo, ClusterView, Endpoint, PartitionView, TopicView};
 use super::znodes::{self, BrokerRegistration, ControllerZnode, TopicAssignment};
 use super::Controller;
+use crate::security::acl_store::SharedAcls;
+use crate::security::authorizer::{AclBinding, AclFilter};
+use crate::security::credentials::{
+    AlterError, CredentialChange, CredentialSnapshot, LiveCredentials,
+};
 use crate::topics::TopicError;
 
 /// How a broker joins a cluster (`broker serve --id --coordinator ...`).
@@ -47,6 +54,31 @@ pub struct ClusterConfig {
     /// How long a clean stop waits for the controller to move this broker's leaderships
     /// (0: stop at once, as a kill would).
     pub controlled_shutdown_timeout_ms: u64,
+    /// `user:password` for `addauth digest` on every coordinator session (Kafka's JAAS
+    /// `Client` section); `None`: the sessions are anonymous.
+    pub coordinator_digest: Option<CoordinatorDigest>,
+    /// Kafka's `zookeeper.set.acl`: znodes this broker creates are writable only by the
+    /// digest user (readable by all), credentials readable by it alone.
+    pub coordinator_set_acl: bool,
+}
+
+/// `user:password` for the coordinator's digest scheme; its Debug form hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CoordinatorDigest(pub String);
+
+impl std::fmt::Debug for CoordinatorDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.0.split(':').next().unwrap_or("");
+        write!(f, "CoordinatorDigest({user}:***)")
+    }
+}
+
+impl ClusterConfig {
+    pub fn znode_options(&self) -> ZnodeOptions {
+        ZnodeOptions {
+            secure: self.coordinator_set_acl,
+        }
+    }
 }
 
 /// What a shard asks of the agent.
@@ -78,12 +110,30 @@ pub enum Command {
         size: i64,
         reply: async_channel::Sender<Result<(i64, i64), String>>,
     },
+    /// This broker's log of `tp` failed (a disk fault): list it in `/offline_replicas/<id>`
+    /// so the controller moves the partition's leadership and ISR place away.
+    ReplicaOffline { tp: TopicPartition },
     /// This broker stops cleanly: ask the controller to move its leaderships away and answer
     /// once it leads nothing another live ISR member could lead (true), or at the deadline
     /// (false).
     ShutdownSelf {
         deadline: Instant,
         reply: async_channel::Sender<bool>,
+    },
+    /// AlterUserScramCredentials: change a user's credentials in `/config/users/<user>` and
+    /// announce it; answered once written and live on this broker.
+    AlterUserScram {
+        user: String,
+        changes: Vec<CredentialChange>,
+        reply: async_channel::Sender<Result<(), AlterError>>,
+    },
+    /// CreateAcls/DeleteAcls: add `create`, then remove what each of `delete` selects, in the
+    /// `/kafka-acl*` znodes; answered once this broker's ACLs show the change, with the ACLs
+    /// each filter removed.
+    AlterAcls {
+        create: Vec<AclBinding>,
+        delete: Vec<AclFilter>,
+        reply: async_channel::Sender<Result<Vec<Vec<AclBinding>>, String>>,
     },
 }
 
@@ -140,9 +190,14 @@ const RECONNECT_ATTEMPT: Duration = Duration::from_secs(2);
 
 /// Starts the agent; returns once the broker is registered and the view loaded.
 /// `advertised`: this broker's endpoints, each with its listener's security protocol.
+/// `credentials` is filled from the coordinator before this returns and kept current; with
+/// `acls` (`--authorizer`), the agent loads the ACLs before it reports ready and keeps them
+/// current.
 pub fn start(
     config: ClusterConfig,
     advertised: Vec<(Endpoint, &'static str)>,
+    credentials: Arc<LiveCredentials>,
+    acls: Option<Arc<SharedAcls>>,
 ) -> Result<AgentHandle, String> {
     let (commands_tx, commands_rx) = async_channel::bounded(COMMAND_QUEUE);
     let (views_tx, views_rx) = async_channel::bounded(1);
@@ -162,13 +217,14 @@ pub fn start(
                 }
             };
             runtime.block_on(async move {
-                let agent = match Agent::start(config, advertised, views_tx).await {
-                    Ok(agent) => agent,
-                    Err(err) => {
-                        let _ = ready_tx.send(Err(err));
-                        return;
-                    }
-                };
+                let agent =
+                    match Agent::start(config, advertised, views_tx, credentials, acls).await {
+                        Ok(agent) => agent,
+                        Err(err) => {
+                            let _ = ready_tx.send(Err(err));
+                            return;
+                        }
+                    };
                 let _ = ready_tx.send(Ok(agent.snapshot()));
                 agent.run(commands_rx, stop_rx).await;
                 // The session closes when its last client handle is gone (dropped with the
@@ -203,14 +259,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn persistent() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
-}
-
-fn ephemeral() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())
-}
-
 /// Splits Kafka's connect string into hosts and chroot.
 pub fn split_connect(connect: &str) -> (&str, Option<&str>) {
     match connect.find('/') {
@@ -231,6 +279,11 @@ enum WatchKey {
     Controller,
     DeleteTopics,
     ControlledShutdown,
+    OfflineReplicas,
+    OfflineReplica(i32),
+    ConfigChanges,
+    /// `/kafka-acl-changes` (false) or `/kafka-acl-extended-changes` (true).
+    AclChanges(bool),
 }
 
 struct Fired {
@@ -263,6 +316,18 @@ struct Agent {
     retry: Vec<Output>,
     /// This broker's own controlled shutdown, waiting for its leaderships to move.
     shutting_down: Option<(Instant, async_channel::Sender<bool>)>,
+    /// This process's replicas whose log failed; listed in `/offline_replicas/<id>`.
+    offline_here: BTreeSet<TopicPartition>,
+    /// The last write of `offline_here` failed: retried on the timer.
+    offline_unwritten: bool,
+    /// The SCRAM credentials the shards check, loaded from `/config/users`.
+    credentials: Arc<LiveCredentials>,
+    /// The highest change notification handled (`/config/changes/config_change_<seq>`).
+    last_change: Option<u64>,
+    /// Creation times of the notifications seen, to delete them once expired.
+    change_ctimes_ms: BTreeMap<u64, i64>,
+    /// `--authorizer`: the ACLs this agent keeps current.
+    acls: Option<Arc<SharedAcls>>,
 }
 
 fn zk_err(context: &str, err: zk::Error) -> String {
@@ -274,6 +339,8 @@ impl Agent {
         config: ClusterConfig,
         advertised: Vec<(Endpoint, &'static str)>,
         views: async_channel::Sender<Arc<ClusterView>>,
+        credentials: Arc<LiveCredentials>,
+        acls: Option<Arc<SharedAcls>>,
     ) -> Result<Agent, String> {
         let client = connect(&config).await?;
         let (fired_tx, fired_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -289,7 +356,13 @@ impl Agent {
             views,
             seat: None,
             retry: Vec::new(),
+            offline_here: BTreeSet::new(),
+            offline_unwritten: false,
             shutting_down: None,
+            credentials,
+            last_change: None,
+            change_ctimes_ms: BTreeMap::new(),
+            acls,
         };
         agent.establish().await?;
         Ok(agent)
@@ -310,10 +383,11 @@ impl Agent {
         self.armed.clear();
         self.seat = None;
         self.retry.clear();
+        let options = self.config.znode_options();
         for path in znodes::PERSISTENT_PATHS {
-            ensure_path(&self.client, path).await?;
+            ensure_path(&self.client, path, &options).await?;
         }
-        let cluster_id = ensure_cluster_id(&self.client).await?;
+        let cluster_id = ensure_cluster_id(&self.client, &options).await?;
         let epoch = register(&self.client, &self.config, &self.advertised).await?;
         tracing::info!(
             "broker {} registered (broker epoch {epoch}) in cluster {cluster_id}",
@@ -324,11 +398,252 @@ impl Agent {
             controller: -1,
             ..ClusterView::default()
         };
+        self.load_credentials().await?;
         self.on_broker_ids().await?;
+        // The failed replicas of this process are listed again under the new session.
+        self.write_offline_replicas().await?;
+        self.on_offline_replicas().await?;
         self.on_topics().await?;
         self.on_controller().await?;
+        if self.acls.is_some() {
+            let options = self.config.znode_options();
+            for path in acl_znodes::PATHS {
+                ensure_path(&self.client, path, &options).await?;
+            }
+            self.on_acl_changes(false).await?;
+            self.on_acl_changes(true).await?;
+        }
         self.publish();
         Ok(())
+    }
+
+    /// Writes this broker's failed replicas to its ephemeral `/offline_replicas/<id>`.
+    async fn write_offline_replicas(&mut self) -> Result<(), String> {
+        if self.offline_here.is_empty() {
+            return Ok(());
+        }
+        let path = znodes::offline_replicas_path(self.config.broker_id);
+        let data = znodes::encode_offline_replicas(&self.offline_here);
+        let options = self.config.znode_options().ephemeral();
+        let written = match self.client.create(&path, &data, &options).await {
+            Ok(_) => Ok(()),
+            Err(zk::Error::NodeExists) => self
+                .client
+                .set_data(&path, &data, None)
+                .await
+                .map(|_| ())
+                .map_err(|err| zk_err(&path, err)),
+            Err(err) => Err(zk_err(&path, err)),
+        };
+        self.offline_unwritten = written.is_err();
+        written
+    }
+
+    /// Every broker's failed replicas: into the view (Metadata lists them as offline
+    /// replicas), and to the core while this broker is the controller.
+    async fn on_offline_replicas(&mut self) -> Result<(), String> {
+        let children = self
+            .children_watched(WatchKey::OfflineReplicas, znodes::OFFLINE_REPLICAS)
+            .await?;
+        let ids: BTreeSet<i32> = children.iter().filter_map(|c| c.parse().ok()).collect();
+        let gone: Vec<i32> = self
+            .view
+            .offline_replicas
+            .keys()
+            .copied()
+            .filter(|id| !ids.contains(id))
+            .collect();
+        let mut events = Vec::new();
+        for broker in gone {
+            self.view.offline_replicas.remove(&broker);
+            events.push(Event::OfflineReplicas {
+                broker,
+                partitions: BTreeSet::new(),
+            });
+        }
+        self.feed(events).await;
+        for id in ids {
+            self.read_offline_replicas(id).await?;
+        }
+        Ok(())
+    }
+
+    // ---- SCRAM credentials ----
+
+    /// Every user's credentials, with the change notifications watched from before the read
+    /// on, so no change is missed (a user read twice is the same user).
+    async fn load_credentials(&mut self) -> Result<(), String> {
+        let children = self
+            .children_watched(WatchKey::ConfigChanges, users::CONFIG_CHANGES)
+            .await?;
+        self.last_change = children
+            .iter()
+            .filter_map(|c| users::change_sequence(c))
+            .max();
+        let loaded = users::load_users(&self.client).await?;
+        tracing::info!(
+            "broker {}: {} SCRAM users loaded from {}",
+            self.config.broker_id,
+            loaded.len(),
+            users::CONFIG_USERS
+        );
+        self.credentials
+            .replace(CredentialSnapshot::from_users(loaded));
+        Ok(())
+    }
+
+    /// New change notifications: reloads each user they name, in order; deletes expired ones.
+    async fn on_config_changes(&mut self) -> Result<(), String> {
+        let children = self
+            .children_watched(WatchKey::ConfigChanges, users::CONFIG_CHANGES)
+            .await?;
+        let mut sequences: Vec<(u64, String)> = children
+            .into_iter()
+            .filter_map(|c| users::change_sequence(&c).map(|seq| (seq, c)))
+            .collect();
+        sequences.sort();
+        let present: BTreeSet<u64> = sequences.iter().map(|(seq, _)| *seq).collect();
+        self.change_ctimes_ms.retain(|seq, _| present.contains(seq));
+        for (seq, child) in sequences {
+            let path = format!("{}/{child}", users::CONFIG_CHANGES);
+            if self.last_change.is_some_and(|last| seq <= last) {
+                self.expire_change(seq, &path).await;
+                continue;
+            }
+            self.last_change = Some(seq);
+            let (data, stat) = match self.client.get_data(&path).await {
+                Ok(found) => found,
+                Err(zk::Error::NoNode) => continue,
+                Err(err) => return Err(zk_err(&path, err)),
+            };
+            self.change_ctimes_ms.insert(seq, stat.ctime);
+            match users::decode_change(&path, &data) {
+                Ok(Some(user)) => self.reload_user(&user).await?,
+                Ok(None) => {}
+                Err(err) => tracing::warn!("{err}"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_offline_replicas(&mut self, id: i32) -> Result<(), String> {
+        let path = znodes::offline_replicas_path(id);
+        let partitions = match self
+            .read_watched(WatchKey::OfflineReplica(id), &path)
+            .await?
+        {
+            None => BTreeSet::new(),
+            Some((data, _)) => match znodes::decode_offline_replicas(&path, &data) {
+                Ok(partitions) => partitions,
+                Err(err) => {
+                    tracing::warn!("{err}");
+                    return Ok(());
+                }
+            },
+        };
+        let changed = if partitions.is_empty() {
+            self.view.offline_replicas.remove(&id).is_some()
+        } else {
+            self.view.offline_replicas.insert(id, partitions.clone()) != Some(partitions.clone())
+        };
+        if changed {
+            if !partitions.is_empty() {
+                tracing::warn!("broker {id}: replicas offline after a disk fault: {partitions:?}");
+            }
+            self.feed(vec![Event::OfflineReplicas {
+                broker: id,
+                partitions,
+            }])
+            .await;
+        }
+        Ok(())
+    }
+
+    /// An ACL change notification (or a new session): re-arms the watch and reloads every
+    /// ACL (a handful of reads per resource pattern; changes are rare).
+    async fn on_acl_changes(&mut self, extended: bool) -> Result<(), String> {
+        let path = if extended {
+            acl_znodes::EXTENDED_CHANGES
+        } else {
+            acl_znodes::LITERAL_CHANGES
+        };
+        self.children_watched(WatchKey::AclChanges(extended), path)
+            .await?;
+        self.reload_acls().await
+    }
+
+    async fn reload_acls(&mut self) -> Result<(), String> {
+        if let Some(acls) = &self.acls {
+            let loaded = acl_znodes::load_all(&self.client).await?;
+            acls.install(loaded);
+        }
+        Ok(())
+    }
+
+    async fn reload_user(&mut self, user: &str) -> Result<(), String> {
+        let creds = users::read_user(&self.client, user).await?;
+        tracing::info!(
+            "broker {}: SCRAM credentials of {user:?} reloaded ({} mechanisms)",
+            self.config.broker_id,
+            creds.len()
+        );
+        let next = self.credentials.load().with_user(user, creds);
+        self.credentials.replace(next);
+        Ok(())
+    }
+
+    /// Deletes a notification older than [`users::CONFIG_CHANGE_EXPIRY_MS`] (as Kafka's
+    /// brokers do; whichever broker gets there first deletes it).
+    async fn expire_change(&mut self, seq: u64, path: &str) {
+        let ctime_ms = match self.change_ctimes_ms.get(&seq) {
+            Some(&ctime) => ctime,
+            None => match self.client.check_stat(path).await {
+                Ok(Some(stat)) => {
+                    self.change_ctimes_ms.insert(seq, stat.ctime);
+                    stat.ctime
+                }
+                _ => return,
+            },
+        };
+        if (now_ms() as i64).saturating_sub(ctime_ms) > users::CONFIG_CHANGE_EXPIRY_MS {
+            match self.client.delete(path, None).await {
+                Ok(()) | Err(zk::Error::NoNode) => {
+                    self.change_ctimes_ms.remove(&seq);
+                }
+                Err(err) => tracing::debug!("{path}: {err}"),
+            }
+        }
+    }
+
+    async fn alter_user_scram(
+        &mut self,
+        user: &str,
+        changes: &[CredentialChange],
+    ) -> Result<(), AlterError> {
+        let options = self.config.znode_options();
+        // Bounded: with the coordinator unreachable the writes would wait for it, and the
+        // agent serves nothing else meanwhile.
+        let limit = Duration::from_millis(self.config.session_timeout_ms);
+        let write = users::alter_in_coordinator(&self.client, user, changes, &options);
+        let creds = tokio::time::timeout(limit, write).await.map_err(|_| {
+            AlterError::Storage(format!("the coordinator did not answer within {limit:?}"))
+        })??;
+        // Live here at once; the other brokers follow the notification.
+        let next = self.credentials.load().with_user(user, creds);
+        self.credentials.replace(next);
+        Ok(())
+    }
+
+    async fn alter_acls(
+        &mut self,
+        create: &[AclBinding],
+        delete: &[AclFilter],
+    ) -> Result<Vec<Vec<AclBinding>>, String> {
+        let options = self.config.znode_options();
+        acl_znodes::add(&self.client, &options, create).await?;
+        let removed = acl_znodes::remove(&self.client, &options, delete).await?;
+        self.reload_acls().await?;
+        Ok(removed)
     }
 
     async fn run(
@@ -372,6 +687,11 @@ impl Agent {
                         }
                         self.check_shutdown();
                         continue;
+                    }
+                    if self.offline_unwritten {
+                        if let Err(err) = self.write_offline_replicas().await {
+                            tracing::warn!("{err}; retrying");
+                        }
                     }
                     if !self.retry.is_empty() {
                         let retry = std::mem::take(&mut self.retry);
@@ -496,6 +816,10 @@ impl Agent {
             WatchKey::Controller => self.on_controller().await,
             WatchKey::DeleteTopics => self.on_delete_topics().await,
             WatchKey::ControlledShutdown => self.on_controlled_shutdown().await,
+            WatchKey::OfflineReplicas => self.on_offline_replicas().await,
+            WatchKey::OfflineReplica(id) => self.read_offline_replicas(id).await,
+            WatchKey::ConfigChanges => self.on_config_changes().await,
+            WatchKey::AclChanges(extended) => self.on_acl_changes(extended).await,
         }
     }
 
@@ -825,7 +1149,11 @@ impl Agent {
                 Err(zk::Error::NoNode) => {
                     match self
                         .client
-                        .create(znodes::CONTROLLER_EPOCH, b"0", &persistent())
+                        .create(
+                            znodes::CONTROLLER_EPOCH,
+                            b"0",
+                            &self.config.znode_options().persistent(),
+                        )
                         .await
                     {
                         Ok(_) | Err(zk::Error::NodeExists) => continue,
@@ -840,7 +1168,11 @@ impl Agent {
         let mut writer = self.client.new_multi_writer();
         let controller = ControllerZnode::encode(me, now_ms());
         writer
-            .add_create(znodes::CONTROLLER, &controller, &ephemeral())
+            .add_create(
+                znodes::CONTROLLER,
+                &controller,
+                &self.config.znode_options().ephemeral(),
+            )
             .map_err(|err| zk_err("election", err))?;
         writer
             .add_set_data(
@@ -892,6 +1224,13 @@ impl Agent {
         let mut events = vec![Event::LiveBrokers(
             self.view.brokers.keys().copied().collect(),
         )];
+        // Failed replicas before any assignment, so none is elected in between.
+        for (&broker, partitions) in &self.view.offline_replicas {
+            events.push(Event::OfflineReplicas {
+                broker,
+                partitions: partitions.clone(),
+            });
+        }
         let topics: Vec<(String, TopicView)> = self
             .view
             .topics
@@ -1038,7 +1377,11 @@ impl Agent {
                 znodes::partitions_path(&tp.topic),
                 znodes::partition_path(&tp.topic, tp.partition),
             ] {
-                match self.client.create(&path, b"", &persistent()).await {
+                match self
+                    .client
+                    .create(&path, b"", &self.config.znode_options().persistent())
+                    .await
+                {
                     Ok(_) | Err(zk::Error::NodeExists) => {}
                     // The topic was deleted under us.
                     Err(zk::Error::NoNode) => {
@@ -1057,7 +1400,7 @@ impl Agent {
             .add_check_version(znodes::CONTROLLER_EPOCH, epoch_version)
             .map_err(|err| zk_err(&path, err))?;
         match expected_version {
-            None => writer.add_create(&path, &data, &persistent()),
+            None => writer.add_create(&path, &data, &self.config.znode_options().persistent()),
             Some(version) => writer.add_set_data(&path, &data, Some(version)),
         }
         .map_err(|err| zk_err(&path, err))?;
@@ -1165,18 +1508,40 @@ impl Agent {
                 let result = self.delete_topic(&name).await;
                 let _ = reply.send(result).await;
             }
+            Command::AlterUserScram {
+                user,
+                changes,
+                reply,
+            } => {
+                let result = self.alter_user_scram(&user, &changes).await;
+                let _ = reply.send(result).await;
+            }
             Command::ProducerIdBlock { size, reply } => {
                 let result = self.producer_id_block(size).await;
                 let _ = reply.send(result).await;
+            }
+            Command::ReplicaOffline { tp } => {
+                tracing::warn!(
+                    "broker {}: reporting {tp:?} offline to the controller",
+                    self.config.broker_id
+                );
+                if self.offline_here.insert(tp) {
+                    if let Err(err) = self.write_offline_replicas().await {
+                        tracing::warn!("{err}; retrying");
+                    }
+                }
             }
             Command::ShutdownSelf { deadline, reply } => {
                 let path = znodes::controlled_shutdown_path(self.config.broker_id);
                 // Bounded: with the coordinator unreachable the request would wait for it.
                 let left = deadline.saturating_duration_since(Instant::now());
-                let created =
-                    tokio::time::timeout(left, self.client.create(&path, b"", &ephemeral()))
-                        .await
-                        .unwrap_or(Err(zk::Error::Timeout));
+                let created = tokio::time::timeout(
+                    left,
+                    self.client
+                        .create(&path, b"", &self.config.znode_options().ephemeral()),
+                )
+                .await
+                .unwrap_or(Err(zk::Error::Timeout));
                 match created {
                     Ok(_) | Err(zk::Error::NodeExists) => {
                         tracing::info!(
@@ -1191,6 +1556,14 @@ impl Agent {
                         let _ = reply.send(false).await;
                     }
                 }
+            }
+            Command::AlterAcls {
+                create,
+                delete,
+                reply,
+            } => {
+                let result = self.alter_acls(&create, &delete).await;
+                let _ = reply.send(result).await;
             }
             Command::WriteIsr {
                 tp,
@@ -1253,14 +1626,18 @@ impl Agent {
         let added = if stale_config {
             writer.add_set_data(&config_path, &config_data, None)
         } else {
-            writer.add_create(&config_path, &config_data, &persistent())
+            writer.add_create(
+                &config_path,
+                &config_data,
+                &self.config.znode_options().persistent(),
+            )
         };
         added.map_err(storage)?;
         writer
             .add_create(
                 &znodes::topic_path(name),
                 &assignment.encode(),
-                &persistent(),
+                &self.config.znode_options().persistent(),
             )
             .map_err(storage)?;
         match writer.commit().await {
@@ -1297,7 +1674,7 @@ impl Agent {
                     .map(drop),
                 None => self
                     .client
-                    .create(path, &data, &persistent())
+                    .create(path, &data, &self.config.znode_options().persistent())
                     .await
                     .map(drop),
             };
@@ -1323,7 +1700,11 @@ impl Agent {
         }
         match self
             .client
-            .create(&znodes::delete_path(name), b"", &persistent())
+            .create(
+                &znodes::delete_path(name),
+                b"",
+                &self.config.znode_options().persistent(),
+            )
             .await
         {
             Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
@@ -1349,30 +1730,59 @@ async fn connect(config: &ClusterConfig) -> Result<zk::Client, String> {
 
 /// One connection attempt, creating the chroot if missing.
 async fn connect_once(config: &ClusterConfig) -> Result<zk::Client, String> {
-    let (hosts, chroot) = split_connect(&config.connect);
-    let timeout = Duration::from_millis(config.session_timeout_ms);
-    let client = zk::Client::connector()
+    connect_to(
+        &config.connect,
+        config.session_timeout_ms,
+        config.coordinator_digest.as_ref().map(|d| d.0.as_str()),
+        &config.znode_options(),
+    )
+    .await
+}
+
+/// One session with the coordinator at Kafka's connect string (`hosts[/chroot]`, the chroot
+/// created if missing), authenticated with `digest` (`user:password`) when given.
+pub async fn connect_to(
+    connect: &str,
+    session_timeout_ms: u64,
+    digest: Option<&str>,
+    options: &ZnodeOptions,
+) -> Result<zk::Client, String> {
+    let (hosts, chroot) = split_connect(connect);
+    let timeout = Duration::from_millis(session_timeout_ms);
+    let mut connector = zk::Client::connector()
         .with_session_timeout(timeout)
-        .with_connection_timeout(timeout.min(Duration::from_secs(5)))
+        .with_connection_timeout(timeout.min(Duration::from_secs(5)));
+    if let Some(digest) = digest {
+        // Sent first on every session, also after a reconnect, before any other request.
+        connector = connector.with_auth("digest", digest.as_bytes());
+    }
+    let client = connector
         .connect(hosts)
         .await
         .map_err(|err| format!("cannot reach the coordinator at {hosts}: {err}"))?;
     let Some(chroot) = chroot else {
         return Ok(client);
     };
-    ensure_path(&client, chroot).await?;
+    ensure_path(&client, chroot, options).await?;
     client
         .chroot(chroot.to_string())
-        .map_err(|_| format!("invalid chroot `{chroot}` in `{}`", config.connect))
+        .map_err(|_| format!("invalid chroot `{chroot}` in `{connect}`"))
 }
 
 /// Creates a persistent path and its missing parents.
-async fn ensure_path(client: &zk::Client, path: &str) -> Result<(), String> {
+pub(crate) async fn ensure_path(
+    client: &zk::Client,
+    path: &str,
+    options: &ZnodeOptions,
+) -> Result<(), String> {
     let mut prefix = String::with_capacity(path.len());
     for part in path.split('/').filter(|part| !part.is_empty()) {
         prefix.push('/');
         prefix.push_str(part);
-        match client.create(&prefix, b"", &persistent()).await {
+        match client
+            .create(&prefix, b"", &options.persistent_at(&prefix))
+            .await
+        {
             Ok(_) | Err(zk::Error::NodeExists) => {}
             Err(err) => return Err(zk_err(&prefix, err)),
         }
@@ -1381,7 +1791,7 @@ async fn ensure_path(client: &zk::Client, path: &str) -> Result<(), String> {
 }
 
 /// Reads `/cluster/id`, creating it with a fresh id the first time (the first broker wins).
-async fn ensure_cluster_id(client: &zk::Client) -> Result<String, String> {
+async fn ensure_cluster_id(client: &zk::Client, options: &ZnodeOptions) -> Result<String, String> {
     loop {
         match client.get_data(znodes::CLUSTER_ID).await {
             Ok((data, _)) => {
@@ -1393,7 +1803,7 @@ async fn ensure_cluster_id(client: &zk::Client) -> Result<String, String> {
                     .create(
                         znodes::CLUSTER_ID,
                         &znodes::ClusterIdZnode::encode(&id),
-                        &persistent(),
+                        &options.persistent(),
                     )
                     .await
                 {
@@ -1415,12 +1825,13 @@ async fn register(
     advertised: &[(Endpoint, &'static str)],
 ) -> Result<i64, String> {
     let id = config.broker_id;
+    let options = config.znode_options();
     let path = znodes::broker_path(id);
     let data = BrokerRegistration::new(advertised, config.rack.as_deref(), now_ms()).encode();
     let deadline = Instant::now() + Duration::from_millis(config.session_timeout_ms + 3000);
     let mut waited = false;
     loop {
-        match client.create(&path, &data, &ephemeral()).await {
+        match client.create(&path, &data, &options.ephemeral()).await {
             Ok((stat, _)) => return Ok(stat.czxid),
             Err(zk::Error::NodeExists) => {}
             Err(err) => return Err(zk_err(&path, err)),
@@ -1470,8 +1881,16 @@ pub fn candidates(view: &ClusterView) -> Vec<Candidate> {
 
 #[cfg(test)]
 mod tests {
-    //! Proves the connect string splits as Kafka's `zookeeper.connect` does.
+    //! Proves the connect string splits as Kafka's `zookeeper.connect` does, and the
+    //! coordinator password stays out of Debug output.
     use super::*;
+
+    #[test]
+    fn the_digest_password_is_not_in_debug_output() {
+        let digest = CoordinatorDigest("kafka:zk-secret".into());
+        let shown = format!("{digest:?}");
+        assert_eq!(shown, "CoordinatorDigest(kafka:***)");
+    }
 
     #[test]
     fn connect_string_and_chroot() {

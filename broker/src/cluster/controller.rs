@@ -6,7 +6,9 @@
 //! ISR only (unless unclean election is enabled for the topic); a dead broker leaves every
 //! ISR at once; a partition without a live ISR member goes offline and keeps its last ISR
 //! member, the one replica known to hold every acknowledged record; a broker that shuts
-//! down cleanly hands its leaderships over first.
+//! down cleanly hands its leaderships over first; a replica whose disk failed on its broker
+//! (an offline replica, Kafka's offline log directory) counts as dead for that partition
+//! only, so a leader that lost its log hands over to another ISR member.
 //!
 //! It takes [`Event`]s (what the shell read from ZooKeeper, the results of the writes it asked
 //! for, controlled-shutdown requests) and returns [`Output`]s (conditional writes and reads of
@@ -33,6 +35,13 @@
 //!   live: a mark taken from an older process could outlive it and keep its successor from
 //!   ever leading. A request whose broker is missing from a later live set is dropped
 //!   unanswered: the broker is gone, and one that still runs retries, as Kafka brokers do.
+//! - [`Event::OfflineReplicas`] carries a broker's whole current set of failed replicas, as
+//!   read from its `/offline_replicas/<id>` (empty once the znode is gone), whenever that
+//!   changes. A set stays until a later report replaces it, whatever the live set does: the
+//!   znode of a broker that restarted is gone (ephemeral), and its report of that may come
+//!   before or after the restart's live sets, but always before a report of the new process.
+//!   (Forgetting the set when the broker leaves would lose a report of its next process that
+//!   came before the live set showed the restart.)
 //! - A `NoNode` on a write (the topic is being deleted) is reported as
 //!   [`Event::WriteConflict`] or [`Event::TopicRemoved`].
 //!
@@ -144,6 +153,13 @@ pub enum Event {
         /// The broker shutting down.
         broker: BrokerId,
     },
+    /// The replicas on `broker` whose log failed (a disk fault): the whole current set.
+    OfflineReplicas {
+        /// The broker reporting.
+        broker: BrokerId,
+        /// Its replicas that cannot serve: neither lead nor stay in an ISR.
+        partitions: BTreeSet<TopicPartition>,
+    },
 }
 
 /// What the core asks the shell to do.
@@ -251,6 +267,8 @@ struct Cluster {
     live: BTreeSet<BrokerId>,
     /// Brokers that asked to shut down and have not left the live set since.
     shutting_down: BTreeSet<BrokerId>,
+    /// Per broker, its replicas whose log failed, as last reported.
+    offline_replicas: BTreeMap<BrokerId, BTreeSet<TopicPartition>>,
     /// Topic -> its unclean-election override.
     unclean_overrides: BTreeMap<String, Option<bool>>,
 }
@@ -259,6 +277,15 @@ impl Cluster {
     /// May lead: live and not on its way out.
     fn electable(&self, b: BrokerId) -> bool {
         self.live.contains(&b) && !self.shutting_down.contains(&b)
+    }
+
+    /// `b`'s replica of `tp` can serve: `b` is live and that replica's log did not fail.
+    fn serving(&self, b: BrokerId, tp: &TopicPartition) -> bool {
+        self.live.contains(&b)
+            && !self
+                .offline_replicas
+                .get(&b)
+                .is_some_and(|set| set.contains(tp))
     }
 
     fn unclean(&self, topic: &str) -> bool {
@@ -289,6 +316,7 @@ impl Controller {
                 live_known: false,
                 live: BTreeSet::new(),
                 shutting_down: BTreeSet::new(),
+                offline_replicas: BTreeMap::new(),
                 unclean_overrides: BTreeMap::new(),
             },
             partitions: BTreeMap::new(),
@@ -329,6 +357,9 @@ impl Controller {
             }
             Event::Fenced => self.resign(&mut out),
             Event::ControlledShutdown { broker } => self.on_controlled_shutdown(broker, &mut out),
+            Event::OfflineReplicas { broker, partitions } => {
+                self.on_offline_replicas(broker, partitions, &mut out)
+            }
         }
         if !self.resigned {
             self.answer_settled_shutdowns(&mut out);
@@ -522,6 +553,28 @@ impl Controller {
         }
     }
 
+    fn on_offline_replicas(
+        &mut self,
+        broker: BrokerId,
+        partitions: BTreeSet<TopicPartition>,
+        out: &mut Vec<Output>,
+    ) {
+        let before = if partitions.is_empty() {
+            self.cluster.offline_replicas.remove(&broker)
+        } else {
+            self.cluster
+                .offline_replicas
+                .insert(broker, partitions.clone())
+        }
+        .unwrap_or_default();
+        // Only the partitions whose replica on `broker` changed are decided again.
+        for tp in before.symmetric_difference(&partitions) {
+            if let Some(p) = self.partitions.get_mut(tp) {
+                reconcile(&self.cluster, tp, p, out);
+            }
+        }
+    }
+
     fn on_controlled_shutdown(&mut self, broker: BrokerId, out: &mut Vec<Output>) {
         // A broker we do not see as live is never elected anyway; it is still answered, once
         // what is in flight (its dead-broker moves, first reads) has come back.
@@ -616,15 +669,15 @@ fn decide(cluster: &Cluster, tp: &TopicPartition, p: &Partition) -> Option<Write
     match &p.known {
         Known::Unread | Known::Gone => None,
         Known::Absent => {
-            let state = initial_state(cluster, &p.replicas)?;
+            let state = initial_state(cluster, tp, &p.replicas)?;
             debug_assert!(
-                next_state(cluster, &state, &p.replicas, unclean).is_none(),
+                next_state(cluster, tp, &state, &p.replicas, unclean).is_none(),
                 "{tp}: unstable initial state {state:?}"
             );
             Some(Write::Create(state))
         }
         Known::Present { state, version } => {
-            let next = match next_state(cluster, state, &p.replicas, unclean) {
+            let next = match next_state(cluster, tp, state, &p.replicas, unclean) {
                 Some(next) => next,
                 // Same leader and ISR, but the leader is a new process since the state was
                 // written: a new epoch, so it never leads where its predecessor did.
@@ -646,7 +699,7 @@ fn decide(cluster: &Cluster, tp: &TopicPartition, p: &Partition) -> Option<Write
             // Stable: deciding again from the result must want nothing, or one event could
             // cause an endless chain of writes.
             debug_assert!(
-                next_state(cluster, &next, &p.replicas, unclean).is_none(),
+                next_state(cluster, tp, &next, &p.replicas, unclean).is_none(),
                 "{tp}: unstable decision {state:?} -> {next:?}"
             );
             Some(Write::Update {
@@ -659,12 +712,16 @@ fn decide(cluster: &Cluster, tp: &TopicPartition, p: &Partition) -> Option<Write
 
 /// A new partition's first state: the electable replicas in assignment order, the first of
 /// them leading. None while no replica is electable.
-fn initial_state(cluster: &Cluster, replicas: &[BrokerId]) -> Option<LeaderAndIsr> {
+fn initial_state(
+    cluster: &Cluster,
+    tp: &TopicPartition,
+    replicas: &[BrokerId],
+) -> Option<LeaderAndIsr> {
     // Shutting-down brokers are left out of the ISR too: they would be dropped at once.
     let isr: Vec<BrokerId> = replicas
         .iter()
         .copied()
-        .filter(|&b| cluster.electable(b))
+        .filter(|&b| cluster.electable(b) && cluster.serving(b, tp))
         .collect();
     let leader = *isr.first()?;
     Some(LeaderAndIsr {
@@ -678,17 +735,19 @@ fn initial_state(cluster: &Cluster, replicas: &[BrokerId]) -> Option<LeaderAndIs
 /// The state the rules want after `cur`, or None when `cur` is already right.
 fn next_state(
     cluster: &Cluster,
+    tp: &TopicPartition,
     cur: &LeaderAndIsr,
     replicas: &[BrokerId],
     unclean: bool,
 ) -> Option<LeaderAndIsr> {
     // Dead brokers leave the ISR at once: a dead follower acknowledges nothing, and keeping
-    // it would hold back the high watermark and make it electable with a stale log.
+    // it would hold back the high watermark and make it electable with a stale log. So do
+    // replicas whose log failed: they hold nothing they can serve.
     let live_isr: Vec<BrokerId> = cur
         .isr
         .iter()
         .copied()
-        .filter(|b| cluster.live.contains(b))
+        .filter(|&b| cluster.serving(b, tp))
         .collect();
     let leader_holds = cur.leader != NO_LEADER && live_isr.contains(&cur.leader);
     // Assignment order, not ISR order: the first replica is the preferred leader.
@@ -706,7 +765,10 @@ fn next_state(
         // leadership out of the ISR would lose acknowledged records.
         cur.leader
     } else if live_isr.is_empty() && unclean {
-        unclean_pick = replicas.iter().copied().find(|&b| cluster.electable(b));
+        unclean_pick = replicas
+            .iter()
+            .copied()
+            .find(|&b| cluster.electable(b) && cluster.serving(b, tp));
         unclean_pick.unwrap_or(NO_LEADER)
     } else {
         NO_LEADER
@@ -893,6 +955,74 @@ mod tests {
     fn a_dead_leader_is_replaced_by_the_first_live_isr_member_in_assignment_order() {
         let mut c = loaded(&[3, 1, 2], &[1, 2, 3], st(1, 4, &[1, 2, 3]));
         assert_eq!(c.step(live(&[2, 3])), update(0, st(3, 5, &[2, 3]), 3));
+    }
+
+    fn offline(broker: BrokerId, partitions: &[i32]) -> Event {
+        Event::OfflineReplicas {
+            broker,
+            partitions: partitions.iter().map(|&p| tp(p)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_leader_whose_log_failed_hands_over_and_its_replica_stays_out_until_it_restarts() {
+        let mut c = loaded(&[1, 2, 3], &[1, 2, 3], st(1, 4, &[1, 2, 3]));
+        // Broker 1's disk failed under partition 0: 2 leads, 1 leaves the ISR.
+        assert_eq!(c.step(offline(1, &[0])), update(0, st(2, 5, &[2, 3]), 3));
+        c.step(Event::WriteDone {
+            tp: tp(0),
+            new_version: 4,
+        });
+        // A failed replica is not electable either: 2 and 3 die, the partition goes offline
+        // with 2 as its last ISR member, not 1.
+        assert_eq!(c.step(live(&[1])), update(0, st(NO_LEADER, 6, &[2]), 4));
+        c.step(Event::WriteDone {
+            tp: tp(0),
+            new_version: 5,
+        });
+        assert_eq!(c.partition_state(&tp(0)), Some(&st(NO_LEADER, 6, &[2])));
+        // Reported fixed (the report is empty again): still not in the ISR, so no election.
+        assert!(c.step(offline(1, &[])).is_empty());
+        // 2 returns and leads.
+        assert_eq!(c.step(live(&[1, 2])), update(0, st(2, 7, &[2]), 5));
+    }
+
+    #[test]
+    fn a_failed_replica_is_not_in_a_new_partitions_isr_and_its_report_outlives_a_restart() {
+        let mut c = Controller::new(EPOCH, ControllerConfig::default());
+        c.step(live(&[1, 2]));
+        assert!(c.step(offline(1, &[0])).is_empty());
+        c.step(assign(&[(0, &[1, 2]), (1, &[1, 2])], None));
+        let created = |p: i32, state: LeaderAndIsr| Output::CreateState { tp: tp(p), state };
+        assert_eq!(
+            c.step(Event::StateRead {
+                tp: tp(0),
+                state: None
+            }),
+            vec![created(0, st(2, 0, &[2]))]
+        );
+        assert_eq!(
+            c.step(Event::StateRead {
+                tp: tp(1),
+                state: None
+            }),
+            vec![created(1, st(1, 0, &[1, 2]))]
+        );
+        c.step(Event::WriteDone {
+            tp: tp(0),
+            new_version: 0,
+        });
+        c.step(Event::WriteDone {
+            tp: tp(1),
+            new_version: 0,
+        });
+        // Broker 1 restarts (leaves, then joins): the set stays until a report replaces it
+        // (the new process may have reported the same failure before the live set showed it).
+        c.step(live(&[2]));
+        c.step(live(&[1, 2]));
+        assert_eq!(c.partition_state(&tp(0)), Some(&st(2, 0, &[2])));
+        assert!(c.step(offline(1, &[])).is_empty());
+        assert!(c.cluster.offline_replicas.is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Proves the controller core's rules under a deterministic simulator. One seed drives 3 to 5
 //! brokers and a few topics (RF 1..=N, some with unclean election) through broker crashes and
 //! restarts, leaders shrinking and expanding their own ISR with conditional writes,
-//! controlled shutdowns, topic creation, deletion and config changes, and controller
+//! disk faults under single replicas (reported in `/offline_replicas/<id>`, gone when the broker
+//! restarts), controlled shutdowns, topic creation, deletion and config changes, and controller
 //! failovers (the old core keeps acting until it learns it was deposed; the model store's
 //! epoch fence rejects its writes). Every ZooKeeper operation, result and notification is
 //! delayed and reordered across partitions (FIFO within one, as a session is), and live-set
@@ -11,12 +12,14 @@
 //! history; leader epochs never decrease; the ISR is non-empty, within the replicas and holds
 //! the leader; a controller's leader was live, as far as that core had been told, when it
 //! issued the write, and was not shutting down if newly elected; with unclean election off the
-//! controller never adds to an ISR and elects only from the previous one. On every output: at
+//! controller never adds to an ISR and elects only from the previous one; a controller never
+//! elects a replica reported failed, nor keeps one in a led partition's ISR. On every output: at
 //! most one write per partition in flight per core, and a current controller's
 //! `ShutdownProgress` never under-counts what the broker leads in the store. At quiescence:
 //! every partition with a live ISR member (a live replica, for unclean topics) has a live
 //! leader, none is led by a dead broker, a leader's ISR is all live, every partition with a
-//! live replica has its state znode, and the current core's belief equals the store.
+//! live replica has its state znode, no partition is led by a failed replica nor keeps one in
+//! its ISR while led, and the current core's belief equals the store.
 //!
 //! `CONTROLLER_SIM_SEEDS=<n>` runs more seeds, `CONTROLLER_SIM_SEED=<n>` replays one and
 //! `CONTROLLER_SIM_TRACE=1` prints what happens in it.
@@ -57,6 +60,8 @@ struct Topic {
 struct Issued {
     live: BTreeSet<BrokerId>,
     shutting: BTreeSet<BrokerId>,
+    /// Failed replicas as reported to the core.
+    offline: BTreeMap<BrokerId, BTreeSet<TopicPartition>>,
 }
 
 /// Who asked for an operation.
@@ -111,11 +116,18 @@ struct Shell {
     told_live: BTreeMap<BrokerId, u64>,
     /// Mirror of the core's shutting-down set.
     told_shutting: BTreeSet<BrokerId>,
+    /// The /offline_replicas watch fired: at this tick the shell reads every broker's set.
+    offline_due: Option<u64>,
+    /// Mirror of the failed replicas the core was told of.
+    told_offline: BTreeMap<BrokerId, BTreeSet<TopicPartition>>,
 }
 
 impl Shell {
     fn drained(&self) -> bool {
-        self.chans.is_empty() && self.events.is_empty() && self.watch_due.is_none()
+        self.chans.is_empty()
+            && self.events.is_empty()
+            && self.watch_due.is_none()
+            && self.offline_due.is_none()
     }
 }
 
@@ -128,6 +140,7 @@ enum Ready {
     Chan(usize, TopicPartition),
     Event(usize),
     Watch(usize),
+    OfflineWatch(usize),
     LeaderWrite(TopicPartition, i32, LeaderAndIsr),
     Stop(BrokerId, u64),
 }
@@ -146,6 +159,7 @@ struct Stats {
     failovers: u64,
     bounces: u64,
     topics_deleted: u64,
+    disk_faults: u64,
 }
 
 impl Stats {
@@ -162,6 +176,7 @@ impl Stats {
         self.failovers += o.failovers;
         self.bounces += o.bounces;
         self.topics_deleted += o.topics_deleted;
+        self.disk_faults += o.disk_faults;
     }
 }
 
@@ -190,6 +205,8 @@ struct Sim {
     shutdowns: BTreeMap<BrokerId, Shutdown>,
     /// Every committed (partition, leader epoch) -> its leader.
     epoch_leaders: BTreeMap<(TopicPartition, i32), BrokerId>,
+    /// Replicas whose log failed, per live broker (a restart reopens them).
+    disk_faults: BTreeMap<BrokerId, BTreeSet<TopicPartition>>,
     stats: Stats,
 }
 
@@ -219,6 +236,7 @@ impl Sim {
             stops: Vec::new(),
             shutdowns: BTreeMap::new(),
             epoch_leaders: BTreeMap::new(),
+            disk_faults: BTreeMap::new(),
             stats: Stats::default(),
         };
         for _ in 0..sim.rng.range(2, 4) {
@@ -265,8 +283,11 @@ impl Sim {
             watch_due: None,
             told_live: BTreeMap::new(),
             told_shutting: BTreeSet::new(),
+            offline_due: None,
+            told_offline: BTreeMap::new(),
         });
         let i = self.current();
+        self.shells[i].offline_due = Some(self.now + self.rng.range(0, 10));
         // The live set first, or the topics first and the live set later: the core must not
         // decide before it knows who is live.
         let live_first = self.rng.per_mille(500);
@@ -295,6 +316,13 @@ impl Sim {
         let shell = &mut self.shells[i];
         match &event {
             Event::LiveBrokers(live) => shell.told_shutting.retain(|b| live.contains(b)),
+            Event::OfflineReplicas { broker, partitions } => {
+                if partitions.is_empty() {
+                    shell.told_offline.remove(broker);
+                } else {
+                    shell.told_offline.insert(*broker, partitions.clone());
+                }
+            }
             Event::ControlledShutdown { broker } if shell.told_live.contains_key(broker) => {
                 shell.told_shutting.insert(*broker);
             }
@@ -346,11 +374,17 @@ impl Sim {
         let issued = Issued {
             live: shell.told_live.keys().copied().collect(),
             shutting: shell.told_shutting.clone(),
+            offline: shell.told_offline.clone(),
         };
         if let Output::CreateState { state, .. } | Output::UpdateState { state, .. } = &out {
             self.check(
                 state.leader == NO_LEADER || issued.live.contains(&state.leader),
                 || format!("{tp}: leader not live as far as the core knows: {out:?}"),
+            );
+            let failed = |b: &BrokerId| issued.offline.get(b).is_some_and(|s| s.contains(&tp));
+            self.check(
+                state.leader == NO_LEADER || !state.isr.iter().any(failed),
+                || format!("{tp}: a failed replica leads or stays in sync: {out:?}"),
             );
         }
         let due = self.now + self.rng.range(0, 6);
@@ -646,6 +680,64 @@ impl Sim {
         self.alive.remove(&b);
         self.shutdowns.remove(&b);
         self.schedule_watches();
+        // Its /offline_replicas znode was ephemeral: gone with its session.
+        if self.disk_faults.remove(&b).is_some() {
+            self.schedule_offline_watches();
+        }
+    }
+
+    fn schedule_offline_watches(&mut self) {
+        for i in 0..self.shells.len() {
+            if !self.shells[i].core.is_resigned() && self.shells[i].offline_due.is_none() {
+                self.shells[i].offline_due = Some(self.now + self.rng.range(1, 10));
+            }
+        }
+    }
+
+    /// A live broker's log of one of its replicas fails: it reports its whole failed set.
+    fn disk_fault(&mut self) {
+        let mut candidates = Vec::new();
+        for (name, topic) in &self.topics {
+            for (&partition, replicas) in &topic.replicas {
+                for &b in replicas {
+                    if self.alive.contains_key(&b) {
+                        candidates.push((b, TopicPartition::new(name.clone(), partition)));
+                    }
+                }
+            }
+        }
+        let Some((b, tp)) = self.rng.pick(&candidates) else {
+            return;
+        };
+        self.trace(|| format!("broker {b}: the log of {tp} fails"));
+        self.stats.disk_faults += 1;
+        self.disk_faults.entry(b).or_default().insert(tp);
+        self.schedule_offline_watches();
+    }
+
+    /// The shell reads every broker's /offline_replicas znode and hands the sets to the core.
+    fn deliver_offline(&mut self, i: usize) {
+        for b in self.brokers.clone() {
+            let partitions = self.disk_faults.get(&b).cloned().unwrap_or_default();
+            let told = self.shells[i]
+                .told_offline
+                .get(&b)
+                .cloned()
+                .unwrap_or_default();
+            if partitions != told || self.rng.per_mille(100) {
+                self.step_core(
+                    i,
+                    Event::OfflineReplicas {
+                        broker: b,
+                        partitions,
+                    },
+                );
+            }
+        }
+    }
+
+    fn failed(&self, b: BrokerId, tp: &TopicPartition) -> bool {
+        self.disk_faults.get(&b).is_some_and(|s| s.contains(tp))
     }
 
     fn restart(&mut self, b: BrokerId) {
@@ -744,6 +836,9 @@ impl Sim {
         if self.rng.per_mille(8) {
             self.failover();
         }
+        if self.rng.per_mille(12) {
+            self.disk_fault();
+        }
         if self.rng.per_mille(10) && self.topics.len() < TOPICS_MAX {
             self.create_topic(true);
         }
@@ -785,7 +880,10 @@ impl Sim {
         let tps: Vec<TopicPartition> = self
             .store
             .iter()
-            .filter(|(_, z)| self.alive.contains_key(&z.state.leader))
+            // A replica whose log failed does not act as leader.
+            .filter(|(tp, z)| {
+                self.alive.contains_key(&z.state.leader) && !self.failed(z.state.leader, tp)
+            })
             .map(|(tp, _)| tp.clone())
             .collect();
         let Some(tp) = self.rng.pick(&tps) else {
@@ -804,7 +902,10 @@ impl Sim {
         let outside: Vec<BrokerId> = replicas
             .iter()
             .copied()
-            .filter(|b| self.alive.contains_key(b) && !state.isr.contains(b))
+            // A follower whose log failed does not fetch, so it never catches up.
+            .filter(|&b| {
+                self.alive.contains_key(&b) && !state.isr.contains(&b) && !self.failed(b, &tp)
+            })
             .collect();
         let shrink = !followers.is_empty() && (outside.is_empty() || self.rng.per_mille(500));
         if shrink {
@@ -888,6 +989,9 @@ impl Sim {
             if shell.watch_due.is_some_and(|due| due <= now) {
                 ready.push(Ready::Watch(i));
             }
+            if shell.offline_due.is_some_and(|due| due <= now) {
+                ready.push(Ready::OfflineWatch(i));
+            }
         }
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.leader_writes)
             .into_iter()
@@ -936,6 +1040,12 @@ impl Sim {
                     self.shells[i].watch_due = None;
                     if !self.shells[i].core.is_resigned() {
                         self.deliver_live(i);
+                    }
+                }
+                Ready::OfflineWatch(i) => {
+                    self.shells[i].offline_due = None;
+                    if !self.shells[i].core.is_resigned() {
+                        self.deliver_offline(i);
                     }
                 }
                 Ready::LeaderWrite(tp, version, state) => {
@@ -999,19 +1109,19 @@ impl Sim {
         for (name, topic) in &self.topics {
             for (&partition, replicas) in &topic.replicas {
                 let tp = TopicPartition::new(name.clone(), partition);
-                let replica_alive = replicas.iter().any(|b| self.alive.contains_key(b));
+                let serving = |b: &BrokerId| self.alive.contains_key(b) && !self.failed(*b, &tp);
+                let replica_alive = replicas.iter().any(serving);
                 let Some(z) = self.store.get(&tp) else {
                     self.check(!replica_alive, || {
-                        format!("{tp}: no state although a replica is live")
+                        format!("{tp}: no state although a replica can serve")
                     });
                     continue;
                 };
                 let s = &z.state;
-                self.check(
-                    s.leader == NO_LEADER || self.alive.contains_key(&s.leader),
-                    || format!("{tp}: led by dead broker: {s:?}"),
-                );
-                let isr_alive = s.isr.iter().any(|b| self.alive.contains_key(b));
+                self.check(s.leader == NO_LEADER || serving(&s.leader), || {
+                    format!("{tp}: led by a dead broker or a failed replica: {s:?}")
+                });
+                let isr_alive = s.isr.iter().any(serving);
                 let should_lead = isr_alive || (self.unclean(topic) && replica_alive);
                 self.check(!should_lead || s.leader != NO_LEADER, || {
                     format!(
@@ -1019,10 +1129,9 @@ impl Sim {
                         self.alive
                     )
                 });
-                self.check(
-                    s.leader == NO_LEADER || s.isr.iter().all(|b| self.alive.contains_key(b)),
-                    || format!("{tp}: dead broker left in the ISR: {s:?}"),
-                );
+                self.check(s.leader == NO_LEADER || s.isr.iter().all(serving), || {
+                    format!("{tp}: a dead broker or failed replica left in the ISR: {s:?}")
+                });
                 self.check(shell.core.partition_state(&tp) == Some(s), || {
                     format!(
                         "{tp}: the controller believes {:?}, the store holds {s:?}",

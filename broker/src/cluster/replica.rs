@@ -104,10 +104,10 @@ impl EpochCache {
 
     /// `epoch` starts at `start_offset` (a new leader: at its log end; a follower: at the
     /// first appended batch of that epoch). No-op if `epoch` is the latest. An epoch older than
-    /// the latest is ignored (a shell bug, asserted in debug builds), except when the latest
-    /// starts exactly at `start_offset`: that latest epoch has no batch (a leader that appended
-    /// nothing) and the batch now appended there proves it never will, so it is replaced, as
-    /// Kafka does. Returns true when the cache changed (the shell then rewrites the checkpoint).
+    /// the latest that starts exactly where the latest does replaces it: that latest epoch has
+    /// no batch (a leader that appended nothing) and the batch now appended there proves it
+    /// never will, as Kafka does. Another older epoch comes from an append that raced with
+    /// becoming leader, and is kept in order ([`EpochCache::insert_older`]). Returns true when the cache changed (the shell then rewrites the checkpoint).
     pub fn assign(&mut self, epoch: i32, start_offset: i64) -> bool {
         debug_assert!(epoch >= 0 && start_offset >= 0, "({epoch}, {start_offset})");
         if epoch < 0 || start_offset < 0 {
@@ -120,16 +120,15 @@ impl EpochCache {
             }
             Some(&(latest, _)) if epoch == latest => false,
             Some(&(latest, latest_start)) if epoch < latest => {
-                debug_assert!(
-                    start_offset == latest_start,
-                    "epoch {epoch} at {start_offset} after {:?}",
-                    self.entries
-                );
                 if start_offset == latest_start {
                     self.push_replacing(epoch, start_offset);
                     true
                 } else {
-                    false
+                    // A follower's append that completed after this replica became leader
+                    // (the leader's epoch starts at the log end, after it): the batch lies
+                    // before the latest epoch's start. Kept in order: nothing to do when its
+                    // epoch is known and starts no later, else it goes in between.
+                    self.insert_older(epoch, start_offset)
                 }
             }
             Some(&(_, latest_start)) => {
@@ -145,6 +144,34 @@ impl EpochCache {
         };
         self.debug_check();
         changed
+    }
+
+    /// [`EpochCache::assign`] of an epoch older than the latest: a no-op when `epoch` is
+    /// known and starts at or before `start_offset`; inserted when it fits between its
+    /// neighbours (smaller epochs start no later, larger ones after); otherwise refused (a
+    /// shell bug, asserted in debug builds).
+    fn insert_older(&mut self, epoch: i32, start_offset: i64) -> bool {
+        let at = self.entries.partition_point(|&(e, _)| e < epoch);
+        if let Some(&(e, start)) = self.entries.get(at) {
+            if e == epoch && start <= start_offset {
+                return false;
+            }
+        }
+        let after_previous = at == 0 || self.entries[at - 1].1 < start_offset;
+        let before_next = self
+            .entries
+            .get(at)
+            .is_some_and(|&(e, start)| e > epoch && start > start_offset);
+        if after_previous && before_next {
+            self.entries.insert(at, (epoch, start_offset));
+            return true;
+        }
+        debug_assert!(
+            false,
+            "epoch {epoch} at {start_offset} does not fit {:?}",
+            self.entries
+        );
+        false
     }
 
     /// KIP-279 `OffsetForLeaderEpoch`, as Kafka's `LeaderEpochFileCache.endOffsetFor` answers
@@ -862,6 +889,26 @@ mod tests {
         assert!(c.assign(5, 12));
         assert!(c.assign(6, 12));
         assert_eq!(c.entries(), &[(0, 0), (2, 7), (3, 9), (6, 12)]);
+    }
+
+    #[test]
+    fn a_follower_append_that_completes_after_becoming_leader_keeps_the_cache_in_order() {
+        // Batch 228 of epoch 0 was appended (log end 229) when this replica became leader of
+        // epoch 1 at 229; the append's epoch bookkeeping runs afterwards.
+        let mut c = EpochCache::default();
+        c.assign(0, 0);
+        c.assign(1, 229);
+        assert!(
+            !c.assign(0, 228),
+            "epoch 0 is known from offset 0: nothing new"
+        );
+        assert_eq!(c.entries(), &[(0, 0), (1, 229)]);
+        // An epoch the cache missed goes in between its neighbours.
+        let mut c = EpochCache::default();
+        c.assign(0, 0);
+        c.assign(3, 229);
+        assert!(c.assign(2, 200));
+        assert_eq!(c.entries(), &[(0, 0), (2, 200), (3, 229)]);
     }
 
     #[test]

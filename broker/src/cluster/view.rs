@@ -3,10 +3,10 @@
 //! it; shards get immutable snapshots (`Arc<ClusterView>`) and answer Metadata, route and
 //! check leadership from them without asking anyone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::controller::{LeaderAndIsr, NO_LEADER};
+use super::controller::{LeaderAndIsr, TopicPartition, NO_LEADER};
 
 /// One listener's endpoint of a broker, as its registration names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +71,8 @@ pub struct ClusterView {
     /// [`DEPARTED_LISTED`] (see [`ClusterView::metadata_brokers`]).
     pub departed: BTreeMap<i32, (BrokerInfo, Instant)>,
     pub topics: BTreeMap<String, TopicView>,
+    /// Per broker, its replicas whose log failed (`/offline_replicas/<id>`).
+    pub offline_replicas: BTreeMap<i32, BTreeSet<TopicPartition>>,
 }
 
 /// How long Metadata keeps listing a broker after its registration went away. The
@@ -92,6 +94,16 @@ impl BrokerInfo {
 }
 
 impl ClusterView {
+    /// Broker `id`'s replica of `topic`-`partition` failed (a disk fault on that broker).
+    pub fn replica_failed(&self, id: i32, topic: &str, partition: i32) -> bool {
+        self.offline_replicas.get(&id).is_some_and(|failed| {
+            failed.contains(&TopicPartition {
+                topic: topic.to_string(),
+                partition,
+            })
+        })
+    }
+
     /// The brokers a Metadata answer lists at `now`: the live ones, and those that left
     /// less than [`DEPARTED_LISTED`] ago.
     pub fn metadata_brokers(&self, now: Instant) -> impl Iterator<Item = &BrokerInfo> {

@@ -5,12 +5,12 @@
 //! do not know (a newer Kafka's extra keys), and refuse the rest with a message naming the
 //! path. Nothing here talks to ZooKeeper.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::controller::LeaderAndIsr;
+use super::controller::{LeaderAndIsr, TopicPartition};
 use super::view::Endpoint;
 
 pub const BROKER_IDS: &str = "/brokers/ids";
@@ -26,6 +26,12 @@ pub const PRODUCER_ID_BLOCK: &str = "/latest_producer_id_block";
 /// (ephemeral) and the controller moves its leaderships away (Kafka asks with the
 /// ControlledShutdown RPC, which kafka-protocol 0.18 no longer carries).
 pub const CONTROLLED_SHUTDOWN: &str = "/controlled_shutdown";
+/// Ours, not Kafka's: a broker whose log of a replica failed (a disk fault) keeps
+/// `/offline_replicas/<id>` (ephemeral) listing them, and the controller moves their
+/// leaderships and ISR places away (Kafka's broker notifies through
+/// `/log_dir_event_notification` and answers the controller's LeaderAndIsr with the failed
+/// partitions; kafka-protocol 0.18 no longer carries that RPC).
+pub const OFFLINE_REPLICAS: &str = "/offline_replicas";
 
 /// The persistent parents every broker makes sure exist at start (Kafka's
 /// `KafkaZkClient.createTopLevelPaths`).
@@ -34,10 +40,12 @@ pub const PERSISTENT_PATHS: &[&str] = &[
     "/brokers/topics",
     "/config/topics",
     "/config/changes",
+    "/config/users",
     "/admin/delete_topics",
     "/isr_change_notification",
     "/cluster",
     "/controlled_shutdown",
+    "/offline_replicas",
 ];
 
 pub fn broker_path(id: i32) -> String {
@@ -66,6 +74,10 @@ pub fn config_path(topic: &str) -> String {
 
 pub fn controlled_shutdown_path(broker: i32) -> String {
     format!("{CONTROLLED_SHUTDOWN}/{broker}")
+}
+
+pub fn offline_replicas_path(broker: i32) -> String {
+    format!("{OFFLINE_REPLICAS}/{broker}")
 }
 
 pub fn delete_path(topic: &str) -> String {
@@ -413,11 +425,68 @@ pub fn decode_config(path: &str, data: &[u8]) -> Result<BTreeMap<String, String>
     decode::<ConfigZnode>(path, data).map(|znode| znode.config)
 }
 
+/// One failed replica in `/offline_replicas/<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct OfflineReplica {
+    topic: String,
+    partition: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OfflineReplicasZnode {
+    version: i32,
+    partitions: Vec<OfflineReplica>,
+}
+
+/// `/offline_replicas/<id>`: `{"version":1,"partitions":[{"topic":"t","partition":0}]}`.
+pub fn encode_offline_replicas(partitions: &BTreeSet<TopicPartition>) -> Vec<u8> {
+    serde_json::to_vec(&OfflineReplicasZnode {
+        version: 1,
+        partitions: partitions
+            .iter()
+            .map(|tp| OfflineReplica {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+            })
+            .collect(),
+    })
+    .expect("plain JSON")
+}
+
+pub fn decode_offline_replicas(
+    path: &str,
+    data: &[u8],
+) -> Result<BTreeSet<TopicPartition>, ZnodeError> {
+    let znode: OfflineReplicasZnode = decode(path, data)?;
+    Ok(znode
+        .partitions
+        .into_iter()
+        .map(|r| TopicPartition::new(r.topic, r.partition))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     //! Proves the JSON matches what Kafka writes (field names, string-typed timestamps and
     //! versions, rack only when set) by decoding texts in Kafka's form and re-encoding ours.
     use super::*;
+
+    #[test]
+    fn offline_replicas_round_trip_and_bad_data_names_the_path() {
+        let set: BTreeSet<TopicPartition> =
+            [TopicPartition::new("a", 1), TopicPartition::new("b", 0)].into();
+        let data = encode_offline_replicas(&set);
+        assert_eq!(
+            std::str::from_utf8(&data).unwrap(),
+            r#"{"version":1,"partitions":[{"topic":"a","partition":1},{"topic":"b","partition":0}]}"#
+        );
+        assert_eq!(
+            decode_offline_replicas("/offline_replicas/1", &data),
+            Ok(set)
+        );
+        let err = decode_offline_replicas("/offline_replicas/1", b"[1]").unwrap_err();
+        assert_eq!(err.path, "/offline_replicas/1");
+    }
 
     #[test]
     fn broker_registration_is_kafkas_v5() {

@@ -404,11 +404,66 @@ pub const SCHEMAS: &[Schema] = &[
     ),
     schema(ApiKey::SaslHandshake, (0, 1), i16::MAX, SASL_HANDSHAKE),
     schema(ApiKey::SaslAuthenticate, (0, 2), 2, SASL_AUTHENTICATE),
+    schema(
+        ApiKey::DescribeUserScramCredentials,
+        (0, 0),
+        0,
+        DESCRIBE_USER_SCRAM_CREDENTIALS,
+    ),
+    schema(
+        ApiKey::AlterUserScramCredentials,
+        (0, 0),
+        0,
+        ALTER_USER_SCRAM_CREDENTIALS,
+    ),
+    schema(ApiKey::CreateAcls, (1, 3), 2, CREATE_ACLS),
+    schema(ApiKey::DescribeAcls, (1, 3), 2, ACL_FILTER_FIELDS),
+    schema(ApiKey::DeleteAcls, (1, 3), 2, DELETE_ACLS),
 ];
+
+// CreateAcls, DescribeAcls, DeleteAcls v1-3, flexible from 2.
+const CREATE_ACLS: &[Field] = &[f(
+    "creations",
+    Kind::Array(&Kind::Struct(&[
+        f("resource_type", INT8),
+        f("resource_name", STRING),
+        f("resource_pattern_type", INT8),
+        f("principal", STRING),
+        f("host", STRING),
+        f("operation", INT8),
+        f("permission_type", INT8),
+    ])),
+)];
+const ACL_FILTER_FIELDS: &[Field] = &[
+    f("resource_type_filter", INT8),
+    f("resource_name_filter", STRING),
+    f("pattern_type_filter", INT8),
+    f("principal_filter", STRING),
+    f("host_filter", STRING),
+    f("operation", INT8),
+    f("permission_type", INT8),
+];
+const DELETE_ACLS: &[Field] = &[f("filters", Kind::Array(&Kind::Struct(ACL_FILTER_FIELDS)))];
 
 // SaslHandshake v0-1, never flexible; SaslAuthenticate v0-2, flexible from 2.
 const SASL_HANDSHAKE: &[Field] = &[f("mechanism", STRING)];
 const SASL_AUTHENTICATE: &[Field] = &[f("auth_bytes", BYTES)];
+
+// DescribeUserScramCredentials v0 and AlterUserScramCredentials v0, flexible from 0.
+const SCRAM_USER_NAME: Kind = Kind::Struct(&[f("name", STRING)]);
+const DESCRIBE_USER_SCRAM_CREDENTIALS: &[Field] = &[f("users", Kind::Array(&SCRAM_USER_NAME))];
+const SCRAM_CREDENTIAL_DELETION: Kind = Kind::Struct(&[f("name", STRING), f("mechanism", INT8)]);
+const SCRAM_CREDENTIAL_UPSERTION: Kind = Kind::Struct(&[
+    f("name", STRING),
+    f("mechanism", INT8),
+    f("iterations", INT32),
+    f("salt", BYTES),
+    f("salted_password", BYTES),
+]);
+const ALTER_USER_SCRAM_CREDENTIALS: &[Field] = &[
+    f("deletions", Kind::Array(&SCRAM_CREDENTIAL_DELETION)),
+    f("upsertions", Kind::Array(&SCRAM_CREDENTIAL_UPSERTION)),
+];
 
 /// The layout of `api_key`'s request body, if the broker decodes it with kafka-protocol.
 pub fn find(api_key: ApiKey) -> Option<&'static Schema> {

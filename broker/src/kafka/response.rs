@@ -26,6 +26,12 @@ impl FileHandle for std::fs::File {
     }
 }
 
+impl FileHandle for glommio::io::BufferedFile {
+    fn raw_fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
+}
+
 /// One piece of a response, in order.
 pub enum Part {
     Memory(Bytes),

@@ -41,6 +41,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // SaslAuthenticate requests, closes the connection (`server::sasl_api`).
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
+    // SECURITY_DISABLED without --authorizer, as Kafka answers. From v1 (pattern types;
+    // kafka-protocol 0.18 has no v0, Kafka 4 dropped it; librdkafka and kafka-python send v1).
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// Produce versions below this are advertised but refused (no RecordBatch v2 before v3).

@@ -258,6 +258,41 @@ impl Authorizer {
         }
         allowed
     }
+
+    /// May `principal` from `host` do `op` on some resource of type `kind` (Kafka's
+    /// `authorizeByResourceType`)? Yes for a super user; with no ACL of the type at all,
+    /// `allow.everyone.if.no.acl.found`; otherwise when an ALLOW of `op` for the principal
+    /// exists whose pattern no matching DENY covers (a DENY of `*`, of the same name, or a
+    /// prefix of it).
+    pub fn authorize_any(&self, principal: &str, host: &str, op: i8, kind: i8) -> bool {
+        if self.super_users.iter().any(|s| s == principal) {
+            return true;
+        }
+        let of_kind = || self.acls.iter().filter(move |a| a.resource_type == kind);
+        if of_kind().next().is_none() {
+            return self.allow_if_no_acl;
+        }
+        let applies = |a: &AclBinding| {
+            (a.principal == principal || a.principal == ANY_USER)
+                && (a.host == host || a.host == WILDCARD)
+                && covers(a.operation, op, a.permission)
+        };
+        let denies: Vec<&AclBinding> = of_kind()
+            .filter(|a| a.permission == permission::DENY && applies(a))
+            .collect();
+        of_kind()
+            .filter(|a| a.permission == permission::ALLOW && applies(a))
+            .any(|allow| {
+                !denies.iter().any(|deny| match deny.pattern_type {
+                    pattern_type::LITERAL => {
+                        deny.resource_name == WILDCARD
+                            || (deny.resource_name == allow.resource_name
+                                && allow.pattern_type == pattern_type::LITERAL)
+                    }
+                    _ => allow.resource_name.starts_with(deny.resource_name.as_str()),
+                })
+            })
+    }
 }
 
 #[cfg(test)]
@@ -434,6 +469,40 @@ mod tests {
         });
         assert_eq!(gone, vec![pre, star]);
         assert_eq!(a.acls(), &[lit, grp]);
+    }
+
+    #[test]
+    fn some_resource_of_a_type() {
+        let write =
+            |name: &str, pattern, perm| acl(rt::TOPIC, name, pattern, ALICE, op::WRITE, perm);
+        let none = Authorizer::new(vec![], false, vec![]);
+        assert!(!none.authorize_any(ALICE, "h", op::WRITE, rt::TOPIC));
+        let one = Authorizer::new(
+            vec![],
+            false,
+            vec![write("orders", pattern_type::LITERAL, permission::ALLOW)],
+        );
+        assert!(one.authorize_any(ALICE, "h", op::WRITE, rt::TOPIC));
+        assert!(!one.authorize_any(BOB, "h", op::WRITE, rt::TOPIC));
+        assert!(!one.authorize_any(ALICE, "h", op::DELETE, rt::TOPIC));
+        let shadowed = Authorizer::new(
+            vec![],
+            false,
+            vec![
+                write("orders", pattern_type::LITERAL, permission::ALLOW),
+                write("ord", pattern_type::PREFIXED, permission::DENY),
+            ],
+        );
+        assert!(!shadowed.authorize_any(ALICE, "h", op::WRITE, rt::TOPIC));
+        let elsewhere = Authorizer::new(
+            vec![],
+            false,
+            vec![
+                write("orders", pattern_type::LITERAL, permission::ALLOW),
+                write("audit", pattern_type::LITERAL, permission::DENY),
+            ],
+        );
+        assert!(elsewhere.authorize_any(ALICE, "h", op::WRITE, rt::TOPIC));
     }
 
     #[test]

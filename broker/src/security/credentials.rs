@@ -5,9 +5,18 @@
 //!
 //! No password is stored. `broker users add|delete|list` edits the file while the broker is
 //! stopped (so the first super user exists before it starts).
+//!
+//! A running broker keeps its credentials in [`LiveCredentials`], shared by every shard: an
+//! immutable [`CredentialSnapshot`] replaced whole on every change (AlterUserScramCredentials,
+//! or in cluster mode a change notification from the coordinator). Each shard caches the
+//! snapshot it last loaded in a [`ShardCredentials`] and checks one atomic generation per
+//! lookup: a SASL step takes no lock unless the credentials changed since the last one.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -18,11 +27,14 @@ use super::scram::{Mechanism, ScramCredential, ITERATIONS_MAX, ITERATIONS_MIN};
 /// The file's name in the data directory.
 pub const CREDENTIALS_FILE: &str = "credentials.json";
 
+/// One user's credentials, one per mechanism.
+pub type UserCredentials = BTreeMap<Mechanism, ScramCredential>;
+
 /// Users, each with a credential per mechanism.
 #[derive(Debug)]
 pub struct CredentialStore {
     path: PathBuf,
-    users: BTreeMap<String, BTreeMap<Mechanism, ScramCredential>>,
+    users: BTreeMap<String, UserCredentials>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -84,6 +96,25 @@ impl CredentialStore {
         })
     }
 
+    /// The users as they are now, for [`LiveCredentials`].
+    pub fn snapshot(&self) -> CredentialSnapshot {
+        CredentialSnapshot {
+            users: self.users.clone(),
+        }
+    }
+
+    /// Applies `changes` to `user` (all or none) and writes the file.
+    pub fn alter(&mut self, user: &str, changes: &[CredentialChange]) -> Result<(), AlterError> {
+        let mut creds = self.users.get(user).cloned().unwrap_or_default();
+        alter_user(&mut creds, changes)?;
+        if creds.is_empty() {
+            self.users.remove(user);
+        } else {
+            self.users.insert(user.to_owned(), creds);
+        }
+        self.persist().map_err(AlterError::Storage)
+    }
+
     /// Sets `user`'s credential for its mechanism and writes the file.
     pub fn upsert(&mut self, user: &str, credential: ScramCredential) -> Result<(), String> {
         validate_user(user)?;
@@ -135,6 +166,192 @@ impl CredentialStore {
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
         crate::data_file::replace(&self.path, &bytes, 0o600)
             .map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+}
+
+/// One change AlterUserScramCredentials asks for.
+#[derive(Debug, Clone)]
+pub enum CredentialChange {
+    Upsert(ScramCredential),
+    Delete(Mechanism),
+}
+
+impl CredentialChange {
+    pub fn mechanism(&self) -> Mechanism {
+        match self {
+            CredentialChange::Upsert(c) => c.mechanism,
+            CredentialChange::Delete(m) => *m,
+        }
+    }
+}
+
+/// Why an alteration of one user failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlterError {
+    /// A deletion of a credential the user does not have (Kafka's RESOURCE_NOT_FOUND).
+    #[error("attempt to delete a {0} credential of a user that has none")]
+    NotFound(Mechanism),
+    /// The store could not be written (the change did not happen).
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// Applies `changes` to one user's credentials in order; on an error `creds` is unchanged.
+pub fn alter_user(
+    creds: &mut UserCredentials,
+    changes: &[CredentialChange],
+) -> Result<(), AlterError> {
+    let mut next = creds.clone();
+    for change in changes {
+        match change {
+            CredentialChange::Upsert(c) => {
+                next.insert(c.mechanism, c.clone());
+            }
+            CredentialChange::Delete(m) => {
+                if next.remove(m).is_none() {
+                    return Err(AlterError::NotFound(*m));
+                }
+            }
+        }
+    }
+    *creds = next;
+    Ok(())
+}
+
+/// The credentials of every user at one moment; never changed once made.
+#[derive(Debug, Default, Clone)]
+pub struct CredentialSnapshot {
+    users: BTreeMap<String, UserCredentials>,
+}
+
+impl CredentialSnapshot {
+    pub fn get(&self, user: &str, mechanism: Mechanism) -> Option<&ScramCredential> {
+        self.users.get(user)?.get(&mechanism)
+    }
+
+    pub fn user(&self, user: &str) -> Option<&UserCredentials> {
+        self.users.get(user)
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = (&str, &UserCredentials)> {
+        self.users.iter().map(|(u, c)| (u.as_str(), c))
+    }
+
+    /// This snapshot with `user`'s credentials replaced (removed when empty).
+    pub fn with_user(&self, user: &str, creds: UserCredentials) -> CredentialSnapshot {
+        let mut users = self.users.clone();
+        if creds.is_empty() {
+            users.remove(user);
+        } else {
+            users.insert(user.to_owned(), creds);
+        }
+        CredentialSnapshot { users }
+    }
+
+    /// A snapshot of exactly these users.
+    pub fn from_users(users: BTreeMap<String, UserCredentials>) -> CredentialSnapshot {
+        CredentialSnapshot { users }
+    }
+}
+
+/// The credentials of a running broker, shared by its shards (and its cluster agent).
+#[derive(Debug)]
+pub struct LiveCredentials {
+    /// Bumped after every replacement of `current` (under its lock).
+    generation: AtomicU64,
+    current: Mutex<Arc<CredentialSnapshot>>,
+    /// A single node's `credentials.json`; `None` in cluster mode (the coordinator holds
+    /// them, written by the cluster agent).
+    file: Option<Mutex<CredentialStore>>,
+}
+
+impl LiveCredentials {
+    /// A single node's credentials, read from and written to its file.
+    pub fn from_file(store: CredentialStore) -> LiveCredentials {
+        LiveCredentials {
+            generation: AtomicU64::new(0),
+            current: Mutex::new(Arc::new(store.snapshot())),
+            file: Some(Mutex::new(store)),
+        }
+    }
+
+    /// Credentials kept elsewhere (the coordinator): empty until [`Self::replace`].
+    pub fn external() -> LiveCredentials {
+        LiveCredentials {
+            generation: AtomicU64::new(0),
+            current: Mutex::new(Arc::new(CredentialSnapshot::default())),
+            file: None,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current snapshot (takes the lock: shards go through [`ShardCredentials`]).
+    pub fn load(&self) -> Arc<CredentialSnapshot> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes `snapshot` the one new authentications check, on every shard.
+    pub fn replace(&self, snapshot: CredentialSnapshot) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(snapshot);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether changes are written to a file here (single node) rather than the coordinator.
+    pub fn is_file_backed(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Single node: applies `changes` to `user`, writes the file, then publishes the result.
+    /// Callers serialize nothing: the file's lock orders concurrent alterations.
+    pub fn alter_file(&self, user: &str, changes: &[CredentialChange]) -> Result<(), AlterError> {
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| AlterError::Storage("credentials are kept by the coordinator".into()))?;
+        let mut store = file.lock().unwrap_or_else(|e| e.into_inner());
+        store.alter(user, changes)?;
+        self.replace(store.snapshot());
+        Ok(())
+    }
+}
+
+/// One shard's handle on [`LiveCredentials`]: the snapshot it loaded last and its generation.
+pub struct ShardCredentials {
+    live: Arc<LiveCredentials>,
+    cached: RefCell<(u64, Arc<CredentialSnapshot>)>,
+}
+
+impl ShardCredentials {
+    pub fn new(live: Arc<LiveCredentials>) -> ShardCredentials {
+        let generation = live.generation();
+        let snapshot = live.load();
+        ShardCredentials {
+            live,
+            cached: RefCell::new((generation, snapshot)),
+        }
+    }
+
+    /// The current snapshot: one atomic load, and the lock only after a change.
+    pub fn current(&self) -> Arc<CredentialSnapshot> {
+        let generation = self.live.generation();
+        let mut cached = self.cached.borrow_mut();
+        if cached.0 != generation {
+            // Generation first, then the snapshot: the snapshot is at least that new, and a
+            // later change bumps the generation again.
+            *cached = (generation, self.live.load());
+        }
+        cached.1.clone()
+    }
+
+    pub fn live(&self) -> &Arc<LiveCredentials> {
+        &self.live
     }
 }
 
@@ -191,10 +408,7 @@ pub fn parse_credential(mechanism: Mechanism, text: &str) -> Result<ScramCredent
             "iterations {iterations} outside {ITERATIONS_MIN}..={ITERATIONS_MAX}"
         ));
     }
-    let key_bytes = match mechanism {
-        Mechanism::Sha256 => 32,
-        Mechanism::Sha512 => 64,
-    };
+    let key_bytes = mechanism.key_bytes();
     let stored_key = stored_key.ok_or("no stored_key")?;
     let server_key = server_key.ok_or("no server_key")?;
     if stored_key.len() != key_bytes || server_key.len() != key_bytes {
@@ -274,6 +488,62 @@ mod tests {
         }
         assert!(validate_user("").is_err());
         assert!(validate_user("a\nb").is_err());
+    }
+
+    #[test]
+    fn a_change_reaches_every_shard_at_its_next_lookup_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = Arc::new(LiveCredentials::from_file(
+            CredentialStore::open(dir.path()).unwrap(),
+        ));
+        let shards = [
+            ShardCredentials::new(live.clone()),
+            ShardCredentials::new(live.clone()),
+        ];
+        assert!(shards[0]
+            .current()
+            .get("carol", Mechanism::Sha512)
+            .is_none());
+        let carol = ScramCredential::new_random(Mechanism::Sha512, b"pw", ITERATIONS_MIN);
+        live.alter_file("carol", &[CredentialChange::Upsert(carol.clone())])
+            .unwrap();
+        for shard in &shards {
+            assert_eq!(
+                shard.current().get("carol", Mechanism::Sha512),
+                Some(&carol)
+            );
+        }
+        assert_eq!(
+            CredentialStore::open(dir.path())
+                .unwrap()
+                .get("carol", Mechanism::Sha512),
+            Some(&carol)
+        );
+        // All or nothing: a deletion of a missing credential leaves the upsert before it out.
+        let other = ScramCredential::new_random(Mechanism::Sha256, b"x", ITERATIONS_MIN);
+        assert_eq!(
+            live.alter_file(
+                "carol",
+                &[
+                    CredentialChange::Upsert(other),
+                    CredentialChange::Delete(Mechanism::Sha256),
+                    CredentialChange::Delete(Mechanism::Sha256),
+                ],
+            ),
+            Err(AlterError::NotFound(Mechanism::Sha256))
+        );
+        assert!(shards[1]
+            .current()
+            .get("carol", Mechanism::Sha256)
+            .is_none());
+        live.alter_file("carol", &[CredentialChange::Delete(Mechanism::Sha512)])
+            .unwrap();
+        assert!(shards[1].current().user("carol").is_none());
+        assert!(CredentialStore::open(dir.path())
+            .unwrap()
+            .list()
+            .next()
+            .is_none());
     }
 
     #[test]

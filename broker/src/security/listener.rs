@@ -4,14 +4,13 @@
 //! `listener.security.protocol.map`), the endpoint each advertises (`--advertised-listener`,
 //! Kafka's `advertised.listeners`), the listener brokers use between themselves
 //! (`--inter-broker-listener-name`), the SASL mechanisms offered (`--sasl-enabled-mechanisms`)
-//! with the credentials they check, and the TLS files of SSL and SASL_SSL listeners.
+//! and the TLS files of SSL and SASL_SSL listeners. The credentials SASL checks are the
+//! broker's [`super::credentials::LiveCredentials`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use super::credentials::CredentialStore;
 use super::sasl::SaslMechanism;
 
 /// Kafka's security protocols.
@@ -98,8 +97,6 @@ pub struct ListenerSecurity {
     pub inter_broker_listener: Option<String>,
     /// The mechanisms a SASL listener offers, in the order SaslHandshake lists them.
     pub sasl_mechanisms: Vec<SaslMechanism>,
-    /// The SCRAM credentials SASL checks (a single node's `credentials.json`).
-    pub credentials: Option<Arc<CredentialStore>>,
     /// The certificate and key of SSL and SASL_SSL listeners.
     pub tls: Option<TlsFiles>,
 }
@@ -120,6 +117,15 @@ impl ListenerSecurity {
             address: listen,
             advertised: advertise.cloned(),
         }]
+    }
+
+    /// Brokers authenticate to each other with SASL: the inter-broker listener is
+    /// SASL_PLAINTEXT or SASL_SSL.
+    pub fn inter_broker_requires_sasl(&self) -> bool {
+        let name = self.inter_broker_listener_name();
+        self.listeners
+            .iter()
+            .any(|l| l.name == name && l.protocol.requires_sasl())
     }
 
     /// The name of the listener brokers use between themselves.

@@ -1,9 +1,11 @@
 //! SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677) as Kafka uses them: the salted
-//! credential a broker stores per user and mechanism, and the server side of the three
-//! messages a client sends in SaslAuthenticate.
+//! credential a broker stores per user and mechanism, the server side of the three
+//! messages a client sends in SaslAuthenticate, and the client side a broker runs towards
+//! another broker (inter-broker SASL), also used by tests and the command line.
 //!
 //! Sans-IO: [`ScramServer`] takes the client's bytes and returns the bytes to answer, or an
-//! error that ends the authentication. Nothing here touches a socket, a file or a clock.
+//! error that ends the authentication; [`ScramClient`] the other way round. Nothing here
+//! touches a socket, a file or a clock.
 //!
 //! A credential holds the salt, the iteration count, `StoredKey = H(HMAC(SaltedPassword,
 //! "Client Key"))` and `ServerKey = HMAC(SaltedPassword, "Server Key")`, never the password:
@@ -68,6 +70,14 @@ impl Mechanism {
         }
     }
 
+    /// Bytes of the hash: of a salted password, a stored key and a server key.
+    pub fn key_bytes(self) -> usize {
+        match self {
+            Mechanism::Sha256 => 32,
+            Mechanism::Sha512 => 64,
+        }
+    }
+
     fn hmac(self, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
             let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key)
@@ -90,7 +100,9 @@ impl Mechanism {
         }
     }
 
-    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    /// `Hi(password, salt, iterations)` of RFC 5802 (PBKDF2 with this hash's HMAC): what
+    /// AlterUserScramCredentials carries instead of the password.
+    pub fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
             Mechanism::Sha256 => {
                 let mut out = vec![0u8; 32];
@@ -367,6 +379,150 @@ impl ScramServer {
     }
 }
 
+/// The client side of one SCRAM exchange: client-first, then client-final from the
+/// server's first message, then a check of the server's signature (the server proves it
+/// knows the credential too, so a broker does not replicate from an impostor).
+pub struct ScramClient {
+    mechanism: Mechanism,
+    password: Vec<u8>,
+    client_first_bare: String,
+    nonce: String,
+    /// After client-final: the server signature expected in server-final.
+    expected_server_signature: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for ScramClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The password never reaches a log.
+        write!(f, "ScramClient({})", self.mechanism)
+    }
+}
+
+impl ScramClient {
+    /// A new exchange for `user` with a fresh random nonce.
+    pub fn new(mechanism: Mechanism, user: &str, password: &[u8]) -> ScramClient {
+        let nonce: [u8; 24] = rand::random();
+        Self::with_nonce(mechanism, user, password, &BASE64.encode(nonce))
+    }
+
+    /// A new exchange with the given nonce (printable ASCII without `,`).
+    pub fn with_nonce(
+        mechanism: Mechanism,
+        user: &str,
+        password: &[u8],
+        nonce: &str,
+    ) -> ScramClient {
+        debug_assert!(nonce
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b','));
+        let name = user.replace('=', "=3D").replace(',', "=2C");
+        ScramClient {
+            mechanism,
+            password: password.to_vec(),
+            client_first_bare: format!("n={name},r={nonce}"),
+            nonce: nonce.to_owned(),
+            expected_server_signature: None,
+        }
+    }
+
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
+    /// client-first: `n,,n=user,r=nonce`.
+    pub fn client_first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// server-first (`r=..,s=..,i=..`) -> client-final (`c=biws,r=..,p=proof`).
+    pub fn server_first(&mut self, message: &[u8]) -> Result<Vec<u8>, ScramError> {
+        if self.expected_server_signature.is_some() {
+            return Err(ScramError::OutOfOrder);
+        }
+        let server_first = utf8(message)?;
+        let mut fields = server_first.split(',');
+        let nonce = match fields.next().and_then(|f| f.strip_prefix("r=")) {
+            Some(r) if r.len() > self.nonce.len() && r.starts_with(&self.nonce) => r,
+            _ => return Err(ScramError::Malformed("server nonce does not extend ours")),
+        };
+        let salt = match fields.next().and_then(|f| f.strip_prefix("s=")) {
+            Some(s) => BASE64
+                .decode(s)
+                .map_err(|_| ScramError::Malformed("salt is not base64"))?,
+            None => return Err(ScramError::Malformed("no salt")),
+        };
+        let iterations: u32 = fields
+            .next()
+            .and_then(|f| f.strip_prefix("i="))
+            .and_then(|i| i.parse().ok())
+            .ok_or(ScramError::Malformed("no iteration count"))?;
+        // A server asking for fewer makes the proof cheap to brute-force; more, slow to make.
+        if !(ITERATIONS_MIN..=ITERATIONS_MAX).contains(&iterations) {
+            return Err(ScramError::Malformed("iteration count out of bounds"));
+        }
+        let salted = self
+            .mechanism
+            .salted_password(&self.password, &salt, iterations);
+        let (client_final, server_signature) = client_final_message(
+            self.mechanism,
+            &salted,
+            &self.client_first_bare,
+            server_first,
+            nonce,
+        );
+        self.expected_server_signature = Some(server_signature);
+        Ok(client_final.into_bytes())
+    }
+
+    /// server-final (`v=signature`, or `e=error`): Ok when the server proved it holds the
+    /// user's credential.
+    pub fn server_final(&mut self, message: &[u8]) -> Result<(), ScramError> {
+        let expected = self
+            .expected_server_signature
+            .take()
+            .ok_or(ScramError::OutOfOrder)?;
+        let text = utf8(message)?;
+        if text.starts_with("e=") {
+            return Err(ScramError::InvalidCredentials(self.mechanism));
+        }
+        let signature = text
+            .strip_prefix("v=")
+            .and_then(|v| BASE64.decode(v).ok())
+            .ok_or(ScramError::Malformed("no server signature"))?;
+        if !constant_time_eq(&signature, &expected) {
+            return Err(ScramError::Malformed("server signature does not match"));
+        }
+        Ok(())
+    }
+}
+
+/// client-final (`c=biws,r=nonce,p=proof`) from the salted password, and the server
+/// signature that must answer it (RFC 5802 section 3).
+fn client_final_message(
+    m: Mechanism,
+    salted: &[u8],
+    client_first_bare: &str,
+    server_first: &str,
+    nonce: &str,
+) -> (String, Vec<u8>) {
+    let client_key = m.hmac(salted, &[b"Client Key"]);
+    let stored_key = m.hash(&client_key);
+    let without_proof = format!("c={},r={nonce}", BASE64.encode("n,,"));
+    let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+    let signature = m.hmac(&stored_key, &[auth_message.as_bytes()]);
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(&signature)
+        .map(|(a, b)| a ^ b)
+        .collect();
+    let server_key = m.hmac(salted, &[b"Server Key"]);
+    let server_signature = m.hmac(&server_key, &[auth_message.as_bytes()]);
+    (
+        format!("{without_proof},p={}", BASE64.encode(proof)),
+        server_signature,
+    )
+}
+
 fn utf8(message: &[u8]) -> Result<&str, ScramError> {
     if message.len() > MESSAGE_BYTES_MAX {
         return Err(ScramError::Malformed("message too long"));
@@ -422,20 +578,10 @@ mod tests {
         let salt = BASE64.decode(&fields[1][2..]).unwrap();
         let iterations: u32 = fields[2][2..].parse().unwrap();
         let salted = m.salted_password(password.as_bytes(), &salt, iterations);
-        let client_key = m.hmac(&salted, &[b"Client Key"]);
-        let stored_key = m.hash(&client_key);
-        let without_proof = format!("c={},r={nonce}", BASE64.encode("n,,"));
-        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-        let signature = m.hmac(&stored_key, &[auth_message.as_bytes()]);
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        let server_key = m.hmac(&salted, &[b"Server Key"]);
-        let expected = m.hmac(&server_key, &[auth_message.as_bytes()]);
+        let (message, expected) =
+            client_final_message(m, &salted, client_first_bare, server_first, &nonce);
         (
-            format!("{without_proof},p={}", BASE64.encode(proof)),
+            message,
             format!("v={}", BASE64.encode(expected)).into_bytes(),
         )
     }
@@ -567,6 +713,86 @@ mod tests {
         assert!(ScramServer::new(Mechanism::Sha256)
             .client_first(&long, |_| Some(cred.clone()))
             .is_err());
+    }
+
+    /// Runs our client against our server; the server's user name and the client's result.
+    fn exchange(
+        m: Mechanism,
+        user: &str,
+        password: &[u8],
+        stored: &ScramCredential,
+    ) -> Result<String, ScramError> {
+        let mut client = ScramClient::new(m, user, password);
+        let mut server = ScramServer::new(m);
+        let server_first = server.client_first(&client.client_first(), |u| {
+            (u == user).then(|| stored.clone())
+        })?;
+        let client_final = client.server_first(&server_first)?;
+        let (server_final, name) = server.client_final(&client_final)?;
+        client.server_final(&server_final)?;
+        Ok(name)
+    }
+
+    #[test]
+    fn our_client_authenticates_against_our_server() {
+        for m in [Mechanism::Sha256, Mechanism::Sha512] {
+            let stored = ScramCredential::new_random(m, b"inter-broker", ITERATIONS_MIN);
+            assert_eq!(
+                exchange(m, "broker", b"inter-broker", &stored).unwrap(),
+                "broker"
+            );
+            // A name with the characters saslname escapes.
+            let odd = "a,b=c";
+            let mut client = ScramClient::new(m, odd, b"pw");
+            let mut server = ScramServer::new(m);
+            let odd_cred = ScramCredential::new_random(m, b"pw", ITERATIONS_MIN);
+            let sf = server
+                .client_first(&client.client_first(), |u| {
+                    (u == odd).then(|| odd_cred.clone())
+                })
+                .unwrap();
+            let cf = client.server_first(&sf).unwrap();
+            let (sfinal, name) = server.client_final(&cf).unwrap();
+            client.server_final(&sfinal).unwrap();
+            assert_eq!(name, odd);
+            assert_eq!(
+                exchange(m, "broker", b"wrong", &stored),
+                Err(ScramError::InvalidCredentials(m))
+            );
+        }
+    }
+
+    #[test]
+    fn our_client_matches_rfc_7677_and_refuses_a_server_without_the_credential() {
+        // RFC 7677 section 3, the client's side.
+        let mut client =
+            ScramClient::with_nonce(Mechanism::Sha256, "user", b"pencil", "rOprNGfwEbeRWgbNEkqO");
+        assert_eq!(client.client_first(), b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
+        let final_msg = client
+            .server_first(
+                b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
+            )
+            .unwrap();
+        assert_eq!(
+            final_msg,
+            b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+        );
+        assert!(client
+            .server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .is_ok());
+        // A server that does not know the credential cannot sign.
+        let mut client = ScramClient::new(Mechanism::Sha256, "user", b"pencil");
+        let nonce = String::from_utf8(client.client_first()).unwrap();
+        let nonce = nonce.rsplit_once("r=").unwrap().1.to_owned();
+        let sf = format!("r={nonce}xyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096");
+        client.server_first(sf.as_bytes()).unwrap();
+        assert!(client.server_final(b"v=AAAA").is_err());
+        // A nonce that is not ours extended, or too few iterations, is refused.
+        let mut client = ScramClient::new(Mechanism::Sha256, "user", b"pencil");
+        assert!(client.server_first(b"r=other,s=AAAA,i=4096").is_err());
+        let mut client = ScramClient::with_nonce(Mechanism::Sha256, "user", b"pencil", "abc");
+        assert!(client.server_first(b"r=abcdef,s=AAAA,i=1").is_err());
+        assert!(client.server_final(b"v=AAAA").is_err());
     }
 
     #[test]

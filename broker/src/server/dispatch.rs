@@ -3,27 +3,37 @@
 //! brokers do; ApiVersions and old Produce versions get their protocol-defined error answers.
 //! Bodies decoded with kafka-protocol go through [`precheck`] first: one that declares more
 //! elements or bytes than it holds closes the connection with the field and offset logged.
+//!
+//! Every request is checked against the ACLs (`--authorizer`) with the connection's
+//! principal and host: the handlers get one [`Access`] per request and answer Kafka's
+//! authorization errors for what it refuses.
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, InitProducerIdResponse,
-    ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
-    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    AlterUserScramCredentialsRequest, ApiKey, CreateAclsRequest, CreateTopicsRequest,
+    DeleteAclsRequest, DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, DescribeUserScramCredentialsRequest, FetchRequest,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, MetadataRequest,
+    OffsetForLeaderEpochRequest, ProduceRequest, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::kafka::frame::{self, Request};
 use crate::kafka::response::{self, Response};
 use crate::kafka::{codes, offsets_legacy, precheck, produce_legacy, versions};
+use crate::security::access::Access;
+use crate::security::authorizer::{operation, resource_type};
 use crate::security::client::ClientIdentity;
 use crate::security::sasl::ILLEGAL_SASL_STATE;
 
 use super::shard::Shard;
 use super::topic_admin;
-use super::{fetch, group_api, list_offsets, metadata, offset_for_leader_epoch, produce};
+use super::{
+    acl_api, fetch, group_api, list_offsets, metadata, offset_for_leader_epoch, produce, scram_api,
+};
 
 /// Why a connection is closed after a request.
 #[derive(Debug)]
@@ -82,6 +92,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
             "unsupported version {version} of {key:?} (supported {min}..={max})"
         )));
     }
+    let access = shard.access(&client);
     match key {
         ApiKey::Produce if version < versions::PRODUCE_VERSION_MIN_ACCEPTED => {
             match produce_legacy::refuse(request.correlation_id, version, request.body) {
@@ -92,7 +103,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
         }
         ApiKey::Produce => {
             let body: ProduceRequest = decode(&mut request)?;
-            match produce::handle(&shard, body, version).await {
+            match produce::handle(&shard, &access, body, version).await {
                 Some(reply) => answer(&request, &reply),
                 None => Ok(None),
             }
@@ -100,64 +111,65 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
         ApiKey::Fetch => {
             let body: FetchRequest = decode(&mut request)?;
             Ok(Some(
-                fetch::handle(&shard, body, version, request.correlation_id).await,
+                fetch::handle(&shard, &access, body, version, request.correlation_id).await,
             ))
         }
         ApiKey::ListOffsets => {
             let body: ListOffsetsRequest = decode(&mut request)?;
-            let reply = list_offsets::handle(&shard, body).await;
+            let reply = list_offsets::handle(&shard, &access, body).await;
             answer(&request, &reply)
         }
         ApiKey::Metadata => {
             let body: MetadataRequest = decode(&mut request)?;
-            let reply = metadata::handle(&shard, body, version, client.listener).await;
+            let reply = metadata::handle(&shard, &access, body, version, client.listener).await;
             answer(&request, &reply)
         }
         ApiKey::CreateTopics => {
             let body: CreateTopicsRequest = decode(&mut request)?;
-            let reply = topic_admin::create_topics(&shard, body, version).await;
+            let reply = topic_admin::create_topics(&shard, &access, body, version).await;
             answer(&request, &reply)
         }
         ApiKey::DeleteTopics => {
             let body: DeleteTopicsRequest = decode(&mut request)?;
-            let reply = topic_admin::delete_topics(&shard, body, version).await;
+            let reply = topic_admin::delete_topics(&shard, &access, body, version).await;
             answer(&request, &reply)
         }
         ApiKey::DescribeConfigs => {
             let body: DescribeConfigsRequest = decode(&mut request)?;
-            let reply = topic_admin::describe_configs(&shard, body, version);
+            let reply = topic_admin::describe_configs(&shard, &access, body, version);
             answer(&request, &reply)
         }
         ApiKey::FindCoordinator => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::find_coordinator(&shard, body, version, client.listener),
+                &group_api::find_coordinator(&shard, &access, body, version, client.listener),
             )
         }
         ApiKey::JoinGroup => {
             let body = decode(&mut request)?;
             let client_id = std::mem::take(&mut request.client_id);
             let reply =
-                group_api::join_group(&shard, body, version, &client_id, &client.peer).await;
+                group_api::join_group(&shard, &access, body, version, &client_id, &client.peer)
+                    .await;
             answer(&request, &reply)
         }
         ApiKey::SyncGroup => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::sync_group(&shard, body, version).await,
+                &group_api::sync_group(&shard, &access, body, version).await,
             )
         }
         ApiKey::Heartbeat => {
             let body = decode(&mut request)?;
-            answer(&request, &group_api::heartbeat(&shard, body).await)
+            answer(&request, &group_api::heartbeat(&shard, &access, body).await)
         }
         ApiKey::LeaveGroup => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::leave_group(&shard, body, version).await,
+                &group_api::leave_group(&shard, &access, body, version).await,
             )
         }
         ApiKey::OffsetCommit if version < 2 => {
@@ -166,6 +178,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
             )?;
             let reply = group_api::offset_commit_at(
                 &shard,
+                &access,
                 legacy.request,
                 version,
                 &legacy.commit_timestamps_ms,
@@ -180,7 +193,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
         ApiKey::OffsetFetch if version == 0 => {
             let body = offsets_legacy::decode_offset_fetch_v0(&mut request.body)
                 .map_err(|err| Close(format!("malformed OffsetFetch v0 request: {err}")))?;
-            let reply = group_api::offset_fetch(&shard, body, version).await;
+            let reply = group_api::offset_fetch(&shard, &access, body, version).await;
             let body = offsets_legacy::encode_offset_fetch_v0_response(&reply);
             Ok(Some(Response::memory(offsets_legacy::frame(
                 request.correlation_id,
@@ -191,39 +204,42 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::offset_commit(&shard, body, version).await,
+                &group_api::offset_commit(&shard, &access, body, version).await,
             )
         }
         ApiKey::OffsetFetch => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::offset_fetch(&shard, body, version).await,
+                &group_api::offset_fetch(&shard, &access, body, version).await,
             )
         }
         ApiKey::ListGroups => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::list_groups(&shard, body, version).await,
+                &group_api::list_groups(&shard, &access, body, version).await,
             )
         }
         ApiKey::DescribeGroups => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::describe_groups(&shard, body, version).await,
+                &group_api::describe_groups(&shard, &access, body, version).await,
             )
         }
         ApiKey::DeleteGroups => {
             let body = decode(&mut request)?;
-            answer(&request, &group_api::delete_groups(&shard, body).await)
+            answer(
+                &request,
+                &group_api::delete_groups(&shard, &access, body).await,
+            )
         }
         ApiKey::OffsetForLeaderEpoch => {
             let body: OffsetForLeaderEpochRequest = decode(&mut request)?;
             answer(
                 &request,
-                &offset_for_leader_epoch::handle(&shard, body).await,
+                &offset_for_leader_epoch::handle(&shard, &access, body).await,
             )
         }
         ApiKey::DescribeCluster => {
@@ -235,7 +251,19 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
         }
         ApiKey::InitProducerId => {
             let body: InitProducerIdRequest = decode(&mut request)?;
-            answer(&request, &init_producer_id(&shard, &body).await)
+            answer(&request, &init_producer_id(&shard, &access, &body).await)
+        }
+        ApiKey::CreateAcls => {
+            let body: CreateAclsRequest = decode(&mut request)?;
+            answer(&request, &acl_api::create_acls(&shard, &access, body).await)
+        }
+        ApiKey::DescribeAcls => {
+            let body: DescribeAclsRequest = decode(&mut request)?;
+            answer(&request, &acl_api::describe_acls(&shard, &access, body))
+        }
+        ApiKey::DeleteAcls => {
+            let body: DeleteAclsRequest = decode(&mut request)?;
+            answer(&request, &acl_api::delete_acls(&shard, &access, body).await)
         }
         // On a PLAINTEXT listener, or after authentication (before it, the connection's
         // reader answers them: `sasl_api`), as Kafka answers them.
@@ -248,6 +276,17 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
             let _: SaslAuthenticateRequest = decode(&mut request)?;
             let reply = SaslAuthenticateResponse::default().with_error_code(ILLEGAL_SASL_STATE);
             answer(&request, &reply)
+        }
+        // Kafka checks DESCRIBE (resp. ALTER) on the CLUSTER resource for these two.
+        ApiKey::DescribeUserScramCredentials => {
+            let body: DescribeUserScramCredentialsRequest = decode(&mut request)?;
+            let allowed = access.cluster(operation::DESCRIBE);
+            answer(&request, &scram_api::describe(&shard, &body, allowed))
+        }
+        ApiKey::AlterUserScramCredentials => {
+            let body: AlterUserScramCredentialsRequest = decode(&mut request)?;
+            let allowed = access.cluster(operation::ALTER);
+            answer(&request, &scram_api::alter(&shard, &body, allowed).await)
         }
         _ => Err(Close(format!("api {key:?} is not served yet"))),
     }
@@ -282,16 +321,30 @@ async fn cluster_producer_id(shard: &Shard) -> Result<i64, String> {
 /// InitProducerId for idempotent producers: as Kafka does without a transactional id, a new
 /// producer id at epoch 0 every time (the id and epoch a v3+ client sends are not reused). A
 /// transactional id is answered INVALID_REQUEST: there is no transaction coordinator.
-async fn init_producer_id(shard: &Shard, body: &InitProducerIdRequest) -> InitProducerIdResponse {
-    if body
-        .transactional_id
-        .as_ref()
-        .is_some_and(|t| !t.is_empty())
-    {
-        return InitProducerIdResponse::default()
-            .with_error_code(codes::INVALID_REQUEST)
+/// With an authorizer, as Kafka: a transactional id needs WRITE on it
+/// (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), an idempotent producer IDEMPOTENT_WRITE on the
+/// cluster or WRITE on some topic (CLUSTER_AUTHORIZATION_FAILED).
+async fn init_producer_id(
+    shard: &Shard,
+    access: &Access,
+    body: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let refused = |code| {
+        InitProducerIdResponse::default()
+            .with_error_code(code)
             .with_producer_id((-1).into())
-            .with_producer_epoch(-1);
+            .with_producer_epoch(-1)
+    };
+    if let Some(id) = body.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+        if !access.allows(operation::WRITE, resource_type::TRANSACTIONAL_ID, id) {
+            return refused(codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+        }
+        return refused(codes::INVALID_REQUEST);
+    }
+    if !access.cluster(operation::IDEMPOTENT_WRITE)
+        && !access.any_of_type(operation::WRITE, resource_type::TOPIC)
+    {
+        return refused(codes::CLUSTER_AUTHORIZATION_FAILED);
     }
     if shard.producer_ids.uses_coordinator() {
         return match cluster_producer_id(shard).await {

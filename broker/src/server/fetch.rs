@@ -12,6 +12,8 @@ use kafka_protocol::messages::FetchRequest;
 use crate::kafka::codes;
 use crate::kafka::fetch_response::{self, PartitionData, TopicData};
 use crate::kafka::response::Response;
+use crate::security::access::Access;
+use crate::security::authorizer::operation;
 use crate::topics::Topic;
 
 use super::partition_ops::{FollowerFetch, Reader};
@@ -23,6 +25,8 @@ const MAX_WAIT_MS_LIMIT: i32 = 30_000;
 
 struct Wanted {
     topic: Option<Rc<Topic>>,
+    /// READ on the topic (a follower: CLUSTER_ACTION on the cluster).
+    authorized: bool,
     name: Bytes,
     id: [u8; 16],
     partitions: Vec<WantedPartition>,
@@ -37,12 +41,23 @@ struct WantedPartition {
     last_fetched_epoch: i32,
 }
 
+/// A consumer needs READ on each topic, a follower CLUSTER_ACTION on the cluster
+/// (TOPIC_AUTHORIZATION_FAILED for the partitions otherwise, as Kafka answers).
 pub async fn handle(
     shard: &Rc<Shard>,
+    access: &Access,
     request: FetchRequest,
     version: i16,
     correlation_id: i32,
 ) -> Response {
+    // A broker replicating (v15+ carries its id in replica_state); -1 for consumers.
+    let replica_id = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let follower = (replica_id >= 0 && shard.cluster.is_some()).then_some(replica_id);
+    let cluster_action = follower.is_some() && access.cluster(operation::CLUSTER_ACTION);
     let wanted: Vec<Wanted> = request
         .topics
         .into_iter()
@@ -52,7 +67,17 @@ pub async fn handle(
             } else {
                 shard.topic(topic.topic.0.as_str())
             };
+            let authorized = match (&found, follower) {
+                (_, Some(_)) => cluster_action,
+                (Some(t), None) => access.topic(operation::READ, &t.name),
+                // By name: READ decides whether the client learns it is unknown.
+                (None, None) if version < 13 => {
+                    access.topic(operation::READ, topic.topic.0.as_str())
+                }
+                (None, None) => true,
+            };
             Wanted {
+                authorized,
                 topic: found,
                 name: topic.topic.0.into_bytes(),
                 id: *topic.topic_id.as_bytes(),
@@ -78,13 +103,6 @@ pub async fn handle(
     } else {
         request.max_bytes as usize
     };
-    // A broker replicating (v15+ carries its id in replica_state); -1 for consumers.
-    let replica_id = if version >= 15 {
-        request.replica_state.replica_id.0
-    } else {
-        request.replica_id.0
-    };
-    let follower = (replica_id >= 0 && shard.cluster.is_some()).then_some(replica_id);
     let mut waited = false;
     loop {
         let (topics, total, any_error) =
@@ -96,6 +114,7 @@ pub async fn handle(
         drop(topics);
         let waits = wanted
             .iter()
+            .filter(|w| w.authorized)
             .filter_map(|w| w.topic.as_ref().map(|t| (t, &w.partitions)))
             .flat_map(|(topic, partitions)| {
                 partitions
@@ -110,6 +129,19 @@ pub async fn handle(
         };
         shard.wait_any(waits, deadline - now, reader).await;
         waited = true;
+    }
+}
+
+/// A partition answered with `error_code` and nothing else.
+fn failed(partition: i32, error_code: i16) -> PartitionData {
+    PartitionData {
+        partition,
+        error_code,
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        records: Vec::new(),
+        diverging_epoch: None,
     }
 }
 
@@ -131,21 +163,20 @@ async fn read_all(
             let offset = want_partition.offset;
             let partition_max = want_partition.max_bytes;
             let data = match &want.topic {
+                _ if !want.authorized => {
+                    any_error = true;
+                    failed(partition, codes::TOPIC_AUTHORIZATION_FAILED)
+                }
                 None => {
                     any_error = true;
-                    PartitionData {
+                    failed(
                         partition,
-                        error_code: if version >= 13 {
+                        if version >= 13 {
                             codes::UNKNOWN_TOPIC_ID
                         } else {
                             codes::UNKNOWN_TOPIC_OR_PARTITION
                         },
-                        high_watermark: -1,
-                        last_stable_offset: -1,
-                        log_start_offset: -1,
-                        records: Vec::new(),
-                        diverging_epoch: None,
-                    }
+                    )
                 }
                 Some(topic) => {
                     let budget = (partition_max as usize).min(remaining);

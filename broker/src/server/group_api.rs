@@ -3,6 +3,14 @@
 //! handler decodes the request of whatever version came into the coordinator's typed request,
 //! routes it to the group's coordinator (see [`super::groups`]) and encodes the answer in the
 //! version asked for, leaving out fields the version does not have.
+//!
+//! With an authorizer, as Kafka's KafkaApis: FindCoordinator needs DESCRIBE on the group;
+//! JoinGroup, SyncGroup, Heartbeat, LeaveGroup and OffsetCommit READ on the group (and
+//! OffsetCommit READ on each topic); OffsetFetch and DescribeGroups DESCRIBE on the group (and
+//! OffsetFetch DESCRIBE on each topic: others are left out of an all-topics answer);
+//! DeleteGroups DELETE on the group; ListGroups lists every group to DESCRIBE on the cluster,
+//! else only the groups the client may DESCRIBE. Refusals are GROUP_AUTHORIZATION_FAILED /
+//! TOPIC_AUTHORIZATION_FAILED.
 
 use std::rc::Rc;
 
@@ -32,6 +40,9 @@ use crate::group::{
     LeavingMember, ListGroupsRequest, OffsetCommitPartition, OffsetCommitRequest,
     OffsetFetchRequest, Response, SyncAssignment, SyncGroupRequest,
 };
+use crate::kafka::codes::{GROUP_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED};
+use crate::security::access::Access;
+use crate::security::authorizer::{operation, resource_type};
 
 use super::groups::{GroupAnswer, GroupCall};
 use super::shard::Shard;
@@ -72,12 +83,21 @@ async fn done(shard: &Rc<Shard>, call: GroupCall) -> Response {
 /// listener). v4 batches keys.
 pub fn find_coordinator(
     shard: &Rc<Shard>,
+    access: &Access,
     req: wire::FindCoordinatorRequest,
     version: i16,
     listener: usize,
 ) -> wire::FindCoordinatorResponse {
     // Key type 0 is a group; 1 (transactions) is not served by this broker.
     let locate = |key: &str| -> Result<(BrokerId, String, i32), i16> {
+        if req.key_type == 0 && !access.group(operation::DESCRIBE, key) {
+            return Err(GROUP_AUTHORIZATION_FAILED);
+        }
+        if req.key_type == 1
+            && !access.allows(operation::DESCRIBE, resource_type::TRANSACTIONAL_ID, key)
+        {
+            return Err(crate::kafka::codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+        }
         if req.key_type != 0 {
             return Err(ec::COORDINATOR_NOT_AVAILABLE);
         }
@@ -118,11 +138,17 @@ pub fn find_coordinator(
 
 pub async fn join_group(
     shard: &Rc<Shard>,
+    access: &Access,
     req: wire::JoinGroupRequest,
     version: i16,
     client_id: &str,
     client_host: &str,
 ) -> wire::JoinGroupResponse {
+    if !access.group(operation::READ, &req.group_id.0) {
+        return wire::JoinGroupResponse::default()
+            .with_error_code(GROUP_AUTHORIZATION_FAILED)
+            .with_generation_id(-1);
+    }
     let call = GroupCall::Join(JoinGroupRequest {
         group_id: own(&req.group_id.0),
         member_id: own(&req.member_id),
@@ -181,9 +207,13 @@ pub async fn join_group(
 
 pub async fn sync_group(
     shard: &Rc<Shard>,
+    access: &Access,
     req: wire::SyncGroupRequest,
     version: i16,
 ) -> wire::SyncGroupResponse {
+    if !access.group(operation::READ, &req.group_id.0) {
+        return wire::SyncGroupResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED);
+    }
     let call = GroupCall::Sync(SyncGroupRequest {
         group_id: own(&req.group_id.0),
         generation_id: req.generation_id,
@@ -211,7 +241,14 @@ pub async fn sync_group(
         .with_assignment(r.assignment)
 }
 
-pub async fn heartbeat(shard: &Rc<Shard>, req: wire::HeartbeatRequest) -> wire::HeartbeatResponse {
+pub async fn heartbeat(
+    shard: &Rc<Shard>,
+    access: &Access,
+    req: wire::HeartbeatRequest,
+) -> wire::HeartbeatResponse {
+    if !access.group(operation::READ, &req.group_id.0) {
+        return wire::HeartbeatResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED);
+    }
     let call = GroupCall::Heartbeat(HeartbeatRequest {
         group_id: own(&req.group_id.0),
         generation_id: req.generation_id,
@@ -227,9 +264,13 @@ pub async fn heartbeat(shard: &Rc<Shard>, req: wire::HeartbeatRequest) -> wire::
 
 pub async fn leave_group(
     shard: &Rc<Shard>,
+    access: &Access,
     req: wire::LeaveGroupRequest,
     version: i16,
 ) -> wire::LeaveGroupResponse {
+    if !access.group(operation::READ, &req.group_id.0) {
+        return wire::LeaveGroupResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED);
+    }
     let members = if version >= 3 {
         req.members
             .iter()
@@ -278,24 +319,43 @@ pub async fn leave_group(
 
 pub async fn offset_commit(
     shard: &Rc<Shard>,
+    access: &Access,
     req: wire::OffsetCommitRequest,
     version: i16,
 ) -> wire::OffsetCommitResponse {
-    offset_commit_at(shard, req, version, &[]).await
+    offset_commit_at(shard, access, req, version, &[]).await
 }
 
 /// OffsetCommit with v1's per-partition commit timestamps, in request order (-1 or absent:
 /// the coordinator's clock, as for every later version).
 pub async fn offset_commit_at(
     shard: &Rc<Shard>,
+    access: &Access,
     req: wire::OffsetCommitRequest,
     version: i16,
     commit_timestamps_ms: &[i64],
 ) -> wire::OffsetCommitResponse {
     let mut partitions = Vec::new();
+    // (topic, partition, error) of the partitions refused before the coordinator is asked.
+    let mut refused: Vec<(String, i32, i16)> = Vec::new();
+    let group_allowed = access.group(operation::READ, &req.group_id.0);
     let mut timestamps = commit_timestamps_ms.iter();
     for topic in &req.topics {
         let name = own(&topic.name.0);
+        let code = if !group_allowed {
+            GROUP_AUTHORIZATION_FAILED
+        } else if !access.topic(operation::READ, &name) {
+            TOPIC_AUTHORIZATION_FAILED
+        } else {
+            ec::NONE
+        };
+        if code != ec::NONE {
+            for p in &topic.partitions {
+                timestamps.next();
+                refused.push((name.clone(), p.partition_index, code));
+            }
+            continue;
+        }
         let known = shard.topic(&name).map_or(0, |t| t.shards.len() as i32);
         for p in &topic.partitions {
             partitions.push(OffsetCommitPartition {
@@ -313,6 +373,8 @@ pub async fn offset_commit_at(
             });
         }
     }
+    // Everything refused: the coordinator is not asked, as in Kafka.
+    let ask = !partitions.is_empty() || refused.is_empty();
     let call = GroupCall::Commit(OffsetCommitRequest {
         group_id: own(&req.group_id.0),
         generation_id: req.generation_id_or_member_epoch,
@@ -320,20 +382,28 @@ pub async fn offset_commit_at(
         group_instance_id: own_opt(&req.group_instance_id),
         partitions,
     });
-    let results = match done(shard, call).await {
-        Response::OffsetCommit(r) => r.partitions,
-        _ => Vec::new(),
+    let results = if ask {
+        match done(shard, call).await {
+            Response::OffsetCommit(r) => r
+                .partitions
+                .into_iter()
+                .map(|r| (r.topic, r.partition, r.error_code))
+                .collect(),
+            _ => Vec::new(),
+        }
+    } else {
+        Vec::new()
     };
     let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
-    for result in results {
+    for (topic, index, code) in results.into_iter().chain(refused) {
         let partition = OffsetCommitResponsePartition::default()
-            .with_partition_index(result.partition)
-            .with_error_code(result.error_code);
+            .with_partition_index(index)
+            .with_error_code(code);
         match topics.last_mut() {
-            Some(last) if last.name.0.as_str() == result.topic => last.partitions.push(partition),
+            Some(last) if last.name.0.as_str() == topic => last.partitions.push(partition),
             _ => topics.push(
                 OffsetCommitResponseTopic::default()
-                    .with_name(TopicName(s(&result.topic)))
+                    .with_name(TopicName(s(&topic)))
                     .with_partitions(vec![partition]),
             ),
         }
@@ -341,17 +411,54 @@ pub async fn offset_commit_at(
     wire::OffsetCommitResponse::default().with_topics(topics)
 }
 
+fn refused_offset(topic: String, partition: i32, error_code: i16) -> FetchedOffset {
+    FetchedOffset {
+        topic,
+        partition,
+        offset: -1,
+        leader_epoch: -1,
+        metadata: String::new(),
+        error_code,
+    }
+}
+
 async fn fetch_one(
     shard: &Rc<Shard>,
+    access: &Access,
     group_id: String,
     partitions: Option<Vec<(String, i32)>>,
 ) -> (i16, Vec<FetchedOffset>) {
+    if !access.group(operation::DESCRIBE, &group_id) {
+        let named = partitions.unwrap_or_default().into_iter();
+        let refused = named
+            .map(|(t, p)| refused_offset(t, p, GROUP_AUTHORIZATION_FAILED))
+            .collect();
+        return (GROUP_AUTHORIZATION_FAILED, refused);
+    }
+    let mut refused = Vec::new();
+    let partitions = partitions.map(|named| {
+        let (allowed, denied): (Vec<_>, Vec<_>) = named
+            .into_iter()
+            .partition(|(t, _)| access.topic(operation::DESCRIBE, t));
+        refused.extend(
+            denied
+                .into_iter()
+                .map(|(t, p)| refused_offset(t, p, TOPIC_AUTHORIZATION_FAILED)),
+        );
+        allowed
+    });
     let call = GroupCall::Fetch(OffsetFetchRequest {
         group_id,
         partitions,
     });
     match shard.group_call(call).await {
-        GroupAnswer::Fetched(r) => (r.error_code, r.partitions),
+        GroupAnswer::Fetched(mut r) => {
+            // An all-topics answer leaves out what the client may not describe.
+            r.partitions
+                .retain(|p| access.topic(operation::DESCRIBE, &p.topic));
+            r.partitions.extend(refused);
+            (r.error_code, r.partitions)
+        }
         _ => (ec::UNKNOWN_SERVER_ERROR, Vec::new()),
     }
 }
@@ -370,6 +477,7 @@ fn by_topic(partitions: Vec<FetchedOffset>) -> Vec<(String, Vec<FetchedOffset>)>
 
 pub async fn offset_fetch(
     shard: &Rc<Shard>,
+    access: &Access,
     req: wire::OffsetFetchRequest,
     version: i16,
 ) -> wire::OffsetFetchResponse {
@@ -383,7 +491,7 @@ pub async fn offset_fetch(
                     .flat_map(|t| t.partition_indexes.iter().map(|&p| (own(&t.name.0), p)))
                     .collect()
             });
-            let (code, fetched) = fetch_one(shard, own(&group.group_id.0), wanted).await;
+            let (code, fetched) = fetch_one(shard, access, own(&group.group_id.0), wanted).await;
             let topics = by_topic(fetched)
                 .into_iter()
                 .map(|(name, list)| {
@@ -418,7 +526,7 @@ pub async fn offset_fetch(
             .flat_map(|t| t.partition_indexes.iter().map(|&p| (own(&t.name.0), p)))
             .collect()
     });
-    let (code, fetched) = fetch_one(shard, own(&req.group_id.0), wanted).await;
+    let (code, fetched) = fetch_one(shard, access, own(&req.group_id.0), wanted).await;
     let topics = by_topic(fetched)
         .into_iter()
         .map(|(name, list)| {
@@ -454,15 +562,22 @@ pub async fn offset_fetch(
 
 pub async fn list_groups(
     shard: &Rc<Shard>,
+    access: &Access,
     req: wire::ListGroupsRequest,
     version: i16,
 ) -> WireListGroupsResponse {
-    let listed = shard
+    let all = access.cluster(operation::DESCRIBE);
+    let mut listed = shard
         .list_all_groups(ListGroupsRequest {
             states_filter: req.states_filter.iter().map(own).collect(),
             types_filter: req.types_filter.iter().map(own).collect(),
         })
         .await;
+    if !all {
+        listed
+            .groups
+            .retain(|g| access.group(operation::DESCRIBE, &g.group_id));
+    }
     WireListGroupsResponse::default()
         .with_error_code(listed.error_code)
         .with_groups(
@@ -482,11 +597,20 @@ pub async fn list_groups(
 
 pub async fn describe_groups(
     shard: &Rc<Shard>,
+    access: &Access,
     req: wire::DescribeGroupsRequest,
     version: i16,
 ) -> wire::DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for id in &req.groups {
+        if !access.group(operation::DESCRIBE, &id.0) {
+            groups.push(
+                WireGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(GROUP_AUTHORIZATION_FAILED),
+            );
+            continue;
+        }
         let call = GroupCall::Describe(own(&id.0));
         let GroupAnswer::Described(g) = shard.group_call(call).await else {
             groups.push(
@@ -529,13 +653,18 @@ pub async fn describe_groups(
 
 pub async fn delete_groups(
     shard: &Rc<Shard>,
+    access: &Access,
     req: wire::DeleteGroupsRequest,
 ) -> wire::DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in &req.groups_names {
-        let code = match done(shard, GroupCall::Delete(own(&id.0))).await {
-            Response::DeleteGroups(r) => r.results.first().map_or(ec::NONE, |(_, c)| *c),
-            _ => ec::UNKNOWN_SERVER_ERROR,
+        let code = if !access.group(operation::DELETE, &id.0) {
+            GROUP_AUTHORIZATION_FAILED
+        } else {
+            match done(shard, GroupCall::Delete(own(&id.0))).await {
+                Response::DeleteGroups(r) => r.results.first().map_or(ec::NONE, |(_, c)| *c),
+                _ => ec::UNKNOWN_SERVER_ERROR,
+            }
         };
         results.push(
             DeletableGroupResult::default()

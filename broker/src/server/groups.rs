@@ -7,7 +7,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use crate::group::{
     OffsetsRecord, Outputs, PartitionResult, RequestToken, Response, SyncGroupRequest,
     SyncGroupResponse, OFFSETS_TOPIC,
 };
-use crate::storage::{self, PartitionLog, ReadChunk};
+use crate::storage::{self, PartitionLog};
 use crate::topics::Topic;
 
 use super::oneshot;
@@ -215,21 +214,10 @@ async fn read_records(log: &PartitionLog) -> Result<Vec<(Bytes, Option<Bytes>)>,
             .read(offset, REPLAY_READ_BYTES, None)
             .await
             .map_err(|err| format!("reading offset {offset}: {err}"))?;
-        let mut bytes = BytesMut::new();
-        for chunk in read.chunks {
-            match chunk {
-                ReadChunk::Memory(b) => bytes.extend_from_slice(&b),
-                ReadChunk::File(range) => {
-                    let mut copy = vec![0u8; range.length as usize];
-                    range
-                        .file
-                        .read_exact_at(&mut copy, range.position)
-                        .map_err(|err| format!("reading offset {offset}: {err}"))?;
-                    bytes.extend_from_slice(&copy);
-                }
-            }
-        }
-        let mut rest = bytes.freeze();
+        let bytes = read
+            .to_vec()
+            .map_err(|err| format!("reading offset {offset}: {err}"))?;
+        let mut rest = Bytes::from(bytes);
         let before = offset;
         // Whole batches only: a read may end inside the last one.
         while rest.len() >= 12 {

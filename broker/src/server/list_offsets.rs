@@ -1,5 +1,5 @@
 //! The ListOffsets API (v1-v7): earliest (-2), latest (-1) and by timestamp, per partition,
-//! asked of the shard that owns it.
+//! asked of the shard that owns it. Each topic needs DESCRIBE.
 
 use std::rc::Rc;
 
@@ -9,18 +9,27 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::kafka::codes;
+use crate::security::access::Access;
+use crate::security::authorizer::operation;
 
 use super::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic_request in request.topics {
-        let topic = shard.topic(topic_request.name.0.as_str());
+        let name = topic_request.name.0.as_str();
+        let authorized = access.topic(operation::DESCRIBE, name);
+        let topic = shard.topic(name);
         let mut partitions = Vec::with_capacity(topic_request.partitions.len());
         for partition in topic_request.partitions {
             let entry = ListOffsetsPartitionResponse::default()
                 .with_partition_index(partition.partition_index);
             let result = match &topic {
+                _ if !authorized => Err((codes::TOPIC_AUTHORIZATION_FAILED, String::new())),
                 None => Err((codes::UNKNOWN_TOPIC_OR_PARTITION, String::new())),
                 Some(topic) => {
                     shard

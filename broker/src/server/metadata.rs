@@ -6,6 +6,10 @@
 //! disk fault took offline answers KAFKA_STORAGE_ERROR with leader -1 and this node as its
 //! offline replica (see `offline.rs`). Unknown topics are auto-created
 //! only when the server was started with `--auto-create-topics` and the client allows it.
+//!
+//! With an authorizer, the answer lists only topics the client may DESCRIBE (a named one it
+//! may not is TOPIC_AUTHORIZATION_FAILED), and auto-creation needs CREATE on the cluster or
+//! the topic (TOPIC_AUTHORIZATION_FAILED otherwise), as Kafka answers.
 
 use std::rc::Rc;
 
@@ -23,6 +27,8 @@ use kafka_protocol::protocol::StrBytes;
 use crate::cluster::controller::NO_LEADER;
 use crate::cluster::ClusterView;
 use crate::kafka::codes;
+use crate::security::access::Access;
+use crate::security::authorizer::operation;
 use crate::topics::Topic;
 
 use super::partition_ops::CreateSpec;
@@ -112,7 +118,10 @@ fn cluster_partitions(
                     .replicas
                     .iter()
                     .copied()
-                    .filter(|id| !view.brokers.contains_key(id))
+                    .filter(|&id| {
+                        !view.brokers.contains_key(&id)
+                            || view.replica_failed(id, &topic.name, index as i32)
+                    })
                     .collect();
                 MetadataResponsePartition::default()
                     .with_error_code(code)
@@ -143,6 +152,7 @@ fn missing(name: Option<TopicName>, id: uuid::Uuid, code: i16) -> MetadataRespon
 /// that listener's endpoints (a broker without it is left out, as Kafka does).
 pub async fn handle(
     shard: &Rc<Shard>,
+    access: &Access,
     request: MetadataRequest,
     version: i16,
     listener: usize,
@@ -155,17 +165,26 @@ pub async fn handle(
     };
     if all {
         for topic in shard.topics.borrow().values() {
-            topics.push(topic_entry(shard, topic, version));
+            if access.topic(operation::DESCRIBE, &topic.name) {
+                topics.push(topic_entry(shard, topic, version));
+            }
         }
     } else {
         let wanted = request.topics.unwrap_or_default();
         let mut to_create = Vec::new();
+        let may_create_any = access.cluster(operation::CREATE);
+        let mut refused_creation = Vec::new();
         for entry in &wanted {
             if let Some(name) = &entry.name {
                 if shard.topic(name.0.as_str()).is_none()
                     && shard.config.auto_create_topics
                     && (request.allow_auto_topic_creation || version < 4)
+                    && access.topic(operation::DESCRIBE, name.0.as_str())
                 {
+                    if !may_create_any && !access.topic(operation::CREATE, name.0.as_str()) {
+                        refused_creation.push(name.0.as_str().to_string());
+                        continue;
+                    }
                     to_create.push(CreateSpec {
                         name: name.0.as_str().to_string(),
                         num_partitions: -1,
@@ -186,6 +205,16 @@ pub async fn handle(
         }
         for entry in wanted {
             match entry.name {
+                Some(name)
+                    if !access.topic(operation::DESCRIBE, name.0.as_str())
+                        || refused_creation.iter().any(|r| r == name.0.as_str()) =>
+                {
+                    topics.push(missing(
+                        Some(name),
+                        uuid::Uuid::nil(),
+                        codes::TOPIC_AUTHORIZATION_FAILED,
+                    ));
+                }
                 Some(name) => match shard.topic(name.0.as_str()) {
                     Some(topic) => topics.push(topic_entry(shard, &topic, version)),
                     None => {
@@ -198,6 +227,9 @@ pub async fn handle(
                     }
                 },
                 None => match shard.topic_by_id(entry.topic_id.as_bytes()) {
+                    Some(topic) if !access.topic(operation::DESCRIBE, &topic.name) => topics.push(
+                        missing(None, entry.topic_id, codes::TOPIC_AUTHORIZATION_FAILED),
+                    ),
                     Some(topic) => topics.push(topic_entry(shard, &topic, version)),
                     None => topics.push(missing(None, entry.topic_id, codes::UNKNOWN_TOPIC_ID)),
                 },

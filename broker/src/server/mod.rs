@@ -3,6 +3,7 @@
 //! its end of the channel mesh. [`start`] runs it in the background and returns a handle;
 //! [`serve`] runs it until SIGTERM/SIGINT, for the `broker serve` command.
 
+pub mod acl_api;
 pub mod cluster;
 pub mod connection;
 pub mod dispatch;
@@ -26,6 +27,7 @@ pub mod recv_buffer;
 pub mod replica_fetcher;
 pub mod replication;
 pub mod sasl_api;
+pub mod scram_api;
 pub mod shard;
 pub mod splice;
 pub mod topic_admin;
@@ -41,6 +43,8 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 
 use crate::cluster::ClusterView;
+use crate::security::acl_store::{AclBackend, AclFile, ShardAcls, SharedAcls};
+use crate::security::credentials::{CredentialStore, LiveCredentials, ShardCredentials};
 use crate::security::listener::Listener;
 use crate::topics::{self, FileTopicStore, Topic, TopicStore};
 
@@ -124,6 +128,10 @@ pub enum StartError {
     Cluster(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Credentials(String),
+    #[error("ACLs: {0}")]
+    Acls(String),
 }
 
 /// Binds a probe socket to learn the port when `port` is 0, so every shard can bind the same
@@ -212,6 +220,7 @@ struct ShardStart {
     connections: Arc<AtomicU32>,
     producer_ids: Arc<producer_ids::ProducerIdAllocator>,
     offline: Arc<offline::OfflinePartitions>,
+    credentials: Arc<LiveCredentials>,
     stop: Arc<AtomicBool>,
     fetching: Arc<AtomicBool>,
     fetchers_running: Arc<std::sync::atomic::AtomicUsize>,
@@ -223,6 +232,8 @@ struct ShardStart {
     )>,
     /// Cluster mode, shard 0 only: the agent's view snapshots.
     views: Option<async_channel::Receiver<Arc<ClusterView>>>,
+    /// `--authorizer`: the process's ACLs.
+    acls: Option<Arc<SharedAcls>>,
 }
 
 /// Starts the server in the background; returns once every shard listens.
@@ -278,6 +289,33 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
         None => {}
     }
     let listen = listeners[0].address;
+    // A single node's users are in its data directory; a cluster's in the coordinator, which
+    // the agent loads them from before it returns.
+    let credentials = Arc::new(match &config.cluster {
+        None => LiveCredentials::from_file(
+            CredentialStore::open(&config.data_dir).map_err(StartError::Credentials)?,
+        ),
+        Some(_) => LiveCredentials::external(),
+    });
+    let acls = match &config.authorizer {
+        None => None,
+        Some(settings) => {
+            let (acls, backend) = match config.cluster {
+                // The agent loads them from the coordinator before it reports ready.
+                Some(_) => (Vec::new(), AclBackend::Coordinator),
+                None => (
+                    AclFile::load(&config.data_dir).map_err(StartError::Acls)?,
+                    AclBackend::File(config.data_dir.clone()),
+                ),
+            };
+            let authorizer = crate::security::authorizer::Authorizer::new(
+                settings.super_users.clone(),
+                settings.allow_if_no_acl,
+                acls,
+            );
+            Some(SharedAcls::new(authorizer, backend))
+        }
+    };
     let listeners = Arc::new(listeners);
     let agent = match &config.cluster {
         None => None,
@@ -300,8 +338,13 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
                     (endpoint, l.protocol.name())
                 })
                 .collect();
-            let agent = crate::cluster::agent::start(cluster.clone(), endpoints)
-                .map_err(StartError::Cluster)?;
+            let agent = crate::cluster::agent::start(
+                cluster.clone(),
+                endpoints,
+                credentials.clone(),
+                acls.clone(),
+            )
+            .map_err(StartError::Cluster)?;
             cluster::reconcile(&mut store, &agent.initial, shard_count, &config.data_dir)?;
             Some(agent)
         }
@@ -346,6 +389,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             connections: connections.clone(),
             producer_ids: producer_ids.clone(),
             offline: offline.clone(),
+            credentials: credentials.clone(),
             stop: stop.clone(),
             fetching: fetching.clone(),
             fetchers_running: fetchers_running.clone(),
@@ -358,6 +402,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             } else {
                 None
             },
+            acls: acls.clone(),
         };
         let thread = executor::shard_executor(id, core)
             .spawn(move || shard_main(start))
@@ -408,12 +453,14 @@ async fn shard_main(start: ShardStart) {
         connections,
         producer_ids,
         offline,
+        credentials,
         stop,
         fetching,
         fetchers_running,
         ready,
         cluster,
         views,
+        acls,
     } = start;
     let shard_count = config.profile.shard_cores().len();
     let depth = config.profile.shard_cores()[id].io_uring_depth;
@@ -477,6 +524,7 @@ async fn shard_main(start: ShardStart) {
         connections,
         producer_ids,
         offline,
+        credentials: ShardCredentials::new(credentials),
         stop: stop.clone(),
         cluster: cluster.map(|(view, commands)| cluster::ShardCluster {
             view: RefCell::new(view),
@@ -491,6 +539,7 @@ async fn shard_main(start: ShardStart) {
             fetching: fetching.clone(),
             fetchers_running: fetchers_running.clone(),
         }),
+        acls: acls.map(ShardAcls::new),
     });
     if let Err(err) = shard.open_partitions().await {
         let _ = ready.send(Err(format!("shard {id}: {err}")));

@@ -19,16 +19,20 @@ pub struct OfflinePartitions {
 
 impl OfflinePartitions {
     /// Records that `topic`-`partition` went offline because of `reason` (first reason kept).
-    pub fn mark(&self, topic: &str, partition: i32, reason: &str) {
+    /// True the first time.
+    pub fn mark(&self, topic: &str, partition: i32, reason: &str) -> bool {
         let mut map = self.lock();
-        if let std::collections::btree_map::Entry::Vacant(entry) =
-            map.entry((topic.to_string(), partition))
-        {
-            tracing::error!(
-                "partition {topic}-{partition} is offline after a disk fault: {reason}; \
-                 acknowledged records stay on disk, restart the broker once the disk is fixed"
-            );
-            entry.insert(reason.to_string());
+        match map.entry((topic.to_string(), partition)) {
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                tracing::error!(
+                    "partition {topic}-{partition} is offline after a disk fault: {reason}; \
+                     acknowledged records stay on disk, restart the broker once the disk is \
+                     fixed"
+                );
+                entry.insert(reason.to_string());
+                true
+            }
+            std::collections::btree_map::Entry::Occupied(_) => false,
         }
     }
 
@@ -67,9 +71,9 @@ mod tests {
     fn marks_and_forgets() {
         let offline = OfflinePartitions::default();
         assert!(!offline.any_of("t"));
-        offline.mark("t", 1, "EIO");
-        offline.mark("t", 1, "later");
-        offline.mark("u", 0, "ENOSPC");
+        assert!(offline.mark("t", 1, "EIO"));
+        assert!(!offline.mark("t", 1, "later"));
+        assert!(offline.mark("u", 0, "ENOSPC"));
         assert_eq!(offline.reason("t", 1).as_deref(), Some("EIO"));
         assert_eq!(offline.reason("t", 0), None);
         assert!(offline.any_of("t") && !offline.any_of("v"));

@@ -15,22 +15,35 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 
 use crate::cluster::controller::TopicPartition;
 use crate::kafka::codes;
+use crate::security::access::Access;
+use crate::security::authorizer::operation;
 
 use super::partition_ops::{ShardReply, ShardRequest};
 use super::replication::Role;
 use super::shard::Shard;
 
+/// A broker asking (replica_id >= 0) needs CLUSTER_ACTION on the cluster, a client DESCRIBE
+/// on each topic (TOPIC_AUTHORIZATION_FAILED otherwise, as Kafka answers both).
 pub async fn handle(
     shard: &Rc<Shard>,
+    access: &Access,
     request: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
+    let from_broker = request.replica_id.0 >= 0;
+    let cluster_action = from_broker && access.cluster(operation::CLUSTER_ACTION);
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.topic.0.as_str().to_string();
+        let authorized = if from_broker {
+            cluster_action
+        } else {
+            access.topic(operation::DESCRIBE, &name)
+        };
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
             let entry = EpochEndOffset::default().with_partition(p.partition);
             let answer = match shard.topic(&name) {
+                _ if !authorized => Err(codes::TOPIC_AUTHORIZATION_FAILED),
                 None => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
                 Some(found) => {
                     let tp = TopicPartition::new(name.clone(), p.partition);

@@ -312,10 +312,24 @@ impl Shard {
     }
 
     /// Takes the partition offline (for Metadata and `topics describe`) if its log failed on
-    /// a disk fault; the log itself already refuses appends.
+    /// a disk fault; the log itself already refuses appends. In a cluster the controller is
+    /// told (`/offline_replicas/<id>`), and moves the partition's leadership and ISR place to
+    /// the other replicas.
     pub(super) fn note_disk_fault(&self, topic: &str, partition: i32, log: &PartitionLog) {
-        if let Some(reason) = log.failure() {
-            self.offline.mark(topic, partition, &reason);
+        let Some(reason) = log.failure() else {
+            return;
+        };
+        if self.offline.mark(topic, partition, &reason) {
+            if let Some(cluster) = &self.cluster {
+                let tp = crate::cluster::controller::TopicPartition::new(topic, partition);
+                let command = crate::cluster::Command::ReplicaOffline { tp };
+                if cluster.commands.try_send(command).is_err() {
+                    tracing::error!(
+                        "{topic}-{partition}: the cluster agent's queue is full or stopped; \
+                         the controller is not told that this replica failed"
+                    );
+                }
+            }
         }
     }
 

@@ -10,6 +10,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::kafka::codes;
+use crate::security::access::Access;
+use crate::security::authorizer::operation;
 
 use super::partitions::PartitionError;
 use super::shard::Shard;
@@ -17,8 +19,10 @@ use super::shard::Shard;
 type Outcome = Result<crate::storage::AppendInfo, PartitionError>;
 
 /// Appends everything in the request; `None` when acks = 0 (no response is sent).
+/// Each topic needs WRITE (TOPIC_AUTHORIZATION_FAILED for its partitions otherwise).
 pub async fn handle(
     shard: &Rc<Shard>,
+    access: &Access,
     request: ProduceRequest,
     version: i16,
 ) -> Option<ProduceResponse> {
@@ -27,12 +31,15 @@ pub async fn handle(
     let acks_valid = (-1..=1).contains(&acks);
     let mut pending = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
-        let topic = shard.topic(topic_data.name.0.as_str());
+        let name = topic_data.name.0.as_str();
+        let authorized = access.topic(operation::WRITE, name);
+        let topic = shard.topic(name);
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
             let index = data.index;
             let task = match (&topic, data.records, acks_valid) {
                 (_, _, false) => Err(codes::INVALID_REQUIRED_ACKS),
+                _ if !authorized => Err(codes::TOPIC_AUTHORIZATION_FAILED),
                 (None, _, _) => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
                 // Only the group coordinators write `__consumer_offsets`, as in Kafka.
                 (Some(t), _, _) if t.name == crate::group::OFFSETS_TOPIC => {

@@ -15,14 +15,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::cli::client::{complete_batches, decode_response, encode_request, response_size};
+use crate::cli::client::{complete_batches, round_trip};
 use crate::kafka::codes;
+use crate::security::inter_broker;
 
 use super::replication::{Replica, Role};
 use super::shard::Shard;
@@ -78,6 +79,10 @@ const FETCH_MAX_BYTES: i32 = 16 << 20;
 const PARTITION_MAX_BYTES: i32 = 1 << 20;
 /// How long a fetcher waits before trying again after an error.
 const BACKOFF: Duration = Duration::from_millis(100);
+const CLIENT_ID: &str = "replica-fetcher";
+/// After a refused authentication (a credential missing or wrong until an operator fixes
+/// it): one warning and one attempt per second, not per [`BACKOFF`].
+const AUTHENTICATION_BACKOFF: Duration = Duration::from_secs(1);
 /// An answer later than this (plus the long-poll) means the connection is gone.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -124,6 +129,15 @@ impl Shard {
                 } if *l == leader => *epoch,
                 _ => continue,
             };
+            // A replica whose log failed (a disk fault) stops following: the controller drops
+            // it from the ISR.
+            let failed = self
+                .partitions
+                .get(&replica.tp.topic, replica.tp.partition)
+                .is_some_and(|log| log.failure().is_some());
+            if failed {
+                continue;
+            }
             by_topic
                 .entry(replica.tp.topic.clone())
                 .or_default()
@@ -164,7 +178,30 @@ impl Shard {
             };
             if connection.is_none() {
                 match connect(&self, &host, port).await {
-                    Ok(stream) => connection = Some(stream),
+                    Ok(mut stream) => {
+                        if let Some(sasl) = &self.config.inter_broker_sasl {
+                            let step = inter_broker::authenticate(
+                                &mut stream,
+                                sasl,
+                                CLIENT_ID,
+                                &mut correlation_id,
+                            );
+                            let bounded = futures_lite::future::or(step, async {
+                                glommio::timer::sleep(RESPONSE_TIMEOUT).await;
+                                Err(format!("no answer within {RESPONSE_TIMEOUT:?}"))
+                            });
+                            if let Err(err) = bounded.await {
+                                tracing::warn!(
+                                    "shard {}: authenticating to broker {leader} at \
+                                     {host}:{port}: {err}",
+                                    self.id
+                                );
+                                glommio::timer::sleep(AUTHENTICATION_BACKOFF).await;
+                                continue;
+                            }
+                        }
+                        connection = Some(stream);
+                    }
                     Err(err) => {
                         tracing::debug!("connecting to broker {leader} ({listener}): {err}");
                         glommio::timer::sleep(BACKOFF).await;
@@ -378,24 +415,13 @@ async fn exchange(
     request: &FetchRequest,
     correlation_id: i32,
 ) -> Result<FetchResponse, String> {
-    let frame = encode_request(request, FETCH_VERSION, correlation_id, "replica-fetcher")
-        .map_err(|err| err.to_string())?;
-    stream
-        .write_all(&frame)
-        .await
-        .map_err(|err| err.to_string())?;
-    stream.flush().await.map_err(|err| err.to_string())?;
-    let mut size = [0u8; 4];
-    stream
-        .read_exact(&mut size)
-        .await
-        .map_err(|err| err.to_string())?;
-    let size = response_size(size).map_err(|err| err.to_string())?;
-    let mut frame = vec![0u8; size];
-    stream
-        .read_exact(&mut frame)
-        .await
-        .map_err(|err| err.to_string())?;
-    decode_response::<FetchRequest>(Bytes::from(frame), FETCH_VERSION, correlation_id)
-        .map_err(|err| err.to_string())
+    round_trip(
+        stream,
+        request,
+        FETCH_VERSION,
+        correlation_id,
+        CLIENT_ID,
+        usize::MAX,
+    )
+    .await
 }

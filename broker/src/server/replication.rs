@@ -626,9 +626,10 @@ impl Shard {
             .get(&tp.topic, tp.partition)
             .ok_or_else(|| format!("{tp} is not hosted here"))?;
         if !records.is_empty() {
-            log.append_replica(records)
-                .await
-                .map_err(|err| err.to_string())?;
+            log.append_replica(records).await.map_err(|err| {
+                self.note_disk_fault(&tp.topic, tp.partition, &log);
+                err.to_string()
+            })?;
             // The epochs the appended batches start (the leader stamped each batch).
             let mut changed = false;
             let mut cache = replica.cache.borrow_mut();

@@ -75,8 +75,8 @@ pub fn before_authentication(
         return Ok(Gate::Answer { response, close });
     }
     let body: SaslAuthenticateRequest = decode(&mut request)?;
-    let credentials = security.credentials.as_deref();
-    let lookup = |user: &str, m| credentials.and_then(|c| c.get(user, m)).cloned();
+    let credentials = shard.credentials.current();
+    let lookup = |user: &str, m| credentials.get(user, m).cloned();
     let (reply, close) = match session.authenticate(&body.auth_bytes, &lookup) {
         SaslStep::Continue(bytes) => (
             SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes)),

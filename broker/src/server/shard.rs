@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 
+use crate::security::access::Access;
 use crate::topics::{self, Topic, TopicError, TopicStore};
 
 use super::groups::ShardGroups;
@@ -47,6 +48,11 @@ pub struct ServeConfig {
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The listeners and what they demand of clients (`--listener SASL_SSL://...`).
     pub security: crate::security::listener::ListenerSecurity,
+    /// Cluster mode with a SASL inter-broker listener: how this broker authenticates on its
+    /// connections to other brokers (Kafka's `sasl.mechanism.inter.broker.protocol`).
+    pub inter_broker_sasl: Option<crate::security::inter_broker::InterBrokerSasl>,
+    /// `--authorizer`: ACLs checked on every request; everything is allowed when absent.
+    pub authorizer: Option<crate::security::acl_store::AuthorizerConfig>,
 }
 
 /// The state of one shard; lives on its executor only.
@@ -77,9 +83,13 @@ pub struct Shard {
     pub producer_ids: Arc<super::producer_ids::ProducerIdAllocator>,
     /// Partitions a disk fault took offline, shared by every shard.
     pub offline: Arc<super::offline::OfflinePartitions>,
+    /// SCRAM credentials, shared by every shard (and in cluster mode the cluster agent).
+    pub credentials: crate::security::credentials::ShardCredentials,
     pub stop: Arc<AtomicBool>,
     /// Cluster mode: the view and the way to the cluster agent.
     pub cluster: Option<super::cluster::ShardCluster>,
+    /// `--authorizer`: this shard's view of the process's ACLs.
+    pub acls: Option<crate::security::acl_store::ShardAcls>,
 }
 
 impl Shard {
@@ -96,6 +106,11 @@ impl Shard {
     /// The name of listener `index`.
     pub fn listener_name(&self, index: usize) -> &str {
         &self.listeners[index].name
+    }
+
+    /// What `client` may do, for one request.
+    pub fn access(&self, client: &crate::security::client::ClientIdentity) -> Access {
+        Access::new(self.acls.as_ref(), client)
     }
 
     /// Looks a topic up in this shard's view.

@@ -1,5 +1,8 @@
 //! CreateTopics, DeleteTopics and DescribeConfigs: the topic administration APIs, answered by
 //! asking the control shard (create, delete) or reading this shard's topic view (describe).
+//! With an authorizer: creating needs CREATE on the cluster or the topic, deleting DELETE on
+//! the topic (TOPIC_AUTHORIZATION_FAILED otherwise), describing configs DESCRIBE_CONFIGS on
+//! the topic or, for a broker, the cluster (CLUSTER_AUTHORIZATION_FAILED).
 
 use std::rc::Rc;
 
@@ -15,21 +18,38 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::kafka::codes;
+use crate::security::access::Access;
+use crate::security::authorizer::operation;
 use crate::storage::log_config;
 use crate::topics::{Topic, TOPIC_CONFIG_KEYS};
 
 use super::partition_ops::CreateSpec;
 use super::shard::Shard;
 
+/// A result naming `name` with `code` (and Kafka's message from v1 of both APIs).
+fn refused<T: Default>(name: String, code: i16, with: impl Fn(T, TopicName, i16) -> T) -> T {
+    with(T::default(), TopicName(StrBytes::from_string(name)), code)
+}
+
 pub async fn create_topics(
     shard: &Rc<Shard>,
+    access: &Access,
     request: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     let mut specs = Vec::with_capacity(request.topics.len());
+    let may_create_any = access.cluster(operation::CREATE);
     for topic in request.topics {
         let name = topic.name.0.as_str().to_string();
+        if !may_create_any && !access.topic(operation::CREATE, &name) {
+            results.push(refused(
+                name,
+                codes::TOPIC_AUTHORIZATION_FAILED,
+                |r: CreatableTopicResult, n, c| r.with_name(n).with_error_code(c),
+            ));
+            continue;
+        }
         specs.push(CreateSpec {
             name,
             num_partitions: topic.num_partitions,
@@ -80,6 +100,7 @@ pub async fn create_topics(
 
 pub async fn delete_topics(
     shard: &Rc<Shard>,
+    access: &Access,
     request: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
@@ -108,6 +129,17 @@ pub async fn delete_topics(
                 .map(|name| name.0.as_str().to_string()),
         );
     }
+    names.retain(|name| {
+        if access.topic(operation::DELETE, name) {
+            return true;
+        }
+        results.push(refused(
+            name.clone(),
+            codes::TOPIC_AUTHORIZATION_FAILED,
+            |r: DeletableTopicResult, n, c| r.with_name(Some(n)).with_error_code(c),
+        ));
+        false
+    });
     // The group coordinators own `__consumer_offsets`: deleting it would lose every group.
     if let Some(at) = names.iter().position(|n| n == crate::group::OFFSETS_TOPIC) {
         let name = names.remove(at);
@@ -186,6 +218,7 @@ const RESOURCE_BROKER: i8 = 4;
 
 pub fn describe_configs(
     shard: &Shard,
+    access: &Access,
     request: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
@@ -195,7 +228,17 @@ pub fn describe_configs(
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
         if resource.resource_type == RESOURCE_BROKER {
-            results.push(entry);
+            results.push(if access.cluster(operation::DESCRIBE_CONFIGS) {
+                entry
+            } else {
+                entry.with_error_code(codes::CLUSTER_AUTHORIZATION_FAILED)
+            });
+            continue;
+        }
+        if resource.resource_type == RESOURCE_TOPIC
+            && !access.topic(operation::DESCRIBE_CONFIGS, resource.resource_name.as_str())
+        {
+            results.push(entry.with_error_code(codes::TOPIC_AUTHORIZATION_FAILED));
             continue;
         }
         if resource.resource_type != RESOURCE_TOPIC {

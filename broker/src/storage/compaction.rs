@@ -42,7 +42,7 @@ use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use glommio::io::{BufferedFile, OpenOptions as DmaOpenOptions};
+use glommio::io::BufferedFile;
 
 use super::error::LogError;
 use super::log::{sync_dir, PartitionLog};
@@ -89,7 +89,7 @@ struct Planned {
     max_timestamp_ms: i64,
     log_path: PathBuf,
     /// Identity of the segment's file: the swap only happens if the segment still has it.
-    reader: Rc<File>,
+    scan: Rc<BufferedFile>,
 }
 
 fn path_with(path: &Path, suffix: &str) -> PathBuf {
@@ -447,7 +447,7 @@ impl PartitionLog {
                         size_bytes: s.size_bytes,
                         max_timestamp_ms: s.max_timestamp_ms,
                         log_path: s.log_path.clone(),
-                        reader: s.reader.clone(),
+                        scan: s.scan.clone(),
                     }
                 })
                 .collect();
@@ -558,18 +558,10 @@ impl PartitionLog {
         let dir = inner.dir.clone();
         let base = seg.base_offset;
         let cleaned_log = path_with(&seg.log_path, "cleaned");
-        // Handles on the new file, opened before the rename (they follow the inode).
-        let dma = DmaOpenOptions::new()
-            .read(true)
-            .write(true)
-            .dma_open(&cleaned_log)
-            .await
-            .map_err(|e| LogError::io(&cleaned_log, "opening a cleaned segment", e.into()))?;
+        // The handle on the new file, opened before the rename (it follows the inode).
         let scan = BufferedFile::open(&cleaned_log)
             .await
             .map_err(|e| LogError::io(&cleaned_log, "opening a cleaned segment", e.into()))?;
-        let reader = File::open(&cleaned_log)
-            .map_err(|e| LogError::io(&cleaned_log, "opening a cleaned segment", e))?;
         // Step 2: commit.
         let d = dir.clone();
         glommio::executor()
@@ -588,7 +580,7 @@ impl PartitionLog {
                 .segments
                 .iter()
                 .take(sealed)
-                .position(|s| s.base_offset == base && Rc::ptr_eq(&s.reader, &seg.reader));
+                .position(|s| s.base_offset == base && Rc::ptr_eq(&s.scan, &seg.scan));
             match found {
                 Some(i) if !st.closed => {
                     debug_assert_eq!(st.segments[i].size_bytes, seg.size_bytes);
@@ -610,9 +602,7 @@ impl PartitionLog {
                             reason,
                         })?;
                     let s = &mut st.segments[i];
-                    s.dma = Rc::new(dma);
                     s.scan = Rc::new(scan);
-                    s.reader = Rc::new(reader);
                     s.index = index;
                     s.time_index = time_index;
                     s.size_bytes = cleaned.size_bytes;

@@ -30,10 +30,11 @@ pub const PARTITION_FOOTPRINT_BYTES: u64 = INITIAL_PREALLOCATE_BYTES + PARTITION
 /// New partitions may take at most free space / this (the rest is for their data).
 pub const NEW_PARTITIONS_SHARE_DIVISOR: u64 = 2;
 
-/// Files a partition keeps open while idle: its active segment's `.log` three times (the
-/// O_DIRECT writer, the engine's buffered reads, the handle fetches splice from). Index
-/// files are opened on demand (see [`super::offset_index::OPEN_INDEX_FILES_MAX`]).
-pub const OPEN_FILES_PER_PARTITION: u64 = 3;
+/// Files a partition keeps open while idle: its active segment's `.log` twice (the O_DIRECT
+/// writer, and the buffered handle of the engine's reads and of fetches' splice). A sealed
+/// segment keeps one. Index files are opened on demand (see
+/// [`super::offset_index::OPEN_INDEX_FILES_MAX`]).
+pub const OPEN_FILES_PER_PARTITION: u64 = 2;
 
 /// New partitions may take at most this share (1/x) of the open files still allowed.
 pub const NEW_PARTITIONS_FILES_SHARE_DIVISOR: u64 = 2;
@@ -252,10 +253,10 @@ mod tests {
 
     #[test]
     fn open_files_check_keeps_half_the_limit() {
-        assert!(check_files(6000, 1000).is_ok());
-        let err = check_files(5000, 1000).unwrap_err();
+        assert!(check_files(4000, 1000).is_ok());
+        let err = check_files(3000, 1000).unwrap_err();
         assert!(
-            err.contains("3000 files") && err.contains("5000 more"),
+            err.contains("2000 files") && err.contains("3000 more"),
             "{err}"
         );
         assert!(open_files_left().unwrap() > 0);

@@ -42,7 +42,7 @@ pub(crate) mod tests {
     };
 
     use super::fail_next_writes;
-    use crate::storage::{kafka_code, LogConfig, PartitionLog, ReadChunk};
+    use crate::storage::{kafka_code, LogConfig, PartitionLog};
 
     /// One uncompressed RecordBatch v2 holding one record of `value`.
     pub(crate) fn batch(value: &str) -> Vec<u8> {
@@ -92,23 +92,7 @@ pub(crate) mod tests {
     /// Values of every record in the log, in offset order.
     async fn values(log: &PartitionLog) -> Vec<String> {
         let read = log.read(0, 1 << 20, None).await.unwrap();
-        let mut bytes = Vec::new();
-        for chunk in read.chunks {
-            match chunk {
-                ReadChunk::Memory(b) => bytes.extend_from_slice(&b),
-                ReadChunk::File(range) => {
-                    let mut part = vec![0u8; range.length as usize];
-                    std::os::unix::fs::FileExt::read_exact_at(
-                        &*range.file,
-                        &mut part,
-                        range.position,
-                    )
-                    .unwrap();
-                    bytes.extend_from_slice(&part);
-                }
-            }
-        }
-        let mut buf = Bytes::from(bytes);
+        let mut buf = Bytes::from(read.to_vec().unwrap());
         let mut out = Vec::new();
         while !buf.is_empty() {
             for record in RecordBatchDecoder::decode(&mut buf).unwrap().records {

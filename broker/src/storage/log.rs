@@ -32,6 +32,7 @@ use tuning::FlushPolicy;
 
 use super::append_gate::AppendGate;
 use super::error::{BatchError, LogError};
+use super::log_cleaner::refuse_keyless_records;
 use super::log_config::LogConfig;
 use super::notify::Signal;
 use super::offset_index::OffsetIndex;
@@ -313,6 +314,9 @@ impl PartitionLog {
         } else {
             validate_batches(batches, config.max_batch_bytes)?
         };
+        if leader_epoch.is_some() && config.cleanup.compact {
+            refuse_keyless_records(batches, &infos)?;
+        }
         inner.check_writable()?;
         let total_bytes: u64 = infos.iter().map(|b| b.header.total_bytes()).sum();
         let total_records: u64 = infos.iter().map(|b| b.header.records_count as u64).sum();
@@ -940,7 +944,7 @@ impl LogInner {
         if st.synced_offset >= st.written_offset || !(sync || due) {
             return None;
         }
-        let file = st.active().dma.clone();
+        let file = st.active().dma()?.clone();
         let task = glommio::spawn_local(async move {
             let started = Instant::now();
             file.fdatasync()
@@ -1132,14 +1136,10 @@ impl LogInner {
                         .map_err(|e| io_err(&time_path, e))?,
                 ]
             };
+            let dma = segment.dma().cloned().ok_or(LogError::Closed)?;
             segment.appender = None;
             segment.close_index_handles();
-            (
-                segment.dma.clone(),
-                segment.size_bytes,
-                segment.log_path.clone(),
-                handles,
-            )
+            (dma, segment.size_bytes, segment.log_path.clone(), handles)
         };
         dma.truncate(size).await.map_err(|e| {
             self.fail(LogError::io(
@@ -1268,8 +1268,6 @@ pub(crate) async fn create_segment(
         .await
         .map_err(|e| LogError::io(&log_path, "creating the segment", e.into()))?;
     let dma = Rc::new(dma);
-    let reader = std::fs::File::open(&log_path)
-        .map_err(|e| LogError::io(&log_path, "opening the segment for reads", e))?;
     let scan = BufferedFile::open(&log_path)
         .await
         .map_err(|e| LogError::io(&log_path, "opening the segment for reads", e.into()))?;
@@ -1288,7 +1286,7 @@ pub(crate) async fn create_segment(
         .await
         .map_err(|e| LogError::io(dir, "syncing the directory", e))?;
     let appender = SegmentAppender::open(
-        dma.clone(),
+        dma,
         &scan,
         &log_path,
         0,
@@ -1301,9 +1299,7 @@ pub(crate) async fn create_segment(
     Ok(Segment {
         base_offset,
         log_path,
-        dma,
         scan: Rc::new(scan),
-        reader: Rc::new(reader),
         index,
         time_index,
         size_bytes: 0,

@@ -22,9 +22,10 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use super::error::BatchError;
 use super::record_batch::{
-    BatchHeader, BATCH_LENGTH_POSITION, CRC_POSITION, CRC_RANGE_START, HEADER_BYTES, LOG_OVERHEAD,
-    RECORDS_COUNT_POSITION,
+    BatchHeader, BatchInfo, BATCH_LENGTH_POSITION, CRC_POSITION, CRC_RANGE_START, HEADER_BYTES,
+    LOG_OVERHEAD, RECORDS_COUNT_POSITION,
 };
 
 /// Bookkeeping bytes counted per key of an [`OffsetMap`] on top of the key's own bytes
@@ -114,6 +115,32 @@ pub fn read_records(batch: &[u8], header: &BatchHeader) -> Result<Vec<RecordView
         ));
     }
     Ok(out)
+}
+
+/// Refuses a produce to a compacted log that holds a record without a key, as Kafka does
+/// (INVALID_RECORD: compaction keeps the latest record of each key, so a keyless record has
+/// no meaning there). `infos` are the validated batches of `batches`. Only uncompressed data
+/// batches are looked into: this broker does not decompress, so a compressed batch passes
+/// (and the cleaner keeps it whole).
+pub fn refuse_keyless_records(batches: &[u8], infos: &[BatchInfo]) -> Result<(), BatchError> {
+    for info in infos.iter().filter(|info| is_cleanable(&info.header)) {
+        let batch = &batches[info.position..info.position + info.total_bytes()];
+        let records =
+            read_records(batch, &info.header).map_err(|reason| BatchError::InvalidRecord {
+                position: info.position,
+                reason,
+            })?;
+        if let Some(record) = records.iter().find(|r| r.key.is_none()) {
+            return Err(BatchError::InvalidRecord {
+                position: info.position,
+                reason: format!(
+                    "a compacted topic cannot accept a record without a key (offset delta {})",
+                    record.offset - info.header.base_offset
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Key -> latest offset over the dirty part of a log, bounded in memory.
@@ -216,7 +243,8 @@ pub fn judge_batch(
     let mut kept = Vec::with_capacity(records.len());
     for record in &records {
         let stays = match &record.key {
-            // Kafka refuses keyless records on compacted topics; this broker keeps them.
+            // Written before the topic became compacted (appends to a compacted log refuse
+            // them: [`refuse_keyless_records`]); kept.
             None => true,
             Some(_) if record.offset >= rules.map_end => true,
             Some(key) => {
@@ -339,6 +367,29 @@ mod tests {
                 (r.offset, key, r.tombstone)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_compacted_log_refuses_a_record_set_with_a_keyless_record() {
+        use crate::storage::record_batch::validate_batches;
+        let keyed = batch(0, &[(Some("a"), Some("1")), (Some("b"), None)], 0);
+        let keyless = batch(2, &[(Some("c"), Some("1")), (None, Some("2"))], 0);
+        let ok: Vec<u8> = [keyed.clone(), keyed.clone()].concat();
+        let infos = validate_batches(&ok, 1 << 20).unwrap();
+        assert_eq!(refuse_keyless_records(&ok, &infos), Ok(()));
+        let bad: Vec<u8> = [keyed.clone(), keyless].concat();
+        let infos = validate_batches(&bad, 1 << 20).unwrap();
+        let err = refuse_keyless_records(&bad, &infos).unwrap_err();
+        assert_eq!(
+            err.error_code(),
+            crate::storage::error::kafka_code::INVALID_RECORD
+        );
+        assert_eq!(err.position(), keyed.len());
+        assert!(err.to_string().contains("without a key"), "{err}");
+        // A compressed batch (attributes: gzip) is not looked into.
+        let compressed = batch(0, &[(None, Some("x"))], 1);
+        let infos = validate_batches(&compressed, 1 << 20).unwrap();
+        assert_eq!(refuse_keyless_records(&compressed, &infos), Ok(()));
     }
 
     #[test]

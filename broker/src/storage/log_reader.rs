@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
@@ -25,9 +25,9 @@ use super::record_batch::{BatchHeader, HEADER_BYTES, MIN_BATCH_LENGTH};
 /// A byte range of a segment file: `length` bytes at `position` of `file`.
 #[derive(Debug, Clone)]
 pub struct FileRange {
-    /// Read-only (buffered) handle of the segment's `.log`; stays valid even if retention
+    /// The segment's buffered read handle of its `.log`; stays valid even if retention
     /// deletes the segment meanwhile.
-    pub file: Rc<File>,
+    pub file: Rc<BufferedFile>,
     pub position: u64,
     pub length: u64,
 }
@@ -42,7 +42,10 @@ impl FileRange {
     pub fn read_into(&self, out: &mut Vec<u8>) -> io::Result<()> {
         let at = out.len();
         out.resize(at + self.length as usize, 0);
-        self.file.read_exact_at(&mut out[at..], self.position)
+        // A std view of the descriptor for pread; the BufferedFile keeps owning (and closes) it.
+        // SAFETY: the fd is open for as long as `self.file` lives, which outlives `view`.
+        let view = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(self.raw_fd()) });
+        view.read_exact_at(&mut out[at..], self.position)
     }
 }
 
@@ -111,7 +114,6 @@ pub struct TimestampOffset {
 struct SegmentView {
     base_offset: i64,
     scan: Rc<BufferedFile>,
-    reader: Rc<File>,
     size_bytes: u64,
     next_offset: i64,
     path: std::path::PathBuf,
@@ -121,7 +123,7 @@ impl SegmentView {
     /// The log's segment this view was taken of, unless compaction replaced its file since.
     fn current<'s>(&self, st: &'s super::log::LogState) -> Option<&'s super::segment::Segment> {
         st.segment_by_base(self.base_offset)
-            .filter(|seg| Rc::ptr_eq(&seg.reader, &self.reader))
+            .filter(|seg| Rc::ptr_eq(&seg.scan, &self.scan))
     }
 }
 
@@ -228,7 +230,6 @@ impl PartitionLog {
         st.segments.get(index).map(|s| SegmentView {
             base_offset: s.base_offset,
             scan: s.scan.clone(),
-            reader: s.reader.clone(),
             size_bytes: s.size_bytes,
             next_offset: s.next_offset,
             path: s.log_path.clone(),
@@ -346,7 +347,7 @@ impl PartitionLog {
         };
         if file_end > first_pos {
             result.chunks.push(ReadChunk::File(FileRange {
-                file: view.reader.clone(),
+                file: view.scan.clone(),
                 position: first_pos,
                 length: file_end - first_pos,
             }));

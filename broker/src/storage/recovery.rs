@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::{BufferedFile, OpenOptions as DmaOpenOptions};
+use glommio::io::{BufferedFile, DmaFile, OpenOptions as DmaOpenOptions};
 
 use super::error::LogError;
 use super::log::{create_segment, sync_dir, CLEAN_SHUTDOWN_FILE};
@@ -291,7 +291,7 @@ pub(crate) async fn recover(
         // below the recovery point.
         let synced = next_base.is_some_and(|nb| recovery_point.is_some_and(|rp| nb <= rp));
         let verify_all = !report.clean_shutdown && !synced;
-        let (mut segment, cut) =
+        let (mut segment, dma, cut) =
             recover_segment(dir, base, active, verify_all, config, &mut report).await?;
         if let Some(expected) = expected_next {
             if segment.base_offset < expected {
@@ -326,7 +326,7 @@ pub(crate) async fn recover(
             sync_dir(dir).map_err(|e| LogError::io(dir, "syncing the directory", e))?;
         }
         if active || broken {
-            segment.appender = Some(open_appender(&segment, config).await?);
+            segment.appender = Some(open_appender(&segment, dma, config).await?);
             segments.push_back(segment);
             break;
         }
@@ -335,9 +335,14 @@ pub(crate) async fn recover(
     Ok((segments, report))
 }
 
-async fn open_appender(segment: &Segment, config: &LogConfig) -> Result<SegmentAppender, LogError> {
+/// Starts the writer of the active segment on `dma`, the segment's O_DIRECT handle.
+async fn open_appender(
+    segment: &Segment,
+    dma: Rc<DmaFile>,
+    config: &LogConfig,
+) -> Result<SegmentAppender, LogError> {
     SegmentAppender::open(
-        segment.dma.clone(),
+        dma,
         &segment.scan,
         &segment.log_path,
         segment.size_bytes,
@@ -356,7 +361,7 @@ async fn recover_segment(
     verify_all: bool,
     config: &LogConfig,
     report: &mut RecoveryReport,
-) -> Result<(Segment, bool), LogError> {
+) -> Result<(Segment, Rc<DmaFile>, bool), LogError> {
     let log_path = segment_file(dir, base, "log");
     let index_path = segment_file(dir, base, "index");
     let time_path = segment_file(dir, base, "timeindex");
@@ -368,8 +373,6 @@ async fn recover_segment(
         .await
         .map_err(|e| LogError::io(&log_path, "opening the segment", e.into()))?;
     let dma = Rc::new(dma);
-    let reader = std::fs::File::open(&log_path)
-        .map_err(|e| LogError::io(&log_path, "opening the segment for reads", e))?;
     let scan_file = BufferedFile::open(&log_path)
         .await
         .map_err(|e| LogError::io(&log_path, "opening the segment for reads", e.into()))?;
@@ -415,9 +418,7 @@ async fn recover_segment(
     let mut segment = Segment {
         base_offset: base,
         log_path: log_path.clone(),
-        dma: dma.clone(),
         scan: Rc::new(scan_file),
-        reader: Rc::new(reader),
         index,
         time_index,
         size_bytes: 0,
@@ -539,5 +540,5 @@ async fn recover_segment(
     if segment.rolling_timestamp_ms.is_none() && !segment.is_empty() {
         segment.rolling_timestamp_ms = Some(super::log::now_ms());
     }
-    Ok((segment, cut))
+    Ok((segment, dma, cut))
 }

@@ -6,7 +6,6 @@
 //! the others are sealed: their `.log` was truncated to its logical size and everything was
 //! fdatasync'ed when they rolled.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -31,17 +30,16 @@ pub fn parse_segment_file(name: &str, extension: &str) -> Option<i64> {
     stem.parse().ok()
 }
 
-/// One segment. Fields are the log's bookkeeping; files are owned here.
+/// One segment. Fields are the log's bookkeeping; files are owned here. A sealed segment holds
+/// one open descriptor of its `.log` (`scan`); the active one a second, O_DIRECT, in its
+/// appender. Index files come from a bounded cache of handles.
 pub(crate) struct Segment {
     pub base_offset: i64,
     pub log_path: PathBuf,
-    /// O_DIRECT handle: appends of the active segment, truncation, fdatasync.
-    pub dma: Rc<DmaFile>,
-    /// io_uring buffered handle for the engine's own reads (header scans, recovery): they go
-    /// through the page cache, which direct writes keep coherent, as fetches do.
+    /// Buffered read handle: the engine's own reads through io_uring (header scans,
+    /// recovery), and the descriptor handed out in [`super::FileRange`]s for splice/sendfile
+    /// and pread. Reads go through the page cache, which direct writes keep coherent.
     pub scan: Rc<BufferedFile>,
-    /// Buffered read-only handle handed out in [`super::FileRange`]s for splice/sendfile.
-    pub reader: Rc<File>,
     pub index: OffsetIndex,
     pub time_index: TimeIndex,
     /// Logical size in bytes, including appended bytes not yet written.
@@ -59,6 +57,11 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
+    /// The O_DIRECT handle of the active segment (None once sealed).
+    pub fn dma(&self) -> Option<&Rc<DmaFile>> {
+        self.appender.as_ref().map(SegmentAppender::file)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.size_bytes == 0
     }

@@ -47,7 +47,8 @@ struct InFlight {
     len: usize,
 }
 
-/// The writer of one active segment.
+/// The writer of one active segment. It holds the segment's only O_DIRECT handle: a sealed
+/// segment keeps just its buffered read handle.
 pub(crate) struct SegmentAppender {
     file: Rc<DmaFile>,
     path: PathBuf,
@@ -75,6 +76,11 @@ pub(crate) struct SegmentAppender {
 }
 
 impl SegmentAppender {
+    /// The segment's O_DIRECT handle (appends, truncation at the seal, fdatasync).
+    pub fn file(&self) -> &Rc<DmaFile> {
+        &self.file
+    }
+
     /// Continues the segment whose intact data ends at `logical_end`; reads the partial last
     /// page back so the first round rewrites it.
     pub(crate) async fn open(

@@ -60,5 +60,7 @@ pub fn member_config(data_dir: &Path, cluster: ClusterConfig) -> ServeConfig {
         offsets_topic_partitions: 3,
         cluster: Some(cluster),
         security: Default::default(),
+        inter_broker_sasl: None,
+        authorizer: None,
     }
 }

@@ -75,6 +75,8 @@ pub fn config(profile: tuning::Profile, data_dir: &Path) -> ServeConfig {
         offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
         cluster: None,
         security: Default::default(),
+        inter_broker_sasl: None,
+        authorizer: None,
     }
 }
 
@@ -135,4 +137,62 @@ pub fn produce(
     let response = client.call(&request, 9).unwrap();
     let answer = &response.responses[0].partition_responses[0];
     (answer.error_code, answer.base_offset)
+}
+
+/// A loop-mounted ext4 file system of `size_mib` in a temp dir; unmounted on drop.
+pub struct SmallFs {
+    _base: tempfile::TempDir,
+    pub mount: PathBuf,
+}
+
+impl SmallFs {
+    pub fn new(size_mib: u64) -> SmallFs {
+        // The image lives next to the other test data (not in a tmpfs /tmp: loop-mounting a
+        // file on tmpfs is fine too, but /var/tmp is disk on CI hosts).
+        let base = tempfile::Builder::new()
+            .prefix("small-fs")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let image = base.path().join("fs.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(size_mib << 20)
+            .unwrap();
+        run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
+        let mount = base.path().join("mnt");
+        std::fs::create_dir(&mount).unwrap();
+        run(
+            "mount",
+            &[
+                "-o",
+                "loop",
+                image.to_str().unwrap(),
+                mount.to_str().unwrap(),
+            ],
+        );
+        SmallFs { _base: base, mount }
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        let space = broker::storage::disk_budget::fs_space(&self.mount).unwrap();
+        space.total_bytes - space.free_bytes
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        // A lazy unmount cannot fail on a busy mount (a file still open by a dying server).
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount)
+            .status();
+    }
+}
+
+fn run(program: &str, args: &[&str]) {
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/setup installs it)"));
+    assert!(status.success(), "{program} {args:?}: {status}");
 }

@@ -44,6 +44,12 @@ impl Server {
     pub fn addr(&self) -> String {
         self.handle.as_ref().unwrap().local_addr().to_string()
     }
+
+    /// The secure (TLS) client port, when the zoo.cfg lines set `secureClientPort`.
+    pub fn secure_addr(&self) -> String {
+        let h = self.handle.as_ref().unwrap();
+        h.secure_addr().expect("no secureClientPort").to_string()
+    }
 }
 
 impl Drop for Server {
@@ -54,13 +60,13 @@ impl Drop for Server {
     }
 }
 
-pub fn write_frame(stream: &mut TcpStream, build: impl FnOnce(&mut Writer)) {
+pub fn write_frame(stream: &mut impl Write, build: impl FnOnce(&mut Writer)) {
     let mut w = Writer::frame();
     build(&mut w);
     stream.write_all(&w.finish_frame()).unwrap();
 }
 
-pub fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+pub fn read_frame(stream: &mut impl Read) -> Vec<u8> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).unwrap();
     let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
@@ -86,9 +92,9 @@ pub fn mntr(addr: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("mntr has no {key}: {text}"))
 }
 
-/// A session on a plain socket.
-pub struct RawSession {
-    pub stream: TcpStream,
+/// A session on a plain socket (or, with [`RawSession::over`], any byte stream: TLS).
+pub struct RawSession<S = TcpStream> {
+    pub stream: S,
     pub session_id: i64,
     /// The negotiated session timeout.
     pub timeout_ms: i32,
@@ -97,8 +103,15 @@ pub struct RawSession {
 impl RawSession {
     /// Opens a new session asking for `timeout_ms`.
     pub fn connect(addr: &str, timeout_ms: i32) -> Self {
-        let mut stream = TcpStream::connect(addr).unwrap();
+        let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(ANSWER_TIMEOUT)).unwrap();
+        RawSession::over(stream, timeout_ms)
+    }
+}
+
+impl<S: Read + Write> RawSession<S> {
+    /// Opens a new session asking for `timeout_ms` over a connected stream.
+    pub fn over(mut stream: S, timeout_ms: i32) -> Self {
         write_frame(&mut stream, |w| {
             ConnectRequest {
                 protocol_version: 0,

@@ -1,0 +1,186 @@
+//! What this host is, as the kernel describes it in `/sys` and `/proc`: online cores, NUMA
+//! nodes, SMT siblings, which cores take the network cards' interrupts, and the block device
+//! under a directory (its queue: rotational, poll queues, request slots). Reads only; missing
+//! files read as unknown, never as an error, so containers and VMs get what they expose.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The CPU layout and the cores serving network interrupts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub online_cpus: usize,
+    /// Per NUMA node, its cpus (one node when the host has no NUMA information).
+    pub numa_nodes: Vec<Vec<usize>>,
+    /// Groups of hardware threads sharing one core (only groups of two or more).
+    pub smt_siblings: Vec<Vec<usize>>,
+    /// Per network interface (not loopback), the cpus its interrupts are delivered to.
+    pub nic_irq_cpus: Vec<(String, Vec<usize>)>,
+}
+
+/// The block device holding a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockDevice {
+    /// The whole disk's name (`nvme0n1`, `vda`), also when the directory is on a partition.
+    pub name: String,
+    pub rotational: bool,
+    /// The device has poll queues (`queue/io_poll` is 1): io_uring IOPOLL can be used.
+    pub io_poll: bool,
+    /// `queue/nr_requests`: requests the device's queue holds.
+    pub nr_requests: Option<u32>,
+}
+
+/// Parses the kernel's cpu list form: `0-3,8,10-11`. Unparsable parts are skipped.
+pub fn parse_cpu_list(text: &str) -> Vec<usize> {
+    let mut cpus = BTreeSet::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+                    cpus.extend(a..=b.min(a + 4096));
+                }
+            }
+            None => {
+                if let Ok(cpu) = part.trim().parse() {
+                    cpus.insert(cpu);
+                }
+            }
+        }
+    }
+    cpus.into_iter().collect()
+}
+
+fn read(path: impl AsRef<Path>) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// This host's topology.
+pub fn topology() -> Topology {
+    let online = read("/sys/devices/system/cpu/online")
+        .map(|t| parse_cpu_list(&t))
+        .unwrap_or_default();
+    let online_cpus = if online.is_empty() {
+        crate::online_cpus()
+    } else {
+        online.len()
+    };
+    let mut numa_nodes: Vec<Vec<usize>> = std::fs::read_dir("/sys/devices/system/node")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("node") && name[4..].parse::<u32>().is_ok()
+        })
+        .filter_map(|e| read(e.path().join("cpulist")).map(|t| parse_cpu_list(&t)))
+        .filter(|cpus| !cpus.is_empty())
+        .collect();
+    numa_nodes.sort();
+    if numa_nodes.is_empty() {
+        numa_nodes.push((0..online_cpus).collect());
+    }
+    let mut smt_siblings: Vec<Vec<usize>> = Vec::new();
+    for cpu in 0..online_cpus {
+        let path = format!("/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list");
+        if let Some(group) = read(path).map(|t| parse_cpu_list(&t)) {
+            if group.len() > 1 && !smt_siblings.contains(&group) {
+                smt_siblings.push(group);
+            }
+        }
+    }
+    Topology {
+        online_cpus,
+        numa_nodes,
+        smt_siblings,
+        nic_irq_cpus: nic_irq_cpus(),
+    }
+}
+
+/// Interfaces (not loopback) and the cpus their interrupts go to: the `/proc/interrupts`
+/// lines naming the interface or its device (`virtio0-input.0`, `eth0-TxRx-3`), each IRQ's
+/// `effective_affinity_list`.
+fn nic_irq_cpus() -> Vec<(String, Vec<usize>)> {
+    let interrupts = read("/proc/interrupts").unwrap_or_default();
+    let mut out = Vec::new();
+    let mut interfaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "lo")
+        .collect();
+    interfaces.sort();
+    for interface in interfaces {
+        let device = std::fs::canonicalize(format!("/sys/class/net/{interface}/device"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let mut cpus = BTreeSet::new();
+        for line in interrupts.lines() {
+            let Some(name) = line.split_whitespace().last() else {
+                continue;
+            };
+            let names_it = name.starts_with(&interface)
+                || device.as_deref().is_some_and(|d| name.starts_with(d));
+            let irq = line.split(':').next().map(str::trim).unwrap_or("");
+            if !names_it || irq.parse::<u32>().is_err() {
+                continue;
+            }
+            let affinity = read(format!("/proc/irq/{irq}/effective_affinity_list"))
+                .or_else(|| read(format!("/proc/irq/{irq}/smp_affinity_list")));
+            if let Some(list) = affinity {
+                cpus.extend(parse_cpu_list(&list));
+            }
+        }
+        if !cpus.is_empty() {
+            out.push((interface, cpus.into_iter().collect()));
+        }
+    }
+    out
+}
+
+/// The block device under `dir`, when it is one (not tmpfs, overlay or another virtual file
+/// system).
+pub fn block_device(dir: &Path) -> Option<BlockDevice> {
+    let dev = std::fs::metadata(dir).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    if major == 0 {
+        return None;
+    }
+    let node = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    // A partition's directory sits inside its disk's.
+    let disk: PathBuf = if node.join("partition").exists() {
+        node.parent()?.to_path_buf()
+    } else {
+        node
+    };
+    let queue = |file: &str| read(disk.join("queue").join(file)).map(|t| t.trim().to_string());
+    Some(BlockDevice {
+        name: disk.file_name()?.to_string_lossy().into_owned(),
+        rotational: queue("rotational").as_deref() == Some("1"),
+        io_poll: queue("io_poll").as_deref() == Some("1"),
+        nr_requests: queue("nr_requests").and_then(|t| t.parse().ok()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_as_the_kernel_writes_them() {
+        assert_eq!(parse_cpu_list("0-3,8,10-11\n"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(parse_cpu_list("5"), vec![5]);
+        assert_eq!(parse_cpu_list(""), Vec::<usize>::new());
+        assert_eq!(parse_cpu_list("x,2"), vec![2]);
+    }
+
+    #[test]
+    fn this_host_has_cpus_and_a_node() {
+        let topology = topology();
+        assert!(topology.online_cpus >= 1);
+        assert!(topology.numa_nodes.iter().flatten().all(|&cpu| cpu < 4096));
+        assert!(!topology.numa_nodes.is_empty());
+    }
+}
