@@ -15,6 +15,9 @@ use clap::{Parser, Subcommand};
     about = "Thread-per-core broker speaking the Kafka wire protocol"
 )]
 struct Cli {
+    /// Log lines for people (`human`) or one JSON object per line (`json`), on stderr.
+    #[arg(long, global = true, default_value = "human")]
+    log_format: tuning::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -327,6 +330,12 @@ enum TuningAction {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// Prints a systemd unit for the broker or the coordinator whose CPU affinity and limits
+    /// follow the profile (install: docs/operations.md).
+    ServiceUnit {
+        #[command(subcommand)]
+        service: broker::cli::service_unit::Service,
+    },
 }
 
 #[derive(Subcommand)]
@@ -463,15 +472,8 @@ fn parse_host_port(text: &str) -> Option<(String, u16)> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    tuning::logging::init(cli.log_format);
     if !matches!(cli.command, Command::Serve { .. }) {
         // The operator commands print to stdout: one piped into `head` or `grep -q` ends
         // quietly when the reader leaves, as other command-line tools do, instead of
@@ -657,6 +659,18 @@ fn main() -> ExitCode {
             }
             GroupsAction::Describe { bootstrap, group } => {
                 client_result(broker::cli::groups::groups_describe(&bootstrap, &group))
+            }
+        },
+        Command::Tuning {
+            action: TuningAction::ServiceUnit { service },
+        } => match broker::cli::service_unit::render(&service) {
+            Ok(unit) => {
+                print!("{unit}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(2)
             }
         },
         Command::Tuning {

@@ -2,7 +2,7 @@
 //!
 //! `coordinator --config zoo.cfg [--tuning profile.toml|default|dev-2core]` loads the
 //! ZooKeeper configuration file and the host profile and serves until killed. Log verbosity
-//! follows `RUST_LOG` (default `info`).
+//! follows `RUST_LOG` (default `info`); `--log-format json` writes one JSON object per line.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -25,17 +25,14 @@ struct Args {
     /// Host tuning profile: a TOML file or a built-in name (`default`, `dev-2core`).
     #[arg(long)]
     tuning: Option<String>,
+    /// Log lines for people (`human`) or one JSON object per line (`json`), on stderr.
+    #[arg(long, default_value = "human")]
+    log_format: tuning::logging::LogFormat,
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    tuning::logging::init(args.log_format);
     let zoo = match ZooConfig::load(&args.config) {
         Ok(z) => z,
         Err(e) => {

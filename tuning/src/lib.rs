@@ -12,7 +12,9 @@
 //! device), which `broker tuning probe` records in the profile it writes ([`ProbedHost`]) and
 //! `broker serve` compares with the host it starts on. The broker's storage reads
 //! [`StorageLimits`], its server reads [`NetworkLimits`] and [`Profile::shard_cores`], and
-//! so on.
+//! so on. Two pieces of process setup both servers share live here too: [`logging`] (human or
+//! JSON logs) and [`systemd`] (the service units whose CPU affinity and limits follow a
+//! profile).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod host;
+pub mod logging;
+pub mod systemd;
 
 /// The profiles shipped in `tuning/profiles/`, embedded so a binary works from any directory.
 pub mod builtin {

@@ -405,7 +405,12 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             acls: acls.clone(),
         };
         let thread = executor::shard_executor(id, core)
-            .spawn(move || shard_main(start))
+            .spawn(move || async move {
+                // Every event on this thread carries the shard (a field of JSON logs, the same
+                // name as the metrics' `shard` label).
+                let _shard_span = tracing::info_span!("shard", shard = id).entered();
+                shard_main(start).await
+            })
             .map_err(|err| StartError::Shard(id, err.to_string()))?;
         threads.push(thread);
     }

@@ -187,14 +187,21 @@ impl Shard {
     pub async fn open_partitions(self: &Rc<Self>) -> Result<(), String> {
         let topics: Vec<Rc<Topic>> = self.topics.borrow().values().cloned().collect();
         let mut opened = Vec::new();
+        let mut progress = crate::storage::progress::Progress::new(
+            format!("shard {}: opening topics", self.id),
+            "topics",
+            topics.len() as u64,
+        );
         for topic in topics {
             self.open_topic(&topic).await?;
+            progress.advance(1);
             for (partition, &owner) in topic.shards.iter().enumerate() {
                 if owner as usize == self.id && topic.is_replica(partition, self.config.node_id) {
                     opened.push(format!("{}-{partition}", topic.name));
                 }
             }
         }
+        progress.finish();
         // Operators (and the restart tests) read this line to see placement is stable.
         tracing::info!("shard {} opened partitions [{}]", self.id, opened.join(","));
         Ok(())

@@ -499,7 +499,14 @@ impl PartitionLog {
         let map = Arc::new(map);
         let producer_last_offsets: Arc<HashMap<i64, i64>> =
             Arc::new(inner.producers.borrow().last_offsets());
-        for seg in planned.iter().filter(|s| s.base_offset < map_end) {
+        let to_clean: Vec<&Planned> = planned.iter().filter(|s| s.base_offset < map_end).collect();
+        let mut progress = super::progress::Progress::new(
+            format!("compacting {}", dir.display()),
+            "segments",
+            to_clean.len() as u64,
+        );
+        for seg in to_clean {
+            progress.advance(1);
             let previously_cleaned = seg.next_offset <= checkpoint;
             let modified = std::fs::metadata(&seg.log_path)
                 .and_then(|m| m.modified())
@@ -532,6 +539,7 @@ impl PartitionLog {
             }
             glommio::yield_if_needed().await;
         }
+        progress.finish();
         let dir_owned = dir.clone();
         glommio::executor()
             .spawn_blocking(move || write_offset_file(&dir_owned, CLEANER_CHECKPOINT_FILE, map_end))

@@ -283,6 +283,11 @@ pub(crate) async fn recover(
         return Ok((segments, report));
     }
     let recovery_point = read_recovery_point(dir);
+    let mut progress = super::progress::Progress::new(
+        format!("recovering {}", dir.display()),
+        "segments",
+        bases.len() as u64,
+    );
     let mut expected_next: Option<i64> = None;
     for (i, base) in bases.iter().copied().enumerate() {
         let next_base = bases.get(i + 1).copied();
@@ -293,6 +298,7 @@ pub(crate) async fn recover(
         let verify_all = !report.clean_shutdown && !synced;
         let (mut segment, dma, cut) =
             recover_segment(dir, base, active, verify_all, config, &mut report).await?;
+        progress.advance(1);
         if let Some(expected) = expected_next {
             if segment.base_offset < expected {
                 return Err(LogError::Corrupt {
@@ -332,6 +338,7 @@ pub(crate) async fn recover(
         }
         segments.push_back(segment);
     }
+    progress.finish();
     Ok((segments, report))
 }
 

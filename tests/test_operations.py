@@ -1,0 +1,179 @@
+"""Running the servers as an operator does: the systemd units `broker tuning service-unit`
+prints pass `systemd-analyze verify`, and the command line, CPU affinity and limits they state
+start a working broker and coordinator; `--log-format json` writes one JSON object per line
+with the fields the metrics use as labels (the broker's `shard`)."""
+
+import json
+import os
+import resource
+import shlex
+import subprocess
+import time
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import PROFILES, Broker, broker_bin
+from test_coordinator_kazoo import coordinator_binary, four_letter, free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def service_unit(*args):
+    done = subprocess.run([broker_bin(), "tuning", "service-unit", *args],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def unit_settings(text):
+    """`{key: value}` of the unit's [Service] section (one value per key)."""
+    settings, section = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif "=" in line and section == "[Service]":
+            key, value = line.split("=", 1)
+            settings[key] = value
+    return settings
+
+
+def verify(path):
+    done = subprocess.run(["systemd-analyze", "verify", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    complaints = [line for line in (done.stdout + done.stderr).splitlines() if path.name in line]
+    assert done.returncode == 0 and not complaints, done.stdout + done.stderr
+
+
+def start_as_unit(settings, log_path):
+    """Starts the unit's ExecStart with its CPUAffinity, LimitNOFILE and LimitMEMLOCK applied,
+    as systemd would (the test runs without systemd as PID 1)."""
+    argv = shlex.split(settings["ExecStart"])
+    cpus = {int(cpu) for cpu in settings["CPUAffinity"].split()} if "CPUAffinity" in settings else None
+    nofile = int(settings["LimitNOFILE"])
+    assert settings["LimitMEMLOCK"] == "infinity"
+
+    def limits():
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+        # As far as this process may raise them: a container without CAP_SYS_RESOURCE keeps
+        # its hard limits (systemd, as PID 1, sets the unit's values).
+        for limit, value in [(resource.RLIMIT_NOFILE, nofile),
+                             (resource.RLIMIT_MEMLOCK, resource.RLIM_INFINITY)]:
+            _, hard = resource.getrlimit(limit)
+            if hard != resource.RLIM_INFINITY and (value == resource.RLIM_INFINITY or value > hard):
+                value = hard
+            resource.setrlimit(limit, (value, value))
+
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                            preexec_fn=limits)
+    log.close()
+    return proc, cpus
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_service_units_verify_and_start_a_working_broker_and_coordinator(tmp_path):
+    profile = PROFILES / "dev-2core.toml"
+    port = free_port()
+    broker_unit = service_unit(
+        "broker", "--tuning", str(profile), "--data-dir", str(tmp_path / "broker-data"),
+        "--binary", broker_bin(), "--", "--listen", f"127.0.0.1:{port}")
+    zk_port = free_port()
+    zoo_cfg = tmp_path / "zoo.cfg"
+    zoo_cfg.write_text(f"tickTime=200\ndataDir={tmp_path / 'zk-data'}\nclientPort={zk_port}\n"
+                       "clientPortAddress=127.0.0.1\n4lw.commands.whitelist=ruok\n")
+    coordinator_unit = service_unit(
+        "coordinator", "--config", str(zoo_cfg), "--tuning", str(profile),
+        "--binary", str(coordinator_binary()), "--user", "streambox")
+
+    for name, text in [("streambox-broker.service", broker_unit),
+                       ("streambox-coordinator.service", coordinator_unit)]:
+        path = tmp_path / name
+        path.write_text(text)
+        verify(path)
+
+    broker_settings = unit_settings(broker_unit)
+    # dev-2core runs its one shard on cpu 0; the coordinator gets the other core.
+    assert broker_settings["CPUAffinity"] == "0"
+    coordinator_settings = unit_settings(coordinator_unit)
+    assert coordinator_settings["User"] == "streambox"
+    assert "User" not in broker_settings
+    if os.cpu_count() > 1:
+        assert "0" not in coordinator_settings["CPUAffinity"].split()
+
+    broker, broker_cpus = start_as_unit(broker_settings, tmp_path / "broker.log")
+    coordinator, _ = start_as_unit(coordinator_settings, tmp_path / "coordinator.log")
+    try:
+        lines = [broker.stdout.readline().decode() for _ in range(2)]
+        assert f"listening on 127.0.0.1:{port}\n" in lines, (
+            "".join(lines) + (tmp_path / "broker.log").read_text())
+        assert os.sched_getaffinity(broker.pid) == broker_cpus
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+        created = admin.create_topics([NewTopic("unit-t", 2, 1)])
+        created["unit-t"].result(timeout=30)
+        assert len(admin.list_topics(timeout=10).topics["unit-t"].partitions) == 2
+
+        deadline = time.time() + 20
+        answer = None
+        while time.time() < deadline and answer != "imok":
+            try:
+                answer = four_letter(zk_port, "ruok")
+            except OSError:
+                time.sleep(0.1)
+        assert answer == "imok", (tmp_path / "coordinator.log").read_text()
+    finally:
+        stop(broker)
+        stop(coordinator)
+    assert broker.returncode == 0, (tmp_path / "broker.log").read_text()
+
+
+def json_lines(path):
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    assert lines, f"{path} is empty"
+    return [json.loads(line) for line in lines]
+
+
+def test_json_logs_carry_the_shard_and_parse_line_by_line(tmp_path):
+    broker = Broker(tmp_path / "data", extra=["--log-format", "json"]).start()
+    broker.stop()
+    events = json_lines(broker.stderr_path)
+    for event in events:
+        assert {"timestamp", "level", "message"} <= event.keys(), event
+    opened = [e for e in events if "opened partitions" in e["message"]]
+    assert opened, events
+    assert any(span.get("name") == "shard" and span.get("shard") == 0
+               for span in opened[0].get("spans", [])), opened[0]
+
+    zk_port = free_port()
+    zoo_cfg = tmp_path / "zoo.cfg"
+    zoo_cfg.write_text(f"tickTime=200\ndataDir={tmp_path / 'zk'}\nclientPort={zk_port}\n"
+                       "clientPortAddress=127.0.0.1\n4lw.commands.whitelist=ruok\n")
+    log_path = tmp_path / "coordinator.log"
+    with open(log_path, "ab") as log:
+        coordinator = subprocess.Popen(
+            [str(coordinator_binary()), "--config", str(zoo_cfg), "--log-format", "json"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                if four_letter(zk_port, "ruok") == "imok":
+                    break
+            except OSError:
+                time.sleep(0.1)
+    finally:
+        stop(coordinator)
+    events = json_lines(log_path)
+    assert all(e["level"] in ("TRACE", "DEBUG", "INFO", "WARN", "ERROR") for e in events), events
+    assert any(str(zk_port) in e["message"] or e.get("port") == zk_port for e in events), events
