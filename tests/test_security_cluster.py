@@ -59,6 +59,7 @@ def secure_cluster(tmp_path):
                          "--min-insync-replicas", "3"],
             broker_kwargs={"tls": pki})
         cluster.pki = pki
+        cluster.digest_file = digest
         yield cluster
     finally:
         if cluster is not None:
@@ -149,3 +150,17 @@ def test_sasl_ssl_cluster_with_acls(secure_cluster):
                          "socket.timeout.ms": 3000})
     with pytest.raises(Exception):
         plain.list_topics(timeout=5)
+
+    # `broker acls` on the coordinator, as the brokers reach it: without the digest the
+    # protected ACL znodes refuse the write; with it bob is allowed to see the topic.
+    grant = ["acls", "add", "--coordinator", c.coord.connect + CHROOT,
+             "--allow-principal", "User:bob", "--operation", "Describe", "--topic", topic]
+    refused = subprocess.run([broker_bin(), *grant], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0, refused.stdout
+    granted = subprocess.run([broker_bin(), *grant, "--coordinator-digest-file",
+                              str(c.digest_file), "--coordinator-set-acl"],
+                             capture_output=True, text=True, timeout=60)
+    assert granted.returncode == 0, granted.stderr
+    def bob_sees_the_topic():
+        assert topic in AdminClient(conf(c, "bob")).list_topics(timeout=10).topics
+    eventually(bob_sees_the_topic, 30, "bob sees the topic after `broker acls add` with the digest")

@@ -241,16 +241,8 @@ enum GroupsAction {
 
 #[derive(clap::Args)]
 struct AclArgs {
-    /// A single node's data directory (edit while the broker is stopped).
-    #[arg(
-        long,
-        conflicts_with = "coordinator",
-        required_unless_present = "coordinator"
-    )]
-    data_dir: Option<PathBuf>,
-    /// A cluster's coordinator (Kafka's zookeeper.connect, `host:port[/chroot]`).
-    #[arg(long)]
-    coordinator: Option<String>,
+    #[command(flatten)]
+    store: broker::cli::store::StoreArgs,
     /// Principal allowed (`User:alice`, `User:*`); repeatable.
     #[arg(long)]
     allow_principal: Vec<String>,
@@ -282,13 +274,9 @@ struct AclArgs {
 }
 
 impl AclArgs {
-    fn split(self) -> (broker::cli::acls::AclStoreAt, broker::cli::acls::AclOptions) {
-        use broker::cli::acls::{AclOptions, AclStoreAt};
-        let at = match (self.data_dir, self.coordinator) {
-            (Some(dir), _) => AclStoreAt::DataDir(dir),
-            (None, Some(connect)) => AclStoreAt::Coordinator(connect),
-            (None, None) => unreachable!("clap requires one of them"),
-        };
+    fn split(self) -> Result<(broker::cli::store::StoreAt, broker::cli::acls::AclOptions), String> {
+        use broker::cli::acls::AclOptions;
+        let at = self.store.at()?;
         let options = AclOptions {
             allow_principals: self.allow_principal,
             deny_principals: self.deny_principal,
@@ -301,7 +289,7 @@ impl AclArgs {
             cluster: self.cluster,
             pattern: self.resource_pattern_type,
         };
-        (at, options)
+        Ok((at, options))
     }
 }
 
@@ -353,7 +341,7 @@ enum UsersAction {
         #[arg(long, default_value_t = 4096)]
         iterations: u32,
         #[command(flatten)]
-        store: UserStoreArgs,
+        store: broker::cli::store::StoreArgs,
     },
     /// Deletes a user's credential for a mechanism, or all of them.
     Delete {
@@ -361,55 +349,13 @@ enum UsersAction {
         #[arg(long)]
         mechanism: Option<String>,
         #[command(flatten)]
-        store: UserStoreArgs,
+        store: broker::cli::store::StoreArgs,
     },
     /// Lists users, mechanisms and iteration counts (never keys).
     List {
         #[command(flatten)]
-        store: UserStoreArgs,
+        store: broker::cli::store::StoreArgs,
     },
-}
-
-/// Where `broker users` finds the users: a single node's data directory, or a cluster's
-/// coordinator (as `kafka-configs.sh --zookeeper`).
-#[derive(clap::Args)]
-struct UserStoreArgs {
-    /// A single node's data directory (the broker stopped).
-    #[arg(
-        long,
-        required_unless_present = "coordinator",
-        conflicts_with = "coordinator"
-    )]
-    data_dir: Option<PathBuf>,
-    /// A cluster's coordinator, `host:port[,host:port...][/chroot]` (brokers may run).
-    #[arg(long)]
-    coordinator: Option<String>,
-    /// With --coordinator: a file whose first line is `user:password` for `addauth digest`.
-    #[arg(long, requires = "coordinator")]
-    coordinator_digest_file: Option<PathBuf>,
-    /// With --coordinator: a new user's znode is readable by the digest user only (Kafka's
-    /// zookeeper.set.acl).
-    #[arg(long, requires = "coordinator_digest_file")]
-    coordinator_set_acl: bool,
-}
-
-impl UserStoreArgs {
-    fn store(self) -> Result<broker::cli::users::UserStore, String> {
-        use broker::cli::users::UserStore;
-        match (self.data_dir, self.coordinator) {
-            (Some(dir), None) => Ok(UserStore::DataDir(dir)),
-            (None, Some(connect)) => Ok(UserStore::Coordinator {
-                connect,
-                digest: self
-                    .coordinator_digest_file
-                    .as_deref()
-                    .map(broker::cli::users::read_digest_file)
-                    .transpose()?,
-                set_acl: self.coordinator_set_acl,
-            }),
-            _ => Err("give --data-dir or --coordinator".into()),
-        }
-    }
 }
 
 #[derive(Subcommand)]
@@ -707,7 +653,7 @@ fn main() -> ExitCode {
                     password_file,
                     iterations,
                     store,
-                } => store.store().and_then(|store| {
+                } => store.at().and_then(|store| {
                     users::users_add(&store, &name, &mechanism, &password_file, iterations)
                 }),
                 UsersAction::Delete {
@@ -715,10 +661,10 @@ fn main() -> ExitCode {
                     mechanism,
                     store,
                 } => store
-                    .store()
+                    .at()
                     .and_then(|store| users::users_delete(&store, &name, mechanism.as_deref())),
                 UsersAction::List { store } => {
-                    store.store().and_then(|store| users::users_list(&store))
+                    store.at().and_then(|store| users::users_list(&store))
                 }
             };
             match result {
@@ -731,18 +677,15 @@ fn main() -> ExitCode {
         }
         Command::Acls { action } => {
             let result = match action {
-                AclsAction::Add(args) => {
-                    let (at, options) = args.split();
-                    broker::cli::acls::acls_add(&at, &options)
-                }
-                AclsAction::List(args) => {
-                    let (at, options) = args.split();
-                    broker::cli::acls::acls_list(&at, &options)
-                }
-                AclsAction::Remove(args) => {
-                    let (at, options) = args.split();
-                    broker::cli::acls::acls_remove(&at, &options)
-                }
+                AclsAction::Add(args) => args
+                    .split()
+                    .and_then(|(at, options)| broker::cli::acls::acls_add(&at, &options)),
+                AclsAction::List(args) => args
+                    .split()
+                    .and_then(|(at, options)| broker::cli::acls::acls_list(&at, &options)),
+                AclsAction::Remove(args) => args
+                    .split()
+                    .and_then(|(at, options)| broker::cli::acls::acls_remove(&at, &options)),
             };
             string_result(result)
         }

@@ -4,8 +4,7 @@
 //! `/kafka-acl*` znodes in the coordinator (`--coordinator`, like kafka-acls.sh's
 //! `--authorizer-properties zookeeper.connect=...`; running brokers reload at once).
 
-use std::path::PathBuf;
-
+use super::store::{CoordinatorAccess, StoreAt};
 use crate::cluster::acl_znodes;
 use crate::cluster::users::ZnodeOptions;
 use crate::security::acl_store::{
@@ -15,12 +14,6 @@ use crate::security::authorizer::{
     operation, pattern_type, permission, resource_type, validate, AclBinding, AclFilter,
     CLUSTER_NAME, WILDCARD,
 };
-
-/// Where the ACLs are.
-pub enum AclStoreAt {
-    DataDir(PathBuf),
-    Coordinator(String),
-}
 
 /// The resource and principal options of one command, as kafka-acls.sh takes them.
 #[derive(Default)]
@@ -185,35 +178,25 @@ pub fn filters(options: &AclOptions, default_pattern: i8) -> Result<Vec<AclFilte
     Ok(out)
 }
 
-/// Runs `work` against the coordinator at `connect` on a one-off runtime.
-fn with_coordinator<T>(
-    connect: &str,
-    work: impl for<'c> FnOnce(
-        &'c zookeeper_client::Client,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<T, String>> + 'c>,
-    >,
-) -> Result<T, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    runtime.block_on(async {
-        // No digest: ACL znodes are open unless the brokers run with --coordinator-set-acl.
-        let options = ZnodeOptions::default();
-        let client = crate::cluster::agent::connect_to(connect, 10_000, None, &options).await?;
+/// Runs `work` against the coordinator, the ACL znodes' parents created first.
+fn with_coordinator<T, F, Fut>(access: &CoordinatorAccess, work: F) -> Result<T, String>
+where
+    F: FnOnce(zookeeper_client::Client, ZnodeOptions) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    access.run(|client, options| async move {
         for path in acl_znodes::PATHS {
             crate::cluster::agent::ensure_path(&client, path, &options).await?;
         }
-        work(&client).await
+        work(client, options).await
     })
 }
 
-fn load(at: &AclStoreAt) -> Result<Vec<AclBinding>, String> {
+fn load(at: &StoreAt) -> Result<Vec<AclBinding>, String> {
     match at {
-        AclStoreAt::DataDir(dir) => AclFile::load(dir),
-        AclStoreAt::Coordinator(connect) => {
-            with_coordinator(connect, |c| Box::pin(acl_znodes::load_all(c)))
+        StoreAt::DataDir(dir) => AclFile::load(dir),
+        StoreAt::Coordinator(access) => {
+            with_coordinator(access, |c, _| async move { acl_znodes::load_all(&c).await })
         }
     }
 }
@@ -242,10 +225,10 @@ fn print_by_resource<'a>(acls: impl IntoIterator<Item = &'a AclBinding>) {
     }
 }
 
-pub fn acls_add(at: &AclStoreAt, options: &AclOptions) -> Result<(), String> {
+pub fn acls_add(at: &StoreAt, options: &AclOptions) -> Result<(), String> {
     let new = bindings(options)?;
     match at {
-        AclStoreAt::DataDir(dir) => {
+        StoreAt::DataDir(dir) => {
             let mut acls = AclFile::load(dir)?;
             for acl in &new {
                 if !acls.contains(acl) {
@@ -254,10 +237,10 @@ pub fn acls_add(at: &AclStoreAt, options: &AclOptions) -> Result<(), String> {
             }
             AclFile::save(dir, &acls)?;
         }
-        AclStoreAt::Coordinator(connect) => {
+        StoreAt::Coordinator(access) => {
             let to_add = new.clone();
-            with_coordinator(connect, move |c| {
-                Box::pin(async move { acl_znodes::add(c, &ZnodeOptions::default(), &to_add).await })
+            with_coordinator(access, move |c, options| async move {
+                acl_znodes::add(&c, &options, &to_add).await
             })?;
         }
     }
@@ -266,20 +249,20 @@ pub fn acls_add(at: &AclStoreAt, options: &AclOptions) -> Result<(), String> {
     Ok(())
 }
 
-pub fn acls_list(at: &AclStoreAt, options: &AclOptions) -> Result<(), String> {
+pub fn acls_list(at: &StoreAt, options: &AclOptions) -> Result<(), String> {
     let filters = filters(options, pattern_type::ANY)?;
     let acls = load(at)?;
     print_by_resource(acls.iter().filter(|a| filters.iter().any(|f| f.matches(a))));
     Ok(())
 }
 
-pub fn acls_remove(at: &AclStoreAt, options: &AclOptions) -> Result<(), String> {
+pub fn acls_remove(at: &StoreAt, options: &AclOptions) -> Result<(), String> {
     if resources(options).is_empty() {
         return Err("name a resource: --topic, --group, --transactional-id or --cluster".into());
     }
     let filters = filters(options, pattern_type::LITERAL)?;
     let removed: Vec<AclBinding> = match at {
-        AclStoreAt::DataDir(dir) => {
+        StoreAt::DataDir(dir) => {
             let acls = AclFile::load(dir)?;
             let (gone, kept): (Vec<_>, Vec<_>) = acls
                 .into_iter()
@@ -287,12 +270,10 @@ pub fn acls_remove(at: &AclStoreAt, options: &AclOptions) -> Result<(), String> 
             AclFile::save(dir, &kept)?;
             gone
         }
-        AclStoreAt::Coordinator(connect) => {
+        StoreAt::Coordinator(access) => {
             let filters = filters.clone();
-            let per_filter = with_coordinator(connect, move |c| {
-                Box::pin(
-                    async move { acl_znodes::remove(c, &ZnodeOptions::default(), &filters).await },
-                )
+            let per_filter = with_coordinator(access, move |c, options| async move {
+                acl_znodes::remove(&c, &options, &filters).await
             })?;
             let mut all: Vec<AclBinding> = per_filter.into_iter().flatten().collect();
             all.sort();
@@ -334,7 +315,7 @@ mod tests {
             2
         );
         let dir = tempfile::tempdir().unwrap();
-        let at = AclStoreAt::DataDir(dir.path().to_owned());
+        let at = StoreAt::DataDir(dir.path().to_owned());
         acls_add(&at, &options).unwrap();
         assert_eq!(AclFile::load(dir.path()).unwrap().len(), 4);
         // Removing only bob's entries leaves alice's.

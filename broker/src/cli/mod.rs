@@ -12,6 +12,7 @@ pub mod groups;
 pub mod leaders;
 pub mod probe;
 pub mod service_unit;
+pub mod store;
 pub mod users;
 
 use std::collections::BTreeMap;

@@ -6,27 +6,12 @@
 //! password is read from a file (never from the command line, where `ps` shows it) and never
 //! stored or printed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::cluster::users::{self as coordinator_users, ZnodeOptions};
+use super::store::StoreAt;
+use crate::cluster::users as coordinator_users;
 use crate::security::credentials::{CredentialChange, CredentialStore, UserCredentials};
 use crate::security::scram::{Mechanism, ScramCredential, ITERATIONS_MAX, ITERATIONS_MIN};
-
-/// Where the users are kept.
-pub enum UserStore {
-    /// A single node's data directory.
-    DataDir(PathBuf),
-    /// A cluster's coordinator: Kafka's connect string, the digest (`user:password`) to
-    /// authenticate with, and whether new znodes get ACLs (Kafka's `zookeeper.set.acl`).
-    Coordinator {
-        connect: String,
-        digest: Option<String>,
-        set_acl: bool,
-    },
-}
-
-/// How long the command waits for the coordinator.
-const COORDINATOR_SESSION_TIMEOUT_MS: u64 = 10_000;
 
 /// The first line of `file` (a final newline or CR is not part of it); empty is an error.
 fn first_line(file: &Path, what: &str) -> Result<Vec<u8>, String> {
@@ -60,7 +45,7 @@ pub fn read_digest_file(file: &Path) -> Result<String, String> {
 /// Adds (or replaces) `user`'s credential for `mechanism` with the password in
 /// `password_file`.
 pub fn users_add(
-    store: &UserStore,
+    store: &StoreAt,
     user: &str,
     mechanism: &str,
     password_file: &Path,
@@ -76,10 +61,10 @@ pub fn users_add(
     let password = read_password_file(password_file)?;
     let credential = ScramCredential::new_random(mechanism, &password, iterations);
     match store {
-        UserStore::DataDir(dir) => CredentialStore::open(dir)?.upsert(user, credential)?,
-        UserStore::Coordinator { .. } => {
+        StoreAt::DataDir(dir) => CredentialStore::open(dir)?.upsert(user, credential)?,
+        StoreAt::Coordinator(access) => {
             let changes = [CredentialChange::Upsert(credential)];
-            in_coordinator(store, |client, options| async move {
+            access.run(|client, options| async move {
                 coordinator_users::alter_in_coordinator(&client, user, &changes, &options)
                     .await
                     .map(drop)
@@ -92,11 +77,11 @@ pub fn users_add(
 }
 
 /// Removes `user`'s credential for `mechanism`, or all of them.
-pub fn users_delete(store: &UserStore, user: &str, mechanism: Option<&str>) -> Result<(), String> {
+pub fn users_delete(store: &StoreAt, user: &str, mechanism: Option<&str>) -> Result<(), String> {
     let mechanism = mechanism.map(parse_mechanism).transpose()?;
     let removed = match store {
-        UserStore::DataDir(dir) => CredentialStore::open(dir)?.delete(user, mechanism)?,
-        UserStore::Coordinator { .. } => in_coordinator(store, |client, options| async move {
+        StoreAt::DataDir(dir) => CredentialStore::open(dir)?.delete(user, mechanism)?,
+        StoreAt::Coordinator(access) => access.run(|client, options| async move {
             let current = coordinator_users::read_user(&client, user).await?;
             let changes: Vec<CredentialChange> = current
                 .keys()
@@ -120,20 +105,19 @@ pub fn users_delete(store: &UserStore, user: &str, mechanism: Option<&str>) -> R
 }
 
 /// Prints `user mechanism iterations=N`, one line per credential.
-pub fn users_list(store: &UserStore) -> Result<(), String> {
+pub fn users_list(store: &StoreAt) -> Result<(), String> {
     let users: Vec<(String, UserCredentials)> = match store {
-        UserStore::DataDir(dir) => {
+        StoreAt::DataDir(dir) => {
             let snapshot = CredentialStore::open(dir)?.snapshot();
             snapshot
                 .users()
                 .map(|(u, c)| (u.to_owned(), c.clone()))
                 .collect()
         }
-        UserStore::Coordinator { .. } => in_coordinator(store, |client, _| async move {
-            coordinator_users::load_users(&client).await
-        })?
-        .into_iter()
-        .collect(),
+        StoreAt::Coordinator(access) => access
+            .run(|client, _| async move { coordinator_users::load_users(&client).await })?
+            .into_iter()
+            .collect(),
     };
     for (user, creds) in users {
         for c in creds.values() {
@@ -141,37 +125,6 @@ pub fn users_list(store: &UserStore) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Runs `work` with a coordinator session on a runtime of its own.
-fn in_coordinator<T, F, Fut>(store: &UserStore, work: F) -> Result<T, String>
-where
-    F: FnOnce(zookeeper_client::Client, ZnodeOptions) -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let UserStore::Coordinator {
-        connect,
-        digest,
-        set_acl,
-    } = store
-    else {
-        unreachable!("called for a coordinator store only");
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    let options = ZnodeOptions { secure: *set_acl };
-    runtime.block_on(async move {
-        let client = crate::cluster::agent::connect_to(
-            connect,
-            COORDINATOR_SESSION_TIMEOUT_MS,
-            digest.as_deref(),
-            &options,
-        )
-        .await?;
-        work(client, options).await
-    })
 }
 
 fn parse_mechanism(name: &str) -> Result<Mechanism, String> {
