@@ -4,6 +4,7 @@
 //! ZooKeeper), so it measures peers the same way it measures ours; the one exception is
 //! [`storage`], which drives the broker's storage engine directly to compare it with the disk.
 
+pub mod charts;
 pub mod consume;
 pub mod coordinator;
 pub mod coordinator_failover;

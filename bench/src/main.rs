@@ -41,6 +41,23 @@ enum Command {
     Storage(StorageArgs),
     /// This host's limits now: O_DIRECT write, fdatasync latency, loopback TCP, memcpy.
     Limits(LimitsArgs),
+    /// An HTML page with SVG charts of one or more runs' `--json` (or `--hgrm`) results:
+    /// throughput and p50/p99/p99.9 per second, the latency distribution, runs overlaid.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// The page to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// The page's heading.
+    #[arg(long, default_value = "bench report")]
+    title: String,
+    /// Results to draw: `--json` summaries and/or `.hgrm` distributions; each is labelled by
+    /// its file name.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -459,6 +476,18 @@ fn limits(args: LimitsArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn report_page(args: ReportArgs) -> Result<(), String> {
+    let runs = args
+        .runs
+        .iter()
+        .map(|path| bench::charts::load_run(path))
+        .collect::<Result<Vec<_>, String>>()?;
+    let page = bench::charts::render(&runs, &args.title);
+    std::fs::write(&args.out, page).map_err(|err| format!("{}: {err}", args.out.display()))?;
+    println!("wrote {} ({} runs)", args.out.display(), runs.len());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -476,6 +505,7 @@ fn main() -> ExitCode {
         Command::Storage(args) => storage(args),
         Command::Coordinator(args) => coordinator(args),
         Command::CoordinatorFailover(args) => coordinator_failover(args),
+        Command::Report(args) => report_page(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

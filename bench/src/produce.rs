@@ -19,7 +19,7 @@ use crate::kafka_client::{KafkaConnection, ProduceTransport};
 use crate::record_batch::{
     encode_with_codec, record_bytes, BatchWriter, Codec, BATCH_HEADER_BYTES,
 };
-use crate::report::{LatencyHistogram, RunCounts, Summary};
+use crate::report::{LatencyHistogram, RunCounts, Second, Summary};
 use crate::verify::{verify, VerifyReport};
 
 /// Everything `bench produce` was asked to do.
@@ -415,9 +415,7 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
         );
     }
 
-    if options.progress {
-        print_progress_until_done(&progress, &threads, started);
-    }
+    let timeline = sample_until_done(&progress, &threads, started, options.progress);
     let mut outcomes = Vec::new();
     for thread in threads {
         outcomes.push(
@@ -469,6 +467,10 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
         },
         &histogram,
     );
+    let summary = Summary {
+        timeline,
+        ..summary
+    };
     Ok(ProduceResult {
         summary,
         histogram,
@@ -478,13 +480,20 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
     })
 }
 
-fn print_progress_until_done<T>(
+/// Samples the shared counters once a second until every connection thread finished: what
+/// was acknowledged in each second and its latencies (the difference of the shared histogram
+/// since the last sample). Prints a line per second when `print`.
+fn sample_until_done<T>(
     progress: &Progress,
     threads: &[std::thread::JoinHandle<T>],
     started: Instant,
-) {
+    print: bool,
+) -> Vec<Second> {
+    let mut timeline = Vec::new();
     let mut last_msgs = 0;
     let mut last_bytes = 0;
+    let mut last_histogram = LatencyHistogram::default();
+    let mut last_at = started;
     let mut next = started + Duration::from_secs(1);
     while !threads.iter().all(|thread| thread.is_finished()) {
         let now = Instant::now();
@@ -495,29 +504,35 @@ fn print_progress_until_done<T>(
         next += Duration::from_secs(1);
         let msgs = progress.acked_msgs.load(Ordering::Relaxed);
         let bytes = progress.acked_bytes.load(Ordering::Relaxed);
-        let (p50, p99) = progress
-            .histogram
-            .lock()
-            .map(|h| {
-                if h.is_empty() {
-                    (0.0, 0.0)
-                } else {
-                    (h.quantile_ms(0.5), h.quantile_ms(0.99))
-                }
-            })
-            .unwrap_or((0.0, 0.0));
-        println!(
-            "{:>6.1} s  {:>10} msgs/s  {:>8.1} MB/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
-            started.elapsed().as_secs_f64(),
+        let Ok(histogram) = progress.histogram.lock().map(|h| h.clone()) else {
+            break;
+        };
+        let second = Second::new(
+            now.duration_since(started).as_secs_f64(),
+            now.duration_since(last_at).as_secs_f64(),
             msgs - last_msgs,
-            (bytes - last_bytes) as f64 / 1e6,
-            p50,
-            p99,
-            progress.errors.load(Ordering::Relaxed)
+            bytes - last_bytes,
+            &histogram.since(&last_histogram),
         );
+        if print {
+            println!(
+                "{:>6.1} s  {:>10.0} msgs/s  {:>8.1} MB/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  errors {}",
+                second.t_s,
+                second.msgs_per_s,
+                second.mb_per_s,
+                second.p50_ms,
+                second.p99_ms,
+                second.p99_9_ms,
+                progress.errors.load(Ordering::Relaxed)
+            );
+        }
+        timeline.push(second);
         last_msgs = msgs;
         last_bytes = bytes;
+        last_histogram = histogram;
+        last_at = now;
     }
+    timeline
 }
 
 /// Reads a `--verify` run back from the offsets the topic had before it (`start_offsets`) to

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Longest latency the histogram holds, microseconds (one hour); longer ones are clamped.
 const LATENCY_US_MAX: u64 = 3_600_000_000;
@@ -62,13 +62,46 @@ impl LatencyHistogram {
         self.histogram.reset();
     }
 
-    /// The latency at `quantile` (0..=1), milliseconds.
+    /// The latency at `quantile` (0..=1), milliseconds; 0 when nothing was recorded.
     pub fn quantile_ms(&self, quantile: f64) -> f64 {
+        if self.is_empty() {
+            return 0.0;
+        }
         self.histogram.value_at_quantile(quantile) as f64 / 1000.0
     }
 
+    /// The longest latency, milliseconds; 0 when nothing was recorded.
     pub fn max_ms(&self) -> f64 {
+        if self.is_empty() {
+            return 0.0;
+        }
         self.histogram.max() as f64 / 1000.0
+    }
+
+    /// What was recorded after `earlier`, a copy of this histogram taken before (the samples of
+    /// one interval of a run).
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        let mut interval = self.clone();
+        interval
+            .histogram
+            .subtract(&earlier.histogram)
+            .expect("an earlier copy holds a subset of the samples");
+        interval
+    }
+
+    /// The percentile distribution as HdrHistogram's plotter draws it: 5 steps per halving of
+    /// the distance to 100%.
+    pub fn distribution(&self) -> Vec<PercentilePoint> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        self.histogram
+            .iter_quantiles(5)
+            .map(|step| PercentilePoint {
+                percentile: step.quantile_iterated_to() * 100.0,
+                ms: step.value_iterated_to() as f64 / 1000.0,
+            })
+            .collect()
     }
 
     /// Samples at or above `latency_us`.
@@ -117,8 +150,52 @@ impl LatencyHistogram {
     }
 }
 
+/// One point of a latency distribution: `percentile` (0..=100) of the samples took at most
+/// `ms`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct PercentilePoint {
+    pub percentile: f64,
+    pub ms: f64,
+}
+
+/// One second of a run: what was acknowledged in it and the latencies of those messages.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Second {
+    /// End of the second, from the start of the run.
+    pub t_s: f64,
+    pub msgs_per_s: f64,
+    pub mb_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p99_9_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Second {
+    /// The second ending at `t_s` in which `msgs`/`bytes` were acknowledged over `span_s`
+    /// seconds with the latencies of `interval`.
+    pub fn new(
+        t_s: f64,
+        span_s: f64,
+        msgs: u64,
+        bytes: u64,
+        interval: &LatencyHistogram,
+    ) -> Second {
+        let span_s = span_s.max(1e-9);
+        Second {
+            t_s,
+            msgs_per_s: msgs as f64 / span_s,
+            mb_per_s: bytes as f64 / span_s / 1e6,
+            p50_ms: interval.quantile_ms(0.5),
+            p99_ms: interval.quantile_ms(0.99),
+            p99_9_ms: interval.quantile_ms(0.999),
+            max_ms: interval.max_ms(),
+        }
+    }
+}
+
 /// The result of one measured run, as printed and as written with `--json`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     /// What ran (`produce`, `consume`, `e2e`, `coordinator:create` ...).
     pub workload: String,
@@ -139,6 +216,12 @@ pub struct Summary {
     pub schedule_kept: bool,
     /// The intended rate, messages per second; absent when running flat out.
     pub target_msgs_per_s: Option<f64>,
+    /// Per second of the run (runs that sample it: `produce`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Second>,
+    /// The whole run's latency distribution (`bench report` draws it).
+    #[serde(default)]
+    pub distribution: Vec<PercentilePoint>,
 }
 
 /// The counts of a run, before percentiles are read from its histogram.
@@ -165,13 +248,6 @@ impl Summary {
             target_msgs_per_s,
         } = counts;
         let elapsed_s = elapsed.as_secs_f64().max(1e-9);
-        let quantile = |q| {
-            if histogram.is_empty() {
-                0.0
-            } else {
-                histogram.quantile_ms(q)
-            }
-        };
         Summary {
             workload: workload.to_string(),
             msgs,
@@ -179,19 +255,17 @@ impl Summary {
             elapsed_s,
             msgs_per_s: msgs as f64 / elapsed_s,
             mb_per_s: bytes as f64 / elapsed_s / 1e6,
-            p50_ms: quantile(0.5),
-            p90_ms: quantile(0.9),
-            p99_ms: quantile(0.99),
-            p99_9_ms: quantile(0.999),
-            p99_99_ms: quantile(0.9999),
-            max_ms: if histogram.is_empty() {
-                0.0
-            } else {
-                histogram.max_ms()
-            },
+            p50_ms: histogram.quantile_ms(0.5),
+            p90_ms: histogram.quantile_ms(0.9),
+            p99_ms: histogram.quantile_ms(0.99),
+            p99_9_ms: histogram.quantile_ms(0.999),
+            p99_99_ms: histogram.quantile_ms(0.9999),
+            max_ms: histogram.max_ms(),
             errors,
             schedule_kept,
             target_msgs_per_s,
+            timeline: Vec::new(),
+            distribution: histogram.distribution(),
         }
     }
 
