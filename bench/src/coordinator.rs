@@ -5,8 +5,8 @@
 //! Each client is a thread with its own session. Requests are pipelined up to `in_flight`
 //! (ZooKeeper answers a session's requests in order), so a request's latency is its answer
 //! time minus its send time; with `in_flight = 1` this is the synchronous latency a caller
-//! sees. The jute encoding here is the minimum the load needs: connect, create, setData,
-//! getData, ping, closeSession.
+//! sees. Frames are encoded and decoded with the coordinator's jute codec
+//! ([`coordinator::jute`]), the one implementation of ZooKeeper's wire format in this project.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -18,19 +18,19 @@ use serde::Serialize;
 
 use crate::report::{LatencyHistogram, RunCounts, Summary};
 
-pub const OP_CREATE: i32 = 1;
+use coordinator::jute::codes::{create_mode, err, op, perms, xid};
+use coordinator::jute::records::{
+    Acl, ConnectRequest, ConnectResponse, CreateRequest, ReplyHeader, Request, RequestHeader,
+};
+use coordinator::jute::{Reader, Writer};
+
+pub const OP_CREATE: i32 = op::CREATE;
 /// exists: the failover check reads back every acknowledged create with it.
-pub const OP_EXISTS: i32 = 3;
-const OP_GET_DATA: i32 = 4;
-const OP_SET_DATA: i32 = 5;
-const OP_PING: i32 = 11;
-const OP_CLOSE_SESSION: i32 = -11;
-const XID_PING: i32 = -2;
-const XID_WATCH_EVENT: i32 = -1;
+pub const OP_EXISTS: i32 = op::EXISTS;
 /// ZooKeeper's NODEEXISTS.
-pub const ERROR_NODE_EXISTS: i32 = -110;
+pub const ERROR_NODE_EXISTS: i32 = err::NODE_EXISTS;
 /// ZooKeeper's NONODE.
-pub const ERROR_NO_NODE: i32 = -101;
+pub const ERROR_NO_NODE: i32 = err::NO_NODE;
 /// Largest reply the client reads, bytes (ZooKeeper's jute.maxbuffer default + slack).
 const MAX_REPLY_BYTES: usize = (1 << 20) + 1024;
 
@@ -85,19 +85,6 @@ pub fn is_session_refused(err: &io::Error) -> bool {
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
-}
-
-fn put_i32(out: &mut Vec<u8>, value: i32) {
-    out.extend_from_slice(&value.to_be_bytes());
-}
-
-fn put_i64(out: &mut Vec<u8>, value: i64) {
-    out.extend_from_slice(&value.to_be_bytes());
-}
-
-fn put_buffer(out: &mut Vec<u8>, bytes: &[u8]) {
-    put_i32(out, bytes.len() as i32);
-    out.extend_from_slice(bytes);
 }
 
 /// One session on one server.
@@ -157,28 +144,23 @@ impl ZkClient {
             last_zxid_seen,
             last_sent: Instant::now(),
         };
-        let mut body = Vec::new();
-        put_i32(&mut body, 0); // protocolVersion
-        put_i64(&mut body, last_zxid_seen);
-        put_i32(&mut body, session_timeout_ms);
-        put_i64(&mut body, session_id);
-        put_buffer(&mut body, password);
-        body.push(0); // readOnly = false
-        client.write_frame(&body)?;
-        client.flush()?;
-        let reply = client.read_frame()?;
-        // protocolVersion, timeOut, sessionId, passwd (length-prefixed).
-        if reply.len() < 4 + 4 + 8 + 4 {
-            return Err(invalid(format!("{address}: short ConnectResponse")));
+        let mut body = Writer::new();
+        ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen,
+            timeout_ms: session_timeout_ms,
+            session_id,
+            passwd: password.to_vec(),
+            read_only: Some(false),
         }
-        client.negotiated_timeout_ms = i32::from_be_bytes(reply[4..8].try_into().expect("4"));
-        client.session_id = i64::from_be_bytes(reply[8..16].try_into().expect("8"));
-        let password_len = i32::from_be_bytes(reply[16..20].try_into().expect("4"));
-        client.password = usize::try_from(password_len)
-            .ok()
-            .and_then(|n| reply.get(20..20 + n))
-            .ok_or_else(|| invalid(format!("{address}: bad password in ConnectResponse")))?
-            .to_vec();
+        .encode(&mut body);
+        client.write_frame(&body.bytes)?;
+        client.flush()?;
+        let reply = ConnectResponse::decode(&client.read_frame()?)
+            .map_err(|e| invalid(format!("{address}: bad ConnectResponse: {e}")))?;
+        client.negotiated_timeout_ms = reply.timeout_ms;
+        client.session_id = reply.session_id;
+        client.password = reply.passwd;
         if client.negotiated_timeout_ms <= 0 {
             return Err(io::Error::other(SessionRefused(address.to_string())));
         }
@@ -189,9 +171,18 @@ impl ZkClient {
     }
 
     fn write_frame(&mut self, body: &[u8]) -> io::Result<()> {
-        put_i32(&mut self.send, body.len() as i32);
+        self.send
+            .extend_from_slice(&(body.len() as i32).to_be_bytes());
         self.send.extend_from_slice(body);
         Ok(())
+    }
+
+    /// Queues a request frame: header `(xid, op)` then `request`'s body.
+    fn write_request(&mut self, xid: i32, op: i32, request: &Request) -> io::Result<()> {
+        let mut body = Writer::new();
+        RequestHeader { xid, op }.encode(&mut body);
+        request.encode(&mut body);
+        self.write_frame(&body.bytes)
     }
 
     /// Sends the queued requests.
@@ -234,27 +225,28 @@ impl ZkClient {
     pub fn queue(&mut self, op: i32, path: &str, data: &[u8]) -> io::Result<i32> {
         let xid = self.next_xid;
         self.next_xid = self.next_xid.wrapping_add(1).max(1);
-        let mut body = Vec::with_capacity(64 + path.len() + data.len());
-        put_i32(&mut body, xid);
-        put_i32(&mut body, op);
-        put_buffer(&mut body, path.as_bytes());
-        match op {
-            OP_CREATE => {
-                put_buffer(&mut body, data);
-                put_i32(&mut body, 1); // one ACL: world:anyone, all permissions
-                put_i32(&mut body, 31);
-                put_buffer(&mut body, b"world");
-                put_buffer(&mut body, b"anyone");
-                put_i32(&mut body, 0); // persistent
-            }
-            OP_SET_DATA => {
-                put_buffer(&mut body, data);
-                put_i32(&mut body, -1);
-            }
-            OP_GET_DATA | OP_EXISTS => body.push(0), // no watch
+        let path = path.to_string();
+        let request = match op {
+            op::CREATE => Request::Create {
+                op,
+                request: CreateRequest {
+                    path,
+                    data: Some(data.to_vec()),
+                    acl: vec![Acl::world_anyone(perms::ALL)],
+                    flags: create_mode::PERSISTENT,
+                    ttl_ms: None,
+                },
+            },
+            op::SET_DATA => Request::SetData {
+                path,
+                data: Some(data.to_vec()),
+                version: -1,
+            },
+            op::GET_DATA => Request::GetData { path, watch: false },
+            op::EXISTS => Request::Exists { path, watch: false },
             _ => return Err(invalid(format!("op {op} is not used by the bench"))),
-        }
-        self.write_frame(&body)?;
+        };
+        self.write_request(xid, op, &request)?;
         Ok(xid)
     }
 
@@ -263,27 +255,20 @@ impl ZkClient {
     pub fn next_reply(&mut self) -> io::Result<(i32, i32)> {
         loop {
             let frame = self.read_frame()?;
-            if frame.len() < 16 {
-                return Err(invalid(format!("short reply of {} bytes", frame.len())));
-            }
-            let xid = i32::from_be_bytes(frame[0..4].try_into().expect("4"));
-            let zxid = i64::from_be_bytes(frame[4..12].try_into().expect("8"));
-            let err = i32::from_be_bytes(frame[12..16].try_into().expect("4"));
-            self.last_zxid_seen = self.last_zxid_seen.max(zxid);
-            if xid == XID_PING || xid == XID_WATCH_EVENT {
+            let header = ReplyHeader::decode(&mut Reader::new(&frame))
+                .map_err(|e| invalid(format!("bad reply header: {e}")))?;
+            self.last_zxid_seen = self.last_zxid_seen.max(header.zxid);
+            if header.xid == xid::PING || header.xid == xid::NOTIFICATION {
                 continue;
             }
-            return Ok((xid, err));
+            return Ok((header.xid, header.err));
         }
     }
 
     /// Sends a ping if the session has been quiet for a third of its timeout.
     fn keep_alive(&mut self) -> io::Result<()> {
         if self.last_sent.elapsed() > Duration::from_millis(self.negotiated_timeout_ms as u64 / 3) {
-            let mut body = Vec::new();
-            put_i32(&mut body, XID_PING);
-            put_i32(&mut body, OP_PING);
-            self.write_frame(&body)?;
+            self.write_request(xid::PING, op::PING, &Request::Ping)?;
             self.flush()?;
         }
         Ok(())
@@ -302,10 +287,7 @@ impl ZkClient {
 
     /// Closes the session (its ephemerals go).
     pub fn close(mut self) -> io::Result<()> {
-        let mut body = Vec::new();
-        put_i32(&mut body, self.next_xid);
-        put_i32(&mut body, OP_CLOSE_SESSION);
-        self.write_frame(&body)?;
+        self.write_request(self.next_xid, op::CLOSE_SESSION, &Request::CloseSession)?;
         self.flush()?;
         let _ = self.next_reply();
         Ok(())
@@ -385,8 +367,8 @@ pub fn run(options: &CoordinatorOptions) -> Result<CoordinatorResult, String> {
                     };
                     let op = match options.op {
                         CoordinatorOp::Create => OP_CREATE,
-                        CoordinatorOp::Set => OP_SET_DATA,
-                        CoordinatorOp::Get => OP_GET_DATA,
+                        CoordinatorOp::Set => op::SET_DATA,
+                        CoordinatorOp::Get => op::GET_DATA,
                     };
                     client.queue(op, &path, &data)?;
                     sent_at.push_back(Instant::now());
