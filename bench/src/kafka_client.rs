@@ -1,6 +1,7 @@
 //! A small blocking Kafka client for the bench: one TCP connection, API version negotiation,
 //! typed calls for the control APIs (through the kafka-protocol crate) and a pipelined produce
-//! [`Transport`](crate::engine::Transport) for the load itself.
+//! [`Transport`](crate::engine::Transport) for the load itself. Frames are encoded, sized and
+//! decoded by the broker's client core (`broker::cli::client`); this adds pipelining.
 //!
 //! It is deliberately not a general client: no retries, no metadata refresh, no consumer
 //! groups. It speaks to any Kafka-API broker, so peers are measured the same way as ours.
@@ -11,20 +12,19 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest, FetchRequest,
     FetchResponse, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, TopicName,
+    ProduceResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Request, StrBytes};
+
+use broker::cli::client;
 
 use crate::engine::{Ack, Clock, SystemClock, Transport};
-
-/// Largest response frame accepted, bytes.
-const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
@@ -105,22 +105,8 @@ impl KafkaConnection {
     fn encode_request<R: Request>(&mut self, request: &R, version: i16) -> io::Result<i32> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("bench")));
-        let header_version = R::header_version(version);
-        let start = self.send.len();
-        self.send.put_i32(0);
-        header
-            .encode(&mut self.send, header_version)
-            .map_err(|err| protocol_error("encode header", err))?;
-        request
-            .encode(&mut self.send, version)
+        client::encode_request_into(&mut self.send, request, version, correlation_id, "bench")
             .map_err(|err| protocol_error("encode request", err))?;
-        let length = (self.send.len() - start - 4) as i32;
-        self.send[start..start + 4].copy_from_slice(&length.to_be_bytes());
         Ok(correlation_id)
     }
 
@@ -134,36 +120,23 @@ impl KafkaConnection {
     pub fn call<R: Request>(&mut self, request: &R, version: i16) -> io::Result<R::Response> {
         let correlation_id = self.encode_request(request, version)?;
         self.flush()?;
-        let mut frame = loop {
+        let frame = loop {
             if let Some(frame) = self.take_frame()? {
                 break frame;
             }
             self.fill(None)?;
         };
-        self.decode_response::<R>(&mut frame, version, correlation_id)
+        self.decode_response::<R>(frame, version, correlation_id)
     }
 
     fn decode_response<R: Request>(
         &self,
-        frame: &mut Bytes,
+        frame: Bytes,
         version: i16,
         correlation_id: i32,
     ) -> io::Result<R::Response> {
-        // ApiVersions answers with header v0 whatever the request version.
-        let header_version = if R::KEY == ApiKey::ApiVersions as i16 {
-            0
-        } else {
-            <R::Response as HeaderVersion>::header_version(version)
-        };
-        let header = kafka_protocol::messages::ResponseHeader::decode(frame, header_version)
-            .map_err(|err| protocol_error("decode response header", err))?;
-        if header.correlation_id != correlation_id {
-            return Err(invalid(format!(
-                "{}: response for correlation id {} while waiting for {correlation_id}",
-                self.peer, header.correlation_id
-            )));
-        }
-        R::Response::decode(frame, version).map_err(|err| protocol_error("decode response", err))
+        client::decode_response::<R>(frame, version, correlation_id)
+            .map_err(|err| protocol_error(&self.peer, err))
     }
 
     /// Removes one complete frame from the receive buffer, if there is one.
@@ -171,20 +144,15 @@ impl KafkaConnection {
         if self.receive.len() < 4 {
             return Ok(None);
         }
-        let length = i32::from_be_bytes(self.receive[..4].try_into().expect("4 bytes"));
-        if length < 4 || length as usize > MAX_RESPONSE_BYTES {
-            return Err(invalid(format!(
-                "{}: bad response frame length {length}",
-                self.peer
-            )));
-        }
-        if self.receive.len() < 4 + length as usize {
-            self.receive
-                .reserve(4 + length as usize - self.receive.len());
+        let prefix: [u8; 4] = self.receive[..4].try_into().expect("4 bytes");
+        let length =
+            client::response_size(prefix).map_err(|err| protocol_error(&self.peer, err))?;
+        if self.receive.len() < 4 + length {
+            self.receive.reserve(4 + length - self.receive.len());
             return Ok(None);
         }
         self.receive.advance(4);
-        Ok(Some(self.receive.split_to(length as usize).freeze()))
+        Ok(Some(self.receive.split_to(length).freeze()))
     }
 
     /// Reads what the socket has; waits at most `timeout` (None: the socket's own timeout).
@@ -472,12 +440,12 @@ impl Transport for ProduceTransport<'_> {
 
     fn poll_acks(&mut self, deadline: Duration, acks: &mut Vec<Ack>) -> io::Result<()> {
         loop {
-            while let Some(mut frame) = self.connection.take_frame()? {
+            while let Some(frame) = self.connection.take_frame()? {
                 let correlation_id = self.outstanding.pop_front().ok_or_else(|| {
                     invalid(format!("{}: unexpected response", self.connection.peer))
                 })?;
                 let response: ProduceResponse = self.connection.decode_response::<ProduceRequest>(
-                    &mut frame,
+                    frame,
                     self.version,
                     correlation_id,
                 )?;

@@ -1,8 +1,9 @@
 //! A small blocking Kafka client for the operator commands and tests: one TCP connection,
 //! one request at a time, messages encoded and decoded with `kafka-protocol`. The framing
-//! functions ([`encode_request`], [`decode_response`], [`response_size`], and
-//! [`round_trip`] over an async stream) are shared with the brokers' replica fetchers and
-//! their inter-broker SASL step, which send the same frames over glommio sockets.
+//! functions ([`encode_request`], [`encode_request_into`], [`decode_response`],
+//! [`response_size`], and [`round_trip`] over an async stream) are the one Kafka client core:
+//! the brokers' replica fetchers and their inter-broker SASL step send the same frames over
+//! glommio sockets, and the bench's pipelined connection (`bench::kafka_client`) queues them.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -98,6 +99,19 @@ pub fn encode_request<R: Request>(
     correlation_id: i32,
     client_id: &'static str,
 ) -> Result<BytesMut, ClientError> {
+    let mut buf = BytesMut::new();
+    encode_request_into(&mut buf, request, version, correlation_id, client_id)?;
+    Ok(buf)
+}
+
+/// Appends one request frame to `buf` (a pipelining client queues several before a write).
+pub fn encode_request_into<R: Request>(
+    buf: &mut BytesMut,
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &'static str,
+) -> Result<(), ClientError> {
     let api_key = ApiKey::try_from(R::KEY)
         .map_err(|_| ClientError::Protocol(format!("unknown api key {}", R::KEY)))?;
     let header = RequestHeader::default()
@@ -105,17 +119,17 @@ pub fn encode_request<R: Request>(
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_static_str(client_id)));
-    let mut buf = BytesMut::new();
+    let start = buf.len();
     buf.put_i32(0);
     header
-        .encode(&mut buf, api_key.request_header_version(version))
+        .encode(buf, api_key.request_header_version(version))
         .map_err(|err| ClientError::Protocol(err.to_string()))?;
     request
-        .encode(&mut buf, version)
+        .encode(buf, version)
         .map_err(|err| ClientError::Protocol(err.to_string()))?;
-    let size = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(buf)
+    let size = (buf.len() - start - 4) as i32;
+    buf[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    Ok(())
 }
 
 /// Decodes a response frame (size prefix removed) to request `R` of `version`, checking it
@@ -127,7 +141,14 @@ pub fn decode_response<R: Request>(
 ) -> Result<R::Response, ClientError> {
     let api_key = ApiKey::try_from(R::KEY)
         .map_err(|_| ClientError::Protocol(format!("unknown api key {}", R::KEY)))?;
-    let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
+    // ApiVersions is answered with header v0 whatever the request version (KIP-511), so a
+    // client can read the answer of a version the broker does not know.
+    let header_version = if api_key == ApiKey::ApiVersions {
+        0
+    } else {
+        api_key.response_header_version(version)
+    };
+    let header = ResponseHeader::decode(&mut frame, header_version)
         .map_err(|err| ClientError::Protocol(err.to_string()))?;
     if header.correlation_id != correlation_id {
         return Err(ClientError::Protocol(format!(
