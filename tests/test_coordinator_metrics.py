@@ -4,7 +4,9 @@ keys) sees what a kazoo client did: every server's `commit_count_total` and `zno
 grow by exactly the creates and sets sent (instant queries at two times), PromQL's
 `increase()` over the load matches it within 10% (extrapolation only), the reads and writes
 show up in `readlatency`/`updatelatency` of the server the client used, and the role gauges
-name exactly one leader with two synced followers. How: start the binaries and Prometheus on
+name exactly one leader with two synced followers; that a follower wiped and restarted gets
+a SNAP the leader counts (`snap_count_total`) and both sides log with its size; and that the
+documented alert rules pass `promtool check rules`. How: start the binaries and Prometheus on
 free loopback ports in temp dirs, drive a known load, query Prometheus's HTTP API; everything
 is stopped at the end, also on failure."""
 
@@ -163,6 +165,61 @@ def test_prometheus_sees_the_load_and_one_leader(tmp_path):
             zk.close()
         ens.stop()
 
+
+def metrics_lines(i, ports):
+    return (
+        f"metricsProvider.className={PROVIDER}\n"
+        "metricsProvider.httpHost=127.0.0.1\n"
+        f"metricsProvider.httpPort={ports[i]}\n"
+    )
+
+
+def test_snap_transfer_is_counted_and_logged_with_its_size(tmp_path):
+    """A small snapCount makes the leader snapshot and drop its old log; a wiped follower
+    then needs a SNAP, here of more than 4 MiB (60 znodes of 100 KB), the size from which
+    transfers are logged with their progress."""
+    ports = [free_port() for _ in range(3)]
+    ens = Ensemble(tmp_path, extra="snapCount=20\n", server_extra=lambda i: metrics_lines(i, ports))
+    zk = None
+    try:
+        zk = KazooClient(hosts=ens.hosts(), timeout=10)
+        zk.start(timeout=15)
+        zk.ensure_path("/big")
+        for i in range(60):
+            zk.create(f"/big/n{i}", b"z" * 100_000)
+        leader = ens.leader()
+        assert leader is not None
+        eventually(lambda: assert_at_least(scrape(ports[leader]), "snapshottime_count", 1), 30,
+                   "the leader to write a snapshot")
+        snaps_before = scrape(ports[leader])["snap_count_total"]
+        follower = next(i for i in ens.running() if i != leader)
+        ens.kill9(follower)
+        shutil.rmtree(ens.data_dir(follower))
+        zk.create("/big/after-wipe", b"")
+        ens.start(follower)
+        ens.wait_serving()
+        assert ens.leader() == leader
+        after = scrape(ports[leader])
+        assert after["snap_count_total"] == snaps_before + 1, after
+        followed = scrape(ports[follower])
+        assert followed["zab_syncs_received_total"] == 1, followed
+        assert followed["znode_count"] == after["znode_count"], (followed, after)
+        logs = [(tmp_path / f"server{i + 1}" / "coordinator.log").read_text() for i in range(3)]
+        sent = re.findall(rf"sent (\d+) bytes to server {follower + 1} in", logs[leader])
+        assert sent and int(sent[-1]) >= 4 << 20, logs[leader][-3000:]
+        assert "snapshot received; installing it" in logs[follower], logs[follower][-3000:]
+    except BaseException:
+        print(ens.log_tails())
+        raise
+    finally:
+        if zk is not None:
+            zk.stop()
+            zk.close()
+        ens.stop()
+
+
+def assert_at_least(samples, key, least):
+    assert samples.get(key, 0) >= least, samples.get(key)
 
 def test_documented_alert_rules_pass_promtool(tmp_path):
     """The alert rules docs/operations-coordinator.md gives are valid Prometheus rules."""
