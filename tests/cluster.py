@@ -76,11 +76,12 @@ class Ensemble:
 
     flavour = "ours"
 
-    def __init__(self, tmp, n=3, extra="", tick_ms=200, secure=False):
+    def __init__(self, tmp, n=3, extra="", tick_ms=200, secure=False, server_extra=None):
         """`secure`: each server also gets its own `secureClientPort` (the `ssl.*` keys go
-        in `extra`)."""
+        in `extra`). `server_extra(i)`: zoo.cfg lines for server i alone (its own ports)."""
         self.dir = Path(tmp)
         self.extra = extra
+        self.server_extra = server_extra or (lambda i: "")
         self.tick_ms = tick_ms
         self.client_ports = [free_port() for _ in range(n)]
         self.secure_ports = [free_port() for _ in range(n)] if secure else None
@@ -113,7 +114,7 @@ class Ensemble:
             f"dataDir={self.data_dir(i)}\n"
             f"clientPort={self.client_ports[i]}\n"
             "clientPortAddress=127.0.0.1\n"
-            "4lw.commands.whitelist=*\n" + servers + self.extra
+            "4lw.commands.whitelist=*\n" + servers + self.extra + self.server_extra(i)
             + (
                 f"secureClientPort={self.secure_ports[i]}\nsecureClientPortAddress=127.0.0.1\n"
                 if self.secure_ports

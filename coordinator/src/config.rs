@@ -110,11 +110,37 @@ pub struct ZooConfig {
     /// `zookeeper.X509AuthenticationProvider.superUser`; both spellings accepted): the
     /// client certificate subject (RFC 2253 form) that holds `super:` on the secure port.
     pub x509_super_user: Option<String>,
+    /// The Prometheus endpoint (`metricsProvider.className` naming ZooKeeper's
+    /// `PrometheusMetricsProvider`, with `metricsProvider.httpHost/httpPort/exportJvmInfo`).
+    /// Default none: metrics only through the `mntr` four-letter word.
+    pub metrics: Option<MetricsSettings>,
     /// The `server.N` lines.
     pub servers: BTreeMap<u64, PeerAddress>,
     /// From `dataDir/myid`, when servers are listed.
     pub my_id: Option<u64>,
 }
+
+/// Where and what the Prometheus endpoint serves (`metricsProvider.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// `metricsProvider.httpHost`: an address or host name to bind. Default `0.0.0.0`, as
+    /// ZooKeeper.
+    pub http_host: String,
+    /// `metricsProvider.httpPort`. Default 7000, as ZooKeeper; 0 binds any free port.
+    pub http_port: u16,
+    /// `metricsProvider.exportJvmInfo`: ZooKeeper adds the JVM's and the process's standard
+    /// metrics; there is no JVM here, so `true` (the default) adds the process's
+    /// (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...) and `false` leaves
+    /// them out.
+    pub export_process_metrics: bool,
+}
+
+/// `metricsProvider.className` of ZooKeeper's Prometheus provider: serves `/metrics`.
+pub const PROMETHEUS_PROVIDER: &str =
+    "org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider";
+/// ZooKeeper's default provider: metrics only through `mntr` (what this server does without
+/// the Prometheus provider).
+pub const DEFAULT_PROVIDER: &str = "org.apache.zookeeper.metrics.impl.DefaultMetricsProvider";
 
 /// `ssl.clientAuth`: whether the secure port asks clients for a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +203,6 @@ const ACCEPTED_UNUSED: &[&str] = &[
     "leaderServes",
     "cnxTimeout",
     "syncEnabled",
-    "metricsProvider.className",
     "audit.enable",
     // ZooKeeper needs Netty for its secure port; this server serves TLS either way.
     "serverCnxnFactory",
@@ -221,6 +246,8 @@ impl ZooConfig {
         let mut secure_client_port = None;
         let mut secure_client_port_address: IpAddr = IpAddr::from([0, 0, 0, 0]);
         let mut x509_super_user = None;
+        // `metricsProvider.*` values with their lines, checked together once the file is read.
+        let mut metrics_keys: BTreeMap<&'static str, (String, usize)> = BTreeMap::new();
         // `ssl.*` values with their lines, checked together once the file is read.
         let mut ssl: BTreeMap<&'static str, (String, usize)> = BTreeMap::new();
 
@@ -342,6 +369,21 @@ impl ZooConfig {
                         return Err(bad("given twice".into()));
                     }
                 }
+                _ if key.starts_with("metricsProvider.") => {
+                    let Some(known) = METRICS_KEYS.iter().find(|k| **k == key) else {
+                        return Err(bad(format!(
+                            "not offered by this server's Prometheus endpoint (no HTTPS, no \
+                             worker pool, histograms instead of rotating summaries); supported: {}",
+                            METRICS_KEYS.join(", ")
+                        )));
+                    };
+                    if metrics_keys
+                        .insert(known, (value.to_owned(), line))
+                        .is_some()
+                    {
+                        return Err(bad("given twice".into()));
+                    }
+                }
                 _ if key.starts_with("authProvider.") => {
                     if !AUTH_PROVIDERS.contains(&value) {
                         return Err(bad(format!(
@@ -433,6 +475,7 @@ impl ZooConfig {
                 None
             }
         };
+        let metrics = metrics_settings(&file, &metrics_keys)?;
         Ok(ZooConfig {
             source: file,
             tick_ms,
@@ -458,6 +501,7 @@ impl ZooConfig {
             secure_client_port_address,
             tls,
             x509_super_user,
+            metrics,
             servers,
             my_id: None,
         })
@@ -532,6 +576,17 @@ impl ZooConfig {
             "maxSessionTimeout={}\n",
             self.max_session_timeout_ms
         ));
+        if let Some(m) = &self.metrics {
+            out.push_str(&format!(
+                "metricsProvider.className={PROMETHEUS_PROVIDER}\n"
+            ));
+            out.push_str(&format!("metricsProvider.httpHost={}\n", m.http_host));
+            out.push_str(&format!("metricsProvider.httpPort={}\n", m.http_port));
+            out.push_str(&format!(
+                "metricsProvider.exportJvmInfo={}\n",
+                m.export_process_metrics
+            ));
+        }
         out.push_str(&format!("serverId={}\n", self.my_id.unwrap_or(0)));
         out.push_str(&format!("initLimit={}\n", self.init_limit_ticks));
         out.push_str(&format!("syncLimit={}\n", self.sync_limit_ticks));
@@ -566,6 +621,87 @@ const SSL_KEYS: &[&str] = &[
     "ssl.protocol",
     "ssl.enabledProtocols",
 ];
+
+/// The `metricsProvider.*` keys understood; any other is refused rather than ignored.
+const METRICS_KEYS: &[&str] = &[
+    "metricsProvider.className",
+    "metricsProvider.httpHost",
+    "metricsProvider.httpPort",
+    "metricsProvider.exportJvmInfo",
+];
+
+/// Checks the `metricsProvider.*` values: the Prometheus provider gives the endpoint's
+/// settings; ZooKeeper's default provider (or no className) gives none, and then the other
+/// keys, which would have no effect, are refused.
+fn metrics_settings(
+    file: &Path,
+    keys: &BTreeMap<&'static str, (String, usize)>,
+) -> Result<Option<MetricsSettings>, ConfigError> {
+    let bad = |key: &str, reason: String| ConfigError::Invalid {
+        file: file.to_owned(),
+        line: keys.get(key).map_or(0, |(_, l)| *l),
+        key: key.to_owned(),
+        reason,
+    };
+    let value = |key: &str| keys.get(key).map(|(v, _)| v.as_str());
+    match value("metricsProvider.className") {
+        Some(PROMETHEUS_PROVIDER) => {}
+        class @ (None | Some(DEFAULT_PROVIDER)) => {
+            if let Some(key) = keys.keys().find(|k| **k != "metricsProvider.className") {
+                return Err(bad(
+                    key,
+                    format!(
+                        "has no effect without metricsProvider.className={PROMETHEUS_PROVIDER}{}",
+                        if class.is_some() {
+                            " (the default provider serves no HTTP endpoint)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            return Ok(None);
+        }
+        Some(other) => {
+            return Err(bad(
+                "metricsProvider.className",
+                format!(
+                    "`{other}` is not offered; use {PROMETHEUS_PROVIDER} (a /metrics endpoint) or \
+                     {DEFAULT_PROVIDER} (mntr only)"
+                ),
+            ))
+        }
+    }
+    let http_host = match value("metricsProvider.httpHost") {
+        None => "0.0.0.0".to_owned(),
+        Some("") => return Err(bad("metricsProvider.httpHost", "empty host".into())),
+        Some(h) => h.to_owned(),
+    };
+    let http_port = match value("metricsProvider.httpPort") {
+        None => 7000,
+        Some(p) => p.parse::<u16>().map_err(|_| {
+            bad(
+                "metricsProvider.httpPort",
+                format!("expected a port in 0..=65535, got `{p}`"),
+            )
+        })?,
+    };
+    let export_process_metrics = match value("metricsProvider.exportJvmInfo") {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(v) => {
+            return Err(bad(
+                "metricsProvider.exportJvmInfo",
+                format!("expected true or false, got `{v}`"),
+            ))
+        }
+    };
+    Ok(Some(MetricsSettings {
+        http_host,
+        http_port,
+        export_process_metrics,
+    }))
+}
 
 /// `authProvider.N` values accepted: the providers this server has built in (digest and ip
 /// always; x509 on the secure port).
@@ -887,6 +1023,65 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ssl.keyStore.location"), "{e}");
+    }
+
+    #[test]
+    fn metrics_provider_keys_are_honoured_or_refused() {
+        assert_eq!(parse("dataDir=/d\n").unwrap().metrics, None);
+        let c = parse(&format!(
+            "dataDir=/d\nmetricsProvider.className={PROMETHEUS_PROVIDER}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.metrics,
+            Some(MetricsSettings {
+                http_host: "0.0.0.0".into(),
+                http_port: 7000,
+                export_process_metrics: true
+            })
+        );
+        let c = parse(&format!(
+            "dataDir=/d\nmetricsProvider.className={PROMETHEUS_PROVIDER}\n\
+             metricsProvider.httpHost=127.0.0.1\nmetricsProvider.httpPort=0\n\
+             metricsProvider.exportJvmInfo=false\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.metrics,
+            Some(MetricsSettings {
+                http_host: "127.0.0.1".into(),
+                http_port: 0,
+                export_process_metrics: false
+            })
+        );
+        assert_eq!(
+            parse(&format!(
+                "dataDir=/d\nmetricsProvider.className={DEFAULT_PROVIDER}\n"
+            ))
+            .unwrap()
+            .metrics,
+            None
+        );
+        let prom = format!("dataDir=/d\nmetricsProvider.className={PROMETHEUS_PROVIDER}\n");
+        for (text, key) in [
+            ("dataDir=/d\nmetricsProvider.httpPort=7001\n".to_string(), "metricsProvider.httpPort"),
+            (
+                format!("dataDir=/d\nmetricsProvider.className={DEFAULT_PROVIDER}\nmetricsProvider.exportJvmInfo=false\n"),
+                "metricsProvider.exportJvmInfo",
+            ),
+            (
+                "dataDir=/d\nmetricsProvider.className=com.example.Provider\n".into(),
+                "metricsProvider.className",
+            ),
+            (format!("{prom}metricsProvider.httpPort=70000\n"), "metricsProvider.httpPort"),
+            (format!("{prom}metricsProvider.exportJvmInfo=yes\n"), "metricsProvider.exportJvmInfo"),
+            (format!("{prom}metricsProvider.httpsPort=7443\n"), "metricsProvider.httpsPort"),
+            (format!("{prom}metricsProvider.numWorkerThreads=1\n"), "metricsProvider.numWorkerThreads"),
+            (format!("{prom}metricsProvider.httpHost=\n"), "metricsProvider.httpHost"),
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{PeerRole, ZooConfig};
 use crate::data_tree::DataTree;
+use crate::metrics::RoleHistory;
 use crate::request_processor::{Now, RequestProcessor};
 use crate::zab::peer_auth::QuorumSecret;
 use crate::zab::{
@@ -47,6 +48,8 @@ pub struct EnsembleState {
     pub serving: AtomicBool,
     /// One of the `MODE_*` values.
     pub mode: AtomicU8,
+    /// Election and synchronization times, for `/metrics`.
+    pub roles: RoleHistory,
 }
 
 impl EnsembleState {
@@ -75,9 +78,52 @@ struct ProcessorApp {
     wake: Sender<()>,
     state: Arc<EnsembleState>,
     last_status: Option<Status>,
+    /// Since when this server looks for a leader (election time).
+    looking_since: Option<Instant>,
+    /// Since when this follower synchronizes with its leader (follower sync time).
+    syncing_since: Option<Instant>,
 }
 
 impl ProcessorApp {
+    /// Times elections and synchronizations from the role changes ZAB reports.
+    fn record_role_change(&mut self, status: Status) {
+        let roles = &self.state.roles;
+        let now = Instant::now();
+        match status.role {
+            Role::Looking => {
+                if self.looking_since.is_none() {
+                    self.looking_since = Some(now);
+                    roles.looking_count.fetch_add(1, Ordering::Relaxed);
+                }
+                self.syncing_since = None;
+            }
+            Role::Following | Role::Leading => {
+                if let Some(since) = self.looking_since.take() {
+                    roles.election_ms.observe(now.duration_since(since));
+                    if status.role == Role::Following {
+                        self.syncing_since = Some(now);
+                    }
+                }
+                if status.serving {
+                    if let Some(since) = self.syncing_since.take() {
+                        roles.follower_sync_ms.observe(now.duration_since(since));
+                    }
+                }
+            }
+        }
+        let leading = status.role == Role::Leading && status.serving;
+        let was_leading = self
+            .last_status
+            .is_some_and(|s| s.role == Role::Leading && s.serving);
+        if leading && !was_leading {
+            roles
+                .leading_since_unix_ms
+                .store(crate::metrics::unix_ms().max(1), Ordering::Relaxed);
+        } else if !leading {
+            roles.leading_since_unix_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
     fn poke(&self) {
         // A full slot already means "look again"; one poke is as good as many.
         let _ = self.wake.try_send(());
@@ -133,6 +179,7 @@ impl Application for ProcessorApp {
     }
 
     fn status_changed(&mut self, status: Status) {
+        self.record_role_change(status);
         let now = now_since(self.started);
         let was_serving = self.last_status.is_some_and(|s| s.serving);
         let lost_leader = was_serving
@@ -232,6 +279,8 @@ impl Ensemble {
             wake: wake.clone(),
             state: state.clone(),
             last_status: None,
+            looking_since: None,
+            syncing_since: None,
         };
         let node =
             Arc::new(ZabNode::start(cfg, app).map_err(|e: ZabError| format!("ZAB peer: {e}"))?);
@@ -262,6 +311,11 @@ impl Ensemble {
     /// This server's myid.
     pub fn id(&self) -> u64 {
         self.node.id()
+    }
+
+    /// The ZAB node (status and counters for `/metrics`).
+    pub fn node(&self) -> Arc<ZabNode> {
+        self.node.clone()
     }
 
     /// Stops the forwarder and the ZAB node.

@@ -104,7 +104,8 @@ pub fn answer(word: &str, p: &RequestProcessor, cfg: &ZooConfig, mode: &str) -> 
     }
 }
 
-fn fd_counts() -> (u64, u64) {
+/// Open file descriptors of this process and its limit (`mntr`, `/metrics`).
+pub fn fd_counts() -> (u64, u64) {
     let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -11,7 +11,7 @@
 //! [`session`] and [`watch`] (liveness and notifications), [`request_processor`] (the
 //! sans-IO server core), [`txn_log`] and [`snapshot`] (durability), [`replicator`] (the seam
 //! to ZAB), [`ensemble`] (the processor as ZAB's application), [`zab`] (the replication protocol between servers), [`four_letter`]
-//! (ruok/srvr/stat/mntr), [`server`] (the IO shell), [`tls`] (the secure client port).
+//! (ruok/srvr/stat/mntr), [`metrics`] (the Prometheus endpoint), [`server`] (the IO shell), [`tls`] (the secure client port).
 
 pub mod acl;
 pub mod config;
@@ -20,6 +20,7 @@ pub mod ensemble;
 pub mod four_letter;
 pub mod hostile_client;
 pub mod jute;
+pub mod metrics;
 pub mod pending_changes;
 pub mod replicator;
 pub mod request_processor;

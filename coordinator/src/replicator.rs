@@ -8,10 +8,13 @@
 //! also delivers the commits of proposals made by other servers.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::metrics::Histogram;
 use crate::txn_log::TxnLogWriter;
 
 /// A transaction that is durable and ordered: apply it.
@@ -58,12 +61,13 @@ impl LocalLog {
         sync: bool,
         queue_capacity: usize,
         committed: Sender<Committed>,
+        fsync_ms: Arc<Histogram>,
     ) -> std::io::Result<Self> {
         let mut writer = TxnLogWriter::open(dir, next_zxid, 64 << 20)?;
         let (tx, rx) = crossbeam_channel::bounded(queue_capacity.max(1));
         let thread = std::thread::Builder::new()
             .name("txn-log".into())
-            .spawn(move || run_log(&mut writer, rx, committed, sync))?;
+            .spawn(move || run_log(&mut writer, rx, committed, sync, &fsync_ms))?;
         Ok(LocalLog {
             tx: Some(tx),
             thread: Some(thread),
@@ -76,6 +80,7 @@ fn run_log(
     rx: Receiver<LogCommand>,
     committed: Sender<Committed>,
     sync: bool,
+    fsync_ms: &Histogram,
 ) {
     let mut batch: Vec<(i64, Vec<u8>)> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -95,9 +100,13 @@ fn run_log(
                 None
             };
         }
-        let result = writer
-            .flush(sync)
-            .and_then(|_| if roll { writer.roll() } else { Ok(()) });
+        let flush_started = Instant::now();
+        let result = writer.flush(sync);
+        if sync && !batch.is_empty() {
+            // Write + fdatasync of the group, ZooKeeper's `fsynctime`.
+            fsync_ms.observe(flush_started.elapsed());
+        }
+        let result = result.and_then(|_| if roll { writer.roll() } else { Ok(()) });
         if let Err(e) = result {
             // Acknowledging without durability would lie to clients; ZooKeeper exits too.
             tracing::error!("transaction log {}: {e}; stopping", writer.path().display());

@@ -37,6 +37,7 @@ use crate::jute::records::{
     RequestHeader, SetWatches, WatcherEvent,
 };
 use crate::jute::{Reader, Writer};
+use crate::metrics::Histogram;
 use crate::pending_changes::{PendingChanges, WriteRequest};
 use crate::session::{
     expiry_interval_ms, negotiate_timeout_ms, SessionIdGenerator, SessionTracker,
@@ -136,7 +137,11 @@ enum Queued {
     Answered { frame: Vec<u8> },
     /// A read (or control request) waiting for earlier writes of the connection, or for
     /// its client to read earlier answers.
-    Read { xid: i32, request: Request },
+    Read {
+        xid: i32,
+        request: Request,
+        received_ms: u64,
+    },
     /// An error answer that must keep its place in the connection's order; `close` ends
     /// the connection after it (an expired session).
     Fail { xid: i32, err: i32, close: bool },
@@ -173,7 +178,7 @@ impl Conn {
     }
 }
 
-/// Counters for the four-letter words.
+/// Counters for the four-letter words and `/metrics`.
 #[derive(Debug, Default, Clone)]
 pub struct ServerStats {
     pub packets_received: u64,
@@ -182,6 +187,13 @@ pub struct ServerStats {
     pub latency_max_ms: u64,
     pub latency_total_ms: u64,
     pub latency_count: u64,
+    /// Reads answered (pings excluded), from arrival to answer (ZooKeeper's `readlatency`).
+    pub read_latency: Histogram,
+    /// Writes of this server's clients, from arrival to answer after commit (ZooKeeper's
+    /// `updatelatency`).
+    pub update_latency: Histogram,
+    /// Transactions committed and applied.
+    pub commits: u64,
 }
 
 impl ServerStats {
@@ -222,6 +234,9 @@ pub struct RequestProcessor {
     touched: BTreeSet<i64>,
     applied_since_snapshot: u64,
     stats: ServerStats,
+    /// The latest monotonic time given to a call (what a read answered from `written`,
+    /// which carries no time, is measured against).
+    clock_ms: u64,
     out: Vec<Effect>,
 }
 
@@ -257,6 +272,7 @@ impl RequestProcessor {
             touched: BTreeSet::new(),
             applied_since_snapshot: 0,
             stats: ServerStats::default(),
+            clock_ms: now.mono_ms,
             out: Vec::new(),
         }
     }
@@ -583,6 +599,7 @@ impl RequestProcessor {
 
     /// The first frame of a connection.
     pub fn connect(&mut self, conn: ConnId, body: &[u8], now: Now) {
+        self.clock_ms = self.clock_ms.max(now.mono_ms);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -683,6 +700,7 @@ impl RequestProcessor {
 
     /// A request frame (header + body) on an established connection.
     pub fn request(&mut self, conn: ConnId, frame_body: &[u8], now: Now) {
+        self.clock_ms = self.clock_ms.max(now.mono_ms);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -780,7 +798,7 @@ impl RequestProcessor {
                 );
             }
             Request::Auth { scheme, auth, .. } => self.add_auth(conn, header.xid, &scheme, &auth),
-            other => self.queue_read(conn, header.xid, other),
+            other => self.queue_read(conn, header.xid, other, now),
         }
     }
 
@@ -857,9 +875,13 @@ impl RequestProcessor {
         }
     }
 
-    fn queue_read(&mut self, conn: ConnId, xid: i32, request: Request) {
+    fn queue_read(&mut self, conn: ConnId, xid: i32, request: Request, now: Now) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.queue.push_back(Queued::Read { xid, request });
+            c.queue.push_back(Queued::Read {
+                xid,
+                request,
+                received_ms: now.mono_ms,
+            });
         }
         self.drain(conn);
     }
@@ -879,7 +901,19 @@ impl RequestProcessor {
                 Some(Queued::Write { .. }) | None => return,
             }
             match c.queue.pop_front() {
-                Some(Queued::Read { xid, request }) => self.answer_read(conn, xid, request),
+                Some(Queued::Read {
+                    xid,
+                    request,
+                    received_ms,
+                }) => {
+                    let ping = matches!(request, Request::Ping);
+                    self.answer_read(conn, xid, request);
+                    if !ping {
+                        self.stats
+                            .read_latency
+                            .observe_ms(self.clock_ms.saturating_sub(received_ms));
+                    }
+                }
                 Some(Queued::Answered { frame }) => self.send(conn, frame),
                 Some(Queued::Fail { xid, err, close }) => {
                     self.reply(conn, xid, err, |_| {});
@@ -1229,6 +1263,7 @@ impl RequestProcessor {
     /// A transaction was committed (by the local log or by ZAB), in zxid order: apply it,
     /// notify watchers, answer the client that asked (if connected here).
     pub fn commit(&mut self, zxid: i64, payload: &[u8], now: Now) {
+        self.clock_ms = self.clock_ms.max(now.mono_ms);
         let txn = match Txn::decode(payload) {
             Ok(t) => t,
             Err(e) => {
@@ -1244,6 +1279,7 @@ impl RequestProcessor {
         }
         let mut triggers = Vec::new();
         let result = self.tree.apply(zxid, &txn, &mut triggers);
+        self.stats.commits += 1;
         self.pending.applied(zxid);
         self.last_proposed_zxid = self.last_proposed_zxid.max(zxid);
         let mut events = Vec::new();
@@ -1353,14 +1389,16 @@ impl RequestProcessor {
             _ => write_reply(xid, zxid, result),
         };
         c.queue[at] = Queued::Answered { frame: f };
-        self.stats
-            .record_latency(now.mono_ms.saturating_sub(received_ms));
+        let ms = now.mono_ms.saturating_sub(received_ms);
+        self.stats.record_latency(ms);
+        self.stats.update_latency.observe_ms(ms);
         self.drain(conn);
     }
 
     /// Periodic work: the proposer expires sessions whose clients went quiet (each becomes
     /// a close-session transaction); an ensemble follower reports its clients' activity.
     pub fn tick(&mut self, now: Now) {
+        self.clock_ms = self.clock_ms.max(now.mono_ms);
         if self.cfg.ensemble && !self.is_leader {
             if !self.touched.is_empty() {
                 let session_ids = std::mem::take(&mut self.touched).into_iter().collect();

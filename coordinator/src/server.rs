@@ -50,6 +50,7 @@ use crate::config::ZooConfig;
 use crate::data_tree::{DataTree, TreeImage};
 use crate::ensemble::{lock, Ensemble, SharedProcessor};
 use crate::four_letter;
+use crate::metrics::{Histogram, MetricsBackend, MetricsEndpoint, MetricsSource, StandaloneStats};
 use crate::replicator::{Committed, LocalLog, Replicator};
 use crate::request_processor::{Effect, Now, ProcessorConfig, RequestProcessor};
 use crate::session;
@@ -94,6 +95,8 @@ pub enum StartError {
     Ensemble(String),
     #[error("secure client port: {0}")]
     Tls(#[from] TlsError),
+    #[error("Prometheus endpoint: {0}")]
+    Metrics(#[from] crate::metrics::EndpointError),
 }
 
 enum CoreEvent {
@@ -186,6 +189,7 @@ impl ReadGate {
 pub struct ServerHandle {
     addr: SocketAddr,
     secure_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     events: Sender<CoreEvent>,
     core: Option<JoinHandle<()>>,
@@ -200,6 +204,11 @@ impl ServerHandle {
     /// The secure (TLS) client port's address, when zoo.cfg sets `secureClientPort`.
     pub fn secure_addr(&self) -> Option<SocketAddr> {
         self.secure_addr
+    }
+
+    /// The Prometheus endpoint's address, when zoo.cfg names the Prometheus metrics provider.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops accepting, closes every connection, flushes the log and joins the threads.
@@ -283,12 +292,14 @@ pub fn start(opts: ServerOptions) -> Result<ServerHandle, StartError> {
     let listener = bind(&zoo)?;
     let (commit_tx, commit_rx) = crossbeam_channel::unbounded();
     let log_dir = crate::txn_log::log_dir(&zoo.data_log_dir);
+    let stats = Arc::new(StandaloneStats::default());
     let log = LocalLog::start(
         &log_dir,
         next_zxid,
         opts.sync_log,
         zoo.global_outstanding_limit as usize * 4,
         commit_tx,
+        stats.fsync_ms.clone(),
     )
     .map_err(io_err(format!(
         "open transaction log in {}",
@@ -302,7 +313,7 @@ pub fn start(opts: ServerOptions) -> Result<ServerHandle, StartError> {
         wall_ms: wall_ms(),
     };
     let processor = Arc::new(Mutex::new(RequestProcessor::new(pcfg, recovered.tree, now)));
-    let backend = Backend::Local(Box::new(log));
+    let backend = Backend::Local(Box::new(log), stats);
     // Nothing but the core thread changes a standalone processor: no wake-ups. (A channel
     // whose sender is dropped would not do: a disconnected receiver is always ready, and
     // the core loop would spin.)
@@ -384,6 +395,30 @@ fn serve(
         Some((l, _)) => Some(l.local_addr().map_err(io_err("local_addr"))?),
         None => None,
     };
+    let metrics = match &zoo.metrics {
+        Some(settings) => {
+            let source = MetricsSource {
+                processor: processor.clone(),
+                backend: match &backend {
+                    Backend::Local(_, stats) => MetricsBackend::Standalone(stats.clone()),
+                    Backend::Zab(e) => MetricsBackend::Ensemble {
+                        node: e.node(),
+                        state: e.state.clone(),
+                        voters: zoo.servers.len(),
+                    },
+                },
+                started,
+                export_process_metrics: settings.export_process_metrics,
+            };
+            Some(MetricsEndpoint::start(settings, source)?)
+        }
+        None => None,
+    };
+    let metrics_addr = metrics.as_ref().map(MetricsEndpoint::local_addr);
+    let snapshot_ms = match &backend {
+        Backend::Local(_, stats) => stats.snapshot_ms.clone(),
+        Backend::Zab(_) => Arc::default(),
+    };
     let (event_tx, event_rx) = crossbeam_channel::bounded(4096);
     // Unbounded, and always taken by the core: a writer must never wait on the core (the
     // core may be waiting for commits), and each report stands for bytes already written.
@@ -402,7 +437,8 @@ fn serve(
                     zoo,
                     started,
                     connection_queue_frames,
-                    snapshots: SnapshotWriter::new(),
+                    snapshots: SnapshotWriter::new(snapshot_ms),
+                    metrics,
                 }
                 .run(event_rx, commit_rx, wake_rx, written_rx)
             })
@@ -449,6 +485,7 @@ fn serve(
     Ok(ServerHandle {
         addr,
         secure_addr,
+        metrics_addr,
         stop,
         events: event_tx,
         core: Some(core),
@@ -810,9 +847,9 @@ impl ConnHandle {
     }
 }
 
-/// Where state changes go: the local log, or the ZAB ensemble.
+/// Where state changes go: the local log (with its timings), or the ZAB ensemble.
 enum Backend {
-    Local(Box<dyn Replicator>),
+    Local(Box<dyn Replicator>, Arc<StandaloneStats>),
     Zab(Ensemble),
 }
 
@@ -824,6 +861,8 @@ struct Core {
     started: Instant,
     connection_queue_frames: usize,
     snapshots: SnapshotWriter,
+    /// The Prometheus endpoint; stopped before the ensemble (it holds the ZAB node).
+    metrics: Option<MetricsEndpoint>,
 }
 
 impl Core {
@@ -912,6 +951,9 @@ impl Core {
             c.abort();
         }
         self.snapshots.finish();
+        if let Some(m) = self.metrics.take() {
+            m.stop();
+        }
         if let Backend::Zab(ensemble) = self.backend {
             ensemble.shutdown();
         }
@@ -954,7 +996,7 @@ impl Core {
             }
             CoreEvent::FourLetter { conn, word } => {
                 let mode = match &self.backend {
-                    Backend::Local(_) => "standalone",
+                    Backend::Local(..) => "standalone",
                     Backend::Zab(e) => e.state.mode_name(),
                 };
                 let text = four_letter::answer(word, &lock(&self.processor), &self.zoo, mode);
@@ -1019,7 +1061,7 @@ impl Core {
                     }
                 }
                 Effect::Propose { zxid, payload } => match &mut self.backend {
-                    Backend::Local(r) => r.propose(zxid, payload)?,
+                    Backend::Local(r, _) => r.propose(zxid, payload)?,
                     Backend::Zab(_) => {
                         tracing::error!("proposal from an ensemble processor dropped");
                     }
@@ -1030,12 +1072,12 @@ impl Core {
                             return Err(crate::replicator::ReplicatorStopped);
                         }
                     }
-                    Backend::Local(_) => {
+                    Backend::Local(..) => {
                         tracing::error!("forward effect from a standalone processor dropped");
                     }
                 },
                 Effect::Snapshot { zxid, image } => {
-                    let Backend::Local(replicator) = &mut self.backend else {
+                    let Backend::Local(replicator, _) = &mut self.backend else {
                         // ZAB snapshots on its own.
                         continue;
                     };
@@ -1058,11 +1100,16 @@ impl Core {
 /// Writes snapshots on their own thread, one at a time.
 struct SnapshotWriter {
     running: Option<JoinHandle<()>>,
+    /// Time to write each snapshot.
+    snapshot_ms: Arc<Histogram>,
 }
 
 impl SnapshotWriter {
-    fn new() -> Self {
-        SnapshotWriter { running: None }
+    fn new(snapshot_ms: Arc<Histogram>) -> Self {
+        SnapshotWriter {
+            running: None,
+            snapshot_ms,
+        }
     }
 
     /// Starts writing unless a snapshot is still being written (then this one is skipped:
@@ -1082,9 +1129,14 @@ impl SnapshotWriter {
         if let Some(t) = self.running.take() {
             let _ = t.join();
         }
-        let spawned =
-            std::thread::Builder::new().name("snapshot".into()).spawn(
-                move || match write_snapshot(&snap_dir, zxid, &image.serialize()) {
+        let snapshot_ms = self.snapshot_ms.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let written = write_snapshot(&snap_dir, zxid, &image.serialize());
+                snapshot_ms.observe(started.elapsed());
+                match written {
                     Ok(path) => {
                         tracing::info!("snapshot written: {}", path.display());
                         if let Err(e) = purge(&snap_dir, &log_dir, keep) {
@@ -1092,8 +1144,8 @@ impl SnapshotWriter {
                         }
                     }
                     Err(e) => tracing::error!("snapshot {zxid:#x} in {}: {e}", snap_dir.display()),
-                },
-            );
+                }
+            });
         match spawned {
             Ok(t) => {
                 self.running = Some(t);

@@ -91,6 +91,17 @@ pub fn read_frame(
     buf: &mut AlignedVec<16>,
     max_frame_bytes: usize,
 ) -> Result<Message, FrameError> {
+    read_frame_with_progress(r, buf, max_frame_bytes, |_, _| {})
+}
+
+/// [`read_frame`], calling `progress(bytes received, frame bytes)` after each piece of the
+/// frame arrived (a SNAP frame is as large as a whole snapshot).
+pub fn read_frame_with_progress(
+    r: &mut impl Read,
+    buf: &mut AlignedVec<16>,
+    max_frame_bytes: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Message, FrameError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_be_bytes(len) as usize;
@@ -108,6 +119,7 @@ pub fn read_frame(
         let chunk = (len - start).min(READ_CHUNK_BYTES);
         buf.resize(start + chunk, 0);
         r.read_exact(&mut buf.as_mut_slice()[start..])?;
+        progress(buf.len(), len);
     }
     rkyv::from_bytes::<Message, rancor::Error>(buf).map_err(|e| FrameError::Invalid(e.to_string()))
 }

@@ -28,6 +28,7 @@ use super::storage::{Storage, StoragePaths};
 use super::transport::{EventSink, Link, NetEvent, Transport, TransportConfig};
 use super::txn_log::StorageError;
 use super::zxid::{ServerId, Zxid};
+use crate::metrics::Histogram;
 
 const EVENTS_PER_BATCH: usize = 512;
 
@@ -168,6 +169,24 @@ pub struct NodeStats {
     /// SNAPs not sent as a leader because the named snapshot file was gone, damaged or too
     /// large for a frame (the learner's connection was dropped instead).
     pub snapshots_unsendable: AtomicU64,
+    /// DIFF synchronizations sent as a leader.
+    pub diffs_sent: AtomicU64,
+    /// TRUNC synchronizations sent as a leader.
+    pub truncs_sent: AtomicU64,
+    /// SNAP synchronizations sent as a leader.
+    pub snaps_sent: AtomicU64,
+    /// Transactions proposed as the leader.
+    pub proposals: AtomicU64,
+    /// On the leader: followers connected, and those synchronized and receiving proposals
+    /// (0 on other servers).
+    pub learners: AtomicU64,
+    pub synced_followers: AtomicU64,
+    /// Bytes of the log segments on disk (after the last sync).
+    pub log_bytes: AtomicU64,
+    /// Duration of each log fdatasync (one per batch).
+    pub fsync_ms: Histogram,
+    /// Duration of each snapshot written (serialize, write, fsync).
+    pub snapshot_ms: Histogram,
 }
 
 struct Shared {
@@ -528,8 +547,14 @@ impl<A: Application> Driver<A> {
                 return End::Failed(e.to_string());
             }
             if self.storage.has_unsynced() {
+                let sync_started = Instant::now();
                 match self.storage.sync() {
                     Ok(z) => {
+                        self.shared.stats.fsync_ms.observe(sync_started.elapsed());
+                        self.shared
+                            .stats
+                            .log_bytes
+                            .store(self.storage.log_bytes(), Ordering::Relaxed);
                         self.shared.stats.log_syncs.fetch_add(1, Ordering::Relaxed);
                         self.peer.log_synced(z);
                     }
@@ -607,7 +632,11 @@ impl<A: Application> Driver<A> {
             reply,
         } = ev
         {
-            match self.peer.propose(payload) {
+            let proposed = self.peer.propose(payload);
+            if proposed.is_ok() {
+                self.shared.stats.proposals.fetch_add(1, Ordering::Relaxed);
+            }
+            match proposed {
                 Ok(z) if wait_commit => self.waiters.entry(z).or_default().push(reply),
                 Ok(z) => {
                     let _ = reply.send(Ok(z));
@@ -636,6 +665,17 @@ impl<A: Application> Driver<A> {
             Event::Net(NetEvent::Inbound { peer, conn, msg }) => {
                 if self.links.get(&peer).is_none_or(|(c, _)| *c != conn) {
                     return Ok(());
+                }
+                if let Message::Sync {
+                    kind: SyncKind::Snap { zxid, data },
+                } = &msg
+                {
+                    tracing::info!(
+                        leader = peer,
+                        zxid = format_args!("{zxid:#x}"),
+                        bytes = data.len(),
+                        "snapshot received; installing it"
+                    );
                 }
                 if let Message::Sync { kind } = &msg {
                     let counter = match kind {
@@ -785,6 +825,21 @@ impl<A: Application> Driver<A> {
         if let Some(h) = out.hard_state {
             self.storage.write_hard_state(&h)?;
         }
+        for (_, msg) in &out.messages {
+            if let Message::Sync { kind } = msg {
+                let counter = match kind {
+                    SyncKind::Diff => &self.shared.stats.diffs_sent,
+                    SyncKind::Trunc { .. } => &self.shared.stats.truncs_sent,
+                    // Built by the shell from `snapshot_sends`, counted there.
+                    SyncKind::Snap { .. } => continue,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.shared
+            .stats
+            .snaps_sent
+            .fetch_add(out.snapshot_sends.len() as u64, Ordering::Relaxed);
         let mut snapshot_sends = out.snapshot_sends.into_iter().peekable();
         for (i, (to, msg)) in out.messages.into_iter().enumerate() {
             while let Some(s) = snapshot_sends.next_if(|s| s.before_message <= i) {
@@ -825,11 +880,15 @@ impl<A: Application> Driver<A> {
             let zxid = self.shared.applied.load(Ordering::SeqCst);
             let source = self.app.snapshot_source();
             let dir = self.storage.snapshot_dir().to_path_buf();
+            let shared = self.shared.clone();
             let handle = thread::Builder::new()
                 .name("zab-snapshot".into())
                 .spawn(move || {
+                    let started = Instant::now();
                     let data = source();
-                    write_snapshot(&dir, zxid, &data).map(|_| ())
+                    let written = write_snapshot(&dir, zxid, &data).map(|_| ());
+                    shared.stats.snapshot_ms.observe(started.elapsed());
+                    written
                 })
                 .map_err(|e| StorageError::Io {
                     path: self.storage.snapshot_dir().to_path_buf(),
@@ -840,11 +899,25 @@ impl<A: Application> Driver<A> {
         }
         for f in out.forwarded {
             if let Some(payload) = self.app.forwarded(f) {
-                if let Err(e) = self.peer.propose(payload) {
-                    tracing::debug!(error = %e, "dropping a forwarded write: not the leader");
+                match self.peer.propose(payload) {
+                    Ok(_) => {
+                        self.shared.stats.proposals.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "dropping a forwarded write: not the leader")
+                    }
                 }
             }
         }
+        let (learners, synced) = self.peer.learner_counts().unwrap_or((0, 0));
+        self.shared
+            .stats
+            .learners
+            .store(learners as u64, Ordering::Relaxed);
+        self.shared
+            .stats
+            .synced_followers
+            .store(synced as u64, Ordering::Relaxed);
         if let Some(st) = out.status {
             tracing::info!(role = ?st.role, leader = ?st.leader, epoch = st.epoch, serving = st.serving, "status");
             if let Ok(mut g) = self.shared.status.lock() {

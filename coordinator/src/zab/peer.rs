@@ -374,6 +374,18 @@ impl Peer {
         }
     }
 
+    /// On a leader: (learners connected, learners synchronized and in broadcast); None on
+    /// a server that does not lead.
+    pub fn learner_counts(&self) -> Option<(usize, usize)> {
+        match &self.role {
+            RoleState::Leading(l) => Some((
+                l.learners.len(),
+                l.learners.values().filter(|x| x.uptodate_sent).count(),
+            )),
+            _ => None,
+        }
+    }
+
     /// The epoch files' content.
     pub fn hard_state(&self) -> HardState {
         self.hard

@@ -60,6 +60,11 @@ impl Storage {
         self.log.append(txn)
     }
 
+    /// Bytes of the log segment files (what is written to them so far).
+    pub fn log_bytes(&self) -> u64 {
+        self.log.bytes()
+    }
+
     /// One write + fdatasync for everything appended since the last call.
     pub fn sync(&mut self) -> Result<Zxid, StorageError> {
         self.log.sync()

@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
 
-use super::frame::{read_frame, read_handshake, write_handshake};
+use super::frame::{read_frame_with_progress, read_handshake, write_handshake};
 use super::message::Message;
 use super::peer_auth::{prove_as_acceptor, prove_as_dialer, QuorumSecret};
 use super::zxid::ServerId;
@@ -325,7 +325,7 @@ fn run_connection(
     tracing::debug!(peer, conn, "peer connected");
     let _ = thread::Builder::new()
         .name(format!("zab-write-{peer}"))
-        .spawn(move || write_loop(for_writer, rx));
+        .spawn(move || write_loop(peer, for_writer, rx));
     let max = cfg.max_frame_bytes;
     let sink = sink.clone();
     thread::Builder::new()
@@ -334,10 +334,52 @@ fn run_connection(
         .ok()
 }
 
-fn write_loop(stream: TcpStream, rx: Receiver<Vec<u8>>) {
+/// Frames at least this large (in practice SNAPs: proposal batches stay under 1 MiB) are
+/// written and read in pieces with a progress line per second.
+pub const TRANSFER_LOGGED_BYTES: usize = 4 << 20;
+/// The piece written at once from a large frame.
+const WRITE_PIECE_BYTES: usize = 1 << 20;
+
+/// Progress of one large transfer: a log line at most once per second.
+#[derive(Debug)]
+pub struct TransferProgress {
+    total: usize,
+    started: Instant,
+    next_line: Instant,
+}
+
+impl TransferProgress {
+    pub fn new(total: usize, now: Instant) -> TransferProgress {
+        TransferProgress {
+            total,
+            started: now,
+            next_line: now + Duration::from_secs(1),
+        }
+    }
+
+    /// The line to log now that `done` bytes went, if a second passed since the last one.
+    pub fn advance(&mut self, done: usize, now: Instant) -> Option<String> {
+        if now < self.next_line || done >= self.total {
+            return None;
+        }
+        self.next_line = now + Duration::from_secs(1);
+        let seconds = now.duration_since(self.started).as_secs_f64();
+        Some(format!(
+            "{done} of {} bytes ({:.0}%) after {seconds:.1} s",
+            self.total,
+            done as f64 * 100.0 / self.total.max(1) as f64
+        ))
+    }
+}
+
+fn write_loop(peer: ServerId, stream: TcpStream, rx: Receiver<Vec<u8>>) {
     let mut w = BufWriter::with_capacity(64 * 1024, &stream);
     while let Ok(frame) = rx.recv() {
-        let mut ok = w.write_all(&frame).is_ok();
+        let mut ok = if frame.len() >= TRANSFER_LOGGED_BYTES {
+            write_logged(peer, &mut w, &frame)
+        } else {
+            w.write_all(&frame).is_ok()
+        };
         // Batch whatever else is queued into the same flush.
         while ok {
             match rx.try_recv() {
@@ -351,6 +393,28 @@ fn write_loop(stream: TcpStream, rx: Receiver<Vec<u8>>) {
     }
     // The node dropped the link or the socket failed: end the connection either way.
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Writes a large frame in pieces, logging progress once per second.
+fn write_logged(peer: ServerId, w: &mut impl Write, frame: &[u8]) -> bool {
+    let mut progress = TransferProgress::new(frame.len(), Instant::now());
+    let mut done = 0;
+    for piece in frame.chunks(WRITE_PIECE_BYTES) {
+        if w.write_all(piece).is_err() {
+            return false;
+        }
+        done += piece.len();
+        if let Some(line) = progress.advance(done, Instant::now()) {
+            tracing::info!(peer, "sending to server {peer}: {line}");
+        }
+    }
+    let seconds = progress.started.elapsed().as_secs_f64();
+    tracing::info!(
+        peer,
+        "sent {} bytes to server {peer} in {seconds:.1} s",
+        frame.len()
+    );
+    true
 }
 
 /// A read buffer grown past this (by a SNAP frame, as large as a whole snapshot) is let go
@@ -367,7 +431,18 @@ fn read_loop(
     let mut r = std::io::BufReader::with_capacity(64 * 1024, &stream);
     let mut buf: AlignedVec<16> = AlignedVec::new();
     let reason = loop {
-        match read_frame(&mut r, &mut buf, max_frame_bytes) {
+        let mut progress: Option<TransferProgress> = None;
+        let logged = |received: usize, total: usize| {
+            if total < TRANSFER_LOGGED_BYTES {
+                return;
+            }
+            let now = Instant::now();
+            let p = progress.get_or_insert_with(|| TransferProgress::new(total, now));
+            if let Some(line) = p.advance(received, now) {
+                tracing::info!(peer, "receiving from server {peer}: {line}");
+            }
+        };
+        match read_frame_with_progress(&mut r, &mut buf, max_frame_bytes, logged) {
             Ok(msg) => {
                 if buf.capacity() > READ_BUF_KEPT_BYTES {
                     buf = AlignedVec::new();
@@ -381,4 +456,30 @@ fn read_loop(
     };
     let _ = stream.shutdown(Shutdown::Both);
     sink(NetEvent::Closed { peer, conn, reason });
+}
+
+#[cfg(test)]
+mod tests {
+    //! Proves a large transfer's progress is logged at most once per second, with bytes
+    //! done of the total, and not for the last piece (the completion line covers it).
+    use super::*;
+
+    #[test]
+    fn progress_lines_come_once_per_second() {
+        let t0 = Instant::now();
+        let mut p = TransferProgress::new(10 << 20, t0);
+        assert_eq!(p.advance(1 << 20, t0 + Duration::from_millis(500)), None);
+        let line = p
+            .advance(2 << 20, t0 + Duration::from_millis(1000))
+            .unwrap();
+        assert!(
+            line.starts_with("2097152 of 10485760 bytes (20%)"),
+            "{line}"
+        );
+        assert_eq!(p.advance(3 << 20, t0 + Duration::from_millis(1500)), None);
+        assert!(p
+            .advance(4 << 20, t0 + Duration::from_millis(2000))
+            .is_some());
+        assert_eq!(p.advance(10 << 20, t0 + Duration::from_millis(9000)), None);
+    }
 }

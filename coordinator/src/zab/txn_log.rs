@@ -274,6 +274,11 @@ impl TxnLog {
         self.synced_zxid
     }
 
+    /// Bytes written to the segment files (buffered entries not included).
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.segments.len()

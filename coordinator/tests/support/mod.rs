@@ -45,6 +45,14 @@ impl Server {
         self.handle.as_ref().unwrap().local_addr().to_string()
     }
 
+    /// The Prometheus endpoint, when the zoo.cfg lines name the Prometheus provider.
+    pub fn metrics_addr(&self) -> String {
+        let h = self.handle.as_ref().unwrap();
+        h.metrics_addr()
+            .expect("no Prometheus endpoint")
+            .to_string()
+    }
+
     /// The secure (TLS) client port, when the zoo.cfg lines set `secureClientPort`.
     pub fn secure_addr(&self) -> String {
         let h = self.handle.as_ref().unwrap();
