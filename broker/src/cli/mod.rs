@@ -3,13 +3,15 @@
 //! of a running broker. They use only the public protocol, so they work against any
 //! Kafka-API broker. `users add|delete|list` ([`users`]) edits a stopped single node's SCRAM
 //! credentials in its data directory instead; `tuning probe` ([`probe`]) measures the host
-//! and writes a tuning profile.
+//! and writes a tuning profile. `records delete` ([`records`]) moves a partition's log start
+//! offset (DeleteRecords).
 
 pub mod acls;
 pub mod client;
 pub mod groups;
 pub mod leaders;
 pub mod probe;
+pub mod records;
 pub mod users;
 
 use std::collections::BTreeMap;

@@ -358,10 +358,12 @@ impl Shard {
                     } else {
                         let whole = whole_batches(answer.records.unwrap_or_default());
                         let high_watermark = answer.high_watermark;
+                        let leader_log_start = answer.log_start_offset;
                         glommio::spawn_local(async move {
                             shard
                                 .append_as_follower(&replica, &whole, high_watermark)
-                                .await
+                                .await?;
+                            shard.follow_log_start(&replica, leader_log_start).await
                         })
                         .detach()
                     };
