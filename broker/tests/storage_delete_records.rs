@@ -105,3 +105,28 @@ fn retention_deletes_segments_below_the_start_of_a_compacted_log() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_log_restarted_past_its_end_starts_and_ends_there() {
+    let dir = support::scratch_dir();
+    let path = dir.path().to_path_buf();
+    support::run(move || async move {
+        let log = PartitionLog::open(&path, config()).await.unwrap();
+        fill(&log, &[1, 2, 3, 4, 5]).await;
+        assert_eq!(log.log_end_offset(), 5);
+        let log = log.restarted_at(40).await.unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (40, 40));
+        assert_eq!(log.segment_base_offsets(), vec![40]);
+        // A follower's append of the leader's batch at 40 continues the log there.
+        let mut batch = support::encode_batch(&[vec![7u8; 100]], 6, Compression::None);
+        batch[..8].copy_from_slice(&40i64.to_be_bytes());
+        log.append_replica(&batch).await.unwrap();
+        assert_eq!(log.log_end_offset(), 41);
+        drop(log); // a crash
+        let log = PartitionLog::open(&path, config()).await.unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (40, 41));
+        let read = log.read(40, 1 << 20, None).await.unwrap();
+        assert_eq!(read.first_batch_offset, Some(40));
+        log.close().await.unwrap();
+    });
+}

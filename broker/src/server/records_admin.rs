@@ -231,6 +231,39 @@ impl Shard {
         Ok(())
     }
 
+    /// A follower whose next offset is below its leader's log start (the leader answered
+    /// OFFSET_OUT_OF_RANGE: DeleteRecords or retention moved its start past this log's end)
+    /// empties its log to start there and fetches on from it, as Kafka's followers do
+    /// (`truncateFullyAndStartAt`); its epoch cache starts over with the batches it fetches.
+    pub async fn restart_follower_at(
+        &self,
+        replica: &crate::server::replication::Replica,
+        leader_log_start: i64,
+    ) -> Result<(), String> {
+        let tp = &replica.tp;
+        let Some(log) = self.partitions.get(&tp.topic, tp.partition) else {
+            return Ok(());
+        };
+        let before = log.log_end_offset();
+        if leader_log_start <= before {
+            return Ok(());
+        }
+        let log = Rc::new(
+            log.restarted_at(leader_log_start)
+                .await
+                .map_err(|err| format!("starting the log over at {leader_log_start}: {err}"))?,
+        );
+        self.partitions
+            .replace(&tp.topic, tp.partition, log.clone());
+        replica.cache.borrow_mut().truncate_from_end(i64::MIN);
+        replica.save_cache(&log);
+        tracing::warn!(
+            "{tp}: the leader's log starts at {leader_log_start}, past this log's end \
+             {before}; the log starts over there"
+        );
+        Ok(())
+    }
+
     /// DeleteRecords of a partition this shard owns: the bound is the high watermark (a
     /// cluster leader's replicated one, a single node's promised end).
     pub async fn delete_records_local(
