@@ -1,6 +1,7 @@
 //! DeleteRecords, DescribeProducers, OffsetDelete and ListOffsets MAX_TIMESTAMP on the wire,
 //! in-process with `--authorizer` (every client is `User:ANONYMOUS`): each answers Kafka's
-//! authorization errors for what the ACLs refuse and works for what they allow; a Fetch below
+//! authorization errors for what the ACLs refuse and works for what they allow (records of
+//! `__consumer_offsets` are never deleted: INVALID_TOPIC_EXCEPTION); a Fetch below
 //! the moved log start is OFFSET_OUT_OF_RANGE with the new start in the answer; ListOffsets
 //! -3 before v7 is UNSUPPORTED_VERSION. Two shards, so requests are forwarded between them.
 
@@ -30,6 +31,7 @@ use broker::security::authorizer::{
 use broker::security::client::ANONYMOUS;
 
 const OFFSET_OUT_OF_RANGE: i16 = 1;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 const GROUP_AUTHORIZATION_FAILED: i16 = 30;
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -113,6 +115,11 @@ fn admin_record_apis_follow_the_acls_and_kafkas_rules() {
             grant(resource_type::TOPIC, "open", operation::READ),
             grant(resource_type::TOPIC, "closed", operation::WRITE),
             grant(resource_type::GROUP, "g", operation::READ),
+            grant(
+                resource_type::TOPIC,
+                "__consumer_offsets",
+                operation::DELETE,
+            ),
         ],
     )
     .unwrap();
@@ -141,6 +148,10 @@ fn admin_record_apis_follow_the_acls_and_kafkas_rules() {
     assert_eq!(
         delete_records(&mut client, "open", 5).0,
         OFFSET_OUT_OF_RANGE
+    );
+    assert_eq!(
+        delete_records(&mut client, "__consumer_offsets", 0).0,
+        INVALID_TOPIC_EXCEPTION
     );
     assert_eq!(fetch(&mut client, "open", 1), (OFFSET_OUT_OF_RANGE, 2));
     assert_eq!(fetch(&mut client, "open", 2), (0, 2));

@@ -2,7 +2,8 @@
 //!
 //! DeleteRecords (API 21, v0-2): moves partitions' log start offsets forward, at the shard
 //! owning each partition (its leader in cluster mode). Each topic needs DELETE
-//! (TOPIC_AUTHORIZATION_FAILED). Per partition, as Kafka answers: offset -1 means the high
+//! (TOPIC_AUTHORIZATION_FAILED); `__consumer_offsets` is refused (INVALID_TOPIC_EXCEPTION, as
+//! Kafka refuses internal topics). Per partition, as Kafka answers: offset -1 means the high
 //! watermark; an offset past the high watermark (or negative) is OFFSET_OUT_OF_RANGE; the
 //! answer's low watermark is the log start offset after the call (unchanged when the offset
 //! is not past it). Storage: [`crate::storage::log_start`].
@@ -58,6 +59,10 @@ pub async fn delete_records(
             let result = match &topic {
                 _ if !authorized => Err(codes::TOPIC_AUTHORIZATION_FAILED),
                 None => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
+                // The group coordinators replay it from its start: never cut by a client.
+                Some(_) if name == crate::group::OFFSETS_TOPIC => {
+                    Err(codes::INVALID_TOPIC_EXCEPTION)
+                }
                 Some(topic) => shard
                     .delete_records(topic, partition.partition_index, partition.offset)
                     .await
