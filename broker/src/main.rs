@@ -191,6 +191,16 @@ enum Command {
         #[command(subcommand)]
         action: AclsAction,
     },
+    /// Records of a partition: `delete` moves its log start offset (DeleteRecords).
+    Records {
+        #[command(subcommand)]
+        action: RecordsAction,
+    },
+    /// Idempotent producers: `describe` lists those each partition remembers.
+    Producers {
+        #[command(subcommand)]
+        action: ProducersAction,
+    },
     /// Produce stdin lines as records (`key<sep>value` with --key-separator).
     Produce {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -227,6 +237,34 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum RecordsAction {
+    /// Delete the records of a partition below an offset (-1: below the high watermark).
+    Delete {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProducersAction {
+    /// The producers of a topic's partitions (one with --partition).
+    Describe {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: Option<i32>,
+    },
+}
+
+#[derive(Subcommand)]
 enum GroupsAction {
     List {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -236,6 +274,17 @@ enum GroupsAction {
         #[arg(long, default_value = "127.0.0.1:9092")]
         bootstrap: String,
         group: String,
+    },
+    /// Delete the group's committed offsets of a topic (all its partitions, or those given).
+    DeleteOffsets {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// A partition (repeatable); none: every partition of the topic.
+        #[arg(long = "partition")]
+        partitions: Vec<i32>,
     },
 }
 
@@ -599,6 +648,27 @@ fn main() -> ExitCode {
             }
         }
         Command::Cluster { bootstrap } => client_result(broker::cli::cluster(&bootstrap)),
+        Command::Records {
+            action:
+                RecordsAction::Delete {
+                    bootstrap,
+                    topic,
+                    partition,
+                    before,
+                },
+        } => client_result(broker::cli::records::records_delete(
+            &bootstrap, &topic, partition, before,
+        )),
+        Command::Producers {
+            action:
+                ProducersAction::Describe {
+                    bootstrap,
+                    topic,
+                    partition,
+                },
+        } => client_result(broker::cli::records::producers_describe(
+            &bootstrap, &topic, partition,
+        )),
         Command::Groups { action } => match action {
             GroupsAction::List { bootstrap } => {
                 client_result(broker::cli::groups::groups_list(&bootstrap))
@@ -606,6 +676,17 @@ fn main() -> ExitCode {
             GroupsAction::Describe { bootstrap, group } => {
                 client_result(broker::cli::groups::groups_describe(&bootstrap, &group))
             }
+            GroupsAction::DeleteOffsets {
+                bootstrap,
+                group,
+                topic,
+                partitions,
+            } => client_result(broker::cli::groups::groups_delete_offsets(
+                &bootstrap,
+                &group,
+                &topic,
+                &partitions,
+            )),
         },
         Command::Tuning {
             action: TuningAction::ServiceUnit { service },

@@ -1,15 +1,19 @@
 //! `broker groups list|describe <group>`: the consumer groups a broker coordinates, and for one
 //! group its members, their assigned partitions, the committed offsets and the lag (log end
 //! minus committed offset), read through ListGroups, DescribeGroups, OffsetFetch and
-//! ListOffsets like any Kafka admin tool.
+//! ListOffsets like any Kafka admin tool. `groups delete-offsets` removes a group's committed
+//! offsets of a topic (OffsetDelete, at the group's coordinator).
 
 use std::collections::BTreeMap;
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use kafka_protocol::messages::{
-    BrokerId, DescribeGroupsRequest, GroupId, ListGroupsRequest, ListOffsetsRequest,
-    OffsetFetchRequest, TopicName,
+    BrokerId, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
+    ListOffsetsRequest, OffsetDeleteRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -180,6 +184,72 @@ pub fn groups_describe(bootstrap: &str, group: &str) -> Result<(), ClientError> 
             lag,
             owner.get(&(t.clone(), *p)).map_or("-", String::as_str)
         );
+    }
+    Ok(())
+}
+
+/// The connection to `group`'s coordinator (FindCoordinator through `bootstrap`).
+fn coordinator_of(bootstrap: &str, group: &str) -> Result<Client, ClientError> {
+    let mut client = Client::connect(bootstrap)?;
+    let found = client.call(
+        &FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_owned()))
+            .with_key_type(0),
+        2,
+    )?;
+    if found.error_code != 0 {
+        return Err(error("find coordinator", found.error_code));
+    }
+    Client::connect(&format!("{}:{}", found.host.as_str(), found.port))
+}
+
+/// `groups delete-offsets`: OffsetDelete of `group`'s committed offsets of `topic` (the
+/// given partitions, or all of the topic's). Prints one line per partition.
+pub fn groups_delete_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<(), ClientError> {
+    let partitions: Vec<i32> = if partitions.is_empty() {
+        (0..super::leaders::Leaders::discover(bootstrap, topic)?.partition_count()).collect()
+    } else {
+        partitions.to_vec()
+    };
+    let mut client = coordinator_of(bootstrap, group)?;
+    let request = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+        .with_topics(vec![OffsetDeleteRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&p| OffsetDeleteRequestPartition::default().with_partition_index(p))
+                    .collect(),
+            )]);
+    let response = client.call(&request, 0)?;
+    if response.error_code != 0 {
+        return Err(error(
+            &format!("delete offsets of group {group}"),
+            response.error_code,
+        ));
+    }
+    let mut failed = 0;
+    for t in &response.topics {
+        for p in &t.partitions {
+            let outcome = match p.error_code {
+                0 => "deleted".to_owned(),
+                86 => "refused: the group subscribes to the topic (error code 86)".to_owned(),
+                code => format!("error code {code}"),
+            };
+            failed += usize::from(p.error_code != 0);
+            println!("{}-{}: {outcome}", t.name.0.as_str(), p.partition_index);
+        }
+    }
+    if failed > 0 {
+        return Err(ClientError::Kafka(format!(
+            "{failed} partitions of {topic} kept their offsets"
+        )));
     }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! Kafka-API broker. `users add|delete|list` ([`users`]) edits a stopped single node's SCRAM
 //! credentials in its data directory instead; `tuning probe` ([`probe`]) measures the host
 //! and writes a tuning profile, and `tuning service-unit` ([`service_unit`]) prints the
-//! systemd units that run the broker and the coordinator with that profile.
+//! systemd units that run the broker and the coordinator with that profile. `records delete`
+//! ([`records`]) moves a partition's log start offset (DeleteRecords).
 
 pub mod acls;
 pub mod client;
@@ -12,6 +13,7 @@ pub mod groups;
 pub mod leaders;
 pub mod probe;
 pub mod service_unit;
+pub mod records;
 pub mod store;
 pub mod users;
 

@@ -109,6 +109,12 @@ enum PendingAppend {
     },
     /// Kept for the log only (an empty group's new generation): nobody waits on it.
     GroupMetadata,
+    OffsetDelete {
+        token: RequestToken,
+        response: OffsetDeleteResponse,
+        /// Indexes into `response.partitions` of the offsets whose tombstones are pending.
+        deleted: Vec<usize>,
+    },
 }
 
 /// Groups and offsets being rebuilt from the log.
@@ -399,6 +405,17 @@ impl GroupCoordinator {
                         token,
                         Response::DeleteGroups(DeleteGroupsResponse { results }),
                     ));
+                }
+                PendingAppend::OffsetDelete {
+                    token,
+                    mut response,
+                    deleted,
+                } => {
+                    for i in deleted {
+                        response.partitions[i].error_code = ec::NOT_COORDINATOR;
+                    }
+                    out.responses
+                        .push((token, Response::OffsetDelete(response)));
                 }
                 PendingAppend::SyncAssignment { .. } | PendingAppend::GroupMetadata => {}
             }
@@ -1009,6 +1026,94 @@ impl GroupCoordinator {
         }
     }
 
+    /// OffsetDelete (Kafka's `handleDeleteOffsets`): an Empty group loses the asked offsets;
+    /// a consumer group with members keeps those of topics its members subscribe to
+    /// (GROUP_SUBSCRIBED_TO_TOPIC) and loses the others; a group of another protocol type
+    /// with members is NON_EMPTY_GROUP. Answered once the tombstones are durable. Memory
+    /// drops the offsets at once, as for DeleteGroups: a commit racing the tombstones lands
+    /// after them in the log, so memory and replay agree.
+    pub fn offset_delete(
+        &mut self,
+        token: RequestToken,
+        req: OffsetDeleteRequest,
+        _now_ms: u64,
+        out: &mut Outputs,
+    ) {
+        let group_error = |code| OffsetDeleteResponse {
+            error_code: code,
+            partitions: Vec::new(),
+        };
+        if let Err(code) = self.check_group(&req.group_id, GroupIdUse::OffsetsOrAdmin) {
+            out.responses
+                .push((token, Response::OffsetDelete(group_error(code))));
+            return;
+        }
+        let Some(g) = self.groups.get_mut(&req.group_id) else {
+            out.responses.push((
+                token,
+                Response::OffsetDelete(group_error(ec::GROUP_ID_NOT_FOUND)),
+            ));
+            return;
+        };
+        // Topics that may not lose their offsets; `None`: every topic may.
+        let subscribed: Option<Option<BTreeSet<String>>> = match g.state {
+            GroupState::Empty | GroupState::Dead => None,
+            _ if g.protocol_type.as_deref() == Some("consumer") => Some(subscriptions(
+                g.protocol_name.as_deref(),
+                g.members.values(),
+            )),
+            _ => {
+                out.responses.push((
+                    token,
+                    Response::OffsetDelete(group_error(ec::NON_EMPTY_GROUP)),
+                ));
+                return;
+            }
+        };
+        let mut response = OffsetDeleteResponse {
+            error_code: ec::NONE,
+            partitions: Vec::with_capacity(req.partitions.len()),
+        };
+        let mut records = Vec::new();
+        let mut deleted = Vec::new();
+        for (topic, partition) in req.partitions {
+            let refused = match &subscribed {
+                None => false,
+                // Subscriptions that cannot be read protect every topic, as Kafka does.
+                Some(None) => true,
+                Some(Some(topics)) => topics.contains(&topic),
+            };
+            let code = if refused {
+                ec::GROUP_SUBSCRIBED_TO_TOPIC
+            } else {
+                if g.offsets.remove(&(topic.clone(), partition)).is_some() {
+                    records.push(offset_tombstone(&g.group_id, &topic, partition));
+                    deleted.push(response.partitions.len());
+                }
+                ec::NONE
+            };
+            response.partitions.push(PartitionResult {
+                topic,
+                partition,
+                error_code: code,
+            });
+        }
+        if records.is_empty() {
+            out.responses
+                .push((token, Response::OffsetDelete(response)));
+        } else {
+            self.append(
+                records,
+                PendingAppend::OffsetDelete {
+                    token,
+                    response,
+                    deleted,
+                },
+                out,
+            );
+        }
+    }
+
     // ---------------------------------------------------------------- time and appends
 
     /// Runs every timer due at `now_ms`: session expiries, the end of a rebalance's join
@@ -1235,6 +1340,20 @@ impl GroupCoordinator {
                     token,
                     Response::DeleteGroups(DeleteGroupsResponse { results }),
                 ));
+            }
+            PendingAppend::OffsetDelete {
+                token,
+                mut response,
+                deleted,
+            } => {
+                if let Err(code) = result {
+                    let code = ec::offset_store_error(code);
+                    for i in deleted {
+                        response.partitions[i].error_code = code;
+                    }
+                }
+                out.responses
+                    .push((token, Response::OffsetDelete(response)));
             }
         }
     }
@@ -2034,4 +2153,21 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// The topics the members of a consumer group subscribe to, from their metadata of the
+/// group's protocol; `None` when no protocol is chosen yet or a member's subscription cannot
+/// be read (then every topic counts as subscribed, as Kafka treats it).
+fn subscriptions<'a>(
+    protocol: Option<&str>,
+    members: impl Iterator<Item = &'a Member>,
+) -> Option<BTreeSet<String>> {
+    let protocol = protocol?;
+    let mut topics = BTreeSet::new();
+    for member in members {
+        topics.extend(super::member::subscribed_topics(
+            &member.metadata(protocol),
+        )?);
+    }
+    Some(topics)
 }

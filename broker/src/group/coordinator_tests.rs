@@ -1231,3 +1231,125 @@ fn static_member_with_a_changed_subscription_triggers_a_rebalance() {
     );
     assert_eq!(r.members[0].metadata, Bytes::from_static(b"new-topics"));
 }
+
+impl Shell {
+    fn offset_delete(&mut self, parts: &[(&str, i32)]) -> OffsetDeleteResponse {
+        let t = self.token();
+        let mut out = Outputs::default();
+        let req = OffsetDeleteRequest {
+            group_id: GROUP.to_owned(),
+            partitions: parts.iter().map(|(t, p)| ((*t).to_owned(), *p)).collect(),
+        };
+        self.c.offset_delete(t, req, self.now_ms, &mut out);
+        self.absorb(out);
+        match self.take(t) {
+            Some(Response::OffsetDelete(r)) => r,
+            other => panic!("offset delete answered with {other:?}"),
+        }
+    }
+
+    /// A lone Stable member whose `range` metadata is a consumer subscription to `topics`.
+    fn lone_member_subscribed_to(&mut self, topics: &[&str]) -> String {
+        let mut subscription = 1i16.to_be_bytes().to_vec();
+        subscription.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+        for t in topics {
+            subscription.extend_from_slice(&(t.len() as i16).to_be_bytes());
+            subscription.extend_from_slice(t.as_bytes());
+        }
+        subscription.extend_from_slice(&(-1i32).to_be_bytes());
+        let with_subscription = |id: &str| JoinGroupRequest {
+            protocols: vec![JoinProtocol {
+                name: "range".to_owned(),
+                metadata: Bytes::from(subscription.clone()),
+            }],
+            ..join_req(id, None)
+        };
+        let t = self.join(with_subscription(""));
+        let id = self.join_result(t).member_id;
+        let t = self.join(with_subscription(&id));
+        assert_eq!(self.join_result(t).generation_id, 1);
+        self.sync_all(std::slice::from_ref(&id), &id, 1);
+        id
+    }
+}
+
+fn codes_of(r: &OffsetDeleteResponse) -> Vec<(String, i32, i16)> {
+    r.partitions
+        .iter()
+        .map(|p| (p.topic.clone(), p.partition, p.error_code))
+        .collect()
+}
+
+#[test]
+fn offset_delete_of_an_empty_group_writes_tombstones_that_replay() {
+    let mut s = Shell::new(config(0));
+    assert_eq!(
+        s.commit_codes("", -1, &[("t", 0, 5), ("u", 3, 6)]),
+        vec![0, 0]
+    );
+    let r = s.offset_delete(&[("t", 0), ("never", 1)]);
+    assert_eq!(r.error_code, ec::NONE);
+    assert_eq!(
+        codes_of(&r),
+        vec![
+            ("t".to_owned(), 0, ec::NONE),
+            ("never".to_owned(), 1, ec::NONE)
+        ]
+    );
+    assert_eq!((s.fetched("t", 0), s.fetched("u", 3)), (-1, 6));
+    let mut c = GroupCoordinator::new(config(0), 0, 1, 7);
+    for r in &s.log {
+        c.replay(&r.key, r.value.as_deref()).unwrap();
+    }
+    c.finish_loading(0);
+    let kept: Vec<(String, i32)> = c
+        .committed_offsets(GROUP)
+        .into_iter()
+        .map(|(t, p, _)| (t, p))
+        .collect();
+    assert_eq!(kept, vec![("u".to_owned(), 3)]);
+}
+
+#[test]
+fn offset_delete_keeps_the_subscribed_topics_of_a_group_with_members() {
+    let mut s = Shell::new(config(0));
+    let member = s.lone_member_subscribed_to(&["t"]);
+    assert_eq!(
+        s.commit_codes(&member, 1, &[("t", 0, 5), ("u", 0, 6)]),
+        vec![0, 0]
+    );
+    let r = s.offset_delete(&[("t", 0), ("u", 0)]);
+    assert_eq!(
+        codes_of(&r),
+        vec![
+            ("t".to_owned(), 0, ec::GROUP_SUBSCRIBED_TO_TOPIC),
+            ("u".to_owned(), 0, ec::NONE)
+        ]
+    );
+    assert_eq!((s.fetched("t", 0), s.fetched("u", 0)), (5, -1));
+    // Unknown group.
+    let t = s.token();
+    let mut out = Outputs::default();
+    let req = OffsetDeleteRequest {
+        group_id: "other".to_owned(),
+        partitions: vec![("t".to_owned(), 0)],
+    };
+    s.c.offset_delete(t, req, s.now_ms, &mut out);
+    s.absorb(out);
+    assert!(matches!(s.take(t),
+        Some(Response::OffsetDelete(r)) if r.error_code == ec::GROUP_ID_NOT_FOUND));
+}
+
+#[test]
+fn offset_delete_protects_every_topic_when_subscriptions_cannot_be_read() {
+    let mut s = Shell::new(config(0));
+    // The harness's members send metadata that is not a consumer subscription.
+    let member = s.lone_stable_member_no_delay();
+    assert_eq!(s.commit_codes(&member, 1, &[("u", 0, 6)]), vec![0]);
+    let r = s.offset_delete(&[("u", 0)]);
+    assert_eq!(
+        codes_of(&r),
+        vec![("u".to_owned(), 0, ec::GROUP_SUBSCRIBED_TO_TOPIC)]
+    );
+    assert_eq!(s.fetched("u", 0), 6);
+}

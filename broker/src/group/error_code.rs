@@ -33,6 +33,7 @@ pub const GROUP_ID_NOT_FOUND: ErrorCode = 69;
 pub const MEMBER_ID_REQUIRED: ErrorCode = 79;
 pub const GROUP_MAX_SIZE_REACHED: ErrorCode = 81;
 pub const FENCED_INSTANCE_ID: ErrorCode = 82;
+pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = 86;
 
 /// What a failed append of group metadata means to the member waiting on it (Kafka's
 /// `GroupMetadataManager.storeGroup` mapping): log-level failures become coordinator errors

@@ -78,3 +78,66 @@ impl Member {
         self.is_new || (self.awaiting_join.is_none() && self.awaiting_sync.is_none())
     }
 }
+
+/// The topics of a consumer-protocol subscription (member metadata of protocol type
+/// `consumer`: version i16, topics as an array of i16-length strings, then fields this does
+/// not read), or `None` when the bytes are not one. Reads in place, allocating only per
+/// topic found, so a declared count larger than the bytes costs nothing.
+pub fn subscribed_topics(metadata: &[u8]) -> Option<Vec<String>> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let head = rest.get(..n)?;
+        *rest = &rest[n..];
+        Some(head)
+    }
+    let mut rest = metadata;
+    let version = i16::from_be_bytes(take(&mut rest, 2)?.try_into().ok()?);
+    if version < 0 {
+        return None;
+    }
+    let count = i32::from_be_bytes(take(&mut rest, 4)?.try_into().ok()?);
+    let mut topics = Vec::new();
+    for _ in 0..count.max(0) {
+        let len = i16::from_be_bytes(take(&mut rest, 2)?.try_into().ok()?);
+        let name = take(&mut rest, usize::try_from(len).ok()?)?;
+        topics.push(std::str::from_utf8(name).ok()?.to_owned());
+    }
+    Some(topics)
+}
+
+#[cfg(test)]
+mod subscription_tests {
+    //! Decodes subscriptions as the Java client and librdkafka write them, and refuses
+    //! truncated or lying ones without allocating by their counts.
+    use super::subscribed_topics;
+
+    fn subscription(version: i16, topics: &[&str]) -> Vec<u8> {
+        let mut out = version.to_be_bytes().to_vec();
+        out.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+        for t in topics {
+            out.extend_from_slice(&(t.len() as i16).to_be_bytes());
+            out.extend_from_slice(t.as_bytes());
+        }
+        out.extend_from_slice(&(-1i32).to_be_bytes()); // user data: null
+        out
+    }
+
+    #[test]
+    fn topics_of_a_subscription() {
+        let bytes = subscription(1, &["orders", "payments"]);
+        assert_eq!(
+            subscribed_topics(&bytes),
+            Some(vec!["orders".to_owned(), "payments".to_owned()])
+        );
+        assert_eq!(subscribed_topics(&subscription(3, &[])), Some(vec![]));
+    }
+
+    #[test]
+    fn truncated_or_lying_subscriptions_are_none() {
+        let bytes = subscription(0, &["orders"]);
+        assert_eq!(subscribed_topics(&bytes[..9]), None);
+        let mut lying = 0i16.to_be_bytes().to_vec();
+        lying.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert_eq!(subscribed_topics(&lying), None);
+        assert_eq!(subscribed_topics(&[]), None);
+    }
+}

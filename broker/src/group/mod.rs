@@ -2,7 +2,8 @@
 //!
 //! [`GroupCoordinator`] is a sans-IO state machine for the groups of one partition of
 //! `__consumer_offsets` (Kafka's classic group protocol: JoinGroup, SyncGroup, Heartbeat,
-//! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups). It takes
+//! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups,
+//! OffsetDelete). It takes
 //! typed requests and the time, and hands back responses and records to append; the Kafka
 //! front end decodes the wire, parks deferred requests, appends the records to the
 //! partition's log and replays that log at start. [`placement`] maps a group to its partition

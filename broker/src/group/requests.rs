@@ -285,6 +285,23 @@ pub struct DeleteGroupsResponse {
     pub results: Vec<(String, ErrorCode)>,
 }
 
+/// OffsetDelete (API 47): committed offsets of one group to delete. The front end answers
+/// partitions of unknown topics itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetDeleteRequest {
+    pub group_id: String,
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// A group-level error (the partitions are then not answered one by one), else per
+/// partition in request order: NONE (deleted, or nothing was committed) or
+/// GROUP_SUBSCRIBED_TO_TOPIC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetDeleteResponse {
+    pub error_code: ErrorCode,
+    pub partitions: Vec<PartitionResult>,
+}
+
 /// A response the shell must send for the request it parked under the same token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
@@ -294,4 +311,5 @@ pub enum Response {
     LeaveGroup(LeaveGroupResponse),
     OffsetCommit(OffsetCommitResponse),
     DeleteGroups(DeleteGroupsResponse),
+    OffsetDelete(OffsetDeleteResponse),
 }

@@ -419,6 +419,9 @@ pub const SCHEMAS: &[Schema] = &[
     schema(ApiKey::CreateAcls, (1, 3), 2, CREATE_ACLS),
     schema(ApiKey::DescribeAcls, (1, 3), 2, ACL_FILTER_FIELDS),
     schema(ApiKey::DeleteAcls, (1, 3), 2, DELETE_ACLS),
+    schema(ApiKey::DeleteRecords, (0, 2), 2, DELETE_RECORDS),
+    schema(ApiKey::OffsetDelete, (0, 0), i16::MAX, OFFSET_DELETE),
+    schema(ApiKey::DescribeProducers, (0, 0), 0, DESCRIBE_PRODUCERS),
 ];
 
 // CreateAcls, DescribeAcls, DeleteAcls v1-3, flexible from 2.
@@ -463,6 +466,34 @@ const SCRAM_CREDENTIAL_UPSERTION: Kind = Kind::Struct(&[
 const ALTER_USER_SCRAM_CREDENTIALS: &[Field] = &[
     f("deletions", Kind::Array(&SCRAM_CREDENTIAL_DELETION)),
     f("upsertions", Kind::Array(&SCRAM_CREDENTIAL_UPSERTION)),
+];
+
+// DeleteRecords v0-2, flexible from 2.
+const DELETE_RECORDS_PARTITION: Kind =
+    Kind::Struct(&[f("partition_index", INT32), f("offset", INT64)]);
+const DELETE_RECORDS_TOPIC: Kind = Kind::Struct(&[
+    f("name", STRING),
+    f("partitions", Kind::Array(&DELETE_RECORDS_PARTITION)),
+]);
+const DELETE_RECORDS: &[Field] = &[
+    f("topics", Kind::Array(&DELETE_RECORDS_TOPIC)),
+    f("timeout_ms", INT32),
+];
+
+// OffsetDelete v0, never flexible.
+const OFFSET_DELETE_PARTITION: Kind = Kind::Struct(&[f("partition_index", INT32)]);
+const OFFSET_DELETE_TOPIC: Kind = Kind::Struct(&[
+    f("name", STRING),
+    f("partitions", Kind::Array(&OFFSET_DELETE_PARTITION)),
+]);
+// DescribeProducers v0, flexible from 0.
+const DESCRIBE_PRODUCERS_TOPIC: Kind =
+    Kind::Struct(&[f("name", STRING), f("partition_indexes", INT32S)]);
+const DESCRIBE_PRODUCERS: &[Field] = &[f("topics", Kind::Array(&DESCRIBE_PRODUCERS_TOPIC))];
+
+const OFFSET_DELETE: &[Field] = &[
+    f("group_id", STRING),
+    f("topics", Kind::Array(&OFFSET_DELETE_TOPIC)),
 ];
 
 /// The layout of `api_key`'s request body, if the broker decodes it with kafka-protocol.

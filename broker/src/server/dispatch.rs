@@ -13,11 +13,11 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, ApiKey, CreateAclsRequest, CreateTopicsRequest,
-    DeleteAclsRequest, DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, DescribeUserScramCredentialsRequest, FetchRequest,
-    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, MetadataRequest,
-    OffsetForLeaderEpochRequest, ProduceRequest, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse,
+    DeleteAclsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeAclsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeUserScramCredentialsRequest,
+    FetchRequest, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -32,7 +32,8 @@ use crate::security::sasl::ILLEGAL_SASL_STATE;
 use super::shard::Shard;
 use super::topic_admin;
 use super::{
-    acl_api, fetch, group_api, list_offsets, metadata, offset_for_leader_epoch, produce, scram_api,
+    acl_api, fetch, group_api, list_offsets, metadata, offset_for_leader_epoch, produce,
+    records_admin, scram_api,
 };
 
 /// Why a connection is closed after a request.
@@ -116,7 +117,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
         }
         ApiKey::ListOffsets => {
             let body: ListOffsetsRequest = decode(&mut request)?;
-            let reply = list_offsets::handle(&shard, &access, body).await;
+            let reply = list_offsets::handle(&shard, &access, body, version).await;
             answer(&request, &reply)
         }
         ApiKey::Metadata => {
@@ -287,6 +288,27 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
             let body: AlterUserScramCredentialsRequest = decode(&mut request)?;
             let allowed = access.cluster(operation::ALTER);
             answer(&request, &scram_api::alter(&shard, &body, allowed).await)
+        }
+        ApiKey::DeleteRecords => {
+            let body: DeleteRecordsRequest = decode(&mut request)?;
+            answer(
+                &request,
+                &records_admin::delete_records(&shard, &access, body).await,
+            )
+        }
+        ApiKey::OffsetDelete => {
+            let body = decode(&mut request)?;
+            answer(
+                &request,
+                &group_api::offset_delete(&shard, &access, body).await,
+            )
+        }
+        ApiKey::DescribeProducers => {
+            let body = decode(&mut request)?;
+            answer(
+                &request,
+                &records_admin::describe_producers(&shard, &access, body).await,
+            )
         }
         _ => Err(Close(format!("api {key:?} is not served yet"))),
     }

@@ -674,3 +674,80 @@ pub async fn delete_groups(
     }
     wire::DeleteGroupsResponse::default().with_results(results)
 }
+
+/// OffsetDelete v0: READ on the group (else GROUP_AUTHORIZATION_FAILED for the whole
+/// request) and on each topic (else TOPIC_AUTHORIZATION_FAILED); partitions of topics or
+/// indexes this broker does not know are UNKNOWN_TOPIC_OR_PARTITION; the rest go to the
+/// group's coordinator ([`crate::group::GroupCoordinator::offset_delete`]).
+pub async fn offset_delete(
+    shard: &Rc<Shard>,
+    access: &Access,
+    req: wire::OffsetDeleteRequest,
+) -> wire::OffsetDeleteResponse {
+    use kafka_protocol::messages::offset_delete_response::{
+        OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    };
+    let group_id = own(&req.group_id.0);
+    if !access.group(operation::READ, &group_id) {
+        return wire::OffsetDeleteResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED);
+    }
+    // (topic, partition, error decided here or None for the coordinator's), request order.
+    let mut decided: Vec<(TopicName, i32, Option<i16>)> = Vec::new();
+    let mut asked = Vec::new();
+    for topic in &req.topics {
+        let name = topic.name.0.as_str();
+        let known = shard.topic(name);
+        let allowed = access.topic(operation::READ, name);
+        for p in &topic.partitions {
+            let index = p.partition_index;
+            let code = if !allowed {
+                Some(TOPIC_AUTHORIZATION_FAILED)
+            } else if !known
+                .as_ref()
+                .is_some_and(|t| index >= 0 && (index as usize) < t.shards.len())
+            {
+                Some(ec::UNKNOWN_TOPIC_OR_PARTITION)
+            } else {
+                asked.push((name.to_owned(), index));
+                None
+            };
+            decided.push((topic.name.clone(), index, code));
+        }
+    }
+    let mut coordinator_codes = Vec::new();
+    if !asked.is_empty() {
+        let call = GroupCall::OffsetDelete(crate::group::OffsetDeleteRequest {
+            group_id,
+            partitions: asked,
+        });
+        match done(shard, call).await {
+            Response::OffsetDelete(r) if r.error_code != ec::NONE => {
+                return wire::OffsetDeleteResponse::default().with_error_code(r.error_code);
+            }
+            Response::OffsetDelete(r) => {
+                coordinator_codes = r.partitions.into_iter().map(|p| p.error_code).collect()
+            }
+            _ => {
+                return wire::OffsetDeleteResponse::default()
+                    .with_error_code(ec::UNKNOWN_SERVER_ERROR)
+            }
+        }
+    }
+    let mut answers = coordinator_codes.into_iter();
+    let mut topics: Vec<OffsetDeleteResponseTopic> = Vec::new();
+    for (name, index, code) in decided {
+        let code = code.unwrap_or_else(|| answers.next().unwrap_or(ec::UNKNOWN_SERVER_ERROR));
+        let partition = OffsetDeleteResponsePartition::default()
+            .with_partition_index(index)
+            .with_error_code(code);
+        match topics.last_mut() {
+            Some(t) if t.name == name => t.partitions.push(partition),
+            _ => topics.push(
+                OffsetDeleteResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(vec![partition]),
+            ),
+        }
+    }
+    wire::OffsetDeleteResponse::default().with_topics(topics)
+}

@@ -60,6 +60,7 @@ pub enum GroupCall {
     List(ListGroupsRequest),
     Describe(String),
     Delete(String),
+    OffsetDelete(crate::group::OffsetDeleteRequest),
 }
 
 /// The coordinator's answer to a [`GroupCall`].
@@ -82,6 +83,7 @@ impl GroupCall {
             GroupCall::Fetch(r) => &r.group_id,
             GroupCall::List(_) => "",
             GroupCall::Describe(g) | GroupCall::Delete(g) => g,
+            GroupCall::OffsetDelete(r) => &r.group_id,
         }
     }
 
@@ -131,6 +133,12 @@ impl GroupCall {
             GroupCall::Delete(g) => done(Response::DeleteGroups(DeleteGroupsResponse {
                 results: vec![(g.clone(), code)],
             })),
+            GroupCall::OffsetDelete(_) => {
+                done(Response::OffsetDelete(crate::group::OffsetDeleteResponse {
+                    error_code: code,
+                    partitions: Vec::new(),
+                }))
+            }
         }
     }
 }
@@ -430,6 +438,9 @@ impl Shard {
                         GroupCall::Commit(r) => coordinator.offset_commit(token, r, now, &mut out),
                         GroupCall::Delete(g) => {
                             coordinator.delete_groups(token, vec![g], now, &mut out)
+                        }
+                        GroupCall::OffsetDelete(r) => {
+                            coordinator.offset_delete(token, r, now, &mut out)
                         }
                         GroupCall::Fetch(_) | GroupCall::Describe(_) | GroupCall::List(_) => {}
                     }

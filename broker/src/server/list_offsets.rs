@@ -1,5 +1,6 @@
-//! The ListOffsets API (v1-v7): earliest (-2), latest (-1) and by timestamp, per partition,
-//! asked of the shard that owns it. Each topic needs DESCRIBE.
+//! The ListOffsets API (v1-v7): earliest (-2), latest (-1), the largest timestamp (-3, from
+//! v7: KIP-734) and by timestamp, per partition, asked of the shard that owns it. Each topic
+//! needs DESCRIBE.
 
 use std::rc::Rc;
 
@@ -14,10 +15,14 @@ use crate::security::authorizer::operation;
 
 use super::shard::Shard;
 
+/// ListOffsets' "the record with the largest timestamp" (from v7).
+const MAX_TIMESTAMP: i64 = -3;
+
 pub async fn handle(
     shard: &Rc<Shard>,
     access: &Access,
     request: ListOffsetsRequest,
+    version: i16,
 ) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic_request in request.topics {
@@ -31,6 +36,9 @@ pub async fn handle(
             let result = match &topic {
                 _ if !authorized => Err((codes::TOPIC_AUTHORIZATION_FAILED, String::new())),
                 None => Err((codes::UNKNOWN_TOPIC_OR_PARTITION, String::new())),
+                Some(_) if partition.timestamp == MAX_TIMESTAMP && version < 7 => {
+                    Err((codes::UNSUPPORTED_VERSION, String::new()))
+                }
                 Some(topic) => {
                     shard
                         .list_offset(topic, partition.partition_index, partition.timestamp)

@@ -89,6 +89,14 @@ pub enum ShardRequest {
     },
     /// To the shard owning the group's partition of `__consumer_offsets`.
     Group(super::groups::GroupCall),
+    /// To the owner: DeleteRecords of one partition (-1: up to the high watermark).
+    DeleteRecords {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    /// To the owner: the idempotent producers of one partition.
+    DescribeProducers { topic: String, partition: i32 },
 }
 
 /// Who waits in a Fetch long-poll: a follower copies everything appended, a consumer only
@@ -143,4 +151,7 @@ pub enum ShardReply {
     /// `(timestamp, offset)` or why not.
     Offset(Result<(i64, i64), (i16, String)>),
     Group(super::groups::GroupAnswer),
+    /// The log start offset after a DeleteRecords, or why not.
+    LogStart(Result<i64, (i16, String)>),
+    Producers(Result<Vec<crate::storage::ActiveProducer>, i16>),
 }

@@ -456,6 +456,19 @@ impl Shard {
                 .map(|high_watermark| (-1, high_watermark))
                 .map_err(|code| (code, format!("{topic}-{partition}"))),
             -1 => Ok((-1, log.promised_end_offset())),
+            // MAX_TIMESTAMP: among what consumers may read.
+            -3 => {
+                let bound = if self.cluster.is_some() {
+                    self.consumer_bounds(topic, partition, -1)
+                        .map_err(|code| (code, format!("{topic}-{partition}")))?
+                } else {
+                    log.promised_end_offset()
+                };
+                match log.max_timestamp_offset(bound).await.map_err(log_error)? {
+                    Some(found) => Ok((found.timestamp_ms, found.offset)),
+                    None => Ok((-1, -1)),
+                }
+            }
             ts if ts >= 0 => match log.offset_for_timestamp(ts).await.map_err(log_error)? {
                 Some(found) => Ok((found.timestamp_ms, found.offset)),
                 None => Ok((-1, -1)),
@@ -506,7 +519,7 @@ impl Shard {
 
     // ---- routed operations (forward to the owner when it is another shard) ----
 
-    fn owner(&self, topic: &Topic, partition: i32) -> Option<usize> {
+    pub(super) fn owner(&self, topic: &Topic, partition: i32) -> Option<usize> {
         usize::try_from(partition)
             .ok()
             .and_then(|p| topic.shards.get(p))
@@ -726,6 +739,14 @@ impl Shard {
                 self.wait_local(&wanted, max_wait, reader).await;
                 ShardReply::Done
             }
+            ShardRequest::DescribeProducers { topic, partition } => {
+                ShardReply::Producers(self.producers_local(&topic, partition).await)
+            }
+            ShardRequest::DeleteRecords {
+                topic,
+                partition,
+                offset,
+            } => ShardReply::LogStart(self.delete_records_local(&topic, partition, offset).await),
             _ => ShardReply::Done,
         }
     }

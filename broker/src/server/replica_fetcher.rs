@@ -326,6 +326,22 @@ impl Shard {
                     if !still {
                         continue;
                     }
+                    let log_end = self
+                        .partitions
+                        .get(&f.replica.tp.topic, f.replica.tp.partition)
+                        .map_or(0, |log| log.log_end_offset());
+                    if answer.error_code == codes::OFFSET_OUT_OF_RANGE
+                        && answer.log_start_offset > log_end
+                    {
+                        let (shard, replica) = (self.clone(), f.replica.clone());
+                        let start = answer.log_start_offset;
+                        let work = glommio::spawn_local(async move {
+                            shard.restart_follower_at(&replica, start).await
+                        })
+                        .detach();
+                        writes.push((f.replica.clone(), work));
+                        continue;
+                    }
                     if answer.error_code != codes::NONE {
                         tracing::debug!(
                             "{}: broker {leader} answered error {}",
@@ -341,10 +357,6 @@ impl Shard {
                     // Each partition's truncation or append runs as its own task, so the
                     // writes of one answer proceed together; the next fetch waits for all.
                     let work = if diverging.end_offset >= 0 {
-                        let log_end = self
-                            .partitions
-                            .get(&f.replica.tp.topic, f.replica.tp.partition)
-                            .map_or(0, |log| log.log_end_offset());
                         let offset = crate::cluster::replica::truncation_offset(
                             &f.replica.cache.borrow(),
                             diverging.epoch,
@@ -358,10 +370,12 @@ impl Shard {
                     } else {
                         let whole = whole_batches(answer.records.unwrap_or_default());
                         let high_watermark = answer.high_watermark;
+                        let leader_log_start = answer.log_start_offset;
                         glommio::spawn_local(async move {
                             shard
                                 .append_as_follower(&replica, &whole, high_watermark)
-                                .await
+                                .await?;
+                            shard.follow_log_start(&replica, leader_log_start).await
                         })
                         .detach()
                     };

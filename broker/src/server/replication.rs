@@ -94,7 +94,7 @@ impl Replica {
     }
 
     /// Rewrites the checkpoint file (only when the cache changed).
-    fn save_cache(&self, log: &PartitionLog) {
+    pub(super) fn save_cache(&self, log: &PartitionLog) {
         let entries = self.cache.borrow().entries().to_vec();
         if let Err(err) = leader_epoch_checkpoint::write(log.dir(), &entries) {
             tracing::error!("{}: {err}", self.tp);

@@ -220,8 +220,10 @@ impl PartitionLog {
         }
         // Idempotent producers' recent batches: the newest snapshot and the log after it.
         let (producers, producer_rebuild) = producer_rebuild::rebuild(&dir, &segments).await;
-        let log_start_offset = segments.front().map_or(0, |s| s.base_offset);
         let next_offset = segments.back().map_or(0, |s| s.next_offset);
+        // DeleteRecords may have moved the start inside the first segment.
+        let first_base = segments.front().map_or(0, |s| s.base_offset);
+        let log_start_offset = super::log_start::at_open(&dir, first_base, next_offset);
         let state = LogState {
             segments,
             log_start_offset,

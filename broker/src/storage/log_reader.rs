@@ -260,14 +260,7 @@ impl PartitionLog {
                 });
             }
             let i = st.segment_index_for(fetch_offset);
-            let seg = &st.segments[i];
-            let pos = if fetch_offset >= seg.base_offset {
-                seg.index
-                    .lookup(seg.relative(fetch_offset.min(seg.next_offset)))
-                    .map_or(0, |e| e.position as u64)
-            } else {
-                0
-            };
+            let pos = scan_start(&st.segments[i], fetch_offset);
             let upper = max_offset.map_or(st.next_offset, |m| m.min(st.next_offset));
             (i, pos, st.log_start_offset, st.next_offset, upper)
         };
@@ -415,6 +408,254 @@ impl PartitionLog {
     }
 }
 
+impl PartitionLog {
+    /// ListOffsets MAX_TIMESTAMP (KIP-734): the record with the largest timestamp among the
+    /// batches in `[log start, max_offset)` (ties: the earliest), or `None` when there is
+    /// none. Segments wholly in that range answer from their bookkeeping (largest batch
+    /// timestamp and that batch's base offset); the segments at its edges are scanned. In
+    /// the chosen batch the first record carrying the batch's largest timestamp is the
+    /// answer (a compressed batch is decompressed for it; a log-append-time batch answers
+    /// its base offset, all its records sharing that time).
+    pub async fn max_timestamp_offset(
+        &self,
+        max_offset: i64,
+    ) -> Result<Option<TimestampOffset>, LogError> {
+        let inner = &self.inner;
+        // (segment index, largest batch timestamp, that batch's base offset), per segment.
+        let (log_start, whole, edges) = {
+            let st = inner.state.borrow();
+            if st.closed {
+                return Err(LogError::Closed);
+            }
+            let log_start = st.log_start_offset;
+            let mut whole = Vec::new();
+            let mut edges = Vec::new();
+            for (i, s) in st.segments.iter().enumerate() {
+                if s.is_empty() || s.next_offset <= log_start || s.base_offset >= max_offset {
+                    continue;
+                }
+                if s.base_offset >= log_start && s.next_offset <= max_offset {
+                    whole.push((i, s.max_timestamp_ms, s.max_timestamp_offset));
+                } else {
+                    edges.push(i);
+                }
+            }
+            (log_start, whole, edges)
+        };
+        // (segment index, timestamp, offset, whether the offset is the record's already or
+        // still the batch's base offset).
+        let mut best: Option<(usize, i64, i64, bool)> = None;
+        let mut consider = |candidate: (usize, i64, i64, bool)| {
+            let better = best.is_none_or(|(_, ts, offset, _)| {
+                candidate.1 > ts || (candidate.1 == ts && candidate.2 < offset)
+            });
+            if better {
+                best = Some(candidate);
+            }
+        };
+        whole
+            .into_iter()
+            .for_each(|(i, ts, offset)| consider((i, ts, offset, false)));
+        for index in edges {
+            let Some(view) = self.segment_view(index) else {
+                continue;
+            };
+            let mut scanner = HeaderScanner::new(inner, &view);
+            let mut pos = 0;
+            while let Some(h) = scanner.header_at(pos).await? {
+                if h.next_offset() > max_offset {
+                    break;
+                }
+                if h.base_offset >= log_start {
+                    consider((index, h.max_timestamp, h.base_offset, false));
+                } else if h.next_offset() > log_start {
+                    // The batch holding the log start: only its records from there count.
+                    let batch = inner
+                        .read_segment_bytes(&view, pos, h.total_bytes() as usize)
+                        .await?;
+                    if let Some((ts, offset)) = max_record_from(&batch, &h, log_start) {
+                        consider((index, ts, offset, true));
+                    }
+                }
+                pos += h.total_bytes();
+            }
+        }
+        let Some((index, timestamp_ms, batch_offset, exact)) = best else {
+            return Ok(None);
+        };
+        if exact {
+            return Ok(Some(TimestampOffset {
+                offset: batch_offset,
+                timestamp_ms,
+            }));
+        }
+        let Some(view) = self.segment_view(index) else {
+            return Ok(None);
+        };
+        let start_pos = {
+            let st = inner.state.borrow();
+            view.current(&st)
+                .map_or(0, |seg| scan_start(seg, batch_offset))
+        };
+        let mut scanner = HeaderScanner::new(inner, &view);
+        let mut pos = start_pos;
+        while let Some(h) = scanner.header_at(pos).await? {
+            if h.base_offset == batch_offset {
+                let offset = if h.is_log_append_time() {
+                    None
+                } else {
+                    let batch = inner
+                        .read_segment_bytes(&view, pos, h.total_bytes() as usize)
+                        .await?;
+                    record_with_timestamp(&batch, &h, h.max_timestamp, log_start)
+                };
+                return Ok(Some(TimestampOffset {
+                    offset: offset.unwrap_or(h.base_offset).max(log_start),
+                    timestamp_ms,
+                }));
+            }
+            if h.base_offset > batch_offset {
+                break;
+            }
+            pos += h.total_bytes();
+        }
+        // The batch went meanwhile (retention or compaction): its base offset still names it.
+        Ok(Some(TimestampOffset {
+            offset: batch_offset.max(log_start),
+            timestamp_ms,
+        }))
+    }
+}
+
+/// Where a header scan for `offset` starts in `segment`: the sparse index entry at or
+/// below it (the start when the offset is below the segment).
+fn scan_start(segment: &super::segment::Segment, offset: i64) -> u64 {
+    if offset < segment.base_offset {
+        return 0;
+    }
+    segment
+        .index
+        .lookup(segment.relative(offset.min(segment.next_offset)))
+        .map_or(0, |e| e.position as u64)
+}
+
+/// An idempotent producer of a partition, as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub last_sequence: i32,
+    /// maxTimestamp of its last batch; -1 when that batch is no longer in the log.
+    pub last_timestamp_ms: i64,
+}
+
+impl PartitionLog {
+    /// The idempotent producers the log remembers (its producer table), ordered by id, with
+    /// the timestamp of each one's last batch read from that batch's header.
+    pub async fn active_producers(&self) -> Result<Vec<ActiveProducer>, LogError> {
+        let mut found: Vec<(i64, i16, i32, i64)> = self
+            .inner
+            .producers
+            .borrow()
+            .producers()
+            .filter_map(|(id, epoch, batches)| {
+                batches
+                    .last()
+                    .map(|b| (id, epoch, b.last_sequence, b.first_offset))
+            })
+            .collect();
+        found.sort_unstable();
+        let mut out = Vec::with_capacity(found.len());
+        for (producer_id, producer_epoch, last_sequence, offset) in found {
+            out.push(ActiveProducer {
+                producer_id,
+                producer_epoch,
+                last_sequence,
+                last_timestamp_ms: self.batch_max_timestamp(offset).await?.unwrap_or(-1),
+            });
+        }
+        Ok(out)
+    }
+
+    /// maxTimestamp of the batch holding `offset`, if the log still has it.
+    async fn batch_max_timestamp(&self, offset: i64) -> Result<Option<i64>, LogError> {
+        let inner = &self.inner;
+        let (index, start_pos) = {
+            let st = inner.state.borrow();
+            if st.closed {
+                return Err(LogError::Closed);
+            }
+            if offset < st.log_start_offset || offset >= st.next_offset {
+                return Ok(None);
+            }
+            let i = st.segment_index_for(offset);
+            (i, scan_start(&st.segments[i], offset))
+        };
+        let Some(view) = self.segment_view(index) else {
+            return Ok(None);
+        };
+        let mut scanner = HeaderScanner::new(inner, &view);
+        let mut pos = start_pos;
+        while let Some(h) = scanner.header_at(pos).await? {
+            if h.next_offset() > offset {
+                return Ok((h.base_offset <= offset).then_some(h.max_timestamp));
+            }
+            pos += h.total_bytes();
+        }
+        Ok(None)
+    }
+}
+
+/// The largest timestamp among the records of `batch` at or after `min_offset`, and the
+/// first record carrying it (walked in place when uncompressed, decompressed otherwise; a
+/// log-append-time batch's records all carry its maxTimestamp).
+fn max_record_from(batch: &[u8], header: &BatchHeader, min_offset: i64) -> Option<(i64, i64)> {
+    if header.is_log_append_time() {
+        return Some((header.max_timestamp, header.base_offset.max(min_offset)));
+    }
+    let mut best: Option<(i64, i64)> = None;
+    let mut keep = |ts: i64, offset: i64| {
+        if offset >= min_offset && best.is_none_or(|(b, _)| ts > b) {
+            best = Some((ts, offset));
+        }
+    };
+    if header.compression() == 0 {
+        walk_records(batch, header, |ts, offset| {
+            keep(ts, offset);
+            true
+        })?;
+    } else {
+        let mut bytes = Bytes::copy_from_slice(batch);
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).ok()?;
+        for r in &set.records {
+            keep(r.timestamp, r.offset);
+        }
+    }
+    best
+}
+
+/// The offset of the first record of `batch` (at or after `min_offset`) whose timestamp is
+/// `timestamp`: walked in place when uncompressed, decompressed otherwise. `None` when the
+/// records cannot be read.
+fn record_with_timestamp(
+    batch: &[u8],
+    header: &BatchHeader,
+    timestamp: i64,
+    min_offset: i64,
+) -> Option<i64> {
+    if header.compression() == 0 {
+        return first_record_at_or_after(batch, header, timestamp, min_offset)
+            .filter(|found| found.timestamp_ms == timestamp)
+            .map(|found| found.offset);
+    }
+    let mut bytes = Bytes::copy_from_slice(batch);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).ok()?;
+    set.records
+        .iter()
+        .find(|r| r.timestamp == timestamp && r.offset >= min_offset)
+        .map(|r| r.offset)
+}
+
 /// In an uncompressed batch, the first record with timestamp >= `target` (and offset >=
 /// `min_offset`). `None` if the records cannot be walked.
 fn first_record_at_or_after(
@@ -423,6 +664,27 @@ fn first_record_at_or_after(
     target: i64,
     min_offset: i64,
 ) -> Option<TimestampOffset> {
+    let mut found = None;
+    walk_records(batch, header, |ts, offset| {
+        if ts >= target && offset >= min_offset {
+            found = Some(TimestampOffset {
+                offset,
+                timestamp_ms: ts,
+            });
+            return false;
+        }
+        true
+    })?;
+    found
+}
+
+/// Calls `visit(timestamp, offset)` for each record of an uncompressed batch, in order,
+/// until it returns false. `None` if the records cannot be walked.
+fn walk_records(
+    batch: &[u8],
+    header: &BatchHeader,
+    mut visit: impl FnMut(i64, i64) -> bool,
+) -> Option<()> {
     let mut at = HEADER_BYTES;
     for _ in 0..header.records_count {
         let len = read_varlong(batch, &mut at)?;
@@ -435,13 +697,10 @@ fn first_record_at_or_after(
         let offset_delta = read_varlong(batch, &mut p)?;
         let ts = header.base_timestamp.checked_add(ts_delta)?;
         let offset = header.base_offset.checked_add(offset_delta)?;
-        if ts >= target && offset >= min_offset {
-            return Some(TimestampOffset {
-                offset,
-                timestamp_ms: ts,
-            });
+        if !visit(ts, offset) {
+            return Some(());
         }
         at = record_end;
     }
-    None
+    Some(())
 }

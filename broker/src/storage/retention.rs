@@ -2,8 +2,10 @@
 //! (`retention_ms`, judged by a segment's newest batch timestamp, as Kafka does) and by size
 //! (`retention_bytes`), never the active segment. The log start offset moves to the first
 //! remaining segment, and producer snapshots below it go with the segments. Only logs whose
-//! `cleanup.policy` contains `delete` are cut. The shard runs
-//! [`PartitionLog::apply_retention`] every `retention_check_interval_ms`.
+//! `cleanup.policy` contains `delete` are cut by time and size. Whatever the policy, sealed
+//! segments wholly below the log start offset (moved by DeleteRecords:
+//! [`super::log_start`]) go too. The shard runs [`PartitionLog::apply_retention`] every
+//! `retention_check_interval_ms`.
 
 use super::error::LogError;
 use super::log::{sync_dir, PartitionLog};
@@ -49,6 +51,20 @@ pub fn segments_to_delete(
     count
 }
 
+/// How many segments from the front (of those whose next offsets are given, oldest first;
+/// the last is the active segment and never counts) hold only offsets below
+/// `log_start_offset`.
+pub fn segments_below_log_start(
+    next_offsets: impl ExactSizeIterator<Item = i64>,
+    log_start_offset: i64,
+) -> usize {
+    let deletable = next_offsets.len().saturating_sub(1);
+    next_offsets
+        .take(deletable)
+        .take_while(|&next| next <= log_start_offset)
+        .count()
+}
+
 /// What a retention pass deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetentionOutcome {
@@ -79,11 +95,16 @@ impl PartitionLog {
                     max_timestamp_ms: s.max_timestamp_ms,
                 })
                 .collect();
-            let n = if config.cleanup.delete {
+            let by_policy = if config.cleanup.delete {
                 segments_to_delete(&stats, now_ms, config.retention_ms, config.retention_bytes)
             } else {
                 0
             };
+            let below_start = segments_below_log_start(
+                st.segments.iter().map(|s| s.next_offset),
+                st.log_start_offset,
+            );
+            let n = by_policy.max(below_start);
             let removed: Vec<_> = st.segments.drain(..n).collect();
             if let Some(front) = st.segments.front() {
                 st.log_start_offset = st.log_start_offset.max(front.base_offset);
@@ -111,16 +132,22 @@ impl PartitionLog {
         // Unlinking a large file frees its extents synchronously (tens of ms for a GiB on
         // ext4): do it on glommio's blocking thread pool, not on the shard's thread.
         let deleted_any = !outcome.deleted_base_offsets.is_empty();
-        let (dir, log_start_offset) = (inner.dir.clone(), outcome.log_start_offset);
+        // Snapshots below the first kept segment go (the log start may lie inside it: its
+        // snapshot is still what a rebuild starts from).
+        let first_kept = inner
+            .state
+            .borrow()
+            .segments
+            .front()
+            .map_or(outcome.log_start_offset, |s| s.base_offset);
+        let dir = inner.dir.clone();
         glommio::executor()
             .spawn_blocking(move || {
                 if deleted_any {
                     producer_snapshot::list(&dir)
                         .and_then(|offsets| {
-                            let below: Vec<i64> = offsets
-                                .into_iter()
-                                .filter(|&o| o < log_start_offset)
-                                .collect();
+                            let below: Vec<i64> =
+                                offsets.into_iter().filter(|&o| o < first_kept).collect();
                             producer_snapshot::remove(&dir, &below)
                         })
                         .map_err(|e| LogError::io(&dir, "deleting producer snapshots", e))?;
@@ -161,6 +188,16 @@ mod tests {
         assert_eq!(segments_to_delete(&s, 1000, 600, -1), 1);
         assert_eq!(segments_to_delete(&s, 10_000, 600, -1), 3);
         assert_eq!(segments_to_delete(&s, 1000, -1, -1), 0);
+    }
+
+    #[test]
+    fn below_log_start_counts_whole_segments_and_never_the_active() {
+        // Segments ending at 10, 20, 30 and the active one at 35.
+        let ends = [10, 20, 30, 35];
+        assert_eq!(segments_below_log_start(ends.into_iter(), 0), 0);
+        assert_eq!(segments_below_log_start(ends.into_iter(), 19), 1);
+        assert_eq!(segments_below_log_start(ends.into_iter(), 20), 2);
+        assert_eq!(segments_below_log_start(ends.into_iter(), 35), 3);
     }
 
     #[test]
