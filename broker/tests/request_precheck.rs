@@ -100,6 +100,10 @@ fn decode(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, String> {
         CreateAcls => CreateAclsRequest,
         DescribeAcls => DescribeAclsRequest,
         DeleteAcls => DeleteAclsRequest,
+        AlterConfigs => AlterConfigsRequest,
+        IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+        CreatePartitions => CreatePartitionsRequest,
+        DescribeLogDirs => DescribeLogDirsRequest,
     };
     result.map_err(|err| err.to_string())?;
     Ok(body.len() - buf.len())
