@@ -1,8 +1,10 @@
-"""Proves the topic admin APIs in a 3-broker cluster on our coordinator: a config change sent
+"""Proves the topic admin APIs in a 3-broker cluster, on our coordinator and on Apache
+ZooKeeper: a config change sent
 to one broker is written to `/config/topics/<t>` with a change notification, reaches every
 broker's DescribeConfigs and changes the topic's behaviour there (min.insync.replicas above
 the ISR makes the leader refuse acks=all produces with NOT_ENOUGH_REPLICAS, removing it lets
-them through); CreatePartitions through one broker appends replicated partitions to the
+them through), and a broker that was down during a change has it when it is back;
+CreatePartitions through one broker appends replicated partitions to the
 topic's znode, the controller gives them leaders with full ISRs, records produced to them
 reach every replica, and DescribeLogDirs on every broker (kafka-python, and `broker log-dirs
 describe`) shows each replica with the same size. Everything is stopped at teardown."""
@@ -20,9 +22,10 @@ from cluster import BrokerCluster, eventually, start_coordination
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    coord = start_coordination("ours", tmp_path_factory.mktemp("coord"))
+@pytest.fixture(scope="module", params=["ours", "zookeeper"])
+def cluster(request, tmp_path_factory):
+    """Three brokers on our coordinator (3-server ensemble) or on Apache ZooKeeper."""
+    coord = start_coordination(request.param, tmp_path_factory.mktemp("coord"))
     try:
         c = BrokerCluster(tmp_path_factory.mktemp("cluster"), coord,
                           broker_args=["--default-replication-factor", "3"])
@@ -91,6 +94,21 @@ def test_config_change_reaches_every_broker_and_changes_behaviour(cluster):
     for broker in (1, 2, 3):
         sees(broker, "min.insync.replicas", "1", ConfigSource.DEFAULT_CONFIG)
     assert produce_one(cluster.bootstrap(), "conf", 0) is None
+
+    # A broker that was down while the config changed reads it when it comes back.
+    cluster.terminate(3)
+    resource = ConfigResource(ResourceType.TOPIC, "conf", incremental_configs=[
+        ConfigEntry("segment.ms", "120000", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([resource])[resource].result(30)
+    cluster.restart(3)
+    sees(3, "segment.ms", "120000", ConfigSource.DYNAMIC_TOPIC_CONFIG)
+    # Every broker sees it again (the next test assigns replicas over the live brokers).
+    for broker in (1, 2, 3):
+        def listed():
+            brokers = AdminClient({"bootstrap.servers": cluster.bootstrap([broker])}).list_topics(
+                timeout=10).brokers
+            assert sorted(brokers) == [1, 2, 3], brokers
+        eventually(listed, 30, f"broker {broker} lists all three brokers")
 
     resource = ConfigResource(ResourceType.TOPIC, "conf", incremental_configs=[
         ConfigEntry("segment.bytes", "1", incremental_operation=AlterConfigOpType.SET)])
