@@ -234,6 +234,23 @@ enum Command {
         #[arg(long)]
         key_separator: Option<String>,
     },
+    /// Log directories (Kafka's kafka-log-dirs.sh): partition sizes and offset lags per broker.
+    LogDirs {
+        #[command(subcommand)]
+        action: LogDirsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogDirsAction {
+    /// Every broker's log directory with the size and offset lag of each partition in it.
+    Describe {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// Only this topic's partitions (repeatable; all when absent).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -436,6 +453,39 @@ enum TopicsAction {
         bootstrap: String,
         name: String,
     },
+    /// Change a topic's config overrides (IncrementalAlterConfigs).
+    Alter {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        name: String,
+        /// Set an override, `key=value` (repeatable).
+        #[arg(long = "config")]
+        configs: Vec<String>,
+        /// Remove an override: the broker default applies again (repeatable).
+        #[arg(long = "delete-config")]
+        delete_configs: Vec<String>,
+    },
+    /// Grow a topic to this many partitions (CreatePartitions).
+    AddPartitions {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        name: String,
+        /// The new partition count.
+        #[arg(long)]
+        partitions: i32,
+    },
+}
+
+/// `key=value` pairs of repeated `--config` flags; `None` (the error printed) if one is not.
+fn config_pairs(configs: Vec<String>) -> Option<Vec<(String, String)>> {
+    let pairs: Result<Vec<_>, String> = configs
+        .into_iter()
+        .map(|config| match config.split_once('=') {
+            Some((key, value)) => Ok((key.to_string(), value.to_string())),
+            None => Err(format!("--config takes key=value, got `{config}`")),
+        })
+        .collect();
+    pairs.map_err(|err| eprintln!("error: {err}")).ok()
 }
 
 fn client_result<T>(result: Result<T, broker::cli::client::ClientError>) -> ExitCode {
@@ -778,16 +828,9 @@ fn main() -> ExitCode {
                 replication_factor,
                 configs,
             } => {
-                let mut pairs = Vec::new();
-                for config in configs {
-                    match config.split_once('=') {
-                        Some((key, value)) => pairs.push((key.to_string(), value.to_string())),
-                        None => {
-                            eprintln!("error: --config takes key=value, got `{config}`");
-                            return ExitCode::from(2);
-                        }
-                    }
-                }
+                let Some(pairs) = config_pairs(configs) else {
+                    return ExitCode::from(2);
+                };
                 client_result(broker::cli::topics_create(
                     &bootstrap,
                     &name,
@@ -803,7 +846,35 @@ fn main() -> ExitCode {
             TopicsAction::Delete { bootstrap, name } => {
                 client_result(broker::cli::topics_delete(&bootstrap, &name))
             }
+            TopicsAction::Alter {
+                bootstrap,
+                name,
+                configs,
+                delete_configs,
+            } => {
+                let Some(pairs) = config_pairs(configs) else {
+                    return ExitCode::from(2);
+                };
+                client_result(broker::cli::topic_changes::topics_alter(
+                    &bootstrap,
+                    &name,
+                    &pairs,
+                    &delete_configs,
+                ))
+            }
+            TopicsAction::AddPartitions {
+                bootstrap,
+                name,
+                partitions,
+            } => client_result(broker::cli::topic_changes::topics_add_partitions(
+                &bootstrap, &name, partitions,
+            )),
         },
+        Command::LogDirs {
+            action: LogDirsAction::Describe { bootstrap, topics },
+        } => client_result(broker::cli::log_dirs::log_dirs_describe(
+            &bootstrap, &topics,
+        )),
         Command::Produce {
             bootstrap,
             topic,

@@ -34,7 +34,8 @@ pub struct Topic {
     pub id: [u8; 16],
     /// `shards[p]` is the shard that owns partition `p`; fixed at creation.
     pub shards: Vec<u32>,
-    /// Config overrides set at creation (`retention.ms` ...), as Kafka names them.
+    /// Config overrides (`retention.ms` ...), as Kafka names them: set at creation, changed
+    /// by AlterConfigs and IncrementalAlterConfigs.
     pub configs: BTreeMap<String, String>,
     /// Cluster mode: `replicas[p]` lists the brokers holding partition `p` (from the
     /// coordinator). Empty on a single node, which holds every partition.
@@ -81,6 +82,12 @@ pub enum TopicError {
     /// The data directory cannot hold the new partitions (see `storage::disk_budget`).
     #[error("{0}")]
     NoSpace(String),
+    /// A request Kafka refuses as malformed (a config operation on a key twice...).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// CreatePartitions asked for a count the topic cannot take (INVALID_PARTITIONS).
+    #[error("{0}")]
+    PartitionCount(String),
 }
 
 impl TopicError {
@@ -98,6 +105,8 @@ impl TopicError {
             TopicError::Storage(_) => -1,
             // POLICY_VIOLATION: clients show its message and do not retry.
             TopicError::NoSpace(_) => 44,
+            TopicError::InvalidRequest(_) => 42,
+            TopicError::PartitionCount(_) => 37,
         }
     }
 }
@@ -184,6 +193,121 @@ pub fn validate_config(key: &str, value: &str) -> Result<(), TopicError> {
         },
         _ => bad("unknown topic config"),
     }
+}
+
+/// Topic configs whose value is a comma-separated list (Kafka's LIST type), with their
+/// default: the only ones IncrementalAlterConfigs may APPEND to or SUBTRACT from.
+pub const LIST_CONFIG_DEFAULTS: &[(&str, &str)] = &[("cleanup.policy", "delete")];
+
+/// One change of an AlterConfigs or IncrementalAlterConfigs request to a topic's overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOp {
+    /// Set the override (Kafka's SET; every entry of a non-incremental AlterConfigs).
+    Set(String, String),
+    /// Remove the override: the broker default applies again (DELETE).
+    Delete(String),
+    /// Add items to a list config (APPEND), starting from its effective value.
+    Append(String, String),
+    /// Remove items from a list config (SUBTRACT), starting from its effective value.
+    Subtract(String, String),
+}
+
+impl ConfigOp {
+    pub fn key(&self) -> &str {
+        match self {
+            ConfigOp::Set(key, _)
+            | ConfigOp::Delete(key)
+            | ConfigOp::Append(key, _)
+            | ConfigOp::Subtract(key, _) => key,
+        }
+    }
+}
+
+/// A request to change one topic's config overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigAlteration {
+    pub topic: String,
+    /// AlterConfigs (not incremental): the overrides become exactly the `Set`s given, every
+    /// other override is removed.
+    pub replace_all: bool,
+    pub ops: Vec<ConfigOp>,
+    /// Check only; change nothing.
+    pub validate_only: bool,
+}
+
+/// The overrides after `ops`, checked the way [`validate_config`] checks a new topic's.
+/// APPEND and SUBTRACT start from the effective value (the override, else the default), as
+/// in Kafka. A key named twice is refused as Kafka does
+/// (INVALID_REQUEST), APPEND/SUBTRACT on a non-list config and unknown keys with
+/// INVALID_CONFIG. Deleting a key that has no override changes nothing.
+pub fn alter_configs(
+    current: &BTreeMap<String, String>,
+    replace_all: bool,
+    ops: &[ConfigOp],
+) -> Result<BTreeMap<String, String>, TopicError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for op in ops {
+        if !seen.insert(op.key()) {
+            return Err(TopicError::InvalidRequest(format!(
+                "config `{}` is named more than once",
+                op.key()
+            )));
+        }
+    }
+    let mut configs = if replace_all {
+        BTreeMap::new()
+    } else {
+        current.clone()
+    };
+    for op in ops {
+        let key = op.key().to_string();
+        let list_default = LIST_CONFIG_DEFAULTS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, default)| *default);
+        let list_change = |items: &str, add: bool| -> Result<String, TopicError> {
+            let Some(default) = list_default else {
+                return Err(TopicError::InvalidConfig(
+                    key.clone(),
+                    "APPEND and SUBTRACT apply to list configs only".into(),
+                ));
+            };
+            let base = current.get(&key).map_or(default, String::as_str);
+            let mut list: Vec<String> = base
+                .split(',')
+                .map(|i| i.trim().to_string())
+                .filter(|i| !i.is_empty())
+                .collect();
+            for item in items.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                if add && !list.iter().any(|i| i == item) {
+                    list.push(item.to_string());
+                } else if !add {
+                    list.retain(|i| i != item);
+                }
+            }
+            Ok(list.join(","))
+        };
+        match op {
+            ConfigOp::Set(_, value) => {
+                validate_config(&key, value)?;
+                configs.insert(key, value.clone());
+            }
+            ConfigOp::Delete(_) => {
+                configs.remove(&key);
+            }
+            ConfigOp::Append(_, items) => {
+                let value = list_change(items, true)?;
+                validate_config(&key, &value)?;
+                configs.insert(key, value);
+            }
+            ConfigOp::Subtract(_, items) => {
+                let value = list_change(items, false)?;
+                validate_config(&key, &value)?;
+                configs.insert(key, value);
+            }
+        }
+    }
+    Ok(configs)
 }
 
 /// Spreads `count` new partitions over `shard_count` shards, each to the shard that owns the
@@ -504,6 +628,86 @@ mod tests {
         assert!(validate_config("min.cleanable.dirty.ratio", "1.5").is_err());
         assert!(validate_config("delete.retention.ms", "-1").is_err());
         assert!(validate_config("min.compaction.lag.ms", "0").is_ok());
+    }
+
+    #[test]
+    fn config_alterations_follow_kafka() {
+        let current: BTreeMap<String, String> = [
+            ("retention.ms".to_string(), "1000".to_string()),
+            ("segment.bytes".to_string(), "1048576".to_string()),
+        ]
+        .into();
+        let set = |k: &str, v: &str| ConfigOp::Set(k.into(), v.into());
+        // Incremental: the others stay, a delete removes one override.
+        let next = alter_configs(
+            &current,
+            false,
+            &[
+                set("retention.ms", "2000"),
+                ConfigOp::Delete("segment.bytes".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(next.get("retention.ms").map(String::as_str), Some("2000"));
+        assert!(!next.contains_key("segment.bytes"));
+        // Non-incremental: only what is given remains.
+        let next = alter_configs(&current, true, &[set("min.insync.replicas", "2")]).unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next["min.insync.replicas"], "2");
+        // APPEND starts from the default `delete`; SUBTRACT removes an item.
+        let next = alter_configs(
+            &current,
+            false,
+            &[ConfigOp::Append("cleanup.policy".into(), "compact".into())],
+        )
+        .unwrap();
+        assert_eq!(next["cleanup.policy"], "delete,compact");
+        let next = alter_configs(
+            &next,
+            false,
+            &[ConfigOp::Subtract("cleanup.policy".into(), "delete".into())],
+        )
+        .unwrap();
+        assert_eq!(next["cleanup.policy"], "compact");
+        // Subtracting the last item leaves an empty list, which is not a valid policy.
+        let err = alter_configs(
+            &next,
+            false,
+            &[ConfigOp::Subtract(
+                "cleanup.policy".into(),
+                "compact".into(),
+            )],
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), 40);
+        // Errors: APPEND on a non-list (40), bad value (40), unknown key (40), twice (42).
+        let append = ConfigOp::Append("retention.ms".into(), "5".into());
+        assert_eq!(
+            alter_configs(&current, false, &[append])
+                .unwrap_err()
+                .code(),
+            40
+        );
+        let bad = set("segment.bytes", "12");
+        assert_eq!(
+            alter_configs(&current, false, &[bad]).unwrap_err().code(),
+            40
+        );
+        let unknown = set("no.such.config", "1");
+        assert_eq!(
+            alter_configs(&current, false, &[unknown])
+                .unwrap_err()
+                .code(),
+            40
+        );
+        let twice = [
+            set("retention.ms", "5"),
+            ConfigOp::Delete("retention.ms".into()),
+        ];
+        assert_eq!(
+            alter_configs(&current, false, &twice).unwrap_err().code(),
+            42
+        );
     }
 
     #[test]

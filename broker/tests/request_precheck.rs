@@ -103,6 +103,10 @@ fn decode(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, String> {
         DeleteRecords => DeleteRecordsRequest,
         OffsetDelete => OffsetDeleteRequest,
         DescribeProducers => DescribeProducersRequest,
+        AlterConfigs => AlterConfigsRequest,
+        IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+        CreatePartitions => CreatePartitionsRequest,
+        DescribeLogDirs => DescribeLogDirsRequest,
     };
     result.map_err(|err| err.to_string())?;
     Ok(body.len() - buf.len())

@@ -1,4 +1,5 @@
-//! The `broker` binary's operator commands: `topics create|list|describe|delete`, `produce`
+//! The `broker` binary's operator commands: `topics create|list|describe|delete`,
+//! `topics alter|add-partitions` ([`topic_changes`]), `log-dirs describe` ([`log_dirs`]), `produce`
 //! (lines from stdin), `consume` and `groups list|describe`, as thin Kafka-protocol clients
 //! of a running broker. They use only the public protocol, so they work against any
 //! Kafka-API broker. `users add|delete|list` ([`users`]) edits a stopped single node's SCRAM
@@ -11,10 +12,12 @@ pub mod acls;
 pub mod client;
 pub mod groups;
 pub mod leaders;
+pub mod log_dirs;
 pub mod probe;
 pub mod service_unit;
 pub mod records;
 pub mod store;
+pub mod topic_changes;
 pub mod users;
 
 use std::collections::BTreeMap;

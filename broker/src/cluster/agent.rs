@@ -135,6 +135,21 @@ pub enum Command {
         delete: Vec<AclFilter>,
         reply: async_channel::Sender<Result<Vec<Vec<AclBinding>>, String>>,
     },
+    /// AlterConfigs/IncrementalAlterConfigs of a topic: change `/config/topics/<t>` and
+    /// announce it; answered with the overrides as written, once in this broker's view.
+    AlterTopicConfigs {
+        alteration: crate::topics::ConfigAlteration,
+        reply: async_channel::Sender<Result<BTreeMap<String, String>, TopicError>>,
+    },
+    /// CreatePartitions: append `added` replica lists to the assignment of topic `name`
+    /// (id `id`), if it still has `current` partitions.
+    AddPartitions {
+        name: String,
+        id: [u8; 16],
+        current: usize,
+        added: Vec<Vec<i32>>,
+        reply: async_channel::Sender<Result<(), TopicError>>,
+    },
 }
 
 /// The shards' end of a running agent.
@@ -517,6 +532,13 @@ impl Agent {
                 Err(err) => return Err(zk_err(&path, err)),
             };
             self.change_ctimes_ms.insert(seq, stat.ctime);
+            if let Some(topic) = super::topic_changes::changed_topic(&data) {
+                // A topic's config overrides changed (AlterConfigs on some broker).
+                if self.view.topics.contains_key(&topic) {
+                    self.read_topic(&topic).await?;
+                }
+                continue;
+            }
             match users::decode_change(&path, &data) {
                 Ok(Some(user)) => self.reload_user(&user).await?,
                 Ok(None) => {}
@@ -970,6 +992,14 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Re-reads a topic after this broker changed it, and publishes the view.
+    async fn reread_topic(&mut self, name: &str) {
+        if let Err(err) = self.read_topic(name).await {
+            tracing::warn!("cluster agent: {err}");
+        }
+        self.publish();
     }
 
     /// (Re)reads a topic's assignment, its config and the states of partitions not yet known.
@@ -1563,6 +1593,33 @@ impl Agent {
                 reply,
             } => {
                 let result = self.alter_acls(&create, &delete).await;
+                let _ = reply.send(result).await;
+            }
+            Command::AlterTopicConfigs { alteration, reply } => {
+                let options = self.config.znode_options();
+                let result =
+                    super::topic_changes::alter_topic_configs(&self.client, &options, &alteration)
+                        .await;
+                if result.is_ok() && !alteration.validate_only {
+                    // Live in this broker's view at once; the others follow the notification.
+                    self.reread_topic(&alteration.topic).await;
+                }
+                let _ = reply.send(result).await;
+            }
+            Command::AddPartitions {
+                name,
+                id,
+                current,
+                added,
+                reply,
+            } => {
+                let result =
+                    super::topic_changes::add_partitions(&self.client, &name, id, current, added)
+                        .await;
+                if result.is_ok() {
+                    // The topic watch fires too; reading now answers sooner.
+                    self.reread_topic(&name).await;
+                }
                 let _ = reply.send(result).await;
             }
             Command::WriteIsr {

@@ -189,12 +189,83 @@ pub fn check_explicit(
     Ok(result)
 }
 
+/// Replicas for `added` partitions appended to a topic assigned `existing` (CreatePartitions),
+/// as Kafka's `addPartitions` does: the same replication factor, and the walk continued from
+/// where the topic's was, starting at partition 0's first replica, so the new partitions'
+/// leaders keep spreading in the same order. `shift` is the random choice of the followers'
+/// shift. Explicit `assignments` are checked instead (the topic's factor, registered brokers).
+pub fn assign_added(
+    brokers: &[Candidate],
+    existing: &[Vec<i32>],
+    added: usize,
+    shift: usize,
+    assignments: Option<&[Vec<i32>]>,
+    registered: &BTreeSet<i32>,
+) -> Result<Vec<Vec<i32>>, AssignmentError> {
+    let factor = existing.first().map_or(0, Vec::len);
+    debug_assert!(
+        factor > 0,
+        "a topic has at least one partition with replicas"
+    );
+    if let Some(assignments) = assignments {
+        let numbered: Vec<(i32, Vec<i32>)> = assignments
+            .iter()
+            .enumerate()
+            .map(|(p, r)| (p as i32, r.clone()))
+            .collect();
+        let checked = check_explicit(&numbered, registered)?;
+        if checked.iter().any(|replicas| replicas.len() != factor) {
+            return Err(AssignmentError::Assignment(format!(
+                "the topic has {factor} replicas per partition; the new partitions must too"
+            )));
+        }
+        return Ok(checked);
+    }
+    let mut ids: Vec<i32> = brokers.iter().map(|b| b.id).collect();
+    ids.sort_unstable();
+    let first_leader = existing.first().and_then(|r| r.first()).copied();
+    let start = first_leader
+        .and_then(|leader| ids.iter().position(|&id| id == leader))
+        .unwrap_or(0);
+    let all = assign(brokers, existing.len() + added, factor, start, shift)?;
+    Ok(all[existing.len()..].to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     //! Proves the spread Kafka's assignment promises: leaders evenly over brokers, no broker
     //! twice in a partition, factor always met, racks all used before one repeats, and the
     //! explicit assignment checks.
     use super::*;
+
+    #[test]
+    fn added_partitions_continue_the_walk() {
+        let live = brokers(&[1, 2, 3], None);
+        let registered: BTreeSet<i32> = [1, 2, 3].into();
+        let existing = assign(&live, 2, 2, 1, 0).unwrap();
+        let added = assign_added(&live, &existing, 4, 0, None, &registered).unwrap();
+        assert_eq!(added.len(), 4);
+        // Leaders continue round-robin from where the topic's two partitions left off.
+        let mut leaders: Vec<i32> = existing.iter().chain(&added).map(|r| r[0]).collect();
+        leaders.truncate(3);
+        leaders.sort_unstable();
+        assert_eq!(leaders, vec![1, 2, 3]);
+        assert!(added.iter().all(|r| r.len() == 2 && r[0] != r[1]));
+        // Explicit: the topic's factor and registered brokers only.
+        let ok = assign_added(&live, &existing, 1, 0, Some(&[vec![3, 1]]), &registered);
+        assert_eq!(ok.unwrap(), vec![vec![3, 1]]);
+        let wrong_factor = assign_added(&live, &existing, 1, 0, Some(&[vec![3]]), &registered);
+        assert!(matches!(wrong_factor, Err(AssignmentError::Assignment(_))));
+        let unknown = assign_added(&live, &existing, 1, 0, Some(&[vec![3, 9]]), &registered);
+        assert!(matches!(unknown, Err(AssignmentError::Assignment(_))));
+        // More replicas than live brokers: the factor cannot be met.
+        let few = brokers(&[1], None);
+        let refused = assign_added(&few, &existing, 1, 0, None, &registered);
+        assert!(matches!(
+            refused,
+            Err(AssignmentError::ReplicationFactor(_))
+        ));
+    }
 
     fn brokers(ids: &[i32], racks: Option<&[&str]>) -> Vec<Candidate> {
         ids.iter()

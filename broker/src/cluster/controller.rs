@@ -45,6 +45,10 @@
 //! - A `NoNode` on a write (the topic is being deleted) is reported as
 //!   [`Event::WriteConflict`] or [`Event::TopicRemoved`].
 //!
+//! Partitions added to a known topic (CreatePartitions appends them to its znode) arrive as
+//! a [`Event::TopicAssigned`] listing more partitions: the new ones are read and created like
+//! a new topic's, the known ones keep their state.
+//!
 //! Not handled here: partition reassignment (the first replica list seen for a partition is
 //! kept), preferred-leader election, the topic deletion protocol.
 
@@ -919,6 +923,46 @@ mod tests {
             })
             .is_empty());
         assert_eq!(c.partition_state(&tp(0)), Some(&st(3, 0, &[3, 2])));
+    }
+
+    #[test]
+    fn added_partitions_are_read_and_created_the_old_ones_left_alone() {
+        // CreatePartitions: the topic's znode now lists partitions 1 and 2 as well.
+        let mut c = loaded(&[1, 2], &[1, 2, 3], st(1, 4, &[1, 2]));
+        let out = c.step(assign(&[(0, &[1, 2]), (1, &[2, 3]), (2, &[3, 1])], None));
+        assert_eq!(
+            out,
+            vec![
+                Output::ReadState { tp: tp(1) },
+                Output::ReadState { tp: tp(2) }
+            ]
+        );
+        let created = c.step(Event::StateRead {
+            tp: tp(1),
+            state: None,
+        });
+        assert_eq!(
+            created,
+            vec![Output::CreateState {
+                tp: tp(1),
+                state: st(2, 0, &[2, 3])
+            }]
+        );
+        // A replica that is not live stays out of the first ISR; the leader is the first
+        // live one in assignment order.
+        c.step(live(&[1, 2]));
+        let created = c.step(Event::StateRead {
+            tp: tp(2),
+            state: None,
+        });
+        assert_eq!(
+            created,
+            vec![Output::CreateState {
+                tp: tp(2),
+                state: st(1, 0, &[1])
+            }]
+        );
+        assert_eq!(c.partition_state(&tp(0)), Some(&st(1, 4, &[1, 2])));
     }
 
     #[test]

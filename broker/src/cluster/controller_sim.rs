@@ -160,6 +160,7 @@ struct Stats {
     bounces: u64,
     topics_deleted: u64,
     disk_faults: u64,
+    partitions_added: u64,
 }
 
 impl Stats {
@@ -177,6 +178,7 @@ impl Stats {
         self.bounces += o.bounces;
         self.topics_deleted += o.topics_deleted;
         self.disk_faults += o.disk_faults;
+        self.partitions_added += o.partitions_added;
     }
 }
 
@@ -864,6 +866,9 @@ impl Sim {
                 self.broadcast_event(e);
             }
         }
+        if self.rng.per_mille(6) {
+            self.add_partitions();
+        }
         if self.rng.per_mille(10) {
             // A spurious notification: the shell reads a state nobody changed.
             let tps: Vec<TopicPartition> = self.store.keys().cloned().collect();
@@ -872,6 +877,32 @@ impl Sim {
                 self.notify_read(i, tp);
             }
         }
+    }
+
+    /// CreatePartitions: a topic's assignment grows by one or two partitions (replicas of
+    /// the topic's factor, on any brokers, live or not), announced like a new topic. The
+    /// final checks then hold the new partitions to the same rules as the old ones.
+    fn add_partitions(&mut self) {
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        let Some(name) = self.rng.pick(&names) else {
+            return;
+        };
+        let added = self.rng.range(1, 2) as i32;
+        let mut brokers = self.brokers.clone();
+        let t = self.topics.get(&name).expect("picked from the keys");
+        let factor = t.replicas.values().next().map_or(1, Vec::len);
+        let first_new = t.replicas.len() as i32;
+        let mut new = Vec::new();
+        for p in first_new..first_new + added {
+            self.rng.shuffle(&mut brokers);
+            new.push((p, brokers[..factor].to_vec()));
+        }
+        self.trace(|| format!("topic {name}: partitions added {new:?}"));
+        self.stats.partitions_added += added as u64;
+        let t = self.topics.get_mut(&name).expect("picked from the keys");
+        t.replicas.extend(new);
+        let e = self.topic_event(&name);
+        self.broadcast_event(e);
     }
 
     /// A live leader shrinks or expands its own ISR with a conditional write, as Kafka
@@ -1207,6 +1238,7 @@ fn controller_keeps_one_leader_per_epoch_and_converges_under_faults() {
             ("failovers", t.failovers),
             ("restarts seen as bounces", t.bounces),
             ("topic deletions", t.topics_deleted),
+            ("partitions added", t.partitions_added),
         ] {
             assert!(n > 0, "the simulation never exercised {what}: {t:?}");
         }

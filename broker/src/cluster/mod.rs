@@ -20,6 +20,7 @@ pub mod controller;
 pub mod replica;
 #[cfg(test)]
 mod sim_rng;
+pub mod topic_changes;
 pub mod users;
 pub mod view;
 pub mod znodes;

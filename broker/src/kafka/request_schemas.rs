@@ -422,6 +422,15 @@ pub const SCHEMAS: &[Schema] = &[
     schema(ApiKey::DeleteRecords, (0, 2), 2, DELETE_RECORDS),
     schema(ApiKey::OffsetDelete, (0, 0), i16::MAX, OFFSET_DELETE),
     schema(ApiKey::DescribeProducers, (0, 0), 0, DESCRIBE_PRODUCERS),
+    schema(ApiKey::AlterConfigs, (0, 2), 2, ALTER_CONFIGS),
+    schema(
+        ApiKey::IncrementalAlterConfigs,
+        (0, 1),
+        1,
+        INCREMENTAL_ALTER_CONFIGS,
+    ),
+    schema(ApiKey::CreatePartitions, (0, 3), 2, CREATE_PARTITIONS),
+    schema(ApiKey::DescribeLogDirs, (1, 4), 2, DESCRIBE_LOG_DIRS),
 ];
 
 // CreateAcls, DescribeAcls, DeleteAcls v1-3, flexible from 2.
@@ -495,6 +504,55 @@ const OFFSET_DELETE: &[Field] = &[
     f("group_id", STRING),
     f("topics", Kind::Array(&OFFSET_DELETE_TOPIC)),
 ];
+
+
+// AlterConfigs v0-2, flexible from 2.
+const ALTER_CONFIGS_CONFIG: Kind = Kind::Struct(&[f("name", STRING), f("value", STRING)]);
+const ALTER_CONFIGS_RESOURCE: Kind = Kind::Struct(&[
+    f("resource_type", INT8),
+    f("resource_name", STRING),
+    f("configs", Kind::Array(&ALTER_CONFIGS_CONFIG)),
+]);
+const ALTER_CONFIGS: &[Field] = &[
+    f("resources", Kind::Array(&ALTER_CONFIGS_RESOURCE)),
+    f("validate_only", BOOL),
+];
+
+// IncrementalAlterConfigs v0-1, flexible from 1.
+const INCREMENTAL_ALTER_CONFIGS_CONFIG: Kind = Kind::Struct(&[
+    f("name", STRING),
+    f("config_operation", INT8),
+    f("value", STRING),
+]);
+const INCREMENTAL_ALTER_CONFIGS_RESOURCE: Kind = Kind::Struct(&[
+    f("resource_type", INT8),
+    f("resource_name", STRING),
+    f("configs", Kind::Array(&INCREMENTAL_ALTER_CONFIGS_CONFIG)),
+]);
+const INCREMENTAL_ALTER_CONFIGS: &[Field] = &[
+    f(
+        "resources",
+        Kind::Array(&INCREMENTAL_ALTER_CONFIGS_RESOURCE),
+    ),
+    f("validate_only", BOOL),
+];
+
+// CreatePartitions v0-3, flexible from 2.
+const CREATE_PARTITIONS_ASSIGNMENT: Kind = Kind::Struct(&[f("broker_ids", INT32S)]);
+const CREATE_PARTITIONS_TOPIC: Kind = Kind::Struct(&[
+    f("name", STRING),
+    f("count", INT32),
+    f("assignments", Kind::Array(&CREATE_PARTITIONS_ASSIGNMENT)),
+]);
+const CREATE_PARTITIONS: &[Field] = &[
+    f("topics", Kind::Array(&CREATE_PARTITIONS_TOPIC)),
+    f("timeout_ms", INT32),
+    f("validate_only", BOOL),
+];
+
+// DescribeLogDirs v1-4, flexible from 2.
+const DESCRIBE_LOG_DIRS_TOPIC: Kind = Kind::Struct(&[f("topic", STRING), f("partitions", INT32S)]);
+const DESCRIBE_LOG_DIRS: &[Field] = &[f("topics", Kind::Array(&DESCRIBE_LOG_DIRS_TOPIC))];
 
 /// The layout of `api_key`'s request body, if the broker decodes it with kafka-protocol.
 pub fn find(api_key: ApiKey) -> Option<&'static Schema> {

@@ -25,7 +25,7 @@ use super::partitions::PartitionError;
 use super::shard::Shard;
 
 /// How long CreateTopics/DeleteTopics wait for the controller's work to reach this broker.
-const ADMIN_WAIT: Duration = Duration::from_secs(30);
+pub(super) const ADMIN_WAIT: Duration = Duration::from_secs(30);
 
 /// Cluster mode's share of a shard.
 pub struct ShardCluster {
@@ -48,7 +48,8 @@ pub struct ShardCluster {
 }
 
 /// The local [`Topic`] for a topic of the view: an existing one keeps its shard placement
-/// (same id, same partition count), a new one is placed on the least loaded shards.
+/// (same id; partitions added since are placed on the least loaded shards), a new one is
+/// placed on the least loaded shards.
 pub fn local_topic(
     name: &str,
     view: &TopicView,
@@ -56,8 +57,12 @@ pub fn local_topic(
     owned: &mut [usize],
 ) -> Topic {
     let shards = match existing {
-        Some(topic) if topic.id == view.id && topic.shards.len() == view.partitions.len() => {
-            topic.shards.clone()
+        // Partitions added (CreatePartitions): only the new ones are placed.
+        Some(topic) if topic.id == view.id && topic.shards.len() <= view.partitions.len() => {
+            let mut shards = topic.shards.clone();
+            let added = view.partitions.len() - topic.shards.len();
+            shards.extend(topics::place_partitions(owned, added));
+            shards
         }
         _ => topics::place_partitions(owned, view.partitions.len()),
     };
@@ -70,7 +75,8 @@ pub fn local_topic(
     }
 }
 
-fn shard_loads(store: &dyn TopicStore, shard_count: usize) -> Vec<usize> {
+/// How many partitions of the stored topics each shard owns.
+pub(super) fn shard_loads(store: &dyn TopicStore, shard_count: usize) -> Vec<usize> {
     let mut owned = vec![0usize; shard_count];
     for topic in store.topics().values() {
         for &shard in &topic.shards {
@@ -139,7 +145,7 @@ pub fn reconcile(
     Ok(())
 }
 
-fn random_usize() -> usize {
+pub(super) fn random_usize() -> usize {
     let bytes = topics::new_topic_id();
     usize::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
 }
@@ -213,7 +219,7 @@ impl Shard {
     }
 
     /// Waits (bounded) until this shard's view and topic map satisfy `done`.
-    async fn wait_for_view(&self, done: impl Fn(&Shard, &ClusterView) -> bool) -> bool {
+    pub(super) async fn wait_for_view(&self, done: impl Fn(&Shard, &ClusterView) -> bool) -> bool {
         let deadline = Instant::now() + ADMIN_WAIT;
         loop {
             if let Some(view) = self.cluster_view() {
@@ -228,10 +234,10 @@ impl Shard {
         }
     }
 
-    async fn ask_agent(
+    pub(super) async fn ask_agent<T>(
         &self,
-        make: impl FnOnce(async_channel::Sender<Result<(), TopicError>>) -> Command,
-    ) -> Result<(), TopicError> {
+        make: impl FnOnce(async_channel::Sender<Result<T, TopicError>>) -> Command,
+    ) -> Result<T, TopicError> {
         let cluster = self.cluster.as_ref().expect("cluster mode");
         let (tx, rx) = async_channel::bounded(1);
         if cluster.commands.send(make(tx)).await.is_err() {

@@ -310,6 +310,27 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
                 &records_admin::describe_producers(&shard, &access, body).await,
             )
         }
+        ApiKey::AlterConfigs => {
+            let body = decode(&mut request)?;
+            let reply = super::config_api::alter_configs(&shard, &access, body).await;
+            answer(&request, &reply)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let body = decode(&mut request)?;
+            let reply = super::config_api::incremental_alter_configs(&shard, &access, body).await;
+            answer(&request, &reply)
+        }
+        ApiKey::CreatePartitions => {
+            let body = decode(&mut request)?;
+            let reply = super::partitions_api::create_partitions(&shard, &access, body).await;
+            answer(&request, &reply)
+        }
+        ApiKey::DescribeLogDirs => {
+            let body = decode(&mut request)?;
+            let reply =
+                super::log_dirs_api::describe_log_dirs(&shard, &access, body, version).await;
+            answer(&request, &reply)
+        }
         _ => Err(Close(format!("api {key:?} is not served yet"))),
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod acl_api;
 pub mod cluster;
+pub mod config_api;
 pub mod connection;
 pub mod dispatch;
 pub mod executor;
@@ -12,6 +13,7 @@ pub mod fetch;
 pub mod group_api;
 pub mod groups;
 pub mod list_offsets;
+pub mod log_dirs_api;
 pub mod memory_budget;
 pub mod mesh;
 pub mod metadata;
@@ -21,6 +23,7 @@ pub mod offset_for_leader_epoch;
 pub mod oneshot;
 pub mod partition_ops;
 pub mod partitions;
+pub mod partitions_api;
 pub mod produce;
 pub mod producer_ids;
 pub mod records_admin;
@@ -32,6 +35,7 @@ pub mod scram_api;
 pub mod shard;
 pub mod splice;
 pub mod topic_admin;
+pub mod topic_changes;
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener as StdListener};

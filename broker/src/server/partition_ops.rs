@@ -97,6 +97,35 @@ pub enum ShardRequest {
     },
     /// To the owner: the idempotent producers of one partition.
     DescribeProducers { topic: String, partition: i32 },
+    /// To shard 0: change topics' config overrides (AlterConfigs, IncrementalAlterConfigs).
+    AlterConfigs(Vec<crate::topics::ConfigAlteration>),
+    /// To shard 0: add partitions to topics (CreatePartitions).
+    CreatePartitions(Vec<PartitionsSpec>),
+    /// To every shard: the sizes and offsets of the partition logs it owns (DescribeLogDirs).
+    LogDirs,
+}
+
+/// One topic of a CreatePartitions request, as the control shard needs it.
+#[derive(Debug, Clone)]
+pub struct PartitionsSpec {
+    pub name: String,
+    /// The partition count wanted (the new total).
+    pub count: i32,
+    /// Replicas of each new partition (cluster mode); `None` lets the broker place them.
+    pub assignments: Option<Vec<Vec<i32>>>,
+    pub validate_only: bool,
+}
+
+/// One partition log as DescribeLogDirs reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDirPartition {
+    pub topic: String,
+    pub partition: i32,
+    /// Logical bytes of its segments (what was appended, without the page padding).
+    pub size_bytes: u64,
+    /// Log end offset minus the high watermark (a follower: how far it is behind the
+    /// leader's high watermark it last heard of; 0 on a single node).
+    pub offset_lag: i64,
 }
 
 /// Who waits in a Fetch long-poll: a follower copies everything appended, a consumer only
@@ -154,4 +183,5 @@ pub enum ShardReply {
     /// The log start offset after a DeleteRecords, or why not.
     LogStart(Result<i64, (i16, String)>),
     Producers(Result<Vec<crate::storage::ActiveProducer>, i16>),
+    LogDirs(Vec<LogDirPartition>),
 }

@@ -70,6 +70,20 @@ impl OwnedPartitions {
             .and_then(|log| log.clone())
     }
 
+    /// Every owned log with its topic and partition.
+    pub fn named(&self) -> Vec<(String, i32, Rc<PartitionLog>)> {
+        let logs = self.logs.borrow();
+        let mut named = Vec::new();
+        for (topic, list) in logs.iter() {
+            for (partition, log) in list.iter().enumerate() {
+                if let Some(log) = log {
+                    named.push((topic.clone(), partition as i32, log.clone()));
+                }
+            }
+        }
+        named
+    }
+
     pub fn all(&self) -> Vec<Rc<PartitionLog>> {
         self.logs
             .borrow()
@@ -158,20 +172,7 @@ impl Shard {
             if owner as usize != self.id || !topic.is_replica(partition, self.config.node_id) {
                 continue;
             }
-            let dir = partition_dir(self, &topic.name, partition);
-            let log = PartitionLog::open(dir.clone(), config)
-                .await
-                .map_err(|err| format!("opening {}: {err}", dir.display()))?;
-            if self.cluster.is_some() {
-                let tp = TopicPartition::new(topic.name.clone(), partition as i32);
-                let replica = Replica::open(tp, &log)
-                    .map_err(|err| format!("opening {}: {err}", dir.display()))?;
-                self.partitions
-                    .replicas
-                    .borrow_mut()
-                    .insert((topic.name.clone(), partition as i32), Rc::new(replica));
-            }
-            list[partition] = Some(Rc::new(log));
+            list[partition] = Some(self.open_partition(topic, partition, config).await?);
         }
         self.partitions
             .logs
@@ -180,6 +181,62 @@ impl Shard {
         if topic.name == crate::group::OFFSETS_TOPIC {
             self.load_offsets_partitions(topic).await;
         }
+        Ok(())
+    }
+
+    /// Opens one partition's log (and in cluster mode its replica).
+    async fn open_partition(
+        &self,
+        topic: &Topic,
+        partition: usize,
+        config: LogConfig,
+    ) -> Result<Rc<PartitionLog>, String> {
+        let dir = partition_dir(self, &topic.name, partition);
+        let log = PartitionLog::open(dir.clone(), config)
+            .await
+            .map_err(|err| format!("opening {}: {err}", dir.display()))?;
+        if self.cluster.is_some() {
+            let tp = TopicPartition::new(topic.name.clone(), partition as i32);
+            let replica = Replica::open(tp, &log)
+                .map_err(|err| format!("opening {}: {err}", dir.display()))?;
+            self.partitions
+                .replicas
+                .borrow_mut()
+                .insert((topic.name.clone(), partition as i32), Rc::new(replica));
+        }
+        Ok(Rc::new(log))
+    }
+
+    /// Opens the partitions of a known topic that were added (CreatePartitions) and that
+    /// this shard owns; the open ones stay as they are.
+    pub async fn open_added_partitions(&self, topic: &Topic) -> Result<(), String> {
+        let opened = self
+            .partitions
+            .logs
+            .borrow()
+            .get(&topic.name)
+            .map_or(0, |list| list.len());
+        if opened >= topic.shards.len() {
+            return Ok(());
+        }
+        let config = log_config(self, topic);
+        let mut added = Vec::with_capacity(topic.shards.len() - opened);
+        for (partition, &owner) in topic.shards.iter().enumerate().skip(opened) {
+            if owner as usize != self.id || !topic.is_replica(partition, self.config.node_id) {
+                added.push(None);
+                continue;
+            }
+            added.push(Some(self.open_partition(topic, partition, config).await?));
+            tracing::info!(
+                "shard {} opened added partition {}-{partition}",
+                self.id,
+                topic.name
+            );
+        }
+        let mut logs = self.partitions.logs.borrow_mut();
+        let list = logs.entry(topic.name.clone()).or_default();
+        debug_assert_eq!(list.len(), opened, "partitions opened twice");
+        list.extend(added);
         Ok(())
     }
 

@@ -313,6 +313,13 @@ impl Shard {
             | ShardRequest::TopicUpdated(_)
             | ShardRequest::ClusterView(_)) => self.apply_change(change).await,
             ShardRequest::Group(call) => ShardReply::Group(self.group_local(call).await),
+            ShardRequest::AlterConfigs(alterations) => {
+                ShardReply::Topics(self.alter_configs_here(alterations).await)
+            }
+            ShardRequest::CreatePartitions(specs) => {
+                ShardReply::Topics(self.create_partitions_here(specs).await)
+            }
+            ShardRequest::LogDirs => ShardReply::LogDirs(self.log_dir_partitions()),
             data => self.handle_data_request(data).await,
         }
     }
@@ -329,11 +336,9 @@ impl Shard {
                 ShardReply::Done
             }
             ShardRequest::TopicUpdated(topic) => {
-                // Only configs and ISR-independent metadata change today (no reassignment):
-                // the open logs stay as they are.
-                self.topics
-                    .borrow_mut()
-                    .insert(topic.name.clone(), Rc::new(topic));
+                // Configs and added partitions (`topic_changes`): the open logs take the new
+                // settings, added partitions this shard owns are opened.
+                self.topic_updated(topic).await;
                 ShardReply::Done
             }
             ShardRequest::ClusterView(view) => {
