@@ -298,6 +298,34 @@ pub fn rename_for_deletion(data_dir: &Path, topic: &Topic) -> Result<Vec<PathBuf
     Ok(renamed)
 }
 
+/// Renames one partition's directory out of the way (durably), as [`rename_for_deletion`]
+/// does for a whole topic: a replica moved off this broker. None when there was none.
+pub fn rename_partition_for_deletion(
+    data_dir: &Path,
+    topic: &Topic,
+    partition: usize,
+) -> Result<Option<PathBuf>, TopicError> {
+    let dir = partition_dir(data_dir, &topic.name, partition);
+    let to = data_dir.join(format!(
+        "{}-{partition}.{}{DELETED_DIR_SUFFIX}",
+        topic.name,
+        hex(&topic.id)
+    ));
+    match std::fs::rename(&dir, &to) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => {
+            return Err(TopicError::Storage(format!(
+                "renaming {} for deletion: {err}",
+                dir.display()
+            )))
+        }
+    }
+    crate::storage::log::sync_dir(data_dir)
+        .map_err(|err| TopicError::Storage(format!("syncing {}: {err}", data_dir.display())))?;
+    Ok(Some(to))
+}
+
 /// Removes directories [`rename_for_deletion`] renamed (blocking; a failure is logged, the
 /// next start sweeps what is left).
 pub fn remove_deleted_dirs(dirs: &[PathBuf]) {

@@ -100,6 +100,9 @@ fn decode(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, String> {
         CreateAcls => CreateAclsRequest,
         DescribeAcls => DescribeAclsRequest,
         DeleteAcls => DeleteAclsRequest,
+        ElectLeaders => ElectLeadersRequest,
+        AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
+        ListPartitionReassignments => ListPartitionReassignmentsRequest,
     };
     result.map_err(|err| err.to_string())?;
     Ok(body.len() - buf.len())

@@ -10,6 +10,7 @@ pub mod client;
 pub mod groups;
 pub mod leaders;
 pub mod probe;
+pub mod reassign;
 pub mod users;
 
 use std::collections::BTreeMap;

@@ -28,3 +28,9 @@ pub const DUPLICATE_RESOURCE: i16 = 92;
 pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
 pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 114;
+// Leader elections and reassignment (ElectLeaders, AlterPartitionReassignments).
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+pub const ELECTION_NOT_NEEDED: i16 = 84;
+pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;

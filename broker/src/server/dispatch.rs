@@ -29,10 +29,14 @@ use crate::security::authorizer::{operation, resource_type};
 use crate::security::client::ClientIdentity;
 use crate::security::sasl::ILLEGAL_SASL_STATE;
 
+use super::reassign_api;
 use super::shard::Shard;
 use super::topic_admin;
 use super::{
     acl_api, fetch, group_api, list_offsets, metadata, offset_for_leader_epoch, produce, scram_api,
+};
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, ElectLeadersRequest, ListPartitionReassignmentsRequest,
 };
 
 /// Why a connection is closed after a request.
@@ -287,6 +291,31 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
             let body: AlterUserScramCredentialsRequest = decode(&mut request)?;
             let allowed = access.cluster(operation::ALTER);
             answer(&request, &scram_api::alter(&shard, &body, allowed).await)
+        }
+        // Kafka checks ALTER (resp. DESCRIBE) on the CLUSTER resource for these.
+        ApiKey::ElectLeaders => {
+            let body: ElectLeadersRequest = decode(&mut request)?;
+            let allowed = access.cluster(operation::ALTER);
+            answer(
+                &request,
+                &reassign_api::elect_leaders(&shard, body, allowed).await,
+            )
+        }
+        ApiKey::AlterPartitionReassignments => {
+            let body: AlterPartitionReassignmentsRequest = decode(&mut request)?;
+            let allowed = access.cluster(operation::ALTER);
+            answer(
+                &request,
+                &reassign_api::alter_reassignments(&shard, body, allowed).await,
+            )
+        }
+        ApiKey::ListPartitionReassignments => {
+            let body: ListPartitionReassignmentsRequest = decode(&mut request)?;
+            let allowed = access.cluster(operation::DESCRIBE);
+            answer(
+                &request,
+                &reassign_api::list_reassignments(&shard, &body, allowed),
+            )
         }
         _ => Err(Close(format!("api {key:?} is not served yet"))),
     }

@@ -23,6 +23,7 @@ pub mod partition_ops;
 pub mod partitions;
 pub mod produce;
 pub mod producer_ids;
+pub mod reassign_api;
 pub mod recv_buffer;
 pub mod replica_fetcher;
 pub mod replication;

@@ -329,8 +329,12 @@ impl Shard {
                 ShardReply::Done
             }
             ShardRequest::TopicUpdated(topic) => {
-                // Only configs and ISR-independent metadata change today (no reassignment):
-                // the open logs stay as they are.
+                // Configs, and replica lists (a reassignment): replicas that became this
+                // broker's are opened, those moved away closed.
+                let old = self.topics.borrow().get(&topic.name).cloned();
+                if let Some(old) = old {
+                    self.replicas_moved(&old, &topic).await;
+                }
                 self.topics
                     .borrow_mut()
                     .insert(topic.name.clone(), Rc::new(topic));
