@@ -14,25 +14,22 @@ mod cluster_support;
 mod kafka_support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use broker::cli::client::{complete_batches, Client};
+use broker::cli::client::Client;
 use broker::cluster::ClusterConfig;
-use broker::server::{self, ServeConfig, ServerHandle};
+use cluster_support::{consume as consume_partition, ints, Members, Zk};
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
 use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, BrokerId, CreateTopicsRequest, ElectLeadersRequest,
-    ElectLeadersResponse, FetchRequest, ListPartitionReassignmentsRequest, TopicName,
+    ElectLeadersResponse, ListPartitionReassignmentsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::RecordBatchDecoder;
-use zookeeper_client as zk;
 
 const CHROOT: &str = "/reassign-test";
 const WAIT: Duration = Duration::from_secs(30);
@@ -44,121 +41,46 @@ const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
 const ELECTION_NOT_NEEDED: i16 = 84;
 const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 
-fn config(id: i32, coordinator: &str, data_dir: &Path) -> ServeConfig {
-    cluster_support::member_config(
-        data_dir,
-        ClusterConfig {
-            broker_id: id,
-            connect: format!("{coordinator}{CHROOT}"),
-            session_timeout_ms: 2000,
-            rack: None,
-            unclean_leader_election: false,
+/// The three members: replication factor 2 by default, ISR lag 1.5 s.
+fn members(coordinator: &str) -> Members {
+    let root = tempfile::tempdir().unwrap();
+    let dirs: BTreeMap<i32, PathBuf> = (1..=3)
+        .map(|id| {
+            let dir = root.path().join(format!("broker-{id}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            (id, dir)
+        })
+        .collect();
+    let connect = format!("{coordinator}{CHROOT}");
+    Members::new(dirs, root, move |id, dir| {
+        let cluster = ClusterConfig {
             default_replication_factor: 2,
-            min_insync_replicas: 1,
             replica_lag_time_max_ms: 1500,
-            controlled_shutdown_timeout_ms: 5000,
-            coordinator_digest: None,
-            coordinator_set_acl: false,
-        },
+            ..cluster_support::cluster_config(id, connect.clone())
+        };
+        cluster_support::member_config(dir, cluster)
+    })
+}
+
+/// `(replicas, adding, removing)` of a partition in the topic znode.
+fn assignment(zk: &Zk, topic: &str, partition: i32) -> (Vec<i32>, Vec<i32>, Vec<i32>) {
+    let json = zk.json(&format!("/brokers/topics/{topic}")).unwrap();
+    let key = partition.to_string();
+    (
+        ints(&json["partitions"][&key]),
+        ints(&json["adding_replicas"][&key]),
+        ints(&json["removing_replicas"][&key]),
     )
 }
 
-struct Brokers {
-    handles: BTreeMap<i32, ServerHandle>,
-    dirs: BTreeMap<i32, PathBuf>,
-    coordinator: String,
-    _root: tempfile::TempDir,
+/// Broker `id` is registered (`/brokers/ids/<id>`).
+fn registered(zk: &Zk, id: i32) -> bool {
+    zk.0.block_on(zk.1.list_children("/brokers/ids"))
+        .is_ok_and(|live| live.contains(&id.to_string()))
 }
 
-impl Brokers {
-    fn addr(&self, id: i32) -> String {
-        self.handles[&id].addr.to_string()
-    }
-
-    fn stop(&mut self, id: i32) {
-        if let Some(handle) = self.handles.remove(&id) {
-            handle.shutdown();
-        }
-    }
-
-    fn start(&mut self, id: i32) {
-        let handle = server::start(config(id, &self.coordinator, &self.dirs[&id])).unwrap();
-        self.handles.insert(id, handle);
-    }
-}
-
-impl Drop for Brokers {
-    fn drop(&mut self) {
-        for (_, handle) in std::mem::take(&mut self.handles) {
-            handle.shutdown();
-        }
-    }
-}
-
-struct Zk(tokio::runtime::Runtime, zk::Client);
-
-impl Zk {
-    fn connect(coordinator: &str) -> Zk {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = runtime
-            .block_on(zk::Client::connect(&format!("{coordinator}{CHROOT}")))
-            .unwrap();
-        Zk(runtime, client)
-    }
-
-    fn json(&self, path: &str) -> Option<serde_json::Value> {
-        let (data, _) = self.0.block_on(self.1.get_data(path)).ok()?;
-        serde_json::from_slice(&data).ok()
-    }
-
-    /// `(leader, leader_epoch, isr)` of a partition.
-    fn state(&self, topic: &str, partition: i32) -> Option<(i32, i32, Vec<i32>)> {
-        let json = self.json(&format!(
-            "/brokers/topics/{topic}/partitions/{partition}/state"
-        ))?;
-        Some((
-            json["leader"].as_i64()? as i32,
-            json["leader_epoch"].as_i64()? as i32,
-            ints(&json["isr"]),
-        ))
-    }
-
-    /// `(replicas, adding, removing)` of a partition in the topic znode.
-    fn assignment(&self, topic: &str, partition: i32) -> (Vec<i32>, Vec<i32>, Vec<i32>) {
-        let json = self.json(&format!("/brokers/topics/{topic}")).unwrap();
-        let key = partition.to_string();
-        (
-            ints(&json["partitions"][&key]),
-            ints(&json["adding_replicas"][&key]),
-            ints(&json["removing_replicas"][&key]),
-        )
-    }
-}
-
-fn ints(value: &serde_json::Value) -> Vec<i32> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_i64())
-                .map(|v| v as i32)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    cluster_support::eventually(what, WAIT, check)
 }
 
 fn name(topic: &str) -> TopicName {
@@ -249,43 +171,13 @@ fn produce(addr: &str, topic: &str, value: &[u8]) -> (i16, i64) {
     kafka_support::produce(&mut client, topic, 0, kafka_support::batch(&[value]))
 }
 
-/// Every record a consumer reads from `addr`'s partition 0 of `topic`: offset -> value.
 fn consume(addr: &str, topic: &str) -> BTreeMap<i64, Vec<u8>> {
-    let mut client = Client::connect(addr).unwrap();
-    let mut out = BTreeMap::new();
-    let mut offset = 0;
-    loop {
-        let request = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(0)
-            .with_max_bytes(1 << 20)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(name(topic))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(0)
-                    .with_fetch_offset(offset)
-                    .with_partition_max_bytes(1 << 20)])]);
-        let response = client.call(&request, 12).unwrap();
-        let partition = &response.responses[0].partitions[0];
-        assert_eq!(partition.error_code, 0, "fetch from {addr}");
-        let before = out.len();
-        for mut batch in complete_batches(partition.records.clone().unwrap_or_default()) {
-            for record in RecordBatchDecoder::decode(&mut batch).unwrap().records {
-                if record.offset >= offset {
-                    out.insert(record.offset, record.value.unwrap().to_vec());
-                    offset = record.offset + 1;
-                }
-            }
-        }
-        if out.len() == before {
-            return out;
-        }
-    }
+    consume_partition(addr, topic, 0)
 }
 
 /// Produces `count` records to the leader named by the state znode; the acknowledged ones.
 fn produce_many(
-    brokers: &Brokers,
+    brokers: &Members,
     zk: &Zk,
     topic: &str,
     tag: &str,
@@ -307,24 +199,11 @@ fn produce_many(
 #[test]
 fn reassignment_moves_a_partition_and_elections_restore_leaders() {
     let coordinator = cluster_support::Coordinator::start();
-    let root = tempfile::tempdir().unwrap();
-    let dirs: BTreeMap<i32, PathBuf> = (1..=3)
-        .map(|id| {
-            let dir = root.path().join(format!("broker-{id}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            (id, dir)
-        })
-        .collect();
-    let mut brokers = Brokers {
-        handles: BTreeMap::new(),
-        dirs,
-        coordinator: coordinator.addr(),
-        _root: root,
-    };
+    let mut brokers = members(&coordinator.addr());
     for id in 1..=3 {
         brokers.start(id);
     }
-    let zk = Zk::connect(&coordinator.addr());
+    let zk = Zk::connect(&format!("{}{CHROOT}", coordinator.addr()));
     let any = brokers.addr(2);
 
     // -- reassignment [1, 2] -> [3, 2] with acknowledged records on the way --
@@ -339,7 +218,7 @@ fn reassignment_moves_a_partition_and_elections_restore_leaders() {
 
     assert_eq!(reassign(&any, "moved", Some(&[3, 2])), NONE);
     let (leader, _, isr) = eventually("the reassignment to [3, 2] to finish", || {
-        let (replicas, adding, removing) = zk.assignment("moved", 0);
+        let (replicas, adding, removing) = assignment(&zk, "moved", 0);
         let state = zk.state("moved", 0)?;
         (replicas == [3, 2] && adding.is_empty() && removing.is_empty() && !state.2.contains(&1))
             .then_some(state)
@@ -416,8 +295,7 @@ fn reassignment_moves_a_partition_and_elections_restore_leaders() {
     });
     brokers.stop(3);
     eventually("3 gone from the registrations", || {
-        let live = zk.0.block_on(zk.1.list_children("/brokers/ids")).ok()?;
-        (!live.contains(&"3".to_string())).then_some(())
+        (!registered(&zk, 3)).then_some(())
     });
     // Broker 3 is down: a target naming it is refused.
     assert_eq!(
@@ -444,14 +322,14 @@ fn reassignment_moves_a_partition_and_elections_restore_leaders() {
         vec![("stuck-0".to_string(), vec![3, 1, 2], vec![3], vec![2])]
     );
     eventually("the move waits for broker 3", || {
-        let (replicas, adding, removing) = zk.assignment("stuck", 0);
+        let (replicas, adding, removing) = assignment(&zk, "stuck", 0);
         let (_, _, isr) = zk.state("stuck", 0)?;
         (replicas == [3, 1, 2] && adding == [3] && removing == [2] && !isr.contains(&3))
             .then_some(())
     });
     assert_eq!(reassign(&any, "stuck", None), NONE, "cancelled");
     eventually("the cancelled move reverted", || {
-        let (replicas, adding, removing) = zk.assignment("stuck", 0);
+        let (replicas, adding, removing) = assignment(&zk, "stuck", 0);
         let (leader, _, isr) = zk.state("stuck", 0)?;
         (replicas == [1, 2]
             && adding.is_empty()
@@ -464,10 +342,7 @@ fn reassignment_moves_a_partition_and_elections_restore_leaders() {
 
     // -- unclean election of an offline partition (broker 3, not a replica, stays up) --
     brokers.start(3);
-    eventually("3 registered again", || {
-        let live = zk.0.block_on(zk.1.list_children("/brokers/ids")).ok()?;
-        live.contains(&"3".to_string()).then_some(())
-    });
+    eventually("3 registered again", || registered(&zk, 3).then_some(()));
     create(&any, "lossy", &[2, 1]);
     eventually("lossy online", || {
         zk.state("lossy", 0)
@@ -483,10 +358,7 @@ fn reassignment_moves_a_partition_and_elections_restore_leaders() {
     });
     brokers.start(1);
     let any = brokers.addr(1);
-    eventually("1 registered", || {
-        let live = zk.0.block_on(zk.1.list_children("/brokers/ids")).ok()?;
-        live.contains(&"1".to_string()).then_some(())
-    });
+    eventually("1 registered", || registered(&zk, 1).then_some(()));
     assert_eq!(
         elect_one(&any, false, "lossy"),
         PREFERRED_LEADER_NOT_AVAILABLE,

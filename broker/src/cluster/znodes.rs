@@ -442,13 +442,7 @@ pub fn encode_elect_leaders(election: ElectionType, partitions: &[TopicPartition
             ElectionType::Preferred => 0,
             ElectionType::Unclean => 1,
         },
-        partitions: partitions
-            .iter()
-            .map(|tp| OfflineReplica {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-            })
-            .collect(),
+        partitions: listed(partitions),
     })
     .expect("plain JSON")
 }
@@ -545,15 +539,20 @@ struct OfflineReplicasZnode {
 pub fn encode_offline_replicas(partitions: &BTreeSet<TopicPartition>) -> Vec<u8> {
     serde_json::to_vec(&OfflineReplicasZnode {
         version: 1,
-        partitions: partitions
-            .iter()
-            .map(|tp| OfflineReplica {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-            })
-            .collect(),
+        partitions: listed(partitions),
     })
     .expect("plain JSON")
+}
+
+/// Partitions as the `{"topic":..,"partition":..}` objects of our znodes' lists.
+fn listed<'a>(partitions: impl IntoIterator<Item = &'a TopicPartition>) -> Vec<OfflineReplica> {
+    partitions
+        .into_iter()
+        .map(|tp| OfflineReplica {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+        })
+        .collect()
 }
 
 pub fn decode_offline_replicas(
