@@ -201,6 +201,16 @@ enum Command {
         #[command(subcommand)]
         action: ProducersAction,
     },
+    /// Leader elections (Kafka's kafka-leader-election.sh).
+    Leaders {
+        #[command(subcommand)]
+        action: LeadersAction,
+    },
+    /// Partition reassignment (Kafka's kafka-reassign-partitions.sh).
+    Partitions {
+        #[command(subcommand)]
+        action: PartitionsAction,
+    },
     /// Produce stdin lines as records (`key<sep>value` with --key-separator).
     Produce {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -367,6 +377,50 @@ enum AclsAction {
     List(AclArgs),
     /// Removes the ACLs of the resources named (only the principals/operations named, if any).
     Remove(AclArgs),
+}
+
+#[derive(Subcommand)]
+enum LeadersAction {
+    /// Elects leaders: the preferred replica (the first of the assignment), or with
+    /// `--election unclean` a live replica outside the ISR of a partition that has none.
+    /// Without --topic, every partition of the cluster.
+    Elect {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// preferred or unclean.
+        #[arg(long, default_value = "preferred")]
+        election: String,
+        #[arg(long)]
+        topic: Option<String>,
+        /// Partitions of --topic (repeatable); all of them when not given.
+        #[arg(long)]
+        partition: Vec<i32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartitionsAction {
+    /// Starts moving a partition to --replicas (comma-separated broker ids, the first is the
+    /// preferred leader), or cancels the move in progress with --cancel.
+    Reassign {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        #[arg(long, value_delimiter = ',', required_unless_present = "cancel")]
+        replicas: Vec<i32>,
+        #[arg(long, conflicts_with = "replicas")]
+        cancel: bool,
+    },
+    /// Lists the reassignments in progress: full replicas, adding, removing.
+    ListReassignments {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(long)]
+        topic: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -719,6 +773,47 @@ fn main() -> ExitCode {
         } => client_result(broker::cli::records::producers_describe(
             &bootstrap, &topic, partition,
         )),
+        Command::Leaders {
+            action:
+                LeadersAction::Elect {
+                    bootstrap,
+                    election,
+                    topic,
+                    partition,
+                },
+        } => {
+            let unclean = match election.as_str() {
+                "preferred" => false,
+                "unclean" => true,
+                other => {
+                    eprintln!("error: --election is preferred or unclean, got `{other}`");
+                    return ExitCode::from(2);
+                }
+            };
+            client_result(broker::cli::reassign::leaders_elect(
+                &bootstrap,
+                unclean,
+                topic.as_deref(),
+                &partition,
+            ))
+        }
+        Command::Partitions { action } => match action {
+            PartitionsAction::Reassign {
+                bootstrap,
+                topic,
+                partition,
+                replicas,
+                cancel,
+            } => client_result(broker::cli::reassign::partitions_reassign(
+                &bootstrap,
+                &topic,
+                partition,
+                (!cancel).then_some(replicas.as_slice()),
+            )),
+            PartitionsAction::ListReassignments { bootstrap, topic } => client_result(
+                broker::cli::reassign::partitions_list_reassignments(&bootstrap, topic.as_deref()),
+            ),
+        },
         Command::Groups { action } => match action {
             GroupsAction::List { bootstrap } => {
                 client_result(broker::cli::groups::groups_list(&bootstrap))

@@ -400,25 +400,50 @@ pub fn parse_deleted_dir(name: &str) -> Option<(&str, usize, [u8; 16])> {
 pub fn rename_for_deletion(data_dir: &Path, topic: &Topic) -> Result<Vec<PathBuf>, TopicError> {
     let mut renamed = Vec::new();
     for partition in 0..topic.shards.len() {
-        let dir = partition_dir(data_dir, &topic.name, partition);
-        let to = data_dir.join(format!(
-            "{}-{partition}.{}{DELETED_DIR_SUFFIX}",
-            topic.name,
-            hex(&topic.id)
-        ));
-        match std::fs::rename(&dir, &to) {
-            Ok(()) => renamed.push(to),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                return Err(TopicError::Storage(format!(
-                    "renaming {} for deletion: {err}",
-                    dir.display()
-                )))
-            }
-        }
+        renamed.extend(rename_dir_for_deletion(data_dir, topic, partition)?);
     }
+    sync_data_dir(data_dir)?;
+    Ok(renamed)
+}
+
+/// Renames one partition directory to its `-delete` name (not synced); None when absent.
+fn rename_dir_for_deletion(
+    data_dir: &Path,
+    topic: &Topic,
+    partition: usize,
+) -> Result<Option<PathBuf>, TopicError> {
+    let dir = partition_dir(data_dir, &topic.name, partition);
+    let to = data_dir.join(format!(
+        "{}-{partition}.{}{DELETED_DIR_SUFFIX}",
+        topic.name,
+        hex(&topic.id)
+    ));
+    match std::fs::rename(&dir, &to) {
+        Ok(()) => Ok(Some(to)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(TopicError::Storage(format!(
+            "renaming {} for deletion: {err}",
+            dir.display()
+        ))),
+    }
+}
+
+fn sync_data_dir(data_dir: &Path) -> Result<(), TopicError> {
     crate::storage::log::sync_dir(data_dir)
-        .map_err(|err| TopicError::Storage(format!("syncing {}: {err}", data_dir.display())))?;
+        .map_err(|err| TopicError::Storage(format!("syncing {}: {err}", data_dir.display())))
+}
+
+/// Renames one partition's directory out of the way (durably), as [`rename_for_deletion`]
+/// does for a whole topic: a replica moved off this broker. None when there was none.
+pub fn rename_partition_for_deletion(
+    data_dir: &Path,
+    topic: &Topic,
+    partition: usize,
+) -> Result<Option<PathBuf>, TopicError> {
+    let renamed = rename_dir_for_deletion(data_dir, topic, partition)?;
+    if renamed.is_some() {
+        sync_data_dir(data_dir)?;
+    }
     Ok(renamed)
 }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use broker::cli::client::Client;
 use broker::cluster::ClusterConfig;
 use broker::server::{self, ServeConfig, ServerHandle};
+use cluster_support::eventually;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse, ProduceRequest, TopicName};
@@ -29,17 +30,9 @@ fn config(id: i32, coordinator: &str, data_dir: &Path) -> ServeConfig {
     cluster_support::member_config(
         data_dir,
         ClusterConfig {
-            broker_id: id,
-            connect: format!("{coordinator}{CHROOT}"),
             session_timeout_ms: SESSION_TIMEOUT_MS,
             rack: (id == 1).then(|| "r1".to_string()),
-            unclean_leader_election: false,
-            default_replication_factor: 1,
-            min_insync_replicas: 1,
-            replica_lag_time_max_ms: 2000,
-            controlled_shutdown_timeout_ms: 5000,
-            coordinator_digest: None,
-            coordinator_set_acl: false,
+            ..cluster_support::cluster_config(id, format!("{coordinator}{CHROOT}"))
         },
     )
 }
@@ -149,18 +142,6 @@ impl Zk {
             .unwrap_or_default();
         children.sort();
         children
-    }
-}
-
-/// Polls `check` until it holds or `timeout` passes; panics with `what` on timeout.
-fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -16,17 +16,15 @@ mod kafka_support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use broker::cli::client::{complete_batches, Client};
+use broker::cli::client::Client;
 use broker::cluster::ClusterConfig;
-use broker::server::{self, ServeConfig, ServerHandle};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use broker::server::ServeConfig;
+use cluster_support::{Members, Zk};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, ProduceRequest, TopicName};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::RecordBatchDecoder;
-use zookeeper_client as zk;
 
 const CHROOT: &str = "/replication-test";
 const TOPIC: &str = "replicated";
@@ -35,124 +33,43 @@ const PARTITION: i32 = 1;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(id: i32, coordinator: &str, data_dir: &Path, all_cores: bool) -> ServeConfig {
-    let mut config = cluster_support::member_config(
-        data_dir,
-        ClusterConfig {
-            broker_id: id,
-            connect: format!("{coordinator}{CHROOT}"),
-            session_timeout_ms: 2000,
-            rack: None,
-            unclean_leader_election: false,
-            default_replication_factor: 3,
-            min_insync_replicas: 2,
-            replica_lag_time_max_ms: 1500,
-            controlled_shutdown_timeout_ms: 5000,
-            coordinator_digest: None,
-            coordinator_set_acl: false,
-        },
-    );
+    let cluster = ClusterConfig {
+        default_replication_factor: 3,
+        min_insync_replicas: 2,
+        replica_lag_time_max_ms: 1500,
+        ..cluster_support::cluster_config(id, format!("{coordinator}{CHROOT}"))
+    };
+    let mut config = cluster_support::member_config(data_dir, cluster);
     if all_cores {
         config.profile = kafka_support::all_cores_profile();
     }
     config
 }
 
-struct Brokers {
-    handles: BTreeMap<i32, ServerHandle>,
-    dirs: BTreeMap<i32, PathBuf>,
-    coordinator: String,
+/// The three brokers (not started), with data directories `dirs` (under `root`).
+fn brokers(
+    coordinator: &str,
     all_cores: bool,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
+    dirs: [PathBuf; 3],
+) -> Members {
+    let coordinator = coordinator.to_string();
+    Members::new((1..=3).zip(dirs).collect(), root, move |id, dir| {
+        config(id, &coordinator, dir, all_cores)
+    })
 }
 
-impl Brokers {
-    /// Three brokers (not started) with data directories under `root`.
-    fn new(
-        coordinator: &str,
-        all_cores: bool,
-        root: tempfile::TempDir,
-        dirs: [PathBuf; 3],
-    ) -> Self {
-        Brokers {
-            handles: BTreeMap::new(),
-            dirs: (1..=3).zip(dirs).collect(),
-            coordinator: coordinator.to_string(),
-            all_cores,
-            _root: root,
-        }
-    }
+fn zk_client(coordinator: &str) -> Zk {
+    Zk::connect(&format!("{coordinator}{CHROOT}"))
 }
 
-fn zk_client(coordinator: &str) -> (tokio::runtime::Runtime, zk::Client) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = runtime
-        .block_on(zk::Client::connect(&format!("{coordinator}{CHROOT}")))
-        .unwrap();
-    (runtime, client)
-}
-
-impl Brokers {
-    fn addr(&self, id: i32) -> String {
-        self.handles[&id].addr.to_string()
-    }
-
-    fn stop(&mut self, id: i32) {
-        if let Some(handle) = self.handles.remove(&id) {
-            handle.shutdown();
-        }
-    }
-
-    fn start(&mut self, id: i32) {
-        let handle = server::start(config(
-            id,
-            &self.coordinator,
-            &self.dirs[&id],
-            self.all_cores,
-        ))
-        .unwrap();
-        self.handles.insert(id, handle);
-    }
-}
-
-impl Drop for Brokers {
-    fn drop(&mut self) {
-        for (_, handle) in std::mem::take(&mut self.handles) {
-            handle.shutdown();
-        }
-    }
-}
-
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    cluster_support::eventually(what, WAIT, check)
 }
 
 /// `(leader, leader_epoch, isr)` from the state znode.
-fn state(
-    zk: &(tokio::runtime::Runtime, zk::Client),
-    partition: i32,
-) -> Option<(i32, i32, Vec<i32>)> {
-    let path = format!("/brokers/topics/{TOPIC}/partitions/{partition}/state");
-    let (data, _) = zk.0.block_on(zk.1.get_data(&path)).ok()?;
-    let json: serde_json::Value = serde_json::from_slice(&data).ok()?;
-    Some((
-        json["leader"].as_i64()? as i32,
-        json["leader_epoch"].as_i64()? as i32,
-        json["isr"]
-            .as_array()?
-            .iter()
-            .filter_map(|v| v.as_i64().map(|v| v as i32))
-            .collect(),
-    ))
+fn state(zk: &Zk, partition: i32) -> Option<(i32, i32, Vec<i32>)> {
+    zk.state(TOPIC, partition)
 }
 
 /// Produces one record (acks=all) and returns (error code, base offset).
@@ -173,37 +90,7 @@ fn produce(addr: &str, value: &[u8]) -> (i16, i64) {
 
 /// Every record a consumer can read from `addr`: offset -> value.
 fn consume(addr: &str) -> BTreeMap<i64, Vec<u8>> {
-    let mut client = Client::connect(addr).unwrap();
-    let mut out = BTreeMap::new();
-    let mut offset = 0;
-    loop {
-        let request = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(0)
-            .with_max_bytes(1 << 20)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(PARTITION)
-                    .with_fetch_offset(offset)
-                    .with_partition_max_bytes(1 << 20)])]);
-        let response = client.call(&request, 12).unwrap();
-        let partition = &response.responses[0].partitions[0];
-        assert_eq!(partition.error_code, 0, "fetch from {addr}");
-        let records = partition.records.clone().unwrap_or_default();
-        let before = out.len();
-        for mut batch in complete_batches(records) {
-            for record in RecordBatchDecoder::decode(&mut batch).unwrap().records {
-                if record.offset >= offset {
-                    out.insert(record.offset, record.value.unwrap().to_vec());
-                    offset = record.offset + 1;
-                }
-            }
-        }
-        if out.len() == before {
-            return out;
-        }
-    }
+    cluster_support::consume(addr, TOPIC, PARTITION)
 }
 
 #[test]
@@ -221,7 +108,7 @@ fn run(all_cores: bool) {
     let coordinator = coordinator_server.addr();
     let root = tempfile::tempdir().unwrap();
     let dirs = [1, 2, 3].map(|id| root.path().join(format!("b{id}")));
-    let mut brokers = Brokers::new(&coordinator, all_cores, root, dirs);
+    let mut brokers = brokers(&coordinator, all_cores, root, dirs);
     for id in 1..=3 {
         brokers.start(id);
     }
@@ -301,7 +188,7 @@ fn a_leader_whose_disk_fills_hands_over_and_nothing_acknowledged_is_lost() {
     let disks: Vec<kafka_support::SmallFs> =
         (0..3).map(|_| kafka_support::SmallFs::new(160)).collect();
     let dirs = [0, 1, 2].map(|i| disks[i].mount.join("data"));
-    let mut brokers = Brokers::new(&coordinator, false, tempfile::tempdir().unwrap(), dirs);
+    let mut brokers = brokers(&coordinator, false, tempfile::tempdir().unwrap(), dirs);
     for id in 1..=3 {
         brokers.start(id);
     }

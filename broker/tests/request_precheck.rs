@@ -107,6 +107,9 @@ fn decode(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, String> {
         IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
         CreatePartitions => CreatePartitionsRequest,
         DescribeLogDirs => DescribeLogDirsRequest,
+        ElectLeaders => ElectLeadersRequest,
+        AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
+        ListPartitionReassignments => ListPartitionReassignmentsRequest,
     };
     result.map_err(|err| err.to_string())?;
     Ok(body.len() - buf.len())

@@ -18,6 +18,7 @@ pub mod service_unit;
 pub mod records;
 pub mod store;
 pub mod topic_changes;
+pub mod reassign;
 pub mod users;
 
 use std::collections::BTreeMap;

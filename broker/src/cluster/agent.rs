@@ -20,10 +20,12 @@ use zookeeper_client as zk;
 
 use super::acl_znodes;
 use super::assignment::Candidate;
-use super::controller::{ControllerConfig, Event, Output, TopicPartition};
+use super::controller::{
+    self as core, ControllerConfig, ElectionType, Event, Output, Reassignment, TopicPartition,
+};
 use super::users::{self, ZnodeOptions};
 use super::view::{BrokerInfo, ClusterView, Endpoint, PartitionView, TopicView};
-use super::znodes::{self, BrokerRegistration, ControllerZnode, TopicAssignment};
+use super::znodes::{self, BrokerRegistration, ControllerZnode, TopicAssignment, TopicZnode};
 use super::Controller;
 use crate::security::acl_store::SharedAcls;
 use crate::security::authorizer::{AclBinding, AclFilter};
@@ -149,6 +151,22 @@ pub enum Command {
         current: usize,
         added: Vec<Vec<i32>>,
         reply: async_channel::Sender<Result<(), TopicError>>,
+    },
+    /// ElectLeaders: hand the elections to the controller (`/admin/elect_leaders/request_<seq>`);
+    /// answered with the request's path once written.
+    ElectLeaders {
+        election: ElectionType,
+        partitions: Vec<TopicPartition>,
+        reply: async_channel::Sender<Result<String, String>>,
+    },
+    /// Remove an election request the controller has not taken (the asker gave up waiting).
+    ForgetElection { path: String },
+    /// AlterPartitionReassignments: start, replace or (target None) cancel reassignments in
+    /// the topic znodes; one answer per request entry, in order (Err: a Kafka error code and
+    /// message).
+    AlterReassignments {
+        requests: Vec<(TopicPartition, Option<Vec<i32>>)>,
+        reply: async_channel::Sender<Vec<Result<(), (i16, String)>>>,
     },
 }
 
@@ -299,6 +317,8 @@ enum WatchKey {
     ConfigChanges,
     /// `/kafka-acl-changes` (false) or `/kafka-acl-extended-changes` (true).
     AclChanges(bool),
+    /// `/admin/elect_leaders` (the controller only).
+    ElectLeaders,
 }
 
 struct Fired {
@@ -842,6 +862,7 @@ impl Agent {
             WatchKey::OfflineReplica(id) => self.read_offline_replicas(id).await,
             WatchKey::ConfigChanges => self.on_config_changes().await,
             WatchKey::AclChanges(extended) => self.on_acl_changes(extended).await,
+            WatchKey::ElectLeaders => self.on_elect_leaders().await,
         }
     }
 
@@ -1024,6 +1045,9 @@ impl Agent {
                 return Ok(());
             }
         };
+        let reassignments = TopicZnode::decode(&path, &data)
+            .map(|znode| znode.reassignments())
+            .unwrap_or_default();
         let config_path = znodes::config_path(name);
         let configs = match self.client.get_data(&config_path).await {
             Ok((data, _)) => znodes::decode_config(&config_path, &data).unwrap_or_else(|err| {
@@ -1047,8 +1071,13 @@ impl Agent {
                 state: None,
                 state_version: -1,
                 state_mzxid: -1,
+                reassignment: Reassignment::default(),
             });
             partition.replicas = replicas.clone();
+            partition.reassignment = reassignments
+                .get(&(index as i32))
+                .cloned()
+                .unwrap_or_default();
             partitions.push(partition);
         }
         let unclean = configs
@@ -1071,6 +1100,7 @@ impl Agent {
                 .map(|(p, r)| (p as i32, r.clone()))
                 .collect(),
             unclean_leader_election: unclean,
+            reassignments,
         }];
         for index in known.len()..assignment.replicas.len() {
             let partition = index as i32;
@@ -1280,11 +1310,242 @@ impl Agent {
                     .configs
                     .get("unclean.leader.election.enable")
                     .map(|v| v.trim() == "true"),
+                reassignments: topic
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, view)| view.reassignment.in_progress())
+                    .map(|(p, view)| (p as i32, view.reassignment.clone()))
+                    .collect(),
             });
         }
         self.feed(events).await;
         self.on_delete_topics().await?;
-        self.on_controlled_shutdown().await
+        self.on_controlled_shutdown().await?;
+        self.on_elect_leaders().await
+    }
+
+    /// The controller takes every election request, hands it to the core and deletes it.
+    async fn on_elect_leaders(&mut self) -> Result<(), String> {
+        if self.seat.is_none() {
+            return Ok(());
+        }
+        let requests = self
+            .children_watched(WatchKey::ElectLeaders, znodes::ELECT_LEADERS)
+            .await?;
+        for child in requests {
+            let path = format!("{}/{child}", znodes::ELECT_LEADERS);
+            let data = match self.client.get_data(&path).await {
+                Ok((data, _)) => data,
+                Err(zk::Error::NoNode) => continue,
+                Err(err) => return Err(zk_err(&path, err)),
+            };
+            match znodes::decode_elect_leaders(&path, &data) {
+                Ok((election, partitions)) => {
+                    tracing::info!(
+                        "controller: {election:?} election of {} partitions asked",
+                        partitions.len()
+                    );
+                    self.feed(vec![Event::ElectLeaders {
+                        election,
+                        partitions,
+                    }])
+                    .await;
+                }
+                Err(err) => tracing::warn!("{err}; dropped"),
+            }
+            match self.client.delete(&path, None).await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(err) => return Err(zk_err(&path, err)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes a reassignment: the topic znode's entry of `tp` becomes `target` without
+    /// adding/removing replicas, if it still is `replicas` with that target and the state
+    /// znode is still at `state_version` (the ISR the decision saw); fenced by the controller
+    /// epoch.
+    async fn complete_reassignment(
+        &mut self,
+        tp: &TopicPartition,
+        state_version: i32,
+        replicas: &[i32],
+        target: &[i32],
+        epoch_version: i32,
+    ) -> Result<Event, String> {
+        let path = znodes::topic_path(&tp.topic);
+        let (data, stat) = match self.client.get_data(&path).await {
+            Ok(found) => found,
+            Err(zk::Error::NoNode) => {
+                return Ok(Event::TopicRemoved {
+                    topic: tp.topic.clone(),
+                })
+            }
+            Err(err) => return Err(zk_err(&path, err)),
+        };
+        let mut znode = TopicZnode::decode(&path, &data).map_err(|err| err.to_string())?;
+        let key = tp.partition.to_string();
+        let ongoing = znode
+            .reassignments()
+            .remove(&tp.partition)
+            .unwrap_or_default();
+        let current = znode.partitions.get(&key).cloned().unwrap_or_default();
+        if current != replicas || !ongoing.in_progress() || ongoing.target(&current) != target {
+            return Ok(Event::ReassignmentCompleted {
+                tp: tp.clone(),
+                written: false,
+            });
+        }
+        znode.set_partition(tp.partition, target.to_vec(), &Reassignment::default());
+        let mut writer = self.client.new_multi_writer();
+        writer
+            .add_check_version(znodes::CONTROLLER_EPOCH, epoch_version)
+            .map_err(|err| zk_err(&path, err))?;
+        writer
+            .add_check_version(&znodes::state_path(&tp.topic, tp.partition), state_version)
+            .map_err(|err| zk_err(&path, err))?;
+        writer
+            .add_set_data(&path, &znode.encode(), Some(stat.version))
+            .map_err(|err| zk_err(&path, err))?;
+        match writer.commit().await {
+            Ok(_) => {
+                tracing::info!("controller: {tp} reassigned to {target:?}");
+                Ok(Event::ReassignmentCompleted {
+                    tp: tp.clone(),
+                    written: true,
+                })
+            }
+            Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => Ok(Event::Fenced),
+            Err(zk::MultiWriteError::OperationFailed { index: 1, .. }) => {
+                Ok(Event::WriteConflict { tp: tp.clone() })
+            }
+            Err(zk::MultiWriteError::OperationFailed { .. }) => Ok(Event::ReassignmentCompleted {
+                tp: tp.clone(),
+                written: false,
+            }),
+            Err(zk::MultiWriteError::RequestFailed { source }) => Err(zk_err(&path, source)),
+        }
+    }
+
+    /// AlterPartitionReassignments: per topic, a conditional rewrite of its znode with the
+    /// new entries ([`core::reassign`]), retried when another writer moved it first.
+    async fn alter_reassignments(
+        &mut self,
+        requests: &[(TopicPartition, Option<Vec<i32>>)],
+    ) -> Vec<Result<(), (i16, String)>> {
+        use crate::kafka::codes;
+        let mut results: Vec<Option<Result<(), (i16, String)>>> = vec![None; requests.len()];
+        let topics: BTreeSet<&str> = requests.iter().map(|(tp, _)| tp.topic.as_str()).collect();
+        for topic in topics {
+            let path = znodes::topic_path(topic);
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let read = self.client.get_data(&path).await;
+                let (data, stat) = match read {
+                    Ok(found) => found,
+                    Err(zk::Error::NoNode) => {
+                        for (k, (tp, _)) in requests.iter().enumerate() {
+                            if tp.topic == topic {
+                                results[k] = Some(Err((
+                                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                                    format!("topic `{topic}` does not exist"),
+                                )));
+                            }
+                        }
+                        break;
+                    }
+                    Err(err) => {
+                        let why = zk_err(&path, err);
+                        for (k, (tp, _)) in requests.iter().enumerate() {
+                            if tp.topic == topic {
+                                results[k] = Some(Err((codes::UNKNOWN_SERVER_ERROR, why.clone())));
+                            }
+                        }
+                        break;
+                    }
+                };
+                let mut znode = match TopicZnode::decode(&path, &data) {
+                    Ok(znode) => znode,
+                    Err(err) => {
+                        for (k, (tp, _)) in requests.iter().enumerate() {
+                            if tp.topic == topic {
+                                results[k] =
+                                    Some(Err((codes::UNKNOWN_SERVER_ERROR, err.to_string())));
+                            }
+                        }
+                        break;
+                    }
+                };
+                let mut ongoing = znode.reassignments();
+                let mut changed = false;
+                for (k, (tp, target)) in requests.iter().enumerate() {
+                    if tp.topic != topic {
+                        continue;
+                    }
+                    let Some(current) = znode.partitions.get(&tp.partition.to_string()).cloned()
+                    else {
+                        results[k] = Some(Err((
+                            codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            format!("{tp} does not exist"),
+                        )));
+                        continue;
+                    };
+                    let now = ongoing.remove(&tp.partition).unwrap_or_default();
+                    results[k] = Some(match core::reassign(&current, &now, target.as_deref()) {
+                        Ok((replicas, next)) => {
+                            znode.set_partition(tp.partition, replicas, &next);
+                            ongoing.insert(tp.partition, next);
+                            changed = true;
+                            Ok(())
+                        }
+                        Err(core::ReassignError::NoReassignmentInProgress) => {
+                            ongoing.insert(tp.partition, now);
+                            Err((
+                                codes::NO_REASSIGNMENT_IN_PROGRESS,
+                                format!("{tp} is not being reassigned"),
+                            ))
+                        }
+                        Err(core::ReassignError::InvalidReplicas(why)) => {
+                            ongoing.insert(tp.partition, now);
+                            Err((codes::INVALID_REPLICA_ASSIGNMENT, why))
+                        }
+                    });
+                }
+                if !changed {
+                    break;
+                }
+                match self
+                    .client
+                    .set_data(&path, &znode.encode(), Some(stat.version))
+                    .await
+                {
+                    Ok(_) => {
+                        // The view learns it before the answer goes out.
+                        if let Err(err) = self.read_topic(topic).await {
+                            tracing::warn!("cluster agent: {err}");
+                        }
+                        self.publish();
+                        break;
+                    }
+                    Err(zk::Error::BadVersion) if attempts < 100 => continue,
+                    Err(err) => {
+                        let why = zk_err(&path, err);
+                        for (k, (tp, _)) in requests.iter().enumerate() {
+                            if tp.topic == topic && results[k].as_ref().is_some_and(|r| r.is_ok()) {
+                                results[k] = Some(Err((codes::UNKNOWN_SERVER_ERROR, why.clone())));
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err((codes::UNKNOWN_SERVER_ERROR, "not handled".into()))))
+            .collect()
     }
 
     /// Steps the core with `events` (only while seated) and carries out what it asks.
@@ -1356,6 +1617,27 @@ impl Agent {
                     );
                     continue;
                 }
+                Output::CompleteReassignment {
+                    tp,
+                    state_version,
+                    replicas,
+                    target,
+                } => match self
+                    .complete_reassignment(&tp, state_version, &replicas, &target, epoch_version)
+                    .await
+                {
+                    Ok(event) => event,
+                    Err(err) => {
+                        tracing::warn!("controller: completing the reassignment of {tp}: {err}");
+                        self.retry.push(Output::CompleteReassignment {
+                            tp,
+                            state_version,
+                            replicas,
+                            target,
+                        });
+                        continue;
+                    }
+                },
                 Output::Resigned => {
                     tracing::warn!(
                         "broker {}: controller epoch moved on; resigning",
@@ -1621,6 +1903,29 @@ impl Agent {
                     self.reread_topic(&name).await;
                 }
                 let _ = reply.send(result).await;
+            }
+            Command::ElectLeaders {
+                election,
+                partitions,
+                reply,
+            } => {
+                let path = format!("{}/request_", znodes::ELECT_LEADERS);
+                let data = znodes::encode_elect_leaders(election, &partitions);
+                let options = zk::CreateMode::PersistentSequential
+                    .with_acls(self.config.znode_options().acls());
+                let result = match self.client.create(&path, &data, &options).await {
+                    Ok((_, sequence)) => Ok(format!("{path}{sequence}")),
+                    Err(err) => Err(zk_err(&path, err)),
+                };
+                let _ = reply.send(result).await;
+            }
+            Command::ForgetElection { path } => match self.client.delete(&path, None).await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(err) => tracing::warn!("{path}: {err}"),
+            },
+            Command::AlterReassignments { requests, reply } => {
+                let results = self.alter_reassignments(&requests).await;
+                let _ = reply.send(results).await;
             }
             Command::WriteIsr {
                 tp,

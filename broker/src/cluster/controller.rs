@@ -49,8 +49,22 @@
 //! a [`Event::TopicAssigned`] listing more partitions: the new ones are read and created like
 //! a new topic's, the known ones keep their state.
 //!
-//! Not handled here: partition reassignment (the first replica list seen for a partition is
-//! kept), preferred-leader election, the topic deletion protocol.
+//! Leader elections asked for by an operator (Kafka's ElectLeaders, [`Event::ElectLeaders`]):
+//! a preferred election moves leadership to the first replica of the assignment when it is
+//! live and in the ISR; an unclean one elects a live replica outside the ISR of a partition
+//! that has no live ISR member left. Each is tried once, when the partition is next decided.
+//!
+//! Partition reassignment (Kafka's KIP-455 in ZooKeeper mode): the topic znode holds the full
+//! replica set (target first, then the original replicas not in the target) with the
+//! replicas being added and removed ([`Reassignment`]; [`reassign`] computes it for a
+//! request). The core waits until every target replica is in the ISR, moves leadership into
+//! the target when the leader is not in it, then asks the shell to write the target as the
+//! assignment ([`Output::CompleteReassignment`]); once the target is the replica list, replicas
+//! outside it leave the ISR at a new leader epoch (so the leader forgets them). Because the
+//! progress is in the topic znode, a new controller resumes where the old one stopped.
+//! Cancelling reverts to the original replicas the same way.
+//!
+//! Not handled here: the topic deletion protocol.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -102,6 +116,110 @@ impl fmt::Display for TopicPartition {
     }
 }
 
+/// A partition's reassignment in progress, as Kafka keeps it in the topic znode: the replica
+/// list holds the target and the original replicas, `adding` are in the target only,
+/// `removing` in the original only. Both empty: none in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reassignment {
+    /// Kafka's `adding_replicas`.
+    pub adding: Vec<BrokerId>,
+    /// Kafka's `removing_replicas`.
+    pub removing: Vec<BrokerId>,
+}
+
+impl Reassignment {
+    /// True when a reassignment is in progress.
+    pub fn in_progress(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The target replicas: the full list without the ones being removed, in order.
+    pub fn target(&self, replicas: &[BrokerId]) -> Vec<BrokerId> {
+        replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.removing.contains(b))
+            .collect()
+    }
+
+    /// The original replicas: the full list without the ones being added, in order.
+    pub fn origin(&self, replicas: &[BrokerId]) -> Vec<BrokerId> {
+        replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.adding.contains(b))
+            .collect()
+    }
+}
+
+/// Why a reassignment request is refused (Kafka's error codes in the answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReassignError {
+    /// A cancellation of a partition that is not being reassigned.
+    NoReassignmentInProgress,
+    /// An empty target or one naming a broker twice.
+    InvalidReplicas(String),
+}
+
+/// The topic znode entry after a reassignment request for a partition whose entry is
+/// `replicas` with `ongoing`: `target` Some starts (or replaces) a reassignment to it, None
+/// cancels the one in progress (its target becomes the original replicas). The full list is
+/// the target, then every replica held now that is not in it: none is dropped before the
+/// target is in sync, so no replica that may lead or hold acknowledged records goes early.
+pub fn reassign(
+    replicas: &[BrokerId],
+    ongoing: &Reassignment,
+    target: Option<&[BrokerId]>,
+) -> Result<(Vec<BrokerId>, Reassignment), ReassignError> {
+    let origin = ongoing.origin(replicas);
+    let target = match target {
+        Some(t) => {
+            if t.is_empty() {
+                return Err(ReassignError::InvalidReplicas(
+                    "the target replica list is empty".into(),
+                ));
+            }
+            if t.iter().enumerate().any(|(k, b)| t[..k].contains(b)) {
+                return Err(ReassignError::InvalidReplicas(format!(
+                    "the target {t:?} names a broker twice"
+                )));
+            }
+            t.to_vec()
+        }
+        None if ongoing.in_progress() => origin.clone(),
+        None => return Err(ReassignError::NoReassignmentInProgress),
+    };
+    let mut full = target.clone();
+    for &b in origin.iter().chain(replicas) {
+        if !full.contains(&b) {
+            full.push(b);
+        }
+    }
+    let next = Reassignment {
+        adding: full
+            .iter()
+            .copied()
+            .filter(|b| !origin.contains(b))
+            .collect(),
+        removing: full
+            .iter()
+            .copied()
+            .filter(|b| !target.contains(b))
+            .collect(),
+    };
+    debug_assert_eq!(next.target(&full), target);
+    Ok((full, next))
+}
+
+/// Kafka's election types (ElectLeaders v1+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// Move leadership to the first replica of the assignment (0).
+    Preferred,
+    /// Elect a live replica outside the ISR of a partition without a live ISR member (1).
+    Unclean,
+}
+
 /// Cluster-wide controller settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ControllerConfig {
@@ -123,6 +241,8 @@ pub enum Event {
         replicas: BTreeMap<i32, Vec<BrokerId>>,
         /// The topic's `unclean.leader.election.enable`, when set.
         unclean_leader_election: Option<bool>,
+        /// Partitions being reassigned (the others have none in progress).
+        reassignments: BTreeMap<i32, Reassignment>,
     },
     /// The topic's znode is gone (deleted).
     TopicRemoved {
@@ -164,6 +284,22 @@ pub enum Event {
         /// Its replicas that cannot serve: neither lead nor stay in an ISR.
         partitions: BTreeSet<TopicPartition>,
     },
+    /// An operator asks for leader elections (ElectLeaders): tried once per partition.
+    ElectLeaders {
+        /// Preferred or unclean.
+        election: ElectionType,
+        /// The partitions.
+        partitions: Vec<TopicPartition>,
+    },
+    /// The shell carried out a [`Output::CompleteReassignment`]: `written` when the topic
+    /// znode now holds the target, false when its entry had changed (a new request): the
+    /// topic's next read tells what it holds.
+    ReassignmentCompleted {
+        /// The partition.
+        tp: TopicPartition,
+        /// The target was written.
+        written: bool,
+    },
 }
 
 /// What the core asks the shell to do.
@@ -201,6 +337,21 @@ pub enum Output {
     },
     /// The core was fenced; the shell must resign (stop acting as controller).
     Resigned,
+    /// Every target replica is in the ISR and the leader is one of them: write `target` as
+    /// the partition's replicas in the topic znode, without adding/removing replicas, if its
+    /// entry still is `replicas` with that target and the state znode is still at
+    /// `state_version` (fenced); answer with [`Event::ReassignmentCompleted`], or
+    /// [`Event::WriteConflict`] when the state moved.
+    CompleteReassignment {
+        /// The partition.
+        tp: TopicPartition,
+        /// The state znode version the decision was made from.
+        state_version: i32,
+        /// The full replica list the decision was made from.
+        replicas: Vec<BrokerId>,
+        /// The new replica list.
+        target: Vec<BrokerId>,
+    },
 }
 
 /// What the core knows of a partition's state znode.
@@ -224,6 +375,12 @@ enum Op {
     Idle,
     Reading,
     Writing(LeaderAndIsr),
+    /// The topic znode write of [`Output::CompleteReassignment`]: the replica list it was
+    /// decided from and the target.
+    Completing {
+        replicas: Vec<BrokerId>,
+        target: Vec<BrokerId>,
+    },
 }
 
 #[derive(Debug)]
@@ -239,6 +396,12 @@ struct Partition {
     /// is a new process that must not inherit its predecessor's epoch: the next write bumps
     /// the epoch even when it keeps the same leader.
     leader_left: bool,
+    /// The reassignment in progress (as the topic znode says).
+    reassignment: Reassignment,
+    /// The shell found the topic znode changed when completing: wait for its next read.
+    completion_refused: bool,
+    /// An operator's election to try when the partition is next decided.
+    election: Option<ElectionType>,
 }
 
 /// A write the decision rules want.
@@ -248,7 +411,10 @@ enum Write {
     Update {
         state: LeaderAndIsr,
         expected_version: i32,
+        /// The write is the operator's election.
+        elected: bool,
     },
+    Complete(Vec<BrokerId>),
 }
 
 /// Controlled-shutdown requests of one broker that are not answered yet.
@@ -341,7 +507,14 @@ impl Controller {
                 topic,
                 replicas,
                 unclean_leader_election,
-            } => self.on_topic_assigned(topic, replicas, unclean_leader_election, &mut out),
+                reassignments,
+            } => self.on_topic_assigned(
+                topic,
+                replicas,
+                unclean_leader_election,
+                reassignments,
+                &mut out,
+            ),
             Event::TopicRemoved { topic } => {
                 self.cluster.unclean_overrides.remove(&topic);
                 // Late results for these partitions find nothing and are ignored.
@@ -351,7 +524,7 @@ impl Controller {
             Event::WriteDone { tp, new_version } => self.on_write_done(&tp, new_version, &mut out),
             Event::WriteConflict { tp } => {
                 if let Some(p) = self.partitions.get_mut(&tp) {
-                    if matches!(p.op, Op::Writing(_)) {
+                    if matches!(p.op, Op::Writing(_) | Op::Completing { .. }) {
                         // The znode moved under us (a leader changed its ISR, or it was
                         // created meanwhile): what we decided was decided from a stale state.
                         p.op = Op::Reading;
@@ -363,6 +536,20 @@ impl Controller {
             Event::ControlledShutdown { broker } => self.on_controlled_shutdown(broker, &mut out),
             Event::OfflineReplicas { broker, partitions } => {
                 self.on_offline_replicas(broker, partitions, &mut out)
+            }
+            Event::ElectLeaders {
+                election,
+                partitions,
+            } => {
+                for tp in partitions {
+                    if let Some(p) = self.partitions.get_mut(&tp) {
+                        p.election = Some(election);
+                        reconcile(&self.cluster, &tp, p, &mut out);
+                    }
+                }
+            }
+            Event::ReassignmentCompleted { tp, written } => {
+                self.on_reassignment_completed(tp, written, &mut out)
             }
         }
         if !self.resigned {
@@ -440,6 +627,7 @@ impl Controller {
         topic: String,
         replicas: BTreeMap<i32, Vec<BrokerId>>,
         unclean: Option<bool>,
+        mut reassignments: BTreeMap<i32, Reassignment>,
         out: &mut Vec<Output>,
     ) {
         self.cluster
@@ -450,12 +638,23 @@ impl Controller {
                 topic: topic.clone(),
                 partition,
             };
+            let mut deduplicated = Vec::with_capacity(assigned.len());
+            for b in assigned {
+                if !deduplicated.contains(&b) {
+                    deduplicated.push(b);
+                }
+            }
+            let reassignment = reassignments.remove(&partition).unwrap_or_default();
             match self.partitions.entry(tp) {
-                // Known already (a config change or a repeated read): the unclean setting
-                // may have changed, so decide again. A changed replica list would be a
-                // reassignment, which this core does not do: the first one stays.
+                // Known already (a config change, a repeated read, a reassignment's step):
+                // decide again from the replicas and reassignment as they are now.
                 Entry::Occupied(mut e) => {
                     let (tp, p) = (e.key().clone(), e.get_mut());
+                    if p.replicas != deduplicated || p.reassignment != reassignment {
+                        p.replicas = deduplicated;
+                        p.reassignment = reassignment;
+                        p.completion_refused = false;
+                    }
                     reconcile(&self.cluster, &tp, p, out);
                 }
                 // Never decide on an unread state: the znode may hold a newer controller's
@@ -464,18 +663,15 @@ impl Controller {
                     out.push(Output::ReadState {
                         tp: e.key().clone(),
                     });
-                    let mut deduplicated = Vec::with_capacity(assigned.len());
-                    for b in assigned {
-                        if !deduplicated.contains(&b) {
-                            deduplicated.push(b);
-                        }
-                    }
                     e.insert(Partition {
                         replicas: deduplicated,
                         known: Known::Unread,
                         op: Op::Reading,
                         dirty: false,
                         leader_left: false,
+                        reassignment,
+                        completion_refused: false,
+                        election: None,
                     });
                 }
             }
@@ -546,7 +742,8 @@ impl Controller {
                 version: new_version,
             };
         }
-        if p.dirty {
+        if p.dirty || p.reassignment.in_progress() {
+            // A reassignment goes on step by step: the next one may be due now.
             reconcile(&self.cluster, tp, p, out);
         } else {
             // Nothing changed since the decision, and decisions are stable.
@@ -555,6 +752,37 @@ impl Controller {
                 "{tp}: clean partition still wants a write"
             );
         }
+    }
+
+    fn on_reassignment_completed(
+        &mut self,
+        tp: TopicPartition,
+        written: bool,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(p) = self.partitions.get_mut(&tp) else {
+            return;
+        };
+        let (replicas, target) = match std::mem::replace(&mut p.op, Op::Idle) {
+            Op::Completing { replicas, target } => (replicas, target),
+            other => {
+                // Not ours (a late duplicate): leave whatever is in flight alone.
+                p.op = other;
+                return;
+            }
+        };
+        // A topic read that came in meanwhile is at least as new as what the decision was
+        // made from: it is kept, and decided from.
+        let unchanged = p.replicas == replicas && p.reassignment.target(&p.replicas) == target;
+        if unchanged && written {
+            // What the topic znode holds now; its read, when it comes, says the same.
+            p.replicas = target;
+            p.reassignment = Reassignment::default();
+        } else if unchanged {
+            // The znode holds something newer: its read is on the way.
+            p.completion_refused = true;
+        }
+        reconcile(&self.cluster, &tp, p, out);
     }
 
     fn on_offline_replicas(
@@ -641,7 +869,10 @@ fn reconcile(cluster: &Cluster, tp: &TopicPartition, p: &mut Partition, out: &mu
     }
     p.dirty = false;
     match decide(cluster, tp, p) {
-        None => {}
+        None => {
+            // Not possible now (or not needed): an operator's election is tried once.
+            p.election = None;
+        }
         Some(Write::Create(state)) => {
             out.push(Output::CreateState {
                 tp: tp.clone(),
@@ -649,10 +880,29 @@ fn reconcile(cluster: &Cluster, tp: &TopicPartition, p: &mut Partition, out: &mu
             });
             p.op = Op::Writing(state);
         }
+        Some(Write::Complete(target)) => {
+            let Known::Present { version, .. } = &p.known else {
+                unreachable!("a completion is decided from a known state");
+            };
+            out.push(Output::CompleteReassignment {
+                tp: tp.clone(),
+                state_version: *version,
+                replicas: p.replicas.clone(),
+                target: target.clone(),
+            });
+            p.op = Op::Completing {
+                replicas: p.replicas.clone(),
+                target,
+            };
+        }
         Some(Write::Update {
             state,
             expected_version,
+            elected,
         }) => {
+            if elected {
+                p.election = None;
+            }
             p.leader_left = false;
             out.push(Output::UpdateState {
                 tp: tp.clone(),
@@ -683,6 +933,23 @@ fn decide(cluster: &Cluster, tp: &TopicPartition, p: &Partition) -> Option<Write
         Known::Present { state, version } => {
             let next = match next_state(cluster, tp, state, &p.replicas, unclean) {
                 Some(next) => next,
+                None if !p.leader_left => {
+                    let elected = p
+                        .election
+                        .and_then(|election| elect(cluster, tp, state, &p.replicas, election));
+                    if let Some(next) = elected {
+                        debug_assert!(
+                            next_state(cluster, tp, &next, &p.replicas, unclean).is_none(),
+                            "{tp}: unstable election {state:?} -> {next:?}"
+                        );
+                        return Some(Write::Update {
+                            state: next,
+                            expected_version: *version,
+                            elected: true,
+                        });
+                    }
+                    return reassignment_step(cluster, tp, p, state, *version);
+                }
                 // Same leader and ISR, but the leader is a new process since the state was
                 // written: a new epoch, so it never leads where its predecessor did.
                 None if p.leader_left && state.leader != NO_LEADER => LeaderAndIsr {
@@ -709,9 +976,86 @@ fn decide(cluster: &Cluster, tp: &TopicPartition, p: &Partition) -> Option<Write
             Some(Write::Update {
                 state: next,
                 expected_version: *version,
+                elected: false,
             })
         }
     }
+}
+
+/// The state an operator's election wants after `cur`, if it can be held now.
+fn elect(
+    cluster: &Cluster,
+    tp: &TopicPartition,
+    cur: &LeaderAndIsr,
+    replicas: &[BrokerId],
+    election: ElectionType,
+) -> Option<LeaderAndIsr> {
+    let eligible = |b: BrokerId| cluster.electable(b) && cluster.serving(b, tp);
+    match election {
+        ElectionType::Preferred => {
+            let preferred = *replicas.first()?;
+            if preferred == cur.leader || !cur.isr.contains(&preferred) || !eligible(preferred) {
+                return None;
+            }
+            Some(LeaderAndIsr {
+                leader: preferred,
+                leader_epoch: cur.leader_epoch.checked_add(1)?,
+                isr: cur.isr.clone(),
+                controller_epoch: cluster.controller_epoch,
+            })
+        }
+        ElectionType::Unclean => {
+            // Only a partition without a leader and without a live ISR member: anything
+            // else has a clean choice (next_state already made it).
+            if cur.leader != NO_LEADER || cur.isr.iter().any(|&b| cluster.serving(b, tp)) {
+                return None;
+            }
+            let pick = replicas.iter().copied().find(|&b| eligible(b))?;
+            Some(LeaderAndIsr {
+                leader: pick,
+                leader_epoch: cur.leader_epoch.checked_add(1)?,
+                isr: vec![pick],
+                controller_epoch: cluster.controller_epoch,
+            })
+        }
+    }
+}
+
+/// The next step of `p`'s reassignment, if one is due: with every target replica in the
+/// ISR, leadership moves into the target (first in-sync electable target replica, a new
+/// epoch), then the target is written as the assignment.
+fn reassignment_step(
+    cluster: &Cluster,
+    tp: &TopicPartition,
+    p: &Partition,
+    cur: &LeaderAndIsr,
+    version: i32,
+) -> Option<Write> {
+    if !p.reassignment.in_progress() || p.completion_refused || cur.leader == NO_LEADER {
+        return None;
+    }
+    let target = p.reassignment.target(&p.replicas);
+    let in_sync = |b: BrokerId| cur.isr.contains(&b) && cluster.serving(b, tp);
+    if !target.iter().all(|&b| in_sync(b)) {
+        return None;
+    }
+    if target.contains(&cur.leader) {
+        return Some(Write::Complete(target));
+    }
+    let leader = target
+        .iter()
+        .copied()
+        .find(|&b| in_sync(b) && cluster.electable(b))?;
+    Some(Write::Update {
+        state: LeaderAndIsr {
+            leader,
+            leader_epoch: cur.leader_epoch.checked_add(1)?,
+            isr: cur.isr.clone(),
+            controller_epoch: cluster.controller_epoch,
+        },
+        expected_version: version,
+        elected: false,
+    })
 }
 
 /// A new partition's first state: the electable replicas in assignment order, the first of
@@ -747,12 +1091,14 @@ fn next_state(
     // Dead brokers leave the ISR at once: a dead follower acknowledges nothing, and keeping
     // it would hold back the high watermark and make it electable with a stale log. So do
     // replicas whose log failed: they hold nothing they can serve.
+    // Replicas no longer assigned (a finished reassignment) leave too.
     let live_isr: Vec<BrokerId> = cur
         .isr
         .iter()
         .copied()
-        .filter(|&b| cluster.serving(b, tp))
+        .filter(|&b| cluster.serving(b, tp) && replicas.contains(&b))
         .collect();
+    let unassigned_left = cur.isr.iter().any(|b| !replicas.contains(b));
     let leader_holds = cur.leader != NO_LEADER && live_isr.contains(&cur.leader);
     // Assignment order, not ISR order: the first replica is the preferred leader.
     let successor = replicas
@@ -803,7 +1149,9 @@ fn next_state(
     if leader == cur.leader && isr == cur.isr {
         return None;
     }
-    let leader_epoch = if leader == cur.leader {
+    // A leader whose replica list shrank gets a new epoch, so it starts over with the new
+    // list (and forgets followers that are gone).
+    let leader_epoch = if leader == cur.leader && !(unassigned_left && leader != NO_LEADER) {
         cur.leader_epoch
     } else {
         cur.leader_epoch.checked_add(1)?
@@ -858,6 +1206,7 @@ mod tests {
             topic: "t".into(),
             replicas: parts.iter().map(|(p, r)| (*p, r.to_vec())).collect(),
             unclean_leader_election: unclean,
+            reassignments: BTreeMap::new(),
         }
     }
 
@@ -1240,6 +1589,172 @@ mod tests {
         );
         // No mark was taken (it could have belonged to an older process): 2 may lead.
         assert_eq!(c.step(live(&[2])), update(0, st(2, 5, &[2]), 3));
+    }
+
+    fn done(p: i32, new_version: i32) -> Event {
+        Event::WriteDone {
+            tp: tp(p),
+            new_version,
+        }
+    }
+
+    fn reassigning(replicas: &[BrokerId], adding: &[BrokerId], removing: &[BrokerId]) -> Event {
+        Event::TopicAssigned {
+            topic: "t".into(),
+            replicas: BTreeMap::from([(0, replicas.to_vec())]),
+            unclean_leader_election: None,
+            reassignments: BTreeMap::from([(
+                0,
+                Reassignment {
+                    adding: adding.to_vec(),
+                    removing: removing.to_vec(),
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn reassign_keeps_every_held_replica_until_the_target_is_in_sync() {
+        let none = Reassignment::default();
+        let (full, r) = reassign(&[1, 2], &none, Some(&[3, 2])).unwrap();
+        assert_eq!(full, vec![3, 2, 1]);
+        assert_eq!((r.adding.clone(), r.removing.clone()), (vec![3], vec![1]));
+        assert_eq!(r.target(&full), vec![3, 2]);
+        assert_eq!(r.origin(&full), vec![2, 1]);
+        // Replaced by a new target: 3 (being added) stays until [4, 1] is in sync.
+        let (full2, r2) = reassign(&full, &r, Some(&[4, 1])).unwrap();
+        assert_eq!(full2, vec![4, 1, 2, 3]);
+        assert_eq!(r2.target(&full2), vec![4, 1]);
+        assert_eq!(r2.origin(&full2), vec![1, 2]);
+        // Cancelled: the original replicas are the target again.
+        let (full3, r3) = reassign(&full, &r, None).unwrap();
+        assert_eq!(r3.target(&full3), vec![2, 1]);
+        assert!(r3.removing.contains(&3));
+        // A pure reordering or growth needs no removal; a move to the same set is none.
+        let (full4, r4) = reassign(&[1, 2], &none, Some(&[2, 1])).unwrap();
+        assert_eq!((full4, r4.in_progress()), (vec![2, 1], false));
+        let (_, r5) = reassign(&[1], &none, Some(&[1, 2])).unwrap();
+        assert_eq!((r5.adding, r5.removing), (vec![2], vec![]));
+        assert_eq!(
+            reassign(&[1, 2], &none, None),
+            Err(ReassignError::NoReassignmentInProgress)
+        );
+        assert!(matches!(
+            reassign(&[1, 2], &none, Some(&[])),
+            Err(ReassignError::InvalidReplicas(_))
+        ));
+        assert!(matches!(
+            reassign(&[1, 2], &none, Some(&[3, 3])),
+            Err(ReassignError::InvalidReplicas(_))
+        ));
+    }
+
+    #[test]
+    fn a_reassignment_waits_for_the_target_then_moves_leadership_then_completes() {
+        let mut c = loaded(&[1, 2], &[1, 2, 3], st(1, 4, &[1, 2]));
+        // [1, 2] -> [3, 2]: nothing until 3 is in the ISR.
+        assert!(c.step(reassigning(&[3, 2, 1], &[3], &[1])).is_empty());
+        // The leader lets 3 join (its own ISR write, read back).
+        assert_eq!(
+            c.step(read(0, st(1, 4, &[1, 2, 3]), 4)),
+            update(0, st(3, 5, &[1, 2, 3]), 4),
+            "leadership moves into the target first"
+        );
+        assert_eq!(
+            c.step(done(0, 5)),
+            vec![Output::CompleteReassignment {
+                tp: tp(0),
+                state_version: 5,
+                replicas: vec![3, 2, 1],
+                target: vec![3, 2],
+            }]
+        );
+        // The topic znode holds [3, 2]: 1 leaves the ISR at a new epoch.
+        assert_eq!(
+            c.step(Event::ReassignmentCompleted {
+                tp: tp(0),
+                written: true
+            }),
+            update(0, st(3, 6, &[2, 3]), 5)
+        );
+        assert!(c.step(done(0, 6)).is_empty());
+        // The topic's read confirms it: nothing more to do.
+        assert!(c
+            .step(Event::TopicAssigned {
+                topic: "t".into(),
+                replicas: BTreeMap::from([(0, vec![3, 2])]),
+                unclean_leader_election: None,
+                reassignments: BTreeMap::new(),
+            })
+            .is_empty());
+    }
+
+    #[test]
+    fn a_refused_completion_waits_for_the_topic_read_and_a_dead_target_holds_the_move() {
+        let mut c = loaded(&[1, 2], &[1, 2, 3], st(1, 4, &[1, 2]));
+        // Target [2, 1] (a cancelled move to 3): in sync, and 1 (in the target) leads.
+        let out = c.step(reassigning(&[2, 1, 3], &[3], &[3]));
+        assert_eq!(
+            out,
+            vec![Output::CompleteReassignment {
+                tp: tp(0),
+                state_version: 3,
+                replicas: vec![2, 1, 3],
+                target: vec![2, 1],
+            }]
+        );
+        assert!(c
+            .step(Event::ReassignmentCompleted {
+                tp: tp(0),
+                written: false
+            })
+            .is_empty());
+        // A new request: [3, 1], with 3 dead: the move waits.
+        assert!(c.step(live(&[1, 2])).is_empty());
+        assert!(c.step(reassigning(&[3, 1, 2], &[3], &[2])).is_empty());
+        assert_eq!(c.partition_state(&tp(0)), Some(&st(1, 4, &[1, 2])));
+    }
+
+    #[test]
+    fn preferred_election_moves_leadership_to_the_first_replica_when_in_sync() {
+        let mut c = loaded(&[1, 2, 3], &[1, 2, 3], st(2, 4, &[2, 3]));
+        let elect = |election| Event::ElectLeaders {
+            election,
+            partitions: vec![tp(0), tp(9)],
+        };
+        // 1 is not in the ISR: nothing, and the request is not kept.
+        assert!(c.step(elect(ElectionType::Preferred)).is_empty());
+        assert!(c.step(read(0, st(2, 4, &[2, 3, 1]), 4)).is_empty());
+        assert_eq!(
+            c.step(elect(ElectionType::Preferred)),
+            update(0, st(1, 5, &[2, 3, 1]), 4)
+        );
+        assert!(c.step(done(0, 5)).is_empty());
+        assert!(
+            c.step(elect(ElectionType::Preferred)).is_empty(),
+            "not needed"
+        );
+    }
+
+    #[test]
+    fn unclean_election_takes_a_live_replica_of_an_offline_partition_only() {
+        let mut c = loaded(&[1, 2], &[2], st(NO_LEADER, 5, &[1]));
+        let unclean = Event::ElectLeaders {
+            election: ElectionType::Unclean,
+            partitions: vec![tp(0)],
+        };
+        assert_eq!(c.step(unclean.clone()), update(0, st(2, 6, &[2]), 3));
+        assert!(c.step(done(0, 4)).is_empty());
+        // Led now: not needed.
+        assert!(c.step(unclean).is_empty());
+        // No replica outside the assignment is ever taken.
+        let mut c = loaded(&[1, 2], &[3], st(NO_LEADER, 5, &[1]));
+        assert!(c
+            .step(Event::ElectLeaders {
+                election: ElectionType::Unclean,
+                partitions: vec![tp(0)],
+            })
+            .is_empty());
     }
 
     #[test]

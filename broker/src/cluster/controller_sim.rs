@@ -50,6 +50,11 @@ struct Znode {
 
 struct Topic {
     replicas: BTreeMap<i32, Vec<BrokerId>>,
+    /// Reassignments in progress (the topic znode's adding/removing replicas).
+    reassigning: BTreeMap<i32, Reassignment>,
+    /// Replicas a completed reassignment dropped that may still be in the ISR until the
+    /// controller's next write (never elected).
+    retired: BTreeMap<i32, Vec<BrokerId>>,
     unclean: Option<bool>,
     /// Unclean election was enabled at some point: its elections are not checked as clean.
     ever_unclean: bool,
@@ -161,6 +166,12 @@ struct Stats {
     topics_deleted: u64,
     disk_faults: u64,
     partitions_added: u64,
+    reassignments: u64,
+    cancellations: u64,
+    reassignments_completed: u64,
+    completions_refused: u64,
+    elections_asked: u64,
+    preferred_moves: u64,
 }
 
 impl Stats {
@@ -179,6 +190,12 @@ impl Stats {
         self.topics_deleted += o.topics_deleted;
         self.disk_faults += o.disk_faults;
         self.partitions_added += o.partitions_added;
+        self.reassignments += o.reassignments;
+        self.cancellations += o.cancellations;
+        self.reassignments_completed += o.reassignments_completed;
+        self.completions_refused += o.completions_refused;
+        self.elections_asked += o.elections_asked;
+        self.preferred_moves += o.preferred_moves;
     }
 }
 
@@ -300,12 +317,8 @@ impl Sim {
         }
         let topics: Vec<Event> = self
             .topics
-            .iter()
-            .map(|(name, t)| Event::TopicAssigned {
-                topic: name.clone(),
-                replicas: t.replicas.clone(),
-                unclean_leader_election: t.unclean,
-            })
+            .keys()
+            .map(|name| self.topic_event(name))
             .collect();
         for e in topics {
             self.step_core(i, e);
@@ -345,6 +358,7 @@ impl Sim {
         let tp = match &out {
             Output::CreateState { tp, .. }
             | Output::UpdateState { tp, .. }
+            | Output::CompleteReassignment { tp, .. }
             | Output::ReadState { tp } => tp.clone(),
             Output::ShutdownProgress {
                 broker,
@@ -528,6 +542,62 @@ impl Sim {
                     new_version: z.version,
                 }
             }
+            Output::CompleteReassignment {
+                tp,
+                state_version,
+                replicas,
+                target,
+            } => {
+                if self.shells[i].epoch != self.store_epoch {
+                    self.stats.fenced_writes += 1;
+                    return Event::Fenced;
+                }
+                if self.store.get(&tp).map(|z| z.version) != Some(state_version) {
+                    self.stats.conflicts += 1;
+                    return Event::WriteConflict { tp };
+                }
+                let current = self.topics.get(&tp.topic).map(|t| {
+                    (
+                        t.replicas[&tp.partition].clone(),
+                        t.reassigning
+                            .get(&tp.partition)
+                            .cloned()
+                            .unwrap_or_default(),
+                    )
+                });
+                let Some((now_replicas, ongoing)) = current else {
+                    return Event::TopicRemoved { topic: tp.topic };
+                };
+                if now_replicas != replicas
+                    || !ongoing.in_progress()
+                    || ongoing.target(&now_replicas) != target
+                {
+                    self.stats.completions_refused += 1;
+                    return Event::ReassignmentCompleted { tp, written: false };
+                }
+                // Finishing is safe only with the whole target in sync and leading.
+                let state = self.store.get(&tp).map(|z| z.state.clone());
+                self.check(
+                    state.as_ref().is_some_and(|s| {
+                        target.contains(&s.leader) && target.iter().all(|b| s.isr.contains(b))
+                    }),
+                    || format!("{tp}: reassignment to {target:?} completed in state {state:?}"),
+                );
+                self.stats.reassignments_completed += 1;
+                self.trace(|| format!("{tp}: reassignment to {target:?} completed"));
+                let t = self.topics.get_mut(&tp.topic).expect("checked above");
+                let retired: Vec<BrokerId> = replicas
+                    .iter()
+                    .copied()
+                    .filter(|b| !target.contains(b))
+                    .collect();
+                t.retired.insert(tp.partition, retired);
+                t.replicas.insert(tp.partition, target);
+                t.reassigning.remove(&tp.partition);
+                let e = self.topic_event(&tp.topic);
+                self.broadcast_event(e);
+                Event::ReassignmentCompleted { tp, written: true }
+            }
             other => self.fail(format!("not a ZooKeeper operation: {other:?}")),
         }
     }
@@ -539,16 +609,41 @@ impl Sim {
         prev: Option<&LeaderAndIsr>,
         new: &LeaderAndIsr,
     ) {
-        let replicas = &self.topics[&tp.topic].replicas[&tp.partition];
+        let topic = &self.topics[&tp.topic];
+        let replicas = topic.replicas[&tp.partition].clone();
+        let retired = topic
+            .retired
+            .get(&tp.partition)
+            .cloned()
+            .unwrap_or_default();
         let isr = &new.isr;
         self.check(!isr.is_empty(), || format!("{tp}: empty ISR: {new:?}"));
         self.check(
             isr.iter().enumerate().all(|(k, b)| !isr[..k].contains(b)),
             || format!("{tp}: duplicate in the ISR: {new:?}"),
         );
-        self.check(isr.iter().all(|b| replicas.contains(b)), || {
-            format!("{tp}: ISR outside the replicas {replicas:?}: {new:?}")
-        });
+        self.check(
+            isr.iter()
+                .all(|b| replicas.contains(b) || retired.contains(b)),
+            || format!("{tp}: ISR outside the replicas {replicas:?}: {new:?}"),
+        );
+        self.check(
+            new.leader == NO_LEADER || replicas.contains(&new.leader),
+            || format!("{tp}: leader outside the assignment {replicas:?}: {new:?}"),
+        );
+        if !isr.iter().any(|b| retired.contains(b)) {
+            if let Some(t) = self.topics.get_mut(&tp.topic) {
+                t.retired.remove(&tp.partition);
+            }
+        }
+        if let Some(prev) = prev {
+            let preferred = replicas.first().copied();
+            let prev_serving =
+                self.alive.contains_key(&prev.leader) && !self.failed(prev.leader, tp);
+            if new.leader != prev.leader && Some(new.leader) == preferred && prev_serving {
+                self.stats.preferred_moves += 1;
+            }
+        }
         self.check(new.leader == NO_LEADER || isr.contains(&new.leader), || {
             format!("{tp}: leader outside the ISR: {new:?}")
         });
@@ -768,6 +863,7 @@ impl Sim {
             topic: name.to_string(),
             replicas: t.replicas.clone(),
             unclean_leader_election: t.unclean,
+            reassignments: t.reassigning.clone(),
         }
     }
 
@@ -793,6 +889,8 @@ impl Sim {
             name.clone(),
             Topic {
                 replicas,
+                reassigning: BTreeMap::new(),
+                retired: BTreeMap::new(),
                 unclean,
                 ever_unclean: unclean == Some(true),
             },
@@ -869,6 +967,12 @@ impl Sim {
         if self.rng.per_mille(6) {
             self.add_partitions();
         }
+        if self.rng.per_mille(25) {
+            self.reassign();
+        }
+        if self.rng.per_mille(15) {
+            self.elect_leaders();
+        }
         if self.rng.per_mille(10) {
             // A spurious notification: the shell reads a state nobody changed.
             let tps: Vec<TopicPartition> = self.store.keys().cloned().collect();
@@ -903,6 +1007,150 @@ impl Sim {
         t.replicas.extend(new);
         let e = self.topic_event(&name);
         self.broadcast_event(e);
+    }
+
+    /// An operator reassigns a partition (a random target, or a cancellation), written to
+    /// the topic znode as a broker taking AlterPartitionReassignments does.
+    fn reassign(&mut self) {
+        let tps: Vec<TopicPartition> = self
+            .topics
+            .iter()
+            .flat_map(|(name, t)| {
+                t.replicas
+                    .keys()
+                    .map(move |&p| TopicPartition::new(name.clone(), p))
+            })
+            .collect();
+        let Some(tp) = self.rng.pick(&tps) else {
+            return;
+        };
+        let cancel = self.rng.per_mille(200);
+        let target = if cancel {
+            None
+        } else {
+            let mut brokers = self.brokers.clone();
+            self.rng.shuffle(&mut brokers);
+            brokers.truncate(self.rng.range(1, self.brokers.len() as u64) as usize);
+            Some(brokers)
+        };
+        let t = &self.topics[&tp.topic];
+        let ongoing = t
+            .reassigning
+            .get(&tp.partition)
+            .cloned()
+            .unwrap_or_default();
+        let Ok((replicas, next)) =
+            reassign(&t.replicas[&tp.partition], &ongoing, target.as_deref())
+        else {
+            return;
+        };
+        if cancel {
+            self.stats.cancellations += 1;
+        } else {
+            self.stats.reassignments += 1;
+        }
+        self.trace(|| format!("{tp}: reassigned to {target:?}: {replicas:?} {next:?}"));
+        let t = self
+            .topics
+            .get_mut(&tp.topic)
+            .expect("picked from the topics");
+        t.replicas.insert(tp.partition, replicas);
+        if next.in_progress() {
+            t.reassigning.insert(tp.partition, next);
+        } else {
+            t.reassigning.remove(&tp.partition);
+        }
+        let e = self.topic_event(&tp.topic);
+        self.broadcast_event(e);
+    }
+
+    /// An operator asks for preferred or unclean elections of a few partitions.
+    fn elect_leaders(&mut self) {
+        let tps: Vec<TopicPartition> = self.store.keys().cloned().collect();
+        let mut partitions = Vec::new();
+        for _ in 0..self.rng.range(1, 3) {
+            if let Some(tp) = self.rng.pick(&tps) {
+                partitions.push(tp);
+            }
+        }
+        let election = if self.rng.per_mille(300) {
+            ElectionType::Unclean
+        } else {
+            ElectionType::Preferred
+        };
+        if election == ElectionType::Unclean {
+            // Its elections are not checked as clean from here on.
+            for tp in &partitions {
+                if let Some(t) = self.topics.get_mut(&tp.topic) {
+                    t.ever_unclean = true;
+                }
+            }
+        }
+        self.stats.elections_asked += 1;
+        self.trace(|| format!("elect leaders {election:?}: {partitions:?}"));
+        let due = self.now + self.rng.range(0, 5);
+        let i = self.current();
+        self.shells[i].events.push_back(Queued {
+            due,
+            event: Event::ElectLeaders {
+                election,
+                partitions,
+            },
+            sender: None,
+        });
+    }
+
+    /// Leaders of partitions being reassigned let caught-up target replicas join (in the
+    /// drain, where no random ISR changes happen, so reassignments can finish).
+    fn leaders_expand_for_reassignments(&mut self) {
+        let mut writes = Vec::new();
+        for (name, t) in &self.topics {
+            for (&partition, ongoing) in &t.reassigning {
+                let tp = TopicPartition::new(name.clone(), partition);
+                let Some(z) = self.store.get(&tp) else {
+                    continue;
+                };
+                let leader = z.state.leader;
+                if !self.alive.contains_key(&leader) || self.failed(leader, &tp) {
+                    continue;
+                }
+                let joining = ongoing
+                    .target(&t.replicas[&partition])
+                    .into_iter()
+                    .find(|&b| {
+                        self.alive.contains_key(&b)
+                            && !z.state.isr.contains(&b)
+                            && !self.failed(b, &tp)
+                    });
+                if let Some(b) = joining {
+                    let mut state = z.state.clone();
+                    state.isr.push(b);
+                    writes.push((tp, z.version, state));
+                }
+            }
+        }
+        for (tp, version, state) in writes {
+            if !self.leader_writes.iter().any(|w| w.1 == tp) {
+                let due = self.now + self.rng.range(0, 6);
+                self.leader_writes.push((due, tp, version, state));
+            }
+        }
+    }
+
+    /// True while a reassignment could finish: its whole target is live and serving and the
+    /// partition has a leader.
+    fn reassignment_can_finish(&self) -> bool {
+        self.topics.iter().any(|(name, t)| {
+            t.reassigning.iter().any(|(&partition, ongoing)| {
+                let tp = TopicPartition::new(name.clone(), partition);
+                let serving = |b: &BrokerId| self.alive.contains_key(b) && !self.failed(*b, &tp);
+                ongoing.target(&t.replicas[&partition]).iter().all(serving)
+                    && self
+                        .store
+                        .get(&tp)
+                        .is_some_and(|z| serving(&z.state.leader))
+            })
+        })
     }
 
     /// A live leader shrinks or expands its own ISR with a conditional write, as Kafka
@@ -987,6 +1235,8 @@ impl Sim {
         self.now += 1;
         if chaos {
             self.chaos();
+        } else if self.rng.per_mille(200) {
+            self.leaders_expand_for_reassignments();
         }
         let timed_out: Vec<(BrokerId, u32)> = self
             .shutdowns
@@ -1129,6 +1379,7 @@ impl Sim {
             || !self.leader_writes.is_empty()
             || !self.stops.is_empty()
             || !self.shutdowns.is_empty()
+            || self.reassignment_can_finish()
     }
 
     fn final_checks(&self) {
@@ -1160,6 +1411,10 @@ impl Sim {
                         self.alive
                     )
                 });
+                self.check(
+                    s.leader == NO_LEADER || s.isr.iter().all(|b| replicas.contains(b)),
+                    || format!("{tp}: ISR outside the assignment {replicas:?}: {s:?}"),
+                );
                 self.check(s.leader == NO_LEADER || s.isr.iter().all(serving), || {
                     format!("{tp}: a dead broker or failed replica left in the ISR: {s:?}")
                 });
@@ -1239,6 +1494,11 @@ fn controller_keeps_one_leader_per_epoch_and_converges_under_faults() {
             ("restarts seen as bounces", t.bounces),
             ("topic deletions", t.topics_deleted),
             ("partitions added", t.partitions_added),
+            ("reassignments", t.reassignments),
+            ("cancellations", t.cancellations),
+            ("completed reassignments", t.reassignments_completed),
+            ("operator elections", t.elections_asked),
+            ("preferred leaders restored", t.preferred_moves),
         ] {
             assert!(n > 0, "the simulation never exercised {what}: {t:?}");
         }

@@ -639,6 +639,26 @@ impl Leader {
         true
     }
 
+    /// The partition's replica list grew within this term (a reassignment adds replicas):
+    /// the new ones may fetch and, once caught up, join the ISR. Replicas leave only with a
+    /// new term (the controller bumps the epoch when it drops them), so an ISR member never
+    /// loses its follower entry here.
+    pub fn replicas_added(&mut self, replicas: &[BrokerId]) {
+        for &b in replicas {
+            if b != self.me && !self.replicas.contains(&b) {
+                self.replicas.push(b);
+                self.followers.push(Follower {
+                    id: b,
+                    log_end: None,
+                    last_caught_up_ms: 0,
+                    last_fetch_leader_end: -1,
+                    last_fetch_ms: 0,
+                });
+            }
+        }
+        self.debug_check();
+    }
+
     /// The leader epoch of this term.
     pub fn epoch(&self) -> i32 {
         self.epoch

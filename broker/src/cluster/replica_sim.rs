@@ -366,6 +366,7 @@ impl Sim {
                 .map(|p| (p as i32, sim.replicas.clone()))
                 .collect(),
             unclean_leader_election: None,
+            reassignments: BTreeMap::new(),
         };
         if sim.rng.per_mille(500) {
             sim.deliver_live();

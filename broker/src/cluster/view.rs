@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::controller::{LeaderAndIsr, TopicPartition, NO_LEADER};
+use super::controller::{LeaderAndIsr, Reassignment, TopicPartition, NO_LEADER};
 
 /// One listener's endpoint of a broker, as its registration names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub struct PartitionView {
     /// broker epoch, a czxid) is newer than the state that names it leader is a new process:
     /// it waits for the controller's new epoch instead of leading its predecessor's.
     pub state_mzxid: i64,
+    /// The reassignment in progress (adding/removing replicas of the topic znode).
+    pub reassignment: Reassignment,
 }
 
 impl PartitionView {

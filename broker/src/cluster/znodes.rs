@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::controller::{LeaderAndIsr, TopicPartition};
+use super::controller::{ElectionType, LeaderAndIsr, Reassignment, TopicPartition};
 use super::view::Endpoint;
 
 pub const BROKER_IDS: &str = "/brokers/ids";
@@ -32,6 +32,10 @@ pub const CONTROLLED_SHUTDOWN: &str = "/controlled_shutdown";
 /// `/log_dir_event_notification` and answers the controller's LeaderAndIsr with the failed
 /// partitions; kafka-protocol 0.18 no longer carries that RPC).
 pub const OFFLINE_REPLICAS: &str = "/offline_replicas";
+/// Ours, not Kafka's: a broker taking ElectLeaders creates a persistent sequential
+/// `/admin/elect_leaders/request_<seq>` for the controller, which runs the elections and
+/// deletes it (Kafka's controller takes them in memory from its own API handler).
+pub const ELECT_LEADERS: &str = "/admin/elect_leaders";
 
 /// The persistent parents every broker makes sure exist at start (Kafka's
 /// `KafkaZkClient.createTopLevelPaths`).
@@ -46,6 +50,7 @@ pub const PERSISTENT_PATHS: &[&str] = &[
     "/cluster",
     "/controlled_shutdown",
     "/offline_replicas",
+    "/admin/elect_leaders",
 ];
 
 pub fn broker_path(id: i32) -> String {
@@ -375,6 +380,98 @@ impl TopicAssignment {
     }
 }
 
+impl TopicZnode {
+    /// Decodes a topic znode as it is (for a rewrite that keeps what it does not change).
+    pub fn decode(path: &str, data: &[u8]) -> Result<TopicZnode, ZnodeError> {
+        decode(path, data)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("plain JSON")
+    }
+
+    /// The partitions being reassigned: Kafka's `adding_replicas` and `removing_replicas`
+    /// (a key that is not a partition number is skipped; `TopicAssignment::decode` refuses
+    /// such a znode anyway).
+    pub fn reassignments(&self) -> BTreeMap<i32, Reassignment> {
+        let mut out: BTreeMap<i32, Reassignment> = BTreeMap::new();
+        for (key, adding) in &self.adding_replicas {
+            if let (Ok(p), false) = (key.parse::<i32>(), adding.is_empty()) {
+                out.entry(p).or_default().adding = adding.clone();
+            }
+        }
+        for (key, removing) in &self.removing_replicas {
+            if let (Ok(p), false) = (key.parse::<i32>(), removing.is_empty()) {
+                out.entry(p).or_default().removing = removing.clone();
+            }
+        }
+        out
+    }
+
+    /// Sets partition `p`'s replicas and reassignment (none: removes its entries).
+    pub fn set_partition(&mut self, p: i32, replicas: Vec<i32>, reassignment: &Reassignment) {
+        let key = p.to_string();
+        self.partitions.insert(key.clone(), replicas);
+        for (map, list) in [
+            (&mut self.adding_replicas, &reassignment.adding),
+            (&mut self.removing_replicas, &reassignment.removing),
+        ] {
+            if list.is_empty() {
+                map.remove(&key);
+            } else {
+                map.insert(key.clone(), list.clone());
+            }
+        }
+    }
+}
+
+/// `/admin/elect_leaders/request_<seq>` (ours): `{"version":1,"election_type":0,
+/// "partitions":[{"topic":"t","partition":0}]}`, election_type as in ElectLeaders (0
+/// preferred, 1 unclean).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ElectLeadersZnode {
+    version: i32,
+    election_type: i8,
+    partitions: Vec<OfflineReplica>,
+}
+
+pub fn encode_elect_leaders(election: ElectionType, partitions: &[TopicPartition]) -> Vec<u8> {
+    serde_json::to_vec(&ElectLeadersZnode {
+        version: 1,
+        election_type: match election {
+            ElectionType::Preferred => 0,
+            ElectionType::Unclean => 1,
+        },
+        partitions: listed(partitions),
+    })
+    .expect("plain JSON")
+}
+
+pub fn decode_elect_leaders(
+    path: &str,
+    data: &[u8],
+) -> Result<(ElectionType, Vec<TopicPartition>), ZnodeError> {
+    let znode: ElectLeadersZnode = decode(path, data)?;
+    let election = match znode.election_type {
+        0 => ElectionType::Preferred,
+        1 => ElectionType::Unclean,
+        other => {
+            return Err(ZnodeError {
+                path: path.to_string(),
+                reason: format!("election_type {other} is neither 0 nor 1"),
+            })
+        }
+    };
+    Ok((
+        election,
+        znode
+            .partitions
+            .into_iter()
+            .map(|r| TopicPartition::new(r.topic, r.partition))
+            .collect(),
+    ))
+}
+
 /// `/brokers/topics/<t>/partitions/<p>/state`, version 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct StateZnode {
@@ -442,15 +539,20 @@ struct OfflineReplicasZnode {
 pub fn encode_offline_replicas(partitions: &BTreeSet<TopicPartition>) -> Vec<u8> {
     serde_json::to_vec(&OfflineReplicasZnode {
         version: 1,
-        partitions: partitions
-            .iter()
-            .map(|tp| OfflineReplica {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-            })
-            .collect(),
+        partitions: listed(partitions),
     })
     .expect("plain JSON")
+}
+
+/// Partitions as the `{"topic":..,"partition":..}` objects of our znodes' lists.
+fn listed<'a>(partitions: impl IntoIterator<Item = &'a TopicPartition>) -> Vec<OfflineReplica> {
+    partitions
+        .into_iter()
+        .map(|tp| OfflineReplica {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+        })
+        .collect()
 }
 
 pub fn decode_offline_replicas(
@@ -470,6 +572,38 @@ mod tests {
     //! Proves the JSON matches what Kafka writes (field names, string-typed timestamps and
     //! versions, rack only when set) by decoding texts in Kafka's form and re-encoding ours.
     use super::*;
+
+    #[test]
+    fn reassignments_and_election_requests_round_trip() {
+        let text = br#"{"version":3,"partitions":{"0":[3,1,2],"1":[1]},"adding_replicas":{"0":[3]},"removing_replicas":{"0":[2]},"topic_id":"AAAAAAAAAAAAAAAAAAAAAA"}"#;
+        let mut znode = TopicZnode::decode("/brokers/topics/t", text).unwrap();
+        let reassigning = znode.reassignments();
+        assert_eq!(
+            reassigning,
+            BTreeMap::from([(
+                0,
+                Reassignment {
+                    adding: vec![3],
+                    removing: vec![2]
+                }
+            )])
+        );
+        znode.set_partition(0, vec![3, 1], &Reassignment::default());
+        let again = TopicZnode::decode("/brokers/topics/t", &znode.encode()).unwrap();
+        assert!(again.reassignments().is_empty());
+        assert_eq!(again.partitions["0"], vec![3, 1]);
+        assert_eq!(again.topic_id.as_deref(), Some("AAAAAAAAAAAAAAAAAAAAAA"));
+
+        let tps = vec![TopicPartition::new("t", 0), TopicPartition::new("u", 2)];
+        let data = encode_elect_leaders(ElectionType::Unclean, &tps);
+        assert_eq!(
+            decode_elect_leaders("/admin/elect_leaders/request_1", &data).unwrap(),
+            (ElectionType::Unclean, tps)
+        );
+        let bad = br#"{"version":1,"election_type":7,"partitions":[]}"#;
+        let err = decode_elect_leaders("/admin/elect_leaders/request_2", bad).unwrap_err();
+        assert!(err.to_string().contains("request_2"), "{err}");
+    }
 
     #[test]
     fn offline_replicas_round_trip_and_bad_data_names_the_path() {

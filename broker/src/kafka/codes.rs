@@ -31,3 +31,8 @@ pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 114;
 pub const INVALID_PARTITIONS: i16 = 37;
 pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 pub const INVALID_CONFIG: i16 = 40;
+// Leader elections and reassignment (ElectLeaders, AlterPartitionReassignments).
+pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+pub const ELECTION_NOT_NEEDED: i16 = 84;
+pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;

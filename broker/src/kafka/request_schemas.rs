@@ -431,6 +431,61 @@ pub const SCHEMAS: &[Schema] = &[
     ),
     schema(ApiKey::CreatePartitions, (0, 3), 2, CREATE_PARTITIONS),
     schema(ApiKey::DescribeLogDirs, (1, 4), 2, DESCRIBE_LOG_DIRS),
+    schema(ApiKey::ElectLeaders, (0, 2), 2, ELECT_LEADERS),
+    schema(
+        ApiKey::AlterPartitionReassignments,
+        (0, 1),
+        0,
+        ALTER_PARTITION_REASSIGNMENTS,
+    ),
+    schema(
+        ApiKey::ListPartitionReassignments,
+        (0, 0),
+        0,
+        LIST_PARTITION_REASSIGNMENTS,
+    ),
+];
+
+// ElectLeaders v0-2, flexible from 2.
+const ELECT_LEADERS: &[Field] = &[
+    f("election_type", INT8).since(1),
+    f(
+        "topic_partitions",
+        Kind::Array(&Kind::Struct(&[
+            f("topic", STRING),
+            f("partitions", INT32S),
+        ])),
+    ),
+    f("timeout_ms", INT32),
+];
+
+// AlterPartitionReassignments v0-1 and ListPartitionReassignments v0, flexible from 0.
+const ALTER_PARTITION_REASSIGNMENTS: &[Field] = &[
+    f("timeout_ms", INT32),
+    f("allow_replication_factor_change", BOOL).since(1),
+    f(
+        "topics",
+        Kind::Array(&Kind::Struct(&[
+            f("name", STRING),
+            f(
+                "partitions",
+                Kind::Array(&Kind::Struct(&[
+                    f("partition_index", INT32),
+                    f("replicas", INT32S),
+                ])),
+            ),
+        ])),
+    ),
+];
+const LIST_PARTITION_REASSIGNMENTS: &[Field] = &[
+    f("timeout_ms", INT32),
+    f(
+        "topics",
+        Kind::Array(&Kind::Struct(&[
+            f("name", STRING),
+            f("partition_indexes", INT32S),
+        ])),
+    ),
 ];
 
 // CreateAcls, DescribeAcls, DeleteAcls v1-3, flexible from 2.

@@ -29,11 +29,15 @@ use crate::security::authorizer::{operation, resource_type};
 use crate::security::client::ClientIdentity;
 use crate::security::sasl::ILLEGAL_SASL_STATE;
 
+use super::reassign_api;
 use super::shard::Shard;
 use super::topic_admin;
 use super::{
     acl_api, fetch, group_api, list_offsets, metadata, offset_for_leader_epoch, produce,
     records_admin, scram_api,
+};
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, ElectLeadersRequest, ListPartitionReassignmentsRequest,
 };
 
 /// Why a connection is closed after a request.
@@ -330,6 +334,31 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
             let reply =
                 super::log_dirs_api::describe_log_dirs(&shard, &access, body, version).await;
             answer(&request, &reply)
+        }
+        // Kafka checks ALTER (resp. DESCRIBE) on the CLUSTER resource for these.
+        ApiKey::ElectLeaders => {
+            let body: ElectLeadersRequest = decode(&mut request)?;
+            let allowed = access.cluster(operation::ALTER);
+            answer(
+                &request,
+                &reassign_api::elect_leaders(&shard, body, allowed).await,
+            )
+        }
+        ApiKey::AlterPartitionReassignments => {
+            let body: AlterPartitionReassignmentsRequest = decode(&mut request)?;
+            let allowed = access.cluster(operation::ALTER);
+            answer(
+                &request,
+                &reassign_api::alter_reassignments(&shard, body, allowed).await,
+            )
+        }
+        ApiKey::ListPartitionReassignments => {
+            let body: ListPartitionReassignmentsRequest = decode(&mut request)?;
+            let allowed = access.cluster(operation::DESCRIBE);
+            answer(
+                &request,
+                &reassign_api::list_reassignments(&shard, &body, allowed),
+            )
         }
         _ => Err(Close(format!("api {key:?} is not served yet"))),
     }

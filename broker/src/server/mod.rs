@@ -27,6 +27,7 @@ pub mod partitions_api;
 pub mod produce;
 pub mod producer_ids;
 pub mod records_admin;
+pub mod reassign_api;
 pub mod recv_buffer;
 pub mod replica_fetcher;
 pub mod replication;

@@ -281,6 +281,88 @@ impl Shard {
         }
     }
 
+    /// A topic's replica lists changed (a reassignment step): this shard opens the partitions
+    /// it owns that became this broker's, and closes those that are no longer, renaming their
+    /// directories away (removed in the background; a restart's sweep finishes a removal a
+    /// crash interrupted).
+    pub async fn replicas_moved(&self, old: &Topic, new: &Topic) {
+        let me = self.config.node_id;
+        let config = log_config(self, new);
+        // Partitions the old topic did not have are added ones: `open_added_partitions`
+        // opens those.
+        for (partition, &owner) in new.shards.iter().enumerate().take(old.shards.len()) {
+            if owner as usize != self.id {
+                continue;
+            }
+            let was = old.is_replica(partition, me);
+            let is = new.is_replica(partition, me);
+            let key = (new.name.clone(), partition as i32);
+            if is && !was {
+                let dir = partition_dir(self, &new.name, partition);
+                let opened = match PartitionLog::open(dir.clone(), config).await {
+                    Ok(log) => Replica::open(
+                        TopicPartition::new(new.name.clone(), partition as i32),
+                        &log,
+                    )
+                    .map(|replica| (log, replica))
+                    .map_err(|err| err.to_string()),
+                    Err(err) => Err(err.to_string()),
+                };
+                match opened {
+                    Ok((log, replica)) => {
+                        tracing::info!("{}-{partition}: a new replica here", new.name);
+                        self.partitions
+                            .replicas
+                            .borrow_mut()
+                            .insert(key, Rc::new(replica));
+                        let mut logs = self.partitions.logs.borrow_mut();
+                        let list = logs.entry(new.name.clone()).or_default();
+                        if list.len() < old.shards.len() {
+                            list.resize(old.shards.len(), None);
+                        }
+                        list[partition] = Some(Rc::new(log));
+                    }
+                    Err(err) => tracing::error!("opening {}: {err}", dir.display()),
+                }
+            } else if was && !is {
+                self.partitions.replicas.borrow_mut().remove(&key);
+                let log = self
+                    .partitions
+                    .logs
+                    .borrow_mut()
+                    .get_mut(&new.name)
+                    .and_then(|list| list.get_mut(partition))
+                    .and_then(Option::take);
+                if let Some(log) = log {
+                    if let Err(err) = log.close().await {
+                        tracing::warn!("closing {}-{partition}: {err}", new.name);
+                    }
+                }
+                let (data_dir, topic) = (self.config.data_dir.clone(), new.clone());
+                let renamed = glommio::executor()
+                    .spawn_blocking(move || {
+                        topics::rename_partition_for_deletion(&data_dir, &topic, partition)
+                    })
+                    .await;
+                match renamed {
+                    Ok(Some(dir)) => {
+                        tracing::info!(
+                            "{}-{partition}: replica moved away, removing its log",
+                            new.name
+                        );
+                        glommio::spawn_local(
+                            glommio::executor()
+                                .spawn_blocking(move || topics::remove_deleted_dirs(&[dir])),
+                        )
+                        .detach();
+                    }
+                    Ok(None) => {}
+                    Err(err) => tracing::error!("{}-{partition}: {err}", new.name),
+                }
+            }
+        }
+    }
+
     /// On the control shard, once every shard closed the logs of `topic`: renames its
     /// partition directories out of the way (durably), deletes it from the store, then
     /// removes the directories in the background. A crash at any point leaves either the

@@ -155,6 +155,7 @@ impl Shard {
                 (Role::Leader(leader), Some(state))
                     if state.leader == me && state.leader_epoch == leader.epoch() =>
                 {
+                    leader.replicas_added(&partition.replicas);
                     if leader.state_read(
                         state.leader,
                         state.leader_epoch,

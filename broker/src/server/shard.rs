@@ -336,8 +336,14 @@ impl Shard {
                 ShardReply::Done
             }
             ShardRequest::TopicUpdated(topic) => {
-                // Configs and added partitions (`topic_changes`): the open logs take the new
-                // settings, added partitions this shard owns are opened.
+                // Replica lists (a reassignment) of the partitions the topic had: replicas that
+                // became this broker's are opened, those moved away closed. Then configs and
+                // added partitions (`topic_changes`): the open logs take the new settings,
+                // added partitions this shard owns are opened.
+                let old = self.topics.borrow().get(&topic.name).cloned();
+                if let Some(old) = old {
+                    self.replicas_moved(&old, &topic).await;
+                }
                 self.topic_updated(topic).await;
                 ShardReply::Done
             }
