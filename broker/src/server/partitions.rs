@@ -70,6 +70,20 @@ impl OwnedPartitions {
             .and_then(|log| log.clone())
     }
 
+    /// Every owned log with its topic and partition.
+    pub fn each(&self) -> Vec<(String, i32, Rc<PartitionLog>)> {
+        let logs = self.logs.borrow();
+        let mut out = Vec::new();
+        for (topic, list) in logs.iter() {
+            for (partition, log) in list.iter().enumerate() {
+                if let Some(log) = log {
+                    out.push((topic.clone(), partition as i32, log.clone()));
+                }
+            }
+        }
+        out
+    }
+
     pub fn all(&self) -> Vec<Rc<PartitionLog>> {
         self.logs
             .borrow()
