@@ -44,6 +44,8 @@ class Broker:
         self.extra = list(extra)
         self.proc = None
         self.port = None
+        # The port of `/metrics` when started with --metrics-listen (its `metrics on` line).
+        self.metrics_port = None
         self.stderr_path = self.data_dir.parent / (self.data_dir.name + ".stderr")
 
     def start(self, port=0, timeout=60):
@@ -75,6 +77,8 @@ class Broker:
             match = re.search(rb"(?m)^listening on [^:\n]+:(\d+)\r?\n", out)
             if match:
                 self.port = int(match.group(1))
+                metrics = re.search(rb"(?m)^metrics on http://[^\n]+:(\d+)/metrics\r?$", out)
+                self.metrics_port = int(metrics.group(1)) if metrics else None
                 self.listeners = {name.decode(): int(port) for name, port in
                                   re.findall(rb"(?m)^listener (\S+) on [^\n]+:(\d+)\r?$", out)}
                 return self

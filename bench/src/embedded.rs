@@ -31,6 +31,7 @@ impl EmbeddedNode {
             auto_create_topics: false,
             default_partitions: 1,
             fetch_by_splice: true,
+            metrics_listen: None,
             group: broker::group::GroupConfig::default(),
             offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
             cluster: None,

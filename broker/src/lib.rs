@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod data_file;
 pub mod disk_probe;
 pub mod group;
+pub mod histogram;
 pub mod kafka;
 pub mod security;
 pub mod server;

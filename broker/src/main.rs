@@ -159,6 +159,12 @@ enum Command {
         /// and READ for everyone; credentials (`/config/users/...`) the digest user only.
         #[arg(long, requires = "coordinator_digest_file")]
         coordinator_set_acl: bool,
+        /// Serve Prometheus metrics at http://HOST:PORT/metrics (off when absent).
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// Export per-partition series (overrides the profile's `[metrics] per_partition`).
+        #[arg(long, value_name = "BOOL")]
+        metrics_per_partition: Option<bool>,
     },
     /// The cluster: its id, the controller and the live brokers.
     Cluster {
@@ -621,6 +627,8 @@ fn main() -> ExitCode {
             controlled_shutdown_timeout_ms,
             coordinator_digest_file,
             coordinator_set_acl,
+            metrics_listen,
+            metrics_per_partition,
         } => {
             let coordinator_digest = match coordinator_digest_file
                 .as_deref()
@@ -634,7 +642,12 @@ fn main() -> ExitCode {
                 }
             };
             let profile = match tuning::Profile::load_or_default(tuning.as_deref()) {
-                Ok(profile) => profile,
+                Ok(mut profile) => {
+                    if let Some(per_partition) = metrics_per_partition {
+                        profile.metrics.per_partition = per_partition;
+                    }
+                    profile
+                }
                 Err(err) => {
                     eprintln!("error: {err}");
                     return ExitCode::from(2);
@@ -721,6 +734,7 @@ fn main() -> ExitCode {
                 auto_create_topics,
                 default_partitions,
                 fetch_by_splice: !no_splice,
+                metrics_listen,
                 group: broker::group::GroupConfig {
                     initial_rebalance_delay_ms: group_initial_rebalance_delay_ms,
                     min_session_timeout_ms: group_min_session_timeout_ms,

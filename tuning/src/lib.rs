@@ -437,6 +437,29 @@ impl Default for NetworkLimits {
     }
 }
 
+/// `[metrics]`: what the broker's Prometheus endpoint (`--metrics-listen`) exports.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Series per topic partition (log size, offsets, traffic, group lag by partition).
+    /// Default true; false on hosts with many partitions keeps only the per-shard, per-topic
+    /// and per-broker series. `broker serve --metrics-per-partition` overrides it.
+    #[serde(default = "MetricsSettings::default_per_partition")]
+    pub per_partition: bool,
+}
+
+impl MetricsSettings {
+    fn default_per_partition() -> bool {
+        true
+    }
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("empty metrics table takes every default")
+    }
+}
+
 /// `cores = "all"` or an explicit list in `[[core]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -462,6 +485,8 @@ struct ProfileFile {
     network: NetworkLimits,
     #[serde(default)]
     probed_host: Option<ProbedHost>,
+    #[serde(default)]
+    metrics: MetricsSettings,
 }
 
 /// `[probed_host]`: the host `broker tuning probe` measured when it wrote the profile.
@@ -522,6 +547,7 @@ pub struct Profile {
     pub network: NetworkLimits,
     /// The host the profile was probed on (`[probed_host]`), when `tuning probe` wrote it.
     pub probed_host: Option<ProbedHost>,
+    pub metrics: MetricsSettings,
 }
 
 impl Profile {
@@ -638,6 +664,7 @@ impl Profile {
             storage: file.storage,
             network: file.network,
             probed_host: file.probed_host,
+            metrics: file.metrics,
         })
     }
 

@@ -153,3 +153,12 @@ fn busy_poll_sets_the_spin_before_park() {
         Some(CoreConfig::BUSY_POLL_SPIN)
     );
 }
+
+#[test]
+fn metrics_per_partition_defaults_on_and_can_be_switched_off() {
+    assert!(parse("").unwrap().metrics.per_partition);
+    let off = parse("[metrics]\nper_partition = false\n").unwrap();
+    assert!(!off.metrics.per_partition);
+    let err = parse("[metrics]\nper_partitions = false\n").unwrap_err();
+    assert!(err.to_string().contains("per_partitions"), "{err}");
+}

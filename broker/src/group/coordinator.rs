@@ -950,6 +950,16 @@ impl GroupCoordinator {
         d
     }
 
+    /// Every committed offset this coordinator holds as (group, topic, partition, offset),
+    /// for the consumer lag metrics.
+    pub fn all_committed_offsets(&self, out: &mut Vec<(String, String, i32, i64)>) {
+        for (group, metadata) in &self.groups {
+            for ((topic, partition), committed) in &metadata.offsets {
+                out.push((group.clone(), topic.clone(), *partition, committed.offset));
+            }
+        }
+    }
+
     /// Committed offsets of a group, for `broker groups describe` and lag reports.
     pub fn committed_offsets(&self, group_id: &str) -> Vec<(String, i32, CommittedOffset)> {
         self.groups

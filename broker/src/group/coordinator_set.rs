@@ -103,6 +103,16 @@ impl CoordinatorSet {
         }
     }
 
+    /// Every committed offset of this shard's coordinators as (group, topic, partition,
+    /// offset).
+    pub fn all_committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let mut out = Vec::new();
+        for coordinator in self.coordinators.values() {
+            coordinator.all_committed_offsets(&mut out);
+        }
+        out
+    }
+
     /// ListGroups over every coordinator of the shard. As in Kafka, a partition still
     /// loading makes the answer COORDINATOR_LOAD_IN_PROGRESS, with the groups known so far.
     pub fn list_groups(&self, req: &ListGroupsRequest) -> ListGroupsResponse {

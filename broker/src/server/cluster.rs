@@ -20,6 +20,7 @@ use crate::cluster::ClusterView;
 use crate::kafka::codes;
 use crate::topics::{self, Topic, TopicError, TopicStore};
 
+use super::metrics::ShardMetrics;
 use super::partition_ops::{CreateSpec, ShardRequest};
 use super::partitions::PartitionError;
 use super::shard::Shard;
@@ -438,10 +439,37 @@ impl Shard {
             .await;
     }
 
+    /// Counts the ISR shrinks and expansions of partitions this broker led in both views
+    /// (Kafka's leader-side IsrShrinksPerSec and IsrExpandsPerSec).
+    fn count_isr_changes(&self, old: &ClusterView, new: &ClusterView) {
+        let me = self.config.node_id;
+        for (name, topic) in &new.topics {
+            let Some(before) = old.topics.get(name) else {
+                continue;
+            };
+            for (partition, now) in before.partitions.iter().zip(&topic.partitions) {
+                let (Some(was), Some(is)) = (&partition.state, &now.state) else {
+                    continue;
+                };
+                if was.leader != me || is.leader != me {
+                    continue;
+                }
+                if is.isr.len() < was.isr.len() {
+                    ShardMetrics::add(&self.metrics.isr_shrinks, 1);
+                } else if is.isr.len() > was.isr.len() {
+                    ShardMetrics::add(&self.metrics.isr_expands, 1);
+                }
+            }
+        }
+    }
+
     /// Any shard: take the view the control shard broadcast, and the roles it gives the
     /// replicas here.
     pub fn set_view(self: &Rc<Self>, view: Arc<ClusterView>) {
         if let Some(cluster) = &self.cluster {
+            if self.id == 0 {
+                self.count_isr_changes(&cluster.view.borrow(), &view);
+            }
             *cluster.view.borrow_mut() = view.clone();
             self.apply_roles(&view);
         }

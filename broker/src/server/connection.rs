@@ -47,7 +47,7 @@ use crate::kafka::response::{Part, Response};
 
 use super::dispatch::{self, Close};
 use super::memory_budget::Reservation;
-use super::metrics::ShardMetrics;
+use super::metrics::{RequestTiming, ShardMetrics};
 use super::recv_buffer::RecvBuffer;
 use super::sasl_api::{self, Gate};
 use super::shard::Shard;
@@ -57,9 +57,12 @@ use crate::security::sasl::SaslSession;
 
 type Answer = Result<Option<Response>, Close>;
 
+/// What a request's task hands the writer: the answer, the charge of its memory until it is
+/// sent, and its timing for the metrics (none for answers the SASL gate gives).
+type Served = (Answer, Option<Reservation>, Option<RequestTiming>);
+
 enum InFlight {
-    /// The handler's answer and the charge of its memory until it is sent.
-    Task(JoinHandle<(Answer, Option<Reservation>)>),
+    Task(JoinHandle<Served>),
     Close(String),
 }
 
@@ -101,12 +104,17 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: usize) {
     let limits = &shard.config.profile.network;
     let _ = stream.set_read_timeout(Some(Duration::from_millis(limits.idle_timeout_ms)));
     let client = ClientIdentity::anonymous(stream.peer_addr().ok()).on_listener(listener);
+    ShardMetrics::add(&shard.metrics.connections_open, 1);
     if shard.listeners[listener].protocol.uses_tls() {
         serve_tls(&shard, stream, client).await;
     } else {
         serve_plain(&shard, stream, client).await;
     }
     shard.connections.fetch_sub(1, Ordering::Relaxed);
+    shard
+        .metrics
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
 }
 
 /// PLAINTEXT and SASL_PLAINTEXT: the writer gets its own descriptor of the same socket, so
@@ -299,6 +307,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
             return;
         }
         let (mut frame, frame_charge) = buf.split_frame(frame_len);
+        let received = std::time::Instant::now();
         frame.advance(4);
         ShardMetrics::add(&shard.metrics.requests, 1);
         if let Some(session) = sasl.as_mut().filter(|s| s.principal().is_none()) {
@@ -311,7 +320,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 Ok(Gate::Answer { response, close }) => {
                     let task = glommio::spawn_local(async move {
                         let answer: Answer = Ok(Some(response));
-                        (answer, None)
+                        (answer, None, None)
                     })
                     .detach();
                     unanswered.count.set(unanswered.count.get() + 1);
@@ -335,6 +344,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
             frame,
             frame_charge,
             client.clone(),
+            received,
         ))
         .detach();
         unanswered.count.set(unanswered.count.get() + 1);
@@ -351,8 +361,26 @@ async fn serve_request(
     frame: bytes::Bytes,
     frame_charge: Reservation,
     client: Rc<ClientIdentity>,
-) -> (Answer, Option<Reservation>) {
-    let answer = dispatch::handle(shard.clone(), frame, client).await;
+    received: std::time::Instant,
+) -> Served {
+    let handler_started = std::time::Instant::now();
+    // The header's first fields (a shorter frame closes the connection in the handler).
+    let header = |at: usize| {
+        frame
+            .get(at..at + 2)
+            .map_or(-1, |b| i16::from_be_bytes([b[0], b[1]]))
+    };
+    let (api_key, api_version) = (header(0), header(2));
+    let remote_us = Cell::new(0);
+    let answer = dispatch::handle(shard.clone(), frame, client, &remote_us).await;
+    let timing = RequestTiming {
+        api_key,
+        api_version,
+        received,
+        handler_started,
+        handler_done: std::time::Instant::now(),
+        remote_us: remote_us.get(),
+    };
     drop(frame_charge);
     let answer_charge = match &answer {
         Ok(Some(response)) => {
@@ -368,7 +396,7 @@ async fn serve_request(
         }
         _ => None,
     };
-    (answer, answer_charge)
+    (answer, answer_charge, Some(timing))
 }
 
 /// Reads until `buf` holds at least `want` bytes; false on EOF, error or timeout.
@@ -395,22 +423,40 @@ async fn write_answers<W: AsyncWrite + Unpin>(
     unanswered: Rc<Unanswered>,
 ) {
     while let Some(item) = rx.recv().await {
-        let (answer, _answer_charge, task) = match item {
+        let (answer, _answer_charge, timing, task) = match item {
             InFlight::Task(task) => match task.await {
-                Some((answer, charge)) => (answer, charge, true),
-                None => (Err(Close("request task was cancelled".into())), None, true),
+                Some((answer, charge, timing)) => (answer, charge, timing, true),
+                None => (
+                    Err(Close("request task was cancelled".into())),
+                    None,
+                    None,
+                    true,
+                ),
             },
-            InFlight::Close(reason) => (Err(Close(reason)), None, false),
+            InFlight::Close(reason) => (Err(Close(reason)), None, None, false),
         };
         match answer {
-            Ok(None) => {}
+            Ok(None) => {
+                if let Some(timing) = &timing {
+                    let now = std::time::Instant::now();
+                    shard.metrics.request_done(timing, now, now);
+                }
+            }
             Ok(Some(response)) => {
+                let send_started = std::time::Instant::now();
                 if let Err(err) = send(&shard, &mut writer, socket, response).await {
                     tracing::debug!("shard {}: send failed: {err}", shard.id);
                     break;
                 }
+                if let Some(timing) = &timing {
+                    let sent = std::time::Instant::now();
+                    shard.metrics.request_done(timing, send_started, sent);
+                }
             }
             Err(Close(reason)) => {
+                if let Some(timing) = &timing {
+                    shard.metrics.request_closed(timing.api_key);
+                }
                 tracing::info!("shard {}: closing connection: {reason}", shard.id);
                 break;
             }
@@ -472,6 +518,7 @@ async fn send<W: AsyncWrite + Unpin>(
                     position += len as u64;
                 }
                 ShardMetrics::add(&shard.metrics.bytes_sent, range.len as u64);
+                ShardMetrics::add(&shard.metrics.bytes_copied, range.len as u64);
             }
             Part::File(range) => {
                 shard

@@ -79,8 +79,14 @@ pub(super) fn encode_answer<T: Encodable>(request: &Request, body: &T) -> Respon
 }
 
 /// Serves one frame (size prefix already removed).
-/// `client` is who sent it (principal and address).
-pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) -> Outcome {
+/// `client` is who sent it (principal and address); handlers add the time they wait on
+/// others (the fetch long-poll) to `remote_us`.
+pub async fn handle(
+    shard: Rc<Shard>,
+    frame: Bytes,
+    client: Rc<ClientIdentity>,
+    remote_us: &std::cell::Cell<u64>,
+) -> Outcome {
     let mut request = frame::parse(frame).map_err(|err| Close(err.to_string()))?;
     let key = request.api_key;
     let version = request.api_version;
@@ -116,7 +122,15 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client: Rc<ClientIdentity>) 
         ApiKey::Fetch => {
             let body: FetchRequest = decode(&mut request)?;
             Ok(Some(
-                fetch::handle(&shard, &access, body, version, request.correlation_id).await,
+                fetch::handle(
+                    &shard,
+                    &access,
+                    body,
+                    version,
+                    request.correlation_id,
+                    remote_us,
+                )
+                .await,
             ))
         }
         ApiKey::ListOffsets => {

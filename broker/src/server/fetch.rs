@@ -43,12 +43,14 @@ struct WantedPartition {
 
 /// A consumer needs READ on each topic, a follower CLUSTER_ACTION on the cluster
 /// (TOPIC_AUTHORIZATION_FAILED for the partitions otherwise, as Kafka answers).
+/// The long-poll's wait is added to `remote_us` (Kafka's remote time of a fetch).
 pub async fn handle(
     shard: &Rc<Shard>,
     access: &Access,
     request: FetchRequest,
     version: i16,
     correlation_id: i32,
+    remote_us: &std::cell::Cell<u64>,
 ) -> Response {
     // A broker replicating (v15+ carries its id in replica_state); -1 for consumers.
     let replica_id = if version >= 15 {
@@ -109,6 +111,7 @@ pub async fn handle(
             read_all(shard, &wanted, max_bytes, version, follower).await;
         let now = Instant::now();
         if total >= min_bytes || any_error || waited || now >= deadline {
+            count_answer(shard, &wanted, &topics, follower.is_some());
             return fetch_response::encode(correlation_id, version, codes::NONE, 0, topics);
         }
         drop(topics);
@@ -127,9 +130,52 @@ pub async fn handle(
         } else {
             Reader::Consumer
         };
+        let wait_started = Instant::now();
         shard.wait_any(waits, deadline - now, reader).await;
+        remote_us.set(remote_us.get() + wait_started.elapsed().as_micros() as u64);
         waited = true;
     }
+}
+
+fn records_len(records: &[crate::kafka::response::Part]) -> usize {
+    records
+        .iter()
+        .map(|part| match part {
+            crate::kafka::response::Part::Memory(bytes) => bytes.len(),
+            crate::kafka::response::Part::File(range) => range.len as usize,
+        })
+        .sum()
+}
+
+/// The metrics of an answer: record bytes out (per shard, and per partition for consumers)
+/// and the partitions' error codes. `topics` is in the order of `wanted`.
+fn count_answer(shard: &Shard, wanted: &[Wanted], topics: &[TopicData], follower: bool) {
+    debug_assert_eq!(wanted.len(), topics.len());
+    let metrics = &shard.metrics;
+    let mut total = 0u64;
+    for (want, data) in wanted.iter().zip(topics) {
+        for partition in &data.partitions {
+            let len = records_len(&partition.records) as u64;
+            total += len;
+            if let (Some(topic), false, true) = (&want.topic, follower, len > 0) {
+                shard.traffic.update(&topic.name, partition.partition, |t| {
+                    t.bytes_out += len;
+                });
+            }
+        }
+    }
+    let counter = if follower {
+        &metrics.follower_fetch_bytes
+    } else {
+        &metrics.fetch_bytes
+    };
+    super::metrics::ShardMetrics::add(counter, total);
+    metrics.errors_answered(
+        kafka_protocol::messages::ApiKey::Fetch as i16,
+        topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+    );
 }
 
 /// A partition answered with `error_code` and nothing else.
@@ -221,13 +267,7 @@ async fn read_all(
                     if budget == 0 && total > 0 {
                         records.clear();
                     }
-                    let len: usize = records
-                        .iter()
-                        .map(|part| match part {
-                            crate::kafka::response::Part::Memory(bytes) => bytes.len(),
-                            crate::kafka::response::Part::File(range) => range.len as usize,
-                        })
-                        .sum();
+                    let len = records_len(&records);
                     total += len;
                     remaining = remaining.saturating_sub(len);
                     PartitionData {

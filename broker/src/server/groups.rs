@@ -171,6 +171,16 @@ impl ShardGroups {
             state_charge: RefCell::new(None),
         }
     }
+
+    /// Every committed offset of the groups this shard coordinates, as (group, topic,
+    /// partition, offset).
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        self.set
+            .borrow()
+            .as_ref()
+            .map(CoordinatorSet::all_committed_offsets)
+            .unwrap_or_default()
+    }
 }
 
 fn now_ms() -> u64 {

@@ -18,6 +18,8 @@ pub mod memory_budget;
 pub mod mesh;
 pub mod metadata;
 pub mod metrics;
+pub mod metrics_http;
+pub mod metrics_sample;
 pub mod offline;
 pub mod offset_for_leader_epoch;
 pub mod oneshot;
@@ -67,6 +69,10 @@ pub struct ServerHandle {
     pub listeners: Vec<Listener>,
     /// Each shard's counters, by shard index.
     pub metrics: Vec<Arc<ShardMetrics>>,
+    /// Where `/metrics` is served (`ServeConfig::metrics_listen`, its port resolved).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Stopped after the shards.
+    metrics_server: Option<metrics_http::MetricsServer>,
     stop: Arc<AtomicBool>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Cluster mode: the coordinator session, closed after the shards stop.
@@ -108,6 +114,7 @@ impl ServerHandle {
         if let Some(mut agent) = self.agent.take() {
             agent.shutdown();
         }
+        self.metrics_server.take();
     }
 }
 
@@ -138,6 +145,8 @@ pub enum StartError {
     Credentials(String),
     #[error("ACLs: {0}")]
     Acls(String),
+    #[error("{0}")]
+    Metrics(String),
 }
 
 /// Binds a probe socket to learn the port when `port` is 0, so every shard can bind the same
@@ -421,9 +430,30 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
         threads.push(thread);
     }
     drop(ready_tx);
+    let metrics_server = match config.metrics_listen {
+        None => None,
+        Some(listen) => {
+            let sources = metrics_http::MetricsSources {
+                shards: all_metrics.clone(),
+                connections: connections.clone(),
+                connections_max: config.profile.network.max_connections,
+                per_partition: config.profile.metrics.per_partition,
+                node_id: config.node_id,
+            };
+            match metrics_http::MetricsServer::start(listen, sources) {
+                Ok(server) => Some(server),
+                Err(err) => {
+                    stop.store(true, Ordering::SeqCst);
+                    return Err(StartError::Metrics(err));
+                }
+            }
+        }
+    };
     let handle = ServerHandle {
         addr: listen,
         listeners: listeners.to_vec(),
+        metrics_addr: metrics_server.as_ref().map(|server| server.addr),
+        metrics_server,
         metrics: all_metrics,
         stop,
         threads,
@@ -502,6 +532,7 @@ async fn shard_main(start: ShardStart) {
         },
         None => None,
     };
+    crate::storage::io_latency::install(metrics.disk.clone());
     let budget_bytes = config.profile.shard_cores()[id].memory_budget_bytes;
     let memory = memory_budget::MemoryBudget::new(budget_bytes, metrics.clone());
     let max_frame_bytes = config.profile.network.max_request_bytes as u64 + 4;
@@ -529,6 +560,7 @@ async fn shard_main(start: ShardStart) {
         store: store.map(|store| RefCell::new(store as Box<dyn TopicStore>)),
         mesh: Mesh::new(id, shard_count, senders),
         metrics,
+        traffic: Default::default(),
         partitions: Default::default(),
         splicer: splicer.clone(),
         groups: groups::ShardGroups::new(config.group.clone(), id),
@@ -613,6 +645,10 @@ async fn shard_main(start: ShardStart) {
         shard.ensure_offsets_topic().await;
     }
     let group_timers = glommio::spawn_local(shard.clone().run_group_timers()).detach();
+    let metrics_sampler = config
+        .metrics_listen
+        .is_some()
+        .then(|| glommio::spawn_local(shard.clone().run_metrics_sampler()).detach());
     let isr_checks = shard
         .cluster
         .is_some()
@@ -646,6 +682,9 @@ async fn shard_main(start: ShardStart) {
     }
     retention.cancel();
     group_timers.cancel();
+    if let Some(task) = metrics_sampler {
+        task.cancel();
+    }
     if let Some(task) = views_task {
         task.cancel();
     }
@@ -709,6 +748,9 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     // Each listener first: the `listening on` line (the first listener) ends the start.
     for listener in &handle.listeners {
         println!("listener {} on {}", listener.name, listener.address);
+    }
+    if let Some(addr) = handle.metrics_addr {
+        println!("metrics on http://{addr}/metrics");
     }
     println!("listening on {}", handle.addr);
     let mut signal: libc::c_int = 0;

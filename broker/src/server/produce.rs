@@ -13,6 +13,7 @@ use crate::kafka::codes;
 use crate::security::access::Access;
 use crate::security::authorizer::operation;
 
+use super::metrics::ShardMetrics;
 use super::partitions::PartitionError;
 use super::shard::Shard;
 
@@ -74,13 +75,16 @@ pub async fn handle(
                 .with_log_append_time_ms(-1);
             results.push(match outcome {
                 // log_start_offset exists from v5, error_message from v8.
-                Ok(info) => entry
-                    .with_base_offset(info.base_offset)
-                    .with_log_start_offset(if version >= 5 {
-                        info.log_start_offset
-                    } else {
-                        -1
-                    }),
+                Ok(info) => {
+                    count_append(shard, name.0.as_str(), index, &info);
+                    entry
+                        .with_base_offset(info.base_offset)
+                        .with_log_start_offset(if version >= 5 {
+                            info.log_start_offset
+                        } else {
+                            -1
+                        })
+                }
                 Err((code, message)) => {
                     if code == codes::CORRUPT_MESSAGE || code == codes::INVALID_RECORD {
                         tracing::info!("produce to {}-{index} refused: {message}", name.0.as_str());
@@ -102,10 +106,29 @@ pub async fn handle(
                 .with_partition_responses(results),
         );
     }
+    shard.metrics.errors_answered(
+        kafka_protocol::messages::ApiKey::Produce as i16,
+        responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code)),
+    );
     if acks == 0 {
         return None;
     }
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// The metrics of one partition's append: per shard, per partition, and the append's size.
+fn count_append(shard: &Shard, topic: &str, partition: i32, info: &crate::storage::AppendInfo) {
+    let metrics = &shard.metrics;
+    ShardMetrics::add(&metrics.produce_records, info.records);
+    ShardMetrics::add(&metrics.produce_bytes, info.bytes);
+    metrics.produce_append_bytes.record(info.bytes);
+    metrics.produce_append_records.record(info.records);
+    shard.traffic.update(topic, partition, |t| {
+        t.records_in += info.records;
+        t.bytes_in += info.bytes;
+    });
 }
 
 #[cfg(test)]

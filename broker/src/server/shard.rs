@@ -39,6 +39,8 @@ pub struct ServeConfig {
     /// Send segment file bytes by splice (true, the default) or copy them through user space
     /// with pread + write (false: only to measure what splice saves).
     pub fetch_by_splice: bool,
+    /// Serve Prometheus metrics at `http://<this>/metrics` (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
     /// Settings of the group coordinators (initial rebalance delay, session bounds...).
     pub group: crate::group::GroupConfig,
     /// Partitions of `__consumer_offsets` when the broker creates it (Kafka's
@@ -70,6 +72,8 @@ pub struct Shard {
     pub store: Option<RefCell<Box<dyn TopicStore>>>,
     pub mesh: Mesh,
     pub metrics: Arc<ShardMetrics>,
+    /// Per-partition traffic of the requests this shard served (sampled for the metrics).
+    pub traffic: super::metrics::ShardTraffic,
     /// The memory budget of this shard's connections and requests.
     pub memory: Rc<MemoryBudget>,
     /// The partition logs this shard owns.
@@ -366,6 +370,7 @@ impl Shard {
 
     async fn topic_removed(self: &Rc<Self>, name: &str) {
         self.topics.borrow_mut().remove(name);
+        self.traffic.forget(name);
         self.offline.forget_topic(name);
         self.close_topic_logs(name).await;
     }

@@ -646,6 +646,11 @@ impl PartitionLog {
         st.segments.iter().map(|s| s.base_offset).collect()
     }
 
+    /// Segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.borrow().segments.len()
+    }
+
     /// Total logical size of all segments, bytes.
     pub fn size_bytes(&self) -> u64 {
         let st = self.inner.state.borrow();
@@ -964,6 +969,7 @@ impl LogInner {
     async fn finish_sync(&self, pending: PendingSync) -> Result<(), LogError> {
         match pending.task.await {
             Ok(sync_us) => {
+                super::io_latency::record_fdatasync(sync_us);
                 self.bump(|s| {
                     s.syncs += 1;
                     s.sync_us += sync_us;
@@ -1015,6 +1021,7 @@ impl LogInner {
                 .await
                 .map_err(std::io::Error::from);
             let write_us = write_started.elapsed().as_micros() as u64;
+            super::io_latency::record_direct_write(write_us);
             #[cfg(test)]
             let result = super::fault_injection::after_write(result);
             let result = match result {
@@ -1157,9 +1164,11 @@ impl LogInner {
                 path,
             }));
         }
+        let sync_started = Instant::now();
         dma.fdatasync()
             .await
             .map_err(|e| self.fail(LogError::io(&path, "fdatasync of the log", e.into())))?;
+        super::io_latency::record_fdatasync(sync_started.elapsed().as_micros() as u64);
         self.bump(|s| s.syncs += 1);
         Ok(None)
     }

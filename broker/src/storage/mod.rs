@@ -11,6 +11,7 @@ pub mod disk_budget;
 pub mod error;
 #[cfg(test)]
 mod fault_injection;
+pub mod io_latency;
 pub mod iopoll_probe;
 pub mod leader_epoch_checkpoint;
 pub mod log;

@@ -66,6 +66,7 @@ pub fn member_config(data_dir: &Path, cluster: ClusterConfig) -> ServeConfig {
         auto_create_topics: false,
         default_partitions: 1,
         fetch_by_splice: true,
+        metrics_listen: None,
         group: broker::group::GroupConfig::default(),
         offsets_topic_partitions: 3,
         cluster: Some(cluster),

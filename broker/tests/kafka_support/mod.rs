@@ -71,6 +71,7 @@ pub fn config(profile: tuning::Profile, data_dir: &Path) -> ServeConfig {
         auto_create_topics: false,
         default_partitions: 1,
         fetch_by_splice: true,
+        metrics_listen: None,
         group: broker::group::GroupConfig::default(),
         offsets_topic_partitions: broker::group::DEFAULT_OFFSETS_TOPIC_PARTITIONS,
         cluster: None,
