@@ -296,7 +296,7 @@ fn parse_acks(text: &str) -> Result<i16, String> {
 enum Target {
     /// Held for its Drop, which stops the broker and removes its data.
     Embedded {
-        _node: bench::embedded::EmbeddedNode,
+        _node: Box<bench::embedded::EmbeddedNode>,
     },
     /// Held for its Drop, which stops the sink.
     Sink {
@@ -328,7 +328,12 @@ fn produce_options(args: &ProduceArgs) -> Result<(ProduceOptions, Target), Strin
                 profile.source.display(),
                 node.data_dir().display()
             );
-            (node.address().to_string(), Target::Embedded { _node: node })
+            (
+                node.address().to_string(),
+                Target::Embedded {
+                    _node: Box::new(node),
+                },
+            )
         }
     };
     let options = ProduceOptions {

@@ -14,11 +14,11 @@ pub mod groups;
 pub mod leaders;
 pub mod log_dirs;
 pub mod probe;
-pub mod service_unit;
+pub mod reassign;
 pub mod records;
+pub mod service_unit;
 pub mod store;
 pub mod topic_changes;
-pub mod reassign;
 pub mod users;
 
 use std::collections::BTreeMap;

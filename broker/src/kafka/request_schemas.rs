@@ -560,7 +560,6 @@ const OFFSET_DELETE: &[Field] = &[
     f("topics", Kind::Array(&OFFSET_DELETE_TOPIC)),
 ];
 
-
 // AlterConfigs v0-2, flexible from 2.
 const ALTER_CONFIGS_CONFIG: Kind = Kind::Struct(&[f("name", STRING), f("value", STRING)]);
 const ALTER_CONFIGS_RESOURCE: Kind = Kind::Struct(&[
