@@ -59,10 +59,11 @@ def kafka_code(excinfo):
     return excinfo.value.args[0].code()
 
 
-def produce(bootstrap, topic, partition, count, size=1000):
+def produce(bootstrap, topic, partition, count, size=1000, retries=2):
     acked = []
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-                         "batch.size": 16384, "enable.idempotence": False})
+                         "batch.size": 16384, "enable.idempotence": False,
+                         "retries": retries, "message.timeout.ms": 20000})
 
     def delivered(err, msg):
         assert err is None, err
@@ -118,7 +119,7 @@ def test_confluent_incremental_alter_configs_change_the_topic(two_shard_broker, 
     incremental(admin, "cfg", ("cleanup.policy", "compact", AlterConfigOpType.APPEND))
     assert topic_configs(admin, "cfg")["cleanup.policy"].value == "delete,compact"
     with pytest.raises(AssertionError, match="INVALID_RECORD"):
-        produce(broker.bootstrap, "cfg", 1, 1)
+        produce(broker.bootstrap, "cfg", 1, 1, retries=0)
     # DELETE removes the override; SUBTRACT takes an item off a list.
     incremental(admin, "cfg",
                 ("retention.bytes", None, AlterConfigOpType.DELETE),
@@ -182,6 +183,11 @@ def test_confluent_alter_configs_replaces_and_create_partitions_grows(two_shard_
     assert configs["max.message.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
 
     produce(broker.bootstrap, "grow", 0, 10)
+    # min.insync.replicas above the one replica a single node has: acks=all is refused.
+    incremental(admin, "grow", ("min.insync.replicas", "2", AlterConfigOpType.SET))
+    with pytest.raises(AssertionError, match="NOT_ENOUGH_REPLICAS"):
+        produce(broker.bootstrap, "grow", 0, 1, retries=0)
+    incremental(admin, "grow", ("min.insync.replicas", None, AlterConfigOpType.DELETE))
     admin.create_partitions([NewPartitions("grow", 4)])["grow"].result(30)
     metadata = admin.list_topics("grow", timeout=10)
     assert sorted(metadata.topics["grow"].partitions) == [0, 1, 2, 3]

@@ -424,7 +424,8 @@ impl Shard {
 
     /// Appends to a partition of this shard: on a single node straight to its log, answering
     /// once the flush policy's promise holds (acks 1 and -1) or once copied (acks 0, nobody
-    /// hears the answer); in cluster mode as its leader, with `acks` and `timeout_ms` as the
+    /// hears the answer), and refusing acks -1 with NOT_ENOUGH_REPLICAS when the topic's
+    /// `min.insync.replicas` is above 1 (as Kafka with one replica); in cluster mode as its leader, with `acks` and `timeout_ms` as the
     /// produce asked.
     pub async fn append_local(
         self: &Rc<Self>,
@@ -441,6 +442,21 @@ impl Shard {
             return self
                 .append_as_leader(&found, partition, records, acks, timeout_ms)
                 .await;
+        }
+        if acks == -1 {
+            // Kafka's rule holds on one node too: its single replica is the whole ISR.
+            let min_insync = self
+                .topic(topic)
+                .map_or(1, |found| super::replication::min_insync(self, &found));
+            if min_insync > 1 {
+                return Err((
+                    super::replication::NOT_ENOUGH_REPLICAS,
+                    format!(
+                        "{topic}-{partition}: a single node is one in-sync replica, fewer than \
+                         min.insync.replicas={min_insync}"
+                    ),
+                ));
+            }
         }
         let log = self
             .partitions
