@@ -118,7 +118,7 @@ fn start(per_partition: bool, dir: &std::path::Path) -> broker::server::ServerHa
 fn scrape_shows_what_was_produced_fetched_and_committed() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(true, dir.path());
-    let metrics_addr = server.metrics_addr.expect("metrics endpoint bound");
+    let metrics_addr = server.metrics_addr().expect("metrics endpoint bound");
     let bootstrap = server.addr.to_string();
     broker::cli::topics_create(&bootstrap, "m", 2, -1, &[]).unwrap();
     let mut client = Client::connect(&bootstrap).unwrap();
@@ -286,7 +286,7 @@ fn scrape_shows_what_was_produced_fetched_and_committed() {
 fn per_partition_series_can_be_switched_off() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(false, dir.path());
-    let metrics_addr = server.metrics_addr.expect("metrics endpoint bound");
+    let metrics_addr = server.metrics_addr().expect("metrics endpoint bound");
     let bootstrap = server.addr.to_string();
     broker::cli::topics_create(&bootstrap, "q", 3, -1, &[]).unwrap();
     let mut client = Client::connect(&bootstrap).unwrap();

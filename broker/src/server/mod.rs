@@ -69,10 +69,8 @@ pub struct ServerHandle {
     pub listeners: Vec<Listener>,
     /// Each shard's counters, by shard index.
     pub metrics: Vec<Arc<ShardMetrics>>,
-    /// Where `/metrics` is served (`ServeConfig::metrics_listen`, its port resolved).
-    pub metrics_addr: Option<SocketAddr>,
-    /// Stopped after the shards.
-    metrics_server: Option<metrics_http::MetricsServer>,
+    /// The `/metrics` endpoint, stopped after the shards (boxed: the handle stays small).
+    metrics_server: Option<Box<metrics_http::MetricsServer>>,
     stop: Arc<AtomicBool>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Cluster mode: the coordinator session, closed after the shards stop.
@@ -83,6 +81,11 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// Where `/metrics` is served (`ServeConfig::metrics_listen`, its port resolved).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|server| server.addr)
+    }
+
     /// In cluster mode first a controlled shutdown (the controller moves this broker's
     /// leaderships to other ISR members while it still answers); then stops accepting, lets
     /// each shard flush and close its partitions, waits for them, and closes the coordinator
@@ -441,7 +444,7 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
                 node_id: config.node_id,
             };
             match metrics_http::MetricsServer::start(listen, sources) {
-                Ok(server) => Some(server),
+                Ok(server) => Some(Box::new(server)),
                 Err(err) => {
                     stop.store(true, Ordering::SeqCst);
                     return Err(StartError::Metrics(err));
@@ -452,7 +455,6 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
     let handle = ServerHandle {
         addr: listen,
         listeners: listeners.to_vec(),
-        metrics_addr: metrics_server.as_ref().map(|server| server.addr),
         metrics_server,
         metrics: all_metrics,
         stop,
@@ -749,7 +751,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     for listener in &handle.listeners {
         println!("listener {} on {}", listener.name, listener.address);
     }
-    if let Some(addr) = handle.metrics_addr {
+    if let Some(addr) = handle.metrics_addr() {
         println!("metrics on http://{addr}/metrics");
     }
     println!("listening on {}", handle.addr);
