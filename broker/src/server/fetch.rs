@@ -39,6 +39,8 @@ struct WantedPartition {
     max_bytes: i32,
     current_leader_epoch: i32,
     last_fetched_epoch: i32,
+    /// A follower's log start offset (-1 from consumers).
+    log_start_offset: i64,
 }
 
 /// A consumer needs READ on each topic, a follower CLUSTER_ACTION on the cluster
@@ -92,6 +94,7 @@ pub async fn handle(
                         max_bytes: p.partition_max_bytes.max(0),
                         current_leader_epoch: p.current_leader_epoch,
                         last_fetched_epoch: p.last_fetched_epoch,
+                        log_start_offset: p.log_start_offset,
                     })
                     .collect(),
             }
@@ -241,6 +244,7 @@ async fn read_all(
                                 current_leader_epoch: want_partition.current_leader_epoch,
                                 last_fetched_epoch: want_partition.last_fetched_epoch,
                                 max_bytes: asked,
+                                log_start_offset: want_partition.log_start_offset,
                             };
                             shard.follower_read(topic, fetch).await
                         }

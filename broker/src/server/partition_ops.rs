@@ -34,6 +34,8 @@ pub struct FollowerFetch {
     /// The epoch of the follower's last batch (-1: none).
     pub last_fetched_epoch: i32,
     pub max_bytes: usize,
+    /// The follower's log start offset (-1: not given).
+    pub log_start_offset: i64,
 }
 
 /// A request sent over the mesh.
@@ -94,6 +96,7 @@ pub enum ShardRequest {
         topic: String,
         partition: i32,
         offset: i64,
+        timeout_ms: i32,
     },
     /// To the owner: the idempotent producers of one partition.
     DescribeProducers { topic: String, partition: i32 },

@@ -901,7 +901,11 @@ impl Shard {
                 topic,
                 partition,
                 offset,
-            } => ShardReply::LogStart(self.delete_records_local(&topic, partition, offset).await),
+                timeout_ms,
+            } => ShardReply::LogStart(
+                self.delete_records_local(&topic, partition, offset, timeout_ms)
+                    .await,
+            ),
             _ => ShardReply::Done,
         }
     }

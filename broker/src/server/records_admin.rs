@@ -8,9 +8,11 @@
 //! answer's low watermark is the log start offset after the call (unchanged when the offset
 //! is not past it). Storage: [`crate::storage::log_start`].
 //!
-//! In a cluster the leader moves its own start and answers once that is durable; followers
-//! learn it from the log start offset of the leader's fetch responses and move theirs
-//! ([`Shard::follow_log_start`]), as Kafka's followers do.
+//! In a cluster the leader moves its own start (durably); followers learn it from the log
+//! start offset of the leader's fetch responses and move theirs ([`Shard::follow_log_start`]),
+//! as Kafka's followers do, and report it in their next fetch; the leader answers once every
+//! other ISR member reported it (Kafka waits for the live replicas), REQUEST_TIMED_OUT after
+//! the request's `timeout_ms`.
 //!
 //! DescribeProducers (API 61, v0): the idempotent producers a partition's log remembers
 //! (id, epoch, last sequence, timestamp of the last batch), answered by any replica hosting
@@ -18,6 +20,7 @@
 //! transaction start offset are always -1.
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -39,6 +42,7 @@ use crate::topics::Topic;
 
 use super::partition_ops::{ShardReply, ShardRequest};
 use super::partitions::PartitionError;
+use super::replication::{Replica, Role};
 use super::shard::Shard;
 
 /// DeleteRecords' "up to the high watermark" offset.
@@ -64,7 +68,12 @@ pub async fn delete_records(
                     Err(codes::INVALID_TOPIC_EXCEPTION)
                 }
                 Some(topic) => shard
-                    .delete_records(topic, partition.partition_index, partition.offset)
+                    .delete_records(
+                        topic,
+                        partition.partition_index,
+                        partition.offset,
+                        request.timeout_ms,
+                    )
                     .await
                     .map_err(|(code, message)| {
                         if code != codes::OFFSET_OUT_OF_RANGE {
@@ -183,6 +192,7 @@ impl Shard {
         topic: &Topic,
         partition: i32,
         offset: i64,
+        timeout_ms: i32,
     ) -> Result<i64, PartitionError> {
         let owner = self.owner(topic, partition).ok_or_else(|| {
             (
@@ -193,13 +203,14 @@ impl Shard {
         self.check_leader(&topic.name, partition)?;
         if owner == self.id {
             return self
-                .delete_records_local(&topic.name, partition, offset)
+                .delete_records_local(&topic.name, partition, offset, timeout_ms)
                 .await;
         }
         let request = ShardRequest::DeleteRecords {
             topic: topic.name.clone(),
             partition,
             offset,
+            timeout_ms,
         };
         match self.mesh.call(owner, request).await {
             Some(ShardReply::LogStart(result)) => result,
@@ -214,7 +225,7 @@ impl Shard {
     /// within what it has, and drops the segments wholly below it.
     pub async fn follow_log_start(
         &self,
-        replica: &crate::server::replication::Replica,
+        replica: &Replica,
         leader_log_start: i64,
     ) -> Result<(), String> {
         let tp = &replica.tp;
@@ -242,7 +253,7 @@ impl Shard {
     /// (`truncateFullyAndStartAt`); its epoch cache starts over with the batches it fetches.
     pub async fn restart_follower_at(
         &self,
-        replica: &crate::server::replication::Replica,
+        replica: &Replica,
         leader_log_start: i64,
     ) -> Result<(), String> {
         let tp = &replica.tp;
@@ -270,12 +281,15 @@ impl Shard {
     }
 
     /// DeleteRecords of a partition this shard owns: the bound is the high watermark (a
-    /// cluster leader's replicated one, a single node's promised end).
+    /// cluster leader's replicated one, a single node's promised end). A cluster leader
+    /// answers once every other ISR member reported a log start at or past the new one
+    /// (Kafka's DelayedDeleteRecords), REQUEST_TIMED_OUT after `timeout_ms`.
     pub async fn delete_records_local(
         &self,
         topic: &str,
         partition: i32,
         offset: i64,
+        timeout_ms: i32,
     ) -> Result<i64, PartitionError> {
         let log = self.partitions.get(topic, partition).ok_or_else(|| {
             (
@@ -294,8 +308,55 @@ impl Shard {
         } else {
             offset
         };
-        log.delete_records_before(offset, high_watermark)
+        let low_watermark = log
+            .delete_records_before(offset, high_watermark)
             .await
-            .map_err(|err| (err.error_code(), err.to_string()))
+            .map_err(|err| (err.error_code(), err.to_string()))?;
+        if let Some(replica) = self.partitions.replica(topic, partition) {
+            let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+            self.wait_followers_log_start(&replica, low_watermark, timeout)
+                .await
+                .map_err(|code| {
+                    (
+                        code,
+                        format!("{topic}-{partition}: followers' log start below {low_watermark}"),
+                    )
+                })?;
+        }
+        Ok(low_watermark)
+    }
+
+    /// While leading `replica`: until every other ISR member's last fetch reported a log
+    /// start at or past `offset`, at most `timeout` (REQUEST_TIMED_OUT), or until leadership
+    /// moves (NOT_LEADER_OR_FOLLOWER).
+    async fn wait_followers_log_start(
+        &self,
+        replica: &Replica,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<(), i16> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let wait = replica.changed.wait();
+            let done = match &*replica.role.borrow() {
+                Role::Leader(leader) => {
+                    let starts = replica.follower_log_starts.borrow();
+                    leader
+                        .isr()
+                        .iter()
+                        .filter(|&&b| b != self.config.node_id)
+                        .all(|b| starts.get(b).is_some_and(|&start| start >= offset))
+                }
+                _ => return Err(codes::NOT_LEADER_OR_FOLLOWER),
+            };
+            if done {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(codes::REQUEST_TIMED_OUT);
+            }
+            futures_lite::future::or(wait, glommio::timer::sleep(left)).await;
+        }
     }
 }

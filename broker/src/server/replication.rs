@@ -48,8 +48,11 @@ pub struct Replica {
     pub tp: TopicPartition,
     pub cache: RefCell<EpochCache>,
     pub role: RefCell<Role>,
-    /// Notified when the high watermark, the ISR or the role changes.
+    /// Notified when the high watermark, the ISR, the role or a follower's log start changes.
     pub changed: Signal,
+    /// While leading: each follower's log start offset, as its last fetch reported it
+    /// (DeleteRecords waits for them: `records_admin`).
+    pub follower_log_starts: RefCell<std::collections::HashMap<i32, i64>>,
 }
 
 impl Replica {
@@ -61,6 +64,7 @@ impl Replica {
             cache: RefCell::new(EpochCache::from_entries(entries)),
             role: RefCell::new(Role::Idle),
             changed: Signal::default(),
+            follower_log_starts: RefCell::default(),
         })
     }
 
@@ -506,6 +510,13 @@ impl Shard {
         let Ok((log, replica)) = self.hosted(&tp.topic, tp.partition) else {
             return (PartitionRead::error(codes::NOT_LEADER_OR_FOLLOWER), None);
         };
+        let reported = replica
+            .follower_log_starts
+            .borrow_mut()
+            .insert(fetch.follower, fetch.log_start_offset);
+        if reported != Some(fetch.log_start_offset) {
+            replica.changed.notify();
+        }
         let (answer, outputs) = {
             let mut role = replica.role.borrow_mut();
             let Role::Leader(leader) = &mut *role else {
