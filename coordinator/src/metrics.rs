@@ -663,6 +663,8 @@ pub struct EndpointError {
 
 /// The running `/metrics` endpoint: one thread answering requests one at a time (a scrape
 /// takes well under a millisecond; Prometheus scrapes each target once per interval).
+/// `tiny_http` reads requests on its own threads, one per open connection, which it does
+/// not bound: the endpoint belongs on a monitoring network (docs/coordinator.md).
 pub struct MetricsEndpoint {
     addr: SocketAddr,
     server: Arc<tiny_http::Server>,

@@ -375,15 +375,11 @@ impl TransferProgress {
 fn write_loop(peer: ServerId, stream: TcpStream, rx: Receiver<Vec<u8>>) {
     let mut w = BufWriter::with_capacity(64 * 1024, &stream);
     while let Ok(frame) = rx.recv() {
-        let mut ok = if frame.len() >= TRANSFER_LOGGED_BYTES {
-            write_logged(peer, &mut w, &frame)
-        } else {
-            w.write_all(&frame).is_ok()
-        };
+        let mut ok = write_frame(peer, &mut w, &frame);
         // Batch whatever else is queued into the same flush.
         while ok {
             match rx.try_recv() {
-                Ok(more) => ok = w.write_all(&more).is_ok(),
+                Ok(more) => ok = write_frame(peer, &mut w, &more),
                 Err(_) => break,
             }
         }
@@ -393,6 +389,15 @@ fn write_loop(peer: ServerId, stream: TcpStream, rx: Receiver<Vec<u8>>) {
     }
     // The node dropped the link or the socket failed: end the connection either way.
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Writes one queued frame (a large one with its progress logged); false on a failure.
+fn write_frame(peer: ServerId, w: &mut impl Write, frame: &[u8]) -> bool {
+    if frame.len() >= TRANSFER_LOGGED_BYTES {
+        write_logged(peer, w, frame)
+    } else {
+        w.write_all(frame).is_ok()
+    }
 }
 
 /// Writes a large frame in pieces, logging progress once per second.
