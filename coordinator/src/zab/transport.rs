@@ -422,6 +422,21 @@ fn write_logged(peer: ServerId, w: &mut impl Write, frame: &[u8]) -> bool {
     true
 }
 
+/// The progress callback of one frame read from `peer`: a line per second for a large one.
+fn receive_logger(peer: ServerId) -> impl FnMut(usize, usize) {
+    let mut progress: Option<TransferProgress> = None;
+    move |received, total| {
+        if total < TRANSFER_LOGGED_BYTES {
+            return;
+        }
+        let now = Instant::now();
+        let p = progress.get_or_insert_with(|| TransferProgress::new(total, now));
+        if let Some(line) = p.advance(received, now) {
+            tracing::info!(peer, "receiving from server {peer}: {line}");
+        }
+    }
+}
+
 /// A read buffer grown past this (by a SNAP frame, as large as a whole snapshot) is let go
 /// after its message, instead of staying allocated for the life of the connection.
 const READ_BUF_KEPT_BYTES: usize = 8 << 20;
@@ -436,18 +451,7 @@ fn read_loop(
     let mut r = std::io::BufReader::with_capacity(64 * 1024, &stream);
     let mut buf: AlignedVec<16> = AlignedVec::new();
     let reason = loop {
-        let mut progress: Option<TransferProgress> = None;
-        let logged = |received: usize, total: usize| {
-            if total < TRANSFER_LOGGED_BYTES {
-                return;
-            }
-            let now = Instant::now();
-            let p = progress.get_or_insert_with(|| TransferProgress::new(total, now));
-            if let Some(line) = p.advance(received, now) {
-                tracing::info!(peer, "receiving from server {peer}: {line}");
-            }
-        };
-        match read_frame_with_progress(&mut r, &mut buf, max_frame_bytes, logged) {
+        match read_frame_with_progress(&mut r, &mut buf, max_frame_bytes, receive_logger(peer)) {
             Ok(msg) => {
                 if buf.capacity() > READ_BUF_KEPT_BYTES {
                     buf = AlignedVec::new();
@@ -466,8 +470,98 @@ fn read_loop(
 #[cfg(test)]
 mod tests {
     //! Proves a large transfer's progress is logged at most once per second, with bytes
-    //! done of the total, and not for the last piece (the completion line covers it).
+    //! done of the total, and not for the last piece (the completion line covers it); and
+    //! that a slow 6 MiB frame, written by the peer writer's code and read by the reader's,
+    //! logs such lines on both sides (a writer and a reader that take 0.3 s per MiB).
     use super::*;
+    use std::io::Read;
+    use std::sync::Mutex;
+
+    /// Log lines captured from `run` (tracing, no colours).
+    fn logs_of(run: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl Write for Captured {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        text
+    }
+
+    /// Reads or writes at most 1 MiB per call, each taking 0.3 s.
+    struct Slow<T>(T);
+    impl<T: Write> Write for Slow<T> {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            thread::sleep(Duration::from_millis(300));
+            self.0.write(&b[..b.len().min(1 << 20)])
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+    impl<T: Read> Read for Slow<T> {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            thread::sleep(Duration::from_millis(300));
+            let n = b.len().min(1 << 20);
+            self.0.read(&mut b[..n])
+        }
+    }
+
+    #[test]
+    fn a_slow_large_frame_logs_progress_on_both_sides() {
+        let msg = Message::Sync {
+            kind: super::super::message::SyncKind::Snap {
+                zxid: 7,
+                data: vec![5u8; 6 << 20],
+            },
+        };
+        let frame = super::super::frame::encode_frame(&msg).unwrap();
+        let mut wire = Vec::new();
+        let sent = logs_of(|| assert!(write_frame(3, &mut Slow(&mut wire), &frame)));
+        assert_eq!(wire, frame);
+        assert!(sent.contains("sending to server 3: "), "{sent}");
+        assert!(
+            sent.contains(&format!(" of {} bytes", frame.len())),
+            "{sent}"
+        );
+        assert!(
+            sent.contains(&format!("sent {} bytes to server 3 in", frame.len())),
+            "{sent}"
+        );
+
+        let mut buf: AlignedVec<16> = AlignedVec::new();
+        let mut got = None;
+        let received = logs_of(|| {
+            got = Some(
+                read_frame_with_progress(
+                    &mut Slow(wire.as_slice()),
+                    &mut buf,
+                    64 << 20,
+                    receive_logger(3),
+                )
+                .unwrap(),
+            )
+        });
+        assert_eq!(got, Some(msg));
+        assert!(received.contains("receiving from server 3: "), "{received}");
+        assert!(
+            received.contains(&format!(" of {} bytes", frame.len() - 4)),
+            "{received}"
+        );
+    }
 
     #[test]
     fn progress_lines_come_once_per_second() {
