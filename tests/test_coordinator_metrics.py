@@ -146,6 +146,13 @@ def test_prometheus_sees_the_load_and_one_leader(tmp_path):
             leader = next(iter(states))
             followers = by_instance(prom, 'zab_state{state="following"} == 1')
             assert set(followers) == targets - {leader}, followers
+            # Each follower received every transaction in a proposal; the leader proposed them.
+            metric = "learner_proposal_received_count_total"
+            before, after = by_instance(prom, metric, t0), by_instance(prom, metric, t1)
+            assert {t: after[t] - before[t] for t in targets} == {
+                t: (0 if t == leader else CREATES + SETS) for t in targets}, (before, after)
+            proposed = by_instance(prom, "proposal_count_total", t1)
+            assert proposed[leader] - by_instance(prom, "proposal_count_total", t0)[leader] == CREATES + SETS
             assert by_instance(prom, "synced_followers") == {leader: 2.0}
             assert by_instance(prom, "learners") == {leader: 2.0}
             assert set(by_instance(prom, "leader_uptime > 0")) == {leader}

@@ -459,6 +459,12 @@ fn encode_ensemble(
         "Transactions this server proposed as leader.",
         load(&st.proposals),
     )?;
+    counter(
+        e,
+        "learner_proposal_received_count",
+        "Transactions received in proposals from the leader.",
+        load(&st.proposals_received),
+    )?;
     if status.role == Role::Leading && status.serving {
         // Leader-only, as in ZooKeeper (absent on followers).
         let (learners, synced) = (load(&st.learners), load(&st.synced_followers));
