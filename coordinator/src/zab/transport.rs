@@ -357,18 +357,39 @@ impl TransferProgress {
         }
     }
 
-    /// The line to log now that `done` bytes went, if a second passed since the last one.
-    pub fn advance(&mut self, done: usize, now: Instant) -> Option<String> {
+    /// What to log now that `done` bytes went, if a second passed since the last line.
+    pub fn advance(&mut self, done: usize, now: Instant) -> Option<ProgressLine> {
         if now < self.next_line || done >= self.total {
             return None;
         }
         self.next_line = now + Duration::from_secs(1);
-        let seconds = now.duration_since(self.started).as_secs_f64();
-        Some(format!(
-            "{done} of {} bytes ({:.0}%) after {seconds:.1} s",
+        Some(ProgressLine {
+            done,
+            total: self.total,
+            elapsed_ms: now.duration_since(self.started).as_millis() as u64,
+        })
+    }
+}
+
+/// One progress line: bytes done of the total (logged with these fields, as the broker's
+/// progress lines, so the JSON log form carries `done`, `total`, `unit` and `elapsed_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressLine {
+    pub done: usize,
+    pub total: usize,
+    pub elapsed_ms: u64,
+}
+
+impl std::fmt::Display for ProgressLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} bytes ({:.0}%) after {:.1} s",
+            self.done,
             self.total,
-            done as f64 * 100.0 / self.total.max(1) as f64
-        ))
+            self.done as f64 * 100.0 / self.total.max(1) as f64,
+            self.elapsed_ms as f64 / 1000.0
+        )
     }
 }
 
@@ -400,6 +421,18 @@ fn write_frame(peer: ServerId, w: &mut impl Write, frame: &[u8]) -> bool {
     }
 }
 
+/// One progress line of a transfer with `peer` (`direction`: "sending to", "receiving from").
+fn log_progress(peer: ServerId, direction: &str, line: ProgressLine) {
+    tracing::info!(
+        peer,
+        done = line.done,
+        total = line.total,
+        unit = "bytes",
+        elapsed_ms = line.elapsed_ms,
+        "{direction} server {peer}: {line}"
+    );
+}
+
 /// Writes a large frame in pieces, logging progress once per second.
 fn write_logged(peer: ServerId, w: &mut impl Write, frame: &[u8]) -> bool {
     let mut progress = TransferProgress::new(frame.len(), Instant::now());
@@ -410,14 +443,18 @@ fn write_logged(peer: ServerId, w: &mut impl Write, frame: &[u8]) -> bool {
         }
         done += piece.len();
         if let Some(line) = progress.advance(done, Instant::now()) {
-            tracing::info!(peer, "sending to server {peer}: {line}");
+            log_progress(peer, "sending to", line);
         }
     }
-    let seconds = progress.started.elapsed().as_secs_f64();
+    let elapsed = progress.started.elapsed();
     tracing::info!(
         peer,
-        "sent {} bytes to server {peer} in {seconds:.1} s",
-        frame.len()
+        total = frame.len(),
+        unit = "bytes",
+        elapsed_ms = elapsed.as_millis() as u64,
+        "sent {} bytes to server {peer} in {:.1} s",
+        frame.len(),
+        elapsed.as_secs_f64()
     );
     true
 }
@@ -432,7 +469,7 @@ fn receive_logger(peer: ServerId) -> impl FnMut(usize, usize) {
         let now = Instant::now();
         let p = progress.get_or_insert_with(|| TransferProgress::new(total, now));
         if let Some(line) = p.advance(received, now) {
-            tracing::info!(peer, "receiving from server {peer}: {line}");
+            log_progress(peer, "receiving from", line);
         }
     }
 }
@@ -571,9 +608,13 @@ mod tests {
         let line = p
             .advance(2 << 20, t0 + Duration::from_millis(1000))
             .unwrap();
-        assert!(
-            line.starts_with("2097152 of 10485760 bytes (20%)"),
-            "{line}"
+        assert_eq!(
+            (line.done, line.total, line.elapsed_ms),
+            (2 << 20, 10 << 20, 1000)
+        );
+        assert_eq!(
+            line.to_string(),
+            "2097152 of 10485760 bytes (20%) after 1.0 s"
         );
         assert_eq!(p.advance(3 << 20, t0 + Duration::from_millis(1500)), None);
         assert!(p
