@@ -146,6 +146,13 @@ def test_prometheus_sees_the_load_and_one_leader(tmp_path):
             leader = next(iter(states))
             followers = by_instance(prom, 'zab_state{state="following"} == 1')
             assert set(followers) == targets - {leader}, followers
+            # Each follower received every transaction in a proposal; the leader proposed them.
+            metric = "learner_proposal_received_count_total"
+            before, after = by_instance(prom, metric, t0), by_instance(prom, metric, t1)
+            assert {t: after[t] - before[t] for t in targets} == {
+                t: (0 if t == leader else CREATES + SETS) for t in targets}, (before, after)
+            proposed = by_instance(prom, "proposal_count_total", t1)
+            assert proposed[leader] - by_instance(prom, "proposal_count_total", t0)[leader] == CREATES + SETS
             assert by_instance(prom, "synced_followers") == {leader: 2.0}
             assert by_instance(prom, "learners") == {leader: 2.0}
             assert set(by_instance(prom, "leader_uptime > 0")) == {leader}
@@ -204,10 +211,15 @@ def test_snap_transfer_is_counted_and_logged_with_its_size(tmp_path):
         followed = scrape(ports[follower])
         assert followed["zab_syncs_received_total"] == 1, followed
         assert followed["znode_count"] == after["znode_count"], (followed, after)
-        logs = [(tmp_path / f"server{i + 1}" / "coordinator.log").read_text() for i in range(3)]
-        sent = re.findall(rf"sent (\d+) bytes to server {follower + 1} in", logs[leader])
-        assert sent and int(sent[-1]) >= 4 << 20, logs[leader][-3000:]
-        assert "snapshot received; installing it" in logs[follower], logs[follower][-3000:]
+        def logged():
+            # The leader's writer thread logs after its last write returned; on a busy
+            # machine the follower may be serving before that thread runs again.
+            logs = [(tmp_path / f"server{i + 1}" / "coordinator.log").read_text() for i in range(3)]
+            sent = re.findall(rf"sent (\d+) bytes to server {follower + 1} in", logs[leader])
+            assert sent and int(sent[-1]) >= 4 << 20, logs[leader][-3000:]
+            assert "snapshot received; installing it" in logs[follower], logs[follower][-3000:]
+
+        eventually(logged, 10, "the SNAP logged on both sides")
     except BaseException:
         print(ens.log_tails())
         raise

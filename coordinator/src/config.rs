@@ -2,7 +2,9 @@
 //!
 //! The format is Java properties: `key=value` lines, `#`/`!` comments. Known keys are
 //! checked and converted (a bad value is an error naming the key and the line); keys this
-//! server does not use are accepted with a warning, so a real ZooKeeper file still loads.
+//! server does not use are accepted with a warning, so a real ZooKeeper file still loads,
+//! except in the families where an ignored setting would mislead (`ssl.*`,
+//! `metricsProvider.*`, quorum SASL): there a key that would have no effect stops startup.
 //! The server id comes from the `myid` file in `dataDir` when the file lists servers. With
 //! no `server.N` lines (or a single one, like ZooKeeper's `standaloneEnabled=true`) the
 //! server runs standalone.

@@ -459,6 +459,12 @@ fn encode_ensemble(
         "Transactions this server proposed as leader.",
         load(&st.proposals),
     )?;
+    counter(
+        e,
+        "learner_proposal_received_count",
+        "Transactions received in proposals from the leader.",
+        load(&st.proposals_received),
+    )?;
     if status.role == Role::Leading && status.serving {
         // Leader-only, as in ZooKeeper (absent on followers).
         let (learners, synced) = (load(&st.learners), load(&st.synced_followers));
@@ -663,6 +669,8 @@ pub struct EndpointError {
 
 /// The running `/metrics` endpoint: one thread answering requests one at a time (a scrape
 /// takes well under a millisecond; Prometheus scrapes each target once per interval).
+/// `tiny_http` reads requests on its own threads, one per open connection, which it does
+/// not bound: the endpoint belongs on a monitoring network (docs/coordinator.md).
 pub struct MetricsEndpoint {
     addr: SocketAddr,
     server: Arc<tiny_http::Server>,

@@ -177,6 +177,8 @@ pub struct NodeStats {
     pub snaps_sent: AtomicU64,
     /// Transactions proposed as the leader.
     pub proposals: AtomicU64,
+    /// Transactions received in PROPOSAL messages (as a follower).
+    pub proposals_received: AtomicU64,
     /// On the leader: followers connected, and those synchronized and receiving proposals
     /// (0 on other servers).
     pub learners: AtomicU64,
@@ -665,6 +667,12 @@ impl<A: Application> Driver<A> {
             Event::Net(NetEvent::Inbound { peer, conn, msg }) => {
                 if self.links.get(&peer).is_none_or(|(c, _)| *c != conn) {
                     return Ok(());
+                }
+                if let Message::Proposal { txns } = &msg {
+                    self.shared
+                        .stats
+                        .proposals_received
+                        .fetch_add(txns.len() as u64, Ordering::Relaxed);
                 }
                 if let Message::Sync {
                     kind: SyncKind::Snap { zxid, data },

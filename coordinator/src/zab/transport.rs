@@ -357,33 +357,50 @@ impl TransferProgress {
         }
     }
 
-    /// The line to log now that `done` bytes went, if a second passed since the last one.
-    pub fn advance(&mut self, done: usize, now: Instant) -> Option<String> {
+    /// What to log now that `done` bytes went, if a second passed since the last line.
+    pub fn advance(&mut self, done: usize, now: Instant) -> Option<ProgressLine> {
         if now < self.next_line || done >= self.total {
             return None;
         }
         self.next_line = now + Duration::from_secs(1);
-        let seconds = now.duration_since(self.started).as_secs_f64();
-        Some(format!(
-            "{done} of {} bytes ({:.0}%) after {seconds:.1} s",
+        Some(ProgressLine {
+            done,
+            total: self.total,
+            elapsed_ms: now.duration_since(self.started).as_millis() as u64,
+        })
+    }
+}
+
+/// One progress line: bytes done of the total (logged with these fields, as the broker's
+/// progress lines, so the JSON log form carries `done`, `total`, `unit` and `elapsed_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressLine {
+    pub done: usize,
+    pub total: usize,
+    pub elapsed_ms: u64,
+}
+
+impl std::fmt::Display for ProgressLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} bytes ({:.0}%) after {:.1} s",
+            self.done,
             self.total,
-            done as f64 * 100.0 / self.total.max(1) as f64
-        ))
+            self.done as f64 * 100.0 / self.total.max(1) as f64,
+            self.elapsed_ms as f64 / 1000.0
+        )
     }
 }
 
 fn write_loop(peer: ServerId, stream: TcpStream, rx: Receiver<Vec<u8>>) {
     let mut w = BufWriter::with_capacity(64 * 1024, &stream);
     while let Ok(frame) = rx.recv() {
-        let mut ok = if frame.len() >= TRANSFER_LOGGED_BYTES {
-            write_logged(peer, &mut w, &frame)
-        } else {
-            w.write_all(&frame).is_ok()
-        };
+        let mut ok = write_frame(peer, &mut w, &frame);
         // Batch whatever else is queued into the same flush.
         while ok {
             match rx.try_recv() {
-                Ok(more) => ok = w.write_all(&more).is_ok(),
+                Ok(more) => ok = write_frame(peer, &mut w, &more),
                 Err(_) => break,
             }
         }
@@ -393,6 +410,27 @@ fn write_loop(peer: ServerId, stream: TcpStream, rx: Receiver<Vec<u8>>) {
     }
     // The node dropped the link or the socket failed: end the connection either way.
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Writes one queued frame (a large one with its progress logged); false on a failure.
+fn write_frame(peer: ServerId, w: &mut impl Write, frame: &[u8]) -> bool {
+    if frame.len() >= TRANSFER_LOGGED_BYTES {
+        write_logged(peer, w, frame)
+    } else {
+        w.write_all(frame).is_ok()
+    }
+}
+
+/// One progress line of a transfer with `peer` (`direction`: "sending to", "receiving from").
+fn log_progress(peer: ServerId, direction: &str, line: ProgressLine) {
+    tracing::info!(
+        peer,
+        done = line.done,
+        total = line.total,
+        unit = "bytes",
+        elapsed_ms = line.elapsed_ms,
+        "{direction} server {peer}: {line}"
+    );
 }
 
 /// Writes a large frame in pieces, logging progress once per second.
@@ -405,16 +443,35 @@ fn write_logged(peer: ServerId, w: &mut impl Write, frame: &[u8]) -> bool {
         }
         done += piece.len();
         if let Some(line) = progress.advance(done, Instant::now()) {
-            tracing::info!(peer, "sending to server {peer}: {line}");
+            log_progress(peer, "sending to", line);
         }
     }
-    let seconds = progress.started.elapsed().as_secs_f64();
+    let elapsed = progress.started.elapsed();
     tracing::info!(
         peer,
-        "sent {} bytes to server {peer} in {seconds:.1} s",
-        frame.len()
+        total = frame.len(),
+        unit = "bytes",
+        elapsed_ms = elapsed.as_millis() as u64,
+        "sent {} bytes to server {peer} in {:.1} s",
+        frame.len(),
+        elapsed.as_secs_f64()
     );
     true
+}
+
+/// The progress callback of one frame read from `peer`: a line per second for a large one.
+fn receive_logger(peer: ServerId) -> impl FnMut(usize, usize) {
+    let mut progress: Option<TransferProgress> = None;
+    move |received, total| {
+        if total < TRANSFER_LOGGED_BYTES {
+            return;
+        }
+        let now = Instant::now();
+        let p = progress.get_or_insert_with(|| TransferProgress::new(total, now));
+        if let Some(line) = p.advance(received, now) {
+            log_progress(peer, "receiving from", line);
+        }
+    }
 }
 
 /// A read buffer grown past this (by a SNAP frame, as large as a whole snapshot) is let go
@@ -431,18 +488,7 @@ fn read_loop(
     let mut r = std::io::BufReader::with_capacity(64 * 1024, &stream);
     let mut buf: AlignedVec<16> = AlignedVec::new();
     let reason = loop {
-        let mut progress: Option<TransferProgress> = None;
-        let logged = |received: usize, total: usize| {
-            if total < TRANSFER_LOGGED_BYTES {
-                return;
-            }
-            let now = Instant::now();
-            let p = progress.get_or_insert_with(|| TransferProgress::new(total, now));
-            if let Some(line) = p.advance(received, now) {
-                tracing::info!(peer, "receiving from server {peer}: {line}");
-            }
-        };
-        match read_frame_with_progress(&mut r, &mut buf, max_frame_bytes, logged) {
+        match read_frame_with_progress(&mut r, &mut buf, max_frame_bytes, receive_logger(peer)) {
             Ok(msg) => {
                 if buf.capacity() > READ_BUF_KEPT_BYTES {
                     buf = AlignedVec::new();
@@ -461,8 +507,98 @@ fn read_loop(
 #[cfg(test)]
 mod tests {
     //! Proves a large transfer's progress is logged at most once per second, with bytes
-    //! done of the total, and not for the last piece (the completion line covers it).
+    //! done of the total, and not for the last piece (the completion line covers it); and
+    //! that a slow 6 MiB frame, written by the peer writer's code and read by the reader's,
+    //! logs such lines on both sides (a writer and a reader that take 0.3 s per MiB).
     use super::*;
+    use std::io::Read;
+    use std::sync::Mutex;
+
+    /// Log lines captured from `run` (tracing, no colours).
+    fn logs_of(run: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl Write for Captured {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        text
+    }
+
+    /// Reads or writes at most 1 MiB per call, each taking 0.3 s.
+    struct Slow<T>(T);
+    impl<T: Write> Write for Slow<T> {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            thread::sleep(Duration::from_millis(300));
+            self.0.write(&b[..b.len().min(1 << 20)])
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+    impl<T: Read> Read for Slow<T> {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            thread::sleep(Duration::from_millis(300));
+            let n = b.len().min(1 << 20);
+            self.0.read(&mut b[..n])
+        }
+    }
+
+    #[test]
+    fn a_slow_large_frame_logs_progress_on_both_sides() {
+        let msg = Message::Sync {
+            kind: super::super::message::SyncKind::Snap {
+                zxid: 7,
+                data: vec![5u8; 6 << 20],
+            },
+        };
+        let frame = super::super::frame::encode_frame(&msg).unwrap();
+        let mut wire = Vec::new();
+        let sent = logs_of(|| assert!(write_frame(3, &mut Slow(&mut wire), &frame)));
+        assert_eq!(wire, frame);
+        assert!(sent.contains("sending to server 3: "), "{sent}");
+        assert!(
+            sent.contains(&format!(" of {} bytes", frame.len())),
+            "{sent}"
+        );
+        assert!(
+            sent.contains(&format!("sent {} bytes to server 3 in", frame.len())),
+            "{sent}"
+        );
+
+        let mut buf: AlignedVec<16> = AlignedVec::new();
+        let mut got = None;
+        let received = logs_of(|| {
+            got = Some(
+                read_frame_with_progress(
+                    &mut Slow(wire.as_slice()),
+                    &mut buf,
+                    64 << 20,
+                    receive_logger(3),
+                )
+                .unwrap(),
+            )
+        });
+        assert_eq!(got, Some(msg));
+        assert!(received.contains("receiving from server 3: "), "{received}");
+        assert!(
+            received.contains(&format!(" of {} bytes", frame.len() - 4)),
+            "{received}"
+        );
+    }
 
     #[test]
     fn progress_lines_come_once_per_second() {
@@ -472,9 +608,13 @@ mod tests {
         let line = p
             .advance(2 << 20, t0 + Duration::from_millis(1000))
             .unwrap();
-        assert!(
-            line.starts_with("2097152 of 10485760 bytes (20%)"),
-            "{line}"
+        assert_eq!(
+            (line.done, line.total, line.elapsed_ms),
+            (2 << 20, 10 << 20, 1000)
+        );
+        assert_eq!(
+            line.to_string(),
+            "2097152 of 10485760 bytes (20%) after 1.0 s"
         );
         assert_eq!(p.advance(3 << 20, t0 + Duration::from_millis(1500)), None);
         assert!(p
