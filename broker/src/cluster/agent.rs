@@ -1411,6 +1411,18 @@ impl Agent {
         match writer.commit().await {
             Ok(_) => {
                 tracing::info!("controller: {tp} reassigned to {target:?}");
+                // Into the view at once, as state writes are: the core's next write (the old
+                // replicas out of the ISR) is published before the topic's watch is read, and
+                // a leader starting that term must not take the old replica list.
+                if let Some(view) = self
+                    .view
+                    .topics
+                    .get_mut(&tp.topic)
+                    .and_then(|t| t.partitions.get_mut(tp.partition as usize))
+                {
+                    view.replicas = target.to_vec();
+                    view.reassignment = Reassignment::default();
+                }
                 Ok(Event::ReassignmentCompleted {
                     tp: tp.clone(),
                     written: true,

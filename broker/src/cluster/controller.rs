@@ -742,8 +742,9 @@ impl Controller {
                 version: new_version,
             };
         }
-        if p.dirty || p.reassignment.in_progress() {
-            // A reassignment goes on step by step: the next one may be due now.
+        if p.dirty || p.reassignment.in_progress() || p.election.is_some() {
+            // A reassignment goes on step by step, and an operator's election waits for the
+            // write before it: the next one may be due now.
             reconcile(&self.cluster, tp, p, out);
         } else {
             // Nothing changed since the decision, and decisions are stable.

@@ -320,16 +320,11 @@ async fn run_elections(
     loop {
         if let Some(view) = shard.cluster_view() {
             left.retain(|tp| {
-                if elected(&view, tp, election) {
+                let done = elected(&view, tp, election);
+                if done {
                     outcomes.insert(tp.clone(), Ok(()));
-                    false
-                } else if let Some(Err(refused)) = precheck_election(&view, tp, election) {
-                    // No longer possible (the preferred replica fell out of sync...).
-                    outcomes.insert(tp.clone(), Err(refused));
-                    false
-                } else {
-                    true
                 }
+                !done
             });
         }
         if left.is_empty() || Instant::now() >= deadline {
@@ -341,9 +336,19 @@ async fn run_elections(
         // The controller may not have taken it (none elected): do not leave it behind.
         let _ = cluster.commands.try_send(Command::ForgetElection { path });
     }
+    // Not done in time: what the view says now (the preferred replica fell out of sync...),
+    // else a timeout.
+    let view = shard.cluster_view();
     for tp in left {
-        let why = format!("{tp}: the election did not show within {wait:?}");
-        outcomes.insert(tp, Err((codes::REQUEST_TIMED_OUT, why)));
+        let refused = view
+            .as_ref()
+            .and_then(|view| precheck_election(view, &tp, election))
+            .and_then(Result::err);
+        let outcome = refused.unwrap_or_else(|| {
+            let why = format!("{tp}: the election did not show within {wait:?}");
+            (codes::REQUEST_TIMED_OUT, why)
+        });
+        outcomes.insert(tp, Err(outcome));
     }
     outcomes
 }

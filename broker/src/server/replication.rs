@@ -126,6 +126,18 @@ pub fn min_insync(shard: &Shard, topic: &Topic) -> usize {
         .max(1)
 }
 
+/// The replicas a leader tracks in a term: the assignment, without replicas being removed by
+/// a reassignment that are out of the ISR (they leave; letting them rejoin would undo the
+/// controller's removal when this broker's view of the topic lags behind the state).
+fn term_replicas(partition: &crate::cluster::view::PartitionView, isr: &[i32]) -> Vec<i32> {
+    partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|b| !partition.reassignment.removing.contains(b) || isr.contains(b))
+        .collect()
+}
+
 impl Shard {
     fn leader_config(&self) -> LeaderConfig {
         LeaderConfig {
@@ -159,7 +171,7 @@ impl Shard {
                 (Role::Leader(leader), Some(state))
                     if state.leader == me && state.leader_epoch == leader.epoch() =>
                 {
-                    leader.replicas_added(&partition.replicas);
+                    leader.replicas_added(&term_replicas(partition, &state.isr));
                     if leader.state_read(
                         state.leader,
                         state.leader_epoch,
@@ -190,7 +202,7 @@ impl Shard {
                     let mut leader = Leader::new(
                         me,
                         state.leader_epoch,
-                        partition.replicas.clone(),
+                        term_replicas(partition, &state.isr),
                         state.isr.clone(),
                         partition.state_version,
                         state.controller_epoch,
