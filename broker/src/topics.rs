@@ -88,6 +88,9 @@ pub enum TopicError {
     /// CreatePartitions asked for a count the topic cannot take (INVALID_PARTITIONS).
     #[error("{0}")]
     PartitionCount(String),
+    /// CreatePartitions while partitions of the topic are being reassigned.
+    #[error("{0}")]
+    ReassignmentInProgress(String),
 }
 
 impl TopicError {
@@ -107,6 +110,7 @@ impl TopicError {
             TopicError::NoSpace(_) => 44,
             TopicError::InvalidRequest(_) => 42,
             TopicError::PartitionCount(_) => 37,
+            TopicError::ReassignmentInProgress(_) => 60,
         }
     }
 }

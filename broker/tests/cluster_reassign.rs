@@ -23,11 +23,12 @@ use cluster_support::{consume as consume_partition, ints, Members, Zk};
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, CreateTopicsRequest, ElectLeadersRequest,
-    ElectLeadersResponse, ListPartitionReassignmentsRequest, TopicName,
+    AlterPartitionReassignmentsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+    ElectLeadersRequest, ElectLeadersResponse, ListPartitionReassignmentsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -40,6 +41,7 @@ const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
 const ELECTION_NOT_NEEDED: i16 = 84;
 const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+const REASSIGNMENT_IN_PROGRESS: i16 = 60;
 
 /// The three members: replication factor 2 by default, ISR lag 1.5 s.
 fn members(coordinator: &str) -> Members {
@@ -327,6 +329,23 @@ fn reassignment_moves_a_partition_and_elections_restore_leaders() {
         (replicas == [3, 1, 2] && adding == [3] && removing == [2] && !isr.contains(&3))
             .then_some(())
     });
+    // Kafka refuses to add partitions to a topic while one of its partitions moves (the
+    // rewrite would also lose the move).
+    let grow = CreatePartitionsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(name("stuck"))
+            .with_count(2)
+            .with_assignments(None)]);
+    let grown = Client::connect(&any).unwrap().call(&grow, 3).unwrap();
+    assert_eq!(
+        grown.results[0].error_code, REASSIGNMENT_IN_PROGRESS,
+        "{grown:?}"
+    );
+    assert_eq!(
+        assignment(&zk, "stuck", 0),
+        (vec![3, 1, 2], vec![3], vec![2])
+    );
     assert_eq!(reassign(&any, "stuck", None), NONE, "cancelled");
     eventually("the cancelled move reverted", || {
         let (replicas, adding, removing) = assignment(&zk, "stuck", 0);

@@ -138,6 +138,18 @@ pub async fn add_partitions(
         Err(zk::Error::NoNode) => return Err(TopicError::UnknownTopic(name.to_string())),
         Err(err) => return Err(storage(&path, err)),
     };
+    // Kafka refuses CreatePartitions while a partition of the topic moves; the rewrite below
+    // would also drop the move's adding/removing replicas.
+    let moving = znodes::TopicZnode::decode(&path, &data)
+        .map_err(|err| TopicError::Storage(err.to_string()))?
+        .reassignments();
+    if !moving.is_empty() {
+        let partitions: Vec<i32> = moving.keys().copied().collect();
+        return Err(TopicError::ReassignmentInProgress(format!(
+            "topic `{name}` has partitions being reassigned ({partitions:?}); add partitions \
+             once that is done"
+        )));
+    }
     let mut assignment = TopicAssignment::decode(&path, &data)
         .map_err(|err| TopicError::Storage(err.to_string()))?;
     let changed = || {

@@ -268,6 +268,18 @@ impl Shard {
         let Some(known) = view.topics.get(&spec.name) else {
             return Err(TopicError::UnknownTopic(spec.name));
         };
+        // As Kafka: no new partitions while one of the topic's partitions moves (the agent
+        // checks again against the znode it rewrites).
+        let moving: Vec<usize> = (0..known.partitions.len())
+            .filter(|&p| known.partitions[p].reassignment.in_progress())
+            .collect();
+        if !moving.is_empty() {
+            return Err(TopicError::ReassignmentInProgress(format!(
+                "topic `{}` has partitions being reassigned ({moving:?}); add partitions once \
+                 that is done",
+                spec.name
+            )));
+        }
         let existing: Vec<Vec<i32>> = known
             .partitions
             .iter()
