@@ -202,7 +202,9 @@ def test_snap_transfer_is_counted_and_logged_with_its_size(tmp_path):
         follower = next(i for i in ens.running() if i != leader)
         ens.kill9(follower)
         shutil.rmtree(ens.data_dir(follower))
-        zk.create("/big/after-wipe", b"")
+        # The client may have been on the killed follower: retry through the reconnect
+        # (ensure_path, so a create that landed before the loss is not an error).
+        zk.retry(zk.ensure_path, "/big/after-wipe")
         ens.start(follower)
         ens.wait_serving()
         assert ens.leader() == leader
