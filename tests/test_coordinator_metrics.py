@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 from kazoo.client import KazooClient
 
-from cluster import Ensemble, eventually
+from cluster import Ensemble, eventually, stop_zk_client
 from prometheus import Prometheus
 from test_coordinator_kazoo import free_port
 
@@ -168,8 +168,7 @@ def test_prometheus_sees_the_load_and_one_leader(tmp_path):
         raise
     finally:
         if zk is not None:
-            zk.stop()
-            zk.close()
+            stop_zk_client(zk)
         ens.stop()
 
 
@@ -227,8 +226,7 @@ def test_snap_transfer_is_counted_and_logged_with_its_size(tmp_path):
         raise
     finally:
         if zk is not None:
-            zk.stop()
-            zk.close()
+            stop_zk_client(zk)
         ens.stop()
 
 

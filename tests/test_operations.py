@@ -26,6 +26,15 @@ def service_unit(*args):
     return done.stdout
 
 
+def zoo_config(tmp_path):
+    """A standalone coordinator's zoo.cfg on a free loopback port: (port, path)."""
+    port = free_port()
+    path = tmp_path / "zoo.cfg"
+    path.write_text(f"tickTime=200\ndataDir={tmp_path / 'zk-data'}\nclientPort={port}\n"
+                    "clientPortAddress=127.0.0.1\n4lw.commands.whitelist=ruok\n")
+    return port, path
+
+
 def unit_settings(text):
     """`{key: value}` of the unit's [Service] section (one value per key)."""
     settings, section = {}, None
@@ -89,10 +98,7 @@ def test_service_units_verify_and_start_a_working_broker_and_coordinator(tmp_pat
     broker_unit = service_unit(
         "broker", "--tuning", str(profile), "--data-dir", str(tmp_path / "broker-data"),
         "--binary", broker_bin(), "--", "--listen", f"127.0.0.1:{port}")
-    zk_port = free_port()
-    zoo_cfg = tmp_path / "zoo.cfg"
-    zoo_cfg.write_text(f"tickTime=200\ndataDir={tmp_path / 'zk-data'}\nclientPort={zk_port}\n"
-                       "clientPortAddress=127.0.0.1\n4lw.commands.whitelist=ruok\n")
+    zk_port, zoo_cfg = zoo_config(tmp_path)
     coordinator_unit = service_unit(
         "coordinator", "--config", str(zoo_cfg), "--tuning", str(profile),
         "--binary", str(coordinator_binary()), "--user", "streambox")
@@ -155,10 +161,7 @@ def test_json_logs_carry_the_shard_and_parse_line_by_line(tmp_path):
     assert any(span.get("name") == "shard" and span.get("shard") == 0
                for span in opened[0].get("spans", [])), opened[0]
 
-    zk_port = free_port()
-    zoo_cfg = tmp_path / "zoo.cfg"
-    zoo_cfg.write_text(f"tickTime=200\ndataDir={tmp_path / 'zk'}\nclientPort={zk_port}\n"
-                       "clientPortAddress=127.0.0.1\n4lw.commands.whitelist=ruok\n")
+    zk_port, zoo_cfg = zoo_config(tmp_path)
     log_path = tmp_path / "coordinator.log"
     with open(log_path, "ab") as log:
         coordinator = subprocess.Popen(
