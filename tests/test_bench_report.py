@@ -5,6 +5,8 @@ package) loads it; the page's own script records what the browser laid out, and 
 that back from the rendered DOM: three charts, one line per run and percentile, each drawn
 with a width."""
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -35,11 +37,17 @@ def test_report_of_two_runs_renders_in_a_browser(tmp_path):
         out = bench("produce", "--rate", "5000", "--duration", "3", "--tuning", str(profile),
                     "--json", f"{name}.json", "--hgrm", f"{name}.hgrm", cwd=tmp_path)
         assert "produce: 15000 msgs" in out, out
+        # The machine's own stalls were measured beside the run, on every core.
+        hiccups = json.loads((tmp_path / f"{name}.json").read_text())["host_hiccups"]
+        assert [core["cpu"] for core in hiccups["cores"]] == list(range(os.cpu_count())), hiccups
+        assert all(core["samples"] >= 100 for core in hiccups["cores"]), hiccups
+        assert re.search(r"host hiccups over \d+ s: cpu0 p99.9 ", out), out
     out = bench("report", "--out", "report.html", "--title", "flush policies",
                 "always.json", "never.json", "never.hgrm", cwd=tmp_path)
     assert "3 runs" in out
     page = (tmp_path / "report.html").read_text()
     assert "<td>always</td>" in page and "<td>never</td>" in page
+    assert "<th>host stall max ms</th>" in page
 
     done = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=" +

@@ -222,7 +222,8 @@ fn percentile_x(percentile: f64) -> f64 {
 fn summary_table(runs: &[Run]) -> String {
     let mut t = String::from(
         "<table id=\"summary\"><tr><th>run</th><th>workload</th><th>msgs/s</th><th>MB/s</th>\
-         <th>p50 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>errors</th></tr>\n",
+         <th>p50 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>errors</th>\
+         <th>host stall max ms</th></tr>\n",
     );
     for run in runs {
         match &run.summary {
@@ -230,7 +231,7 @@ fn summary_table(runs: &[Run]) -> String {
                 let _ = writeln!(
                     t,
                     "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{:.3}</td>\
-                     <td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
+                     <td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
                     escape(&run.label),
                     escape(&s.workload),
                     s.msgs_per_s,
@@ -239,13 +240,16 @@ fn summary_table(runs: &[Run]) -> String {
                     s.p99_ms,
                     s.p99_9_ms,
                     s.max_ms,
-                    s.errors
+                    s.errors,
+                    s.host_hiccups
+                        .as_ref()
+                        .map_or("-".to_string(), |h| format!("{:.2}", h.max_ms()))
                 );
             }
             None => {
                 let _ = writeln!(
                     t,
-                    "<tr><td>{}</td><td colspan=\"8\">distribution only (.hgrm)</td></tr>",
+                    "<tr><td>{}</td><td colspan=\"9\">distribution only (.hgrm)</td></tr>",
                     escape(&run.label)
                 );
             }

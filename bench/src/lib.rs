@@ -11,6 +11,7 @@ pub mod coordinator_failover;
 pub mod e2e;
 pub mod embedded;
 pub mod engine;
+pub mod hiccup;
 pub mod kafka_client;
 pub mod limits;
 pub mod produce;

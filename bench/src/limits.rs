@@ -1,7 +1,8 @@
 //! `bench limits`: this host's own ceilings, measured now, so every benchmark can report its
 //! figures as a fraction of what the machine can do in the same run: O_DIRECT sequential
 //! write bandwidth, 4 KiB write + fdatasync latency (both measured by the broker's
-//! [`broker::disk_probe`]), loopback TCP bandwidth, memcpy bandwidth.
+//! [`broker::disk_probe`]), loopback TCP bandwidth, memcpy bandwidth, and the machine's own
+//! stalls while idle ([`crate::hiccup`]).
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -9,6 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use broker::disk_probe;
+
+use crate::hiccup::{HiccupMeter, Hiccups};
 use serde::Serialize;
 
 /// The measured limits.
@@ -19,6 +22,8 @@ pub struct HostLimits {
     pub fdatasync_p99_ms: f64,
     pub loopback_tcp_mb_s: f64,
     pub memcpy_gb_s: f64,
+    /// Wake-up lateness on every core over a few idle seconds.
+    pub idle_hiccups: Hiccups,
 }
 
 impl HostLimits {
@@ -30,7 +35,7 @@ impl HostLimits {
             self.fdatasync_p99_ms,
             self.loopback_tcp_mb_s,
             self.memcpy_gb_s
-        )
+        ) + "\nidle " + &self.idle_hiccups.render()
     }
 }
 
@@ -80,18 +85,25 @@ pub fn memcpy_gb_s(rounds: u32) -> f64 {
     (source.len() as f64 * rounds as f64) / started.elapsed().as_secs_f64() / 1e9
 }
 
+/// How long `measure` watches the idle machine for stalls.
+const IDLE_HICCUP_WINDOW: Duration = Duration::from_secs(5);
+
 /// Measures every limit; disk figures in `dir` (which must be on the disk under test).
 pub fn measure(dir: &Path) -> io::Result<HostLimits> {
     // 1 GiB in 1 MiB writes, one at a time, then one fdatasync.
     let write = disk_probe::o_direct_writes(dir, 1 << 20, 1, 1 << 30, Duration::from_secs(120))?;
     let fsync = disk_probe::fdatasync_latencies(dir, 500, Duration::from_secs(60))?;
     let ms = |q| disk_probe::quantile(&fsync, q).as_secs_f64() * 1e3;
+    let meter = HiccupMeter::start_on_all_cores()?;
+    std::thread::sleep(IDLE_HICCUP_WINDOW);
+    let idle_hiccups = meter.stop();
     Ok(HostLimits {
         o_direct_write_mb_s: write.mb_s(),
         fdatasync_p50_ms: ms(0.5),
         fdatasync_p99_ms: ms(0.99),
         loopback_tcp_mb_s: loopback_tcp_mb_s(2 << 30)?,
         memcpy_gb_s: memcpy_gb_s(16),
+        idle_hiccups,
     })
 }
 

@@ -373,9 +373,21 @@ fn write_outputs(
     Ok(())
 }
 
+/// Runs `work` with a hiccup meter on every core; the meter's figures for the same window.
+fn with_host_hiccups<T>(
+    work: impl FnOnce() -> Result<T, String>,
+) -> Result<(T, bench::hiccup::Hiccups), String> {
+    let meter = bench::hiccup::HiccupMeter::start_on_all_cores()
+        .map_err(|err| format!("hiccup meter: {err}"))?;
+    let result = work();
+    let hiccups = meter.stop();
+    Ok((result?, hiccups))
+}
+
 fn produce(args: ProduceArgs) -> Result<(), String> {
     let (options, _target) = produce_options(&args)?;
-    let result = produce::run(&options)?;
+    let (mut result, hiccups) = with_host_hiccups(|| produce::run(&options))?;
+    result.summary.host_hiccups = Some(hiccups);
     write_outputs(&args, &result.summary, &result.histogram)?;
     if args.verify {
         let report = produce::verify_run(&options, &result)?;
@@ -398,7 +410,8 @@ fn e2e(args: ProduceArgs) -> Result<(), String> {
     if matches!(target, Target::Sink { .. }) {
         return Err("e2e needs a broker that serves Fetch; the sink does not".into());
     }
-    let result = bench::e2e::run(&options)?;
+    let (mut result, hiccups) = with_host_hiccups(|| bench::e2e::run(&options))?;
+    result.summary.host_hiccups = Some(hiccups);
     println!("producer: {}", result.produce.render());
     write_outputs(&args, &result.summary, &result.histogram)
 }

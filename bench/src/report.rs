@@ -222,6 +222,10 @@ pub struct Summary {
     /// The whole run's latency distribution (`bench report` draws it).
     #[serde(default)]
     pub distribution: Vec<PercentilePoint>,
+    /// How late a thread asking to wake every millisecond woke on each core during the run:
+    /// the machine's own stalls, the floor under this run's tail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_hiccups: Option<crate::hiccup::Hiccups>,
 }
 
 /// The counts of a run, before percentiles are read from its histogram.
@@ -266,6 +270,7 @@ impl Summary {
             target_msgs_per_s,
             timeline: Vec::new(),
             distribution: histogram.distribution(),
+            host_hiccups: None,
         }
     }
 
@@ -282,6 +287,9 @@ impl Summary {
             "\n  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  p99.99 {:.3}  max {:.3}\n  errors: {}",
             self.p50_ms, self.p90_ms, self.p99_ms, self.p99_9_ms, self.p99_99_ms, self.max_ms, self.errors
         );
+        if let Some(hiccups) = &self.host_hiccups {
+            text += &format!("\n  {}", hiccups.render());
+        }
         if !self.schedule_kept {
             text += "\n  WARNING: the generator could NOT keep its own schedule: the offered load was lower than asked";
         }

@@ -1,0 +1,209 @@
+//! Host hiccups: how late a thread that asks to wake every millisecond really wakes, on each
+//! core, measured beside a run (jHiccup's idea, for a whole machine). Such a thread does
+//! almost nothing, so when it wakes 8 ms late the core was not available: the hypervisor ran
+//! another tenant on it, an interrupt storm, a kernel thread. No broker can answer faster than
+//! the machine lets it run, so this is the floor under the tail latency measured in the same
+//! window, and `bench produce`/`e2e` report it beside their percentiles.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// A wake-up later than this counts as a stall.
+pub const STALL_THRESHOLD: Duration = Duration::from_millis(1);
+
+/// What one core's meter saw.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CoreHiccups {
+    pub cpu: usize,
+    /// Wake-ups measured.
+    pub samples: u64,
+    /// Lateness of the wake-ups, milliseconds.
+    pub p99_ms: f64,
+    pub p99_9_ms: f64,
+    pub max_ms: f64,
+    /// Wake-ups later than [`STALL_THRESHOLD`], and their summed lateness.
+    pub stalls: u64,
+    pub stalled_ms: f64,
+}
+
+/// Every core's figures over one window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Hiccups {
+    pub interval_us: u64,
+    pub window_s: f64,
+    pub cores: Vec<CoreHiccups>,
+}
+
+impl Hiccups {
+    /// The longest stall on any core, milliseconds.
+    pub fn max_ms(&self) -> f64 {
+        self.cores
+            .iter()
+            .map(|core| core.max_ms)
+            .fold(0.0, f64::max)
+    }
+
+    pub fn render(&self) -> String {
+        let cores: Vec<String> = self
+            .cores
+            .iter()
+            .map(|core| {
+                format!(
+                    "cpu{} p99.9 {:.2} max {:.2} ms, {} stalls > 1 ms ({:.1} ms)",
+                    core.cpu, core.p99_9_ms, core.max_ms, core.stalls, core.stalled_ms
+                )
+            })
+            .collect();
+        format!(
+            "host hiccups over {:.0} s: {}",
+            self.window_s,
+            cores.join("; ")
+        )
+    }
+}
+
+/// The lateness of one core's wake-ups, recorded as they come.
+#[derive(Debug)]
+pub struct LatenessRecorder {
+    histogram: Histogram<u64>,
+    stalls: u64,
+    stalled: Duration,
+}
+
+impl Default for LatenessRecorder {
+    fn default() -> Self {
+        LatenessRecorder {
+            // 1 µs .. 60 s at 3 significant digits.
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            stalls: 0,
+            stalled: Duration::ZERO,
+        }
+    }
+}
+
+impl LatenessRecorder {
+    /// One wake-up that was asked for at `due` and happened at `woke`.
+    pub fn record(&mut self, due: Instant, woke: Instant) {
+        let late = woke.saturating_duration_since(due);
+        self.histogram
+            .saturating_record((late.as_micros() as u64).max(1));
+        if late > STALL_THRESHOLD {
+            self.stalls += 1;
+            self.stalled += late;
+        }
+    }
+
+    pub fn finish(&self, cpu: usize) -> CoreHiccups {
+        let ms = |quantile: f64| self.histogram.value_at_quantile(quantile) as f64 / 1000.0;
+        CoreHiccups {
+            cpu,
+            samples: self.histogram.len(),
+            p99_ms: ms(0.99),
+            p99_9_ms: ms(0.999),
+            max_ms: self.histogram.max() as f64 / 1000.0,
+            stalls: self.stalls,
+            stalled_ms: self.stalled.as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+/// One sleeping thread per core, pinned to it, until [`HiccupMeter::stop`].
+pub struct HiccupMeter {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<CoreHiccups>>,
+    interval: Duration,
+    started: Instant,
+}
+
+impl HiccupMeter {
+    /// Starts measuring on `cpus`, waking every `interval`.
+    pub fn start(cpus: &[usize], interval: Duration) -> std::io::Result<HiccupMeter> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(cpus.len());
+        for &cpu in cpus {
+            let stop = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("hiccup-{cpu}"))
+                    .spawn(move || {
+                        crate::produce::pin_to_cpu(cpu);
+                        let mut recorder = LatenessRecorder::default();
+                        let mut due = Instant::now() + interval;
+                        while !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                            let woke = Instant::now();
+                            recorder.record(due, woke);
+                            due = woke + interval;
+                        }
+                        recorder.finish(cpu)
+                    })?,
+            );
+        }
+        Ok(HiccupMeter {
+            stop,
+            threads,
+            interval,
+            started: Instant::now(),
+        })
+    }
+
+    /// Every online core, waking every millisecond (jHiccup's resolution).
+    pub fn start_on_all_cores() -> std::io::Result<HiccupMeter> {
+        let cpus: Vec<usize> = (0..tuning::online_cpus()).collect();
+        HiccupMeter::start(&cpus, Duration::from_millis(1))
+    }
+
+    pub fn stop(self) -> Hiccups {
+        self.stop.store(true, Ordering::Relaxed);
+        let window_s = self.started.elapsed().as_secs_f64();
+        let cores = self
+            .threads
+            .into_iter()
+            .filter_map(|thread| thread.join().ok())
+            .collect();
+        Hiccups {
+            interval_us: self.interval.as_micros() as u64,
+            window_s,
+            cores,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lateness_is_recorded_and_stalls_are_counted_and_summed() {
+        let mut recorder = LatenessRecorder::default();
+        let due = Instant::now();
+        recorder.record(due, due + Duration::from_micros(60));
+        recorder.record(due, due + Duration::from_micros(80));
+        recorder.record(due, due + Duration::from_millis(7));
+        recorder.record(due, due + Duration::from_millis(3));
+        // Woken early (a spurious wake-up) is no lateness, not a negative one.
+        recorder.record(due + Duration::from_millis(1), due);
+        let core = recorder.finish(1);
+        assert_eq!(core.samples, 5);
+        assert_eq!(core.stalls, 2);
+        assert!((core.stalled_ms - 10.0).abs() < 0.01, "{}", core.stalled_ms);
+        assert!((core.max_ms - 7.0).abs() < 0.01, "{}", core.max_ms);
+    }
+
+    #[test]
+    fn the_meter_wakes_on_each_core_it_was_given() {
+        let meter = HiccupMeter::start(&[0], Duration::from_millis(1)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let hiccups = meter.stop();
+        assert_eq!(hiccups.cores.len(), 1);
+        assert_eq!(hiccups.cores[0].cpu, 0);
+        // 300 ms at one wake-up per millisecond; even a badly stalled machine manages a few.
+        assert!(hiccups.cores[0].samples >= 10, "{:?}", hiccups.cores[0]);
+        assert!(hiccups.render().contains("cpu0"));
+    }
+}
