@@ -9,6 +9,7 @@ import resource
 import shlex
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -180,3 +181,15 @@ def test_json_logs_carry_the_shard_and_parse_line_by_line(tmp_path):
     events = json_lines(log_path)
     assert all(e["level"] in ("TRACE", "DEBUG", "INFO", "WARN", "ERROR") for e in events), events
     assert any(str(zk_port) in e["message"] or e.get("port") == zk_port for e in events), events
+
+
+def test_the_broker_runs_without_transparent_huge_pages(tmp_path):
+    """`broker serve` turns THP off for itself (docs/tuning.md): a shard's page fault never
+    clears a whole 2 MiB page. The kernel reports the process's flag in /proc/PID/status."""
+    broker = Broker(tmp_path / "data").start()
+    try:
+        status = (Path("/proc") / str(broker.proc.pid) / "status").read_text()
+    finally:
+        broker.stop()
+    flags = [line for line in status.splitlines() if line.startswith("THP_enabled:")]
+    assert flags == ["THP_enabled:\t0"], flags

@@ -514,6 +514,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // As the broker does (its embedded node runs in this process), and for the generator's
+    // own buffers: no 2 MiB page clears inside page faults while measuring.
+    if let Err(err) = tuning::process::disable_transparent_huge_pages() {
+        tracing::warn!(%err, "transparent huge pages stay on for this process");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Produce(args) => produce(args),

@@ -579,7 +579,12 @@ fn parse_host_port(text: &str) -> Option<(String, u16)> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tuning::logging::init(cli.log_format);
-    if !matches!(cli.command, Command::Serve { .. }) {
+    if matches!(cli.command, Command::Serve { .. }) {
+        // Before any shard starts: no 2 MiB page clears inside a shard's page faults.
+        if let Err(err) = tuning::process::disable_transparent_huge_pages() {
+            tracing::warn!(%err, "transparent huge pages stay on for this process");
+        }
+    } else {
         // The operator commands print to stdout: one piped into `head` or `grep -q` ends
         // quietly when the reader leaves, as other command-line tools do, instead of
         // panicking on EPIPE. (The server keeps Rust's ignored SIGPIPE: a client that

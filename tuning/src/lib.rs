@@ -12,9 +12,9 @@
 //! device), which `broker tuning probe` records in the profile it writes ([`ProbedHost`]) and
 //! `broker serve` compares with the host it starts on. The broker's storage reads
 //! [`StorageLimits`], its server reads [`NetworkLimits`] and [`Profile::shard_cores`], and
-//! so on. Two pieces of process setup both servers share live here too: [`logging`] (human or
-//! JSON logs) and [`systemd`] (the service units whose CPU affinity and limits follow a
-//! profile).
+//! so on. The process setup both servers share lives here too: [`logging`] (human or
+//! JSON logs), [`systemd`] (the service units whose CPU affinity and limits follow a
+//! profile) and [`process`] (transparent huge pages off).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 pub mod host;
 pub mod logging;
+pub mod process;
 pub mod systemd;
 
 /// The profiles shipped in `tuning/profiles/`, embedded so a binary works from any directory.
