@@ -13,8 +13,9 @@
 //! `broker serve` compares with the host it starts on. The broker's storage reads
 //! [`StorageLimits`], its server reads [`NetworkLimits`] and [`Profile::shard_cores`], and
 //! so on. Pieces both servers share live here too: [`logging`] (human or JSON logs),
-//! [`x509_name`] (a certificate subject in RFC 2253 form, the identity TLS clients get) and
-//! [`systemd`] (the service units whose CPU affinity and limits follow a profile).
+//! [`progress`] (once-a-second progress lines of long operations), [`x509_name`] (a
+//! certificate subject in RFC 2253 form, the identity TLS clients get) and [`systemd`] (the
+//! service units whose CPU affinity and limits follow a profile).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use serde::Deserialize;
 
 pub mod host;
 pub mod logging;
+pub mod progress;
 pub mod systemd;
 pub mod x509_name;
 
