@@ -6,6 +6,8 @@
   directly with the `java` found on PATH, logs in the temp dir.
 - `BrokerCluster`: `broker serve --coordinator ...` processes with ids, optional racks and a
   chroot, plus a kazoo client rooted at that chroot.
+- `tls_broker_cluster`: our coordinator and a `BrokerCluster` whose brokers hold certificates
+  from `Pki` (the TLS cluster tests' setup and teardown, in one place).
 - `eventually`: a bounded retry of an assertion.
 - `StateRecorder`: a thread that polls the controller, the registrations and partition state
   znodes and keeps every change with its time (evidence for chaos tests, leader moves counted).
@@ -20,6 +22,7 @@ Every process is started on free loopback ports in a temp dir, and every `stop()
 call on a half-started object, so fixtures can stop everything on failure."""
 
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -35,7 +38,7 @@ from confluent_kafka.admin import AdminClient
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
-from conftest import Broker, PROFILES, broker_bin
+from conftest import Broker, PROFILES, Pki, broker_bin
 from test_coordinator_kazoo import coordinator_binary, four_letter, free_port, wait_until
 
 # Brokers' ZooKeeper session timeout. Servers bound it to 2..20 ticks, so coordination servers
@@ -513,6 +516,30 @@ class BrokerCluster:
             return states
         return eventually(check, timeout, f"broker {broker_id}'s leaderships and ISR seats to move")
 
+
+
+@contextlib.contextmanager
+def tls_broker_cluster(tmp, before_brokers=None, **cluster_kwargs):
+    """Our coordinator under `tmp/coord`, certificates (`Pki`) under `tmp/pki` and a
+    `BrokerCluster` under `tmp/cluster` whose brokers serve with them (`cluster.pki`).
+    `before_brokers(coord)` runs once the coordinator serves and before any broker starts
+    (e.g. to write users); `cluster_kwargs` go to `BrokerCluster`. Everything is stopped at
+    the end, also on failure, and the brokers' log tails printed."""
+    coord = start_coordination("ours", Path(tmp) / "coord")
+    cluster = None
+    try:
+        pki = Pki(Path(tmp) / "pki")
+        if before_brokers is not None:
+            before_brokers(coord)
+        cluster = BrokerCluster(Path(tmp) / "cluster", coord, broker_kwargs={"tls": pki},
+                                **cluster_kwargs)
+        cluster.pki = pki
+        yield cluster
+    finally:
+        if cluster is not None:
+            cluster.stop()
+            print(cluster.log_tails())
+        coord.stop()
 
 class StateRecorder:
     """Polls /controller, /brokers/ids and the state znodes of `topics` ({name: partitions})

@@ -15,32 +15,21 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from cluster import BrokerCluster, create_topic, eventually, read_log, start_coordination
-from conftest import Pki
+from cluster import create_topic, eventually, read_log, tls_broker_cluster
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
 def tls_cluster(tmp_path):
-    coord = start_coordination("ours", tmp_path / "coord")
-    pki = Pki(tmp_path / "pki")
-    cluster = None
-    try:
-        cluster = BrokerCluster(
-            tmp_path / "cluster", coord,
+    with tls_broker_cluster(
+            tmp_path,
             broker_args=["--listener", "CLIENT://127.0.0.1:0",
                          "--listener", "INTERNAL://127.0.0.1:0",
                          "--listener-security-protocol-map", "CLIENT:PLAINTEXT,INTERNAL:SSL",
                          "--inter-broker-listener-name", "INTERNAL",
-                         "--min-insync-replicas", "3"],
-            broker_kwargs={"tls": pki})
+                         "--min-insync-replicas", "3"]) as cluster:
         yield cluster
-    finally:
-        if cluster is not None:
-            cluster.stop()
-            print(cluster.log_tails())
-        coord.stop()
 
 
 def test_brokers_replicate_over_an_ssl_inter_broker_listener(tls_cluster):

@@ -20,8 +20,8 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
                                    NewTopic, ResourcePatternType, ResourceType)
 
-from cluster import BrokerCluster, eventually, start_coordination
-from conftest import Pki, broker_bin
+from cluster import eventually, tls_broker_cluster
+from conftest import broker_bin
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,12 +33,10 @@ USERS = {"broker": "broker-secret", "admin": "admin-secret", "alice": "alice-sec
 
 @pytest.fixture
 def secure_cluster(tmp_path):
-    coord = start_coordination("ours", tmp_path / "coord")
-    pki = Pki(tmp_path / "pki")
-    cluster = None
-    try:
-        digest = tmp_path / "zk-digest"
-        digest.write_text(DIGEST + "\n")
+    digest = tmp_path / "zk-digest"
+    digest.write_text(DIGEST + "\n")
+
+    def add_users(coord):
         coordinator = ["--coordinator", coord.connect + CHROOT,
                        "--coordinator-digest-file", str(digest), "--coordinator-set-acl"]
         for user, password in USERS.items():
@@ -48,24 +46,18 @@ def secure_cluster(tmp_path):
                                    "SCRAM-SHA-512", "--password-file", str(pw), *coordinator],
                                   capture_output=True, text=True, timeout=60)
             assert done.returncode == 0, done.stderr
-        cluster = BrokerCluster(
-            tmp_path / "cluster", coord, chroot=CHROOT, protocol="SASL_SSL",
+
+    with tls_broker_cluster(
+            tmp_path, before_brokers=add_users, chroot=CHROOT, protocol="SASL_SSL",
             broker_args=["--sasl-enabled-mechanisms", "SCRAM-SHA-512",
                          "--sasl-inter-broker-mechanism", "SCRAM-SHA-512",
                          "--inter-broker-user", "broker",
                          "--inter-broker-password-file", str(tmp_path / "broker.pw"),
                          "--coordinator-digest-file", str(digest), "--coordinator-set-acl",
                          "--authorizer", "--super-users", "User:broker;User:admin",
-                         "--min-insync-replicas", "3"],
-            broker_kwargs={"tls": pki})
-        cluster.pki = pki
+                         "--min-insync-replicas", "3"]) as cluster:
         cluster.digest_file = digest
         yield cluster
-    finally:
-        if cluster is not None:
-            cluster.stop()
-            print(cluster.log_tails())
-        coord.stop()
 
 
 def conf(cluster, user, password=None):

@@ -224,35 +224,7 @@ impl ZooConfig {
     /// Parses the text of a zoo.cfg; `source` is only used in messages. Does not read
     /// `myid` (see [`ZooConfig::load`]).
     pub fn parse(text: &str, source: &Path) -> Result<ZooConfig, ConfigError> {
-        let file = source.to_owned();
-        let mut tick_ms = 3000u32;
-        let mut init_limit_ticks = 10u32;
-        let mut sync_limit_ticks = 5u32;
-        let mut data_dir: Option<PathBuf> = None;
-        let mut data_log_dir: Option<PathBuf> = None;
-        let mut client_port = 2181u16;
-        let mut client_port_address: IpAddr = IpAddr::from([0, 0, 0, 0]);
-        let mut max_client_cnxns = 60u32;
-        let mut min_timeout: Option<(u32, usize)> = None;
-        let mut max_timeout: Option<(u32, usize)> = None;
-        let mut snap_count = 100_000u64;
-        let mut snap_retain_count = 3u32;
-        let mut jute_max_buffer_bytes = 0xfffffu32;
-        let mut global_outstanding_limit = 1000u32;
-        let mut connection_queue_bytes_max = DEFAULT_CONNECTION_QUEUE_BYTES_MAX;
-        let mut super_digest = None;
-        let mut quorum_secret_file = None;
-        let mut four_letter_whitelist: BTreeSet<String> = ["srvr".to_string()].into();
-        let mut force_sync = true;
-        let mut servers = BTreeMap::new();
-        let mut secure_client_port = None;
-        let mut secure_client_port_address: IpAddr = IpAddr::from([0, 0, 0, 0]);
-        let mut x509_super_user = None;
-        // `metricsProvider.*` values with their lines, checked together once the file is read.
-        let mut metrics_keys: BTreeMap<&'static str, (String, usize)> = BTreeMap::new();
-        // `ssl.*` values with their lines, checked together once the file is read.
-        let mut ssl: BTreeMap<&'static str, (String, usize)> = BTreeMap::new();
-
+        let mut draft = Draft::new(source);
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let trimmed = raw.trim();
@@ -260,253 +232,26 @@ impl ZooConfig {
                 continue;
             }
             let Some((key, value)) = trimmed.split_once('=') else {
-                return Err(ConfigError::Syntax { file, line });
+                return Err(ConfigError::Syntax {
+                    file: source.to_owned(),
+                    line,
+                });
             };
-            let (key, value) = (key.trim(), value.trim());
-            let bad = |reason: String| ConfigError::Invalid {
-                file: file.clone(),
+            let entry = Entry {
+                file: source,
                 line,
-                key: key.to_owned(),
-                reason,
+                key: key.trim(),
+                value: value.trim(),
             };
-            let num = |min: u64, max: u64| -> Result<u64, ConfigError> {
-                value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|v| (min..=max).contains(v))
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "expected an integer in {min}..={max}, got `{value}`"
-                        ))
-                    })
-            };
-            match key {
-                "tickTime" => tick_ms = num(1, 3_600_000)? as u32,
-                "initLimit" => init_limit_ticks = num(1, 1_000_000)? as u32,
-                "syncLimit" => sync_limit_ticks = num(1, 1_000_000)? as u32,
-                "dataDir" => {
-                    data_dir = Some(non_empty_path(value).ok_or_else(|| bad("empty path".into()))?)
-                }
-                "dataLogDir" => {
-                    data_log_dir =
-                        Some(non_empty_path(value).ok_or_else(|| bad("empty path".into()))?)
-                }
-                "clientPort" => client_port = num(0, 65535)? as u16,
-                "clientPortAddress" => {
-                    client_port_address = value
-                        .parse()
-                        .map_err(|_| bad(format!("expected an IP address, got `{value}`")))?
-                }
-                "maxClientCnxns" => max_client_cnxns = num(0, 1_000_000)? as u32,
-                "minSessionTimeout" => min_timeout = Some((num(1, i32::MAX as u64)? as u32, line)),
-                "maxSessionTimeout" => max_timeout = Some((num(1, i32::MAX as u64)? as u32, line)),
-                "snapCount" => snap_count = num(2, u32::MAX as u64)?,
-                "autopurge.snapRetainCount" => snap_retain_count = num(1, 10_000)? as u32,
-                "jute.maxbuffer" => jute_max_buffer_bytes = num(1024, 256 << 20)? as u32,
-                "globalOutstandingLimit" => global_outstanding_limit = num(1, 1_000_000)? as u32,
-                "connectionQueueBytesMax" => connection_queue_bytes_max = num(4096, 1 << 40)?,
-                "forceSync" => {
-                    force_sync = match value {
-                        "yes" | "true" => true,
-                        "no" | "false" => false,
-                        _ => return Err(bad(format!("expected yes or no, got `{value}`"))),
-                    }
-                }
-                "DigestAuthenticationProvider.superDigest"
-                | "zookeeper.DigestAuthenticationProvider.superDigest" => {
-                    match value.split_once(':') {
-                        Some((user, hash))
-                            if !user.is_empty() && !hash.is_empty() && !hash.contains(':') =>
-                        {
-                            super_digest = Some(value.to_owned())
-                        }
-                        _ => {
-                            return Err(bad(
-                                "expected USER:BASE64(SHA1(USER:PASSWORD)) (the value is not \
-                                 shown here)"
-                                    .into(),
-                            ))
-                        }
-                    }
-                }
-                "quorum.auth.secretFile" => {
-                    quorum_secret_file =
-                        Some(non_empty_path(value).ok_or_else(|| bad("empty path".into()))?)
-                }
-                "quorum.auth.enableSasl"
-                | "quorum.auth.learnerRequireSasl"
-                | "quorum.auth.serverRequireSasl" => {
-                    match value {
-                        "false" => {}
-                        "true" => return Err(bad(
-                            "quorum SASL is not offered by this server; authenticate peers with \
-                             quorum.auth.secretFile (docs/coordinator.md)"
-                                .into(),
-                        )),
-                        _ => return Err(bad(format!("expected true or false, got `{value}`"))),
-                    }
-                }
-                "secureClientPort" => secure_client_port = Some(num(0, 65535)? as u16),
-                "secureClientPortAddress" => {
-                    secure_client_port_address = value
-                        .parse()
-                        .map_err(|_| bad(format!("expected an IP address, got `{value}`")))?
-                }
-                "X509AuthenticationProvider.superUser"
-                | "zookeeper.X509AuthenticationProvider.superUser" => {
-                    if value.is_empty() {
-                        return Err(bad("expected a certificate subject such as CN=admin".into()));
-                    }
-                    x509_super_user = Some(value.to_owned())
-                }
-                _ if key.starts_with("ssl.") || key.starts_with("zookeeper.ssl.") => {
-                    let name = key.strip_prefix("zookeeper.").unwrap_or(key);
-                    let Some(known) = SSL_KEYS.iter().find(|k| **k == name) else {
-                        return Err(bad(format!(
-                            "not supported on the secure client port; supported: {}",
-                            SSL_KEYS.join(", ")
-                        )));
-                    };
-                    if ssl.insert(known, (value.to_owned(), line)).is_some() {
-                        return Err(bad("given twice".into()));
-                    }
-                }
-                _ if key.starts_with("metricsProvider.") => {
-                    let Some(known) = METRICS_KEYS.iter().find(|k| **k == key) else {
-                        return Err(bad(format!(
-                            "not offered by this server's Prometheus endpoint (no HTTPS, no \
-                             worker pool, histograms instead of rotating summaries); supported: {}",
-                            METRICS_KEYS.join(", ")
-                        )));
-                    };
-                    if metrics_keys
-                        .insert(known, (value.to_owned(), line))
-                        .is_some()
-                    {
-                        return Err(bad("given twice".into()));
-                    }
-                }
-                _ if key.starts_with("authProvider.") => {
-                    if !AUTH_PROVIDERS.contains(&value) {
-                        return Err(bad(format!(
-                            "only ZooKeeper's built-in providers exist here: {}",
-                            AUTH_PROVIDERS.join(", ")
-                        )));
-                    }
-                }
-                // ZooKeeper's other TLS switches: off is what this server does; on is refused
-                // rather than ignored.
-                "sslQuorum" | "sslQuorumReloadCertFiles" | "portUnification" => match value {
-                    "false" => {}
-                    "true" => {
-                        return Err(bad(if key == "portUnification" {
-                            "one port for TLS and plain clients is not offered; serve TLS on \
-                             secureClientPort"
-                                .into()
-                        } else {
-                            "TLS between ensemble members is not offered; peers authenticate \
-                             with quorum.auth.secretFile (docs/coordinator.md)"
-                                .into()
-                        }))
-                    }
-                    _ => return Err(bad(format!("expected true or false, got `{value}`"))),
-                },
-                "4lw.commands.whitelist" => {
-                    let mut set = BTreeSet::new();
-                    for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-                        if word == "*" {
-                            set.extend(FOUR_LETTER_WORDS.iter().map(|w| w.to_string()));
-                        } else if FOUR_LETTER_WORDS.contains(&word) {
-                            set.insert(word.to_owned());
-                        } else {
-                            return Err(bad(format!("unknown four-letter word `{word}`")));
-                        }
-                    }
-                    four_letter_whitelist = set;
-                }
-                _ if key.starts_with("server.") => {
-                    let id = key["server.".len()..]
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|id| (1..=255).contains(id))
-                        .ok_or_else(|| bad("server id must be an integer in 1..=255".into()))?;
-                    let peer = parse_peer(value).map_err(bad)?;
-                    if servers.insert(id, peer).is_some() {
-                        return Err(bad("server listed twice".into()));
-                    }
-                }
-                _ if ACCEPTED_UNUSED.contains(&key) => {
-                    tracing::info!(
-                        "{}:{line}: `{key}` is accepted but has no effect here",
-                        file.display()
-                    );
-                }
-                _ => tracing::warn!("{}:{line}: unknown key `{key}` ignored", file.display()),
+            let taken = draft.server_line(&entry)?
+                || draft.quorum_line(&entry)?
+                || draft.security_line(&entry)?
+                || draft.metrics_line(&entry)?;
+            if !taken {
+                entry.unused();
             }
         }
-        let data_dir = data_dir.ok_or_else(|| ConfigError::Missing {
-            file: file.clone(),
-            reason: "dataDir is required".into(),
-        })?;
-        let min_session_timeout_ms = min_timeout.map_or(tick_ms.saturating_mul(2), |(v, _)| v);
-        let max_session_timeout_ms = max_timeout.map_or(tick_ms.saturating_mul(20), |(v, _)| v);
-        if min_session_timeout_ms > max_session_timeout_ms {
-            let line = max_timeout.or(min_timeout).map_or(0, |(_, l)| l);
-            return Err(ConfigError::Invalid {
-                file,
-                line,
-                key: "maxSessionTimeout".into(),
-                reason: format!(
-                    "minSessionTimeout {min_session_timeout_ms} is above maxSessionTimeout {max_session_timeout_ms}"
-                ),
-            });
-        }
-        let tls = match secure_client_port {
-            Some(_) => Some(tls_settings(&file, &ssl)?),
-            None => {
-                if let Some((key, (_, line))) = ssl.iter().next() {
-                    return Err(ConfigError::Invalid {
-                        file,
-                        line: *line,
-                        key: key.to_string(),
-                        reason: "set without secureClientPort (quorum TLS is not offered; \
-                                 peers authenticate with quorum.auth.secretFile)"
-                            .into(),
-                    });
-                }
-                None
-            }
-        };
-        let metrics = metrics_settings(&file, &metrics_keys)?;
-        Ok(ZooConfig {
-            source: file,
-            tick_ms,
-            init_limit_ticks,
-            sync_limit_ticks,
-            data_log_dir: data_log_dir.unwrap_or_else(|| data_dir.clone()),
-            data_dir,
-            client_port,
-            client_port_address,
-            max_client_cnxns,
-            min_session_timeout_ms,
-            max_session_timeout_ms,
-            snap_count,
-            snap_retain_count,
-            jute_max_buffer_bytes,
-            global_outstanding_limit,
-            connection_queue_bytes_max,
-            four_letter_whitelist,
-            force_sync,
-            super_digest,
-            quorum_secret_file,
-            secure_client_port,
-            secure_client_port_address,
-            tls,
-            x509_super_user,
-            metrics,
-            servers,
-            my_id: None,
-        })
+        draft.finish()
     }
 
     /// Reads `dataDir/myid` when the file lists more than one server.
@@ -609,6 +354,391 @@ impl ZooConfig {
     }
 }
 
+/// One `key=value` line of a zoo.cfg.
+struct Entry<'a> {
+    file: &'a Path,
+    line: usize,
+    key: &'a str,
+    value: &'a str,
+}
+
+impl Entry<'_> {
+    /// The error that names this line and its key.
+    fn bad(&self, reason: String) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line: self.line,
+            key: self.key.to_owned(),
+            reason,
+        }
+    }
+
+    /// The value as an integer in `min..=max`.
+    fn num(&self, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let value = self.value;
+        value
+            .parse::<u64>()
+            .ok()
+            .filter(|v| (min..=max).contains(v))
+            .ok_or_else(|| {
+                self.bad(format!(
+                    "expected an integer in {min}..={max}, got `{value}`"
+                ))
+            })
+    }
+
+    fn path(&self) -> Result<PathBuf, ConfigError> {
+        non_empty_path(self.value).ok_or_else(|| self.bad("empty path".into()))
+    }
+
+    fn ip(&self) -> Result<IpAddr, ConfigError> {
+        let value = self.value;
+        value
+            .parse()
+            .map_err(|_| self.bad(format!("expected an IP address, got `{value}`")))
+    }
+
+    /// A switch of ZooKeeper's for something this server does not offer: `false` is what
+    /// it does; `true` is refused (with `refusal`) rather than ignored.
+    fn off_only(&self, refusal: &str) -> Result<(), ConfigError> {
+        match self.value {
+            "false" => Ok(()),
+            "true" => Err(self.bad(refusal.to_owned())),
+            value => Err(self.bad(format!("expected true or false, got `{value}`"))),
+        }
+    }
+
+    /// A key no family took: accepted with a line in the log (quietly when ZooKeeper has
+    /// it and it means nothing here).
+    fn unused(&self) {
+        let (file, line, key) = (self.file.display(), self.line, self.key);
+        if ACCEPTED_UNUSED.contains(&key) {
+            tracing::info!("{file}:{line}: `{key}` is accepted but has no effect here");
+        } else {
+            tracing::warn!("{file}:{line}: unknown key `{key}` ignored");
+        }
+    }
+}
+
+/// The keys of one family (`ssl.*`, `metricsProvider.*`) with their values and lines, checked
+/// together once the file is read.
+#[derive(Default)]
+struct KeyFamily(BTreeMap<&'static str, (String, usize)>);
+
+impl KeyFamily {
+    /// Keeps `entry` as `known`, its name in the family's list; a key given twice is an error.
+    fn insert(&mut self, known: &'static str, entry: &Entry<'_>) -> Result<(), ConfigError> {
+        match self.0.insert(known, (entry.value.to_owned(), entry.line)) {
+            Some(_) => Err(entry.bad("given twice".into())),
+            None => Ok(()),
+        }
+    }
+
+    fn value(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|(v, _)| v.as_str())
+    }
+
+    /// The error that names `key` and the line it was given on (0 when it was not).
+    fn bad(&self, file: &Path, key: &str, reason: String) -> ConfigError {
+        ConfigError::Invalid {
+            file: file.to_owned(),
+            line: self.0.get(key).map_or(0, |(_, l)| *l),
+            key: key.to_owned(),
+            reason,
+        }
+    }
+}
+
+/// A zoo.cfg while its lines are read: ZooKeeper's defaults until a line says otherwise,
+/// and what is checked once the whole file is read (dataDir given, session timeouts in
+/// order, the `ssl.*` and `metricsProvider.*` families).
+struct Draft<'a> {
+    file: &'a Path,
+    tick_ms: u32,
+    init_limit_ticks: u32,
+    sync_limit_ticks: u32,
+    data_dir: Option<PathBuf>,
+    data_log_dir: Option<PathBuf>,
+    client_port: u16,
+    client_port_address: IpAddr,
+    max_client_cnxns: u32,
+    /// `minSessionTimeout` and its line.
+    min_timeout: Option<(u32, usize)>,
+    /// `maxSessionTimeout` and its line.
+    max_timeout: Option<(u32, usize)>,
+    snap_count: u64,
+    snap_retain_count: u32,
+    jute_max_buffer_bytes: u32,
+    global_outstanding_limit: u32,
+    connection_queue_bytes_max: u64,
+    super_digest: Option<String>,
+    quorum_secret_file: Option<PathBuf>,
+    four_letter_whitelist: BTreeSet<String>,
+    force_sync: bool,
+    servers: BTreeMap<u64, PeerAddress>,
+    secure_client_port: Option<u16>,
+    secure_client_port_address: IpAddr,
+    x509_super_user: Option<String>,
+    metrics_keys: KeyFamily,
+    ssl: KeyFamily,
+}
+
+impl<'a> Draft<'a> {
+    fn new(file: &'a Path) -> Draft<'a> {
+        Draft {
+            file,
+            tick_ms: 3000,
+            init_limit_ticks: 10,
+            sync_limit_ticks: 5,
+            data_dir: None,
+            data_log_dir: None,
+            client_port: 2181,
+            client_port_address: IpAddr::from([0, 0, 0, 0]),
+            max_client_cnxns: 60,
+            min_timeout: None,
+            max_timeout: None,
+            snap_count: 100_000,
+            snap_retain_count: 3,
+            jute_max_buffer_bytes: 0xfffff,
+            global_outstanding_limit: 1000,
+            connection_queue_bytes_max: DEFAULT_CONNECTION_QUEUE_BYTES_MAX,
+            super_digest: None,
+            quorum_secret_file: None,
+            four_letter_whitelist: ["srvr".to_string()].into(),
+            force_sync: true,
+            servers: BTreeMap::new(),
+            secure_client_port: None,
+            secure_client_port_address: IpAddr::from([0, 0, 0, 0]),
+            x509_super_user: None,
+            metrics_keys: KeyFamily::default(),
+            ssl: KeyFamily::default(),
+        }
+    }
+
+    /// The keys of this server's own work: time, storage, the plain client port, limits,
+    /// the four-letter words. False for any other key.
+    fn server_line(&mut self, e: &Entry<'_>) -> Result<bool, ConfigError> {
+        match e.key {
+            "tickTime" => self.tick_ms = e.num(1, 3_600_000)? as u32,
+            "dataDir" => self.data_dir = Some(e.path()?),
+            "dataLogDir" => self.data_log_dir = Some(e.path()?),
+            "clientPort" => self.client_port = e.num(0, 65535)? as u16,
+            "clientPortAddress" => self.client_port_address = e.ip()?,
+            "maxClientCnxns" => self.max_client_cnxns = e.num(0, 1_000_000)? as u32,
+            "minSessionTimeout" => {
+                self.min_timeout = Some((e.num(1, i32::MAX as u64)? as u32, e.line))
+            }
+            "maxSessionTimeout" => {
+                self.max_timeout = Some((e.num(1, i32::MAX as u64)? as u32, e.line))
+            }
+            "snapCount" => self.snap_count = e.num(2, u32::MAX as u64)?,
+            "autopurge.snapRetainCount" => self.snap_retain_count = e.num(1, 10_000)? as u32,
+            "jute.maxbuffer" => self.jute_max_buffer_bytes = e.num(1024, 256 << 20)? as u32,
+            "globalOutstandingLimit" => self.global_outstanding_limit = e.num(1, 1_000_000)? as u32,
+            "connectionQueueBytesMax" => self.connection_queue_bytes_max = e.num(4096, 1 << 40)?,
+            "forceSync" => {
+                self.force_sync = match e.value {
+                    "yes" | "true" => true,
+                    "no" | "false" => false,
+                    value => return Err(e.bad(format!("expected yes or no, got `{value}`"))),
+                }
+            }
+            "4lw.commands.whitelist" => {
+                let mut set = BTreeSet::new();
+                for word in e.value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+                    if word == "*" {
+                        set.extend(FOUR_LETTER_WORDS.iter().map(|w| w.to_string()));
+                    } else if FOUR_LETTER_WORDS.contains(&word) {
+                        set.insert(word.to_owned());
+                    } else {
+                        return Err(e.bad(format!("unknown four-letter word `{word}`")));
+                    }
+                }
+                self.four_letter_whitelist = set;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The keys of the ensemble: its members (`server.N`), their time limits, how they
+    /// authenticate each other; quorum SASL and quorum TLS are refused when switched on.
+    fn quorum_line(&mut self, e: &Entry<'_>) -> Result<bool, ConfigError> {
+        match e.key {
+            "initLimit" => self.init_limit_ticks = e.num(1, 1_000_000)? as u32,
+            "syncLimit" => self.sync_limit_ticks = e.num(1, 1_000_000)? as u32,
+            "quorum.auth.secretFile" => self.quorum_secret_file = Some(e.path()?),
+            "quorum.auth.enableSasl"
+            | "quorum.auth.learnerRequireSasl"
+            | "quorum.auth.serverRequireSasl" => e.off_only(
+                "quorum SASL is not offered by this server; authenticate peers with \
+                 quorum.auth.secretFile (docs/coordinator.md)",
+            )?,
+            "sslQuorum" | "sslQuorumReloadCertFiles" => e.off_only(
+                "TLS between ensemble members is not offered; peers authenticate \
+                 with quorum.auth.secretFile (docs/coordinator.md)",
+            )?,
+            _ if e.key.starts_with("server.") => {
+                let id = e.key["server.".len()..]
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|id| (1..=255).contains(id))
+                    .ok_or_else(|| e.bad("server id must be an integer in 1..=255".into()))?;
+                let peer = parse_peer(e.value).map_err(|reason| e.bad(reason))?;
+                if self.servers.insert(id, peer).is_some() {
+                    return Err(e.bad("server listed twice".into()));
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The keys of client security: the secure (TLS) port and its `ssl.*` files, the super
+    /// users, the auth providers. An `ssl.*` key this server does not act on is refused.
+    fn security_line(&mut self, e: &Entry<'_>) -> Result<bool, ConfigError> {
+        match e.key {
+            "DigestAuthenticationProvider.superDigest"
+            | "zookeeper.DigestAuthenticationProvider.superDigest" => {
+                match e.value.split_once(':') {
+                    Some((user, hash))
+                        if !user.is_empty() && !hash.is_empty() && !hash.contains(':') =>
+                    {
+                        self.super_digest = Some(e.value.to_owned())
+                    }
+                    _ => {
+                        return Err(e.bad(
+                            "expected USER:BASE64(SHA1(USER:PASSWORD)) (the value is not \
+                             shown here)"
+                                .into(),
+                        ))
+                    }
+                }
+            }
+            "secureClientPort" => self.secure_client_port = Some(e.num(0, 65535)? as u16),
+            "secureClientPortAddress" => self.secure_client_port_address = e.ip()?,
+            "X509AuthenticationProvider.superUser"
+            | "zookeeper.X509AuthenticationProvider.superUser" => {
+                if e.value.is_empty() {
+                    return Err(e.bad("expected a certificate subject such as CN=admin".into()));
+                }
+                self.x509_super_user = Some(e.value.to_owned())
+            }
+            "portUnification" => e.off_only(
+                "one port for TLS and plain clients is not offered; serve TLS on \
+                 secureClientPort",
+            )?,
+            _ if e.key.starts_with("ssl.") || e.key.starts_with("zookeeper.ssl.") => {
+                let name = e.key.strip_prefix("zookeeper.").unwrap_or(e.key);
+                let Some(known) = SSL_KEYS.iter().find(|k| **k == name) else {
+                    return Err(e.bad(format!(
+                        "not supported on the secure client port; supported: {}",
+                        SSL_KEYS.join(", ")
+                    )));
+                };
+                self.ssl.insert(known, e)?;
+            }
+            _ if e.key.starts_with("authProvider.") => {
+                if !AUTH_PROVIDERS.contains(&e.value) {
+                    return Err(e.bad(format!(
+                        "only ZooKeeper's built-in providers exist here: {}",
+                        AUTH_PROVIDERS.join(", ")
+                    )));
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The `metricsProvider.*` keys, kept for [`metrics_settings`]; one this server does
+    /// not act on is refused.
+    fn metrics_line(&mut self, e: &Entry<'_>) -> Result<bool, ConfigError> {
+        if !e.key.starts_with("metricsProvider.") {
+            return Ok(false);
+        }
+        let Some(known) = METRICS_KEYS.iter().find(|k| **k == e.key) else {
+            return Err(e.bad(format!(
+                "not offered by this server's Prometheus endpoint (no HTTPS, no \
+                 worker pool, histograms instead of rotating summaries); supported: {}",
+                METRICS_KEYS.join(", ")
+            )));
+        };
+        self.metrics_keys.insert(known, e)?;
+        Ok(true)
+    }
+
+    /// The checks that need the whole file, then the configuration.
+    fn finish(self) -> Result<ZooConfig, ConfigError> {
+        let file = self.file.to_owned();
+        let data_dir = self.data_dir.ok_or_else(|| ConfigError::Missing {
+            file: file.clone(),
+            reason: "dataDir is required".into(),
+        })?;
+        let (min_timeout, max_timeout) = (self.min_timeout, self.max_timeout);
+        let min_session_timeout_ms = min_timeout.map_or(self.tick_ms.saturating_mul(2), |(v, _)| v);
+        let max_session_timeout_ms =
+            max_timeout.map_or(self.tick_ms.saturating_mul(20), |(v, _)| v);
+        if min_session_timeout_ms > max_session_timeout_ms {
+            let line = max_timeout.or(min_timeout).map_or(0, |(_, l)| l);
+            return Err(ConfigError::Invalid {
+                file,
+                line,
+                key: "maxSessionTimeout".into(),
+                reason: format!(
+                    "minSessionTimeout {min_session_timeout_ms} is above maxSessionTimeout {max_session_timeout_ms}"
+                ),
+            });
+        }
+        let tls = match self.secure_client_port {
+            Some(_) => Some(tls_settings(&file, &self.ssl)?),
+            None => {
+                if let Some((key, (_, line))) = self.ssl.0.iter().next() {
+                    return Err(ConfigError::Invalid {
+                        file,
+                        line: *line,
+                        key: key.to_string(),
+                        reason: "set without secureClientPort (quorum TLS is not offered; \
+                                 peers authenticate with quorum.auth.secretFile)"
+                            .into(),
+                    });
+                }
+                None
+            }
+        };
+        let metrics = metrics_settings(&file, &self.metrics_keys)?;
+        Ok(ZooConfig {
+            source: file,
+            tick_ms: self.tick_ms,
+            init_limit_ticks: self.init_limit_ticks,
+            sync_limit_ticks: self.sync_limit_ticks,
+            data_log_dir: self.data_log_dir.unwrap_or_else(|| data_dir.clone()),
+            data_dir,
+            client_port: self.client_port,
+            client_port_address: self.client_port_address,
+            max_client_cnxns: self.max_client_cnxns,
+            min_session_timeout_ms,
+            max_session_timeout_ms,
+            snap_count: self.snap_count,
+            snap_retain_count: self.snap_retain_count,
+            jute_max_buffer_bytes: self.jute_max_buffer_bytes,
+            global_outstanding_limit: self.global_outstanding_limit,
+            connection_queue_bytes_max: self.connection_queue_bytes_max,
+            four_letter_whitelist: self.four_letter_whitelist,
+            force_sync: self.force_sync,
+            super_digest: self.super_digest,
+            quorum_secret_file: self.quorum_secret_file,
+            secure_client_port: self.secure_client_port,
+            secure_client_port_address: self.secure_client_port_address,
+            tls,
+            x509_super_user: self.x509_super_user,
+            metrics,
+            servers: self.servers,
+            my_id: None,
+        })
+    }
+}
+
 /// The `ssl.*` keys the secure client port understands (also with ZooKeeper's system
 /// property prefix `zookeeper.`). Any other `ssl.` key is refused rather than ignored: a
 /// security setting that silently does nothing is worse than a server that does not start.
@@ -635,21 +765,13 @@ const METRICS_KEYS: &[&str] = &[
 /// Checks the `metricsProvider.*` values: the Prometheus provider gives the endpoint's
 /// settings; ZooKeeper's default provider (or no className) gives none, and then the other
 /// keys, which would have no effect, are refused.
-fn metrics_settings(
-    file: &Path,
-    keys: &BTreeMap<&'static str, (String, usize)>,
-) -> Result<Option<MetricsSettings>, ConfigError> {
-    let bad = |key: &str, reason: String| ConfigError::Invalid {
-        file: file.to_owned(),
-        line: keys.get(key).map_or(0, |(_, l)| *l),
-        key: key.to_owned(),
-        reason,
-    };
-    let value = |key: &str| keys.get(key).map(|(v, _)| v.as_str());
+fn metrics_settings(file: &Path, keys: &KeyFamily) -> Result<Option<MetricsSettings>, ConfigError> {
+    let bad = |key: &str, reason: String| keys.bad(file, key, reason);
+    let value = |key: &str| keys.value(key);
     match value("metricsProvider.className") {
         Some(PROMETHEUS_PROVIDER) => {}
         class @ (None | Some(DEFAULT_PROVIDER)) => {
-            if let Some(key) = keys.keys().find(|k| **k != "metricsProvider.className") {
+            if let Some(key) = keys.0.keys().find(|k| **k != "metricsProvider.className") {
                 return Err(bad(
                     key,
                     format!(
@@ -714,17 +836,9 @@ const AUTH_PROVIDERS: &[&str] = &[
 ];
 
 /// Checks the `ssl.*` values of a file with `secureClientPort` and builds the settings.
-fn tls_settings(
-    file: &Path,
-    ssl: &BTreeMap<&'static str, (String, usize)>,
-) -> Result<TlsSettings, ConfigError> {
-    let bad = |key: &str, reason: String| ConfigError::Invalid {
-        file: file.to_owned(),
-        line: ssl.get(key).map_or(0, |(_, l)| *l),
-        key: key.to_owned(),
-        reason,
-    };
-    let value = |key: &str| ssl.get(key).map(|(v, _)| v.as_str());
+fn tls_settings(file: &Path, ssl: &KeyFamily) -> Result<TlsSettings, ConfigError> {
+    let bad = |key: &str, reason: String| ssl.bad(file, key, reason);
+    let value = |key: &str| ssl.value(key);
     // A store's type: `PEM` (any case), or inferred from the file name as ZooKeeper does;
     // the Java formats (JKS, PKCS12, BCFKS) cannot be read here.
     let pem_file = |location: &str, kind: &str| -> Result<Option<PathBuf>, ConfigError> {

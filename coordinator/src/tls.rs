@@ -1,6 +1,7 @@
 //! TLS on the secure client port (zoo.cfg `secureClientPort`, `ssl.*`): the PEM files turned
 //! into a rustls server configuration, reloaded when they change, client certificate
-//! subjects as ZooKeeper's `x509` identities, and the blocking stream halves the
+//! subjects as ZooKeeper's `x509` identities (in RFC 2253 form, by
+//! [`tuning::x509_name`]), and the blocking stream halves the
 //! connection threads of [`crate::server`] read and write through.
 //!
 //! Files, as ZooKeeper's PEM key stores: `ssl.keyStore.location` is one PEM file holding
@@ -217,63 +218,6 @@ impl TlsAcceptor {
     }
 }
 
-/// A certificate's subject as ZooKeeper's x509 provider names it (Java's RFC 2253 form of
-/// `X500Principal.getName()`): most specific RDN first, `CN=client,OU=ops,O=Example`, known
-/// attribute types by keyword, others by dotted OID with the DER value in hex.
-pub fn subject_dn(cert_der: &[u8]) -> Option<String> {
-    use x509_parser::der_parser::asn1_rs::ToDer as _;
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
-    let rdns: Vec<String> = cert
-        .subject()
-        .iter_rdn()
-        .map(|rdn| {
-            rdn.iter()
-                .map(|atv| {
-                    let oid = atv.attr_type().to_id_string();
-                    let keyword = match oid.as_str() {
-                        "2.5.4.3" => Some("CN"),
-                        "2.5.4.6" => Some("C"),
-                        "2.5.4.7" => Some("L"),
-                        "2.5.4.8" => Some("ST"),
-                        "2.5.4.9" => Some("STREET"),
-                        "2.5.4.10" => Some("O"),
-                        "2.5.4.11" => Some("OU"),
-                        "0.9.2342.19200300.100.1.25" => Some("DC"),
-                        "0.9.2342.19200300.100.1.1" => Some("UID"),
-                        _ => None,
-                    };
-                    match (keyword, atv.as_str()) {
-                        (Some(k), Ok(v)) => format!("{k}={}", escape_dn_value(v)),
-                        _ => {
-                            let der = atv.attr_value().to_der_vec().unwrap_or_default();
-                            let hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
-                            format!("{}=#{hex}", keyword.unwrap_or(&oid))
-                        }
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect();
-    Some(rdns.into_iter().rev().collect::<Vec<_>>().join(","))
-}
-
-/// RFC 2253 escaping of an attribute value.
-fn escape_dn_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let last = v.chars().count().saturating_sub(1);
-    for (i, c) in v.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == '#' || c == ' '))
-            || (i == last && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn lock(session: &Mutex<ServerConnection>) -> MutexGuard<'_, ServerConnection> {
     session.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -369,7 +313,7 @@ impl TlsReader {
             self.peer_subject = session
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .and_then(|cert| subject_dn(cert));
+                .and_then(|cert| tuning::x509_name::subject_rfc2253(cert).ok());
         }
         Ok(true)
     }
@@ -442,25 +386,5 @@ impl Write for TlsWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    //! Proves subjects come out in ZooKeeper's (RFC 2253) form and values are escaped.
-    use super::*;
-
-    #[test]
-    fn dn_values_are_escaped_as_rfc_2253_says() {
-        assert_eq!(escape_dn_value("a,b+c"), "a\\,b\\+c");
-        assert_eq!(escape_dn_value(" lead"), "\\ lead");
-        assert_eq!(escape_dn_value("#x"), "\\#x");
-        assert_eq!(escape_dn_value("trail "), "trail\\ ");
-        assert_eq!(escape_dn_value("plain name"), "plain name");
-    }
-
-    #[test]
-    fn garbage_is_no_certificate() {
-        assert_eq!(subject_dn(b"not a certificate"), None);
     }
 }

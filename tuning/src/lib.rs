@@ -12,9 +12,11 @@
 //! device), which `broker tuning probe` records in the profile it writes ([`ProbedHost`]) and
 //! `broker serve` compares with the host it starts on. The broker's storage reads
 //! [`StorageLimits`], its server reads [`NetworkLimits`] and [`Profile::shard_cores`], and
-//! so on. The process setup both servers share lives here too: [`logging`] (human or
-//! JSON logs), [`systemd`] (the service units whose CPU affinity and limits follow a
-//! profile) and [`process`] (transparent huge pages off).
+//! so on. Pieces both servers share live here too: [`logging`] (human or JSON logs),
+//! [`progress`] (once-a-second progress lines of long operations), [`x509_name`] (a
+//! certificate subject in RFC 2253 form, the identity TLS clients get) and [`systemd`] (the
+//! service units whose CPU affinity and limits follow a profile) and [`process`] (transparent
+//! huge pages off).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,9 @@ use serde::Deserialize;
 pub mod host;
 pub mod logging;
 pub mod process;
+pub mod progress;
 pub mod systemd;
+pub mod x509_name;
 
 /// The profiles shipped in `tuning/profiles/`, embedded so a binary works from any directory.
 pub mod builtin {

@@ -163,168 +163,282 @@ pub fn run(
     progress: &Progress,
 ) -> io::Result<EngineOutcome> {
     assert!(!plan.partitions.is_empty() && plan.records_per_batch > 0 && plan.max_in_flight > 0);
-    let interval_ns = plan.rate_per_s.map(|rate| 1e9 / rate);
-    let intended = |index: u64| -> Duration {
-        Duration::from_nanos((index as f64 * interval_ns.unwrap_or(0.0)) as u64)
-    };
-    let total_msgs = plan
-        .rate_per_s
-        .map(|rate| (rate * plan.duration.as_secs_f64()).round() as u64);
-    let message_bytes = source.message_bytes() as u64;
-
-    let mut next_index = 0u64;
-    let mut batch_sequence = 0usize;
-    let mut open: Option<BatchDescriptor> = None;
-    let mut ready: VecDeque<BatchDescriptor> = VecDeque::new();
-    let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(plan.max_in_flight);
-    let mut request: Vec<(i32, Bytes)> = Vec::with_capacity(plan.max_batches_per_request);
-    let mut request_batches: Vec<BatchDescriptor> = Vec::new();
-    let mut acks: Vec<Ack> = Vec::new();
-    let mut local = LatencyHistogram::default();
-    let mut outcome = EngineOutcome {
-        offered_msgs: 0,
-        acked_msgs: 0,
-        error_msgs: 0,
-        first_error_code: 0,
-        offered_until: Duration::ZERO,
-        finished_at: Duration::ZERO,
-        unanswered_requests: 0,
-    };
-    let next_partition = |sequence: &mut usize| {
-        let partition = plan.partitions[*sequence % plan.partitions.len()];
-        *sequence += 1;
-        partition
-    };
-    let mut drain_deadline: Option<Duration> = None;
-
+    let mut engine = Engine::new(plan, source.message_bytes() as u64);
     loop {
         let now = clock.now();
-        let generating = match total_msgs {
-            Some(total) => next_index < total,
-            None => now < plan.duration,
-        };
-
+        let generating = engine.generating(now);
         // 1. Messages that are due join the open batch.
-        if let Some(total) = total_msgs {
-            while next_index < total && intended(next_index) <= now {
-                let batch = open.get_or_insert_with(|| BatchDescriptor {
-                    partition: next_partition(&mut batch_sequence),
-                    first_index: next_index,
-                    count: 0,
-                    first_intended: intended(next_index),
-                });
+        engine.batch_due_messages(now, generating);
+        // 2. Closed batches go out while the in-flight window has room.
+        if engine.can_send() {
+            engine.send_request(clock, transport, source, progress)?;
+            continue;
+        }
+        // 3. Done when everything planned was sent and answered (or the drain timed out).
+        if engine.finished(now, generating) {
+            break;
+        }
+        // 4. Wait for an answer, the next due message, or the open batch's linger.
+        let deadline = engine.wait_deadline(now, generating);
+        engine.take_acks(deadline.max(now), transport, progress)?;
+    }
+    engine.outcome.finished_at = clock.now();
+    Ok(engine.outcome)
+}
+
+/// When message `index` of a connection is due: `index / rate` after the start (open
+/// loop); flat out every message is due at once.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    interval_ns: Option<f64>,
+    /// Messages planned in all; None flat out (the duration ends the load).
+    total_msgs: Option<u64>,
+}
+
+impl Schedule {
+    fn intended(&self, index: u64) -> Duration {
+        Duration::from_nanos((index as f64 * self.interval_ns.unwrap_or(0.0)) as u64)
+    }
+
+    fn open_loop(&self) -> bool {
+        self.interval_ns.is_some()
+    }
+}
+
+/// One connection's state between the steps of [`run`].
+struct Engine<'a> {
+    plan: &'a EnginePlan,
+    schedule: Schedule,
+    message_bytes: u64,
+    next_index: u64,
+    batch_sequence: usize,
+    /// The batch messages join as they come due (open loop).
+    open: Option<BatchDescriptor>,
+    /// Closed batches waiting for room in the in-flight window.
+    ready: VecDeque<BatchDescriptor>,
+    in_flight: VecDeque<InFlight>,
+    request: Vec<(i32, Bytes)>,
+    request_batches: Vec<BatchDescriptor>,
+    acks: Vec<Ack>,
+    local: LatencyHistogram,
+    outcome: EngineOutcome,
+    drain_deadline: Option<Duration>,
+}
+
+impl<'a> Engine<'a> {
+    fn new(plan: &'a EnginePlan, message_bytes: u64) -> Engine<'a> {
+        Engine {
+            plan,
+            schedule: Schedule {
+                interval_ns: plan.rate_per_s.map(|rate| 1e9 / rate),
+                total_msgs: plan
+                    .rate_per_s
+                    .map(|rate| (rate * plan.duration.as_secs_f64()).round() as u64),
+            },
+            message_bytes,
+            next_index: 0,
+            batch_sequence: 0,
+            open: None,
+            ready: VecDeque::new(),
+            in_flight: VecDeque::with_capacity(plan.max_in_flight),
+            request: Vec::with_capacity(plan.max_batches_per_request),
+            request_batches: Vec::new(),
+            acks: Vec::new(),
+            local: LatencyHistogram::default(),
+            outcome: EngineOutcome {
+                offered_msgs: 0,
+                acked_msgs: 0,
+                error_msgs: 0,
+                first_error_code: 0,
+                offered_until: Duration::ZERO,
+                finished_at: Duration::ZERO,
+                unanswered_requests: 0,
+            },
+            drain_deadline: None,
+        }
+    }
+
+    /// Whether load is still offered: planned messages left (open loop), or the duration
+    /// not over (flat out).
+    fn generating(&self, now: Duration) -> bool {
+        match self.schedule.total_msgs {
+            Some(total) => self.next_index < total,
+            None => now < self.plan.duration,
+        }
+    }
+
+    fn next_partition(&mut self) -> i32 {
+        let partition = self.plan.partitions[self.batch_sequence % self.plan.partitions.len()];
+        self.batch_sequence += 1;
+        partition
+    }
+
+    /// Open loop: the messages due by `now` join the open batch, which closes when full, when
+    /// its linger is over, or with the last planned message. Flat out, with the window not
+    /// full and nothing ready: as many full batches as one request carries.
+    fn batch_due_messages(&mut self, now: Duration, generating: bool) {
+        let plan = self.plan;
+        if let Some(total) = self.schedule.total_msgs {
+            while self.next_index < total && self.schedule.intended(self.next_index) <= now {
+                if self.open.is_none() {
+                    self.open = Some(BatchDescriptor {
+                        partition: self.next_partition(),
+                        first_index: self.next_index,
+                        count: 0,
+                        first_intended: self.schedule.intended(self.next_index),
+                    });
+                }
+                let batch = self.open.as_mut().expect("an open batch");
                 batch.count += 1;
-                next_index += 1;
+                self.next_index += 1;
                 if batch.count == plan.records_per_batch {
-                    ready.extend(open.take());
+                    self.ready.extend(self.open.take());
                 }
             }
-            let linger_over = open
+            let linger_over = self
+                .open
                 .as_ref()
                 .is_some_and(|batch| now >= batch.first_intended + plan.linger);
-            if linger_over || next_index == total {
-                ready.extend(open.take());
+            if linger_over || self.next_index == total {
+                self.ready.extend(self.open.take());
             }
-        } else if generating && ready.is_empty() && in_flight.len() < plan.max_in_flight {
-            // Flat out: build as many full batches as one request carries.
+        } else if generating && self.ready.is_empty() && self.in_flight.len() < plan.max_in_flight {
             for _ in 0..plan.max_batches_per_request.min(plan.partitions.len()) {
-                ready.push_back(BatchDescriptor {
-                    partition: next_partition(&mut batch_sequence),
-                    first_index: next_index,
+                let partition = self.next_partition();
+                self.ready.push_back(BatchDescriptor {
+                    partition,
+                    first_index: self.next_index,
                     count: plan.records_per_batch,
                     first_intended: now,
                 });
-                next_index += plan.records_per_batch as u64;
+                self.next_index += plan.records_per_batch as u64;
             }
         }
+    }
 
-        // 2. Closed batches go out while the in-flight window has room.
-        if !ready.is_empty() && in_flight.len() < plan.max_in_flight {
-            request.clear();
-            request_batches.clear();
-            while request.len() < plan.max_batches_per_request {
-                let Some(batch) = ready.front().copied() else {
-                    break;
-                };
-                if request
-                    .iter()
-                    .any(|(partition, _)| *partition == batch.partition)
-                {
-                    break;
-                }
-                ready.pop_front();
-                let bytes = source.batch(
-                    batch.partition,
-                    batch.first_index,
-                    batch.count,
-                    batch.first_intended,
-                );
-                request.push((batch.partition, bytes));
-                request_batches.push(batch);
-            }
-            transport.send(&request)?;
-            let sent_at = clock.now();
-            let messages: u64 = request_batches.iter().map(|batch| batch.count as u64).sum();
-            outcome.offered_msgs += messages;
-            outcome.offered_until = sent_at;
-            let flight = InFlight {
-                batches: std::mem::take(&mut request_batches),
-                sent_at,
+    fn can_send(&self) -> bool {
+        !self.ready.is_empty() && self.in_flight.len() < self.plan.max_in_flight
+    }
+
+    /// Sends one request of ready batches (of distinct partitions, at most
+    /// `max_batches_per_request`); with acks=0 it is complete once sent.
+    fn send_request(
+        &mut self,
+        clock: &impl Clock,
+        transport: &mut impl Transport,
+        source: &mut impl BatchSource,
+        progress: &Progress,
+    ) -> io::Result<()> {
+        self.request.clear();
+        self.request_batches.clear();
+        while self.request.len() < self.plan.max_batches_per_request {
+            let Some(batch) = self.ready.front().copied() else {
+                break;
             };
-            if transport.acks_expected() {
-                in_flight.push_back(flight);
-            } else {
-                let ack = Ack {
-                    failed_partitions: 0,
-                    error_code: 0,
-                    at: sent_at,
-                };
-                complete(
-                    &flight,
-                    &ack,
-                    &intended,
-                    interval_ns.is_some(),
-                    &mut local,
-                    &mut outcome,
-                );
-                account(progress, &mut local, messages, message_bytes, 0);
-                request_batches = flight.batches;
-            }
-            continue;
-        }
-
-        // 3. Done when everything planned was sent and answered (or the drain timed out).
-        let idle = !generating && open.is_none() && ready.is_empty();
-        if idle && in_flight.is_empty() {
-            break;
-        }
-        if idle {
-            let deadline = *drain_deadline.get_or_insert(now + plan.drain_timeout);
-            if now >= deadline {
-                outcome.unanswered_requests = in_flight.len();
+            if self
+                .request
+                .iter()
+                .any(|(partition, _)| *partition == batch.partition)
+            {
                 break;
             }
+            self.ready.pop_front();
+            let bytes = source.batch(
+                batch.partition,
+                batch.first_index,
+                batch.count,
+                batch.first_intended,
+            );
+            self.request.push((batch.partition, bytes));
+            self.request_batches.push(batch);
         }
+        transport.send(&self.request)?;
+        let sent_at = clock.now();
+        let messages: u64 = self
+            .request_batches
+            .iter()
+            .map(|batch| batch.count as u64)
+            .sum();
+        self.outcome.offered_msgs += messages;
+        self.outcome.offered_until = sent_at;
+        let flight = InFlight {
+            batches: std::mem::take(&mut self.request_batches),
+            sent_at,
+        };
+        if transport.acks_expected() {
+            self.in_flight.push_back(flight);
+        } else {
+            let ack = Ack {
+                failed_partitions: 0,
+                error_code: 0,
+                at: sent_at,
+            };
+            complete(
+                &flight,
+                &ack,
+                &self.schedule,
+                &mut self.local,
+                &mut self.outcome,
+            );
+            account(progress, &mut self.local, messages, self.message_bytes, 0);
+            self.request_batches = flight.batches;
+        }
+        Ok(())
+    }
 
-        // 4. Wait for an answer, the next due message, or the open batch's linger.
-        let mut deadline = drain_deadline.unwrap_or(plan.duration + plan.drain_timeout);
-        if in_flight.len() < plan.max_in_flight {
-            if let Some(total) = total_msgs {
-                if next_index < total {
-                    deadline = deadline.min(intended(next_index));
+    /// True when everything planned was sent and answered, or the drain timed out (then
+    /// the unanswered requests are counted).
+    fn finished(&mut self, now: Duration, generating: bool) -> bool {
+        let idle = !generating && self.open.is_none() && self.ready.is_empty();
+        if idle && self.in_flight.is_empty() {
+            return true;
+        }
+        if idle {
+            let deadline = *self
+                .drain_deadline
+                .get_or_insert(now + self.plan.drain_timeout);
+            if now >= deadline {
+                self.outcome.unanswered_requests = self.in_flight.len();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// How long to wait for answers: until the next due message or the open batch's linger
+    /// when the window has room (not at all flat out), else until the drain ends.
+    fn wait_deadline(&self, now: Duration, generating: bool) -> Duration {
+        let plan = self.plan;
+        let mut deadline = self
+            .drain_deadline
+            .unwrap_or(plan.duration + plan.drain_timeout);
+        if self.in_flight.len() < plan.max_in_flight {
+            if let Some(total) = self.schedule.total_msgs {
+                if self.next_index < total {
+                    deadline = deadline.min(self.schedule.intended(self.next_index));
                 }
             }
-            if let Some(batch) = &open {
+            if let Some(batch) = &self.open {
                 deadline = deadline.min(batch.first_intended + plan.linger);
             }
-            if total_msgs.is_none() && generating {
+            if self.schedule.total_msgs.is_none() && generating {
                 deadline = now;
             }
         }
-        acks.clear();
-        transport.poll_acks(deadline.max(now), &mut acks)?;
-        for ack in &acks {
-            let Some(flight) = in_flight.pop_front() else {
+        deadline
+    }
+
+    /// Waits until `deadline` for answers and completes the requests they answer, in order.
+    fn take_acks(
+        &mut self,
+        deadline: Duration,
+        transport: &mut impl Transport,
+        progress: &Progress,
+    ) -> io::Result<()> {
+        self.acks.clear();
+        transport.poll_acks(deadline, &mut self.acks)?;
+        for ack in &self.acks {
+            let Some(flight) = self.in_flight.pop_front() else {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "an answer arrived for no outstanding request",
@@ -335,30 +449,27 @@ pub fn run(
             let failed = complete(
                 &flight,
                 ack,
-                &intended,
-                interval_ns.is_some(),
-                &mut local,
-                &mut outcome,
+                &self.schedule,
+                &mut self.local,
+                &mut self.outcome,
             );
             account(
                 progress,
-                &mut local,
+                &mut self.local,
                 messages - failed,
-                (messages - failed) * message_bytes,
+                (messages - failed) * self.message_bytes,
                 failed,
             );
         }
+        Ok(())
     }
-    outcome.finished_at = clock.now();
-    Ok(outcome)
 }
 
 /// Records the latency of every message of an answered request; returns how many failed.
 fn complete(
     flight: &InFlight,
     ack: &Ack,
-    intended: &impl Fn(u64) -> Duration,
-    open_loop: bool,
+    schedule: &Schedule,
     histogram: &mut LatencyHistogram,
     outcome: &mut EngineOutcome,
 ) -> u64 {
@@ -374,9 +485,9 @@ fn complete(
             failed += batch.count as u64;
             continue;
         }
-        if open_loop {
+        if schedule.open_loop() {
             for index in batch.first_index..batch.first_index + batch.count as u64 {
-                histogram.record(ack.at.saturating_sub(intended(index)));
+                histogram.record(ack.at.saturating_sub(schedule.intended(index)));
             }
         } else {
             let latency_us = ack.at.saturating_sub(batch.first_intended).as_micros() as u64;

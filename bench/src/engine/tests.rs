@@ -81,6 +81,7 @@ impl Transport for FakeBroker {
     }
 }
 
+#[derive(Default)]
 struct CountingSource {
     batches: u64,
     messages: u64,
@@ -134,11 +135,7 @@ fn stall_is_charged_to_every_message_intended_during_it() {
     let rate = 100_000.0;
     let clock = SimClock::default();
     let mut transport = broker(&clock, 500, 100);
-    let mut source = CountingSource {
-        batches: 0,
-        messages: 0,
-        next_expected: 0,
-    };
+    let mut source = CountingSource::default();
     let progress = Progress::default();
     let plan = plan(rate);
     let outcome = run(&plan, &clock, &mut transport, &mut source, &progress).unwrap();
@@ -181,11 +178,7 @@ fn stall_is_charged_to_every_message_intended_during_it() {
 fn without_a_stall_latency_is_bounded_by_linger_and_service() {
     let clock = SimClock::default();
     let mut transport = broker(&clock, u64::MAX / 2_000_000, 0);
-    let mut source = CountingSource {
-        batches: 0,
-        messages: 0,
-        next_expected: 0,
-    };
+    let mut source = CountingSource::default();
     let progress = Progress::default();
     let outcome = run(
         &plan(10_000.0),
@@ -212,11 +205,7 @@ fn a_generator_that_falls_behind_reports_it() {
     plan.max_in_flight = 1;
     plan.max_batches_per_request = 1;
     plan.duration = Duration::from_millis(200);
-    let mut source = CountingSource {
-        batches: 0,
-        messages: 0,
-        next_expected: 0,
-    };
+    let mut source = CountingSource::default();
     let progress = Progress::default();
     let outcome = run(&plan, &clock, &mut transport, &mut source, &progress).unwrap();
     assert_eq!(
@@ -233,11 +222,7 @@ fn flat_out_runs_for_the_duration() {
     let mut plan = plan(1.0);
     plan.rate_per_s = None;
     plan.duration = Duration::from_millis(100);
-    let mut source = CountingSource {
-        batches: 0,
-        messages: 0,
-        next_expected: 0,
-    };
+    let mut source = CountingSource::default();
     let progress = Progress::default();
     let outcome = run(&plan, &clock, &mut transport, &mut source, &progress).unwrap();
     // 5 requests in flight, 50 µs each, 3 batches of 16 per request: ~4.8M msgs/s offered.

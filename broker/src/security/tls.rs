@@ -3,7 +3,8 @@
 //! ([`TlsReloader`], checked at most once a second at accept, so a renewed certificate is
 //! served to new connections without a restart), the client configuration a broker uses
 //! towards another broker's TLS listener, and the principal of a client certificate in Kafka's
-//! default form (`User:` + the subject DN as RFC 2253 writes it, e.g. `User:CN=client,O=example`).
+//! default form (`User:` + the subject DN as RFC 2253 writes it, e.g. `User:CN=client,O=example`,
+//! by [`tuning::x509_name`], the coordinator's formatter too).
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -170,82 +171,9 @@ impl TlsReloader {
 }
 
 /// Kafka's default principal of a client certificate: `User:` and its subject DN in RFC 2253
-/// form (the RDNs last to first, `,` between them, `+` inside a multi-valued RDN).
+/// form as Java writes it ([`tuning::x509_name`]).
 pub fn certificate_principal(cert: &CertificateDer<'_>) -> Result<String, String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+    let subject = tuning::x509_name::subject_rfc2253(cert.as_ref())
         .map_err(|err| format!("client certificate: {err}"))?;
-    Ok(format!("User:{}", rfc2253(parsed.subject())))
-}
-
-fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
-    let rdns: Vec<String> = name
-        .iter_rdn()
-        .map(|rdn| {
-            rdn.iter()
-                .map(|attr| {
-                    let oid = attr.attr_type().to_id_string();
-                    let value = match attr.as_str() {
-                        Ok(text) => escape(text),
-                        Err(_) => format!("#{}", hex(attr.attr_value().data)),
-                    };
-                    match keyword(&oid) {
-                        Some(keyword) => format!("{keyword}={value}"),
-                        None => format!("{oid}={value}"),
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect();
-    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
-}
-
-/// The attribute keywords RFC 2253 defines (others are written as dotted OIDs).
-fn keyword(oid: &str) -> Option<&'static str> {
-    Some(match oid {
-        "2.5.4.3" => "CN",
-        "2.5.4.7" => "L",
-        "2.5.4.8" => "ST",
-        "2.5.4.10" => "O",
-        "2.5.4.11" => "OU",
-        "2.5.4.6" => "C",
-        "2.5.4.9" => "STREET",
-        "0.9.2342.19200300.100.1.25" => "DC",
-        "0.9.2342.19200300.100.1.1" => "UID",
-        _ => return None,
-    })
-}
-
-/// RFC 2253 section 2.4: `,+"\<>;` escaped, and a leading `#` or space, a trailing space.
-fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == '#' || c == ' '))
-            || (i == last && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc2253_escapes_what_it_must() {
-        assert_eq!(escape("a,b+c"), "a\\,b\\+c");
-        assert_eq!(escape("#x "), "\\#x\\ ");
-        assert_eq!(escape("plain"), "plain");
-        assert_eq!(keyword("2.5.4.3"), Some("CN"));
-        assert_eq!(keyword("1.2.3"), None);
-    }
+    Ok(format!("User:{subject}"))
 }

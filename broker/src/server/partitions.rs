@@ -244,7 +244,7 @@ impl Shard {
     pub async fn open_partitions(self: &Rc<Self>) -> Result<(), String> {
         let topics: Vec<Rc<Topic>> = self.topics.borrow().values().cloned().collect();
         let mut opened = Vec::new();
-        let mut progress = crate::storage::progress::Progress::new(
+        let mut progress = tuning::progress::Progress::new(
             format!("shard {}: opening topics", self.id),
             "topics",
             topics.len() as u64,

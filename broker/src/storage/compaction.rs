@@ -500,7 +500,7 @@ impl PartitionLog {
         let producer_last_offsets: Arc<HashMap<i64, i64>> =
             Arc::new(inner.producers.borrow().last_offsets());
         let to_clean: Vec<&Planned> = planned.iter().filter(|s| s.base_offset < map_end).collect();
-        let mut progress = super::progress::Progress::new(
+        let mut progress = tuning::progress::Progress::new(
             format!("compacting {}", dir.display()),
             "segments",
             to_clean.len() as u64,

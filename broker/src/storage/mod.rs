@@ -24,7 +24,6 @@ pub mod offset_index;
 pub mod producer_rebuild;
 pub mod producer_snapshot;
 pub mod producer_state;
-pub mod progress;
 pub mod record_batch;
 pub mod recovery;
 pub mod retention;

@@ -283,7 +283,7 @@ pub(crate) async fn recover(
         return Ok((segments, report));
     }
     let recovery_point = read_recovery_point(dir);
-    let mut progress = super::progress::Progress::new(
+    let mut progress = tuning::progress::Progress::new(
         format!("recovering {}", dir.display()),
         "segments",
         bases.len() as u64,

@@ -24,6 +24,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
+use tuning::progress::{Progress, PROGRESS_INTERVAL};
 
 use super::frame::{read_frame_with_progress, read_handshake, write_handshake};
 use super::message::Message;
@@ -340,59 +341,6 @@ pub const TRANSFER_LOGGED_BYTES: usize = 4 << 20;
 /// The piece written at once from a large frame.
 const WRITE_PIECE_BYTES: usize = 1 << 20;
 
-/// Progress of one large transfer: a log line at most once per second.
-#[derive(Debug)]
-pub struct TransferProgress {
-    total: usize,
-    started: Instant,
-    next_line: Instant,
-}
-
-impl TransferProgress {
-    pub fn new(total: usize, now: Instant) -> TransferProgress {
-        TransferProgress {
-            total,
-            started: now,
-            next_line: now + Duration::from_secs(1),
-        }
-    }
-
-    /// What to log now that `done` bytes went, if a second passed since the last line.
-    pub fn advance(&mut self, done: usize, now: Instant) -> Option<ProgressLine> {
-        if now < self.next_line || done >= self.total {
-            return None;
-        }
-        self.next_line = now + Duration::from_secs(1);
-        Some(ProgressLine {
-            done,
-            total: self.total,
-            elapsed_ms: now.duration_since(self.started).as_millis() as u64,
-        })
-    }
-}
-
-/// One progress line: bytes done of the total (logged with these fields, as the broker's
-/// progress lines, so the JSON log form carries `done`, `total`, `unit` and `elapsed_ms`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProgressLine {
-    pub done: usize,
-    pub total: usize,
-    pub elapsed_ms: u64,
-}
-
-impl std::fmt::Display for ProgressLine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} of {} bytes ({:.0}%) after {:.1} s",
-            self.done,
-            self.total,
-            self.done as f64 * 100.0 / self.total.max(1) as f64,
-            self.elapsed_ms as f64 / 1000.0
-        )
-    }
-}
-
 fn write_loop(peer: ServerId, stream: TcpStream, rx: Receiver<Vec<u8>>) {
     let mut w = BufWriter::with_capacity(64 * 1024, &stream);
     while let Ok(frame) = rx.recv() {
@@ -421,32 +369,33 @@ fn write_frame(peer: ServerId, w: &mut impl Write, frame: &[u8]) -> bool {
     }
 }
 
-/// One progress line of a transfer with `peer` (`direction`: "sending to", "receiving from").
-fn log_progress(peer: ServerId, direction: &str, line: ProgressLine) {
-    tracing::info!(
-        peer,
-        done = line.done,
-        total = line.total,
-        unit = "bytes",
-        elapsed_ms = line.elapsed_ms,
-        "{direction} server {peer}: {line}"
-    );
+/// The progress of a transfer of `total` bytes with `peer` (`direction`: "sending to",
+/// "receiving from"), and the span its lines are logged in, which carries the `peer` field.
+fn transfer_progress(
+    peer: ServerId,
+    direction: &str,
+    total: usize,
+    now: Instant,
+) -> (Progress, tracing::Span) {
+    let what = format!("{direction} server {peer}");
+    let progress = Progress::started_at(what, "bytes", total as u64, PROGRESS_INTERVAL, now);
+    (progress, tracing::info_span!("zab_transfer", peer))
 }
 
 /// Writes a large frame in pieces, logging progress once per second.
 fn write_logged(peer: ServerId, w: &mut impl Write, frame: &[u8]) -> bool {
-    let mut progress = TransferProgress::new(frame.len(), Instant::now());
+    let (mut progress, span) = transfer_progress(peer, "sending to", frame.len(), Instant::now());
     let mut done = 0;
     for piece in frame.chunks(WRITE_PIECE_BYTES) {
         if w.write_all(piece).is_err() {
             return false;
         }
         done += piece.len();
-        if let Some(line) = progress.advance(done, Instant::now()) {
-            log_progress(peer, "sending to", line);
+        if let Some(line) = progress.advance_to(done as u64, Instant::now()) {
+            span.in_scope(|| line.log());
         }
     }
-    let elapsed = progress.started.elapsed();
+    let elapsed = progress.elapsed();
     tracing::info!(
         peer,
         total = frame.len(),
@@ -461,15 +410,16 @@ fn write_logged(peer: ServerId, w: &mut impl Write, frame: &[u8]) -> bool {
 
 /// The progress callback of one frame read from `peer`: a line per second for a large one.
 fn receive_logger(peer: ServerId) -> impl FnMut(usize, usize) {
-    let mut progress: Option<TransferProgress> = None;
+    let mut progress: Option<(Progress, tracing::Span)> = None;
     move |received, total| {
         if total < TRANSFER_LOGGED_BYTES {
             return;
         }
         let now = Instant::now();
-        let p = progress.get_or_insert_with(|| TransferProgress::new(total, now));
-        if let Some(line) = p.advance(received, now) {
-            log_progress(peer, "receiving from", line);
+        let (p, span) =
+            progress.get_or_insert_with(|| transfer_progress(peer, "receiving from", total, now));
+        if let Some(line) = p.advance_to(received as u64, now) {
+            span.in_scope(|| line.log());
         }
     }
 }
@@ -506,37 +456,12 @@ fn read_loop(
 
 #[cfg(test)]
 mod tests {
-    //! Proves a large transfer's progress is logged at most once per second, with bytes
-    //! done of the total, and not for the last piece (the completion line covers it); and
-    //! that a slow 6 MiB frame, written by the peer writer's code and read by the reader's,
-    //! logs such lines on both sides (a writer and a reader that take 0.3 s per MiB).
+    //! Proves a slow 6 MiB frame, written by the peer writer's code and read by the reader's,
+    //! logs progress lines (`tuning::progress`, bytes done of the total) on both sides (a
+    //! writer and a reader that take 0.3 s per MiB), and the sender its completion line.
     use super::*;
     use std::io::Read;
-    use std::sync::Mutex;
-
-    /// Log lines captured from `run` (tracing, no colours).
-    fn logs_of(run: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Captured(Arc<Mutex<Vec<u8>>>);
-        impl Write for Captured {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, run);
-        let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
-        text
-    }
+    use tuning::logging::captured;
 
     /// Reads or writes at most 1 MiB per call, each taking 0.3 s.
     struct Slow<T>(T);
@@ -567,7 +492,7 @@ mod tests {
         };
         let frame = super::super::frame::encode_frame(&msg).unwrap();
         let mut wire = Vec::new();
-        let sent = logs_of(|| assert!(write_frame(3, &mut Slow(&mut wire), &frame)));
+        let sent = captured(|| assert!(write_frame(3, &mut Slow(&mut wire), &frame)));
         assert_eq!(wire, frame);
         assert!(sent.contains("sending to server 3: "), "{sent}");
         assert!(
@@ -581,7 +506,7 @@ mod tests {
 
         let mut buf: AlignedVec<16> = AlignedVec::new();
         let mut got = None;
-        let received = logs_of(|| {
+        let received = captured(|| {
             got = Some(
                 read_frame_with_progress(
                     &mut Slow(wire.as_slice()),
@@ -598,28 +523,5 @@ mod tests {
             received.contains(&format!(" of {} bytes", frame.len() - 4)),
             "{received}"
         );
-    }
-
-    #[test]
-    fn progress_lines_come_once_per_second() {
-        let t0 = Instant::now();
-        let mut p = TransferProgress::new(10 << 20, t0);
-        assert_eq!(p.advance(1 << 20, t0 + Duration::from_millis(500)), None);
-        let line = p
-            .advance(2 << 20, t0 + Duration::from_millis(1000))
-            .unwrap();
-        assert_eq!(
-            (line.done, line.total, line.elapsed_ms),
-            (2 << 20, 10 << 20, 1000)
-        );
-        assert_eq!(
-            line.to_string(),
-            "2097152 of 10485760 bytes (20%) after 1.0 s"
-        );
-        assert_eq!(p.advance(3 << 20, t0 + Duration::from_millis(1500)), None);
-        assert!(p
-            .advance(4 << 20, t0 + Duration::from_millis(2000))
-            .is_some());
-        assert_eq!(p.advance(10 << 20, t0 + Duration::from_millis(9000)), None);
     }
 }
