@@ -14,7 +14,7 @@
 //! [`StorageLimits`], its server reads [`NetworkLimits`] and [`Profile::shard_cores`], and
 //! so on. Pieces both servers share live here too: [`logging`] (human or JSON logs),
 //! [`progress`] (once-a-second progress lines of long operations), [`x509_name`] (a
-//! certificate subject in RFC 2253 form, the identity TLS clients get) and [`systemd`] (the
+//! certificate subject in RFC 2253 form, the identity TLS clients get), [`systemd`] (the
 //! service units whose CPU affinity and limits follow a profile) and [`process`] (transparent
 //! huge pages off).
 
