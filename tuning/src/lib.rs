@@ -14,13 +14,14 @@
 //! [`StorageLimits`], its server reads [`NetworkLimits`] and [`Profile::shard_cores`], and
 //! so on. Two pieces of process setup both servers share live here too: [`logging`] (human or
 //! JSON logs) and [`systemd`] (the service units whose CPU affinity and limits follow a
-//! profile).
+//! profile); and one storage helper both use, [`fs::sync_dir`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod fs;
 pub mod host;
 pub mod logging;
 pub mod systemd;
