@@ -559,6 +559,13 @@ impl Peer {
             return Err(NotLeader { leader: None });
         }
         let zxid = make_zxid(epoch, counter + 1);
+        // An established leader persisted its epoch as the current one before it proposes,
+        // and proposes above everything in its history: zxids grow in the log.
+        debug_assert_eq!(
+            epoch, self.hard.current_epoch,
+            "proposal outside the current epoch"
+        );
+        debug_assert!(zxid > last, "proposal {zxid:#x} not above {last:#x}");
         let txn = Txn { zxid, payload };
         if let Err(e) = self.history.append(txn.clone()) {
             debug_assert!(false, "leader log gap: {e}");
@@ -1115,11 +1122,20 @@ impl Peer {
         if self.commit_zxid > self.applied_zxid {
             let applied = self.applied_zxid;
             let commit = self.commit_zxid;
+            let from = self.out.committed.len();
             self.out.committed.extend(
                 self.history
                     .entries_after(applied)
                     .take_while(|t| t.zxid <= commit)
                     .cloned(),
+            );
+            // The application sees each zxid once, in increasing order.
+            debug_assert!(
+                self.out.committed[from..]
+                    .iter()
+                    .try_fold(applied, |prev, t| (t.zxid > prev).then_some(t.zxid))
+                    .is_some(),
+                "commits above {applied:#x} out of order"
             );
             self.applied_zxid = commit;
         }

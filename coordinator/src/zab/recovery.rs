@@ -49,11 +49,7 @@ pub fn recover(
         current_epoch = hard_state.current_epoch,
         "recovered durable state"
     );
-    let storage = Storage {
-        paths: paths.clone(),
-        log,
-        snapshot_zxid,
-    };
+    let storage = Storage::new(paths.clone(), log, snapshot_zxid);
     let restored = Restored {
         hard_state,
         snapshot_zxid,
