@@ -535,7 +535,7 @@ def test_restart_recovers_tree_sessions_and_watches(tmp_path):
         DataWatch(watcher, "/durable", lambda data, stat: seen.append(data))
         wait_until(lambda: seen == [b""], what="initial DataWatch call")
         session_before = watcher.client_id[0]
-        wait_until(lambda: any((srv.dir / "data" / "version-2").glob("snapshot.*")), what="a snapshot")
+        wait_until(lambda: any((srv.dir / "data" / "zab").glob("snapshot.*")), what="a snapshot")
 
         srv.proc.kill()  # no clean shutdown: only what was fsynced survives
         srv.proc.wait()

@@ -2,6 +2,11 @@
 //! the shared [`RequestProcessor`], and the forwarder thread that carries the processor's
 //! `Effect::Forward` payloads to the leader.
 //!
+//! Every server runs on it: a member of an ensemble (`server.N` lines), and a standalone
+//! server, which is an ensemble of one (as ZooKeeper's standalone mode is the same server
+//! code with a quorum of one): the same log, snapshots, recovery and write path, no peer
+//! port, and `Mode: standalone` in the four-letter words.
+//!
 //! Threads and locks: the processor sits behind one mutex shared by the core thread (client
 //! requests, timers, effects) and the ZAB driver thread (apply, forwarded, snapshot, restore,
 //! role changes). Nobody calls into ZAB while holding that mutex: the core hands forwards to
@@ -15,7 +20,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -44,6 +49,8 @@ pub const MODE_LEADER: u8 = 2;
 /// What the core thread and the acceptor read about the ZAB side.
 #[derive(Debug, Default)]
 pub struct EnsembleState {
+    /// A standalone server (an ensemble of one): its mode is `standalone`.
+    pub standalone: bool,
     /// True while this server has an established leader (itself or another) and may serve.
     pub serving: AtomicBool,
     /// One of the `MODE_*` values.
@@ -54,6 +61,9 @@ pub struct EnsembleState {
 
 impl EnsembleState {
     pub fn mode_name(&self) -> &'static str {
+        if self.standalone {
+            return "standalone";
+        }
         match self.mode.load(Ordering::SeqCst) {
             MODE_LEADER => "leader",
             MODE_FOLLOWER => "follower",
@@ -226,53 +236,49 @@ pub struct Ensemble {
     pub state: Arc<EnsembleState>,
 }
 
+/// How long a standalone server may take to lead its own epoch before its client port
+/// opens (it only replays its log: a quorum of one needs no messages).
+const STANDALONE_START_MAX: Duration = Duration::from_secs(60);
+
 /// Forwards queued by the core before it stops reading clients (bounded: back-pressure).
 const FORWARD_QUEUE: usize = 8192;
 /// Forwards handed to the ZAB driver at once.
 const FORWARD_BATCH: usize = 1024;
 
 impl Ensemble {
-    /// Starts the ZAB node for `zoo` (with `server.N` lines and `myid`) driving `processor`.
-    /// Commits and role changes poke `wake`.
+    /// Starts the ZAB node for `zoo` driving `processor`: one member of the ensemble its
+    /// `server.N` lines and `myid` describe, or, standalone, an ensemble of one, which
+    /// returns once it serves. `sync_log` = false (zoo.cfg `forceSync=no`, or a profile that
+    /// never flushes) skips the log's fdatasync on a standalone server; ensemble members
+    /// always sync. Commits and role changes poke `wake`.
     pub fn start(
         zoo: &ZooConfig,
         processor: SharedProcessor,
         started: Instant,
         wake: Sender<()>,
+        sync_log: bool,
     ) -> Result<Ensemble, String> {
-        let my_id = zoo
-            .my_id
-            .ok_or_else(|| format!("{}: an ensemble needs dataDir/myid", zoo.source.display()))?;
-        let mut servers = BTreeMap::new();
-        for (&id, peer) in &zoo.servers {
-            if peer.role == PeerRole::Observer {
-                // Counting an observer as a voter would change the quorum size silently.
-                return Err(format!(
-                    "{}: server.{id} is an observer; observers are not supported",
-                    zoo.source.display()
-                ));
-            }
-            let addr: SocketAddr = (peer.host.as_str(), peer.peer_port)
-                .to_socket_addrs()
-                .map_err(|e| format!("server.{id}={}:{}: {e}", peer.host, peer.peer_port))?
-                .next()
-                .ok_or_else(|| format!("server.{id}: {} resolves to nothing", peer.host))?;
-            servers.insert(id, addr);
-        }
-        let mut cfg = NodeConfig::new(
-            my_id,
-            servers,
-            zoo.data_dir.clone(),
-            zoo.data_log_dir.clone(),
-        );
+        let standalone = zoo.is_standalone();
+        let mut cfg = if standalone {
+            let mut cfg = NodeConfig::standalone(
+                u64::from(zoo.server_id()),
+                zoo.data_dir.clone(),
+                zoo.data_log_dir.clone(),
+            );
+            cfg.sync_log = sync_log;
+            cfg
+        } else {
+            ensemble_config(zoo)?
+        };
         cfg.peer.tick_ms = zoo.tick_ms as u64;
         cfg.peer.init_limit = zoo.init_limit_ticks.max(1) as u64;
         cfg.peer.sync_limit = zoo.sync_limit_ticks.max(1) as u64;
         cfg.snap_count = zoo.snap_count;
-        if let Some(path) = &zoo.quorum_secret_file {
-            cfg.quorum_secret = Some(QuorumSecret::from_file(path)?);
-        }
-        let state = Arc::new(EnsembleState::default());
+        cfg.snapshots_kept = zoo.snap_retain_count as usize;
+        let state = Arc::new(EnsembleState {
+            standalone,
+            ..EnsembleState::default()
+        });
         let app = ProcessorApp {
             processor: processor.clone(),
             started,
@@ -282,8 +288,28 @@ impl Ensemble {
             looking_since: None,
             syncing_since: None,
         };
-        let node =
-            Arc::new(ZabNode::start(cfg, app).map_err(|e: ZabError| format!("ZAB peer: {e}"))?);
+        let node = if standalone {
+            ZabNode::start_standalone(cfg, app)
+        } else {
+            ZabNode::start(cfg, app)
+        };
+        let node = Arc::new(node.map_err(|e: ZabError| format!("ZAB peer: {e}"))?);
+        if standalone {
+            // The quorum of one leads at once; the client port opens when it serves.
+            let deadline = Instant::now() + STANDALONE_START_MAX;
+            while !state.serving.load(Ordering::SeqCst) {
+                if let Some(why) = node.failure() {
+                    return Err(format!("ZAB peer stopped: {why}"));
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "not serving {} s after start",
+                        STANDALONE_START_MAX.as_secs()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         let (tx, rx) = crossbeam_channel::bounded(FORWARD_QUEUE);
         let forwarder = {
             let node = node.clone();
@@ -318,6 +344,11 @@ impl Ensemble {
         self.node.clone()
     }
 
+    /// Why the ZAB node stopped on its own (a storage failure), if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.node.failure()
+    }
+
     /// Stops the forwarder and the ZAB node.
     pub fn shutdown(mut self) {
         self.forwards.take();
@@ -328,6 +359,39 @@ impl Ensemble {
             node.shutdown();
         }
     }
+}
+
+/// The node configuration of one member of the ensemble `zoo`'s `server.N` lines describe.
+fn ensemble_config(zoo: &ZooConfig) -> Result<NodeConfig, String> {
+    let my_id = zoo
+        .my_id
+        .ok_or_else(|| format!("{}: an ensemble needs dataDir/myid", zoo.source.display()))?;
+    let mut servers = BTreeMap::new();
+    for (&id, peer) in &zoo.servers {
+        if peer.role == PeerRole::Observer {
+            // Counting an observer as a voter would change the quorum size silently.
+            return Err(format!(
+                "{}: server.{id} is an observer; observers are not supported",
+                zoo.source.display()
+            ));
+        }
+        let addr: SocketAddr = (peer.host.as_str(), peer.peer_port)
+            .to_socket_addrs()
+            .map_err(|e| format!("server.{id}={}:{}: {e}", peer.host, peer.peer_port))?
+            .next()
+            .ok_or_else(|| format!("server.{id}: {} resolves to nothing", peer.host))?;
+        servers.insert(id, addr);
+    }
+    let mut cfg = NodeConfig::new(
+        my_id,
+        servers,
+        zoo.data_dir.clone(),
+        zoo.data_log_dir.clone(),
+    );
+    if let Some(path) = &zoo.quorum_secret_file {
+        cfg.quorum_secret = Some(QuorumSecret::from_file(path)?);
+    }
+    Ok(cfg)
 }
 
 fn forward_loop(

@@ -9,9 +9,12 @@
 //! transactions), [`data_tree`] (znodes), [`acl`] (ACLs and authentication),
 //! [`pending_changes`] (write validation),
 //! [`session`] and [`watch`] (liveness and notifications), [`request_processor`] (the
-//! sans-IO server core), [`txn_log`] and [`snapshot`] (durability), [`replicator`] (the seam
-//! to ZAB), [`ensemble`] (the processor as ZAB's application), [`zab`] (the replication protocol between servers), [`four_letter`]
-//! (ruok/srvr/stat/mntr), [`metrics`] (the Prometheus endpoint), [`server`] (the IO shell), [`tls`] (the secure client port).
+//! sans-IO server core), [`ensemble`] (the processor as ZAB's application, for an ensemble
+//! member and for a standalone server, which is an ensemble of one), [`zab`] (replication
+//! and durability: the log, snapshots and recovery), [`standalone_import`] (converts a
+//! standalone data dir of the earlier format), [`four_letter`] (ruok/srvr/stat/mntr),
+//! [`metrics`] (the Prometheus endpoint), [`server`] (the IO shell), [`tls`] (the secure
+//! client port).
 
 pub mod acl;
 pub mod config;
@@ -22,13 +25,11 @@ pub mod hostile_client;
 pub mod jute;
 pub mod metrics;
 pub mod pending_changes;
-pub mod replicator;
 pub mod request_processor;
 pub mod server;
 pub mod session;
-pub mod snapshot;
+pub mod standalone_import;
 pub mod tls;
 pub mod txn;
-pub mod txn_log;
 pub mod watch;
 pub mod zab;

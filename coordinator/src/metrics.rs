@@ -118,16 +118,6 @@ impl EncodeMetric for HistogramValues {
     }
 }
 
-/// Durability timings of a standalone server (in an ensemble ZAB keeps its own, in
-/// [`crate::zab::NodeStats`]).
-#[derive(Debug, Default)]
-pub struct StandaloneStats {
-    /// Write + fdatasync of the transaction log, one per group commit.
-    pub fsync_ms: Arc<Histogram>,
-    /// Writing one snapshot (serialize, write, fsync, rename).
-    pub snapshot_ms: Arc<Histogram>,
-}
-
 /// How the ensemble's role changed over time, kept by the ZAB application callback.
 #[derive(Debug, Default)]
 pub struct RoleHistory {
@@ -154,7 +144,9 @@ pub struct MetricsSource {
 }
 
 pub enum MetricsBackend {
-    Standalone(Arc<StandaloneStats>),
+    /// A standalone server (an ensemble of one): only its durability timings, as a
+    /// standalone ZooKeeper exports no quorum metrics.
+    Standalone(Arc<ZabNode>),
     Ensemble {
         node: Arc<ZabNode>,
         state: Arc<EnsembleState>,
@@ -369,7 +361,8 @@ impl Collector for MetricsSource {
             v.largest_connection_queue_bytes as f64,
         )?;
         match &self.backend {
-            MetricsBackend::Standalone(st) => {
+            MetricsBackend::Standalone(node) => {
+                let st = node.stats();
                 encode_durability(e, &st.fsync_ms, &st.snapshot_ms)?;
             }
             MetricsBackend::Ensemble {
@@ -387,7 +380,7 @@ impl Collector for MetricsSource {
     }
 }
 
-/// ZooKeeper's `fsynctime` and `snapshottime`, from the standalone log or from ZAB's.
+/// ZooKeeper's `fsynctime` and `snapshottime`, from ZAB's log and snapshots.
 fn encode_durability(
     e: &mut DescriptorEncoder,
     fsync: &Histogram,

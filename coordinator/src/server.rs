@@ -1,5 +1,6 @@
 //! The IO shell of a server (standalone, or one member of a ZAB ensemble): sockets,
-//! threads, clocks and files around the sans-IO [`RequestProcessor`].
+//! threads and clocks around the sans-IO [`RequestProcessor`]; ZAB ([`crate::ensemble`])
+//! keeps the files.
 //!
 //! Why plain threads and not glommio here: the coordinator is a control-plane service with
 //! at most a few thousand connections and small requests; its cost is dominated by the
@@ -11,14 +12,14 @@
 //! * per connection, a reader thread cuts frames (length checked against `jute.maxbuffer`)
 //!   and a writer thread coalesces outgoing frames into one `write` per burst and reports
 //!   the bytes it wrote to the core;
-//! * the core thread owns the [`RequestProcessor`]: it takes connection events (a bounded
-//!   channel: a busy core slows readers down, which is TCP back-pressure for clients) and
-//!   commits (from the replicator), and runs session expiry on a timer;
-//! * standalone, the replicator ([`LocalLog`]) group-commits proposals to the log and a
-//!   snapshot thread writes snapshots and purges old files;
-//! * in an ensemble ([`crate::ensemble`]) the ZAB node keeps its own log and snapshots and
-//!   applies commits to the processor on its driver thread, so the processor sits behind a
-//!   mutex shared by both threads.
+//! * the core thread takes connection events (a bounded channel: a busy core slows readers
+//!   down, which is TCP back-pressure for clients), runs session expiry on a timer and
+//!   carries out the [`RequestProcessor`]'s effects;
+//! * the ZAB node ([`crate::ensemble`]) keeps the log and snapshots, recovers them at start
+//!   and applies commits to the processor on its driver thread, so the processor sits
+//!   behind a mutex shared by both threads. A standalone server is an ensemble of one (no
+//!   peer port): the same files, recovery and write path. A standalone data dir of the
+//!   earlier format (`version-2/`) is converted first ([`crate::standalone_import`]).
 //!
 //! With `secureClientPort` a second acceptor serves the same core over TLS ([`crate::tls`]):
 //! its reader and writer threads run the same frame loops through the TLS stream halves,
@@ -38,7 +39,6 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -47,14 +47,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
 use crate::config::ZooConfig;
-use crate::data_tree::{DataTree, TreeImage};
+use crate::data_tree::DataTree;
 use crate::ensemble::{lock, Ensemble, SharedProcessor};
 use crate::four_letter;
-use crate::metrics::{Histogram, MetricsBackend, MetricsEndpoint, MetricsSource, StandaloneStats};
-use crate::replicator::{Committed, LocalLog, Replicator};
+use crate::metrics::{MetricsBackend, MetricsEndpoint, MetricsSource};
 use crate::request_processor::{Effect, Now, ProcessorConfig, RequestProcessor};
 use crate::session;
-use crate::snapshot::{purge, recover, snapshot_dir, write_snapshot, RecoveryError};
+use crate::standalone_import::{self, ImportError};
 use crate::tls::{TlsAcceptor, TlsError, TlsReader, TlsWriter};
 use crate::watch::ConnId;
 
@@ -65,7 +64,8 @@ pub struct ServerOptions {
     /// Total client connections; more are accepted and closed at once.
     pub max_connections: u32,
     /// fdatasync the log before acknowledging (zoo.cfg `forceSync` and the profile's flush
-    /// policy must both allow skipping it).
+    /// policy must both allow skipping it; only a standalone server skips it, ensemble
+    /// members always sync).
     pub sync_log: bool,
     /// Frames queued towards one connection before it is considered stuck and closed.
     pub connection_queue_frames: usize,
@@ -84,15 +84,16 @@ impl ServerOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("recovery failed: {0}")]
-    Recovery(#[from] RecoveryError),
+    #[error("standalone data dir of the earlier format: {0}")]
+    Import(#[from] ImportError),
     #[error("{what}: {source}")]
     Io {
         what: String,
         source: std::io::Error,
     },
-    #[error("ensemble: {0}")]
-    Ensemble(String),
+    /// ZAB could not start (recovery of the log and snapshots, the peer port, myid).
+    #[error("{0}")]
+    Zab(String),
     #[error("secure client port: {0}")]
     Tls(#[from] TlsError),
     #[error("Prometheus endpoint: {0}")]
@@ -227,7 +228,8 @@ impl ServerHandle {
         }
     }
 
-    /// Blocks until the core thread ends (it ends only on shutdown or a fatal log error).
+    /// Blocks until the core thread ends (it ends only on shutdown or when ZAB stopped on a
+    /// storage failure).
     pub fn wait(mut self) {
         if let Some(t) = self.core.take() {
             let _ = t.join();
@@ -272,62 +274,38 @@ fn bind(zoo: &ZooConfig) -> Result<Listeners, StartError> {
     Ok(Listeners { plain, secure })
 }
 
-/// Recovers the data dir, binds the client port and starts serving.
+/// Recovers the data dir (converting a standalone one of the earlier format), binds the
+/// client port and starts serving.
 pub fn start(opts: ServerOptions) -> Result<ServerHandle, StartError> {
     let zoo = opts.zoo.clone();
     std::fs::create_dir_all(&zoo.data_dir).map_err(io_err(zoo.data_dir.display().to_string()))?;
     std::fs::create_dir_all(&zoo.data_log_dir)
         .map_err(io_err(zoo.data_log_dir.display().to_string()))?;
-    if !zoo.is_standalone() {
-        return start_ensemble(opts);
+    if zoo.is_standalone() {
+        standalone_import::convert(&zoo.data_dir, &zoo.data_log_dir)?;
     }
-    let recovered = recover(&zoo.data_dir, &zoo.data_log_dir)?;
-    tracing::info!(
-        snapshot_zxid = format!("{:#x}", recovered.snapshot_zxid),
-        replayed = recovered.replayed,
-        nodes = recovered.tree.node_count(),
-        "recovered data tree"
-    );
-    let next_zxid = recovered.tree.last_zxid() + 1;
     let listener = bind(&zoo)?;
-    let (commit_tx, commit_rx) = crossbeam_channel::unbounded();
-    let log_dir = crate::txn_log::log_dir(&zoo.data_log_dir);
-    let stats = Arc::new(StandaloneStats::default());
-    let log = LocalLog::start(
-        &log_dir,
-        next_zxid,
-        opts.sync_log,
-        zoo.global_outstanding_limit as usize * 4,
-        commit_tx,
-        stats.fsync_ms.clone(),
-    )
-    .map_err(io_err(format!(
-        "open transaction log in {}",
-        log_dir.display()
-    )))?;
-
     let started = Instant::now();
-    let pcfg = processor_config(&zoo);
+    let mut pcfg = processor_config(&zoo);
+    // Writes go through ZAB (to this server itself when standalone), which also takes the
+    // snapshots: the processor must not serialize the tree for nothing.
+    pcfg.ensemble = true;
+    pcfg.snap_count = u64::MAX;
     let now = Now {
         mono_ms: 0,
         wall_ms: wall_ms(),
     };
-    let processor = Arc::new(Mutex::new(RequestProcessor::new(pcfg, recovered.tree, now)));
-    let backend = Backend::Local(Box::new(log), stats);
-    // Nothing but the core thread changes a standalone processor: no wake-ups. (A channel
-    // whose sender is dropped would not do: a disconnected receiver is always ready, and
-    // the core loop would spin.)
-    let wake_rx = crossbeam_channel::never();
-    serve(
-        &opts,
-        listener,
-        processor,
-        backend,
-        started,
-        commit_rx,
-        wake_rx,
-        "standalone",
-    )
+    let processor = Arc::new(Mutex::new(RequestProcessor::new(
+        pcfg,
+        DataTree::new(),
+        now,
+    )));
+    // ZAB recovers the state (its files under `dataDir/zab` and `dataLogDir/zab`) and
+    // restores it into the processor before the client port serves.
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+    let ensemble = Ensemble::start(&zoo, processor.clone(), started, wake_tx, opts.sync_log)
+        .map_err(StartError::Zab)?;
+    serve(&opts, listener, processor, ensemble, started, wake_rx)
 }
 
 fn processor_config(zoo: &ZooConfig) -> ProcessorConfig {
@@ -342,52 +320,13 @@ fn processor_config(zoo: &ZooConfig) -> ProcessorConfig {
     pcfg
 }
 
-/// One member of a ZAB ensemble: ZAB recovers the state (its own files under `dataDir/zab`)
-/// and restores it into the processor before the client port opens.
-fn start_ensemble(opts: ServerOptions) -> Result<ServerHandle, StartError> {
-    let zoo = opts.zoo.clone();
-    let listener = bind(&zoo)?;
-    let started = Instant::now();
-    let mut pcfg = processor_config(&zoo);
-    pcfg.ensemble = true;
-    // ZAB takes the snapshots; the processor must not serialize the tree for nothing.
-    pcfg.snap_count = u64::MAX;
-    let now = Now {
-        mono_ms: 0,
-        wall_ms: wall_ms(),
-    };
-    let processor = Arc::new(Mutex::new(RequestProcessor::new(
-        pcfg,
-        DataTree::new(),
-        now,
-    )));
-    let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-    let ensemble =
-        Ensemble::start(&zoo, processor.clone(), started, wake_tx).map_err(StartError::Ensemble)?;
-    // Commits reach the processor on the ZAB driver thread, not through this channel.
-    let commit_rx = crossbeam_channel::never();
-    serve(
-        &opts,
-        listener,
-        processor,
-        Backend::Zab(ensemble),
-        started,
-        commit_rx,
-        wake_rx,
-        "ensemble",
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
 fn serve(
     opts: &ServerOptions,
     listeners: Listeners,
     processor: SharedProcessor,
-    backend: Backend,
+    ensemble: Ensemble,
     started: Instant,
-    commit_rx: Receiver<Committed>,
     wake_rx: Receiver<()>,
-    what: &str,
 ) -> Result<ServerHandle, StartError> {
     let zoo = opts.zoo.clone();
     let addr = listeners.plain.local_addr().map_err(io_err("local_addr"))?;
@@ -399,13 +338,14 @@ fn serve(
         Some(settings) => {
             let source = MetricsSource {
                 processor: processor.clone(),
-                backend: match &backend {
-                    Backend::Local(_, stats) => MetricsBackend::Standalone(stats.clone()),
-                    Backend::Zab(e) => MetricsBackend::Ensemble {
-                        node: e.node(),
-                        state: e.state.clone(),
+                backend: if ensemble.state.standalone {
+                    MetricsBackend::Standalone(ensemble.node())
+                } else {
+                    MetricsBackend::Ensemble {
+                        node: ensemble.node(),
+                        state: ensemble.state.clone(),
                         voters: zoo.servers.len(),
-                    },
+                    }
                 },
                 started,
                 export_process_metrics: settings.export_process_metrics,
@@ -415,9 +355,10 @@ fn serve(
         None => None,
     };
     let metrics_addr = metrics.as_ref().map(MetricsEndpoint::local_addr);
-    let snapshot_ms = match &backend {
-        Backend::Local(_, stats) => stats.snapshot_ms.clone(),
-        Backend::Zab(_) => Arc::default(),
+    let what = if ensemble.state.standalone {
+        "standalone"
+    } else {
+        "ensemble"
     };
     let (event_tx, event_rx) = crossbeam_channel::bounded(4096);
     // Unbounded, and always taken by the core: a writer must never wait on the core (the
@@ -432,15 +373,14 @@ fn serve(
             .spawn(move || {
                 Core {
                     processor,
-                    backend,
+                    ensemble,
                     conns: HashMap::new(),
                     zoo,
                     started,
                     connection_queue_frames,
-                    snapshots: SnapshotWriter::new(snapshot_ms),
                     metrics,
                 }
-                .run(event_rx, commit_rx, wake_rx, written_rx)
+                .run(event_rx, wake_rx, written_rx)
             })
             .map_err(io_err("spawn core thread"))?
     };
@@ -847,20 +787,14 @@ impl ConnHandle {
     }
 }
 
-/// Where state changes go: the local log (with its timings), or the ZAB ensemble.
-enum Backend {
-    Local(Box<dyn Replicator>, Arc<StandaloneStats>),
-    Zab(Ensemble),
-}
-
 struct Core {
     processor: SharedProcessor,
-    backend: Backend,
+    /// Where state changes go (ZAB, an ensemble of one when standalone).
+    ensemble: Ensemble,
     conns: HashMap<ConnId, ConnHandle>,
     zoo: ZooConfig,
     started: Instant,
     connection_queue_frames: usize,
-    snapshots: SnapshotWriter,
     /// The Prometheus endpoint; stopped before the ensemble (it holds the ZAB node).
     metrics: Option<MetricsEndpoint>,
 }
@@ -876,7 +810,6 @@ impl Core {
     fn run(
         mut self,
         events: Receiver<CoreEvent>,
-        commits: Receiver<Committed>,
         mut wake: Receiver<()>,
         mut written: Receiver<Written>,
     ) {
@@ -896,21 +829,6 @@ impl Core {
                 &never
             };
             select! {
-                recv(commits) -> c => match c {
-                    Ok(c) => {
-                        let now = self.now();
-                        let mut p = lock(&self.processor);
-                        p.commit(c.zxid, &c.payload, now);
-                        // Apply everything already committed before dispatching effects.
-                        while let Ok(c) = commits.try_recv() {
-                            p.commit(c.zxid, &c.payload, now);
-                        }
-                    }
-                    Err(_) => {
-                        tracing::error!("the transaction log stopped; shutting down");
-                        break;
-                    }
-                },
                 // Writers report bytes written: held reads may be answered now.
                 recv(written) -> w => match w {
                     Ok((conn, bytes)) => {
@@ -939,24 +857,26 @@ impl Core {
             }
             if Instant::now() >= next_check {
                 next_check = Instant::now() + check_every;
+                if let Some(why) = self.ensemble.failure() {
+                    // Serving without a log would acknowledge nothing; ZooKeeper exits too.
+                    tracing::error!("ZAB stopped ({why}); shutting down");
+                    break;
+                }
                 let now = self.now();
                 lock(&self.processor).tick(now);
             }
-            if self.dispatch().is_err() {
-                tracing::error!("the transaction log stopped; shutting down");
+            if !self.dispatch() {
+                tracing::error!("the forwarder to ZAB stopped; shutting down");
                 break;
             }
         }
         for (_, c) in self.conns.drain() {
             c.abort();
         }
-        self.snapshots.finish();
         if let Some(m) = self.metrics.take() {
             m.stop();
         }
-        if let Backend::Zab(ensemble) = self.backend {
-            ensemble.shutdown();
-        }
+        self.ensemble.shutdown();
     }
 
     fn handle(&mut self, e: CoreEvent) {
@@ -973,15 +893,13 @@ impl Core {
                 lock(&self.processor).open(conn, remote.to_string());
             }
             CoreEvent::Connect { conn, body } => {
-                if let Backend::Zab(e) = &self.backend {
-                    if !e.state.serving.load(Ordering::SeqCst) {
-                        // Like a ZooKeeper server in election: no sessions until a leader
-                        // is established; the client tries the next server.
-                        if let Some(c) = self.conns.get(&conn) {
-                            let _ = c.out.send(Outbound::Close);
-                        }
-                        return;
+                if !self.ensemble.state.serving.load(Ordering::SeqCst) {
+                    // Like a ZooKeeper server in election: no sessions until a leader is
+                    // established; the client tries the next server.
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.out.send(Outbound::Close);
                     }
+                    return;
                 }
                 lock(&self.processor).connect(conn, &body, now)
             }
@@ -995,10 +913,7 @@ impl Core {
                 }
             }
             CoreEvent::FourLetter { conn, word } => {
-                let mode = match &self.backend {
-                    Backend::Local(..) => "standalone",
-                    Backend::Zab(e) => e.state.mode_name(),
-                };
+                let mode = self.ensemble.state.mode_name();
                 let text = four_letter::answer(word, &lock(&self.processor), &self.zoo, mode);
                 if let Some(c) = self.conns.get(&conn) {
                     let _ = c.out.send(Outbound::Text(text.into_bytes()));
@@ -1015,7 +930,8 @@ impl Core {
         }
     }
 
-    fn dispatch(&mut self) -> Result<(), crate::replicator::ReplicatorStopped> {
+    /// Carries out the processor's effects; false when the forwarder to ZAB is gone.
+    fn dispatch(&mut self) -> bool {
         // Taken under the lock, carried out without it: forwarding may block, and the ZAB
         // driver may be waiting for the lock meanwhile.
         let effects = lock(&self.processor).take_effects();
@@ -1060,107 +976,22 @@ impl Core {
                         let _ = c.out.send(Outbound::Close);
                     }
                 }
-                Effect::Propose { zxid, payload } => match &mut self.backend {
-                    Backend::Local(r, _) => r.propose(zxid, payload)?,
-                    Backend::Zab(_) => {
-                        tracing::error!("proposal from an ensemble processor dropped");
+                Effect::Forward { payload } => {
+                    if !self.ensemble.forward(payload) {
+                        return false;
                     }
-                },
-                Effect::Forward { payload } => match &self.backend {
-                    Backend::Zab(e) => {
-                        if !e.forward(payload) {
-                            return Err(crate::replicator::ReplicatorStopped);
-                        }
-                    }
-                    Backend::Local(..) => {
-                        tracing::error!("forward effect from a standalone processor dropped");
-                    }
-                },
-                Effect::Snapshot { zxid, image } => {
-                    let Backend::Local(replicator, _) = &mut self.backend else {
-                        // ZAB snapshots on its own.
-                        continue;
-                    };
-                    if self.snapshots.submit(
-                        snapshot_dir(&self.zoo.data_dir),
-                        crate::txn_log::log_dir(&self.zoo.data_log_dir),
-                        self.zoo.snap_retain_count as usize,
-                        zxid,
-                        image,
-                    ) {
-                        replicator.snapshot_taken(zxid);
-                    }
+                }
+                Effect::Propose { zxid, .. } => {
+                    // Only a processor outside an ensemble proposes itself; this one forwards.
+                    debug_assert!(false, "proposal {zxid:#x} from an ensemble processor");
+                    tracing::error!("proposal {zxid:#x} from an ensemble processor dropped");
+                }
+                Effect::Snapshot { zxid, .. } => {
+                    // ZAB takes the snapshots (the processor's snap_count is off).
+                    debug_assert!(false, "snapshot {zxid:#x} from an ensemble processor");
                 }
             }
         }
-        Ok(())
-    }
-}
-
-/// Writes snapshots on their own thread, one at a time.
-struct SnapshotWriter {
-    running: Option<JoinHandle<()>>,
-    /// Time to write each snapshot.
-    snapshot_ms: Arc<Histogram>,
-}
-
-impl SnapshotWriter {
-    fn new(snapshot_ms: Arc<Histogram>) -> Self {
-        SnapshotWriter {
-            running: None,
-            snapshot_ms,
-        }
-    }
-
-    /// Starts writing unless a snapshot is still being written (then this one is skipped:
-    /// the next will cover it). Returns whether it started.
-    fn submit(
-        &mut self,
-        snap_dir: PathBuf,
-        log_dir: PathBuf,
-        keep: usize,
-        zxid: i64,
-        image: TreeImage,
-    ) -> bool {
-        if self.running.as_ref().is_some_and(|t| !t.is_finished()) {
-            tracing::warn!("snapshot {zxid:#x} skipped: the previous one is still being written");
-            return false;
-        }
-        if let Some(t) = self.running.take() {
-            let _ = t.join();
-        }
-        let snapshot_ms = self.snapshot_ms.clone();
-        let spawned = std::thread::Builder::new()
-            .name("snapshot".into())
-            .spawn(move || {
-                let started = Instant::now();
-                let written = write_snapshot(&snap_dir, zxid, &image.serialize());
-                snapshot_ms.observe(started.elapsed());
-                match written {
-                    Ok(path) => {
-                        tracing::info!("snapshot written: {}", path.display());
-                        if let Err(e) = purge(&snap_dir, &log_dir, keep) {
-                            tracing::warn!("purging old snapshots and logs: {e}");
-                        }
-                    }
-                    Err(e) => tracing::error!("snapshot {zxid:#x} in {}: {e}", snap_dir.display()),
-                }
-            });
-        match spawned {
-            Ok(t) => {
-                self.running = Some(t);
-                true
-            }
-            Err(e) => {
-                tracing::error!("cannot start snapshot thread: {e}");
-                false
-            }
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(t) = self.running.take() {
-            let _ = t.join();
-        }
+        true
     }
 }

@@ -1,6 +1,7 @@
 //! Proves a standalone server keeps every acknowledged write across restarts: with snapshots
 //! every 100 transactions and the log after them, a restarted server on the same data dir
-//! answers with the same nodes, versions and sequential counters. (Sessions surviving a
+//! answers with the same nodes, versions and sequential counters, and its zxids continue
+//! above the ones acknowledged before the restart. (Sessions surviving a
 //! kill -9 are covered by tests/test_coordinator_kazoo.py.) How: start the server
 //! in-process, write with the `zookeeper-client` crate, shut it down, start it again.
 
@@ -34,13 +35,14 @@ async fn writes_survive_restarts_through_snapshots_and_log() {
                 .await
                 .unwrap();
         }
+        let mut last = None;
         for _ in 0..3 {
-            client.set_data("/r", b"root", None).await.unwrap();
+            last = Some(client.set_data("/r", b"root", None).await.unwrap());
         }
-        client
+        (client, last.map_or(0, |stat| stat.mzxid))
     })
     .await;
-    let client = match outcome {
+    let (client, last_zxid_before) = match outcome {
         Ok(c) => c,
         Err(_) => {
             first.shutdown();
@@ -49,7 +51,7 @@ async fn writes_survive_restarts_through_snapshots_and_log() {
     };
     drop(client);
     first.shutdown();
-    let snapshots = std::fs::read_dir(dir.path().join("version-2"))
+    let snapshots = std::fs::read_dir(dir.path().join("zab"))
         .unwrap()
         .filter(|e| {
             e.as_ref()
@@ -72,8 +74,13 @@ async fn writes_survive_restarts_through_snapshots_and_log() {
         assert_eq!((data.as_slice(), stat.version), (&b"root"[..], 3));
         assert_eq!(client.get_data("/r/n-0000000249").await.unwrap().0, b"249");
         let sequential = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
-        let (_, seq) = client.create("/r/n-", b"", &sequential).await.unwrap();
+        let (stat, seq) = client.create("/r/n-", b"", &sequential).await.unwrap();
         assert_eq!(seq.into_i64(), 250, "the sequence counter continues");
+        assert!(
+            stat.czxid > last_zxid_before,
+            "zxid {:#x} after the restart, {last_zxid_before:#x} before",
+            stat.czxid
+        );
     })
     .await;
     second.shutdown();

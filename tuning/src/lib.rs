@@ -16,13 +16,14 @@
 //! [`progress`] (once-a-second progress lines of long operations), [`x509_name`] (a
 //! certificate subject in RFC 2253 form, the identity TLS clients get), [`systemd`] (the
 //! service units whose CPU affinity and limits follow a profile) and [`process`] (transparent
-//! huge pages off).
+//! huge pages off); and one storage helper both use, [`fs::sync_dir`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod fs;
 pub mod host;
 pub mod logging;
 pub mod process;

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::io::{BufferedFile, OpenOptions as DmaOpenOptions};
 use glommio::sync::Semaphore;
+pub(crate) use tuning::fs::sync_dir;
 use tuning::FlushPolicy;
 
 use super::append_gate::AppendGate;
@@ -1321,9 +1322,4 @@ pub(crate) async fn create_segment(
         bytes_since_index: 0,
         appender: Some(appender),
     })
-}
-
-/// fsyncs a directory so created, renamed and deleted names in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -23,7 +23,7 @@ use super::message::{Message, SyncKind};
 use super::peer::{Forwarded, Outputs, Peer, Role, SnapshotSend, Status};
 use super::peer_auth::QuorumSecret;
 use super::recovery::recover;
-use super::snapshot_file::write_snapshot;
+use super::snapshot_file::{write_snapshot, SNAPSHOTS_KEPT};
 use super::storage::{Storage, StoragePaths};
 use super::transport::{EventSink, Link, NetEvent, Transport, TransportConfig};
 use super::txn_log::StorageError;
@@ -91,11 +91,17 @@ pub struct NodeConfig {
     /// zoo.cfg `quorum.auth.secretFile`: peers prove this secret on every connection
     /// ([`super::peer_auth`]). None: peers are not authenticated.
     pub quorum_secret: Option<QuorumSecret>,
+    /// fdatasync each batch of the log before it counts as durable. False (zoo.cfg
+    /// `forceSync=no` on a standalone server) only writes it: not durable.
+    pub sync_log: bool,
+    /// Snapshots kept on disk (zoo.cfg `autopurge.snapRetainCount`), with the log they need.
+    pub snapshots_kept: usize,
 }
 
 impl NodeConfig {
     /// Defaults: ZooKeeper's timers (see [`PeerConfig::new`]), snapCount 100000, 64 MiB log
-    /// segments, 512 MiB frames, 4096-frame send queues, 16384 queued events.
+    /// segments, 512 MiB frames, 4096-frame send queues, 16384 queued events, the log
+    /// fdatasynced, 3 snapshots kept.
     pub fn new(
         my_id: ServerId,
         servers: BTreeMap<ServerId, SocketAddr>,
@@ -114,7 +120,17 @@ impl NodeConfig {
             send_queue_frames: 4096,
             event_queue: 16_384,
             quorum_secret: None,
+            sync_log: true,
+            snapshots_kept: SNAPSHOTS_KEPT,
         }
+    }
+
+    /// A standalone server: an ensemble of one voter (`my_id`) with no peer port, which
+    /// leads its own epoch as soon as it starts.
+    pub fn standalone(my_id: ServerId, data_dir: PathBuf, data_log_dir: PathBuf) -> NodeConfig {
+        let mut cfg = NodeConfig::new(my_id, BTreeMap::new(), data_dir, data_log_dir);
+        cfg.peer.voters = vec![my_id];
+        cfg
     }
 }
 
@@ -252,9 +268,8 @@ impl ZabNode {
     pub fn start_with_listener(
         cfg: NodeConfig,
         listener: TcpListener,
-        mut app: impl Application,
+        app: impl Application,
     ) -> Result<ZabNode, ZabError> {
-        cfg.peer.validate().map_err(ZabError::Config)?;
         let voters: Vec<ServerId> = cfg.servers.keys().copied().collect();
         if voters != {
             let mut v = cfg.peer.voters.clone();
@@ -265,8 +280,31 @@ impl ZabNode {
                 "peer.voters must equal the servers' ids".into(),
             ));
         }
+        ZabNode::start_inner(cfg, Some(listener), app)
+    }
+
+    /// A standalone server ([`NodeConfig::standalone`]): the same core, storage and driver
+    /// as an ensemble member, without a peer port. It leads at once; `status()` reports it
+    /// serving once the driver has carried out the start-up effects.
+    pub fn start_standalone(cfg: NodeConfig, app: impl Application) -> Result<ZabNode, ZabError> {
+        if cfg.peer.voters != [cfg.peer.my_id] || !cfg.servers.is_empty() {
+            return Err(ZabError::Config(
+                "a standalone node has itself as its only voter and no peers".into(),
+            ));
+        }
+        ZabNode::start_inner(cfg, None, app)
+    }
+
+    fn start_inner(
+        cfg: NodeConfig,
+        listener: Option<TcpListener>,
+        mut app: impl Application,
+    ) -> Result<ZabNode, ZabError> {
+        cfg.peer.validate().map_err(ZabError::Config)?;
         let paths = StoragePaths::new(&cfg.data_dir, &cfg.data_log_dir);
-        let (storage, restored, snapshot) = recover(&paths, cfg.segment_bytes_max)?;
+        let (mut storage, restored, snapshot) = recover(&paths, cfg.segment_bytes_max)?;
+        storage.set_sync_log(cfg.sync_log);
+        storage.set_snapshots_kept(cfg.snapshots_kept);
         app.restore(restored.snapshot_zxid, &snapshot);
         // Only the file keeps the snapshot from here on (a SNAP reads it again).
         drop(snapshot);
@@ -320,9 +358,10 @@ impl ZabNode {
                 let end = d.run(rx);
                 d.finish(end);
             })?;
-        let transport = match Transport::start(tcfg, listener, sink) {
-            Ok(t) => t,
-            Err(e) => {
+        let transport = match listener.map(|l| Transport::start(tcfg, l, sink)) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
                 let _ = tx.send(Event::Shutdown);
                 let _ = driver.join();
                 return Err(e.into());
@@ -333,7 +372,7 @@ impl ZabNode {
             shared,
             tx,
             driver: Some(driver),
-            transport: Some(transport),
+            transport,
         })
     }
 
@@ -552,7 +591,9 @@ impl<A: Application> Driver<A> {
                 let sync_started = Instant::now();
                 match self.storage.sync() {
                     Ok(z) => {
-                        self.shared.stats.fsync_ms.observe(sync_started.elapsed());
+                        if self.storage.syncs_log() {
+                            self.shared.stats.fsync_ms.observe(sync_started.elapsed());
+                        }
                         self.shared
                             .stats
                             .log_bytes
@@ -869,6 +910,12 @@ impl<A: Application> Driver<A> {
             self.send_snapshot(s);
         }
         for txn in &out.committed {
+            // `Application::apply`'s contract: increasing zxids, each once per start.
+            debug_assert!(
+                txn.zxid > self.shared.applied.load(Ordering::SeqCst),
+                "apply {:#x} not above the last applied",
+                txn.zxid
+            );
             self.app.apply(txn.zxid, &txn.payload);
             self.shared.applied.store(txn.zxid, Ordering::SeqCst);
             self.since_snapshot += 1;
@@ -889,12 +936,13 @@ impl<A: Application> Driver<A> {
             let source = self.app.snapshot_source();
             let dir = self.storage.snapshot_dir().to_path_buf();
             let shared = self.shared.clone();
+            let kept = self.storage.snapshots_kept();
             let handle = thread::Builder::new()
                 .name("zab-snapshot".into())
                 .spawn(move || {
                     let started = Instant::now();
                     let data = source();
-                    let written = write_snapshot(&dir, zxid, &data).map(|_| ());
+                    let written = write_snapshot(&dir, zxid, &data, kept).map(|_| ());
                     shared.stats.snapshot_ms.observe(started.elapsed());
                     written
                 })

@@ -49,11 +49,7 @@ pub fn recover(
         current_epoch = hard_state.current_epoch,
         "recovered durable state"
     );
-    let storage = Storage {
-        paths: paths.clone(),
-        log,
-        snapshot_zxid,
-    };
+    let storage = Storage::new(paths.clone(), log, snapshot_zxid);
     let restored = Restored {
         hard_state,
         snapshot_zxid,
@@ -64,7 +60,9 @@ pub fn recover(
 
 #[cfg(test)]
 mod tests {
-    //! Proves a restart sees the epochs, the newest snapshot and only the log after it.
+    //! Proves a restart sees the epochs, the newest snapshot and only the log after it, and
+    //! that a damaged newest snapshot falls back to an older one with the log after it (the
+    //! log is kept from the oldest kept snapshot on).
     use super::*;
     use crate::zab::message::Txn;
     use crate::zab::peer::HardState;
@@ -102,6 +100,42 @@ mod tests {
         assert_eq!(
             zxids,
             (13..=20).map(|c| make_zxid(1, c)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_damaged_newest_snapshot_falls_back_to_an_older_one_and_its_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = StoragePaths::new(&dir.path().join("data"), &dir.path().join("log"));
+        // 4 KiB segments of 36-byte records: about 113 entries each.
+        let (mut st, _, _) = recover(&paths, 4096).expect("fresh");
+        for c in 1..=300 {
+            st.append(&Txn {
+                zxid: make_zxid(1, c),
+                payload: vec![c as u8; 20],
+            })
+            .expect("append");
+        }
+        st.sync().expect("sync");
+        st.save_snapshot(make_zxid(1, 100), b"app@100")
+            .expect("snapshot");
+        st.save_snapshot(make_zxid(1, 250), b"app@250")
+            .expect("snapshot");
+        drop(st);
+        let newest = paths
+            .snapshot_dir
+            .join(format!("snapshot.{:016x}", make_zxid(1, 250)));
+        let mut bytes = std::fs::read(&newest).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&newest, bytes).expect("damage");
+        let (_st, r, snapshot) = recover(&paths, 4096).expect("fall back");
+        assert_eq!(r.snapshot_zxid, make_zxid(1, 100));
+        assert_eq!(snapshot.as_slice(), b"app@100");
+        let zxids: Vec<_> = r.log.iter().map(|t| t.zxid).collect();
+        assert_eq!(
+            zxids,
+            (101..=300).map(|c| make_zxid(1, c)).collect::<Vec<_>>()
         );
     }
 }

@@ -3,7 +3,8 @@
 //! File `snapshot.<zxid, 16 hex digits>`: magic `ZABSNAP1`, `zxid u64`, `data_len u64`,
 //! `crc32c u32` (over zxid and data), then the data; little-endian. A snapshot is written to
 //! a temporary name, fsynced, renamed into place and the directory fsynced, so a crash
-//! leaves either the old set or the new one. The newest few are kept.
+//! leaves either the old set or the new one. The newest few are kept (zoo.cfg
+//! `autopurge.snapRetainCount`, default [`SNAPSHOTS_KEPT`]).
 
 use std::fs;
 use std::io::Write;
@@ -15,7 +16,7 @@ use super::zxid::{fmt_zxid, Zxid};
 /// Snapshot file magic.
 pub const SNAP_MAGIC: &[u8; 8] = b"ZABSNAP1";
 const HEADER_BYTES: usize = 8 + 8 + 8 + 4;
-/// Snapshots kept on disk.
+/// Snapshots kept on disk unless configured otherwise.
 pub const SNAPSHOTS_KEPT: usize = 3;
 
 fn snapshot_name(zxid: Zxid) -> String {
@@ -42,8 +43,14 @@ fn list(dir: &Path) -> Result<Vec<(Zxid, PathBuf)>, StorageError> {
     Ok(v)
 }
 
-/// Writes a snapshot durably and prunes old ones; returns its path.
-pub fn write_snapshot(dir: &Path, zxid: Zxid, data: &[u8]) -> Result<PathBuf, StorageError> {
+/// Writes a snapshot durably and prunes all but the newest `kept`; returns its path.
+pub fn write_snapshot(
+    dir: &Path,
+    zxid: Zxid,
+    data: &[u8],
+    kept: usize,
+) -> Result<PathBuf, StorageError> {
+    let kept = kept.max(1);
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let path = dir.join(snapshot_name(zxid));
     let tmp = dir.join(format!("{}.tmp", snapshot_name(zxid)));
@@ -61,12 +68,20 @@ pub fn write_snapshot(dir: &Path, zxid: Zxid, data: &[u8]) -> Result<PathBuf, St
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
     sync_dir(dir)?;
     let all = list(dir)?;
-    if all.len() > SNAPSHOTS_KEPT {
-        for (_, old) in &all[..all.len() - SNAPSHOTS_KEPT] {
+    if all.len() > kept {
+        for (_, old) in &all[..all.len() - kept] {
             fs::remove_file(old).map_err(io_err(old))?;
         }
     }
     Ok(path)
+}
+
+/// The zxid of the oldest snapshot file in `dir`, if any.
+pub fn oldest_snapshot(dir: &Path) -> Result<Option<Zxid>, StorageError> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    Ok(list(dir)?.first().map(|&(z, _)| z))
 }
 
 /// Deletes snapshots newer than `zxid` (before installing the leader's older one, so the
@@ -172,7 +187,13 @@ mod tests {
     fn write_read_prune_and_skip_damaged() {
         let dir = tempfile::tempdir().expect("tempdir");
         for z in 1..=5u64 {
-            write_snapshot(dir.path(), z, format!("state {z}").as_bytes()).expect("write");
+            write_snapshot(
+                dir.path(),
+                z,
+                format!("state {z}").as_bytes(),
+                SNAPSHOTS_KEPT,
+            )
+            .expect("write");
         }
         assert_eq!(list(dir.path()).expect("list").len(), SNAPSHOTS_KEPT);
         let (z, data) = newest_valid_snapshot(dir.path())

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use super::epoch_file::write_epochs;
 use super::message::Txn;
 use super::peer::HardState;
-use super::snapshot_file::{read_snapshot_at, remove_snapshots_after, write_snapshot};
+use super::snapshot_file::{
+    oldest_snapshot, read_snapshot_at, remove_snapshots_after, write_snapshot, SNAPSHOTS_KEPT,
+};
 use super::txn_log::{StorageError, TxnLog};
 use super::zxid::Zxid;
 
@@ -36,16 +38,46 @@ pub struct Storage {
     pub(crate) paths: StoragePaths,
     pub(crate) log: TxnLog,
     pub(crate) snapshot_zxid: Zxid,
+    /// fdatasync in [`Storage::sync`] (false: write only, not durable).
+    sync_log: bool,
+    /// Snapshots kept; the log is kept from the oldest of them on, so recovery can fall
+    /// back to an older snapshot when the newest is damaged.
+    snapshots_kept: usize,
 }
 
 impl Storage {
+    pub(crate) fn new(paths: StoragePaths, log: TxnLog, snapshot_zxid: Zxid) -> Storage {
+        Storage {
+            paths,
+            log,
+            snapshot_zxid,
+            sync_log: true,
+            snapshots_kept: SNAPSHOTS_KEPT,
+        }
+    }
+
+    /// Whether [`Storage::sync`] fdatasyncs (zoo.cfg `forceSync` on a standalone server).
+    pub fn set_sync_log(&mut self, sync_log: bool) {
+        self.sync_log = sync_log;
+    }
+
+    /// True when [`Storage::sync`] fdatasyncs.
+    pub fn syncs_log(&self) -> bool {
+        self.sync_log
+    }
+
+    /// Snapshots kept on disk (at least one).
+    pub fn set_snapshots_kept(&mut self, kept: usize) {
+        self.snapshots_kept = kept.max(1);
+    }
+
     /// Replaces everything with a snapshot from the leader: the log goes first, so a crash
     /// in between leaves an older consistent state rather than a log that does not continue
     /// the snapshot.
     pub fn install_snapshot(&mut self, zxid: Zxid, data: &[u8]) -> Result<(), StorageError> {
         self.log.clear()?;
         remove_snapshots_after(&self.paths.snapshot_dir, zxid)?;
-        write_snapshot(&self.paths.snapshot_dir, zxid, data)?;
+        write_snapshot(&self.paths.snapshot_dir, zxid, data, self.snapshots_kept)?;
         self.snapshot_zxid = zxid;
         Ok(())
     }
@@ -65,9 +97,9 @@ impl Storage {
         self.log.bytes()
     }
 
-    /// One write + fdatasync for everything appended since the last call.
+    /// One write + fdatasync (unless turned off) for everything appended since the last call.
     pub fn sync(&mut self) -> Result<Zxid, StorageError> {
-        self.log.sync()
+        self.log.flush(self.sync_log)
     }
 
     /// True when appended entries wait for [`Storage::sync`].
@@ -82,16 +114,23 @@ impl Storage {
 
     /// Persists an application snapshot taken at `zxid` and drops log segments it covers.
     pub fn save_snapshot(&mut self, zxid: Zxid, data: &[u8]) -> Result<(), StorageError> {
-        write_snapshot(&self.paths.snapshot_dir, zxid, data)?;
+        write_snapshot(&self.paths.snapshot_dir, zxid, data, self.snapshots_kept)?;
         self.snapshot_written(zxid)
     }
 
+    /// Snapshots kept on disk.
+    pub fn snapshots_kept(&self) -> usize {
+        self.snapshots_kept
+    }
+
     /// A snapshot at `zxid` was written (possibly by another thread): drop the log segments
-    /// it covers.
+    /// that every kept snapshot covers.
     pub fn snapshot_written(&mut self, zxid: Zxid) -> Result<(), StorageError> {
         if zxid > self.snapshot_zxid {
             self.snapshot_zxid = zxid;
-            self.log.purge_through(zxid)?;
+            let oldest_kept =
+                oldest_snapshot(&self.paths.snapshot_dir)?.map_or(zxid, |z| z.min(zxid));
+            self.log.purge_through(oldest_kept)?;
         }
         Ok(())
     }

@@ -55,9 +55,7 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError
 
 /// Makes a directory entry change (create, rename, delete) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    tuning::fs::sync_dir(dir).map_err(io_err(dir))
 }
 
 #[derive(Debug)]
@@ -352,11 +350,17 @@ impl TxnLog {
 
     /// Writes the buffered entries and fdatasyncs; returns the last durable zxid.
     pub fn sync(&mut self) -> Result<Zxid, StorageError> {
+        self.flush(true)
+    }
+
+    /// Writes the buffered entries, and fdatasyncs them when `fdatasync` (without it they
+    /// survive a crash of the process, not of the machine); returns the last zxid written.
+    pub fn flush(&mut self, fdatasync: bool) -> Result<Zxid, StorageError> {
         if self.synced_zxid == self.last_zxid {
             return Ok(self.synced_zxid);
         }
         self.write_buffer()?;
-        if let (Some(f), Some(seg)) = (self.file.as_ref(), self.segments.last()) {
+        if let (true, Some(f), Some(seg)) = (fdatasync, self.file.as_ref(), self.segments.last()) {
             f.sync_data().map_err(io_err(&seg.path))?;
         }
         self.synced_zxid = self.last_zxid;
