@@ -433,7 +433,7 @@ fn rename_dir_for_deletion(
 }
 
 fn sync_data_dir(data_dir: &Path) -> Result<(), TopicError> {
-    crate::storage::log::sync_dir(data_dir)
+    tuning::fs::sync_dir(data_dir)
         .map_err(|err| TopicError::Storage(format!("syncing {}: {err}", data_dir.display())))
 }
 

@@ -1,36 +1,10 @@
 //! A response on its way to the socket: in-memory chunks and, for Fetch, byte ranges of
 //! segment files that go file -> socket by splice.
 
-use std::os::fd::RawFd;
-use std::rc::Rc;
-
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::Encodable;
 
-/// A byte range of an open file; the `Rc` keeps the file open until the bytes are sent.
-#[derive(Clone)]
-pub struct FileRange {
-    pub file: Rc<dyn FileHandle>,
-    pub position: u64,
-    pub len: u32,
-}
-
-/// Anything that holds an open file descriptor we may splice from.
-pub trait FileHandle {
-    fn raw_fd(&self) -> RawFd;
-}
-
-impl FileHandle for std::fs::File {
-    fn raw_fd(&self) -> RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(self)
-    }
-}
-
-impl FileHandle for glommio::io::BufferedFile {
-    fn raw_fd(&self) -> RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(self)
-    }
-}
+use crate::storage::FileRange;
 
 /// One piece of a response, in order.
 pub enum Part {

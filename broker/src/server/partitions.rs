@@ -16,8 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::kafka::codes;
-use crate::kafka::response::{FileRange, Part};
-use crate::storage::{self, LogConfig, LogError, LogOverrides, PartitionLog, ReadChunk};
+use crate::kafka::response::Part;
+use crate::storage::blocking;
+use crate::storage::{self, FileRange, LogConfig, LogError, LogOverrides, PartitionLog, ReadChunk};
 use crate::topics::{self, Topic, TopicError};
 
 use super::partition_ops::{
@@ -339,21 +340,19 @@ impl Shard {
                     }
                 }
                 let (data_dir, topic) = (self.config.data_dir.clone(), new.clone());
-                let renamed = glommio::executor()
-                    .spawn_blocking(move || {
-                        topics::rename_partition_for_deletion(&data_dir, &topic, partition)
-                    })
-                    .await;
+                let renamed = blocking::run(move || {
+                    topics::rename_partition_for_deletion(&data_dir, &topic, partition)
+                })
+                .await;
                 match renamed {
                     Ok(Some(dir)) => {
                         tracing::info!(
                             "{}-{partition}: replica moved away, removing its log",
                             new.name
                         );
-                        glommio::spawn_local(
-                            glommio::executor()
-                                .spawn_blocking(move || topics::remove_deleted_dirs(&[dir])),
-                        )
+                        glommio::spawn_local(blocking::run(move || {
+                            topics::remove_deleted_dirs(&[dir])
+                        }))
                         .detach();
                     }
                     Ok(None) => {}
@@ -374,17 +373,13 @@ impl Shard {
             .as_ref()
             .expect("the control shard holds the store");
         let (data_dir, closed) = (self.config.data_dir.clone(), topic.clone());
-        let renamed = glommio::executor()
-            .spawn_blocking(move || topics::rename_for_deletion(&data_dir, &closed))
-            .await?;
+        let renamed =
+            blocking::run(move || topics::rename_for_deletion(&data_dir, &closed)).await?;
         let deleted = store.borrow_mut().delete(&topic.name);
         match &deleted {
             Ok(_) => {
-                glommio::spawn_local(
-                    glommio::executor()
-                        .spawn_blocking(move || topics::remove_deleted_dirs(&renamed)),
-                )
-                .detach();
+                glommio::spawn_local(blocking::run(move || topics::remove_deleted_dirs(&renamed)))
+                    .detach();
             }
             Err(err) => tracing::error!(
                 "topic `{}`: its directories were renamed for deletion but the store could \
@@ -568,11 +563,7 @@ impl Shard {
                     .chunks
                     .into_iter()
                     .map(|chunk| match chunk {
-                        ReadChunk::File(range) => Part::File(FileRange {
-                            position: range.position,
-                            len: range.length as u32,
-                            file: range.file,
-                        }),
+                        ReadChunk::File(range) => Part::File(range),
                         ReadChunk::Memory(bytes) => Part::Memory(bytes),
                     })
                     .collect(),

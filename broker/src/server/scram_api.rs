@@ -27,6 +27,7 @@ use crate::kafka::codes;
 use crate::security::credentials::{AlterError, CredentialChange, UserCredentials};
 use crate::security::sasl::UNSUPPORTED_SASL_MECHANISM;
 use crate::security::scram::{Mechanism, ScramCredential, ITERATIONS_MAX, ITERATIONS_MIN};
+use crate::storage::blocking;
 
 use super::shard::Shard;
 
@@ -251,9 +252,7 @@ async fn apply(
     if live.is_file_backed() {
         let user = user.to_owned();
         // A file write and fsync: off the executor.
-        return glommio::executor()
-            .spawn_blocking(move || live.alter_file(&user, &changes))
-            .await;
+        return blocking::run(move || live.alter_file(&user, &changes)).await;
     }
     let cluster = shard
         .cluster

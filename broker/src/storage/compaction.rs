@@ -23,9 +23,10 @@
 //!    directory is fsync'ed; the shard's segment then uses the new files (reads that hold
 //!    the old file keep reading it).
 //!
-//! At open ([`finish_interrupted_swaps`], before recovery) a `<base>.log.swap` next to its
-//! `<base>.log` is completed (step 3 again); any other `.cleaned` or `.swap` file is deleted,
-//! which rolls the swap back. Either way the segment is whole: cleaned or as it was.
+//! At open ([`super::segment_swap::finish_interrupted_swaps`], before recovery) a
+//! `<base>.log.swap` next to its `<base>.log` is completed (step 3 again); any other
+//! `.cleaned` or `.swap` file is deleted, which rolls the swap back. Either way the segment is
+//! whole: cleaned or as it was.
 //!
 //! Tombstones: a segment's file modification time is when a clean first rewrote it (a later
 //! rewrite keeps it), or its last append if no clean had to rewrite it (Kafka's old rule used
@@ -44,15 +45,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use glommio::io::BufferedFile;
 
+use super::blocking;
 use super::error::LogError;
-use super::log::{sync_dir, PartitionLog};
+use super::log::PartitionLog;
 use super::log_cleaner::OffsetMap;
 use super::log_cleaner::{judge_batch, map_batch, write_cleaned_batch, BatchFate, CleanRules};
 use super::offset_index::OffsetIndex;
 use super::record_batch::{validate_stored_batch, BatchHeader, LOG_OVERHEAD};
 use super::recovery::{read_offset_file, write_offset_file};
-use super::segment::{parse_segment_file, segment_file};
+use super::segment::segment_file;
+use super::segment_swap::{path_with, remove_segment_files, rename_segment_files};
 use super::time_index::TimeIndex;
+use tuning::fs::sync_dir;
 
 /// Name of the file holding the first dirty offset (decimal).
 pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-checkpoint";
@@ -61,9 +65,6 @@ pub const OFFSET_MAP_MAX_BYTES: usize = 64 << 20;
 /// Test hook: when set (milliseconds), a swap sleeps this long after each of its rename
 /// steps, so a test can kill the process in the middle of one.
 pub const SWAP_PAUSE_ENV: &str = "STREAMBOX_CLEANER_SWAP_PAUSE_MS";
-/// Segment files in the order a swap renames them: the log last (its `.swap` name is the
-/// commit point).
-const SWAP_ORDER: [&str; 3] = ["index", "timeindex", "log"];
 /// Batches up to this size are accepted when a clean reads a segment (as recovery does).
 const CLEAN_BATCH_LIMIT_BYTES: u32 = 128 << 20;
 
@@ -90,13 +91,6 @@ struct Planned {
     log_path: PathBuf,
     /// Identity of the segment's file: the swap only happens if the segment still has it.
     scan: Rc<BufferedFile>,
-}
-
-fn path_with(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".");
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 fn swap_pause() {
@@ -337,85 +331,6 @@ impl SegmentJob {
     }
 }
 
-fn rename(from: &Path, to: &Path) -> Result<(), LogError> {
-    std::fs::rename(from, to).map_err(|e| LogError::io(from, "renaming during a segment swap", e))
-}
-
-/// Renames the `from` files of segment `base` to their `to` names, in [`SWAP_ORDER`]; `from`
-/// and `to` are suffixes (`""` for the segment's own names).
-fn rename_segment_files(dir: &Path, base: i64, from: &str, to: &str) -> Result<(), LogError> {
-    let named = |ext: &str, suffix: &str| {
-        let p = segment_file(dir, base, ext);
-        if suffix.is_empty() {
-            p
-        } else {
-            path_with(&p, suffix)
-        }
-    };
-    for ext in SWAP_ORDER {
-        rename(&named(ext, from), &named(ext, to))?;
-    }
-    Ok(())
-}
-
-fn remove_segment_files(dir: &Path, base: i64, suffix: &str) {
-    for ext in SWAP_ORDER.iter().rev() {
-        let _ = std::fs::remove_file(path_with(&segment_file(dir, base, ext), suffix));
-    }
-}
-
-/// Completes or rolls back swaps a crash interrupted (see the module documentation). Called
-/// when a log opens, before its segments are read. Returns the base offsets of the completed
-/// swaps and the number of files removed.
-pub(crate) fn finish_interrupted_swaps(dir: &Path) -> Result<(Vec<i64>, usize), LogError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(LogError::io(dir, "listing the log directory", e)),
-    };
-    let mut leftovers = Vec::new();
-    let mut committed = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| LogError::io(dir, "listing the log directory", e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(stem) = name.strip_suffix(".swap") {
-            match parse_segment_file(stem, "log") {
-                Some(base) if segment_file(dir, base, "log").exists() => committed.push(base),
-                _ => leftovers.push(entry.path()),
-            }
-        } else if name.ends_with(".cleaned") {
-            leftovers.push(entry.path());
-        }
-    }
-    committed.sort_unstable();
-    for &base in &committed {
-        for ext in SWAP_ORDER {
-            let swap = path_with(&segment_file(dir, base, ext), "swap");
-            if swap.exists() {
-                rename(&swap, &segment_file(dir, base, ext))?;
-            }
-        }
-        tracing::warn!(dir = %dir.display(), base_offset = base, "completed an interrupted segment swap");
-    }
-    let mut removed = 0;
-    for path in leftovers {
-        // Index `.swap` files of a swap that did not commit are leftovers too, but those of a
-        // committed one were renamed just above.
-        if !path.exists() {
-            continue;
-        }
-        tracing::warn!(file = %path.display(), "removing a half-written cleaned segment file");
-        std::fs::remove_file(&path)
-            .map_err(|e| LogError::io(&path, "removing a cleaner leftover", e))?;
-        removed += 1;
-    }
-    if !committed.is_empty() || removed > 0 {
-        sync_dir(dir).map_err(|e| LogError::io(dir, "syncing the directory", e))?;
-    }
-    Ok((committed, removed))
-}
-
 fn system_time_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -490,9 +405,8 @@ impl PartitionLog {
             .iter()
             .map(|s| (s.log_path.clone(), s.size_bytes))
             .collect();
-        let (map, map_end) = glommio::executor()
-            .spawn_blocking(move || build_map(to_map, checkpoint, dirty_end))
-            .await?;
+        let (map, map_end) =
+            blocking::run(move || build_map(to_map, checkpoint, dirty_end)).await?;
         if map_end <= checkpoint {
             return Ok(outcome);
         }
@@ -525,10 +439,7 @@ impl PartitionLog {
                 cleaned_at: previously_cleaned.then_some(modified),
                 index_interval_bytes: config.index_interval_bytes,
             };
-            let Some(cleaned) = glommio::executor()
-                .spawn_blocking(move || job.run())
-                .await?
-            else {
+            let Some(cleaned) = blocking::run(move || job.run()).await? else {
                 continue;
             };
             if self.swap_in(seg, &cleaned).await? {
@@ -541,8 +452,7 @@ impl PartitionLog {
         }
         progress.finish();
         let dir_owned = dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || write_offset_file(&dir_owned, CLEANER_CHECKPOINT_FILE, map_end))
+        blocking::run(move || write_offset_file(&dir_owned, CLEANER_CHECKPOINT_FILE, map_end))
             .await
             .map_err(|e| LogError::io(&dir, "writing the cleaner checkpoint", e))?;
         outcome.clean_offset = map_end;
@@ -572,14 +482,13 @@ impl PartitionLog {
             .map_err(|e| LogError::io(&cleaned_log, "opening a cleaned segment", e.into()))?;
         // Step 2: commit.
         let d = dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || {
-                rename_segment_files(&d, base, "cleaned", "swap")?;
-                sync_dir(&d).map_err(|e| LogError::io(&d, "syncing the directory", e))?;
-                swap_pause();
-                Ok::<(), LogError>(())
-            })
-            .await?;
+        blocking::run(move || {
+            rename_segment_files(&d, base, "cleaned", "swap")?;
+            sync_dir(&d).map_err(|e| LogError::io(&d, "syncing the directory", e))?;
+            swap_pause();
+            Ok::<(), LogError>(())
+        })
+        .await?;
         // Step 3, with the shard's view of the segment, without awaiting in between.
         let swapped = {
             let mut st = inner.state.borrow_mut();
@@ -626,13 +535,12 @@ impl PartitionLog {
             }
         };
         let d = dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || {
-                swap_pause();
-                sync_dir(&d)
-            })
-            .await
-            .map_err(|e| LogError::io(&dir, "syncing the directory", e))?;
+        blocking::run(move || {
+            swap_pause();
+            sync_dir(&d)
+        })
+        .await
+        .map_err(|e| LogError::io(&dir, "syncing the directory", e))?;
         Ok(swapped)
     }
 }

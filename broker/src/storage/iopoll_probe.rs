@@ -19,6 +19,8 @@ use std::path::Path;
 
 use glommio::io::OpenOptions as DmaOpenOptions;
 
+use super::blocking;
+
 /// Name of the short-lived file the probe reads (in the directory given to [`prepare`]).
 pub const PROBE_FILE: &str = ".iopoll-probe";
 
@@ -46,15 +48,14 @@ pub async fn prepare(dir: &Path) {
     let path = dir.join(PROBE_FILE);
     let to_write = path.clone();
     // Off the shard's thread: an fsync can take seconds while the disk is busy.
-    let written = glommio::executor()
-        .spawn_blocking(move || {
-            std::fs::File::create(&to_write).and_then(|mut f| {
-                f.write_all(&[0u8; PROBE_BYTES])?;
-                // On disk, so the O_DIRECT read goes to the device rather than stopping short.
-                f.sync_all()
-            })
+    let written = blocking::run(move || {
+        std::fs::File::create(&to_write).and_then(|mut f| {
+            f.write_all(&[0u8; PROBE_BYTES])?;
+            // On disk, so the O_DIRECT read goes to the device rather than stopping short.
+            f.sync_all()
         })
-        .await;
+    })
+    .await;
     if written.is_ok() {
         if let Ok(file) = DmaOpenOptions::new().read(true).dma_open(&path).await {
             let _ = file.close().await;

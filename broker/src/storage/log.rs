@@ -24,43 +24,31 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use glommio::io::{BufferedFile, OpenOptions as DmaOpenOptions};
 use glommio::sync::Semaphore;
-pub(crate) use tuning::fs::sync_dir;
 use tuning::FlushPolicy;
 
 use super::append_gate::AppendGate;
+use super::blocking;
 use super::error::{BatchError, LogError};
 use super::log_cleaner::refuse_keyless_records;
 use super::log_config::LogConfig;
 use super::notify::Signal;
-use super::offset_index::OffsetIndex;
 use super::producer_rebuild::{self, RebuildReport};
 use super::producer_snapshot;
 use super::producer_state::{ProducerTable, Refusal, Verdict};
 use super::record_batch::{
     set_base_offset, set_partition_leader_epoch, validate_batches, validate_stored_batches,
 };
-use super::recovery::{self, RecoveryReport};
-use super::segment::{segment_file, Segment};
-use super::segment_appender::{SegmentAppender, PAGE_BYTES};
-use super::time_index::TimeIndex;
+use super::recovery::{self, RecoveryReport, CLEAN_SHUTDOWN_FILE};
+use super::segment::{now_ms, Segment};
+use super::segment_appender::PAGE_BYTES;
+use tuning::fs::sync_dir;
 
 /// A task that runs write rounds hands the role on after this many back-to-back rounds, so
 /// its own append does not wait behind an endless stream of others.
 const MAX_ROUNDS_PER_WRITER: usize = 16;
-
-/// Name of the marker file a clean [`PartitionLog::close`] leaves in the log directory.
-pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
-
-/// Milliseconds since the Unix epoch, the clock Kafka timestamps use.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Counters of one log since it was opened (for benchmarks, metrics and tests).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -425,6 +413,9 @@ impl PartitionLog {
             segment.add_batch(&header, position, config.index_interval_bytes);
             inner.producers.borrow_mut().record(&header);
             max_timestamp_ms = max_timestamp_ms.max(header.max_timestamp);
+            // Offsets increase within a partition: reads, indexes and the producer table
+            // rely on it.
+            debug_assert!(header.next_offset() > st.next_offset);
             st.next_offset = header.next_offset();
         }
         let end_offset = inner.state.borrow().next_offset;
@@ -1189,15 +1180,14 @@ impl LogInner {
                 sync.dma.fdatasync().await.map_err(std::io::Error::from)?;
                 let dir = inner.dir.clone();
                 let handles = sync.index_handles;
-                glommio::executor()
-                    .spawn_blocking(move || {
-                        for h in handles {
-                            h.sync_data()?;
-                        }
-                        producer_snapshot::write(&dir, end_offset, &snapshot)?;
-                        recovery::write_recovery_point(&dir, end_offset)
-                    })
-                    .await
+                blocking::run(move || {
+                    for h in handles {
+                        h.sync_data()?;
+                    }
+                    producer_snapshot::write(&dir, end_offset, &snapshot)?;
+                    recovery::write_recovery_point(&dir, end_offset)
+                })
+                .await
             }
             .await;
             match result {
@@ -1231,23 +1221,22 @@ impl LogInner {
                     .await
                     .map_err(|_| LogError::Closed)?;
                 let dir = self.dir.clone();
-                glommio::executor()
-                    .spawn_blocking(move || {
-                        producer_snapshot::write(&dir, end, &snapshot)?;
-                        recovery::write_recovery_point(&dir, end)
-                    })
-                    .await
-                    .map_err(|e| {
-                        LogError::io(
-                            &self.dir,
-                            "writing the producer snapshot and recovery point",
-                            e,
-                        )
-                    })?;
+                blocking::run(move || {
+                    producer_snapshot::write(&dir, end, &snapshot)?;
+                    recovery::write_recovery_point(&dir, end)
+                })
+                .await
+                .map_err(|e| {
+                    LogError::io(
+                        &self.dir,
+                        "writing the producer snapshot and recovery point",
+                        e,
+                    )
+                })?;
             }
         }
         let config = self.config.get();
-        let segment = create_segment(&self.dir, end, &config)
+        let segment = Segment::create(&self.dir, end, &config)
             .await
             .map_err(|e| self.fail(e))?;
         tracing::debug!(dir = %self.dir.display(), base_offset = end, "rolled to a new segment");
@@ -1261,65 +1250,4 @@ struct SegmentSync {
     dma: Rc<glommio::io::DmaFile>,
     index_handles: Vec<std::fs::File>,
     path: PathBuf,
-}
-
-/// Creates the files of a new, empty active segment at `base_offset`.
-pub(crate) async fn create_segment(
-    dir: &Path,
-    base_offset: i64,
-    config: &LogConfig,
-) -> Result<Segment, LogError> {
-    let log_path = segment_file(dir, base_offset, "log");
-    super::iopoll_probe::prepare(dir).await;
-    let dma = DmaOpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .dma_open(&log_path)
-        .await
-        .map_err(|e| LogError::io(&log_path, "creating the segment", e.into()))?;
-    let dma = Rc::new(dma);
-    let scan = BufferedFile::open(&log_path)
-        .await
-        .map_err(|e| LogError::io(&log_path, "opening the segment for reads", e.into()))?;
-    let index_path = segment_file(dir, base_offset, "index");
-    let index = OffsetIndex::create(&index_path)
-        .map_err(|e| LogError::io(&index_path, "creating the index", e))?;
-    let time_path = segment_file(dir, base_offset, "timeindex");
-    let time_index = TimeIndex::create(&time_path)
-        .map_err(|e| LogError::io(&time_path, "creating the time index", e))?;
-    // The new name must be durable before anything in the file is acknowledged as synced.
-    // A directory fsync commits the file system journal, which can take long while other
-    // data is being flushed: run it off the shard's thread.
-    let dir_owned = dir.to_path_buf();
-    glommio::executor()
-        .spawn_blocking(move || sync_dir(&dir_owned))
-        .await
-        .map_err(|e| LogError::io(dir, "syncing the directory", e))?;
-    let appender = SegmentAppender::open(
-        dma,
-        &scan,
-        &log_path,
-        0,
-        config.write_buffer_bytes as usize,
-        config.preallocate_bytes,
-        config.segment_bytes,
-    )
-    .await
-    .map_err(|e| LogError::io(&log_path, "starting the appender", e))?;
-    Ok(Segment {
-        base_offset,
-        log_path,
-        scan: Rc::new(scan),
-        index,
-        time_index,
-        size_bytes: 0,
-        next_offset: base_offset,
-        max_timestamp_ms: -1,
-        max_timestamp_offset: -1,
-        rolling_timestamp_ms: None,
-        bytes_since_index: 0,
-        appender: Some(appender),
-    })
 }

@@ -8,46 +8,17 @@
 //! discard a partial trailing batch and fetch it again); if the first batch alone is larger
 //! than `max_bytes` it is returned whole.
 
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::io::BufferedFile;
 
 use super::error::LogError;
+use super::file_range::FileRange;
 use super::log::{LogInner, PartitionLog};
 use super::log_cleaner::read_varlong;
 use super::record_batch::{BatchHeader, HEADER_BYTES, MIN_BATCH_LENGTH};
-
-/// A byte range of a segment file: `length` bytes at `position` of `file`.
-#[derive(Debug, Clone)]
-pub struct FileRange {
-    /// The segment's buffered read handle of its `.log`; stays valid even if retention
-    /// deletes the segment meanwhile.
-    pub file: Rc<BufferedFile>,
-    pub position: u64,
-    pub length: u64,
-}
-
-impl FileRange {
-    /// The file descriptor, for splice/sendfile.
-    pub fn raw_fd(&self) -> RawFd {
-        self.file.as_raw_fd()
-    }
-
-    /// Copies the range into `out` with pread (for callers that cannot splice, and tests).
-    pub fn read_into(&self, out: &mut Vec<u8>) -> io::Result<()> {
-        let at = out.len();
-        out.resize(at + self.length as usize, 0);
-        // A std view of the descriptor for pread; the BufferedFile keeps owning (and closes) it.
-        // SAFETY: the fd is open for as long as `self.file` lives, which outlives `view`.
-        let view = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(self.raw_fd()) });
-        view.read_exact_at(&mut out[at..], self.position)
-    }
-}
 
 /// One piece of a read result; the pieces concatenated are the fetched bytes.
 #[derive(Debug, Clone)]
@@ -61,7 +32,7 @@ pub enum ReadChunk {
 impl ReadChunk {
     pub fn len(&self) -> u64 {
         match self {
-            ReadChunk::File(r) => r.length,
+            ReadChunk::File(r) => r.len as u64,
             ReadChunk::Memory(b) => b.len() as u64,
         }
     }
@@ -259,7 +230,16 @@ impl PartitionLog {
                     log_end_offset: st.next_offset,
                 });
             }
+            debug_assert!(
+                st.log_start_offset <= st.next_offset,
+                "log start {} past the log end {}",
+                st.log_start_offset,
+                st.next_offset
+            );
             let i = st.segment_index_for(fetch_offset);
+            // The log start is never below the first segment's base (retention, DeleteRecords
+            // and open keep it inside the log), so a segment holds the offset.
+            debug_assert!(st.segments[i].base_offset <= fetch_offset);
             let pos = scan_start(&st.segments[i], fetch_offset);
             let upper = max_offset.map_or(st.next_offset, |m| m.min(st.next_offset));
             (i, pos, st.log_start_offset, st.next_offset, upper)
@@ -339,10 +319,13 @@ impl PartitionLog {
             }
         };
         if file_end > first_pos {
+            // Inside one segment, and segments stay below 2 GiB.
+            debug_assert!(file_end - first_pos <= u32::MAX as u64);
+            let len = (file_end - first_pos) as u32;
             result.chunks.push(ReadChunk::File(FileRange {
                 file: view.scan.clone(),
                 position: first_pos,
-                length: file_end - first_pos,
+                len,
             }));
         }
         if !memory.is_empty() {

@@ -14,6 +14,7 @@
 //! Cluster mode: a follower moves its own start to the leader's when a fetch response
 //! carries a larger one ([`PartitionLog::advance_log_start`]), as Kafka's followers do.
 
+use super::blocking;
 use super::error::LogError;
 use super::log::PartitionLog;
 use super::recovery::{read_offset_file, write_offset_file};
@@ -92,8 +93,7 @@ impl PartitionLog {
             target
         };
         let dir = inner.dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || write_offset_file(&dir, LOG_START_OFFSET_FILE, target))
+        blocking::run(move || write_offset_file(&dir, LOG_START_OFFSET_FILE, target))
             .await
             .map_err(|e| LogError::io(&inner.dir, "writing the log start offset", e))?;
         let mut st = inner.state.borrow_mut();

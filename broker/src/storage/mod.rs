@@ -6,11 +6,13 @@
 //! whose executor opened it.
 
 pub mod append_gate;
+pub mod blocking;
 pub mod compaction;
 pub mod disk_budget;
 pub mod error;
 #[cfg(test)]
 mod fault_injection;
+pub mod file_range;
 pub mod io_latency;
 pub mod iopoll_probe;
 pub mod leader_epoch_checkpoint;
@@ -29,13 +31,16 @@ pub mod recovery;
 pub mod retention;
 pub mod segment;
 pub mod segment_appender;
+mod segment_swap;
 pub mod time_index;
 pub mod truncation;
 
 pub use compaction::CleanOutcome;
 pub use error::{kafka_code, BatchError, LogError};
-pub use log::{now_ms, AppendInfo, LogStats, PartitionLog, CLEAN_SHUTDOWN_FILE};
+pub use file_range::{FileHandle, FileRange};
+pub use log::{AppendInfo, LogStats, PartitionLog};
 pub use log_config::{CleanupPolicy, LogConfig, LogOverrides};
-pub use log_reader::{ActiveProducer, FileRange, LogReadResult, ReadChunk, TimestampOffset};
-pub use recovery::{RecoveryReport, Truncation};
+pub use log_reader::{ActiveProducer, LogReadResult, ReadChunk, TimestampOffset};
+pub use recovery::{RecoveryReport, Truncation, CLEAN_SHUTDOWN_FILE};
 pub use retention::RetentionOutcome;
+pub use segment::now_ms;

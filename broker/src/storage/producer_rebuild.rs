@@ -40,12 +40,12 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::time::Instant;
 
 use glommio::io::BufferedFile;
 
 use super::error::LogError;
+use super::file_range::FileRange;
 use super::offset_index::OffsetEntry;
 use super::producer_snapshot;
 use super::producer_state::ProducerTable;
@@ -112,13 +112,11 @@ pub(crate) fn window_start(spans: &[SegmentSpan<'_>], max_bytes: u64) -> Option<
     start
 }
 
-/// A stretch of one segment file to replay: `[from, to)`, starting with the batch at offset
+/// A stretch of one segment file to replay: `bytes`, starting with the batch at offset
 /// `first_offset`, ending where the segment's batches end (`end_offset`).
 pub(crate) struct ScanRange {
     path: PathBuf,
-    file: Rc<BufferedFile>,
-    from: u64,
-    to: u64,
+    bytes: FileRange<BufferedFile>,
     first_offset: i64,
     end_offset: i64,
 }
@@ -184,11 +182,15 @@ fn ranges_from(segments: &VecDeque<Segment>, start: WindowStart) -> Vec<ScanRang
             } else {
                 (0, s.base_offset)
             };
+            // Segments stay below 2 GiB (`segment_bytes`' range).
+            debug_assert!(from <= s.size_bytes && s.size_bytes <= u32::MAX as u64);
             ScanRange {
                 path: s.log_path.clone(),
-                file: s.scan.clone(),
-                from,
-                to: s.size_bytes,
+                bytes: FileRange {
+                    file: s.scan.clone(),
+                    position: from,
+                    len: (s.size_bytes - from) as u32,
+                },
                 first_offset,
                 end_offset: s.next_offset,
             }
@@ -221,10 +223,10 @@ pub(crate) async fn replay(
             chunk: Vec::new(),
             bytes_read: 0,
         };
-        let mut pos = range.from;
+        let mut pos = range.bytes.position;
         let mut expected = range.first_offset;
         let mut last_total = 0u64;
-        while pos < range.to {
+        while pos < range.bytes.end() {
             let header = reader.header_at(pos, last_total).await?;
             // Compaction may leave gaps between the batches of a sealed segment.
             if header.base_offset < expected {
@@ -271,7 +273,7 @@ pub(crate) async fn replay(
                 ),
             ));
         }
-        stats.bytes_covered += range.to - range.from;
+        stats.bytes_covered += range.bytes.len as u64;
         stats.bytes_read += reader.bytes_read;
     }
     Ok((table, stats))
@@ -398,7 +400,7 @@ impl HeaderReader<'_> {
         let have = pos >= self.chunk_pos
             && pos + HEADER_BYTES as u64 <= self.chunk_pos + self.chunk.len() as u64;
         if !have {
-            let left = range.to - pos;
+            let left = range.bytes.end() - pos;
             if left < HEADER_BYTES as u64 {
                 return Err(corrupt(
                     range,
@@ -412,7 +414,7 @@ impl HeaderReader<'_> {
                 CHUNK_BYTES
             };
             let n = (want as u64).min(left) as usize;
-            let got = range.file.read_at(pos, n).await.map_err(|e| {
+            let got = range.bytes.file.read_at(pos, n).await.map_err(|e| {
                 LogError::io(
                     &range.path,
                     "reading batch headers",
@@ -437,7 +439,7 @@ impl HeaderReader<'_> {
                 h.magic == MAGIC_V2
                     && h.batch_length >= MIN_BATCH_LENGTH
                     && h.last_offset_delta >= 0
-                    && pos + h.total_bytes() <= range.to
+                    && pos + h.total_bytes() <= range.bytes.end()
             })
             .ok_or_else(|| corrupt(range, pos, "no valid batch header".into()))?;
         Ok(header)

@@ -28,9 +28,9 @@
 use std::path::{Path, PathBuf};
 
 use super::error::LogError;
-use super::log::sync_dir;
 use super::producer_state::{AppendedBatch, ProducerTable, KEPT_BATCHES, MAX_PRODUCERS};
 use super::segment::{parse_segment_file, segment_file};
+use tuning::fs::sync_dir;
 
 /// File extension of snapshots.
 pub const SNAPSHOT_EXTENSION: &str = "snapshot";

@@ -1,7 +1,7 @@
 //! Recovery when a partition log opens.
 //!
 //! First a compaction swap a crash interrupted is completed or rolled back
-//! ([`super::compaction`]).
+//! ([`super::segment_swap`]).
 //!
 //! The `recovery-point` file holds an offset below which every segment was fdatasync'ed (it
 //! moves when a rolled segment's sync completes, and at close). Segments wholly below it
@@ -23,13 +23,16 @@ use std::rc::Rc;
 use glommio::io::{BufferedFile, DmaFile, OpenOptions as DmaOpenOptions};
 
 use super::error::LogError;
-use super::log::{create_segment, sync_dir, CLEAN_SHUTDOWN_FILE};
 use super::log_config::LogConfig;
 use super::offset_index::OffsetIndex;
 use super::record_batch::{validate_stored_batch, BatchHeader, LOG_OVERHEAD};
 use super::segment::{parse_segment_file, segment_file, Segment};
 use super::segment_appender::SegmentAppender;
 use super::time_index::TimeIndex;
+use tuning::fs::sync_dir;
+
+/// Name of the marker file a clean [`super::PartitionLog::close`] leaves in the log directory.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
 
 /// Name of the file holding the recovery point (decimal offset).
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -242,7 +245,7 @@ pub(crate) async fn recover(
     }
     let mut report = RecoveryReport::default();
     (report.completed_swaps, report.removed_swap_files) =
-        super::compaction::finish_interrupted_swaps(dir)?;
+        super::segment_swap::finish_interrupted_swaps(dir)?;
     let marker = dir.join(CLEAN_SHUTDOWN_FILE);
     report.clean_shutdown = marker.exists();
     if report.clean_shutdown {
@@ -251,35 +254,11 @@ pub(crate) async fn recover(
             .and_then(|_| sync_dir(dir))
             .map_err(|e| LogError::io(&marker, "removing the clean-shutdown marker", e))?;
     }
-    let mut bases = Vec::new();
-    let mut index_files = Vec::new();
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| LogError::io(dir, "listing the log directory", e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| LogError::io(dir, "listing the log directory", e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(base) = parse_segment_file(name, "log") {
-            bases.push(base);
-        } else if let Some(base) =
-            parse_segment_file(name, "index").or_else(|| parse_segment_file(name, "timeindex"))
-        {
-            index_files.push((base, entry.path()));
-        }
-    }
-    bases.sort_unstable();
-    // Index files without their log (a crash during retention or a roll) are removed.
-    for (base, path) in index_files {
-        if bases.binary_search(&base).is_err() {
-            tracing::warn!(file = %path.display(), "removing an index without its segment");
-            std::fs::remove_file(&path)
-                .map_err(|e| LogError::io(&path, "removing an orphan index", e))?;
-        }
-    }
+    let bases = list_segments(dir)?;
     report.segments = bases.len();
     let mut segments = VecDeque::with_capacity(bases.len().max(1));
     if bases.is_empty() {
-        segments.push_back(create_segment(dir, 0, config).await?);
+        segments.push_back(Segment::create(dir, 0, config).await?);
         return Ok((segments, report));
     }
     let recovery_point = read_recovery_point(dir);
@@ -314,21 +293,7 @@ pub(crate) async fn recover(
         expected_next = Some(segment.next_offset);
         let broken = !active && (cut || next_base.is_some_and(|nb| segment.next_offset != nb));
         if broken {
-            for later in &bases[i + 1..] {
-                for ext in ["log", "index", "timeindex"] {
-                    let path = segment_file(dir, *later, ext);
-                    if let Err(e) = std::fs::remove_file(&path) {
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            return Err(LogError::io(path, "deleting a segment after a cut", e));
-                        }
-                    }
-                }
-                tracing::warn!(
-                    file = %segment_file(dir, *later, "log").display(),
-                    "deleting a segment that follows a cut one"
-                );
-                report.deleted_segments.push(*later);
-            }
+            delete_segments(dir, &bases[i + 1..], &mut report)?;
             sync_dir(dir).map_err(|e| LogError::io(dir, "syncing the directory", e))?;
         }
         if active || broken {
@@ -339,7 +304,65 @@ pub(crate) async fn recover(
         segments.push_back(segment);
     }
     progress.finish();
+    debug_assert!(
+        segments
+            .iter()
+            .zip(segments.iter().skip(1))
+            .all(|(a, b)| a.base_offset <= a.next_offset && a.next_offset <= b.base_offset),
+        "recovered segments are in offset order and do not overlap"
+    );
     Ok((segments, report))
+}
+
+/// The base offsets of the segments in `dir`, ascending. Index files without their log (a
+/// crash during retention or a roll) are removed.
+fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let mut bases = Vec::new();
+    let mut index_files = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| LogError::io(dir, "listing the log directory", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io(dir, "listing the log directory", e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(base) = parse_segment_file(name, "log") {
+            bases.push(base);
+        } else if let Some(base) =
+            parse_segment_file(name, "index").or_else(|| parse_segment_file(name, "timeindex"))
+        {
+            index_files.push((base, entry.path()));
+        }
+    }
+    bases.sort_unstable();
+    for (base, path) in index_files {
+        if bases.binary_search(&base).is_err() {
+            tracing::warn!(file = %path.display(), "removing an index without its segment");
+            std::fs::remove_file(&path)
+                .map_err(|e| LogError::io(&path, "removing an orphan index", e))?;
+        }
+    }
+    Ok(bases)
+}
+
+/// Deletes the segments at `bases` (they follow a cut or short one: the log must stay
+/// contiguous) and records them in the report. The caller syncs the directory.
+fn delete_segments(dir: &Path, bases: &[i64], report: &mut RecoveryReport) -> Result<(), LogError> {
+    for later in bases {
+        for ext in ["log", "index", "timeindex"] {
+            let path = segment_file(dir, *later, ext);
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(LogError::io(path, "deleting a segment after a cut", e));
+                }
+            }
+        }
+        tracing::warn!(
+            file = %segment_file(dir, *later, "log").display(),
+            "deleting a segment that follows a cut one"
+        );
+        report.deleted_segments.push(*later);
+    }
+    Ok(())
 }
 
 /// Starts the writer of the active segment on `dma`, the segment's O_DIRECT handle.
@@ -361,6 +384,9 @@ async fn open_appender(
     .map_err(|e| LogError::io(&segment.log_path, "starting the appender", e))
 }
 
+/// Recovers one segment: opens its files, takes or rebuilds its indexes, verifies its
+/// batches from the last trusted point, and cuts what follows the last good batch. Returns
+/// the segment (no appender yet), its O_DIRECT handle, and whether bytes were cut.
 async fn recover_segment(
     dir: &Path,
     base: i64,
@@ -370,61 +396,30 @@ async fn recover_segment(
     report: &mut RecoveryReport,
 ) -> Result<(Segment, Rc<DmaFile>, bool), LogError> {
     let log_path = segment_file(dir, base, "log");
-    let index_path = segment_file(dir, base, "index");
-    let time_path = segment_file(dir, base, "timeindex");
-    super::iopoll_probe::prepare(dir).await;
-    let dma = DmaOpenOptions::new()
-        .read(true)
-        .write(true)
-        .dma_open(&log_path)
-        .await
-        .map_err(|e| LogError::io(&log_path, "opening the segment", e.into()))?;
-    let dma = Rc::new(dma);
-    let scan_file = BufferedFile::open(&log_path)
-        .await
-        .map_err(|e| LogError::io(&log_path, "opening the segment for reads", e.into()))?;
-    let file_len = std::fs::metadata(&log_path)
-        .map_err(|e| LogError::io(&log_path, "reading the segment size", e))?
-        .len();
-
+    let (dma, scan_file, file_len) = open_segment_files(dir, &log_path).await?;
     // Trust the indexes of sealed segments, and of the active one after a clean close.
     let trust = !verify_all;
-    let loaded = if trust {
-        let index = OffsetIndex::load(&index_path, file_len)
-            .map_err(|e| LogError::io(&index_path, "reading the index", e))?;
-        let time = TimeIndex::load(&time_path, u32::MAX as u64)
-            .map_err(|e| LogError::io(&time_path, "reading the time index", e))?;
-        match (index, time) {
-            (Ok(i), Ok(t)) => Some((i, t)),
-            (i, t) => {
-                for (path, result) in [(&index_path, i.err()), (&time_path, t.err())] {
-                    if let Some(reason) = result {
-                        tracing::warn!(file = %path.display(), %reason, "rebuilding the index");
-                    }
-                }
-                None
-            }
-        }
+    let indexes = if trust {
+        load_indexes(dir, base, file_len)?
     } else {
         None
     };
-    let rebuilt = loaded.is_none();
-    let (index, time_index) = match loaded {
+    let rebuilt = indexes.is_none();
+    let (index, time_index) = match indexes {
         Some(pair) => pair,
         None => {
-            let i = OffsetIndex::create(&index_path)
-                .map_err(|e| LogError::io(&index_path, "creating the index", e))?;
-            let t = TimeIndex::create(&time_path)
-                .map_err(|e| LogError::io(&time_path, "creating the time index", e))?;
+            let pair = create_indexes(dir, base)?;
             if trust {
-                report.rebuilt_indexes.push(index_path.clone());
+                report
+                    .rebuilt_indexes
+                    .push(segment_file(dir, base, "index"));
             }
-            (i, t)
+            pair
         }
     };
     let mut segment = Segment {
         base_offset: base,
-        log_path: log_path.clone(),
+        log_path,
         scan: Rc::new(scan_file),
         index,
         time_index,
@@ -436,8 +431,85 @@ async fn recover_segment(
         bytes_since_index: 0,
         appender: None,
     };
-    // Scan from the last index entry (or the start when the index is new). The entry's
-    // offset is where a batch starts, so the scan knows the offset to expect there.
+    let (end, first_max_timestamp) =
+        scan_segment(&mut segment, rebuilt, active, file_len, config).await?;
+    let cut = cut_tail(&segment, &dma, &end, file_len, active, trust, report).await?;
+    finish_indexes(&mut segment, rebuilt, active, first_max_timestamp, dir)?;
+    Ok((segment, dma, cut))
+}
+
+/// Opens a segment's `.log`: its O_DIRECT handle (the appender's, and for a cut), its
+/// buffered read handle, and its length on disk.
+async fn open_segment_files(
+    dir: &Path,
+    log_path: &Path,
+) -> Result<(Rc<DmaFile>, BufferedFile, u64), LogError> {
+    super::iopoll_probe::prepare(dir).await;
+    let dma = DmaOpenOptions::new()
+        .read(true)
+        .write(true)
+        .dma_open(log_path)
+        .await
+        .map_err(|e| LogError::io(log_path, "opening the segment", e.into()))?;
+    let scan_file = BufferedFile::open(log_path)
+        .await
+        .map_err(|e| LogError::io(log_path, "opening the segment for reads", e.into()))?;
+    let file_len = std::fs::metadata(log_path)
+        .map_err(|e| LogError::io(log_path, "reading the segment size", e))?
+        .len();
+    Ok((Rc::new(dma), scan_file, file_len))
+}
+
+/// The segment's indexes as found on disk, or `None` (with the reason logged) when either
+/// fails its sanity check and both must be rebuilt.
+fn load_indexes(
+    dir: &Path,
+    base: i64,
+    file_len: u64,
+) -> Result<Option<(OffsetIndex, TimeIndex)>, LogError> {
+    let index_path = segment_file(dir, base, "index");
+    let time_path = segment_file(dir, base, "timeindex");
+    let index = OffsetIndex::load(&index_path, file_len)
+        .map_err(|e| LogError::io(&index_path, "reading the index", e))?;
+    let time = TimeIndex::load(&time_path, u32::MAX as u64)
+        .map_err(|e| LogError::io(&time_path, "reading the time index", e))?;
+    match (index, time) {
+        (Ok(i), Ok(t)) => Ok(Some((i, t))),
+        (i, t) => {
+            for (path, result) in [(&index_path, i.err()), (&time_path, t.err())] {
+                if let Some(reason) = result {
+                    tracing::warn!(file = %path.display(), %reason, "rebuilding the index");
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Empty indexes for a segment whose indexes are rebuilt by the scan.
+fn create_indexes(dir: &Path, base: i64) -> Result<(OffsetIndex, TimeIndex), LogError> {
+    let index_path = segment_file(dir, base, "index");
+    let time_path = segment_file(dir, base, "timeindex");
+    let index = OffsetIndex::create(&index_path)
+        .map_err(|e| LogError::io(&index_path, "creating the index", e))?;
+    let time = TimeIndex::create(&time_path)
+        .map_err(|e| LogError::io(&time_path, "creating the time index", e))?;
+    Ok((index, time))
+}
+
+/// Verifies the segment's batches from its last index entry (or its start when the indexes
+/// are rebuilt) and brings its size, next offset, timestamps and, when `rebuilt`, indexes up
+/// to the last good batch. Returns where the scan stopped and the first batch's
+/// maxTimestamp (when the scan started at position 0).
+async fn scan_segment(
+    segment: &mut Segment,
+    rebuilt: bool,
+    active: bool,
+    file_len: u64,
+    config: &LogConfig,
+) -> Result<(ScanEnd, Option<i64>), LogError> {
+    let base = segment.base_offset;
+    // The entry's offset is where a batch starts, so the scan knows the offset to expect there.
     let (scan_from, expect) = match segment.index.last() {
         Some(e) if !rebuilt => (e.position as u64, base + e.relative_offset as i64),
         _ => (0, base),
@@ -451,6 +523,7 @@ async fn recover_segment(
     let interval = config.index_interval_bytes;
     let mut first_max_timestamp = None;
     let scan_file = segment.scan.clone();
+    let log_path = segment.log_path.clone();
     let limit = config.max_batch_bytes.max(RECOVERY_MIN_BATCH_LIMIT_BYTES);
     let end = scan(
         &scan_file,
@@ -462,6 +535,10 @@ async fn recover_segment(
         // A compacted log's active segment may hold a follower's copies of cleaned batches.
         !active || config.cleanup.compact,
         |pos, h| {
+            debug_assert!(
+                h.base_offset >= base,
+                "a segment's base offset is at most every offset it holds"
+            );
             if rebuilt {
                 segment.add_batch(h, pos, interval);
             } else {
@@ -491,61 +568,95 @@ async fn recover_segment(
             reason: "scan and segment size disagree".into(),
         });
     }
-    let mut cut = false;
-    if end.valid_end < file_len {
-        let zeros = end.problem.is_none()
-            && only_zeros(&scan_file, &log_path, end.valid_end, file_len).await?;
-        if !active && !zeros && trust {
-            return Err(LogError::Corrupt {
-                file: log_path,
-                position: end.valid_end,
-                reason: format!(
-                    "sealed segment has a bad batch: {}",
-                    end.problem
-                        .unwrap_or_else(|| "non-zero bytes after the last batch".into())
-                ),
-            });
-        }
-        if !zeros {
-            cut = true;
-            let reason = end
-                .problem
-                .unwrap_or_else(|| "non-zero bytes after the last batch".into());
-            tracing::warn!(
-                file = %log_path.display(),
-                position = end.valid_end,
-                bytes_removed = file_len - end.valid_end,
-                offset = segment.next_offset,
-                %reason,
-                "truncating a torn or corrupt tail"
-            );
-            report.truncations.push(Truncation {
-                file: log_path.clone(),
-                position: end.valid_end,
-                bytes_removed: file_len - end.valid_end,
-                reason,
-            });
-        }
-        dma.truncate(end.valid_end)
-            .await
-            .map_err(|e| LogError::io(&log_path, "truncating the log", e.into()))?;
+    Ok((end, first_max_timestamp))
+}
+
+/// Decides what happens to the bytes after the last good batch: zeros (padding,
+/// preallocation) are dropped silently, anything else is a torn or corrupt tail that is cut
+/// and reported, except in a trusted sealed segment, where it is an error. True if a tail
+/// that was not zeros was cut.
+async fn cut_tail(
+    segment: &Segment,
+    dma: &DmaFile,
+    end: &ScanEnd,
+    file_len: u64,
+    active: bool,
+    trust: bool,
+    report: &mut RecoveryReport,
+) -> Result<bool, LogError> {
+    if end.valid_end >= file_len {
+        return Ok(false);
     }
+    let log_path = &segment.log_path;
+    let zeros = end.problem.is_none()
+        && only_zeros(&segment.scan, log_path, end.valid_end, file_len).await?;
+    let problem = || {
+        end.problem
+            .clone()
+            .unwrap_or_else(|| "non-zero bytes after the last batch".into())
+    };
+    if !active && !zeros && trust {
+        return Err(LogError::Corrupt {
+            file: log_path.clone(),
+            position: end.valid_end,
+            reason: format!("sealed segment has a bad batch: {}", problem()),
+        });
+    }
+    if !zeros {
+        let reason = problem();
+        tracing::warn!(
+            file = %log_path.display(),
+            position = end.valid_end,
+            bytes_removed = file_len - end.valid_end,
+            offset = segment.next_offset,
+            %reason,
+            "truncating a torn or corrupt tail"
+        );
+        report.truncations.push(Truncation {
+            file: log_path.clone(),
+            position: end.valid_end,
+            bytes_removed: file_len - end.valid_end,
+            reason,
+        });
+    }
+    dma.truncate(end.valid_end)
+        .await
+        .map_err(|e| LogError::io(log_path, "truncating the log", e.into()))?;
+    Ok(!zeros)
+}
+
+/// Writes the rebuilt index, seals the time index of a sealed segment, and sets the time the
+/// segment's age counts from.
+fn finish_indexes(
+    segment: &mut Segment,
+    rebuilt: bool,
+    active: bool,
+    first_max_timestamp: Option<i64>,
+    dir: &Path,
+) -> Result<(), LogError> {
+    let base = segment.base_offset;
     if rebuilt {
-        segment
-            .index
-            .sync()
-            .map_err(|e| LogError::io(&index_path, "writing the rebuilt index", e))?;
+        segment.index.sync().map_err(|e| {
+            LogError::io(
+                segment_file(dir, base, "index"),
+                "writing the rebuilt index",
+                e,
+            )
+        })?;
     }
     if !active {
         segment.seal_time_index();
     }
-    segment
-        .time_index
-        .sync()
-        .map_err(|e| LogError::io(&time_path, "writing the time index", e))?;
+    segment.time_index.sync().map_err(|e| {
+        LogError::io(
+            segment_file(dir, base, "timeindex"),
+            "writing the time index",
+            e,
+        )
+    })?;
     segment.rolling_timestamp_ms = first_max_timestamp.or(segment.rolling_timestamp_ms);
     if segment.rolling_timestamp_ms.is_none() && !segment.is_empty() {
-        segment.rolling_timestamp_ms = Some(super::log::now_ms());
+        segment.rolling_timestamp_ms = Some(super::segment::now_ms());
     }
-    Ok((segment, dma, cut))
+    Ok(())
 }

@@ -7,10 +7,12 @@
 //! [`super::log_start`]) go too. The shard runs [`PartitionLog::apply_retention`] every
 //! `retention_check_interval_ms`.
 
+use super::blocking;
 use super::error::LogError;
-use super::log::{sync_dir, PartitionLog};
+use super::log::PartitionLog;
 use super::producer_snapshot;
 use super::segment::segment_file;
+use tuning::fs::sync_dir;
 
 /// Size and newest timestamp of a segment, as retention sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,27 +143,26 @@ impl PartitionLog {
             .front()
             .map_or(outcome.log_start_offset, |s| s.base_offset);
         let dir = inner.dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || {
-                if deleted_any {
-                    producer_snapshot::list(&dir)
-                        .and_then(|offsets| {
-                            let below: Vec<i64> =
-                                offsets.into_iter().filter(|&o| o < first_kept).collect();
-                            producer_snapshot::remove(&dir, &below)
-                        })
-                        .map_err(|e| LogError::io(&dir, "deleting producer snapshots", e))?;
+        blocking::run(move || {
+            if deleted_any {
+                producer_snapshot::list(&dir)
+                    .and_then(|offsets| {
+                        let below: Vec<i64> =
+                            offsets.into_iter().filter(|&o| o < first_kept).collect();
+                        producer_snapshot::remove(&dir, &below)
+                    })
+                    .map_err(|e| LogError::io(&dir, "deleting producer snapshots", e))?;
+            }
+            for path in paths {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(LogError::io(path, "deleting an expired segment", e)),
                 }
-                for path in paths {
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(LogError::io(path, "deleting an expired segment", e)),
-                    }
-                }
-                Ok(())
-            })
-            .await?;
+            }
+            Ok(())
+        })
+        .await?;
         if !outcome.deleted_base_offsets.is_empty() {
             sync_dir(&inner.dir)
                 .map_err(|e| LogError::io(&inner.dir, "syncing the directory", e))?;

@@ -8,13 +8,26 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use glommio::io::{BufferedFile, DmaFile};
+use glommio::io::{BufferedFile, DmaFile, OpenOptions as DmaOpenOptions};
 
+use super::blocking;
+use super::error::LogError;
+use super::iopoll_probe;
+use super::log_config::LogConfig;
 use super::offset_index::OffsetIndex;
 use super::record_batch::BatchHeader;
 use super::segment_appender::SegmentAppender;
 use super::time_index::TimeIndex;
+use tuning::fs::sync_dir;
+
+/// Milliseconds since the Unix epoch, the clock Kafka timestamps and segment rolling use.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// File name of a segment file: `{base_offset:020}.{extension}`.
 pub fn segment_file(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
@@ -57,6 +70,66 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
+    /// Creates the files of a new, empty active segment at `base_offset`.
+    pub(crate) async fn create(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+    ) -> Result<Segment, LogError> {
+        let log_path = segment_file(dir, base_offset, "log");
+        iopoll_probe::prepare(dir).await;
+        let dma = DmaOpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .dma_open(&log_path)
+            .await
+            .map_err(|e| LogError::io(&log_path, "creating the segment", e.into()))?;
+        let dma = Rc::new(dma);
+        let scan = BufferedFile::open(&log_path)
+            .await
+            .map_err(|e| LogError::io(&log_path, "opening the segment for reads", e.into()))?;
+        let index_path = segment_file(dir, base_offset, "index");
+        let index = OffsetIndex::create(&index_path)
+            .map_err(|e| LogError::io(&index_path, "creating the index", e))?;
+        let time_path = segment_file(dir, base_offset, "timeindex");
+        let time_index = TimeIndex::create(&time_path)
+            .map_err(|e| LogError::io(&time_path, "creating the time index", e))?;
+        // The new name must be durable before anything in the file is acknowledged as synced.
+        // A directory fsync commits the file system journal, which can take long while other
+        // data is being flushed: run it off the shard's thread.
+        let dir_owned = dir.to_path_buf();
+        blocking::run(move || sync_dir(&dir_owned))
+            .await
+            .map_err(|e| LogError::io(dir, "syncing the directory", e))?;
+        let appender = SegmentAppender::open(
+            dma,
+            &scan,
+            &log_path,
+            0,
+            config.write_buffer_bytes as usize,
+            config.preallocate_bytes,
+            config.segment_bytes,
+        )
+        .await
+        .map_err(|e| LogError::io(&log_path, "starting the appender", e))?;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            scan: Rc::new(scan),
+            index,
+            time_index,
+            size_bytes: 0,
+            next_offset: base_offset,
+            max_timestamp_ms: -1,
+            max_timestamp_offset: -1,
+            rolling_timestamp_ms: None,
+            bytes_since_index: 0,
+            appender: Some(appender),
+        })
+    }
+
     /// The O_DIRECT handle of the active segment (None once sealed).
     pub fn dma(&self) -> Option<&Rc<DmaFile>> {
         self.appender.as_ref().map(SegmentAppender::file)
@@ -83,6 +156,19 @@ impl Segment {
     /// offsets): sparse index entries every `index_interval_bytes`, largest timestamp, size.
     pub fn add_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u32) {
         debug_assert_eq!(position, self.size_bytes);
+        // Validation refused a negative lastOffsetDelta; the scan and the append checked the
+        // base offset against the segment's next one. The indexes store offsets relative to
+        // the base, and lookups rely on them increasing.
+        debug_assert!(
+            self.base_offset <= self.next_offset
+                && self.next_offset <= header.base_offset
+                && header.base_offset < header.next_offset(),
+            "batch {}..{} added to segment {} whose next offset is {}",
+            header.base_offset,
+            header.next_offset(),
+            self.base_offset,
+            self.next_offset
+        );
         if header.max_timestamp > self.max_timestamp_ms || self.max_timestamp_offset < 0 {
             self.max_timestamp_ms = header.max_timestamp;
             self.max_timestamp_offset = header.base_offset;

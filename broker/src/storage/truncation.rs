@@ -18,12 +18,14 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+use super::blocking;
 use super::error::LogError;
-use super::log::{sync_dir, PartitionLog, CLEAN_SHUTDOWN_FILE};
+use super::log::PartitionLog;
 use super::producer_snapshot;
 use super::record_batch::{BatchHeader, HEADER_BYTES};
-use super::recovery::write_recovery_point;
+use super::recovery::{write_recovery_point, CLEAN_SHUTDOWN_FILE};
 use super::segment::{parse_segment_file, segment_file};
+use tuning::fs::sync_dir;
 
 /// What a cut removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,9 +208,7 @@ impl PartitionLog {
         let config = self.config();
         self.close().await?;
         let d = dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || restart_closed_log_at(&d, offset))
-            .await?;
+        blocking::run(move || restart_closed_log_at(&d, offset)).await?;
         let log = PartitionLog::open(dir, config).await?;
         debug_assert_eq!(
             (log.log_start_offset(), log.log_end_offset()),
