@@ -212,7 +212,7 @@ impl PartitionLog {
         let next_offset = segments.back().map_or(0, |s| s.next_offset);
         // DeleteRecords may have moved the start inside the first segment.
         let first_base = segments.front().map_or(0, |s| s.base_offset);
-        let log_start_offset = super::log_start::at_open(&dir, first_base, next_offset);
+        let log_start_offset = recovery::read_log_start(&dir, first_base, next_offset);
         let state = LogState {
             segments,
             log_start_offset,

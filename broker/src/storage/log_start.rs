@@ -8,7 +8,7 @@
 //! any later retention pass). The start is written to [`LOG_START_OFFSET_FILE`] (one decimal
 //! offset, replaced crash-safely as the recovery point is) before the move is acknowledged
 //! and before memory shows it; at open the log start is the larger of that file and the first
-//! segment's base, never past the log end. It only moves forward: writes take turns on the
+//! segment's base, never past the log end ([`super::recovery::read_log_start`]). It only moves forward: writes take turns on the
 //! log's segment-sync gate, so a slower write of a smaller start cannot land last.
 //!
 //! Cluster mode: a follower moves its own start to the leader's when a fetch response
@@ -17,32 +17,7 @@
 use super::blocking;
 use super::error::LogError;
 use super::log::PartitionLog;
-use super::recovery::{read_offset_file, write_offset_file};
-
-/// Name of the file holding the log start offset (decimal), in the partition's directory.
-pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
-
-/// The log start offset at open: the file's, when it is past the first segment's base and
-/// not past the log end, else the first segment's base. A file that cannot be read is
-/// logged and ignored: records deleted before come back, nothing is lost.
-pub(crate) fn at_open(dir: &std::path::Path, first_base: i64, log_end: i64) -> i64 {
-    let path = dir.join(LOG_START_OFFSET_FILE);
-    let stored = match std::fs::metadata(&path) {
-        Err(_) => None,
-        Ok(_) => {
-            let read = read_offset_file(dir, LOG_START_OFFSET_FILE);
-            if read.is_none() {
-                tracing::warn!(
-                    file = %path.display(),
-                    "the log start offset file holds no offset; using the first segment's base"
-                );
-            }
-            read
-        }
-    };
-    let start = stored.map_or(first_base, |s| s.max(first_base));
-    start.min(log_end.max(first_base))
-}
+use super::recovery::{write_offset_file, LOG_START_OFFSET_FILE};
 
 impl PartitionLog {
     /// Moves the log start offset forward to `offset` (DeleteRecords): `offset` must be at
@@ -108,24 +83,5 @@ impl PartitionLog {
             "log start offset moved"
         );
         Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    //! The start read at open: the file's when sane, else the first segment's base, never
-    //! past the log end; a garbled file is ignored (records come back, none is lost).
-    use super::*;
-
-    #[test]
-    fn at_open_prefers_the_file_within_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(at_open(dir.path(), 5, 100), 5, "no file: the first base");
-        write_offset_file(dir.path(), LOG_START_OFFSET_FILE, 42).unwrap();
-        assert_eq!(at_open(dir.path(), 5, 100), 42);
-        assert_eq!(at_open(dir.path(), 50, 100), 50, "segments deleted past it");
-        assert_eq!(at_open(dir.path(), 5, 30), 30, "never past the log end");
-        std::fs::write(dir.path().join(LOG_START_OFFSET_FILE), b"garbage").unwrap();
-        assert_eq!(at_open(dir.path(), 5, 100), 5);
     }
 }

@@ -15,6 +15,9 @@
 //! bytes that were not all zeros (zeros are padding or preallocation) are logged with the file
 //! and position. If a sealed segment is cut or ends before the next one starts, the segments
 //! after it are deleted (as Kafka does): the log must stay contiguous.
+//!
+//! The small offset files a log keeps next to its segments (the recovery point, the log start
+//! offset of [`super::log_start`], the cleaner checkpoint) are read and written here.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -36,6 +39,31 @@ pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
 
 /// Name of the file holding the recovery point (decimal offset).
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+
+/// Name of the file holding the log start offset (decimal), in the partition's directory.
+pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+
+/// The log start offset at open: the file's, when it is past the first segment's base and
+/// not past the log end, else the first segment's base. A file that cannot be read is
+/// logged and ignored: records deleted before come back, nothing is lost.
+pub(crate) fn read_log_start(dir: &Path, first_base: i64, log_end: i64) -> i64 {
+    let path = dir.join(LOG_START_OFFSET_FILE);
+    let stored = match std::fs::metadata(&path) {
+        Err(_) => None,
+        Ok(_) => {
+            let read = read_offset_file(dir, LOG_START_OFFSET_FILE);
+            if read.is_none() {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the log start offset file holds no offset; using the first segment's base"
+                );
+            }
+            read
+        }
+    };
+    let start = stored.map_or(first_base, |s| s.max(first_base));
+    start.min(log_end.max(first_base))
+}
 
 /// Reads the recovery point; `None` if the file is missing or unreadable (then every segment
 /// is verified after an unclean shutdown).
@@ -659,4 +687,35 @@ fn finish_indexes(
         segment.rolling_timestamp_ms = Some(super::segment::now_ms());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The log start read at open: the file's when sane, else the first segment's base, never
+    //! past the log end; a garbled file is ignored (records come back, none is lost).
+    use super::*;
+
+    #[test]
+    fn log_start_read_at_open_prefers_the_file_within_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            read_log_start(dir.path(), 5, 100),
+            5,
+            "no file: the first base"
+        );
+        write_offset_file(dir.path(), LOG_START_OFFSET_FILE, 42).unwrap();
+        assert_eq!(read_log_start(dir.path(), 5, 100), 42);
+        assert_eq!(
+            read_log_start(dir.path(), 50, 100),
+            50,
+            "segments deleted past it"
+        );
+        assert_eq!(
+            read_log_start(dir.path(), 5, 30),
+            30,
+            "never past the log end"
+        );
+        std::fs::write(dir.path().join(LOG_START_OFFSET_FILE), b"garbage").unwrap();
+        assert_eq!(read_log_start(dir.path(), 5, 100), 5);
+    }
 }

@@ -171,7 +171,7 @@ fn batch_boundary(path: &Path, base_offset: i64, offset: i64) -> Result<(u64, i6
 /// `offset` is created: a crash midway leaves an older prefix (the fetcher asks again) or
 /// an empty log.
 pub fn restart_closed_log_at(dir: &Path, offset: i64) -> Result<(), LogError> {
-    super::recovery::write_offset_file(dir, super::log_start::LOG_START_OFFSET_FILE, offset)
+    super::recovery::write_offset_file(dir, super::recovery::LOG_START_OFFSET_FILE, offset)
         .map_err(io(dir, "writing the log start offset"))?;
     remove_clean_shutdown_marker(dir)?;
     let bases = segment_bases(dir)?;
