@@ -3,6 +3,14 @@
 
 use super::*;
 
+/// A commit judged partition by partition: the results, the offsets to apply once stored
+/// (index into the results), the records to append.
+type CommitPlan = (
+    Vec<PartitionResult>,
+    Vec<(usize, CommittedOffset)>,
+    Vec<OffsetsRecord>,
+);
+
 impl GroupCoordinator {
     /// OffsetCommit. Answered once the records are durable (or at once on error).
     pub fn offset_commit(
@@ -45,71 +53,13 @@ impl GroupCoordinator {
                 return;
             }
         };
-        let error = if g.is_static_member_fenced(req.group_instance_id.as_deref(), &req.member_id) {
-            Some(ec::FENCED_INSTANCE_ID)
-        } else if req.generation_id < 0 && g.state == GroupState::Empty {
-            None
-        } else if !g.members.contains_key(&req.member_id) {
-            Some(ec::UNKNOWN_MEMBER_ID)
-        } else if req.generation_id != g.generation_id {
-            Some(ec::ILLEGAL_GENERATION)
-        } else {
-            match g.state {
-                GroupState::Stable | GroupState::PreparingRebalance => {
-                    // Commits are allowed while preparing a rebalance: the member learns
-                    // about it from its next heartbeat and commits before revoking.
-                    self.reset_session(&mut g, &req.member_id, now_ms);
-                    None
-                }
-                GroupState::CompletingRebalance => Some(ec::REBALANCE_IN_PROGRESS),
-                GroupState::Empty | GroupState::Dead => Some(ec::UNKNOWN_MEMBER_ID),
-            }
-        };
-        if let Some(code) = error {
+        if let Some(code) = self.commit_refusal(&mut g, &req, now_ms) {
             out.responses
                 .push((token, Response::OffsetCommit(all(code))));
             return self.put_back(g);
         }
-        let mut results = Vec::with_capacity(req.partitions.len());
-        let mut stored = Vec::new();
-        let mut records = Vec::new();
-        for (i, p) in req.partitions.into_iter().enumerate() {
-            let metadata = p.metadata.unwrap_or_default();
-            let code = if !p.partition_exists {
-                ec::UNKNOWN_TOPIC_OR_PARTITION
-            } else if metadata.len() > self.config.max_offset_metadata_bytes {
-                ec::OFFSET_METADATA_TOO_LARGE
-            } else {
-                let value = OffsetCommitValue {
-                    offset: p.offset,
-                    leader_epoch: p.leader_epoch,
-                    metadata: metadata.clone(),
-                    commit_timestamp_ms: p.commit_timestamp_ms.unwrap_or(ms_i64(now_ms)),
-                    expire_timestamp_ms: None,
-                };
-                records.push(offset_commit_record(
-                    &g.group_id,
-                    &p.topic,
-                    p.partition,
-                    &value,
-                ));
-                stored.push((
-                    i,
-                    CommittedOffset {
-                        offset: p.offset,
-                        leader_epoch: p.leader_epoch,
-                        metadata,
-                        commit_timestamp_ms: value.commit_timestamp_ms,
-                    },
-                ));
-                ec::NONE
-            };
-            results.push(PartitionResult {
-                topic: p.topic,
-                partition: p.partition,
-                error_code: code,
-            });
-        }
+        let (results, stored, records) =
+            self.commit_partitions(&g.group_id, req.partitions, now_ms);
         if records.is_empty() {
             out.responses.push((
                 token,
@@ -139,6 +89,87 @@ impl GroupCoordinator {
             self.schedule(&g.group_id, TimerKind::Commit(id), timeout_at_ms);
         }
         self.put_back(g);
+    }
+
+    /// Why the member may not commit to `g` now (generation, membership, group state);
+    /// `None` if it may. A commit from a current member also renews its session.
+    fn commit_refusal(
+        &mut self,
+        g: &mut GroupMetadata,
+        req: &OffsetCommitRequest,
+        now_ms: u64,
+    ) -> Option<ErrorCode> {
+        if g.is_static_member_fenced(req.group_instance_id.as_deref(), &req.member_id) {
+            Some(ec::FENCED_INSTANCE_ID)
+        } else if req.generation_id < 0 && g.state == GroupState::Empty {
+            None
+        } else if !g.members.contains_key(&req.member_id) {
+            Some(ec::UNKNOWN_MEMBER_ID)
+        } else if req.generation_id != g.generation_id {
+            Some(ec::ILLEGAL_GENERATION)
+        } else {
+            match g.state {
+                GroupState::Stable | GroupState::PreparingRebalance => {
+                    // Commits are allowed while preparing a rebalance: the member learns
+                    // about it from its next heartbeat and commits before revoking.
+                    self.reset_session(g, &req.member_id, now_ms);
+                    None
+                }
+                GroupState::CompletingRebalance => Some(ec::REBALANCE_IN_PROGRESS),
+                GroupState::Empty | GroupState::Dead => Some(ec::UNKNOWN_MEMBER_ID),
+            }
+        }
+    }
+
+    /// Judges each partition of a commit the group may make (the partition exists, its
+    /// metadata fits) and builds the records of those that pass.
+    fn commit_partitions(
+        &self,
+        group_id: &str,
+        partitions: Vec<OffsetCommitPartition>,
+        now_ms: u64,
+    ) -> CommitPlan {
+        let mut results = Vec::with_capacity(partitions.len());
+        let mut stored = Vec::new();
+        let mut records = Vec::new();
+        for (i, p) in partitions.into_iter().enumerate() {
+            let metadata = p.metadata.unwrap_or_default();
+            let code = if !p.partition_exists {
+                ec::UNKNOWN_TOPIC_OR_PARTITION
+            } else if metadata.len() > self.config.max_offset_metadata_bytes {
+                ec::OFFSET_METADATA_TOO_LARGE
+            } else {
+                let value = OffsetCommitValue {
+                    offset: p.offset,
+                    leader_epoch: p.leader_epoch,
+                    metadata: metadata.clone(),
+                    commit_timestamp_ms: p.commit_timestamp_ms.unwrap_or(ms_i64(now_ms)),
+                    expire_timestamp_ms: None,
+                };
+                records.push(offset_commit_record(
+                    group_id,
+                    &p.topic,
+                    p.partition,
+                    &value,
+                ));
+                stored.push((
+                    i,
+                    CommittedOffset {
+                        offset: p.offset,
+                        leader_epoch: p.leader_epoch,
+                        metadata,
+                        commit_timestamp_ms: value.commit_timestamp_ms,
+                    },
+                ));
+                ec::NONE
+            };
+            results.push(PartitionResult {
+                topic: p.topic,
+                partition: p.partition,
+                error_code: code,
+            });
+        }
+        (results, stored, records)
     }
 
     /// OffsetFetch for one group: answered at once from memory.
