@@ -40,6 +40,7 @@ use super::producer_snapshot;
 use super::producer_state::{ProducerTable, Refusal, Verdict};
 use super::record_batch::{
     set_base_offset, set_partition_leader_epoch, validate_batches, validate_stored_batches,
+    BatchInfo,
 };
 use super::recovery::{self, RecoveryReport, CLEAN_SHUTDOWN_FILE};
 use super::segment::{now_ms, Segment};
@@ -318,21 +319,8 @@ impl PartitionLog {
             .map_err(|_| LogError::Closed)?;
         inner.check_writable()?;
         if leader_epoch.is_none() {
-            let mut expected = inner.state.borrow().next_offset;
-            for info in &infos {
-                let follows = info.header.base_offset == expected
-                    || (cleaned_allowed && info.header.base_offset > expected);
-                if !follows {
-                    return Err(LogError::Batch(BatchError::Corrupt {
-                        position: info.position,
-                        reason: format!(
-                            "replicated batch starts at offset {}, the log continues at {expected}",
-                            info.header.base_offset
-                        ),
-                    }));
-                }
-                expected = info.header.next_offset();
-            }
+            let log_end = inner.state.borrow().next_offset;
+            check_replicated_offsets(&infos, log_end, cleaned_allowed)?;
         }
         if leader_epoch.is_some() && infos.iter().any(|b| b.header.producer_id >= 0) {
             let verdict = inner
@@ -342,24 +330,10 @@ impl PartitionLog {
             match verdict {
                 Ok(Verdict::Append) => {}
                 Ok(Verdict::Duplicate(done)) => {
-                    // A retry of a batch appended before: its offsets, once it is as durable
-                    // as a fresh append would be.
                     drop(permit);
-                    let end = done.last_offset + 1;
-                    match (config.flush, ack) {
-                        (FlushPolicy::Always, _) => inner.wait_persisted(end, true).await?,
-                        (_, AckAt::Promise) => inner.wait_written_in_background(end).await?,
-                        (_, AckAt::Queued) => {}
-                    }
-                    return Ok(AppendInfo {
-                        base_offset: done.first_offset,
-                        last_offset: done.last_offset,
-                        batches: 0,
-                        records: 0,
-                        bytes: 0,
-                        max_timestamp_ms: -1,
-                        log_start_offset: inner.state.borrow().log_start_offset,
-                    });
+                    return inner
+                        .answer_duplicate(done.first_offset, done.last_offset, &config, ack)
+                        .await;
                 }
                 Err(Refusal { code, reason }) => return Err(LogError::Producer { code, reason }),
             }
@@ -421,15 +395,9 @@ impl PartitionLog {
         let end_offset = inner.state.borrow().next_offset;
         drop(permit);
         inner.new_data.notify();
-        if config.flush == FlushPolicy::Always {
-            inner.wait_persisted(end_offset, true).await?;
-        } else if leader_epoch.is_none() {
-            inner.wait_persisted(end_offset, false).await?;
-        } else if ack == AckAt::Promise {
-            inner.wait_written_in_background(end_offset).await?;
-        } else {
-            inner.kick_writer();
-        }
+        inner
+            .wait_acknowledgeable(end_offset, leader_epoch.is_none(), &config, ack)
+            .await?;
         inner.bump(|s| s.appends += 1);
         Ok(AppendInfo {
             base_offset,
@@ -650,7 +618,80 @@ impl PartitionLog {
     }
 }
 
+/// A follower's batches must continue the log at `log_end` and each other; with
+/// `cleaned_allowed` (a compacted log) a batch may start past where the previous one ended.
+fn check_replicated_offsets(
+    infos: &[BatchInfo],
+    log_end: i64,
+    cleaned_allowed: bool,
+) -> Result<(), LogError> {
+    let mut expected = log_end;
+    for info in infos {
+        let follows = info.header.base_offset == expected
+            || (cleaned_allowed && info.header.base_offset > expected);
+        if !follows {
+            return Err(LogError::Batch(BatchError::Corrupt {
+                position: info.position,
+                reason: format!(
+                    "replicated batch starts at offset {}, the log continues at {expected}",
+                    info.header.base_offset
+                ),
+            }));
+        }
+        expected = info.header.next_offset();
+    }
+    Ok(())
+}
+
 impl LogInner {
+    /// Answers a retry of batches appended before (offsets `first..=last`) once they are as
+    /// durable as a fresh append would be.
+    async fn answer_duplicate(
+        self: &Rc<Self>,
+        first_offset: i64,
+        last_offset: i64,
+        config: &LogConfig,
+        ack: AckAt,
+    ) -> Result<AppendInfo, LogError> {
+        let end = last_offset + 1;
+        match (config.flush, ack) {
+            (FlushPolicy::Always, _) => self.wait_persisted(end, true).await?,
+            (_, AckAt::Promise) => self.wait_written_in_background(end).await?,
+            (_, AckAt::Queued) => {}
+        }
+        Ok(AppendInfo {
+            base_offset: first_offset,
+            last_offset,
+            batches: 0,
+            records: 0,
+            bytes: 0,
+            max_timestamp_ms: -1,
+            log_start_offset: self.state.borrow().log_start_offset,
+        })
+    }
+
+    /// Waits until an append ending at `end_offset` may be acknowledged: synced under
+    /// `always`; written, for a follower's copy (`replicated`); written in the background
+    /// under `AckAt::Promise`; otherwise only handed to the writer.
+    async fn wait_acknowledgeable(
+        self: &Rc<Self>,
+        end_offset: i64,
+        replicated: bool,
+        config: &LogConfig,
+        ack: AckAt,
+    ) -> Result<(), LogError> {
+        if config.flush == FlushPolicy::Always {
+            self.wait_persisted(end_offset, true).await
+        } else if replicated {
+            self.wait_persisted(end_offset, false).await
+        } else if ack == AckAt::Promise {
+            self.wait_written_in_background(end_offset).await
+        } else {
+            self.kick_writer();
+            Ok(())
+        }
+    }
+
     fn bump(&self, f: impl FnOnce(&mut LogStats)) {
         let mut s = self.stats.get();
         f(&mut s);
