@@ -4,6 +4,9 @@
 //! Shard 0 is the control shard: it alone writes the [`TopicStore`] and broadcasts topic
 //! changes to every shard, which keep their own read-only copy of the topic map, so the data
 //! path never takes a lock to look a topic up.
+//!
+//! An operation reaches the shard that owns what it works on (a partition, a group, the topic
+//! store) through [`Shard::on_shard`]: in place when that is this shard, else over the mesh.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -65,7 +68,7 @@ pub struct ShardCluster {
     pub commands: async_channel::Sender<crate::cluster::Command>,
     pub default_replication_factor: i16,
     /// Leaders this shard runs a replica fetcher for.
-    pub fetchers: std::cell::RefCell<std::collections::BTreeSet<i32>>,
+    pub fetchers: RefCell<std::collections::BTreeSet<i32>>,
     /// A creation of `__consumer_offsets` asked for by FindCoordinator is running.
     pub creating_offsets_topic: std::cell::Cell<bool>,
     /// Notified when a replica here starts following a leader (fetchers re-ask at once).
