@@ -21,32 +21,11 @@ use crate::kafka::codes;
 use crate::topics::{self, Topic, TopicError, TopicStore};
 
 use super::metrics::ShardMetrics;
-use super::partition_ops::{CreateSpec, ShardRequest};
-use super::partitions::PartitionError;
+use super::partition_ops::{CreateSpec, PartitionError, ShardRequest};
 use super::shard::Shard;
 
 /// How long CreateTopics/DeleteTopics wait for the controller's work to reach this broker.
 pub(super) const ADMIN_WAIT: Duration = Duration::from_secs(30);
-
-/// Cluster mode's share of a shard.
-pub struct ShardCluster {
-    /// The newest view this shard was given.
-    pub view: std::cell::RefCell<Arc<ClusterView>>,
-    pub commands: async_channel::Sender<Command>,
-    pub default_replication_factor: i16,
-    /// Leaders this shard runs a replica fetcher for.
-    pub fetchers: std::cell::RefCell<std::collections::BTreeSet<i32>>,
-    /// A creation of `__consumer_offsets` asked for by FindCoordinator is running.
-    pub creating_offsets_topic: std::cell::Cell<bool>,
-    /// Notified when a replica here starts following a leader (fetchers re-ask at once).
-    pub followers_changed: crate::storage::notify::Signal,
-    /// Cleared when the broker starts a controlled shutdown: fetchers finish the fetch they
-    /// have out and stop, so no leader adds this broker back to an ISR the controller just
-    /// took it out of.
-    pub fetching: Arc<std::sync::atomic::AtomicBool>,
-    /// Replica fetchers running in the whole process.
-    pub fetchers_running: Arc<std::sync::atomic::AtomicUsize>,
-}
 
 /// The local [`Topic`] for a topic of the view: an existing one keeps its shard placement
 /// (same id; partitions added since are placed on the least loaded shards), a new one is

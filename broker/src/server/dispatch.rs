@@ -87,15 +87,46 @@ pub async fn handle(
     client: Rc<ClientIdentity>,
     remote_us: &std::cell::Cell<u64>,
 ) -> Outcome {
-    let mut request = frame::parse(frame).map_err(|err| Close(err.to_string()))?;
+    let request = frame::parse(frame).map_err(|err| Close(err.to_string()))?;
     let key = request.api_key;
-    let version = request.api_version;
     if key == ApiKey::ApiVersions {
         return Ok(Some(Response::memory(versions::api_versions_response(
             request.correlation_id,
-            version,
+            request.api_version,
         ))));
     }
+    check_version(key, request.api_version)?;
+    let access = shard.access(&client);
+    match key {
+        ApiKey::Produce
+        | ApiKey::Fetch
+        | ApiKey::ListOffsets
+        | ApiKey::OffsetForLeaderEpoch
+        | ApiKey::InitProducerId => data_request(&shard, request, &access, remote_us).await,
+        ApiKey::FindCoordinator
+        | ApiKey::JoinGroup
+        | ApiKey::SyncGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::ListGroups
+        | ApiKey::DescribeGroups
+        | ApiKey::DeleteGroups
+        | ApiKey::OffsetDelete => group_request(&shard, request, &access, &client).await,
+        ApiKey::CreateAcls
+        | ApiKey::DescribeAcls
+        | ApiKey::DeleteAcls
+        | ApiKey::SaslHandshake
+        | ApiKey::SaslAuthenticate
+        | ApiKey::DescribeUserScramCredentials
+        | ApiKey::AlterUserScramCredentials => security_request(&shard, request, &access).await,
+        _ => admin_request(&shard, request, &access, &client).await,
+    }
+}
+
+/// Refuses an API this broker does not serve, or a version of it outside what it serves.
+fn check_version(key: ApiKey, version: i16) -> Result<(), Close> {
     let (min, max) = versions::range(key)
         .ok_or_else(|| Close(format!("unsupported api {key:?} (key {})", key as i16)))?;
     if version < min || version > max {
@@ -103,7 +134,22 @@ pub async fn handle(
             "unsupported version {version} of {key:?} (supported {min}..={max})"
         )));
     }
-    let access = shard.access(&client);
+    Ok(())
+}
+
+fn not_served(key: ApiKey) -> Outcome {
+    Err(Close(format!("api {key:?} is not served yet")))
+}
+
+/// The data path: produce, fetch, offsets by time or epoch, producer ids.
+async fn data_request(
+    shard: &Rc<Shard>,
+    mut request: Request,
+    access: &Access,
+    remote_us: &std::cell::Cell<u64>,
+) -> Outcome {
+    let key = request.api_key;
+    let version = request.api_version;
     match key {
         ApiKey::Produce if version < versions::PRODUCE_VERSION_MIN_ACCEPTED => {
             match produce_legacy::refuse(request.correlation_id, version, request.body) {
@@ -114,7 +160,7 @@ pub async fn handle(
         }
         ApiKey::Produce => {
             let body: ProduceRequest = decode(&mut request)?;
-            match produce::handle(&shard, &access, body, version).await {
+            match produce::handle(shard, access, body, version).await {
                 Some(reply) => answer(&request, &reply),
                 None => Ok(None),
             }
@@ -123,8 +169,8 @@ pub async fn handle(
             let body: FetchRequest = decode(&mut request)?;
             Ok(Some(
                 fetch::handle(
-                    &shard,
-                    &access,
+                    shard,
+                    access,
                     body,
                     version,
                     request.correlation_id,
@@ -135,60 +181,64 @@ pub async fn handle(
         }
         ApiKey::ListOffsets => {
             let body: ListOffsetsRequest = decode(&mut request)?;
-            let reply = list_offsets::handle(&shard, &access, body, version).await;
+            let reply = list_offsets::handle(shard, access, body, version).await;
             answer(&request, &reply)
         }
-        ApiKey::Metadata => {
-            let body: MetadataRequest = decode(&mut request)?;
-            let reply = metadata::handle(&shard, &access, body, version, client.listener).await;
-            answer(&request, &reply)
+        ApiKey::OffsetForLeaderEpoch => {
+            let body: OffsetForLeaderEpochRequest = decode(&mut request)?;
+            answer(
+                &request,
+                &offset_for_leader_epoch::handle(shard, access, body).await,
+            )
         }
-        ApiKey::CreateTopics => {
-            let body: CreateTopicsRequest = decode(&mut request)?;
-            let reply = topic_admin::create_topics(&shard, &access, body, version).await;
-            answer(&request, &reply)
+        ApiKey::InitProducerId => {
+            let body: InitProducerIdRequest = decode(&mut request)?;
+            answer(&request, &init_producer_id(shard, access, &body).await)
         }
-        ApiKey::DeleteTopics => {
-            let body: DeleteTopicsRequest = decode(&mut request)?;
-            let reply = topic_admin::delete_topics(&shard, &access, body, version).await;
-            answer(&request, &reply)
-        }
-        ApiKey::DescribeConfigs => {
-            let body: DescribeConfigsRequest = decode(&mut request)?;
-            let reply = topic_admin::describe_configs(&shard, &access, body, version);
-            answer(&request, &reply)
-        }
+        _ => not_served(key),
+    }
+}
+
+/// Consumer groups: membership, offsets, and their administration.
+async fn group_request(
+    shard: &Rc<Shard>,
+    mut request: Request,
+    access: &Access,
+    client: &ClientIdentity,
+) -> Outcome {
+    let key = request.api_key;
+    let version = request.api_version;
+    match key {
         ApiKey::FindCoordinator => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::find_coordinator(&shard, &access, body, version, client.listener),
+                &group_api::find_coordinator(shard, access, body, version, client.listener),
             )
         }
         ApiKey::JoinGroup => {
             let body = decode(&mut request)?;
             let client_id = std::mem::take(&mut request.client_id);
             let reply =
-                group_api::join_group(&shard, &access, body, version, &client_id, &client.peer)
-                    .await;
+                group_api::join_group(shard, access, body, version, &client_id, &client.peer).await;
             answer(&request, &reply)
         }
         ApiKey::SyncGroup => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::sync_group(&shard, &access, body, version).await,
+                &group_api::sync_group(shard, access, body, version).await,
             )
         }
         ApiKey::Heartbeat => {
             let body = decode(&mut request)?;
-            answer(&request, &group_api::heartbeat(&shard, &access, body).await)
+            answer(&request, &group_api::heartbeat(shard, access, body).await)
         }
         ApiKey::LeaveGroup => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::leave_group(&shard, &access, body, version).await,
+                &group_api::leave_group(shard, access, body, version).await,
             )
         }
         ApiKey::OffsetCommit if version < 2 => {
@@ -196,8 +246,8 @@ pub async fn handle(
                 |err| Close(format!("malformed OffsetCommit v{version} request: {err}")),
             )?;
             let reply = group_api::offset_commit_at(
-                &shard,
-                &access,
+                shard,
+                access,
                 legacy.request,
                 version,
                 &legacy.commit_timestamps_ms,
@@ -212,7 +262,7 @@ pub async fn handle(
         ApiKey::OffsetFetch if version == 0 => {
             let body = offsets_legacy::decode_offset_fetch_v0(&mut request.body)
                 .map_err(|err| Close(format!("malformed OffsetFetch v0 request: {err}")))?;
-            let reply = group_api::offset_fetch(&shard, &access, body, version).await;
+            let reply = group_api::offset_fetch(shard, access, body, version).await;
             let body = offsets_legacy::encode_offset_fetch_v0_response(&reply);
             Ok(Some(Response::memory(offsets_legacy::frame(
                 request.correlation_id,
@@ -223,66 +273,63 @@ pub async fn handle(
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::offset_commit(&shard, &access, body, version).await,
+                &group_api::offset_commit(shard, access, body, version).await,
             )
         }
         ApiKey::OffsetFetch => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::offset_fetch(&shard, &access, body, version).await,
+                &group_api::offset_fetch(shard, access, body, version).await,
             )
         }
         ApiKey::ListGroups => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::list_groups(&shard, &access, body, version).await,
+                &group_api::list_groups(shard, access, body, version).await,
             )
         }
         ApiKey::DescribeGroups => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::describe_groups(&shard, &access, body, version).await,
+                &group_api::describe_groups(shard, access, body, version).await,
             )
         }
         ApiKey::DeleteGroups => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &group_api::delete_groups(&shard, &access, body).await,
+                &group_api::delete_groups(shard, access, body).await,
             )
         }
-        ApiKey::OffsetForLeaderEpoch => {
-            let body: OffsetForLeaderEpochRequest = decode(&mut request)?;
+        ApiKey::OffsetDelete => {
+            let body = decode(&mut request)?;
             answer(
                 &request,
-                &offset_for_leader_epoch::handle(&shard, &access, body).await,
+                &group_api::offset_delete(shard, access, body).await,
             )
         }
-        ApiKey::DescribeCluster => {
-            let body: DescribeClusterRequest = decode(&mut request)?;
-            answer(
-                &request,
-                &metadata::describe_cluster(&shard, &body, client.listener),
-            )
-        }
-        ApiKey::InitProducerId => {
-            let body: InitProducerIdRequest = decode(&mut request)?;
-            answer(&request, &init_producer_id(&shard, &access, &body).await)
-        }
+        _ => not_served(key),
+    }
+}
+
+/// ACLs, SASL on a connection that no longer authenticates, and SCRAM credentials.
+async fn security_request(shard: &Rc<Shard>, mut request: Request, access: &Access) -> Outcome {
+    let key = request.api_key;
+    match key {
         ApiKey::CreateAcls => {
             let body: CreateAclsRequest = decode(&mut request)?;
-            answer(&request, &acl_api::create_acls(&shard, &access, body).await)
+            answer(&request, &acl_api::create_acls(shard, access, body).await)
         }
         ApiKey::DescribeAcls => {
             let body: DescribeAclsRequest = decode(&mut request)?;
-            answer(&request, &acl_api::describe_acls(&shard, &access, body))
+            answer(&request, &acl_api::describe_acls(shard, access, body))
         }
         ApiKey::DeleteAcls => {
             let body: DeleteAclsRequest = decode(&mut request)?;
-            answer(&request, &acl_api::delete_acls(&shard, &access, body).await)
+            answer(&request, &acl_api::delete_acls(shard, access, body).await)
         }
         // On a PLAINTEXT listener, or after authentication (before it, the connection's
         // reader answers them: `sasl_api`), as Kafka answers them.
@@ -300,53 +347,87 @@ pub async fn handle(
         ApiKey::DescribeUserScramCredentials => {
             let body: DescribeUserScramCredentialsRequest = decode(&mut request)?;
             let allowed = access.cluster(operation::DESCRIBE);
-            answer(&request, &scram_api::describe(&shard, &body, allowed))
+            answer(&request, &scram_api::describe(shard, &body, allowed))
         }
         ApiKey::AlterUserScramCredentials => {
             let body: AlterUserScramCredentialsRequest = decode(&mut request)?;
             let allowed = access.cluster(operation::ALTER);
-            answer(&request, &scram_api::alter(&shard, &body, allowed).await)
+            answer(&request, &scram_api::alter(shard, &body, allowed).await)
+        }
+        _ => not_served(key),
+    }
+}
+
+/// Cluster and topic metadata and administration: topics, configs, partitions, log
+/// directories, records, reassignments.
+async fn admin_request(
+    shard: &Rc<Shard>,
+    mut request: Request,
+    access: &Access,
+    client: &ClientIdentity,
+) -> Outcome {
+    let key = request.api_key;
+    let version = request.api_version;
+    match key {
+        ApiKey::Metadata => {
+            let body: MetadataRequest = decode(&mut request)?;
+            let reply = metadata::handle(shard, access, body, version, client.listener).await;
+            answer(&request, &reply)
+        }
+        ApiKey::CreateTopics => {
+            let body: CreateTopicsRequest = decode(&mut request)?;
+            let reply = topic_admin::create_topics(shard, access, body, version).await;
+            answer(&request, &reply)
+        }
+        ApiKey::DeleteTopics => {
+            let body: DeleteTopicsRequest = decode(&mut request)?;
+            let reply = topic_admin::delete_topics(shard, access, body, version).await;
+            answer(&request, &reply)
+        }
+        ApiKey::DescribeConfigs => {
+            let body: DescribeConfigsRequest = decode(&mut request)?;
+            let reply = topic_admin::describe_configs(shard, access, body, version);
+            answer(&request, &reply)
+        }
+        ApiKey::DescribeCluster => {
+            let body: DescribeClusterRequest = decode(&mut request)?;
+            answer(
+                &request,
+                &metadata::describe_cluster(shard, &body, client.listener),
+            )
         }
         ApiKey::DeleteRecords => {
             let body: DeleteRecordsRequest = decode(&mut request)?;
             answer(
                 &request,
-                &records_admin::delete_records(&shard, &access, body).await,
-            )
-        }
-        ApiKey::OffsetDelete => {
-            let body = decode(&mut request)?;
-            answer(
-                &request,
-                &group_api::offset_delete(&shard, &access, body).await,
+                &records_admin::delete_records(shard, access, body).await,
             )
         }
         ApiKey::DescribeProducers => {
             let body = decode(&mut request)?;
             answer(
                 &request,
-                &records_admin::describe_producers(&shard, &access, body).await,
+                &records_admin::describe_producers(shard, access, body).await,
             )
         }
         ApiKey::AlterConfigs => {
             let body = decode(&mut request)?;
-            let reply = super::config_api::alter_configs(&shard, &access, body).await;
+            let reply = super::config_api::alter_configs(shard, access, body).await;
             answer(&request, &reply)
         }
         ApiKey::IncrementalAlterConfigs => {
             let body = decode(&mut request)?;
-            let reply = super::config_api::incremental_alter_configs(&shard, &access, body).await;
+            let reply = super::config_api::incremental_alter_configs(shard, access, body).await;
             answer(&request, &reply)
         }
         ApiKey::CreatePartitions => {
             let body = decode(&mut request)?;
-            let reply = super::partitions_api::create_partitions(&shard, &access, body).await;
+            let reply = super::partitions_api::create_partitions(shard, access, body).await;
             answer(&request, &reply)
         }
         ApiKey::DescribeLogDirs => {
             let body = decode(&mut request)?;
-            let reply =
-                super::log_dirs_api::describe_log_dirs(&shard, &access, body, version).await;
+            let reply = super::log_dirs_api::describe_log_dirs(shard, access, body, version).await;
             answer(&request, &reply)
         }
         // Kafka checks ALTER (resp. DESCRIBE) on the CLUSTER resource for these.
@@ -355,7 +436,7 @@ pub async fn handle(
             let allowed = access.cluster(operation::ALTER);
             answer(
                 &request,
-                &reassign_api::elect_leaders(&shard, body, allowed).await,
+                &reassign_api::elect_leaders(shard, body, allowed).await,
             )
         }
         ApiKey::AlterPartitionReassignments => {
@@ -363,7 +444,7 @@ pub async fn handle(
             let allowed = access.cluster(operation::ALTER);
             answer(
                 &request,
-                &reassign_api::alter_reassignments(&shard, body, allowed).await,
+                &reassign_api::alter_reassignments(shard, body, allowed).await,
             )
         }
         ApiKey::ListPartitionReassignments => {
@@ -371,10 +452,10 @@ pub async fn handle(
             let allowed = access.cluster(operation::DESCRIBE);
             answer(
                 &request,
-                &reassign_api::list_reassignments(&shard, &body, allowed),
+                &reassign_api::list_reassignments(shard, &body, allowed),
             )
         }
-        _ => Err(Close(format!("api {key:?} is not served yet"))),
+        _ => not_served(key),
     }
 }
 

@@ -44,7 +44,7 @@ use crate::kafka::codes::{GROUP_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED
 use crate::security::access::Access;
 use crate::security::authorizer::{operation, resource_type};
 
-use super::groups::{GroupAnswer, GroupCall};
+use super::partition_ops::{GroupAnswer, GroupCall};
 use super::shard::Shard;
 
 fn s(text: &str) -> StrBytes {

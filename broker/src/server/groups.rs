@@ -5,8 +5,6 @@
 //! and drives the coordinator's timers. Requests for a group are routed to the shard owning
 //! the group's partition over the mesh, as Produce is routed to a partition's owner.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -17,18 +15,14 @@ use kafka_protocol::records::{
 
 use crate::group::error_code as ec;
 use crate::group::{
-    partition_for_group, CoordinatorSet, DeleteGroupsResponse, DescribedGroup, ErrorCode,
-    GroupConfig, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
-    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    OffsetsRecord, Outputs, PartitionResult, RequestToken, Response, SyncGroupRequest,
-    SyncGroupResponse, OFFSETS_TOPIC,
+    partition_for_group, CoordinatorSet, ListGroupsRequest, ListGroupsResponse, OffsetsRecord,
+    Outputs, OFFSETS_TOPIC,
 };
 use crate::storage::{self, PartitionLog};
 use crate::topics::Topic;
+use tokio::sync::oneshot;
 
-use super::oneshot;
-use super::partition_ops::{ShardReply, ShardRequest};
+use super::partition_ops::{GroupAnswer, GroupCall, ShardReply, ShardRequest};
 use super::shard::Shard;
 
 /// Longest the timer task sleeps between looks at the coordinators' deadlines: a deadline
@@ -46,142 +40,6 @@ const TIMER_LATE_WARN_MS: u64 = 1000;
 
 /// Bytes read per step when replaying a partition of `__consumer_offsets`.
 const REPLAY_READ_BYTES: usize = 1 << 20;
-
-/// A group request on its way to the group's coordinator (possibly on another shard).
-#[derive(Debug, Clone)]
-pub enum GroupCall {
-    Join(JoinGroupRequest),
-    Sync(SyncGroupRequest),
-    Heartbeat(HeartbeatRequest),
-    Leave(LeaveGroupRequest),
-    Commit(OffsetCommitRequest),
-    Fetch(OffsetFetchRequest),
-    /// Answered by every shard for its own coordinators.
-    List(ListGroupsRequest),
-    Describe(String),
-    Delete(String),
-    OffsetDelete(crate::group::OffsetDeleteRequest),
-}
-
-/// The coordinator's answer to a [`GroupCall`].
-#[derive(Debug)]
-pub enum GroupAnswer {
-    Done(Response),
-    Fetched(OffsetFetchResponse),
-    Listed(ListGroupsResponse),
-    Described(DescribedGroup),
-}
-
-impl GroupCall {
-    fn group_id(&self) -> &str {
-        match self {
-            GroupCall::Join(r) => &r.group_id,
-            GroupCall::Sync(r) => &r.group_id,
-            GroupCall::Heartbeat(r) => &r.group_id,
-            GroupCall::Leave(r) => &r.group_id,
-            GroupCall::Commit(r) => &r.group_id,
-            GroupCall::Fetch(r) => &r.group_id,
-            GroupCall::List(_) => "",
-            GroupCall::Describe(g) | GroupCall::Delete(g) => g,
-            GroupCall::OffsetDelete(r) => &r.group_id,
-        }
-    }
-
-    /// The answer when the call cannot reach a coordinator.
-    pub fn error(&self, code: ErrorCode) -> GroupAnswer {
-        let done = |r| GroupAnswer::Done(r);
-        match self {
-            GroupCall::Join(r) => done(Response::JoinGroup(JoinGroupResponse::error(
-                code,
-                &r.member_id,
-            ))),
-            GroupCall::Sync(_) => done(Response::SyncGroup(SyncGroupResponse::error(code))),
-            GroupCall::Heartbeat(_) => {
-                done(Response::Heartbeat(HeartbeatResponse { error_code: code }))
-            }
-            GroupCall::Leave(_) => done(Response::LeaveGroup(LeaveGroupResponse {
-                error_code: code,
-                members: Vec::new(),
-            })),
-            GroupCall::Commit(r) => done(Response::OffsetCommit(OffsetCommitResponse {
-                partitions: r
-                    .partitions
-                    .iter()
-                    .map(|p| PartitionResult {
-                        topic: p.topic.clone(),
-                        partition: p.partition,
-                        error_code: code,
-                    })
-                    .collect(),
-            })),
-            GroupCall::Fetch(_) => GroupAnswer::Fetched(OffsetFetchResponse {
-                error_code: code,
-                partitions: Vec::new(),
-            }),
-            GroupCall::List(_) => GroupAnswer::Listed(ListGroupsResponse {
-                error_code: code,
-                groups: Vec::new(),
-            }),
-            GroupCall::Describe(g) => GroupAnswer::Described(DescribedGroup {
-                error_code: code,
-                group_id: g.clone(),
-                state: "",
-                protocol_type: String::new(),
-                protocol_data: String::new(),
-                members: Vec::new(),
-            }),
-            GroupCall::Delete(g) => done(Response::DeleteGroups(DeleteGroupsResponse {
-                results: vec![(g.clone(), code)],
-            })),
-            GroupCall::OffsetDelete(_) => {
-                done(Response::OffsetDelete(crate::group::OffsetDeleteResponse {
-                    error_code: code,
-                    partitions: Vec::new(),
-                }))
-            }
-        }
-    }
-}
-
-/// One shard's group coordinators and the requests parked on them.
-pub struct ShardGroups {
-    config: GroupConfig,
-    set: RefCell<Option<CoordinatorSet>>,
-    parked: RefCell<HashMap<RequestToken, oneshot::Sender<Response>>>,
-    next_token: Cell<RequestToken>,
-    /// The group state's charge to the shard's memory budget, set by the timer task.
-    state_charge: RefCell<Option<super::memory_budget::Reservation>>,
-    /// Seeds member ids; different on every start so an id handed out before a restart is
-    /// never handed to another member after it.
-    seed: u64,
-}
-
-impl ShardGroups {
-    pub fn new(config: GroupConfig, shard: usize) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let seed = nanos ^ (u64::from(std::process::id()) << 32) ^ ((shard as u64) << 56);
-        ShardGroups {
-            seed,
-            config,
-            set: RefCell::new(None),
-            parked: RefCell::new(HashMap::new()),
-            next_token: Cell::new(1),
-            state_charge: RefCell::new(None),
-        }
-    }
-
-    /// Every committed offset of the groups this shard coordinates, as (group, topic,
-    /// partition, offset).
-    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
-        self.set
-            .borrow()
-            .as_ref()
-            .map(CoordinatorSet::all_committed_offsets)
-            .unwrap_or_default()
-    }
-}
 
 fn now_ms() -> u64 {
     storage::now_ms().max(0) as u64
@@ -403,14 +261,20 @@ impl Shard {
     }
 
     async fn group_call_on(self: &Rc<Self>, owner: usize, call: GroupCall) -> GroupAnswer {
-        if owner == self.id {
-            return self.group_local(call).await;
-        }
-        let fallback = call.error(ec::COORDINATOR_NOT_AVAILABLE);
-        match self.mesh.call(owner, ShardRequest::Group(call)).await {
-            Some(ShardReply::Group(answer)) => answer,
-            _ => fallback,
-        }
+        // Built before the call travels, for when the owner does not answer.
+        let unanswered = (owner != self.id).then(|| call.error(ec::COORDINATOR_NOT_AVAILABLE));
+        self.on_shard(
+            owner,
+            call,
+            |call| self.group_local(call),
+            ShardRequest::Group,
+            |reply| match (reply, unanswered) {
+                (Some(ShardReply::Group(answer)), _) => answer,
+                (_, Some(unanswered)) => unanswered,
+                (_, None) => unreachable!("answers come back only from another shard"),
+            },
+        )
+        .await
     }
 
     /// Serves a group request on this shard (the coordinator's).
@@ -462,7 +326,7 @@ impl Shard {
             return answer;
         }
         self.drive_groups(out);
-        match rx.await {
+        match rx.await.ok() {
             Some(response) => GroupAnswer::Done(response),
             // The coordinator went away (partition resigned) without answering.
             None => call.error(ec::NOT_COORDINATOR),
@@ -473,7 +337,7 @@ impl Shard {
     fn drive_groups(self: &Rc<Self>, out: Outputs) {
         for (token, response) in out.responses {
             if let Some(tx) = self.groups.parked.borrow_mut().remove(&token) {
-                tx.send(response);
+                let _ = tx.send(response);
             }
         }
         for append in out.appends {

@@ -9,8 +9,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use glommio::channels::channel_mesh::Senders;
+use tokio::sync::oneshot;
 
-use super::oneshot;
 use super::partition_ops::{ShardReply, ShardRequest};
 
 /// What travels over the mesh.
@@ -102,7 +102,7 @@ impl Mesh {
             self.pending.borrow_mut().remove(&id);
             return None;
         }
-        rx.await
+        rx.await.ok()
     }
 
     /// Sends a reply back to the shard that asked.
@@ -117,7 +117,7 @@ impl Mesh {
     /// Hands a reply to the task waiting for it.
     pub fn deliver(&self, id: u64, body: ShardReply) {
         if let Some(tx) = self.pending.borrow_mut().remove(&id) {
-            tx.send(body);
+            let _ = tx.send(body);
         }
     }
 }

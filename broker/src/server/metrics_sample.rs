@@ -8,7 +8,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::metrics::{ClusterSample, CommittedSample, IoSample, PartitionSample, ShardSample};
-use super::replication::{self, Role};
+use super::replica::Role;
+use super::replication;
 use super::shard::Shard;
 
 /// How often a shard refreshes its sample: gauges and per-partition series are at most this

@@ -2,6 +2,22 @@
 //! pinned to it, each with its own SO_REUSEPORT listener, its partitions, its splice ring and
 //! its end of the channel mesh. [`start`] runs it in the background and returns a handle;
 //! [`serve`] runs it until SIGTERM/SIGINT, for the `broker serve` command.
+//!
+//! The modules form layers; each uses only the layers below it (no import circles):
+//!
+//! 1. Requests and types: `partition_ops` (what one shard asks another and the answers,
+//!    [`partition_ops::PartitionError`], the group calls), `metrics`, `offline`,
+//!    `producer_ids`.
+//! 2. A shard's state, each piece knowing nothing of the shard: `mesh` (its end of the channel
+//!    mesh), `owned_partitions` (its logs and replicas), `replica` (one partition's replica),
+//!    `group_state` (its group coordinators), `memory_budget` (and the `recv_buffer`s charged
+//!    to it), `splice`.
+//! 3. `shard`: the [`Shard`] holding that state, its topic view, and [`Shard::on_shard`], the
+//!    one "serve here or forward over the mesh" step of every routed operation.
+//! 4. Operations on a shard (`impl Shard` blocks): `partitions` (data), `groups`,
+//!    `replication`, `replica_fetcher`, `cluster`, `topic_changes`, `records_admin` ...
+//! 5. The Kafka APIs (`dispatch` and the `*_api`, `fetch`, `produce`, `metadata` ...
+//!    handlers), the connections that call them, and this module, which starts the shards.
 
 pub mod acl_api;
 pub mod cluster;
@@ -11,6 +27,7 @@ pub mod dispatch;
 pub mod executor;
 pub mod fetch;
 pub mod group_api;
+pub mod group_state;
 pub mod groups;
 pub mod list_offsets;
 pub mod log_dirs_api;
@@ -22,7 +39,7 @@ pub mod metrics_http;
 pub mod metrics_sample;
 pub mod offline;
 pub mod offset_for_leader_epoch;
-pub mod oneshot;
+pub mod owned_partitions;
 pub mod partition_ops;
 pub mod partitions;
 pub mod partitions_api;
@@ -31,6 +48,7 @@ pub mod producer_ids;
 pub mod reassign_api;
 pub mod records_admin;
 pub mod recv_buffer;
+pub mod replica;
 pub mod replica_fetcher;
 pub mod replication;
 pub mod sasl_api;
@@ -49,6 +67,9 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use socket2::{Domain, Socket, Type};
 
 use crate::cluster::ClusterView;
 use crate::security::acl_store::{AclBackend, AclFile, ShardAcls, SharedAcls};
@@ -150,6 +171,8 @@ pub enum StartError {
     Acls(String),
     #[error("{0}")]
     Metrics(String),
+    #[error("signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 /// Binds a probe socket to learn the port when `port` is 0, so every shard can bind the same
@@ -158,73 +181,13 @@ fn resolve_listen(addr: SocketAddr) -> Result<(SocketAddr, Option<StdListener>),
     if addr.port() != 0 {
         return Ok((addr, None));
     }
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket syscalls on an fd we own; the std listener takes ownership.
-    unsafe {
-        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(StartError::Listen(addr, std::io::Error::last_os_error()));
-        }
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEPORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
-        );
-        let probe: StdListener = std::os::fd::FromRawFd::from_raw_fd(fd);
-        let sock = socket_addr_bytes(addr);
-        if libc::bind(fd, sock.0.as_ptr().cast(), sock.1) != 0 {
-            return Err(StartError::Listen(addr, std::io::Error::last_os_error()));
-        }
-        let bound = probe
-            .local_addr()
-            .map_err(|err| StartError::Listen(addr, err))?;
-        Ok((bound, Some(probe)))
-    }
-}
-
-fn socket_addr_bytes(addr: SocketAddr) -> (Vec<u8>, libc::socklen_t) {
-    match addr {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            let size = std::mem::size_of::<libc::sockaddr_in>();
-            // SAFETY: sockaddr_in is plain old data of `size` bytes.
-            let bytes = unsafe {
-                std::slice::from_raw_parts((&sin as *const libc::sockaddr_in).cast::<u8>(), size)
-            };
-            (bytes.to_vec(), size as libc::socklen_t)
-        }
-        SocketAddr::V6(v6) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: v6.scope_id(),
-            };
-            let size = std::mem::size_of::<libc::sockaddr_in6>();
-            // SAFETY: sockaddr_in6 is plain old data of `size` bytes.
-            let bytes = unsafe {
-                std::slice::from_raw_parts((&sin6 as *const libc::sockaddr_in6).cast::<u8>(), size)
-            };
-            (bytes.to_vec(), size as libc::socklen_t)
-        }
-    }
+    let listen_error = |err| StartError::Listen(addr, err);
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(listen_error)?;
+    probe.set_reuse_port(true).map_err(listen_error)?;
+    probe.bind(&addr.into()).map_err(listen_error)?;
+    let probe = StdListener::from(probe);
+    let bound = probe.local_addr().map_err(listen_error)?;
+    Ok((bound, Some(probe)))
 }
 
 struct ShardStart {
@@ -484,7 +447,37 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
     Ok(handle)
 }
 
+/// One shard's executor from start to stop: reports to `start` whether it came up, serves
+/// until the server stops, then stops its tasks and closes its partitions.
 async fn shard_main(start: ShardStart) {
+    let id = start.id;
+    let ready = start.ready.clone();
+    let (shard, tasks, sockets) = match start_shard(start).await {
+        Ok(started) => started,
+        Err(err) => {
+            let _ = ready.send(Err(format!("shard {id}: {err}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    // Every shard accepts on every listener (SO_REUSEPORT spreads the connections).
+    let accepting: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(index, socket)| glommio::spawn_local(accept(shard.clone(), index, socket)).detach())
+        .collect();
+    for task in accepting {
+        let _ = task.await;
+    }
+    tasks.stop(&shard).await;
+}
+
+/// Brings a shard up: its end of the mesh, its splice ring, TLS and memory budget, its
+/// partitions, its background tasks, and its listening sockets (bound last: a shard that
+/// listens serves everything). An error says which step failed.
+async fn start_shard(
+    start: ShardStart,
+) -> Result<(Rc<Shard>, ShardTasks, Vec<TcpListener>), String> {
     let ShardStart {
         id,
         config,
@@ -500,52 +493,30 @@ async fn shard_main(start: ShardStart) {
         stop,
         fetching,
         fetchers_running,
-        ready,
+        ready: _,
         cluster,
         views,
         acls,
     } = start;
     let shard_count = config.profile.shard_cores().len();
     let depth = config.profile.shard_cores()[id].io_uring_depth;
-    let (senders, mut receivers) = match mesh {
-        Some(builder) => match builder.join().await {
-            Ok((senders, receivers)) => (Some(senders), Some(receivers)),
-            Err(err) => {
-                let _ = ready.send(Err(format!("shard {id}: mesh: {err}")));
-                return;
-            }
-        },
+    let (senders, receivers) = match mesh {
+        Some(builder) => {
+            let (senders, receivers) =
+                builder.join().await.map_err(|err| format!("mesh: {err}"))?;
+            (Some(senders), Some(receivers))
+        }
         None => (None, None),
     };
-    let (splicer, doorbell) = match Splicer::new(depth) {
-        Ok(pair) => pair,
-        Err(err) => {
-            let _ = ready.send(Err(format!("shard {id}: io_uring: {err}")));
-            return;
-        }
-    };
+    let (splicer, doorbell) = Splicer::new(depth).map_err(|err| format!("io_uring: {err}"))?;
     let tls = match &config.security.tls {
-        Some(files) => match crate::security::tls::TlsReloader::load(files) {
-            Ok(reloader) => Some(reloader),
-            Err(err) => {
-                let _ = ready.send(Err(format!("shard {id}: TLS: {err}")));
-                return;
-            }
-        },
+        Some(files) => Some(
+            crate::security::tls::TlsReloader::load(files).map_err(|err| format!("TLS: {err}"))?,
+        ),
         None => None,
     };
     crate::storage::io_latency::install(metrics.disk.clone());
-    let budget_bytes = config.profile.shard_cores()[id].memory_budget_bytes;
-    let memory = memory_budget::MemoryBudget::new(budget_bytes, metrics.clone());
-    let max_frame_bytes = config.profile.network.max_request_bytes as u64 + 4;
-    if max_frame_bytes > memory.receiving_limit_bytes() {
-        tracing::warn!(
-            "shard {id}: requests larger than {} bytes (half of memory_budget_bytes {budget_bytes}) \
-             are refused, below network.max_request_bytes {}",
-            memory.receiving_limit_bytes(),
-            config.profile.network.max_request_bytes
-        );
-    }
+    let memory = shard_memory_budget(&config, id, &metrics);
     let shard = Rc::new(Shard {
         id,
         shard_count,
@@ -565,13 +536,13 @@ async fn shard_main(start: ShardStart) {
         traffic: Default::default(),
         partitions: Default::default(),
         splicer: splicer.clone(),
-        groups: groups::ShardGroups::new(config.group.clone(), id),
+        groups: group_state::ShardGroups::new(config.group.clone(), id),
         connections,
         producer_ids,
         offline,
         credentials: ShardCredentials::new(credentials),
-        stop: stop.clone(),
-        cluster: cluster.map(|(view, commands)| cluster::ShardCluster {
+        stop,
+        cluster: cluster.map(|(view, commands)| shard::ShardCluster {
             view: RefCell::new(view),
             commands,
             default_replication_factor: config
@@ -581,125 +552,176 @@ async fn shard_main(start: ShardStart) {
             fetchers: Default::default(),
             creating_offsets_topic: Default::default(),
             followers_changed: Default::default(),
-            fetching: fetching.clone(),
-            fetchers_running: fetchers_running.clone(),
+            fetching,
+            fetchers_running,
         }),
         acls: acls.map(ShardAcls::new),
     });
-    if let Err(err) = shard.open_partitions().await {
-        let _ = ready.send(Err(format!("shard {id}: {err}")));
-        return;
-    }
-    let drainer = glommio::spawn_local(splicer.clone().drain(doorbell)).detach();
-    let retention_interval =
-        Duration::from_millis(config.profile.storage.retention_check_interval_ms);
-    let retention_shard = shard.clone();
-    let retention = glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(retention_interval).await;
-            retention_shard.apply_retention().await;
-        }
-    })
-    .detach();
-    if let Some(receivers) = receivers.as_mut() {
-        for (peer, receiver) in receivers.streams() {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                while let Some(envelope) = receiver.recv().await {
-                    match envelope {
-                        Envelope::Hello { shard: from } => shard.mesh.hello(peer, from),
-                        Envelope::Reply { id, body } => shard.mesh.deliver(id, body),
-                        Envelope::Request {
-                            from_shard,
-                            id,
-                            body,
-                        } => {
-                            let shard = shard.clone();
-                            ShardMetrics::add(&shard.metrics.requests_forwarded_in, 1);
-                            glommio::spawn_local(async move {
-                                let reply = shard.handle_request(body).await;
-                                shard.mesh.reply(from_shard, id, reply).await;
-                            })
-                            .detach();
-                        }
-                    }
-                }
-            })
-            .detach();
-        }
-        shard.mesh.introduce().await;
-        while !shard.mesh.all_introduced() {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    let views_task = views.map(|views| {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            while let Ok(view) = views.recv().await {
-                shard.apply_view(view).await;
-            }
-        })
-        .detach()
-    });
-    // In a cluster the first FindCoordinator creates it, once brokers have joined (its
-    // replicas are spread over those alive then), as Kafka does.
-    if id == 0 && shard.cluster.is_none() {
-        shard.ensure_offsets_topic().await;
-    }
-    let group_timers = glommio::spawn_local(shard.clone().run_group_timers()).detach();
-    let metrics_sampler = config
-        .metrics_listen
-        .is_some()
-        .then(|| glommio::spawn_local(shard.clone().run_metrics_sampler()).detach());
-    let isr_checks = shard
-        .cluster
-        .is_some()
-        .then(|| glommio::spawn_local(shard.clone().run_isr_checks()).detach());
+    shard.open_partitions().await?;
+    let tasks = ShardTasks::start(&shard, splicer, doorbell, receivers, views).await;
     // The first view's roles (later views come through `set_view`).
     if let Some(view) = shard.cluster_view() {
         shard.apply_roles(&view);
     }
-    let mut bound = Vec::with_capacity(listeners.len());
+    let mut sockets = Vec::with_capacity(listeners.len());
     for listener in listeners.iter() {
-        match TcpListener::bind(listener.address) {
-            Ok(socket) => bound.push(socket),
-            Err(err) => {
-                let _ = ready.send(Err(format!(
-                    "shard {id}: bind {} ({}): {err}",
-                    listener.address, listener.name
-                )));
-                return;
+        let socket = TcpListener::bind(listener.address)
+            .map_err(|err| format!("bind {} ({}): {err}", listener.address, listener.name))?;
+        sockets.push(socket);
+    }
+    Ok((shard, tasks, sockets))
+}
+
+/// The memory budget of shard `id`'s connections and requests (its core's
+/// `memory_budget_bytes`), warning when it refuses requests the profile allows.
+fn shard_memory_budget(
+    config: &ServeConfig,
+    id: usize,
+    metrics: &Arc<ShardMetrics>,
+) -> Rc<memory_budget::MemoryBudget> {
+    let budget_bytes = config.profile.shard_cores()[id].memory_budget_bytes;
+    let memory = memory_budget::MemoryBudget::new(budget_bytes, metrics.clone());
+    let max_frame_bytes = config.profile.network.max_request_bytes as u64 + 4;
+    if max_frame_bytes > memory.receiving_limit_bytes() {
+        tracing::warn!(
+            "shard {id}: requests larger than {} bytes (half of memory_budget_bytes {budget_bytes}) \
+             are refused, below network.max_request_bytes {}",
+            memory.receiving_limit_bytes(),
+            config.profile.network.max_request_bytes
+        );
+    }
+    memory
+}
+
+/// A shard's background tasks: the splice ring's reaper, retention, the mesh's receivers,
+/// the cluster view's applier, the group timers, the metrics sampler and the ISR checks.
+struct ShardTasks {
+    splicer: Rc<Splicer>,
+    drainer: glommio::task::JoinHandle<()>,
+    retention: glommio::task::JoinHandle<()>,
+    views: Option<glommio::task::JoinHandle<()>>,
+    group_timers: glommio::task::JoinHandle<()>,
+    metrics_sampler: Option<glommio::task::JoinHandle<()>>,
+    isr_checks: Option<glommio::task::JoinHandle<()>>,
+}
+
+impl ShardTasks {
+    /// Starts them; returns once every other shard said hello over the mesh (and, on a single
+    /// node's control shard, `__consumer_offsets` exists).
+    async fn start(
+        shard: &Rc<Shard>,
+        splicer: Rc<Splicer>,
+        doorbell: glommio::net::UnixStream,
+        receivers: Option<glommio::channels::channel_mesh::Receivers<Envelope>>,
+        views: Option<async_channel::Receiver<Arc<ClusterView>>>,
+    ) -> ShardTasks {
+        let drainer = glommio::spawn_local(splicer.clone().drain(doorbell)).detach();
+        let retention_interval =
+            Duration::from_millis(shard.config.profile.storage.retention_check_interval_ms);
+        let retention_shard = shard.clone();
+        let retention = glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(retention_interval).await;
+                retention_shard.apply_retention().await;
             }
+        })
+        .detach();
+        if let Some(mut receivers) = receivers {
+            serve_mesh(shard, &mut receivers).await;
+        }
+        let views = views.map(|views| {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Ok(view) = views.recv().await {
+                    shard.apply_view(view).await;
+                }
+            })
+            .detach()
+        });
+        // In a cluster the first FindCoordinator creates it, once brokers have joined (its
+        // replicas are spread over those alive then), as Kafka does.
+        if shard.id == 0 && shard.cluster.is_none() {
+            shard.ensure_offsets_topic().await;
+        }
+        let group_timers = glommio::spawn_local(shard.clone().run_group_timers()).detach();
+        let metrics_sampler = shard
+            .config
+            .metrics_listen
+            .is_some()
+            .then(|| glommio::spawn_local(shard.clone().run_metrics_sampler()).detach());
+        let isr_checks = shard
+            .cluster
+            .is_some()
+            .then(|| glommio::spawn_local(shard.clone().run_isr_checks()).detach());
+        ShardTasks {
+            splicer,
+            drainer,
+            retention,
+            views,
+            group_timers,
+            metrics_sampler,
+            isr_checks,
         }
     }
-    let _ = ready.send(Ok(()));
-    // Every shard accepts on every listener (SO_REUSEPORT spreads the connections).
-    let accepting: Vec<_> = bound
-        .into_iter()
-        .enumerate()
-        .map(|(index, socket)| glommio::spawn_local(accept(shard.clone(), index, socket)).detach())
-        .collect();
-    for task in accepting {
-        let _ = task.await;
+
+    /// Cancels them, closes the shard's partitions, then stops the splice ring.
+    async fn stop(self, shard: &Rc<Shard>) {
+        self.retention.cancel();
+        self.group_timers.cancel();
+        if let Some(task) = self.metrics_sampler {
+            task.cancel();
+        }
+        if let Some(task) = self.views {
+            task.cancel();
+        }
+        if let Some(task) = self.isr_checks {
+            task.cancel();
+        }
+        if let Err(err) = shard.close_partitions().await {
+            tracing::error!("shard {}: closing partitions: {err}", shard.id);
+        }
+        self.splicer.stop();
+        let _ = self.drainer.await;
+        // Let the other shards finish their shutdown before the mesh goes away.
+        glommio::timer::sleep(Duration::from_millis(50)).await;
     }
-    retention.cancel();
-    group_timers.cancel();
-    if let Some(task) = metrics_sampler {
-        task.cancel();
+}
+
+/// Serves what other shards send over the mesh (hellos, requests, replies), and waits until
+/// every other shard said hello.
+async fn serve_mesh(
+    shard: &Rc<Shard>,
+    receivers: &mut glommio::channels::channel_mesh::Receivers<Envelope>,
+) {
+    for (peer, receiver) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(envelope) = receiver.recv().await {
+                match envelope {
+                    Envelope::Hello { shard: from } => shard.mesh.hello(peer, from),
+                    Envelope::Reply { id, body } => shard.mesh.deliver(id, body),
+                    Envelope::Request {
+                        from_shard,
+                        id,
+                        body,
+                    } => {
+                        let shard = shard.clone();
+                        ShardMetrics::add(&shard.metrics.requests_forwarded_in, 1);
+                        glommio::spawn_local(async move {
+                            let reply = shard.handle_request(body).await;
+                            shard.mesh.reply(from_shard, id, reply).await;
+                        })
+                        .detach();
+                    }
+                }
+            }
+        })
+        .detach();
     }
-    if let Some(task) = views_task {
-        task.cancel();
+    shard.mesh.introduce().await;
+    while !shard.mesh.all_introduced() {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
     }
-    if let Some(task) = isr_checks {
-        task.cancel();
-    }
-    if let Err(err) = shard.close_partitions().await {
-        tracing::error!("shard {id}: closing partitions: {err}");
-    }
-    splicer.stop();
-    let _ = drainer.await;
-    // Let the other shards finish their shutdown before the mesh goes away.
-    glommio::timer::sleep(Duration::from_millis(50)).await;
 }
 
 /// Accepts connections on listener `index` until the server stops.
@@ -736,17 +758,13 @@ async fn accept(shard: Rc<Shard>, index: usize, socket: TcpListener) {
 
 /// Runs the server until SIGTERM or SIGINT, then shuts it down cleanly.
 pub fn serve(config: ServeConfig) -> Result<(), StartError> {
-    // Block the signals in every thread (shards inherit the mask) and wait for them here.
-    // SAFETY: sigset manipulation on a local set; pthread_sigmask on the calling thread.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    let handle = start(config)?;
+    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(StartError::Signals)?;
+    // The threads `start` spawns (shards, agent, metrics) inherit a mask that blocks both
+    // signals, so they are delivered to this thread only and never interrupt a shard.
+    block_shutdown_signals(libc::SIG_BLOCK);
+    let started = start(config);
+    block_shutdown_signals(libc::SIG_UNBLOCK);
+    let handle = started?;
     // Each listener first: the `listening on` line (the first listener) ends the start.
     for listener in &handle.listeners {
         println!("listener {} on {}", listener.name, listener.address);
@@ -755,9 +773,8 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
         println!("metrics on http://{addr}/metrics");
     }
     println!("listening on {}", handle.addr);
-    let mut signal: libc::c_int = 0;
-    // SAFETY: sigwait on the set built above.
-    unsafe { libc::sigwait(&set, &mut signal) };
+    // `forever` ends only when the handle is closed, which nothing here does.
+    let signal = signals.forever().next().unwrap_or(SIGTERM);
     tracing::info!("signal {signal}: shutting down");
     let metrics = handle.metrics.clone();
     handle.shutdown();
@@ -776,4 +793,16 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     }
     println!("stopped");
     Ok(())
+}
+
+/// Blocks (`how` SIG_BLOCK) or unblocks (SIG_UNBLOCK) SIGTERM and SIGINT in the calling thread.
+fn block_shutdown_signals(how: libc::c_int) {
+    // SAFETY: sigset manipulation on a local set; pthread_sigmask on the calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, SIGTERM);
+        libc::sigaddset(&mut set, SIGINT);
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
 }

@@ -19,7 +19,7 @@ use crate::security::access::Access;
 use crate::security::authorizer::operation;
 
 use super::partition_ops::{ShardReply, ShardRequest};
-use super::replication::Role;
+use super::replica::Role;
 use super::shard::Shard;
 
 /// A broker asking (replica_id >= 0) needs CLUSTER_ACTION on the cluster, a client DESCRIBE
@@ -47,21 +47,31 @@ pub async fn handle(
                 None => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
                 Some(found) => {
                     let tp = TopicPartition::new(name.clone(), p.partition);
-                    match found.shards.get(p.partition as usize).map(|&s| s as usize) {
+                    match shard.owner(&found, p.partition) {
                         None => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
-                        Some(owner) if owner == shard.id => {
-                            shard.epoch_end_local(&tp, p.current_leader_epoch, p.leader_epoch)
-                        }
                         Some(owner) => {
-                            let ask = ShardRequest::EpochEnd {
-                                tp,
-                                current_leader_epoch: p.current_leader_epoch,
-                                leader_epoch: p.leader_epoch,
-                            };
-                            match shard.mesh.call(owner, ask).await {
-                                Some(ShardReply::EpochEnd(answer)) => answer,
-                                _ => Err(codes::KAFKA_STORAGE_ERROR),
-                            }
+                            shard
+                                .on_shard(
+                                    owner,
+                                    tp,
+                                    |tp| async move {
+                                        shard.epoch_end_local(
+                                            &tp,
+                                            p.current_leader_epoch,
+                                            p.leader_epoch,
+                                        )
+                                    },
+                                    |tp| ShardRequest::EpochEnd {
+                                        tp,
+                                        current_leader_epoch: p.current_leader_epoch,
+                                        leader_epoch: p.leader_epoch,
+                                    },
+                                    |reply| match reply {
+                                        Some(ShardReply::EpochEnd(answer)) => answer,
+                                        _ => Err(codes::KAFKA_STORAGE_ERROR),
+                                    },
+                                )
+                                .await
                         }
                     }
                 }

@@ -1,10 +1,18 @@
 //! What one shard asks another: the control shard (shard 0) creates and deletes topics and
-//! broadcasts the result; data requests go to the shard that owns the partition.
+//! broadcasts the result; data requests go to the shard that owns the partition, group
+//! requests to the shard coordinating the group. The bottom layer of `server`: these types
+//! name no other server module.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::group::{
+    DeleteGroupsResponse, DescribedGroup, ErrorCode, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, PartitionResult, Response, SyncGroupRequest, SyncGroupResponse,
+};
 use crate::storage::AppendInfo;
 use crate::topics::{Topic, TopicError};
 
@@ -37,6 +45,13 @@ pub struct FollowerFetch {
     /// The follower's log start offset (-1: not given).
     pub log_start_offset: i64,
 }
+
+/// Per-partition failure: a Kafka error code and a message.
+pub type PartitionError = (i16, String);
+
+/// Per topic, in request order: the topic as created or changed (or as it would be, validate
+/// only), or why not.
+pub type TopicResults = Vec<(String, Result<Topic, TopicError>)>;
 
 /// A request sent over the mesh.
 pub enum ShardRequest {
@@ -90,7 +105,7 @@ pub enum ShardRequest {
         reader: Reader,
     },
     /// To the shard owning the group's partition of `__consumer_offsets`.
-    Group(super::groups::GroupCall),
+    Group(GroupCall),
     /// To the owner: DeleteRecords of one partition (-1: up to the high watermark).
     DeleteRecords {
         topic: String,
@@ -172,7 +187,7 @@ impl<C> PartitionRead<C> {
 /// The answer to a [`ShardRequest`].
 pub enum ShardReply {
     /// Per topic, in request order: partitions created, or why not.
-    Topics(Vec<(String, Result<Topic, TopicError>)>),
+    Topics(TopicResults),
     Done,
     Appended(Result<AppendInfo, (i16, String)>),
     Read(PartitionRead<SendChunk>),
@@ -182,9 +197,105 @@ pub enum ShardReply {
     FollowerRead(PartitionRead<SendChunk>, Option<(i32, i64)>),
     /// `(timestamp, offset)` or why not.
     Offset(Result<(i64, i64), (i16, String)>),
-    Group(super::groups::GroupAnswer),
+    Group(GroupAnswer),
     /// The log start offset after a DeleteRecords, or why not.
     LogStart(Result<i64, (i16, String)>),
     Producers(Result<Vec<crate::storage::ActiveProducer>, i16>),
     LogDirs(Vec<LogDirPartition>),
+}
+
+/// A group request on its way to the group's coordinator (possibly on another shard).
+#[derive(Debug, Clone)]
+pub enum GroupCall {
+    Join(JoinGroupRequest),
+    Sync(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    Leave(LeaveGroupRequest),
+    Commit(OffsetCommitRequest),
+    Fetch(OffsetFetchRequest),
+    /// Answered by every shard for its own coordinators.
+    List(ListGroupsRequest),
+    Describe(String),
+    Delete(String),
+    OffsetDelete(crate::group::OffsetDeleteRequest),
+}
+
+/// The coordinator's answer to a [`GroupCall`].
+#[derive(Debug)]
+pub enum GroupAnswer {
+    Done(Response),
+    Fetched(OffsetFetchResponse),
+    Listed(ListGroupsResponse),
+    Described(DescribedGroup),
+}
+
+impl GroupCall {
+    pub(super) fn group_id(&self) -> &str {
+        match self {
+            GroupCall::Join(r) => &r.group_id,
+            GroupCall::Sync(r) => &r.group_id,
+            GroupCall::Heartbeat(r) => &r.group_id,
+            GroupCall::Leave(r) => &r.group_id,
+            GroupCall::Commit(r) => &r.group_id,
+            GroupCall::Fetch(r) => &r.group_id,
+            GroupCall::List(_) => "",
+            GroupCall::Describe(g) | GroupCall::Delete(g) => g,
+            GroupCall::OffsetDelete(r) => &r.group_id,
+        }
+    }
+
+    /// The answer when the call cannot reach a coordinator.
+    pub fn error(&self, code: ErrorCode) -> GroupAnswer {
+        let done = |r| GroupAnswer::Done(r);
+        match self {
+            GroupCall::Join(r) => done(Response::JoinGroup(JoinGroupResponse::error(
+                code,
+                &r.member_id,
+            ))),
+            GroupCall::Sync(_) => done(Response::SyncGroup(SyncGroupResponse::error(code))),
+            GroupCall::Heartbeat(_) => {
+                done(Response::Heartbeat(HeartbeatResponse { error_code: code }))
+            }
+            GroupCall::Leave(_) => done(Response::LeaveGroup(LeaveGroupResponse {
+                error_code: code,
+                members: Vec::new(),
+            })),
+            GroupCall::Commit(r) => done(Response::OffsetCommit(OffsetCommitResponse {
+                partitions: r
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionResult {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        error_code: code,
+                    })
+                    .collect(),
+            })),
+            GroupCall::Fetch(_) => GroupAnswer::Fetched(OffsetFetchResponse {
+                error_code: code,
+                partitions: Vec::new(),
+            }),
+            GroupCall::List(_) => GroupAnswer::Listed(ListGroupsResponse {
+                error_code: code,
+                groups: Vec::new(),
+            }),
+            GroupCall::Describe(g) => GroupAnswer::Described(DescribedGroup {
+                error_code: code,
+                group_id: g.clone(),
+                state: "",
+                protocol_type: String::new(),
+                protocol_data: String::new(),
+                members: Vec::new(),
+            }),
+            GroupCall::Delete(g) => done(Response::DeleteGroups(DeleteGroupsResponse {
+                results: vec![(g.clone(), code)],
+            })),
+            GroupCall::OffsetDelete(_) => {
+                done(Response::OffsetDelete(crate::group::OffsetDeleteResponse {
+                    error_code: code,
+                    partitions: Vec::new(),
+                }))
+            }
+        }
+    }
 }

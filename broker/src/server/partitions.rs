@@ -1,12 +1,11 @@
-//! The partitions a shard owns, and the data operations on them: append, read, offsets,
-//! wait-for-data. Each operation has a local form (the partition is here) and a routed form
-//! that forwards to the owning shard over the mesh when it is not.
+//! The data operations on the partitions a shard owns (`server::owned_partitions`): opening
+//! and closing them, append, read, offsets, wait-for-data. Each operation has a local form
+//! (the partition is here) and a routed form that serves it here or forwards it to the owning
+//! shard over the mesh ([`Shard::on_shard`]).
 //!
 //! Partition directories are `<data dir>/<topic>-<partition>` (Kafka's layout). Which shard
 //! owns a partition is in the topic metadata, so a restart reopens each on the same shard.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -22,94 +21,11 @@ use crate::storage::{self, FileRange, LogConfig, LogError, LogOverrides, Partiti
 use crate::topics::{self, Topic, TopicError};
 
 use super::partition_ops::{
-    FollowerFetch, PartitionRead, Reader, SendChunk, ShardReply, ShardRequest,
+    FollowerFetch, PartitionError, PartitionRead, Reader, SendChunk, ShardReply, ShardRequest,
 };
-use super::replication::Replica;
+use super::replica::Replica;
 use super::shard::Shard;
 use crate::cluster::controller::TopicPartition;
-
-/// The logs this shard owns, by topic name then partition index, and in cluster mode their
-/// replicas.
-#[derive(Default)]
-pub struct OwnedPartitions {
-    logs: RefCell<HashMap<String, Vec<Option<Rc<PartitionLog>>>>>,
-    replicas: RefCell<HashMap<(String, i32), Rc<Replica>>>,
-    /// The idempotent-producer tables' charge to the shard's memory budget.
-    producer_state_charge: RefCell<Option<super::memory_budget::Reservation>>,
-}
-
-impl OwnedPartitions {
-    pub fn replica(&self, topic: &str, partition: i32) -> Option<Rc<Replica>> {
-        self.replicas
-            .borrow()
-            .get(&(topic.to_string(), partition))
-            .cloned()
-    }
-
-    pub fn replicas(&self) -> Vec<Rc<Replica>> {
-        self.replicas.borrow().values().cloned().collect()
-    }
-
-    /// Puts a reopened log (after a truncation) in place of the old one.
-    pub fn replace(&self, topic: &str, partition: i32, log: Rc<PartitionLog>) {
-        if let Some(slot) = self
-            .logs
-            .borrow_mut()
-            .get_mut(topic)
-            .and_then(|list| list.get_mut(partition as usize))
-        {
-            *slot = Some(log);
-        }
-    }
-
-    pub fn get(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
-        let logs = self.logs.borrow();
-        let list = logs.get(topic)?;
-        usize::try_from(partition)
-            .ok()
-            .and_then(|p| list.get(p))
-            .and_then(|log| log.clone())
-    }
-
-    /// Every owned log with its topic and partition.
-    pub fn named(&self) -> Vec<(String, i32, Rc<PartitionLog>)> {
-        let logs = self.logs.borrow();
-        let mut named = Vec::new();
-        for (topic, list) in logs.iter() {
-            for (partition, log) in list.iter().enumerate() {
-                if let Some(log) = log {
-                    named.push((topic.clone(), partition as i32, log.clone()));
-                }
-            }
-        }
-        named
-    }
-
-    pub fn all(&self) -> Vec<Rc<PartitionLog>> {
-        self.logs
-            .borrow()
-            .values()
-            .flat_map(|list| list.iter().flatten().cloned())
-            .collect()
-    }
-
-    /// Charges the approximate size of every owned log's idempotent-producer table to
-    /// `memory` (an admitted charge, re-measured by the caller's timer, as group state is).
-    pub fn charge_producer_state(&self, memory: &Rc<super::memory_budget::MemoryBudget>) {
-        let bytes: usize = self
-            .logs
-            .borrow()
-            .values()
-            .flat_map(|list| list.iter().flatten())
-            .map(|log| log.producer_state_bytes())
-            .sum();
-        let mut charge = self.producer_state_charge.borrow_mut();
-        match charge.as_mut() {
-            Some(charge) => charge.set_admitted(bytes as u64),
-            None => *charge = Some(memory.charge(bytes as u64)),
-        }
-    }
-}
 
 /// Storage settings of a topic: the profile's, with the topic's overrides.
 pub fn log_config(shard: &Shard, topic: &Topic) -> LogConfig {
@@ -150,11 +66,16 @@ fn partition_dir(shard: &Shard, topic: &str, partition: usize) -> std::path::Pat
     crate::topics::partition_dir(&shard.config.data_dir, topic, partition)
 }
 
-/// Per-partition failure: a Kafka error code and a message.
-pub type PartitionError = (i16, String);
-
 fn log_error(err: LogError) -> PartitionError {
     (err.error_code(), err.to_string())
+}
+
+/// A partition operation forwarded to shard `owner` that got no answer.
+pub(super) fn unanswered(owner: usize) -> PartitionError {
+    (
+        codes::KAFKA_STORAGE_ERROR,
+        format!("shard {owner} did not answer"),
+    )
 }
 
 fn unknown(topic: &str, partition: i32) -> PartitionError {
@@ -520,6 +441,13 @@ impl Shard {
                 Err(code) => return PartitionRead::error(code),
             }
         };
+        // What is below the high watermark was appended: the empty answer below and the
+        // read's bound both take it for a position within the log.
+        debug_assert!(
+            high_watermark <= log.log_end_offset(),
+            "{topic}-{partition}: HW {high_watermark} > LEO {}",
+            log.log_end_offset()
+        );
         // Between the high watermark and the log end: nothing to read yet.
         if offset >= high_watermark && offset <= log.log_end_offset() {
             return PartitionRead {
@@ -684,25 +612,26 @@ impl Shard {
             .owner(topic, partition)
             .ok_or_else(|| unknown(&topic.name, partition))?;
         self.check_leader(&topic.name, partition)?;
-        if owner == self.id {
-            return self
-                .append_local(&topic.name, partition, &records, acks, timeout_ms)
-                .await;
-        }
-        let request = ShardRequest::Append {
-            topic: topic.name.clone(),
-            partition,
+        self.on_shard(
+            owner,
             records,
-            acks,
-            timeout_ms,
-        };
-        match self.mesh.call(owner, request).await {
-            Some(ShardReply::Appended(result)) => result,
-            _ => Err((
-                codes::KAFKA_STORAGE_ERROR,
-                format!("shard {owner} did not answer"),
-            )),
-        }
+            |records| async move {
+                self.append_local(&topic.name, partition, &records, acks, timeout_ms)
+                    .await
+            },
+            |records| ShardRequest::Append {
+                topic: topic.name.clone(),
+                partition,
+                records,
+                acks,
+                timeout_ms,
+            },
+            |reply| match reply {
+                Some(ShardReply::Appended(result)) => result,
+                _ => Err(unanswered(owner)),
+            },
+        )
+        .await
     }
 
     pub async fn read(
@@ -719,28 +648,31 @@ impl Shard {
         if let Err((code, _)) = self.check_leader(&topic.name, partition) {
             return PartitionRead::error(code);
         }
-        if owner == self.id {
-            return self
-                .read_local(
+        self.on_shard(
+            owner,
+            (),
+            |()| {
+                self.read_local(
                     &topic.name,
                     partition,
                     offset,
                     max_bytes,
                     current_leader_epoch,
                 )
-                .await;
-        }
-        let request = ShardRequest::Read {
-            topic: topic.name.clone(),
-            partition,
-            offset,
-            max_bytes,
-            current_leader_epoch,
-        };
-        match self.mesh.call(owner, request).await {
-            Some(ShardReply::Read(read)) => from_send_chunks(read),
-            _ => PartitionRead::error(codes::KAFKA_STORAGE_ERROR),
-        }
+            },
+            |()| ShardRequest::Read {
+                topic: topic.name.clone(),
+                partition,
+                offset,
+                max_bytes,
+                current_leader_epoch,
+            },
+            |reply| match reply {
+                Some(ShardReply::Read(read)) => from_send_chunks(read),
+                _ => PartitionRead::error(codes::KAFKA_STORAGE_ERROR),
+            },
+        )
+        .await
     }
 
     /// A follower's Fetch of one partition, at the shard owning it.
@@ -755,17 +687,19 @@ impl Shard {
                 None,
             );
         };
-        if owner == self.id {
-            return self.follower_read_local(&fetch).await;
-        }
-        match self
-            .mesh
-            .call(owner, ShardRequest::FollowerRead(fetch))
-            .await
-        {
-            Some(ShardReply::FollowerRead(read, diverging)) => (from_send_chunks(read), diverging),
-            _ => (PartitionRead::error(codes::KAFKA_STORAGE_ERROR), None),
-        }
+        self.on_shard(
+            owner,
+            fetch,
+            |fetch| async move { self.follower_read_local(&fetch).await },
+            ShardRequest::FollowerRead,
+            |reply| match reply {
+                Some(ShardReply::FollowerRead(read, diverging)) => {
+                    (from_send_chunks(read), diverging)
+                }
+                _ => (PartitionRead::error(codes::KAFKA_STORAGE_ERROR), None),
+            },
+        )
+        .await
     }
 
     pub async fn list_offset(
@@ -778,23 +712,21 @@ impl Shard {
             .owner(topic, partition)
             .ok_or_else(|| unknown(&topic.name, partition))?;
         self.check_leader(&topic.name, partition)?;
-        if owner == self.id {
-            return self
-                .list_offset_local(&topic.name, partition, timestamp)
-                .await;
-        }
-        let request = ShardRequest::ListOffset {
-            topic: topic.name.clone(),
-            partition,
-            timestamp,
-        };
-        match self.mesh.call(owner, request).await {
-            Some(ShardReply::Offset(result)) => result,
-            _ => Err((
-                codes::KAFKA_STORAGE_ERROR,
-                format!("shard {owner} did not answer"),
-            )),
-        }
+        self.on_shard(
+            owner,
+            (),
+            |()| self.list_offset_local(&topic.name, partition, timestamp),
+            |()| ShardRequest::ListOffset {
+                topic: topic.name.clone(),
+                partition,
+                timestamp,
+            },
+            |reply| match reply {
+                Some(ShardReply::Offset(result)) => result,
+                _ => Err(unanswered(owner)),
+            },
+        )
+        .await
     }
 
     /// Waits until one of `wanted` (topic, partition, offset) has data, on whichever shards
@@ -817,20 +749,22 @@ impl Shard {
                 continue;
             }
             let shard = self.clone();
-            if owner == self.id {
-                waits.push(Box::pin(async move {
-                    shard.wait_local(&list, max_wait, reader).await
-                }));
-            } else {
-                waits.push(Box::pin(async move {
-                    let request = ShardRequest::WaitForData {
-                        wanted: list,
-                        max_wait,
-                        reader,
-                    };
-                    let _ = shard.mesh.call(owner, request).await;
-                }));
-            }
+            waits.push(Box::pin(async move {
+                let shard = &shard;
+                shard
+                    .on_shard(
+                        owner,
+                        list,
+                        |list| async move { shard.wait_local(&list, max_wait, reader).await },
+                        |wanted| ShardRequest::WaitForData {
+                            wanted,
+                            max_wait,
+                            reader,
+                        },
+                        drop,
+                    )
+                    .await
+            }));
         }
         waits.push(Box::pin(glommio::timer::sleep(max_wait)));
         FirstOf(waits).await

@@ -14,7 +14,7 @@ use crate::security::access::Access;
 use crate::security::authorizer::operation;
 
 use super::metrics::ShardMetrics;
-use super::partitions::PartitionError;
+use super::partition_ops::PartitionError;
 use super::shard::Shard;
 
 type Outcome = Result<crate::storage::AppendInfo, PartitionError>;

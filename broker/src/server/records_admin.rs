@@ -40,9 +40,9 @@ use crate::security::access::Access;
 use crate::security::authorizer::operation;
 use crate::topics::Topic;
 
-use super::partition_ops::{ShardReply, ShardRequest};
-use super::partitions::PartitionError;
-use super::replication::{Replica, Role};
+use super::partition_ops::{PartitionError, ShardReply, ShardRequest};
+use super::partitions::unanswered;
+use super::replica::{Replica, Role};
 use super::shard::Shard;
 
 /// DeleteRecords' "up to the high watermark" offset.
@@ -156,17 +156,20 @@ impl Shard {
         let owner = self
             .owner(topic, partition)
             .ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)?;
-        if owner == self.id {
-            return self.producers_local(&topic.name, partition).await;
-        }
-        let request = ShardRequest::DescribeProducers {
-            topic: topic.name.clone(),
-            partition,
-        };
-        match self.mesh.call(owner, request).await {
-            Some(ShardReply::Producers(result)) => result,
-            _ => Err(codes::KAFKA_STORAGE_ERROR),
-        }
+        self.on_shard(
+            owner,
+            (),
+            |()| self.producers_local(&topic.name, partition),
+            |()| ShardRequest::DescribeProducers {
+                topic: topic.name.clone(),
+                partition,
+            },
+            |reply| match reply {
+                Some(ShardReply::Producers(result)) => result,
+                _ => Err(codes::KAFKA_STORAGE_ERROR),
+            },
+        )
+        .await
     }
 
     /// The producers of a partition this shard hosts (leader or follower).
@@ -201,24 +204,22 @@ impl Shard {
             )
         })?;
         self.check_leader(&topic.name, partition)?;
-        if owner == self.id {
-            return self
-                .delete_records_local(&topic.name, partition, offset, timeout_ms)
-                .await;
-        }
-        let request = ShardRequest::DeleteRecords {
-            topic: topic.name.clone(),
-            partition,
-            offset,
-            timeout_ms,
-        };
-        match self.mesh.call(owner, request).await {
-            Some(ShardReply::LogStart(result)) => result,
-            _ => Err((
-                codes::KAFKA_STORAGE_ERROR,
-                format!("shard {owner} did not answer"),
-            )),
-        }
+        self.on_shard(
+            owner,
+            (),
+            |()| self.delete_records_local(&topic.name, partition, offset, timeout_ms),
+            |()| ShardRequest::DeleteRecords {
+                topic: topic.name.clone(),
+                partition,
+                offset,
+                timeout_ms,
+            },
+            |reply| match reply {
+                Some(ShardReply::LogStart(result)) => result,
+                _ => Err(unanswered(owner)),
+            },
+        )
+        .await
     }
 
     /// A follower moves its log start offset up to its leader's (from a fetch response),

@@ -25,7 +25,7 @@ use crate::cli::client::{complete_batches, round_trip};
 use crate::kafka::codes;
 use crate::security::inter_broker;
 
-use super::replication::{Replica, Role};
+use super::replica::{Replica, Role};
 use super::shard::Shard;
 
 const FETCH_VERSION: i16 = 12;

@@ -1,5 +1,5 @@
 //! Replication on the shard that owns a partition (cluster mode): each hosted partition has a
-//! [`Replica`] beside its log, whose role follows the cluster view (leader at an epoch,
+//! [`Replica`] (`server::replica`) beside its log, whose role follows the cluster view (leader at an epoch,
 //! follower of a broker at an epoch, or neither while the partition is offline).
 //!
 //! - A leader runs the sans-IO [`Leader`] core: follower fetches report each follower's log
@@ -10,101 +10,23 @@
 //!   truncate it where the leader-epoch check says it diverged.
 //! - The leader-epoch cache is kept in the partition's `leader-epoch-checkpoint` file.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::cluster::controller::TopicPartition;
-use crate::cluster::replica::{EpochCache, FetchAnswer, Leader, LeaderConfig, LeaderOutput};
+use crate::cluster::replica::{FetchAnswer, Leader, LeaderConfig, LeaderOutput};
 use crate::cluster::{ClusterView, Command, LeaderAndIsr};
 use crate::kafka::codes;
 use crate::kafka::response::Part;
-use crate::storage::notify::Signal;
-use crate::storage::{self, leader_epoch_checkpoint, AppendInfo, PartitionLog};
+use crate::storage::{self, AppendInfo, PartitionLog};
 use crate::topics::Topic;
 
-use super::partition_ops::{FollowerFetch, PartitionRead};
-use super::partitions::PartitionError;
+use super::partition_ops::{FollowerFetch, PartitionError, PartitionRead};
+use super::replica::{Replica, Role};
 use super::shard::Shard;
 
 pub const NOT_ENOUGH_REPLICAS: i16 = 19;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
-
-/// What this broker is for one partition.
-pub enum Role {
-    /// Offline, or not known yet: neither serves nor fetches.
-    Idle,
-    Leader(Leader),
-    Follower {
-        leader: i32,
-        epoch: i32,
-        high_watermark: i64,
-    },
-}
-
-/// The replica of one partition on its owning shard.
-pub struct Replica {
-    pub tp: TopicPartition,
-    pub cache: RefCell<EpochCache>,
-    pub role: RefCell<Role>,
-    /// Notified when the high watermark, the ISR, the role or a follower's log start changes.
-    pub changed: Signal,
-    /// While leading: each follower's log start offset, as its last fetch reported it
-    /// (DeleteRecords waits for them: `records_admin`).
-    pub follower_log_starts: RefCell<std::collections::HashMap<i32, i64>>,
-}
-
-impl Replica {
-    /// A hosted partition's replica, its epoch cache read from the checkpoint.
-    pub fn open(tp: TopicPartition, log: &PartitionLog) -> Result<Replica, String> {
-        let entries = leader_epoch_checkpoint::read(log.dir()).map_err(|err| err.to_string())?;
-        Ok(Replica {
-            tp,
-            cache: RefCell::new(EpochCache::from_entries(entries)),
-            role: RefCell::new(Role::Idle),
-            changed: Signal::default(),
-            follower_log_starts: RefCell::default(),
-        })
-    }
-
-    pub fn high_watermark(&self) -> i64 {
-        match &*self.role.borrow() {
-            Role::Leader(leader) => leader.high_watermark(),
-            Role::Follower { high_watermark, .. } => *high_watermark,
-            Role::Idle => 0,
-        }
-    }
-
-    /// Resolves once this replica leads with a high watermark past `offset`, or stops leading
-    /// the epoch it led when called (the reader then learns the new state from its next read).
-    pub async fn wait_high_watermark_past(&self, offset: i64) {
-        let epoch = self.leader_epoch();
-        loop {
-            let wait = self.changed.wait();
-            if epoch.is_none() || self.leader_epoch() != epoch || self.high_watermark() > offset {
-                return;
-            }
-            wait.await;
-        }
-    }
-
-    /// The epoch while this replica leads.
-    pub fn leader_epoch(&self) -> Option<i32> {
-        match &*self.role.borrow() {
-            Role::Leader(leader) => Some(leader.epoch()),
-            _ => None,
-        }
-    }
-
-    /// Rewrites the checkpoint file (only when the cache changed).
-    pub(super) fn save_cache(&self, log: &PartitionLog) {
-        let entries = self.cache.borrow().entries().to_vec();
-        if let Err(err) = leader_epoch_checkpoint::write(log.dir(), &entries) {
-            tracing::error!("{}: {err}", self.tp);
-        }
-    }
-}
 
 fn now_ms() -> u64 {
     storage::now_ms().max(0) as u64
@@ -124,6 +46,15 @@ pub fn min_insync(shard: &Shard, topic: &Topic) -> usize {
                 .map_or(1, |c| c.min_insync_replicas)
         })
         .max(1)
+}
+
+/// The leader epoch a role is at (`None` while idle, which orders below every epoch).
+fn role_epoch(role: &Role) -> Option<i32> {
+    match role {
+        Role::Idle => None,
+        Role::Leader(leader) => Some(leader.epoch()),
+        Role::Follower { epoch, .. } => Some(*epoch),
+    }
 }
 
 /// The replicas a leader tracks in a term: the assignment, without replicas being removed by
@@ -256,6 +187,15 @@ impl Shard {
                 replica.changed.notify();
                 continue;
             };
+            // Views come in the coordinator's order, where a partition's leader epoch only
+            // grows: fencing (FENCED_LEADER_EPOCH, the epoch stamped on appends, the epoch
+            // cache) relies on a replica never going back to an older one.
+            debug_assert!(
+                role_epoch(&next).is_none() || role_epoch(&next) >= role_epoch(&role),
+                "{tp}: leader epoch from {:?} back to {:?}",
+                role_epoch(&role),
+                role_epoch(&next)
+            );
             let was_leader = matches!(&*role, Role::Leader(_));
             let is_leader = matches!(&next, Role::Leader(_));
             started_following |= matches!(&next, Role::Follower { .. });
@@ -678,6 +618,12 @@ impl Shard {
                 *high_watermark,
                 leader_high_watermark,
                 end,
+            );
+            // A follower's consumers-visible end (it becomes the leader's starting high
+            // watermark) never passes what it holds.
+            debug_assert!(
+                *high_watermark <= end,
+                "{tp}: HW {high_watermark} > LEO {end}"
             );
         }
         replica.changed.notify();

@@ -4,9 +4,13 @@
 //! Shard 0 is the control shard: it alone writes the [`TopicStore`] and broadcasts topic
 //! changes to every shard, which keep their own read-only copy of the topic map, so the data
 //! path never takes a lock to look a topic up.
+//!
+//! An operation reaches the shard that owns what it works on (a partition, a group, the topic
+//! store) through [`Shard::on_shard`]: in place when that is this shard, else over the mesh.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -16,12 +20,12 @@ use std::sync::Arc;
 use crate::security::access::Access;
 use crate::topics::{self, Topic, TopicError, TopicStore};
 
-use super::groups::ShardGroups;
+use super::group_state::ShardGroups;
 use super::memory_budget::MemoryBudget;
 use super::mesh::Mesh;
 use super::metrics::ShardMetrics;
-use super::partition_ops::{CreateSpec, ShardReply, ShardRequest};
-use super::partitions::OwnedPartitions;
+use super::owned_partitions::OwnedPartitions;
+use super::partition_ops::{CreateSpec, ShardReply, ShardRequest, TopicResults};
 use super::splice::Splicer;
 
 /// How the server was asked to run.
@@ -55,6 +59,26 @@ pub struct ServeConfig {
     pub inter_broker_sasl: Option<crate::security::inter_broker::InterBrokerSasl>,
     /// `--authorizer`: ACLs checked on every request; everything is allowed when absent.
     pub authorizer: Option<crate::security::acl_store::AuthorizerConfig>,
+}
+
+/// Cluster mode's share of a shard.
+pub struct ShardCluster {
+    /// The newest view this shard was given.
+    pub view: RefCell<Arc<crate::cluster::ClusterView>>,
+    pub commands: async_channel::Sender<crate::cluster::Command>,
+    pub default_replication_factor: i16,
+    /// Leaders this shard runs a replica fetcher for.
+    pub fetchers: RefCell<std::collections::BTreeSet<i32>>,
+    /// A creation of `__consumer_offsets` asked for by FindCoordinator is running.
+    pub creating_offsets_topic: std::cell::Cell<bool>,
+    /// Notified when a replica here starts following a leader (fetchers re-ask at once).
+    pub followers_changed: crate::storage::notify::Signal,
+    /// Cleared when the broker starts a controlled shutdown: fetchers finish the fetch they
+    /// have out and stop, so no leader adds this broker back to an ISR the controller just
+    /// took it out of.
+    pub fetching: Arc<std::sync::atomic::AtomicBool>,
+    /// Replica fetchers running in the whole process.
+    pub fetchers_running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The state of one shard; lives on its executor only.
@@ -91,7 +115,7 @@ pub struct Shard {
     pub credentials: crate::security::credentials::ShardCredentials,
     pub stop: Arc<AtomicBool>,
     /// Cluster mode: the view and the way to the cluster agent.
-    pub cluster: Option<super::cluster::ShardCluster>,
+    pub cluster: Option<ShardCluster>,
     /// `--authorizer`: this shard's view of the process's ACLs.
     pub acls: Option<crate::security::acl_store::ShardAcls>,
 }
@@ -131,55 +155,79 @@ impl Shard {
     }
 
     /// Creates topics via the control shard; per topic the result, in order.
-    pub async fn create_topics(
-        self: &Rc<Self>,
-        specs: Vec<CreateSpec>,
-    ) -> Vec<(String, Result<Topic, TopicError>)> {
+    pub async fn create_topics(self: &Rc<Self>, specs: Vec<CreateSpec>) -> TopicResults {
         if self.cluster.is_some() {
             return self.create_topics_in_cluster(specs).await;
         }
-        if self.id == 0 {
-            return self.create_topics_here(specs).await;
+        let names = specs.iter().map(|spec| spec.name.clone()).collect();
+        self.on_control_shard(
+            names,
+            specs,
+            |specs| self.create_topics_here(specs),
+            ShardRequest::CreateTopics,
+        )
+        .await
+    }
+
+    /// Deletes topics via the control shard.
+    pub async fn delete_topics(self: &Rc<Self>, names: Vec<String>) -> TopicResults {
+        if self.cluster.is_some() {
+            return self.delete_topics_in_cluster(names).await;
         }
-        let names: Vec<String> = specs.iter().map(|spec| spec.name.clone()).collect();
-        match self.mesh.call(0, ShardRequest::CreateTopics(specs)).await {
+        self.on_control_shard(
+            names.clone(),
+            names,
+            |names| self.delete_topics_here(names),
+            ShardRequest::DeleteTopics,
+        )
+        .await
+    }
+
+    /// Serves a request on shard `owner`: `here(input)` when that is this shard (no mesh
+    /// hop), else the request `forward(input)` goes to it over the mesh and `answer` takes the
+    /// result out of its reply (`None`: the owner is gone, or answered another kind). Every
+    /// operation routed to a partition's owner, a group's coordinator or the control shard
+    /// goes through here.
+    pub async fn on_shard<I, T, F>(
+        &self,
+        owner: usize,
+        input: I,
+        here: impl FnOnce(I) -> F,
+        forward: impl FnOnce(I) -> ShardRequest,
+        answer: impl FnOnce(Option<ShardReply>) -> T,
+    ) -> T
+    where
+        F: Future<Output = T>,
+    {
+        if owner == self.id {
+            return here(input).await;
+        }
+        answer(self.mesh.call(owner, forward(input)).await)
+    }
+
+    /// [`Self::on_shard`] for the topic operations of the control shard (shard 0), which
+    /// answer per topic: when shard 0 does not answer, each of `names` fails.
+    pub(super) async fn on_control_shard<I, F>(
+        &self,
+        names: Vec<String>,
+        input: I,
+        here: impl FnOnce(I) -> F,
+        forward: impl FnOnce(I) -> ShardRequest,
+    ) -> TopicResults
+    where
+        F: Future<Output = TopicResults>,
+    {
+        self.on_shard(0, input, here, forward, |reply| match reply {
             Some(ShardReply::Topics(results)) => results,
             _ => names
                 .into_iter()
                 .map(|name| {
-                    (
-                        name,
-                        Err(TopicError::Storage("control shard unavailable".into())),
-                    )
+                    let err = TopicError::Storage("control shard unavailable".into());
+                    (name, Err(err))
                 })
                 .collect(),
-        }
-    }
-
-    /// Deletes topics via the control shard.
-    pub async fn delete_topics(
-        self: &Rc<Self>,
-        names: Vec<String>,
-    ) -> Vec<(String, Result<Topic, TopicError>)> {
-        if self.cluster.is_some() {
-            return self.delete_topics_in_cluster(names).await;
-        }
-        if self.id == 0 {
-            return self.delete_topics_here(names).await;
-        }
-        let asked = names.clone();
-        match self.mesh.call(0, ShardRequest::DeleteTopics(names)).await {
-            Some(ShardReply::Topics(results)) => results,
-            _ => asked
-                .into_iter()
-                .map(|name| {
-                    (
-                        name,
-                        Err(TopicError::Storage("control shard unavailable".into())),
-                    )
-                })
-                .collect(),
-        }
+        })
+        .await
     }
 
     /// Checks name, partition count and configs (and, on a single node, the replication
@@ -221,10 +269,7 @@ impl Shard {
         })
     }
 
-    async fn create_topics_here(
-        self: &Rc<Self>,
-        specs: Vec<CreateSpec>,
-    ) -> Vec<(String, Result<Topic, TopicError>)> {
+    async fn create_topics_here(self: &Rc<Self>, specs: Vec<CreateSpec>) -> TopicResults {
         let mut results = Vec::with_capacity(specs.len());
         for spec in specs {
             let result = match self.validate_spec(&spec) {
@@ -268,10 +313,7 @@ impl Shard {
         results
     }
 
-    async fn delete_topics_here(
-        self: &Rc<Self>,
-        names: Vec<String>,
-    ) -> Vec<(String, Result<Topic, TopicError>)> {
+    async fn delete_topics_here(self: &Rc<Self>, names: Vec<String>) -> TopicResults {
         let mut results = Vec::with_capacity(names.len());
         for name in names {
             let store = self.store.as_ref().expect("shard 0 holds the store");

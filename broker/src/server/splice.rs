@@ -18,7 +18,7 @@ use futures_lite::AsyncReadExt;
 use glommio::net::UnixStream;
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::oneshot;
+use tokio::sync::oneshot;
 
 /// Bytes one pipe holds (F_SETPIPE_SZ); one file -> pipe step moves at most this much.
 const PIPE_BYTES: usize = 1 << 20;
@@ -151,7 +151,7 @@ impl Splicer {
                 continue;
             }
             if let Some(tx) = pending.remove(&cqe.user_data()) {
-                tx.send(cqe.result());
+                let _ = tx.send(cqe.result());
             }
             completed += 1;
         }
@@ -177,7 +177,7 @@ impl Splicer {
         // Submit now: a splice that completes during the submit call is reaped here.
         self.poll_ring();
         let _unsubmitted = Unsubmitted { splicer: self, id };
-        match rx.await {
+        match rx.await.ok() {
             Some(result) if result >= 0 => Ok(result as usize),
             Some(result) => Err(io::Error::from_raw_os_error(-result)),
             None => Err(io::Error::other("splice ring stopped")),

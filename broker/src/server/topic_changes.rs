@@ -13,12 +13,8 @@ use crate::cluster::agent::{self, Command};
 use crate::cluster::assignment::{self, AssignmentError};
 use crate::topics::{self, ConfigAlteration, Topic, TopicError};
 
-use super::partition_ops::{LogDirPartition, PartitionsSpec, ShardReply, ShardRequest};
+use super::partition_ops::{LogDirPartition, PartitionsSpec, ShardRequest, TopicResults};
 use super::shard::Shard;
-
-/// Per topic, in request order: the topic as changed (or as it would be, validate only), or
-/// why not.
-pub type TopicResults = Vec<(String, Result<Topic, TopicError>)>;
 
 impl Shard {
     /// Changes topics' config overrides via the control shard (or the coordinator).
@@ -29,12 +25,14 @@ impl Shard {
         if self.cluster.is_some() {
             return self.alter_configs_in_cluster(alterations).await;
         }
-        if self.id == 0 {
-            return self.alter_configs_here(alterations).await;
-        }
         let names = alterations.iter().map(|a| a.topic.clone()).collect();
-        self.ask_control_shard(ShardRequest::AlterConfigs(alterations), names)
-            .await
+        self.on_control_shard(
+            names,
+            alterations,
+            |alterations| self.alter_configs_here(alterations),
+            ShardRequest::AlterConfigs,
+        )
+        .await
     }
 
     /// Adds partitions to topics via the control shard (or the coordinator).
@@ -42,25 +40,14 @@ impl Shard {
         if self.cluster.is_some() {
             return self.create_partitions_in_cluster(specs).await;
         }
-        if self.id == 0 {
-            return self.create_partitions_here(specs).await;
-        }
         let names = specs.iter().map(|s| s.name.clone()).collect();
-        self.ask_control_shard(ShardRequest::CreatePartitions(specs), names)
-            .await
-    }
-
-    async fn ask_control_shard(&self, request: ShardRequest, names: Vec<String>) -> TopicResults {
-        match self.mesh.call(0, request).await {
-            Some(ShardReply::Topics(results)) => results,
-            _ => names
-                .into_iter()
-                .map(|name| {
-                    let err = TopicError::Storage("control shard unavailable".into());
-                    (name, Err(err))
-                })
-                .collect(),
-        }
+        self.on_control_shard(
+            names,
+            specs,
+            |specs| self.create_partitions_here(specs),
+            ShardRequest::CreatePartitions,
+        )
+        .await
     }
 
     /// On the control shard of a single node: each alteration applied to the stored topic,
