@@ -250,9 +250,11 @@ struct ProduceArgs {
     /// Longest wait for a batch to fill, microseconds.
     #[arg(long, default_value_t = 1000)]
     linger_us: u64,
-    /// TCP connections (each its own thread).
-    #[arg(long, default_value_t = 2)]
-    connections: usize,
+    /// TCP connections (each its own thread); default: one per bench core of the profile
+    /// (two threads taking turns on one core add milliseconds to the generator's own tail),
+    /// 2 when the profile has no bench core.
+    #[arg(long)]
+    connections: Option<usize>,
     /// Unanswered requests per connection.
     #[arg(long, default_value_t = 8)]
     max_in_flight: usize,
@@ -346,7 +348,12 @@ fn produce_options(args: &ProduceArgs) -> Result<(ProduceOptions, Target), Strin
         acks: parse_acks(&args.acks)?,
         batch_bytes: args.batch_bytes,
         linger: Duration::from_micros(args.linger_us),
-        connections: args.connections,
+        connections: args
+            .connections
+            .unwrap_or(match profile.bench_cores().len() {
+                0 => 2,
+                cores => cores,
+            }),
         max_in_flight: args.max_in_flight,
         keys: args.keys,
         codec: args.compression,

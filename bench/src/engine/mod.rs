@@ -182,6 +182,10 @@ pub fn run(
         let deadline = engine.wait_deadline(now, generating);
         engine.take_acks(deadline.max(now), transport, progress)?;
     }
+    // What `account` could not hand over while the printer held the shared histogram.
+    if let Ok(mut shared) = progress.histogram.lock() {
+        shared.add(&engine.local);
+    }
     engine.outcome.finished_at = clock.now();
     Ok(engine.outcome)
 }
@@ -503,17 +507,26 @@ fn complete(
     failed
 }
 
-/// Publishes a request's counts and moves the local histogram into the shared one.
+/// Publishes a request's counts and moves the local histogram into the shared one when the
+/// shared one is free. A connection never waits for it: the printer's thread takes it once a
+/// second and is not pinned, so it may be preempted while holding it, and a connection
+/// waiting on it would add that wait to its messages' latency. Samples that could not be
+/// handed over stay in `local` for the next call, and `run` hands over the rest at its end.
 fn account(progress: &Progress, local: &mut LatencyHistogram, msgs: u64, bytes: u64, errors: u64) {
     progress.acked_msgs.fetch_add(msgs, Ordering::Relaxed);
     progress.acked_bytes.fetch_add(bytes, Ordering::Relaxed);
     if errors > 0 {
         progress.errors.fetch_add(errors, Ordering::Relaxed);
     }
-    if let Ok(mut shared) = progress.histogram.lock() {
-        shared.add(local);
+    match progress.histogram.try_lock() {
+        Ok(mut shared) => {
+            shared.add(local);
+            local.reset();
+        }
+        Err(std::sync::TryLockError::WouldBlock) => {}
+        // A panicked printer: nobody reads the shared histogram any more.
+        Err(std::sync::TryLockError::Poisoned(_)) => local.reset(),
     }
-    local.reset();
 }
 
 /// Shares one [`Progress`] between connection threads and the printer.

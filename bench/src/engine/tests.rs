@@ -230,3 +230,21 @@ fn flat_out_runs_for_the_duration() {
     assert!(outcome.offered_until <= Duration::from_millis(101));
     assert!(outcome.schedule_kept(&plan));
 }
+
+#[test]
+fn a_connection_never_waits_for_the_printer_and_loses_no_sample() {
+    let progress = Progress::default();
+    let mut local = LatencyHistogram::default();
+    local.record_us(700, 3);
+    {
+        // The printer holds the shared histogram: the connection goes on, keeping its samples.
+        let _printer = progress.histogram.lock().unwrap();
+        account(&progress, &mut local, 3, 300, 0);
+        assert_eq!(local.len(), 3);
+    }
+    assert_eq!(progress.acked_msgs.load(Ordering::Relaxed), 3);
+    local.record_us(900, 2);
+    account(&progress, &mut local, 2, 200, 0);
+    assert!(local.is_empty());
+    assert_eq!(progress.histogram.lock().unwrap().len(), 5);
+}
