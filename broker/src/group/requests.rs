@@ -208,6 +208,23 @@ pub struct OffsetCommitResponse {
     pub partitions: Vec<PartitionResult>,
 }
 
+impl OffsetCommitResponse {
+    /// Every partition of `request` refused with `code` (the whole commit was refused).
+    pub fn all(request: &OffsetCommitRequest, code: ErrorCode) -> OffsetCommitResponse {
+        OffsetCommitResponse {
+            partitions: request
+                .partitions
+                .iter()
+                .map(|p| PartitionResult {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    error_code: code,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// OffsetFetch (API 9) for one group (v8+ batches groups: call once per group).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OffsetFetchRequest {

@@ -11,7 +11,7 @@ use crate::group::{
     DeleteGroupsResponse, DescribedGroup, ErrorCode, HeartbeatRequest, HeartbeatResponse,
     JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
     ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, PartitionResult, Response, SyncGroupRequest, SyncGroupResponse,
+    OffsetFetchResponse, Response, SyncGroupRequest, SyncGroupResponse,
 };
 use crate::storage::AppendInfo;
 use crate::topics::{Topic, TopicError};
@@ -260,17 +260,9 @@ impl GroupCall {
                 error_code: code,
                 members: Vec::new(),
             })),
-            GroupCall::Commit(r) => done(Response::OffsetCommit(OffsetCommitResponse {
-                partitions: r
-                    .partitions
-                    .iter()
-                    .map(|p| PartitionResult {
-                        topic: p.topic.clone(),
-                        partition: p.partition,
-                        error_code: code,
-                    })
-                    .collect(),
-            })),
+            GroupCall::Commit(r) => {
+                done(Response::OffsetCommit(OffsetCommitResponse::all(r, code)))
+            }
             GroupCall::Fetch(_) => GroupAnswer::Fetched(OffsetFetchResponse {
                 error_code: code,
                 partitions: Vec::new(),

@@ -20,17 +20,7 @@ impl GroupCoordinator {
         now_ms: u64,
         out: &mut Outputs,
     ) {
-        let all = |code: ErrorCode| OffsetCommitResponse {
-            partitions: req
-                .partitions
-                .iter()
-                .map(|p| PartitionResult {
-                    topic: p.topic.clone(),
-                    partition: p.partition,
-                    error_code: code,
-                })
-                .collect(),
-        };
+        let all = |code: ErrorCode| OffsetCommitResponse::all(&req, code);
         if let Err(code) = self.check_group(&req.group_id, GroupIdUse::OffsetsOrAdmin) {
             out.responses
                 .push((token, Response::OffsetCommit(all(code))));
