@@ -178,12 +178,22 @@ fn scrape_shows_what_was_produced_fetched_and_committed() {
         v("streambox_partition_bytes_out_total{topic=\"m\",partition=\"0\"}"),
         in_p0
     );
-    // The fetch's file bytes went by splice (plaintext listener).
+    // The fetch read what was just written: the dev profile's batch cache held it, so it came
+    // from memory and no file range was sent.
+    assert_eq!(
+        v("streambox_log_read_bytes_total{shard=\"0\",source=\"memory\"}"),
+        in_p0
+    );
+    assert_eq!(
+        v("streambox_log_read_bytes_total{shard=\"0\",source=\"file\"}"),
+        0.0
+    );
     assert_eq!(
         v("streambox_fetch_file_sent_bytes_total{shard=\"0\",transfer=\"splice\"}")
             + v("streambox_fetch_file_sent_bytes_total{shard=\"0\",transfer=\"copy\"}"),
-        in_p0
+        0.0
     );
+    assert!(v("streambox_batch_cache_bytes{shard=\"0\"}") > 0.0);
     // Requests by API and version, and the error codes answered.
     assert_eq!(
         v("streambox_requests_total{shard=\"0\",api=\"Produce\",version=\"9\"}"),

@@ -2,7 +2,8 @@
 //! with gzip/snappy/lz4/zstd) appended from concurrent tasks come back byte for byte (only
 //! baseOffset and partitionLeaderEpoch rewritten) across segment rolls, through reads of
 //! various sizes, after a clean reopen and after a crash (no close) and reopen; kafka-protocol
-//! decodes the read bytes to the same values.
+//! decodes the read bytes to the same values. The shard's batch cache is on, smaller than the
+//! data, so reads mix rounds served from memory and file ranges.
 mod support;
 
 use std::cell::RefCell;
@@ -56,6 +57,8 @@ fn randomized_batches_round_trip_across_rolls_and_reopens() {
     let dir = support::scratch_dir();
     let path = dir.path().to_path_buf();
     support::run(move || async move {
+        // A batch cache smaller than the data: reads mix cached rounds and file ranges.
+        broker::storage::batch_cache::set_limit(2 << 20);
         let mut config = support::small_config();
         config.segment_bytes = 3 << 20;
         config.max_batch_bytes = (1 << 20) + 4096;
@@ -78,9 +81,33 @@ fn randomized_batches_round_trip_across_rolls_and_reopens() {
                 }
             }));
         }
+        // A consumer tailing the log while it is written: its reads cross the fill buffer, the
+        // round in flight, the cached rounds and the files of sealed segments.
+        let tailer = {
+            let log = log.clone();
+            glommio::spawn_local(async move {
+                let mut tailed: Vec<Vec<u8>> = Vec::new();
+                let mut offset = 0i64;
+                while tailed.len() < 100 {
+                    let read = log.read(offset, 300_000, None).await.expect("tail read");
+                    let bytes = read.to_vec().expect("read file ranges");
+                    for b in support::split_batches(&bytes) {
+                        let base = i64::from_be_bytes(b[..8].try_into().unwrap());
+                        let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
+                        if base >= offset {
+                            offset = base + last_delta as i64 + 1;
+                            tailed.push(b);
+                        }
+                    }
+                    glommio::timer::sleep(std::time::Duration::from_micros(200)).await;
+                }
+                tailed
+            })
+        };
         for t in tasks {
             t.await;
         }
+        let tailed = tailer.await;
         let mut appended = appended.borrow().clone();
         appended.sort_by_key(|a| a.2);
         let segments = log.segment_base_offsets();
@@ -104,6 +131,7 @@ fn randomized_batches_round_trip_across_rolls_and_reopens() {
                 assert_eq!(&decoded[0].1, values);
             }
         };
+        check(&tailed, &appended);
         for max_bytes in [1usize, 100_000, 4 << 20] {
             check(&support::read_all(&log, 0, max_bytes).await, &appended);
         }

@@ -4,8 +4,8 @@
 //! run broker shards (and which are left for the bench), per-core settings (io_uring queue
 //! depth, memory budget, busy-poll) and the global limits every queue, buffer and file size is
 //! bounded by. Every field has a documented default and unit, so an empty file is a valid
-//! profile; unknown keys are rejected (keys that were removed say why), and every error names
-//! the file, the key and the reason.
+//! profile; unknown keys are rejected (core roles that were removed say why), and every error
+//! names the file, the key and the reason.
 //!
 //! This crate describes and validates; it starts nothing and touches no device. [`host`]
 //! reads what the kernel says about this host (cores, NUMA nodes, IRQs, the data directory's
@@ -70,15 +70,6 @@ pub enum CoreRole {
     /// threads to these cores.
     Bench,
 }
-
-/// Keys and values that profiles once had and that nothing reads any more, with the reason
-/// given instead of a bare "unknown key": `(table, key, reason)`.
-const REMOVED_KEYS: &[(&str, &str, &str)] = &[(
-    "storage",
-    "batch_cache_bytes",
-    "was removed: the broker keeps no batch cache (fetches are served from the segment files); \
-     delete the line",
-)];
 
 /// Core roles that profiles once had and that no process reads.
 const REMOVED_ROLES: &[&str] = &["coordinator", "idle"];
@@ -261,6 +252,11 @@ pub struct StorageLimits {
     /// 64 MiB; 0 disables preallocation.
     #[serde(default = "StorageLimits::default_preallocate_bytes")]
     pub preallocate_bytes: u64,
+    /// Each shard's batch cache: the buffers of its most recent write rounds, kept after
+    /// they were written so tailing readers are served from memory, bytes (counted as the
+    /// buffers' allocation sizes). Default 64 MiB; 0 turns the cache off.
+    #[serde(default = "StorageLimits::default_batch_cache_bytes")]
+    pub batch_cache_bytes: u64,
 }
 
 impl StorageLimits {
@@ -295,6 +291,9 @@ impl StorageLimits {
         2 << 20
     }
     fn default_preallocate_bytes() -> u64 {
+        64 << 20
+    }
+    fn default_batch_cache_bytes() -> u64 {
         64 << 20
     }
 
@@ -587,7 +586,7 @@ impl Profile {
 
     /// Parses `text` as if read from `source`, resolving `cores = "all"` to `online_cpus`.
     pub fn parse(text: &str, source: &Path, online_cpus: usize) -> Result<Profile, ProfileError> {
-        if let Some((key, reason)) = removed_key(text) {
+        if let Some((key, reason)) = removed_role(text) {
             return Err(ProfileError::Invalid {
                 file: source.to_path_buf(),
                 key,
@@ -700,17 +699,10 @@ impl Profile {
     }
 }
 
-/// The first key or core role of `text` that was removed, with why (`None` also when `text` is
+/// The first core role of `text` that was removed, with why (`None` also when `text` is
 /// not TOML: the full parse reports that).
-fn removed_key(text: &str) -> Option<(String, String)> {
+fn removed_role(text: &str) -> Option<(String, String)> {
     let value: toml::Table = toml::from_str(text).ok()?;
-    for (table, key, reason) in REMOVED_KEYS {
-        if let Some(toml::Value::Table(t)) = value.get(*table) {
-            if t.contains_key(*key) {
-                return Some((format!("{table}.{key}"), (*reason).to_string()));
-            }
-        }
-    }
     let cores = value.get("core").and_then(toml::Value::as_array)?;
     for core in cores {
         let role = core.get("role").and_then(toml::Value::as_str);

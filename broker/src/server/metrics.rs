@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::histogram::AtomicHistogram;
+use crate::storage::batch_cache::BatchCacheStats;
 use crate::storage::io_latency::DiskLatency;
 
 /// Kafka API keys counted per key (every key this broker serves is below).
@@ -98,6 +99,8 @@ pub struct ShardMetrics {
     pub produce_append_records: AtomicHistogram,
     /// fdatasync and O_DIRECT write latency of this shard's logs, microseconds.
     pub disk: Arc<DiskLatency>,
+    /// What this shard's batch cache holds, and where its log reads were served from.
+    pub batch_cache: Arc<BatchCacheStats>,
     /// ISR changes of partitions this broker leads (counted on the control shard).
     pub isr_shrinks: AtomicU64,
     pub isr_expands: AtomicU64,
@@ -134,6 +137,7 @@ impl Default for ShardMetrics {
             produce_append_bytes: AtomicHistogram::default(),
             produce_append_records: AtomicHistogram::default(),
             disk: Arc::new(DiskLatency::default()),
+            batch_cache: Arc::new(BatchCacheStats::default()),
             isr_shrinks: AtomicU64::new(0),
             isr_expands: AtomicU64::new(0),
             sample: Mutex::new(ShardSample::default()),

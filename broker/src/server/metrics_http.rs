@@ -442,6 +442,26 @@ impl Collector for BrokerCollector {
             append_records.iter().map(|s| (Vec::new(), s)),
         )?;
 
+        // Batch cache and where log reads come from.
+        gauges(
+            enc,
+            "streambox_batch_cache_bytes",
+            "Bytes the shard's batch cache holds (allocation sizes of the write rounds kept).",
+            per_shard(|m| get(&m.batch_cache.held_bytes))
+                .into_iter()
+                .map(|(l, v)| (l, v as i64)),
+        )?;
+        let mut read_from = Vec::new();
+        for (i, m) in shards.iter().enumerate() {
+            let mut labels = shard_label(i);
+            labels.push(("source", "memory".into()));
+            read_from.push((labels, get(&m.batch_cache.memory_read_bytes)));
+            let mut labels = shard_label(i);
+            labels.push(("source", "file".into()));
+            read_from.push((labels, get(&m.batch_cache.file_read_bytes)));
+        }
+        counters(enc, "streambox_log_read_bytes", "Fetch data read from partition logs: from memory (batch cache and the unwritten tail) or as segment file ranges.", read_from)?;
+
         // Disk.
         let fsync: Vec<_> = shards
             .iter()

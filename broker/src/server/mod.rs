@@ -516,6 +516,10 @@ async fn start_shard(
         None => None,
     };
     crate::storage::io_latency::install(metrics.disk.clone());
+    crate::storage::batch_cache::install(
+        config.profile.storage.batch_cache_bytes,
+        metrics.batch_cache.clone(),
+    );
     let memory = shard_memory_budget(&config, id, &metrics);
     let shard = Rc::new(Shard {
         id,

@@ -3,7 +3,9 @@
 //!
 //! A read returns byte ranges of a segment file for data already written there (to be
 //! spliced or sent to a socket without passing through user space) and a copy of the bytes
-//! still only in the appender's memory. Like Kafka, the result starts at the batch holding
+//! still in memory: the appender's unwritten tail and the recent write rounds the shard's
+//! batch cache holds (`batch_cache.rs`). Batch headers are scanned from memory too where it
+//! holds them. Like Kafka, the result starts at the batch holding
 //! the fetch offset and is cut at `max_bytes`, so its last batch may be partial (clients
 //! discard a partial trailing batch and fetch it again); if the first batch alone is larger
 //! than `max_bytes` it is returned whole.
@@ -169,13 +171,13 @@ impl LogInner {
                 // A segment compaction swapped since the view was taken is another file:
                 // the view's own file is read whole.
                 match view.current(&st) {
-                    Some(seg) if p >= seg.file_end() => {
+                    Some(seg) if p >= seg.memory_start() => {
                         if let Some(a) = &seg.appender {
                             a.copy_from_memory(p, want, &mut out);
                         }
                         None
                     }
-                    Some(seg) => Some(want.min((seg.file_end() - p) as usize)),
+                    Some(seg) => Some(want.min((seg.memory_start() - p) as usize)),
                     None => Some(want),
                 }
             };
@@ -305,7 +307,7 @@ impl PartitionLog {
             let st = inner.state.borrow();
             match view.current(&st) {
                 Some(seg) => {
-                    let file_end = seg.file_end().min(end);
+                    let file_end = seg.memory_start().min(end);
                     let mut mem = Vec::new();
                     if end > file_end.max(first_pos) {
                         let from = file_end.max(first_pos);
@@ -328,6 +330,7 @@ impl PartitionLog {
                 len,
             }));
         }
+        super::batch_cache::record_read(memory.len() as u64, file_end.saturating_sub(first_pos));
         if !memory.is_empty() {
             result.chunks.push(ReadChunk::Memory(Bytes::from(memory)));
         }

@@ -6,6 +6,7 @@
 //! whose executor opened it.
 
 pub mod append_gate;
+pub mod batch_cache;
 pub mod blocking;
 pub mod compaction;
 pub mod disk_budget;

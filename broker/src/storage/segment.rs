@@ -145,11 +145,13 @@ impl Segment {
         (offset - self.base_offset) as u32
     }
 
-    /// Everything below this position can be read from the file.
-    pub fn file_end(&self) -> u64 {
+    /// Everything from this position up is read from memory (the batch cache, the write in
+    /// flight and the fill buffer); below it, from the file. At most the appender's written
+    /// end, which is what the file holds.
+    pub fn memory_start(&self) -> u64 {
         self.appender
             .as_ref()
-            .map_or(self.size_bytes, |a| a.written_end())
+            .map_or(self.size_bytes, |a| a.memory_start())
     }
 
     /// Books a batch that now sits at `position` (its header already carries the assigned

@@ -6,13 +6,16 @@
 //! with a copy of the partial last page, so the next round rewrites that page with more data
 //! after it. Every append copied before a round starts goes into that round's one write (and
 //! one fdatasync if the policy asks): this is the group commit. The bytes of the round in
-//! flight stay readable from memory until the write completes.
+//! flight stay readable from memory until the write completes; after that the round's buffer
+//! joins the shard's batch cache (`batch_cache.rs`) and its bytes stay readable from memory
+//! while the cache keeps it.
 //!
 //! This type only moves bytes; the log decides when rounds run (see `log.rs`).
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use glommio::io::{BufferedFile, DmaBuffer, DmaFile};
 
@@ -45,6 +48,22 @@ struct InFlight {
     buffer: Rc<DmaBuffer>,
     start: u64,
     len: usize,
+    /// Size of the buffer's allocation (what the batch cache counts it as).
+    allocation_bytes: usize,
+}
+
+/// A written round whose buffer the batch cache may still hold: `len` bytes of the file from
+/// `start`.
+struct Recent {
+    buffer: Weak<DmaBuffer>,
+    start: u64,
+    len: usize,
+}
+
+impl Recent {
+    fn end(&self) -> u64 {
+        self.start + self.len as u64
+    }
 }
 
 /// The writer of one active segment. It holds the segment's only O_DIRECT handle: a sealed
@@ -62,6 +81,9 @@ pub(crate) struct SegmentAppender {
     fill_start: u64,
     fill_len: usize,
     in_flight: Option<InFlight>,
+    /// Written rounds, oldest first; those the batch cache dropped are pruned from the front
+    /// (the cache drops a shard's buffers oldest first, so the live ones are a suffix).
+    recent: VecDeque<Recent>,
     written_end: u64,
     preallocated_end: u64,
     preallocate_bytes: u64,
@@ -119,6 +141,7 @@ impl SegmentAppender {
             fill_start,
             fill_len,
             in_flight: None,
+            recent: VecDeque::new(),
             written_end: logical_end,
             preallocated_end,
             preallocate_bytes,
@@ -195,6 +218,7 @@ impl SegmentAppender {
             self.max_buffer_bytes.max(MIN_BUFFER_BYTES),
         );
         let mut next = self.file.alloc_dma_buffer(next_capacity);
+        let allocation_bytes = self.fill_capacity;
         let tail_from = (tail_start - self.fill_start) as usize;
         next.as_bytes_mut()[..tail_len]
             .copy_from_slice(&self.fill.as_bytes()[tail_from..tail_from + tail_len]);
@@ -210,6 +234,7 @@ impl SegmentAppender {
             buffer: buffer.clone(),
             start,
             len,
+            allocation_bytes,
         });
         self.fill_start = tail_start;
         self.fill_len = tail_len;
@@ -270,11 +295,43 @@ impl SegmentAppender {
         self.counted_preallocation_bytes = now;
     }
 
-    /// Marks the round done: its bytes are in the file.
+    /// Marks the round done: its bytes are in the file, and its buffer is offered to the
+    /// batch cache.
     pub(crate) fn finish_write(&mut self, job: &WriteJob) {
         self.written_end = job.end;
-        self.in_flight = None;
+        if let Some(done) = self.in_flight.take() {
+            debug_assert_eq!(done.start + done.len as u64, job.end);
+            while self
+                .recent
+                .front()
+                .is_some_and(|r| r.buffer.strong_count() == 0)
+            {
+                self.recent.pop_front();
+            }
+            if let Some(buffer) =
+                super::batch_cache::keep(done.buffer, done.allocation_bytes as u64)
+            {
+                self.recent.push_back(Recent {
+                    buffer,
+                    start: done.start,
+                    len: done.len,
+                });
+            }
+        }
         self.recount_preallocation();
+    }
+
+    /// Everything from this position up is readable from memory: the rounds the batch cache
+    /// still holds (contiguous, newest back), the round in flight and the fill buffer.
+    pub(crate) fn memory_start(&self) -> u64 {
+        let mut start = self.written_end;
+        for round in self.recent.iter().rev() {
+            if round.buffer.strong_count() == 0 || round.end() < start {
+                break;
+            }
+            start = start.min(round.start);
+        }
+        start
     }
 
     /// Forgets the failed round (the log refuses appends after a failed write).
@@ -282,7 +339,8 @@ impl SegmentAppender {
         self.in_flight = None;
     }
 
-    /// Copies up to `max` bytes from memory starting at `pos` (at or above the written end).
+    /// Copies up to `max` bytes from memory starting at `pos` (at or above
+    /// [`SegmentAppender::memory_start`]).
     pub(crate) fn copy_from_memory(&self, pos: u64, max: usize, out: &mut Vec<u8>) {
         let end = self.end();
         let mut pos = pos;
@@ -298,11 +356,25 @@ impl SegmentAppender {
                 let to = ((stop.min(self.fill_start)) - f.start) as usize;
                 out.extend_from_slice(&f.buffer.as_bytes()[from..to.min(f.len)]);
                 pos = f.start + to as u64;
+            } else if let Some((round, buffer)) = self.recent_round(pos) {
+                let from = (pos - round.start) as usize;
+                let to = (stop.min(round.end()) - round.start) as usize;
+                out.extend_from_slice(&buffer.as_bytes()[from..to]);
+                pos = round.start + to as u64;
             } else {
                 debug_assert!(false, "position {pos} is not in memory");
                 return;
             }
         }
+    }
+
+    /// The newest written round still in the batch cache that holds the byte at `pos`.
+    fn recent_round(&self, pos: u64) -> Option<(&Recent, Rc<DmaBuffer>)> {
+        self.recent
+            .iter()
+            .rev()
+            .filter(|r| r.start <= pos && pos < r.end())
+            .find_map(|r| r.buffer.upgrade().map(|b| (r, b)))
     }
 
     pub(crate) fn path(&self) -> &Path {
