@@ -504,8 +504,15 @@ fn truncation_and_retention_drop_the_snapshots_they_make_useless() {
         }
         let bases = log.segment_base_offsets();
         assert!(bases.len() > 6, "{bases:?}");
-        let snapshots = producer_snapshot::list(&path).unwrap();
-        assert_eq!(snapshots, bases[bases.len() - 2..], "the newest two rolls");
+        // A rolled segment's snapshot is written by its background sync, after the roll.
+        let newest_two = &bases[bases.len() - 2..];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut snapshots = producer_snapshot::list(&path).unwrap();
+        while snapshots != newest_two && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            snapshots = producer_snapshot::list(&path).unwrap();
+        }
+        assert_eq!(snapshots, newest_two, "the newest two rolls");
 
         // Retention deletes the front segments and snapshots below the new start.
         let outcome = log

@@ -453,7 +453,21 @@ impl PartitionLog {
         {
             let _writer = inner.acquire_writer().await;
             if result.is_ok() && !failed {
-                result = inner.seal_active(true).await.map(|_| ());
+                result = match inner.seal_active().await {
+                    Ok(sync) => {
+                        let path = sync.path.clone();
+                        match sync.sync().await {
+                            Ok(()) => {
+                                inner.bump(|s| s.syncs += 1);
+                                Ok(())
+                            }
+                            Err(e) => {
+                                Err(inner.fail(LogError::io(path, "syncing the sealed segment", e)))
+                            }
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
             }
             if result.is_ok() && !failed {
                 // Wait for background segment syncs, then record that everything is durable.
@@ -1137,8 +1151,11 @@ impl LogInner {
         .detach();
     }
 
-    /// Seals the active segment (everything already written and synced; writer held).
-    async fn seal_active(&self, sync_now: bool) -> Result<Option<SegmentSync>, LogError> {
+    /// Seals the active segment (everything already written; writer held): the time index
+    /// gets its last entry, pending index entries are written, the appender goes and the log
+    /// is truncated to its size. What still has to reach the disk (the log's truncation and
+    /// both indexes) is handed back; [`SegmentSync::sync`] does it.
+    async fn seal_active(&self) -> Result<SegmentSync, LogError> {
         let (dma, size, path, index_handles) = {
             let mut st = self.state.borrow_mut();
             let segment = st.active_mut();
@@ -1146,38 +1163,26 @@ impl LogInner {
             let io_err = |path: &Path, e| LogError::io(path, "writing an index", e);
             let index_path = segment.index.path().to_path_buf();
             let time_path = segment.time_index.path().to_path_buf();
-            if sync_now {
-                segment.index.sync().map_err(|e| io_err(&index_path, e))?;
-                segment
-                    .time_index
-                    .sync()
-                    .map_err(|e| io_err(&time_path, e))?;
-            } else {
+            segment
+                .index
+                .write_pending()
+                .map_err(|e| io_err(&index_path, e))?;
+            segment
+                .time_index
+                .write_pending()
+                .map_err(|e| io_err(&time_path, e))?;
+            let handles = vec![
                 segment
                     .index
-                    .write_pending()
-                    .map_err(|e| io_err(&index_path, e))?;
+                    .file()
+                    .handle()
+                    .map_err(|e| io_err(&index_path, e))?,
                 segment
                     .time_index
-                    .write_pending()
-                    .map_err(|e| io_err(&time_path, e))?;
-            }
-            let handles = if sync_now {
-                Vec::new()
-            } else {
-                vec![
-                    segment
-                        .index
-                        .file()
-                        .handle()
-                        .map_err(|e| io_err(&index_path, e))?,
-                    segment
-                        .time_index
-                        .file()
-                        .handle()
-                        .map_err(|e| io_err(&time_path, e))?,
-                ]
-            };
+                    .file()
+                    .handle()
+                    .map_err(|e| io_err(&time_path, e))?,
+            ];
             let dma = segment.dma().cloned().ok_or(LogError::Closed)?;
             segment.appender = None;
             segment.close_index_handles();
@@ -1190,26 +1195,16 @@ impl LogInner {
                 e.into(),
             ))
         })?;
-        if !sync_now {
-            return Ok(Some(SegmentSync {
-                dma,
-                index_handles,
-                path,
-            }));
-        }
-        let sync_started = Instant::now();
-        dma.fdatasync()
-            .await
-            .map_err(|e| self.fail(LogError::io(&path, "fdatasync of the log", e.into())))?;
-        super::io_latency::record_fdatasync(sync_started.elapsed().as_micros() as u64);
-        self.bump(|s| s.syncs += 1);
-        Ok(None)
+        Ok(SegmentSync {
+            dma,
+            index_handles,
+            path,
+        })
     }
 
-    /// Syncs a sealed segment in the background (under `never` and `interval_ms`, as Kafka
-    /// flushes a rolled segment asynchronously), in roll order, then writes the producer
-    /// snapshot taken at the roll and records that every offset below `end_offset` is durable
-    /// in the recovery point file.
+    /// Syncs a sealed segment in the background (as Kafka flushes a rolled segment
+    /// asynchronously), in roll order, then writes the producer snapshot taken at the roll and
+    /// records that every offset below `end_offset` is durable in the recovery point file.
     fn spawn_segment_sync(self: &Rc<Self>, sync: SegmentSync, end_offset: i64, snapshot: Vec<u8>) {
         let inner = self.clone();
         glommio::spawn_local(async move {
@@ -1218,13 +1213,9 @@ impl LogInner {
             };
             let path = sync.path.clone();
             let result = async {
-                sync.dma.fdatasync().await.map_err(std::io::Error::from)?;
+                sync.sync().await?;
                 let dir = inner.dir.clone();
-                let handles = sync.index_handles;
                 blocking::run(move || {
-                    for h in handles {
-                        h.sync_data()?;
-                    }
                     producer_snapshot::write(&dir, end_offset, &snapshot)?;
                     recovery::write_recovery_point(&dir, end_offset)
                 })
@@ -1243,6 +1234,13 @@ impl LogInner {
 
     /// Closes the active segment and starts a new one at the log end offset. Called under
     /// the append gate.
+    ///
+    /// Under every policy the sealed segment's own fdatasync (its truncation and indexes),
+    /// the producer snapshot and the recovery point run in the background, in roll order
+    /// ([`LogInner::spawn_segment_sync`]). Under `always` every byte below `end` is already
+    /// fdatasync'ed by the wait below, so what is acknowledged does not depend on them; doing
+    /// them here cost the appends behind the roll four more syncs in a row, two of them
+    /// blocking the shard's thread.
     async fn roll(self: &Rc<Self>) -> Result<(), LogError> {
         let end = self.state.borrow().next_offset;
         let always = self.config.get().flush == FlushPolicy::Always;
@@ -1251,31 +1249,8 @@ impl LogInner {
         // The producer table at the roll (under the append gate: every batch below `end` and
         // nothing else), saved once the rolled segment is synced.
         let snapshot = producer_snapshot::encode(end, &self.producers.borrow());
-        match self.seal_active(always).await? {
-            Some(sync) => self.spawn_segment_sync(sync, end, snapshot),
-            None => {
-                // Everything below `end` is synced (earlier background syncs may still run;
-                // this file only moves forward once they are done, through the same gate).
-                let _turn = self
-                    .segment_sync_gate
-                    .acquire_permit(1)
-                    .await
-                    .map_err(|_| LogError::Closed)?;
-                let dir = self.dir.clone();
-                blocking::run(move || {
-                    producer_snapshot::write(&dir, end, &snapshot)?;
-                    recovery::write_recovery_point(&dir, end)
-                })
-                .await
-                .map_err(|e| {
-                    LogError::io(
-                        &self.dir,
-                        "writing the producer snapshot and recovery point",
-                        e,
-                    )
-                })?;
-            }
-        }
+        let sync = self.seal_active().await?;
+        self.spawn_segment_sync(sync, end, snapshot);
         let config = self.config.get();
         let segment = Segment::create(&self.dir, end, &config)
             .await
@@ -1291,4 +1266,21 @@ struct SegmentSync {
     dma: Rc<glommio::io::DmaFile>,
     index_handles: Vec<std::fs::File>,
     path: PathBuf,
+}
+
+impl SegmentSync {
+    /// fdatasync of the log (its truncation), then of both indexes off the shard's thread.
+    async fn sync(self) -> std::io::Result<()> {
+        let started = Instant::now();
+        self.dma.fdatasync().await.map_err(std::io::Error::from)?;
+        super::io_latency::record_fdatasync(started.elapsed().as_micros() as u64);
+        let handles = self.index_handles;
+        blocking::run(move || {
+            for h in handles {
+                h.sync_data()?;
+            }
+            Ok(())
+        })
+        .await
+    }
 }
