@@ -13,9 +13,9 @@
 //! On a SASL listener, every frame before authentication goes through [`sasl_api`] in the
 //! reader itself, in order (no handler runs for it), until SaslAuthenticate succeeds.
 //!
-//! Transport: a PLAINTEXT or SASL_PLAINTEXT connection reads from the accepted socket and
-//! writes to a dup of it (no state shared between the halves), sending segment bytes by
-//! splice. An SSL or SASL_SSL connection first completes the TLS handshake (bounded by the idle
+//! Transport: a PLAINTEXT or SASL_PLAINTEXT connection reads from the accepted socket straight
+//! into its receive buffer's unused capacity ([`SocketReceiver`]) and writes to a dup of it (no
+//! state shared between the halves), sending segment bytes by splice. An SSL or SASL_SSL connection first completes the TLS handshake (bounded by the idle
 //! timeout; on SSL a client certificate's subject becomes the principal), then reads and
 //! writes through the two halves of its one rustls session, copying segment bytes through a
 //! bounded buffer. The same reader and writer code serves both.
@@ -48,7 +48,7 @@ use crate::kafka::response::{Part, Response};
 use super::dispatch::{self, Close};
 use super::memory_budget::Reservation;
 use super::metrics::{RequestTiming, ShardMetrics};
-use super::recv_buffer::RecvBuffer;
+use super::recv_buffer::{RecvBuffer, SocketReceiver};
 use super::sasl_api::{self, Gate};
 use super::shard::Shard;
 use crate::security::client::ClientIdentity;
@@ -132,7 +132,7 @@ async fn serve_plain(shard: &Rc<Shard>, stream: TcpStream, client: ClientIdentit
         fd: write_fd,
         splice: shard.config.fetch_by_splice,
     };
-    run(shard, stream, writer, socket, client).await;
+    run(shard, SocketReceiver::new(stream), writer, socket, client).await;
 }
 
 /// SSL and SASL_SSL: one TLS session, its reading and writing halves split (behind a lock
@@ -198,7 +198,29 @@ async fn serve_tls(shard: &Rc<Shard>, stream: TcpStream, client: ClientIdentity)
     }
     let (reader, writer) = futures_lite::io::split(session);
     let socket = Socket { fd, splice: false };
-    run(shard, reader, writer, socket, client).await;
+    run(shard, Decrypted(reader), writer, socket, client).await;
+}
+
+/// How a connection's reader fills its receive buffer.
+trait Incoming {
+    /// One read towards `buf` holding `want` bytes; returns what it gave (0: the peer closed).
+    async fn read_into(&mut self, buf: &mut RecvBuffer, want: usize) -> std::io::Result<usize>;
+}
+
+impl Incoming for SocketReceiver {
+    async fn read_into(&mut self, buf: &mut RecvBuffer, want: usize) -> std::io::Result<usize> {
+        buf.receive_from(self, want).await
+    }
+}
+
+/// A TLS session's reading half: rustls hands out plaintext through `&mut [u8]`, so it is read
+/// into zeroed room.
+struct Decrypted<R>(R);
+
+impl<R: AsyncRead + Unpin> Incoming for Decrypted<R> {
+    async fn read_into(&mut self, buf: &mut RecvBuffer, want: usize) -> std::io::Result<usize> {
+        buf.read_from(&mut self.0, want).await
+    }
 }
 
 /// The connection's socket as the writer sees it.
@@ -212,7 +234,7 @@ struct Socket {
 
 async fn run<R, W>(shard: &Rc<Shard>, reader: R, writer: W, socket: Socket, client: ClientIdentity)
 where
-    R: AsyncRead + Unpin,
+    R: Incoming,
     W: AsyncWrite + Unpin + 'static,
 {
     let limits = &shard.config.profile.network;
@@ -230,7 +252,7 @@ where
     let _ = writer_task.await;
 }
 
-async fn read_requests<R: AsyncRead + Unpin>(
+async fn read_requests<R: Incoming>(
     shard: &Rc<Shard>,
     mut stream: R,
     client: ClientIdentity,
@@ -400,14 +422,14 @@ async fn serve_request(
 }
 
 /// Reads until `buf` holds at least `want` bytes; false on EOF, error or timeout.
-async fn fill<R: AsyncRead + Unpin>(
+async fn fill<R: Incoming>(
     stream: &mut R,
     buf: &mut RecvBuffer,
     want: usize,
     shard: &Shard,
 ) -> bool {
     while buf.received().len() < want {
-        match buf.read_from(stream, want).await {
+        match stream.read_into(buf, want).await {
             Ok(0) | Err(_) => return false,
             Ok(n) => ShardMetrics::add(&shard.metrics.bytes_received, n as u64),
         }

@@ -4,12 +4,15 @@
 //! shard's [`MemoryBudget`].
 //!
 //! A read asks for at most `max(chunk_bytes, bytes already held)` more bytes, and never more
-//! than the frame being read needs plus one chunk, so the room written doubles only while data
-//! keeps coming: a client that declares a large frame and sends 10 bytes costs one chunk of
-//! resident memory. The room a read fills is zeroed first (the socket API takes an initialized
-//! slice), but only that room, and room zeroed once is reused by later reads instead of being
-//! zeroed again. When bytes come and the socket is then empty while the buffer holds none, the
-//! allocation is dropped: an idle connection holds nothing.
+//! than the frame being read needs plus one chunk, so the room a read may fill doubles only
+//! while data keeps coming: a client that declares a large frame and sends 10 bytes costs one
+//! chunk of resident memory. A plain socket ([`SocketReceiver`], [`RecvBuffer::receive_from`])
+//! is read by recv(2) straight into the allocation's unused capacity, so each received byte is
+//! written once, by the kernel, and the room a read did not fill is never touched. Readers that
+//! take an initialized slice (a TLS session's plaintext, [`RecvBuffer::read_from`]) get room
+//! zeroed first, but only the room a read may fill, and room zeroed once is reused by later
+//! reads instead of being zeroed again. When bytes come and the socket is then empty while the
+//! buffer holds none, the allocation is dropped: an idle connection holds nothing.
 //!
 //! Charges: what the allocation holds beyond the frame reservation is an admitted charge (a
 //! connection may always hold about one chunk, two while it reads). A frame larger than a chunk
@@ -20,18 +23,22 @@
 //! what arrived behind it moves to a fresh buffer. A frame cut off carries an admitted charge
 //! of its length until its request is done.
 
+use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::AsyncRead;
+use glommio::net::TcpStream;
 
 use super::memory_budget::{MemoryBudget, Reservation};
 
 pub struct RecvBuffer {
     /// `bytes[..filled]` arrived from the socket; `bytes[filled..]` is zeroed room that the
-    /// next read fills.
+    /// next [`RecvBuffer::read_from`] fills (empty for [`RecvBuffer::receive_from`], which reads
+    /// into the unused capacity behind `bytes`).
     bytes: BytesMut,
     filled: usize,
     chunk_bytes: usize,
@@ -67,6 +74,7 @@ impl RecvBuffer {
     }
 
     /// Bytes written at least once (zeroed or received); bounds what the buffer adds to RSS.
+    /// Reads from a socket write only what arrives, so there it is what is held.
     pub fn initialized(&self) -> usize {
         self.bytes.len()
     }
@@ -102,36 +110,81 @@ impl RecvBuffer {
         reader: &mut R,
         want: usize,
     ) -> std::io::Result<usize> {
+        self.read_with(want, Room::Zeroed, |cx, bytes, filled, end| {
+            let n = ready!(Pin::new(&mut *reader).poll_read(cx, &mut bytes[filled..end]))?;
+            debug_assert!(filled + n <= bytes.len());
+            Poll::Ready(Ok(n))
+        })
+        .await
+    }
+
+    /// [`RecvBuffer::read_from`] for a reader that writes into uninitialized room (a socket):
+    /// it reads into the allocation's unused capacity, which is neither zeroed nor otherwise
+    /// written before, so the buffer holds exactly what arrived.
+    pub async fn receive_from<R: ReadUninit>(
+        &mut self,
+        reader: &mut R,
+        want: usize,
+    ) -> std::io::Result<usize> {
+        self.read_with(want, Room::Unused, |cx, bytes, filled, end| {
+            debug_assert_eq!(bytes.len(), filled);
+            let room = &mut bytes.spare_capacity_mut()[..end - filled];
+            let room_len = room.len();
+            let n = ready!(reader.poll_read_uninit(cx, room))?;
+            assert!(n <= room_len, "read {n} bytes into {room_len}");
+            // SAFETY: the reader initialized the first `n` bytes of the unused capacity
+            // (ReadUninit's contract), which directly follow the `filled` bytes held.
+            unsafe { bytes.set_len(filled + n) };
+            Poll::Ready(Ok(n))
+        })
+        .await
+    }
+
+    /// One read by `read(cx, bytes, filled, end)`, which fills room `[filled, end)` of `bytes`
+    /// and returns how much it filled.
+    async fn read_with(
+        &mut self,
+        want: usize,
+        room: Room,
+        mut read: impl FnMut(
+            &mut Context<'_>,
+            &mut BytesMut,
+            usize,
+            usize,
+        ) -> Poll<std::io::Result<usize>>,
+    ) -> std::io::Result<usize> {
         debug_assert!(self.filled < want);
         debug_assert!(
             want <= self.chunk_bytes || self.frame.is_some(),
             "a frame larger than a chunk is read under its reservation"
         );
         std::future::poll_fn(|cx| {
-            let end = self.make_room(want);
-            match Pin::new(&mut *reader).poll_read(cx, &mut self.bytes[self.filled..end]) {
+            let end = self.make_room(want, room);
+            match read(cx, &mut self.bytes, self.filled, end) {
                 Poll::Ready(Ok(n)) => {
                     self.filled += n;
-                    debug_assert!(self.filled <= self.bytes.len());
                     Poll::Ready(Ok(n))
                 }
-                Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-                Poll::Pending => {
-                    if self.filled == 0 && self.bytes.capacity() > 0 {
-                        // Idle: hold nothing until bytes come (the reader keeps no reference
-                        // to the room of a read that is pending).
-                        self.bytes = BytesMut::new();
-                        self.charge_capacity();
-                    }
-                    Poll::Pending
+                other => {
+                    self.release_if_idle();
+                    other
                 }
             }
         })
         .await
     }
 
-    /// Zeroed room for the next read; returns its end.
-    fn make_room(&mut self, want: usize) -> usize {
+    /// Idle (or failed): hold nothing until bytes come (the reader keeps no reference to the
+    /// room of a read that is pending).
+    fn release_if_idle(&mut self) {
+        if self.filled == 0 && self.bytes.capacity() > 0 {
+            self.bytes = BytesMut::new();
+            self.charge_capacity();
+        }
+    }
+
+    /// Room for the next read, zeroed or left as it is (`room`); returns its end.
+    fn make_room(&mut self, want: usize, room: Room) -> usize {
         let step = self.chunk_bytes.max(self.filled);
         let mut end = (self.filled + step).min(want.max(self.filled + self.chunk_bytes));
         if self.frame.is_some() {
@@ -139,8 +192,12 @@ impl RecvBuffer {
             debug_assert!(self.bytes.capacity() >= want);
             end = end.min(self.bytes.capacity());
         }
-        let room = self.bytes.len() - self.filled;
-        if room > 0 && room >= (want - self.filled).min(self.chunk_bytes / 4) {
+        if room == Room::Unused {
+            // Zeroed room of an earlier read_from, if any, is simply forgotten.
+            self.bytes.truncate(self.filled);
+        }
+        let zeroed = self.bytes.len() - self.filled;
+        if zeroed > 0 && zeroed >= (want - self.filled).min(self.chunk_bytes / 4) {
             // Enough zeroed room left by earlier reads: fill it before growing.
             end = end.min(self.bytes.len());
         } else if self.bytes.len() < end {
@@ -151,8 +208,10 @@ impl RecvBuffer {
                 self.bytes = grown;
                 self.charge_capacity();
             }
-            // Zeroes only [len, end).
-            self.bytes.resize(end, 0);
+            if room == Room::Zeroed {
+                // Zeroes only [len, end).
+                self.bytes.resize(end, 0);
+            }
         }
         end
     }
@@ -180,6 +239,112 @@ impl RecvBuffer {
         }
         self.charge_capacity();
         (frame, charge)
+    }
+}
+
+/// What a read is given to fill.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// Initialized (zeroed once) bytes, for readers that take `&mut [u8]`.
+    Zeroed,
+    /// The allocation's unused capacity, as it is.
+    Unused,
+}
+
+/// A byte source that reads into room that may be uninitialized, as recv(2) does.
+///
+/// # Safety
+/// When `poll_read_uninit` returns `Ready(Ok(n))`, it has written (initialized) the first `n`
+/// bytes of `room`, and `n <= room.len()`; `0` means the peer closed.
+pub unsafe trait ReadUninit {
+    fn poll_read_uninit(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: &mut [MaybeUninit<u8>],
+    ) -> Poll<std::io::Result<usize>>;
+}
+
+/// The receiving side of a plain TCP connection: recv(2) with `MSG_DONTWAIT` straight into
+/// the receive buffer's unused capacity. Only when the socket is empty does it wait, through
+/// the stream's own (glommio) read of one byte, which registers for readability and keeps the
+/// stream's read timeout; that byte is the only one that passes through another buffer, and
+/// the rest of what arrived is received behind it in the same call.
+pub struct SocketReceiver {
+    stream: TcpStream,
+    /// The last read is pending in the stream's own read: the next poll resumes it, so the
+    /// wait (and its read timeout) ends through the stream.
+    waiting: bool,
+}
+
+impl SocketReceiver {
+    pub fn new(stream: TcpStream) -> Self {
+        SocketReceiver {
+            stream,
+            waiting: false,
+        }
+    }
+
+    /// One nonblocking recv(2) into `room`; `None` if the socket is empty.
+    fn recv(&self, room: &mut [MaybeUninit<u8>]) -> Option<std::io::Result<usize>> {
+        loop {
+            // SAFETY: recv writes at most `room.len()` bytes into memory we own exclusively;
+            // MaybeUninit<u8> has the layout of u8 and needs no initialization to be written.
+            let n = unsafe {
+                libc::recv(
+                    self.stream.as_raw_fd(),
+                    room.as_mut_ptr().cast(),
+                    room.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 {
+                return Some(Ok(n as usize));
+            }
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => return None,
+                _ => return Some(Err(err)),
+            }
+        }
+    }
+}
+
+// SAFETY: `recv` reports the bytes the kernel wrote at the start of the room; the waiting path
+// writes its one byte at room[0] and what `recv` wrote behind it.
+unsafe impl ReadUninit for SocketReceiver {
+    fn poll_read_uninit(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: &mut [MaybeUninit<u8>],
+    ) -> Poll<std::io::Result<usize>> {
+        assert!(!room.is_empty());
+        if !self.waiting {
+            if let Some(result) = self.recv(room) {
+                return Poll::Ready(result);
+            }
+        }
+        let mut first = [0u8; 1];
+        let n = match Pin::new(&mut self.stream).poll_read(cx, &mut first) {
+            Poll::Pending => {
+                self.waiting = true;
+                return Poll::Pending;
+            }
+            Poll::Ready(result) => {
+                self.waiting = false;
+                result?
+            }
+        };
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        room[0].write(first[0]);
+        let more = match room.len() > 1 {
+            // An error here comes back from the next read; this one has its byte.
+            true => self.recv(&mut room[1..]).and_then(Result::ok).unwrap_or(0),
+            false => 0,
+        };
+        Poll::Ready(Ok(1 + more))
     }
 }
 
@@ -225,10 +390,35 @@ mod tests {
         }
     }
 
-    fn fill(buf: &mut RecvBuffer, reader: &mut Scripted, want: usize) -> bool {
+    // SAFETY: writes the first `n` bytes of the room and returns `n`.
+    unsafe impl ReadUninit for Scripted {
+        fn poll_read_uninit(
+            &mut self,
+            _: &mut Context<'_>,
+            room: &mut [MaybeUninit<u8>],
+        ) -> Poll<std::io::Result<usize>> {
+            if self.idle_at_end && self.at == self.data.len() {
+                return Poll::Pending;
+            }
+            let n = room.len().min(self.step).min(self.data.len() - self.at);
+            for (to, &from) in room[..n].iter_mut().zip(&self.data[self.at..]) {
+                to.write(from);
+            }
+            self.at += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    /// Reads until `buf` holds `want` bytes (false: the reader ended first), by
+    /// [`RecvBuffer::read_from`] or, `uninit`, [`RecvBuffer::receive_from`].
+    fn fill_by(buf: &mut RecvBuffer, reader: &mut Scripted, want: usize, uninit: bool) -> bool {
         futures_lite::future::block_on(async {
             while buf.received().len() < want {
-                if buf.read_from(reader, want).await.unwrap() == 0 {
+                let read = match uninit {
+                    true => buf.receive_from(reader, want).await,
+                    false => buf.read_from(reader, want).await,
+                };
+                if read.unwrap() == 0 {
                     return false;
                 }
             }
@@ -236,7 +426,159 @@ mod tests {
         })
     }
 
+    fn fill(buf: &mut RecvBuffer, reader: &mut Scripted, want: usize) -> bool {
+        fill_by(buf, reader, want, false)
+    }
+
+    fn receive(buf: &mut RecvBuffer, reader: &mut Scripted, want: usize) -> bool {
+        fill_by(buf, reader, want, true)
+    }
+
     const CHUNK: usize = 64 << 10;
+
+    /// Frames with bodies of `sizes` bytes back to back (size prefixes included), each body a
+    /// pattern of its index and `seed`.
+    fn frames(sizes: &[usize], seed: usize) -> Vec<u8> {
+        let mut data = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            data.extend_from_slice(&(size as u32).to_be_bytes());
+            data.extend((0..size).map(|j| (i * seed + j) as u8));
+        }
+        data
+    }
+
+    fn scripted(data: Vec<u8>, step: usize) -> Scripted {
+        Scripted {
+            data,
+            at: 0,
+            step,
+            idle_at_end: false,
+        }
+    }
+
+    /// Cuts off the frame of body `size` that `data` holds at `at`, checks its bytes and
+    /// charges and that the buffer is back to about a chunk; returns where the next one starts.
+    fn cut_frame(buf: &mut RecvBuffer, data: &[u8], at: usize, size: usize) -> usize {
+        let (frame, charge) = buf.split_frame(4 + size);
+        assert_eq!(&frame[..], &data[at..at + 4 + size]);
+        assert_eq!(charge.bytes(), 4 + size as u64);
+        assert!(buf.capacity() <= 2 * CHUNK, "{}", buf.capacity());
+        assert_eq!(buf.charged(), buf.capacity() as u64);
+        at + 4 + size
+    }
+
+    #[test]
+    fn receiving_into_unused_capacity_writes_only_what_arrived() {
+        // Frames of 10 B, 3 MiB and 100 B back to back in reads of 1000 bytes, then a frame
+        // declared at 100 MiB of which 10 bytes come.
+        let sizes = [10usize, 3 << 20, 100];
+        let mut data = frames(&sizes, 7);
+        data.extend_from_slice(&(100u32 << 20).to_be_bytes());
+        data.extend_from_slice(&[7; 10]);
+        let mut reader = scripted(data.clone(), 1000);
+        let budget = budget();
+        let mut buf = RecvBuffer::new(CHUNK, &budget);
+        let mut at = 0;
+        for &size in &sizes {
+            assert!(receive(&mut buf, &mut reader, 4));
+            assert_eq!(
+                buf.initialized(),
+                buf.received().len(),
+                "nothing but arrivals"
+            );
+            if 4 + size > CHUNK {
+                futures_lite::future::block_on(buf.reserve_frame(4 + size));
+            }
+            while buf.received().len() < 4 + size {
+                let n = futures_lite::future::block_on(buf.receive_from(&mut reader, 4 + size));
+                assert!(n.unwrap() > 0);
+                assert_eq!(buf.initialized(), buf.received().len());
+                assert!(buf.charged() >= buf.capacity() as u64);
+            }
+            at = cut_frame(&mut buf, &data, at, size);
+        }
+        assert!(receive(&mut buf, &mut reader, 4));
+        futures_lite::future::block_on(buf.reserve_frame(4 + (100 << 20)));
+        assert!(!receive(&mut buf, &mut reader, 4 + (100 << 20)));
+        assert_eq!(buf.received(), &data[at..]);
+        // The 14 bytes are all that was written: no room is zeroed ahead of arrivals.
+        assert_eq!(buf.initialized(), 14);
+        assert_eq!(buf.charged(), 4 + (100 << 20));
+    }
+
+    #[test]
+    fn a_socket_frame_in_many_small_writes_is_received_whole() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let frame: Vec<u8> = (200u32 << 10)
+                    .to_be_bytes()
+                    .into_iter()
+                    .chain((0..200u32 << 10).map(|i| (i % 251) as u8))
+                    .collect();
+                let sent = frame.clone();
+                let client = glommio::spawn_local(async move {
+                    use futures_lite::AsyncWriteExt;
+                    let mut stream = TcpStream::connect(addr).await.unwrap();
+                    for piece in sent.chunks(1000) {
+                        stream.write_all(piece).await.unwrap();
+                        glommio::executor().yield_now().await;
+                    }
+                    stream.close().await.unwrap();
+                });
+                let accepted = listener.accept().await.unwrap();
+                let mut socket = SocketReceiver::new(accepted);
+                let budget = budget();
+                let mut buf = RecvBuffer::new(16 << 10, &budget);
+                let mut reads = 0;
+                while buf.received().len() < 4 {
+                    assert!(buf.receive_from(&mut socket, 4).await.unwrap() > 0);
+                    reads += 1;
+                }
+                buf.reserve_frame(frame.len()).await;
+                while buf.received().len() < frame.len() {
+                    assert!(buf.receive_from(&mut socket, frame.len()).await.unwrap() > 0);
+                    assert_eq!(buf.initialized(), buf.received().len());
+                    reads += 1;
+                }
+                assert!(reads > 1, "the frame came in one read");
+                let (received, _charge) = buf.split_frame(frame.len());
+                assert_eq!(&received[..], &frame[..]);
+                client.await;
+                // The peer closed: the next read says so, and the empty buffer holds nothing.
+                assert_eq!(buf.receive_from(&mut socket, 4).await.unwrap(), 0);
+                drop(received);
+                assert_eq!(buf.received().len(), 0);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_silent_socket_times_out_and_its_buffer_holds_nothing() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let client = TcpStream::connect(addr).await.unwrap();
+                let accepted = listener.accept().await.unwrap();
+                accepted
+                    .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+                    .unwrap();
+                let mut socket = SocketReceiver::new(accepted);
+                let budget = budget();
+                let mut buf = RecvBuffer::new(CHUNK, &budget);
+                let err = buf.receive_from(&mut socket, 4).await.unwrap_err();
+                assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+                assert_eq!((buf.capacity(), budget.used_bytes()), (0, 0));
+                drop(client);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 
     #[test]
     fn a_declared_huge_frame_that_stalls_costs_one_chunk() {
@@ -268,17 +610,8 @@ mod tests {
     fn growth_follows_arrived_bytes_and_frames_come_out_whole() {
         // Frames of 10 B, 3 MiB and 100 B back to back, delivered in reads of 10,000 bytes.
         let sizes = [10usize, 3 << 20, 100];
-        let mut data = Vec::new();
-        for (i, &size) in sizes.iter().enumerate() {
-            data.extend_from_slice(&(size as u32).to_be_bytes());
-            data.extend((0..size).map(|j| (i * 31 + j) as u8));
-        }
-        let mut reader = Scripted {
-            data: data.clone(),
-            at: 0,
-            step: 10_000,
-            idle_at_end: false,
-        };
+        let data = frames(&sizes, 31);
+        let mut reader = scripted(data.clone(), 10_000);
         let budget = budget();
         let mut buf = RecvBuffer::new(CHUNK, &budget);
         let mut at = 0;
@@ -301,13 +634,7 @@ mod tests {
                 buf.initialized(),
                 buf.received().len()
             );
-            let (frame, charge) = buf.split_frame(4 + size);
-            assert_eq!(&frame[..], &data[at..at + 4 + size]);
-            assert_eq!(charge.bytes(), 4 + size as u64);
-            at += 4 + size;
-            // After a frame, the buffer is back to about a chunk.
-            assert!(buf.capacity() <= 2 * CHUNK, "{}", buf.capacity());
-            assert_eq!(buf.charged(), buf.capacity() as u64);
+            at = cut_frame(&mut buf, &data, at, size);
         }
         assert!(!fill(&mut buf, &mut reader, 4));
     }
