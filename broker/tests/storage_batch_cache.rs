@@ -1,7 +1,8 @@
 //! The shard's batch cache: reads of what was just written come from memory (the written
 //! rounds' buffers) and give the same bytes as the segment file; the cache stays inside its
-//! limit, dropping the oldest rounds (read from the file again); a log cut back and written
-//! again never serves the bytes it had before the cut.
+//! limit, dropping the oldest rounds (read from the file again); a large read (a reader
+//! catching up) is a file range even when cached; a log cut back and written again never
+//! serves the bytes it had before the cut.
 mod support;
 
 use broker::storage::batch_cache;
@@ -100,6 +101,33 @@ fn the_cache_keeps_to_its_limit_and_older_rounds_are_read_from_the_file() {
             assert_eq!(*base, 4 * i as i64);
             assert_eq!(values[0][0], (i * 7) as u8);
         }
+        log.close().await.unwrap();
+        batch_cache::set_limit(0);
+    });
+}
+
+#[test]
+fn a_large_cached_range_is_read_as_a_file_range_and_the_tail_from_memory() {
+    let dir = support::scratch_dir();
+    let path = dir.path().to_path_buf();
+    support::run(move || async move {
+        batch_cache::set_limit(16 << 20);
+        let log = PartitionLog::open(&path, config()).await.unwrap();
+        for i in 0..200 {
+            log.append(&batch(i), 0).await.unwrap();
+        }
+        // About 2.4 MB, all cached: more than a read copies out of the cache.
+        let catching_up = log.read(0, 64 << 20, None).await.unwrap();
+        let (memory, file) = memory_and_file_bytes(&catching_up);
+        assert_eq!(memory, 0);
+        assert!(file > 2_000_000, "{file}");
+        let bytes = catching_up.to_vec().unwrap();
+        assert_eq!(support::decode_batches(&bytes).len(), 200);
+        // A tailing read of the last few batches comes from the cache, same bytes.
+        let tailing = log.read(4 * 190, 64 << 20, None).await.unwrap();
+        assert_eq!(memory_and_file_bytes(&tailing).1, 0);
+        let tail = tailing.to_vec().unwrap();
+        assert_eq!(bytes[bytes.len() - tail.len()..], tail[..]);
         log.close().await.unwrap();
         batch_cache::set_limit(0);
     });
