@@ -193,3 +193,22 @@ def test_the_broker_runs_without_transparent_huge_pages(tmp_path):
         broker.stop()
     flags = [line for line in status.splitlines() if line.startswith("THP_enabled:")]
     assert flags == ["THP_enabled:\t0"], flags
+
+
+def test_the_broker_warns_when_its_data_dir_is_mounted_with_online_discard(tmp_path):
+    """With `-o discard` the file system discards freed blocks inside the journal commits every
+    fdatasync waits for (docs/operations.md): `broker serve` says so at start, naming the data
+    dir, and says nothing of it on a mount without it. What this host's mount is comes from
+    findmnt (util-linux), read independently of the broker."""
+    data = tmp_path / "data"
+    options = subprocess.run(["findmnt", "-n", "-o", "OPTIONS", "-T", str(tmp_path)],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    discard = "discard" in options.strip().split(",")
+    broker = Broker(data).start()
+    broker.stop()
+    log = broker.stderr_path.read_text(errors="replace")
+    warned = [line for line in log.splitlines() if "mounted with online discard" in line]
+    if discard:
+        assert len(warned) == 1 and str(data) in warned[0], log[-2000:]
+    else:
+        assert warned == [], warned

@@ -1,8 +1,9 @@
 //! `bench limits`: this host's own ceilings, measured now, so every benchmark can report its
 //! figures as a fraction of what the machine can do in the same run: O_DIRECT sequential
 //! write bandwidth, 4 KiB write + fdatasync latency (both measured by the broker's
-//! [`broker::disk_probe`]), loopback TCP bandwidth, memcpy bandwidth, and the machine's own
-//! stalls while idle ([`crate::hiccup`]).
+//! [`broker::disk_probe`]), loopback TCP bandwidth, memcpy bandwidth, the machine's own
+//! stalls while idle ([`crate::hiccup`]), and whether the disk's file system is mounted with
+//! online discard (which puts device discards into the journal commits fdatasync waits for).
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,6 +25,9 @@ pub struct HostLimits {
     pub memcpy_gb_s: f64,
     /// Wake-up lateness on every core over a few idle seconds.
     pub idle_hiccups: Hiccups,
+    /// The measured directory's file system is mounted with `-o discard`
+    /// ([`tuning::host::Mount::online_discard`]); `None` if its mount could not be found.
+    pub online_discard: Option<bool>,
 }
 
 impl HostLimits {
@@ -36,6 +40,11 @@ impl HostLimits {
             self.loopback_tcp_mb_s,
             self.memcpy_gb_s
         ) + "\nidle " + &self.idle_hiccups.render()
+            + match self.online_discard {
+                Some(true) => "\nfile system mounted with online discard (-o discard): freed blocks are discarded inside the journal commits that fdatasync waits for (docs/operations.md)",
+                Some(false) => "\nfile system mounted without online discard",
+                None => "",
+            }
     }
 }
 
@@ -104,6 +113,7 @@ pub fn measure(dir: &Path) -> io::Result<HostLimits> {
         loopback_tcp_mb_s: loopback_tcp_mb_s(2 << 30)?,
         memcpy_gb_s: memcpy_gb_s(16),
         idle_hiccups,
+        online_discard: tuning::host::mount_of(dir).map(|m| m.online_discard()),
     })
 }
 

@@ -164,9 +164,126 @@ pub fn block_device(dir: &Path) -> Option<BlockDevice> {
     })
 }
 
+/// The mount a directory lives on, as `/proc/self/mountinfo` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub mount_point: PathBuf,
+    pub fs_type: String,
+    /// The mount's own options and the file system's (super block) options.
+    pub options: Vec<String>,
+}
+
+impl Mount {
+    /// Mounted with online discard (`-o discard`): the file system sends the device a discard
+    /// for freed blocks as part of its journal commit, and every fdatasync waits for that
+    /// commit. Measured here (ext4 on virtio, flush `always`, 1 M msgs/s): seconds of 20-90 ms
+    /// after segment rolls with it, none over 9 ms without it.
+    pub fn online_discard(&self) -> bool {
+        self.options.iter().any(|o| o == "discard")
+    }
+}
+
+/// The mount holding `dir` (the longest mount point above it on its device; a directory not
+/// created yet is looked up by its nearest existing parent), `None` if it cannot be told.
+pub fn mount_of(dir: &Path) -> Option<Mount> {
+    let absolute = std::path::absolute(dir).ok()?;
+    let dir = absolute
+        .ancestors()
+        .find_map(|d| std::fs::canonicalize(d).ok())?;
+    let dev = std::fs::metadata(&dir).ok()?.dev();
+    let text = read("/proc/self/mountinfo")?;
+    parse_mountinfo(&text, libc::major(dev), libc::minor(dev), &dir)
+}
+
+/// The `(major:minor)` mount of `mountinfo` with the longest mount point above `dir`.
+fn parse_mountinfo(text: &str, major: u32, minor: u32, dir: &Path) -> Option<Mount> {
+    let device = format!("{major}:{minor}");
+    let mut best: Option<Mount> = None;
+    for line in text.lines() {
+        // id parent major:minor root mount_point options [optional fields] - fstype source super_options
+        let Some((mount, fs)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount: Vec<&str> = mount.split(' ').collect();
+        let fs: Vec<&str> = fs.split(' ').collect();
+        if mount.len() < 6 || fs.len() < 3 || mount[2] != device {
+            continue;
+        }
+        let mount_point = PathBuf::from(unescape_mountinfo(mount[4]));
+        if !dir.starts_with(&mount_point) {
+            continue;
+        }
+        let deeper = best
+            .as_ref()
+            .is_none_or(|b| mount_point.as_os_str().len() > b.mount_point.as_os_str().len());
+        if deeper {
+            best = Some(Mount {
+                mount_point,
+                fs_type: fs[0].to_string(),
+                options: mount[5]
+                    .split(',')
+                    .chain(fs[2].split(','))
+                    .map(str::to_string)
+                    .collect(),
+            });
+        }
+    }
+    best
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deepest_mount_above_a_directory_gives_its_options() {
+        let text = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard,resv_strict\n\
+                    40 27 254:0 /srv /data\\040dir rw,noatime shared:1 - ext4 /dev/vda rw\n\
+                    41 27 0:30 / /tmp rw - tmpfs tmpfs rw\n";
+        let root = parse_mountinfo(text, 254, 0, Path::new("/var/lib/streambox")).unwrap();
+        assert_eq!(root.mount_point, Path::new("/"));
+        assert_eq!(root.fs_type, "ext4");
+        assert!(root.online_discard());
+        let data = parse_mountinfo(text, 254, 0, Path::new("/data dir/broker")).unwrap();
+        assert_eq!(data.mount_point, Path::new("/data dir"));
+        assert!(data.options.contains(&"noatime".to_string()));
+        assert!(!data.online_discard());
+        assert_eq!(parse_mountinfo(text, 8, 1, Path::new("/data dir")), None);
+    }
+
+    #[test]
+    fn this_hosts_root_is_a_mount() {
+        let root = mount_of(Path::new("/")).expect("/ is on a mount");
+        assert_eq!(root.mount_point, Path::new("/"));
+        assert!(!root.fs_type.is_empty());
+        // A data dir not created yet is on its parent's mount.
+        let dir = std::env::temp_dir().join("streambox-not-created-yet/broker");
+        let parent = mount_of(&std::env::temp_dir()).unwrap();
+        assert_eq!(mount_of(&dir), Some(parent));
+    }
 
     #[test]
     fn cpu_lists_parse_as_the_kernel_writes_them() {
