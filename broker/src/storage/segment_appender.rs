@@ -81,8 +81,9 @@ pub(crate) struct SegmentAppender {
     fill_start: u64,
     fill_len: usize,
     in_flight: Option<InFlight>,
-    /// Written rounds, oldest first; those the batch cache dropped are pruned from the front
-    /// (the cache drops a shard's buffers oldest first, so the live ones are a suffix).
+    /// Written rounds, oldest first and contiguous up to the written end; those the batch
+    /// cache dropped are pruned from the front (the cache drops a shard's buffers oldest
+    /// first, so the live ones are a suffix).
     recent: VecDeque<Recent>,
     written_end: u64,
     preallocated_end: u64,
@@ -308,14 +309,15 @@ impl SegmentAppender {
             {
                 self.recent.pop_front();
             }
-            if let Some(buffer) =
-                super::batch_cache::keep(done.buffer, done.allocation_bytes as u64)
-            {
-                self.recent.push_back(Recent {
+            match super::batch_cache::keep(done.buffer, done.allocation_bytes as u64) {
+                Some(buffer) => self.recent.push_back(Recent {
                     buffer,
                     start: done.start,
                     len: done.len,
-                });
+                }),
+                // A round too large for the cache: the older ones no longer reach the
+                // written end, so they are not read either.
+                None => self.recent.clear(),
             }
         }
         self.recount_preallocation();
@@ -324,14 +326,13 @@ impl SegmentAppender {
     /// Everything from this position up is readable from memory: the rounds the batch cache
     /// still holds (contiguous, newest back), the round in flight and the fill buffer.
     pub(crate) fn memory_start(&self) -> u64 {
-        let mut start = self.written_end;
-        for round in self.recent.iter().rev() {
-            if round.buffer.strong_count() == 0 || round.end() < start {
-                break;
-            }
-            start = start.min(round.start);
-        }
-        start
+        // The live rounds are a suffix (the cache drops them oldest first) and contiguous up
+        // to the written end (each starts at or below the previous one's end, and a round the
+        // cache did not keep clears the list): the oldest live one's start is the answer.
+        self.recent
+            .iter()
+            .find(|r| r.buffer.strong_count() > 0)
+            .map_or(self.written_end, |r| r.start.min(self.written_end))
     }
 
     /// Forgets the failed round (the log refuses appends after a failed write).
