@@ -9,8 +9,9 @@
 //! needed the oldest buffer leaves first, so what stays is the newest data of the partitions
 //! the shard writes. The appender of each active segment keeps weak references to its
 //! rounds' buffers (`segment_appender.rs`) and reads through those still alive; bytes whose
-//! buffer left the cache are read from the file again. A read copies the cached bytes out
-//! (as it does the unwritten tail), once, into the answer.
+//! buffer left the cache (or came before a round too large to keep) are read from the file
+//! again. A read copies the cached bytes out (as it does the unwritten tail), once, into the
+//! answer, and only up to 1 MiB: a larger range is sent from the file (`log_reader.rs`).
 //!
 //! Without [`install`] (storage tests, tools) the limit is 0 and nothing is kept.
 
