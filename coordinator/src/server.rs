@@ -384,6 +384,12 @@ fn serve(
             })
             .map_err(io_err("spawn core thread"))?
     };
+    // Said before the acceptors start: the listeners are bound already, and a client that is
+    // answered (e.g. `ruok`) must find the line in the log.
+    tracing::info!("serving ZooKeeper clients on {addr} ({what})");
+    if let Some(secure) = secure_addr {
+        tracing::info!("serving ZooKeeper clients over TLS on {secure} (secureClientPort)");
+    }
     let mut acceptors = Vec::new();
     {
         // One set of limits for both ports: maxClientCnxns counts a client's connections
@@ -417,10 +423,6 @@ fn serve(
                 .spawn(move || accept_loop(listeners.plain, None, stop, events, written_tx, limits))
                 .map_err(io_err("spawn acceptor thread"))?,
         );
-    }
-    tracing::info!("serving ZooKeeper clients on {addr} ({what})");
-    if let Some(secure) = secure_addr {
-        tracing::info!("serving ZooKeeper clients over TLS on {secure} (secureClientPort)");
     }
     Ok(ServerHandle {
         addr,
