@@ -42,6 +42,12 @@ def test_report_of_two_runs_renders_in_a_browser(tmp_path):
         assert [core["cpu"] for core in hiccups["cores"]] == list(range(os.cpu_count())), hiccups
         assert all(core["samples"] >= 100 for core in hiccups["cores"]), hiccups
         assert re.search(r"host hiccups over \d+ s: cpu0 p99.9 ", out), out
+        # Each second also carries the embedded node's slowest disk operation and the host's
+        # longest stall in it.
+        timeline = json.loads((tmp_path / f"{name}.json").read_text())["timeline"]
+        assert len(timeline) >= 2, timeline
+        for second in timeline:
+            assert second["disk_max_ms"] > 0 and second["host_stall_max_ms"] > 0, second
     out = bench("report", "--out", "report.html", "--title", "flush policies",
                 "always.json", "never.json", "never.hgrm", cwd=tmp_path)
     assert "3 runs" in out
@@ -58,9 +64,11 @@ def test_report_of_two_runs_renders_in_a_browser(tmp_path):
     body = re.search(r"<body([^>]*)>", dom)
     assert body, dom[:2000]
     assert 'data-charts="3"' in body.group(1), body.group(0)
-    # Throughput: 2 runs; latency over time: 2 runs x 3 percentiles; distribution: 3 inputs.
-    assert 'data-lines="11"' in body.group(1), body.group(0)
+    # Throughput: 2 runs; latency over time: 2 runs x (3 percentiles, the slowest disk
+    # operation, the host's longest stall); distribution: 3 inputs.
+    assert 'data-lines="15"' in body.group(1), body.group(0)
     widths = [float(w) for w in re.findall(r'data-drawn-width="([0-9.]+)"', dom)]
-    assert len(widths) == 11 and all(w > 0 for w in widths), widths
+    assert len(widths) == 15 and all(w > 0 for w in widths), widths
     runs = re.findall(r'<polyline class="series" data-run="([^"]+)"', dom)
-    assert {"always", "never", "always p99.9", "never p50"} <= set(runs), runs
+    assert {"always", "never", "always p99.9", "never p50", "always slowest disk operation",
+            "never host stall"} <= set(runs), runs

@@ -196,8 +196,8 @@ def test_the_broker_runs_without_transparent_huge_pages(tmp_path):
 
 
 def test_the_broker_warns_when_its_data_dir_is_mounted_with_online_discard(tmp_path):
-    """With `-o discard` the file system discards freed blocks inside the journal commits every
-    fdatasync waits for (docs/operations.md): `broker serve` says so at start, naming the data
+    """With `-o discard` appends queue behind the device discard of every freed block
+    (docs/operations.md): `broker serve` says so at start, naming the data
     dir, and says nothing of it on a mount without it. What this host's mount is comes from
     findmnt (util-linux), read independently of the broker."""
     data = tmp_path / "data"

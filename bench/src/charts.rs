@@ -159,10 +159,35 @@ pub fn render(runs: &[Run], title: &str) -> String {
                     points: s.timeline.iter().map(|p| (p.t_s, value(p))).collect(),
                 });
             }
+            // The causes beside each second, where the run measured them.
+            for (name, dash, cause) in [
+                (
+                    "slowest disk operation",
+                    "8,3,2,3",
+                    (|p: &crate::report::Second| p.disk_max_ms) as fn(_) -> Option<f64>,
+                ),
+                ("host stall", "1,4", |p| p.host_stall_max_ms),
+            ] {
+                let points: Vec<(f64, f64)> = s
+                    .timeline
+                    .iter()
+                    .filter_map(|p| cause(p).map(|ms| (p.t_s, ms)))
+                    .collect();
+                if !points.is_empty() {
+                    latency.push(Line {
+                        label: format!("{} {name}", run.label),
+                        colour: colour(*i),
+                        dash,
+                        points,
+                    });
+                }
+            }
         }
         html += &chart(
             "latency-over-time",
-            "Latency per second: p50 (solid), p99 (dashed), p99.9 (dotted)",
+            "Latency per second: p50 (solid), p99 (dashed), p99.9 (dotted); the host's longest \
+             stall (sparse dots) and, against an embedded node, its slowest O_DIRECT write round \
+             or fdatasync (dash-dot)",
             "s",
             "ms",
             &latency,
@@ -431,6 +456,29 @@ mod tests {
         }
         // 1 throughput line, 3 latency lines, 1 distribution line.
         assert_eq!(page.matches("<polyline class=\"series\"").count(), 5);
+    }
+
+    #[test]
+    fn a_run_against_the_embedded_node_also_draws_its_slowest_disk_operation_and_host_stall() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("always.json");
+        let mut with_disk = summary(&[1, 2, 3, 40]);
+        for (second, ms) in with_disk.timeline.iter_mut().zip([0.4, 37.0]) {
+            second.disk_max_ms = Some(ms);
+            second.host_stall_max_ms = Some(ms / 10.0);
+        }
+        crate::report::write_json(&path, &with_disk).unwrap();
+        let run = load_run(&path).unwrap();
+        let timeline = &run.summary.as_ref().unwrap().timeline;
+        assert_eq!(timeline[1].disk_max_ms, Some(37.0));
+        assert_eq!(timeline[1].host_stall_max_ms, Some(3.7));
+        let page = render(&[run], "t");
+        assert_eq!(page.matches("<polyline class=\"series\"").count(), 7);
+        assert!(page.contains("always slowest disk operation"));
+        assert!(page.contains("always host stall"));
+        assert!(with_disk
+            .render()
+            .contains("37.000 ms, in the second ending at 2.0 s"));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! register there; until then the broker keeps its topic metadata in its data directory.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use broker::server::{self, ServeConfig, ServerHandle};
+use broker::storage::io_latency::DiskLatency;
 
 /// A running single node; dropping it stops the broker and removes its data.
 pub struct EmbeddedNode {
@@ -53,6 +55,24 @@ impl EmbeddedNode {
 
     pub fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()
+    }
+
+    /// Reads the node's disk latency: the slowest write round or fdatasync of its logs.
+    pub fn disk_meter(&self) -> DiskMeter {
+        let handle = self.handle.as_ref().expect("running until dropped");
+        DiskMeter(handle.metrics.iter().map(|m| m.disk.clone()).collect())
+    }
+}
+
+/// The embedded node's disk, as its shards recorded it (`broker::storage::io_latency`).
+#[derive(Clone, Debug)]
+pub struct DiskMeter(Vec<Arc<DiskLatency>>);
+
+impl DiskMeter {
+    /// The slowest O_DIRECT write round or fdatasync of any shard since the last call, ms.
+    pub fn take_slowest_ms(&self) -> f64 {
+        let us = self.0.iter().map(|d| d.take_slowest_us()).max();
+        us.unwrap_or(0) as f64 / 1e3
     }
 }
 

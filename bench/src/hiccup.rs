@@ -5,7 +5,7 @@
 //! the machine lets it run, so this is the floor under the tail latency measured in the same
 //! window, and `bench produce`/`e2e` report it beside their percentiles.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -118,15 +118,34 @@ pub struct HiccupMeter {
     threads: Vec<JoinHandle<CoreHiccups>>,
     interval: Duration,
     started: Instant,
+    slowest: SlowestWakeUp,
+}
+
+/// The latest wake-up on any core of a running meter since the last
+/// [`SlowestWakeUp::take_ms`]: `bench produce` puts it beside each second of its timeline.
+#[derive(Debug, Clone, Default)]
+pub struct SlowestWakeUp(Arc<AtomicU64>);
+
+impl SlowestWakeUp {
+    fn record(&self, late: Duration) {
+        self.0.fetch_max(late.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Milliseconds, and starts over.
+    pub fn take_ms(&self) -> f64 {
+        self.0.swap(0, Ordering::Relaxed) as f64 / 1e3
+    }
 }
 
 impl HiccupMeter {
     /// Starts measuring on `cpus`, waking every `interval`.
     pub fn start(cpus: &[usize], interval: Duration) -> std::io::Result<HiccupMeter> {
         let stop = Arc::new(AtomicBool::new(false));
+        let slowest = SlowestWakeUp::default();
         let mut threads = Vec::with_capacity(cpus.len());
         for &cpu in cpus {
             let stop = stop.clone();
+            let slowest = slowest.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("hiccup-{cpu}"))
@@ -138,6 +157,7 @@ impl HiccupMeter {
                             std::thread::sleep(due.saturating_duration_since(Instant::now()));
                             let woke = Instant::now();
                             recorder.record(due, woke);
+                            slowest.record(woke.saturating_duration_since(due));
                             due = woke + interval;
                         }
                         recorder.finish(cpu)
@@ -149,7 +169,13 @@ impl HiccupMeter {
             threads,
             interval,
             started: Instant::now(),
+            slowest,
         })
+    }
+
+    /// Reads the latest wake-up on any core while the meter runs.
+    pub fn slowest_wake_up(&self) -> SlowestWakeUp {
+        self.slowest.clone()
     }
 
     /// Every online core, waking every millisecond (jHiccup's resolution).
@@ -198,8 +224,16 @@ mod tests {
     #[test]
     fn the_meter_wakes_on_each_core_it_was_given() {
         let meter = HiccupMeter::start(&[0], Duration::from_millis(1)).unwrap();
+        let slowest = meter.slowest_wake_up();
         std::thread::sleep(Duration::from_millis(300));
+        // A sleeping thread always wakes a little late (timer slack at least).
+        let slowest_ms = slowest.take_ms();
+        assert!(slowest_ms > 0.0);
         let hiccups = meter.stop();
+        assert!(
+            slowest_ms <= hiccups.cores[0].max_ms + 0.001,
+            "{slowest_ms} {hiccups:?}"
+        );
         assert_eq!(hiccups.cores.len(), 1);
         assert_eq!(hiccups.cores[0].cpu, 0);
         // 300 ms at one wake-up per millisecond; even a badly stalled machine manages a few.

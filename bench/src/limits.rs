@@ -3,7 +3,8 @@
 //! write bandwidth, 4 KiB write + fdatasync latency (both measured by the broker's
 //! [`broker::disk_probe`]), loopback TCP bandwidth, memcpy bandwidth, the machine's own
 //! stalls while idle ([`crate::hiccup`]), and whether the disk's file system is mounted with
-//! online discard (which puts device discards into the journal commits fdatasync waits for).
+//! online discard (which puts a device discard in the queue, ahead of writes and fdatasyncs,
+//! for every block the file system frees).
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -41,7 +42,7 @@ impl HostLimits {
             self.memcpy_gb_s
         ) + "\nidle " + &self.idle_hiccups.render()
             + match self.online_discard {
-                Some(true) => "\nfile system mounted with online discard (-o discard): freed blocks are discarded inside the journal commits that fdatasync waits for (docs/operations.md)",
+                Some(true) => "\nfile system mounted with online discard (-o discard): writes and fdatasyncs queue behind the discard of every freed block (docs/operations.md)",
                 Some(false) => "\nfile system mounted without online discard",
                 None => "",
             }

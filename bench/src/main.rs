@@ -296,9 +296,10 @@ fn parse_acks(text: &str) -> Result<i16, String> {
 
 /// The load target: a sink, an address, or an embedded node; kept alive by the caller.
 enum Target {
-    /// Held for its Drop, which stops the broker and removes its data.
+    /// Held for its Drop, which stops the broker and removes its data; its disk is read
+    /// into the timeline.
     Embedded {
-        _node: Box<bench::embedded::EmbeddedNode>,
+        node: Box<bench::embedded::EmbeddedNode>,
     },
     /// Held for its Drop, which stops the sink.
     Sink {
@@ -333,7 +334,7 @@ fn produce_options(args: &ProduceArgs) -> Result<(ProduceOptions, Target), Strin
             (
                 node.address().to_string(),
                 Target::Embedded {
-                    _node: Box::new(node),
+                    node: Box::new(node),
                 },
             )
         }
@@ -361,6 +362,11 @@ fn produce_options(args: &ProduceArgs) -> Result<(ProduceOptions, Target), Strin
         cpus: profile.bench_cores(),
         progress: true,
         topic_configs: Vec::new(),
+        disk: match &target {
+            Target::Embedded { node } => Some(node.disk_meter()),
+            _ => None,
+        },
+        host: None,
     };
     Ok((options, target))
 }
@@ -380,20 +386,24 @@ fn write_outputs(
     Ok(())
 }
 
-/// Runs `work` with a hiccup meter on every core; the meter's figures for the same window.
+/// Runs `work` with a hiccup meter on every core (which `work` may read per second); the
+/// meter's figures for the same window.
 fn with_host_hiccups<T>(
-    work: impl FnOnce() -> Result<T, String>,
+    work: impl FnOnce(bench::hiccup::SlowestWakeUp) -> Result<T, String>,
 ) -> Result<(T, bench::hiccup::Hiccups), String> {
     let meter = bench::hiccup::HiccupMeter::start_on_all_cores()
         .map_err(|err| format!("hiccup meter: {err}"))?;
-    let result = work();
+    let result = work(meter.slowest_wake_up());
     let hiccups = meter.stop();
     Ok((result?, hiccups))
 }
 
 fn produce(args: ProduceArgs) -> Result<(), String> {
-    let (options, _target) = produce_options(&args)?;
-    let (mut result, hiccups) = with_host_hiccups(|| produce::run(&options))?;
+    let (mut options, _target) = produce_options(&args)?;
+    let (mut result, hiccups) = with_host_hiccups(|host| {
+        options.host = Some(host);
+        produce::run(&options)
+    })?;
     result.summary.host_hiccups = Some(hiccups);
     write_outputs(&args, &result.summary, &result.histogram)?;
     if args.verify {
@@ -413,11 +423,14 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
 }
 
 fn e2e(args: ProduceArgs) -> Result<(), String> {
-    let (options, target) = produce_options(&args)?;
+    let (mut options, target) = produce_options(&args)?;
     if matches!(target, Target::Sink { .. }) {
         return Err("e2e needs a broker that serves Fetch; the sink does not".into());
     }
-    let (mut result, hiccups) = with_host_hiccups(|| bench::e2e::run(&options))?;
+    let (mut result, hiccups) = with_host_hiccups(|host| {
+        options.host = Some(host);
+        bench::e2e::run(&options)
+    })?;
     result.summary.host_hiccups = Some(hiccups);
     println!("producer: {}", result.produce.render());
     write_outputs(&args, &result.summary, &result.histogram)

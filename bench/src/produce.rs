@@ -49,6 +49,11 @@ pub struct ProduceOptions {
     pub progress: bool,
     /// Topic configs used if the topic is created (e.g. flush policy).
     pub topic_configs: Vec<(String, String)>,
+    /// The embedded node's disk, read once a second into the timeline; None for other
+    /// targets.
+    pub disk: Option<crate::embedded::DiskMeter>,
+    /// The host hiccup meter running beside the run, read once a second into the timeline.
+    pub host: Option<crate::hiccup::SlowestWakeUp>,
 }
 
 /// What a produce run measured.
@@ -415,7 +420,14 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
         );
     }
 
-    let timeline = sample_until_done(&progress, &threads, started, options.progress);
+    let timeline = sample_until_done(
+        &progress,
+        &threads,
+        started,
+        options.progress,
+        options.disk.as_ref(),
+        options.host.as_ref(),
+    );
     let mut outcomes = Vec::new();
     for thread in threads {
         outcomes.push(
@@ -482,13 +494,23 @@ pub fn run(options: &ProduceOptions) -> Result<ProduceResult, String> {
 
 /// Samples the shared counters once a second until every connection thread finished: what
 /// was acknowledged in each second and its latencies (the difference of the shared histogram
-/// since the last sample). Prints a line per second when `print`.
+/// since the last sample), the slowest disk operation of `disk` and the latest wake-up of
+/// `host`. Prints a line per second when `print`.
 fn sample_until_done<T>(
     progress: &Progress,
     threads: &[std::thread::JoinHandle<T>],
     started: Instant,
     print: bool,
+    disk: Option<&crate::embedded::DiskMeter>,
+    host: Option<&crate::hiccup::SlowestWakeUp>,
 ) -> Vec<Second> {
+    // What came before the load (the topic's creation) is not the first second's.
+    if let Some(disk) = disk {
+        disk.take_slowest_ms();
+    }
+    if let Some(host) = host {
+        host.take_ms();
+    }
     let mut timeline = Vec::new();
     let mut last_msgs = 0;
     let mut last_bytes = 0;
@@ -507,16 +529,26 @@ fn sample_until_done<T>(
         let Ok(histogram) = progress.histogram.lock().map(|h| h.clone()) else {
             break;
         };
-        let second = Second::new(
+        let mut second = Second::new(
             now.duration_since(started).as_secs_f64(),
             now.duration_since(last_at).as_secs_f64(),
             msgs - last_msgs,
             bytes - last_bytes,
             &histogram.since(&last_histogram),
         );
+        second.disk_max_ms = disk.map(|d| d.take_slowest_ms());
+        second.host_stall_max_ms = host.map(|h| h.take_ms());
         if print {
+            let disk = second
+                .disk_max_ms
+                .map(|ms| format!("  disk max {ms:.3} ms"))
+                .unwrap_or_default();
+            let host = second
+                .host_stall_max_ms
+                .map(|ms| format!("  host stall max {ms:.3} ms"))
+                .unwrap_or_default();
             println!(
-                "{:>6.1} s  {:>10.0} msgs/s  {:>8.1} MB/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  errors {}",
+                "{:>6.1} s  {:>10.0} msgs/s  {:>8.1} MB/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  errors {}{disk}{host}",
                 second.t_s,
                 second.msgs_per_s,
                 second.mb_per_s,

@@ -169,6 +169,15 @@ pub struct Second {
     pub p99_ms: f64,
     pub p99_9_ms: f64,
     pub max_ms: f64,
+    /// Against the embedded node: the slowest O_DIRECT write round or fdatasync of its logs
+    /// that ended in this second. A slow second with a slow disk operation in it waited for
+    /// the device; one without did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_max_ms: Option<f64>,
+    /// The latest wake-up of the host hiccup meter on any core in this second
+    /// ([`crate::hiccup`]): how long the machine itself kept a core from running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_stall_max_ms: Option<f64>,
 }
 
 impl Second {
@@ -190,6 +199,8 @@ impl Second {
             p99_ms: interval.quantile_ms(0.99),
             p99_9_ms: interval.quantile_ms(0.999),
             max_ms: interval.max_ms(),
+            disk_max_ms: None,
+            host_stall_max_ms: None,
         }
     }
 }
@@ -287,6 +298,16 @@ impl Summary {
             "\n  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  p99.99 {:.3}  max {:.3}\n  errors: {}",
             self.p50_ms, self.p90_ms, self.p99_ms, self.p99_9_ms, self.p99_99_ms, self.max_ms, self.errors
         );
+        let disk = self
+            .timeline
+            .iter()
+            .filter_map(|second| second.disk_max_ms.map(|ms| (ms, second.t_s)))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((ms, t_s)) = disk {
+            text += &format!(
+                "\n  slowest disk operation of the node (O_DIRECT write round or fdatasync): {ms:.3} ms, in the second ending at {t_s:.1} s"
+            );
+        }
         if let Some(hiccups) = &self.host_hiccups {
             text += &format!("\n  {}", hiccups.render());
         }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bench::embedded::EmbeddedNode;
+use bench::hiccup::HiccupMeter;
 use bench::produce::{self, ProduceOptions};
 use bench::record_batch::Codec;
 
@@ -27,6 +28,8 @@ fn plan(bootstrap: String, topic: &str) -> ProduceOptions {
         cpus: Vec::new(),
         progress: false,
         topic_configs: Vec::new(),
+        disk: None,
+        host: None,
     }
 }
 
@@ -43,10 +46,25 @@ fn node() -> EmbeddedNode {
 #[test]
 fn produce_verify_e2e_and_consume_against_the_embedded_node() {
     let node = node();
-    let options = plan(node.address().to_string(), "embedded");
+    let mut options = plan(node.address().to_string(), "embedded");
+    options.disk = Some(node.disk_meter());
+    let meter = HiccupMeter::start(&[0], Duration::from_millis(1)).unwrap();
+    options.host = Some(meter.slowest_wake_up());
     let result = produce::run(&options).unwrap();
+    meter.stop();
     assert_eq!(result.summary.msgs, 30_000);
     assert_eq!(result.summary.errors, 0);
+    // Every second of the load wrote rounds to the node's logs, and the meter woke in each:
+    // each second carries the slowest of both.
+    let timeline = &result.summary.timeline;
+    assert!(!timeline.is_empty());
+    for second in timeline {
+        assert!(second.disk_max_ms.is_some_and(|ms| ms > 0.0), "{second:?}");
+        assert!(
+            second.host_stall_max_ms.is_some_and(|ms| ms > 0.0),
+            "{second:?}"
+        );
+    }
     let report = produce::verify_run(&options, &result).unwrap();
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.messages_read, 30_000);

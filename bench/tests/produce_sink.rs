@@ -27,6 +27,8 @@ fn options(bootstrap: String) -> ProduceOptions {
         cpus: Vec::new(),
         progress: false,
         topic_configs: Vec::new(),
+        disk: None,
+        host: None,
     }
 }
 

@@ -1108,10 +1108,10 @@ fn log_profile(profile: &tuning::Profile, data_dir: &std::path::Path) {
     }
     if let Some(mount) = tuning::host::mount_of(data_dir).filter(|m| m.online_discard()) {
         tracing::warn!(
-            "data dir {} is on {} mounted with online discard (-o discard): blocks freed by \
-             segment rolls and retention are discarded inside the file system's journal \
-             commits, which every fdatasync waits for (seconds of 20-90 ms at 1M msgs/s here); \
-             mount it without `discard` and trim with fstrim.timer (docs/operations.md)",
+            "data dir {} is on {} mounted with online discard (-o discard): the blocks \
+             retention and deleted partitions free are discarded at once, and appends' writes \
+             and fdatasyncs queue behind those discards at the device (5-15 ms per 16-58 MB \
+             here); mount it without `discard` and trim with fstrim.timer (docs/operations.md)",
             data_dir.display(),
             mount.mount_point.display()
         );

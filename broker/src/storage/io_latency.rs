@@ -4,6 +4,7 @@
 //! Without an installed sink (storage tests, tools) nothing is recorded.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::histogram::AtomicHistogram;
@@ -15,6 +16,17 @@ pub struct DiskLatency {
     pub fdatasync_us: AtomicHistogram,
     /// One O_DIRECT write round of the active segment.
     pub direct_write_us: AtomicHistogram,
+    /// The slowest of both since the last [`DiskLatency::take_slowest_us`].
+    slowest_us: AtomicU64,
+}
+
+impl DiskLatency {
+    /// The slowest write round or fdatasync recorded since the last call, microseconds (0 if
+    /// none), and starts over: `bench` puts it beside each second of its timeline, so a slow
+    /// second shows whether the disk was slow in it.
+    pub fn take_slowest_us(&self) -> u64 {
+        self.slowest_us.swap(0, Ordering::Relaxed)
+    }
 }
 
 thread_local! {
@@ -30,6 +42,7 @@ pub(crate) fn record_fdatasync(us: u64) {
     SINK.with(|slot| {
         if let Some(sink) = slot.borrow().as_ref() {
             sink.fdatasync_us.record(us);
+            sink.slowest_us.fetch_max(us, Ordering::Relaxed);
         }
     });
 }
@@ -38,6 +51,27 @@ pub(crate) fn record_direct_write(us: u64) {
     SINK.with(|slot| {
         if let Some(sink) = slot.borrow().as_ref() {
             sink.direct_write_us.record(us);
+            sink.slowest_us.fetch_max(us, Ordering::Relaxed);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slowest_operation_is_taken_once() {
+        let sink = Arc::new(DiskLatency::default());
+        install(sink.clone());
+        record_direct_write(700);
+        record_fdatasync(900);
+        record_direct_write(800);
+        assert_eq!(sink.take_slowest_us(), 900);
+        assert_eq!(sink.take_slowest_us(), 0);
+        record_fdatasync(50);
+        assert_eq!(sink.take_slowest_us(), 50);
+        assert_eq!(sink.fdatasync_us.count(), 2);
+        assert_eq!(sink.direct_write_us.count(), 2);
+    }
 }
