@@ -20,8 +20,13 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct HostLimits {
     pub o_direct_write_mb_s: f64,
+    /// 4 KiB O_DIRECT append + fdatasync, as a log's write round syncs.
     pub fdatasync_p50_ms: f64,
     pub fdatasync_p99_ms: f64,
+    /// The same over blocks written before: no metadata to write, only the data and the
+    /// device cache flush.
+    pub overwrite_fdatasync_p50_ms: f64,
+    pub overwrite_fdatasync_p99_ms: f64,
     pub loopback_tcp_mb_s: f64,
     pub memcpy_gb_s: f64,
     /// Wake-up lateness on every core over a few idle seconds.
@@ -34,10 +39,12 @@ pub struct HostLimits {
 impl HostLimits {
     pub fn render(&self) -> String {
         format!(
-            "host limits: O_DIRECT write {:.0} MB/s, 4 KiB write+fdatasync p50 {:.3} ms p99 {:.3} ms, loopback TCP {:.0} MB/s, memcpy {:.1} GB/s",
+            "host limits: O_DIRECT write {:.0} MB/s, 4 KiB write+fdatasync p50 {:.3} ms p99 {:.3} ms (over written blocks: p50 {:.3} ms p99 {:.3} ms), loopback TCP {:.0} MB/s, memcpy {:.1} GB/s",
             self.o_direct_write_mb_s,
             self.fdatasync_p50_ms,
             self.fdatasync_p99_ms,
+            self.overwrite_fdatasync_p50_ms,
+            self.overwrite_fdatasync_p99_ms,
             self.loopback_tcp_mb_s,
             self.memcpy_gb_s
         ) + "\nidle " + &self.idle_hiccups.render()
@@ -102,15 +109,19 @@ const IDLE_HICCUP_WINDOW: Duration = Duration::from_secs(5);
 pub fn measure(dir: &Path) -> io::Result<HostLimits> {
     // 1 GiB in 1 MiB writes, one at a time, then one fdatasync.
     let write = disk_probe::o_direct_writes(dir, 1 << 20, 1, 1 << 30, Duration::from_secs(120))?;
-    let fsync = disk_probe::fdatasync_latencies(dir, 500, Duration::from_secs(60))?;
-    let ms = |q| disk_probe::quantile(&fsync, q).as_secs_f64() * 1e3;
+    let synced = |write| disk_probe::fdatasync_latencies(dir, write, 500, Duration::from_secs(60));
+    let fsync = synced(disk_probe::SyncedWrite::Append)?;
+    let overwrite = synced(disk_probe::SyncedWrite::Overwrite)?;
+    let ms = |latencies: &[Duration], q| disk_probe::quantile(latencies, q).as_secs_f64() * 1e3;
     let meter = HiccupMeter::start_on_all_cores()?;
     std::thread::sleep(IDLE_HICCUP_WINDOW);
     let idle_hiccups = meter.stop();
     Ok(HostLimits {
         o_direct_write_mb_s: write.mb_s(),
-        fdatasync_p50_ms: ms(0.5),
-        fdatasync_p99_ms: ms(0.99),
+        fdatasync_p50_ms: ms(&fsync, 0.5),
+        fdatasync_p99_ms: ms(&fsync, 0.99),
+        overwrite_fdatasync_p50_ms: ms(&overwrite, 0.5),
+        overwrite_fdatasync_p99_ms: ms(&overwrite, 0.99),
         loopback_tcp_mb_s: loopback_tcp_mb_s(2 << 30)?,
         memcpy_gb_s: memcpy_gb_s(16),
         idle_hiccups,

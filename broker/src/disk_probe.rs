@@ -158,15 +158,41 @@ pub fn o_direct_writes(
     })
 }
 
+/// Where the synced writes of [`fdatasync_latencies`] land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncedWrite {
+    /// Past the end of the file, as a log appends: each write allocates blocks and grows the
+    /// file, so its fdatasync also writes the inode (and extent) metadata.
+    Append,
+    /// Over blocks written and synced before: the fdatasync writes the data and flushes the
+    /// device's cache, nothing else (the floor a log whose blocks are written ahead of its
+    /// appends would have).
+    Overwrite,
+}
+
 /// Up to `iterations` x (4 KiB O_DIRECT write + fdatasync) at successive positions, within
 /// `budget`; the latency of each, in order.
 pub fn fdatasync_latencies(
     dir: &Path,
+    write: SyncedWrite,
     iterations: u32,
     budget: Duration,
 ) -> io::Result<Vec<Duration>> {
     let scratch = Scratch::create(dir, "fsync")?;
     let buffer = AlignedBuffer::new(4096);
+    if write == SyncedWrite::Overwrite {
+        let chunk = AlignedBuffer::new(1 << 20);
+        let total = iterations as u64 * 4096;
+        let mut position = 0;
+        while position < total {
+            let len = (total - position).min(1 << 20) as usize;
+            scratch
+                .file
+                .write_all_at(&chunk.as_slice()[..len], position)?;
+            position += len as u64;
+        }
+        scratch.file.sync_data()?;
+    }
     let started = Instant::now();
     let mut latencies = Vec::with_capacity(iterations as usize);
     for index in 0..iterations as u64 {
@@ -210,8 +236,11 @@ mod tests {
             assert_eq!(run.bytes, 4 << 20, "depth {depth}");
             assert!(run.mb_s() > 0.0 && run.iops() > 0.0);
         }
-        let latencies = fdatasync_latencies(dir.path(), 5, Duration::from_secs(30)).unwrap();
-        assert_eq!(latencies.len(), 5);
+        for write in [SyncedWrite::Append, SyncedWrite::Overwrite] {
+            let latencies =
+                fdatasync_latencies(dir.path(), write, 5, Duration::from_secs(30)).unwrap();
+            assert_eq!(latencies.len(), 5, "{write:?}");
+        }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 

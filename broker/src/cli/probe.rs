@@ -58,8 +58,9 @@ pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, String> {
             runs.push(run);
         }
     }
-    let latencies = disk_probe::fdatasync_latencies(dir, 2000, slice)
-        .map_err(|e| format!("{}: fdatasync: {e}", dir.display()))?;
+    let latencies =
+        disk_probe::fdatasync_latencies(dir, disk_probe::SyncedWrite::Append, 2000, slice)
+            .map_err(|e| format!("{}: fdatasync: {e}", dir.display()))?;
     let fdatasync_p50 = disk_probe::quantile(&latencies, 0.5);
     let fdatasync_p99 = disk_probe::quantile(&latencies, 0.99);
     let memory_bytes = total_memory_bytes();
