@@ -87,8 +87,8 @@ impl Default for LatenessRecorder {
 }
 
 impl LatenessRecorder {
-    /// One wake-up that was asked for at `due` and happened at `woke`.
-    pub fn record(&mut self, due: Instant, woke: Instant) {
+    /// One wake-up that was asked for at `due` and happened at `woke`; how late it was.
+    pub fn record(&mut self, due: Instant, woke: Instant) -> Duration {
         let late = woke.saturating_duration_since(due);
         self.histogram
             .saturating_record((late.as_micros() as u64).max(1));
@@ -96,6 +96,7 @@ impl LatenessRecorder {
             self.stalls += 1;
             self.stalled += late;
         }
+        late
     }
 
     pub fn finish(&self, cpu: usize) -> CoreHiccups {
@@ -156,8 +157,7 @@ impl HiccupMeter {
                         while !stop.load(Ordering::Relaxed) {
                             std::thread::sleep(due.saturating_duration_since(Instant::now()));
                             let woke = Instant::now();
-                            recorder.record(due, woke);
-                            slowest.record(woke.saturating_duration_since(due));
+                            slowest.record(recorder.record(due, woke));
                             due = woke + interval;
                         }
                         recorder.finish(cpu)
@@ -213,7 +213,10 @@ mod tests {
         recorder.record(due, due + Duration::from_millis(7));
         recorder.record(due, due + Duration::from_millis(3));
         // Woken early (a spurious wake-up) is no lateness, not a negative one.
-        recorder.record(due + Duration::from_millis(1), due);
+        assert_eq!(
+            recorder.record(due + Duration::from_millis(1), due),
+            Duration::ZERO
+        );
         let core = recorder.finish(1);
         assert_eq!(core.samples, 5);
         assert_eq!(core.stalls, 2);
@@ -230,12 +233,12 @@ mod tests {
         let slowest_ms = slowest.take_ms();
         assert!(slowest_ms > 0.0);
         let hiccups = meter.stop();
+        assert_eq!(hiccups.cores.len(), 1);
+        assert_eq!(hiccups.cores[0].cpu, 0);
         assert!(
             slowest_ms <= hiccups.cores[0].max_ms + 0.001,
             "{slowest_ms} {hiccups:?}"
         );
-        assert_eq!(hiccups.cores.len(), 1);
-        assert_eq!(hiccups.cores[0].cpu, 0);
         // 300 ms at one wake-up per millisecond; even a badly stalled machine manages a few.
         assert!(hiccups.cores[0].samples >= 10, "{:?}", hiccups.cores[0]);
         assert!(hiccups.render().contains("cpu0"));

@@ -39,18 +39,18 @@ pub fn install(sink: Arc<DiskLatency>) {
 }
 
 pub(crate) fn record_fdatasync(us: u64) {
-    SINK.with(|slot| {
-        if let Some(sink) = slot.borrow().as_ref() {
-            sink.fdatasync_us.record(us);
-            sink.slowest_us.fetch_max(us, Ordering::Relaxed);
-        }
-    });
+    record(us, |sink| &sink.fdatasync_us);
 }
 
 pub(crate) fn record_direct_write(us: u64) {
+    record(us, |sink| &sink.direct_write_us);
+}
+
+/// Into the installed sink's histogram `which`, and its slowest.
+fn record(us: u64, which: fn(&DiskLatency) -> &AtomicHistogram) {
     SINK.with(|slot| {
         if let Some(sink) = slot.borrow().as_ref() {
-            sink.direct_write_us.record(us);
+            which(sink).record(us);
             sink.slowest_us.fetch_max(us, Ordering::Relaxed);
         }
     });
