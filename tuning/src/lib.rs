@@ -297,6 +297,15 @@ impl StorageLimits {
         64 << 20
     }
 
+    /// Memory each shard registers with io_uring for its write buffers, bytes: the batch
+    /// cache plus 16 full write buffers (a fill and an in-flight buffer for each of 8
+    /// partitions writing at full size). Writes from registered memory skip pinning their
+    /// pages on every write (`IORING_OP_WRITE_FIXED`); buffers beyond it come from the heap and
+    /// pay that per write. Allocated and pinned when the shard starts.
+    pub fn registered_io_bytes(&self) -> u64 {
+        self.batch_cache_bytes + 16 * self.write_buffer_bytes as u64
+    }
+
     /// The flush policy with its interval folded in.
     pub fn flush(&self) -> FlushPolicy {
         match self.flush_policy {

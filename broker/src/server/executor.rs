@@ -1,15 +1,23 @@
 //! The glommio executor of one shard, built from its core's profile settings: pinned to the
-//! core, rings of `io_uring_depth` entries, and with `busy_poll` glommio's spin-before-park.
+//! core, rings of `io_uring_depth` entries, with `busy_poll` glommio's spin-before-park, and
+//! `registered_io_bytes` of memory registered with its rings, from which the shard's aligned
+//! write buffers are allocated (see [`tuning::StorageLimits::registered_io_bytes`]).
 
 use glommio::{LocalExecutorBuilder, Placement};
 use tuning::CoreConfig;
 
-/// The builder of shard `id`'s executor on `core`.
-pub fn shard_executor(id: usize, core: &CoreConfig) -> LocalExecutorBuilder {
+/// The builder of shard `id`'s executor on `core`, with `registered_io_bytes` of memory
+/// registered for I/O buffers.
+pub fn shard_executor(
+    id: usize,
+    core: &CoreConfig,
+    registered_io_bytes: u64,
+) -> LocalExecutorBuilder {
     debug_assert!(core.io_uring_depth > 0, "the profile checks the ring depth");
     let builder = LocalExecutorBuilder::new(Placement::Fixed(core.cpu))
         .name(&format!("shard-{id}"))
-        .ring_depth(core.io_uring_depth as usize);
+        .ring_depth(core.io_uring_depth as usize)
+        .io_memory(usize::try_from(registered_io_bytes).unwrap_or(usize::MAX));
     match core.spin_before_park() {
         Some(spin) => builder.spin_before_park(spin),
         None => builder,
@@ -64,7 +72,7 @@ mod tests {
     fn io_uring_depth_sizes_the_shard_rings() {
         // 32: neither glommio's default (128) nor the profiles' (256), so rings of other tests
         // running in this process are not counted.
-        let entries = shard_executor(0, &core(32, false))
+        let entries = shard_executor(0, &core(32, false), 1 << 20)
             .spawn(|| async { ring_entries() })
             .expect("executor starts")
             .join()
@@ -73,6 +81,50 @@ mod tests {
         assert!(
             ours >= 3,
             "rings of 32 entries: {ours}; all rings: {entries:?}"
+        );
+    }
+
+    /// Sizes of the buffers registered with the io_uring instances this process has open
+    /// (`UserBufs` in /proc/self/fdinfo: one `index: address/length` line per buffer).
+    fn registered_buffer_lengths() -> Vec<u64> {
+        let mut lengths = Vec::new();
+        for fd in std::fs::read_dir("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .flatten()
+        {
+            let info = format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy());
+            let Ok(text) = std::fs::read_to_string(info) else {
+                continue;
+            };
+            let mut lines = text
+                .lines()
+                .skip_while(|line| !line.starts_with("UserBufs:"));
+            let Some(header) = lines.next() else {
+                continue;
+            };
+            let count: usize = header["UserBufs:".len()..].trim().parse().unwrap_or(0);
+            for line in lines.take(count) {
+                if let Some((_, length)) = line.rsplit_once('/') {
+                    lengths.push(length.trim().parse().expect("registered buffer length"));
+                }
+            }
+        }
+        lengths
+    }
+
+    #[test]
+    fn registered_io_bytes_are_registered_with_the_shard_rings() {
+        // 3 MiB + 4 KiB: no other test's executor registers that much, and not a power of two.
+        const BYTES: u64 = (3 << 20) + 4096;
+        let lengths = shard_executor(0, &core(64, false), BYTES)
+            .spawn(|| async { registered_buffer_lengths() })
+            .expect("executor starts")
+            .join()
+            .expect("executor ends");
+        let ours = lengths.iter().filter(|&&n| n == BYTES).count();
+        assert!(
+            ours >= 3,
+            "rings with {BYTES} bytes registered: {ours}; all registered buffers: {lengths:?}"
         );
     }
 
@@ -89,7 +141,7 @@ mod tests {
     /// Voluntary context switches of a shard thread over `WAITS` timer waits of 50 us.
     fn switches_over_short_waits(busy_poll: bool) -> u64 {
         const WAITS: usize = 400;
-        shard_executor(0, &core(64, busy_poll))
+        shard_executor(0, &core(64, busy_poll), 1 << 20)
             .spawn(|| async {
                 let before = voluntary_switches();
                 for _ in 0..WAITS {

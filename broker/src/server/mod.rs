@@ -385,14 +385,15 @@ pub fn start(config: ServeConfig) -> Result<ServerHandle, StartError> {
             },
             acls: acls.clone(),
         };
-        let thread = executor::shard_executor(id, core)
-            .spawn(move || async move {
-                // Every event on this thread carries the shard (a field of JSON logs, the same
-                // name as the metrics' `shard` label).
-                let _shard_span = tracing::info_span!("shard", shard = id).entered();
-                shard_main(start).await
-            })
-            .map_err(|err| StartError::Shard(id, err.to_string()))?;
+        let thread =
+            executor::shard_executor(id, core, config.profile.storage.registered_io_bytes())
+                .spawn(move || async move {
+                    // Every event on this thread carries the shard (a field of JSON logs, the same
+                    // name as the metrics' `shard` label).
+                    let _shard_span = tracing::info_span!("shard", shard = id).entered();
+                    shard_main(start).await
+                })
+                .map_err(|err| StartError::Shard(id, err.to_string()))?;
         threads.push(thread);
     }
     drop(ready_tx);

@@ -35,6 +35,15 @@ pub(crate) fn align_up(v: u64) -> u64 {
     (v + PAGE_BYTES - 1) & !(PAGE_BYTES - 1)
 }
 
+/// Size of a fill buffer for `want` bytes: the next power of two, at least
+/// [`MIN_BUFFER_BYTES`] and at most `max_bytes` (`write_buffer_bytes`). The shard's registered
+/// I/O memory hands out power-of-two blocks, so a buffer of another size would hold the rest
+/// of its block unused.
+fn buffer_capacity(want: usize, max_bytes: usize) -> usize {
+    want.next_power_of_two()
+        .clamp(MIN_BUFFER_BYTES, max_bytes.max(MIN_BUFFER_BYTES))
+}
+
 /// One write round: the buffer to write at `start` (page aligned), and the logical end of the
 /// segment once it is written.
 pub(crate) struct WriteJob {
@@ -176,9 +185,7 @@ impl SegmentAppender {
         if need > self.max_buffer_bytes || self.fill_capacity >= self.max_buffer_bytes {
             return false;
         }
-        let capacity = (self.fill_capacity * 2)
-            .max(need)
-            .min(self.max_buffer_bytes);
+        let capacity = buffer_capacity((self.fill_capacity * 2).max(need), self.max_buffer_bytes);
         let mut bigger = self.file.alloc_dma_buffer(capacity);
         bigger.as_bytes_mut()[..self.fill_len]
             .copy_from_slice(&self.fill.as_bytes()[..self.fill_len]);
@@ -214,10 +221,7 @@ impl SegmentAppender {
         }
         let tail_start = align_down(end);
         let tail_len = (end - tail_start) as usize;
-        let next_capacity = (align_up(2 * self.fill_len as u64) as usize).clamp(
-            MIN_BUFFER_BYTES,
-            self.max_buffer_bytes.max(MIN_BUFFER_BYTES),
-        );
+        let next_capacity = buffer_capacity(2 * self.fill_len, self.max_buffer_bytes);
         let mut next = self.file.alloc_dma_buffer(next_capacity);
         let allocation_bytes = self.fill_capacity;
         let tail_from = (tail_start - self.fill_start) as usize;
