@@ -1,6 +1,6 @@
 //! `bench limits`: this host's own ceilings, measured now, so every benchmark can report its
 //! figures as a fraction of what the machine can do in the same run: O_DIRECT sequential
-//! write bandwidth, 4 KiB write + fdatasync latency (both measured by the broker's
+//! write bandwidth (the best of a few block sizes and depths), 4 KiB write + fdatasync latency (both measured by the broker's
 //! [`broker::disk_probe`]), loopback TCP bandwidth, memcpy bandwidth, the machine's own
 //! stalls while idle ([`crate::hiccup`]), and whether the disk's file system is mounted with
 //! online discard (which puts a device discard in the queue, ahead of writes and fdatasyncs,
@@ -19,7 +19,10 @@ use serde::Serialize;
 /// The measured limits.
 #[derive(Debug, Clone, Serialize)]
 pub struct HostLimits {
+    /// The best of [`O_DIRECT_SHAPES`]: the disk's sequential write ceiling.
     pub o_direct_write_mb_s: f64,
+    /// Each shape measured: block bytes, writes in flight, MB/s.
+    pub o_direct_write_runs: Vec<ODirectRun>,
     /// 4 KiB O_DIRECT append + fdatasync, as a log's write round syncs.
     pub fdatasync_p50_ms: f64,
     pub fdatasync_p99_ms: f64,
@@ -39,8 +42,18 @@ pub struct HostLimits {
 impl HostLimits {
     pub fn render(&self) -> String {
         format!(
-            "host limits: O_DIRECT write {:.0} MB/s, 4 KiB write+fdatasync p50 {:.3} ms p99 {:.3} ms (over written blocks: p50 {:.3} ms p99 {:.3} ms), loopback TCP {:.0} MB/s, memcpy {:.1} GB/s",
+            "host limits: O_DIRECT write {:.0} MB/s ({}), 4 KiB write+fdatasync p50 {:.3} ms p99 {:.3} ms (over written blocks: p50 {:.3} ms p99 {:.3} ms), loopback TCP {:.0} MB/s, memcpy {:.1} GB/s",
             self.o_direct_write_mb_s,
+            self.o_direct_write_runs
+                .iter()
+                .map(|r| format!(
+                    "{} MiB x{}: {:.0}",
+                    r.block_bytes >> 20,
+                    r.queue_depth,
+                    r.mb_s
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
             self.fdatasync_p50_ms,
             self.fdatasync_p99_ms,
             self.overwrite_fdatasync_p50_ms,
@@ -55,6 +68,19 @@ impl HostLimits {
             }
     }
 }
+
+/// One O_DIRECT write shape and what it reached.
+#[derive(Debug, Clone, Serialize)]
+pub struct ODirectRun {
+    pub block_bytes: usize,
+    pub queue_depth: usize,
+    pub mb_s: f64,
+}
+
+/// Block sizes and writes in flight the disk ceiling is measured at, 1 GiB each: one 1 MiB
+/// write at a time, one 4 MiB write at a time (a round of a full 4 MiB write buffer), and four
+/// 1 MiB writes in flight (several partitions writing at once).
+pub const O_DIRECT_SHAPES: [(usize, usize); 3] = [(1 << 20, 1), (4 << 20, 1), (1 << 20, 4)];
 
 /// Streams `total_bytes` over one loopback TCP connection in 1 MiB writes; returns MB/s.
 pub fn loopback_tcp_mb_s(total_bytes: u64) -> io::Result<f64> {
@@ -107,8 +133,26 @@ const IDLE_HICCUP_WINDOW: Duration = Duration::from_secs(5);
 
 /// Measures every limit; disk figures in `dir` (which must be on the disk under test).
 pub fn measure(dir: &Path) -> io::Result<HostLimits> {
-    // 1 GiB in 1 MiB writes, one at a time, then one fdatasync.
-    let write = disk_probe::o_direct_writes(dir, 1 << 20, 1, 1 << 30, Duration::from_secs(120))?;
+    // 1 GiB per shape, then one fdatasync each; the best shape is the ceiling.
+    let mut o_direct_write_runs = Vec::with_capacity(O_DIRECT_SHAPES.len());
+    for (block_bytes, queue_depth) in O_DIRECT_SHAPES {
+        let run = disk_probe::o_direct_writes(
+            dir,
+            block_bytes,
+            queue_depth,
+            1 << 30,
+            Duration::from_secs(120),
+        )?;
+        o_direct_write_runs.push(ODirectRun {
+            block_bytes,
+            queue_depth,
+            mb_s: run.mb_s(),
+        });
+    }
+    let o_direct_write_mb_s = o_direct_write_runs
+        .iter()
+        .map(|r| r.mb_s)
+        .fold(0.0, f64::max);
     let synced = |write| disk_probe::fdatasync_latencies(dir, write, 500, Duration::from_secs(60));
     let fsync = synced(disk_probe::SyncedWrite::Append)?;
     let overwrite = synced(disk_probe::SyncedWrite::Overwrite)?;
@@ -117,7 +161,8 @@ pub fn measure(dir: &Path) -> io::Result<HostLimits> {
     std::thread::sleep(IDLE_HICCUP_WINDOW);
     let idle_hiccups = meter.stop();
     Ok(HostLimits {
-        o_direct_write_mb_s: write.mb_s(),
+        o_direct_write_mb_s,
+        o_direct_write_runs,
         fdatasync_p50_ms: ms(&fsync, 0.5),
         fdatasync_p99_ms: ms(&fsync, 0.99),
         overwrite_fdatasync_p50_ms: ms(&overwrite, 0.5),

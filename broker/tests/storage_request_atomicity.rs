@@ -50,6 +50,58 @@ fn a_bad_later_batch_leaves_nothing_of_the_request() {
     });
 }
 
+/// A leader's record set that fits the write buffer has its CRC-32Cs computed while it is
+/// copied into the buffer, in pieces; a larger one is checked before anything is copied. A
+/// mismatch at the far end of a large batch is caught either way, leaves nothing behind, and
+/// what is appended next reads back byte for byte.
+#[test]
+fn a_crc_mismatch_is_caught_whether_checked_in_the_copy_or_before_it() {
+    let dir = support::scratch_dir();
+    let path = dir.path().to_path_buf();
+    support::run(move || async move {
+        let mut config = support::small_config();
+        config.segment_bytes = 64 << 20;
+        // The smallest buffer the log accepts: one largest batch and two pages.
+        config.write_buffer_bytes = 4096;
+        let log = PartitionLog::open(&path, config).await.unwrap();
+        let corrupt_last_byte = |mut batch: Vec<u8>| {
+            let last = batch.len() - 1;
+            batch[last] ^= 0x5a;
+            batch
+        };
+        let small = plain(1, 100);
+        let large = |tag| plain(tag, 200 * 1024);
+        // Fits the buffer: the CRC is computed in the copy.
+        let fitting = [small.clone(), corrupt_last_byte(large(2))].concat();
+        // Three batches of 600 KiB are more than the buffer: checked before the copy.
+        let spilling = [plain(3, 600 << 10), plain(4, 600 << 10)].concat();
+        let spilling_bad = [spilling.clone(), corrupt_last_byte(plain(5, 600 << 10))].concat();
+        for request in [&fitting, &spilling_bad] {
+            let err = log.append(request, 0).await.unwrap_err();
+            assert_eq!(err.error_code(), 2, "CORRUPT_MESSAGE: {err}");
+            assert_eq!(log.log_end_offset(), 0);
+        }
+        assert!(support::read_all(&log, 0, 1 << 20).await.is_empty());
+        let good = [small.clone(), large(6)].concat();
+        let info = log.append(&good, 0).await.unwrap();
+        assert_eq!((info.base_offset, info.records), (0, 2));
+        let info = log.append(&spilling, 0).await.unwrap();
+        assert_eq!((info.base_offset, info.records), (2, 2));
+        let sent = [small, large(6), plain(3, 600 << 10), plain(4, 600 << 10)];
+        let read = support::read_all(&log, 0, 4 << 20).await;
+        assert_eq!(read.len(), sent.len());
+        for (offset, (got, want)) in read.iter().zip(&sent).enumerate() {
+            assert_eq!(
+                i64::from_be_bytes(got[..8].try_into().unwrap()),
+                offset as i64
+            );
+            // Past baseOffset, batchLength and partitionLeaderEpoch (rewritten on append).
+            assert!(got[16..] == want[16..], "batch at offset {offset} differs");
+        }
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn readers_never_see_part_of_a_request() {
     let dir = support::scratch_dir();

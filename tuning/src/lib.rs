@@ -244,7 +244,8 @@ pub struct StorageLimits {
     #[serde(default = "StorageLimits::default_max_batch_bytes")]
     pub max_batch_bytes: u32,
     /// Size of one aligned write buffer of the segment appender, bytes; appends pending when a
-    /// write is issued are packed into it. Default 2 MiB. Multiple of 4096.
+    /// write is issued are packed into it. Default 4 MiB: a round carries up to three batches of
+    /// the largest size. Multiple of 4096.
     #[serde(default = "StorageLimits::default_write_buffer_bytes")]
     pub write_buffer_bytes: u32,
     /// Largest preallocation step ahead of the write position of the active segment, bytes
@@ -288,7 +289,7 @@ impl StorageLimits {
         (1 << 20) + 12
     }
     fn default_write_buffer_bytes() -> u32 {
-        2 << 20
+        4 << 20
     }
     fn default_preallocate_bytes() -> u64 {
         64 << 20

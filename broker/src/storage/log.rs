@@ -39,8 +39,9 @@ use super::producer_rebuild::{self, RebuildReport};
 use super::producer_snapshot;
 use super::producer_state::{ProducerTable, Refusal, Verdict};
 use super::record_batch::{
-    set_base_offset, set_partition_leader_epoch, validate_batches, validate_stored_batches,
-    BatchInfo,
+    check_crc_as_computed, check_crcs, set_base_offset, set_partition_leader_epoch,
+    validate_batches, validate_batches_deferring_crc, validate_stored_batches, BatchInfo,
+    CRC_RANGE_START,
 };
 use super::recovery::{self, RecoveryReport, CLEAN_SHUTDOWN_FILE};
 use super::segment::{now_ms, Segment};
@@ -301,11 +302,24 @@ impl PartitionLog {
         // records than their offsets span, and offsets missing between batches (as Kafka's
         // followers accept them). Elsewhere both mean something was lost: refused.
         let cleaned_allowed = leader_epoch.is_none() && config.cleanup.compact;
+        // A leader's record set that fits the write buffer has its CRC-32Cs computed while it
+        // is copied in (one read of the bytes instead of two); every other append checks them
+        // here first, as do the paths below that answer without appending.
+        let fits_buffer = |infos: &[BatchInfo]| {
+            let total: u64 = infos.iter().map(|b| b.header.total_bytes()).sum();
+            total + PAGE_BYTES <= config.write_buffer_bytes as u64
+        };
         let infos = if cleaned_allowed {
             validate_stored_batches(batches, config.max_batch_bytes)?
+        } else if leader_epoch.is_some() {
+            validate_batches_deferring_crc(batches, config.max_batch_bytes)?
         } else {
             validate_batches(batches, config.max_batch_bytes)?
         };
+        let crc_in_copy = leader_epoch.is_some() && !config.cleanup.compact && fits_buffer(&infos);
+        if leader_epoch.is_some() && !crc_in_copy {
+            check_crcs(batches, &infos)?;
+        }
         if leader_epoch.is_some() && config.cleanup.compact {
             refuse_keyless_records(batches, &infos)?;
         }
@@ -327,6 +341,9 @@ impl PartitionLog {
                 .producers
                 .borrow()
                 .check(infos.iter().map(|b| &b.header));
+            if crc_in_copy && !matches!(verdict, Ok(Verdict::Append)) {
+                check_crcs(batches, &infos)?;
+            }
             match verdict {
                 Ok(Verdict::Append) => {}
                 Ok(Verdict::Duplicate(done)) => {
@@ -355,10 +372,39 @@ impl PartitionLog {
             // A follower's first batch may start past the log end (a cleaned leader log).
             None => infos[0].header.base_offset,
         };
+        // With the CRC-32Cs left to the copy, the whole record set goes into the buffer first
+        // (room for it was made above, and nothing here yields, so no round takes a part of
+        // it) and is dropped again if one batch's CRC does not match; only then does the log
+        // take it in.
+        let mut pushed_at = if crc_in_copy {
+            let mut st = inner.state.borrow_mut();
+            let appender = st
+                .active_mut()
+                .appender
+                .as_mut()
+                .ok_or_else(|| LogError::Failed {
+                    dir: inner.dir.clone(),
+                    reason: "the active segment has no appender".into(),
+                })?;
+            let start = appender.fill_len();
+            for info in &infos {
+                let bytes = &batches[info.position..info.position + info.total_bytes()];
+                let (_, crc) = appender.push_with_crc(bytes, CRC_RANGE_START);
+                if let Err(e) = check_crc_as_computed(&info.header, crc, info.position) {
+                    appender.unpush_to(start);
+                    return Err(e.into());
+                }
+            }
+            Some(start)
+        } else {
+            None
+        };
         let mut max_timestamp_ms = i64::MIN;
         for info in &infos {
             let bytes = &batches[info.position..info.position + info.total_bytes()];
-            inner.reserve(bytes.len(), &config).await?;
+            if pushed_at.is_none() {
+                inner.reserve(bytes.len(), &config).await?;
+            }
             let mut st = inner.state.borrow_mut();
             let st = &mut *st;
             let offset = st.next_offset;
@@ -368,7 +414,14 @@ impl PartitionLog {
                 dir: inner.dir.clone(),
                 reason: "the active segment has no appender".into(),
             })?;
-            let dst = appender.push(bytes);
+            let dst = match pushed_at.as_mut() {
+                Some(at) => {
+                    let dst = appender.pushed_mut(*at, bytes.len());
+                    *at += bytes.len();
+                    dst
+                }
+                None => appender.push(bytes),
+            };
             let mut header = info.header;
             if let Some(leader_epoch) = leader_epoch {
                 set_base_offset(dst, offset);

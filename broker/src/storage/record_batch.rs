@@ -158,7 +158,7 @@ pub fn validate_batch(
     position: usize,
     max_batch_bytes: u32,
 ) -> Result<BatchHeader, BatchError> {
-    validate_batch_as(bytes, position, max_batch_bytes, false)
+    validate_batch_as(bytes, position, max_batch_bytes, false, true)
 }
 
 /// [`validate_batch`] for a batch already in a log, which compaction may have rewritten
@@ -169,7 +169,7 @@ pub fn validate_stored_batch(
     position: usize,
     max_batch_bytes: u32,
 ) -> Result<BatchHeader, BatchError> {
-    validate_batch_as(bytes, position, max_batch_bytes, true)
+    validate_batch_as(bytes, position, max_batch_bytes, true, true)
 }
 
 fn validate_batch_as(
@@ -177,6 +177,7 @@ fn validate_batch_as(
     position: usize,
     max_batch_bytes: u32,
     cleaned_allowed: bool,
+    check_crc: bool,
 ) -> Result<BatchHeader, BatchError> {
     let corrupt = |reason: String| BatchError::Corrupt { position, reason };
     if bytes.len() < LOG_OVERHEAD {
@@ -213,12 +214,8 @@ fn validate_batch_as(
             header.magic
         )));
     }
-    let computed = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
-    if computed != header.crc {
-        return Err(corrupt(format!(
-            "CRC-32C mismatch: header says {:#010x}, bytes give {computed:#010x}",
-            header.crc
-        )));
+    if check_crc {
+        check_crc_as_computed(&header, crc32c::crc32c(&batch[ATTRIBUTES_AT..]), position)?;
     }
     if header.compression() > MAX_COMPRESSION_CODEC {
         return Err(corrupt(format!(
@@ -250,7 +247,49 @@ fn validate_batch_as(
 /// Validates every batch of `bytes` (concatenated batches, nothing else) and returns them in
 /// order. An empty input or any bad batch rejects the whole input.
 pub fn validate_batches(bytes: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchInfo>, BatchError> {
-    validate_batches_as(bytes, max_batch_bytes, false)
+    validate_batches_as(bytes, max_batch_bytes, false, true)
+}
+
+/// [`validate_batches`] except the CRC-32C, which the caller checks itself: the log's append
+/// computes it while it copies each batch into its write buffer ([`check_crc_as_computed`]), so
+/// the bytes are read once, and falls back to [`check_crcs`] where it cannot.
+pub fn validate_batches_deferring_crc(
+    bytes: &[u8],
+    max_batch_bytes: u32,
+) -> Result<Vec<BatchInfo>, BatchError> {
+    validate_batches_as(bytes, max_batch_bytes, false, false)
+}
+
+/// The CRC-32C check that [`validate_batches_deferring_crc`] left out, for every batch.
+pub fn check_crcs(bytes: &[u8], batches: &[BatchInfo]) -> Result<(), BatchError> {
+    for b in batches {
+        let batch = &bytes[b.position..b.position + b.total_bytes()];
+        check_crc_as_computed(
+            &b.header,
+            crc32c::crc32c(&batch[ATTRIBUTES_AT..]),
+            b.position,
+        )?;
+    }
+    Ok(())
+}
+
+/// Compares the CRC-32C computed over a batch's bytes from [`CRC_RANGE_START`] with the one
+/// its header carries; `position` is only used in the error.
+pub fn check_crc_as_computed(
+    header: &BatchHeader,
+    computed: u32,
+    position: usize,
+) -> Result<(), BatchError> {
+    if computed == header.crc {
+        return Ok(());
+    }
+    Err(BatchError::Corrupt {
+        position,
+        reason: format!(
+            "CRC-32C mismatch: header says {:#010x}, bytes give {computed:#010x}",
+            header.crc
+        ),
+    })
 }
 
 /// [`validate_batches`] for batches copied from a compacted log (a follower's fetch): a batch
@@ -259,13 +298,14 @@ pub fn validate_stored_batches(
     bytes: &[u8],
     max_batch_bytes: u32,
 ) -> Result<Vec<BatchInfo>, BatchError> {
-    validate_batches_as(bytes, max_batch_bytes, true)
+    validate_batches_as(bytes, max_batch_bytes, true, true)
 }
 
 fn validate_batches_as(
     bytes: &[u8],
     max_batch_bytes: u32,
     stored: bool,
+    check_crc: bool,
 ) -> Result<Vec<BatchInfo>, BatchError> {
     if bytes.is_empty() {
         return Err(BatchError::Corrupt {
@@ -276,7 +316,13 @@ fn validate_batches_as(
     let mut out = Vec::new();
     let mut position = 0;
     while position < bytes.len() {
-        let header = validate_batch_as(&bytes[position..], position, max_batch_bytes, stored)?;
+        let header = validate_batch_as(
+            &bytes[position..],
+            position,
+            max_batch_bytes,
+            stored,
+            check_crc,
+        )?;
         out.push(BatchInfo { position, header });
         position += header.total_bytes() as usize;
     }

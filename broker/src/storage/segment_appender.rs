@@ -211,6 +211,47 @@ impl SegmentAppender {
         dst
     }
 
+    /// Copies `bytes` to the end of the fill buffer like [`Self::push`] (the caller made room)
+    /// and returns where they start in it with the CRC-32C of `bytes[crc_from..]`, computed
+    /// over each piece of the copy right after it is written, while it is still in the cache:
+    /// the source is read once, not once for validation and again for the copy.
+    pub(crate) fn push_with_crc(&mut self, bytes: &[u8], crc_from: usize) -> (usize, u32) {
+        /// Piece of a copy checksummed while cached (the core's L1 data cache is 48 KiB).
+        const PIECE_BYTES: usize = 32 * 1024;
+        let at = self.fill_len;
+        debug_assert!(at + bytes.len() <= self.fill_capacity && crc_from <= bytes.len());
+        let dst = &mut self.fill.as_bytes_mut()[at..at + bytes.len()];
+        dst[..crc_from].copy_from_slice(&bytes[..crc_from]);
+        let mut crc = 0;
+        let mut from = crc_from;
+        while from < bytes.len() {
+            let to = (from + PIECE_BYTES).min(bytes.len());
+            dst[from..to].copy_from_slice(&bytes[from..to]);
+            crc = crc32c::crc32c_append(crc, &dst[from..to]);
+            from = to;
+        }
+        self.fill_len += bytes.len();
+        (at, crc)
+    }
+
+    /// Bytes `at..at + len` of the fill buffer, pushed earlier and not yet taken by a round.
+    pub(crate) fn pushed_mut(&mut self, at: usize, len: usize) -> &mut [u8] {
+        debug_assert!(at + len <= self.fill_len);
+        &mut self.fill.as_bytes_mut()[at..at + len]
+    }
+
+    /// Length of the fill buffer's content, to go back to with [`Self::unpush_to`].
+    pub(crate) fn fill_len(&self) -> usize {
+        self.fill_len
+    }
+
+    /// Drops what was pushed after the fill buffer held `fill_len` bytes (a record set whose
+    /// CRC-32C did not match); no round may have started since.
+    pub(crate) fn unpush_to(&mut self, fill_len: usize) {
+        debug_assert!(fill_len <= self.fill_len);
+        self.fill_len = fill_len;
+    }
+
     /// Starts a write round with everything appended so far, or `None` if nothing is new.
     /// Only one round may be in flight.
     pub(crate) fn start_write(&mut self) -> Option<WriteJob> {
