@@ -42,9 +42,9 @@ mod tests {
         }
     }
 
-    /// Submission queue sizes of the io_uring instances this process has open.
-    fn ring_entries() -> Vec<u64> {
-        let mut entries = Vec::new();
+    /// /proc/self/fdinfo of each io_uring instance this process has open.
+    fn ring_fdinfos() -> Vec<String> {
+        let mut infos = Vec::new();
         for fd in std::fs::read_dir("/proc/self/fd")
             .expect("/proc/self/fd")
             .flatten()
@@ -56,9 +56,17 @@ mod tests {
                 continue;
             }
             let info = format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy());
-            let Ok(text) = std::fs::read_to_string(info) else {
-                continue;
-            };
+            if let Ok(text) = std::fs::read_to_string(info) {
+                infos.push(text);
+            }
+        }
+        infos
+    }
+
+    /// Submission queue sizes of the io_uring instances this process has open.
+    fn ring_entries() -> Vec<u64> {
+        let mut entries = Vec::new();
+        for text in ring_fdinfos() {
             let mask = text.lines().find_map(|line| line.strip_prefix("SqMask:"));
             if let Some(mask) = mask {
                 let mask = mask.trim().trim_start_matches("0x");
@@ -85,17 +93,10 @@ mod tests {
     }
 
     /// Sizes of the buffers registered with the io_uring instances this process has open
-    /// (`UserBufs` in /proc/self/fdinfo: one `index: address/length` line per buffer).
+    /// (`UserBufs` in their fdinfo: one `index: address/length` line per buffer).
     fn registered_buffer_lengths() -> Vec<u64> {
         let mut lengths = Vec::new();
-        for fd in std::fs::read_dir("/proc/self/fd")
-            .expect("/proc/self/fd")
-            .flatten()
-        {
-            let info = format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy());
-            let Ok(text) = std::fs::read_to_string(info) else {
-                continue;
-            };
+        for text in ring_fdinfos() {
             let mut lines = text
                 .lines()
                 .skip_while(|line| !line.starts_with("UserBufs:"));

@@ -305,10 +305,6 @@ impl PartitionLog {
         // A leader's record set that fits the write buffer has its CRC-32Cs computed while it
         // is copied in (one read of the bytes instead of two); every other append checks them
         // here first, as do the paths below that answer without appending.
-        let fits_buffer = |infos: &[BatchInfo]| {
-            let total: u64 = infos.iter().map(|b| b.header.total_bytes()).sum();
-            total + PAGE_BYTES <= config.write_buffer_bytes as u64
-        };
         let infos = if cleaned_allowed {
             validate_stored_batches(batches, config.max_batch_bytes)?
         } else if leader_epoch.is_some() {
@@ -316,7 +312,9 @@ impl PartitionLog {
         } else {
             validate_batches(batches, config.max_batch_bytes)?
         };
-        let crc_in_copy = leader_epoch.is_some() && !config.cleanup.compact && fits_buffer(&infos);
+        let total_bytes: u64 = infos.iter().map(|b| b.header.total_bytes()).sum();
+        let fits_buffer = total_bytes + PAGE_BYTES <= config.write_buffer_bytes as u64;
+        let crc_in_copy = leader_epoch.is_some() && !config.cleanup.compact && fits_buffer;
         if leader_epoch.is_some() && !crc_in_copy {
             check_crcs(batches, &infos)?;
         }
@@ -324,7 +322,6 @@ impl PartitionLog {
             refuse_keyless_records(batches, &infos)?;
         }
         inner.check_writable()?;
-        let total_bytes: u64 = infos.iter().map(|b| b.header.total_bytes()).sum();
         let total_records: u64 = infos.iter().map(|b| b.header.records_count as u64).sum();
         let permit = inner
             .append_gate
@@ -364,7 +361,7 @@ impl PartitionLog {
         // and a failed write leaves none of it written. (Every batch was validated above, as
         // Kafka validates a partition's record set before appending any of it.) A record set
         // larger than the buffer goes out in several rounds.
-        if total_bytes + PAGE_BYTES <= config.write_buffer_bytes as u64 {
+        if fits_buffer {
             inner.reserve(total_bytes as usize, &config).await?;
         }
         let base_offset = match leader_epoch {
@@ -382,14 +379,11 @@ impl PartitionLog {
                 .active_mut()
                 .appender
                 .as_mut()
-                .ok_or_else(|| LogError::Failed {
-                    dir: inner.dir.clone(),
-                    reason: "the active segment has no appender".into(),
-                })?;
+                .ok_or_else(|| inner.no_appender())?;
             let start = appender.fill_len();
             for info in &infos {
                 let bytes = &batches[info.position..info.position + info.total_bytes()];
-                let (_, crc) = appender.push_with_crc(bytes, CRC_RANGE_START);
+                let crc = appender.push_with_crc(bytes, CRC_RANGE_START);
                 if let Err(e) = check_crc_as_computed(&info.header, crc, info.position) {
                     appender.unpush_to(start);
                     return Err(e.into());
@@ -410,10 +404,10 @@ impl PartitionLog {
             let offset = st.next_offset;
             let segment = st.active_mut();
             let position = segment.size_bytes;
-            let appender = segment.appender.as_mut().ok_or_else(|| LogError::Failed {
-                dir: inner.dir.clone(),
-                reason: "the active segment has no appender".into(),
-            })?;
+            let appender = segment
+                .appender
+                .as_mut()
+                .ok_or_else(|| inner.no_appender())?;
             let dst = match pushed_at.as_mut() {
                 Some(at) => {
                     let dst = appender.pushed_mut(*at, bytes.len());
@@ -784,6 +778,14 @@ impl LogInner {
             });
         }
         Ok(())
+    }
+
+    /// The error of an append that finds the active segment without its appender.
+    fn no_appender(&self) -> LogError {
+        LogError::Failed {
+            dir: self.dir.clone(),
+            reason: "the active segment has no appender".into(),
+        }
     }
 
     fn fail(&self, error: LogError) -> LogError {

@@ -212,10 +212,10 @@ impl SegmentAppender {
     }
 
     /// Copies `bytes` to the end of the fill buffer like [`Self::push`] (the caller made room)
-    /// and returns where they start in it with the CRC-32C of `bytes[crc_from..]`, computed
+    /// and returns the CRC-32C of `bytes[crc_from..]`, computed
     /// over each piece of the copy right after it is written, while it is still in the cache:
     /// the source is read once, not once for validation and again for the copy.
-    pub(crate) fn push_with_crc(&mut self, bytes: &[u8], crc_from: usize) -> (usize, u32) {
+    pub(crate) fn push_with_crc(&mut self, bytes: &[u8], crc_from: usize) -> u32 {
         /// Piece of a copy checksummed while cached (the core's L1 data cache is 48 KiB).
         const PIECE_BYTES: usize = 32 * 1024;
         let at = self.fill_len;
@@ -231,7 +231,7 @@ impl SegmentAppender {
             from = to;
         }
         self.fill_len += bytes.len();
-        (at, crc)
+        crc
     }
 
     /// Bytes `at..at + len` of the fill buffer, pushed earlier and not yet taken by a round.
