@@ -33,6 +33,7 @@ pub mod retention;
 pub mod segment;
 pub mod segment_appender;
 mod segment_swap;
+mod stream_copy;
 pub mod time_index;
 pub mod truncation;
 

@@ -1,7 +1,7 @@
 //! Sequential O_DIRECT writer of the active segment's `.log` file.
 //!
 //! Appended batches are copied once, from the caller's buffer into an aligned DMA buffer (the
-//! "fill" buffer). A write round takes the fill buffer whole, pads it to the page size with
+//! "fill" buffer), with streaming stores where the CPU has them (`stream_copy.rs`). A write round takes the fill buffer whole, pads it to the page size with
 //! zeros and writes it at its page-aligned file position; meanwhile a fresh fill buffer starts
 //! with a copy of the partial last page, so the next round rewrites that page with more data
 //! after it. Every append copied before a round starts goes into that round's one write (and
@@ -20,6 +20,7 @@ use std::rc::{Rc, Weak};
 use glommio::io::{BufferedFile, DmaBuffer, DmaFile};
 
 use super::disk_budget::{self, PreallocationStep};
+use super::stream_copy::StreamCopy;
 
 /// Smallest fill buffer, bytes.
 const MIN_BUFFER_BYTES: usize = 64 * 1024;
@@ -206,30 +207,34 @@ impl SegmentAppender {
         let at = self.fill_len;
         debug_assert!(at + bytes.len() <= self.fill_capacity);
         let dst = &mut self.fill.as_bytes_mut()[at..at + bytes.len()];
-        dst.copy_from_slice(bytes);
+        let mut copy = StreamCopy::new();
+        copy.copy(dst, bytes);
+        copy.finish();
         self.fill_len += bytes.len();
         dst
     }
 
     /// Copies `bytes` to the end of the fill buffer like [`Self::push`] (the caller made room)
-    /// and returns the CRC-32C of `bytes[crc_from..]`, computed
-    /// over each piece of the copy right after it is written, while it is still in the cache:
-    /// the source is read once, not once for validation and again for the copy.
+    /// and returns the CRC-32C of `bytes[crc_from..]`, computed piece by piece: the checksum
+    /// brings a piece into the L1 cache and the copy streams it from there to the buffer, so
+    /// the source is read from memory once, not once for validation and again for the copy.
     pub(crate) fn push_with_crc(&mut self, bytes: &[u8], crc_from: usize) -> u32 {
         /// Piece of a copy checksummed while cached (the core's L1 data cache is 48 KiB).
         const PIECE_BYTES: usize = 32 * 1024;
         let at = self.fill_len;
         debug_assert!(at + bytes.len() <= self.fill_capacity && crc_from <= bytes.len());
         let dst = &mut self.fill.as_bytes_mut()[at..at + bytes.len()];
-        dst[..crc_from].copy_from_slice(&bytes[..crc_from]);
+        let mut copy = StreamCopy::new();
+        copy.copy(&mut dst[..crc_from], &bytes[..crc_from]);
         let mut crc = 0;
         let mut from = crc_from;
         while from < bytes.len() {
             let to = (from + PIECE_BYTES).min(bytes.len());
-            dst[from..to].copy_from_slice(&bytes[from..to]);
-            crc = crc32c::crc32c_append(crc, &dst[from..to]);
+            crc = crc32c::crc32c_append(crc, &bytes[from..to]);
+            copy.copy(&mut dst[from..to], &bytes[from..to]);
             from = to;
         }
+        copy.finish();
         self.fill_len += bytes.len();
         crc
     }
