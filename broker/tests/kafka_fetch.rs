@@ -1,7 +1,9 @@
 //! Proves the data path of the in-process server: produced batches come back byte-identical
 //! through Fetch (all versions we serve), a cold fetch of a large range after a restart goes
 //! file -> socket by splice (the per-shard splice counter covers the bytes), and with two
-//! shards a partition owned by the other shard is produced to and fetched through the mesh.
+//! shards a partition owned by the other shard is produced to and fetched through the mesh,
+//! one mesh request per Fetch for all of its partitions there, with the response limit kept in
+//! request order.
 
 mod kafka_support;
 
@@ -238,5 +240,99 @@ fn two_shards_forward_over_the_mesh() {
     assert_eq!(
         forwarded_in[local], 0,
         "nothing is forwarded to the shard the client is on"
+    );
+}
+
+/// One Fetch of `partitions` of `topic`, each from offset 0 and up to `max_bytes` (also the
+/// response's limit): (error, high watermark, records) per partition, in request order.
+fn fetch_all(
+    client: &mut Client,
+    topic: &str,
+    partitions: &[i32],
+    max_bytes: i32,
+) -> Vec<(i16, i64, bytes::Bytes)> {
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(max_bytes)
+                    })
+                    .collect(),
+            )]);
+    let response = client.call(&request, 12).unwrap();
+    response.responses[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                p.error_code,
+                p.high_watermark,
+                p.records.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_fetch_crosses_to_the_other_shard_once_and_keeps_the_response_limit_in_order() {
+    // Four partitions over two shards, one batch each (of growing sizes). A Fetch of all four
+    // must cost the other shard one mesh request, not one per partition, and answer exactly
+    // what reading them one after the other would: with a response limit that ends inside
+    // the third partition's batch, the first two come whole, the third as a Fetch of it
+    // alone with what is left would answer, the fourth with offsets only.
+    let dir = tempfile::tempdir().unwrap();
+    let server = kafka_support::start(kafka_support::two_shards_profile(), dir.path());
+    broker::cli::topics_create(&server.addr.to_string(), "f", 4, -1, &[]).unwrap();
+    let mut client = Client::connect(&server.addr.to_string()).unwrap();
+    let mut batches = Vec::new();
+    for partition in 0..4 {
+        let value = vec![b'a' + partition as u8; 200 * (partition as usize + 1)];
+        let batch = kafka_support::batch(&[&value]);
+        assert_eq!(produce(&mut client, "f", partition, batch.clone()), 0);
+        batches.push(batch);
+    }
+    let forwarded = |server: &broker::server::ServerHandle| -> u64 {
+        server
+            .metrics
+            .iter()
+            .map(|m| ShardMetrics::get(&m.requests_forwarded_in))
+            .sum()
+    };
+    let before = forwarded(&server);
+    let all = fetch_all(&mut client, "f", &[0, 1, 2, 3], 1 << 20);
+    assert_eq!(
+        forwarded(&server) - before,
+        1,
+        "one mesh request for the other shard's partitions"
+    );
+    for (partition, (error, hw, records)) in all.iter().enumerate() {
+        assert_eq!((*error, *hw), (0, 1), "partition {partition}");
+        assert!(
+            same_batch(records, &batches[partition]),
+            "partition {partition}"
+        );
+    }
+
+    let limit = batches[0].len() + batches[1].len() + batches[2].len() / 2;
+    let left_for_third = (limit - batches[0].len() - batches[1].len()) as i32;
+    let alone = fetch_all(&mut client, "f", &[2], left_for_third);
+    let limited = fetch_all(&mut client, "f", &[0, 1, 2, 3], limit as i32);
+    assert!(same_batch(&limited[0].2, &batches[0]));
+    assert!(same_batch(&limited[1].2, &batches[1]));
+    assert_eq!(limited[2], alone[0], "the third as a Fetch of it alone");
+    assert_eq!(
+        (limited[3].0, limited[3].1, limited[3].2.len()),
+        (0, 1, 0),
+        "past the limit: offsets only"
     );
 }

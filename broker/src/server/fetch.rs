@@ -16,7 +16,7 @@ use crate::security::access::Access;
 use crate::security::authorizer::operation;
 use crate::topics::Topic;
 
-use super::partition_ops::{FollowerFetch, Reader};
+use super::partition_ops::{ConsumerRead, FollowerFetch, PartitionRead, Reader};
 use super::shard::Shard;
 use crate::cluster::controller::TopicPartition;
 
@@ -140,6 +140,37 @@ pub async fn handle(
     }
 }
 
+/// Every partition a consumer's Fetch can read (authorized, topic known), in request order,
+/// each asked for up to its own limit within the response's.
+async fn prefetch(
+    shard: &Rc<Shard>,
+    wanted: &[Wanted],
+    max_bytes: usize,
+) -> Vec<PartitionRead<crate::kafka::response::Part>> {
+    let reads = wanted
+        .iter()
+        .filter(|want| want.authorized)
+        .filter_map(|want| want.topic.as_deref().map(|topic| (topic, &want.partitions)))
+        .flat_map(|(topic, partitions)| {
+            partitions.iter().map(move |p| {
+                let asked = (p.max_bytes as usize).min(max_bytes).max(1);
+                (topic, consumer_read(topic, p, asked))
+            })
+        })
+        .collect();
+    shard.read_many(reads).await
+}
+
+fn consumer_read(topic: &Topic, want: &WantedPartition, max_bytes: usize) -> ConsumerRead {
+    ConsumerRead {
+        topic: topic.name.clone(),
+        partition: want.partition,
+        offset: want.offset,
+        max_bytes,
+        current_leader_epoch: want.current_leader_epoch,
+    }
+}
+
 fn records_len(records: &[crate::kafka::response::Part]) -> usize {
     records
         .iter()
@@ -201,6 +232,15 @@ async fn read_all(
     version: i16,
     follower: Option<i32>,
 ) -> (Vec<TopicData>, usize, bool) {
+    // A consumer's partitions are read at once, each up to its own limit within the
+    // response's (one mesh call per other shard owning some); the response's limit is then
+    // applied in request order, as reading them one after the other would: a partition whose
+    // data goes past what is left of it is read again with that (rare: the response is
+    // nearly full), and past the limit only offsets are answered.
+    let mut prefetched = match follower {
+        None => prefetch(shard, wanted, max_bytes).await.into_iter(),
+        Some(_) => Vec::new().into_iter(),
+    };
     let mut remaining = max_bytes;
     let mut total = 0usize;
     let mut any_error = false;
@@ -248,18 +288,18 @@ async fn read_all(
                             };
                             shard.follower_read(topic, fetch).await
                         }
-                        None => (
-                            shard
-                                .read(
-                                    topic,
-                                    partition,
-                                    offset,
-                                    asked,
-                                    want_partition.current_leader_epoch,
-                                )
-                                .await,
-                            None,
-                        ),
+                        None => {
+                            let read = prefetched.next().unwrap_or_else(|| {
+                                PartitionRead::error(codes::KAFKA_STORAGE_ERROR)
+                            });
+                            let read = if asked > 0 && records_len(&read.chunks) > asked {
+                                let again = consumer_read(topic, want_partition, asked);
+                                shard.read(topic, again).await
+                            } else {
+                                read
+                            };
+                            (read, None)
+                        }
                     };
                     if diverging_epoch.is_some() {
                         any_error = true;

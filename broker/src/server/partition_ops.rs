@@ -75,14 +75,9 @@ pub enum ShardRequest {
         acks: i16,
         timeout_ms: i32,
     },
-    /// To the owner: read from `offset`, at most `max_bytes` (a consumer's read).
-    Read {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        max_bytes: usize,
-        current_leader_epoch: i32,
-    },
+    /// To the owner: a consumer's reads of the partitions it owns, from one Fetch (answered
+    /// in the same order, [`ShardReply::Read`]).
+    Read(Vec<ConsumerRead>),
     /// To the owner: OffsetForLeaderEpoch for one partition.
     EpochEnd {
         tp: crate::cluster::controller::TopicPartition,
@@ -154,6 +149,17 @@ pub enum Reader {
     Follower,
 }
 
+/// A consumer's read of one partition: from `offset`, at most `max_bytes` (at least the first
+/// batch when that is larger and `max_bytes` > 0).
+#[derive(Debug, Clone)]
+pub struct ConsumerRead {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+    pub current_leader_epoch: i32,
+}
+
 /// A piece of read data that can cross shards: memory, or a file range with its own
 /// descriptor (so the receiving shard can splice it).
 pub enum SendChunk {
@@ -190,7 +196,7 @@ pub enum ShardReply {
     Topics(TopicResults),
     Done,
     Appended(Result<AppendInfo, (i16, String)>),
-    Read(PartitionRead<SendChunk>),
+    Read(Vec<PartitionRead<SendChunk>>),
     /// `(epoch, end_offset)` of OffsetForLeaderEpoch, or an error code.
     EpochEnd(Result<(i32, i64), i16>),
     /// A follower's read and, when its log diverged, `(epoch, end_offset)`.

@@ -21,7 +21,8 @@ use crate::storage::{self, FileRange, LogConfig, LogError, LogOverrides, Partiti
 use crate::topics::{self, Topic, TopicError};
 
 use super::partition_ops::{
-    FollowerFetch, PartitionError, PartitionRead, Reader, SendChunk, ShardReply, ShardRequest,
+    ConsumerRead, FollowerFetch, PartitionError, PartitionRead, Reader, SendChunk, ShardReply,
+    ShardRequest,
 };
 use super::replica::Replica;
 use super::shard::Shard;
@@ -634,45 +635,117 @@ impl Shard {
         .await
     }
 
-    pub async fn read(
+    /// A consumer's read of one partition (see [`Self::read_many`]).
+    pub async fn read(self: &Rc<Self>, topic: &Topic, read: ConsumerRead) -> PartitionRead<Part> {
+        self.read_many(vec![(topic, read)])
+            .await
+            .pop()
+            .unwrap_or_else(|| PartitionRead::error(codes::KAFKA_STORAGE_ERROR))
+    }
+
+    /// A consumer's reads of the partitions of one Fetch, answered in the order of `reads`.
+    /// Each owning shard gets its partitions in one mesh call, and the owners read at once:
+    /// a Fetch costs one hop per other shard, not one per partition, and waits for the
+    /// slowest owner instead of the sum of them.
+    pub async fn read_many(
         self: &Rc<Self>,
-        topic: &Topic,
-        partition: i32,
-        offset: i64,
-        max_bytes: usize,
-        current_leader_epoch: i32,
-    ) -> PartitionRead<Part> {
-        let Some(owner) = self.owner(topic, partition) else {
-            return PartitionRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION);
-        };
-        if let Err((code, _)) = self.check_leader(&topic.name, partition) {
-            return PartitionRead::error(code);
+        reads: Vec<(&Topic, ConsumerRead)>,
+    ) -> Vec<PartitionRead<Part>> {
+        let mut answers: Vec<Option<PartitionRead<Part>>> = Vec::with_capacity(reads.len());
+        // Per owning shard: where its answers go, and its reads.
+        let mut by_owner: Vec<(Vec<usize>, Vec<ConsumerRead>)> = Vec::new();
+        by_owner.resize_with(self.shard_count, Default::default);
+        for (at, (topic, read)) in reads.into_iter().enumerate() {
+            let routed = self
+                .owner(topic, read.partition)
+                .ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)
+                .and_then(|owner| {
+                    self.check_leader(&topic.name, read.partition)
+                        .map(|()| owner)
+                        .map_err(|(code, _)| code)
+                });
+            match routed {
+                Ok(owner) => {
+                    by_owner[owner].0.push(at);
+                    by_owner[owner].1.push(read);
+                    answers.push(None);
+                }
+                Err(code) => answers.push(Some(PartitionRead::error(code))),
+            }
         }
+        let mut groups: Vec<(Vec<usize>, ReadGroup)> = Vec::new();
+        let busy = by_owner.iter().filter(|(at, _)| !at.is_empty()).count();
+        for (owner, (at, list)) in by_owner.into_iter().enumerate() {
+            if at.is_empty() {
+                continue;
+            }
+            let shard = self.clone();
+            let read = async move { shard.read_on(owner, list).await };
+            groups.push((
+                at,
+                if busy == 1 {
+                    ReadGroup::Inline(Box::pin(read))
+                } else {
+                    ReadGroup::Task(glommio::spawn_local(read).detach())
+                },
+            ));
+        }
+        for (at, group) in groups {
+            let reads = match group {
+                ReadGroup::Inline(read) => Some(read.await),
+                ReadGroup::Task(task) => task.await,
+            };
+            let mut reads = reads.unwrap_or_default().into_iter();
+            for index in at {
+                answers[index] = Some(
+                    reads
+                        .next()
+                        .unwrap_or_else(|| PartitionRead::error(codes::KAFKA_STORAGE_ERROR)),
+                );
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| PartitionRead::error(codes::KAFKA_STORAGE_ERROR)))
+            .collect()
+    }
+
+    /// Reads `list` on shard `owner` (one mesh call when that is another shard).
+    async fn read_on(
+        self: &Rc<Self>,
+        owner: usize,
+        list: Vec<ConsumerRead>,
+    ) -> Vec<PartitionRead<Part>> {
         self.on_shard(
             owner,
-            (),
-            |()| {
-                self.read_local(
-                    &topic.name,
-                    partition,
-                    offset,
-                    max_bytes,
-                    current_leader_epoch,
-                )
-            },
-            |()| ShardRequest::Read {
-                topic: topic.name.clone(),
-                partition,
-                offset,
-                max_bytes,
-                current_leader_epoch,
-            },
+            list,
+            |list| self.read_local_all(list),
+            ShardRequest::Read,
             |reply| match reply {
-                Some(ShardReply::Read(read)) => from_send_chunks(read),
-                _ => PartitionRead::error(codes::KAFKA_STORAGE_ERROR),
+                Some(ShardReply::Read(reads)) => reads.into_iter().map(from_send_chunks).collect(),
+                // Fewer answers than reads: the rest get KAFKA_STORAGE_ERROR.
+                _ => Vec::new(),
             },
         )
         .await
+    }
+
+    /// This shard's reads of its own partitions, in order.
+    async fn read_local_all(&self, list: Vec<ConsumerRead>) -> Vec<PartitionRead<Part>> {
+        let mut reads = Vec::with_capacity(list.len());
+        for read in list {
+            reads.push(
+                self.read_local(
+                    &read.topic,
+                    read.partition,
+                    read.offset,
+                    read.max_bytes,
+                    read.current_leader_epoch,
+                )
+                .await,
+            );
+        }
+        reads
     }
 
     /// A follower's Fetch of one partition, at the shard owning it.
@@ -783,18 +856,13 @@ impl Shard {
                 self.append_local(&topic, partition, &records, acks, timeout_ms)
                     .await,
             ),
-            ShardRequest::Read {
-                topic,
-                partition,
-                offset,
-                max_bytes,
-                current_leader_epoch,
-            } => {
-                let read = self
-                    .read_local(&topic, partition, offset, max_bytes, current_leader_epoch)
-                    .await;
-                ShardReply::Read(to_send_chunks(read))
-            }
+            ShardRequest::Read(list) => ShardReply::Read(
+                self.read_local_all(list)
+                    .await
+                    .into_iter()
+                    .map(to_send_chunks)
+                    .collect(),
+            ),
             ShardRequest::EpochEnd {
                 tp,
                 current_leader_epoch,
@@ -896,6 +964,13 @@ fn from_send_chunks(read: PartitionRead<SendChunk>) -> PartitionRead<Part> {
 }
 
 /// Resolves when the first of its futures does.
+/// The reads of one owning shard in [`Shard::read_many`]: awaited in place when it is the only
+/// owner, else a task, so every owner reads at once.
+enum ReadGroup {
+    Inline(Pin<Box<dyn Future<Output = Vec<PartitionRead<Part>>>>>),
+    Task(glommio::task::JoinHandle<Vec<PartitionRead<Part>>>),
+}
+
 struct FirstOf(Vec<Pin<Box<dyn Future<Output = ()>>>>);
 
 impl Future for FirstOf {
