@@ -34,24 +34,7 @@ fn fetch(
     max_bytes: i32,
     version: i16,
 ) -> (i16, i64, bytes::Bytes) {
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(100)
-        .with_min_bytes(1)
-        .with_max_bytes(max_bytes)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(max_bytes)])]);
-    let response = client.call(&request, version).unwrap();
-    let p = &response.responses[0].partitions[0];
-    (
-        p.error_code,
-        p.high_watermark,
-        p.records.clone().unwrap_or_default(),
-    )
+    fetch_all(client, topic, &[partition], offset, max_bytes, version).remove(0)
 }
 
 /// Equal except each batch's baseOffset (bytes 0..8) and partitionLeaderEpoch (12..16).
@@ -243,13 +226,15 @@ fn two_shards_forward_over_the_mesh() {
     );
 }
 
-/// One Fetch of `partitions` of `topic`, each from offset 0 and up to `max_bytes` (also the
+/// One Fetch of `partitions` of `topic`, each from `offset` and up to `max_bytes` (also the
 /// response's limit): (error, high watermark, records) per partition, in request order.
 fn fetch_all(
     client: &mut Client,
     topic: &str,
     partitions: &[i32],
+    offset: i64,
     max_bytes: i32,
+    version: i16,
 ) -> Vec<(i16, i64, bytes::Bytes)> {
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
@@ -264,12 +249,12 @@ fn fetch_all(
                     .map(|&p| {
                         FetchPartition::default()
                             .with_partition(p)
-                            .with_fetch_offset(0)
+                            .with_fetch_offset(offset)
                             .with_partition_max_bytes(max_bytes)
                     })
                     .collect(),
             )]);
-    let response = client.call(&request, 12).unwrap();
+    let response = client.call(&request, version).unwrap();
     response.responses[0]
         .partitions
         .iter()
@@ -309,7 +294,7 @@ fn a_fetch_crosses_to_the_other_shard_once_and_keeps_the_response_limit_in_order
             .sum()
     };
     let before = forwarded(&server);
-    let all = fetch_all(&mut client, "f", &[0, 1, 2, 3], 1 << 20);
+    let all = fetch_all(&mut client, "f", &[0, 1, 2, 3], 0, 1 << 20, 12);
     assert_eq!(
         forwarded(&server) - before,
         1,
@@ -325,8 +310,8 @@ fn a_fetch_crosses_to_the_other_shard_once_and_keeps_the_response_limit_in_order
 
     let limit = batches[0].len() + batches[1].len() + batches[2].len() / 2;
     let left_for_third = (limit - batches[0].len() - batches[1].len()) as i32;
-    let alone = fetch_all(&mut client, "f", &[2], left_for_third);
-    let limited = fetch_all(&mut client, "f", &[0, 1, 2, 3], limit as i32);
+    let alone = fetch_all(&mut client, "f", &[2], 0, left_for_third, 12);
+    let limited = fetch_all(&mut client, "f", &[0, 1, 2, 3], 0, limit as i32, 12);
     assert!(same_batch(&limited[0].2, &batches[0]));
     assert!(same_batch(&limited[1].2, &batches[1]));
     assert_eq!(limited[2], alone[0], "the third as a Fetch of it alone");
