@@ -18,8 +18,7 @@ use broker::cluster::ClusterConfig;
 use broker::server::{self, ServeConfig, ServerHandle};
 use cluster_support::eventually;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse, ProduceRequest, TopicName};
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use zookeeper_client as zk;
 
@@ -166,14 +165,7 @@ fn leaders(addr: &str, topic: &str) -> Vec<(i32, i32, i16)> {
 
 fn produce(addr: &str, topic: &str, partition: i32, value: &[u8]) -> i16 {
     let mut client = Client::connect(addr).unwrap();
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(kafka_support::batch(&[value])))])]);
+    let request = kafka_support::produce_request(topic, partition, kafka_support::batch(&[value]));
     let response = client.call(&request, 9).unwrap();
     response.responses[0].partition_responses[0].error_code
 }

@@ -17,13 +17,9 @@ use broker::cli::client::Client;
 use broker::storage::disk_budget::{self, PARTITION_FOOTPRINT_BYTES};
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, FetchRequest, MetadataRequest, TopicName,
-};
+use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::RecordBatchDecoder;
 
 fn name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
@@ -48,42 +44,12 @@ fn create(client: &mut Client, topic: &str, partitions: i32) -> (i16, String) {
     )
 }
 
-/// Fetches one partition from `offset`: (error code, (offset, value) of each record).
 fn fetch(client: &mut Client, topic: &str, offset: i64) -> (i16, Vec<(i64, Bytes)>) {
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_max_bytes(8 << 20)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(8 << 20)])]);
-    let response = client.call(&request, 11).unwrap();
-    let p = &response.responses[0].partitions[0];
-    let mut records = Vec::new();
-    for mut batch in broker::cli::client::complete_batches(p.records.clone().unwrap_or_default()) {
-        for record in RecordBatchDecoder::decode(&mut batch).unwrap().records {
-            records.push((record.offset, record.value.unwrap()));
-        }
-    }
-    (p.error_code, records)
+    kafka_support::fetch_records(client, topic, 0, offset)
 }
 
-/// Every record of partition 0 of `topic`, from offset 0 to the end.
 fn fetch_all(client: &mut Client, topic: &str) -> Vec<(i64, Bytes)> {
-    let mut all: Vec<(i64, Bytes)> = Vec::new();
-    loop {
-        let next = all.last().map_or(0, |(offset, _)| offset + 1);
-        let (code, records) = fetch(client, topic, next);
-        assert_eq!(code, 0, "fetch {topic} at {next}");
-        let fresh: Vec<_> = records.into_iter().filter(|(o, _)| *o >= next).collect();
-        if fresh.is_empty() {
-            return all;
-        }
-        all.extend(fresh);
-    }
+    kafka_support::fetch_every_record(client, topic, 0)
 }
 
 /// Metadata of one topic: per partition (error code, leader).

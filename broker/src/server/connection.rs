@@ -20,6 +20,15 @@
 //! writes through the two halves of its one rustls session, copying segment bytes through a
 //! bounded buffer. The same reader and writer code serves both.
 //!
+//! Moving: with more than one shard, a partition lives on one shard and a request for it that
+//! arrives on another crosses the mesh there and back. A PLAINTEXT connection whose Produce and
+//! Fetch requests name only partitions of one other shard ([`MOVE_AFTER_REQUESTS`] of them in a
+//! row, nothing in between naming partitions elsewhere) is handed to that shard: its reader
+//! stops reading, waits until every request read is answered, and the socket (a duplicate of
+//! its descriptor) and the bytes received after the last request go to the owner over the
+//! mesh, which serves the connection from there on; the client sees nothing. Connections with
+//! TLS or SASL keep their shard (their session state stays where it is).
+//!
 //! Memory budget (the policy; the account is [`MemoryBudget`]): an idle connection holds no
 //! buffer. A connection may always hold about one chunk of received bytes. A frame larger than
 //! a chunk is read only once its whole length is reserved from the receiving half of the
@@ -30,13 +39,13 @@
 //! request at a time through. The frame and its answer are charged until the answer is sent.
 
 use std::cell::Cell;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
@@ -45,9 +54,10 @@ use glommio::task::JoinHandle;
 use crate::kafka::frame;
 use crate::kafka::response::{Part, Response};
 
-use super::dispatch::{self, Close};
+use super::dispatch::{self, Close, RequestContext, Route};
 use super::memory_budget::Reservation;
 use super::metrics::{RequestTiming, ShardMetrics};
+use super::partition_ops::ShardRequest;
 use super::recv_buffer::{RecvBuffer, SocketReceiver};
 use super::sasl_api::{self, Gate};
 use super::shard::Shard;
@@ -72,6 +82,8 @@ enum InFlight {
 struct Unanswered {
     count: Cell<usize>,
     reader: Cell<Option<Waker>>,
+    /// The connection moves to another shard: the writer ends without shutting the socket.
+    moving: Cell<bool>,
 }
 
 impl Unanswered {
@@ -97,19 +109,45 @@ impl Unanswered {
     }
 }
 
+/// Produce and Fetch requests in a row naming only partitions of one other shard after which a
+/// PLAINTEXT connection moves there.
+pub const MOVE_AFTER_REQUESTS: u32 = 16;
+
 /// Serves one connection accepted on listener `listener` until the client leaves or breaks
 /// the protocol.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: usize) {
-    let _ = stream.set_nodelay(true);
-    let limits = &shard.config.profile.network;
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(limits.idle_timeout_ms)));
-    let client = ClientIdentity::anonymous(stream.peer_addr().ok()).on_listener(listener);
-    ShardMetrics::add(&shard.metrics.connections_open, 1);
+    let client = open(&shard, &stream, listener);
     if shard.listeners[listener].protocol.uses_tls() {
         serve_tls(&shard, stream, client).await;
     } else {
-        serve_plain(&shard, stream, client).await;
+        serve_plain(&shard, stream, client, Bytes::new()).await;
     }
+    close(&shard);
+}
+
+/// Serves a PLAINTEXT connection another shard handed over (see "Moving" above); `received`
+/// is what arrived after its last request there.
+pub async fn serve_moved(shard: Rc<Shard>, socket: OwnedFd, listener: usize, received: Bytes) {
+    // SAFETY: a connected socket descriptor we own, given to the stream that closes it.
+    let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    ShardMetrics::add(&shard.metrics.connections_moved_in, 1);
+    // The connection count of the process is the one of the shard it left (which gives its
+    // place back when that end finishes).
+    shard.connections.fetch_add(1, Ordering::Relaxed);
+    let client = open(&shard, &stream, listener);
+    serve_plain(&shard, stream, client, received).await;
+    close(&shard);
+}
+
+fn open(shard: &Shard, stream: &TcpStream, listener: usize) -> ClientIdentity {
+    let _ = stream.set_nodelay(true);
+    let limits = &shard.config.profile.network;
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(limits.idle_timeout_ms)));
+    ShardMetrics::add(&shard.metrics.connections_open, 1);
+    ClientIdentity::anonymous(stream.peer_addr().ok()).on_listener(listener)
+}
+
+fn close(shard: &Shard) {
     shard.connections.fetch_sub(1, Ordering::Relaxed);
     shard
         .metrics
@@ -120,7 +158,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: usize) {
 /// PLAINTEXT and SASL_PLAINTEXT: the writer gets its own descriptor of the same socket, so
 /// reading and writing proceed independently without sharing (or locking) one stream object,
 /// and segment bytes are spliced from the file to the socket.
-async fn serve_plain(shard: &Rc<Shard>, stream: TcpStream, client: ClientIdentity) {
+async fn serve_plain(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    client: ClientIdentity,
+    received: Bytes,
+) {
     // SAFETY: dup of a valid fd we own; the new fd is owned by the new TcpStream.
     let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
     if write_fd < 0 {
@@ -132,7 +175,43 @@ async fn serve_plain(shard: &Rc<Shard>, stream: TcpStream, client: ClientIdentit
         fd: write_fd,
         splice: shard.config.fetch_by_splice,
     };
-    run(shard, SocketReceiver::new(stream), writer, socket, client).await;
+    let listener = client.listener;
+    let movable =
+        shard.shard_count > 1 && shard.listeners[listener].protocol == SecurityProtocol::Plaintext;
+    let reader = SocketReceiver::new(stream);
+    let start = Start {
+        client,
+        received,
+        movable,
+    };
+    let (reader, moving) = run(shard, reader, writer, socket, start).await;
+    let Some(Move { to_shard, received }) = moving else {
+        return;
+    };
+    // No read is pending on the socket (the reader stopped between requests): its descriptor
+    // can go to the owner; this shard's stream closes its own copy.
+    let Some(stream) = reader.into_stream() else {
+        return;
+    };
+    // SAFETY: dup of the valid socket descriptor the stream owns.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    drop(stream);
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    tracing::debug!(
+        "shard {}: connection moves to shard {to_shard}, which owns its partitions",
+        shard.id
+    );
+    let request = ShardRequest::MoveConnection {
+        socket,
+        listener,
+        received,
+    };
+    // If the owner is gone (the server stops), the socket closes with the request.
+    let _ = shard.mesh.call(to_shard, request).await;
 }
 
 /// SSL and SASL_SSL: one TLS session, its reading and writing halves split (behind a lock
@@ -198,7 +277,12 @@ async fn serve_tls(shard: &Rc<Shard>, stream: TcpStream, client: ClientIdentity)
     }
     let (reader, writer) = futures_lite::io::split(session);
     let socket = Socket { fd, splice: false };
-    run(shard, Decrypted(reader), writer, socket, client).await;
+    let start = Start {
+        client,
+        received: Bytes::new(),
+        movable: false,
+    };
+    run(shard, Decrypted(reader), writer, socket, start).await;
 }
 
 /// How a connection's reader fills its receive buffer.
@@ -232,7 +316,65 @@ struct Socket {
     splice: bool,
 }
 
-async fn run<R, W>(shard: &Rc<Shard>, reader: R, writer: W, socket: Socket, client: ClientIdentity)
+/// How a connection's reader starts.
+struct Start {
+    client: ClientIdentity,
+    /// Bytes that arrived before (on the shard the connection moved from).
+    received: Bytes,
+    /// It may move to the shard owning its partitions.
+    movable: bool,
+}
+
+/// A connection leaving for shard `to_shard`, with the bytes that arrived after its last
+/// request.
+struct Move {
+    to_shard: usize,
+    received: Bytes,
+}
+
+/// The partitions a connection's recent requests named: how many Produce and Fetch requests in
+/// a row named only partitions of shard `candidate` (another shard). Updated by the request
+/// tasks as they are served.
+#[derive(Default)]
+struct Affinity {
+    candidate: Cell<Option<usize>>,
+    streak: Cell<u32>,
+}
+
+impl Affinity {
+    fn served(&self, route: Route) {
+        match route {
+            Route::None => {}
+            Route::Here | Route::Mixed => {
+                self.candidate.set(None);
+                self.streak.set(0);
+            }
+            Route::Only(owner) if self.candidate.get() == Some(owner) => {
+                self.streak.set(self.streak.get().saturating_add(1));
+            }
+            Route::Only(owner) => {
+                self.candidate.set(Some(owner));
+                self.streak.set(1);
+            }
+        }
+    }
+
+    /// The shard to move to, once the streak is long enough.
+    fn destination(&self) -> Option<usize> {
+        self.candidate
+            .get()
+            .filter(|_| self.streak.get() >= MOVE_AFTER_REQUESTS)
+    }
+}
+
+/// Serves the connection until it ends or moves; gives the reader back with the move.
+async fn run<R, W>(
+    shard: &Rc<Shard>,
+    mut reader: R,
+    writer: W,
+    socket: Socket,
+    start: Start,
+) -> (R, Option<Move>)
 where
     R: Incoming,
     W: AsyncWrite + Unpin + 'static,
@@ -248,28 +390,40 @@ where
         unanswered.clone(),
     ))
     .detach();
-    read_requests(shard, reader, client, tx, &unanswered).await;
+    let moving = read_requests(shard, &mut reader, start, tx, &unanswered).await;
     let _ = writer_task.await;
+    (reader, moving)
 }
 
 async fn read_requests<R: Incoming>(
     shard: &Rc<Shard>,
-    mut stream: R,
-    client: ClientIdentity,
+    stream: &mut R,
+    start: Start,
     tx: local_channel::LocalSender<InFlight>,
     unanswered: &Unanswered,
-) {
+) -> Option<Move> {
     let limits = &shard.config.profile.network;
     let chunk_bytes = limits.connection_buffer_bytes as usize;
     let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
     let memory = &shard.memory;
     let mut buf = RecvBuffer::new(chunk_bytes, memory);
-    let mut sasl = shard.listeners[client.listener]
+    buf.take_in(&start.received);
+    let mut sasl = shard.listeners[start.client.listener]
         .protocol
         .requires_sasl()
         .then(SaslSession::new);
-    let mut client = Rc::new(client);
+    let mut client = Rc::new(start.client);
+    let affinity = Rc::new(Affinity::default());
     loop {
+        if start.movable && affinity.destination().is_some() {
+            // Between requests: once everything read is answered, the connection can go.
+            unanswered.all_answered().await;
+            if let Some(to_shard) = affinity.destination() {
+                unanswered.moving.set(true);
+                let received = Bytes::copy_from_slice(buf.received());
+                return Some(Move { to_shard, received });
+            }
+        }
         if unanswered.count.get() > 0 && memory.used_bytes() > memory.limit_bytes() {
             ShardMetrics::add(&shard.metrics.memory_waits, 1);
             futures_lite::future::or(
@@ -278,8 +432,8 @@ async fn read_requests<R: Incoming>(
             )
             .await;
         }
-        if !fill(&mut stream, &mut buf, 4, shard).await {
-            return;
+        if !fill(stream, &mut buf, 4, shard).await {
+            return None;
         }
         let prefix = buf.received();
         let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
@@ -287,7 +441,7 @@ async fn read_requests<R: Incoming>(
             Ok(len) => len,
             Err(err) => {
                 let _ = tx.send(InFlight::Close(err.to_string())).await;
-                return;
+                return None;
             }
         };
         let frame_len = 4 + body_len;
@@ -300,7 +454,7 @@ async fn read_requests<R: Incoming>(
                     memory.limit_bytes()
                 );
                 let _ = tx.send(InFlight::Close(reason)).await;
-                return;
+                return None;
             }
             if memory.would_wait(frame_len as u64) {
                 ShardMetrics::add(&shard.metrics.memory_waits, 1);
@@ -322,11 +476,11 @@ async fn read_requests<R: Incoming>(
                     limits.idle_timeout_ms, shard.id
                 );
                 let _ = tx.send(InFlight::Close(reason)).await;
-                return;
+                return None;
             }
         }
-        if !fill(&mut stream, &mut buf, frame_len, shard).await {
-            return;
+        if !fill(stream, &mut buf, frame_len, shard).await {
+            return None;
         }
         let (mut frame, frame_charge) = buf.split_frame(frame_len);
         let received = std::time::Instant::now();
@@ -347,17 +501,17 @@ async fn read_requests<R: Incoming>(
                     .detach();
                     unanswered.count.set(unanswered.count.get() + 1);
                     if tx.send(InFlight::Task(task)).await.is_err() {
-                        return;
+                        return None;
                     }
                     if let Some(reason) = close {
                         let _ = tx.send(InFlight::Close(reason)).await;
-                        return;
+                        return None;
                     }
                     continue;
                 }
                 Err(Close(reason)) => {
                     let _ = tx.send(InFlight::Close(reason)).await;
-                    return;
+                    return None;
                 }
             }
         }
@@ -367,11 +521,12 @@ async fn read_requests<R: Incoming>(
             frame_charge,
             client.clone(),
             received,
+            affinity.clone(),
         ))
         .detach();
         unanswered.count.set(unanswered.count.get() + 1);
         if tx.send(InFlight::Task(task)).await.is_err() {
-            return;
+            return None;
         }
     }
 }
@@ -384,6 +539,7 @@ async fn serve_request(
     frame_charge: Reservation,
     client: Rc<ClientIdentity>,
     received: std::time::Instant,
+    affinity: Rc<Affinity>,
 ) -> Served {
     let handler_started = std::time::Instant::now();
     // The header's first fields (a shorter frame closes the connection in the handler).
@@ -393,15 +549,16 @@ async fn serve_request(
             .map_or(-1, |b| i16::from_be_bytes([b[0], b[1]]))
     };
     let (api_key, api_version) = (header(0), header(2));
-    let remote_us = Cell::new(0);
-    let answer = dispatch::handle(shard.clone(), frame, client, &remote_us).await;
+    let context = RequestContext::default();
+    let answer = dispatch::handle(shard.clone(), frame, client, &context).await;
+    affinity.served(context.route.get());
     let timing = RequestTiming {
         api_key,
         api_version,
         received,
         handler_started,
         handler_done: std::time::Instant::now(),
-        remote_us: remote_us.get(),
+        remote_us: context.remote_us.get(),
     };
     drop(frame_charge);
     let answer_charge = match &answer {
@@ -492,7 +649,9 @@ async fn write_answers<W: AsyncWrite + Unpin>(
     if let Some(waker) = unanswered.reader.take() {
         waker.wake();
     }
-    shutdown(socket.fd);
+    if !unanswered.moving.get() {
+        shutdown(socket.fd);
+    }
 }
 
 fn shutdown(socket: RawFd) {

@@ -44,6 +44,45 @@ use kafka_protocol::messages::{
 #[derive(Debug)]
 pub struct Close(pub String);
 
+/// What serving a request tells its connection besides the answer.
+#[derive(Default)]
+pub struct RequestContext {
+    /// Time the handler waited on others (the fetch long-poll), microseconds.
+    pub remote_us: std::cell::Cell<u64>,
+    /// Which shards own the partitions a Produce or Fetch named.
+    pub route: std::cell::Cell<Route>,
+}
+
+/// Where the partitions of one Produce or Fetch live, seen from the shard serving it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Route {
+    /// No partitions (other requests; unknown topics).
+    #[default]
+    None,
+    /// All on this shard.
+    Here,
+    /// All on this other shard.
+    Only(usize),
+    /// On several shards.
+    Mixed,
+}
+
+impl Route {
+    /// Adds a partition owned by shard `owner`; `here` is the serving shard.
+    pub fn with(self, owner: usize, here: usize) -> Route {
+        let one = if owner == here {
+            Route::Here
+        } else {
+            Route::Only(owner)
+        };
+        match self {
+            Route::None => one,
+            same if same == one => same,
+            _ => Route::Mixed,
+        }
+    }
+}
+
 type Outcome = Result<Option<Response>, Close>;
 
 /// Decodes the body with kafka-protocol once the pre-pass found every declared length within
@@ -80,12 +119,12 @@ pub(super) fn encode_answer<T: Encodable>(request: &Request, body: &T) -> Respon
 
 /// Serves one frame (size prefix already removed).
 /// `client` is who sent it (principal and address); handlers add the time they wait on
-/// others (the fetch long-poll) to `remote_us`.
+/// others (the fetch long-poll) to `context`, and the route of a Produce or Fetch.
 pub async fn handle(
     shard: Rc<Shard>,
     frame: Bytes,
     client: Rc<ClientIdentity>,
-    remote_us: &std::cell::Cell<u64>,
+    context: &RequestContext,
 ) -> Outcome {
     let request = frame::parse(frame).map_err(|err| Close(err.to_string()))?;
     let key = request.api_key;
@@ -102,7 +141,7 @@ pub async fn handle(
         | ApiKey::Fetch
         | ApiKey::ListOffsets
         | ApiKey::OffsetForLeaderEpoch
-        | ApiKey::InitProducerId => data_request(&shard, request, &access, remote_us).await,
+        | ApiKey::InitProducerId => data_request(&shard, request, &access, context).await,
         ApiKey::FindCoordinator
         | ApiKey::JoinGroup
         | ApiKey::SyncGroup
@@ -123,6 +162,17 @@ pub async fn handle(
         | ApiKey::AlterUserScramCredentials => security_request(&shard, request, &access).await,
         _ => admin_request(&shard, request, &access, &client).await,
     }
+}
+
+/// The route of a request naming these partitions (unknown topics and partitions count for
+/// nothing).
+fn route(
+    shard: &Shard,
+    partitions: impl Iterator<Item = (Option<Rc<crate::topics::Topic>>, i32)>,
+) -> Route {
+    partitions
+        .filter_map(|(topic, partition)| shard.owner(topic.as_deref()?, partition))
+        .fold(Route::None, |route, owner| route.with(owner, shard.id))
 }
 
 /// Refuses an API this broker does not serve, or a version of it outside what it serves.
@@ -146,7 +196,7 @@ async fn data_request(
     shard: &Rc<Shard>,
     mut request: Request,
     access: &Access,
-    remote_us: &std::cell::Cell<u64>,
+    context: &RequestContext,
 ) -> Outcome {
     let key = request.api_key;
     let version = request.api_version;
@@ -160,6 +210,15 @@ async fn data_request(
         }
         ApiKey::Produce => {
             let body: ProduceRequest = decode(&mut request)?;
+            context.route.set(route(
+                shard,
+                body.topic_data.iter().flat_map(|t| {
+                    let topic = shard.topic(t.name.0.as_str());
+                    t.partition_data
+                        .iter()
+                        .map(move |p| (topic.clone(), p.index))
+                }),
+            ));
             match produce::handle(shard, access, body, version).await {
                 Some(reply) => answer(&request, &reply),
                 None => Ok(None),
@@ -167,6 +226,19 @@ async fn data_request(
         }
         ApiKey::Fetch => {
             let body: FetchRequest = decode(&mut request)?;
+            context.route.set(route(
+                shard,
+                body.topics.iter().flat_map(|t| {
+                    let topic = if version >= 13 {
+                        shard.topic_by_id(t.topic_id.as_bytes())
+                    } else {
+                        shard.topic(t.topic.0.as_str())
+                    };
+                    t.partitions
+                        .iter()
+                        .map(move |p| (topic.clone(), p.partition))
+                }),
+            ));
             Ok(Some(
                 fetch::handle(
                     shard,
@@ -174,7 +246,7 @@ async fn data_request(
                     body,
                     version,
                     request.correlation_id,
-                    remote_us,
+                    &context.remote_us,
                 )
                 .await,
             ))

@@ -71,6 +71,8 @@ pub struct ShardMetrics {
     pub connections_open: AtomicU64,
     /// Requests served for another shard over the mesh.
     pub requests_forwarded_in: AtomicU64,
+    /// Connections another shard handed to this one (`connection.rs`, "Moving").
+    pub connections_moved_in: AtomicU64,
     /// The shard's memory budget, bytes (see `memory_budget.rs`).
     pub memory_budget_bytes: AtomicU64,
     /// Bytes charged to the memory budget now (a gauge).
@@ -120,6 +122,7 @@ impl Default for ShardMetrics {
             connections_accepted: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             requests_forwarded_in: AtomicU64::new(0),
+            connections_moved_in: AtomicU64::new(0),
             memory_budget_bytes: AtomicU64::new(0),
             memory_used_bytes: AtomicU64::new(0),
             memory_peak_bytes: AtomicU64::new(0),

@@ -358,6 +358,12 @@ impl Collector for BrokerCollector {
         )?;
         counters(
             enc,
+            "streambox_connections_moved_in",
+            "Connections handed to this shard by another, because this one owns the partitions they use.",
+            per_shard(|m| get(&m.connections_moved_in)),
+        )?;
+        counters(
+            enc,
             "streambox_mesh_requests_in",
             "Requests served for another shard over the mesh.",
             per_shard(|m| get(&m.requests_forwarded_in)),

@@ -62,6 +62,18 @@ impl RecvBuffer {
         }
     }
 
+    /// Starts an empty buffer with bytes that arrived elsewhere (a connection moved from
+    /// another shard with what it had received after its last request).
+    pub fn take_in(&mut self, arrived: &[u8]) {
+        assert!(self.filled == 0 && self.frame.is_none());
+        if arrived.is_empty() {
+            return;
+        }
+        self.bytes = BytesMut::from(arrived);
+        self.filled = arrived.len();
+        self.charge_capacity();
+    }
+
     /// The bytes that arrived and are not cut off as a frame yet.
     pub fn received(&self) -> &[u8] {
         &self.bytes[..self.filled]
@@ -282,6 +294,11 @@ impl SocketReceiver {
             stream,
             waiting: false,
         }
+    }
+
+    /// The socket, if no read of it is pending.
+    pub fn into_stream(self) -> Option<TcpStream> {
+        (!self.waiting).then_some(self.stream)
     }
 
     /// One nonblocking recv(2) into `room`; `None` if the socket is empty.

@@ -117,15 +117,15 @@ pub fn batch(values: &[&[u8]]) -> Bytes {
 
 /// Produces `records` (one or more batches) to `topic`-`partition` with acks=all (Produce v9);
 /// the partition's error code and base offset.
-pub fn produce(
-    client: &mut broker::cli::client::Client,
+/// A Produce request (acks=all, 10 s timeout) of `records` to one partition.
+pub fn produce_request(
     topic: &str,
     partition: i32,
     records: Bytes,
-) -> (i16, i64) {
+) -> kafka_protocol::messages::ProduceRequest {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, TopicName};
-    let request = ProduceRequest::default()
+    ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(10_000)
         .with_topic_data(vec![TopicProduceData::default()
@@ -134,7 +134,16 @@ pub fn produce(
             )))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(partition)
-                .with_records(Some(records))])]);
+                .with_records(Some(records))])])
+}
+
+pub fn produce(
+    client: &mut broker::cli::client::Client,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+) -> (i16, i64) {
+    let request = produce_request(topic, partition, records);
     let response = client.call(&request, 9).unwrap();
     let answer = &response.responses[0].partition_responses[0];
     (answer.error_code, answer.base_offset)
@@ -196,4 +205,57 @@ fn run(program: &str, args: &[&str]) {
         .status()
         .unwrap_or_else(|e| panic!("{program}: {e} (scripts/setup installs it)"));
     assert!(status.success(), "{program} {args:?}: {status}");
+}
+
+/// Fetches `partition` of `topic` from `offset` (up to 8 MiB, no wait): (error code,
+/// (offset, value) of each record).
+pub fn fetch_records(
+    client: &mut broker::cli::client::Client,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> (i16, Vec<(i64, Bytes)>) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+    use kafka_protocol::records::RecordBatchDecoder;
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(8 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(kafka_protocol::protocol::StrBytes::from_string(
+                topic.to_string(),
+            )))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(8 << 20)])]);
+    let response = client.call(&request, 11).unwrap();
+    let p = &response.responses[0].partitions[0];
+    let mut records = Vec::new();
+    for mut batch in broker::cli::client::complete_batches(p.records.clone().unwrap_or_default()) {
+        for record in RecordBatchDecoder::decode(&mut batch).unwrap().records {
+            records.push((record.offset, record.value.unwrap()));
+        }
+    }
+    (p.error_code, records)
+}
+
+/// Every record of `partition` of `topic`, from offset 0 to the end.
+pub fn fetch_every_record(
+    client: &mut broker::cli::client::Client,
+    topic: &str,
+    partition: i32,
+) -> Vec<(i64, Bytes)> {
+    let mut all: Vec<(i64, Bytes)> = Vec::new();
+    loop {
+        let next = all.last().map_or(0, |(offset, _)| offset + 1);
+        let (code, records) = fetch_records(client, topic, partition, next);
+        assert_eq!(code, 0, "fetch {topic}-{partition} at {next}");
+        let fresh: Vec<_> = records.into_iter().filter(|(o, _)| *o >= next).collect();
+        if fresh.is_empty() {
+            return all;
+        }
+        all.extend(fresh);
+    }
 }

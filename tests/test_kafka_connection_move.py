@@ -1,0 +1,82 @@
+"""Two shards, real clients (librdkafka through confluent-kafka): producers that each write one
+partition, and consumers that each read one back. A connection that landed on the shard not owning
+its partition moves to the owner (`streambox_connections_moved_in_total`) while the client
+keeps requests in flight; every acknowledged message is read back once, in offset order."""
+
+import re
+import urllib.request
+
+from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
+
+from conftest import Broker, all_cores_profile
+
+
+def metric(broker, name):
+    """The sum over shards of counter `name` on the broker's /metrics."""
+    url = f"http://127.0.0.1:{broker.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return sum(float(v) for v in re.findall(rf"(?m)^{name}\{{[^}}]*\}} (\S+)$", text))
+
+
+def produce_partition(bootstrap, topic, partition, rounds, per_round, prefix):
+    """`rounds` flushes of `per_round` messages to `partition` (so at least one Produce request
+    each), acks=all; returns the acknowledged (offset, value) pairs."""
+    acked = []
+
+    def delivered(err, msg):
+        assert err is None, err
+        acked.append((msg.offset(), msg.value()))
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
+                         "message.timeout.ms": 10000})
+    for r in range(rounds):
+        for i in range(per_round):
+            producer.produce(topic, partition=partition, value=f"{prefix}-{r}-{i}".encode(),
+                             on_delivery=delivered)
+        producer.poll(0)
+        if r % 4 == 3:
+            producer.flush(10)
+    producer.flush(15)
+    return acked
+
+
+def consume_partition(bootstrap, topic, partition, count):
+    """The first `count` (offset, value) pairs of `partition`, in the order read."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "move-check",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+    got = []
+    for _ in range(600):
+        for msg in consumer.consume(500, 0.1):
+            assert not msg.error(), msg.error()
+            got.append((msg.offset(), msg.value()))
+        if len(got) >= count:
+            break
+    consumer.close()
+    return got
+
+
+def test_connections_move_to_the_shard_owning_their_partition(tmp_path):
+    profile = all_cores_profile(tmp_path / "all-cores.toml")
+    broker = Broker(tmp_path / "data", profile=profile,
+                    extra=("--metrics-listen", "127.0.0.1:0")).start()
+    try:
+        broker.cli("topics", "create", "--bootstrap", broker.bootstrap, "mv", "--partitions", "2")
+        acked = {0: [], 1: []}
+        # Each producer's connection lands on either shard (SO_REUSEPORT); one in two lands on
+        # the shard that does not own its partition. Producers, one partition each, until one
+        # of them moved.
+        for attempt in range(16):
+            partition = attempt % 2
+            acked[partition] += produce_partition(broker.bootstrap, "mv", partition, 40, 50,
+                                                  f"a{attempt}")
+            if metric(broker, "streambox_connections_moved_in_total") >= 1:
+                break
+        assert metric(broker, "streambox_connections_moved_in_total") >= 1
+        for partition in (0, 1):
+            expected = sorted(acked[partition])
+            assert [o for o, _ in expected] == list(range(len(expected))), "acks are unique"
+            got = consume_partition(broker.bootstrap, "mv", partition, len(expected))
+            assert got == expected, f"partition {partition}"
+    finally:
+        broker.stop()
