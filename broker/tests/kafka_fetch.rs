@@ -2,8 +2,8 @@
 //! through Fetch (all versions we serve), a cold fetch of a large range after a restart goes
 //! file -> socket by splice (the per-shard splice counter covers the bytes), and with two
 //! shards a partition owned by the other shard is produced to and fetched through the mesh,
-//! one mesh request per Fetch for all of its partitions there, with the response limit kept in
-//! request order.
+//! one mesh request per Fetch (and per Produce) for all of its partitions there, with the
+//! response limit kept in request order.
 
 mod kafka_support;
 
@@ -320,4 +320,47 @@ fn a_fetch_crosses_to_the_other_shard_once_and_keeps_the_response_limit_in_order
         (0, 1, 0),
         "past the limit: offsets only"
     );
+}
+
+#[test]
+fn a_produce_to_partitions_of_both_shards_crosses_to_the_other_once() {
+    // One Produce naming four partitions over two shards: the other shard's partitions go
+    // to it in one mesh request, and every partition answers for its own batch.
+    let dir = tempfile::tempdir().unwrap();
+    let server = kafka_support::start(kafka_support::two_shards_profile(), dir.path());
+    broker::cli::topics_create(&server.addr.to_string(), "p", 4, -1, &[]).unwrap();
+    let mut client = Client::connect(&server.addr.to_string()).unwrap();
+    let batches: Vec<bytes::Bytes> = (0..4)
+        .map(|p| kafka_support::batch(&[format!("value of {p}").as_bytes()]))
+        .collect();
+    let mut request = kafka_support::produce_request("p", 0, batches[0].clone());
+    for (partition, batch) in batches.iter().enumerate().skip(1) {
+        request.topic_data[0].partition_data.push(
+            kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                .with_index(partition as i32)
+                .with_records(Some(batch.clone())),
+        );
+    }
+    let forwarded = |server: &broker::server::ServerHandle| -> u64 {
+        server
+            .metrics
+            .iter()
+            .map(|m| ShardMetrics::get(&m.requests_forwarded_in))
+            .sum()
+    };
+    let before = forwarded(&server);
+    let response = client.call(&request, 9).unwrap();
+    assert_eq!(forwarded(&server) - before, 1, "one mesh request");
+    let answers = &response.responses[0].partition_responses;
+    assert_eq!(answers.len(), 4);
+    for (partition, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.index, partition as i32);
+        assert_eq!((answer.error_code, answer.base_offset), (0, 0));
+        let (error, hw, records) = fetch(&mut client, "p", partition as i32, 0, 1 << 20, 12);
+        assert_eq!((error, hw), (0, 1), "partition {partition}");
+        assert!(
+            same_batch(&records, &batches[partition]),
+            "partition {partition}"
+        );
+    }
 }

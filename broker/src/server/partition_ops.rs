@@ -67,11 +67,10 @@ pub enum ShardRequest {
     TopicUpdated(Topic),
     /// From shard 0 to every shard: the newest cluster view (cluster mode).
     ClusterView(std::sync::Arc<crate::cluster::ClusterView>),
-    /// To the owner: append these record batches (a slice of the client's request buffer).
+    /// To the owner: the appends of one Produce to the partitions it owns (answered in the
+    /// same order, [`ShardReply::Appended`]).
     Append {
-        topic: String,
-        partition: i32,
-        records: Bytes,
+        appends: Vec<ProduceAppend>,
         acks: i16,
         timeout_ms: i32,
     },
@@ -156,6 +155,14 @@ pub enum Reader {
     Follower,
 }
 
+/// One partition's record batches of a Produce (a slice of the client's request buffer).
+#[derive(Debug, Clone)]
+pub struct ProduceAppend {
+    pub topic: String,
+    pub partition: i32,
+    pub records: Bytes,
+}
+
 /// A consumer's read of one partition: from `offset`, at most `max_bytes` (at least the first
 /// batch when that is larger and `max_bytes` > 0).
 #[derive(Debug, Clone)]
@@ -202,7 +209,7 @@ pub enum ShardReply {
     /// Per topic, in request order: partitions created, or why not.
     Topics(TopicResults),
     Done,
-    Appended(Result<AppendInfo, (i16, String)>),
+    Appended(Vec<Result<AppendInfo, (i16, String)>>),
     Read(Vec<PartitionRead<SendChunk>>),
     /// `(epoch, end_offset)` of OffsetForLeaderEpoch, or an error code.
     EpochEnd(Result<(i32, i64), i16>),

@@ -21,8 +21,8 @@ use crate::storage::{self, FileRange, LogConfig, LogError, LogOverrides, Partiti
 use crate::topics::{self, Topic, TopicError};
 
 use super::partition_ops::{
-    ConsumerRead, FollowerFetch, PartitionError, PartitionRead, Reader, SendChunk, ShardReply,
-    ShardRequest,
+    ConsumerRead, FollowerFetch, PartitionError, PartitionRead, ProduceAppend, Reader, SendChunk,
+    ShardReply, ShardRequest,
 };
 use super::replica::Replica;
 use super::shard::Shard;
@@ -601,38 +601,148 @@ impl Shard {
             .map(|&s| s as usize)
     }
 
-    pub async fn append(
+    /// The appends of one Produce, answered in the order of `appends`. Each owning shard gets
+    /// its partitions in one mesh request; every partition is appended at once (so the
+    /// partitions of a shard share its group commits and each shard's wait overlaps the
+    /// others').
+    pub async fn append_many(
         self: &Rc<Self>,
-        topic: &Topic,
-        partition: i32,
-        records: Bytes,
+        appends: Vec<(&Topic, i32, Bytes)>,
         acks: i16,
         timeout_ms: i32,
-    ) -> Result<storage::AppendInfo, PartitionError> {
-        let owner = self
-            .owner(topic, partition)
-            .ok_or_else(|| unknown(&topic.name, partition))?;
-        self.check_leader(&topic.name, partition)?;
-        self.on_shard(
-            owner,
-            records,
-            |records| async move {
-                self.append_local(&topic.name, partition, &records, acks, timeout_ms)
-                    .await
-            },
-            |records| ShardRequest::Append {
-                topic: topic.name.clone(),
-                partition,
-                records,
-                acks,
-                timeout_ms,
-            },
-            |reply| match reply {
-                Some(ShardReply::Appended(result)) => result,
-                _ => Err(unanswered(owner)),
-            },
-        )
-        .await
+    ) -> Vec<Result<storage::AppendInfo, PartitionError>> {
+        let mut answers = Vec::with_capacity(appends.len());
+        let mut routed = Vec::with_capacity(appends.len());
+        for (at, (topic, partition, records)) in appends.into_iter().enumerate() {
+            let owner = self
+                .owner(topic, partition)
+                .ok_or_else(|| unknown(&topic.name, partition))
+                .and_then(|owner| self.check_leader(&topic.name, partition).map(|()| owner));
+            match owner {
+                Ok(owner) => {
+                    let append = ProduceAppend {
+                        topic: topic.name.clone(),
+                        partition,
+                        records,
+                    };
+                    routed.push((at, owner, append));
+                    answers.push(None);
+                }
+                Err(err) => answers.push(Some(Err(err))),
+            }
+        }
+        let shard = self.clone();
+        let served = self
+            .per_owner(routed, move |owner, list| {
+                let shard = shard.clone();
+                async move {
+                    shard
+                        .on_shard(
+                            owner,
+                            list,
+                            |list| shard.append_local_all(list, acks, timeout_ms),
+                            |appends| ShardRequest::Append {
+                                appends,
+                                acks,
+                                timeout_ms,
+                            },
+                            |reply| match reply {
+                                Some(ShardReply::Appended(results)) => results,
+                                _ => Vec::new(),
+                            },
+                        )
+                        .await
+                }
+            })
+            .await;
+        for (at, owner, result) in served {
+            answers[at] = Some(result.unwrap_or_else(|| Err(unanswered(owner))));
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(unanswered(self.id))))
+            .collect()
+    }
+
+    /// This shard's appends of its own partitions, all at once, answered in order.
+    async fn append_local_all(
+        self: &Rc<Self>,
+        list: Vec<ProduceAppend>,
+        acks: i16,
+        timeout_ms: i32,
+    ) -> Vec<Result<storage::AppendInfo, PartitionError>> {
+        let tasks: Vec<_> = list
+            .into_iter()
+            .map(|append| {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    shard
+                        .append_local(
+                            &append.topic,
+                            append.partition,
+                            &append.records,
+                            acks,
+                            timeout_ms,
+                        )
+                        .await
+                })
+                .detach()
+            })
+            .collect();
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            results.push(task.await.unwrap_or_else(|| {
+                Err((codes::KAFKA_STORAGE_ERROR, "append was cancelled".into()))
+            }));
+        }
+        results
+    }
+
+    /// Runs `items` (each with where its answer goes and its owning shard) in one group per
+    /// owner, all owners at once (a group is awaited in place when it is the only one);
+    /// `run(owner, group)` answers a group in order. Gives `(at, owner, answer)` for every
+    /// item; `None` where its group answered fewer than it was given.
+    async fn per_owner<T, R, F, Fut>(
+        &self,
+        items: Vec<(usize, usize, T)>,
+        run: F,
+    ) -> Vec<(usize, usize, Option<R>)>
+    where
+        T: 'static,
+        R: 'static,
+        F: Fn(usize, Vec<T>) -> Fut,
+        Fut: Future<Output = Vec<R>> + 'static,
+    {
+        let mut by_owner: Vec<(Vec<usize>, Vec<T>)> = Vec::new();
+        by_owner.resize_with(self.shard_count, Default::default);
+        for (at, owner, item) in items {
+            by_owner[owner].0.push(at);
+            by_owner[owner].1.push(item);
+        }
+        let busy = by_owner.iter().filter(|(at, _)| !at.is_empty()).count();
+        let mut groups = Vec::with_capacity(busy);
+        for (owner, (at, list)) in by_owner.into_iter().enumerate() {
+            if at.is_empty() {
+                continue;
+            }
+            let answers = run(owner, list);
+            let group = if busy == 1 {
+                Group::Inline(Box::pin(answers))
+            } else {
+                Group::Task(glommio::spawn_local(answers).detach())
+            };
+            groups.push((owner, at, group));
+        }
+        let mut served = Vec::new();
+        for (owner, at, group) in groups {
+            let answers = match group {
+                Group::Inline(answers) => Some(answers.await),
+                Group::Task(task) => task.await,
+            };
+            let mut answers = answers.unwrap_or_default().into_iter();
+            served.extend(at.into_iter().map(|at| (at, owner, answers.next())));
+        }
+        served
     }
 
     /// A consumer's read of one partition (see [`Self::read_many`]).
@@ -652,11 +762,9 @@ impl Shard {
         reads: Vec<(&Topic, ConsumerRead)>,
     ) -> Vec<PartitionRead<Part>> {
         let mut answers: Vec<Option<PartitionRead<Part>>> = Vec::with_capacity(reads.len());
-        // Per owning shard: where its answers go, and its reads.
-        let mut by_owner: Vec<(Vec<usize>, Vec<ConsumerRead>)> = Vec::new();
-        by_owner.resize_with(self.shard_count, Default::default);
+        let mut routed = Vec::with_capacity(reads.len());
         for (at, (topic, read)) in reads.into_iter().enumerate() {
-            let routed = self
+            let owner = self
                 .owner(topic, read.partition)
                 .ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)
                 .and_then(|owner| {
@@ -664,45 +772,23 @@ impl Shard {
                         .map(|()| owner)
                         .map_err(|(code, _)| code)
                 });
-            match routed {
+            match owner {
                 Ok(owner) => {
-                    by_owner[owner].0.push(at);
-                    by_owner[owner].1.push(read);
+                    routed.push((at, owner, read));
                     answers.push(None);
                 }
                 Err(code) => answers.push(Some(PartitionRead::error(code))),
             }
         }
-        let mut groups: Vec<(Vec<usize>, ReadGroup)> = Vec::new();
-        let busy = by_owner.iter().filter(|(at, _)| !at.is_empty()).count();
-        for (owner, (at, list)) in by_owner.into_iter().enumerate() {
-            if at.is_empty() {
-                continue;
-            }
-            let shard = self.clone();
-            let read = async move { shard.read_on(owner, list).await };
-            groups.push((
-                at,
-                if busy == 1 {
-                    ReadGroup::Inline(Box::pin(read))
-                } else {
-                    ReadGroup::Task(glommio::spawn_local(read).detach())
-                },
-            ));
-        }
-        for (at, group) in groups {
-            let reads = match group {
-                ReadGroup::Inline(read) => Some(read.await),
-                ReadGroup::Task(task) => task.await,
-            };
-            let mut reads = reads.unwrap_or_default().into_iter();
-            for index in at {
-                answers[index] = Some(
-                    reads
-                        .next()
-                        .unwrap_or_else(|| PartitionRead::error(codes::KAFKA_STORAGE_ERROR)),
-                );
-            }
+        let shard = self.clone();
+        let served = self
+            .per_owner(routed, move |owner, list| {
+                let shard = shard.clone();
+                async move { shard.read_on(owner, list).await }
+            })
+            .await;
+        for (at, _, read) in served {
+            answers[at] = read;
         }
         answers
             .into_iter()
@@ -847,15 +933,10 @@ impl Shard {
     pub async fn handle_data_request(self: &Rc<Self>, request: ShardRequest) -> ShardReply {
         match request {
             ShardRequest::Append {
-                topic,
-                partition,
-                records,
+                appends,
                 acks,
                 timeout_ms,
-            } => ShardReply::Appended(
-                self.append_local(&topic, partition, &records, acks, timeout_ms)
-                    .await,
-            ),
+            } => ShardReply::Appended(self.append_local_all(appends, acks, timeout_ms).await),
             ShardRequest::Read(list) => ShardReply::Read(
                 self.read_local_all(list)
                     .await
@@ -964,11 +1045,11 @@ fn from_send_chunks(read: PartitionRead<SendChunk>) -> PartitionRead<Part> {
 }
 
 /// Resolves when the first of its futures does.
-/// The reads of one owning shard in [`Shard::read_many`]: awaited in place when it is the only
-/// owner, else a task, so every owner reads at once.
-enum ReadGroup {
-    Inline(Pin<Box<dyn Future<Output = Vec<PartitionRead<Part>>>>>),
-    Task(glommio::task::JoinHandle<Vec<PartitionRead<Part>>>),
+/// One owner's group in [`Shard::per_owner`]: awaited in place when it is the only owner,
+/// else a task, so every owner works at once.
+enum Group<R> {
+    Inline(Pin<Box<dyn Future<Output = Vec<R>>>>),
+    Task(glommio::task::JoinHandle<Vec<R>>),
 }
 
 struct FirstOf(Vec<Pin<Box<dyn Future<Output = ()>>>>);

@@ -1,7 +1,8 @@
 //! The Produce API (v3-v10): each partition's records field is a slice of the receive buffer
 //! (kafka-protocol decodes `Bytes` fields by slicing, not copying) and goes to the owning
 //! partition log as it came; the log validates it and only rewrites the base offset. The
-//! partitions of one request are appended concurrently, so they share group commits.
+//! partitions of one request are appended concurrently, so they share group commits, and the
+//! partitions another shard owns go to it in one mesh request.
 
 use std::rc::Rc;
 
@@ -30,7 +31,11 @@ pub async fn handle(
     let acks = request.acks;
     let timeout_ms = request.timeout_ms;
     let acks_valid = (-1..=1).contains(&acks);
+    // Per topic, per partition: refused at once with an error code, or appended (its place
+    // in `appends`).
     let mut pending = Vec::with_capacity(request.topic_data.len());
+    let mut topics = Vec::new();
+    let mut appends_at = Vec::new();
     for topic_data in request.topic_data {
         let name = topic_data.name.0.as_str();
         let authorized = access.topic(operation::WRITE, name);
@@ -38,7 +43,7 @@ pub async fn handle(
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
             let index = data.index;
-            let task = match (&topic, data.records, acks_valid) {
+            let slot = match (&topic, data.records, acks_valid) {
                 (_, _, false) => Err(codes::INVALID_REQUIRED_ACKS),
                 _ if !authorized => Err(codes::TOPIC_AUTHORIZATION_FAILED),
                 (None, _, _) => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
@@ -48,26 +53,34 @@ pub async fn handle(
                 }
                 (Some(_), None, _) => Err(codes::CORRUPT_MESSAGE),
                 (Some(topic), Some(records), true) => {
-                    let shard = shard.clone();
-                    let topic = topic.clone();
-                    Ok(glommio::spawn_local(async move {
-                        shard.append(&topic, index, records, acks, timeout_ms).await
-                    })
-                    .detach())
+                    topics.push(topic.clone());
+                    appends_at.push((index, records));
+                    Ok(appends_at.len() - 1)
                 }
             };
-            partitions.push((index, task));
+            partitions.push((index, slot));
         }
         pending.push((topic_data.name, partitions));
     }
+    let appends = topics
+        .iter()
+        .zip(appends_at)
+        .map(|(topic, (index, records))| (&**topic, index, records))
+        .collect();
+    let mut outcomes: Vec<Option<Outcome>> = shard
+        .append_many(appends, acks, timeout_ms)
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
     let mut responses = Vec::with_capacity(pending.len());
     for (name, partitions) in pending {
         let mut results = Vec::with_capacity(partitions.len());
-        for (index, task) in partitions {
-            let outcome: Outcome = match task {
+        for (index, slot) in partitions {
+            let outcome: Outcome = match slot {
                 Err(code) => Err((code, String::new())),
-                Ok(task) => task.await.unwrap_or_else(|| {
-                    Err((codes::KAFKA_STORAGE_ERROR, "append was cancelled".into()))
+                Ok(at) => outcomes[at].take().unwrap_or_else(|| {
+                    Err((codes::KAFKA_STORAGE_ERROR, "append was not answered".into()))
                 }),
             };
             let entry = PartitionProduceResponse::default()
