@@ -60,6 +60,15 @@ fn spliced(server: &broker::server::ServerHandle) -> u64 {
         .sum()
 }
 
+/// Requests the shards served for each other over the mesh.
+fn forwarded(server: &broker::server::ServerHandle) -> u64 {
+    server
+        .metrics
+        .iter()
+        .map(|m| ShardMetrics::get(&m.requests_forwarded_in))
+        .sum()
+}
+
 #[test]
 fn produced_batches_come_back_byte_identical_in_every_fetch_version() {
     let dir = tempfile::tempdir().unwrap();
@@ -286,13 +295,6 @@ fn a_fetch_crosses_to_the_other_shard_once_and_keeps_the_response_limit_in_order
         assert_eq!(produce(&mut client, "f", partition, batch.clone()), 0);
         batches.push(batch);
     }
-    let forwarded = |server: &broker::server::ServerHandle| -> u64 {
-        server
-            .metrics
-            .iter()
-            .map(|m| ShardMetrics::get(&m.requests_forwarded_in))
-            .sum()
-    };
     let before = forwarded(&server);
     let all = fetch_all(&mut client, "f", &[0, 1, 2, 3], 0, 1 << 20, 12);
     assert_eq!(
@@ -341,13 +343,6 @@ fn a_produce_to_partitions_of_both_shards_crosses_to_the_other_once() {
                 .with_records(Some(batch.clone())),
         );
     }
-    let forwarded = |server: &broker::server::ServerHandle| -> u64 {
-        server
-            .metrics
-            .iter()
-            .map(|m| ShardMetrics::get(&m.requests_forwarded_in))
-            .sum()
-    };
     let before = forwarded(&server);
     let response = client.call(&request, 9).unwrap();
     assert_eq!(forwarded(&server) - before, 1, "one mesh request");
