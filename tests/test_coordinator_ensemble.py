@@ -16,7 +16,8 @@ import time
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import ConnectionLoss, NoAuthError, NodeExistsError, SessionExpiredError
+from kazoo.exceptions import (ConnectionClosedError, ConnectionLoss, NoAuthError, NodeExistsError,
+                              SessionExpiredError)
 from kazoo.security import make_digest_acl
 from kazoo.recipe.barrier import Barrier
 from kazoo.recipe.election import Election
@@ -111,8 +112,16 @@ def test_election_fails_over_between_servers(clients):
         leaders.append(name)
         done.wait(10)  # leadership lasts while this runs
 
+    def lead_until_stopped():
+        # a's client is stopped under its leadership: releasing the vote then finds the
+        # connection closed (the vote went with the session).
+        try:
+            ea.run(lead, "a")
+        except ConnectionClosedError:
+            pass
+
     ea, eb = Election(a, "/ens/election", "a"), Election(b, "/ens/election", "b")
-    ta = threading.Thread(target=lambda: ea.run(lead, "a"), daemon=True)
+    ta = threading.Thread(target=lead_until_stopped, daemon=True)
     ta.start()
     wait_until(lambda: leaders == ["a"], 10, "a to lead")
     tb = threading.Thread(target=lambda: eb.run(lead, "b"), daemon=True)
@@ -122,6 +131,10 @@ def test_election_fails_over_between_servers(clients):
     a.stop()  # closes a's session: its ephemeral vote vanishes on every server
     wait_until(lambda: leaders == ["a", "b"], 10, "b to lead")
     done.set()
+    # Both leaderships end and release their votes before the fixture closes the clients.
+    tb.join(10)
+    ta.join(10)
+    assert not tb.is_alive() and not ta.is_alive()
 
 
 def test_queue_and_barrier_across_servers(clients):
