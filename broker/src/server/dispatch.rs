@@ -165,11 +165,14 @@ pub async fn handle(
 }
 
 /// The route of a request naming these partitions (unknown topics and partitions count for
-/// nothing).
+/// nothing). A single shard has no other to route to: the partitions are not even looked at.
 fn route(
     shard: &Shard,
     partitions: impl Iterator<Item = (Option<Rc<crate::topics::Topic>>, i32)>,
 ) -> Route {
+    if shard.shard_count == 1 {
+        return Route::None;
+    }
     partitions
         .filter_map(|(topic, partition)| shard.owner(topic.as_deref()?, partition))
         .fold(Route::None, |route, owner| route.with(owner, shard.id))

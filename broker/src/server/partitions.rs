@@ -1044,7 +1044,6 @@ fn from_send_chunks(read: PartitionRead<SendChunk>) -> PartitionRead<Part> {
     }
 }
 
-/// Resolves when the first of its futures does.
 /// One owner's group in [`Shard::per_owner`]: awaited in place when it is the only owner,
 /// else a task, so every owner works at once.
 enum Group<R> {
@@ -1052,6 +1051,7 @@ enum Group<R> {
     Task(glommio::task::JoinHandle<Vec<R>>),
 }
 
+/// Resolves when the first of its futures does.
 struct FirstOf(Vec<Pin<Box<dyn Future<Output = ()>>>>);
 
 impl Future for FirstOf {
