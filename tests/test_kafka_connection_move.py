@@ -1,14 +1,18 @@
 """Two shards, real clients (librdkafka through confluent-kafka): producers that each write one
 partition, and consumers that each read one back. A connection that landed on the shard not owning
 its partition moves to the owner (`streambox_connections_moved_in_total`) while the client
-keeps requests in flight; every acknowledged message is read back once, in offset order."""
+keeps requests in flight; every acknowledged message is read back once, in offset order. On a
+SASL_PLAINTEXT listener with the authorizer on, the connection moves with its principal: the
+only principal the ACLs let write and read the topic keeps doing so after the move."""
 
 import re
+import subprocess
 import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, all_cores_profile
+from conftest import Broker, all_cores_profile, broker_bin
 
 
 def metric(broker, name):
@@ -18,9 +22,10 @@ def metric(broker, name):
     return sum(float(v) for v in re.findall(rf"(?m)^{name}\{{[^}}]*\}} (\S+)$", text))
 
 
-def produce_partition(bootstrap, topic, partition, rounds, per_round, prefix):
+def produce_partition(bootstrap, topic, partition, rounds, per_round, prefix, client=None):
     """`rounds` flushes of `per_round` messages to `partition` (so at least one Produce request
-    each), acks=all; returns the acknowledged (offset, value) pairs."""
+    each), acks=all; returns the acknowledged (offset, value) pairs. `client`: more librdkafka
+    settings (security)."""
     acked = []
 
     def delivered(err, msg):
@@ -28,7 +33,7 @@ def produce_partition(bootstrap, topic, partition, rounds, per_round, prefix):
         acked.append((msg.offset(), msg.value()))
 
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
-                         "message.timeout.ms": 10000})
+                         "message.timeout.ms": 10000, **(client or {})})
     for r in range(rounds):
         for i in range(per_round):
             producer.produce(topic, partition=partition, value=f"{prefix}-{r}-{i}".encode(),
@@ -40,10 +45,10 @@ def produce_partition(bootstrap, topic, partition, rounds, per_round, prefix):
     return acked
 
 
-def consume_partition(bootstrap, topic, partition, count):
+def consume_partition(bootstrap, topic, partition, count, client=None):
     """The first `count` (offset, value) pairs of `partition`, in the order read."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "move-check",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10, **(client or {})})
     consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
     got = []
     for _ in range(600):
@@ -62,21 +67,58 @@ def test_connections_move_to_the_shard_owning_their_partition(tmp_path):
                     extra=("--metrics-listen", "127.0.0.1:0")).start()
     try:
         broker.cli("topics", "create", "--bootstrap", broker.bootstrap, "mv", "--partitions", "2")
-        acked = {0: [], 1: []}
-        # Each producer's connection lands on either shard (SO_REUSEPORT); one in two lands on
-        # the shard that does not own its partition. Producers, one partition each, until one
-        # of them moved.
-        for attempt in range(16):
-            partition = attempt % 2
-            acked[partition] += produce_partition(broker.bootstrap, "mv", partition, 40, 50,
-                                                  f"a{attempt}")
-            if metric(broker, "streambox_connections_moved_in_total") >= 1:
-                break
-        assert metric(broker, "streambox_connections_moved_in_total") >= 1
-        for partition in (0, 1):
-            expected = sorted(acked[partition])
-            assert [o for o, _ in expected] == list(range(len(expected))), "acks are unique"
-            got = consume_partition(broker.bootstrap, "mv", partition, len(expected))
-            assert got == expected, f"partition {partition}"
+        produce_until_moved_and_read_back(broker)
+    finally:
+        broker.stop()
+
+
+def produce_until_moved_and_read_back(broker, client=None):
+    """Producers, one partition each, until a connection moved; then every acknowledged message
+    is read back once and in order, by consumers with the same `client` settings."""
+    acked = {0: [], 1: []}
+    # Each producer's connection lands on either shard (SO_REUSEPORT); one in two lands on the
+    # shard that does not own its partition.
+    for attempt in range(16):
+        partition = attempt % 2
+        acked[partition] += produce_partition(broker.bootstrap, "mv", partition, 40, 50,
+                                              f"a{attempt}", client)
+        if metric(broker, "streambox_connections_moved_in_total") >= 1:
+            break
+    assert metric(broker, "streambox_connections_moved_in_total") >= 1
+    for partition in (0, 1):
+        expected = sorted(acked[partition])
+        assert [o for o, _ in expected] == list(range(len(expected))), "acks are unique"
+        got = consume_partition(broker.bootstrap, "mv", partition, len(expected), client)
+        assert got == expected, f"partition {partition}"
+
+
+def test_sasl_connections_move_with_their_principal(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    passwords = {"admin": "admin-secret", "alice": "alice-secret"}
+    for user, password in passwords.items():
+        (tmp_path / f"{user}.pw").write_text(password + "\n")
+        subprocess.run([broker_bin(), "users", "add", user, "--mechanism", "SCRAM-SHA-256",
+                        "--password-file", str(tmp_path / f"{user}.pw"), "--data-dir", str(data)],
+                       check=True, capture_output=True, timeout=60)
+    # Only alice may use the topic and the group: a connection that lost her principal on the
+    # way (User:ANONYMOUS) would get TOPIC_AUTHORIZATION_FAILED.
+    for resource in (("--topic", "mv"), ("--group", "move-check")):
+        subprocess.run([broker_bin(), "acls", "add", "--data-dir", str(data),
+                        "--allow-principal", "User:alice", *resource],
+                       check=True, capture_output=True, timeout=60)
+    profile = all_cores_profile(tmp_path / "all-cores.toml")
+    broker = Broker(data, profile=profile, protocol="SASL_PLAINTEXT",
+                    extra=("--metrics-listen", "127.0.0.1:0", "--authorizer",
+                           "--super-users", "User:admin")).start()
+
+    def sasl(user):
+        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-256",
+                "sasl.username": user, "sasl.password": passwords[user]}
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap, **sasl("admin")})
+        for future in admin.create_topics([NewTopic("mv", 2, 1)]).values():
+            future.result(timeout=30)
+        produce_until_moved_and_read_back(broker, sasl("alice"))
     finally:
         broker.stop()

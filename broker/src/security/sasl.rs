@@ -89,6 +89,13 @@ impl SaslSession {
         }
     }
 
+    /// A session that authenticated as `principal` on the shard its connection moved from.
+    pub fn authenticated(principal: String) -> Self {
+        SaslSession {
+            state: State::Authenticated { principal },
+        }
+    }
+
     /// The authenticated principal, once there is one.
     pub fn principal(&self) -> Option<&str> {
         match &self.state {

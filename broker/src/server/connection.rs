@@ -21,13 +21,15 @@
 //! bounded buffer. The same reader and writer code serves both.
 //!
 //! Moving: with more than one shard, a partition lives on one shard and a request for it that
-//! arrives on another crosses the mesh there and back. A PLAINTEXT connection whose Produce and
-//! Fetch requests name only partitions of one other shard ([`MOVE_AFTER_REQUESTS`] of them in a
-//! row, nothing in between naming partitions elsewhere) is handed to that shard: its reader
-//! stops reading, waits until every request read is answered, and the socket (a duplicate of
-//! its descriptor) and the bytes received after the last request go to the owner over the
-//! mesh, which serves the connection from there on; the client sees nothing. Connections with
-//! TLS or SASL keep their shard (their session state stays where it is).
+//! arrives on another crosses the mesh there and back. A PLAINTEXT or SASL_PLAINTEXT
+//! connection whose Produce and Fetch requests name only partitions of one other shard
+//! ([`MOVE_AFTER_REQUESTS`] of them in a row, nothing in between naming partitions elsewhere)
+//! is handed to that shard: its reader stops reading, waits until every request read is
+//! answered, and the socket (a duplicate of its descriptor), the bytes received after the last
+//! request and the principal it authenticated as go to the owner over the mesh, which serves
+//! the connection from there on; the client sees nothing. A SASL connection moves only once
+//! authenticated (before, it names no partitions). SSL and SASL_SSL connections keep their
+//! shard: their rustls session would have to move with the socket.
 //!
 //! Memory budget (the policy; the account is [`MemoryBudget`]): an idle connection holds no
 //! buffer. A connection may always hold about one chunk of received bytes. A frame larger than
@@ -110,7 +112,7 @@ impl Unanswered {
 }
 
 /// Produce and Fetch requests in a row naming only partitions of one other shard after which a
-/// PLAINTEXT connection moves there.
+/// PLAINTEXT or SASL_PLAINTEXT connection moves there.
 pub const MOVE_AFTER_REQUESTS: u32 = 16;
 
 /// Serves one connection accepted on listener `listener` until the client leaves or breaks
@@ -120,22 +122,32 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: usize) {
     if shard.listeners[listener].protocol.uses_tls() {
         serve_tls(&shard, stream, client).await;
     } else {
-        serve_plain(&shard, stream, client, Bytes::new()).await;
+        serve_plain(&shard, stream, client, Bytes::new(), None).await;
     }
     close(&shard);
 }
 
-/// Serves a PLAINTEXT connection another shard handed over (see "Moving" above); `received`
-/// is what arrived after its last request there.
-pub async fn serve_moved(shard: Rc<Shard>, socket: OwnedFd, listener: usize, received: Bytes) {
+/// Serves a PLAINTEXT or SASL_PLAINTEXT connection another shard handed over (see "Moving"
+/// above); `received` is what arrived after its last request there, `principal` who it
+/// authenticated as there (SASL).
+pub async fn serve_moved(
+    shard: Rc<Shard>,
+    socket: OwnedFd,
+    listener: usize,
+    received: Bytes,
+    principal: Option<String>,
+) {
     // SAFETY: a connected socket descriptor we own, given to the stream that closes it.
     let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
     ShardMetrics::add(&shard.metrics.connections_moved_in, 1);
     // The connection count of the process is the one of the shard it left (which gives its
     // place back when that end finishes).
     shard.connections.fetch_add(1, Ordering::Relaxed);
-    let client = open(&shard, &stream, listener);
-    serve_plain(&shard, stream, client, received).await;
+    let mut client = open(&shard, &stream, listener);
+    if let Some(principal) = &principal {
+        client = client.authenticated(principal);
+    }
+    serve_plain(&shard, stream, client, received, principal).await;
     close(&shard);
 }
 
@@ -157,12 +169,14 @@ fn close(shard: &Shard) {
 
 /// PLAINTEXT and SASL_PLAINTEXT: the writer gets its own descriptor of the same socket, so
 /// reading and writing proceed independently without sharing (or locking) one stream object,
-/// and segment bytes are spliced from the file to the socket.
+/// and segment bytes are spliced from the file to the socket. `sasl_principal`: the connection
+/// authenticated on the shard it moved from.
 async fn serve_plain(
     shard: &Rc<Shard>,
     stream: TcpStream,
     client: ClientIdentity,
     received: Bytes,
+    sasl_principal: Option<String>,
 ) {
     // SAFETY: dup of a valid fd we own; the new fd is owned by the new TcpStream.
     let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
@@ -176,16 +190,20 @@ async fn serve_plain(
         splice: shard.config.fetch_by_splice,
     };
     let listener = client.listener;
-    let movable =
-        shard.shard_count > 1 && shard.listeners[listener].protocol == SecurityProtocol::Plaintext;
     let reader = SocketReceiver::new(stream);
     let start = Start {
         client,
         received,
-        movable,
+        movable: shard.shard_count > 1,
+        sasl_principal,
     };
     let (reader, moving) = run(shard, reader, writer, socket, start).await;
-    let Some(Move { to_shard, received }) = moving else {
+    let Some(Move {
+        to_shard,
+        received,
+        principal,
+    }) = moving
+    else {
         return;
     };
     // No read is pending on the socket (the reader stopped between requests): its descriptor
@@ -209,6 +227,7 @@ async fn serve_plain(
         socket,
         listener,
         received,
+        principal,
     };
     // If the owner is gone (the server stops), the socket closes with the request.
     let _ = shard.mesh.call(to_shard, request).await;
@@ -281,6 +300,7 @@ async fn serve_tls(shard: &Rc<Shard>, stream: TcpStream, client: ClientIdentity)
         client,
         received: Bytes::new(),
         movable: false,
+        sasl_principal: None,
     };
     run(shard, Decrypted(reader), writer, socket, start).await;
 }
@@ -323,13 +343,16 @@ struct Start {
     received: Bytes,
     /// It may move to the shard owning its partitions.
     movable: bool,
+    /// SASL: it authenticated as this principal on the shard it moved from.
+    sasl_principal: Option<String>,
 }
 
 /// A connection leaving for shard `to_shard`, with the bytes that arrived after its last
-/// request.
+/// request and the principal it authenticated as (SASL).
 struct Move {
     to_shard: usize,
     received: Bytes,
+    principal: Option<String>,
 }
 
 /// The partitions a connection's recent requests named: how many Produce and Fetch requests in
@@ -411,17 +434,27 @@ async fn read_requests<R: Incoming>(
     let mut sasl = shard.listeners[start.client.listener]
         .protocol
         .requires_sasl()
-        .then(SaslSession::new);
+        .then(|| match start.sasl_principal {
+            Some(principal) => SaslSession::authenticated(principal),
+            None => SaslSession::new(),
+        });
     let mut client = Rc::new(start.client);
     let affinity = Rc::new(Affinity::default());
     loop {
         if start.movable && affinity.destination().is_some() {
             // Between requests: once everything read is answered, the connection can go.
             unanswered.all_answered().await;
-            if let Some(to_shard) = affinity.destination() {
+            // A SASL connection moves with its principal; one still authenticating (it named
+            // no partition yet, so this does not happen) stays.
+            let principal = sasl.as_ref().map(|s| s.principal().map(str::to_owned));
+            if let (Some(to_shard), None | Some(Some(_))) = (affinity.destination(), &principal) {
                 unanswered.moving.set(true);
                 let received = Bytes::copy_from_slice(buf.received());
-                return Some(Move { to_shard, received });
+                return Some(Move {
+                    to_shard,
+                    received,
+                    principal: principal.flatten(),
+                });
             }
         }
         if unanswered.count.get() > 0 && memory.used_bytes() > memory.limit_bytes() {

@@ -75,11 +75,13 @@ pub enum ShardRequest {
         timeout_ms: i32,
     },
     /// To the shard owning the partitions a plain connection uses: serve it from now on
-    /// (`connection.rs`, "Moving"). `received` is what arrived after its last request.
+    /// (`connection.rs`, "Moving"). `received` is what arrived after its last request;
+    /// `principal` is who it authenticated as on a SASL_PLAINTEXT listener.
     MoveConnection {
         socket: std::os::fd::OwnedFd,
         listener: usize,
         received: Bytes,
+        principal: Option<String>,
     },
     /// To the owner: a consumer's reads of the partitions it owns, from one Fetch (answered
     /// in the same order, [`ShardReply::Read`]).

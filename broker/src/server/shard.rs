@@ -370,12 +370,14 @@ impl Shard {
                 socket,
                 listener,
                 received,
+                principal,
             } => {
                 glommio::spawn_local(super::connection::serve_moved(
                     self.clone(),
                     socket,
                     listener,
                     received,
+                    principal,
                 ))
                 .detach();
                 ShardReply::Done
