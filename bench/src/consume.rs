@@ -2,8 +2,8 @@
 //! offsets it had when the run started, through the Kafka Fetch API.
 //!
 //! Throughput counts records from batch headers (no decoding, as a consumer's I/O path sees
-//! them); the read-back decodes every record (kafka-protocol's decoder, any codec) to check
-//! the numbers `--verify` put in.
+//! them); the read-back and `bench e2e` read every record's number and send time (in place for
+//! uncompressed batches, through kafka-protocol's decoder for compressed ones).
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -134,40 +134,139 @@ pub fn advance(
 }
 
 /// Decodes the numbered messages of one batch (see `produce --verify`); calls `on_message`
-/// with each and its intended send time (ns since the Unix epoch).
+/// with each and its intended send time (ns since the Unix epoch). The batch's CRC-32C is
+/// checked. An uncompressed batch is walked in place (no allocation per record: at 1 M
+/// msgs/s the e2e consumer shares a core with the generator); a compressed one goes through
+/// kafka-protocol's decoder.
 pub fn numbered_messages(
     partition: i32,
     batch: &[u8],
     mut on_message: impl FnMut(ReadBack, u64),
 ) -> io::Result<()> {
-    let mut bytes = Bytes::copy_from_slice(batch);
-    let set = RecordBatchDecoder::decode(&mut bytes).map_err(|err| {
+    let invalid = |what: String| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("partition {partition}: {err}"),
+            format!("partition {partition}: {what}"),
         )
-    })?;
-    for record in &set.records {
-        let value = record.value.as_ref().map(|v| v.as_ref()).unwrap_or(&[]);
-        if value.len() < NUMBERED_PREFIX_BYTES {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "partition {partition} offset {}: value too short to be numbered",
-                    record.offset
-                ),
-            ));
-        }
-        let mut prefix = &value[..NUMBERED_PREFIX_BYTES];
-        let message = ReadBack {
-            partition,
-            offset: record.offset,
-            connection: prefix.get_u32(),
-            sequence: prefix.get_u64(),
-        };
-        on_message(message, prefix.get_u64());
+    };
+    if batch.len() < BATCH_HEADER_BYTES {
+        return Err(invalid(format!("a batch of {} bytes", batch.len())));
+    }
+    let stored_crc = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
+    if crc32c::crc32c(&batch[21..]) != stored_crc {
+        return Err(invalid(format!(
+            "batch at offset {}: CRC-32C mismatch",
+            i64::from_be_bytes(batch[..8].try_into().unwrap_or_default())
+        )));
+    }
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]);
+    if attributes & COMPRESSION_MASK != 0 {
+        return decoded_numbered_messages(partition, batch, &mut on_message).map_err(invalid);
+    }
+    let base_offset = i64::from_be_bytes(batch[..8].try_into().unwrap_or_default());
+    let count = i32::from_be_bytes([batch[57], batch[58], batch[59], batch[60]]);
+    let mut records = RecordCursor {
+        rest: &batch[BATCH_HEADER_BYTES..],
+    };
+    for _ in 0..count.max(0) {
+        let (offset_delta, value) = records
+            .next_value()
+            .ok_or_else(|| invalid(format!("batch at offset {base_offset}: a cut record")))?;
+        let offset = base_offset + offset_delta;
+        let value = value
+            .filter(|v| v.len() >= NUMBERED_PREFIX_BYTES)
+            .ok_or_else(|| invalid(format!("offset {offset}: value too short to be numbered")))?;
+        let (message, intended_ns) = numbered(partition, offset, value);
+        on_message(message, intended_ns);
     }
     Ok(())
+}
+
+/// A record batch v2 header: base offset .. record count.
+const BATCH_HEADER_BYTES: usize = 61;
+/// The codec bits of a batch's attributes.
+const COMPRESSION_MASK: i16 = 0x07;
+
+/// The message number and intended send time at the start of a numbered `value`.
+fn numbered(partition: i32, offset: i64, mut value: &[u8]) -> (ReadBack, u64) {
+    let message = ReadBack {
+        partition,
+        offset,
+        connection: value.get_u32(),
+        sequence: value.get_u64(),
+    };
+    (message, value.get_u64())
+}
+
+/// A compressed batch, through kafka-protocol's decoder (any codec).
+fn decoded_numbered_messages(
+    partition: i32,
+    batch: &[u8],
+    on_message: &mut impl FnMut(ReadBack, u64),
+) -> Result<(), String> {
+    let mut bytes = Bytes::copy_from_slice(batch);
+    let set = RecordBatchDecoder::decode(&mut bytes).map_err(|err| err.to_string())?;
+    for record in &set.records {
+        let value = record.value.as_deref().unwrap_or(&[]);
+        if value.len() < NUMBERED_PREFIX_BYTES {
+            return Err(format!(
+                "offset {}: value too short to be numbered",
+                record.offset
+            ));
+        }
+        let (message, intended_ns) = numbered(partition, record.offset, value);
+        on_message(message, intended_ns);
+    }
+    Ok(())
+}
+
+/// The records of an uncompressed batch, read in place.
+struct RecordCursor<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> RecordCursor<'a> {
+    /// The next record's offset delta and value (None: a null value); None when the record
+    /// is cut or malformed.
+    fn next_value(&mut self) -> Option<(i64, Option<&'a [u8]>)> {
+        let length = usize::try_from(self.varint()?).ok()?;
+        let record = self.rest.get(..length)?;
+        self.rest = &self.rest[length..];
+        let mut fields = RecordCursor { rest: record };
+        fields.take(1)?; // attributes
+        fields.varint()?; // timestamp delta
+        let offset_delta = fields.varint()?;
+        fields.bytes()?; // key
+        let value = fields.bytes()?;
+        Some((offset_delta, value))
+    }
+
+    /// A zigzag varint (Kafka's varint and varlong).
+    fn varint(&mut self) -> Option<i64> {
+        let mut raw = 0u64;
+        for (i, &byte) in self.rest.iter().enumerate().take(10) {
+            raw |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                self.rest = &self.rest[i + 1..];
+                return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            }
+        }
+        None
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let taken = self.rest.get(..n)?;
+        self.rest = &self.rest[n..];
+        Some(taken)
+    }
+
+    /// A varint length and that many bytes (-1: null).
+    fn bytes(&mut self) -> Option<Option<&'a [u8]>> {
+        match self.varint()? {
+            -1 => Some(None),
+            n => self.take(usize::try_from(n).ok()?).map(Some),
+        }
+    }
 }
 
 /// Consumes `topic` from its earliest offsets to the latest offsets it has now; reports
@@ -227,9 +326,107 @@ pub fn consume_existing(
 
 #[cfg(test)]
 mod tests {
-    //! Proves batch walking stops at a partial batch and reads counts from the headers.
+    //! Proves batch walking stops at a partial batch and reads counts from the headers, and
+    //! that numbered messages read in place match kafka-protocol's decoder (keys, headers,
+    //! multi-byte varints, every codec), and that a damaged batch is an error, never a panic.
     use super::*;
     use crate::record_batch::{encode_with_codec, Codec};
+    use bytes::{BufMut, BytesMut};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    /// A batch of `count` numbered records (message i: connection 7, sequence 1000 + i, sent
+    /// at 5_000_000 + i ns), with keys, headers and values up to 300 bytes, from offset 40.
+    fn numbered_batch(count: usize, compression: Compression) -> BytesMut {
+        let records: Vec<Record> = (0..count)
+            .map(|i| {
+                let mut value = BytesMut::new();
+                value.put_u32(7);
+                value.put_u64(1000 + i as u64);
+                value.put_u64(5_000_000 + i as u64);
+                value.put_bytes(b'x', i * 37 % 280);
+                let mut headers = kafka_protocol::indexmap::IndexMap::new();
+                if i % 2 == 0 {
+                    headers.insert("h".into(), Some(Bytes::from(vec![1u8; i % 150])));
+                }
+                Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: -1,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: 40 + i as i64,
+                    sequence: 40 + i as i32 - 1,
+                    timestamp: 1_700_000_000_000 + i as i64 * 1000,
+                    key: (i % 3 != 0).then(|| Bytes::from(vec![b'k'; i % 200])),
+                    value: Some(value.freeze()),
+                    headers,
+                }
+            })
+            .collect();
+        let mut out = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut out,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        out
+    }
+
+    fn read_numbered(batch: &[u8]) -> io::Result<Vec<(ReadBack, u64)>> {
+        let mut seen = Vec::new();
+        numbered_messages(3, batch, |message, intended| seen.push((message, intended)))?;
+        Ok(seen)
+    }
+
+    #[test]
+    fn numbered_messages_read_in_place_match_the_decoder_for_every_codec() {
+        let expected: Vec<(ReadBack, u64)> = (0..300)
+            .map(|i| {
+                let message = ReadBack {
+                    partition: 3,
+                    offset: 40 + i as i64,
+                    connection: 7,
+                    sequence: 1000 + i as u64,
+                };
+                (message, 5_000_000 + i as u64)
+            })
+            .collect();
+        for compression in [Compression::None, Compression::Gzip, Compression::Lz4] {
+            for count in [1, 64, 65, 300] {
+                let batch = numbered_batch(count, compression);
+                assert_eq!(
+                    read_numbered(&batch).unwrap(),
+                    expected[..count],
+                    "{compression:?}, {count} records"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_batch_is_an_error() {
+        let batch = numbered_batch(20, Compression::None);
+        let mut flipped = batch.clone();
+        flipped[200] ^= 1;
+        let err = read_numbered(&flipped).unwrap_err();
+        assert!(err.to_string().contains("CRC-32C mismatch"), "{err}");
+        assert!(read_numbered(&batch[..40]).is_err());
+        // Every cut of the records, with the CRC made right again: an error, never a panic.
+        for end in (BATCH_HEADER_BYTES..batch.len()).step_by(7) {
+            let mut cut = batch[..end].to_vec();
+            let crc = crc32c::crc32c(&cut[21..]);
+            cut[17..21].copy_from_slice(&crc.to_be_bytes());
+            assert!(read_numbered(&cut).is_err(), "cut at {end}");
+        }
+    }
 
     #[test]
     fn batch_headers_skip_a_cut_batch() {

@@ -74,15 +74,13 @@ pub const NUMBERED_PREFIX_BYTES: usize = 20;
 /// Deterministic filler so payloads don't compress to nothing.
 fn fill_payload(out: &mut BytesMut, len: usize, seed: u64) {
     let mut state = seed | 1;
-    let mut written = 0;
-    while written < len {
+    let start = out.len();
+    out.resize(start + len, 0);
+    for chunk in out[start..].chunks_mut(8) {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        let chunk = state.to_le_bytes();
-        let take = chunk.len().min(len - written);
-        out.extend_from_slice(&chunk[..take]);
-        written += take;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
     }
 }
 

@@ -225,6 +225,8 @@ struct Engine<'a> {
     request_batches: Vec<BatchDescriptor>,
     acks: Vec<Ack>,
     local: LatencyHistogram,
+    /// When `local` last went into the shared histogram (the run's clock).
+    handed_over_at: Duration,
     outcome: EngineOutcome,
     drain_deadline: Option<Duration>,
 }
@@ -249,6 +251,7 @@ impl<'a> Engine<'a> {
             request_batches: Vec::new(),
             acks: Vec::new(),
             local: LatencyHistogram::default(),
+            handed_over_at: Duration::ZERO,
             outcome: EngineOutcome {
                 offered_msgs: 0,
                 acked_msgs: 0,
@@ -384,7 +387,13 @@ impl<'a> Engine<'a> {
                 &mut self.local,
                 &mut self.outcome,
             );
-            account(progress, &mut self.local, messages, self.message_bytes, 0);
+            account(
+                progress,
+                &mut self.local,
+                &mut self.handed_over_at,
+                sent_at,
+                (messages, self.message_bytes, 0),
+            );
             self.request_batches = flight.batches;
         }
         Ok(())
@@ -460,9 +469,13 @@ impl<'a> Engine<'a> {
             account(
                 progress,
                 &mut self.local,
-                messages - failed,
-                (messages - failed) * self.message_bytes,
-                failed,
+                &mut self.handed_over_at,
+                ack.at,
+                (
+                    messages - failed,
+                    (messages - failed) * self.message_bytes,
+                    failed,
+                ),
             );
         }
         Ok(())
@@ -507,21 +520,38 @@ fn complete(
     failed
 }
 
-/// Publishes a request's counts and moves the local histogram into the shared one when the
-/// shared one is free. A connection never waits for it: the printer's thread takes it once a
-/// second and is not pinned, so it may be preempted while holding it, and a connection
-/// waiting on it would add that wait to its messages' latency. Samples that could not be
-/// handed over stay in `local` for the next call, and `run` hands over the rest at its end.
-fn account(progress: &Progress, local: &mut LatencyHistogram, msgs: u64, bytes: u64, errors: u64) {
+/// How often a connection hands its local histogram to the shared one: adding a histogram
+/// walks all its buckets, too much for every request at a million messages a second. A
+/// second's line may so count up to this much of the previous second's end.
+pub const HANDOVER_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Publishes a request's counts `(msgs, bytes, errors)`, and at most every
+/// [`HANDOVER_INTERVAL`] (the last at `handed_over_at`; `now` by the run's clock) moves the
+/// local histogram into the shared one when the shared one is free. A connection never waits
+/// for it: the printer's thread takes it once a second and is not pinned, so it may be
+/// preempted while holding it, and a connection waiting on it would add that wait to its
+/// messages' latency. Samples not handed over stay in `local` for a later call, and `run`
+/// hands over the rest at its end.
+fn account(
+    progress: &Progress,
+    local: &mut LatencyHistogram,
+    handed_over_at: &mut Duration,
+    now: Duration,
+    (msgs, bytes, errors): (u64, u64, u64),
+) {
     progress.acked_msgs.fetch_add(msgs, Ordering::Relaxed);
     progress.acked_bytes.fetch_add(bytes, Ordering::Relaxed);
     if errors > 0 {
         progress.errors.fetch_add(errors, Ordering::Relaxed);
     }
+    if now.saturating_sub(*handed_over_at) < HANDOVER_INTERVAL {
+        return;
+    }
     match progress.histogram.try_lock() {
         Ok(mut shared) => {
             shared.add(local);
             local.reset();
+            *handed_over_at = now;
         }
         Err(std::sync::TryLockError::WouldBlock) => {}
         // A panicked printer: nobody reads the shared histogram any more.

@@ -235,16 +235,56 @@ fn flat_out_runs_for_the_duration() {
 fn a_connection_never_waits_for_the_printer_and_loses_no_sample() {
     let progress = Progress::default();
     let mut local = LatencyHistogram::default();
+    let mut handed_over_at = Duration::ZERO;
+    let ms = Duration::from_millis;
     local.record_us(700, 3);
     {
         // The printer holds the shared histogram: the connection goes on, keeping its samples.
         let _printer = progress.histogram.lock().unwrap();
-        account(&progress, &mut local, 3, 300, 0);
+        account(
+            &progress,
+            &mut local,
+            &mut handed_over_at,
+            ms(50),
+            (3, 300, 0),
+        );
         assert_eq!(local.len(), 3);
     }
     assert_eq!(progress.acked_msgs.load(Ordering::Relaxed), 3);
     local.record_us(900, 2);
-    account(&progress, &mut local, 2, 200, 0);
+    account(
+        &progress,
+        &mut local,
+        &mut handed_over_at,
+        ms(51),
+        (2, 200, 0),
+    );
     assert!(local.is_empty());
     assert_eq!(progress.histogram.lock().unwrap().len(), 5);
+    // Within HANDOVER_INTERVAL of the last handover the samples wait in `local`; the counts
+    // are published at once.
+    local.record_us(800, 4);
+    account(
+        &progress,
+        &mut local,
+        &mut handed_over_at,
+        ms(55),
+        (4, 400, 0),
+    );
+    assert_eq!(
+        (local.len(), progress.histogram.lock().unwrap().len()),
+        (4, 5)
+    );
+    assert_eq!(progress.acked_msgs.load(Ordering::Relaxed), 9);
+    account(
+        &progress,
+        &mut local,
+        &mut handed_over_at,
+        ms(51) + HANDOVER_INTERVAL,
+        (0, 0, 0),
+    );
+    assert_eq!(
+        (local.len(), progress.histogram.lock().unwrap().len()),
+        (0, 9)
+    );
 }
