@@ -1072,8 +1072,9 @@ fn listener_security(
     ))
 }
 
-/// Logs the profile `serve` runs with, and warns when it was probed on another host or when
-/// the data dir is on a file system mounted with online discard.
+/// Logs the profile `serve` runs with, says when no shard runs where the data dir's disk
+/// delivers its completion interrupts, and warns when the profile was probed on another host
+/// or when the data dir is on a file system mounted with online discard.
 fn log_profile(profile: &tuning::Profile, data_dir: &std::path::Path) {
     let shards: Vec<String> = profile
         .shard_cores()
@@ -1097,8 +1098,22 @@ fn log_profile(profile: &tuning::Profile, data_dir: &std::path::Path) {
         storage.preallocate_bytes,
         storage.batch_cache_bytes
     );
+    let device = tuning::host::block_device(data_dir);
+    if let Some(device) = &device {
+        let irq_cpus = tuning::host::disk_irq_cpus(&device.name);
+        let shards = profile.shard_cores();
+        if !irq_cpus.is_empty() && !shards.iter().any(|c| irq_cpus.contains(&c.cpu)) {
+            tracing::info!(
+                "data dir {} is on {}, whose completion interrupts go to cpu {irq_cpus:?}, \
+                 where no shard runs: every write and fdatasync a shard waits for completes \
+                 there and wakes the shard by an inter-processor interrupt; a profile with a \
+                 shard on cpu {irq_cpus:?} avoids that (docs/tuning.md, \"Disk interrupts\")",
+                data_dir.display(),
+                device.name
+            );
+        }
+    }
     if let Some(probed) = &profile.probed_host {
-        let device = tuning::host::block_device(data_dir);
         for difference in probed.differences(&tuning::host::topology(), device.as_ref()) {
             tracing::warn!(
                 "tuning profile {}: {difference}; run `broker tuning probe` on this host",

@@ -1,6 +1,7 @@
 //! What this host is, as the kernel describes it in `/sys` and `/proc`: online cores, NUMA
 //! nodes, SMT siblings, which cores take the network cards' interrupts, and the block device
-//! under a directory (its queue: rotational, poll queues, request slots). Reads only; missing
+//! under a directory (its queue: rotational, poll queues, request slots; the cores its
+//! completion interrupts go to). Reads only; missing
 //! files read as unknown, never as an error, so containers and VMs get what they expose.
 
 use std::collections::BTreeSet;
@@ -140,10 +141,69 @@ fn nic_irq_cpus() -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// The cpus the completion interrupts of disk `name` (a [`BlockDevice::name`]) are delivered
+/// to: the IRQs `/proc/interrupts` names after its device (`virtio1-req.0`, `nvme0q3`) that
+/// took at least 1% of the device's interrupts so far (not its config vector), each IRQ's
+/// effective affinity. Empty when unknown (no such files, nothing counted yet).
+///
+/// A shard waits for its writes and fdatasyncs; when the interrupt completing them lands on
+/// another cpu, the kernel finishes the request there and wakes the shard with an
+/// inter-processor interrupt per completion.
+pub fn disk_irq_cpus(name: &str) -> Vec<usize> {
+    let Some(device) = std::fs::canonicalize(format!("/sys/block/{name}/device"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    else {
+        return Vec::new();
+    };
+    let interrupts = read("/proc/interrupts").unwrap_or_default();
+    irq_cpus_of(&interrupts, &device, |irq| {
+        read(format!("/proc/irq/{irq}/effective_affinity_list"))
+            .or_else(|| read(format!("/proc/irq/{irq}/smp_affinity_list")))
+            .map(|list| parse_cpu_list(&list))
+            .unwrap_or_default()
+    })
+}
+
+/// The cpus of `device`'s busy IRQs in a `/proc/interrupts` text (see [`disk_irq_cpus`]);
+/// `affinity(irq)` gives an IRQ's cpus.
+fn irq_cpus_of(interrupts: &str, device: &str, affinity: impl Fn(u32) -> Vec<usize>) -> Vec<usize> {
+    let prefix = format!("{device}-");
+    let queue_prefix = format!("{device}q");
+    let irqs: Vec<(u32, u64)> = interrupts
+        .lines()
+        .filter_map(|line| {
+            let (irq, rest) = line.split_once(':')?;
+            let irq: u32 = irq.trim().parse().ok()?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let name = fields.last()?;
+            if !(name.starts_with(&prefix) || name.starts_with(&queue_prefix)) {
+                return None;
+            }
+            let count = fields
+                .iter()
+                .map_while(|f| f.parse::<u64>().ok())
+                .sum::<u64>();
+            Some((irq, count))
+        })
+        .collect();
+    let total: u64 = irqs.iter().map(|(_, count)| count).sum();
+    let mut cpus = BTreeSet::new();
+    for (irq, count) in irqs {
+        if total > 0 && count * 100 >= total {
+            cpus.extend(affinity(irq));
+        }
+    }
+    cpus.into_iter().collect()
+}
+
 /// The block device under `dir`, when it is one (not tmpfs, overlay or another virtual file
-/// system).
+/// system). A directory not created yet is on its nearest existing ancestor's device.
 pub fn block_device(dir: &Path) -> Option<BlockDevice> {
-    let dev = std::fs::metadata(dir).ok()?.dev();
+    let dev = dir
+        .ancestors()
+        .find_map(|d| std::fs::metadata(d).ok())?
+        .dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     if major == 0 {
         return None;
@@ -272,6 +332,27 @@ mod tests {
         assert!(data.options.contains(&"noatime".to_string()));
         assert!(!data.online_discard());
         assert_eq!(parse_mountinfo(text, 8, 1, Path::new("/data dir")), None);
+    }
+
+    #[test]
+    fn a_disks_interrupts_are_its_busy_vectors_only() {
+        // virtio-blk as on this VM (config vector and a second, idle disk's vectors aside),
+        // and NVMe, whose admin queue (q0) fires too rarely to count.
+        let text = "           CPU0       CPU1       CPU2
+             35:          0          1          0  PCI-MSIX-0000:00:02.0   0-edge      virtio1-config
+             36:          0   22134782          0  PCI-MSIX-0000:00:02.0   1-edge      virtio1-req.0
+             37:         12          0          0  PCI-MSIX-0000:00:03.0   1-edge      virtio10-req.0
+             50:         30          0          0  IR-PCI-MSIX-0000:01:00.0 0-edge  nvme0q0
+             51:     400000          0          0  IR-PCI-MSIX-0000:01:00.0 1-edge  nvme0q1
+             52:          0     380000          0  IR-PCI-MSIX-0000:01:00.0 2-edge  nvme0q2
+             53:          0          0          9  IR-PCI-MSIX-0000:01:00.0 3-edge  nvme0q3
+            LOC:   13717302   27742289   1000 Local timer interrupts
+";
+        // Each IRQ's affinity: IRQ n goes to cpu n % 3.
+        let affinity = |irq: u32| vec![irq as usize % 3];
+        assert_eq!(irq_cpus_of(text, "virtio1", affinity), vec![0]);
+        assert_eq!(irq_cpus_of(text, "nvme0", affinity), vec![0, 1]);
+        assert!(irq_cpus_of(text, "virtio2", affinity).is_empty());
     }
 
     #[test]

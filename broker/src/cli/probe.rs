@@ -72,6 +72,10 @@ pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, String> {
         fdatasync_p99,
         memory_bytes,
         data_dir: dir,
+        disk_irq_cpus: device
+            .as_ref()
+            .map(|d| tuning::host::disk_irq_cpus(&d.name))
+            .unwrap_or_default(),
     });
     tuning::Profile::parse(&profile, &options.out, topology.online_cpus)
         .map_err(|e| format!("the probe wrote a profile its own parser refuses: {e}"))?;
@@ -102,6 +106,8 @@ struct Measured<'a> {
     fdatasync_p99: Duration,
     memory_bytes: Option<u64>,
     data_dir: &'a Path,
+    /// Where the data device's completion interrupts go ([`tuning::host::disk_irq_cpus`]).
+    disk_irq_cpus: Vec<usize>,
 }
 
 /// The cpus that run shards: all, except on four or more cores the one core that every
@@ -179,6 +185,12 @@ fn render(m: &Measured) -> String {
                 t,
                 "# Data directory device: {} (rotational {}, poll queues {}, nr_requests {:?}).",
                 d.name, d.rotational, d.io_poll, d.nr_requests
+            );
+            let _ = writeln!(
+                t,
+                "# Its completion interrupts go to cpus {:?} (a shard there is woken without an \
+                 inter-processor interrupt).",
+                m.disk_irq_cpus
             );
         }
         None => {
@@ -289,6 +301,7 @@ mod tests {
             fdatasync_p99: Duration::from_micros(900),
             memory_bytes: Some(32 << 30),
             data_dir: Path::new("/data"),
+            disk_irq_cpus: vec![5],
         });
         let profile = tuning::Profile::parse(&text, Path::new("<probe>"), 8).unwrap();
         let shards: Vec<usize> = profile.shard_cores().iter().map(|c| c.cpu).collect();
@@ -310,6 +323,10 @@ mod tests {
         let other = topology(4, vec![0, 1]);
         assert_eq!(probed.differences(&other, None).len(), 2);
         assert!(text.contains("fdatasync: p50 0.300 ms, p99 0.900 ms"));
+        assert!(
+            text.contains("completion interrupts go to cpus [5]"),
+            "{text}"
+        );
     }
 
     #[test]
