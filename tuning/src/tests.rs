@@ -14,7 +14,11 @@ fn builtin_profiles_load() {
     assert_eq!(default.storage.flush(), FlushPolicy::Always);
     let dev = Profile::parse(builtin::DEV_2CORE, Path::new("dev.toml"), 2).unwrap();
     assert_eq!(dev.shard_cores().len(), 1);
-    assert_eq!(dev.shard_cores()[0].cpu, 1, "where this VM's disk interrupts go");
+    assert_eq!(
+        dev.shard_cores()[0].cpu,
+        1,
+        "where this VM's disk interrupts go"
+    );
     assert_eq!(dev.bench_cores(), vec![0]);
     assert_eq!(dev.memory_budget_bytes(), 512 << 20);
 }
