@@ -1,6 +1,7 @@
 //! Host hiccups: how late a thread that asks to wake every millisecond really wakes, on each
 //! core, measured beside a run (jHiccup's idea, for a whole machine). Such a thread does
-//! almost nothing, so when it wakes 8 ms late the core was not available: the hypervisor ran
+//! almost nothing and runs under `SCHED_FIFO` (ahead of the bench's and the broker's own
+//! threads), so when it wakes 8 ms late the core was not available: the hypervisor ran
 //! another tenant on it, an interrupt storm, a kernel thread. No broker can answer faster than
 //! the machine lets it run, so this is the floor under the tail latency measured in the same
 //! window, and `bench produce`/`e2e` report it beside their percentiles.
@@ -29,6 +30,12 @@ pub struct CoreHiccups {
     /// Wake-ups later than [`STALL_THRESHOLD`], and their summed lateness.
     pub stalls: u64,
     pub stalled_ms: f64,
+    /// The meter's thread ran under `SCHED_FIFO`, ahead of every ordinary thread: its
+    /// lateness is the host's (hypervisor, interrupts, kernel), not a wait behind the bench's
+    /// or the broker's own threads on that core. False when the policy was refused (no
+    /// CAP_SYS_NICE): then the figure includes those waits too.
+    #[serde(default)]
+    pub realtime: bool,
 }
 
 /// Every core's figures over one window.
@@ -54,8 +61,17 @@ impl Hiccups {
             .iter()
             .map(|core| {
                 format!(
-                    "cpu{} p99.9 {:.2} max {:.2} ms, {} stalls > 1 ms ({:.1} ms)",
-                    core.cpu, core.p99_9_ms, core.max_ms, core.stalls, core.stalled_ms
+                    "cpu{} p99.9 {:.2} max {:.2} ms, {} stalls > 1 ms ({:.1} ms){}",
+                    core.cpu,
+                    core.p99_9_ms,
+                    core.max_ms,
+                    core.stalls,
+                    core.stalled_ms,
+                    if core.realtime {
+                        ""
+                    } else {
+                        " (meter not real-time: includes waits behind this run's threads)"
+                    }
                 )
             })
             .collect();
@@ -109,8 +125,17 @@ impl LatenessRecorder {
             max_ms: self.histogram.max() as f64 / 1000.0,
             stalls: self.stalls,
             stalled_ms: self.stalled.as_secs_f64() * 1000.0,
+            realtime: false,
         }
     }
+}
+
+/// Puts the calling thread under `SCHED_FIFO` at the lowest real-time priority; false when
+/// that is not allowed.
+fn run_realtime() -> bool {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
 }
 
 /// One sleeping thread per core, pinned to it, until [`HiccupMeter::stop`].
@@ -152,6 +177,7 @@ impl HiccupMeter {
                     .name(format!("hiccup-{cpu}"))
                     .spawn(move || {
                         crate::produce::pin_to_cpu(cpu);
+                        let realtime = run_realtime();
                         let mut recorder = LatenessRecorder::default();
                         let mut due = Instant::now() + interval;
                         while !stop.load(Ordering::Relaxed) {
@@ -160,7 +186,10 @@ impl HiccupMeter {
                             slowest.record(recorder.record(due, woke));
                             due = woke + interval;
                         }
-                        recorder.finish(cpu)
+                        CoreHiccups {
+                            realtime,
+                            ..recorder.finish(cpu)
+                        }
                     })?,
             );
         }
@@ -242,5 +271,10 @@ mod tests {
         // 300 ms at one wake-up per millisecond; even a badly stalled machine manages a few.
         assert!(hiccups.cores[0].samples >= 10, "{:?}", hiccups.cores[0]);
         assert!(hiccups.render().contains("cpu0"));
+        // As root (CI, this machine) the meter runs ahead of ordinary threads.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(hiccups.cores[0].realtime, "SCHED_FIFO refused to root");
+        }
     }
 }
