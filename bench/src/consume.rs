@@ -330,11 +330,9 @@ mod tests {
     //! that numbered messages read in place match kafka-protocol's decoder (keys, headers,
     //! multi-byte varints, every codec), and that a damaged batch is an error, never a panic.
     use super::*;
-    use crate::record_batch::{encode_with_codec, Codec};
+    use crate::record_batch::{encode_with_codec, plain_record, Codec};
     use bytes::{BufMut, BytesMut};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
     /// A batch of `count` numbered records (message i: connection 7, sequence 1000 + i, sent
     /// at 5_000_000 + i ns), with keys, headers and values up to 300 bytes, from offset 40.
@@ -351,19 +349,13 @@ mod tests {
                     headers.insert("h".into(), Some(Bytes::from(vec![1u8; i % 150])));
                 }
                 Record {
-                    transactional: false,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: -1,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: 40 + i as i64,
-                    sequence: 40 + i as i32 - 1,
-                    timestamp: 1_700_000_000_000 + i as i64 * 1000,
-                    key: (i % 3 != 0).then(|| Bytes::from(vec![b'k'; i % 200])),
-                    value: Some(value.freeze()),
                     headers,
+                    ..plain_record(
+                        40 + i as i64,
+                        1_700_000_000_000 + i as i64 * 1000,
+                        (i % 3 != 0).then(|| Bytes::from(vec![b'k'; i % 200])),
+                        value.freeze(),
+                    )
                 }
             })
             .collect();

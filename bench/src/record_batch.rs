@@ -179,22 +179,8 @@ pub fn encode_with_codec(
     let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(index, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            // The encoder starts a new batch unless offset - sequence stays constant; this keeps
-            // one batch and writes baseSequence -1 (no idempotence).
-            sequence: index as i32 - 1,
-            timestamp: base_timestamp_ms,
-            key: key.clone(),
-            value: Some(value.clone()),
-            headers: Default::default(),
+        .map(|(index, (key, value))| {
+            plain_record(index as i64, base_timestamp_ms, key.clone(), value.clone())
         })
         .collect();
     let mut out = BytesMut::new();
@@ -208,6 +194,32 @@ pub fn encode_with_codec(
     )
     .expect("encoding records into memory cannot fail");
     out.freeze()
+}
+
+/// A record for kafka-protocol's encoder: no transaction, no idempotence, no headers.
+pub(crate) fn plain_record(
+    offset: i64,
+    timestamp_ms: i64,
+    key: Option<Bytes>,
+    value: Bytes,
+) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        // The encoder starts a new batch unless offset - sequence stays constant; this keeps
+        // one batch and writes baseSequence -1 from offset 0 (no idempotence).
+        sequence: offset as i32 - 1,
+        timestamp: timestamp_ms,
+        key,
+        value: Some(value),
+        headers: Default::default(),
+    }
 }
 
 #[cfg(test)]
