@@ -2,17 +2,20 @@
 partition, and consumers that each read one back. A connection that landed on the shard not owning
 its partition moves to the owner (`streambox_connections_moved_in_total`) while the client
 keeps requests in flight; every acknowledged message is read back once, in offset order. On a
-SASL_PLAINTEXT listener with the authorizer on, the connection moves with its principal: the
-only principal the ACLs let write and read the topic keeps doing so after the move."""
+SASL_PLAINTEXT, SASL_SSL and SSL (client certificate) listener with the authorizer on, the
+connection moves with its principal (and on TLS with its session): the only principal the ACLs
+let write and read the topic keeps doing so after the move."""
 
 import re
 import subprocess
 import urllib.request
 
+import pytest
+
 from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, all_cores_profile, broker_bin
+from conftest import Broker, Pki, all_cores_profile, broker_bin
 
 
 def metric(broker, name):
@@ -92,33 +95,72 @@ def produce_until_moved_and_read_back(broker, client=None):
         assert got == expected, f"partition {partition}"
 
 
-def test_sasl_connections_move_with_their_principal(tmp_path):
+def add_users(data, passwords):
+    """SCRAM-SHA-256 users with `passwords` (user: password) in the broker's store."""
+    for user, password in passwords.items():
+        (data.parent / f"{user}.pw").write_text(password + "\n")
+        subprocess.run([broker_bin(), "users", "add", user, "--mechanism", "SCRAM-SHA-256",
+                        "--password-file", str(data.parent / f"{user}.pw"), "--data-dir",
+                        str(data)], check=True, capture_output=True, timeout=60)
+
+
+def allow_only(data, principal):
+    """ACLs that let only `principal` use the topic and the group: a connection that lost its
+    principal on the way (User:ANONYMOUS) would get TOPIC_AUTHORIZATION_FAILED."""
+    for resource in (("--topic", "mv"), ("--group", "move-check")):
+        subprocess.run([broker_bin(), "acls", "add", "--data-dir", str(data),
+                        "--allow-principal", principal, *resource],
+                       check=True, capture_output=True, timeout=60)
+
+
+def secured_broker(tmp_path, protocol, super_user, tls=None):
+    profile = all_cores_profile(tmp_path / "all-cores.toml")
+    return Broker(tmp_path / "data", profile=profile, protocol=protocol, tls=tls,
+                  extra=("--metrics-listen", "127.0.0.1:0", "--authorizer",
+                         "--super-users", super_user)).start()
+
+
+def create_mv(bootstrap, client):
+    admin = AdminClient({"bootstrap.servers": bootstrap, **client})
+    for future in admin.create_topics([NewTopic("mv", 2, 1)]).values():
+        future.result(timeout=30)
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+def test_sasl_connections_move_with_their_principal(tmp_path, protocol):
+    """Over SASL_SSL the TLS session moves with the socket too."""
+    pki = Pki(tmp_path / "pki") if protocol == "SASL_SSL" else None
     data = tmp_path / "data"
     data.mkdir()
     passwords = {"admin": "admin-secret", "alice": "alice-secret"}
-    for user, password in passwords.items():
-        (tmp_path / f"{user}.pw").write_text(password + "\n")
-        subprocess.run([broker_bin(), "users", "add", user, "--mechanism", "SCRAM-SHA-256",
-                        "--password-file", str(tmp_path / f"{user}.pw"), "--data-dir", str(data)],
-                       check=True, capture_output=True, timeout=60)
-    # Only alice may use the topic and the group: a connection that lost her principal on the
-    # way (User:ANONYMOUS) would get TOPIC_AUTHORIZATION_FAILED.
-    for resource in (("--topic", "mv"), ("--group", "move-check")):
-        subprocess.run([broker_bin(), "acls", "add", "--data-dir", str(data),
-                        "--allow-principal", "User:alice", *resource],
-                       check=True, capture_output=True, timeout=60)
-    profile = all_cores_profile(tmp_path / "all-cores.toml")
-    broker = Broker(data, profile=profile, protocol="SASL_PLAINTEXT",
-                    extra=("--metrics-listen", "127.0.0.1:0", "--authorizer",
-                           "--super-users", "User:admin")).start()
+    add_users(data, passwords)
+    allow_only(data, "User:alice")
+    broker = secured_broker(tmp_path, protocol, "User:admin", tls=pki)
 
     def sasl(user):
-        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-256",
-                "sasl.username": user, "sasl.password": passwords[user]}
+        return {"security.protocol": protocol, "sasl.mechanisms": "SCRAM-SHA-256",
+                "sasl.username": user, "sasl.password": passwords[user],
+                **({"ssl.ca.location": str(pki.ca)} if pki else {})}
     try:
-        admin = AdminClient({"bootstrap.servers": broker.bootstrap, **sasl("admin")})
-        for future in admin.create_topics([NewTopic("mv", 2, 1)]).values():
-            future.result(timeout=30)
+        create_mv(broker.bootstrap, sasl("admin"))
         produce_until_moved_and_read_back(broker, sasl("alice"))
+    finally:
+        broker.stop()
+
+
+def test_ssl_connections_move_with_their_session_and_certificate_principal(tmp_path):
+    pki = Pki(tmp_path / "pki").require_client_certificates()
+    admin_cert, admin_key = pki.issue("admin", "/CN=admin")
+    data = tmp_path / "data"
+    data.mkdir()
+    allow_only(data, "User:CN=client,O=example")
+    broker = secured_broker(tmp_path, "SSL", "User:CN=admin", tls=pki)
+
+    def ssl(cert, key):
+        return {"security.protocol": "SSL", "ssl.ca.location": str(pki.ca),
+                "ssl.certificate.location": str(cert), "ssl.key.location": str(key)}
+    try:
+        create_mv(broker.bootstrap, ssl(admin_cert, admin_key))
+        produce_until_moved_and_read_back(broker, ssl(pki.client_cert, pki.client_key))
     finally:
         broker.stop()

@@ -1,25 +1,34 @@
-//! With two shards, a PLAINTEXT connection whose Produce and Fetch requests name only the other
-//! shard's partitions is handed to that shard: the move happens between requests while the
-//! client keeps requests in flight, every request is answered once and in order, nothing it
-//! produced is lost or reordered, and the owner serves the connection from then on without the
-//! mesh.
+//! With two shards, a connection whose Produce and Fetch requests name only the other shard's
+//! partitions is handed to that shard: the move happens between requests while the client keeps
+//! requests in flight, every request is answered once and in order, nothing it produced is lost
+//! or reordered, and the owner serves the connection from then on without the mesh. Over
+//! PLAINTEXT, and over SSL, where the TLS session moves with the socket (a rustls client; the
+//! certificates are made with the openssl CLI in a temp dir).
 
 mod kafka_support;
+mod tls_support;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use broker::cli::client::{decode_response, encode_request_into, response_size, Client};
+use broker::security::listener::{Listener, SecurityProtocol, TlsFiles};
 use broker::server::connection::MOVE_AFTER_REQUESTS;
 use broker::server::metrics::ShardMetrics;
+use broker::server::ServerHandle;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ProduceRequest;
+
+/// A client's connection: a TCP stream or a TLS session over one.
+trait ReadWrite: Read + Write {}
+impl<S: Read + Write> ReadWrite for S {}
 
 /// Sends `count` Produce requests to `partition` in one write (all in flight at once), then
 /// reads the answers: each must answer its request, in order, with the next base offset.
 fn produce_pipelined(
-    stream: &mut TcpStream,
+    stream: &mut impl ReadWrite,
     first_correlation_id: i32,
     partition: i32,
     count: i32,
@@ -61,6 +70,72 @@ fn produce_pipelined(
 fn a_connection_moves_to_the_shard_owning_its_partitions_with_requests_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let server = kafka_support::start(kafka_support::two_shards_profile(), dir.path());
+    let connect = |addr: SocketAddr| {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+    };
+    moves_with_requests_in_flight(&server, server.addr, connect);
+}
+
+#[test]
+fn a_tls_connection_moves_with_its_session_and_requests_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_support::ca_and_certificate(dir.path());
+    let listener = |name: &str, protocol| Listener {
+        name: name.into(),
+        protocol,
+        address: "127.0.0.1:0".parse().unwrap(),
+        advertised: None,
+    };
+    let mut config = kafka_support::config(
+        kafka_support::two_shards_profile(),
+        &dir.path().join("data"),
+    );
+    config.security.listeners = vec![
+        listener("PLAINTEXT", SecurityProtocol::Plaintext),
+        listener("SSL", SecurityProtocol::Ssl),
+    ];
+    config.security.tls = Some(TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: None,
+        trust_ca: None,
+    });
+    let server = broker::server::start(config).expect("server starts");
+    // The broker's own client configuration (it trusts `ca`); the SSL listener asks for no
+    // client certificate, so the one it carries is not sent.
+    let client_config = Arc::new(
+        broker::security::tls::client_config(&TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: None,
+            trust_ca: Some(ca),
+        })
+        .unwrap(),
+    );
+    let connect = |addr: SocketAddr| {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let session = rustls::ClientConnection::new(client_config.clone(), name).unwrap();
+        rustls::StreamOwned::new(session, stream)
+    };
+    let ssl = server.listeners[1].address;
+    moves_with_requests_in_flight(&server, ssl, connect);
+}
+
+/// Produces over a connection to `addr` (made by `connect`) until it moved to the shard owning
+/// its partition, with requests in flight throughout; then checks that nothing was lost.
+fn moves_with_requests_in_flight<S: ReadWrite>(
+    server: &ServerHandle,
+    addr: SocketAddr,
+    connect: impl Fn(SocketAddr) -> S,
+) {
     broker::cli::topics_create(&server.addr.to_string(), "mv", 2, -1, &[]).unwrap();
     let counter = |get: fn(&ShardMetrics) -> &std::sync::atomic::AtomicU64| -> Vec<u64> {
         server
@@ -70,10 +145,7 @@ fn a_connection_moves_to_the_shard_owning_its_partitions_with_requests_in_flight
             .collect()
     };
     let accepted_before = counter(|m| &m.connections_accepted);
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut stream = connect(addr);
     // One produce to partition 0 tells which shard the connection is on and whether partition
     // 0 is that shard's (no mesh request) or the other's.
     let mesh_before: u64 = counter(|m| &m.requests_forwarded_in).iter().sum();

@@ -3,47 +3,13 @@
 //! should be give an error naming the file instead of a panic. Certificates are made with the
 //! openssl CLI in a temp dir.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod tls_support;
 
 use broker::security::listener::TlsFiles;
 use broker::security::tls;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A self-signed certificate for `subject` (openssl's -subj form) and its key in `dir`.
-fn self_signed(dir: &Path, name: &str, subject: &str) -> (PathBuf, PathBuf) {
-    let cert = dir.join(format!("{name}.pem"));
-    let key = dir.join(format!("{name}.key"));
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        subject,
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]);
-    (cert, key)
-}
+use tls_support::self_signed;
 
 #[test]
 fn a_client_certificate_subject_is_kafkas_rfc_2253_principal() {

@@ -15,21 +15,22 @@
 //!
 //! Transport: a PLAINTEXT or SASL_PLAINTEXT connection reads from the accepted socket straight
 //! into its receive buffer's unused capacity ([`SocketReceiver`]) and writes to a dup of it (no
-//! state shared between the halves), sending segment bytes by splice. An SSL or SASL_SSL connection first completes the TLS handshake (bounded by the idle
-//! timeout; on SSL a client certificate's subject becomes the principal), then reads and
-//! writes through the two halves of its one rustls session, copying segment bytes through a
-//! bounded buffer. The same reader and writer code serves both.
+//! state shared between the halves), sending segment bytes by splice. An SSL or SASL_SSL
+//! connection first completes the TLS handshake (bounded by the idle timeout; on SSL a client
+//! certificate's subject becomes the principal), then reads and writes through the two halves
+//! of its one rustls session ([`tls_session`]), copying segment bytes through a bounded buffer.
+//! The same reader and writer code serves both.
 //!
 //! Moving: with more than one shard, a partition lives on one shard and a request for it that
-//! arrives on another crosses the mesh there and back. A PLAINTEXT or SASL_PLAINTEXT
-//! connection whose Produce and Fetch requests name only partitions of one other shard
-//! ([`MOVE_AFTER_REQUESTS`] of them in a row, nothing in between naming partitions elsewhere)
-//! is handed to that shard: its reader stops reading, waits until every request read is
-//! answered, and the socket (a duplicate of its descriptor), the bytes received after the last
-//! request and the principal it authenticated as go to the owner over the mesh, which serves
-//! the connection from there on; the client sees nothing. A SASL connection moves only once
-//! authenticated (before, it names no partitions). SSL and SASL_SSL connections keep their
-//! shard: their rustls session would have to move with the socket.
+//! arrives on another crosses the mesh there and back. A connection whose Produce and Fetch
+//! requests name only partitions of one other shard ([`MOVE_AFTER_REQUESTS`] of them in a row,
+//! nothing in between naming partitions elsewhere) is handed to that shard: its reader stops
+//! reading, waits until every request read is answered, and the socket (a duplicate of its
+//! descriptor), the bytes received after the last request, the principal it authenticated as
+//! and, on SSL and SASL_SSL, its TLS session (keys, sequence numbers and whatever it still
+//! buffers) go to the owner over the mesh, which serves the connection from there on; the
+//! client sees nothing. A SASL connection moves only once authenticated (before, it names no
+//! partitions).
 //!
 //! Memory budget (the policy; the account is [`MemoryBudget`]): an idle connection holds no
 //! buffer. A connection may always hold about one chunk of received bytes. A frame larger than
@@ -48,7 +49,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
@@ -63,6 +64,7 @@ use super::partition_ops::ShardRequest;
 use super::recv_buffer::{RecvBuffer, SocketReceiver};
 use super::sasl_api::{self, Gate};
 use super::shard::Shard;
+use super::tls_session::{self, TlsReader};
 use crate::security::client::ClientIdentity;
 use crate::security::listener::SecurityProtocol;
 use crate::security::sasl::SaslSession;
@@ -112,7 +114,7 @@ impl Unanswered {
 }
 
 /// Produce and Fetch requests in a row naming only partitions of one other shard after which a
-/// PLAINTEXT or SASL_PLAINTEXT connection moves there.
+/// connection moves there.
 pub const MOVE_AFTER_REQUESTS: u32 = 16;
 
 /// Serves one connection accepted on listener `listener` until the client leaves or breaks
@@ -127,16 +129,17 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: usize) {
     close(&shard);
 }
 
-/// Serves a PLAINTEXT or SASL_PLAINTEXT connection another shard handed over (see "Moving"
-/// above); `received` is what arrived after its last request there, `principal` who it
-/// authenticated as there (SASL).
-pub async fn serve_moved(
-    shard: Rc<Shard>,
-    socket: OwnedFd,
-    listener: usize,
-    received: Bytes,
-    principal: Option<String>,
-) {
+/// Serves a connection another shard handed over (see "Moving" above); `received` is what
+/// arrived after its last request there, `principal` who it authenticated as there (SASL or a
+/// client certificate), `tls` its TLS session on an SSL or SASL_SSL listener.
+pub async fn serve_moved(shard: Rc<Shard>, moved: MovedConnection) {
+    let MovedConnection {
+        socket,
+        listener,
+        received,
+        principal,
+        tls,
+    } = moved;
     // SAFETY: a connected socket descriptor we own, given to the stream that closes it.
     let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
     ShardMetrics::add(&shard.metrics.connections_moved_in, 1);
@@ -147,8 +150,27 @@ pub async fn serve_moved(
     if let Some(principal) = &principal {
         client = client.authenticated(principal);
     }
-    serve_plain(&shard, stream, client, received, principal).await;
+    match tls {
+        Some(session) => {
+            serve_tls_session(&shard, stream, *session, client, received, principal).await
+        }
+        None => serve_plain(&shard, stream, client, received, principal).await,
+    }
     close(&shard);
+}
+
+/// A connection on its way to the shard owning its partitions ([`ShardRequest::MoveConnection`]).
+pub struct MovedConnection {
+    /// The connected socket (a duplicate of the descriptor the old shard served).
+    pub socket: OwnedFd,
+    /// The index of the listener it came in on.
+    pub listener: usize,
+    /// Bytes (plaintext) that arrived after its last request.
+    pub received: Bytes,
+    /// Who it authenticated as (SASL, or a client certificate on SSL).
+    pub principal: Option<String>,
+    /// Its TLS session (SSL and SASL_SSL), with whatever the session still buffers.
+    pub tls: Option<Box<rustls::ServerConnection>>,
 }
 
 fn open(shard: &Shard, stream: &TcpStream, listener: usize) -> ClientIdentity {
@@ -169,24 +191,20 @@ fn close(shard: &Shard) {
 
 /// PLAINTEXT and SASL_PLAINTEXT: the writer gets its own descriptor of the same socket, so
 /// reading and writing proceed independently without sharing (or locking) one stream object,
-/// and segment bytes are spliced from the file to the socket. `sasl_principal`: the connection
-/// authenticated on the shard it moved from.
+/// and segment bytes are spliced from the file to the socket. `principal`: the connection
+/// authenticated as it on the shard it moved from.
 async fn serve_plain(
     shard: &Rc<Shard>,
     stream: TcpStream,
     client: ClientIdentity,
     received: Bytes,
-    sasl_principal: Option<String>,
+    principal: Option<String>,
 ) {
-    // SAFETY: dup of a valid fd we own; the new fd is owned by the new TcpStream.
-    let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if write_fd < 0 {
+    let Some(writer) = duplicate(&stream) else {
         return;
-    }
-    // SAFETY: write_fd is a fresh, owned, connected socket descriptor.
-    let writer = unsafe { TcpStream::from_raw_fd(write_fd) };
+    };
     let socket = Socket {
-        fd: write_fd,
+        fd: writer.as_raw_fd(),
         splice: shard.config.fetch_by_splice,
     };
     let listener = client.listener;
@@ -195,22 +213,35 @@ async fn serve_plain(
         client,
         received,
         movable: shard.shard_count > 1,
-        sasl_principal,
+        principal,
     };
     let (reader, moving) = run(shard, reader, writer, socket, start).await;
-    let Some(Move {
-        to_shard,
-        received,
-        principal,
-    }) = moving
-    else {
+    let Some(moving) = moving else {
         return;
     };
     // No read is pending on the socket (the reader stopped between requests): its descriptor
     // can go to the owner; this shard's stream closes its own copy.
-    let Some(stream) = reader.into_stream() else {
-        return;
-    };
+    if let Some(stream) = reader.into_stream() {
+        hand_over(shard, stream, listener, moving, None).await;
+    }
+}
+
+/// A second stream on the socket of `stream` (its own descriptor), for the writing half.
+fn duplicate(stream: &TcpStream) -> Option<TcpStream> {
+    // SAFETY: dup of a valid fd we own; the new fd is owned by the new TcpStream.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    // SAFETY: a fresh, owned, connected socket descriptor.
+    (fd >= 0).then(|| unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+/// Sends a connection that stopped between requests to the shard owning its partitions.
+async fn hand_over(
+    shard: &Shard,
+    stream: TcpStream,
+    listener: usize,
+    moving: Move,
+    tls: Option<Box<rustls::ServerConnection>>,
+) {
     // SAFETY: dup of the valid socket descriptor the stream owns.
     let fd = unsafe { libc::dup(stream.as_raw_fd()) };
     drop(stream);
@@ -220,29 +251,30 @@ async fn serve_plain(
     // SAFETY: a fresh descriptor nothing else owns.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
     tracing::debug!(
-        "shard {}: connection moves to shard {to_shard}, which owns its partitions",
-        shard.id
+        "shard {}: connection moves to shard {}, which owns its partitions",
+        shard.id,
+        moving.to_shard
     );
-    let request = ShardRequest::MoveConnection {
+    let request = ShardRequest::MoveConnection(MovedConnection {
         socket,
         listener,
-        received,
-        principal,
-    };
+        received: moving.received,
+        principal: moving.principal,
+        tls,
+    });
     // If the owner is gone (the server stops), the socket closes with the request.
-    let _ = shard.mesh.call(to_shard, request).await;
+    let _ = shard.mesh.call(moving.to_shard, request).await;
 }
 
-/// SSL and SASL_SSL: one TLS session, its reading and writing halves split (behind a lock
-/// only the two halves of this connection take); segment bytes are read into a bounded
-/// buffer and encrypted. A handshake longer than the idle timeout, a client without a
-/// required certificate or with one of an unknown CA ends the connection before any request.
+/// SSL and SASL_SSL: the handshake, then one TLS session whose reading and writing halves
+/// share it ([`tls_session`]); segment bytes are read into a bounded buffer and encrypted. A
+/// handshake longer than the idle timeout, a client without a required certificate or with
+/// one of an unknown CA ends the connection before any request.
 async fn serve_tls(shard: &Rc<Shard>, stream: TcpStream, client: ClientIdentity) {
     let Some(tls) = &shard.tls else {
         debug_assert!(false, "a TLS listener without a TLS configuration");
         return;
     };
-    let fd = stream.as_raw_fd();
     let acceptor = futures_rustls::TlsAcceptor::from(tls.server_config());
     let idle_timeout = Duration::from_millis(shard.config.profile.network.idle_timeout_ms);
     let handshake =
@@ -270,14 +302,10 @@ async fn serve_tls(shard: &Rc<Shard>, stream: TcpStream, client: ClientIdentity)
             return;
         }
     };
+    let (stream, session) = session.into_inner();
     let mut client = client;
     if shard.listeners[client.listener].protocol == SecurityProtocol::Ssl {
-        if let Some(cert) = session
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-        {
+        if let Some(cert) = session.peer_certificates().and_then(|c| c.first()) {
             match crate::security::tls::certificate_principal(cert) {
                 Ok(principal) => {
                     tracing::info!(
@@ -294,15 +322,41 @@ async fn serve_tls(shard: &Rc<Shard>, stream: TcpStream, client: ClientIdentity)
             }
         }
     }
-    let (reader, writer) = futures_lite::io::split(session);
-    let socket = Socket { fd, splice: false };
+    serve_tls_session(shard, stream, session, client, Bytes::new(), None).await;
+}
+
+/// Serves an SSL or SASL_SSL connection whose handshake is done, here or on the shard it moved
+/// from; moves it with its session when its partitions live on another shard.
+async fn serve_tls_session(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    session: rustls::ServerConnection,
+    client: ClientIdentity,
+    received: Bytes,
+    principal: Option<String>,
+) {
+    let Some(write_stream) = duplicate(&stream) else {
+        return;
+    };
+    let socket = Socket {
+        fd: write_stream.as_raw_fd(),
+        splice: false,
+    };
+    let listener = client.listener;
+    let (reader, writer) = tls_session::split(stream, write_stream, session);
     let start = Start {
         client,
-        received: Bytes::new(),
-        movable: false,
-        sasl_principal: None,
+        received,
+        movable: shard.shard_count > 1,
+        principal,
     };
-    run(shard, Decrypted(reader), writer, socket, start).await;
+    let (Decrypted(reader), moving) = run(shard, Decrypted(reader), writer, socket, start).await;
+    let Some(moving) = moving else {
+        return;
+    };
+    if let Some((stream, session)) = reader.into_parts() {
+        hand_over(shard, stream, listener, moving, Some(Box::new(session))).await;
+    }
 }
 
 /// How a connection's reader fills its receive buffer.
@@ -319,9 +373,9 @@ impl Incoming for SocketReceiver {
 
 /// A TLS session's reading half: rustls hands out plaintext through `&mut [u8]`, so it is read
 /// into zeroed room.
-struct Decrypted<R>(R);
+struct Decrypted(TlsReader);
 
-impl<R: AsyncRead + Unpin> Incoming for Decrypted<R> {
+impl Incoming for Decrypted {
     async fn read_into(&mut self, buf: &mut RecvBuffer, want: usize) -> std::io::Result<usize> {
         buf.read_from(&mut self.0, want).await
     }
@@ -343,8 +397,9 @@ struct Start {
     received: Bytes,
     /// It may move to the shard owning its partitions.
     movable: bool,
-    /// SASL: it authenticated as this principal on the shard it moved from.
-    sasl_principal: Option<String>,
+    /// It authenticated as this principal on the shard it moved from (SASL, or a client
+    /// certificate on SSL).
+    principal: Option<String>,
 }
 
 /// A connection leaving for shard `to_shard`, with the bytes that arrived after its last
@@ -434,7 +489,7 @@ async fn read_requests<R: Incoming>(
     let mut sasl = shard.listeners[start.client.listener]
         .protocol
         .requires_sasl()
-        .then(|| match start.sasl_principal {
+        .then(|| match start.principal {
             Some(principal) => SaslSession::authenticated(principal),
             None => SaslSession::new(),
         });
@@ -444,16 +499,16 @@ async fn read_requests<R: Incoming>(
         if start.movable && affinity.destination().is_some() {
             // Between requests: once everything read is answered, the connection can go.
             unanswered.all_answered().await;
-            // A SASL connection moves with its principal; one still authenticating (it named
-            // no partition yet, so this does not happen) stays.
-            let principal = sasl.as_ref().map(|s| s.principal().map(str::to_owned));
-            if let (Some(to_shard), None | Some(Some(_))) = (affinity.destination(), &principal) {
+            // A connection moves with its principal; one still authenticating over SASL (it
+            // named no partition yet, so this does not happen) stays.
+            let authenticating = sasl.as_ref().is_some_and(|s| s.principal().is_none());
+            if let (Some(to_shard), false) = (affinity.destination(), authenticating) {
                 unanswered.moving.set(true);
                 let received = Bytes::copy_from_slice(buf.received());
                 return Some(Move {
                     to_shard,
                     received,
-                    principal: principal.flatten(),
+                    principal: (!client.is_anonymous()).then(|| client.principal.to_string()),
                 });
             }
         }

@@ -55,6 +55,7 @@ pub mod sasl_api;
 pub mod scram_api;
 pub mod shard;
 pub mod splice;
+pub mod tls_session;
 pub mod topic_admin;
 pub mod topic_changes;
 

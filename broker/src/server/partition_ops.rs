@@ -74,15 +74,9 @@ pub enum ShardRequest {
         acks: i16,
         timeout_ms: i32,
     },
-    /// To the shard owning the partitions a plain connection uses: serve it from now on
-    /// (`connection.rs`, "Moving"). `received` is what arrived after its last request;
-    /// `principal` is who it authenticated as on a SASL_PLAINTEXT listener.
-    MoveConnection {
-        socket: std::os::fd::OwnedFd,
-        listener: usize,
-        received: Bytes,
-        principal: Option<String>,
-    },
+    /// To the shard owning the partitions a connection uses: serve it from now on
+    /// (`connection.rs`, "Moving").
+    MoveConnection(super::connection::MovedConnection),
     /// To the owner: a consumer's reads of the partitions it owns, from one Fetch (answered
     /// in the same order, [`ShardReply::Read`]).
     Read(Vec<ConsumerRead>),

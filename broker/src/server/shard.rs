@@ -366,20 +366,8 @@ impl Shard {
                 ShardReply::Topics(self.create_partitions_here(specs).await)
             }
             ShardRequest::LogDirs => ShardReply::LogDirs(self.log_dir_partitions()),
-            ShardRequest::MoveConnection {
-                socket,
-                listener,
-                received,
-                principal,
-            } => {
-                glommio::spawn_local(super::connection::serve_moved(
-                    self.clone(),
-                    socket,
-                    listener,
-                    received,
-                    principal,
-                ))
-                .detach();
+            ShardRequest::MoveConnection(moved) => {
+                glommio::spawn_local(super::connection::serve_moved(self.clone(), moved)).detach();
                 ShardReply::Done
             }
             data => self.handle_data_request(data).await,
