@@ -330,7 +330,8 @@ mod tests {
     //! that numbered messages read in place match kafka-protocol's decoder (keys, headers,
     //! multi-byte varints, every codec), and that a damaged batch is an error, never a panic.
     use super::*;
-    use crate::record_batch::{encode_with_codec, plain_record, Codec};
+    use crate::record_batch::{encode_with_codec, Codec};
+    use broker::kafka::plain_batch::plain_record;
     use bytes::{BufMut, BytesMut};
     use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
@@ -354,7 +355,7 @@ mod tests {
                         40 + i as i64,
                         1_700_000_000_000 + i as i64 * 1000,
                         (i % 3 != 0).then(|| Bytes::from(vec![b'k'; i % 200])),
-                        value.freeze(),
+                        Some(value.freeze()),
                     )
                 }
             })

@@ -4,10 +4,9 @@
 //! hot path). Independent of the broker's parser, so a bench run also checks the broker
 //! against a second implementation.
 
+use broker::kafka::plain_batch::plain_record;
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
 /// Size of the fixed RecordBatch v2 header, bytes.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -180,7 +179,12 @@ pub fn encode_with_codec(
         .iter()
         .enumerate()
         .map(|(index, (key, value))| {
-            plain_record(index as i64, base_timestamp_ms, key.clone(), value.clone())
+            plain_record(
+                index as i64,
+                base_timestamp_ms,
+                key.clone(),
+                Some(value.clone()),
+            )
         })
         .collect();
     let mut out = BytesMut::new();
@@ -194,32 +198,6 @@ pub fn encode_with_codec(
     )
     .expect("encoding records into memory cannot fail");
     out.freeze()
-}
-
-/// A record for kafka-protocol's encoder: no transaction, no idempotence, no headers.
-pub(crate) fn plain_record(
-    offset: i64,
-    timestamp_ms: i64,
-    key: Option<Bytes>,
-    value: Bytes,
-) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset,
-        // The encoder starts a new batch unless offset - sequence stays constant; this keeps
-        // one batch and writes baseSequence -1 from offset 0 (no idempotence).
-        sequence: offset as i32 - 1,
-        timestamp: timestamp_ms,
-        key,
-        value: Some(value),
-        headers: Default::default(),
-    }
 }
 
 #[cfg(test)]

@@ -25,8 +25,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -38,10 +37,9 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 
+use crate::kafka::plain_batch::{self, plain_record};
 use client::{complete_batches, Client, ClientError};
 use leaders::Leaders;
 
@@ -304,23 +302,13 @@ pub fn produce(
             }
         };
         let records = pending.entry(target).or_default();
-        records.push(Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: records.len() as i64,
-            // Constant offset - sequence keeps a partition's pending records in one batch
-            // (the encoder splits otherwise); baseSequence -1: no idempotence.
-            sequence: records.len() as i32 - 1,
-            timestamp: now_ms(),
+        // Offsets 0, 1, ... of the partition's pending batch.
+        records.push(plain_record(
+            records.len() as i64,
+            now_ms(),
             key,
-            value: Some(value),
-            headers: IndexMap::new(),
-        });
+            Some(value),
+        ));
         pending_count += 1;
         if pending_count >= PRODUCE_BATCH_RECORDS {
             sent += send_batches(&mut leaders, topic, &mut pending)?;
@@ -363,20 +351,12 @@ fn send_batches(
         for (leader, partitions) in leaders.by_leader(pending.keys().copied())? {
             let mut data = Vec::with_capacity(partitions.len());
             for partition in partitions {
-                let mut buf = BytesMut::new();
-                RecordBatchEncoder::encode(
-                    &mut buf,
-                    &pending[&partition],
-                    &RecordEncodeOptions {
-                        version: 2,
-                        compression: Compression::None,
-                    },
-                )
-                .map_err(|err| ClientError::Protocol(err.to_string()))?;
+                let batch =
+                    plain_batch::encode(&pending[&partition]).map_err(ClientError::Protocol)?;
                 data.push(
                     PartitionProduceData::default()
                         .with_index(partition)
-                        .with_records(Some(buf.freeze())),
+                        .with_records(Some(batch)),
                 );
             }
             let request = ProduceRequest::default()

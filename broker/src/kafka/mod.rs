@@ -11,6 +11,7 @@ pub mod codes;
 pub mod fetch_response;
 pub mod frame;
 pub mod offsets_legacy;
+pub mod plain_batch;
 pub mod precheck;
 pub mod produce_legacy;
 pub mod request_schemas;

@@ -8,16 +8,15 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::group::error_code as ec;
 use crate::group::{
     partition_for_group, CoordinatorSet, ListGroupsRequest, ListGroupsResponse, OffsetsRecord,
     Outputs, OFFSETS_TOPIC,
 };
+use crate::kafka::plain_batch::{self, plain_record};
 use crate::storage::{self, PartitionLog};
 use crate::topics::Topic;
 use tokio::sync::oneshot;
@@ -47,38 +46,12 @@ fn now_ms() -> u64 {
 
 /// Encodes a coordinator's records as one uncompressed RecordBatch v2.
 fn encode_batch(records: &[OffsetsRecord], now: i64) -> Result<Bytes, String> {
-    let records: Vec<Record> = records
+    let records: Vec<_> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch whenever offset - sequence changes; keeping it
-            // constant writes one batch per append (baseSequence -1: no idempotence).
-            sequence: i as i32 - 1,
-            timestamp: now,
-            key: Some(r.key.clone()),
-            value: r.value.clone(),
-            headers: Default::default(),
-        })
+        .map(|(i, r)| plain_record(i as i64, now, Some(r.key.clone()), r.value.clone()))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|err| err.to_string())?;
-    Ok(buf.freeze())
+    plain_batch::encode(&records)
 }
 
 /// Every (key, value) record of a log, in offset order.

@@ -34,40 +34,21 @@ pub(crate) mod tests {
     //! A write error fails the pending append with KAFKA_STORAGE_ERROR, every later append
     //! fails the same way at once (no hang), the log reports why, and a reopen keeps every
     //! acknowledged record and accepts appends again.
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::indexmap::IndexMap;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType,
-    };
+    use bytes::Bytes;
+    use kafka_protocol::records::{Record, RecordBatchDecoder};
 
     use super::fail_next_writes;
+    use crate::kafka::plain_batch::{self, plain_record};
     use crate::storage::{kafka_code, LogConfig, PartitionLog};
 
     /// One uncompressed RecordBatch v2 holding one record of `value`.
     pub(crate) fn batch(value: &str) -> Vec<u8> {
+        let value = Bytes::copy_from_slice(value.as_bytes());
         let record = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 1,
-            key: None,
-            value: Some(Bytes::copy_from_slice(value.as_bytes())),
-            headers: IndexMap::new(),
+            ..plain_record(0, 1, None, Some(value))
         };
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, &[record], &options).unwrap();
-        buf.to_vec()
+        plain_batch::encode(&[record]).unwrap().to_vec()
     }
 
     /// Small segments, `always`, 1 MiB preallocation steps at most.

@@ -5,12 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use broker::kafka::plain_batch::{self, plain_record};
 use broker::server::{self, ServeConfig, ServerHandle};
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 
 pub fn profile_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -83,36 +80,15 @@ pub fn config(profile: tuning::Profile, data_dir: &Path) -> ServeConfig {
 
 /// One uncompressed RecordBatch v2 holding `values`.
 pub fn batch(values: &[&[u8]]) -> Bytes {
-    let records: Vec<Record> = values
+    let records: Vec<_> = values
         .iter()
         .enumerate()
-        .map(|(i, value)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::copy_from_slice(value)),
-            headers: IndexMap::new(),
+        .map(|(i, value)| {
+            let value = Bytes::copy_from_slice(value);
+            plain_record(i as i64, 1_700_000_000_000 + i as i64, None, Some(value))
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    plain_batch::encode(&records).unwrap()
 }
 
 /// Produces `records` (one or more batches) to `topic`-`partition` with acks=all (Produce v9);
