@@ -15,7 +15,9 @@
 //!
 //! Transport: a PLAINTEXT or SASL_PLAINTEXT connection reads from the accepted socket straight
 //! into its receive buffer's unused capacity ([`SocketReceiver`]) and writes to a dup of it (no
-//! state shared between the halves), sending segment bytes by splice. An SSL or SASL_SSL
+//! state shared between the halves), sending segment bytes by splice and the pieces of an
+//! answer that are in memory (a Fetch from the batch cache: framing and one piece per batch)
+//! in one sendmsg(2) ([`super::socket_send`]). An SSL or SASL_SSL
 //! connection first completes the TLS handshake (bounded by the idle timeout; on SSL a client
 //! certificate's subject becomes the principal), then reads and writes through the two halves
 //! of its one rustls session ([`tls_session`]), copying segment bytes through a bounded buffer.
@@ -64,6 +66,7 @@ use super::partition_ops::ShardRequest;
 use super::recv_buffer::{RecvBuffer, SocketReceiver};
 use super::sasl_api::{self, Gate};
 use super::shard::Shard;
+use super::socket_send::{write_all_vectored, PlainWriter};
 use super::tls_session::{self, TlsReader};
 use crate::security::client::ClientIdentity;
 use crate::security::listener::SecurityProtocol;
@@ -215,7 +218,7 @@ async fn serve_plain(
         movable: shard.shard_count > 1,
         principal,
     };
-    let (reader, moving) = run(shard, reader, writer, socket, start).await;
+    let (reader, moving) = run(shard, reader, PlainWriter(writer), socket, start).await;
     let Some(moving) = moving else {
         return;
     };
@@ -758,11 +761,22 @@ async fn send<W: AsyncWrite + Unpin>(
     response: Response,
 ) -> std::io::Result<()> {
     let mut copy = Vec::new();
-    for part in response.parts {
+    let mut pieces = Vec::new();
+    let mut parts = response.parts.into_iter().peekable();
+    while let Some(part) = parts.next() {
         match part {
             Part::Memory(bytes) => {
-                writer.write_all(&bytes).await?;
-                ShardMetrics::add(&shard.metrics.bytes_sent, bytes.len() as u64);
+                // The pieces in memory up to the next file range leave in one vectored write.
+                pieces.push(bytes);
+                while let Some(Part::Memory(_)) = parts.peek() {
+                    if let Some(Part::Memory(bytes)) = parts.next() {
+                        pieces.push(bytes);
+                    }
+                }
+                write_all_vectored(writer, &pieces).await?;
+                let len: usize = pieces.iter().map(Bytes::len).sum();
+                ShardMetrics::add(&shard.metrics.bytes_sent, len as u64);
+                pieces.clear();
             }
             Part::File(range) if !socket.splice => {
                 // Bounded: the range goes through one buffer of at most a chunk.

@@ -54,6 +54,7 @@ pub mod replication;
 pub mod sasl_api;
 pub mod scram_api;
 pub mod shard;
+pub mod socket_send;
 pub mod splice;
 pub mod tls_session;
 pub mod topic_admin;

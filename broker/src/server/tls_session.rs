@@ -8,14 +8,13 @@
 //! ciphertext from the socket through [`SocketReceiver`] (nonblocking recv(2), then glommio's
 //! wait with the stream's read timeout) and hands out plaintext; the writing half encrypts
 //! into rustls' bounded send buffer and writes it to a duplicate of the socket with one
-//! sendmsg(2) per batch of records, waiting for room through glommio when the socket is full.
+//! sendmsg(2) per batch of records ([`super::socket_send`]).
 //! What either half holds when the connection moves (plaintext not yet read, records not yet
 //! decrypted, records not yet sent) lives in the `ServerConnection` and moves with it.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -25,6 +24,7 @@ use glommio::net::TcpStream;
 use rustls::ServerConnection;
 
 use super::recv_buffer::{ReadUninit, SocketReceiver};
+use super::socket_send::poll_send_vectored;
 
 /// The reading half: plaintext out of the session.
 pub struct TlsReader {
@@ -129,44 +129,15 @@ struct RecordsOut<'a, 'b> {
     cx: &'a mut Context<'b>,
 }
 
-impl RecordsOut<'_, '_> {
-    fn wait_for_room(&mut self, first: &[u8]) -> io::Result<usize> {
-        // glommio tries a send of its own first, then registers for writability.
-        match Pin::new(&mut *self.socket).poll_write(self.cx, first) {
-            Poll::Ready(result) => result,
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
 impl Write for RecordsOut<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_vectored(&[io::IoSlice::new(buf)])
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let Some(first) = bufs.iter().find(|b| !b.is_empty()) else {
-            return Ok(0);
-        };
-        // SAFETY: a zeroed msghdr is valid; the iovecs point at `bufs`, which outlive the call
-        // and have IoSlice's iovec layout.
-        let sent = unsafe {
-            let mut message: libc::msghdr = std::mem::zeroed();
-            message.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-            message.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
-            libc::sendmsg(
-                self.socket.as_raw_fd(),
-                &message,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent >= 0 {
-            return Ok(sent as usize);
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => self.wait_for_room(first),
-            _ => Err(err),
+        match poll_send_vectored(self.socket, self.cx, bufs) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
@@ -207,6 +178,24 @@ impl AsyncWrite for TlsWriter {
         loop {
             // Bounded: rustls takes plaintext only while its send buffer has room.
             let taken = this.session.borrow_mut().writer().write(buf)?;
+            if taken > 0 {
+                return Poll::Ready(Ok(taken));
+            }
+            std::task::ready!(this.poll_send_records(cx))?;
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            let taken = this.session.borrow_mut().writer().write_vectored(bufs)?;
             if taken > 0 {
                 return Poll::Ready(Ok(taken));
             }
