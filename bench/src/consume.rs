@@ -56,6 +56,17 @@ pub fn batch_headers(records: &[u8]) -> impl Iterator<Item = (BatchHeader, &[u8]
     })
 }
 
+/// The bytes a Fetch asks for per partition unless told otherwise (Kafka's
+/// `max.partition.fetch.bytes`; its consumers default to 1 MiB).
+pub const PARTITION_MAX_BYTES: i32 = 8 << 20;
+
+/// How a [`read_range`] fetches: until when, and how much per partition in each Fetch.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadLimits {
+    pub deadline: Instant,
+    pub partition_max_bytes: i32,
+}
+
 /// Reads `partitions` from `from[p]` up to (not including) `until[p]`, calling `on_batch` with
 /// each whole batch; records fetch latencies into `latency`.
 pub fn read_range(
@@ -63,7 +74,7 @@ pub fn read_range(
     topic: &str,
     from: &[(i32, i64)],
     until: &[(i32, i64)],
-    deadline: Instant,
+    limits: ReadLimits,
     latency: &mut LatencyHistogram,
     mut on_batch: impl FnMut(i32, BatchHeader, &[u8]) -> io::Result<()>,
 ) -> io::Result<()> {
@@ -83,14 +94,15 @@ pub fn read_range(
         if wanted.is_empty() {
             return Ok(());
         }
-        if Instant::now() > deadline {
+        if Instant::now() > limits.deadline {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("read-back incomplete at {wanted:?}"),
             ));
         }
         let started = Instant::now();
-        let response = connection.fetch(topic, &wanted, 500, 1, 64 << 20, 8 << 20)?;
+        let response =
+            connection.fetch(topic, &wanted, 500, 1, 64 << 20, limits.partition_max_bytes)?;
         latency.record(started.elapsed());
         advance(&response, topic, &mut positions, &mut on_batch)?;
     }
@@ -269,12 +281,14 @@ impl<'a> RecordCursor<'a> {
     }
 }
 
-/// Consumes `topic` from its earliest offsets to the latest offsets it has now; reports
-/// msgs/s, MB/s (record batch bytes) and fetch latency.
+/// Consumes `topic` from its earliest offsets to the latest offsets it has now, asking for at
+/// most `partition_max_bytes` per partition in each Fetch; reports msgs/s, MB/s (record batch
+/// bytes) and fetch latency.
 pub fn consume_existing(
     bootstrap: &str,
     topic: &str,
     timeout: Duration,
+    partition_max_bytes: i32,
 ) -> Result<Summary, String> {
     let mut connection = KafkaConnection::connect(bootstrap, Duration::from_secs(10))
         .map_err(|err| format!("connect {bootstrap}: {err}"))?;
@@ -301,7 +315,10 @@ pub fn consume_existing(
         topic,
         &earliest,
         &latest,
-        started + timeout,
+        ReadLimits {
+            deadline: started + timeout,
+            partition_max_bytes,
+        },
         &mut latency,
         |_, header, _| {
             msgs += header.records as u64;

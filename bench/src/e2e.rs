@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::consume::{advance, numbered_messages};
+use crate::consume::{advance, numbered_messages, PARTITION_MAX_BYTES};
 use crate::kafka_client::KafkaConnection;
 use crate::produce::{self, unix_ns, ProduceOptions};
 use crate::report::{LatencyHistogram, RunCounts, Summary};
@@ -97,7 +97,7 @@ fn consume_tail(
             }
         }
         let response = connection
-            .fetch(topic, &positions, 100, 1, 64 << 20, 8 << 20)
+            .fetch(topic, &positions, 100, 1, 64 << 20, PARTITION_MAX_BYTES)
             .map_err(|err| err.to_string())?;
         let now_ns = unix_ns();
         advance(

@@ -69,6 +69,11 @@ struct ConsumeArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300.0)]
     timeout: f64,
+    /// Bytes asked for per partition in each Fetch (Kafka's max.partition.fetch.bytes, whose
+    /// consumers default to 1048576). The broker serves a range of at most 1 MiB from its
+    /// batch cache when it holds it, a larger one from the segment file.
+    #[arg(long, default_value_t = bench::consume::PARTITION_MAX_BYTES)]
+    partition_max_bytes: i32,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -441,6 +446,7 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
         &args.bootstrap,
         &args.topic,
         Duration::from_secs_f64(args.timeout),
+        args.partition_max_bytes,
     )?;
     println!("{}", summary.render());
     if let Some(path) = &args.json {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::consume::{numbered_messages, read_range};
+use crate::consume::{numbered_messages, read_range, ReadLimits, PARTITION_MAX_BYTES};
 use crate::engine::{self, BatchSource, EnginePlan, Progress, SystemClock};
 use crate::kafka_client::{KafkaConnection, ProduceTransport};
 use crate::record_batch::{
@@ -590,7 +590,10 @@ pub fn verify_run(
         &options.topic,
         &result.start_offsets,
         &end,
-        Instant::now() + Duration::from_secs(300),
+        ReadLimits {
+            deadline: Instant::now() + Duration::from_secs(300),
+            partition_max_bytes: PARTITION_MAX_BYTES,
+        },
         &mut latency,
         |partition, _, batch| {
             numbered_messages(partition, batch, |message, _| messages.push(message))

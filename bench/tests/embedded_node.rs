@@ -84,10 +84,12 @@ fn produce_verify_e2e_and_consume_against_the_embedded_node() {
     );
     assert_eq!(e2e.summary.errors, 0);
 
+    // 64 KiB per partition in each Fetch: many fetches per partition, and still every message.
     let consumed = bench::consume::consume_existing(
         &node.address().to_string(),
         "embedded",
         Duration::from_secs(60),
+        64 << 10,
     )
     .unwrap();
     assert_eq!(consumed.msgs, 60_000);
