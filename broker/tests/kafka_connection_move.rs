@@ -10,11 +10,9 @@ mod tls_support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::Duration;
 
 use broker::cli::client::{decode_response, encode_request_into, response_size, Client};
-use broker::security::listener::{Listener, SecurityProtocol, TlsFiles};
 use broker::server::connection::MOVE_AFTER_REQUESTS;
 use broker::server::metrics::ShardMetrics;
 use broker::server::ServerHandle;
@@ -83,50 +81,12 @@ fn a_connection_moves_to_the_shard_owning_its_partitions_with_requests_in_flight
 #[test]
 fn a_tls_connection_moves_with_its_session_and_requests_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = tls_support::ca_and_certificate(dir.path());
-    let listener = |name: &str, protocol| Listener {
-        name: name.into(),
-        protocol,
-        address: "127.0.0.1:0".parse().unwrap(),
-        advertised: None,
-    };
-    let mut config = kafka_support::config(
+    let config = kafka_support::config(
         kafka_support::two_shards_profile(),
         &dir.path().join("data"),
     );
-    config.security.listeners = vec![
-        listener("PLAINTEXT", SecurityProtocol::Plaintext),
-        listener("SSL", SecurityProtocol::Ssl),
-    ];
-    config.security.tls = Some(TlsFiles {
-        cert: cert.clone(),
-        key: key.clone(),
-        client_ca: None,
-        trust_ca: None,
-    });
-    let server = broker::server::start(config).expect("server starts");
-    // The broker's own client configuration (it trusts `ca`); the SSL listener asks for no
-    // client certificate, so the one it carries is not sent.
-    let client_config = Arc::new(
-        broker::security::tls::client_config(&TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            client_ca: None,
-            trust_ca: Some(ca),
-        })
-        .unwrap(),
-    );
-    let connect = |addr: SocketAddr| {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let session = rustls::ClientConnection::new(client_config.clone(), name).unwrap();
-        rustls::StreamOwned::new(session, stream)
-    };
-    let ssl = server.listeners[1].address;
-    moves_with_requests_in_flight(&server, ssl, connect);
+    let node = tls_support::TlsNode::start(config, dir.path());
+    moves_with_requests_in_flight(&node.server, node.ssl, |_| node.connect());
 }
 
 /// Produces over a connection to `addr` (made by `connect`) until it moved to the shard owning
