@@ -1,7 +1,7 @@
 //! The shard's batch cache: reads of what was just written come from memory (the written
 //! rounds' buffers) and give the same bytes as the segment file; the cache stays inside its
-//! limit, dropping the oldest rounds (read from the file again); a large read (a reader
-//! catching up) is a file range even when cached; a log cut back and written again never
+//! limit, dropping the oldest rounds (read from the file again); a large cached read (a
+//! reader catching up) is answered from the round buffers themselves, not copied; a log cut back and written again never
 //! serves the bytes it had before the cut.
 mod support;
 
@@ -15,16 +15,23 @@ fn batch(i: usize) -> Vec<u8> {
     support::encode_batch(&values, 1_700_000_000_000 + i as i64, Compression::None)
 }
 
+/// Bytes of a read by where they come from: memory (copied or not), the file.
 fn memory_and_file_bytes(read: &LogReadResult) -> (u64, u64) {
-    let mut memory = 0;
-    let mut file = 0;
+    let (copied, cached, file) = by_source(read);
+    (copied + cached, file)
+}
+
+/// Bytes of a read: copied out of the fill buffer, shared with the cache's buffers, the file.
+fn by_source(read: &LogReadResult) -> (u64, u64, u64) {
+    let (mut copied, mut cached, mut file) = (0, 0, 0);
     for chunk in &read.chunks {
         match chunk {
-            ReadChunk::Memory(bytes) => memory += bytes.len() as u64,
+            ReadChunk::Memory(bytes) => copied += bytes.len() as u64,
+            ReadChunk::Cached(bytes) => cached += bytes.len() as u64,
             ReadChunk::File(range) => file += range.len as u64,
         }
     }
-    (memory, file)
+    (copied, cached, file)
 }
 
 fn segment_file(dir: &std::path::Path) -> Vec<u8> {
@@ -64,7 +71,9 @@ fn just_written_batches_are_read_from_memory_with_the_files_bytes() {
         let tail = middle.to_vec().unwrap();
         assert_eq!(bytes[bytes.len() - tail.len()..], tail[..]);
 
-        // Without the cache the same read is a file range with the same bytes.
+        // Without the cache (and with no answer holding its buffers) the same read is a file
+        // range with the same bytes.
+        drop((read, middle));
         batch_cache::set_limit(0);
         assert_eq!(batch_cache::held_bytes(), 0);
         let uncached = log.read(0, 64 << 20, None).await.unwrap();
@@ -92,7 +101,10 @@ fn the_cache_keeps_to_its_limit_and_older_rounds_are_read_from_the_file() {
         assert!(memory > 0, "the newest rounds are still in it");
         // File ranges first, then memory: the cached rounds are the newest.
         assert!(matches!(read.chunks.first(), Some(ReadChunk::File(_))));
-        assert!(matches!(read.chunks.last(), Some(ReadChunk::Memory(_))));
+        assert!(matches!(
+            read.chunks.last(),
+            Some(ReadChunk::Memory(_) | ReadChunk::Cached(_))
+        ));
         let bytes = read.to_vec().unwrap();
         assert_eq!(bytes, segment_file(&path)[..bytes.len()]);
         let batches = support::decode_batches(&bytes);
@@ -107,7 +119,7 @@ fn the_cache_keeps_to_its_limit_and_older_rounds_are_read_from_the_file() {
 }
 
 #[test]
-fn a_large_cached_range_is_read_as_a_file_range_and_the_tail_from_memory() {
+fn a_large_cached_range_is_answered_from_the_round_buffers_without_a_copy() {
     let dir = support::scratch_dir();
     let path = dir.path().to_path_buf();
     support::run(move || async move {
@@ -116,20 +128,33 @@ fn a_large_cached_range_is_read_as_a_file_range_and_the_tail_from_memory() {
         for i in 0..200 {
             log.append(&batch(i), 0).await.unwrap();
         }
-        // About 2.4 MB, all cached: more than a read copies out of the cache.
+        // About 2.4 MB, all cached (a reader catching up): slices of the rounds' buffers,
+        // with at most the partial last page (which the fill buffer holds too) copied.
         let catching_up = log.read(0, 64 << 20, None).await.unwrap();
-        let (memory, file) = memory_and_file_bytes(&catching_up);
-        assert_eq!(memory, 0);
-        assert!(file > 2_000_000, "{file}");
+        let (copied, cached, file) = by_source(&catching_up);
+        assert_eq!(file, 0);
+        assert!(copied < 4096, "{copied}");
+        assert!(cached > 2_000_000, "{cached}");
         let bytes = catching_up.to_vec().unwrap();
+        assert_eq!(bytes, segment_file(&path)[..bytes.len()]);
         assert_eq!(support::decode_batches(&bytes).len(), 200);
         // A tailing read of the last few batches comes from the cache, same bytes.
         let tailing = log.read(4 * 190, 64 << 20, None).await.unwrap();
         assert_eq!(memory_and_file_bytes(&tailing).1, 0);
         let tail = tailing.to_vec().unwrap();
         assert_eq!(bytes[bytes.len() - tail.len()..], tail[..]);
-        log.close().await.unwrap();
+        // The slices stay readable after the cache lets their buffers go.
+        drop((catching_up, tailing));
+        let head = log.read(0, 100_000, None).await.unwrap();
+        let head_bytes = head.to_vec().unwrap();
         batch_cache::set_limit(0);
+        assert_eq!(head.to_vec().unwrap(), head_bytes);
+        // Only the oldest rounds are still alive (`head` holds them): a read of the whole log
+        // must not take them for cached data in front of the dropped ones.
+        let whole = log.read(0, 64 << 20, None).await.unwrap();
+        assert_eq!(memory_and_file_bytes(&whole).0, 0);
+        assert_eq!(whole.to_vec().unwrap(), bytes);
+        log.close().await.unwrap();
     });
 }
 

@@ -245,7 +245,13 @@ fn readers_following_concurrent_appends_see_every_batch_intact() {
                     memory_chunks += r
                         .chunks
                         .iter()
-                        .filter(|c| matches!(c, broker::storage::ReadChunk::Memory(_)))
+                        .filter(|c| {
+                            matches!(
+                                c,
+                                broker::storage::ReadChunk::Memory(_)
+                                    | broker::storage::ReadChunk::Cached(_)
+                            )
+                        })
                         .count();
                     for b in support::split_batches(&r.to_vec().unwrap()) {
                         let base = i64::from_be_bytes(b[..8].try_into().unwrap());

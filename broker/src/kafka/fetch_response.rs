@@ -42,13 +42,6 @@ fn put_array_len(buf: &mut BytesMut, flexible: bool, len: usize) {
     }
 }
 
-fn part_len(part: &Part) -> usize {
-    match part {
-        Part::Memory(bytes) => bytes.len(),
-        Part::File(range) => range.len as usize,
-    }
-}
-
 /// Encodes the whole response frame (size prefix included).
 pub fn encode(
     correlation_id: i32,
@@ -100,26 +93,20 @@ pub fn encode(
             if version >= 11 {
                 buf.put_i32(-1); // preferred_read_replica
             }
-            let records_len: usize = partition.records.iter().map(part_len).sum();
+            let records_len: usize = partition.records.iter().map(Part::len).sum();
             if flexible {
                 put_unsigned_varint(&mut buf, records_len as u32 + 1);
             } else {
                 buf.put_i32(records_len as i32);
             }
             for part in partition.records {
-                match part {
-                    Part::Memory(bytes) => {
-                        // Small tails are copied next to their framing; big ones are linked.
-                        if bytes.len() <= 512 {
-                            buf.put_slice(&bytes);
-                        } else {
-                            parts.push(Part::Memory(buf.split().freeze()));
-                            parts.push(Part::Memory(bytes));
-                        }
-                    }
-                    Part::File(range) => {
+                match part.in_memory() {
+                    // Small pieces in memory are copied next to their framing; the rest are
+                    // linked.
+                    Some(bytes) if bytes.len() <= 512 => buf.put_slice(bytes),
+                    _ => {
                         parts.push(Part::Memory(buf.split().freeze()));
-                        parts.push(Part::File(range));
+                        parts.push(part);
                     }
                 }
             }
@@ -185,10 +172,7 @@ mod tests {
         let response = encode(11, version, 0, 0, topics);
         let mut frame = BytesMut::new();
         for part in response.parts {
-            match part {
-                Part::Memory(bytes) => frame.put_slice(&bytes),
-                Part::File(_) => unreachable!(),
-            }
+            frame.put_slice(part.in_memory().unwrap());
         }
         let mut frame = frame.freeze();
         assert_eq!(frame.get_i32() as usize, frame.len());

@@ -4,12 +4,39 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::Encodable;
 
+use crate::storage::batch_cache::CachedBytes;
 use crate::storage::FileRange;
 
 /// One piece of a response, in order.
 pub enum Part {
     Memory(Bytes),
+    /// Record bytes the shard's batch cache holds, written to the socket from its buffer.
+    Cached(CachedBytes),
     File(FileRange),
+}
+
+impl Part {
+    /// Bytes on the wire.
+    pub fn len(&self) -> usize {
+        match self {
+            Part::Memory(bytes) => bytes.len(),
+            Part::Cached(bytes) => bytes.len(),
+            Part::File(range) => range.len as usize,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes of a part held in memory; `None` for a file range.
+    pub fn in_memory(&self) -> Option<&[u8]> {
+        match self {
+            Part::Memory(bytes) => Some(bytes),
+            Part::Cached(bytes) => Some(bytes),
+            Part::File(_) => None,
+        }
+    }
 }
 
 /// A whole response frame (size prefix included) as parts.
@@ -26,13 +53,7 @@ impl Response {
 
     /// Bytes on the wire, size prefix included.
     pub fn len(&self) -> usize {
-        self.parts
-            .iter()
-            .map(|part| match part {
-                Part::Memory(bytes) => bytes.len(),
-                Part::File(range) => range.len as usize,
-            })
-            .sum()
+        self.parts.iter().map(Part::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -654,13 +654,13 @@ async fn serve_request(
     drop(frame_charge);
     let answer_charge = match &answer {
         Ok(Some(response)) => {
+            // Cached pieces count too: they keep their buffers alive after the batch cache
+            // lets them go, until the answer is sent.
             let bytes: usize = response
                 .parts
                 .iter()
-                .map(|part| match part {
-                    Part::Memory(bytes) => bytes.len(),
-                    Part::File(_) => 0,
-                })
+                .filter_map(Part::in_memory)
+                .map(<[u8]>::len)
                 .sum();
             Some(shard.memory.charge(bytes as u64))
         }
@@ -765,17 +765,17 @@ async fn send<W: AsyncWrite + Unpin>(
     let mut parts = response.parts.into_iter().peekable();
     while let Some(part) = parts.next() {
         match part {
-            Part::Memory(bytes) => {
+            Part::Memory(_) | Part::Cached(_) => {
                 // The pieces in memory up to the next file range leave in one vectored write.
-                pieces.push(bytes);
-                while let Some(Part::Memory(_)) = parts.peek() {
-                    if let Some(Part::Memory(bytes)) = parts.next() {
-                        pieces.push(bytes);
-                    }
+                pieces.push(part);
+                while parts.peek().is_some_and(|next| next.in_memory().is_some()) {
+                    pieces.extend(parts.next());
                 }
-                write_all_vectored(writer, &pieces).await?;
-                let len: usize = pieces.iter().map(Bytes::len).sum();
+                let slices: Vec<&[u8]> = pieces.iter().filter_map(Part::in_memory).collect();
+                write_all_vectored(writer, &slices).await?;
+                let len: usize = slices.iter().map(|slice| slice.len()).sum();
                 ShardMetrics::add(&shard.metrics.bytes_sent, len as u64);
+                drop(slices);
                 pieces.clear();
             }
             Part::File(range) if !socket.splice => {

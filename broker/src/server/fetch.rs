@@ -172,13 +172,7 @@ fn consumer_read(topic: &Topic, want: &WantedPartition, max_bytes: usize) -> Con
 }
 
 fn records_len(records: &[crate::kafka::response::Part]) -> usize {
-    records
-        .iter()
-        .map(|part| match part {
-            crate::kafka::response::Part::Memory(bytes) => bytes.len(),
-            crate::kafka::response::Part::File(range) => range.len as usize,
-        })
-        .sum()
+    records.iter().map(crate::kafka::response::Part::len).sum()
 }
 
 /// The metrics of an answer: record bytes out (per shard, and per partition for consumers)

@@ -494,6 +494,7 @@ impl Shard {
                     .map(|chunk| match chunk {
                         ReadChunk::File(range) => Part::File(range),
                         ReadChunk::Memory(bytes) => Part::Memory(bytes),
+                        ReadChunk::Cached(bytes) => Part::Cached(bytes),
                     })
                     .collect(),
             },
@@ -986,13 +987,15 @@ impl Shard {
 }
 
 /// A read made sendable to another shard: file ranges travel as their own descriptors, so
-/// the receiving shard splices from them.
+/// the receiving shard splices from them; cached bytes travel as a copy.
 fn to_send_chunks(read: PartitionRead<Part>) -> PartitionRead<SendChunk> {
     let mut chunks = Vec::with_capacity(read.chunks.len());
     let mut error_code = read.error_code;
     for part in read.chunks {
         match part {
             Part::Memory(bytes) => chunks.push(SendChunk::Memory(bytes)),
+            // The batch cache's buffers stay on their shard: the bytes travel as a copy.
+            Part::Cached(bytes) => chunks.push(SendChunk::Memory(Bytes::copy_from_slice(&bytes))),
             Part::File(range) => {
                 // SAFETY: dup of a descriptor kept open by `range.file`.
                 let fd = unsafe { libc::dup(range.file.raw_fd()) };

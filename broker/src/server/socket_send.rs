@@ -78,14 +78,15 @@ impl AsyncWrite for PlainWriter {
 }
 
 /// Writes every byte of `pieces` in as few vectored writes as the writer takes.
-pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
+pub async fn write_all_vectored<W: AsyncWrite + Unpin, P: AsRef<[u8]>>(
     writer: &mut W,
-    pieces: &[bytes::Bytes],
+    pieces: &[P],
 ) -> io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = pieces
         .iter()
+        .map(AsRef::as_ref)
         .filter(|piece| !piece.is_empty())
-        .map(|piece| IoSlice::new(piece))
+        .map(IoSlice::new)
         .collect();
     let mut left = &mut slices[..];
     while !left.is_empty() {

@@ -10,18 +10,59 @@
 //! the shard writes. The appender of each active segment keeps weak references to its
 //! rounds' buffers (`segment_appender.rs`) and reads through those still alive; bytes whose
 //! buffer left the cache (or came before a round too large to keep) are read from the file
-//! again. A read copies the cached bytes out (as it does the unwritten tail), once, into the
-//! answer, and only up to 1 MiB: a larger range is sent from the file (`log_reader.rs`).
+//! again. A read answers cached bytes as [`CachedBytes`]: slices of the round's buffer, sent
+//! to the socket from there without a copy (`log_reader.rs`); only the unwritten tail, which
+//! keeps changing, is copied out.
 //!
 //! Without [`install`] (storage tests, tools) the limit is 0 and nothing is kept.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::fmt;
+use std::ops::Deref;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use glommio::io::DmaBuffer;
+
+/// Bytes of a written (or in flight) round's buffer, shared rather than copied: a read of the
+/// cache answers with these and the socket write takes them from the buffer itself. Holding
+/// one keeps its buffer alive after the cache lets it go, until the answer is sent. Not
+/// `Send`: a read answered to another shard's connection copies the bytes (`partitions.rs`).
+#[derive(Clone)]
+pub struct CachedBytes {
+    buffer: Rc<DmaBuffer>,
+    from: usize,
+    len: usize,
+}
+
+impl CachedBytes {
+    /// Bytes `from..from + len` of `buffer`.
+    pub(crate) fn new(buffer: Rc<DmaBuffer>, from: usize, len: usize) -> CachedBytes {
+        debug_assert!(from + len <= buffer.len());
+        CachedBytes { buffer, from, len }
+    }
+}
+
+impl Deref for CachedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buffer.as_bytes()[self.from..self.from + self.len]
+    }
+}
+
+impl AsRef<[u8]> for CachedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl fmt::Debug for CachedBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CachedBytes({} bytes)", self.len)
+    }
+}
 
 /// What one shard's cache holds and served; read by the metrics endpoint.
 #[derive(Debug, Default)]

@@ -145,16 +145,8 @@ impl Segment {
         (offset - self.base_offset) as u32
     }
 
-    /// Everything below this position is in the file.
-    pub fn written_end(&self) -> u64 {
-        self.appender
-            .as_ref()
-            .map_or(self.size_bytes, |a| a.written_end())
-    }
-
     /// Everything from this position up is read from memory (the batch cache, the write in
-    /// flight and the fill buffer); below it, from the file. At most
-    /// [`Segment::written_end`].
+    /// flight and the fill buffer); below it, from the file. At most the written end.
     pub fn memory_start(&self) -> u64 {
         self.appender
             .as_ref()

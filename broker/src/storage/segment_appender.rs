@@ -17,7 +17,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 
+use bytes::Bytes;
 use glommio::io::{BufferedFile, DmaBuffer, DmaFile};
+
+use super::batch_cache::CachedBytes;
+use super::log_reader::ReadChunk;
 
 use super::disk_budget::{self, PreallocationStep};
 use super::stream_copy::StreamCopy;
@@ -43,6 +47,14 @@ pub(crate) fn align_up(v: u64) -> u64 {
 fn buffer_capacity(want: usize, max_bytes: usize) -> usize {
     want.next_power_of_two()
         .clamp(MIN_BUFFER_BYTES, max_bytes.max(MIN_BUFFER_BYTES))
+}
+
+/// Where [`SegmentAppender::walk_memory`] finds a piece of the segment.
+enum MemoryPiece<'a> {
+    /// Bytes of the fill buffer (not yet taken by a round).
+    Fill(&'a [u8]),
+    /// Bytes `from..to` of a written or in flight round's buffer.
+    Round(&'a Rc<DmaBuffer>, usize, usize),
 }
 
 /// One write round: the buffer to write at `start` (page aligned), and the logical end of the
@@ -91,9 +103,8 @@ pub(crate) struct SegmentAppender {
     fill_start: u64,
     fill_len: usize,
     in_flight: Option<InFlight>,
-    /// Written rounds, oldest first and contiguous up to the written end; those the batch
-    /// cache dropped are pruned from the front (the cache drops a shard's buffers oldest
-    /// first, so the live ones are a suffix).
+    /// Written rounds, oldest first and contiguous up to the written end; the live ones
+    /// nearest the written end are read, and the rest are pruned as rounds finish.
     recent: VecDeque<Recent>,
     written_end: u64,
     preallocated_end: u64,
@@ -352,12 +363,14 @@ impl SegmentAppender {
         self.written_end = job.end;
         if let Some(done) = self.in_flight.take() {
             debug_assert_eq!(done.start + done.len as u64, job.end);
-            while self
+            // Only the live rounds nearest the written end are read (`memory_start`): a round
+            // before a dropped one is of no use, even if an answer still holds its buffer.
+            if let Some(dropped) = self
                 .recent
-                .front()
-                .is_some_and(|r| r.buffer.strong_count() == 0)
+                .iter()
+                .rposition(|r| r.buffer.strong_count() == 0)
             {
-                self.recent.pop_front();
+                self.recent.drain(..=dropped);
             }
             match super::batch_cache::keep(done.buffer, done.allocation_bytes as u64) {
                 Some(buffer) => self.recent.push_back(Recent {
@@ -376,13 +389,16 @@ impl SegmentAppender {
     /// Everything from this position up is readable from memory: the rounds the batch cache
     /// still holds (contiguous, newest back), the round in flight and the fill buffer.
     pub(crate) fn memory_start(&self) -> u64 {
-        // The live rounds are a suffix (the cache drops them oldest first) and contiguous up
-        // to the written end (each starts at or below the previous one's end, and a round the
-        // cache did not keep clears the list): the oldest live one's start is the answer.
+        // The rounds are contiguous up to the written end (each starts at or below the end of
+        // the one before, and a round the cache did not keep clears the list), so the live
+        // ones from the newest back reach down to the answer. The cache drops rounds oldest
+        // first, but an answer being sent may still hold an older round's buffer after a newer
+        // one went: the walk stops at the first dropped round.
         self.recent
             .iter()
-            .find(|r| r.buffer.strong_count() > 0)
-            .map_or(self.written_end, |r| r.start.min(self.written_end))
+            .rev()
+            .take_while(|r| r.buffer.strong_count() > 0)
+            .fold(self.written_end, |start, r| start.min(r.start))
     }
 
     /// Forgets the failed round (the log refuses appends after a failed write).
@@ -393,6 +409,34 @@ impl SegmentAppender {
     /// Copies up to `max` bytes from memory starting at `pos` (at or above
     /// [`SegmentAppender::memory_start`]).
     pub(crate) fn copy_from_memory(&self, pos: u64, max: usize, out: &mut Vec<u8>) {
+        self.walk_memory(pos, max, |piece| match piece {
+            MemoryPiece::Fill(bytes) => out.extend_from_slice(bytes),
+            MemoryPiece::Round(buffer, from, to) => {
+                out.extend_from_slice(&buffer.as_bytes()[from..to]);
+            }
+        });
+    }
+
+    /// Up to `max` bytes from memory starting at `pos` (at or above
+    /// [`SegmentAppender::memory_start`]), appended to `out` in order: the written rounds and
+    /// the one in flight as slices of their buffers (no copy), the fill buffer's bytes as a
+    /// copy (appends keep changing it).
+    pub(crate) fn read_from_memory(&self, pos: u64, max: usize, out: &mut Vec<ReadChunk>) {
+        self.walk_memory(pos, max, |piece| match piece {
+            MemoryPiece::Fill(bytes) => out.push(ReadChunk::Memory(Bytes::copy_from_slice(bytes))),
+            MemoryPiece::Round(buffer, from, to) => {
+                out.push(ReadChunk::Cached(CachedBytes::new(
+                    buffer.clone(),
+                    from,
+                    to - from,
+                )));
+            }
+        });
+    }
+
+    /// Hands the memory holding up to `max` bytes from `pos` to `each`, piece by piece in
+    /// file order.
+    fn walk_memory(&self, pos: u64, max: usize, mut each: impl FnMut(MemoryPiece<'_>)) {
         let end = self.end();
         let mut pos = pos;
         let stop = end.min(pos + max as u64);
@@ -400,17 +444,17 @@ impl SegmentAppender {
             if pos >= self.fill_start {
                 let from = (pos - self.fill_start) as usize;
                 let to = (stop - self.fill_start) as usize;
-                out.extend_from_slice(&self.fill.as_bytes()[from..to]);
+                each(MemoryPiece::Fill(&self.fill.as_bytes()[from..to]));
                 pos = stop;
             } else if let Some(f) = self.in_flight.as_ref().filter(|f| pos >= f.start) {
                 let from = (pos - f.start) as usize;
-                let to = ((stop.min(self.fill_start)) - f.start) as usize;
-                out.extend_from_slice(&f.buffer.as_bytes()[from..to.min(f.len)]);
+                let to = ((stop.min(self.fill_start) - f.start) as usize).min(f.len);
+                each(MemoryPiece::Round(&f.buffer, from, to));
                 pos = f.start + to as u64;
             } else if let Some((round, buffer)) = self.recent_round(pos) {
                 let from = (pos - round.start) as usize;
                 let to = (stop.min(round.end()) - round.start) as usize;
-                out.extend_from_slice(&buffer.as_bytes()[from..to]);
+                each(MemoryPiece::Round(&buffer, from, to));
                 pos = round.start + to as u64;
             } else {
                 debug_assert!(false, "position {pos} is not in memory");
