@@ -57,6 +57,15 @@ enum MemoryPiece<'a> {
     Round(&'a Rc<DmaBuffer>, usize, usize),
 }
 
+/// What the next fill buffer is sized for after a round of `round_bytes`: that much again with a
+/// quarter more, for a load that grows a little (one that grows more moves the buffer to a
+/// larger one, [`SegmentAppender::grow`]). The buffer joins the batch cache once written, which
+/// counts its whole allocation: room left unused there is cache memory holding no data. With
+/// twice the round, as before, a steady load left 27-33% of the cache's bytes holding data.
+fn next_buffer_want(round_bytes: usize) -> usize {
+    round_bytes + round_bytes / 4
+}
+
 /// One write round: the buffer to write at `start` (page aligned), and the logical end of the
 /// segment once it is written.
 pub(crate) struct WriteJob {
@@ -95,8 +104,9 @@ pub(crate) struct SegmentAppender {
     path: PathBuf,
     /// Largest fill buffer (`write_buffer_bytes`).
     max_buffer_bytes: usize,
-    /// Size of the current fill buffer: it starts small and follows the load (twice the last
-    /// round, or what one append needs), so an idle partition holds little memory.
+    /// Size of the current fill buffer: it starts small and follows the load (the last
+    /// round's size with a quarter more, [`next_buffer_want`], or what one append needs), so
+    /// an idle partition holds little memory.
     fill_capacity: usize,
     fill: DmaBuffer,
     /// Page-aligned file position of `fill[0]`.
@@ -278,7 +288,7 @@ impl SegmentAppender {
         }
         let tail_start = align_down(end);
         let tail_len = (end - tail_start) as usize;
-        let next_capacity = buffer_capacity(2 * self.fill_len, self.max_buffer_bytes);
+        let next_capacity = buffer_capacity(next_buffer_want(self.fill_len), self.max_buffer_bytes);
         let mut next = self.file.alloc_dma_buffer(next_capacity);
         let allocation_bytes = self.fill_capacity;
         let tail_from = (tail_start - self.fill_start) as usize;
