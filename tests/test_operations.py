@@ -211,3 +211,35 @@ def test_the_broker_warns_when_its_data_dir_is_mounted_with_online_discard(tmp_p
         assert len(warned) == 1 and str(data) in warned[0], log[-2000:]
     else:
         assert warned == [], warned
+
+
+def test_the_broker_notes_ext4s_short_journal_commit_interval_under_flush_never(tmp_path):
+    """Under flush `interval` and `never` appends stalled behind ext4's periodic journal
+    commits at the default 5 s (docs/operations.md): `broker serve` notes it at start when the
+    data dir is on such a mount and its policy is one of those; not under `always`, and not
+    once the mount commits every 30 s. The data dir is on a loop-mounted ext4 of its own."""
+    image, mount_point = tmp_path / "fs.img", tmp_path / "mnt"
+    mount_point.mkdir()
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image), "256M"], check=True, timeout=60)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)], check=True, timeout=60)
+    try:
+        profile = (PROFILES / "dev-2core.toml").read_text()
+        never = tmp_path / "never.toml"
+        never.write_text(profile.replace('flush_policy = "always"', 'flush_policy = "never"'))
+        assert 'flush_policy = "never"' in never.read_text()
+
+        def noted(name, path):
+            broker = Broker(mount_point / name, profile=str(path)).start()
+            broker.stop()
+            log = broker.stderr_path.read_text(errors="replace")
+            return [line for line in log.splitlines() if "journal commit every" in line]
+
+        at_five = noted("never", never)
+        assert len(at_five) == 1 and str(mount_point / "never") in at_five[0], at_five
+        assert "every 5 s" in at_five[0] and "flush never" in at_five[0], at_five
+        assert noted("always", PROFILES / "dev-2core.toml") == []
+        subprocess.run(["mount", "-o", "remount,commit=30", str(mount_point)], check=True,
+                       timeout=60)
+        assert noted("never_at_30", never) == []
+    finally:
+        subprocess.run(["umount", str(mount_point)], timeout=60)

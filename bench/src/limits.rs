@@ -37,6 +37,9 @@ pub struct HostLimits {
     /// The measured directory's file system is mounted with `-o discard`
     /// ([`tuning::host::Mount::online_discard`]); `None` if its mount could not be found.
     pub online_discard: Option<bool>,
+    /// Seconds between the file system's journal commits, on ext3/ext4
+    /// ([`tuning::host::Mount::journal_commit_s`]).
+    pub journal_commit_s: Option<u64>,
 }
 
 impl HostLimits {
@@ -65,6 +68,11 @@ impl HostLimits {
                 Some(true) => "\nfile system mounted with online discard (-o discard): writes and fdatasyncs queue behind the discard of every freed block (docs/operations.md)",
                 Some(false) => "\nfile system mounted without online discard",
                 None => "",
+            }
+            + &match self.journal_commit_s {
+                Some(s) if s <= 5 => format!(", journal commit every {s} s (appends under flush interval and never stalled behind those commits here: docs/operations.md)"),
+                Some(s) => format!(", journal commit every {s} s"),
+                None => String::new(),
             }
     }
 }
@@ -171,6 +179,7 @@ pub fn measure(dir: &Path) -> io::Result<HostLimits> {
         memcpy_gb_s: memcpy_gb_s(16),
         idle_hiccups,
         online_discard: tuning::host::mount_of(dir).map(|m| m.online_discard()),
+        journal_commit_s: tuning::host::mount_of(dir).and_then(|m| m.journal_commit_s()),
     })
 }
 

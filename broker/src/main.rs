@@ -1074,7 +1074,8 @@ fn listener_security(
 
 /// Logs the profile `serve` runs with, says when no shard runs where the data dir's disk
 /// delivers its completion interrupts, and warns when the profile was probed on another host
-/// or when the data dir is on a file system mounted with online discard.
+/// or when the data dir is on a file system mounted with online discard, and notes ext4's 5 s
+/// journal commits under flush `interval` and `never`.
 fn log_profile(profile: &tuning::Profile, data_dir: &std::path::Path) {
     let shards: Vec<String> = profile
         .shard_cores()
@@ -1129,6 +1130,20 @@ fn log_profile(profile: &tuning::Profile, data_dir: &std::path::Path) {
              here); mount it without `discard` and trim with fstrim.timer (docs/operations.md)",
             data_dir.display(),
             mount.mount_point.display()
+        );
+    }
+    let commit_s = tuning::host::mount_of(data_dir).and_then(|m| m.journal_commit_s());
+    if storage.flush() != tuning::FlushPolicy::Always && commit_s.is_some_and(|s| s <= 5) {
+        tracing::info!(
+            "data dir {} is on ext4 with a journal commit every {} s: under flush {} \
+             appends stalled for 50-140 ms at those commits here and not with commit=30 \
+             (docs/operations.md, \"ext4's journal commit interval\")",
+            data_dir.display(),
+            commit_s.unwrap_or(5),
+            match storage.flush() {
+                tuning::FlushPolicy::Never => "never",
+                _ => "interval",
+            }
         );
     }
 }
