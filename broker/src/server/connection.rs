@@ -771,11 +771,9 @@ async fn send<W: AsyncWrite + Unpin>(
                 while parts.peek().is_some_and(|next| next.in_memory().is_some()) {
                     pieces.extend(parts.next());
                 }
-                let slices: Vec<&[u8]> = pieces.iter().filter_map(Part::in_memory).collect();
-                write_all_vectored(writer, &slices).await?;
-                let len: usize = slices.iter().map(|slice| slice.len()).sum();
+                write_all_vectored(writer, pieces.iter().filter_map(Part::in_memory)).await?;
+                let len: usize = pieces.iter().map(Part::len).sum();
                 ShardMetrics::add(&shard.metrics.bytes_sent, len as u64);
-                drop(slices);
                 pieces.clear();
             }
             Part::File(range) if !socket.splice => {

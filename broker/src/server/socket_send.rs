@@ -78,13 +78,12 @@ impl AsyncWrite for PlainWriter {
 }
 
 /// Writes every byte of `pieces` in as few vectored writes as the writer takes.
-pub async fn write_all_vectored<W: AsyncWrite + Unpin, P: AsRef<[u8]>>(
+pub async fn write_all_vectored<'a, W: AsyncWrite + Unpin>(
     writer: &mut W,
-    pieces: &[P],
+    pieces: impl IntoIterator<Item = &'a [u8]>,
 ) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = pieces
-        .iter()
-        .map(AsRef::as_ref)
+    let mut slices: Vec<IoSlice<'a>> = pieces
+        .into_iter()
         .filter(|piece| !piece.is_empty())
         .map(IoSlice::new)
         .collect();
@@ -166,7 +165,11 @@ mod tests {
                 per_call,
                 calls: 0,
             };
-            futures_lite::future::block_on(write_all_vectored(&mut writer, &pieces)).unwrap();
+            futures_lite::future::block_on(write_all_vectored(
+                &mut writer,
+                pieces.iter().map(|p| &p[..]),
+            ))
+            .unwrap();
             assert_eq!(writer.written, pieces.concat(), "{per_call} bytes a call");
         }
     }
@@ -179,7 +182,10 @@ mod tests {
             calls: 0,
         };
         let pieces = [Bytes::from_static(b"x")];
-        let err = futures_lite::future::block_on(write_all_vectored(&mut writer, &pieces));
+        let err = futures_lite::future::block_on(write_all_vectored(
+            &mut writer,
+            pieces.iter().map(|p| &p[..]),
+        ));
         assert_eq!(err.unwrap_err().kind(), io::ErrorKind::WriteZero);
     }
 }

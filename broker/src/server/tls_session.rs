@@ -171,18 +171,7 @@ impl AsyncWrite for TlsWriter {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        loop {
-            // Bounded: rustls takes plaintext only while its send buffer has room.
-            let taken = this.session.borrow_mut().writer().write(buf)?;
-            if taken > 0 {
-                return Poll::Ready(Ok(taken));
-            }
-            std::task::ready!(this.poll_send_records(cx))?;
-        }
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -195,6 +184,7 @@ impl AsyncWrite for TlsWriter {
             return Poll::Ready(Ok(0));
         }
         loop {
+            // Bounded: rustls takes plaintext only while its send buffer has room.
             let taken = this.session.borrow_mut().writer().write_vectored(bufs)?;
             if taken > 0 {
                 return Poll::Ready(Ok(taken));

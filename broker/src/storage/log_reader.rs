@@ -317,7 +317,7 @@ impl PartitionLog {
             match view.current(&st) {
                 Some(seg) => {
                     let file_end = seg.memory_start().clamp(first_pos, end);
-                    if let (true, Some(a)) = (end > file_end, &seg.appender) {
+                    if let Some(a) = seg.appender.as_ref().filter(|_| end > file_end) {
                         a.read_from_memory(file_end, (end - file_end) as usize, &mut memory);
                     }
                     file_end
