@@ -123,6 +123,12 @@ def test_prometheus_rates_match_a_paced_load(broker, tmp_path):
                      lambda v: v == records)
         stored_after(prom, 'sum(streambox_log_size_bytes{topic="load"})',
                      lambda v: v == produced_bytes)
+        # The dev profile writes zeros into the blocks it preallocates (preallocate_zeroes):
+        # they are counted, and the active segments' files run past the data they hold.
+        stored_after(prom, 'sum(streambox_log_zero_fill_bytes_total)', lambda v: v > 0)
+        files = sorted(broker.data_dir.rglob("load-*/*.log"))
+        assert len(files) == 2, files
+        assert sum(f.stat().st_size for f in files) > produced_bytes
 
         # A consumer reads everything and commits; records produced after are its lag.
         consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "readers",

@@ -69,7 +69,8 @@ impl EmbeddedNode {
 pub struct DiskMeter(Vec<Arc<DiskLatency>>);
 
 impl DiskMeter {
-    /// The slowest O_DIRECT write round or fdatasync of any shard since the last call, ms.
+    /// The slowest O_DIRECT write round, fdatasync or write of zeros ahead of any shard since
+    /// the last call, ms.
     pub fn take_slowest_ms(&self) -> f64 {
         let us = self.0.iter().map(|d| d.take_slowest_us()).max();
         us.unwrap_or(0) as f64 / 1e3

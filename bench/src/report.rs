@@ -169,8 +169,8 @@ pub struct Second {
     pub p99_ms: f64,
     pub p99_9_ms: f64,
     pub max_ms: f64,
-    /// Against the embedded node: the slowest O_DIRECT write round or fdatasync of its logs
-    /// that ended in this second. A slow second with a slow disk operation in it waited for
+    /// Against the embedded node: the slowest O_DIRECT write round, fdatasync or write of
+    /// zeros ahead of its logs that ended in this second. A slow second with a slow disk operation in it waited for
     /// the device; one without did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_max_ms: Option<f64>,
@@ -305,7 +305,7 @@ impl Summary {
             .max_by(|a, b| a.0.total_cmp(&b.0));
         if let Some((ms, t_s)) = disk {
             text += &format!(
-                "\n  slowest disk operation of the node (O_DIRECT write round or fdatasync): {ms:.3} ms, in the second ending at {t_s:.1} s"
+                "\n  slowest disk operation of the node (O_DIRECT write round, fdatasync or zeros ahead): {ms:.3} ms, in the second ending at {t_s:.1} s"
             );
         }
         if let Some(hiccups) = &self.host_hiccups {

@@ -1090,13 +1090,14 @@ fn log_profile(profile: &tuning::Profile, data_dir: &std::path::Path) {
     let storage = &profile.storage;
     tracing::info!(
         "tuning profile {}: shards on {}; flush {:?}, write_buffer_bytes {}, segment_bytes {}, \
-         preallocate_bytes {}, batch_cache_bytes {}",
+         preallocate_bytes {} (zeros {}), batch_cache_bytes {}",
         profile.source.display(),
         shards.join(", "),
         storage.flush(),
         storage.write_buffer_bytes,
         storage.segment_bytes,
         storage.preallocate_bytes,
+        storage.preallocate_zeroes,
         storage.batch_cache_bytes
     );
     let device = tuning::host::block_device(data_dir);

@@ -253,6 +253,13 @@ pub struct StorageLimits {
     /// 64 MiB; 0 disables preallocation.
     #[serde(default = "StorageLimits::default_preallocate_bytes")]
     pub preallocate_bytes: u64,
+    /// The blocks preallocation reserves are also written with zeros, between write rounds,
+    /// so the fdatasync of an append overwrites written blocks of an unchanged file size and
+    /// commits nothing to the file system journal. A log that appends faster than its idle
+    /// moments let the zeros be written falls back to reserved blocks for the rest of the
+    /// segment. Default true.
+    #[serde(default = "StorageLimits::default_preallocate_zeroes")]
+    pub preallocate_zeroes: bool,
     /// Each shard's batch cache: the buffers of its most recent write rounds, kept after
     /// they were written so tailing readers are served from memory, bytes (counted as the
     /// buffers' allocation sizes). Default 64 MiB; 0 turns the cache off.
@@ -293,6 +300,9 @@ impl StorageLimits {
     }
     fn default_preallocate_bytes() -> u64 {
         64 << 20
+    }
+    fn default_preallocate_zeroes() -> bool {
+        true
     }
     fn default_batch_cache_bytes() -> u64 {
         64 << 20

@@ -466,6 +466,12 @@ impl Collector for BrokerCollector {
             labels.push(("source", "file".into()));
             read_from.push((labels, get(&m.batch_cache.file_read_bytes)));
         }
+        counters(
+            enc,
+            "streambox_log_zero_fill_bytes",
+            "Zeros written ahead of the appends of active segments (preallocate_zeroes).",
+            per_shard(|m| get(&m.disk.zero_fill_bytes)),
+        )?;
         counters(enc, "streambox_log_read_bytes", "Fetch data read from partition logs: from memory (batch cache and the unwritten tail) or as segment file ranges.", read_from)?;
 
         // Disk.

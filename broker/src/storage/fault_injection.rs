@@ -63,6 +63,7 @@ pub(crate) mod tests {
             max_batch_bytes: 1 << 20,
             write_buffer_bytes: 2 << 20,
             preallocate_bytes: 1 << 20,
+            preallocate_zeroes: true,
             cleanup: crate::storage::CleanupPolicy::DELETE,
             delete_retention_ms: 86_400_000,
             min_cleanable_dirty_ratio_ppm: 500_000,
@@ -71,13 +72,23 @@ pub(crate) mod tests {
     }
 
     /// Values of every record in the log, in offset order.
-    async fn values(log: &PartitionLog) -> Vec<String> {
-        let read = log.read(0, 1 << 20, None).await.unwrap();
-        let mut buf = Bytes::from(read.to_vec().unwrap());
+    pub(crate) async fn values(log: &PartitionLog) -> Vec<String> {
         let mut out = Vec::new();
-        while !buf.is_empty() {
-            for record in RecordBatchDecoder::decode(&mut buf).unwrap().records {
-                out.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        let mut next = 0;
+        while next < log.log_end_offset() {
+            let read = log.read(next, 1 << 20, None).await.unwrap();
+            let mut buf = Bytes::from(read.to_vec().unwrap());
+            // Whole batches only: a read may end inside one.
+            while buf.len() >= 12 {
+                let length = u32::from_be_bytes(buf[8..12].try_into().unwrap()) as usize;
+                if buf.len() < 12 + length {
+                    break;
+                }
+                let mut one = buf.split_to(12 + length);
+                for record in RecordBatchDecoder::decode(&mut one).unwrap().records {
+                    next = record.offset + 1;
+                    out.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+                }
             }
         }
         out

@@ -16,7 +16,10 @@ pub struct DiskLatency {
     pub fdatasync_us: AtomicHistogram,
     /// One O_DIRECT write round of the active segment.
     pub direct_write_us: AtomicHistogram,
-    /// The slowest of both since the last [`DiskLatency::take_slowest_us`].
+    /// Bytes of zeros written ahead of the appends (`preallocate_zeroes`).
+    pub zero_fill_bytes: AtomicU64,
+    /// The slowest of both, and of the writes of zeros ahead and their fdatasyncs, since the
+    /// last [`DiskLatency::take_slowest_us`].
     slowest_us: AtomicU64,
 }
 
@@ -44,6 +47,17 @@ pub(crate) fn record_fdatasync(us: u64) {
 
 pub(crate) fn record_direct_write(us: u64) {
     record(us, |sink| &sink.direct_write_us);
+}
+
+/// A write of `bytes` zeros ahead of the appends (or, with `bytes` 0, their fdatasync): into
+/// the byte count and the slowest, not the append path's histograms.
+pub(crate) fn record_zero_fill(us: u64, bytes: u64) {
+    SINK.with(|slot| {
+        if let Some(sink) = slot.borrow().as_ref() {
+            sink.zero_fill_bytes.fetch_add(bytes, Ordering::Relaxed);
+            sink.slowest_us.fetch_max(us, Ordering::Relaxed);
+        }
+    });
 }
 
 /// Into the installed sink's histogram `which`, and its slowest.

@@ -19,6 +19,13 @@
 //! `interval_ms` and the synced end under `always`. Acknowledged appends are below it, and it
 //! is a single node's high watermark: consumers read below it and long-poll on it
 //! ([`PartitionLog::wait_promised_past`]), so what they saw survives what the policy survives.
+//!
+//! Zeros ahead (`preallocate_zeroes`): a task writes zeros into the active segment's
+//! preallocated blocks past the data, one chunk at a time and each under the writer's turn, so
+//! it only runs between write rounds and never beside one; after a burst it fdatasyncs them.
+//! An append landing on them overwrites written blocks inside the file size, so its fdatasync
+//! only has the device flush its cache: nothing goes through the file system journal (ext4
+//! otherwise commits the size change and the extent it converted on every fdatasync).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -51,6 +58,10 @@ use tuning::fs::sync_dir;
 /// A task that runs write rounds hands the role on after this many back-to-back rounds, so
 /// its own append does not wait behind an endless stream of others.
 const MAX_ROUNDS_PER_WRITER: usize = 16;
+
+/// One write of zeros ahead of the appends (`preallocate_zeroes`): a write round that wants
+/// the disk meanwhile waits for at most this much.
+const ZERO_CHUNK_BYTES: u64 = 128 * 1024;
 
 /// Counters of one log since it was opened (for benchmarks, metrics and tests).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -107,6 +118,8 @@ pub(crate) struct LogState {
     pub closed: bool,
     pub last_sync: Instant,
     pub sync_timer_armed: bool,
+    /// A task writes zeros ahead of the appends ([`LogInner::kick_zero_fill`]).
+    pub zero_fill_running: bool,
 }
 
 impl LogState {
@@ -228,6 +241,7 @@ impl PartitionLog {
             closed: false,
             last_sync: Instant::now(),
             sync_timer_armed: false,
+            zero_fill_running: false,
         };
         Ok(PartitionLog {
             inner: Rc::new(LogInner {
@@ -966,8 +980,107 @@ impl LogInner {
         // running while data is pending: hand on to a background one if this one stopped early.
         if result.is_ok() {
             self.kick_writer();
+            self.kick_zero_fill();
         }
         result
+    }
+
+    /// Starts the task that writes zeros into the active segment's preallocated blocks
+    /// (`preallocate_zeroes`) if some wait for them and none runs.
+    fn kick_zero_fill(self: &Rc<Self>) {
+        {
+            let mut st = self.state.borrow_mut();
+            let wanted = st
+                .active()
+                .appender
+                .as_ref()
+                .is_some_and(|a| a.zero_fill_wanted());
+            if !wanted || st.zero_fill_running || st.closed || st.failed.is_some() {
+                return;
+            }
+            st.zero_fill_running = true;
+        }
+        let inner = self.clone();
+        glommio::spawn_local(async move {
+            // A failed fdatasync failed the log (appends see it); nothing else to report here.
+            let _ = inner.zero_fill().await;
+            inner.state.borrow_mut().zero_fill_running = false;
+        })
+        .detach();
+    }
+
+    /// One burst of zeros: writes of up to [`ZERO_CHUNK_BYTES`] until the preallocated blocks
+    /// past the data are written, each under the writer's turn so no write round runs beside
+    /// it, then one fdatasync, so the converted extents and the file size are committed
+    /// before the appends reach them.
+    async fn zero_fill(self: &Rc<Self>) -> Result<(), LogError> {
+        let mut zeros: Option<Rc<glommio::io::DmaBuffer>> = None;
+        let mut written: Option<(Rc<glommio::io::DmaFile>, PathBuf)> = None;
+        loop {
+            let writer = self.acquire_writer().await;
+            let chunk = {
+                let st = self.state.borrow();
+                if st.closed || st.failed.is_some() {
+                    None
+                } else {
+                    let segment = st.active();
+                    segment.appender.as_ref().and_then(|a| {
+                        let (start, len) = a.next_zero_chunk(ZERO_CHUNK_BYTES)?;
+                        Some((a.file().clone(), segment.log_path.clone(), start, len))
+                    })
+                }
+            };
+            let Some((file, path, start, len)) = chunk else {
+                break;
+            };
+            let alloc = |len: u64| {
+                let mut buffer = file.alloc_dma_buffer(len as usize);
+                buffer.as_bytes_mut().fill(0);
+                Rc::new(buffer)
+            };
+            let buffer = if len == ZERO_CHUNK_BYTES {
+                zeros.get_or_insert_with(|| alloc(len)).clone()
+            } else {
+                alloc(len)
+            };
+            let write_started = Instant::now();
+            let result = file.write_rc_at(buffer, start).await;
+            let written_bytes = result.as_ref().map_or(0, |n| *n as u64);
+            let write_us = write_started.elapsed().as_micros() as u64;
+            super::io_latency::record_zero_fill(write_us, written_bytes);
+            {
+                let mut st = self.state.borrow_mut();
+                if let Some(a) = st.active_mut().appender.as_mut() {
+                    if Rc::ptr_eq(a.file(), &file) {
+                        match result {
+                            Ok(n) if n as u64 == len => a.zeroes_written(start + len),
+                            // Zeros are an optimisation: the appends go on without them.
+                            Ok(n) => {
+                                tracing::warn!(file = %path.display(), written = n, "short write of zeros ahead");
+                                a.stop_zero_fill();
+                            }
+                            Err(e) => {
+                                tracing::warn!(file = %path.display(), error = %e, "writing zeros ahead failed");
+                                a.stop_zero_fill();
+                            }
+                        }
+                    }
+                }
+            }
+            written = Some((file, path));
+            drop(writer);
+            self.kick_writer();
+            // Appends and write rounds waiting for the writer's turn go first.
+            glommio::executor().yield_now().await;
+        }
+        if let Some((file, path)) = written {
+            let started = Instant::now();
+            file.fdatasync()
+                .await
+                .map_err(|e| self.fail(LogError::io(path, "fdatasync of zeros ahead", e.into())))?;
+            super::io_latency::record_zero_fill(started.elapsed().as_micros() as u64, 0);
+        }
+        Ok(())
     }
 
     /// Under `never` and `interval_ms` an append returns once its bytes are in the write
@@ -1337,5 +1450,118 @@ impl SegmentSync {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::io::AsRawFd;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use crate::storage::disk_budget::INITIAL_PREALLOCATE_BYTES;
+    use crate::storage::fault_injection::tests::{batch, config, values};
+    use crate::storage::PartitionLog;
+
+    /// Where the first hole at or after `from` starts (ext4 reports unwritten extents, which
+    /// preallocation without zeros leaves, as holes too); the file size if there is none.
+    fn first_hole(path: &Path, from: u64) -> u64 {
+        let file = std::fs::File::open(path).unwrap();
+        // SAFETY: lseek on a descriptor this function owns.
+        let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, libc::SEEK_HOLE) };
+        assert!(at >= 0, "{}", std::io::Error::last_os_error());
+        at as u64
+    }
+
+    /// Lengths of the batches a sealed segment file holds, walked from its start; the walk
+    /// must end exactly at the file's end.
+    fn batch_lengths(path: &Path) -> Vec<u32> {
+        let bytes = std::fs::read(path).unwrap();
+        let mut lengths = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let length = u32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+            lengths.push(length);
+            at += 12 + length as usize;
+        }
+        assert_eq!(at, bytes.len(), "{}", path.display());
+        lengths
+    }
+
+    #[test]
+    fn zeros_ahead_are_written_then_overwritten_cut_at_the_seal_and_survive_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let mut config = config();
+                config.preallocate_zeroes = true;
+                config.preallocate_bytes = 1 << 20;
+                config.segment_bytes = 4 << 20;
+                let segment = |base: i64| path.join(format!("{base:020}.log"));
+                let log = PartitionLog::open(&path, config).await.unwrap();
+                let mut expected = vec!["first".to_string()];
+                log.append(&batch("first"), 0).await.unwrap();
+
+                // After the first round, zeros fill the first preallocation step, between
+                // rounds.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while std::fs::metadata(segment(0)).unwrap().len() < INITIAL_PREALLOCATE_BYTES {
+                    assert!(Instant::now() < deadline, "no zeros were written ahead");
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                }
+                let size = std::fs::metadata(segment(0)).unwrap().len();
+                let bytes = std::fs::read(segment(0)).unwrap();
+                let data_end = log.size_bytes() as usize;
+                assert!(bytes[data_end..].iter().all(|b| *b == 0));
+                // Written blocks, not reserved ones, all the way.
+                assert_eq!(first_hole(&segment(0), 0), size);
+
+                // Appends overwrite them, and zeros fill the next steps.
+                let value = "v".repeat(100_000);
+                for i in 0..20 {
+                    let value = format!("{i}{value}");
+                    log.append(&batch(&value), 0).await.unwrap();
+                    expected.push(value);
+                }
+                assert_eq!(values(&log).await, expected);
+
+                // The roll cuts the zeros off the sealed segment: it ends with its last batch.
+                while log.segment_count() < 2 {
+                    let value = format!("{}{value}", expected.len());
+                    log.append(&batch(&value), 0).await.unwrap();
+                    expected.push(value);
+                }
+                let sealed = batch_lengths(&segment(0));
+                assert!(sealed.iter().all(|l| *l > 0), "{sealed:?}");
+                let active = log.segment_base_offsets()[1];
+                let value = "after the roll".to_string();
+                log.append(&batch(&value), 0).await.unwrap();
+                expected.push(value);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while std::fs::metadata(segment(active)).unwrap().len() < INITIAL_PREALLOCATE_BYTES
+                {
+                    assert!(Instant::now() < deadline, "no zeros in the new segment");
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                }
+
+                // A crash leaves zeros past the data of the active segment: recovery ends the
+                // log at the data, and the appends continue after it.
+                drop(log);
+                let log = PartitionLog::open(&path, config).await.unwrap();
+                assert_eq!(values(&log).await, expected);
+                let info = log.append(&batch("after the crash"), 0).await.unwrap();
+                assert_eq!(info.base_offset, expected.len() as i64);
+                expected.push("after the crash".into());
+                log.close().await.unwrap();
+                let log = PartitionLog::open(&path, config).await.unwrap();
+                assert_eq!(values(&log).await, expected);
+                log.close().await.unwrap();
+                let lengths = batch_lengths(&segment(active));
+                assert_eq!(lengths.len(), 2, "{lengths:?}");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -26,6 +26,8 @@ pub struct LogConfig {
     pub write_buffer_bytes: u32,
     /// Preallocation ahead of the write position, bytes; 0 disables it.
     pub preallocate_bytes: u64,
+    /// Preallocation writes zeros ahead of the appends (see [`super::log`]'s zero fill).
+    pub preallocate_zeroes: bool,
     /// `cleanup.policy`: which of compaction and deletion by retention apply.
     pub cleanup: CleanupPolicy,
     /// Tombstones stay this long after the segment holding them was first cleaned (see
@@ -103,6 +105,7 @@ impl LogConfig {
             max_batch_bytes: limits.max_batch_bytes,
             write_buffer_bytes: limits.write_buffer_bytes,
             preallocate_bytes: limits.preallocate_bytes,
+            preallocate_zeroes: limits.preallocate_zeroes,
             cleanup: CleanupPolicy::DELETE,
             delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
             min_cleanable_dirty_ratio_ppm: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO_PPM,

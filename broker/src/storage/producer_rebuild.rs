@@ -545,6 +545,7 @@ mod tests {
             max_batch_bytes: 1 << 20,
             write_buffer_bytes: 2 << 20,
             preallocate_bytes: 0,
+            preallocate_zeroes: false,
             cleanup: crate::storage::CleanupPolicy::DELETE,
             delete_retention_ms: 86_400_000,
             min_cleanable_dirty_ratio_ppm: 500_000,

@@ -404,9 +404,7 @@ async fn open_appender(
         &segment.scan,
         &segment.log_path,
         segment.size_bytes,
-        config.write_buffer_bytes as usize,
-        config.preallocate_bytes,
-        config.segment_bytes,
+        config,
     )
     .await
     .map_err(|e| LogError::io(&segment.log_path, "starting the appender", e))

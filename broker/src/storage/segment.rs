@@ -103,17 +103,9 @@ impl Segment {
         blocking::run(move || sync_dir(&dir_owned))
             .await
             .map_err(|e| LogError::io(dir, "syncing the directory", e))?;
-        let appender = SegmentAppender::open(
-            dma,
-            &scan,
-            &log_path,
-            0,
-            config.write_buffer_bytes as usize,
-            config.preallocate_bytes,
-            config.segment_bytes,
-        )
-        .await
-        .map_err(|e| LogError::io(&log_path, "starting the appender", e))?;
+        let appender = SegmentAppender::open(dma, &scan, &log_path, 0, config)
+            .await
+            .map_err(|e| LogError::io(&log_path, "starting the appender", e))?;
         Ok(Segment {
             base_offset,
             log_path,

@@ -24,6 +24,7 @@ use super::batch_cache::CachedBytes;
 use super::log_reader::ReadChunk;
 
 use super::disk_budget::{self, PreallocationStep};
+use super::log_config::LogConfig;
 use super::stream_copy::StreamCopy;
 
 /// Smallest fill buffer, bytes.
@@ -127,6 +128,15 @@ pub(crate) struct SegmentAppender {
     /// Preallocation never goes past this (the segment size limit, page aligned), unless one
     /// write itself does.
     preallocate_limit: u64,
+    /// `preallocate_zeroes`: the preallocated blocks are written with zeros between write
+    /// rounds ([`SegmentAppender::next_zero_chunk`]).
+    zero_fill: bool,
+    /// The file's blocks below this are written (data or zeros) and inside its size: an
+    /// append below it overwrites.
+    zeroed_end: u64,
+    /// The appends passed the preallocated end before the zeros reached it (or writing them
+    /// failed): no more zeros in this segment.
+    zero_fill_stopped: bool,
 }
 
 impl SegmentAppender {
@@ -142,10 +152,10 @@ impl SegmentAppender {
         scan: &BufferedFile,
         path: &Path,
         logical_end: u64,
-        buffer_bytes: usize,
-        preallocate_bytes: u64,
-        segment_bytes: u64,
+        config: &LogConfig,
     ) -> io::Result<SegmentAppender> {
+        let buffer_bytes = config.write_buffer_bytes as usize;
+        let preallocate_bytes = config.preallocate_bytes;
         let fill_start = align_down(logical_end);
         let fill_len = (logical_end - fill_start) as usize;
         let fill_capacity = MIN_BUFFER_BYTES.min(buffer_bytes);
@@ -179,7 +189,10 @@ impl SegmentAppender {
             preallocate_bytes,
             preallocation_step: PreallocationStep::new(preallocate_bytes),
             counted_preallocation_bytes: 0,
-            preallocate_limit: align_up(segment_bytes),
+            preallocate_limit: align_up(config.segment_bytes),
+            zero_fill: config.preallocate_zeroes && preallocate_bytes > 0,
+            zeroed_end: preallocated_end,
+            zero_fill_stopped: false,
         };
         appender.recount_preallocation();
         Ok(appender)
@@ -332,6 +345,11 @@ impl SegmentAppender {
         if write_end <= self.preallocated_end {
             return None;
         }
+        if self.zero_fill && self.zeroed_end < align_down(self.preallocated_end) {
+            // The appends came faster than the idle moments between rounds let the zeros be
+            // written: the rest of the segment goes without them.
+            self.zero_fill_stopped = true;
+        }
         let free_bytes = match disk_budget::fs_space(&self.path) {
             Ok(space) => space.free_bytes,
             Err(e) => {
@@ -351,6 +369,39 @@ impl SegmentAppender {
     pub(crate) fn set_preallocated(&mut self, end: u64) {
         self.preallocated_end = self.preallocated_end.max(end);
         self.recount_preallocation();
+    }
+
+    /// Whether preallocated blocks past the data wait for their zeros.
+    pub(crate) fn zero_fill_wanted(&self) -> bool {
+        self.zero_fill
+            && !self.zero_fill_stopped
+            && self.zeroed_end.max(align_up(self.end())) < align_down(self.preallocated_end)
+    }
+
+    /// Where the next zeros go and how many (at most `chunk_bytes`, page multiples): from the
+    /// data's page-aligned end (what waits in the fill buffer included: the next round writes
+    /// it from its page) or the zeros' end, whichever is further, up to the preallocated end.
+    /// `None` when everything preallocated is written. Called with no write round in flight.
+    pub(crate) fn next_zero_chunk(&self, chunk_bytes: u64) -> Option<(u64, u64)> {
+        debug_assert!(self.in_flight.is_none());
+        if !self.zero_fill || self.zero_fill_stopped {
+            return None;
+        }
+        let start = self.zeroed_end.max(align_up(self.end()));
+        let len = align_down(self.preallocated_end.saturating_sub(start)).min(chunk_bytes);
+        (len > 0).then_some((start, len))
+    }
+
+    /// Zeros were written up to `end` ([`SegmentAppender::next_zero_chunk`]). Appends copied
+    /// meanwhile may reach into them: the round that writes those waited for the writer's turn,
+    /// so it overwrites the zeros after they landed.
+    pub(crate) fn zeroes_written(&mut self, end: u64) {
+        self.zeroed_end = self.zeroed_end.max(end);
+    }
+
+    /// Writing zeros failed: the segment goes on without them.
+    pub(crate) fn stop_zero_fill(&mut self) {
+        self.zero_fill_stopped = true;
     }
 
     /// Brings this appender's share of the shard's preallocation count up to date.

@@ -61,6 +61,7 @@ pub fn small_config() -> LogConfig {
         max_batch_bytes: (1 << 20) + 12,
         write_buffer_bytes: 2 << 20,
         preallocate_bytes: 1 << 20,
+        preallocate_zeroes: true,
         cleanup: broker::storage::CleanupPolicy::DELETE,
         delete_retention_ms: 86_400_000,
         min_cleanable_dirty_ratio_ppm: 500_000,
