@@ -23,9 +23,9 @@
 //! Zeros ahead (`preallocate_zeroes`): a task writes zeros into the active segment's
 //! preallocated blocks past the data, one chunk at a time and each under the writer's turn, so
 //! it only runs between write rounds and never beside one; after a burst it fdatasyncs them.
-//! An append landing on them overwrites written blocks inside the file size, so its fdatasync
-//! only has the device flush its cache: nothing goes through the file system journal (ext4
-//! otherwise commits the size change and the extent it converted on every fdatasync).
+//! An append landing on them overwrites written blocks inside the file's size, so its
+//! fdatasync has no size or extent change to write (a journal commit on a journaled ext4,
+//! metadata blocks written in place without one).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
