@@ -51,7 +51,7 @@ pub(crate) mod tests {
         plain_batch::encode(&[record]).unwrap().to_vec()
     }
 
-    /// Small segments, `always`, 1 MiB preallocation steps at most.
+    /// Small segments, `always`, 1 MiB preallocation steps at most, written with zeros ahead.
     pub(crate) fn config() -> LogConfig {
         LogConfig {
             segment_bytes: 1 << 20,

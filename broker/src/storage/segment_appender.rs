@@ -545,3 +545,92 @@ impl Drop for SegmentAppender {
         disk_budget::release(self.counted_preallocation_bytes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use glommio::io::{BufferedFile, OpenOptions};
+
+    use super::SegmentAppender;
+    use crate::storage::disk_budget::INITIAL_PREALLOCATE_BYTES;
+    use crate::storage::fault_injection::tests::config;
+
+    /// One write round of `bytes` more (the bookkeeping only: nothing is written), with the
+    /// preallocation it asks for granted; returns the new preallocated end, if any.
+    fn round(a: &mut SegmentAppender, bytes: usize) -> Option<u64> {
+        if a.free_bytes() < bytes {
+            assert!(a.grow(bytes));
+        }
+        a.push(&vec![7u8; bytes]);
+        let job = a.start_write().unwrap();
+        let to = a.preallocation_for(&job);
+        if let Some(to) = to {
+            a.set_preallocated(to);
+        }
+        a.finish_write(&job);
+        to
+    }
+
+    #[test]
+    fn zeros_follow_the_preallocation_and_stop_once_the_appends_pass_it_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000.log");
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let dma = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .dma_open(&path)
+                    .await
+                    .unwrap();
+                let scan = BufferedFile::open(&path).await.unwrap();
+                let mut config = config();
+                config.preallocate_zeroes = true;
+                config.segment_bytes = 64 << 20;
+                let mut a = SegmentAppender::open(Rc::new(dma), &scan, &path, 0, &config)
+                    .await
+                    .unwrap();
+                const CHUNK: u64 = 128 * 1024;
+                // Nothing is reserved yet, so no zeros are wanted.
+                assert!(!a.zero_fill_wanted());
+                assert_eq!(a.next_zero_chunk(CHUNK), None);
+
+                // The first round reserves the first step: zeros go from the data's page to it.
+                let first = round(&mut a, 1000).unwrap();
+                assert_eq!(first, 4096 + INITIAL_PREALLOCATE_BYTES);
+                assert!(a.zero_fill_wanted());
+                assert_eq!(a.next_zero_chunk(CHUNK), Some((4096, CHUNK)));
+                a.zeroes_written(4096 + CHUNK);
+                assert_eq!(a.next_zero_chunk(CHUNK), Some((4096 + CHUNK, CHUNK)));
+                a.zeroes_written(first);
+                assert!(!a.zero_fill_wanted());
+                assert_eq!(a.next_zero_chunk(CHUNK), None);
+
+                // Appends past a step the zeros had filled: the next step gets zeros too,
+                // from the data's page on.
+                let second = round(&mut a, 300_000).unwrap();
+                assert!(second > first);
+                let data_page = 303_104; // 301000 bytes, page aligned up
+                assert!(a.zero_fill_wanted());
+                assert_eq!(a.next_zero_chunk(CHUNK), Some((data_page, CHUNK)));
+                // Data waiting in the fill buffer moves the start past its page.
+                a.push(&[7u8; 5000]);
+                assert_eq!(a.next_zero_chunk(CHUNK), Some((data_page + 4096, CHUNK)));
+                a.unpush_to(a.fill_len() - 5000);
+
+                // Appends past a step before its zeros were written: none for the rest of the
+                // segment, whatever it reserves next.
+                let third = round(&mut a, 600_000).unwrap();
+                assert!(third > second);
+                assert!(!a.zero_fill_wanted());
+                assert_eq!(a.next_zero_chunk(CHUNK), None);
+                round(&mut a, 1_000_000);
+                assert!(!a.zero_fill_wanted());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+}
