@@ -190,7 +190,7 @@ impl SegmentAppender {
             preallocation_step: PreallocationStep::new(preallocate_bytes),
             counted_preallocation_bytes: 0,
             preallocate_limit: align_up(config.segment_bytes),
-            zero_fill: config.preallocate_zeroes && preallocate_bytes > 0,
+            zero_fill: config.preallocate_zeroes,
             zeroed_end: preallocated_end,
             zero_fill_stopped: false,
         };
